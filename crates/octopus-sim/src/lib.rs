@@ -1,0 +1,1 @@
+//! Octopus Server REST API simulator for octobackup's lab

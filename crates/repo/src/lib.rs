@@ -1,0 +1,1 @@
+//! octobackup's backup sets in a restic-format repository, through rustic_core

@@ -1,0 +1,1 @@
+//! The lab database image and backup file formats

@@ -1,0 +1,1 @@
+//! SQL Server stand-in speaking TDS, for octobackup's lab
