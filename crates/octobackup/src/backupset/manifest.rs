@@ -1,0 +1,111 @@
+//! The manifest: what a set holds, stored inside it as JSON. It never contains a secret: the master
+//! key and license are separate files of the set, and only their presence and shape are recorded here.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct Manifest {
+    pub format: u32,
+    pub set_id: String,
+    pub tool_version: String,
+    pub instance: String,
+    pub hostname: String,
+    pub started: Option<DateTime<Utc>>,
+    pub finished: Option<DateTime<Utc>>,
+    pub octopus: OctopusInfo,
+    pub database: DatabaseInfo,
+    pub folders: Vec<FolderInfo>,
+    pub secrets: SecretsInfo,
+    pub window: WindowInfo,
+    pub steps: Vec<StepRecord>,
+    /// Tasks still running when the wait gave up (only with on_timeout = continue).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks_running_at_backup: Vec<String>,
+    pub complete: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct OctopusInfo {
+    pub url: String,
+    pub version: String,
+    pub installation_id: String,
+    pub nodes: Vec<String>,
+    /// Maintenance mode as octobackup found it (and put it back to).
+    pub maintenance_before: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct DatabaseInfo {
+    pub name: String,
+    pub server: String,
+    pub product_version: String,
+    pub edition: String,
+    /// Files of the backup inside the set, under /database.
+    pub files: Vec<String>,
+    pub bytes: u64,
+    pub verified: bool,
+    pub backupset: Option<BackupSetRow>,
+}
+
+/// The msdb.dbo.backupset row of the backup (LSNs as SQL Server prints them).
+#[derive(Clone, Debug, Serialize, Deserialize, Default, PartialEq)]
+pub struct BackupSetRow {
+    pub backup_set_uuid: String,
+    pub database_guid: String,
+    pub first_lsn: String,
+    pub last_lsn: String,
+    pub checkpoint_lsn: String,
+    pub database_backup_lsn: String,
+    pub backup_start_date: String,
+    pub backup_finish_date: String,
+    pub backup_type: String,
+    pub is_copy_only: bool,
+    pub has_backup_checksums: bool,
+    pub is_damaged: bool,
+    pub backup_size: u64,
+    pub compressed_backup_size: u64,
+    pub recovery_model: String,
+    pub physical_device_name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct FolderInfo {
+    pub name: String,
+    pub source_path: String,
+    pub files: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct SecretsInfo {
+    pub master_key: bool,
+    /// 16 (AES-128) or 32 (AES-256).
+    pub master_key_bytes: usize,
+    pub license: bool,
+    pub license_serial: Option<String>,
+    pub license_expiry: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct WindowInfo {
+    pub start: Option<DateTime<Utc>>,
+    pub end: Option<DateTime<Utc>>,
+    pub seconds: f64,
+    /// What ran while maintenance mode was on.
+    pub inside: Vec<String>,
+    /// False when maintenance mode was already on and octobackup left it alone.
+    pub changed_by_octobackup: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, Default)]
+pub struct StepRecord {
+    pub name: String,
+    pub started: Option<DateTime<Utc>>,
+    pub seconds: f64,
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+pub const FORMAT: u32 = 1;

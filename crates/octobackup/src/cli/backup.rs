@@ -1,0 +1,66 @@
+use super::{emit, repository, ui::Ui};
+use crate::config::Config;
+use crate::error::Failure;
+use crate::run::backup::{self, BackupJob, BackupReport};
+use crate::run::journal::StateDir;
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The instance to back up (a [instance.NAME] of the config; optional when there is one).
+    #[arg(long, short)]
+    pub instance: Option<String>,
+}
+
+pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
+    let config = Config::load(config_path)?;
+    let (name, instance) = config.instance(config_path, args.instance.as_deref())?;
+    let repo = repository::open(&config).await?;
+    let job = BackupJob {
+        instance_name: name.to_string(),
+        instance: instance.clone(),
+        state: StateDir::new(&config.state_dir(config_path)),
+        repo: Arc::new(repo),
+        compression: config.repository.compression,
+        ui: ui.clone(),
+    };
+    let report = backup::run(job).await;
+    ui.clear_status();
+    let report = report?;
+    emit(json, &report, || human(&report));
+    Ok(())
+}
+
+pub fn human(r: &BackupReport) -> String {
+    let mut s = String::new();
+    if let Some(rec) = &r.recovered {
+        s.push_str(&format!("recovered: {rec}\n"));
+    }
+    s.push_str(&format!("backup set {} of {} (snapshot {})\n", r.set_id, r.instance, &r.snapshot_id[..8.min(r.snapshot_id.len())]));
+    for step in &r.steps {
+        s.push_str(&format!(
+            "  {} {:<38} {:>8.2}s{}\n",
+            if step.ok { "ok  " } else { "FAIL" },
+            step.name,
+            step.seconds,
+            step.detail.as_ref().map(|d| format!("  {d}")).unwrap_or_default()
+        ));
+    }
+    s.push_str(&format!("  maintenance window {:.2}s; database {}; ", r.window_seconds, bytes(r.database_bytes)));
+    let files: u64 = r.folders.iter().map(|f| f.files).sum();
+    let fbytes: u64 = r.folders.iter().map(|f| f.bytes).sum();
+    s.push_str(&format!("folders {files} files, {}; new data {}\n", bytes(fbytes), bytes(r.data_added)));
+    s
+}
+
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}

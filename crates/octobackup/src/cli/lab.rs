@@ -1,0 +1,211 @@
+//! `octobackup lab ...`: run the bundled lab (a simulated Octopus Server and SQL Server with an
+//! instance that grows day by day) and write a ready config for it.
+
+use super::emit;
+use crate::config::{Config, InstanceConfig, MasterKeySource, RepositoryConfig, SqlConfig, StagingConfig, WaitConfig};
+use crate::error::{Exit, Failure};
+use octobackup_lab::{InstanceOptions, InstancePaths, InstanceState, Lab, LabInfo, LabOptions, Size};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum LabCommand {
+    /// Build (first time) and start the lab in DIR; writes DIR/lab.json and DIR/octobackup.toml. Runs until Ctrl-C.
+    Up(UpArgs),
+    /// Simulate days of use: new packages, task logs, artifacts, database changes.
+    Churn {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 1)]
+        days: u32,
+    },
+    /// Print a fingerprint of the instance (database content and every folder file) as JSON.
+    Fingerprint {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// The lab's stand-in for `Octopus.Server show-master-key`.
+    ShowMasterKey {
+        #[arg(long)]
+        dir: PathBuf,
+        /// json (Octopus's current output) or text (older versions: banner lines, then the key).
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Accepted for compatibility with Octopus.Server's arguments.
+        #[arg(long)]
+        instance: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpArgs {
+    #[arg(long)]
+    pub dir: PathBuf,
+    #[arg(long, default_value = "small")]
+    pub size: Size,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Master key length: 16 (AES-128) or 32 (AES-256).
+    #[arg(long, default_value_t = 16)]
+    pub key_bytes: usize,
+    /// Serve SQL without TLS (the connection string then says Encrypt=False).
+    #[arg(long)]
+    pub no_tls: bool,
+}
+
+pub async fn run(cmd: LabCommand, json: bool) -> Result<(), Failure> {
+    let fail = |e: anyhow::Error| Failure::new(Exit::Failed, format!("{e:#}"));
+    match cmd {
+        LabCommand::Up(a) => {
+            let lab = start(&a.dir, a.size, a.seed, a.key_bytes, !a.no_tls).await?;
+            let config = write_config(lab.info(), !a.no_tls).map_err(fail)?;
+            emit(json, lab.info_public(), || {
+                format!(
+                    "lab running in {}\n  Octopus API  {}\n  SQL Server   {}\n  config       {}\n  events       {}\nTry: octobackup --config {} backup\nCtrl-C stops the lab.\n",
+                    a.dir.display(),
+                    lab.info().octopus_url,
+                    lab.info().sql_address,
+                    config.display(),
+                    lab.info().events_file.display(),
+                    config.display()
+                )
+            });
+            let _ = tokio::signal::ctrl_c().await;
+            lab.shutdown().await;
+            Ok(())
+        }
+        LabCommand::Churn { dir, days } => {
+            let paths = InstancePaths::new(&dir);
+            let report = tokio::task::spawn_blocking(move || octobackup_lab::instance::churn(&paths, days))
+                .await
+                .map_err(|e| fail(e.into()))?
+                .map_err(fail)?;
+            emit(json, &report, || {
+                format!(
+                    "{} day(s) simulated, now day {}: {} files added, {} removed, {} database pages changed, {} added\n",
+                    report.days, report.day_now, report.folders.files_added, report.folders.files_removed, report.database_pages_changed, report.database_pages_added
+                )
+            });
+            Ok(())
+        }
+        LabCommand::Fingerprint { dir } => {
+            let paths = InstancePaths::new(&dir);
+            let fp = tokio::task::spawn_blocking(move || {
+                let state = InstanceState::load(&paths)?;
+                octobackup_lab::instance::fingerprint(&paths, &state.database)
+            })
+            .await
+            .map_err(|e| fail(e.into()))?
+            .map_err(fail)?;
+            println!("{}", serde_json::to_string_pretty(&fp).expect("serializes"));
+            Ok(())
+        }
+        LabCommand::ShowMasterKey { dir, format, instance } => {
+            let state = InstanceState::load(&InstancePaths::new(&dir)).map_err(|e| Failure::new(Exit::Failed, format!("no lab instance in {}: {e}", dir.display())))?;
+            if let Some(i) = instance
+                && i != state.instance_name
+            {
+                return Err(Failure::new(Exit::Failed, format!("Instance '{i}' was not found.")));
+            }
+            // The key goes to stdout only, as Octopus.Server prints it: this is the host's tool.
+            if format == "json" {
+                println!("{}", serde_json::json!({"MasterKey": state.master_key}));
+            } else {
+                println!("Octopus Deploy: Octopus Server (lab)\nShowing the master key for instance {}\n{}", state.instance_name, state.master_key);
+            }
+            Ok(())
+        }
+    }
+}
+
+pub async fn start(dir: &Path, size: Size, seed: u64, key_bytes: usize, tls: bool) -> Result<Lab, Failure> {
+    let mut opts = LabOptions::new(dir);
+    opts.instance = InstanceOptions { size, seed, master_key_bytes: key_bytes, ..InstanceOptions::default() };
+    opts.tls = tls;
+    Lab::start(opts).await.map_err(|e| Failure::new(Exit::Failed, format!("the lab did not start: {e:#}")))
+}
+
+trait PublicInfo {
+    fn info_public(&self) -> serde_json::Value;
+}
+
+impl PublicInfo for Lab {
+    /// What `lab up --json` prints: where things are, without the lab's keys (they are in lab.json).
+    fn info_public(&self) -> serde_json::Value {
+        let i = self.info();
+        serde_json::json!({
+            "dir": i.dir, "octopus_url": i.octopus_url, "sql_address": i.sql_address, "database": i.database,
+            "folders": i.folders, "staging_dir": i.staging_dir, "events_file": i.events_file,
+            "config": i.dir.join("octobackup.toml"), "lab_json": i.dir.join("lab.json"),
+        })
+    }
+}
+
+fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    std::io::Write::write_all(&mut opts.open(path)?, value.as_bytes())?;
+    Ok(())
+}
+
+/// The config octobackup needs for the lab instance, as an administrator would write it: secrets in
+/// owner-only files under DIR/secrets, the master key read through the lab's `show-master-key`.
+pub fn lab_config(info: &LabInfo, tls: bool, exe: &Path) -> anyhow::Result<Config> {
+    let secrets = info.dir.join("secrets");
+    write_secret(&secrets.join("octopus-api-key"), &info.admin_api_key)?;
+    write_secret(&secrets.join("sql-password"), &info.sql_password)?;
+    let repo_password = secrets.join("repository-password");
+    if !repo_password.exists() {
+        write_secret(&repo_password, &format!("lab-{}", uuid::Uuid::new_v4().simple()))?;
+    }
+    let (host, port) = info.sql_address.rsplit_once(':').unwrap_or((&info.sql_address, "1433"));
+    let encrypt = if tls { "Encrypt=True;TrustServerCertificate=True" } else { "Encrypt=False" };
+    let instance = InstanceConfig {
+        url: info.octopus_url.clone(),
+        api_key_file: Some(secrets.join("octopus-api-key")),
+        api_key_env: None,
+        sql: SqlConfig {
+            connection_string: Some(format!("Server={host},{port};Database={};User ID={};{encrypt}", info.database, info.sql_login)),
+            password_file: Some(secrets.join("sql-password")),
+            command_timeout: Some(Duration::from_secs(120)),
+            ..Default::default()
+        },
+        master_key: MasterKeySource {
+            command: Some(vec![
+                exe.display().to_string(),
+                "lab".into(),
+                "show-master-key".into(),
+                "--dir".into(),
+                info.dir.display().to_string(),
+                "--format".into(),
+                "json".into(),
+            ]),
+            ..Default::default()
+        },
+        folders: BTreeMap::new(),
+        staging: StagingConfig { sql_path: info.staging_dir.display().to_string(), local_path: None },
+        wait: WaitConfig { timeout: Duration::from_secs(120), poll_interval: Duration::from_millis(200), ..WaitConfig::default() },
+    };
+    let mut instances = BTreeMap::new();
+    instances.insert(info.instance_name.clone(), instance);
+    Ok(Config {
+        repository: RepositoryConfig { location: info.dir.join("repository").display().to_string(), password_file: Some(repo_password), ..Default::default() },
+        state_dir: Some(info.dir.join("state")),
+        instances,
+    })
+}
+
+/// Writes DIR/octobackup.toml for the running lab; returns its path.
+pub fn write_config(info: &LabInfo, tls: bool) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let config = lab_config(info, tls, &exe)?;
+    let path = info.dir.join("octobackup.toml");
+    std::fs::write(&path, format!("# Written by `octobackup lab up` for the lab in {}.\n{}", info.dir.display(), config.to_toml()))?;
+    Ok(path)
+}

@@ -1,0 +1,118 @@
+//! The command line: argument parsing, dispatch, output and exit codes. Each command's logic lives
+//! in its domain module; the files here only wire it to the user.
+
+mod backup;
+mod demo;
+mod init;
+mod lab;
+mod recover;
+mod repository;
+mod snapshots;
+pub mod ui;
+
+use crate::error::{Exit, Failure};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "octobackup", version, about = "Backs up and restores an Octopus Deploy server the way Octopus documents it.")]
+pub struct Cli {
+    /// The config file.
+    #[arg(long, short, global = true, env = "OCTOBACKUP_CONFIG", default_value = "octobackup.toml")]
+    pub config: PathBuf,
+    /// Print the result as JSON on stdout (progress and notes are left out).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More detail on stderr (-v: steps, -vv: every statement sent).
+    #[arg(long, short, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create a repository and, if there is none, a commented config file.
+    Init(init::Args),
+    /// Back up an Octopus instance: maintenance mode, master key, license, database, folders.
+    Backup(backup::Args),
+    /// List the backup sets in the repository.
+    Snapshots(snapshots::ListArgs),
+    /// Show one backup set's manifest.
+    Show(snapshots::ShowArgs),
+    /// Put maintenance mode back after a run that was killed.
+    Recover(recover::Args),
+    /// See octobackup work end to end against the bundled lab, in under a minute.
+    Demo(demo::Args),
+    /// The lab: a simulated Octopus Server and SQL Server for trying octobackup.
+    #[command(subcommand)]
+    Lab(lab::LabCommand),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.json);
+    let json = cli.json;
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::from(Exit::Failed as u8);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            if json {
+                println!("{}", serde_json::json!({"ok": false, "error": f.message, "exit_code": f.exit as u8}));
+            }
+            eprintln!("error: {}", f.message);
+            ExitCode::from(f.exit as u8)
+        }
+    }
+}
+
+fn init_logging(verbose: u8, json: bool) {
+    let level = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = std::env::var("OCTOBACKUP_LOG").unwrap_or_else(|_| {
+        // tiberius logs every INFO message at debug; keep it at -vvv.
+        if verbose >= 3 { "debug".into() } else { format!("{level},tiberius=warn,rustic_core=warn,opendal=warn") }
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(!json && std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+async fn dispatch(cli: Cli) -> Result<(), Failure> {
+    let ui = ui::Ui::new(cli.json);
+    match cli.command {
+        Command::Init(a) => init::run(&cli.config, a, cli.json, &ui).await,
+        Command::Backup(a) => backup::run(&cli.config, a, cli.json, &ui).await,
+        Command::Snapshots(a) => snapshots::list(&cli.config, a, cli.json).await,
+        Command::Show(a) => snapshots::show(&cli.config, a, cli.json).await,
+        Command::Recover(a) => recover::run(&cli.config, a, cli.json).await,
+        Command::Demo(a) => demo::run(a, cli.json, &ui).await,
+        Command::Lab(c) => lab::run(c, cli.json).await,
+    }
+}
+
+/// Prints a result: JSON on stdout with --json, else the human text.
+pub(crate) fn emit<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+    } else {
+        print!("{}", human());
+    }
+}
+
+pub(crate) fn usage(msg: impl Into<String>) -> Failure {
+    Failure::new(Exit::Usage, msg)
+}

@@ -1,0 +1,25 @@
+use super::emit;
+use crate::config::Config;
+use crate::error::Failure;
+use crate::run::backup::octopus_client;
+use crate::run::journal::StateDir;
+use crate::run::maintenance;
+use std::path::Path;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The instance (optional when the config has one).
+    #[arg(long, short)]
+    pub instance: Option<String>,
+}
+
+pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
+    let config = Config::load(config_path)?;
+    let (name, instance) = config.instance(config_path, args.instance.as_deref())?;
+    let state = StateDir::new(&config.state_dir(config_path));
+    let _lock = state.lock(name)?;
+    let client = octopus_client(instance)?;
+    let r = maintenance::recover(&client, &state, name).await?;
+    emit(json, &r, || format!("{}: {}\n", r.instance, r.action));
+    Ok(())
+}

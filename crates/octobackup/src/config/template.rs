@@ -1,0 +1,62 @@
+//! The commented config `octobackup init` writes.
+
+pub fn template(repository: &str) -> String {
+    let repository = repository.replace('\\', "\\\\").replace('"', "\\\"");
+    format!(
+        r#"# octobackup configuration. Secrets are never written here: each one names an environment
+# variable or a file that holds it.
+
+[repository]
+# A local folder, or opendal:s3 / opendal:azblob / opendal:sftp with [repository.options].
+location = "{repository}"
+# The repository password: OCTOBACKUP_PASSWORD, this file, or a prompt.
+# password_file = "/etc/octobackup/repository-password"
+# zstd level for new data (default 3).
+# compression = 3
+
+# One section per Octopus Server instance: octobackup backup --instance OctopusServer
+[instance.OctopusServer]
+url = "https://octopus.example.com"
+# An API key of a user with the Administer System permission (maintenance mode needs it).
+api_key_env = "OCTOPUS_API_KEY"
+# api_key_file = 'C:\ProgramData\octobackup\octopus-api-key'
+
+[instance.OctopusServer.sql]
+# The connection string as Octopus stores it (Octopus.Server show-configuration prints it).
+# Leave the password out and give it below, or read the whole string from a file or variable.
+connection_string = "Server=sql01;Database=OctopusDeploy;User ID=octobackup;Encrypt=True"
+password_env = "OCTOBACKUP_SQL_PASSWORD"
+# connection_string_file = 'C:\ProgramData\octobackup\connection-string'
+# Stripe the .bak over several files for speed (default 1).
+# stripes = 2
+# Longest silence allowed from SQL Server during BACKUP (default 10m).
+# command_timeout = "10m"
+
+[instance.OctopusServer.master_key]
+# How to read the master key on the Octopus host (run octobackup as a local administrator):
+command = ['C:\Program Files\Octopus Deploy\Octopus\Octopus.Server.exe', "show-master-key", "--instance", "OctopusServer", "--format=json", "--console", "--noconsolelogging"]
+# Linux container: command = ["docker", "exec", "octopus", "/Octopus/Octopus.Server", "show-master-key", "--console", "--instance", "OctopusServer"]
+# Or: env = "OCTOPUS_MASTER_KEY"  /  file = "/run/secrets/octopus-master-key"
+
+[instance.OctopusServer.staging]
+# A folder SQL Server can write the .bak to and octobackup can read it from, as each sees it.
+sql_path = 'D:\OctobackupStaging'
+# local_path = '\\sql01\OctobackupStaging'
+
+# The server folders are read from the Octopus API unless given here.
+# [instance.OctopusServer.folders]
+# Packages = 'C:\Octopus\Packages'
+# Artifacts = 'C:\Octopus\Artifacts'
+# TaskLogs = 'C:\Octopus\TaskLogs'
+# EventExports = 'C:\Octopus\EventExports'
+
+[instance.OctopusServer.wait]
+# After maintenance mode is on, wait this long for running tasks to finish,
+timeout = "30m"
+# then "abort" (maintenance mode is put back, nothing is stored) or "continue".
+on_timeout = "abort"
+# Queued tasks still start in maintenance mode; set true to wait for them too.
+include_queued = false
+"#
+    )
+}

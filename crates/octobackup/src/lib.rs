@@ -1,0 +1,14 @@
+//! octobackup: backs up and restores an Octopus Deploy server the way Octopus documents it, into a
+//! restic-format repository. The binary is only wiring; each domain has its module:
+//! `octopus` (REST API, master key), `sqlserver` (connection strings, T-SQL, client),
+//! `backupset` (layout, manifest, listing), `run` (the steps of a run and their safety),
+//! `config`, and `cli` (commands, output).
+
+pub mod backupset;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod octopus;
+pub mod run;
+pub mod secret;
+pub mod sqlserver;

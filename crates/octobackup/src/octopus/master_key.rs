@@ -1,0 +1,126 @@
+//! The master key, read where Octopus keeps it: `Octopus.Server show-master-key` on the host (also
+//! through `docker exec`/`kubectl exec`), an environment variable or a file. The key is checked for
+//! form (base64 of 16 or 32 bytes) before anything depends on it; its value never reaches a log,
+//! an error message or a process argument.
+
+use crate::config::MasterKeySource;
+use crate::secret::{Secret, SecretSource};
+use base64::Engine;
+use std::process::Stdio;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MasterKeyError {
+    #[error("cannot run the master key command '{program}': {cause}. Check master_key.command in the config.")]
+    Spawn { program: String, cause: String },
+    #[error(
+        "the master key command '{program}' failed ({status}): {stderr}. It needs local administrator rights on the Octopus host (or the right container/instance name)."
+    )]
+    Failed { program: String, status: String, stderr: String },
+    #[error("the master key command '{program}' printed no master key (expected JSON with MasterKey, or the key as the last line)")]
+    NotFound { program: String },
+    #[error("{0}")]
+    Source(#[from] crate::secret::SecretError),
+    #[error("the master key from {source_name} is not base64 of 16 or 32 bytes ({detail}); Octopus master keys are")]
+    Malformed { source_name: String, detail: String },
+}
+
+pub struct MasterKey {
+    pub key: Secret,
+    pub bytes: usize,
+}
+
+impl std::fmt::Debug for MasterKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MasterKey({} bytes, ***)", self.bytes)
+    }
+}
+
+/// Checks a master key's form: base64 of 16 (AES-128) or 32 (AES-256) bytes.
+pub fn validate(key: &str) -> Result<usize, String> {
+    let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim()).map_err(|_| "not valid base64".to_string())?;
+    match decoded.len() {
+        16 | 32 => Ok(decoded.len()),
+        n => Err(format!("{n} bytes")),
+    }
+}
+
+/// Finds the key in `show-master-key` output: Octopus's JSON (`{"MasterKey": "..."}`), or the
+/// older format of banner lines with the key on the last non-empty line.
+pub fn parse_command_output(stdout: &str) -> Option<String> {
+    let trimmed = stdout.trim();
+    if let Some(start) = trimmed.find('{')
+        && let Some(end) = trimmed.rfind('}')
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&trimmed[start..=end])
+        && let Some(k) = v.get("MasterKey").and_then(|k| k.as_str())
+    {
+        return Some(k.to_string());
+    }
+    let last = trimmed.lines().map(str::trim).rfind(|l| !l.is_empty())?;
+    // A banner line has spaces; a base64 key has none.
+    (!last.contains(' ') && validate(last).is_ok()).then(|| last.to_string())
+}
+
+pub async fn read(source: &MasterKeySource) -> Result<MasterKey, MasterKeyError> {
+    let (key, source_name) = if let Some(cmd) = &source.command {
+        let program = cmd[0].clone();
+        let out = tokio::process::Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .output()
+            .await
+            .map_err(|e| MasterKeyError::Spawn { program: program.clone(), cause: e.to_string() })?;
+        let stdout = zeroize::Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
+        if !out.status.success() {
+            // stderr of a failed run may still echo the key on some versions: keep only lines without base64-looking words.
+            let stderr: String = String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .filter(|l| parse_command_output(l).is_none())
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(MasterKeyError::Failed { program, status: out.status.to_string(), stderr });
+        }
+        let key = parse_command_output(&stdout).ok_or_else(|| MasterKeyError::NotFound { program: program.clone() })?;
+        (Secret::new(key), format!("command '{program}'"))
+    } else if let Some(env) = &source.env {
+        (SecretSource::Env(env.clone()).read("Octopus master key")?, format!("environment variable {env}"))
+    } else if let Some(file) = &source.file {
+        (SecretSource::File(file.clone()).read("Octopus master key")?, format!("file {}", file.display()))
+    } else {
+        unreachable!("config validation requires one master key source")
+    };
+    let bytes = validate(key.expose()).map_err(|detail| MasterKeyError::Malformed { source_name, detail })?;
+    Ok(MasterKey { key: Secret::new(key.expose().trim()), bytes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K16: &str = "AAECAwQFBgcICQoLDA0ODw==";
+
+    #[test]
+    fn json_output() {
+        assert_eq!(parse_command_output(&format!("{{\"MasterKey\": \"{K16}\"}}\n")).as_deref(), Some(K16));
+        let noisy = format!("Checking instance...\n{{\n  \"MasterKey\": \"{K16}\"\n}}\n");
+        assert_eq!(parse_command_output(&noisy).as_deref(), Some(K16));
+    }
+
+    #[test]
+    fn banner_output_of_older_versions() {
+        let out = format!("Octopus Deploy: Octopus Server version 3.17.1\nRunning as administrator\nMaster key:\n{K16}\n\n");
+        assert_eq!(parse_command_output(&out).as_deref(), Some(K16));
+        assert_eq!(parse_command_output("Access denied: run as administrator\n"), None);
+    }
+
+    #[test]
+    fn key_form() {
+        assert_eq!(validate(K16), Ok(16));
+        assert_eq!(validate(&base64::engine::general_purpose::STANDARD.encode([1u8; 32])), Ok(32));
+        assert_eq!(validate(&base64::engine::general_purpose::STANDARD.encode([1u8; 24])), Err("24 bytes".into()));
+        assert!(validate("not base64!").is_err());
+    }
+}

@@ -1,0 +1,7 @@
+//! The Octopus Server side: its REST API (maintenance mode, tasks, license, folders) and the
+//! master key read on its host.
+
+pub mod client;
+pub mod master_key;
+
+pub use client::{OctopusClient, OctopusError};

@@ -1,0 +1,561 @@
+//! `octobackup backup`: Octopus's documented procedure as one backup set.
+//!
+//! Order (issue: "the five documented steps"): record maintenance mode and turn it on, wait for
+//! running tasks, capture the master key and the license, BACKUP DATABASE to the staging share and
+//! RESTORE VERIFYONLY, back up the server folders, put maintenance mode back, then ingest the .bak.
+//! The folders and the database are stored as two partial snapshots, then merged into the set's
+//! single snapshot: only that snapshot carries the `complete` tag, so a run that fails at any point
+//! leaves nothing that claims to be complete, and the repository stays valid.
+
+use super::journal::StateDir;
+use super::maintenance::{self, Window};
+use super::steps::Steps;
+use crate::backupset::{self, Manifest, manifest};
+use crate::cli::ui::Ui;
+use crate::config::{InstanceConfig, OnWaitTimeout};
+use crate::error::{Exit, Failure};
+use crate::octopus::{OctopusClient, master_key};
+use crate::secret::{Secret, SecretSource};
+use crate::sqlserver::{ConnectionString, SqlServer, client as sql, tsql};
+use octobackup_repo::{Repo, SetOptions, SourceItem};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+/// Everything a backup run needs, resolved from the config.
+pub struct BackupJob {
+    pub instance_name: String,
+    pub instance: InstanceConfig,
+    pub state: StateDir,
+    pub repo: Arc<Repo>,
+    pub compression: Option<i32>,
+    pub ui: Ui,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct BackupReport {
+    pub set_id: String,
+    pub snapshot_id: String,
+    pub instance: String,
+    pub complete: bool,
+    pub window_seconds: f64,
+    pub database_bytes: u64,
+    pub folders: Vec<manifest::FolderInfo>,
+    pub data_added: u64,
+    pub steps: Vec<manifest::StepRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recovered: Option<String>,
+}
+
+/// The SQL connection described by the instance's config, with its password resolved.
+pub fn sql_server(inst: &InstanceConfig) -> Result<SqlServer, Failure> {
+    let text = if let Some(cs) = &inst.sql.connection_string {
+        Secret::new(cs.clone())
+    } else if let Some(env) = &inst.sql.connection_string_env {
+        SecretSource::Env(env.clone()).read("SQL connection string")?
+    } else if let Some(file) = &inst.sql.connection_string_file {
+        SecretSource::File(file.clone()).read("SQL connection string")?
+    } else {
+        unreachable!("validated config")
+    };
+    let conn = ConnectionString::parse(text.expose())?;
+    let password = match (&inst.sql.password_env, &inst.sql.password_file) {
+        (Some(e), _) => Some(SecretSource::Env(e.clone()).read("SQL password")?),
+        (_, Some(f)) => Some(SecretSource::File(f.clone()).read("SQL password")?),
+        _ => None,
+    };
+    Ok(SqlServer::new(conn, password, inst.sql.command_timeout.unwrap_or(Duration::from_secs(600))))
+}
+
+pub fn octopus_client(inst: &InstanceConfig) -> Result<OctopusClient, Failure> {
+    let key = inst.api_key_source().read("Octopus API key")?;
+    Ok(OctopusClient::new(&inst.url, key)?)
+}
+
+/// Joins a file name onto the staging folder as SQL Server sees it, with that host's separator.
+pub fn sql_side_path(sql_dir: &str, file: &str) -> String {
+    let windows_style = sql_dir.contains('\\') || sql_dir.as_bytes().get(1) == Some(&b':');
+    let sep = if windows_style { '\\' } else { '/' };
+    let trimmed = sql_dir.trim_end_matches(['\\', '/']);
+    format!("{trimmed}{sep}{file}")
+}
+
+/// Resolves when the user or the service manager asks octobackup to stop.
+pub async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "Ctrl-C",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// What the window produced, handed to the ingest after maintenance mode is back.
+struct Captured {
+    master_key: Option<master_key::MasterKey>,
+    license_text: Option<Secret>,
+    bak_local: Vec<PathBuf>,
+    folders_part: Option<String>,
+}
+
+pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
+    let _lock = job.state.lock(&job.instance_name)?;
+    let octopus = octopus_client(&job.instance)?;
+    let sqlserver = sql_server(&job.instance)?;
+    let mut steps = Steps::default();
+
+    // A run that died with maintenance mode changed is undone before anything else.
+    let recovered = match maintenance::recover(&octopus, &job.state, &job.instance_name).await {
+        Ok(r) if r.found_record => {
+            job.ui.note(&format!("recovered an interrupted run: {}", r.action));
+            Some(r.action)
+        }
+        Ok(_) => None,
+        Err(e) => return Err(Failure::new(Exit::MaintenanceStuck, format!("an earlier run left maintenance mode changed and it could not be put back: {e}"))),
+    };
+
+    let started = chrono::Utc::now();
+    let set_id = backupset::new_set_id(started);
+    let mut m = Manifest {
+        format: manifest::FORMAT,
+        set_id: set_id.clone(),
+        tool_version: env!("CARGO_PKG_VERSION").to_string(),
+        instance: job.instance_name.clone(),
+        hostname: hostname(),
+        started: Some(started),
+        ..Default::default()
+    };
+
+    // Preflight, outside the window: everything that can be checked without maintenance mode.
+    let pre = steps.start("preflight");
+    let preflight = preflight(&job, &octopus, &sqlserver, &mut m).await;
+    steps.finish(pre, preflight.is_ok(), preflight.as_ref().err().map(|e| e.message.clone()));
+    let (folders, server_info) = preflight?;
+
+    let stripe_names = backupset::stripe_names(&m.database.name, job.instance.sql.stripes.unwrap_or(1));
+    let staging_local = job.instance.staging_local();
+    let bak_sql: Vec<String> = stripe_names.iter().map(|n| sql_side_path(&job.instance.staging.sql_path, &format!("octobackup-{set_id}-{n}"))).collect();
+    let bak_local: Vec<PathBuf> = stripe_names.iter().map(|n| staging_local.join(format!("octobackup-{set_id}-{n}"))).collect();
+
+    // The window.
+    let enter = steps.start("maintenance mode on");
+    let window = match maintenance::enter(&octopus, &job.state, &job.instance_name, &set_id).await {
+        Ok(w) => {
+            steps.finish(enter, true, Some(if w.changed { "turned on".into() } else { "was already on; left on".into() }));
+            w
+        }
+        Err(e) => {
+            steps.finish(enter, false, Some(e.to_string()));
+            return Err(e.into());
+        }
+    };
+    m.octopus.maintenance_before = window.previous;
+    m.window.start = Some(window.started);
+    m.window.changed_by_octobackup = window.changed;
+
+    let inside = tokio::select! {
+        r = inside_window(&job, &octopus, &sqlserver, &server_info, &folders, &bak_sql, &bak_local, &set_id, &mut m, &mut steps) => r,
+        sig = shutdown_signal() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode is being put back"))),
+    };
+
+    let leave = steps.start("maintenance mode restored");
+    let left = maintenance::leave(&octopus, &job.state, &job.instance_name, &window).await;
+    let window_end = chrono::Utc::now();
+    steps.finish(leave, left.is_ok(), left.as_ref().err().map(|e| e.to_string()));
+    m.window.end = Some(window_end);
+    m.window.seconds = (window_end - window.started).num_milliseconds() as f64 / 1000.0;
+
+    let cleanup = |parts: &[Option<String>]| {
+        for p in &bak_local {
+            let _ = std::fs::remove_file(p);
+        }
+        let ids: Vec<String> = parts.iter().flatten().cloned().collect();
+        if !ids.is_empty() {
+            let _ = job.repo.delete_snapshots(&ids);
+        }
+    };
+
+    if let Err(e) = left {
+        let parts = inside.as_ref().ok().map(|c| c.folders_part.clone()).unwrap_or_default();
+        cleanup(&[parts]);
+        return Err(Failure::new(
+            Exit::MaintenanceStuck,
+            format!(
+                "MAINTENANCE MODE COULD NOT BE PUT BACK {}: {e}. Turn it {} in Octopus (Configuration > Maintenance) or run `octobackup recover` once the server answers.",
+                if window.previous { "ON" } else { "OFF" },
+                if window.previous { "on" } else { "off" }
+            ),
+        ));
+    }
+    let captured = match inside {
+        Ok(c) => c,
+        Err(e) => {
+            // The partial folders snapshot of this run (if any) is found by its set tag.
+            let parts = part_snapshots(&job.repo, &set_id);
+            cleanup(&parts.into_iter().map(Some).collect::<Vec<_>>());
+            return Err(e);
+        }
+    };
+
+    // After the window: ingest the .bak with the manifest and secrets, then merge into one snapshot.
+    let ingest = tokio::select! {
+        r = ingest(&job, &set_id, &captured, &mut m, &mut steps, &window) => r,
+        sig = shutdown_signal() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig} while storing the set; nothing was marked complete"))),
+    };
+    match ingest {
+        Ok((snapshot_id, data_added)) => {
+            for p in &captured.bak_local {
+                let _ = std::fs::remove_file(p);
+            }
+            Ok(BackupReport {
+                set_id,
+                snapshot_id,
+                instance: job.instance_name.clone(),
+                complete: true,
+                window_seconds: m.window.seconds,
+                database_bytes: m.database.bytes,
+                folders: m.folders.clone(),
+                data_added,
+                steps: steps.records,
+                recovered,
+            })
+        }
+        Err(e) => {
+            let parts = part_snapshots(&job.repo, &set_id);
+            cleanup(&parts.into_iter().map(Some).collect::<Vec<_>>());
+            Err(e)
+        }
+    }
+}
+
+fn part_snapshots(repo: &Repo, set_id: &str) -> Vec<String> {
+    let tag = backupset::tag_set(set_id);
+    repo.snapshots()
+        .map(|s| s.into_iter().filter(|s| s.tags.contains(&tag) && s.tags.iter().any(|t| t == backupset::TAG_PART)).map(|s| s.id).collect())
+        .unwrap_or_default()
+}
+
+fn hostname() -> String {
+    std::env::var("COMPUTERNAME").or_else(|_| std::env::var("HOSTNAME")).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
+    })
+}
+
+async fn preflight(
+    job: &BackupJob,
+    octopus: &OctopusClient,
+    sqlserver: &SqlServer,
+    m: &mut Manifest,
+) -> Result<(Vec<(String, PathBuf)>, sql::ServerInfo), Failure> {
+    let root = octopus.root().await?;
+    m.octopus.url = octopus.url().to_string();
+    m.octopus.version = root.version.clone();
+    m.octopus.installation_id = root.installation_id.clone().unwrap_or_default();
+    m.octopus.nodes = octopus.nodes().await.map(|n| n.into_iter().map(|n| n.name).collect()).unwrap_or_default();
+
+    let mut session = sqlserver.connect().await?;
+    let info = session.server_info().await?;
+    if info.engine_edition == 5 {
+        return Err(crate::sqlserver::SqlError::AzureSqlDatabase { server: sqlserver.server_display() }.into());
+    }
+    let database = sqlserver.database().to_string();
+    if !session.database_exists(&database).await? {
+        return Err(crate::sqlserver::SqlError::NoDatabase { server: sqlserver.server_display(), database }.into());
+    }
+    m.database.name = database;
+    m.database.server = sqlserver.server_display();
+    m.database.product_version = info.product_version.clone();
+    m.database.edition = info.edition.clone();
+
+    let folders: Vec<(String, PathBuf)> = if job.instance.folders.is_empty() {
+        octopus.server_folders().await?.named().into_iter().map(|(n, p)| (n.to_string(), PathBuf::from(p))).collect()
+    } else {
+        job.instance.folders.iter().map(|(n, p)| (n.clone(), p.clone())).collect()
+    };
+    for (name, path) in &folders {
+        if !path.is_dir() {
+            return Err(Failure::new(
+                Exit::Failed,
+                format!(
+                    "the {name} folder {} is not readable from here. Run octobackup where the server folders are reachable, or set [instance.{}.folders] to the path as this machine sees it.",
+                    path.display(),
+                    job.instance_name
+                ),
+            ));
+        }
+    }
+    let staging = job.instance.staging_local();
+    if !staging.is_dir() {
+        return Err(Failure::new(
+            Exit::Failed,
+            format!(
+                "the staging folder {} does not exist here. Create it (SQL Server must be able to write it as {}) or set staging.local_path.",
+                staging.display(),
+                job.instance.staging.sql_path
+            ),
+        ));
+    }
+    Ok((folders, info))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn inside_window(
+    job: &BackupJob,
+    octopus: &OctopusClient,
+    sqlserver: &SqlServer,
+    server_info: &sql::ServerInfo,
+    folders: &[(String, PathBuf)],
+    bak_sql: &[String],
+    bak_local: &[PathBuf],
+    set_id: &str,
+    m: &mut Manifest,
+    steps: &mut Steps,
+) -> Result<Captured, Failure> {
+    let _ = server_info;
+    m.window.inside.push("wait for running tasks".into());
+    let running = steps.run("wait for running tasks", wait_for_tasks(job, octopus)).await?;
+    m.tasks_running_at_backup = running;
+
+    m.window.inside.push("master key".into());
+    let key = steps.run("master key", async { master_key::read(&job.instance.master_key).await.map_err(Failure::from) }).await?;
+    m.secrets.master_key = true;
+    m.secrets.master_key_bytes = key.bytes;
+
+    m.window.inside.push("license".into());
+    let license = steps
+        .run("license", async {
+            let l = octopus.license().await?;
+            let status = octopus.license_status().await.ok();
+            Ok::<_, Failure>((l, status))
+        })
+        .await?;
+    m.secrets.license = !license.0.license_text.is_empty();
+    m.secrets.license_serial = license.0.serial_number.clone();
+    m.secrets.license_expiry = license.1.and_then(|s| s.effective_expiry_date);
+
+    m.window.inside.push("database backup".into());
+    let db = m.database.name.clone();
+    steps.run("database backup", backup_database(job, sqlserver, &db, bak_sql, bak_local, set_id, m)).await?;
+
+    m.window.inside.push("server folders".into());
+    let part = steps.run("server folders", backup_folders(job, folders, set_id, m)).await?;
+
+    Ok(Captured {
+        master_key: Some(key),
+        license_text: Some(Secret::new(license.0.license_text.clone())),
+        bak_local: bak_local.to_vec(),
+        folders_part: Some(part),
+    })
+}
+
+/// Waits until no task is Executing (and none Queued if configured); returns the names of tasks
+/// still running when the wait gave up under on_timeout = continue.
+async fn wait_for_tasks(job: &BackupJob, octopus: &OctopusClient) -> Result<Vec<String>, Failure> {
+    let wait = &job.instance.wait;
+    let states: &[&str] = if wait.include_queued { &["Executing", "Queued"] } else { &["Executing"] };
+    let deadline = tokio::time::Instant::now() + wait.timeout;
+    loop {
+        let tasks = octopus.tasks(states).await?;
+        if tasks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names: Vec<String> = tasks.iter().map(|t| format!("{} ({}, {})", t.id, t.description.trim(), t.state)).collect();
+        job.ui.status(&format!("waiting for {} task(s): {}", tasks.len(), names.join("; ")));
+        if tokio::time::Instant::now() >= deadline {
+            return match wait.on_timeout {
+                OnWaitTimeout::Abort => Err(Failure::new(
+                    Exit::Failed,
+                    format!(
+                        "tasks still running after waiting {}: {}. Nothing was backed up and maintenance mode is put back. Let them finish, cancel them, or set wait.on_timeout = \"continue\".",
+                        humantime::format_duration(wait.timeout),
+                        names.join("; ")
+                    ),
+                )),
+                OnWaitTimeout::Continue => {
+                    job.ui.note(&format!("going on while tasks still run (wait.on_timeout = continue): {}", names.join("; ")));
+                    Ok(names)
+                }
+            };
+        }
+        tokio::time::sleep(wait.poll_interval.min(deadline.saturating_duration_since(tokio::time::Instant::now())).max(Duration::from_millis(50))).await;
+    }
+}
+
+async fn backup_database(
+    job: &BackupJob,
+    sqlserver: &SqlServer,
+    database: &str,
+    bak_sql: &[String],
+    bak_local: &[PathBuf],
+    set_id: &str,
+    m: &mut Manifest,
+) -> Result<(), Failure> {
+    let mut session = sqlserver.connect().await?;
+    let spid = session.server_info().await?.spid;
+    let statement = tsql::backup_database(database, bak_sql, 5, &format!("octobackup set {set_id}"));
+    let bar = job.ui.percent_bar("BACKUP DATABASE");
+    let first = bak_sql.first().map(String::as_str);
+    sql::run_with_progress(sqlserver, &mut session, spid, "BACKUP DATABASE", &statement, first, &|p| bar.set(p)).await?;
+    bar.finish();
+    session.execute("RESTORE VERIFYONLY", &tsql::restore_verifyonly(bak_sql), first).await?;
+    m.database.verified = true;
+    m.database.backupset = session.backupset_row(database).await?;
+    let mut bytes = 0;
+    for (local, sqlp) in bak_local.iter().zip(bak_sql) {
+        match std::fs::metadata(local) {
+            Ok(meta) => bytes += meta.len(),
+            Err(_) => {
+                return Err(Failure::new(
+                    Exit::Failed,
+                    format!(
+                        "SQL Server wrote {sqlp} but octobackup cannot see it as {}. staging.sql_path and staging.local_path must name the same folder (a share both can reach).",
+                        local.display()
+                    ),
+                ));
+            }
+        }
+    }
+    m.database.bytes = bytes;
+    m.database.files = bak_local
+        .iter()
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            format!("{}/{}", backupset::DATABASE_DIR, name.trim_start_matches(&format!("octobackup-{set_id}-")))
+        })
+        .collect();
+    Ok(())
+}
+
+fn base_tags(job: &BackupJob, set_id: &str) -> Vec<String> {
+    vec![backupset::TAG.to_string(), backupset::tag_set(set_id), backupset::tag_instance(&job.instance_name)]
+}
+
+async fn backup_folders(job: &BackupJob, folders: &[(String, PathBuf)], set_id: &str, m: &mut Manifest) -> Result<String, Failure> {
+    let items: Vec<SourceItem> = folders
+        .iter()
+        .map(|(name, path)| SourceItem::Path { source: path.clone(), target: format!("{}/{name}", backupset::FOLDERS_DIR) })
+        .collect();
+    let mut tags = base_tags(job, set_id);
+    tags.push(backupset::TAG_PART.into());
+    let opts = SetOptions {
+        tags,
+        hostname: m.hostname.clone(),
+        parent_tags: vec![backupset::tag_instance(&job.instance_name), backupset::TAG_COMPLETE.into()],
+        time: None,
+        compression: job.compression,
+    };
+    let repo = job.repo.clone();
+    let sink = job.ui.repo_sink("server folders");
+    let summary = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
+        .await
+        .map_err(|e| Failure::new(Exit::Failed, format!("the folder backup stopped: {e}")))??;
+    if !summary.unreadable.is_empty() {
+        let list: Vec<String> = summary.unreadable.iter().take(10).map(|(p, e)| format!("{p}: {e}")).collect();
+        return Err(Failure::new(
+            Exit::Failed,
+            format!("{} file(s) in the server folders could not be read, so the set would be incomplete: {}", summary.unreadable.len(), list.join("; ")),
+        ));
+    }
+    // Per-folder figures from the snapshot itself.
+    let files = {
+        let repo = job.repo.clone();
+        let id = summary.snapshot_id.clone();
+        tokio::task::spawn_blocking(move || repo.list_files(&id, backupset::FOLDERS_DIR)).await.map_err(|e| Failure::new(Exit::Failed, e.to_string()))??
+    };
+    m.folders = folders
+        .iter()
+        .map(|(name, path)| {
+            let prefix = format!("{}/{name}/", backupset::FOLDERS_DIR);
+            let (n, b) = files.iter().filter(|f| f.path.starts_with(&prefix)).fold((0u64, 0u64), |(n, b), f| (n + 1, b + f.size));
+            manifest::FolderInfo { name: name.clone(), source_path: path.display().to_string(), files: n, bytes: b }
+        })
+        .collect();
+    Ok(summary.snapshot_id)
+}
+
+async fn ingest(job: &BackupJob, set_id: &str, c: &Captured, m: &mut Manifest, steps: &mut Steps, window: &Window) -> Result<(String, u64), Failure> {
+    let _ = window;
+    let r = steps.start("store database, manifest and secrets");
+    let mut items: Vec<SourceItem> = c
+        .bak_local
+        .iter()
+        .zip(&m.database.files)
+        .map(|(local, target)| SourceItem::Path { source: local.clone(), target: target.clone() })
+        .collect();
+    if let Some(k) = &c.master_key {
+        items.push(SourceItem::Memory { target: backupset::MASTER_KEY_PATH.into(), bytes: Zeroizing::new(k.key.expose().as_bytes().to_vec()), mode: 0o600 });
+    }
+    if let Some(l) = &c.license_text
+        && !l.is_empty()
+    {
+        items.push(SourceItem::Memory { target: backupset::LICENSE_PATH.into(), bytes: Zeroizing::new(l.expose().as_bytes().to_vec()), mode: 0o600 });
+    }
+    m.finished = Some(chrono::Utc::now());
+    m.complete = true;
+    m.steps = steps.records.clone();
+    items.push(SourceItem::Memory {
+        target: backupset::MANIFEST_PATH.into(),
+        bytes: Zeroizing::new(serde_json::to_vec_pretty(&*m).expect("manifest serializes")),
+        mode: 0o644,
+    });
+    let mut tags = base_tags(job, set_id);
+    tags.push(backupset::TAG_PART.into());
+    let opts = SetOptions { tags, hostname: m.hostname.clone(), parent_tags: vec![], time: None, compression: job.compression };
+    let repo = job.repo.clone();
+    let sink = job.ui.repo_sink("database");
+    let db_part = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
+        .await
+        .map_err(|e| Failure::new(Exit::Failed, format!("storing the database stopped: {e}")))?;
+    let db_part = match db_part {
+        Ok(s) => s,
+        Err(e) => {
+            steps.finish(r, false, Some(e.to_string()));
+            return Err(e.into());
+        }
+    };
+    steps.finish(r, true, None);
+
+    let r = steps.start("seal the set");
+    let mut tags = base_tags(job, set_id);
+    tags.push(backupset::TAG_COMPLETE.into());
+    let opts = SetOptions { tags, hostname: m.hostname.clone(), parent_tags: vec![], time: m.started.map(|t| t.into()), compression: job.compression };
+    let parts = vec![c.folders_part.clone().expect("folders part"), db_part.snapshot_id.clone()];
+    let repo = job.repo.clone();
+    let merged = tokio::task::spawn_blocking(move || {
+        let merged = repo.merge_snapshots(&parts, &opts)?;
+        repo.delete_snapshots(&parts)?;
+        Ok::<_, octobackup_repo::RepoError>(merged)
+    })
+    .await
+    .map_err(|e| Failure::new(Exit::Failed, e.to_string()))?;
+    steps.finish(r, merged.is_ok(), merged.as_ref().err().map(|e| e.to_string()));
+    let merged = merged?;
+    Ok((merged.id, db_part.data_added))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_side_paths_use_the_sql_hosts_separator() {
+        assert_eq!(sql_side_path(r"D:\Backups\", "a.bak"), r"D:\Backups\a.bak");
+        assert_eq!(sql_side_path(r"\\nas\octo", "a.bak"), r"\\nas\octo\a.bak");
+        assert_eq!(sql_side_path("/var/opt/mssql/backup/", "a.bak"), "/var/opt/mssql/backup/a.bak");
+        assert_eq!(sql_side_path("C:", "a.bak"), r"C:\a.bak");
+    }
+
+    #[allow(dead_code)]
+    fn _assert_send(p: &Path) -> &Path {
+        p
+    }
+}

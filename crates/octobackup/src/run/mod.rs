@@ -1,0 +1,7 @@
+//! The steps of a run (backup, recover) and what keeps them safe: a lock per instance, a journal of
+//! the maintenance-mode change so that a crashed run can be undone, and step records for the report.
+
+pub mod backup;
+pub mod journal;
+pub mod maintenance;
+pub mod steps;

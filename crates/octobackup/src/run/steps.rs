@@ -1,0 +1,41 @@
+//! Step records: each step of a run with its timing and outcome, for the manifest and the summary.
+
+use crate::backupset::manifest::StepRecord;
+use std::time::Instant;
+
+#[derive(Default)]
+pub struct Steps {
+    pub records: Vec<StepRecord>,
+}
+
+pub struct Running {
+    name: String,
+    started: chrono::DateTime<chrono::Utc>,
+    t0: Instant,
+}
+
+impl Steps {
+    pub fn start(&mut self, name: &str) -> Running {
+        tracing::info!("step: {name}");
+        Running { name: name.to_string(), started: chrono::Utc::now(), t0: Instant::now() }
+    }
+
+    pub fn finish(&mut self, running: Running, ok: bool, detail: Option<String>) {
+        self.records.push(StepRecord {
+            name: running.name,
+            started: Some(running.started),
+            seconds: running.t0.elapsed().as_secs_f64(),
+            ok,
+            detail,
+        });
+    }
+
+    /// Runs `f` as a step and records its outcome.
+    pub async fn run<T, E: std::fmt::Display>(&mut self, name: &str, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, E> {
+        let r = self.start(name);
+        let out = f.await;
+        let detail = out.as_ref().err().map(|e| e.to_string());
+        self.finish(r, out.is_ok(), detail);
+        out
+    }
+}

@@ -1,0 +1,314 @@
+//! A tiberius connection to the Octopus database's SQL Server.
+//!
+//! Long statements: tiberius 0.13's command timeout restarts on every packet, so BACKUP with
+//! `STATS` (an INFO message every few percent) stays alive; the timeout is set to the configured
+//! longest silence. Progress comes from `sys.dm_exec_requests.percent_complete`, polled on a second
+//! connection, because tiberius does not hand INFO messages to the caller.
+
+use super::connstr::{Authentication, ConnectionString, Encrypt};
+use super::tsql;
+use crate::backupset::manifest::BackupSetRow;
+use crate::secret::Secret;
+use std::time::Duration;
+use tiberius::{Client, ColumnData, Config, EncryptionLevel, FromSql};
+use tokio::net::TcpStream;
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SqlError {
+    #[error("cannot connect to SQL Server {server}: {cause}. Check the Server in the connection string and that SQL Server accepts TCP connections there.")]
+    Connect { server: String, cause: String },
+    #[error("SQL Server {server} refused the login for '{user}' (Msg 18456). Check the User ID and the SQL password source in the config.")]
+    Login { server: String, user: String },
+    #[error("SQL Server {server} refused the encrypted connection: {cause}. If the server uses a self-signed certificate, add TrustServerCertificate=True to the connection string.")]
+    Tls { server: String, cause: String },
+    #[error("{server} is Azure SQL Database, which has no BACKUP TO DISK. octobackup backs up SQL Server (including Managed Instance and SQL Server on a VM); for Azure SQL Database use its automated backups and export.")]
+    AzureSqlDatabase { server: String },
+    #[error("the database '{database}' does not exist on {server} (Msg 911). Check Database/Initial Catalog in the connection string.")]
+    NoDatabase { server: String, database: String },
+    #[error("SQL Server cannot write the backup to '{path}' (Msg {number}: {message}). The SQL Server service account needs write access to staging.sql_path, as SQL Server sees it.")]
+    StagingNotWritable { path: String, number: u32, message: String },
+    #[error("the login lacks permission for {statement} (Msg {number}: {message}). BACKUP needs sysadmin, db_owner or db_backupoperator; RESTORE needs CREATE DATABASE (dbcreator).")]
+    Permission { statement: String, number: u32, message: String },
+    #[error("SQL Server reported Msg {number} during {statement}: {message}")]
+    Server { statement: String, number: u32, message: String },
+    #[error("SQL Server went silent for longer than {0:?} during {1}; raise sql.command_timeout if the server is just slow")]
+    Timeout(Duration, String),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl SqlError {
+    pub fn number(&self) -> Option<u32> {
+        match self {
+            SqlError::StagingNotWritable { number, .. } | SqlError::Permission { number, .. } | SqlError::Server { number, .. } => Some(*number),
+            SqlError::Login { .. } => Some(18456),
+            SqlError::NoDatabase { .. } => Some(911),
+            _ => None,
+        }
+    }
+}
+
+/// Where and how to connect. Holds the password (zeroized) but never prints it.
+#[derive(Clone)]
+pub struct SqlServer {
+    pub conn: ConnectionString,
+    password: Option<Secret>,
+    pub command_timeout: Duration,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ServerInfo {
+    pub product_version: String,
+    pub edition: String,
+    pub engine_edition: i64,
+    pub server_name: String,
+    pub spid: i64,
+    pub is_sysadmin: bool,
+}
+
+pub type Connection = Client<Compat<TcpStream>>;
+
+pub struct Session {
+    pub client: Connection,
+    server: String,
+    timeout: Duration,
+}
+
+impl SqlServer {
+    /// `password` overrides one in the connection string.
+    pub fn new(conn: ConnectionString, password: Option<Secret>, command_timeout: Duration) -> Self {
+        let password = password.or_else(|| conn.password.clone());
+        SqlServer { conn, password, command_timeout }
+    }
+
+    pub fn database(&self) -> &str {
+        &self.conn.database
+    }
+
+    pub fn server_display(&self) -> String {
+        self.conn.server_display()
+    }
+
+    fn tiberius_config(&self) -> Result<Config, SqlError> {
+        let c = &self.conn;
+        let mut config = Config::new();
+        config.host(&c.host);
+        config.port(c.port.unwrap_or(1433));
+        if let Some(i) = &c.instance {
+            if c.port.is_none() {
+                return Err(SqlError::Config(format!(
+                    "the named instance {}\\{i} needs its TCP port in the connection string (Server={}\\{i},PORT): octobackup does not ask SQL Browser",
+                    c.host, c.host
+                )));
+            }
+            config.instance_name(i);
+        }
+        config.database("master");
+        config.application_name(c.application_name.clone().unwrap_or_else(|| "octobackup".into()));
+        config.encryption(match c.encrypt {
+            Encrypt::Optional => EncryptionLevel::Off,
+            Encrypt::Mandatory => EncryptionLevel::Required,
+            Encrypt::Strict => {
+                return Err(SqlError::Config("Encrypt=Strict (TDS 8.0) is not supported yet: use Encrypt=True".into()));
+            }
+        });
+        if c.trust_server_certificate {
+            config.trust_cert();
+        }
+        config.command_timeout(Some(self.command_timeout));
+        config.handshake_timeout(Some(Duration::from_secs(c.connect_timeout_secs.unwrap_or(15))));
+        match &c.auth {
+            Authentication::SqlLogin { user } => {
+                let pw = self.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
+                config.authentication(tiberius::AuthMethod::sql_server(user, pw));
+            }
+            Authentication::Integrated => {
+                #[cfg(windows)]
+                config.authentication(tiberius::AuthMethod::Integrated);
+                #[cfg(not(windows))]
+                return Err(SqlError::Config(
+                    "Integrated Security/Trusted_Connection works when octobackup runs on Windows; on this system use a SQL login (User ID=...)".into(),
+                ));
+            }
+        }
+        Ok(config)
+    }
+
+    pub async fn connect(&self) -> Result<Session, SqlError> {
+        let config = self.tiberius_config()?;
+        let server = self.server_display();
+        let addr = config.get_addr();
+        let connect = async {
+            let tcp = TcpStream::connect(&addr).await.map_err(|e| SqlError::Connect { server: server.clone(), cause: e.to_string() })?;
+            tcp.set_nodelay(true).ok();
+            Client::connect(config, tcp.compat_write()).await.map_err(|e| self.connect_error(e))
+        };
+        let client = tokio::time::timeout(Duration::from_secs(self.conn.connect_timeout_secs.unwrap_or(15) + 5), connect)
+            .await
+            .map_err(|_| SqlError::Connect { server: server.clone(), cause: "timed out".into() })??;
+        Ok(Session { client, server, timeout: self.command_timeout })
+    }
+
+    fn connect_error(&self, e: tiberius::error::Error) -> SqlError {
+        let server = self.server_display();
+        match e {
+            tiberius::error::Error::Server(t) if t.code() == 18456 => SqlError::Login {
+                server,
+                user: match &self.conn.auth {
+                    Authentication::SqlLogin { user } => user.clone(),
+                    Authentication::Integrated => "(integrated security)".into(),
+                },
+            },
+            tiberius::error::Error::Tls(cause) => SqlError::Tls { server, cause },
+            tiberius::error::Error::Server(t) => SqlError::Server { statement: "login".into(), number: t.code(), message: t.message().to_string() },
+            other => SqlError::Connect { server, cause: other.to_string() },
+        }
+    }
+}
+
+/// A cell as text, whatever its SQL type (msdb's LSNs are numeric(25,0), GUIDs uniqueidentifier...).
+pub fn cell_text(data: &ColumnData<'static>) -> Option<String> {
+    Some(match data {
+        ColumnData::U8(v) => v.as_ref()?.to_string(),
+        ColumnData::I16(v) => v.as_ref()?.to_string(),
+        ColumnData::I32(v) => v.as_ref()?.to_string(),
+        ColumnData::I64(v) => v.as_ref()?.to_string(),
+        ColumnData::F32(v) => v.as_ref()?.to_string(),
+        ColumnData::F64(v) => v.as_ref()?.to_string(),
+        ColumnData::Bit(v) => (if (*v)? { "1" } else { "0" }).to_string(),
+        ColumnData::String(v) => v.as_ref()?.to_string(),
+        ColumnData::Guid(v) => v.as_ref()?.to_string().to_uppercase(),
+        ColumnData::Binary(v) => hex::encode(v.as_ref()?),
+        ColumnData::Numeric(v) => {
+            let n = (*v)?;
+            if n.scale() == 0 { n.value().to_string() } else { n.to_string() }
+        }
+        ColumnData::DateTime(_) | ColumnData::SmallDateTime(_) | ColumnData::DateTime2(_) => {
+            chrono::NaiveDateTime::from_sql(data).ok()??.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+        }
+        other => format!("{other:?}"),
+    })
+}
+
+/// Rows as (column name -> text) maps, for the few small result sets octobackup reads.
+pub type TextRow = std::collections::BTreeMap<String, Option<String>>;
+
+impl Session {
+    fn statement_error(&self, statement: &str, e: tiberius::error::Error, path_hint: Option<&str>) -> SqlError {
+        match e {
+            tiberius::error::Error::Server(t) => {
+                let (number, message) = (t.code(), t.message().to_string());
+                match number {
+                    3201 | 3013 if path_hint.is_some() => SqlError::StagingNotWritable { path: path_hint.unwrap().to_string(), number, message },
+                    911 => SqlError::NoDatabase { server: self.server.clone(), database: path_hint.unwrap_or("?").to_string() },
+                    229 | 262 | 916 | 3110 => SqlError::Permission { statement: statement.into(), number, message },
+                    40510 => SqlError::AzureSqlDatabase { server: self.server.clone() },
+                    _ => SqlError::Server { statement: statement.into(), number, message },
+                }
+            }
+            tiberius::error::Error::Io { kind: std::io::ErrorKind::TimedOut, .. } => SqlError::Timeout(self.timeout, statement.into()),
+            other => SqlError::Server { statement: statement.into(), number: 0, message: other.to_string() },
+        }
+    }
+
+    /// Runs a batch and returns the rows of its first result set as text.
+    pub async fn query_text(&mut self, what: &str, sql: &str) -> Result<Vec<TextRow>, SqlError> {
+        tracing::debug!(target: "octobackup::sql", "{what}: {sql}");
+        let results = match self.client.simple_query(sql).await {
+            Ok(stream) => stream.into_results().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| self.statement_error(what, e, None))?;
+        Ok(results
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .iter()
+            .map(|row| row.cells().map(|(c, d)| (c.name().to_string(), cell_text(d))).collect())
+            .collect())
+    }
+
+    /// Runs a batch that returns no rows; `path_hint` names the file a failure is about.
+    pub async fn execute(&mut self, what: &str, sql: &str, path_hint: Option<&str>) -> Result<(), SqlError> {
+        tracing::debug!(target: "octobackup::sql", "{what}: {sql}");
+        let r = match self.client.simple_query(sql).await {
+            Ok(stream) => stream.into_results().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        r.map_err(|e| self.statement_error(what, e, path_hint))
+    }
+
+    pub async fn server_info(&mut self) -> Result<ServerInfo, SqlError> {
+        let rows = self.query_text("server properties", tsql::SERVER_INFO).await?;
+        let row = rows.into_iter().next().ok_or_else(|| SqlError::Server { statement: "server properties".into(), number: 0, message: "no row".into() })?;
+        let get = |k: &str| row.get(k).cloned().flatten().unwrap_or_default();
+        Ok(ServerInfo {
+            product_version: get("ProductVersion"),
+            edition: get("Edition"),
+            engine_edition: get("EngineEdition").parse().unwrap_or(0),
+            server_name: get("ServerName"),
+            spid: get("Spid").parse().unwrap_or(0),
+            is_sysadmin: get("IsSysadmin") == "1",
+        })
+    }
+
+    pub async fn database_exists(&mut self, database: &str) -> Result<bool, SqlError> {
+        let rows = self.query_text("database lookup", &tsql::database_id(database)).await?;
+        Ok(rows.first().and_then(|r| r.get("DatabaseId").cloned().flatten()).is_some())
+    }
+
+    pub async fn backupset_row(&mut self, database: &str) -> Result<Option<BackupSetRow>, SqlError> {
+        let rows = self.query_text("msdb backup history", &tsql::backupset_row(database)).await?;
+        Ok(rows.into_iter().next().map(|r| {
+            let s = |k: &str| r.get(k).cloned().flatten().unwrap_or_default();
+            BackupSetRow {
+                backup_set_uuid: s("backup_set_uuid"),
+                database_guid: s("database_guid"),
+                first_lsn: s("first_lsn"),
+                last_lsn: s("last_lsn"),
+                checkpoint_lsn: s("checkpoint_lsn"),
+                database_backup_lsn: s("database_backup_lsn"),
+                backup_start_date: s("backup_start_date"),
+                backup_finish_date: s("backup_finish_date"),
+                backup_type: s("type"),
+                is_copy_only: s("is_copy_only") == "1",
+                has_backup_checksums: s("has_backup_checksums") == "1",
+                is_damaged: s("is_damaged") == "1",
+                backup_size: s("backup_size").parse().unwrap_or(0),
+                compressed_backup_size: s("compressed_backup_size").parse().unwrap_or(0),
+                recovery_model: s("recovery_model"),
+                physical_device_name: s("physical_device_name"),
+            }
+        }))
+    }
+}
+
+/// Runs `statement` (a BACKUP or RESTORE) on `session` while a second connection polls its
+/// progress every `poll` and hands the percentage to `progress`.
+pub async fn run_with_progress(
+    server: &SqlServer,
+    session: &mut Session,
+    spid: i64,
+    what: &str,
+    statement: &str,
+    path_hint: Option<&str>,
+    progress: &(dyn Fn(f64) + Sync),
+) -> Result<(), SqlError> {
+    let poller = async {
+        // Progress is a nicety: a poller that cannot connect just stays quiet.
+        let Ok(mut watcher) = server.connect().await else { return std::future::pending::<()>().await };
+        loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(rows) = watcher.query_text("progress", &tsql::request_progress(spid as i32)).await
+                && let Some(p) = rows.first().and_then(|r| r.get("percent_complete").cloned().flatten()).and_then(|p| p.parse::<f64>().ok())
+            {
+                progress(p);
+            }
+        }
+    };
+    tokio::select! {
+        r = session.execute(what, statement, path_hint) => r,
+        _ = poller => unreachable!("the poller never ends"),
+    }
+}

@@ -1,0 +1,301 @@
+//! ADO.NET connection strings, as Octopus stores them
+//! (`Server=sql01;Database=OctopusDeploy;User ID=octo;Password=...` or integrated security).
+//!
+//! Parsed by hand rather than through tiberius because octobackup needs more than a client config:
+//! the database name for BACKUP, whether the password is present, and errors that never echo it.
+//! Rules followed (SqlConnectionStringBuilder): `key=value` pairs separated by `;`, keys
+//! case-insensitive with their synonyms, values optionally quoted with `'` or `"` (a doubled quote
+//! inside is one quote), `;` allowed inside quotes, whitespace around keys and unquoted values ignored.
+
+use crate::secret::Secret;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Authentication {
+    /// SQL Server login.
+    SqlLogin { user: String },
+    /// Windows integrated security (the service account's identity).
+    Integrated,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Encrypt {
+    /// Encrypt=False/Optional: encrypt the login only, as .NET does.
+    Optional,
+    /// Encrypt=True/Mandatory (the default since Microsoft.Data.SqlClient 4).
+    Mandatory,
+    /// Encrypt=Strict: TDS 8.0.
+    Strict,
+}
+
+#[derive(Clone, Debug)]
+pub struct ConnectionString {
+    pub host: String,
+    /// Explicit port (`host,port`).
+    pub port: Option<u16>,
+    /// Named instance (`host\NAME`), resolved through SQL Browser when no port is given.
+    pub instance: Option<String>,
+    pub database: String,
+    pub auth: Authentication,
+    pub password: Option<Secret>,
+    pub encrypt: Encrypt,
+    pub trust_server_certificate: bool,
+    pub application_name: Option<String>,
+    pub connect_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConnectionStringError {
+    #[error("the connection string has no server (add Server=host or Data Source=host)")]
+    NoServer,
+    #[error("the connection string has no database (add Database=OctopusDeploy or Initial Catalog=...)")]
+    NoDatabase,
+    #[error("the connection string has neither User ID nor Integrated Security/Trusted_Connection")]
+    NoAuthentication,
+    #[error("the connection string is malformed near position {0}: {1}")]
+    Syntax(usize, &'static str),
+    #[error("the connection string's {key} has an invalid value '{value}'")]
+    BadValue { key: String, value: String },
+    #[error("the connection string's Server has an invalid port '{0}'")]
+    BadPort(String),
+}
+
+/// Splits into (lower-cased canonical key, value) pairs.
+fn pairs(s: &str) -> Result<Vec<(String, String, bool)>, ConnectionStringError> {
+    let chars: Vec<char> = s.chars().collect();
+    let mut i = 0;
+    let mut out = Vec::new();
+    while i < chars.len() {
+        while i < chars.len() && (chars[i].is_whitespace() || chars[i] == ';') {
+            i += 1;
+        }
+        if i >= chars.len() {
+            break;
+        }
+        let key_start = i;
+        while i < chars.len() && chars[i] != '=' {
+            if chars[i] == ';' {
+                return Err(ConnectionStringError::Syntax(i, "a key without '='"));
+            }
+            i += 1;
+        }
+        if i >= chars.len() {
+            return Err(ConnectionStringError::Syntax(key_start, "a key without '='"));
+        }
+        let key: String = chars[key_start..i].iter().collect::<String>().trim().to_ascii_lowercase();
+        if key.is_empty() {
+            return Err(ConnectionStringError::Syntax(key_start, "an empty key"));
+        }
+        i += 1; // '='
+        while i < chars.len() && chars[i].is_whitespace() && chars[i] != ';' {
+            i += 1;
+        }
+        let mut value = String::new();
+        let mut was_password_like = false;
+        if i < chars.len() && (chars[i] == '\'' || chars[i] == '"') {
+            let q = chars[i];
+            i += 1;
+            loop {
+                if i >= chars.len() {
+                    return Err(ConnectionStringError::Syntax(i, "an unclosed quote"));
+                }
+                if chars[i] == q {
+                    if i + 1 < chars.len() && chars[i + 1] == q {
+                        value.push(q);
+                        i += 2;
+                        continue;
+                    }
+                    i += 1;
+                    break;
+                }
+                value.push(chars[i]);
+                i += 1;
+            }
+            while i < chars.len() && chars[i].is_whitespace() {
+                i += 1;
+            }
+            if i < chars.len() && chars[i] != ';' {
+                return Err(ConnectionStringError::Syntax(i, "text after a quoted value"));
+            }
+            was_password_like = true;
+        } else {
+            while i < chars.len() && chars[i] != ';' {
+                value.push(chars[i]);
+                i += 1;
+            }
+            value = value.trim().to_string();
+        }
+        out.push((key, value, was_password_like));
+    }
+    Ok(out)
+}
+
+fn boolean(key: &str, v: &str) -> Result<bool, ConnectionStringError> {
+    match v.to_ascii_lowercase().as_str() {
+        "true" | "yes" => Ok(true),
+        "false" | "no" => Ok(false),
+        _ => Err(ConnectionStringError::BadValue { key: key.to_string(), value: v.to_string() }),
+    }
+}
+
+impl ConnectionString {
+    pub fn parse(s: &str) -> Result<Self, ConnectionStringError> {
+        let mut server = None;
+        let mut database = None;
+        let mut user = None;
+        let mut password = None;
+        let mut integrated = false;
+        let mut encrypt = Encrypt::Mandatory;
+        let mut trust = false;
+        let mut app = None;
+        let mut timeout = None;
+        for (key, value, _) in pairs(s)? {
+            match key.as_str() {
+                "server" | "data source" | "address" | "addr" | "network address" => server = Some(value),
+                "database" | "initial catalog" => database = Some(value),
+                "user id" | "uid" | "user" => user = Some(value),
+                "password" | "pwd" => password = Some(Secret::new(value)),
+                "integrated security" | "trusted_connection" => {
+                    integrated = value.eq_ignore_ascii_case("sspi") || boolean(&key, &value)?;
+                }
+                "encrypt" => {
+                    encrypt = match value.to_ascii_lowercase().as_str() {
+                        "true" | "yes" | "mandatory" => Encrypt::Mandatory,
+                        "false" | "no" | "optional" => Encrypt::Optional,
+                        "strict" => Encrypt::Strict,
+                        _ => return Err(ConnectionStringError::BadValue { key, value }),
+                    }
+                }
+                "trustservercertificate" | "trust server certificate" => trust = boolean(&key, &value)?,
+                "application name" | "app" => app = Some(value),
+                "connect timeout" | "connection timeout" | "timeout" => {
+                    timeout = Some(value.parse().map_err(|_| ConnectionStringError::BadValue { key: key.clone(), value: value.clone() })?)
+                }
+                // Accepted and irrelevant to a backup client.
+                _ => {}
+            }
+        }
+        let server = server.filter(|s| !s.is_empty()).ok_or(ConnectionStringError::NoServer)?;
+        let database = database.filter(|d| !d.is_empty()).ok_or(ConnectionStringError::NoDatabase)?;
+        let (host, port, instance) = parse_server(&server)?;
+        let auth = if integrated {
+            Authentication::Integrated
+        } else if let Some(user) = user.filter(|u| !u.is_empty()) {
+            Authentication::SqlLogin { user }
+        } else {
+            return Err(ConnectionStringError::NoAuthentication);
+        };
+        Ok(ConnectionString {
+            host,
+            port,
+            instance,
+            database,
+            auth,
+            password,
+            encrypt,
+            trust_server_certificate: trust,
+            application_name: app,
+            connect_timeout_secs: timeout,
+        })
+    }
+
+    /// `host[\instance][,port]` for messages (never the password).
+    pub fn server_display(&self) -> String {
+        let mut s = self.host.clone();
+        if let Some(i) = &self.instance {
+            s.push('\\');
+            s.push_str(i);
+        }
+        if let Some(p) = self.port {
+            s.push_str(&format!(",{p}"));
+        }
+        s
+    }
+}
+
+/// `tcp:host\instance,port`, `(local)`, `.`: the forms SqlClient accepts.
+fn parse_server(s: &str) -> Result<(String, Option<u16>, Option<String>), ConnectionStringError> {
+    let s = s.trim();
+    let s = s.strip_prefix("tcp:").or_else(|| s.strip_prefix("TCP:")).unwrap_or(s);
+    let (hostpart, port) = match s.rsplit_once(',') {
+        Some((h, p)) => (h.trim(), Some(p.trim().parse::<u16>().map_err(|_| ConnectionStringError::BadPort(p.trim().to_string()))?)),
+        None => (s, None),
+    };
+    let (host, instance) = match hostpart.split_once('\\') {
+        Some((h, i)) => (h.to_string(), Some(i.to_string())),
+        None => (hostpart.to_string(), None),
+    };
+    let host = match host.to_ascii_lowercase().as_str() {
+        "(local)" | "." | "(localdb)" => "localhost".to_string(),
+        _ => host,
+    };
+    if host.is_empty() {
+        return Err(ConnectionStringError::NoServer);
+    }
+    Ok((host, port, instance))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_form_octopus_documents() {
+        let c = ConnectionString::parse("Server=sql01;Database=OctopusDeploy;User ID=octo;Password=p@ss").unwrap();
+        assert_eq!((c.host.as_str(), c.port, c.database.as_str()), ("sql01", None, "OctopusDeploy"));
+        assert_eq!(c.auth, Authentication::SqlLogin { user: "octo".into() });
+        assert_eq!(c.password.unwrap().expose(), "p@ss");
+        assert_eq!(c.encrypt, Encrypt::Mandatory);
+    }
+
+    #[test]
+    fn synonyms_and_integrated_security() {
+        let c = ConnectionString::parse("Data Source=(local)\\SQLEXPRESS;Initial Catalog=Octopus;Integrated Security=SSPI").unwrap();
+        assert_eq!((c.host.as_str(), c.instance.as_deref()), ("localhost", Some("SQLEXPRESS")));
+        assert_eq!(c.auth, Authentication::Integrated);
+        let c = ConnectionString::parse("server=.;database=Octopus;Trusted_Connection=True;").unwrap();
+        assert_eq!(c.auth, Authentication::Integrated);
+        assert!(c.password.is_none());
+    }
+
+    #[test]
+    fn ports_instances_and_tcp_prefix() {
+        let c = ConnectionString::parse("Server=tcp:sql.example.com,1533;Database=D;UID=u;PWD=x").unwrap();
+        assert_eq!((c.host.as_str(), c.port), ("sql.example.com", Some(1533)));
+        let c = ConnectionString::parse("Server=db\\OCTO,14330;Database=D;User=u").unwrap();
+        assert_eq!((c.instance.as_deref(), c.port), (Some("OCTO"), Some(14330)));
+        assert_eq!(c.server_display(), "db\\OCTO,14330");
+        assert_eq!(ConnectionString::parse("Server=db,http;Database=D;User=u").unwrap_err(), ConnectionStringError::BadPort("http".into()));
+    }
+
+    #[test]
+    fn quoted_values_keep_semicolons_and_doubled_quotes() {
+        let c = ConnectionString::parse(r#"Server=s;Database='Octo;pus';User ID=u;Password="a;b""c'd""#).unwrap();
+        assert_eq!(c.database, "Octo;pus");
+        assert_eq!(c.password.unwrap().expose(), "a;b\"c'd");
+        let c = ConnectionString::parse("Server=s;Database=D;User ID=u;Password='it''s'").unwrap();
+        assert_eq!(c.password.unwrap().expose(), "it's");
+    }
+
+    #[test]
+    fn encryption_settings() {
+        let c = ConnectionString::parse("Server=s;Database=D;User ID=u;Encrypt=False;TrustServerCertificate=True").unwrap();
+        assert_eq!((c.encrypt, c.trust_server_certificate), (Encrypt::Optional, true));
+        let c = ConnectionString::parse("Server=s;Database=D;User ID=u;Encrypt=Strict").unwrap();
+        assert_eq!(c.encrypt, Encrypt::Strict);
+        assert!(matches!(
+            ConnectionString::parse("Server=s;Database=D;User ID=u;Encrypt=maybe"),
+            Err(ConnectionStringError::BadValue { .. })
+        ));
+    }
+
+    #[test]
+    fn bad_strings_say_what_is_missing_without_the_password() {
+        assert_eq!(ConnectionString::parse("Database=D;User ID=u").unwrap_err(), ConnectionStringError::NoServer);
+        assert_eq!(ConnectionString::parse("Server=s;User ID=u").unwrap_err(), ConnectionStringError::NoDatabase);
+        assert_eq!(ConnectionString::parse("Server=s;Database=D;Password=hunter2").unwrap_err(), ConnectionStringError::NoAuthentication);
+        let e = ConnectionString::parse("Server=s;Database=D;Password='hunter2").unwrap_err();
+        assert!(matches!(e, ConnectionStringError::Syntax(_, "an unclosed quote")));
+        assert!(!e.to_string().contains("hunter2"));
+        assert!(matches!(ConnectionString::parse("Server=s;Database"), Err(ConnectionStringError::Syntax(..))));
+    }
+}

@@ -1,0 +1,9 @@
+//! SQL Server: connection strings, the T-SQL octobackup sends, and a tiberius client that runs
+//! BACKUP/RESTORE with progress and turns SQL Server's error numbers into messages with a fix.
+
+pub mod client;
+pub mod connstr;
+pub mod tsql;
+
+pub use client::{SqlError, SqlServer};
+pub use connstr::ConnectionString;
