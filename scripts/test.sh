@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of octobackup, after installing what the tests need: stock restic (the
+# repository must stay readable by it) and python-tds (an independent TDS client for the lab's SQL
+# Server stand-in). Safe to run again: installs only what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_apt=()
+command -v restic >/dev/null 2>&1 || need_apt+=(restic)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  echo "== installing ${need_apt[*]} (apt)"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+if ! python3 -c 'import pytds' >/dev/null 2>&1; then
+  echo "== installing python-tds (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check python-tds
+fi
+
+echo "== restic $(restic version | head -n1 | cut -d' ' -f2), python-tds $(python3 -c 'import pytds; print(pytds.__version__ if hasattr(pytds, "__version__") else "installed")')"
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked "$@"
