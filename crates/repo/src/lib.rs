@@ -1,1 +1,31 @@
-//! octobackup's backup sets in a restic-format repository, through rustic_core
+//! octobackup's backup sets in a restic-format repository (v2), through rustic_core.
+//!
+//! One backup run is one snapshot: folders, single files and in-memory items (manifest,
+//! secrets), each under its own snapshot path (`/folders/Packages`, `/database/X.bak`,
+//! `/octobackup/manifest.json`). Stock restic can list, check and restore everything written
+//! here. All calls are synchronous and run rustic on a helper thread of their own.
+
+mod backup;
+mod browse;
+mod check;
+mod config;
+mod error;
+mod logging;
+mod mode;
+mod progress;
+mod repo;
+mod snapshots;
+mod source;
+mod vpath;
+
+pub use backup::{BackupSummary, SetOptions};
+pub use browse::{EntryKind, FileEntry, READ_FILE_LIMIT, RestoreSummary};
+pub use check::CheckReport;
+pub use config::{Password, RepoConfig};
+pub use error::RepoError;
+pub use logging::wrap_logger;
+pub use progress::{NoProgress, ProgressSink};
+pub use repo::{DEFAULT_COMPRESSION, Repo};
+pub use snapshots::{SnapshotFigures, SnapshotInfo};
+pub use source::SourceItem;
+pub use zeroize::Zeroizing;

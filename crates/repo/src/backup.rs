@@ -1,0 +1,200 @@
+//! One backup run = one snapshot holding every source of the set under its snapshot path.
+
+use chrono::{DateTime, Local};
+use rustic_core::repofile::SnapshotFile;
+use rustic_core::{
+    BackupOptions, OpenStatus, ParentOptions, Repository, SnapshotGroupCriterion, SnapshotOptions,
+};
+use serde::Serialize;
+
+use crate::error::{RepoError, from_rustic};
+use crate::logging::{self, Captured};
+use crate::progress::ProgressSink;
+use crate::repo::Repo;
+use crate::snapshots::from_chrono;
+use crate::source::{SetSource, SourceItem};
+
+/// How to record the set.
+#[derive(Debug, Clone, Default)]
+pub struct SetOptions {
+    /// Tags of the snapshot: what must survive `restic tag` (set id, instance, completeness).
+    /// No commas (restic splits on them), none empty.
+    pub tags: Vec<String>,
+    /// Empty: this machine's host name.
+    pub hostname: String,
+    /// The newest snapshot carrying all these tags is the parent: files with the same size,
+    /// mtime and ctime are taken from it without reading them. Empty: no parent, read all.
+    pub parent_tags: Vec<String>,
+    /// Snapshot time; `None`: now.
+    pub time: Option<DateTime<Local>>,
+    /// zstd level (0 = off). `None` keeps the repository's setting (3 for repositories made by
+    /// [`Repo::init`]); another level is stored in the repository config, as rustic does.
+    pub compression: Option<i32>,
+}
+
+/// What a backup stored.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackupSummary {
+    pub snapshot_id: String,
+    pub files_new: u64,
+    pub files_changed: u64,
+    pub files_unmodified: u64,
+    pub total_files: u64,
+    pub total_bytes: u64,
+    pub data_added: u64,
+    pub data_added_packed: u64,
+    /// Files left out of the snapshot, as (snapshot path, reason). Not empty means the set is
+    /// incomplete: say so in its tags and to the user.
+    pub unreadable: Vec<(String, String)>,
+    /// Other warnings rustic logged during the run (nothing was left out because of them).
+    pub warnings: Vec<String>,
+}
+
+impl Repo {
+    /// Stores `items` as one snapshot. Fails before writing anything if a source is missing or
+    /// the snapshot paths overlap; files that fail while being read are left out and listed in
+    /// [`BackupSummary::unreadable`].
+    pub fn backup(
+        &self,
+        items: Vec<SourceItem>,
+        opts: &SetOptions,
+        progress: &dyn ProgressSink,
+    ) -> Result<BackupSummary, RepoError> {
+        check_tags(&opts.tags)?;
+        check_tags(&opts.parent_tags)?;
+        let time = opts.time.as_ref().map(from_chrono).transpose()?;
+        let source = SetSource::new(items)?;
+        let paths = source.targets();
+
+        let capture = logging::capture();
+        let snap = self.run(progress, |repo| {
+            let repo = match opts.compression {
+                Some(level) => self.with_compression(repo, level)?,
+                None => repo,
+            };
+            let parent = newest_with_tags(&repo, &opts.parent_tags)?;
+            let parent_opts = match parent {
+                Some(id) => ParentOptions::default()
+                    .group_by(SnapshotGroupCriterion::new())
+                    .parents(vec![id]),
+                None => ParentOptions::default().force(true),
+            };
+            let mut snap = SnapshotFile::from_options(&SnapshotOptions::default())
+                .map_err(|e| from_rustic("cannot start the snapshot", &e))?;
+            if !opts.hostname.is_empty() {
+                snap.hostname.clone_from(&opts.hostname);
+            }
+            if let Some(time) = time {
+                snap.time = time;
+            }
+            for tag in &opts.tags {
+                snap.tags.add(tag.clone());
+            }
+            snap.program_version = format!("octobackup-repo {}", env!("CARGO_PKG_VERSION"));
+            if let Some(summary) = snap.summary.as_mut() {
+                // rustic would record the whole command line.
+                summary.command = "octobackup backup".into();
+            }
+
+            self.router.set_phase("backup", Some(source.total_bytes()));
+            let backup_opts = BackupOptions::default()
+                .no_scan(true)
+                .parent_opts(parent_opts);
+            let indexed = repo
+                .to_indexed_ids()
+                .map_err(|e| from_rustic("cannot read the repository index", &e))?;
+            indexed
+                .archive(&backup_opts, &source, snap, &paths)
+                .map_err(|e| from_rustic("cannot back up", &e))
+        });
+        let captured = capture.finish();
+        let snap = snap?;
+
+        let mut unreadable = source.unreadable().take();
+        let mut warnings = Vec::new();
+        for Captured { message } in captured {
+            if left_something_out(&message) {
+                unreadable.push((quoted_path(&message).unwrap_or_default(), message));
+            } else {
+                warnings.push(message);
+            }
+        }
+        let s = snap.summary.unwrap_or_default();
+        Ok(BackupSummary {
+            snapshot_id: snap.id.to_hex().as_str().to_string(),
+            files_new: s.files_new,
+            files_changed: s.files_changed,
+            files_unmodified: s.files_unmodified,
+            total_files: s.total_files_processed,
+            total_bytes: s.total_bytes_processed,
+            data_added: s.data_added,
+            data_added_packed: s.data_added_packed,
+            unreadable,
+            warnings,
+        })
+    }
+}
+
+/// The id of the newest snapshot carrying all `tags`.
+fn newest_with_tags(
+    repo: &Repository<OpenStatus>,
+    tags: &[String],
+) -> Result<Option<String>, RepoError> {
+    if tags.is_empty() {
+        return Ok(None);
+    }
+    let snaps = repo
+        .get_all_snapshots()
+        .map_err(|e| from_rustic("cannot list snapshots", &e))?;
+    Ok(snaps
+        .into_iter()
+        .filter(|s| tags.iter().all(|t| s.tags.contains(t)))
+        .max_by(|a, b| a.time.cmp(&b.time))
+        .map(|s| s.id.to_hex().as_str().to_string()))
+}
+
+fn check_tags(tags: &[String]) -> Result<(), RepoError> {
+    for tag in tags {
+        if tag.trim().is_empty() || tag.contains(',') {
+            return Err(RepoError::InvalidInput(format!(
+                "tag `{tag}` cannot be used: tags must not be empty or contain commas"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// rustic's archiver says "ignoring error" when it drops an entry from the snapshot.
+fn left_something_out(message: &str) -> bool {
+    message.starts_with("ignoring error") && !message.starts_with("ignoring error obtaining xargs")
+}
+
+/// The first `quoted` path in a rustic message.
+fn quoted_path(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let len = message[start..].find('`')?;
+    Some(message[start..start + len].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags_with_commas_are_refused() {
+        assert!(check_tags(&["set:1".into(), "complete".into()]).is_ok());
+        assert!(check_tags(&["a,b".into()]).is_err());
+        assert!(check_tags(&[" ".into()]).is_err());
+    }
+
+    #[test]
+    fn dropped_entries_are_told_apart_from_other_warnings() {
+        let m = "ignoring error: Error: Error while backing up `/x/y` (kind: related to input/output operations)";
+        assert!(left_something_out(m));
+        assert_eq!(quoted_path(m).as_deref(), Some("/x/y"));
+        assert!(!left_something_out("ignoring error obtaining xargs: nope"));
+        assert!(!left_something_out(
+            "missing blobs in index for unchanged file /a; re-reading file"
+        ));
+    }
+}

@@ -1,0 +1,121 @@
+//! Errors a user can act on. rustic's own `Display` is many lines long (guidance, context,
+//! backtrace); this keeps one line of cause and one hint of the fix.
+
+use rustic_core::RusticError;
+
+/// Everything that can go wrong with the repository. Messages name the cause and the fix and
+/// never contain the password.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RepoError {
+    #[error(
+        "no repository found at {repository}: check the repository location, or create one with `init`"
+    )]
+    NotFound { repository: String },
+
+    #[error(
+        "a repository already exists at {repository}: open it instead, or choose an empty location for a new one"
+    )]
+    AlreadyExists { repository: String },
+
+    #[error(
+        "wrong password for the repository at {repository}: no key in it opens with this password; check where the password comes from"
+    )]
+    WrongPassword { repository: String },
+
+    #[error(
+        "cannot read {}: check that they exist and that this account may read them",
+        paths.join(", ")
+    )]
+    Unreadable { paths: Vec<String> },
+
+    #[error("no snapshot with id `{id}` in the repository: list them with `snapshots`")]
+    SnapshotNotFound { id: String },
+
+    #[error(
+        "snapshot id `{id}` is ambiguous ({matches} snapshots start with it): give more characters"
+    )]
+    AmbiguousSnapshot { id: String, matches: usize },
+
+    #[error("`{path}` is not in snapshot {snapshot}: list its contents to find the right path")]
+    PathNotFound { snapshot: String, path: String },
+
+    #[error("{0}")]
+    InvalidInput(String),
+
+    #[error(
+        "repository storage failed: {0}; check that the repository is reachable and writable, then retry"
+    )]
+    Backend(String),
+
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Maps a rustic error to a short message; `doing` says what we were doing ("cannot back up").
+pub(crate) fn from_rustic(doing: &str, err: &RusticError) -> RepoError {
+    let (kind, text) = summarize(err);
+    let message = format!("{doing}: {text}");
+    match kind.as_str() {
+        "the backend" | "input/output operations" => RepoError::Backend(message),
+        _ => RepoError::Other(message),
+    }
+}
+
+/// Splits rustic's one-line log form `Error: <guidance> (kind: related to <kind>[, code: ..])
+/// [: caused by: <cause>]` into the kind and `<guidance>: <cause>`.
+pub(crate) fn summarize(err: &RusticError) -> (String, String) {
+    let line = err.display_log();
+    let line = line.strip_prefix("Error: ").unwrap_or(&line);
+    let Some((guidance, rest)) = line.split_once(" (kind: related to ") else {
+        return (String::new(), line.to_string());
+    };
+    let (kind, cause) = match rest.split_once(')') {
+        Some((kind, tail)) => (kind, tail.strip_prefix(": caused by: ").unwrap_or("")),
+        None => (rest, ""),
+    };
+    let kind = kind.split(", code:").next().unwrap_or(kind).to_string();
+    let guidance = guidance.trim_end_matches(['.', ' ']);
+    let text = if cause.is_empty() {
+        guidance.to_string()
+    } else {
+        format!("{guidance}: {cause}")
+    };
+    (kind, text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustic_core::ErrorKind;
+
+    #[test]
+    fn rustic_errors_become_one_line() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "access denied");
+        let err = RusticError::with_source(
+            ErrorKind::Backend,
+            "Failed to write `{path}`. Please check.",
+            io,
+        )
+        .attach_context("path", "/r/config");
+        let mapped = from_rustic("cannot save", &err);
+        let text = mapped.to_string();
+        assert!(matches!(mapped, RepoError::Backend(_)), "{mapped:?}");
+        assert!(
+            text.contains("cannot save: Failed to write `/r/config`. Please check: access denied"),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "{text}");
+        assert!(!text.contains("Backtrace"), "{text}");
+    }
+
+    #[test]
+    fn other_kinds_are_not_storage_errors() {
+        let err = RusticError::new(ErrorKind::InvalidInput, "bad thing");
+        let mapped = from_rustic("cannot list", &err);
+        assert!(
+            matches!(mapped, RepoError::Other(ref m) if m == "cannot list: bad thing"),
+            "{mapped:?}"
+        );
+    }
+}

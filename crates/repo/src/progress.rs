@@ -1,0 +1,268 @@
+//! Progress reporting. rustic wants a `'static` [`ProgressBars`] fixed when the repository is
+//! opened, while callers hand a borrowed [`ProgressSink`] to each call. So rustic's bars only
+//! post events to a channel, and the calling thread (which owns the borrow) delivers them while
+//! the rustic work runs on a helper thread. That helper thread also keeps rustic (and OpenDAL,
+//! which panics inside a tokio runtime) away from whatever runtime the caller is on.
+
+use std::sync::mpsc::{self, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread;
+
+use rustic_core::{Progress, ProgressBars, ProgressType, RusticProgress};
+
+use crate::error::RepoError;
+
+/// Receives the progress of one call. Calls arrive on the thread that made the call, in phases:
+/// `start`, any number of `advance`, `finish`; a call may run more than one phase.
+pub trait ProgressSink: Sync {
+    /// A phase begins; `total_bytes` is known for backup and restore.
+    fn start(&self, what: &str, total_bytes: Option<u64>);
+    /// `bytes` more were processed in the current phase.
+    fn advance(&self, bytes: u64);
+    /// The current phase ended.
+    fn finish(&self);
+}
+
+/// Reports nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoProgress;
+
+impl ProgressSink for NoProgress {
+    fn start(&self, _what: &str, _total_bytes: Option<u64>) {}
+    fn advance(&self, _bytes: u64) {}
+    fn finish(&self) {}
+}
+
+#[derive(Debug)]
+enum Event {
+    Start(String, Option<u64>),
+    Advance(u64),
+    Finish,
+    /// The work is over (sent on return and on panic).
+    Done,
+}
+
+/// Where bars of the running operation send their events, and how to name their phase.
+#[derive(Debug, Clone)]
+struct Route {
+    events: Sender<Event>,
+    phase: Option<String>,
+    total: Option<u64>,
+}
+
+/// The `ProgressBars` given to rustic once; routes byte bars to the operation in progress.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct ProgressRouter {
+    route: Arc<Mutex<Option<Route>>>,
+}
+
+impl ProgressRouter {
+    /// Names the phases of the running operation and gives the total when rustic will not.
+    pub(crate) fn set_phase(&self, phase: &str, total: Option<u64>) {
+        if let Some(route) = self.lock().as_mut() {
+            route.phase = Some(phase.to_string());
+            route.total = total;
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Route>> {
+        self.route.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `work` on a helper thread, delivering its progress to `sink` on this thread.
+    /// A panic in `work` (rustic unwraps some I/O errors) becomes an error, not a crash.
+    pub(crate) fn run<T: Send>(
+        &self,
+        sink: &dyn ProgressSink,
+        work: impl FnOnce() -> Result<T, RepoError> + Send,
+    ) -> Result<T, RepoError> {
+        let (events, received) = mpsc::channel();
+        *self.lock() = Some(Route {
+            events: events.clone(),
+            phase: None,
+            total: None,
+        });
+        let outcome = thread::scope(|scope| {
+            let worker = scope.spawn(move || {
+                let _done = SendOnDrop(events);
+                work()
+            });
+            for event in received.iter() {
+                match event {
+                    Event::Start(what, total) => sink.start(&what, total),
+                    Event::Advance(bytes) => sink.advance(bytes),
+                    Event::Finish => sink.finish(),
+                    Event::Done => break,
+                }
+            }
+            worker.join()
+        });
+        *self.lock() = None;
+        outcome.unwrap_or_else(|panic| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(RepoError::Other(format!(
+                "the repository engine failed unexpectedly ({what}); the repository itself is unchanged by a failed read, run `check` if this happened while writing"
+            )))
+        })
+    }
+}
+
+struct SendOnDrop(Sender<Event>);
+
+impl Drop for SendOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.send(Event::Done);
+    }
+}
+
+impl ProgressBars for ProgressRouter {
+    fn progress(&self, progress_type: ProgressType, prefix: &str) -> Progress {
+        let route = self.lock().clone();
+        match (progress_type, route) {
+            (ProgressType::Bytes, Some(route)) => Progress::new(ByteBar {
+                phase: route
+                    .phase
+                    .unwrap_or_else(|| prefix.trim_end_matches(['.', ' ']).to_string()),
+                events: route.events,
+                state: Mutex::new(BarState {
+                    started: false,
+                    total: route.total,
+                }),
+            }),
+            // Counters and spinners (listing, indexing) have no byte totals to show.
+            _ => Progress::hidden(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct BarState {
+    started: bool,
+    total: Option<u64>,
+}
+
+/// A rustic byte bar. The phase starts lazily, at the first length, increment or finish, so
+/// that a known length is passed to `start`.
+#[derive(Debug)]
+struct ByteBar {
+    phase: String,
+    events: Sender<Event>,
+    state: Mutex<BarState>,
+}
+
+impl ByteBar {
+    /// Sends `Start` once; the lock makes sure no `Advance` overtakes it.
+    fn ensure_started(&self, length: Option<u64>) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if !state.started {
+            state.started = true;
+            let total = length.or(state.total);
+            let _ = self.events.send(Event::Start(self.phase.clone(), total));
+        }
+    }
+}
+
+impl RusticProgress for ByteBar {
+    fn is_hidden(&self) -> bool {
+        false
+    }
+
+    fn set_length(&self, len: u64) {
+        self.ensure_started(Some(len));
+    }
+
+    fn set_title(&self, _title: &str) {}
+
+    fn inc(&self, inc: u64) {
+        self.ensure_started(None);
+        let _ = self.events.send(Event::Advance(inc));
+    }
+
+    fn finish(&self) {
+        self.ensure_started(None);
+        let _ = self.events.send(Event::Finish);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<String>>);
+
+    impl ProgressSink for Recorder {
+        fn start(&self, what: &str, total: Option<u64>) {
+            self.0
+                .lock()
+                .unwrap()
+                .push(format!("start {what} {total:?}"));
+        }
+        fn advance(&self, bytes: u64) {
+            self.0.lock().unwrap().push(format!("advance {bytes}"));
+        }
+        fn finish(&self) {
+            self.0.lock().unwrap().push("finish".into());
+        }
+    }
+
+    #[test]
+    fn byte_bars_reach_the_sink_in_order_on_the_calling_thread() {
+        let router = ProgressRouter::default();
+        let sink = Recorder::default();
+        let result = router.run(&sink, || {
+            router.set_phase("backup", Some(10));
+            let bar = router.progress(ProgressType::Bytes, "backing up...");
+            let hidden = router.progress(ProgressType::Counter, "reading index...");
+            hidden.inc(99);
+            bar.inc(4);
+            bar.inc(6);
+            bar.finish();
+            Ok(7)
+        });
+        assert_eq!(result.unwrap(), 7);
+        let events = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            events,
+            ["start backup Some(10)", "advance 4", "advance 6", "finish"]
+        );
+    }
+
+    #[test]
+    fn rustic_length_wins_and_prefix_names_the_phase() {
+        let router = ProgressRouter::default();
+        let sink = Recorder::default();
+        router
+            .run(&sink, || {
+                let bar = router.progress(ProgressType::Bytes, "restoring file contents...");
+                bar.set_length(5);
+                bar.inc(5);
+                bar.finish();
+                Ok(())
+            })
+            .unwrap();
+        let events = sink.0.lock().unwrap().clone();
+        assert_eq!(
+            events,
+            [
+                "start restoring file contents Some(5)",
+                "advance 5",
+                "finish"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_panic_in_the_work_becomes_an_error() {
+        let router = ProgressRouter::default();
+        let result: Result<(), _> = router.run(&NoProgress, || panic!("pack unreadable"));
+        let err = result.unwrap_err().to_string();
+        assert!(err.contains("pack unreadable"), "{err}");
+        // The router is usable again afterwards.
+        assert_eq!(router.run(&NoProgress, || Ok(1)).unwrap(), 1);
+    }
+}

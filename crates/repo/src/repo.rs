@@ -1,0 +1,200 @@
+//! Opening and creating a repository, and the calls that are not backup or restore.
+
+use std::sync::{Mutex, PoisonError};
+
+use rustic_core::repofile::{MasterKey, SnapshotFile, SnapshotId};
+use rustic_core::{
+    CheckOptions, ConfigOptions, Credentials, KeyOptions, OpenStatus, Repository,
+    RepositoryBackends, RepositoryOptions, compression_level_range,
+};
+
+use crate::check::CheckReport;
+use crate::config::{self, RepoConfig};
+use crate::error::{RepoError, from_rustic};
+use crate::progress::{NoProgress, ProgressRouter, ProgressSink};
+use crate::snapshots::{SnapshotInfo, resolve_snapshot};
+
+/// zstd level for new repositories (rustic keeps it in the config file; restic ignores it).
+pub const DEFAULT_COMPRESSION: i32 = 3;
+
+/// An open repository. Calls on one `Repo` run one at a time (open a second `Repo` to work in
+/// parallel); each runs rustic on a helper thread, so they may be called from any thread.
+pub struct Repo {
+    location: String,
+    backends: RepositoryBackends,
+    options: RepositoryOptions,
+    pub(crate) router: ProgressRouter,
+    /// The master key found with the password: each call reopens the repository with it
+    /// (rustic's open repository cannot be shared between calls that index it).
+    key: Credentials,
+    busy: Mutex<()>,
+}
+
+impl std::fmt::Debug for Repo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Repo")
+            .field("location", &self.location)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Repo {
+    /// Creates a repository (restic format v2, zstd level 3) and opens it. Refuses a location
+    /// that already holds one.
+    pub fn init(cfg: &RepoConfig) -> Result<Repo, RepoError> {
+        let (backends, options) = config::backends(cfg)?;
+        let router = ProgressRouter::default();
+        let key = router.run(&NoProgress, || {
+            let repo = Repository::new_with_progress(&options, &backends, router.clone())
+                .map_err(|e| from_rustic("cannot reach the repository", &e))?;
+            let existing = repo
+                .config_id()
+                .map_err(|e| from_rustic("cannot look into the repository", &e))?;
+            if existing.is_some() {
+                return Err(RepoError::AlreadyExists {
+                    repository: cfg.repository.clone(),
+                });
+            }
+            let credentials = Credentials::password(cfg.password.expose());
+            let config = ConfigOptions::default().set_compression(DEFAULT_COMPRESSION);
+            let repo = repo
+                .init(&credentials, &KeyOptions::default(), &config)
+                .map_err(|e| from_rustic("cannot create the repository", &e))?;
+            Ok(repo.key())
+        })?;
+        Ok(Self::new(cfg, backends, options, router, key))
+    }
+
+    /// Opens an existing repository.
+    pub fn open(cfg: &RepoConfig) -> Result<Repo, RepoError> {
+        let (backends, options) = config::backends(cfg)?;
+        let router = ProgressRouter::default();
+        let key = router.run(&NoProgress, || {
+            let repo = Repository::new_with_progress(&options, &backends, router.clone())
+                .map_err(|e| from_rustic("cannot reach the repository", &e))?;
+            let existing = repo
+                .config_id()
+                .map_err(|e| from_rustic("cannot look into the repository", &e))?;
+            if existing.is_none() {
+                return Err(RepoError::NotFound {
+                    repository: cfg.repository.clone(),
+                });
+            }
+            let credentials = Credentials::password(cfg.password.expose());
+            let repo = repo.open(&credentials).map_err(|e| {
+                if e.is_incorrect_password() {
+                    RepoError::WrongPassword {
+                        repository: cfg.repository.clone(),
+                    }
+                } else {
+                    from_rustic("cannot open the repository", &e)
+                }
+            })?;
+            Ok(repo.key())
+        })?;
+        Ok(Self::new(cfg, backends, options, router, key))
+    }
+
+    fn new(
+        cfg: &RepoConfig,
+        backends: RepositoryBackends,
+        options: RepositoryOptions,
+        router: ProgressRouter,
+        key: MasterKey,
+    ) -> Self {
+        Self {
+            location: cfg.repository.clone(),
+            backends,
+            options,
+            router,
+            key: Credentials::Masterkey(key),
+            busy: Mutex::new(()),
+        }
+    }
+
+    /// The repository location as configured (for messages).
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// Opens the repository again with the master key (no key derivation: cheap).
+    pub(crate) fn reopen(&self) -> Result<Repository<OpenStatus>, RepoError> {
+        Repository::new_with_progress(&self.options, &self.backends, self.router.clone())
+            .and_then(|r| r.open(&self.key))
+            .map_err(|e| from_rustic("cannot open the repository", &e))
+    }
+
+    /// Runs `work` on a freshly opened repository, on the helper thread, reporting to `sink`.
+    pub(crate) fn run<T: Send>(
+        &self,
+        sink: &dyn ProgressSink,
+        work: impl FnOnce(Repository<OpenStatus>) -> Result<T, RepoError> + Send,
+    ) -> Result<T, RepoError> {
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        self.router.run(sink, || work(self.reopen()?))
+    }
+
+    /// Makes `level` the repository's compression (stored in its config, as rustic does) and
+    /// returns the repository reopened, since rustic only reads the level when opening.
+    pub(crate) fn with_compression(
+        &self,
+        mut repo: Repository<OpenStatus>,
+        level: i32,
+    ) -> Result<Repository<OpenStatus>, RepoError> {
+        if repo.config().compression == Some(level) {
+            return Ok(repo);
+        }
+        let range = compression_level_range();
+        if !range.contains(&level) {
+            return Err(RepoError::InvalidInput(format!(
+                "compression level {level} is not supported: use 0 (off) or a zstd level from {} to {}",
+                range.start(),
+                range.end()
+            )));
+        }
+        repo.apply_config(&ConfigOptions::default().set_compression(level))
+            .map_err(|e| from_rustic("cannot change the compression", &e))?;
+        self.reopen()
+    }
+
+    /// All snapshots, oldest first.
+    pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>, RepoError> {
+        self.run(&NoProgress, |repo| {
+            let mut snaps = repo
+                .get_all_snapshots()
+                .map_err(|e| from_rustic("cannot list snapshots", &e))?;
+            snaps.sort_by(|a, b| a.time.cmp(&b.time));
+            Ok(snaps.iter().map(SnapshotInfo::from_snapshot).collect())
+        })
+    }
+
+    /// The snapshot whose id starts with `id_prefix` (at least one hex digit), or `latest`.
+    pub fn find_snapshot(&self, id_prefix: &str) -> Result<SnapshotInfo, RepoError> {
+        self.run(&NoProgress, |repo| {
+            resolve_snapshot(&repo, id_prefix).map(|s| SnapshotInfo::from_snapshot(&s))
+        })
+    }
+
+    /// Deletes snapshots (ids or unique prefixes). Nothing is deleted if one is not found.
+    /// Their data stays until a prune.
+    pub fn delete_snapshots(&self, ids: &[String]) -> Result<(), RepoError> {
+        self.run(&NoProgress, |repo| {
+            let ids: Vec<SnapshotId> = ids
+                .iter()
+                .map(|id| resolve_snapshot(&repo, id).map(|s: SnapshotFile| s.id))
+                .collect::<Result<_, _>>()?;
+            repo.delete_snapshots(&ids)
+                .map_err(|e| from_rustic("cannot delete snapshots", &e))
+        })
+    }
+
+    /// Checks the repository's structure, and with `read_data` reads and verifies every pack.
+    pub fn check(&self, read_data: bool) -> Result<CheckReport, RepoError> {
+        self.run(&NoProgress, |repo| {
+            let results = repo
+                .check(CheckOptions::default().read_data(read_data))
+                .map_err(|e| from_rustic("cannot check the repository", &e))?;
+            Ok(CheckReport::from_results(&results))
+        })
+    }
+}

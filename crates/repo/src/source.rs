@@ -1,0 +1,576 @@
+//! The backup source of one set: several local folders or files and in-memory items, each put
+//! under its own snapshot path. rustic's `backup()` can only rename one path, so this feeds
+//! `Repository::archive` one stream of entries in snapshot-path order, wrapping one
+//! `LocalSource` per folder or file.
+//!
+//! It also records every file it could not read (rustic would only log and skip it), and caps
+//! each file at the size it had when listed, so an appended log is stored as it was at listing
+//! time with a size that matches its content.
+
+use std::ffi::OsStr;
+use std::fs;
+use std::io::{self, Cursor, Read};
+use std::iter;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rustic_core::repofile::{Metadata, Node, NodeType};
+use rustic_core::{
+    ErrorKind, Excludes, LocalSource, LocalSourceFilterOptions, LocalSourceSaveOptions, ReadSource,
+    ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult,
+};
+use zeroize::Zeroizing;
+
+use crate::error::{RepoError, from_rustic, summarize};
+use crate::logging::RECORDED_MARKER;
+use crate::mode;
+use crate::vpath::{VirtualPath, check_disjoint};
+
+/// One thing to put into a backup set.
+pub enum SourceItem {
+    /// A folder (its contents go under `target`) or a single file (stored as `target`).
+    /// Symbolic links inside are stored as links; the source path itself is resolved.
+    Path { source: PathBuf, target: String },
+    /// Bytes that never touch the disk (manifest, master key, license), stored as a regular
+    /// file with this Unix permission `mode` (e.g. `0o600`); only the `0o777` bits are kept.
+    Memory {
+        target: String,
+        bytes: Zeroizing<Vec<u8>>,
+        mode: u32,
+    },
+}
+
+impl std::fmt::Debug for SourceItem {
+    /// Memory items are secrets: only their size is shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Path { source, target } => f
+                .debug_struct("Path")
+                .field("source", source)
+                .field("target", target)
+                .finish(),
+            Self::Memory {
+                target,
+                bytes,
+                mode,
+            } => f
+                .debug_struct("Memory")
+                .field("target", target)
+                .field("bytes", &format_args!("<{} bytes>", bytes.len()))
+                .field("mode", &format_args!("{mode:o}"))
+                .finish(),
+        }
+    }
+}
+
+/// Files left out of the set, as (snapshot path, reason).
+#[derive(Debug, Default)]
+pub(crate) struct Unreadable(Mutex<Vec<(String, String)>>);
+
+impl Unreadable {
+    fn record(&self, path: String, reason: String) {
+        log::warn!(target: "octobackup_repo", "not backed up: {path}: {reason}");
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push((path, reason));
+    }
+
+    pub(crate) fn take(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// In-memory bytes shared with the reader without copying them to another unzeroized buffer.
+#[derive(Clone)]
+pub(crate) struct SharedBytes(Arc<Zeroizing<Vec<u8>>>);
+
+impl AsRef<[u8]> for SharedBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+enum Part {
+    /// A folder: its own node (with its real mode and mtime), then its walk.
+    Folder {
+        root: PathBuf,
+        target: VirtualPath,
+        node: Node,
+        local: Box<LocalSource>,
+    },
+    /// A single file (or other non-folder) stored as `target`.
+    File {
+        root: PathBuf,
+        target: VirtualPath,
+        local: Box<LocalSource>,
+    },
+    Memory {
+        target: VirtualPath,
+        node: Node,
+        bytes: SharedBytes,
+    },
+}
+
+impl Part {
+    fn target(&self) -> &VirtualPath {
+        match self {
+            Self::Folder { target, .. }
+            | Self::File { target, .. }
+            | Self::Memory { target, .. } => target,
+        }
+    }
+}
+
+/// The whole set as one rustic `ReadSource`.
+pub(crate) struct SetSource {
+    parts: Vec<Part>,
+    unreadable: Arc<Unreadable>,
+}
+
+impl SetSource {
+    /// Checks the targets and opens every source; a source that cannot be found or read at all
+    /// fails the call before anything is written.
+    pub(crate) fn new(items: Vec<SourceItem>) -> Result<Self, RepoError> {
+        if items.is_empty() {
+            return Err(RepoError::InvalidInput(
+                "a backup set needs at least one source".into(),
+            ));
+        }
+        let mut parts = Vec::with_capacity(items.len());
+        let mut missing = Vec::new();
+        for item in items {
+            match item {
+                SourceItem::Path { source, target } => {
+                    let target = VirtualPath::parse_target(&target)?;
+                    match local_part(&source, target) {
+                        Ok(part) => parts.push(part),
+                        Err(reason) => missing.push(format!("{} ({reason})", source.display())),
+                    }
+                }
+                SourceItem::Memory {
+                    target,
+                    bytes,
+                    mode,
+                } => {
+                    let target = VirtualPath::parse_target(&target)?;
+                    let node = memory_node(target.file_name(), bytes.len() as u64, mode);
+                    parts.push(Part::Memory {
+                        target,
+                        node,
+                        bytes: SharedBytes(Arc::new(bytes)),
+                    });
+                }
+            }
+        }
+        if !missing.is_empty() {
+            return Err(RepoError::Unreadable { paths: missing });
+        }
+        check_disjoint(&parts.iter().map(Part::target).collect::<Vec<_>>())?;
+        // Disjoint targets sorted by name, each walked in name order, give rustic the
+        // globally sorted stream its tree builder needs.
+        parts.sort_by(|a, b| a.target().cmp(b.target()));
+        Ok(Self {
+            parts,
+            unreadable: Arc::default(),
+        })
+    }
+
+    /// The snapshot paths, recorded as the snapshot's `paths`.
+    pub(crate) fn targets(&self) -> Vec<PathBuf> {
+        self.parts.iter().map(|p| p.target().to_path()).collect()
+    }
+
+    pub(crate) fn unreadable(&self) -> &Unreadable {
+        &self.unreadable
+    }
+
+    /// Total bytes of all files, walked once before the backup for an exact progress total.
+    pub(crate) fn total_bytes(&self) -> u64 {
+        // Errors of this walk are reported by the real one.
+        let scratch = Arc::new(Unreadable::default());
+        self.entries_recording(&scratch, false)
+            .filter_map(Result::ok)
+            .filter(|e| e.node.is_file())
+            .map(|e| e.node.meta.size)
+            .sum()
+    }
+
+    fn entries_recording(&self, unreadable: &Arc<Unreadable>, log: bool) -> SetEntries {
+        let record = Recorder {
+            unreadable: unreadable.clone(),
+            log,
+        };
+        let streams = self.parts.iter().map(|part| -> SetEntries {
+            match part {
+                Part::Folder {
+                    root,
+                    target,
+                    node,
+                    local,
+                } => {
+                    let root_entry = ReadSourceEntry {
+                        path: target.to_path(),
+                        node: node.clone(),
+                        open: None,
+                    };
+                    let walk = map_walk(local, root, target, &record);
+                    Box::new(iter::once(Ok(root_entry)).chain(walk))
+                }
+                Part::File {
+                    root,
+                    target,
+                    local,
+                } => Box::new(map_walk(local, root, target, &record)),
+                Part::Memory {
+                    target,
+                    node,
+                    bytes,
+                } => Box::new(iter::once(Ok(ReadSourceEntry {
+                    path: target.to_path(),
+                    node: node.clone(),
+                    open: Some(SetOpen::Memory(bytes.clone())),
+                }))),
+            }
+        });
+        Box::new(streams.collect::<Vec<_>>().into_iter().flatten())
+    }
+}
+
+type SetEntries = Box<dyn Iterator<Item = RusticResult<ReadSourceEntry<SetOpen>>> + Send>;
+
+/// Records source errors, or stays silent for the size pre-scan.
+#[derive(Clone)]
+pub(crate) struct Recorder {
+    unreadable: Arc<Unreadable>,
+    log: bool,
+}
+
+impl Recorder {
+    fn record(&self, path: String, reason: String) {
+        if self.log {
+            self.unreadable.record(path, reason);
+        }
+    }
+}
+
+/// The walk of one local source with real paths replaced by snapshot paths. Walk errors are
+/// recorded and dropped (rustic would only log them).
+fn map_walk(
+    local: &LocalSource,
+    root: &Path,
+    target: &VirtualPath,
+    record: &Recorder,
+) -> impl Iterator<Item = RusticResult<ReadSourceEntry<SetOpen>>> + Send + 'static {
+    let root = root.to_path_buf();
+    let target = target.clone();
+    let record = record.clone();
+    local.entries().filter_map(move |entry| match entry {
+        Ok(ReadSourceEntry { path, node, open }) => {
+            let relative = path.strip_prefix(&root).unwrap_or(Path::new(""));
+            let tail = relative_tail(relative);
+            let snapshot_path = target.join(&tail);
+            let mut virtual_path = target.to_path();
+            virtual_path.extend(relative.components());
+            let open = open.map(|inner| SetOpen::File {
+                inner,
+                expected: node.meta.size,
+                snapshot_path: snapshot_path.clone(),
+                real_path: path.clone(),
+                record: record.clone(),
+            });
+            Some(Ok(ReadSourceEntry {
+                path: virtual_path,
+                node,
+                open,
+            }))
+        }
+        Err(err) => {
+            let (_, reason) = summarize(&err);
+            record.record(target.to_string(), reason);
+            None
+        }
+    })
+}
+
+/// A relative path as `/`-joined names, for messages.
+fn relative_tail(relative: &Path) -> String {
+    relative
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Resolves a local source (a link to a folder backs up the folder) and describes it.
+fn local_part(source: &Path, target: VirtualPath) -> Result<Part, String> {
+    let root = fs::canonicalize(source).map_err(|e| e.to_string())?;
+    let meta = fs::metadata(&root).map_err(|e| e.to_string())?;
+    let local = Box::new(
+        LocalSource::new(
+            LocalSourceSaveOptions::default(),
+            &Excludes::default(),
+            &LocalSourceFilterOptions::default(),
+            &[&root],
+        )
+        .map_err(|e| from_rustic("cannot walk", &e).to_string())?,
+    );
+    if meta.is_dir() {
+        let node = Node::new_node(
+            OsStr::new(target.file_name()),
+            NodeType::Dir,
+            mode::folder_metadata(&meta),
+        );
+        Ok(Part::Folder {
+            root,
+            target,
+            node,
+            local,
+        })
+    } else {
+        Ok(Part::File {
+            root,
+            target,
+            local,
+        })
+    }
+}
+
+/// A regular-file node for in-memory bytes. Its mtime and ctime are a timestamp unique to this
+/// process, so rustic's parent matching (size + mtime + ctime) can never reuse the content of
+/// an earlier, different memory item of the same size.
+fn memory_node(name: &str, size: u64, unix_mode: u32) -> Node {
+    let now = mode::unique_now();
+    let meta = Metadata {
+        mode: Some(mode::go_file_mode(unix_mode)),
+        mtime: Some(now),
+        atime: Some(now),
+        ctime: Some(now),
+        size,
+        ..Metadata::default()
+    };
+    Node::new_node(OsStr::new(name), NodeType::File, meta)
+}
+
+impl ReadSource for SetSource {
+    type Open = SetOpen;
+    type Iter = SetEntries;
+
+    /// Not used: the backup runs with `no_scan` after [`SetSource::total_bytes`].
+    fn size(&self) -> RusticResult<Option<u64>> {
+        Ok(Some(self.total_bytes()))
+    }
+
+    fn entries(&self) -> Self::Iter {
+        self.entries_recording(&self.unreadable, true)
+    }
+}
+
+/// How to open one entry.
+pub(crate) enum SetOpen {
+    File {
+        inner: <LocalSource as ReadSource>::Open,
+        expected: u64,
+        snapshot_path: String,
+        real_path: PathBuf,
+        record: Recorder,
+    },
+    Memory(SharedBytes),
+}
+
+impl ReadSourceOpen for SetOpen {
+    type Reader = SetReader;
+
+    fn open(self) -> RusticResult<SetReader> {
+        match self {
+            Self::Memory(bytes) => Ok(SetReader::Memory(Cursor::new(bytes))),
+            Self::File {
+                inner,
+                expected,
+                snapshot_path,
+                real_path,
+                record,
+            } => match inner.open() {
+                Ok(file) => Ok(SetReader::File(CappedReader {
+                    inner: file,
+                    remaining: expected,
+                    expected,
+                    failed: false,
+                    snapshot_path,
+                    real_path,
+                    record,
+                })),
+                Err(err) => {
+                    let cause = std::error::Error::source(&*err)
+                        .map_or_else(|| summarize(&err).1, ToString::to_string);
+                    let reason = format!("{}: {cause}", real_path.display());
+                    record.record(snapshot_path.clone(), reason.clone());
+                    Err(recorded_error(&snapshot_path, reason))
+                }
+            },
+        }
+    }
+}
+
+/// The error handed back to rustic for a file we recorded; the marker keeps rustic's long
+/// repetition of it out of the captured warnings.
+fn recorded_error(snapshot_path: &str, reason: String) -> Box<RusticError> {
+    RusticError::with_source(
+        ErrorKind::InputOutput,
+        format!("`{{path}}` not backed up {RECORDED_MARKER}"),
+        io::Error::other(reason),
+    )
+    .attach_context("path", snapshot_path.to_string())
+}
+
+pub(crate) enum SetReader {
+    File(CappedReader<fs::File>),
+    Memory(Cursor<SharedBytes>),
+}
+
+impl Read for SetReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::File(r) => r.read(buf),
+            Self::Memory(r) => r.read(buf),
+        }
+    }
+}
+
+/// Reads a file up to the size it had when listed, and records a read error or a file that
+/// shrank (its content would no longer match its size).
+pub(crate) struct CappedReader<R> {
+    inner: R,
+    remaining: u64,
+    expected: u64,
+    failed: bool,
+    snapshot_path: String,
+    real_path: PathBuf,
+    record: Recorder,
+}
+
+impl<R: Read> CappedReader<R> {
+    fn fail(&mut self, err: io::Error) -> io::Error {
+        if !self.failed {
+            self.failed = true;
+            let reason = format!("{}: {err}", self.real_path.display());
+            self.record.record(self.snapshot_path.clone(), reason);
+        }
+        io::Error::new(err.kind(), format!("{err} {RECORDED_MARKER}"))
+    }
+}
+
+impl<R: Read> Read for CappedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 || buf.is_empty() {
+            return Ok(0);
+        }
+        let want = usize::try_from(self.remaining).map_or(buf.len(), |r| r.min(buf.len()));
+        match self.inner.read(&mut buf[..want]) {
+            Ok(0) => {
+                let read = self.expected - self.remaining;
+                let err = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the file shrank while it was read ({read} of {} bytes); back it up again when it is not being rewritten",
+                        self.expected
+                    ),
+                );
+                Err(self.fail(err))
+            }
+            Ok(n) => {
+                self.remaining -= n as u64;
+                Ok(n)
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => Err(err),
+            Err(err) => Err(self.fail(err)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capped<R: Read>(inner: R, expected: u64, unreadable: &Arc<Unreadable>) -> CappedReader<R> {
+        CappedReader {
+            inner,
+            remaining: expected,
+            expected,
+            failed: false,
+            snapshot_path: "/folders/TaskLogs/a.txt".into(),
+            real_path: PathBuf::from("/data/TaskLogs/a.txt"),
+            record: Recorder {
+                unreadable: unreadable.clone(),
+                log: true,
+            },
+        }
+    }
+
+    struct Failing;
+    impl Read for Failing {
+        fn read(&mut self, _buf: &mut [u8]) -> io::Result<usize> {
+            Err(io::Error::other("disk on fire"))
+        }
+    }
+
+    #[test]
+    fn a_read_error_is_recorded_once_with_both_paths() {
+        let unreadable = Arc::new(Unreadable::default());
+        let mut reader = capped(Failing, 10, &unreadable);
+        let mut buf = [0; 4];
+        assert!(reader.read(&mut buf).is_err());
+        assert!(reader.read(&mut buf).is_err());
+        let recorded = unreadable.take();
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].0, "/folders/TaskLogs/a.txt");
+        assert!(
+            recorded[0].1.contains("/data/TaskLogs/a.txt"),
+            "{recorded:?}"
+        );
+        assert!(recorded[0].1.contains("disk on fire"), "{recorded:?}");
+    }
+
+    #[test]
+    fn a_growing_file_is_cut_at_its_listed_size() {
+        let unreadable = Arc::new(Unreadable::default());
+        let mut reader = capped(&b"0123456789appended"[..], 10, &unreadable);
+        let mut out = Vec::new();
+        reader.read_to_end(&mut out).unwrap();
+        assert_eq!(out, b"0123456789");
+        assert!(unreadable.take().is_empty());
+    }
+
+    #[test]
+    fn a_shrinking_file_is_recorded() {
+        let unreadable = Arc::new(Unreadable::default());
+        let mut reader = capped(&b"0123"[..], 10, &unreadable);
+        let mut out = Vec::new();
+        assert!(reader.read_to_end(&mut out).is_err());
+        let recorded = unreadable.take();
+        assert!(recorded[0].1.contains("shrank"), "{recorded:?}");
+    }
+
+    #[test]
+    fn missing_sources_fail_before_anything_is_written() {
+        let err = SetSource::new(vec![SourceItem::Path {
+            source: PathBuf::from("/nonexistent/octobackup/source"),
+            target: "/folders/x".into(),
+        }])
+        .err()
+        .unwrap();
+        assert!(matches!(err, RepoError::Unreadable { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn memory_items_hide_their_bytes_from_debug() {
+        let item = SourceItem::Memory {
+            target: "/secrets/master-key".into(),
+            bytes: Zeroizing::new(b"TOPSECRET".to_vec()),
+            mode: 0o600,
+        };
+        let shown = format!("{item:?}");
+        assert!(!shown.contains("TOPSECRET"), "{shown}");
+        assert!(shown.contains("9 bytes"), "{shown}");
+    }
+}
