@@ -197,3 +197,42 @@ fn files_folders_and_memory_items_read_back_through_the_api() {
     let err = repo.read_file(id, "/folders").unwrap_err();
     assert!(err.to_string().contains("not a file"), "{err}");
 }
+
+#[test]
+fn tags_survive_restic_tag_and_the_rewritten_snapshot_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance(dir.path(), 4096);
+    let repo = new_repo(dir.path());
+    let opts = SetOptions {
+        tags: vec!["set:7".into(), "incomplete".into()],
+        ..SetOptions::default()
+    };
+    let summary = repo
+        .backup(items(&inst, MANIFEST), &opts, &NoProgress)
+        .unwrap();
+    restic(
+        &dir.path().join("repo"),
+        &[
+            "tag",
+            "--add",
+            "verified",
+            "--remove",
+            "incomplete",
+            &summary.snapshot_id,
+        ],
+    );
+    let all = repo.snapshots().unwrap();
+    assert_eq!(all.len(), 1);
+    let rewritten = &all[0];
+    assert_ne!(
+        rewritten.id, summary.snapshot_id,
+        "restic writes a new snapshot"
+    );
+    assert_eq!(rewritten.tags, ["set:7", "verified"]);
+    assert_eq!(
+        *repo
+            .read_file(&rewritten.id, "/octobackup/manifest.json")
+            .unwrap(),
+        MANIFEST
+    );
+}
