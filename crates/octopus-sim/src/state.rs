@@ -250,17 +250,25 @@ impl State {
     }
 
     fn add_task(&mut self, spec: TaskSpec, now: DateTime<Utc>) -> String {
-        let node = spec.node.clone().unwrap_or_else(|| {
-            let node = self.nodes[self.next_node % self.nodes.len()].name.clone();
-            self.next_node += 1;
-            node
-        });
+        let node = spec.node.clone().unwrap_or_else(|| self.pick_node());
         let number = self.next_task_number;
         self.next_task_number += 1;
         let task = Task::new(number, spec, node, now);
         let id = task.snapshot.id.clone();
         self.tasks.push(task);
         id
+    }
+
+    /// The nodes in turn, passing over draining ones (they take no new tasks); if every node is
+    /// draining, the next in turn anyway, since the lab asked for the task.
+    fn pick_node(&mut self) -> String {
+        let count = self.nodes.len();
+        let start = self.next_node;
+        let offset = (0..count)
+            .find(|offset| !self.nodes[(start + offset) % count].draining)
+            .unwrap_or(0);
+        self.next_node = start + offset + 1;
+        self.nodes[(start + offset) % count].name.clone()
     }
 
     fn set_task_state(

@@ -95,6 +95,17 @@ async fn draining_a_node_needs_an_administrator_and_the_whole_resource() {
     );
     let (_, summary) = lab.get("/api/octopusservernodes/summary").await;
     assert_eq!(summary["Nodes"][1]["IsInMaintenanceMode"], true);
+    // A draining node is handed no new tasks.
+    for _ in 0..3 {
+        lab.octopus.add_task(octopus_sim::TaskSpec::default());
+    }
+    let nodes: Vec<_> = lab
+        .octopus
+        .tasks()
+        .into_iter()
+        .map(|t| t.server_node)
+        .collect();
+    assert_eq!(nodes, vec![Some("NODE-A".to_string()); 3]);
     // One node draining is not the whole cluster draining.
     let (status, health) = lab.get("/api/serverstatus/health").await;
     assert_eq!(status, 200);
