@@ -83,10 +83,22 @@ impl ProgressRouter {
             total: None,
         });
         let outcome = thread::scope(|scope| {
-            let worker = scope.spawn(move || {
-                let _done = SendOnDrop(events);
-                work()
-            });
+            // The size of a main thread's stack, which is what rustic is written for.
+            let worker = thread::Builder::new()
+                .name("octobackup-repo".into())
+                .stack_size(8 * 1024 * 1024)
+                .spawn_scoped(scope, move || {
+                    let _done = SendOnDrop(events);
+                    work()
+                });
+            let worker = match worker {
+                Ok(worker) => worker,
+                Err(err) => {
+                    return Ok(Err(RepoError::Other(format!(
+                        "cannot start a worker thread: {err}"
+                    ))));
+                }
+            };
             for event in received.iter() {
                 match event {
                     Event::Start(what, total) => sink.start(&what, total),

@@ -198,3 +198,14 @@ impl Repo {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repo_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync>() {}
+        shareable::<Repo>();
+    }
+}

@@ -3,7 +3,6 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
 
 use common::*;
 use octobackup_repo::{NoProgress, RepoError, SetOptions, SourceItem, Zeroizing};
@@ -96,8 +95,8 @@ fn a_second_run_with_parent_tags_reads_only_what_changed() {
 
 /// A file the kernel refuses to read even to root: write-only sysfs attributes.
 #[cfg(target_os = "linux")]
-fn unreadable_for_root() -> PathBuf {
-    let known = PathBuf::from("/sys/bus/pci/rescan");
+fn unreadable_for_root() -> std::path::PathBuf {
+    let known = std::path::PathBuf::from("/sys/bus/pci/rescan");
     assert!(
         known.exists(),
         "this test needs a file root cannot read; {} is missing here",
