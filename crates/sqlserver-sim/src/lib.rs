@@ -1,1 +1,204 @@
-//! SQL Server stand-in speaking TDS, for octobackup's lab
+//! A SQL Server stand-in speaking real TDS, for octobackup's lab.
+//!
+//! It accepts the clients octobackup and its tests use (tiberius 0.13, python-tds)
+//! unchanged: PRELOGIN with TDS 7.x TLS, LOGIN7 with SQL logins, SQL batches,
+//! ATTENTION. Its T-SQL covers what octobackup sends (server properties, table
+//! reads, BACKUP/RESTORE/VERIFYONLY/HEADERONLY/FILELISTONLY, msdb history,
+//! sys.dm_exec_requests, DBCC CHECKDB, DROP DATABASE) with behaviour: BACKUP writes
+//! real .bak files through `sqlserver-files`, RESTORE reads them, and the catalog
+//! persists in `data_dir/catalog.json`. See README.md for what it cannot prove.
+
+mod engine;
+mod server;
+pub mod sql;
+pub mod tds;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use engine::catalog::DatabaseEntry;
+
+/// Receives events as they happen: a kind and a JSON detail. Called synchronously,
+/// so the lab can timestamp and log them. Details never carry passwords.
+pub type EventSink = Arc<dyn Fn(&'static str, serde_json::Value) + Send + Sync>;
+
+/// A SQL login. `Debug` leaves the password out.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SqlLogin {
+    pub name: String,
+    pub password: String,
+    pub sysadmin: bool,
+}
+
+impl SqlLogin {
+    pub fn new(name: impl Into<String>, password: impl Into<String>, sysadmin: bool) -> Self {
+        Self {
+            name: name.into(),
+            password: password.into(),
+            sysadmin,
+        }
+    }
+}
+
+impl std::fmt::Debug for SqlLogin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlLogin")
+            .field("name", &self.name)
+            .field("sysadmin", &self.sysadmin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The edition the server reports, and whose limits it enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edition {
+    Express,
+    Standard,
+    Developer,
+    Enterprise,
+    AzureSqlDatabase,
+}
+
+impl Edition {
+    /// SERVERPROPERTY('Edition').
+    pub fn edition_name(self) -> &'static str {
+        match self {
+            Edition::Express => "Express Edition (64-bit)",
+            Edition::Standard => "Standard Edition (64-bit)",
+            Edition::Developer => "Developer Edition (64-bit)",
+            Edition::Enterprise => "Enterprise Edition (64-bit)",
+            Edition::AzureSqlDatabase => "SQL Azure",
+        }
+    }
+
+    /// SERVERPROPERTY('EngineEdition'): 2 Standard, 3 Enterprise/Developer, 4 Express, 5 Azure SQL Database.
+    pub fn engine_edition(self) -> i32 {
+        match self {
+            Edition::Standard => 2,
+            Edition::Developer | Edition::Enterprise => 3,
+            Edition::Express => 4,
+            Edition::AzureSqlDatabase => 5,
+        }
+    }
+}
+
+/// Whether the server can encrypt (it then has a self-signed certificate, as
+/// SQL Server does when no certificate is configured).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsSupport {
+    NotSupported,
+    Supported,
+}
+
+/// How to run the server.
+#[derive(Clone)]
+pub struct SqlServerConfig {
+    /// Holds catalog.json (databases and msdb history) and is the default file location.
+    pub data_dir: PathBuf,
+    pub logins: Vec<SqlLogin>,
+    pub edition: Edition,
+    /// e.g. "16.0.4135.4" (SQL Server 2022).
+    pub product_version: String,
+    pub tls: TlsSupport,
+    pub events: Option<EventSink>,
+}
+
+impl std::fmt::Debug for SqlServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlServerConfig")
+            .field("data_dir", &self.data_dir)
+            .field("logins", &self.logins)
+            .field("edition", &self.edition)
+            .field("product_version", &self.product_version)
+            .field("tls", &self.tls)
+            .field("events", &self.events.is_some())
+            .finish()
+    }
+}
+
+/// One-shot faults for reliability tests: each applies to the next matching operation only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SqlFault {
+    /// The next BACKUP fails with this error (severity 16), then Msg 3013.
+    FailNextBackup { number: i32, message: String },
+    /// The next BACKUP succeeds but writes a .bak whose RESTORE VERIFYONLY WITH CHECKSUM fails.
+    CorruptNextBackup,
+    /// The next BACKUP's connection is dropped part-way; the backup is abandoned.
+    DropConnectionDuringNextBackup,
+    /// The next login fails with Msg 18456 whatever its password.
+    FailNextLogin,
+}
+
+/// Starts a server on 127.0.0.1 (an ephemeral port), loading `data_dir/catalog.json` if present.
+pub async fn start(config: SqlServerConfig) -> anyhow::Result<SqlServerHandle> {
+    server::start(config)
+        .await
+        .map(|inner| SqlServerHandle { inner })
+}
+
+/// A running server. Clones share it.
+#[derive(Clone)]
+pub struct SqlServerHandle {
+    inner: Arc<server::Server>,
+}
+
+impl std::fmt::Debug for SqlServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlServerHandle")
+            .field("addr", &self.addr())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqlServerHandle {
+    /// Where clients connect.
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.addr
+    }
+
+    /// Registers existing image files (made with `sqlserver_files::image::create`) as database `name`.
+    pub fn attach_database(
+        &self,
+        name: &str,
+        data_file: &Path,
+        log_file: &Path,
+    ) -> anyhow::Result<()> {
+        self.inner.engine.attach_database(name, data_file, log_file)
+    }
+
+    /// The (data, log) files of a database, if it exists.
+    pub fn database_files(&self, name: &str) -> Option<(PathBuf, PathBuf)> {
+        self.inner
+            .engine
+            .database_entry(name)
+            .map(|d| (d.data_file, d.log_file))
+    }
+
+    /// User databases, in creation order.
+    pub fn databases(&self) -> Vec<String> {
+        self.inner.engine.database_names()
+    }
+
+    /// Arms a one-shot fault.
+    pub fn inject(&self, fault: SqlFault) {
+        self.inner.engine.inject(fault);
+    }
+
+    /// Throttles BACKUP and RESTORE to this many bytes per second (`None`: full speed), so tests
+    /// can interrupt them part-way. Takes effect immediately, also for running operations.
+    pub fn set_backup_rate(&self, bytes_per_sec: Option<u64>) {
+        self.inner.engine.set_backup_rate(bytes_per_sec);
+    }
+
+    /// The self-signed certificate (PEM) when TLS is supported, for clients that pin it.
+    pub fn certificate_pem(&self) -> Option<String> {
+        self.inner.tls.as_ref().map(|t| t.certificate_pem.clone())
+    }
+
+    /// Stops accepting, closes every connection and waits for running statements to stop.
+    pub async fn shutdown(self) {
+        self.inner.shutdown().await;
+    }
+}

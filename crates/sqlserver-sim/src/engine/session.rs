@@ -1,0 +1,572 @@
+//! One connection's session: its login, current database, transaction count
+//! and the execution of its batches, with ATTENTION honoured between and
+//! inside statements.
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+use super::errors::{self, SqlError};
+use super::scalar::EvalContext;
+use super::{Engine, RequestInfo, query};
+use crate::sql::ast::{Located, RestoreKind, Statement};
+use crate::sql::parse_batch;
+use crate::tds::response::{Outbound, Response};
+use crate::tds::token::{self, cur_cmd, done_status};
+use crate::{Edition, SqlLogin};
+
+/// ATTENTION signals and disconnection, shared between the connection's reader and its session.
+#[derive(Default)]
+pub struct Attention {
+    received: AtomicU64,
+    acknowledged: AtomicU64,
+    closed: AtomicBool,
+    notify: Notify,
+}
+
+impl Attention {
+    /// The reader saw an ATTENTION packet.
+    pub fn signal(&self) {
+        self.received.fetch_add(1, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// The client went away.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// An ATTENTION arrived that no DONE has acknowledged yet.
+    pub fn pending(&self) -> bool {
+        self.received.load(Ordering::SeqCst) > self.acknowledged.load(Ordering::SeqCst)
+    }
+
+    /// Whether the running request must stop.
+    pub fn should_stop(&self) -> bool {
+        self.pending() || self.is_closed()
+    }
+
+    pub fn acknowledge(&self) {
+        self.acknowledged
+            .store(self.received.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Waits until an ATTENTION is pending or the client is gone.
+    pub async fn stopped(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.should_stop() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// How a statement ended.
+pub enum Outcome {
+    Done {
+        cur_cmd: u16,
+        count: Option<u64>,
+        error: bool,
+    },
+    /// An ATTENTION stopped it.
+    Cancelled,
+    /// The connection must be dropped (fault injection, or the client went away).
+    DropConnection,
+}
+
+impl Outcome {
+    pub fn ok() -> Self {
+        Outcome::Done {
+            cur_cmd: cur_cmd::NONE,
+            count: None,
+            error: false,
+        }
+    }
+
+    pub fn failed() -> Self {
+        Outcome::Done {
+            cur_cmd: cur_cmd::NONE,
+            count: None,
+            error: true,
+        }
+    }
+}
+
+/// Writes a message for the statement starting at `line`.
+pub fn raise(resp: &mut Response<'_>, err: &SqlError, line: i32) {
+    resp.message(err.number, err.class, err.state, &err.text, line);
+}
+
+/// One logged-in session.
+pub struct Session {
+    pub engine: Arc<Engine>,
+    pub spid: u16,
+    pub login: SqlLogin,
+    pub database: String,
+    pub tran_count: u32,
+    tran_descriptor: u64,
+    nocount: bool,
+    pub attention: Arc<Attention>,
+}
+
+/// The transaction-manager request types (MS-TDS 2.2.6.9).
+const TM_BEGIN_XACT: u16 = 5;
+const TM_COMMIT_XACT: u16 = 7;
+const TM_ROLLBACK_XACT: u16 = 8;
+const TM_FLAG_BEGIN_XACT: u8 = 0x01;
+
+/// Skips ALL_HEADERS (TDS 7.2+) at the start of a request payload.
+pub fn skip_all_headers(payload: &[u8]) -> Option<&[u8]> {
+    let total = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
+    if total < 4 || total > payload.len() {
+        return None;
+    }
+    Some(&payload[total..])
+}
+
+impl Session {
+    pub fn new(
+        engine: Arc<Engine>,
+        spid: u16,
+        login: SqlLogin,
+        database: String,
+        attention: Arc<Attention>,
+    ) -> Self {
+        Self {
+            engine,
+            spid,
+            login,
+            database,
+            tran_count: 0,
+            tran_descriptor: 0,
+            nocount: false,
+            attention,
+        }
+    }
+
+    /// sp_reset_connection: what a pooled connection gets back to before reuse.
+    pub fn reset(&mut self) {
+        self.nocount = false;
+        self.tran_count = 0;
+    }
+
+    pub fn eval_context(&self) -> EvalContext<'_> {
+        EvalContext {
+            engine: &self.engine,
+            spid: self.spid,
+            login: &self.login,
+            database: &self.database,
+            tran_count: self.tran_count,
+        }
+    }
+
+    fn status_bits(&self) -> u16 {
+        if self.tran_count > 0 {
+            done_status::IN_XACT
+        } else {
+            0
+        }
+    }
+
+    /// Runs a SQL batch and sends its whole response. Returns false when the connection must close.
+    pub async fn run_batch(&mut self, sql: &str, out: &mut Outbound) -> io::Result<bool> {
+        let mut resp = out.response();
+        let statements = match parse_batch(sql) {
+            Ok(s) => s,
+            Err(e) => {
+                resp.message(e.number, e.class, e.state, &e.text, e.line);
+                resp.done(done_status::ERROR | self.status_bits(), cur_cmd::NONE, 0);
+                resp.finish().await?;
+                return Ok(true);
+            }
+        };
+        if statements.is_empty() {
+            resp.done(self.status_bits(), cur_cmd::NONE, 0);
+            resp.finish().await?;
+            return Ok(true);
+        }
+        let last = statements.len() - 1;
+        for (i, located) in statements.iter().enumerate() {
+            if self.attention.should_stop() {
+                return self.finish_cancelled(resp).await;
+            }
+            self.engine.set_request(
+                self.spid,
+                Some(RequestInfo {
+                    command: command_name(&located.statement).to_string(),
+                    start_time: chrono::Local::now().naive_local(),
+                    started: std::time::Instant::now(),
+                    percent_complete: 0.0,
+                    database_id: self.engine.database_id(&self.database).unwrap_or(1),
+                }),
+            );
+            let outcome = self.execute(located, &mut resp).await;
+            self.engine.set_request(self.spid, None);
+            match outcome? {
+                Outcome::Cancelled => return self.finish_cancelled(resp).await,
+                Outcome::DropConnection => return Ok(false),
+                Outcome::Done {
+                    cur_cmd,
+                    count,
+                    error,
+                } => {
+                    let mut status = self.status_bits();
+                    if i != last {
+                        status |= done_status::MORE;
+                    }
+                    if error {
+                        status |= done_status::ERROR;
+                    }
+                    if count.is_some() && !self.nocount {
+                        status |= done_status::COUNT;
+                    }
+                    resp.done(status, cur_cmd, count.unwrap_or(0));
+                }
+            }
+        }
+        if self.attention.should_stop() {
+            return self.finish_cancelled(resp).await;
+        }
+        resp.finish().await?;
+        Ok(true)
+    }
+
+    /// Ends the response with DONE(ATTN), discarding output not yet sent.
+    async fn finish_cancelled(&mut self, mut resp: Response<'_>) -> io::Result<bool> {
+        if self.attention.is_closed() {
+            return Ok(false);
+        }
+        resp.discard();
+        resp.done(done_status::ATTN, cur_cmd::NONE, 0);
+        self.attention.acknowledge();
+        resp.finish().await?;
+        Ok(true)
+    }
+
+    /// An ATTENTION that arrived while no request ran: acknowledge it on its own.
+    pub async fn acknowledge_idle_attention(&mut self, out: &mut Outbound) -> io::Result<()> {
+        if !self.attention.pending() {
+            return Ok(());
+        }
+        let mut resp = out.response();
+        resp.done(done_status::ATTN, cur_cmd::NONE, 0);
+        self.attention.acknowledge();
+        resp.finish().await
+    }
+
+    /// RPC requests are refused: the lab takes SQL batches only.
+    pub async fn reject_rpc(&mut self, payload: &[u8], out: &mut Outbound) -> io::Result<()> {
+        let body = skip_all_headers(payload).unwrap_or(payload);
+        let name = rpc_name(body);
+        let mut resp = out.response();
+        raise(&mut resp, &errors::rpc_not_supported(&name), 1);
+        token::done(
+            resp.buf(),
+            token::TOKEN_DONEPROC,
+            done_status::ERROR | self.status_bits(),
+            cur_cmd::NONE,
+            0,
+        );
+        resp.finish().await
+    }
+
+    /// Transaction-manager requests (how tiberius' begin_transaction and python-tds with
+    /// autocommit off manage transactions).
+    pub async fn run_transaction_manager(
+        &mut self,
+        payload: &[u8],
+        out: &mut Outbound,
+    ) -> io::Result<()> {
+        let body = skip_all_headers(payload).unwrap_or(payload);
+        let request = body.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+        let mut resp = out.response();
+        let mut error = false;
+        match request {
+            Some(TM_BEGIN_XACT) => self.begin_transaction(&mut resp),
+            Some(TM_COMMIT_XACT) | Some(TM_ROLLBACK_XACT) => {
+                // name (B_VARCHAR), then flags
+                let name_len = body.get(2).copied().unwrap_or(0) as usize;
+                let flags = body.get(3 + name_len * 2).copied().unwrap_or(0);
+                let result = if request == Some(TM_COMMIT_XACT) {
+                    self.commit(&mut resp)
+                } else {
+                    self.rollback(&mut resp)
+                };
+                match result {
+                    Err(e) => {
+                        raise(&mut resp, &e, 1);
+                        error = true;
+                    }
+                    Ok(()) if flags & TM_FLAG_BEGIN_XACT != 0 => self.begin_transaction(&mut resp),
+                    Ok(()) => {}
+                }
+            }
+            other => {
+                let what = other.map_or("an empty".to_string(), |t| format!("type {t}"));
+                raise(
+                    &mut resp,
+                    &SqlError::lab(format!(
+                        "transaction manager request {what} is not supported"
+                    )),
+                    1,
+                );
+                error = true;
+            }
+        }
+        resp.done(
+            if error { done_status::ERROR } else { 0 } | self.status_bits(),
+            cur_cmd::NONE,
+            0,
+        );
+        resp.finish().await
+    }
+
+    fn begin_transaction(&mut self, resp: &mut Response<'_>) {
+        self.tran_count += 1;
+        if self.tran_count == 1 {
+            self.tran_descriptor = rand::random::<u64>() | 1;
+            token::env_begin_tran(resp.buf(), self.tran_descriptor);
+        }
+    }
+
+    fn commit(&mut self, resp: &mut Response<'_>) -> Result<(), SqlError> {
+        if self.tran_count == 0 {
+            return Err(errors::commit_without_begin());
+        }
+        self.tran_count -= 1;
+        if self.tran_count == 0 {
+            token::env_end_tran(resp.buf(), self.tran_descriptor, true);
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self, resp: &mut Response<'_>) -> Result<(), SqlError> {
+        if self.tran_count == 0 {
+            return Err(errors::rollback_without_begin());
+        }
+        self.tran_count = 0;
+        token::env_end_tran(resp.buf(), self.tran_descriptor, false);
+        Ok(())
+    }
+
+    async fn execute(&mut self, located: &Located, resp: &mut Response<'_>) -> io::Result<Outcome> {
+        let line = located.line;
+        let simple = |result: Result<(), SqlError>, resp: &mut Response<'_>| match result {
+            Ok(()) => Outcome::ok(),
+            Err(e) => {
+                raise(resp, &e, line);
+                Outcome::failed()
+            }
+        };
+        Ok(match &located.statement {
+            Statement::Select(select) => {
+                let result = query::select(&self.engine, &self.eval_context(), select).await;
+                match result {
+                    Ok((columns, rows)) => match resp.result_set(&columns, &rows).await? {
+                        Ok(count) => Outcome::Done {
+                            cur_cmd: cur_cmd::SELECT,
+                            count: Some(count),
+                            error: false,
+                        },
+                        Err(detail) => {
+                            raise(
+                                resp,
+                                &SqlError::lab(format!("a value could not be sent: {detail}")),
+                                line,
+                            );
+                            Outcome::failed()
+                        }
+                    },
+                    Err(e) => {
+                        raise(resp, &e, line);
+                        Outcome::failed()
+                    }
+                }
+            }
+            Statement::Update(update) => {
+                if self.tran_count > 0 {
+                    raise(
+                        resp,
+                        &SqlError::lab(
+                            "UPDATE inside a user transaction is not supported (the lab cannot roll it back)",
+                        ),
+                        line,
+                    );
+                    return Ok(Outcome::failed());
+                }
+                match query::update(&self.engine, &self.eval_context(), update).await {
+                    Ok(count) => Outcome::Done {
+                        cur_cmd: cur_cmd::UPDATE,
+                        count: Some(count),
+                        error: false,
+                    },
+                    Err(e) => {
+                        raise(resp, &e, line);
+                        Outcome::failed()
+                    }
+                }
+            }
+            Statement::Use(name) => {
+                let r = self.use_database(name, resp, line);
+                simple(r, resp)
+            }
+            Statement::Set { option, on } => {
+                if option == "NOCOUNT" {
+                    self.nocount = *on;
+                }
+                Outcome::ok()
+            }
+            Statement::BeginTran => {
+                self.begin_transaction(resp);
+                Outcome::ok()
+            }
+            Statement::Commit => {
+                let r = self.commit(resp);
+                simple(r, resp)
+            }
+            Statement::Rollback => {
+                let r = self.rollback(resp);
+                simple(r, resp)
+            }
+            Statement::Backup(backup) => {
+                super::backup::backup_database(self, backup, resp, line).await?
+            }
+            Statement::Restore(restore) => match &restore.kind {
+                RestoreKind::VerifyOnly => {
+                    super::backup::verify_only(self, restore, resp, line).await?
+                }
+                RestoreKind::HeaderOnly | RestoreKind::FileListOnly => {
+                    super::backup::list_backup(self, restore, resp, line).await?
+                }
+                RestoreKind::Database(name) => {
+                    super::backup::restore_database(self, name, restore, resp, line).await?
+                }
+            },
+            Statement::DropDatabase { names, if_exists } => {
+                super::backup::drop_databases(self, names, *if_exists, resp, line).await
+            }
+            Statement::CheckDb(check) => super::dbcc::check_db(self, check, resp, line).await?,
+        })
+    }
+
+    fn use_database(
+        &mut self,
+        name: &str,
+        resp: &mut Response<'_>,
+        _line: i32,
+    ) -> Result<(), SqlError> {
+        let canonical = self
+            .engine
+            .canonical_database_name(name)
+            .ok_or_else(|| errors::database_does_not_exist(name))?;
+        if self.engine.edition == Edition::AzureSqlDatabase
+            && !canonical.eq_ignore_ascii_case(&self.database)
+        {
+            return Err(errors::azure_use_not_supported());
+        }
+        let old = std::mem::replace(&mut self.database, canonical.clone());
+        self.engine.set_session_database(self.spid, &canonical);
+        token::env_database(resp.buf(), &canonical, &old);
+        let info = errors::changed_database(&canonical);
+        raise(resp, &info, 1);
+        Ok(())
+    }
+}
+
+/// sys.dm_exec_requests.command for a statement.
+fn command_name(statement: &Statement) -> &'static str {
+    match statement {
+        Statement::Select(_) => "SELECT",
+        Statement::Update(_) => "UPDATE",
+        Statement::Use(_) => "USE",
+        Statement::Set { .. } => "SET OPTION ON",
+        Statement::BeginTran => "BEGIN TRANSACTION",
+        Statement::Commit => "COMMIT TRANSACTION",
+        Statement::Rollback => "ROLLBACK TRANSACTION",
+        Statement::Backup(_) => "BACKUP DATABASE",
+        Statement::Restore(r) => match r.kind {
+            RestoreKind::VerifyOnly => "RESTORE VERIFYON",
+            RestoreKind::HeaderOnly | RestoreKind::FileListOnly => "RESTORE HEADERON",
+            RestoreKind::Database(_) => "RESTORE DATABASE",
+        },
+        Statement::DropDatabase { .. } => "DROP DATABASE",
+        Statement::CheckDb(_) => "DBCC TABLE CHECK",
+    }
+}
+
+/// The procedure an RPC request names (by name or by well-known id).
+fn rpc_name(body: &[u8]) -> String {
+    let Some(len) = body.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]])) else {
+        return "unknown".into();
+    };
+    if len == 0xFFFF {
+        let id = body
+            .get(2..4)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .unwrap_or(0);
+        return match id {
+            10 => "sp_executesql".into(),
+            11 => "sp_prepare".into(),
+            12 => "sp_execute".into(),
+            13 => "sp_prepexec".into(),
+            other => format!("procedure id {other}"),
+        };
+    }
+    let units: Vec<u16> = body
+        .get(2..2 + len as usize * 2)
+        .unwrap_or(&[])
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16_lossy(&units)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_headers_are_skipped() {
+        let mut payload = vec![22, 0, 0, 0, 18, 0, 0, 0, 2, 0];
+        payload.extend_from_slice(&[0; 12]);
+        payload.extend_from_slice(&[b'S', 0]);
+        assert_eq!(skip_all_headers(&payload), Some(&[b'S', 0][..]));
+        assert_eq!(skip_all_headers(&[200, 0, 0, 0]), None);
+        assert_eq!(skip_all_headers(&[1]), None);
+    }
+
+    #[test]
+    fn rpc_names() {
+        assert_eq!(rpc_name(&[0xFF, 0xFF, 10, 0]), "sp_executesql");
+        assert_eq!(rpc_name(&[2, 0, b'x', 0, b'y', 0]), "xy");
+    }
+
+    #[tokio::test]
+    async fn attention_wakes_a_waiter() {
+        let attention = Arc::new(Attention::default());
+        assert!(!attention.should_stop());
+        let waiter = {
+            let a = attention.clone();
+            tokio::spawn(async move { a.stopped().await })
+        };
+        tokio::task::yield_now().await;
+        attention.signal();
+        waiter.await.unwrap();
+        assert!(attention.pending());
+        attention.acknowledge();
+        assert!(!attention.pending());
+        attention.close();
+        assert!(attention.should_stop());
+    }
+}
