@@ -153,7 +153,7 @@ fn newest_with_tags(
         .map(|s| s.id.to_hex().as_str().to_string()))
 }
 
-fn check_tags(tags: &[String]) -> Result<(), RepoError> {
+pub(crate) fn check_tags(tags: &[String]) -> Result<(), RepoError> {
     for tag in tags {
         if tag.trim().is_empty() || tag.contains(',') {
             return Err(RepoError::InvalidInput(format!(

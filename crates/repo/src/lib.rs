@@ -11,6 +11,7 @@ mod check;
 mod config;
 mod error;
 mod logging;
+mod merge;
 mod mode;
 mod progress;
 mod repo;
