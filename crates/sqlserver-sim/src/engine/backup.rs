@@ -223,11 +223,22 @@ fn bak_errors(err: &BakError, database: &str, reading: bool) -> Vec<SqlError> {
         BakError::NotABackup { path, .. } => {
             vec![errors::media_incorrectly_formed(&path_text(path))]
         }
+        // The detail is text; it tells a short file from an unfinished set from bad content.
         BakError::Damaged { path, detail } => {
-            if detail.contains("Reached the end of the file") {
+            if detail.contains("Reached the end of the file") || detail.contains("truncated") {
                 vec![errors::read_failed(
                     &path_text(path),
                     "38(Reached the end of the file.)",
+                )]
+            } else if detail.contains("incomplete") {
+                vec![SqlError::new(
+                    3256,
+                    16,
+                    1,
+                    format!(
+                        "The backup set on device '{}' was terminated while it was being created and is incomplete. RESTORE sequence is terminated abnormally.",
+                        path_text(path)
+                    ),
                 )]
             } else {
                 vec![errors::damaged_backup_set()]

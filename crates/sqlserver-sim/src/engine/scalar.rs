@@ -470,6 +470,7 @@ pub fn cast_target(ty: &TypeName) -> Result<SqlType, SqlError> {
         "float" => SqlType::Float,
         "uniqueidentifier" => SqlType::UniqueIdentifier,
         "datetime" => SqlType::DateTime,
+        "sql_variant" => SqlType::Variant,
         "datetime2" => SqlType::DateTime2(
             ty.args
                 .first()
