@@ -341,3 +341,69 @@ fn compression_can_be_chosen_per_set_and_restic_still_reads_it() {
     let out = restic(&dir.path().join("repo2"), &["check", "--read-data"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no errors were found"));
 }
+
+/// Bytes of all pack files in a local repository.
+fn pack_bytes(repo: &std::path::Path) -> u64 {
+    fn walk(dir: &std::path::Path) -> u64 {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                if p.is_dir() {
+                    walk(&p)
+                } else {
+                    fs::metadata(&p).unwrap().len()
+                }
+            })
+            .sum()
+    }
+    walk(&repo.join("data"))
+}
+
+#[test]
+fn prune_frees_what_deleted_snapshots_alone_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let repo_path = dir.path().join("repo");
+    let old = dir.path().join("old");
+    let kept = dir.path().join("kept");
+    write(&old.join("old.bin"), &noise(3_000_000, 11));
+    write(&kept.join("kept.bin"), &noise(1_000_000, 12));
+    let backup = |source: &std::path::Path| {
+        repo.backup(
+            vec![SourceItem::Path {
+                source: source.to_path_buf(),
+                target: "/folders/Packages".into(),
+            }],
+            &SetOptions::default(),
+            &NoProgress,
+        )
+        .unwrap()
+    };
+    let first = backup(&old);
+    let second = backup(&kept);
+    let before = pack_bytes(&repo_path);
+    repo.delete_snapshots(&[first.snapshot_id]).unwrap();
+
+    let summary = repo.prune(true, &NoProgress).unwrap();
+    assert!(summary.bytes_freed >= 3_000_000, "{summary:?}");
+    assert!(summary.packs_removed >= 1, "{summary:?}");
+    let after = pack_bytes(&repo_path);
+    assert!(after + 2_900_000 < before, "{before} -> {after}");
+
+    let out = restic(&repo_path, &["check", "--read-data"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no errors were found"));
+    let listed = repo
+        .list_files(&second.snapshot_id, "/folders/Packages/kept.bin")
+        .unwrap();
+    assert_eq!(listed[0].size, 1_000_000);
+    let restored = dir.path().join("restored");
+    repo.restore(
+        &second.snapshot_id,
+        "/folders/Packages",
+        &restored,
+        &NoProgress,
+    )
+    .unwrap();
+    assert_same_tree(&kept, &restored);
+}
