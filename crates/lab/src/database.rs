@@ -14,14 +14,28 @@ use sqlserver_files::image::{self, ColumnType, DatabaseSpec, Table, Value};
 use std::path::Path;
 use uuid::Uuid;
 
-/// The plaintext behind the encrypted server certificate: base64 of a DER X.509 certificate, which a
-/// key check can parse (a padding check alone accepts about 0.3% of wrong keys).
-pub fn server_certificate_der(seed: u64) -> anyhow::Result<Vec<u8>> {
-    let mut params = rcgen::CertificateParams::new(vec!["octopus-lab".to_string()])?;
-    params.distinguished_name.push(rcgen::DnType::CommonName, "Octopus Portal");
-    let _ = seed;
-    let key = rcgen::KeyPair::generate()?;
-    Ok(params.self_signed(&key)?.der().to_vec())
+/// The plaintext behind the encrypted server certificate: base64 of a DER structure shaped like a
+/// certificate (a SEQUENCE holding a serial, a subject and key bytes), deterministic from the seed.
+/// A key check can parse it, which a wrong key's garbage does not (a padding check alone accepts
+/// about 0.3% of wrong keys). Not a signed X.509 certificate: nothing in the lab verifies one.
+pub fn server_certificate_der(seed: u64) -> Vec<u8> {
+    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag];
+        match body.len() {
+            n if n < 0x80 => out.push(n as u8),
+            n if n < 0x100 => out.extend([0x81, n as u8]),
+            n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+        }
+        out.extend_from_slice(body);
+        out
+    }
+    let mut rng = content::stream(seed, "database/certificate");
+    let serial = content::random_bytes(&mut rng, 16);
+    let key = content::random_bytes(&mut rng, 270);
+    let mut tbs = tlv(0x02, &serial);
+    tbs.extend(tlv(0x0c, b"CN=Octopus Portal"));
+    tbs.extend(tlv(0x04, &key));
+    tlv(0x30, &tlv(0x30, &tbs))
 }
 
 fn iv(rng: &mut impl Rng) -> [u8; 16] {
@@ -47,7 +61,7 @@ pub struct DatabaseInputs<'a> {
 /// Builds the day-0 Octopus database and writes its data and log files.
 pub fn create(inputs: &DatabaseInputs, data_file: &Path, log_file: &Path) -> anyhow::Result<()> {
     let mut rng = content::stream(inputs.seed, "database/secrets");
-    let cert = base64::engine::general_purpose::STANDARD.encode(server_certificate_der(inputs.seed)?);
+    let cert = base64::engine::general_purpose::STANDARD.encode(server_certificate_der(inputs.seed));
     let cert_thumbprint = hex::encode_upper(&content::random_bytes(&mut rng, 20));
     let encrypted_cert = crypto::encrypt(inputs.master_key, cert.as_bytes(), iv(&mut rng))?;
 

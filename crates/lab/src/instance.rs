@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use uuid::Uuid;
 
 pub const DATABASE_NAME: &str = "OctopusDeploy";
-pub const OCTOPUS_VERSION: &str = "2021.2.4488";
+/// A version recent enough to have every folder the procedure names (EventExports came in 2023.3).
+pub const OCTOPUS_VERSION: &str = "2024.1.6928";
 
 /// What the Octopus host knows: secrets included. Lives in `instance/instance.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -228,8 +229,8 @@ pub fn churn(paths: &InstancePaths, days: u32) -> anyhow::Result<ChurnReport> {
         report.folders.bytes_added += f.bytes_added;
         report.folders.files_removed += f.files_removed;
         report.folders.bytes_removed += f.bytes_removed;
-        report.database_pages_changed += db.pages_changed;
-        report.database_pages_added += db.pages_added;
+        report.database_pages_changed += db.pages_changed as u64;
+        report.database_pages_added += db.pages_added as u64;
         state.day = day;
         state.save(paths)?;
     }

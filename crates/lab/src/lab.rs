@@ -100,31 +100,22 @@ impl Lab {
             sql.attach_database(&state.database, &paths.data_file(&state.database), &paths.log_file(&state.database))?;
         }
 
-        let octopus = octopus_sim::start(OctopusConfig {
-            version: state.octopus_version.clone(),
-            installation_id: state.installation_id,
-            api_keys: vec![
-                ApiKey { key: state.admin_api_key.clone(), user: "octobackup-service".into(), administer_system: true },
-                ApiKey { key: state.reader_api_key.clone(), user: "release-manager".into(), administer_system: false },
-            ],
-            license: License {
-                text: state.license_xml.clone(),
-                serial_number: state.license_serial.clone(),
-                expiry: state.license_expiry,
-                compliant: true,
-            },
-            folders: octopus_sim::ServerFolders {
-                packages: folders.packages.clone(),
-                artifacts: folders.artifacts.clone(),
-                task_logs: folders.task_logs.clone(),
-                event_exports: folders.event_exports.clone(),
-                imports: paths.home().join("Imports"),
-                telemetry: paths.home().join("Telemetry"),
-            },
-            nodes: state.node_names.clone(),
-            maintenance: false,
-            events: Some(events.sink("octopus")),
-        })
+        let mut config = OctopusConfig::new(paths.home());
+        config.version = state.octopus_version.clone();
+        config.installation_id = state.installation_id;
+        config.api_keys = vec![
+            ApiKey { key: state.admin_api_key.clone(), user: "octobackup-service".into(), administer_system: true },
+            ApiKey { key: state.reader_api_key.clone(), user: "release-manager".into(), administer_system: false },
+        ];
+        config.license = License {
+            text: state.license_xml.clone(),
+            serial_number: state.license_serial.clone(),
+            expiry: state.license_expiry,
+            compliant: true,
+        };
+        config.nodes = state.node_names.clone();
+        config.events = Some(events.sink("octopus"));
+        let octopus = octopus_sim::start(config)
         .await?;
 
         let info = LabInfo {

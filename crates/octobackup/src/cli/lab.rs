@@ -60,7 +60,7 @@ pub async fn run(cmd: LabCommand, json: bool) -> Result<(), Failure> {
         LabCommand::Up(a) => {
             let lab = start(&a.dir, a.size, a.seed, a.key_bytes, !a.no_tls).await?;
             let config = write_config(lab.info(), !a.no_tls).map_err(fail)?;
-            emit(json, lab.info_public(), || {
+            emit(json, &lab.info_public(), || {
                 format!(
                     "lab running in {}\n  Octopus API  {}\n  SQL Server   {}\n  config       {}\n  events       {}\nTry: octobackup --config {} backup\nCtrl-C stops the lab.\n",
                     a.dir.display(),

@@ -4,7 +4,7 @@
 mod backup;
 mod demo;
 mod init;
-mod lab;
+pub mod lab;
 mod recover;
 mod repository;
 mod snapshots;

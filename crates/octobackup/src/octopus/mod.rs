@@ -3,5 +3,6 @@
 
 pub mod client;
 pub mod master_key;
+pub mod sensitive;
 
 pub use client::{OctopusClient, OctopusError};

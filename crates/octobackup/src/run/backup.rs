@@ -18,7 +18,7 @@ use crate::octopus::{OctopusClient, master_key};
 use crate::secret::{Secret, SecretSource};
 use crate::sqlserver::{ConnectionString, SqlServer, client as sql, tsql};
 use octobackup_repo::{Repo, SetOptions, SourceItem};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -552,10 +552,5 @@ mod tests {
         assert_eq!(sql_side_path(r"\\nas\octo", "a.bak"), r"\\nas\octo\a.bak");
         assert_eq!(sql_side_path("/var/opt/mssql/backup/", "a.bak"), "/var/opt/mssql/backup/a.bak");
         assert_eq!(sql_side_path("C:", "a.bak"), r"C:\a.bak");
-    }
-
-    #[allow(dead_code)]
-    fn _assert_send(p: &Path) -> &Path {
-        p
     }
 }

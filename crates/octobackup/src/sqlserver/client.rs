@@ -215,11 +215,8 @@ impl Session {
     /// Runs a batch and returns the rows of its first result set as text.
     pub async fn query_text(&mut self, what: &str, sql: &str) -> Result<Vec<TextRow>, SqlError> {
         tracing::debug!(target: "octobackup::sql", "{what}: {sql}");
-        let results = match self.client.simple_query(sql).await {
-            Ok(stream) => stream.into_results().await,
-            Err(e) => Err(e),
-        }
-        .map_err(|e| self.statement_error(what, e, None))?;
+        let results = run_batch(&mut self.client, sql).await;
+        let results = results.map_err(|e| self.statement_error(what, e, None))?;
         Ok(results
             .into_iter()
             .next()
@@ -232,11 +229,8 @@ impl Session {
     /// Runs a batch that returns no rows; `path_hint` names the file a failure is about.
     pub async fn execute(&mut self, what: &str, sql: &str, path_hint: Option<&str>) -> Result<(), SqlError> {
         tracing::debug!(target: "octobackup::sql", "{what}: {sql}");
-        let r = match self.client.simple_query(sql).await {
-            Ok(stream) => stream.into_results().await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        r.map_err(|e| self.statement_error(what, e, path_hint))
+        let r = run_batch(&mut self.client, sql).await;
+        r.map(|_| ()).map_err(|e| self.statement_error(what, e, path_hint))
     }
 
     pub async fn server_info(&mut self) -> Result<ServerInfo, SqlError> {
@@ -282,6 +276,11 @@ impl Session {
             }
         }))
     }
+}
+
+/// Sends a plain batch and collects every result set.
+async fn run_batch(client: &mut Connection, sql: &str) -> Result<Vec<Vec<tiberius::Row>>, tiberius::error::Error> {
+    client.simple_query(sql).await?.into_results().await
 }
 
 /// Runs `statement` (a BACKUP or RESTORE) on `session` while a second connection polls its

@@ -1,0 +1,149 @@
+//! A lab per test and the real octobackup binary run against it.
+#![allow(dead_code)]
+
+use octobackup_lab::{Lab, LabEvent, LabOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct TestLab {
+    pub lab: Lab,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+pub fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_octobackup"))
+}
+
+impl TestLab {
+    pub async fn start() -> TestLab {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut LabOptions)) -> TestLab {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = LabOptions::new(dir.path());
+        tweak(&mut opts);
+        let tls = opts.tls;
+        let lab = Lab::start(opts).await.expect("lab starts");
+        let config = octobackup::cli::lab::lab_config(lab.info(), tls, &exe()).unwrap();
+        let path = dir.path().join("octobackup.toml");
+        std::fs::write(&path, config.to_toml()).unwrap();
+        TestLab { lab, dir, config: path }
+    }
+
+    /// Rewrites the config through a closure over its TOML value.
+    pub fn edit_config(&self, f: impl FnOnce(&mut toml::Table)) {
+        let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
+        f(&mut t);
+        std::fs::write(&self.config, toml::to_string(&t).unwrap()).unwrap();
+    }
+
+    pub fn instance_table<'a>(t: &'a mut toml::Table) -> &'a mut toml::Table {
+        t["instance"].as_table_mut().unwrap()["OctopusServer"].as_table_mut().unwrap()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(exe());
+        c.arg("--config").arg(&self.config).args(args);
+        c.env_remove("OCTOBACKUP_PASSWORD");
+        c
+    }
+
+    /// Runs octobackup to completion on a blocking thread (the lab keeps serving meanwhile).
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let mut c = self.command(args);
+        tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap()
+    }
+
+    pub async fn init(&self) {
+        let out = self.run(&["init"]).await;
+        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn repo_dir(&self) -> PathBuf {
+        self.dir.path().join("repository")
+    }
+
+    pub fn repo_password_file(&self) -> PathBuf {
+        self.dir.path().join("secrets").join("repository-password")
+    }
+
+    pub fn events(&self) -> Vec<LabEvent> {
+        self.lab.events()
+    }
+
+    /// The stock restic CLI on our repository (password through a file, never argv).
+    pub fn restic(&self, args: &[&str]) -> Output {
+        let out = Command::new("restic")
+            .arg("-r")
+            .arg(self.repo_dir())
+            .args(args)
+            .env("RESTIC_PASSWORD_FILE", self.repo_password_file())
+            .env("RESTIC_CACHE_DIR", self.dir.path().join("restic-cache"))
+            .output();
+        match out {
+            Ok(o) => o,
+            Err(e) => panic!("stock restic is needed for this test ({e}): apt-get install restic (scripts/test.sh does)"),
+        }
+    }
+
+    pub async fn sets(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["--json", "snapshots"]).await;
+        assert!(out.status.success(), "snapshots failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    }
+
+    pub fn staging_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.lab.info().staging_dir).unwrap().map(|e| e.unwrap().path()).collect()
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// (seq of first event of kind, seq of last) helpers for ordering assertions.
+pub fn seqs(events: &[LabEvent], kind: &str) -> Vec<u64> {
+    events.iter().filter(|e| e.kind == kind).map(|e| e.seq).collect()
+}
+
+pub fn maintenance_changes(events: &[LabEvent]) -> Vec<(u64, bool)> {
+    events.iter().filter(|e| e.kind == "maintenance_changed").map(|e| (e.seq, e.detail["on"].as_bool().unwrap())).collect()
+}
+
+/// Asserts every database backup in the log ran entirely inside a maintenance window and that
+/// maintenance mode ended off.
+pub fn assert_backups_inside_window(events: &[LabEvent]) {
+    let changes = maintenance_changes(events);
+    assert!(!changes.is_empty(), "maintenance mode never changed: {events:#?}");
+    assert_eq!(changes.last().unwrap().1, false, "maintenance mode left on: {changes:?}");
+    for started in seqs(events, "backup_started") {
+        let finished = seqs(events, "backup_finished").into_iter().find(|s| *s > started).expect("backup finished");
+        let on_before = changes.iter().rev().find(|(s, _)| *s < started).map(|c| c.1);
+        assert_eq!(on_before, Some(true), "backup {started} started outside the window: {changes:?}");
+        let off_between = changes.iter().any(|(s, on)| *s > started && *s < finished && !on);
+        assert!(!off_between, "maintenance went off during backup {started}..{finished}");
+    }
+}
+
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
