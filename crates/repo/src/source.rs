@@ -145,7 +145,7 @@ impl SetSource {
                     let target = VirtualPath::parse_target(&target)?;
                     match local_part(&source, target) {
                         Ok(part) => parts.push(part),
-                        Err(reason) => missing.push(format!("{} ({reason})", source.display())),
+                        Err(reason) => missing.push(format!("{} ({reason})", shown(&source))),
                     }
                 }
                 SourceItem::Memory {
@@ -302,6 +302,15 @@ fn relative_tail(relative: &Path) -> String {
         .join("/")
 }
 
+/// A path as users wrote it: without the `\\?\` prefix `canonicalize` adds on Windows.
+fn shown(path: &Path) -> String {
+    let text = path.display().to_string();
+    match text.strip_prefix(r"\\?\") {
+        Some(rest) if cfg!(windows) && !rest.starts_with("UNC\\") => rest.to_string(),
+        _ => text,
+    }
+}
+
 /// Resolves a local source (a link to a folder backs up the folder) and describes it.
 fn local_part(source: &Path, target: VirtualPath) -> Result<Part, String> {
     let root = fs::canonicalize(source).map_err(|e| e.to_string())?;
@@ -403,7 +412,7 @@ impl ReadSourceOpen for SetOpen {
                 Err(err) => {
                     let cause = std::error::Error::source(&*err)
                         .map_or_else(|| summarize(&err).1, ToString::to_string);
-                    let reason = format!("{}: {cause}", real_path.display());
+                    let reason = format!("{}: {cause}", shown(&real_path));
                     record.record(snapshot_path.clone(), reason.clone());
                     Err(recorded_error(&snapshot_path, reason))
                 }
@@ -453,7 +462,7 @@ impl<R: Read> CappedReader<R> {
     fn fail(&mut self, err: io::Error) -> io::Error {
         if !self.failed {
             self.failed = true;
-            let reason = format!("{}: {err}", self.real_path.display());
+            let reason = format!("{}: {err}", shown(&self.real_path));
             self.record.record(self.snapshot_path.clone(), reason);
         }
         io::Error::new(err.kind(), format!("{err} {RECORDED_MARKER}"))
