@@ -17,7 +17,11 @@ pub fn stream(seed: u64, label: &str) -> ChaCha8Rng {
 }
 
 pub fn size_in(rng: &mut ChaCha8Rng, lo: u64, hi: u64) -> u64 {
-    if hi <= lo { lo } else { rng.random_range(lo..=hi) }
+    if hi <= lo {
+        lo
+    } else {
+        rng.random_range(lo..=hi)
+    }
 }
 
 /// Incompressible bytes, like the zip/nupkg files in the built-in package feed.
@@ -36,7 +40,14 @@ const STEPS: &[&str] = &[
     "Notify Slack",
     "Swap deployment slots",
 ];
-const TARGETS: &[&str] = &["web-01", "web-02", "api-01", "worker-03", "k8s-prod", "db-migrator"];
+const TARGETS: &[&str] = &[
+    "web-01",
+    "web-02",
+    "api-01",
+    "worker-03",
+    "k8s-prod",
+    "db-migrator",
+];
 
 /// Task log text in the shape Octopus writes: timestamped lines, step headers, verbose output.
 pub fn task_log_text(rng: &mut ChaCha8Rng, task_number: u64, len: u64) -> Vec<u8> {
@@ -58,7 +69,11 @@ pub fn task_log_text(rng: &mut ChaCha8Rng, task_number: u64, len: u64) -> Vec<u8
             second -= 60;
             minute = (minute + 1) % 60;
         }
-        let level = if rng.random_bool(0.05) { "WARN " } else { "INFO " };
+        let level = if rng.random_bool(0.05) {
+            "WARN "
+        } else {
+            "INFO "
+        };
         out.push_str(&format!(
             "12:{minute:02}:{second:02}   {level} |   [{target}] {step}: processed {} items in {} ms (checksum {:08x})\n",
             rng.random_range(1..5000u32),

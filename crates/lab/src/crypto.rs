@@ -27,7 +27,11 @@ pub fn encrypt(master_key: &[u8], plaintext: &[u8], iv: [u8; 16]) -> Result<Stri
             .encrypt_padded_vec::<Pkcs7>(plaintext),
         n => return Err(CryptoError::KeyLength(n)),
     };
-    Ok(format!("{}|{}", STANDARD.encode(cipher), STANDARD.encode(iv)))
+    Ok(format!(
+        "{}|{}",
+        STANDARD.encode(cipher),
+        STANDARD.encode(iv)
+    ))
 }
 
 pub fn decrypt(master_key: &[u8], stored: &str) -> Result<Vec<u8>, CryptoError> {
@@ -69,18 +73,33 @@ mod tests {
     fn matches_a_known_aes128_cbc_vector() {
         // NIST SP 800-38A F.2.1 first block, then a full PKCS7 padding block.
         let key = hex::decode("2b7e151628aed2a6abf7158809cf4f3c").unwrap();
-        let iv: [u8; 16] = hex::decode("000102030405060708090a0b0c0d0e0f").unwrap().try_into().unwrap();
+        let iv: [u8; 16] = hex::decode("000102030405060708090a0b0c0d0e0f")
+            .unwrap()
+            .try_into()
+            .unwrap();
         let plain = hex::decode("6bc1bee22e409f96e93d7e117393172a").unwrap();
         let stored = encrypt(&key, &plain, iv).unwrap();
         let cipher = STANDARD.decode(stored.split_once('|').unwrap().0).unwrap();
-        assert_eq!(hex::encode(&cipher[..16]), "7649abac8119b246cee98e9b12e9197d");
+        assert_eq!(
+            hex::encode(&cipher[..16]),
+            "7649abac8119b246cee98e9b12e9197d"
+        );
     }
 
     #[test]
     fn wrong_key_or_shape_is_refused() {
         let stored = encrypt(&[1; 16], b"secret value", [3; 16]).unwrap();
-        assert!(decrypt(&[2; 16], &stored).is_err() || decrypt(&[2; 16], &stored).unwrap() != b"secret value");
-        assert!(matches!(decrypt(&[1; 16], "nobar"), Err(CryptoError::Format)));
-        assert!(matches!(encrypt(&[1; 24], b"x", [0; 16]), Err(CryptoError::KeyLength(24))));
+        assert!(
+            decrypt(&[2; 16], &stored).is_err()
+                || decrypt(&[2; 16], &stored).unwrap() != b"secret value"
+        );
+        assert!(matches!(
+            decrypt(&[1; 16], "nobar"),
+            Err(CryptoError::Format)
+        ));
+        assert!(matches!(
+            encrypt(&[1; 24], b"x", [0; 16]),
+            Err(CryptoError::KeyLength(24))
+        ));
     }
 }

@@ -61,7 +61,8 @@ pub struct DatabaseInputs<'a> {
 /// Builds the day-0 Octopus database and writes its data and log files.
 pub fn create(inputs: &DatabaseInputs, data_file: &Path, log_file: &Path) -> anyhow::Result<()> {
     let mut rng = content::stream(inputs.seed, "database/secrets");
-    let cert = base64::engine::general_purpose::STANDARD.encode(server_certificate_der(inputs.seed));
+    let cert =
+        base64::engine::general_purpose::STANDARD.encode(server_certificate_der(inputs.seed));
     let cert_thumbprint = hex::encode_upper(&content::random_bytes(&mut rng, 20));
     let encrypted_cert = crypto::encrypt(inputs.master_key, cert.as_bytes(), iv(&mut rng))?;
 
@@ -137,14 +138,26 @@ pub fn create(inputs: &DatabaseInputs, data_file: &Path, log_file: &Path) -> any
         rows: inputs
             .node_names
             .iter()
-            .map(|n| vec![text(n.clone()), text(n.clone()), Value::Int(5), Value::Bit(false)])
+            .map(|n| {
+                vec![
+                    text(n.clone()),
+                    text(n.clone()),
+                    Value::Int(5),
+                    Value::Bit(false),
+                ]
+            })
             .collect(),
     };
 
     let spec = DatabaseSpec {
         name: inputs.name.to_string(),
         database_guid: inputs.database_guid,
-        tables: vec![configuration, variable_set, nodes, server_task_table(Vec::new())],
+        tables: vec![
+            configuration,
+            variable_set,
+            nodes,
+            server_task_table(Vec::new()),
+        ],
         filler_pages: inputs.filler_pages,
         seed: inputs.seed,
     };
@@ -167,19 +180,43 @@ fn server_task_table(rows: Vec<Vec<Value>>) -> Table {
 }
 
 /// One simulated day in the database: the day's tasks recorded, a few pages rewritten, a few added.
-pub fn day_of_activity(data_file: &Path, seed: u64, day: u32, first_task: u64, tasks: u64, changed_fraction: f64, new_pages: u32) -> anyhow::Result<image::ChurnStats> {
+pub fn day_of_activity(
+    data_file: &Path,
+    seed: u64,
+    day: u32,
+    first_task: u64,
+    tasks: u64,
+    changed_fraction: f64,
+    new_pages: u32,
+) -> anyhow::Result<image::ChurnStats> {
     let mut rng = content::stream(seed, &format!("database/day/{day}"));
-    let base = chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap().and_hms_opt(0, 0, 0).unwrap();
+    let base = chrono::NaiveDate::from_ymd_opt(2026, 1, 1)
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap();
     let rows = (first_task..first_task + tasks)
         .map(|t| {
             vec![
                 text(format!("ServerTasks-{t}")),
                 text("Deploy"),
-                text(if rng.random_bool(0.9) { "Success" } else { "Failed" }),
-                Value::DateTime(base + chrono::Duration::days(day as i64) + chrono::Duration::seconds(rng.random_range(0..86_400))),
+                text(if rng.random_bool(0.9) {
+                    "Success"
+                } else {
+                    "Failed"
+                }),
+                Value::DateTime(
+                    base + chrono::Duration::days(day as i64)
+                        + chrono::Duration::seconds(rng.random_range(0..86_400)),
+                ),
             ]
         })
         .collect();
     image::insert_rows(data_file, "dbo", "ServerTask", rows)?;
-    Ok(image::churn(data_file, day, changed_fraction, new_pages, seed)?)
+    Ok(image::churn(
+        data_file,
+        day,
+        changed_fraction,
+        new_pages,
+        seed,
+    )?)
 }

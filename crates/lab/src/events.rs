@@ -38,7 +38,10 @@ struct Inner {
 impl EventLog {
     /// A log that also appends to `path` (created if missing; earlier runs' lines are kept).
     pub fn with_file(path: &Path) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)?;
         let seq_base = Self::read_file(path).map(|e| e.len() as u64).unwrap_or(0);
         Ok(EventLog {
             inner: Arc::new(Mutex::new(Inner {
@@ -51,7 +54,14 @@ impl EventLog {
     }
 
     pub fn in_memory() -> Self {
-        EventLog { inner: Arc::new(Mutex::new(Inner { events: Vec::new(), file: None, path: None, seq_base: 0 })) }
+        EventLog {
+            inner: Arc::new(Mutex::new(Inner {
+                events: Vec::new(),
+                file: None,
+                path: None,
+                seq_base: 0,
+            })),
+        }
     }
 
     pub fn path(&self) -> Option<PathBuf> {
@@ -89,6 +99,9 @@ impl EventLog {
     /// Reads an `events.jsonl` written by a lab in another process.
     pub fn read_file(path: &Path) -> std::io::Result<Vec<LabEvent>> {
         let text = std::fs::read_to_string(path)?;
-        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+        Ok(text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
     }
 }

@@ -22,14 +22,21 @@ impl Fingerprint {
         for (name, dir) in folders {
             out.insert(name.to_string(), hash_tree(dir)?);
         }
-        Ok(Fingerprint { database, folders: out })
+        Ok(Fingerprint {
+            database,
+            folders: out,
+        })
     }
 
     /// Human-readable differences, empty when equal.
     pub fn differences(&self, other: &Fingerprint) -> Vec<String> {
         let mut d = Vec::new();
         if self.database != other.database {
-            d.push(format!("database content differs ({} vs {})", &self.database[..12], &other.database[..12]));
+            d.push(format!(
+                "database content differs ({} vs {})",
+                &self.database[..12],
+                &other.database[..12]
+            ));
         }
         for (name, files) in &self.folders {
             let Some(theirs) = other.folders.get(name) else {
@@ -47,7 +54,11 @@ impl Fingerprint {
                 d.push(format!("{name}/{path} unexpected"));
             }
         }
-        for name in other.folders.keys().filter(|n| !self.folders.contains_key(*n)) {
+        for name in other
+            .folders
+            .keys()
+            .filter(|n| !self.folders.contains_key(*n))
+        {
             d.push(format!("folder {name} unexpected"));
         }
         d
@@ -77,7 +88,10 @@ pub fn hash_tree(dir: &Path) -> std::io::Result<BTreeMap<String, String>> {
                     h.update(&buf[..n]);
                 }
                 let rel = path.strip_prefix(dir).expect("under dir");
-                let rel: Vec<String> = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+                let rel: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
                 out.insert(rel.join("/"), hex::encode(h.finalize()));
             }
         }

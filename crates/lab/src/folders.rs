@@ -48,19 +48,36 @@ pub struct FolderChange {
 }
 
 const PACKAGE_NAMES: &[&str] = &[
-    "Acme.Web", "Acme.Api", "Acme.Worker", "Acme.Database", "Acme.Frontend", "Octo.Payments", "Octo.Identity",
-    "Octo.Search", "Octo.Reports", "Octo.Gateway",
+    "Acme.Web",
+    "Acme.Api",
+    "Acme.Worker",
+    "Acme.Database",
+    "Acme.Frontend",
+    "Octo.Payments",
+    "Octo.Identity",
+    "Octo.Search",
+    "Octo.Reports",
+    "Octo.Gateway",
 ];
 
 fn package_id(n: u32) -> String {
     let base = PACKAGE_NAMES[n as usize % PACKAGE_NAMES.len()];
-    if (n as usize) < PACKAGE_NAMES.len() { base.to_string() } else { format!("{base}{}", n as usize / PACKAGE_NAMES.len()) }
+    if (n as usize) < PACKAGE_NAMES.len() {
+        base.to_string()
+    } else {
+        format!("{base}{}", n as usize / PACKAGE_NAMES.len())
+    }
 }
 
 /// `Packages/Spaces-1/feeds-builtin/<id>/<id>.<version>.zip` (built-in feed layout since spaces).
 fn package_path(folders: &ServerFolders, id: &str, version: u32) -> PathBuf {
     let ext = if version % 3 == 0 { "nupkg" } else { "zip" };
-    folders.packages.join("Spaces-1").join("feeds-builtin").join(id).join(format!("{id}.1.{version}.0.{ext}"))
+    folders
+        .packages
+        .join("Spaces-1")
+        .join("feeds-builtin")
+        .join(id)
+        .join(format!("{id}.1.{version}.0.{ext}"))
 }
 
 fn write_file(path: &Path, bytes: &[u8], change: &mut FolderChange) -> std::io::Result<()> {
@@ -74,36 +91,91 @@ fn write_file(path: &Path, bytes: &[u8], change: &mut FolderChange) -> std::io::
     Ok(())
 }
 
-fn write_package(folders: &ServerFolders, p: &Preset, seed: u64, id: &str, version: u32, c: &mut FolderChange) -> std::io::Result<()> {
+fn write_package(
+    folders: &ServerFolders,
+    p: &Preset,
+    seed: u64,
+    id: &str,
+    version: u32,
+    c: &mut FolderChange,
+) -> std::io::Result<()> {
     let mut rng = content::stream(seed, &format!("package/{id}/{version}"));
     let len = content::size_in(&mut rng, p.package_bytes.0, p.package_bytes.1);
-    write_file(&package_path(folders, id, version), &content::random_bytes(&mut rng, len), c)
+    write_file(
+        &package_path(folders, id, version),
+        &content::random_bytes(&mut rng, len),
+        c,
+    )
 }
 
-fn write_task_log(folders: &ServerFolders, p: &Preset, seed: u64, task: u64, c: &mut FolderChange) -> std::io::Result<()> {
+fn write_task_log(
+    folders: &ServerFolders,
+    p: &Preset,
+    seed: u64,
+    task: u64,
+    c: &mut FolderChange,
+) -> std::io::Result<()> {
     let mut rng = content::stream(seed, &format!("tasklog/{task}"));
     let len = content::size_in(&mut rng, p.task_log_bytes.0, p.task_log_bytes.1);
     let text = content::task_log_text(&mut rng, task, len);
-    write_file(&folders.task_logs.join(format!("servertasks-{task}.log.txt")), &text, c)
+    write_file(
+        &folders
+            .task_logs
+            .join(format!("servertasks-{task}.log.txt")),
+        &text,
+        c,
+    )
 }
 
-fn write_artifact(folders: &ServerFolders, p: &Preset, seed: u64, n: u64, c: &mut FolderChange) -> std::io::Result<()> {
+fn write_artifact(
+    folders: &ServerFolders,
+    p: &Preset,
+    seed: u64,
+    n: u64,
+    c: &mut FolderChange,
+) -> std::io::Result<()> {
     let mut rng = content::stream(seed, &format!("artifact/{n}"));
     let len = content::size_in(&mut rng, p.artifact_bytes.0, p.artifact_bytes.1);
     // Artifacts are a mix: screenshots and zips (incompressible), reports (text).
     let (name, bytes) = if n % 2 == 0 {
-        (format!("screenshot-{n}.png"), content::random_bytes(&mut rng, len))
+        (
+            format!("screenshot-{n}.png"),
+            content::random_bytes(&mut rng, len),
+        )
     } else {
-        (format!("report-{n}.txt"), content::task_log_text(&mut rng, n, len))
+        (
+            format!("report-{n}.txt"),
+            content::task_log_text(&mut rng, n, len),
+        )
     };
     let task = 1000 + n * 7;
-    write_file(&folders.artifacts.join("Spaces-1").join(format!("ServerTasks-{task}")).join(name), &bytes, c)
+    write_file(
+        &folders
+            .artifacts
+            .join("Spaces-1")
+            .join(format!("ServerTasks-{task}"))
+            .join(name),
+        &bytes,
+        c,
+    )
 }
 
-fn write_event_export(folders: &ServerFolders, p: &Preset, seed: u64, day: u32, c: &mut FolderChange) -> std::io::Result<()> {
+fn write_event_export(
+    folders: &ServerFolders,
+    p: &Preset,
+    seed: u64,
+    day: u32,
+    c: &mut FolderChange,
+) -> std::io::Result<()> {
     let mut rng = content::stream(seed, &format!("events/{day}"));
     let len = content::size_in(&mut rng, p.event_export_bytes.0, p.event_export_bytes.1);
-    write_file(&folders.event_exports.join(format!("events-day{day:05}.jsonl")), &content::event_export_text(&mut rng, day, len), c)
+    write_file(
+        &folders
+            .event_exports
+            .join(format!("events-day{day:05}.jsonl")),
+        &content::event_export_text(&mut rng, day, len),
+        c,
+    )
 }
 
 /// Where the counters stand after `day` days: what exists is a pure function of (preset, seed, day).
@@ -120,13 +192,19 @@ impl Counters {
         Counters {
             next_task: p.task_logs as u64 + 1,
             next_artifact: p.artifacts as u64,
-            versions: (0..p.package_ids).map(|_| (0, p.versions_per_package)).collect(),
+            versions: (0..p.package_ids)
+                .map(|_| (0, p.versions_per_package))
+                .collect(),
         }
     }
 }
 
 /// Writes day 0 of the four folders.
-pub fn create(folders: &ServerFolders, p: &Preset, seed: u64) -> std::io::Result<(Counters, FolderChange)> {
+pub fn create(
+    folders: &ServerFolders,
+    p: &Preset,
+    seed: u64,
+) -> std::io::Result<(Counters, FolderChange)> {
     let mut c = FolderChange::default();
     for (_, dir) in folders.named() {
         std::fs::create_dir_all(dir)?;
@@ -151,7 +229,13 @@ pub fn create(folders: &ServerFolders, p: &Preset, seed: u64) -> std::io::Result
 
 /// One simulated day of use: new package versions pushed, old ones removed by retention, new task
 /// logs and artifacts, a new event export file.
-pub fn day_of_activity(folders: &ServerFolders, p: &Preset, seed: u64, day: u32, counters: &mut Counters) -> std::io::Result<FolderChange> {
+pub fn day_of_activity(
+    folders: &ServerFolders,
+    p: &Preset,
+    seed: u64,
+    day: u32,
+    counters: &mut Counters,
+) -> std::io::Result<FolderChange> {
     let mut c = FolderChange::default();
     let mut rng = content::stream(seed, &format!("day/{day}"));
     for _ in 0..p.day.new_package_versions {

@@ -62,7 +62,12 @@ pub struct InstanceOptions {
 
 impl Default for InstanceOptions {
     fn default() -> Self {
-        InstanceOptions { size: Size::Small, seed: 1, master_key_bytes: 16, nodes: 1 }
+        InstanceOptions {
+            size: Size::Small,
+            seed: 1,
+            master_key_bytes: 16,
+            nodes: 1,
+        }
     }
 }
 
@@ -74,7 +79,9 @@ pub struct InstancePaths {
 
 impl InstancePaths {
     pub fn new(root: &Path) -> Self {
-        InstancePaths { root: root.to_path_buf() }
+        InstancePaths {
+            root: root.to_path_buf(),
+        }
     }
     pub fn state_file(&self) -> PathBuf {
         self.root.join("instance").join("instance.json")
@@ -107,7 +114,9 @@ impl InstancePaths {
 
 fn api_key(rng: &mut rand_chacha::ChaCha8Rng) -> String {
     const ALNUM: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    let body: String = (0..26).map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char).collect();
+    let body: String = (0..26)
+        .map(|_| ALNUM[rng.random_range(0..ALNUM.len())] as char)
+        .collect();
     format!("API-{body}")
 }
 
@@ -130,25 +139,47 @@ impl InstanceState {
     }
 
     pub fn save(&self, paths: &InstancePaths) -> anyhow::Result<()> {
-        secret_file::write(&paths.state_file(), serde_json::to_string_pretty(self)?.as_bytes())?;
+        secret_file::write(
+            &paths.state_file(),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )?;
         Ok(())
     }
 
     pub fn master_key_bytes(&self) -> Vec<u8> {
-        base64::engine::general_purpose::STANDARD.decode(&self.master_key).expect("lab master key is base64")
+        base64::engine::general_purpose::STANDARD
+            .decode(&self.master_key)
+            .expect("lab master key is base64")
     }
 }
 
 /// Builds a new instance under `paths.root` (which must not hold one yet).
 pub fn create(paths: &InstancePaths, opts: &InstanceOptions) -> anyhow::Result<InstanceState> {
-    anyhow::ensure!(!paths.state_file().exists(), "{} already holds a lab instance", paths.root.display());
-    anyhow::ensure!(matches!(opts.master_key_bytes, 16 | 32), "a master key is 16 or 32 bytes");
+    anyhow::ensure!(
+        !paths.state_file().exists(),
+        "{} already holds a lab instance",
+        paths.root.display()
+    );
+    anyhow::ensure!(
+        matches!(opts.master_key_bytes, 16 | 32),
+        "a master key is 16 or 32 bytes"
+    );
     let preset = opts.size.preset();
     let mut rng = content::stream(opts.seed, "instance");
-    let master_key = base64::engine::general_purpose::STANDARD.encode(content::random_bytes(&mut rng, opts.master_key_bytes as u64));
-    let serial = format!("LAB-{}", hex::encode_upper(content::random_bytes(&mut rng, 6)));
-    let expiry = chrono::DateTime::parse_from_rfc3339("2027-12-31T00:00:00Z").unwrap().with_timezone(&chrono::Utc);
-    let node_names: Vec<String> = (1..=opts.nodes.max(1)).map(|n| format!("OCTOPUS-NODE{n:02}")).collect();
+    let master_key = base64::engine::general_purpose::STANDARD.encode(content::random_bytes(
+        &mut rng,
+        opts.master_key_bytes as u64,
+    ));
+    let serial = format!(
+        "LAB-{}",
+        hex::encode_upper(content::random_bytes(&mut rng, 6))
+    );
+    let expiry = chrono::DateTime::parse_from_rfc3339("2027-12-31T00:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let node_names: Vec<String> = (1..=opts.nodes.max(1))
+        .map(|n| format!("OCTOPUS-NODE{n:02}"))
+        .collect();
     let installation_id = Uuid::from_bytes(content::random_bytes(&mut rng, 16).try_into().unwrap());
     let database_guid = Uuid::from_bytes(content::random_bytes(&mut rng, 16).try_into().unwrap());
     let (counters, _) = {
@@ -211,11 +242,20 @@ pub struct ChurnReport {
 pub fn churn(paths: &InstancePaths, days: u32) -> anyhow::Result<ChurnReport> {
     let mut state = InstanceState::load(paths)?;
     let preset = state.size.preset();
-    let mut report = ChurnReport { days, ..Default::default() };
+    let mut report = ChurnReport {
+        days,
+        ..Default::default()
+    };
     for _ in 0..days {
         let day = state.day + 1;
         let first_task = state.counters.next_task;
-        let f = folders::day_of_activity(&paths.folders(), &preset, state.seed, day, &mut state.counters)?;
+        let f = folders::day_of_activity(
+            &paths.folders(),
+            &preset,
+            state.seed,
+            day,
+            &mut state.counters,
+        )?;
         let db = database::day_of_activity(
             &paths.data_file(&state.database),
             state.seed,
@@ -235,7 +275,8 @@ pub fn churn(paths: &InstancePaths, days: u32) -> anyhow::Result<ChurnReport> {
         state.save(paths)?;
     }
     report.day_now = state.day;
-    report.bytes_changed = report.folders.bytes_added + (report.database_pages_changed + report.database_pages_added) * 8192;
+    report.bytes_changed = report.folders.bytes_added
+        + (report.database_pages_changed + report.database_pages_added) * 8192;
     Ok(report)
 }
 

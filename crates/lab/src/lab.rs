@@ -56,7 +56,12 @@ pub struct LabOptions {
 
 impl LabOptions {
     pub fn new(dir: &Path) -> Self {
-        LabOptions { dir: dir.to_path_buf(), instance: InstanceOptions::default(), edition: Edition::Developer, tls: true }
+        LabOptions {
+            dir: dir.to_path_buf(),
+            instance: InstanceOptions::default(),
+            edition: Edition::Developer,
+            tls: true,
+        }
     }
 }
 
@@ -87,25 +92,49 @@ impl Lab {
         let sql = sqlserver_sim::start(SqlServerConfig {
             data_dir: paths.sql_data_dir(),
             logins: vec![
-                SqlLogin { name: state.sql_login.clone(), password: state.sql_password.clone(), sysadmin: true },
-                SqlLogin { name: state.reader_sql_login.clone(), password: state.reader_sql_password.clone(), sysadmin: false },
+                SqlLogin {
+                    name: state.sql_login.clone(),
+                    password: state.sql_password.clone(),
+                    sysadmin: true,
+                },
+                SqlLogin {
+                    name: state.reader_sql_login.clone(),
+                    password: state.reader_sql_password.clone(),
+                    sysadmin: false,
+                },
             ],
             edition: opts.edition,
             product_version: "16.0.4135.4".to_string(),
-            tls: if opts.tls { TlsSupport::Supported } else { TlsSupport::NotSupported },
+            tls: if opts.tls {
+                TlsSupport::Supported
+            } else {
+                TlsSupport::NotSupported
+            },
             events: Some(events.sink("sqlserver")),
         })
         .await?;
         if !sql.databases().iter().any(|d| d == &state.database) {
-            sql.attach_database(&state.database, &paths.data_file(&state.database), &paths.log_file(&state.database))?;
+            sql.attach_database(
+                &state.database,
+                &paths.data_file(&state.database),
+                &paths.log_file(&state.database),
+            )?;
         }
 
         let mut config = OctopusConfig::new(paths.home());
         config.version = state.octopus_version.clone();
         config.installation_id = state.installation_id;
         config.api_keys = vec![
-            ApiKey { key: state.admin_api_key.clone(), user: "octobackup-service".into(), administer_system: true },
-            ApiKey { key: state.reader_api_key.clone(), user: "release-manager".into(), administer_system: false },
+            ApiKey {
+                key: state.admin_api_key.clone(),
+                user: "octobackup-service".into(),
+                administer_system: true,
+            },
+            ApiKey {
+                key: state.reader_api_key.clone(),
+                user: "release-manager".into(),
+                administer_system: false,
+            },
         ];
         config.license = License {
             text: state.license_xml.clone(),
@@ -115,8 +144,7 @@ impl Lab {
         };
         config.nodes = state.node_names.clone();
         config.events = Some(events.sink("octopus"));
-        let octopus = octopus_sim::start(config)
-        .await?;
+        let octopus = octopus_sim::start(config).await?;
 
         let info = LabInfo {
             dir: paths.root.clone(),
@@ -136,8 +164,17 @@ impl Lab {
             instance_name: state.instance_name.clone(),
             day: state.day,
         };
-        secret_file::write(&paths.lab_json(), serde_json::to_string_pretty(&info)?.as_bytes())?;
-        Ok(Lab { paths, info, octopus, sql, events })
+        secret_file::write(
+            &paths.lab_json(),
+            serde_json::to_string_pretty(&info)?.as_bytes(),
+        )?;
+        Ok(Lab {
+            paths,
+            info,
+            octopus,
+            sql,
+            events,
+        })
     }
 
     pub fn info(&self) -> &LabInfo {
@@ -168,7 +205,10 @@ impl Lab {
         let p = self.paths.clone();
         let report = tokio::task::spawn_blocking(move || instance::churn(&p, days)).await??;
         self.info.day = report.day_now;
-        secret_file::write(&self.paths.lab_json(), serde_json::to_string_pretty(&self.info)?.as_bytes())?;
+        secret_file::write(
+            &self.paths.lab_json(),
+            serde_json::to_string_pretty(&self.info)?.as_bytes(),
+        )?;
         Ok(report)
     }
 

@@ -13,7 +13,10 @@ async fn a_lab_starts_writes_lab_json_and_restarts_on_the_same_instance() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join("lab.json")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join("lab.json"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o077, 0, "lab.json holds the lab's keys: owner-only");
     }
 
@@ -23,7 +26,10 @@ async fn a_lab_starts_writes_lab_json_and_restarts_on_the_same_instance() {
     lab.octopus().set_maintenance(true, "test");
     lab.octopus().set_maintenance(false, "test");
     let kinds: Vec<String> = lab.events().iter().map(|e| e.kind.clone()).collect();
-    assert_eq!(kinds.iter().filter(|k| *k == "maintenance_changed").count(), 2);
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "maintenance_changed").count(),
+        2
+    );
     let fp = lab.fingerprint().await.unwrap();
     let seq_before = lab.events().last().unwrap().seq;
     lab.shutdown().await;
@@ -39,7 +45,12 @@ async fn a_lab_starts_writes_lab_json_and_restarts_on_the_same_instance() {
 }
 
 async fn reqwest_get(url: &str, key: &str) -> serde_json::Value {
-    let resp = reqwest::Client::new().get(format!("{url}/api")).header("X-Octopus-ApiKey", key).send().await.unwrap();
+    let resp = reqwest::Client::new()
+        .get(format!("{url}/api"))
+        .header("X-Octopus-ApiKey", key)
+        .send()
+        .await
+        .unwrap();
     assert!(resp.status().is_success());
     resp.json().await.unwrap()
 }

@@ -41,7 +41,10 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        Failure { exit, message: message.into() }
+        Failure {
+            exit,
+            message: message.into(),
+        }
     }
 }
 
@@ -73,7 +76,11 @@ failure_from!(octobackup_repo::RepoError, Exit::Repository);
 
 impl From<JournalError> for Failure {
     fn from(e: JournalError) -> Self {
-        let exit = if matches!(e, JournalError::Busy { .. }) { Exit::Busy } else { Exit::Failed };
+        let exit = if matches!(e, JournalError::Busy { .. }) {
+            Exit::Busy
+        } else {
+            Exit::Failed
+        };
         Failure::new(exit, e.to_string())
     }
 }

@@ -45,7 +45,11 @@ pub enum SecretError {
     #[error("environment variable {0} is not set (it should hold the {1})")]
     EnvMissing(String, &'static str),
     #[error("cannot read the {what} from {path}: {cause}")]
-    File { what: &'static str, path: PathBuf, cause: std::io::Error },
+    File {
+        what: &'static str,
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("the {0} is empty")]
     Empty(&'static str),
 }
@@ -54,7 +58,9 @@ impl SecretSource {
     /// Reads the secret; `what` names it in errors ("Octopus API key").
     pub fn read(&self, what: &'static str) -> Result<Secret, SecretError> {
         let value = match self {
-            SecretSource::Env(var) => std::env::var(var).map_err(|_| SecretError::EnvMissing(var.clone(), what))?,
+            SecretSource::Env(var) => {
+                std::env::var(var).map_err(|_| SecretError::EnvMissing(var.clone(), what))?
+            }
             SecretSource::File(path) => read_file(path, what)?,
         };
         let trimmed = value.trim_end_matches(['\r', '\n']).to_string();
@@ -73,7 +79,11 @@ impl SecretSource {
 }
 
 fn read_file(path: &Path, what: &'static str) -> Result<String, SecretError> {
-    std::fs::read_to_string(path).map_err(|cause| SecretError::File { what, path: path.to_path_buf(), cause })
+    std::fs::read_to_string(path).map_err(|cause| SecretError::File {
+        what,
+        path: path.to_path_buf(),
+        cause,
+    })
 }
 
 #[cfg(test)]
@@ -92,14 +102,27 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k");
         std::fs::write(&p, " pass word \r\n").unwrap();
-        assert_eq!(SecretSource::File(p).read("key").unwrap().expose(), " pass word ");
+        assert_eq!(
+            SecretSource::File(p).read("key").unwrap().expose(),
+            " pass word "
+        );
     }
 
     #[test]
     fn missing_sources_say_what_and_where() {
-        let e = SecretSource::Env("OCTOBACKUP_TEST_SURELY_UNSET".into()).read("Octopus API key").unwrap_err();
-        assert_eq!(e.to_string(), "environment variable OCTOBACKUP_TEST_SURELY_UNSET is not set (it should hold the Octopus API key)");
-        let e = SecretSource::File("/nonexistent/k".into()).read("SQL password").unwrap_err();
-        assert!(e.to_string().starts_with("cannot read the SQL password from /nonexistent/k"));
+        let e = SecretSource::Env("OCTOBACKUP_TEST_SURELY_UNSET".into())
+            .read("Octopus API key")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "environment variable OCTOBACKUP_TEST_SURELY_UNSET is not set (it should hold the Octopus API key)"
+        );
+        let e = SecretSource::File("/nonexistent/k".into())
+            .read("SQL password")
+            .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot read the SQL password from /nonexistent/k")
+        );
     }
 }

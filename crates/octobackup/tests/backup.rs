@@ -19,7 +19,11 @@ async fn a_full_backup_runs_inside_the_window_and_restores_maintenance_mode() {
     assert_backups_inside_window(&events);
     assert_eq!(seqs(&events, "backup_started").len(), 1);
     assert!(!t.lab.octopus().maintenance());
-    assert!(t.staging_files().is_empty(), "staging left: {:?}", t.staging_files());
+    assert!(
+        t.staging_files().is_empty(),
+        "staging left: {:?}",
+        t.staging_files()
+    );
 
     let sets = t.sets().await;
     assert_eq!(sets.len(), 1, "{sets:#?}");
@@ -37,8 +41,16 @@ async fn a_full_backup_runs_inside_the_window_and_restores_maintenance_mode() {
     assert_eq!(m["secrets"]["master_key"], true);
     assert_eq!(m["secrets"]["master_key_bytes"], 16);
     assert_eq!(m["octopus"]["maintenance_before"], false);
-    let folders: Vec<&str> = m["folders"].as_array().unwrap().iter().map(|f| f["name"].as_str().unwrap()).collect();
-    assert_eq!(folders, ["Packages", "Artifacts", "TaskLogs", "EventExports"]);
+    let folders: Vec<&str> = m["folders"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        folders,
+        ["Packages", "Artifacts", "TaskLogs", "EventExports"]
+    );
     assert!(m["window"]["seconds"].as_f64().unwrap() > 0.0);
 }
 
@@ -51,28 +63,61 @@ async fn stock_restic_lists_checks_and_restores_the_set_byte_for_byte() {
     assert!(out.status.success(), "{}", stderr(&out));
 
     let snaps = t.restic(&["snapshots", "--json"]);
-    assert!(snaps.status.success(), "restic snapshots: {}", stderr(&snaps));
+    assert!(
+        snaps.status.success(),
+        "restic snapshots: {}",
+        stderr(&snaps)
+    );
     let snaps: Vec<serde_json::Value> = serde_json::from_slice(&snaps.stdout).unwrap();
     assert_eq!(snaps.len(), 1);
-    let tags: Vec<&str> = snaps[0]["tags"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
-    assert!(tags.contains(&"octobackup") && tags.contains(&"complete") && tags.contains(&"instance:OctopusServer"), "{tags:?}");
+    let tags: Vec<&str> = snaps[0]["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(
+        tags.contains(&"octobackup")
+            && tags.contains(&"complete")
+            && tags.contains(&"instance:OctopusServer"),
+        "{tags:?}"
+    );
 
     let check = t.restic(&["check", "--read-data"]);
-    assert!(check.status.success(), "restic check: {}{}", stdout(&check), stderr(&check));
+    assert!(
+        check.status.success(),
+        "restic check: {}{}",
+        stdout(&check),
+        stderr(&check)
+    );
 
     let target = t.dir.path().join("restic-restore");
     let restore = t.restic(&["restore", "latest", "--target", target.to_str().unwrap()]);
-    assert!(restore.status.success(), "restic restore: {}", stderr(&restore));
+    assert!(
+        restore.status.success(),
+        "restic restore: {}",
+        stderr(&restore)
+    );
     for (name, files) in &fp.folders {
-        let restored = octobackup_lab::fingerprint::hash_tree(&target.join("folders").join(name)).unwrap();
-        assert_eq!(&restored, files, "folder {name} differs after restic restore");
+        let restored =
+            octobackup_lab::fingerprint::hash_tree(&target.join("folders").join(name)).unwrap();
+        assert_eq!(
+            &restored, files,
+            "folder {name} differs after restic restore"
+        );
     }
     // The .bak restic restored, restored by SQL Server's format reader, is the database as it was.
     let bak = target.join("database").join("OctopusDeploy.bak");
     let mdf = t.dir.path().join("check.mdf");
     let ldf = t.dir.path().join("check.ldf");
-    octobackup_lab::sqlserver_files::bak::restore(&[bak], 1, &mdf, &ldf, "Check", &mut |_, _| std::ops::ControlFlow::Continue(())).unwrap();
-    assert_eq!(hex::encode(octobackup_lab::sqlserver_files::image::content_digest(&mdf).unwrap()), fp.database);
+    octobackup_lab::sqlserver_files::bak::restore(&[bak], 1, &mdf, &ldf, "Check", &mut |_, _| {
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(
+        hex::encode(octobackup_lab::sqlserver_files::image::content_digest(&mdf).unwrap()),
+        fp.database
+    );
     let key = std::fs::read_to_string(target.join("octobackup").join("master-key")).unwrap();
     assert_eq!(key, t.lab.state().unwrap().master_key);
 }
@@ -94,7 +139,10 @@ async fn a_task_that_finishes_late_is_waited_for() {
     assert_backups_inside_window(&events);
     let finished = seqs(&events, "task_finished");
     let started = seqs(&events, "backup_started");
-    assert!(!finished.is_empty() && finished[0] < started[0], "the backup did not wait for the task: {events:#?}");
+    assert!(
+        !finished.is_empty() && finished[0] < started[0],
+        "the backup did not wait for the task: {events:#?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,7 +163,11 @@ async fn a_task_stuck_in_queued_aborts_cleanly_when_told_to_wait_for_queued() {
     });
     let out = t.run(&["backup"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains(&id) && stderr(&out).contains("Scheduled deployment"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&id) && stderr(&out).contains("Scheduled deployment"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!t.lab.octopus().maintenance());
     assert!(seqs(&t.events(), "backup_started").is_empty());
     assert!(t.sets().await.iter().all(|s| s["complete"] == false));
@@ -125,10 +177,17 @@ async fn a_task_stuck_in_queued_aborts_cleanly_when_told_to_wait_for_queued() {
 async fn a_failed_database_backup_leaves_no_complete_set_and_maintenance_restored() {
     let t = TestLab::start().await;
     t.init().await;
-    t.lab.sql().inject(SqlFault::FailNextBackup { number: 3201, message: "Cannot open backup device. Operating system error 5(Access is denied.).".into() });
+    t.lab.sql().inject(SqlFault::FailNextBackup {
+        number: 3201,
+        message: "Cannot open backup device. Operating system error 5(Access is denied.).".into(),
+    });
     let out = t.run(&["backup"]).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("Msg 3201") && stderr(&out).contains("staging.sql_path"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Msg 3201") && stderr(&out).contains("staging.sql_path"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!t.lab.octopus().maintenance());
     assert!(t.sets().await.is_empty());
     assert!(t.restic(&["check"]).status.success());
@@ -142,7 +201,11 @@ async fn a_corrupt_backup_fails_verification() {
     t.lab.sql().inject(SqlFault::CorruptNextBackup);
     let out = t.run(&["backup"]).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("RESTORE VERIFYONLY"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("RESTORE VERIFYONLY"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!t.lab.octopus().maintenance());
     assert!(t.sets().await.is_empty());
 }
@@ -152,7 +215,9 @@ async fn a_failing_master_key_command_restores_maintenance_mode() {
     let t = TestLab::start().await;
     t.init().await;
     t.edit_config(|c| {
-        let mk = TestLab::instance_table(c)["master_key"].as_table_mut().unwrap();
+        let mk = TestLab::instance_table(c)["master_key"]
+            .as_table_mut()
+            .unwrap();
         let mut cmd: Vec<toml::Value> = mk["command"].as_array().unwrap().clone();
         cmd.push("--instance".into());
         cmd.push("NoSuchInstance".into());
@@ -160,9 +225,16 @@ async fn a_failing_master_key_command_restores_maintenance_mode() {
     });
     let out = t.run(&["backup"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("master key command"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("master key command"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!t.lab.octopus().maintenance());
-    assert_eq!(maintenance_changes(&t.events()).last().map(|c| c.1), Some(false));
+    assert_eq!(
+        maintenance_changes(&t.events()).last().map(|c| c.1),
+        Some(false)
+    );
     assert!(seqs(&t.events(), "backup_started").is_empty());
 }
 
@@ -170,7 +242,12 @@ async fn a_failing_master_key_command_restores_maintenance_mode() {
 async fn octopus_errors_while_waiting_still_restore_maintenance_mode() {
     let t = TestLab::start().await;
     t.init().await;
-    t.lab.octopus().inject(Fault { method: None, path_prefix: "/api/tasks".into(), kind: FaultKind::Status(500), times: 50 });
+    t.lab.octopus().inject(Fault {
+        method: None,
+        path_prefix: "/api/tasks".into(),
+        kind: FaultKind::Status(500),
+        times: 50,
+    });
     let out = t.run(&["backup"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     t.lab.octopus().clear_faults();
@@ -181,8 +258,18 @@ async fn octopus_errors_while_waiting_still_restore_maintenance_mode() {
 async fn transient_faults_are_retried() {
     let t = TestLab::start().await;
     t.init().await;
-    t.lab.octopus().inject(Fault { method: None, path_prefix: "/api/tasks".into(), kind: FaultKind::Reset, times: 1 });
-    t.lab.octopus().inject(Fault { method: None, path_prefix: "/api/licenses".into(), kind: FaultKind::Status(503), times: 1 });
+    t.lab.octopus().inject(Fault {
+        method: None,
+        path_prefix: "/api/tasks".into(),
+        kind: FaultKind::Reset,
+        times: 1,
+    });
+    t.lab.octopus().inject(Fault {
+        method: None,
+        path_prefix: "/api/licenses".into(),
+        kind: FaultKind::Status(503),
+        times: 1,
+    });
     let out = t.run(&["backup"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_backups_inside_window(&t.events());
@@ -192,12 +279,24 @@ async fn transient_faults_are_retried() {
 async fn a_key_without_administer_system_is_refused_before_anything_changes() {
     let t = TestLab::start().await;
     t.init().await;
-    std::fs::write(t.dir.path().join("secrets").join("octopus-api-key"), &t.lab.info().reader_api_key).unwrap();
+    std::fs::write(
+        t.dir.path().join("secrets").join("octopus-api-key"),
+        &t.lab.info().reader_api_key,
+    )
+    .unwrap();
     let out = t.run(&["backup"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("Administer System"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Administer System"),
+        "{}",
+        stderr(&out)
+    );
     assert!(maintenance_changes(&t.events()).is_empty());
-    std::fs::write(t.dir.path().join("secrets").join("octopus-api-key"), "API-NOTAKEYATALL0000000000000").unwrap();
+    std::fs::write(
+        t.dir.path().join("secrets").join("octopus-api-key"),
+        "API-NOTAKEYATALL0000000000000",
+    )
+    .unwrap();
     let out = t.run(&["backup"]).await;
     assert_eq!(out.status.code(), Some(3));
     assert!(stderr(&out).contains("401"), "{}", stderr(&out));
@@ -223,7 +322,11 @@ async fn an_unreachable_octopus_server_is_named() {
     });
     let out = t.run(&["backup"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("cannot reach the Octopus Server at http://127.0.0.1:9"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot reach the Octopus Server at http://127.0.0.1:9"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,11 +336,24 @@ async fn a_staging_path_octobackup_cannot_see_is_explained() {
     let elsewhere = t.dir.path().join("elsewhere");
     std::fs::create_dir(&elsewhere).unwrap();
     t.edit_config(|c| {
-        TestLab::instance_table(c)["staging"].as_table_mut().unwrap().insert("local_path".into(), elsewhere.display().to_string().into());
+        TestLab::instance_table(c)["staging"]
+            .as_table_mut()
+            .unwrap()
+            .insert("local_path".into(), elsewhere.display().to_string().into());
     });
     let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains("cannot see it"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("must name the same folder"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stderr(&out).matches("Msg 3201").count(),
+        1,
+        "reported once: {}",
+        stderr(&out)
+    );
     assert!(!t.lab.octopus().maintenance());
     assert!(t.sets().await.is_empty());
 }
@@ -251,7 +367,11 @@ async fn wrong_repository_password_and_missing_repository() {
     std::fs::write(t.repo_password_file(), "not the password").unwrap();
     let out = t.run(&["backup"]).await;
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(stderr(&out).to_lowercase().contains("password"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).to_lowercase().contains("password"),
+        "{}",
+        stderr(&out)
+    );
     assert!(maintenance_changes(&t.events()).is_empty());
 }
 
@@ -260,15 +380,26 @@ async fn kill_9_in_the_middle_then_recover_puts_maintenance_back() {
     let t = TestLab::start().await;
     t.init().await;
     t.lab.sql().set_backup_rate(Some(256 * 1024));
-    let mut child = t.command(&["backup"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = t
+        .command(&["backup"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while seqs(&t.events(), "backup_started").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the backup never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never started"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
-    assert!(t.lab.octopus().maintenance(), "maintenance should still be on after kill -9");
+    assert!(
+        t.lab.octopus().maintenance(),
+        "maintenance should still be on after kill -9"
+    );
     t.lab.sql().set_backup_rate(None);
 
     let out = t.run(&["recover"]).await;
@@ -285,16 +416,28 @@ async fn the_next_backup_recovers_a_killed_run_and_a_second_run_is_refused() {
     let t = TestLab::start().await;
     t.init().await;
     t.lab.sql().set_backup_rate(Some(256 * 1024));
-    let mut child = t.command(&["backup"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = t
+        .command(&["backup"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while seqs(&t.events(), "backup_started").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the backup never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never started"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // While it runs, a second backup of the same instance is refused.
     let second = t.run(&["backup"]).await;
     assert_eq!(second.status.code(), Some(6), "{}", stderr(&second));
-    assert!(stderr(&second).contains("another octobackup run"), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("another octobackup run"),
+        "{}",
+        stderr(&second)
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     t.lab.sql().set_backup_rate(None);
@@ -302,7 +445,14 @@ async fn the_next_backup_recovers_a_killed_run_and_a_second_run_is_refused() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("recovered"), "{}", stdout(&out));
     assert!(!t.lab.octopus().maintenance());
-    assert_eq!(t.sets().await.iter().filter(|s| s["complete"] == true).count(), 1);
+    assert_eq!(
+        t.sets()
+            .await
+            .iter()
+            .filter(|s| s["complete"] == true)
+            .count(),
+        1
+    );
 }
 
 #[cfg(unix)]
@@ -311,15 +461,28 @@ async fn sigterm_during_the_database_backup_restores_maintenance_mode() {
     let t = TestLab::start().await;
     t.init().await;
     t.lab.sql().set_backup_rate(Some(256 * 1024));
-    let child = t.command(&["backup"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = t
+        .command(&["backup"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while seqs(&t.events(), "backup_started").is_empty() {
-        assert!(std::time::Instant::now() < deadline, "the backup never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never started"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let pid = child.id().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()).await.unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(!t.lab.octopus().maintenance());
     assert!(t.sets().await.iter().all(|s| s["complete"] == false));
@@ -334,7 +497,11 @@ async fn maintenance_mode_already_on_is_left_on() {
     let out = t.run(&["backup"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(t.lab.octopus().maintenance());
-    assert_eq!(maintenance_changes(&t.events()).len(), 1, "octobackup must not touch maintenance mode it did not change");
+    assert_eq!(
+        maintenance_changes(&t.events()).len(),
+        1,
+        "octobackup must not touch maintenance mode it did not change"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -342,13 +509,22 @@ async fn no_secret_reaches_output_logs_or_files_outside_the_repository() {
     let t = TestLab::start().await;
     t.init().await;
     let mut outputs = Vec::new();
-    for args in [&["-vv", "backup"][..], &["--json", "backup"], &["snapshots"], &["--json", "show", "latest"]] {
+    for args in [
+        &["-vv", "backup"][..],
+        &["--json", "backup"],
+        &["snapshots"],
+        &["--json", "show", "latest"],
+    ] {
         let out = t.run(args).await;
         assert!(out.status.success(), "{args:?}: {}", stderr(&out));
         outputs.push(stdout(&out) + &stderr(&out));
     }
     // A failure path too: a wrong SQL password must not echo the right one or the wrong one.
-    std::fs::write(t.dir.path().join("secrets").join("sql-password"), "WrongPassw0rd-do-not-echo").unwrap();
+    std::fs::write(
+        t.dir.path().join("secrets").join("sql-password"),
+        "WrongPassw0rd-do-not-echo",
+    )
+    .unwrap();
     let out = t.run(&["-vv", "backup"]).await;
     outputs.push(stdout(&out) + &stderr(&out));
 
@@ -384,7 +560,11 @@ async fn no_secret_reaches_output_logs_or_files_outside_the_repository() {
         let bytes = std::fs::read(&f).unwrap();
         let text = String::from_utf8_lossy(&bytes);
         for s in [state.master_key.as_str(), state.license_serial.as_str()] {
-            assert!(!text.contains(s), "repository file {} holds a secret in plain text", f.display());
+            assert!(
+                !text.contains(s),
+                "repository file {} holds a secret in plain text",
+                f.display()
+            );
         }
     }
 }

@@ -83,7 +83,7 @@ pub struct SecretsInfo {
     /// 16 (AES-128) or 32 (AES-256).
     pub master_key_bytes: usize,
     pub license: bool,
-    pub license_serial: Option<String>,
+    /// When the license's maintenance ends (an expired license can block start-up after an upgrade).
     pub license_expiry: Option<String>,
 }
 

@@ -38,13 +38,29 @@ pub fn tag_instance(name: &str) -> String {
 
 /// The value of a `key:value` tag.
 pub fn tag_value<'a>(tags: &'a [String], key: &str) -> Option<&'a str> {
-    tags.iter().find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
+    tags.iter()
+        .find_map(|t| t.strip_prefix(key).and_then(|r| r.strip_prefix(':')))
 }
 
 /// File names of the staged backup: one file, or N stripes.
 pub fn stripe_names(database: &str, stripes: u8) -> Vec<String> {
-    let safe: String = database.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
-    if stripes <= 1 { vec![format!("{safe}.bak")] } else { (1..=stripes).map(|n| format!("{safe}.{n}of{stripes}.bak")).collect() }
+    let safe: String = database
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if stripes <= 1 {
+        vec![format!("{safe}.bak")]
+    } else {
+        (1..=stripes)
+            .map(|n| format!("{safe}.{n}of{stripes}.bak"))
+            .collect()
+    }
 }
 
 /// A new set id: time-ordered and readable, unique enough for one repository.
@@ -60,12 +76,19 @@ mod tests {
     #[test]
     fn stripe_names_are_safe_file_names() {
         assert_eq!(stripe_names("OctopusDeploy", 1), vec!["OctopusDeploy.bak"]);
-        assert_eq!(stripe_names("Octo]pus/x", 2), vec!["Octo_pus_x.1of2.bak", "Octo_pus_x.2of2.bak"]);
+        assert_eq!(
+            stripe_names("Octo]pus/x", 2),
+            vec!["Octo_pus_x.1of2.bak", "Octo_pus_x.2of2.bak"]
+        );
     }
 
     #[test]
     fn tags_round_trip() {
-        let tags = vec![TAG.to_string(), tag_set("20260101T000000Z-abc123"), tag_instance("Octopus Server")];
+        let tags = vec![
+            TAG.to_string(),
+            tag_set("20260101T000000Z-abc123"),
+            tag_instance("Octopus Server"),
+        ];
         assert_eq!(tag_value(&tags, "set"), Some("20260101T000000Z-abc123"));
         assert_eq!(tag_value(&tags, "instance"), Some("Octopus Server"));
         assert_eq!(tag_value(&tags, "missing"), None);
@@ -73,8 +96,16 @@ mod tests {
 
     #[test]
     fn set_ids_sort_by_time() {
-        let a = new_set_id(chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z").unwrap().into());
-        let b = new_set_id(chrono::DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z").unwrap().into());
+        let a = new_set_id(
+            chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+                .unwrap()
+                .into(),
+        );
+        let b = new_set_id(
+            chrono::DateTime::parse_from_rfc3339("2026-01-02T00:00:00Z")
+                .unwrap()
+                .into(),
+        );
         assert!(a < b);
         assert!(a.starts_with("20260101T000000Z-"));
     }

@@ -37,20 +37,36 @@ pub fn human(r: &BackupReport) -> String {
     if let Some(rec) = &r.recovered {
         s.push_str(&format!("recovered: {rec}\n"));
     }
-    s.push_str(&format!("backup set {} of {} (snapshot {})\n", r.set_id, r.instance, &r.snapshot_id[..8.min(r.snapshot_id.len())]));
+    s.push_str(&format!(
+        "backup set {} of {} (snapshot {})\n",
+        r.set_id,
+        r.instance,
+        &r.snapshot_id[..8.min(r.snapshot_id.len())]
+    ));
     for step in &r.steps {
         s.push_str(&format!(
             "  {} {:<38} {:>8.2}s{}\n",
             if step.ok { "ok  " } else { "FAIL" },
             step.name,
             step.seconds,
-            step.detail.as_ref().map(|d| format!("  {d}")).unwrap_or_default()
+            step.detail
+                .as_ref()
+                .map(|d| format!("  {d}"))
+                .unwrap_or_default()
         ));
     }
-    s.push_str(&format!("  maintenance window {:.2}s; database {}; ", r.window_seconds, bytes(r.database_bytes)));
+    s.push_str(&format!(
+        "  maintenance window {:.2}s; database {}; ",
+        r.window_seconds,
+        bytes(r.database_bytes)
+    ));
     let files: u64 = r.folders.iter().map(|f| f.files).sum();
     let fbytes: u64 = r.folders.iter().map(|f| f.bytes).sum();
-    s.push_str(&format!("folders {files} files, {}; new data {}\n", bytes(fbytes), bytes(r.data_added)));
+    s.push_str(&format!(
+        "folders {files} files, {}; new data {}\n",
+        bytes(fbytes),
+        bytes(r.data_added)
+    ));
     s
 }
 
@@ -62,5 +78,9 @@ pub fn bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }

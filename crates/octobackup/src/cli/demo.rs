@@ -25,19 +25,37 @@ pub struct Args {
 
 pub async fn run(args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
     let fail = |e: String| Failure::new(Exit::Failed, e);
-    let temp = tempfile::Builder::new().prefix("octobackup-demo-").tempdir().map_err(|e| fail(e.to_string()))?;
-    let dir = args.dir.clone().unwrap_or_else(|| temp.path().to_path_buf());
+    let temp = tempfile::Builder::new()
+        .prefix("octobackup-demo-")
+        .tempdir()
+        .map_err(|e| fail(e.to_string()))?;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
     let say = |s: &str| {
         if !json {
             println!("{s}");
         }
     };
 
-    say(&format!("== 1. Starting the lab in {}: a simulated Octopus Server and SQL Server", dir.display()));
+    say(&format!(
+        "== 1. Starting the lab in {}: a simulated Octopus Server and SQL Server",
+        dir.display()
+    ));
     let lab = lab::start(&dir, Size::Small, 1, 16, true).await?;
     let config_path = lab::write_config(lab.info(), true).map_err(|e| fail(e.to_string()))?;
-    say(&format!("   Octopus API at {}, SQL Server at {}, database {}", lab.info().octopus_url, lab.info().sql_address, lab.info().database));
-    say(&format!("   config written to {} (secrets in {}/secrets)", config_path.display(), dir.display()));
+    say(&format!(
+        "   Octopus API at {}, SQL Server at {}, database {}",
+        lab.info().octopus_url,
+        lab.info().sql_address,
+        lab.info().database
+    ));
+    say(&format!(
+        "   config written to {} (secrets in {}/secrets)",
+        config_path.display(),
+        dir.display()
+    ));
 
     let result = async {
         let config = Config::load(&config_path)?;

@@ -13,30 +13,54 @@ pub struct Args {
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
     let existing = config_path.exists();
-    let mut config = if existing { Config::load(config_path)? } else { Config::default() };
+    let mut config = if existing {
+        Config::load(config_path)?
+    } else {
+        Config::default()
+    };
     if let Some(r) = &args.repository {
-        config.repository = RepositoryConfig { location: r.clone(), ..config.repository };
+        config.repository = RepositoryConfig {
+            location: r.clone(),
+            ..config.repository
+        };
     }
     if config.repository.location.is_empty() {
-        return Err(super::usage("say where the repository goes: octobackup init --repository PATH"));
+        return Err(super::usage(
+            "say where the repository goes: octobackup init --repository PATH",
+        ));
     }
     let password = repository::password(&config, true)?;
     let cfg = repository::repo_config(&config, &password);
-    tokio::task::spawn_blocking(move || Repo::init(&cfg)).await.map_err(|e| Failure::new(Exit::Failed, e.to_string()))??;
+    tokio::task::spawn_blocking(move || Repo::init(&cfg))
+        .await
+        .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??;
     let wrote_config = if !existing {
-        std::fs::write(config_path, config::template(&config.repository.location))
-            .map_err(|e| Failure::new(Exit::Failed, format!("the repository was created, but the config {} could not be written: {e}", config_path.display())))?;
+        std::fs::write(config_path, config::template(&config.repository.location)).map_err(
+            |e| {
+                Failure::new(
+                    Exit::Failed,
+                    format!(
+                        "the repository was created, but the config {} could not be written: {e}",
+                        config_path.display()
+                    ),
+                )
+            },
+        )?;
         true
     } else {
         false
     };
     ui.clear_status();
-    emit(json, &serde_json::json!({"repository": config.repository.location, "config": config_path, "config_written": wrote_config}), || {
-        let mut s = format!("created repository {}\n", config.repository.location);
-        if wrote_config {
-            s.push_str(&format!("wrote a config template to {}: fill in your Octopus instance, then run `octobackup backup`\n", config_path.display()));
-        }
-        s
-    });
+    emit(
+        json,
+        &serde_json::json!({"repository": config.repository.location, "config": config_path, "config_written": wrote_config}),
+        || {
+            let mut s = format!("created repository {}\n", config.repository.location);
+            if wrote_config {
+                s.push_str(&format!("wrote a config template to {}: fill in your Octopus instance, then run `octobackup backup`\n", config_path.display()));
+            }
+            s
+        },
+    );
     Ok(())
 }

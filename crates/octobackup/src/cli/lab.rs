@@ -2,9 +2,13 @@
 //! instance that grows day by day) and write a ready config for it.
 
 use super::emit;
-use crate::config::{Config, InstanceConfig, MasterKeySource, RepositoryConfig, SqlConfig, StagingConfig, WaitConfig};
+use crate::config::{
+    Config, InstanceConfig, MasterKeySource, RepositoryConfig, SqlConfig, StagingConfig, WaitConfig,
+};
 use crate::error::{Exit, Failure};
-use octobackup_lab::{InstanceOptions, InstancePaths, InstanceState, Lab, LabInfo, LabOptions, Size};
+use octobackup_lab::{
+    InstanceOptions, InstancePaths, InstanceState, Lab, LabInfo, LabOptions, Size,
+};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -77,14 +81,20 @@ pub async fn run(cmd: LabCommand, json: bool) -> Result<(), Failure> {
         }
         LabCommand::Churn { dir, days } => {
             let paths = InstancePaths::new(&dir);
-            let report = tokio::task::spawn_blocking(move || octobackup_lab::instance::churn(&paths, days))
-                .await
-                .map_err(|e| fail(e.into()))?
-                .map_err(fail)?;
+            let report =
+                tokio::task::spawn_blocking(move || octobackup_lab::instance::churn(&paths, days))
+                    .await
+                    .map_err(|e| fail(e.into()))?
+                    .map_err(fail)?;
             emit(json, &report, || {
                 format!(
                     "{} day(s) simulated, now day {}: {} files added, {} removed, {} database pages changed, {} added\n",
-                    report.days, report.day_now, report.folders.files_added, report.folders.files_removed, report.database_pages_changed, report.database_pages_added
+                    report.days,
+                    report.day_now,
+                    report.folders.files_added,
+                    report.folders.files_removed,
+                    report.database_pages_changed,
+                    report.database_pages_added
                 )
             });
             Ok(())
@@ -101,29 +111,57 @@ pub async fn run(cmd: LabCommand, json: bool) -> Result<(), Failure> {
             println!("{}", serde_json::to_string_pretty(&fp).expect("serializes"));
             Ok(())
         }
-        LabCommand::ShowMasterKey { dir, format, instance } => {
-            let state = InstanceState::load(&InstancePaths::new(&dir)).map_err(|e| Failure::new(Exit::Failed, format!("no lab instance in {}: {e}", dir.display())))?;
+        LabCommand::ShowMasterKey {
+            dir,
+            format,
+            instance,
+        } => {
+            let state = InstanceState::load(&InstancePaths::new(&dir)).map_err(|e| {
+                Failure::new(
+                    Exit::Failed,
+                    format!("no lab instance in {}: {e}", dir.display()),
+                )
+            })?;
             if let Some(i) = instance
                 && i != state.instance_name
             {
-                return Err(Failure::new(Exit::Failed, format!("Instance '{i}' was not found.")));
+                return Err(Failure::new(
+                    Exit::Failed,
+                    format!("Instance '{i}' was not found."),
+                ));
             }
             // The key goes to stdout only, as Octopus.Server prints it: this is the host's tool.
             if format == "json" {
                 println!("{}", serde_json::json!({"MasterKey": state.master_key}));
             } else {
-                println!("Octopus Deploy: Octopus Server (lab)\nShowing the master key for instance {}\n{}", state.instance_name, state.master_key);
+                println!(
+                    "Octopus Deploy: Octopus Server (lab)\nShowing the master key for instance {}\n{}",
+                    state.instance_name, state.master_key
+                );
             }
             Ok(())
         }
     }
 }
 
-pub async fn start(dir: &Path, size: Size, seed: u64, key_bytes: usize, tls: bool) -> Result<Lab, Failure> {
+pub async fn start(
+    dir: &Path,
+    size: Size,
+    seed: u64,
+    key_bytes: usize,
+    tls: bool,
+) -> Result<Lab, Failure> {
     let mut opts = LabOptions::new(dir);
-    opts.instance = InstanceOptions { size, seed, master_key_bytes: key_bytes, ..InstanceOptions::default() };
+    opts.instance = InstanceOptions {
+        size,
+        seed,
+        master_key_bytes: key_bytes,
+        ..InstanceOptions::default()
+    };
     opts.tls = tls;
-    Lab::start(opts).await.map_err(|e| Failure::new(Exit::Failed, format!("the lab did not start: {e:#}")))
+    Lab::start(opts)
+        .await
+        .map_err(|e| Failure::new(Exit::Failed, format!("the lab did not start: {e:#}")))
 }
 
 trait PublicInfo {
@@ -162,16 +200,29 @@ pub fn lab_config(info: &LabInfo, tls: bool, exe: &Path) -> anyhow::Result<Confi
     write_secret(&secrets.join("sql-password"), &info.sql_password)?;
     let repo_password = secrets.join("repository-password");
     if !repo_password.exists() {
-        write_secret(&repo_password, &format!("lab-{}", uuid::Uuid::new_v4().simple()))?;
+        write_secret(
+            &repo_password,
+            &format!("lab-{}", uuid::Uuid::new_v4().simple()),
+        )?;
     }
-    let (host, port) = info.sql_address.rsplit_once(':').unwrap_or((&info.sql_address, "1433"));
-    let encrypt = if tls { "Encrypt=True;TrustServerCertificate=True" } else { "Encrypt=False" };
+    let (host, port) = info
+        .sql_address
+        .rsplit_once(':')
+        .unwrap_or((&info.sql_address, "1433"));
+    let encrypt = if tls {
+        "Encrypt=True;TrustServerCertificate=True"
+    } else {
+        "Encrypt=False"
+    };
     let instance = InstanceConfig {
         url: info.octopus_url.clone(),
         api_key_file: Some(secrets.join("octopus-api-key")),
         api_key_env: None,
         sql: SqlConfig {
-            connection_string: Some(format!("Server={host},{port};Database={};User ID={};{encrypt}", info.database, info.sql_login)),
+            connection_string: Some(format!(
+                "Server={host},{port};Database={};User ID={};{encrypt}",
+                info.database, info.sql_login
+            )),
             password_file: Some(secrets.join("sql-password")),
             command_timeout: Some(Duration::from_secs(120)),
             ..Default::default()
@@ -189,13 +240,24 @@ pub fn lab_config(info: &LabInfo, tls: bool, exe: &Path) -> anyhow::Result<Confi
             ..Default::default()
         },
         folders: BTreeMap::new(),
-        staging: StagingConfig { sql_path: info.staging_dir.display().to_string(), local_path: None },
-        wait: WaitConfig { timeout: Duration::from_secs(120), poll_interval: Duration::from_millis(200), ..WaitConfig::default() },
+        staging: StagingConfig {
+            sql_path: info.staging_dir.display().to_string(),
+            local_path: None,
+        },
+        wait: WaitConfig {
+            timeout: Duration::from_secs(120),
+            poll_interval: Duration::from_millis(200),
+            ..WaitConfig::default()
+        },
     };
     let mut instances = BTreeMap::new();
     instances.insert(info.instance_name.clone(), instance);
     Ok(Config {
-        repository: RepositoryConfig { location: info.dir.join("repository").display().to_string(), password_file: Some(repo_password), ..Default::default() },
+        repository: RepositoryConfig {
+            location: info.dir.join("repository").display().to_string(),
+            password_file: Some(repo_password),
+            ..Default::default()
+        },
         state_dir: Some(info.dir.join("state")),
         instances,
     })
@@ -206,6 +268,13 @@ pub fn write_config(info: &LabInfo, tls: bool) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let config = lab_config(info, tls, &exe)?;
     let path = info.dir.join("octobackup.toml");
-    std::fs::write(&path, format!("# Written by `octobackup lab up` for the lab in {}.\n{}", info.dir.display(), config.to_toml()))?;
+    std::fs::write(
+        &path,
+        format!(
+            "# Written by `octobackup lab up` for the lab in {}.\n{}",
+            info.dir.display(),
+            config.to_toml()
+        ),
+    )?;
     Ok(path)
 }

@@ -16,10 +16,20 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser, Debug)]
-#[command(name = "octobackup", version, about = "Backs up and restores an Octopus Deploy server the way Octopus documents it.")]
+#[command(
+    name = "octobackup",
+    version,
+    about = "Backs up and restores an Octopus Deploy server the way Octopus documents it."
+)]
 pub struct Cli {
     /// The config file.
-    #[arg(long, short, global = true, env = "OCTOBACKUP_CONFIG", default_value = "octobackup.toml")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "OCTOBACKUP_CONFIG",
+        default_value = "octobackup.toml"
+    )]
     pub config: PathBuf,
     /// Print the result as JSON on stdout (progress and notes are left out).
     #[arg(long, global = true)]
@@ -54,7 +64,10 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.json);
     let json = cli.json;
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start: {e}");
@@ -65,7 +78,10 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if json {
-                println!("{}", serde_json::json!({"ok": false, "error": f.message, "exit_code": f.exit as u8}));
+                println!(
+                    "{}",
+                    serde_json::json!({"ok": false, "error": f.message, "exit_code": f.exit as u8})
+                );
             }
             eprintln!("error: {}", f.message);
             ExitCode::from(f.exit as u8)
@@ -80,15 +96,34 @@ fn init_logging(verbose: u8, json: bool) {
         _ => "debug",
     };
     let filter = std::env::var("OCTOBACKUP_LOG").unwrap_or_else(|_| {
-        // tiberius logs every INFO message at debug; keep it at -vvv.
-        if verbose >= 3 { "debug".into() } else { format!("{level},tiberius=warn,rustic_core=warn,opendal=warn") }
+        // tiberius logs every INFO message at debug and each server error at error level (octobackup
+        // reports those itself): keep it for -vvv.
+        if verbose >= 3 {
+            "debug".into()
+        } else {
+            format!("{level},tiberius=off,rustic_core=warn,opendal=warn")
+        }
     });
-    let _ = tracing_subscriber::fmt()
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .with_target(false)
         .with_ansi(!json && std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .finish();
+    let _ = tracing::subscriber::set_global_default(subscriber);
+    // rustic_core reports some problems only through `log`: route them to tracing, through the
+    // repository crate's wrapper that also captures the ones a backup must know about.
+    if log::set_boxed_logger(octobackup_repo::wrap_logger(Box::new(
+        tracing_log::LogTracer::new(),
+    )))
+    .is_ok()
+    {
+        log::set_max_level(if verbose >= 2 {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Warn
+        });
+    }
 }
 
 async fn dispatch(cli: Cli) -> Result<(), Failure> {
@@ -107,7 +142,10 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
 /// Prints a result: JSON on stdout with --json, else the human text.
 pub(crate) fn emit<T: serde::Serialize>(json: bool, value: &T, human: impl FnOnce() -> String) {
     if json {
-        println!("{}", serde_json::to_string_pretty(value).expect("serializable"));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(value).expect("serializable")
+        );
     } else {
         print!("{}", human());
     }

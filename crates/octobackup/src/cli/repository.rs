@@ -17,29 +17,42 @@ pub fn password(config: &Config, confirm: bool) -> Result<Secret, Failure> {
         return Ok(src.read("repository password")?);
     }
     if std::io::stdin().is_terminal() {
-        let p = rpassword::prompt_password("repository password: ").map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
+        let p = rpassword::prompt_password("repository password: ")
+            .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
         if confirm {
-            let again = rpassword::prompt_password("again: ").map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
+            let again = rpassword::prompt_password("again: ")
+                .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
             if again != p {
                 return Err(Failure::new(Exit::Usage, "the passwords differ"));
             }
         }
         if p.is_empty() {
-            return Err(Failure::new(Exit::Usage, "an empty repository password is not allowed"));
+            return Err(Failure::new(
+                Exit::Usage,
+                "an empty repository password is not allowed",
+            ));
         }
         return Ok(Secret::new(p));
     }
     Err(Failure::new(
         Exit::Usage,
-        format!("no repository password: set {PASSWORD_ENV}, or repository.password_file / password_env in the config"),
+        format!(
+            "no repository password: set {PASSWORD_ENV}, or repository.password_file / password_env in the config"
+        ),
     ))
 }
 
 pub fn repo_config(config: &Config, password: &Secret) -> RepoConfig {
-    RepoConfig { repository: config.repository.location.clone(), options: config.repository.options.clone(), password: Password::new(password.expose()) }
+    RepoConfig {
+        repository: config.repository.location.clone(),
+        options: config.repository.options.clone(),
+        password: Password::new(password.expose()),
+    }
 }
 
 pub async fn open(config: &Config) -> Result<Repo, Failure> {
     let cfg = repo_config(config, &password(config, false)?);
-    Ok(tokio::task::spawn_blocking(move || Repo::open(&cfg)).await.map_err(|e| Failure::new(Exit::Failed, e.to_string()))??)
+    Ok(tokio::task::spawn_blocking(move || Repo::open(&cfg))
+        .await
+        .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??)
 }

@@ -26,7 +26,15 @@ pub async fn list(config_path: &Path, args: ListArgs, json: bool) -> Result<(), 
     emit(json, &sets, || {
         let mut s = format!(
             "{:<24} {:<8} {:<25} {:<16} {:<12} {:>10} {:>8} {:<8} {}\n",
-            "set", "snapshot", "time", "instance", "octopus", "database", "window", "status", "folders"
+            "set",
+            "snapshot",
+            "time",
+            "instance",
+            "octopus",
+            "database",
+            "window",
+            "status",
+            "folders"
         );
         for x in &sets {
             s.push_str(&format!(
@@ -37,7 +45,9 @@ pub async fn list(config_path: &Path, args: ListArgs, json: bool) -> Result<(), 
                 x.instance,
                 x.octopus_version.clone().unwrap_or_default(),
                 x.database_bytes.map(bytes).unwrap_or_default(),
-                x.window_seconds.map(|w| format!("{w:.1}s")).unwrap_or_default(),
+                x.window_seconds
+                    .map(|w| format!("{w:.1}s"))
+                    .unwrap_or_default(),
                 if x.complete { "complete" } else { "INCOMPLETE" },
                 x.folders.join(",")
             ));
@@ -54,15 +64,29 @@ pub async fn show(config_path: &Path, args: ShowArgs, json: bool) -> Result<(), 
     let manifest = tokio::task::spawn_blocking(move || {
         let sets = list::list(&repo, None)?;
         let Some(set) = list::find(&sets, &args.set) else {
-            return Ok(Err(Failure::new(Exit::Usage, format!("no backup set matches '{}' (see `octobackup snapshots`)", args.set))));
+            return Ok(Err(Failure::new(
+                Exit::Usage,
+                format!(
+                    "no backup set matches '{}' (see `octobackup snapshots`)",
+                    args.set
+                ),
+            )));
         };
         if !set.complete {
-            return Ok(Err(Failure::new(Exit::Failed, format!("set {} is incomplete: its run did not finish, so it has no manifest", set.set_id))));
+            return Ok(Err(Failure::new(
+                Exit::Failed,
+                format!(
+                    "set {} is incomplete: its run did not finish, so it has no manifest",
+                    set.set_id
+                ),
+            )));
         }
         list::read_manifest(&repo, &set.snapshot_id).map(Ok)
     })
     .await
     .map_err(|e| Failure::new(Exit::Failed, e.to_string()))???;
-    emit(json, &manifest, || serde_json::to_string_pretty(&manifest).expect("manifest serializes") + "\n");
+    emit(json, &manifest, || {
+        serde_json::to_string_pretty(&manifest).expect("manifest serializes") + "\n"
+    });
     Ok(())
 }

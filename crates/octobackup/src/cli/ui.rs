@@ -32,8 +32,16 @@ impl Ui {
         } else {
             Mode::Plain
         };
-        let multi = MultiProgress::with_draw_target(if mode == Mode::Terminal { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() });
-        Ui { mode, multi, status: Arc::new(Mutex::new(None)) }
+        let multi = MultiProgress::with_draw_target(if mode == Mode::Terminal {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        });
+        Ui {
+            mode,
+            multi,
+            status: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// A line for the user (not in --json mode).
@@ -82,16 +90,29 @@ impl Ui {
         self.clear_status();
         let bar = (self.mode == Mode::Terminal).then(|| {
             let b = self.multi.add(ProgressBar::new(1000));
-            b.set_style(ProgressStyle::with_template("{prefix:>24} [{bar:30}] {msg} {elapsed}").unwrap().progress_chars("=> "));
+            b.set_style(
+                ProgressStyle::with_template("{prefix:>24} [{bar:30}] {msg} {elapsed}")
+                    .unwrap()
+                    .progress_chars("=> "),
+            );
             b.set_prefix(label.to_string());
             b
         });
-        PercentBar { bar, label: label.to_string(), mode: self.mode, last_logged: Mutex::new(-1) }
+        PercentBar {
+            bar,
+            label: label.to_string(),
+            mode: self.mode,
+            last_logged: Mutex::new(-1),
+        }
     }
 
     pub fn repo_sink(&self, label: &str) -> Arc<dyn ProgressSink + Send + Sync> {
         self.clear_status();
-        Arc::new(RepoBar { ui: self.clone(), label: label.to_string(), bar: Mutex::new(None) })
+        Arc::new(RepoBar {
+            ui: self.clone(),
+            label: label.to_string(),
+            bar: Mutex::new(None),
+        })
     }
 }
 
@@ -140,13 +161,19 @@ impl ProgressSink for RepoBar {
             Some(t) => {
                 let b = self.ui.multi.add(ProgressBar::new(t));
                 b.set_style(
-                    ProgressStyle::with_template("{prefix:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}").unwrap().progress_chars("=> "),
+                    ProgressStyle::with_template(
+                        "{prefix:>24} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {eta}",
+                    )
+                    .unwrap()
+                    .progress_chars("=> "),
                 );
                 b
             }
             None => {
                 let b = self.ui.multi.add(ProgressBar::new_spinner());
-                b.set_style(ProgressStyle::with_template("{prefix:>24} {spinner} {bytes} {msg}").unwrap());
+                b.set_style(
+                    ProgressStyle::with_template("{prefix:>24} {spinner} {bytes} {msg}").unwrap(),
+                );
                 b
             }
         };

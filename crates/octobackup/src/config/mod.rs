@@ -77,7 +77,11 @@ pub struct SqlConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
     /// Longest silence allowed from SQL Server during BACKUP/RESTORE. Default 10m.
-    #[serde(default, with = "humantime_serde_opt", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub command_timeout: Option<Duration>,
     /// Stripe the backup over this many files (SQL Server reads and writes them in parallel). Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -143,7 +147,12 @@ fn default_poll() -> Duration {
 
 impl Default for WaitConfig {
     fn default() -> Self {
-        WaitConfig { timeout: default_wait_timeout(), on_timeout: OnWaitTimeout::Abort, include_queued: false, poll_interval: default_poll() }
+        WaitConfig {
+            timeout: default_wait_timeout(),
+            on_timeout: OnWaitTimeout::Abort,
+            include_queued: false,
+            poll_interval: default_poll(),
+        }
     }
 }
 
@@ -155,7 +164,9 @@ mod humantime_serde {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("'{s}' is not a duration like 30s, 5m or 1h: {e}")))
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!("'{s}' is not a duration like 30s, 5m or 1h: {e}"))
+        })
     }
 }
 
@@ -176,14 +187,23 @@ mod humantime_serde_opt {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read the config file {path}: {cause} (create one with `octobackup init`)")]
-    Read { path: PathBuf, cause: std::io::Error },
+    Read {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
     #[error("the config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("the config file {path} has no instance named '{name}' (it has: {known})")]
-    UnknownInstance { path: PathBuf, name: String, known: String },
+    UnknownInstance {
+        path: PathBuf,
+        name: String,
+        known: String,
+    },
     #[error("the config file {path} defines no [instance.NAME] section")]
     NoInstances { path: PathBuf },
-    #[error("the config file {path} defines several instances ({known}): choose one with --instance")]
+    #[error(
+        "the config file {path} defines several instances ({known}): choose one with --instance"
+    )]
     AmbiguousInstance { path: PathBuf, known: String },
     #[error("instance '{instance}': {message}")]
     Invalid { instance: String, message: String },
@@ -191,8 +211,14 @@ pub enum ConfigError {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read { path: path.to_path_buf(), cause })?;
-        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::Read {
+            path: path.to_path_buf(),
+            cause,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
         for (name, inst) in &config.instances {
             inst.validate(name)?;
         }
@@ -205,22 +231,48 @@ impl Config {
 
     /// The state folder: configured, or `state` beside the config file.
     pub fn state_dir(&self, config_path: &Path) -> PathBuf {
-        self.state_dir.clone().unwrap_or_else(|| config_path.parent().unwrap_or(Path::new(".")).join("state"))
+        self.state_dir
+            .clone()
+            .unwrap_or_else(|| config_path.parent().unwrap_or(Path::new(".")).join("state"))
     }
 
     /// The named instance, or the only one.
-    pub fn instance<'a>(&'a self, path: &Path, name: Option<&str>) -> Result<(&'a str, &'a InstanceConfig), ConfigError> {
-        let known = || self.instances.keys().cloned().collect::<Vec<_>>().join(", ");
+    pub fn instance<'a>(
+        &'a self,
+        path: &Path,
+        name: Option<&str>,
+    ) -> Result<(&'a str, &'a InstanceConfig), ConfigError> {
+        let known = || {
+            self.instances
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         match name {
             Some(n) => self
                 .instances
                 .get_key_value(n)
                 .map(|(k, v)| (k.as_str(), v))
-                .ok_or_else(|| ConfigError::UnknownInstance { path: path.to_path_buf(), name: n.to_string(), known: known() }),
+                .ok_or_else(|| ConfigError::UnknownInstance {
+                    path: path.to_path_buf(),
+                    name: n.to_string(),
+                    known: known(),
+                }),
             None => match self.instances.len() {
-                0 => Err(ConfigError::NoInstances { path: path.to_path_buf() }),
-                1 => Ok(self.instances.iter().next().map(|(k, v)| (k.as_str(), v)).unwrap()),
-                _ => Err(ConfigError::AmbiguousInstance { path: path.to_path_buf(), known: known() }),
+                0 => Err(ConfigError::NoInstances {
+                    path: path.to_path_buf(),
+                }),
+                1 => Ok(self
+                    .instances
+                    .iter()
+                    .next()
+                    .map(|(k, v)| (k.as_str(), v))
+                    .unwrap()),
+                _ => Err(ConfigError::AmbiguousInstance {
+                    path: path.to_path_buf(),
+                    known: known(),
+                }),
             },
         }
     }
@@ -229,20 +281,35 @@ impl Config {
         if let Some(f) = &self.repository.password_file {
             return Some(SecretSource::File(f.clone()));
         }
-        self.repository.password_env.as_ref().map(|e| SecretSource::Env(e.clone()))
+        self.repository
+            .password_env
+            .as_ref()
+            .map(|e| SecretSource::Env(e.clone()))
     }
 }
 
 impl InstanceConfig {
     fn validate(&self, name: &str) -> Result<(), ConfigError> {
-        let bad = |message: String| Err(ConfigError::Invalid { instance: name.to_string(), message });
+        let bad = |message: String| {
+            Err(ConfigError::Invalid {
+                instance: name.to_string(),
+                message,
+            })
+        };
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return bad(format!("url '{}' must start with http:// or https://", self.url));
+            return bad(format!(
+                "url '{}' must start with http:// or https://",
+                self.url
+            ));
         }
         if self.api_key_env.is_some() == self.api_key_file.is_some() {
             return bad("set exactly one of api_key_env or api_key_file".into());
         }
-        let cs = [self.sql.connection_string.is_some(), self.sql.connection_string_env.is_some(), self.sql.connection_string_file.is_some()];
+        let cs = [
+            self.sql.connection_string.is_some(),
+            self.sql.connection_string_env.is_some(),
+            self.sql.connection_string_file.is_some(),
+        ];
         if cs.iter().filter(|x| **x).count() != 1 {
             return bad("set exactly one of sql.connection_string, sql.connection_string_env or sql.connection_string_file".into());
         }
@@ -252,12 +319,16 @@ impl InstanceConfig {
         if let Some(s) = self.sql.stripes
             && !(1..=64).contains(&s)
         {
-            return bad(format!("sql.stripes must be 1 to 64 (SQL Server's limit), not {s}"));
+            return bad(format!(
+                "sql.stripes must be 1 to 64 (SQL Server's limit), not {s}"
+            ));
         }
         let mk = &self.master_key;
         let sources = [mk.command.is_some(), mk.env.is_some(), mk.file.is_some()];
         if sources.iter().filter(|x| **x).count() != 1 {
-            return bad("set exactly one of master_key.command, master_key.env or master_key.file".into());
+            return bad(
+                "set exactly one of master_key.command, master_key.env or master_key.file".into(),
+            );
         }
         if mk.command.as_ref().is_some_and(|c| c.is_empty()) {
             return bad("master_key.command is empty: give the program and its arguments".into());
@@ -267,7 +338,10 @@ impl InstanceConfig {
         }
         for folder in self.folders.keys() {
             if !crate::backupset::FOLDER_NAMES.contains(&folder.as_str()) {
-                return bad(format!("unknown folder '{folder}' (known: {})", crate::backupset::FOLDER_NAMES.join(", ")));
+                return bad(format!(
+                    "unknown folder '{folder}' (known: {})",
+                    crate::backupset::FOLDER_NAMES.join(", ")
+                ));
             }
         }
         Ok(())
@@ -282,7 +356,10 @@ impl InstanceConfig {
     }
 
     pub fn staging_local(&self) -> PathBuf {
-        self.staging.local_path.clone().unwrap_or_else(|| PathBuf::from(&self.staging.sql_path))
+        self.staging
+            .local_path
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(&self.staging.sql_path))
     }
 }
 
@@ -345,7 +422,12 @@ wait = { timeout = "10m", on_timeout = "continue" }
         }
         let (_d, p) = write(GOOD);
         let c = Config::load(&p).unwrap();
-        assert!(c.instance(&p, Some("Other")).unwrap_err().to_string().contains("it has: OctopusServer"));
+        assert!(
+            c.instance(&p, Some("Other"))
+                .unwrap_err()
+                .to_string()
+                .contains("it has: OctopusServer")
+        );
         let e = Config::load(Path::new("/nonexistent/octobackup.toml")).unwrap_err();
         assert!(e.to_string().contains("octobackup init"));
     }

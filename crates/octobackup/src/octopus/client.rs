@@ -8,7 +8,9 @@ use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OctopusError {
-    #[error("cannot reach the Octopus Server at {url}: {cause}. Check the url in the config and that the server is running.")]
+    #[error(
+        "cannot reach the Octopus Server at {url}: {cause}. Check the url in the config and that the server is running."
+    )]
     Unreachable { url: String, cause: String },
     #[error(
         "the Octopus Server at {url} refused the API key (401 Unauthorized). Check that the key is current and belongs to an active user."
@@ -19,7 +21,11 @@ pub enum OctopusError {
     )]
     Forbidden { action: String, message: String },
     #[error("the Octopus Server answered {status} to {what}: {message}")]
-    Http { what: String, status: u16, message: String },
+    Http {
+        what: String,
+        status: u16,
+        message: String,
+    },
     #[error("the Octopus Server's answer to {what} could not be read: {cause}")]
     Decode { what: String, cause: String },
 }
@@ -176,37 +182,78 @@ impl OctopusClient {
             .connect_timeout(Duration::from_secs(15))
             .user_agent(concat!("octobackup/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| OctopusError::Unreachable { url: url.to_string(), cause: e.to_string() })?;
-        Ok(OctopusClient { http, base: url.trim_end_matches('/').to_string(), api_key, attempts: 4, retry_delay: Duration::from_millis(500) })
+            .map_err(|e| OctopusError::Unreachable {
+                url: url.to_string(),
+                cause: e.to_string(),
+            })?;
+        Ok(OctopusClient {
+            http,
+            base: url.trim_end_matches('/').to_string(),
+            api_key,
+            attempts: 4,
+            retry_delay: Duration::from_millis(500),
+        })
     }
 
     pub fn url(&self) -> &str {
         &self.base
     }
 
-    async fn send_once(&self, method: reqwest::Method, path: &str, body: Option<&serde_json::Value>) -> Result<reqwest::Response, OctopusError> {
+    async fn send_once(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<reqwest::Response, OctopusError> {
         let url = format!("{}{}", self.base, path);
-        let mut req = self.http.request(method.clone(), &url).header("X-Octopus-ApiKey", self.api_key.expose());
+        let mut req = self
+            .http
+            .request(method.clone(), &url)
+            .header("X-Octopus-ApiKey", self.api_key.expose());
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await.map_err(|e| OctopusError::Unreachable { url: self.base.clone(), cause: describe_reqwest(&e) })?;
+        let resp = req.send().await.map_err(|e| OctopusError::Unreachable {
+            url: self.base.clone(),
+            cause: describe_reqwest(&e),
+        })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
         let text = resp.text().await.unwrap_or_default();
         let message = serde_json::from_str::<ErrorBody>(&text)
-            .map(|b| if b.errors.is_empty() { b.error_message } else { format!("{} {}", b.error_message, b.errors.join("; ")) })
+            .map(|b| {
+                if b.errors.is_empty() {
+                    b.error_message
+                } else {
+                    format!("{} {}", b.error_message, b.errors.join("; "))
+                }
+            })
             .unwrap_or_else(|_| text.chars().take(200).collect());
         Err(match status.as_u16() {
-            401 => OctopusError::Unauthorized { url: self.base.clone() },
-            403 => OctopusError::Forbidden { action: format!("{method} {path}"), message },
-            s => OctopusError::Http { what: format!("{method} {path}"), status: s, message },
+            401 => OctopusError::Unauthorized {
+                url: self.base.clone(),
+            },
+            403 => OctopusError::Forbidden {
+                action: format!("{method} {path}"),
+                message,
+            },
+            s => OctopusError::Http {
+                what: format!("{method} {path}"),
+                status: s,
+                message,
+            },
         })
     }
 
-    async fn send(&self, method: reqwest::Method, path: &str, body: Option<&serde_json::Value>, attempts: u32) -> Result<reqwest::Response, OctopusError> {
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+        attempts: u32,
+    ) -> Result<reqwest::Response, OctopusError> {
         let mut delay = self.retry_delay;
         let mut last = None;
         for attempt in 0..attempts.max(1) {
@@ -217,7 +264,10 @@ impl OctopusClient {
             match self.send_once(method.clone(), path, body).await {
                 Ok(r) => return Ok(r),
                 Err(e) if e.transient() => {
-                    tracing::warn!("{method} {path}: {e} (attempt {} of {attempts})", attempt + 1);
+                    tracing::warn!(
+                        "{method} {path}: {e} (attempt {} of {attempts})",
+                        attempt + 1
+                    );
                     last = Some(e);
                 }
                 Err(e) => return Err(e),
@@ -227,8 +277,13 @@ impl OctopusClient {
     }
 
     async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, OctopusError> {
-        let resp = self.send(reqwest::Method::GET, path, None, self.attempts).await?;
-        resp.json().await.map_err(|e| OctopusError::Decode { what: format!("GET {path}"), cause: e.to_string() })
+        let resp = self
+            .send(reqwest::Method::GET, path, None, self.attempts)
+            .await?;
+        resp.json().await.map_err(|e| OctopusError::Decode {
+            what: format!("GET {path}"),
+            cause: e.to_string(),
+        })
     }
 
     pub async fn root(&self) -> Result<RootInfo, OctopusError> {
@@ -240,10 +295,24 @@ impl OctopusClient {
     }
 
     /// Sets maintenance mode; `attempts` decides how hard to try (putting it back tries hardest).
-    pub async fn set_maintenance(&self, on: bool, attempts: u32) -> Result<MaintenanceConfiguration, OctopusError> {
+    pub async fn set_maintenance(
+        &self,
+        on: bool,
+        attempts: u32,
+    ) -> Result<MaintenanceConfiguration, OctopusError> {
         let body = serde_json::json!({"Id": "maintenance", "IsInMaintenanceMode": on});
-        let resp = self.send(reqwest::Method::PUT, "/api/maintenanceconfiguration", Some(&body), attempts).await?;
-        resp.json().await.map_err(|e| OctopusError::Decode { what: "PUT /api/maintenanceconfiguration".into(), cause: e.to_string() })
+        let resp = self
+            .send(
+                reqwest::Method::PUT,
+                "/api/maintenanceconfiguration",
+                Some(&body),
+                attempts,
+            )
+            .await?;
+        resp.json().await.map_err(|e| OctopusError::Decode {
+            what: "PUT /api/maintenanceconfiguration".into(),
+            cause: e.to_string(),
+        })
     }
 
     pub async fn license(&self) -> Result<LicenseResource, OctopusError> {
@@ -263,7 +332,11 @@ impl OctopusClient {
         let mut out = Vec::new();
         let take = 100;
         loop {
-            let path = format!("/api/tasks?states={}&spaces=all&includeSystem=true&skip={}&take={take}", states.join(","), out.len());
+            let path = format!(
+                "/api/tasks?states={}&spaces=all&includeSystem=true&skip={}&take={take}",
+                states.join(","),
+                out.len()
+            );
             let page: TaskPage = self.get(&path).await?;
             let n = page.items.len();
             out.extend(page.items);
@@ -274,13 +347,22 @@ impl OctopusClient {
     }
 
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, OctopusError> {
-        Ok(self.get::<NodeSummary>("/api/octopusservernodes/summary").await?.nodes)
+        Ok(self
+            .get::<NodeSummary>("/api/octopusservernodes/summary")
+            .await?
+            .nodes)
     }
 }
 
 /// reqwest's Display hides the cause chain ("error sending request"): show the root cause.
 fn describe_reqwest(e: &reqwest::Error) -> String {
-    let mut s = if e.is_timeout() { "timed out".to_string() } else if e.is_connect() { "connection failed".to_string() } else { "request failed".to_string() };
+    let mut s = if e.is_timeout() {
+        "timed out".to_string()
+    } else if e.is_connect() {
+        "connection failed".to_string()
+    } else {
+        "request failed".to_string()
+    };
     let mut source = std::error::Error::source(e);
     let mut last = None;
     while let Some(inner) = source {

@@ -10,17 +10,27 @@ use std::process::Stdio;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MasterKeyError {
-    #[error("cannot run the master key command '{program}': {cause}. Check master_key.command in the config.")]
+    #[error(
+        "cannot run the master key command '{program}': {cause}. Check master_key.command in the config."
+    )]
     Spawn { program: String, cause: String },
     #[error(
         "the master key command '{program}' failed ({status}): {stderr}. It needs local administrator rights on the Octopus host (or the right container/instance name)."
     )]
-    Failed { program: String, status: String, stderr: String },
-    #[error("the master key command '{program}' printed no master key (expected JSON with MasterKey, or the key as the last line)")]
+    Failed {
+        program: String,
+        status: String,
+        stderr: String,
+    },
+    #[error(
+        "the master key command '{program}' printed no master key (expected JSON with MasterKey, or the key as the last line)"
+    )]
     NotFound { program: String },
     #[error("{0}")]
     Source(#[from] crate::secret::SecretError),
-    #[error("the master key from {source_name} is not base64 of 16 or 32 bytes ({detail}); Octopus master keys are")]
+    #[error(
+        "the master key from {source_name} is not base64 of 16 or 32 bytes ({detail}); Octopus master keys are"
+    )]
     Malformed { source_name: String, detail: String },
 }
 
@@ -37,7 +47,9 @@ impl std::fmt::Debug for MasterKey {
 
 /// Checks a master key's form: base64 of 16 (AES-128) or 32 (AES-256) bytes.
 pub fn validate(key: &str) -> Result<usize, String> {
-    let decoded = base64::engine::general_purpose::STANDARD.decode(key.trim()).map_err(|_| "not valid base64".to_string())?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(key.trim())
+        .map_err(|_| "not valid base64".to_string())?;
     match decoded.len() {
         16 | 32 => Ok(decoded.len()),
         n => Err(format!("{n} bytes")),
@@ -71,7 +83,10 @@ pub async fn read(source: &MasterKeySource) -> Result<MasterKey, MasterKeyError>
             .kill_on_drop(true)
             .output()
             .await
-            .map_err(|e| MasterKeyError::Spawn { program: program.clone(), cause: e.to_string() })?;
+            .map_err(|e| MasterKeyError::Spawn {
+                program: program.clone(),
+                cause: e.to_string(),
+            })?;
         let stdout = zeroize::Zeroizing::new(String::from_utf8_lossy(&out.stdout).into_owned());
         if !out.status.success() {
             // stderr of a failed run may still echo the key on some versions: keep only lines without base64-looking words.
@@ -81,19 +96,37 @@ pub async fn read(source: &MasterKeySource) -> Result<MasterKey, MasterKeyError>
                 .take(3)
                 .collect::<Vec<_>>()
                 .join(" ");
-            return Err(MasterKeyError::Failed { program, status: out.status.to_string(), stderr });
+            return Err(MasterKeyError::Failed {
+                program,
+                status: out.status.to_string(),
+                stderr,
+            });
         }
-        let key = parse_command_output(&stdout).ok_or_else(|| MasterKeyError::NotFound { program: program.clone() })?;
+        let key = parse_command_output(&stdout).ok_or_else(|| MasterKeyError::NotFound {
+            program: program.clone(),
+        })?;
         (Secret::new(key), format!("command '{program}'"))
     } else if let Some(env) = &source.env {
-        (SecretSource::Env(env.clone()).read("Octopus master key")?, format!("environment variable {env}"))
+        (
+            SecretSource::Env(env.clone()).read("Octopus master key")?,
+            format!("environment variable {env}"),
+        )
     } else if let Some(file) = &source.file {
-        (SecretSource::File(file.clone()).read("Octopus master key")?, format!("file {}", file.display()))
+        (
+            SecretSource::File(file.clone()).read("Octopus master key")?,
+            format!("file {}", file.display()),
+        )
     } else {
         unreachable!("config validation requires one master key source")
     };
-    let bytes = validate(key.expose()).map_err(|detail| MasterKeyError::Malformed { source_name, detail })?;
-    Ok(MasterKey { key: Secret::new(key.expose().trim()), bytes })
+    let bytes = validate(key.expose()).map_err(|detail| MasterKeyError::Malformed {
+        source_name,
+        detail,
+    })?;
+    Ok(MasterKey {
+        key: Secret::new(key.expose().trim()),
+        bytes,
+    })
 }
 
 #[cfg(test)]
@@ -104,23 +137,37 @@ mod tests {
 
     #[test]
     fn json_output() {
-        assert_eq!(parse_command_output(&format!("{{\"MasterKey\": \"{K16}\"}}\n")).as_deref(), Some(K16));
+        assert_eq!(
+            parse_command_output(&format!("{{\"MasterKey\": \"{K16}\"}}\n")).as_deref(),
+            Some(K16)
+        );
         let noisy = format!("Checking instance...\n{{\n  \"MasterKey\": \"{K16}\"\n}}\n");
         assert_eq!(parse_command_output(&noisy).as_deref(), Some(K16));
     }
 
     #[test]
     fn banner_output_of_older_versions() {
-        let out = format!("Octopus Deploy: Octopus Server version 3.17.1\nRunning as administrator\nMaster key:\n{K16}\n\n");
+        let out = format!(
+            "Octopus Deploy: Octopus Server version 3.17.1\nRunning as administrator\nMaster key:\n{K16}\n\n"
+        );
         assert_eq!(parse_command_output(&out).as_deref(), Some(K16));
-        assert_eq!(parse_command_output("Access denied: run as administrator\n"), None);
+        assert_eq!(
+            parse_command_output("Access denied: run as administrator\n"),
+            None
+        );
     }
 
     #[test]
     fn key_form() {
         assert_eq!(validate(K16), Ok(16));
-        assert_eq!(validate(&base64::engine::general_purpose::STANDARD.encode([1u8; 32])), Ok(32));
-        assert_eq!(validate(&base64::engine::general_purpose::STANDARD.encode([1u8; 24])), Err("24 bytes".into()));
+        assert_eq!(
+            validate(&base64::engine::general_purpose::STANDARD.encode([1u8; 32])),
+            Ok(32)
+        );
+        assert_eq!(
+            validate(&base64::engine::general_purpose::STANDARD.encode([1u8; 24])),
+            Err("24 bytes".into())
+        );
         assert!(validate("not base64!").is_err());
     }
 }

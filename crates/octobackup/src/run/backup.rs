@@ -65,7 +65,11 @@ pub fn sql_server(inst: &InstanceConfig) -> Result<SqlServer, Failure> {
         (_, Some(f)) => Some(SecretSource::File(f.clone()).read("SQL password")?),
         _ => None,
     };
-    Ok(SqlServer::new(conn, password, inst.sql.command_timeout.unwrap_or(Duration::from_secs(600))))
+    Ok(SqlServer::new(
+        conn,
+        password,
+        inst.sql.command_timeout.unwrap_or(Duration::from_secs(600)),
+    ))
 }
 
 pub fn octopus_client(inst: &InstanceConfig) -> Result<OctopusClient, Failure> {
@@ -116,11 +120,19 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     // A run that died with maintenance mode changed is undone before anything else.
     let recovered = match maintenance::recover(&octopus, &job.state, &job.instance_name).await {
         Ok(r) if r.found_record => {
-            job.ui.note(&format!("recovered an interrupted run: {}", r.action));
+            job.ui
+                .note(&format!("recovered an interrupted run: {}", r.action));
             Some(r.action)
         }
         Ok(_) => None,
-        Err(e) => return Err(Failure::new(Exit::MaintenanceStuck, format!("an earlier run left maintenance mode changed and it could not be put back: {e}"))),
+        Err(e) => {
+            return Err(Failure::new(
+                Exit::MaintenanceStuck,
+                format!(
+                    "an earlier run left maintenance mode changed and it could not be put back: {e}"
+                ),
+            ));
+        }
     };
 
     let started = chrono::Utc::now();
@@ -138,19 +150,48 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     // Preflight, outside the window: everything that can be checked without maintenance mode.
     let pre = steps.start("preflight");
     let preflight = preflight(&job, &octopus, &sqlserver, &mut m).await;
-    steps.finish(pre, preflight.is_ok(), preflight.as_ref().err().map(|e| e.message.clone()));
+    steps.finish(
+        pre,
+        preflight.is_ok(),
+        preflight.as_ref().err().map(|e| e.message.clone()),
+    );
     let (folders, server_info) = preflight?;
 
-    let stripe_names = backupset::stripe_names(&m.database.name, job.instance.sql.stripes.unwrap_or(1));
-    let staging_local = job.instance.staging_local();
-    let bak_sql: Vec<String> = stripe_names.iter().map(|n| sql_side_path(&job.instance.staging.sql_path, &format!("octobackup-{set_id}-{n}"))).collect();
-    let bak_local: Vec<PathBuf> = stripe_names.iter().map(|n| staging_local.join(format!("octobackup-{set_id}-{n}"))).collect();
+    // A folder of its own per set on the staging share, so the staged files carry the names they
+    // get in the set and nothing else on the share is touched.
+    let stripe_names =
+        backupset::stripe_names(&m.database.name, job.instance.sql.stripes.unwrap_or(1));
+    let set_folder = format!("octobackup-{set_id}");
+    let staging_local = job.instance.staging_local().join(&set_folder);
+    let staging_sql = sql_side_path(&job.instance.staging.sql_path, &set_folder);
+    std::fs::create_dir_all(&staging_local).map_err(|e| {
+        Failure::new(
+            Exit::Failed,
+            format!(
+                "cannot create {} on the staging share: {e}",
+                staging_local.display()
+            ),
+        )
+    })?;
+    let bak_sql: Vec<String> = stripe_names
+        .iter()
+        .map(|n| sql_side_path(&staging_sql, n))
+        .collect();
+    let bak_local: Vec<PathBuf> = stripe_names.iter().map(|n| staging_local.join(n)).collect();
 
     // The window.
     let enter = steps.start("maintenance mode on");
     let window = match maintenance::enter(&octopus, &job.state, &job.instance_name, &set_id).await {
         Ok(w) => {
-            steps.finish(enter, true, Some(if w.changed { "turned on".into() } else { "was already on; left on".into() }));
+            steps.finish(
+                enter,
+                true,
+                Some(if w.changed {
+                    "turned on".into()
+                } else {
+                    "was already on; left on".into()
+                }),
+            );
             w
         }
         Err(e) => {
@@ -170,14 +211,16 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     let leave = steps.start("maintenance mode restored");
     let left = maintenance::leave(&octopus, &job.state, &job.instance_name, &window).await;
     let window_end = chrono::Utc::now();
-    steps.finish(leave, left.is_ok(), left.as_ref().err().map(|e| e.to_string()));
+    steps.finish(
+        leave,
+        left.is_ok(),
+        left.as_ref().err().map(|e| e.to_string()),
+    );
     m.window.end = Some(window_end);
     m.window.seconds = (window_end - window.started).num_milliseconds() as f64 / 1000.0;
 
     let cleanup = |parts: &[Option<String>]| {
-        for p in &bak_local {
-            let _ = std::fs::remove_file(p);
-        }
+        let _ = std::fs::remove_dir_all(&staging_local);
         let ids: Vec<String> = parts.iter().flatten().cloned().collect();
         if !ids.is_empty() {
             let _ = job.repo.delete_snapshots(&ids);
@@ -185,7 +228,11 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     };
 
     if let Err(e) = left {
-        let parts = inside.as_ref().ok().map(|c| c.folders_part.clone()).unwrap_or_default();
+        let parts = inside
+            .as_ref()
+            .ok()
+            .map(|c| c.folders_part.clone())
+            .unwrap_or_default();
         cleanup(&[parts]);
         return Err(Failure::new(
             Exit::MaintenanceStuck,
@@ -213,9 +260,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     };
     match ingest {
         Ok((snapshot_id, data_added)) => {
-            for p in &captured.bak_local {
-                let _ = std::fs::remove_file(p);
-            }
+            let _ = std::fs::remove_dir_all(&staging_local);
             Ok(BackupReport {
                 set_id,
                 snapshot_id,
@@ -240,14 +285,27 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
 fn part_snapshots(repo: &Repo, set_id: &str) -> Vec<String> {
     let tag = backupset::tag_set(set_id);
     repo.snapshots()
-        .map(|s| s.into_iter().filter(|s| s.tags.contains(&tag) && s.tags.iter().any(|t| t == backupset::TAG_PART)).map(|s| s.id).collect())
+        .map(|s| {
+            s.into_iter()
+                .filter(|s| {
+                    s.tags.contains(&tag) && s.tags.iter().any(|t| t == backupset::TAG_PART)
+                })
+                .map(|s| s.id)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 fn hostname() -> String {
-    std::env::var("COMPUTERNAME").or_else(|_| std::env::var("HOSTNAME")).ok().filter(|h| !h.is_empty()).unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname").map(|s| s.trim().to_string()).unwrap_or_else(|_| "localhost".into())
-    })
+    std::env::var("COMPUTERNAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .map(|s| s.trim().to_string())
+                .unwrap_or_else(|_| "localhost".into())
+        })
 }
 
 async fn preflight(
@@ -260,16 +318,27 @@ async fn preflight(
     m.octopus.url = octopus.url().to_string();
     m.octopus.version = root.version.clone();
     m.octopus.installation_id = root.installation_id.clone().unwrap_or_default();
-    m.octopus.nodes = octopus.nodes().await.map(|n| n.into_iter().map(|n| n.name).collect()).unwrap_or_default();
+    m.octopus.nodes = octopus
+        .nodes()
+        .await
+        .map(|n| n.into_iter().map(|n| n.name).collect())
+        .unwrap_or_default();
 
     let mut session = sqlserver.connect().await?;
     let info = session.server_info().await?;
     if info.engine_edition == 5 {
-        return Err(crate::sqlserver::SqlError::AzureSqlDatabase { server: sqlserver.server_display() }.into());
+        return Err(crate::sqlserver::SqlError::AzureSqlDatabase {
+            server: sqlserver.server_display(),
+        }
+        .into());
     }
     let database = sqlserver.database().to_string();
     if !session.database_exists(&database).await? {
-        return Err(crate::sqlserver::SqlError::NoDatabase { server: sqlserver.server_display(), database }.into());
+        return Err(crate::sqlserver::SqlError::NoDatabase {
+            server: sqlserver.server_display(),
+            database,
+        }
+        .into());
     }
     m.database.name = database;
     m.database.server = sqlserver.server_display();
@@ -277,9 +346,19 @@ async fn preflight(
     m.database.edition = info.edition.clone();
 
     let folders: Vec<(String, PathBuf)> = if job.instance.folders.is_empty() {
-        octopus.server_folders().await?.named().into_iter().map(|(n, p)| (n.to_string(), PathBuf::from(p))).collect()
+        octopus
+            .server_folders()
+            .await?
+            .named()
+            .into_iter()
+            .map(|(n, p)| (n.to_string(), PathBuf::from(p)))
+            .collect()
     } else {
-        job.instance.folders.iter().map(|(n, p)| (n.clone(), p.clone())).collect()
+        job.instance
+            .folders
+            .iter()
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect()
     };
     for (name, path) in &folders {
         if !path.is_dir() {
@@ -322,11 +401,19 @@ async fn inside_window(
 ) -> Result<Captured, Failure> {
     let _ = server_info;
     m.window.inside.push("wait for running tasks".into());
-    let running = steps.run("wait for running tasks", wait_for_tasks(job, octopus)).await?;
+    let running = steps
+        .run("wait for running tasks", wait_for_tasks(job, octopus))
+        .await?;
     m.tasks_running_at_backup = running;
 
     m.window.inside.push("master key".into());
-    let key = steps.run("master key", async { master_key::read(&job.instance.master_key).await.map_err(Failure::from) }).await?;
+    let key = steps
+        .run("master key", async {
+            master_key::read(&job.instance.master_key)
+                .await
+                .map_err(Failure::from)
+        })
+        .await?;
     m.secrets.master_key = true;
     m.secrets.master_key_bytes = key.bytes;
 
@@ -339,15 +426,21 @@ async fn inside_window(
         })
         .await?;
     m.secrets.license = !license.0.license_text.is_empty();
-    m.secrets.license_serial = license.0.serial_number.clone();
     m.secrets.license_expiry = license.1.and_then(|s| s.effective_expiry_date);
 
     m.window.inside.push("database backup".into());
     let db = m.database.name.clone();
-    steps.run("database backup", backup_database(job, sqlserver, &db, bak_sql, bak_local, set_id, m)).await?;
+    steps
+        .run(
+            "database backup",
+            backup_database(job, sqlserver, &db, bak_sql, bak_local, set_id, m),
+        )
+        .await?;
 
     m.window.inside.push("server folders".into());
-    let part = steps.run("server folders", backup_folders(job, folders, set_id, m)).await?;
+    let part = steps
+        .run("server folders", backup_folders(job, folders, set_id, m))
+        .await?;
 
     Ok(Captured {
         master_key: Some(key),
@@ -361,15 +454,26 @@ async fn inside_window(
 /// still running when the wait gave up under on_timeout = continue.
 async fn wait_for_tasks(job: &BackupJob, octopus: &OctopusClient) -> Result<Vec<String>, Failure> {
     let wait = &job.instance.wait;
-    let states: &[&str] = if wait.include_queued { &["Executing", "Queued"] } else { &["Executing"] };
+    let states: &[&str] = if wait.include_queued {
+        &["Executing", "Queued"]
+    } else {
+        &["Executing"]
+    };
     let deadline = tokio::time::Instant::now() + wait.timeout;
     loop {
         let tasks = octopus.tasks(states).await?;
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
-        let names: Vec<String> = tasks.iter().map(|t| format!("{} ({}, {})", t.id, t.description.trim(), t.state)).collect();
-        job.ui.status(&format!("waiting for {} task(s): {}", tasks.len(), names.join("; ")));
+        let names: Vec<String> = tasks
+            .iter()
+            .map(|t| format!("{} ({}, {})", t.id, t.description.trim(), t.state))
+            .collect();
+        job.ui.status(&format!(
+            "waiting for {} task(s): {}",
+            tasks.len(),
+            names.join("; ")
+        ));
         if tokio::time::Instant::now() >= deadline {
             return match wait.on_timeout {
                 OnWaitTimeout::Abort => Err(Failure::new(
@@ -381,12 +485,20 @@ async fn wait_for_tasks(job: &BackupJob, octopus: &OctopusClient) -> Result<Vec<
                     ),
                 )),
                 OnWaitTimeout::Continue => {
-                    job.ui.note(&format!("going on while tasks still run (wait.on_timeout = continue): {}", names.join("; ")));
+                    job.ui.note(&format!(
+                        "going on while tasks still run (wait.on_timeout = continue): {}",
+                        names.join("; ")
+                    ));
                     Ok(names)
                 }
             };
         }
-        tokio::time::sleep(wait.poll_interval.min(deadline.saturating_duration_since(tokio::time::Instant::now())).max(Duration::from_millis(50))).await;
+        tokio::time::sleep(
+            wait.poll_interval
+                .min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                .max(Duration::from_millis(50)),
+        )
+        .await;
     }
 }
 
@@ -401,12 +513,48 @@ async fn backup_database(
 ) -> Result<(), Failure> {
     let mut session = sqlserver.connect().await?;
     let spid = session.server_info().await?.spid;
-    let statement = tsql::backup_database(database, bak_sql, 5, &format!("octobackup set {set_id}"));
+    let statement =
+        tsql::backup_database(database, bak_sql, 5, &format!("octobackup set {set_id}"));
     let bar = job.ui.percent_bar("BACKUP DATABASE");
     let first = bak_sql.first().map(String::as_str);
-    sql::run_with_progress(sqlserver, &mut session, spid, "BACKUP DATABASE", &statement, first, &|p| bar.set(p)).await?;
+    let ran = sql::run_with_progress(
+        sqlserver,
+        &mut session,
+        spid,
+        "BACKUP DATABASE",
+        &statement,
+        first,
+        &|p| bar.set(p),
+    )
+    .await;
+    if let Err(crate::sqlserver::SqlError::StagingNotWritable { path, message, .. }) = &ran
+        && message.contains("error 3(")
+    {
+        // octobackup created the set's folder through its own view of the share; SQL Server cannot find it.
+        let local = bak_local
+            .first()
+            .and_then(|p| p.parent())
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        return Err(Failure::new(
+            Exit::Sql,
+            format!(
+                "SQL Server cannot find the staging folder: octobackup created {local}, but SQL Server sees no {} (Msg 3201: {message}). staging.sql_path and staging.local_path must name the same folder (a share both can reach).",
+                path.rsplit_once(['\\', '/'])
+                    .map(|(d, _)| d)
+                    .unwrap_or(path)
+            ),
+        ));
+    }
+    ran?;
     bar.finish();
-    session.execute("RESTORE VERIFYONLY", &tsql::restore_verifyonly(bak_sql), first).await?;
+    session
+        .execute(
+            "RESTORE VERIFYONLY",
+            &tsql::restore_verifyonly(bak_sql),
+            first,
+        )
+        .await?;
     m.database.verified = true;
     m.database.backupset = session.backupset_row(database).await?;
     let mut bytes = 0;
@@ -428,28 +576,46 @@ async fn backup_database(
     m.database.files = bak_local
         .iter()
         .map(|p| {
-            let name = p.file_name().unwrap().to_string_lossy();
-            format!("{}/{}", backupset::DATABASE_DIR, name.trim_start_matches(&format!("octobackup-{set_id}-")))
+            format!(
+                "{}/{}",
+                backupset::DATABASE_DIR,
+                p.file_name().unwrap().to_string_lossy()
+            )
         })
         .collect();
     Ok(())
 }
 
 fn base_tags(job: &BackupJob, set_id: &str) -> Vec<String> {
-    vec![backupset::TAG.to_string(), backupset::tag_set(set_id), backupset::tag_instance(&job.instance_name)]
+    vec![
+        backupset::TAG.to_string(),
+        backupset::tag_set(set_id),
+        backupset::tag_instance(&job.instance_name),
+    ]
 }
 
-async fn backup_folders(job: &BackupJob, folders: &[(String, PathBuf)], set_id: &str, m: &mut Manifest) -> Result<String, Failure> {
+async fn backup_folders(
+    job: &BackupJob,
+    folders: &[(String, PathBuf)],
+    set_id: &str,
+    m: &mut Manifest,
+) -> Result<String, Failure> {
     let items: Vec<SourceItem> = folders
         .iter()
-        .map(|(name, path)| SourceItem::Path { source: path.clone(), target: format!("{}/{name}", backupset::FOLDERS_DIR) })
+        .map(|(name, path)| SourceItem::Path {
+            source: path.clone(),
+            target: format!("{}/{name}", backupset::FOLDERS_DIR),
+        })
         .collect();
     let mut tags = base_tags(job, set_id);
     tags.push(backupset::TAG_PART.into());
     let opts = SetOptions {
         tags,
         hostname: m.hostname.clone(),
-        parent_tags: vec![backupset::tag_instance(&job.instance_name), backupset::TAG_COMPLETE.into()],
+        parent_tags: vec![
+            backupset::tag_instance(&job.instance_name),
+            backupset::TAG_COMPLETE.into(),
+        ],
         time: None,
         compression: job.compression,
     };
@@ -459,45 +625,82 @@ async fn backup_folders(job: &BackupJob, folders: &[(String, PathBuf)], set_id: 
         .await
         .map_err(|e| Failure::new(Exit::Failed, format!("the folder backup stopped: {e}")))??;
     if !summary.unreadable.is_empty() {
-        let list: Vec<String> = summary.unreadable.iter().take(10).map(|(p, e)| format!("{p}: {e}")).collect();
+        let list: Vec<String> = summary
+            .unreadable
+            .iter()
+            .take(10)
+            .map(|(p, e)| format!("{p}: {e}"))
+            .collect();
         return Err(Failure::new(
             Exit::Failed,
-            format!("{} file(s) in the server folders could not be read, so the set would be incomplete: {}", summary.unreadable.len(), list.join("; ")),
+            format!(
+                "{} file(s) in the server folders could not be read, so the set would be incomplete: {}",
+                summary.unreadable.len(),
+                list.join("; ")
+            ),
         ));
     }
     // Per-folder figures from the snapshot itself.
     let files = {
         let repo = job.repo.clone();
         let id = summary.snapshot_id.clone();
-        tokio::task::spawn_blocking(move || repo.list_files(&id, backupset::FOLDERS_DIR)).await.map_err(|e| Failure::new(Exit::Failed, e.to_string()))??
+        tokio::task::spawn_blocking(move || repo.list_files(&id, backupset::FOLDERS_DIR))
+            .await
+            .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??
     };
     m.folders = folders
         .iter()
         .map(|(name, path)| {
             let prefix = format!("{}/{name}/", backupset::FOLDERS_DIR);
-            let (n, b) = files.iter().filter(|f| f.path.starts_with(&prefix)).fold((0u64, 0u64), |(n, b), f| (n + 1, b + f.size));
-            manifest::FolderInfo { name: name.clone(), source_path: path.display().to_string(), files: n, bytes: b }
+            let (n, b) = files
+                .iter()
+                .filter(|f| f.path.starts_with(&prefix))
+                .fold((0u64, 0u64), |(n, b), f| (n + 1, b + f.size));
+            manifest::FolderInfo {
+                name: name.clone(),
+                source_path: path.display().to_string(),
+                files: n,
+                bytes: b,
+            }
         })
         .collect();
     Ok(summary.snapshot_id)
 }
 
-async fn ingest(job: &BackupJob, set_id: &str, c: &Captured, m: &mut Manifest, steps: &mut Steps, window: &Window) -> Result<(String, u64), Failure> {
+async fn ingest(
+    job: &BackupJob,
+    set_id: &str,
+    c: &Captured,
+    m: &mut Manifest,
+    steps: &mut Steps,
+    window: &Window,
+) -> Result<(String, u64), Failure> {
     let _ = window;
     let r = steps.start("store database, manifest and secrets");
     let mut items: Vec<SourceItem> = c
         .bak_local
         .iter()
         .zip(&m.database.files)
-        .map(|(local, target)| SourceItem::Path { source: local.clone(), target: target.clone() })
+        .map(|(local, target)| SourceItem::Path {
+            source: local.clone(),
+            target: target.clone(),
+        })
         .collect();
     if let Some(k) = &c.master_key {
-        items.push(SourceItem::Memory { target: backupset::MASTER_KEY_PATH.into(), bytes: Zeroizing::new(k.key.expose().as_bytes().to_vec()), mode: 0o600 });
+        items.push(SourceItem::Memory {
+            target: backupset::MASTER_KEY_PATH.into(),
+            bytes: Zeroizing::new(k.key.expose().as_bytes().to_vec()),
+            mode: 0o600,
+        });
     }
     if let Some(l) = &c.license_text
         && !l.is_empty()
     {
-        items.push(SourceItem::Memory { target: backupset::LICENSE_PATH.into(), bytes: Zeroizing::new(l.expose().as_bytes().to_vec()), mode: 0o600 });
+        items.push(SourceItem::Memory {
+            target: backupset::LICENSE_PATH.into(),
+            bytes: Zeroizing::new(l.expose().as_bytes().to_vec()),
+            mode: 0o600,
+        });
     }
     m.finished = Some(chrono::Utc::now());
     m.complete = true;
@@ -509,7 +712,13 @@ async fn ingest(job: &BackupJob, set_id: &str, c: &Captured, m: &mut Manifest, s
     });
     let mut tags = base_tags(job, set_id);
     tags.push(backupset::TAG_PART.into());
-    let opts = SetOptions { tags, hostname: m.hostname.clone(), parent_tags: vec![], time: None, compression: job.compression };
+    let opts = SetOptions {
+        tags,
+        hostname: m.hostname.clone(),
+        parent_tags: vec![],
+        time: None,
+        compression: job.compression,
+    };
     let repo = job.repo.clone();
     let sink = job.ui.repo_sink("database");
     let db_part = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
@@ -527,8 +736,17 @@ async fn ingest(job: &BackupJob, set_id: &str, c: &Captured, m: &mut Manifest, s
     let r = steps.start("seal the set");
     let mut tags = base_tags(job, set_id);
     tags.push(backupset::TAG_COMPLETE.into());
-    let opts = SetOptions { tags, hostname: m.hostname.clone(), parent_tags: vec![], time: m.started.map(|t| t.into()), compression: job.compression };
-    let parts = vec![c.folders_part.clone().expect("folders part"), db_part.snapshot_id.clone()];
+    let opts = SetOptions {
+        tags,
+        hostname: m.hostname.clone(),
+        parent_tags: vec![],
+        time: m.started.map(|t| t.into()),
+        compression: job.compression,
+    };
+    let parts = vec![
+        c.folders_part.clone().expect("folders part"),
+        db_part.snapshot_id.clone(),
+    ];
     let repo = job.repo.clone();
     let merged = tokio::task::spawn_blocking(move || {
         let merged = repo.merge_snapshots(&parts, &opts)?;
@@ -537,7 +755,11 @@ async fn ingest(job: &BackupJob, set_id: &str, c: &Captured, m: &mut Manifest, s
     })
     .await
     .map_err(|e| Failure::new(Exit::Failed, e.to_string()))?;
-    steps.finish(r, merged.is_ok(), merged.as_ref().err().map(|e| e.to_string()));
+    steps.finish(
+        r,
+        merged.is_ok(),
+        merged.as_ref().err().map(|e| e.to_string()),
+    );
     let merged = merged?;
     Ok((merged.id, db_part.data_added))
 }
@@ -550,7 +772,10 @@ mod tests {
     fn sql_side_paths_use_the_sql_hosts_separator() {
         assert_eq!(sql_side_path(r"D:\Backups\", "a.bak"), r"D:\Backups\a.bak");
         assert_eq!(sql_side_path(r"\\nas\octo", "a.bak"), r"\\nas\octo\a.bak");
-        assert_eq!(sql_side_path("/var/opt/mssql/backup/", "a.bak"), "/var/opt/mssql/backup/a.bak");
+        assert_eq!(
+            sql_side_path("/var/opt/mssql/backup/", "a.bak"),
+            "/var/opt/mssql/backup/a.bak"
+        );
         assert_eq!(sql_side_path("C:", "a.bak"), r"C:\a.bak");
     }
 }

@@ -22,7 +22,16 @@ pub struct MaintenanceRecord {
 }
 
 fn safe_name(instance: &str) -> String {
-    instance.chars().map(|c| if c.is_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
+    instance
+        .chars()
+        .map(|c| {
+            if c.is_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 pub struct StateDir {
@@ -31,10 +40,15 @@ pub struct StateDir {
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
-    #[error("another octobackup run holds the lock for instance '{instance}' ({path}); wait for it to finish")]
+    #[error(
+        "another octobackup run holds the lock for instance '{instance}' ({path}); wait for it to finish"
+    )]
     Busy { instance: String, path: PathBuf },
     #[error("cannot use the state folder {path}: {cause}")]
-    Io { path: PathBuf, cause: std::io::Error },
+    Io {
+        path: PathBuf,
+        cause: std::io::Error,
+    },
 }
 
 /// Held for the whole run; the OS releases it when the process ends, even on kill -9.
@@ -44,27 +58,41 @@ pub struct InstanceLock {
 
 impl StateDir {
     pub fn new(dir: &Path) -> Self {
-        StateDir { dir: dir.to_path_buf() }
+        StateDir {
+            dir: dir.to_path_buf(),
+        }
     }
 
     fn io(&self, path: &Path) -> impl Fn(std::io::Error) -> JournalError + '_ {
         let path = path.to_path_buf();
-        move |cause| JournalError::Io { path: path.clone(), cause }
+        move |cause| JournalError::Io {
+            path: path.clone(),
+            cause,
+        }
     }
 
     pub fn lock(&self, instance: &str) -> Result<InstanceLock, JournalError> {
         std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
         let path = self.dir.join(format!("{}.lock", safe_name(instance)));
-        let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(self.io(&path))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(self.io(&path))?;
         match file.try_lock() {
             Ok(()) => Ok(InstanceLock { _file: file }),
-            Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Busy { instance: instance.to_string(), path }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(JournalError::Busy {
+                instance: instance.to_string(),
+                path,
+            }),
             Err(std::fs::TryLockError::Error(cause)) => Err(JournalError::Io { path, cause }),
         }
     }
 
     fn record_path(&self, instance: &str) -> PathBuf {
-        self.dir.join(format!("{}.maintenance.json", safe_name(instance)))
+        self.dir
+            .join(format!("{}.maintenance.json", safe_name(instance)))
     }
 
     /// Writes the record durably (temp file, fsync, rename, fsync of the folder where possible).
@@ -73,7 +101,8 @@ impl StateDir {
         let path = self.record_path(&record.instance);
         let tmp = path.with_extension("json.tmp");
         let mut f = File::create(&tmp).map_err(self.io(&tmp))?;
-        f.write_all(&serde_json::to_vec_pretty(record).expect("record serializes")).map_err(self.io(&tmp))?;
+        f.write_all(&serde_json::to_vec_pretty(record).expect("record serializes"))
+            .map_err(self.io(&tmp))?;
         f.sync_all().map_err(self.io(&tmp))?;
         std::fs::rename(&tmp, &path).map_err(self.io(&path))?;
         #[cfg(unix)]
@@ -111,8 +140,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = StateDir::new(dir.path());
         let held = state.lock("OctopusServer").unwrap();
-        let e = state.lock("OctopusServer").err().expect("second lock refused");
-        assert!(e.to_string().contains("another octobackup run holds the lock"));
+        let e = state
+            .lock("OctopusServer")
+            .err()
+            .expect("second lock refused");
+        assert!(
+            e.to_string()
+                .contains("another octobackup run holds the lock")
+        );
         state.lock("Other").unwrap();
         drop(held);
         state.lock("OctopusServer").unwrap();

@@ -24,12 +24,21 @@ pub struct Window {
 }
 
 /// Records the state, writes the journal, then turns maintenance mode on (if it was off).
-pub async fn enter(client: &OctopusClient, state: &StateDir, instance: &str, set_id: &str) -> Result<Window, MaintenanceError> {
+pub async fn enter(
+    client: &OctopusClient,
+    state: &StateDir,
+    instance: &str,
+    set_id: &str,
+) -> Result<Window, MaintenanceError> {
     let found = client.maintenance().await?;
     let started = chrono::Utc::now();
     if found.is_in_maintenance_mode {
         tracing::info!("maintenance mode is already on; octobackup will leave it on");
-        return Ok(Window { previous: true, changed: false, started });
+        return Ok(Window {
+            previous: true,
+            changed: false,
+            started,
+        });
     }
     state.write_record(&MaintenanceRecord {
         instance: instance.to_string(),
@@ -46,13 +55,24 @@ pub async fn enter(client: &OctopusClient, state: &StateDir, instance: &str, set
         let _ = state.clear_record(instance);
         return Err(e.into());
     }
-    Ok(Window { previous: false, changed: true, started })
+    Ok(Window {
+        previous: false,
+        changed: true,
+        started,
+    })
 }
 
 /// Puts maintenance mode back as found; clears the journal only once that is done.
-pub async fn leave(client: &OctopusClient, state: &StateDir, instance: &str, window: &Window) -> Result<(), MaintenanceError> {
+pub async fn leave(
+    client: &OctopusClient,
+    state: &StateDir,
+    instance: &str,
+    window: &Window,
+) -> Result<(), MaintenanceError> {
     if window.changed {
-        client.set_maintenance(window.previous, RESTORE_ATTEMPTS).await?;
+        client
+            .set_maintenance(window.previous, RESTORE_ATTEMPTS)
+            .await?;
     }
     state.clear_record(instance)?;
     Ok(())
@@ -68,13 +88,23 @@ pub struct Recovery {
 
 /// Undoes the maintenance change of a run that died. Call with the instance lock held (so the run
 /// that wrote the record is certainly gone).
-pub async fn recover(client: &OctopusClient, state: &StateDir, instance: &str) -> Result<Recovery, MaintenanceError> {
+pub async fn recover(
+    client: &OctopusClient,
+    state: &StateDir,
+    instance: &str,
+) -> Result<Recovery, MaintenanceError> {
     let Some(record) = state.read_record(instance)? else {
-        return Ok(Recovery { instance: instance.into(), found_record: false, action: "nothing to recover".into() });
+        return Ok(Recovery {
+            instance: instance.into(),
+            found_record: false,
+            action: "nothing to recover".into(),
+        });
     };
     let now = client.maintenance().await?;
     let action = if now.is_in_maintenance_mode == record.set_to {
-        client.set_maintenance(record.previous, RESTORE_ATTEMPTS).await?;
+        client
+            .set_maintenance(record.previous, RESTORE_ATTEMPTS)
+            .await?;
         format!(
             "a run (set {}, pid {}) turned maintenance mode {} at {} and did not finish; put it back {}",
             record.set_id,
@@ -84,10 +114,17 @@ pub async fn recover(client: &OctopusClient, state: &StateDir, instance: &str) -
             on_off(record.previous)
         )
     } else {
-        format!("maintenance mode is already {}, as the interrupted run found it; nothing changed", on_off(now.is_in_maintenance_mode))
+        format!(
+            "maintenance mode is already {}, as the interrupted run found it; nothing changed",
+            on_off(now.is_in_maintenance_mode)
+        )
     };
     state.clear_record(instance)?;
-    Ok(Recovery { instance: instance.into(), found_record: true, action })
+    Ok(Recovery {
+        instance: instance.into(),
+        found_record: true,
+        action,
+    })
 }
 
 fn on_off(b: bool) -> &'static str {

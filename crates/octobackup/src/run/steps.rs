@@ -17,7 +17,11 @@ pub struct Running {
 impl Steps {
     pub fn start(&mut self, name: &str) -> Running {
         tracing::info!("step: {name}");
-        Running { name: name.to_string(), started: chrono::Utc::now(), t0: Instant::now() }
+        Running {
+            name: name.to_string(),
+            started: chrono::Utc::now(),
+            t0: Instant::now(),
+        }
     }
 
     pub fn finish(&mut self, running: Running, ok: bool, detail: Option<String>) {
@@ -31,7 +35,11 @@ impl Steps {
     }
 
     /// Runs `f` as a step and records its outcome.
-    pub async fn run<T, E: std::fmt::Display>(&mut self, name: &str, f: impl std::future::Future<Output = Result<T, E>>) -> Result<T, E> {
+    pub async fn run<T, E: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        f: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, E> {
         let r = self.start(name);
         let out = f.await;
         let detail = out.as_ref().err().map(|e| e.to_string());

@@ -16,23 +16,51 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
-    #[error("cannot connect to SQL Server {server}: {cause}. Check the Server in the connection string and that SQL Server accepts TCP connections there.")]
+    #[error(
+        "cannot connect to SQL Server {server}: {cause}. Check the Server in the connection string and that SQL Server accepts TCP connections there."
+    )]
     Connect { server: String, cause: String },
-    #[error("SQL Server {server} refused the login for '{user}' (Msg 18456). Check the User ID and the SQL password source in the config.")]
+    #[error(
+        "SQL Server {server} refused the login for '{user}' (Msg 18456). Check the User ID and the SQL password source in the config."
+    )]
     Login { server: String, user: String },
-    #[error("SQL Server {server} refused the encrypted connection: {cause}. If the server uses a self-signed certificate, add TrustServerCertificate=True to the connection string.")]
+    #[error(
+        "SQL Server {server} refused the encrypted connection: {cause}. If the server uses a self-signed certificate, add TrustServerCertificate=True to the connection string."
+    )]
     Tls { server: String, cause: String },
-    #[error("{server} is Azure SQL Database, which has no BACKUP TO DISK. octobackup backs up SQL Server (including Managed Instance and SQL Server on a VM); for Azure SQL Database use its automated backups and export.")]
+    #[error(
+        "{server} is Azure SQL Database, which has no BACKUP TO DISK. octobackup backs up SQL Server (including Managed Instance and SQL Server on a VM); for Azure SQL Database use its automated backups and export."
+    )]
     AzureSqlDatabase { server: String },
-    #[error("the database '{database}' does not exist on {server} (Msg 911). Check Database/Initial Catalog in the connection string.")]
+    #[error(
+        "the database '{database}' does not exist on {server} (Msg 911). Check Database/Initial Catalog in the connection string."
+    )]
     NoDatabase { server: String, database: String },
-    #[error("SQL Server cannot write the backup to '{path}' (Msg {number}: {message}). The SQL Server service account needs write access to staging.sql_path, as SQL Server sees it.")]
-    StagingNotWritable { path: String, number: u32, message: String },
-    #[error("the login lacks permission for {statement} (Msg {number}: {message}). BACKUP needs sysadmin, db_owner or db_backupoperator; RESTORE needs CREATE DATABASE (dbcreator).")]
-    Permission { statement: String, number: u32, message: String },
+    #[error(
+        "SQL Server cannot write the backup to '{path}' (Msg {number}: {message}). The SQL Server service account needs write access to staging.sql_path, as SQL Server sees it."
+    )]
+    StagingNotWritable {
+        path: String,
+        number: u32,
+        message: String,
+    },
+    #[error(
+        "the login lacks permission for {statement} (Msg {number}: {message}). BACKUP needs sysadmin, db_owner or db_backupoperator; RESTORE needs CREATE DATABASE (dbcreator)."
+    )]
+    Permission {
+        statement: String,
+        number: u32,
+        message: String,
+    },
     #[error("SQL Server reported Msg {number} during {statement}: {message}")]
-    Server { statement: String, number: u32, message: String },
-    #[error("SQL Server went silent for longer than {0:?} during {1}; raise sql.command_timeout if the server is just slow")]
+    Server {
+        statement: String,
+        number: u32,
+        message: String,
+    },
+    #[error(
+        "SQL Server went silent for longer than {0:?} during {1}; raise sql.command_timeout if the server is just slow"
+    )]
     Timeout(Duration, String),
     #[error("{0}")]
     Config(String),
@@ -41,7 +69,9 @@ pub enum SqlError {
 impl SqlError {
     pub fn number(&self) -> Option<u32> {
         match self {
-            SqlError::StagingNotWritable { number, .. } | SqlError::Permission { number, .. } | SqlError::Server { number, .. } => Some(*number),
+            SqlError::StagingNotWritable { number, .. }
+            | SqlError::Permission { number, .. }
+            | SqlError::Server { number, .. } => Some(*number),
             SqlError::Login { .. } => Some(18456),
             SqlError::NoDatabase { .. } => Some(911),
             _ => None,
@@ -77,9 +107,17 @@ pub struct Session {
 
 impl SqlServer {
     /// `password` overrides one in the connection string.
-    pub fn new(conn: ConnectionString, password: Option<Secret>, command_timeout: Duration) -> Self {
+    pub fn new(
+        conn: ConnectionString,
+        password: Option<Secret>,
+        command_timeout: Duration,
+    ) -> Self {
         let password = password.or_else(|| conn.password.clone());
-        SqlServer { conn, password, command_timeout }
+        SqlServer {
+            conn,
+            password,
+            command_timeout,
+        }
     }
 
     pub fn database(&self) -> &str {
@@ -105,22 +143,34 @@ impl SqlServer {
             config.instance_name(i);
         }
         config.database("master");
-        config.application_name(c.application_name.clone().unwrap_or_else(|| "octobackup".into()));
+        config.application_name(
+            c.application_name
+                .clone()
+                .unwrap_or_else(|| "octobackup".into()),
+        );
         config.encryption(match c.encrypt {
             Encrypt::Optional => EncryptionLevel::Off,
             Encrypt::Mandatory => EncryptionLevel::Required,
             Encrypt::Strict => {
-                return Err(SqlError::Config("Encrypt=Strict (TDS 8.0) is not supported yet: use Encrypt=True".into()));
+                return Err(SqlError::Config(
+                    "Encrypt=Strict (TDS 8.0) is not supported yet: use Encrypt=True".into(),
+                ));
             }
         });
         if c.trust_server_certificate {
             config.trust_cert();
         }
         config.command_timeout(Some(self.command_timeout));
-        config.handshake_timeout(Some(Duration::from_secs(c.connect_timeout_secs.unwrap_or(15))));
+        config.handshake_timeout(Some(Duration::from_secs(
+            c.connect_timeout_secs.unwrap_or(15),
+        )));
         match &c.auth {
             Authentication::SqlLogin { user } => {
-                let pw = self.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
+                let pw = self
+                    .password
+                    .as_ref()
+                    .map(|p| p.expose().to_string())
+                    .unwrap_or_default();
                 config.authentication(tiberius::AuthMethod::sql_server(user, pw));
             }
             Authentication::Integrated => {
@@ -140,14 +190,31 @@ impl SqlServer {
         let server = self.server_display();
         let addr = config.get_addr();
         let connect = async {
-            let tcp = TcpStream::connect(&addr).await.map_err(|e| SqlError::Connect { server: server.clone(), cause: e.to_string() })?;
+            let tcp = TcpStream::connect(&addr)
+                .await
+                .map_err(|e| SqlError::Connect {
+                    server: server.clone(),
+                    cause: e.to_string(),
+                })?;
             tcp.set_nodelay(true).ok();
-            Client::connect(config, tcp.compat_write()).await.map_err(|e| self.connect_error(e))
+            Client::connect(config, tcp.compat_write())
+                .await
+                .map_err(|e| self.connect_error(e))
         };
-        let client = tokio::time::timeout(Duration::from_secs(self.conn.connect_timeout_secs.unwrap_or(15) + 5), connect)
-            .await
-            .map_err(|_| SqlError::Connect { server: server.clone(), cause: "timed out".into() })??;
-        Ok(Session { client, server, timeout: self.command_timeout })
+        let client = tokio::time::timeout(
+            Duration::from_secs(self.conn.connect_timeout_secs.unwrap_or(15) + 5),
+            connect,
+        )
+        .await
+        .map_err(|_| SqlError::Connect {
+            server: server.clone(),
+            cause: "timed out".into(),
+        })??;
+        Ok(Session {
+            client,
+            server,
+            timeout: self.command_timeout,
+        })
     }
 
     fn connect_error(&self, e: tiberius::error::Error) -> SqlError {
@@ -161,8 +228,15 @@ impl SqlServer {
                 },
             },
             tiberius::error::Error::Tls(cause) => SqlError::Tls { server, cause },
-            tiberius::error::Error::Server(t) => SqlError::Server { statement: "login".into(), number: t.code(), message: t.message().to_string() },
-            other => SqlError::Connect { server, cause: other.to_string() },
+            tiberius::error::Error::Server(t) => SqlError::Server {
+                statement: "login".into(),
+                number: t.code(),
+                message: t.message().to_string(),
+            },
+            other => SqlError::Connect {
+                server,
+                cause: other.to_string(),
+            },
         }
     }
 }
@@ -182,10 +256,17 @@ pub fn cell_text(data: &ColumnData<'static>) -> Option<String> {
         ColumnData::Binary(v) => hex::encode(v.as_ref()?),
         ColumnData::Numeric(v) => {
             let n = (*v)?;
-            if n.scale() == 0 { n.value().to_string() } else { n.to_string() }
+            if n.scale() == 0 {
+                n.value().to_string()
+            } else {
+                n.to_string()
+            }
         }
         ColumnData::DateTime(_) | ColumnData::SmallDateTime(_) | ColumnData::DateTime2(_) => {
-            chrono::NaiveDateTime::from_sql(data).ok()??.format("%Y-%m-%dT%H:%M:%S%.3f").to_string()
+            chrono::NaiveDateTime::from_sql(data)
+                .ok()??
+                .format("%Y-%m-%dT%H:%M:%S%.3f")
+                .to_string()
         }
         other => format!("{other:?}"),
     })
@@ -195,20 +276,49 @@ pub fn cell_text(data: &ColumnData<'static>) -> Option<String> {
 pub type TextRow = std::collections::BTreeMap<String, Option<String>>;
 
 impl Session {
-    fn statement_error(&self, statement: &str, e: tiberius::error::Error, path_hint: Option<&str>) -> SqlError {
+    fn statement_error(
+        &self,
+        statement: &str,
+        e: tiberius::error::Error,
+        path_hint: Option<&str>,
+    ) -> SqlError {
         match e {
             tiberius::error::Error::Server(t) => {
                 let (number, message) = (t.code(), t.message().to_string());
                 match number {
-                    3201 | 3013 if path_hint.is_some() => SqlError::StagingNotWritable { path: path_hint.unwrap().to_string(), number, message },
-                    911 => SqlError::NoDatabase { server: self.server.clone(), database: path_hint.unwrap_or("?").to_string() },
-                    229 | 262 | 916 | 3110 => SqlError::Permission { statement: statement.into(), number, message },
-                    40510 => SqlError::AzureSqlDatabase { server: self.server.clone() },
-                    _ => SqlError::Server { statement: statement.into(), number, message },
+                    3201 | 3013 if path_hint.is_some() => SqlError::StagingNotWritable {
+                        path: path_hint.unwrap().to_string(),
+                        number,
+                        message,
+                    },
+                    911 => SqlError::NoDatabase {
+                        server: self.server.clone(),
+                        database: path_hint.unwrap_or("?").to_string(),
+                    },
+                    229 | 262 | 916 | 3110 => SqlError::Permission {
+                        statement: statement.into(),
+                        number,
+                        message,
+                    },
+                    40510 => SqlError::AzureSqlDatabase {
+                        server: self.server.clone(),
+                    },
+                    _ => SqlError::Server {
+                        statement: statement.into(),
+                        number,
+                        message,
+                    },
                 }
             }
-            tiberius::error::Error::Io { kind: std::io::ErrorKind::TimedOut, .. } => SqlError::Timeout(self.timeout, statement.into()),
-            other => SqlError::Server { statement: statement.into(), number: 0, message: other.to_string() },
+            tiberius::error::Error::Io {
+                kind: std::io::ErrorKind::TimedOut,
+                ..
+            } => SqlError::Timeout(self.timeout, statement.into()),
+            other => SqlError::Server {
+                statement: statement.into(),
+                number: 0,
+                message: other.to_string(),
+            },
         }
     }
 
@@ -222,20 +332,36 @@ impl Session {
             .next()
             .unwrap_or_default()
             .iter()
-            .map(|row| row.cells().map(|(c, d)| (c.name().to_string(), cell_text(d))).collect())
+            .map(|row| {
+                row.cells()
+                    .map(|(c, d)| (c.name().to_string(), cell_text(d)))
+                    .collect()
+            })
             .collect())
     }
 
     /// Runs a batch that returns no rows; `path_hint` names the file a failure is about.
-    pub async fn execute(&mut self, what: &str, sql: &str, path_hint: Option<&str>) -> Result<(), SqlError> {
+    pub async fn execute(
+        &mut self,
+        what: &str,
+        sql: &str,
+        path_hint: Option<&str>,
+    ) -> Result<(), SqlError> {
         tracing::debug!(target: "octobackup::sql", "{what}: {sql}");
         let r = run_batch(&mut self.client, sql).await;
-        r.map(|_| ()).map_err(|e| self.statement_error(what, e, path_hint))
+        r.map(|_| ())
+            .map_err(|e| self.statement_error(what, e, path_hint))
     }
 
     pub async fn server_info(&mut self) -> Result<ServerInfo, SqlError> {
-        let rows = self.query_text("server properties", tsql::SERVER_INFO).await?;
-        let row = rows.into_iter().next().ok_or_else(|| SqlError::Server { statement: "server properties".into(), number: 0, message: "no row".into() })?;
+        let rows = self
+            .query_text("server properties", tsql::SERVER_INFO)
+            .await?;
+        let row = rows.into_iter().next().ok_or_else(|| SqlError::Server {
+            statement: "server properties".into(),
+            number: 0,
+            message: "no row".into(),
+        })?;
         let get = |k: &str| row.get(k).cloned().flatten().unwrap_or_default();
         Ok(ServerInfo {
             product_version: get("ProductVersion"),
@@ -248,12 +374,22 @@ impl Session {
     }
 
     pub async fn database_exists(&mut self, database: &str) -> Result<bool, SqlError> {
-        let rows = self.query_text("database lookup", &tsql::database_id(database)).await?;
-        Ok(rows.first().and_then(|r| r.get("DatabaseId").cloned().flatten()).is_some())
+        let rows = self
+            .query_text("database lookup", &tsql::database_id(database))
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get("DatabaseId").cloned().flatten())
+            .is_some())
     }
 
-    pub async fn backupset_row(&mut self, database: &str) -> Result<Option<BackupSetRow>, SqlError> {
-        let rows = self.query_text("msdb backup history", &tsql::backupset_row(database)).await?;
+    pub async fn backupset_row(
+        &mut self,
+        database: &str,
+    ) -> Result<Option<BackupSetRow>, SqlError> {
+        let rows = self
+            .query_text("msdb backup history", &tsql::backupset_row(database))
+            .await?;
         Ok(rows.into_iter().next().map(|r| {
             let s = |k: &str| r.get(k).cloned().flatten().unwrap_or_default();
             BackupSetRow {
@@ -279,7 +415,10 @@ impl Session {
 }
 
 /// Sends a plain batch and collects every result set.
-async fn run_batch(client: &mut Connection, sql: &str) -> Result<Vec<Vec<tiberius::Row>>, tiberius::error::Error> {
+async fn run_batch(
+    client: &mut Connection,
+    sql: &str,
+) -> Result<Vec<Vec<tiberius::Row>>, tiberius::error::Error> {
     client.simple_query(sql).await?.into_results().await
 }
 
@@ -296,11 +435,18 @@ pub async fn run_with_progress(
 ) -> Result<(), SqlError> {
     let poller = async {
         // Progress is a nicety: a poller that cannot connect just stays quiet.
-        let Ok(mut watcher) = server.connect().await else { return std::future::pending::<()>().await };
+        let Ok(mut watcher) = server.connect().await else {
+            return std::future::pending::<()>().await;
+        };
         loop {
             tokio::time::sleep(Duration::from_millis(500)).await;
-            if let Ok(rows) = watcher.query_text("progress", &tsql::request_progress(spid as i32)).await
-                && let Some(p) = rows.first().and_then(|r| r.get("percent_complete").cloned().flatten()).and_then(|p| p.parse::<f64>().ok())
+            if let Ok(rows) = watcher
+                .query_text("progress", &tsql::request_progress(spid as i32))
+                .await
+                && let Some(p) = rows
+                    .first()
+                    .and_then(|r| r.get("percent_complete").cloned().flatten())
+                    .and_then(|p| p.parse::<f64>().ok())
             {
                 progress(p);
             }

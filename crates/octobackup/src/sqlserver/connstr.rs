@@ -47,7 +47,9 @@ pub struct ConnectionString {
 pub enum ConnectionStringError {
     #[error("the connection string has no server (add Server=host or Data Source=host)")]
     NoServer,
-    #[error("the connection string has no database (add Database=OctopusDeploy or Initial Catalog=...)")]
+    #[error(
+        "the connection string has no database (add Database=OctopusDeploy or Initial Catalog=...)"
+    )]
     NoDatabase,
     #[error("the connection string has neither User ID nor Integrated Security/Trusted_Connection")]
     NoAuthentication,
@@ -79,9 +81,16 @@ fn pairs(s: &str) -> Result<Vec<(String, String, bool)>, ConnectionStringError> 
             i += 1;
         }
         if i >= chars.len() {
-            return Err(ConnectionStringError::Syntax(key_start, "a key without '='"));
+            return Err(ConnectionStringError::Syntax(
+                key_start,
+                "a key without '='",
+            ));
         }
-        let key: String = chars[key_start..i].iter().collect::<String>().trim().to_ascii_lowercase();
+        let key: String = chars[key_start..i]
+            .iter()
+            .collect::<String>()
+            .trim()
+            .to_ascii_lowercase();
         if key.is_empty() {
             return Err(ConnectionStringError::Syntax(key_start, "an empty key"));
         }
@@ -114,7 +123,10 @@ fn pairs(s: &str) -> Result<Vec<(String, String, bool)>, ConnectionStringError> 
                 i += 1;
             }
             if i < chars.len() && chars[i] != ';' {
-                return Err(ConnectionStringError::Syntax(i, "text after a quoted value"));
+                return Err(ConnectionStringError::Syntax(
+                    i,
+                    "text after a quoted value",
+                ));
             }
             was_password_like = true;
         } else {
@@ -133,7 +145,10 @@ fn boolean(key: &str, v: &str) -> Result<bool, ConnectionStringError> {
     match v.to_ascii_lowercase().as_str() {
         "true" | "yes" => Ok(true),
         "false" | "no" => Ok(false),
-        _ => Err(ConnectionStringError::BadValue { key: key.to_string(), value: v.to_string() }),
+        _ => Err(ConnectionStringError::BadValue {
+            key: key.to_string(),
+            value: v.to_string(),
+        }),
     }
 }
 
@@ -150,7 +165,9 @@ impl ConnectionString {
         let mut timeout = None;
         for (key, value, _) in pairs(s)? {
             match key.as_str() {
-                "server" | "data source" | "address" | "addr" | "network address" => server = Some(value),
+                "server" | "data source" | "address" | "addr" | "network address" => {
+                    server = Some(value)
+                }
                 "database" | "initial catalog" => database = Some(value),
                 "user id" | "uid" | "user" => user = Some(value),
                 "password" | "pwd" => password = Some(Secret::new(value)),
@@ -165,17 +182,26 @@ impl ConnectionString {
                         _ => return Err(ConnectionStringError::BadValue { key, value }),
                     }
                 }
-                "trustservercertificate" | "trust server certificate" => trust = boolean(&key, &value)?,
+                "trustservercertificate" | "trust server certificate" => {
+                    trust = boolean(&key, &value)?
+                }
                 "application name" | "app" => app = Some(value),
                 "connect timeout" | "connection timeout" | "timeout" => {
-                    timeout = Some(value.parse().map_err(|_| ConnectionStringError::BadValue { key: key.clone(), value: value.clone() })?)
+                    timeout = Some(value.parse().map_err(|_| ConnectionStringError::BadValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })?)
                 }
                 // Accepted and irrelevant to a backup client.
                 _ => {}
             }
         }
-        let server = server.filter(|s| !s.is_empty()).ok_or(ConnectionStringError::NoServer)?;
-        let database = database.filter(|d| !d.is_empty()).ok_or(ConnectionStringError::NoDatabase)?;
+        let server = server
+            .filter(|s| !s.is_empty())
+            .ok_or(ConnectionStringError::NoServer)?;
+        let database = database
+            .filter(|d| !d.is_empty())
+            .ok_or(ConnectionStringError::NoDatabase)?;
         let (host, port, instance) = parse_server(&server)?;
         let auth = if integrated {
             Authentication::Integrated
@@ -215,9 +241,19 @@ impl ConnectionString {
 /// `tcp:host\instance,port`, `(local)`, `.`: the forms SqlClient accepts.
 fn parse_server(s: &str) -> Result<(String, Option<u16>, Option<String>), ConnectionStringError> {
     let s = s.trim();
-    let s = s.strip_prefix("tcp:").or_else(|| s.strip_prefix("TCP:")).unwrap_or(s);
+    let s = s
+        .strip_prefix("tcp:")
+        .or_else(|| s.strip_prefix("TCP:"))
+        .unwrap_or(s);
     let (hostpart, port) = match s.rsplit_once(',') {
-        Some((h, p)) => (h.trim(), Some(p.trim().parse::<u16>().map_err(|_| ConnectionStringError::BadPort(p.trim().to_string()))?)),
+        Some((h, p)) => (
+            h.trim(),
+            Some(
+                p.trim()
+                    .parse::<u16>()
+                    .map_err(|_| ConnectionStringError::BadPort(p.trim().to_string()))?,
+            ),
+        ),
         None => (s, None),
     };
     let (host, instance) = match hostpart.split_once('\\') {
@@ -240,36 +276,61 @@ mod tests {
 
     #[test]
     fn the_form_octopus_documents() {
-        let c = ConnectionString::parse("Server=sql01;Database=OctopusDeploy;User ID=octo;Password=p@ss").unwrap();
-        assert_eq!((c.host.as_str(), c.port, c.database.as_str()), ("sql01", None, "OctopusDeploy"));
-        assert_eq!(c.auth, Authentication::SqlLogin { user: "octo".into() });
+        let c = ConnectionString::parse(
+            "Server=sql01;Database=OctopusDeploy;User ID=octo;Password=p@ss",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.port, c.database.as_str()),
+            ("sql01", None, "OctopusDeploy")
+        );
+        assert_eq!(
+            c.auth,
+            Authentication::SqlLogin {
+                user: "octo".into()
+            }
+        );
         assert_eq!(c.password.unwrap().expose(), "p@ss");
         assert_eq!(c.encrypt, Encrypt::Mandatory);
     }
 
     #[test]
     fn synonyms_and_integrated_security() {
-        let c = ConnectionString::parse("Data Source=(local)\\SQLEXPRESS;Initial Catalog=Octopus;Integrated Security=SSPI").unwrap();
-        assert_eq!((c.host.as_str(), c.instance.as_deref()), ("localhost", Some("SQLEXPRESS")));
+        let c = ConnectionString::parse(
+            "Data Source=(local)\\SQLEXPRESS;Initial Catalog=Octopus;Integrated Security=SSPI",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.instance.as_deref()),
+            ("localhost", Some("SQLEXPRESS"))
+        );
         assert_eq!(c.auth, Authentication::Integrated);
-        let c = ConnectionString::parse("server=.;database=Octopus;Trusted_Connection=True;").unwrap();
+        let c =
+            ConnectionString::parse("server=.;database=Octopus;Trusted_Connection=True;").unwrap();
         assert_eq!(c.auth, Authentication::Integrated);
         assert!(c.password.is_none());
     }
 
     #[test]
     fn ports_instances_and_tcp_prefix() {
-        let c = ConnectionString::parse("Server=tcp:sql.example.com,1533;Database=D;UID=u;PWD=x").unwrap();
+        let c = ConnectionString::parse("Server=tcp:sql.example.com,1533;Database=D;UID=u;PWD=x")
+            .unwrap();
         assert_eq!((c.host.as_str(), c.port), ("sql.example.com", Some(1533)));
         let c = ConnectionString::parse("Server=db\\OCTO,14330;Database=D;User=u").unwrap();
         assert_eq!((c.instance.as_deref(), c.port), (Some("OCTO"), Some(14330)));
         assert_eq!(c.server_display(), "db\\OCTO,14330");
-        assert_eq!(ConnectionString::parse("Server=db,http;Database=D;User=u").unwrap_err(), ConnectionStringError::BadPort("http".into()));
+        assert_eq!(
+            ConnectionString::parse("Server=db,http;Database=D;User=u").unwrap_err(),
+            ConnectionStringError::BadPort("http".into())
+        );
     }
 
     #[test]
     fn quoted_values_keep_semicolons_and_doubled_quotes() {
-        let c = ConnectionString::parse(r#"Server=s;Database='Octo;pus';User ID=u;Password="a;b""c'd""#).unwrap();
+        let c = ConnectionString::parse(
+            r#"Server=s;Database='Octo;pus';User ID=u;Password="a;b""c'd""#,
+        )
+        .unwrap();
         assert_eq!(c.database, "Octo;pus");
         assert_eq!(c.password.unwrap().expose(), "a;b\"c'd");
         let c = ConnectionString::parse("Server=s;Database=D;User ID=u;Password='it''s'").unwrap();
@@ -278,8 +339,14 @@ mod tests {
 
     #[test]
     fn encryption_settings() {
-        let c = ConnectionString::parse("Server=s;Database=D;User ID=u;Encrypt=False;TrustServerCertificate=True").unwrap();
-        assert_eq!((c.encrypt, c.trust_server_certificate), (Encrypt::Optional, true));
+        let c = ConnectionString::parse(
+            "Server=s;Database=D;User ID=u;Encrypt=False;TrustServerCertificate=True",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.encrypt, c.trust_server_certificate),
+            (Encrypt::Optional, true)
+        );
         let c = ConnectionString::parse("Server=s;Database=D;User ID=u;Encrypt=Strict").unwrap();
         assert_eq!(c.encrypt, Encrypt::Strict);
         assert!(matches!(
@@ -290,12 +357,27 @@ mod tests {
 
     #[test]
     fn bad_strings_say_what_is_missing_without_the_password() {
-        assert_eq!(ConnectionString::parse("Database=D;User ID=u").unwrap_err(), ConnectionStringError::NoServer);
-        assert_eq!(ConnectionString::parse("Server=s;User ID=u").unwrap_err(), ConnectionStringError::NoDatabase);
-        assert_eq!(ConnectionString::parse("Server=s;Database=D;Password=hunter2").unwrap_err(), ConnectionStringError::NoAuthentication);
+        assert_eq!(
+            ConnectionString::parse("Database=D;User ID=u").unwrap_err(),
+            ConnectionStringError::NoServer
+        );
+        assert_eq!(
+            ConnectionString::parse("Server=s;User ID=u").unwrap_err(),
+            ConnectionStringError::NoDatabase
+        );
+        assert_eq!(
+            ConnectionString::parse("Server=s;Database=D;Password=hunter2").unwrap_err(),
+            ConnectionStringError::NoAuthentication
+        );
         let e = ConnectionString::parse("Server=s;Database=D;Password='hunter2").unwrap_err();
-        assert!(matches!(e, ConnectionStringError::Syntax(_, "an unclosed quote")));
+        assert!(matches!(
+            e,
+            ConnectionStringError::Syntax(_, "an unclosed quote")
+        ));
         assert!(!e.to_string().contains("hunter2"));
-        assert!(matches!(ConnectionString::parse("Server=s;Database"), Err(ConnectionStringError::Syntax(..))));
+        assert!(matches!(
+            ConnectionString::parse("Server=s;Database"),
+            Err(ConnectionStringError::Syntax(..))
+        ));
     }
 }

@@ -15,13 +15,22 @@ pub fn quote_str(s: &str) -> String {
 }
 
 fn disks(paths: &[String]) -> String {
-    paths.iter().map(|p| format!("DISK = {}", quote_str(p))).collect::<Vec<_>>().join(", ")
+    paths
+        .iter()
+        .map(|p| format!("DISK = {}", quote_str(p)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// A full, copy-only, checksummed backup into fresh files: COPY_ONLY keeps the DBA's differential
 /// base untouched; FORMAT, INIT never appends to an old file; no COMPRESSION so successive nights
 /// deduplicate (the repository compresses).
-pub fn backup_database(database: &str, stripes: &[String], stats_percent: u8, description: &str) -> String {
+pub fn backup_database(
+    database: &str,
+    stripes: &[String],
+    stats_percent: u8,
+    description: &str,
+) -> String {
     format!(
         "BACKUP DATABASE {} TO {} WITH COPY_ONLY, CHECKSUM, FORMAT, INIT, STATS = {}, NAME = {}, DESCRIPTION = {}",
         quote_ident(database),
@@ -45,14 +54,28 @@ pub fn restore_filelistonly(stripes: &[String]) -> String {
 }
 
 /// RESTORE DATABASE with a MOVE for every logical file.
-pub fn restore_database(database: &str, stripes: &[String], moves: &[(String, String)], replace: bool, stats_percent: u8) -> String {
-    let mut opts: Vec<String> = moves.iter().map(|(l, p)| format!("MOVE {} TO {}", quote_str(l), quote_str(p))).collect();
+pub fn restore_database(
+    database: &str,
+    stripes: &[String],
+    moves: &[(String, String)],
+    replace: bool,
+    stats_percent: u8,
+) -> String {
+    let mut opts: Vec<String> = moves
+        .iter()
+        .map(|(l, p)| format!("MOVE {} TO {}", quote_str(l), quote_str(p)))
+        .collect();
     if replace {
         opts.push("REPLACE".into());
     }
     opts.push("RECOVERY".into());
     opts.push(format!("STATS = {}", stats_percent.clamp(1, 100)));
-    format!("RESTORE DATABASE {} FROM {} WITH {}", quote_ident(database), disks(stripes), opts.join(", "))
+    format!(
+        "RESTORE DATABASE {} FROM {} WITH {}",
+        quote_ident(database),
+        disks(stripes),
+        opts.join(", ")
+    )
 }
 
 pub fn drop_database(database: &str) -> String {
@@ -88,7 +111,9 @@ WHERE bs.database_name = {} ORDER BY bs.backup_finish_date DESC",
 
 /// Progress of another session's BACKUP/RESTORE (needs VIEW SERVER STATE for other sessions).
 pub fn request_progress(spid: i32) -> String {
-    format!("SELECT percent_complete, estimated_completion_time, command FROM sys.dm_exec_requests WHERE session_id = {spid}")
+    format!(
+        "SELECT percent_complete, estimated_completion_time, command FROM sys.dm_exec_requests WHERE session_id = {spid}"
+    )
 }
 
 #[cfg(test)]
@@ -110,7 +135,12 @@ mod tests {
 
     #[test]
     fn backup_statement_has_the_safe_options_and_every_stripe() {
-        let s = backup_database("Octo]pus", &["/s/a'1.bak".into(), "/s/a2.bak".into()], 5, "set 1");
+        let s = backup_database(
+            "Octo]pus",
+            &["/s/a'1.bak".into(), "/s/a2.bak".into()],
+            5,
+            "set 1",
+        );
         assert_eq!(
             s,
             "BACKUP DATABASE [Octo]]pus] TO DISK = N'/s/a''1.bak', DISK = N'/s/a2.bak' WITH COPY_ONLY, CHECKSUM, FORMAT, INIT, STATS = 5, NAME = N'Octo]pus octobackup', DESCRIPTION = N'set 1'"
@@ -120,14 +150,29 @@ mod tests {
 
     #[test]
     fn restore_statements() {
-        assert_eq!(restore_verifyonly(&["x.bak".into()]), "RESTORE VERIFYONLY FROM DISK = N'x.bak' WITH CHECKSUM");
-        let r = restore_database("New'Db", &["x.bak".into()], &[("Octo".into(), "/d/n.mdf".into()), ("Octo_log".into(), "/d/n.ldf".into())], true, 10);
+        assert_eq!(
+            restore_verifyonly(&["x.bak".into()]),
+            "RESTORE VERIFYONLY FROM DISK = N'x.bak' WITH CHECKSUM"
+        );
+        let r = restore_database(
+            "New'Db",
+            &["x.bak".into()],
+            &[
+                ("Octo".into(), "/d/n.mdf".into()),
+                ("Octo_log".into(), "/d/n.ldf".into()),
+            ],
+            true,
+            10,
+        );
         assert_eq!(
             r,
             "RESTORE DATABASE [New'Db] FROM DISK = N'x.bak' WITH MOVE N'Octo' TO N'/d/n.mdf', MOVE N'Octo_log' TO N'/d/n.ldf', REPLACE, RECOVERY, STATS = 10"
         );
         assert!(!restore_database("d", &["x".into()], &[], false, 0).contains("REPLACE"));
-        assert_eq!(dbcc_checkdb("O'x"), "DBCC CHECKDB (N'O''x') WITH NO_INFOMSGS");
+        assert_eq!(
+            dbcc_checkdb("O'x"),
+            "DBCC CHECKDB (N'O''x') WITH NO_INFOMSGS"
+        );
         assert_eq!(drop_database("a]b"), "DROP DATABASE [a]]b]");
     }
 

@@ -29,18 +29,25 @@ impl TestLab {
         let config = octobackup::cli::lab::lab_config(lab.info(), tls, &exe()).unwrap();
         let path = dir.path().join("octobackup.toml");
         std::fs::write(&path, config.to_toml()).unwrap();
-        TestLab { lab, dir, config: path }
+        TestLab {
+            lab,
+            dir,
+            config: path,
+        }
     }
 
     /// Rewrites the config through a closure over its TOML value.
     pub fn edit_config(&self, f: impl FnOnce(&mut toml::Table)) {
-        let mut t: toml::Table = toml::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
+        let mut t: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
         f(&mut t);
         std::fs::write(&self.config, toml::to_string(&t).unwrap()).unwrap();
     }
 
     pub fn instance_table<'a>(t: &'a mut toml::Table) -> &'a mut toml::Table {
-        t["instance"].as_table_mut().unwrap()["OctopusServer"].as_table_mut().unwrap()
+        t["instance"].as_table_mut().unwrap()["OctopusServer"]
+            .as_table_mut()
+            .unwrap()
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
@@ -53,12 +60,18 @@ impl TestLab {
     /// Runs octobackup to completion on a blocking thread (the lab keeps serving meanwhile).
     pub async fn run(&self, args: &[&str]) -> Output {
         let mut c = self.command(args);
-        tokio::task::spawn_blocking(move || c.output().unwrap()).await.unwrap()
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
     }
 
     pub async fn init(&self) {
         let out = self.run(&["init"]).await;
-        assert!(out.status.success(), "init failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     pub fn repo_dir(&self) -> PathBuf {
@@ -84,18 +97,27 @@ impl TestLab {
             .output();
         match out {
             Ok(o) => o,
-            Err(e) => panic!("stock restic is needed for this test ({e}): apt-get install restic (scripts/test.sh does)"),
+            Err(e) => panic!(
+                "stock restic is needed for this test ({e}): apt-get install restic (scripts/test.sh does)"
+            ),
         }
     }
 
     pub async fn sets(&self) -> Vec<serde_json::Value> {
         let out = self.run(&["--json", "snapshots"]).await;
-        assert!(out.status.success(), "snapshots failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "snapshots failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
     }
 
     pub fn staging_files(&self) -> Vec<PathBuf> {
-        std::fs::read_dir(&self.lab.info().staging_dir).unwrap().map(|e| e.unwrap().path()).collect()
+        std::fs::read_dir(&self.lab.info().staging_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
     }
 }
 
@@ -109,25 +131,56 @@ pub fn stdout(o: &Output) -> String {
 
 /// (seq of first event of kind, seq of last) helpers for ordering assertions.
 pub fn seqs(events: &[LabEvent], kind: &str) -> Vec<u64> {
-    events.iter().filter(|e| e.kind == kind).map(|e| e.seq).collect()
+    events
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.seq)
+        .collect()
 }
 
 pub fn maintenance_changes(events: &[LabEvent]) -> Vec<(u64, bool)> {
-    events.iter().filter(|e| e.kind == "maintenance_changed").map(|e| (e.seq, e.detail["on"].as_bool().unwrap())).collect()
+    events
+        .iter()
+        .filter(|e| e.kind == "maintenance_changed")
+        .map(|e| (e.seq, e.detail["on"].as_bool().unwrap()))
+        .collect()
 }
 
 /// Asserts every database backup in the log ran entirely inside a maintenance window and that
 /// maintenance mode ended off.
 pub fn assert_backups_inside_window(events: &[LabEvent]) {
     let changes = maintenance_changes(events);
-    assert!(!changes.is_empty(), "maintenance mode never changed: {events:#?}");
-    assert_eq!(changes.last().unwrap().1, false, "maintenance mode left on: {changes:?}");
+    assert!(
+        !changes.is_empty(),
+        "maintenance mode never changed: {events:#?}"
+    );
+    assert_eq!(
+        changes.last().unwrap().1,
+        false,
+        "maintenance mode left on: {changes:?}"
+    );
     for started in seqs(events, "backup_started") {
-        let finished = seqs(events, "backup_finished").into_iter().find(|s| *s > started).expect("backup finished");
-        let on_before = changes.iter().rev().find(|(s, _)| *s < started).map(|c| c.1);
-        assert_eq!(on_before, Some(true), "backup {started} started outside the window: {changes:?}");
-        let off_between = changes.iter().any(|(s, on)| *s > started && *s < finished && !on);
-        assert!(!off_between, "maintenance went off during backup {started}..{finished}");
+        let finished = seqs(events, "backup_finished")
+            .into_iter()
+            .find(|s| *s > started)
+            .expect("backup finished");
+        let on_before = changes
+            .iter()
+            .rev()
+            .find(|(s, _)| *s < started)
+            .map(|c| c.1);
+        assert_eq!(
+            on_before,
+            Some(true),
+            "backup {started} started outside the window: {changes:?}"
+        );
+        let off_between = changes
+            .iter()
+            .any(|(s, on)| *s > started && *s < finished && !on);
+        assert!(
+            !off_between,
+            "maintenance went off during backup {started}..{finished}"
+        );
     }
 }
 
@@ -135,7 +188,9 @@ pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if p.is_dir() {
