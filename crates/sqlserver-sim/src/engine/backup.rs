@@ -150,15 +150,24 @@ async fn run_file_operation<T: Send + 'static>(
     };
     tokio::pin!(handle);
     let mut cancelled = false;
+    let mut report = |resp: &mut Response<'_>, done: u64, total: u64| -> bool {
+        let percent = done
+            .saturating_mul(100)
+            .checked_div(total)
+            .map_or(100, |p| p.min(100) as u32);
+        let exact = if total == 0 {
+            100.0
+        } else {
+            (done as f64 * 100.0 / total as f64) as f32
+        };
+        session.engine.set_percent_complete(session.spid, exact);
+        !dropped.load(Ordering::SeqCst) && stats.progress(resp, percent, line)
+    };
     let result = loop {
         tokio::select! {
             biased;
-            result = &mut handle => break result,
             Some((done, total)) = progress_rx.recv() => {
-                let percent = if total == 0 { 100 } else { (done.saturating_mul(100) / total).min(100) as u32 };
-                let exact = if total == 0 { 100.0 } else { (done as f64 * 100.0 / total as f64) as f32 };
-                session.engine.set_percent_complete(session.spid, exact);
-                if !cancelled && !dropped.load(Ordering::SeqCst) && stats.progress(resp, percent, line) {
+                if !cancelled && report(resp, done, total) {
                     resp.flush().await?;
                 }
             }
@@ -166,8 +175,15 @@ async fn run_file_operation<T: Send + 'static>(
                 cancel.store(true, Ordering::SeqCst);
                 cancelled = true;
             }
+            result = &mut handle => break result,
         }
     };
+    // progress the operation made just before it ended
+    while let Ok((done, total)) = progress_rx.try_recv() {
+        if !cancelled {
+            report(resp, done, total);
+        }
+    }
     let value = result.map_err(|e| io::Error::other(format!("a file operation panicked: {e}")))?;
     Ok(if dropped.load(Ordering::SeqCst) {
         RunEnd::Dropped(value)
@@ -500,10 +516,11 @@ pub async fn backup_database(
         drop_midway,
         move |progress| {
             let result = bak::write_backup(&data_file, &log_file, &stripes, &options, progress);
-            if corrupt && result.is_ok() {
-                if let Err(e) = bak::corrupt_one_page(&stripes[0]) {
-                    tracing::warn!("could not corrupt the backup as the fault asked: {e}");
-                }
+            if corrupt
+                && result.is_ok()
+                && let Err(e) = bak::corrupt_one_page(&stripes[0])
+            {
+                tracing::warn!("could not corrupt the backup as the fault asked: {e}");
             }
             result
         },
@@ -1188,27 +1205,27 @@ pub async fn restore_database(
     };
 
     let existing = engine.database_entry(target);
-    if let Some(existing) = &existing {
-        if !replace {
-            if !existing.name.eq_ignore_ascii_case(&header.database_name) {
-                return Ok(fail(
-                    resp,
-                    &[errors::backup_of_other_database(&existing.name)],
-                    OP,
-                    line,
-                ));
-            }
-            let model = image::read_header(&existing.data_file)
-                .map(|h| h.recovery_model.to_ascii_uppercase())
-                .unwrap_or_default();
-            if model != "SIMPLE" {
-                return Ok(fail(
-                    resp,
-                    &[errors::tail_of_log_not_backed_up(&existing.name)],
-                    OP,
-                    line,
-                ));
-            }
+    if let Some(existing) = &existing
+        && !replace
+    {
+        if !existing.name.eq_ignore_ascii_case(&header.database_name) {
+            return Ok(fail(
+                resp,
+                &[errors::backup_of_other_database(&existing.name)],
+                OP,
+                line,
+            ));
+        }
+        let model = image::read_header(&existing.data_file)
+            .map(|h| h.recovery_model.to_ascii_uppercase())
+            .unwrap_or_default();
+        if model != "SIMPLE" {
+            return Ok(fail(
+                resp,
+                &[errors::tail_of_log_not_backed_up(&existing.name)],
+                OP,
+                line,
+            ));
         }
     }
     // Planning: the files must be free for this database.
@@ -1216,15 +1233,14 @@ pub async fn restore_database(
     let mut planning = Vec::new();
     for t in &targets {
         let path = path_text(&t.path);
-        if let Some(owner) = catalog.database_using_file(&t.path) {
-            if existing
+        if let Some(owner) = catalog.database_using_file(&t.path)
+            && existing
                 .as_ref()
                 .is_none_or(|e| e.database_id != owner.database_id)
-            {
-                planning.push(errors::file_in_use_by_database(&path, &owner.name));
-                planning.push(errors::cannot_restore_file_to(&t.logical, &path));
-                continue;
-            }
+        {
+            planning.push(errors::file_in_use_by_database(&path, &owner.name));
+            planning.push(errors::cannot_restore_file_to(&t.logical, &path));
+            continue;
         }
         if t.path
             .parent()
@@ -1424,13 +1440,12 @@ pub async fn restore_database(
 
 /// After a failed restore over an existing database whose files are gone, drop it from the catalog.
 fn forget_if_gone(engine: &Engine, existing: Option<&DatabaseEntry>) {
-    if let Some(e) = existing {
-        if !e.data_file.exists() || !e.log_file.exists() {
-            let id = e.database_id;
-            if let Err(err) = engine.update_catalog(|c| c.databases.retain(|d| d.database_id != id))
-            {
-                tracing::warn!("could not save the catalog: {err:#}");
-            }
+    if let Some(e) = existing
+        && (!e.data_file.exists() || !e.log_file.exists())
+    {
+        let id = e.database_id;
+        if let Err(err) = engine.update_catalog(|c| c.databases.retain(|d| d.database_id != id)) {
+            tracing::warn!("could not save the catalog: {err:#}");
         }
     }
 }
@@ -1481,10 +1496,10 @@ pub async fn drop_databases(
         }
         let guard = engine.database_lock(&entry.name).write_owned().await;
         for file in [&entry.data_file, &entry.log_file] {
-            if let Err(e) = std::fs::remove_file(file) {
-                if e.kind() != io::ErrorKind::NotFound {
-                    tracing::warn!("DROP DATABASE could not remove {}: {e}", file.display());
-                }
+            if let Err(e) = std::fs::remove_file(file)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                tracing::warn!("DROP DATABASE could not remove {}: {e}", file.display());
             }
         }
         let id = entry.database_id;

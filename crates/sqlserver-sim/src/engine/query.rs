@@ -64,10 +64,11 @@ pub fn resolve_source(
     }
     let schema = if schema.is_empty() { "dbo" } else { schema };
     if let Some((system, _)) = system_database(database) {
-        if system == "msdb" && schema.eq_ignore_ascii_case("dbo") {
-            if let Some(t) = MSDB_TABLES.iter().find(|t| t.eq_ignore_ascii_case(table)) {
-                return Ok(Source::Msdb(t));
-            }
+        if system == "msdb"
+            && schema.eq_ignore_ascii_case("dbo")
+            && let Some(t) = MSDB_TABLES.iter().find(|t| t.eq_ignore_ascii_case(table))
+        {
+            return Ok(Source::Msdb(t));
         }
         return Err(invalid());
     }
@@ -845,10 +846,10 @@ pub async fn select(
             match item {
                 SelectItem::Star(_) => return Err(errors::not_in_group_by("*")),
                 SelectItem::Expr { expr, alias } => {
-                    if !contains_count(expr) {
-                        if let Some(column) = first_column(expr) {
-                            return Err(errors::not_in_group_by(&column));
-                        }
+                    if !contains_count(expr)
+                        && let Some(column) = first_column(expr)
+                    {
+                        return Err(errors::not_in_group_by(&column));
                     }
                     let (value, ty) = scalar::eval(&substitute_count(expr, count), ctx, None)?;
                     columns.push(Column::new(alias.clone().unwrap_or_default(), ty));
@@ -1022,18 +1023,17 @@ fn order_expression(expr: &Expr, items: &[SelectItem]) -> Result<Expr, SqlError>
             )),
         };
     }
-    if let Expr::Column(parts) = expr {
-        if parts.len() == 1 {
-            for item in items {
-                if let SelectItem::Expr {
-                    expr: item_expr,
-                    alias: Some(alias),
-                } = item
-                {
-                    if alias.eq_ignore_ascii_case(&parts[0]) {
-                        return Ok(item_expr.clone());
-                    }
-                }
+    if let Expr::Column(parts) = expr
+        && parts.len() == 1
+    {
+        for item in items {
+            if let SelectItem::Expr {
+                expr: item_expr,
+                alias: Some(alias),
+            } = item
+                && alias.eq_ignore_ascii_case(&parts[0])
+            {
+                return Ok(item_expr.clone());
             }
         }
     }

@@ -46,10 +46,10 @@ pub fn resolve_column(parts: &[String], columns: &[ScopedColumn]) -> Result<usiz
         [] => return Err(errors::invalid_column("")),
     };
     let full = parts.join(".");
-    if let Some(q) = qualifier {
-        if !columns.iter().any(|c| c.qualifier.eq_ignore_ascii_case(q)) {
-            return Err(errors::unbound_identifier(&full));
-        }
+    if let Some(q) = qualifier
+        && !columns.iter().any(|c| c.qualifier.eq_ignore_ascii_case(q))
+    {
+        return Err(errors::unbound_identifier(&full));
     }
     let matches: Vec<usize> = columns
         .iter()

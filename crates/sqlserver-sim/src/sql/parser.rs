@@ -470,9 +470,8 @@ impl Parser {
 
     fn table_ref(&mut self) -> PResult<TableRef> {
         let name = self.object_name()?;
-        let alias = if self.eat_word("AS") {
-            Some(self.identifier()?)
-        } else if self.at_identifier() {
+        // [AS] alias
+        let alias = if self.eat_word("AS") || self.at_identifier() {
             Some(self.identifier()?)
         } else {
             None

@@ -219,12 +219,19 @@ pub fn quote_str(text: &str) -> String {
     format!("N'{}'", text.replace('\'', "''"))
 }
 
-/// Runs a python-tds script; `pytds` must be importable (pip install python-tds).
-pub fn python_tds(lab: &Lab, script: &str) -> String {
+/// Runs a python-tds script on a blocking thread (the server keeps serving meanwhile);
+/// `pytds` must be importable (pip install python-tds).
+pub async fn python_tds(lab: &Lab, script: &str) -> String {
+    let (port, script) = (lab.server.addr().port(), script.to_string());
+    tokio::task::spawn_blocking(move || run_python_tds(port, &script))
+        .await
+        .unwrap()
+}
+
+fn run_python_tds(port: u16, script: &str) -> String {
     let prelude = format!(
         "import pytds, sys\nHOST='127.0.0.1'\nPORT={}\nUSER='sa'\nPASSWORD={:?}\n",
-        lab.server.addr().port(),
-        SA_PASSWORD
+        port, SA_PASSWORD
     );
     let check = std::process::Command::new("python3")
         .args(["-c", "import pytds"])
