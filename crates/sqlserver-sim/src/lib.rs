@@ -18,8 +18,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use engine::catalog::DatabaseEntry;
-
 /// Receives events as they happen: a kind and a JSON detail. Called synchronously,
 /// so the lab can timestamp and log them. Details never carry passwords.
 pub type EventSink = Arc<dyn Fn(&'static str, serde_json::Value) + Send + Sync>;
@@ -131,6 +129,22 @@ pub enum SqlFault {
     FailNextLogin,
 }
 
+/// A database's files, held exclusively until dropped.
+pub struct DatabaseFilesGuard {
+    pub data_file: PathBuf,
+    pub log_file: PathBuf,
+    _guard: tokio::sync::OwnedRwLockWriteGuard<()>,
+}
+
+impl std::fmt::Debug for DatabaseFilesGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseFilesGuard")
+            .field("data_file", &self.data_file)
+            .field("log_file", &self.log_file)
+            .finish()
+    }
+}
+
 /// Starts a server on 127.0.0.1 (an ephemeral port), loading `data_dir/catalog.json` if present.
 pub async fn start(config: SqlServerConfig) -> anyhow::Result<SqlServerHandle> {
     server::start(config)
@@ -190,6 +204,26 @@ impl SqlServerHandle {
     /// can interrupt them part-way. Takes effect immediately, also for running operations.
     pub fn set_backup_rate(&self, bytes_per_sec: Option<u64>) {
         self.inner.engine.set_backup_rate(bytes_per_sec);
+    }
+
+    /// Exclusive access to a database's files for work done outside T-SQL (the lab's daily churn),
+    /// serialised with BACKUP, RESTORE, CHECKDB and queries as SQL Server serialises its own
+    /// writes. `None` when the database does not exist.
+    pub async fn lock_database(&self, name: &str) -> Option<DatabaseFilesGuard> {
+        let entry = self.inner.engine.database_entry(name)?;
+        let guard = self
+            .inner
+            .engine
+            .database_lock(&entry.name)
+            .write_owned()
+            .await;
+        // the database may have been dropped or restored elsewhere while we waited
+        let entry = self.inner.engine.database_entry(name)?;
+        Some(DatabaseFilesGuard {
+            data_file: entry.data_file,
+            log_file: entry.log_file,
+            _guard: guard,
+        })
     }
 
     /// The self-signed certificate (PEM) when TLS is supported, for clients that pin it.

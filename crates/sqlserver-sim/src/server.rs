@@ -193,10 +193,11 @@ async fn refuse_login(stream: &mut Box<dyn Duplex>, errs: &[SqlError]) -> anyhow
 }
 
 fn authenticate(engine: &Engine, login: &Login7) -> Result<(SqlLogin, String), Vec<SqlError>> {
-    if login.integrated_security || login.username.is_empty() {
-        if login.integrated_security {
-            engine.emit("login_failed", serde_json::json!({ "login": login.username, "reason": "integrated authentication" }));
-        }
+    if login.integrated_security {
+        engine.emit(
+            "login_failed",
+            serde_json::json!({ "login": login.username, "reason": "integrated authentication" }),
+        );
         return Err(vec![errors::integrated_login_refused()]);
     }
     let account = engine

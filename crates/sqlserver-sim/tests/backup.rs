@@ -630,3 +630,35 @@ async fn quoting_of_brackets_and_apostrophes_end_to_end() {
     assert!(lab.server.databases().contains(&copy.to_string()));
     lab.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn lock_database_holds_backups_off_the_files() {
+    let lab = start_lab("lockdb", Edition::Developer, TlsSupport::NotSupported).await;
+    let (data, log) = attach_octopus(&lab, "Octopus");
+    assert!(lab.server.lock_database("Nope").await.is_none());
+    let guard = lab.server.lock_database("octopus").await.unwrap();
+    assert_eq!(
+        (guard.data_file.clone(), guard.log_file.clone()),
+        (data.clone(), log)
+    );
+    let path = bak_path(&lab, "locked.bak");
+    let backup = {
+        let mut client = connect(&lab).await;
+        let sql = format!("BACKUP DATABASE [Octopus] TO DISK = {}", quote_str(&path));
+        tokio::spawn(async move { query(&mut client, &sql).await.map(|_| ()) })
+    };
+    // the backup starts (event) but cannot read the files while the guard is held
+    while lab.events_of("backup_started").is_empty() {
+        tokio::task::yield_now().await;
+    }
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    assert!(lab.events_of("backup_finished").is_empty());
+    // work on the files, as the lab's churn does
+    sqlserver_files::image::churn(&data, 1, 0.1, 4, 7).unwrap();
+    drop(guard);
+    backup.await.unwrap().unwrap();
+    assert_eq!(lab.events_of("backup_finished")[0]["ok"], true);
+    lab.server.shutdown().await;
+}
