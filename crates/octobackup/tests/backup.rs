@@ -568,3 +568,91 @@ async fn no_secret_reaches_output_logs_or_files_outside_the_repository() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn folders_changed_while_waiting_in_the_window_are_in_the_set() {
+    let t = TestLab::start().await;
+    t.init().await;
+    t.lab.octopus().add_task(TaskSpec {
+        description: "Deploy Acme.Api 2.0.0".into(),
+        finishes_after: Some(Duration::from_millis(1500)),
+        ..Default::default()
+    });
+    let backup = {
+        let mut c = t.command(&["--json", "backup"]);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+    };
+    // Once maintenance mode is on (the pass before the window is done), the task writes its log.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !maintenance_changes(&t.events()).iter().any(|c| c.1) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "maintenance mode never went on"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let late_log = t
+        .lab
+        .info()
+        .folders
+        .task_logs
+        .join("servertasks-late.log.txt");
+    std::fs::write(&late_log, "written while the backup waited for this task").unwrap();
+    let out = backup.await.unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let steps: Vec<&str> = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps[1], "server folders (before the window)", "{steps:?}");
+
+    let m: serde_json::Value =
+        serde_json::from_slice(&t.run(&["--json", "show", "latest"]).await.stdout).unwrap();
+    assert_eq!(
+        m["window"]["folder_files_read"], 1,
+        "only the new log is read inside the window: {}",
+        m["window"]
+    );
+    let target = t.dir.path().join("restored");
+    let r = t.restic(&[
+        "restore",
+        "latest",
+        "--target",
+        target.to_str().unwrap(),
+        "--include",
+        "/folders/TaskLogs/servertasks-late.log.txt",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert!(
+        target
+            .join("folders/TaskLogs/servertasks-late.log.txt")
+            .exists()
+    );
+    // Parts of the run are gone: one snapshot per set.
+    let snaps: Vec<serde_json::Value> =
+        serde_json::from_slice(&t.restic(&["snapshots", "--json"]).stdout).unwrap();
+    assert_eq!(snaps.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_night_stores_only_what_changed() {
+    let mut t = TestLab::start().await;
+    t.init().await;
+    assert!(t.run(&["backup"]).await.status.success());
+    let churn = t.lab.churn(1).await.unwrap();
+    let out = t.run(&["--json", "backup"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let added = report["data_added"].as_u64().unwrap();
+    let db = report["database_bytes"].as_u64().unwrap();
+    assert!(
+        added < db / 2,
+        "the second night stored {added} bytes of a {db}-byte database (changed: {})",
+        churn.bytes_changed
+    );
+    let sets = t.sets().await;
+    assert_eq!(sets.iter().filter(|s| s["complete"] == true).count(), 2);
+}

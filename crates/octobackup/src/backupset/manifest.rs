@@ -96,6 +96,9 @@ pub struct WindowInfo {
     pub inside: Vec<String>,
     /// False when maintenance mode was already on and octobackup left it alone.
     pub changed_by_octobackup: bool,
+    /// Folder files read inside the window (new or changed since the pass before it).
+    #[serde(default)]
+    pub folder_files_read: u64,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]

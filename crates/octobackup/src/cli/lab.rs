@@ -40,6 +40,9 @@ pub enum LabCommand {
         #[arg(long)]
         instance: Option<String>,
     },
+    /// The lab's stand-in for the `Octopus.Server` executable on the host (show-configuration,
+    /// show-master-key), for discovery: `lab octopus-server --dir DIR show-configuration --instance X --format=json-hierarchical`.
+    OctopusServer(super::lab_octopus_server::OctopusServerArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -61,6 +64,7 @@ pub struct UpArgs {
 pub async fn run(cmd: LabCommand, json: bool) -> Result<(), Failure> {
     let fail = |e: anyhow::Error| Failure::new(Exit::Failed, format!("{e:#}"));
     match cmd {
+        LabCommand::OctopusServer(a) => super::lab_octopus_server::run(a),
         LabCommand::Up(a) => {
             let lab = start(&a.dir, a.size, a.seed, a.key_bytes, !a.no_tls).await?;
             let config = write_config(lab.info(), !a.no_tls).map_err(fail)?;
@@ -240,10 +244,12 @@ pub fn lab_config(info: &LabInfo, tls: bool, exe: &Path) -> anyhow::Result<Confi
             ..Default::default()
         },
         folders: BTreeMap::new(),
+        discover: None,
         staging: StagingConfig {
             sql_path: info.staging_dir.display().to_string(),
             local_path: None,
         },
+        folders_before_window: true,
         wait: WaitConfig {
             timeout: Duration::from_secs(120),
             poll_interval: Duration::from_millis(200),

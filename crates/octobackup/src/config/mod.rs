@@ -44,14 +44,22 @@ pub struct RepositoryConfig {
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct InstanceConfig {
-    /// The Octopus Server's URL, e.g. `https://octopus.example.com`.
+    /// The Octopus Server's URL, e.g. `https://octopus.example.com`. May be left out with
+    /// `[instance.NAME.discover]` (then taken from `Octopus.WebPortal.ListenPrefixes`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_file: Option<PathBuf>,
+    #[serde(default)]
     pub sql: SqlConfig,
+    #[serde(default)]
     pub master_key: MasterKeySource,
+    /// Read what the config leaves out (url, SQL connection string, folders, master key) from the
+    /// instance itself: `Octopus.Server show-configuration` and `show-master-key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discover: Option<DiscoverConfig>,
     /// Server folders by name (Packages, Artifacts, TaskLogs, EventExports). Default: read from
     /// `/api/configuration/server-folders/values`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -59,6 +67,15 @@ pub struct InstanceConfig {
     pub staging: StagingConfig,
     #[serde(default)]
     pub wait: WaitConfig,
+    /// Back up the folders once before maintenance mode goes on, so that inside the window only what
+    /// changed since is read. Default true; false reads them all inside the window, as the manual
+    /// procedure does.
+    #[serde(default = "yes")]
+    pub folders_before_window: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
@@ -101,6 +118,20 @@ pub struct MasterKeySource {
     pub env: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<PathBuf>,
+}
+
+/// How to run `Octopus.Server` on the Octopus host for discovery.
+#[derive(Clone, Debug, Deserialize, Serialize, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiscoverConfig {
+    /// Octopus.Server's program and any prefix, e.g. `['C:\Program Files\Octopus Deploy\Octopus\Octopus.Server.exe']`
+    /// or `["docker", "exec", "octopus", "/Octopus/Octopus.Server"]`. Default: the Windows
+    /// installer's path on Windows, `/Octopus/Octopus.Server` (the container's) elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// The Octopus instance name. Default: OctopusServer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
@@ -288,15 +319,32 @@ impl Config {
     }
 }
 
+impl SqlConfig {
+    pub fn has_connection_string(&self) -> bool {
+        self.connection_string.is_some()
+            || self.connection_string_env.is_some()
+            || self.connection_string_file.is_some()
+    }
+}
+
 impl InstanceConfig {
-    fn validate(&self, name: &str) -> Result<(), ConfigError> {
+    pub(crate) fn validate(&self, name: &str) -> Result<(), ConfigError> {
         let bad = |message: String| {
             Err(ConfigError::Invalid {
                 instance: name.to_string(),
                 message,
             })
         };
-        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+        // With discovery, url, the connection string and the master key may come from the instance.
+        let discover = self.discover.is_some();
+        if let Some(d) = &self.discover
+            && d.command.as_ref().is_some_and(|c| c.is_empty())
+        {
+            return bad("discover.command is empty: give Octopus.Server's path (and any docker/kubectl exec prefix)".into());
+        }
+        if !(discover && self.url.is_empty())
+            && !(self.url.starts_with("http://") || self.url.starts_with("https://"))
+        {
             return bad(format!(
                 "url '{}' must start with http:// or https://",
                 self.url
@@ -310,8 +358,9 @@ impl InstanceConfig {
             self.sql.connection_string_env.is_some(),
             self.sql.connection_string_file.is_some(),
         ];
-        if cs.iter().filter(|x| **x).count() != 1 {
-            return bad("set exactly one of sql.connection_string, sql.connection_string_env or sql.connection_string_file".into());
+        let n = cs.iter().filter(|x| **x).count();
+        if n > 1 || (n == 0 && !discover) {
+            return bad("set exactly one of sql.connection_string, sql.connection_string_env or sql.connection_string_file (or leave all out with [instance.NAME.discover])".into());
         }
         if self.sql.password_env.is_some() && self.sql.password_file.is_some() {
             return bad("set at most one of sql.password_env or sql.password_file".into());
@@ -325,9 +374,10 @@ impl InstanceConfig {
         }
         let mk = &self.master_key;
         let sources = [mk.command.is_some(), mk.env.is_some(), mk.file.is_some()];
-        if sources.iter().filter(|x| **x).count() != 1 {
+        let n = sources.iter().filter(|x| **x).count();
+        if n > 1 || (n == 0 && !discover) {
             return bad(
-                "set exactly one of master_key.command, master_key.env or master_key.file".into(),
+                "set exactly one of master_key.command, master_key.env or master_key.file (or leave all out with [instance.NAME.discover])".into(),
             );
         }
         if mk.command.as_ref().is_some_and(|c| c.is_empty()) {

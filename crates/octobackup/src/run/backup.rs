@@ -109,6 +109,8 @@ struct Captured {
     license_text: Option<Secret>,
     bak_local: Vec<PathBuf>,
     folders_part: Option<String>,
+    /// The folder pass before the window: a part deleted once the set is sealed.
+    pre_pass: Option<String>,
 }
 
 pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
@@ -179,6 +181,34 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         .collect();
     let bak_local: Vec<PathBuf> = stripe_names.iter().map(|n| staging_local.join(n)).collect();
 
+    // The folders are mostly immutable (packages) or append-only (logs): a first full pass before
+    // the window leaves only the changes to read inside it (design decision 5).
+    let pre_pass = if job.instance.folders_before_window {
+        let r = steps.start("server folders (before the window)");
+        let pass = tokio::select! {
+            r = backup_folders(&job, &folders, &set_id, &m.hostname, FolderPass::BeforeWindow) => r,
+            sig = shutdown_signal() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig} before the maintenance window; nothing changed"))),
+        };
+        steps.finish(
+            r,
+            pass.is_ok(),
+            pass.as_ref().err().map(|e| e.message.clone()),
+        );
+        match pass {
+            Ok((id, _, _)) => Some(id),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&staging_local);
+                let parts = part_snapshots(&job.repo, &set_id);
+                if !parts.is_empty() {
+                    let _ = job.repo.delete_snapshots(&parts);
+                }
+                return Err(e);
+            }
+        }
+    } else {
+        None
+    };
+
     // The window.
     let enter = steps.start("maintenance mode on");
     let window = match maintenance::enter(&octopus, &job.state, &job.instance_name, &set_id).await {
@@ -196,6 +226,11 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         }
         Err(e) => {
             steps.finish(enter, false, Some(e.to_string()));
+            let _ = std::fs::remove_dir_all(&staging_local);
+            let parts = part_snapshots(&job.repo, &set_id);
+            if !parts.is_empty() {
+                let _ = job.repo.delete_snapshots(&parts);
+            }
             return Err(e.into());
         }
     };
@@ -204,7 +239,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     m.window.changed_by_octobackup = window.changed;
 
     let inside = tokio::select! {
-        r = inside_window(&job, &octopus, &sqlserver, &server_info, &folders, &bak_sql, &bak_local, &set_id, &mut m, &mut steps) => r,
+        r = inside_window(&job, &octopus, &sqlserver, &server_info, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_deref(), &mut m, &mut steps) => r,
         sig = shutdown_signal() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode is being put back"))),
     };
 
@@ -396,6 +431,7 @@ async fn inside_window(
     bak_sql: &[String],
     bak_local: &[PathBuf],
     set_id: &str,
+    pre_pass: Option<&str>,
     m: &mut Manifest,
     steps: &mut Steps,
 ) -> Result<Captured, Failure> {
@@ -428,25 +464,76 @@ async fn inside_window(
     m.secrets.license = !license.0.license_text.is_empty();
     m.secrets.license_expiry = license.1.and_then(|s| s.effective_expiry_date);
 
+    // The database backup (SQL Server's work) and the folder pass (octobackup's) do not depend on
+    // each other: run them side by side so the window lasts as long as the longer one.
     m.window.inside.push("database backup".into());
+    m.window.inside.push(if pre_pass.is_some() {
+        "server folders (changes since the first pass)".into()
+    } else {
+        "server folders".into()
+    });
     let db = m.database.name.clone();
-    steps
-        .run(
-            "database backup",
-            backup_database(job, sqlserver, &db, bak_sql, bak_local, set_id, m),
-        )
-        .await?;
-
-    m.window.inside.push("server folders".into());
-    let part = steps
-        .run("server folders", backup_folders(job, folders, set_id, m))
-        .await?;
+    let hostname = m.hostname.clone();
+    let mut db_info = m.database.clone();
+    let db_step = steps.start("database backup");
+    let folder_step = steps.start(if pre_pass.is_some() {
+        "server folders (changes)"
+    } else {
+        "server folders"
+    });
+    let (db_result, folder_result) = tokio::join!(
+        async {
+            let r = backup_database(
+                job,
+                sqlserver,
+                &db,
+                bak_sql,
+                bak_local,
+                set_id,
+                &mut db_info,
+            )
+            .await;
+            (r, std::time::Instant::now())
+        },
+        async {
+            let r = backup_folders(
+                job,
+                folders,
+                set_id,
+                &hostname,
+                FolderPass::InWindow {
+                    after_pre_pass: pre_pass.is_some(),
+                },
+            )
+            .await;
+            (r, std::time::Instant::now())
+        }
+    );
+    let ((db_result, db_end), (folder_result, folder_end)) = (db_result, folder_result);
+    steps.finish_at(
+        db_step,
+        db_end,
+        db_result.is_ok(),
+        db_result.as_ref().err().map(|e| e.message.clone()),
+    );
+    steps.finish_at(
+        folder_step,
+        folder_end,
+        folder_result.is_ok(),
+        folder_result.as_ref().err().map(|e| e.message.clone()),
+    );
+    m.database = db_info;
+    db_result?;
+    let (part, infos, read_in_window) = folder_result?;
+    m.folders = infos;
+    m.window.folder_files_read = read_in_window;
 
     Ok(Captured {
         master_key: Some(key),
         license_text: Some(Secret::new(license.0.license_text.clone())),
         bak_local: bak_local.to_vec(),
         folders_part: Some(part),
+        pre_pass: pre_pass.map(str::to_string),
     })
 }
 
@@ -509,7 +596,7 @@ async fn backup_database(
     bak_sql: &[String],
     bak_local: &[PathBuf],
     set_id: &str,
-    m: &mut Manifest,
+    info: &mut manifest::DatabaseInfo,
 ) -> Result<(), Failure> {
     let mut session = sqlserver.connect().await?;
     let spid = session.server_info().await?.spid;
@@ -555,8 +642,8 @@ async fn backup_database(
             first,
         )
         .await?;
-    m.database.verified = true;
-    m.database.backupset = session.backupset_row(database).await?;
+    info.verified = true;
+    info.backupset = session.backupset_row(database).await?;
     let mut bytes = 0;
     for (local, sqlp) in bak_local.iter().zip(bak_sql) {
         match std::fs::metadata(local) {
@@ -572,8 +659,8 @@ async fn backup_database(
             }
         }
     }
-    m.database.bytes = bytes;
-    m.database.files = bak_local
+    info.bytes = bytes;
+    info.files = bak_local
         .iter()
         .map(|p| {
             format!(
@@ -594,12 +681,23 @@ fn base_tags(job: &BackupJob, set_id: &str) -> Vec<String> {
     ]
 }
 
+/// Which pass over the server folders: the full pass before the window, or the pass inside it
+/// that reads only what changed since (the first pass is its parent).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum FolderPass {
+    BeforeWindow,
+    InWindow { after_pre_pass: bool },
+}
+
+const TAG_PRE_PASS: &str = "pass:before-window";
+
 async fn backup_folders(
     job: &BackupJob,
     folders: &[(String, PathBuf)],
     set_id: &str,
-    m: &mut Manifest,
-) -> Result<String, Failure> {
+    hostname: &str,
+    pass: FolderPass,
+) -> Result<(String, Vec<manifest::FolderInfo>, u64), Failure> {
     let items: Vec<SourceItem> = folders
         .iter()
         .map(|(name, path)| SourceItem::Path {
@@ -609,18 +707,37 @@ async fn backup_folders(
         .collect();
     let mut tags = base_tags(job, set_id);
     tags.push(backupset::TAG_PART.into());
+    let previous_set = vec![
+        backupset::tag_instance(&job.instance_name),
+        backupset::TAG_COMPLETE.into(),
+    ];
+    let parent_tags = match pass {
+        FolderPass::BeforeWindow => {
+            tags.push(TAG_PRE_PASS.into());
+            previous_set
+        }
+        // Files unchanged since the pass before the window are taken from it without reading them.
+        FolderPass::InWindow {
+            after_pre_pass: true,
+        } => vec![backupset::tag_set(set_id), TAG_PRE_PASS.into()],
+        FolderPass::InWindow {
+            after_pre_pass: false,
+        } => previous_set,
+    };
     let opts = SetOptions {
         tags,
-        hostname: m.hostname.clone(),
-        parent_tags: vec![
-            backupset::tag_instance(&job.instance_name),
-            backupset::TAG_COMPLETE.into(),
-        ],
+        hostname: hostname.to_string(),
+        parent_tags,
         time: None,
         compression: job.compression,
     };
     let repo = job.repo.clone();
-    let sink = job.ui.repo_sink("server folders");
+    let label = if pass == FolderPass::BeforeWindow {
+        "folders (before window)"
+    } else {
+        "folders"
+    };
+    let sink = job.ui.repo_sink(label);
     let summary = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
         .await
         .map_err(|e| Failure::new(Exit::Failed, format!("the folder backup stopped: {e}")))??;
@@ -648,13 +765,15 @@ async fn backup_folders(
             .await
             .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??
     };
-    m.folders = folders
+    let infos = folders
         .iter()
         .map(|(name, path)| {
             let prefix = format!("{}/{name}/", backupset::FOLDERS_DIR);
             let (n, b) = files
                 .iter()
-                .filter(|f| f.path.starts_with(&prefix))
+                .filter(|f| {
+                    f.kind == octobackup_repo::EntryKind::File && f.path.starts_with(&prefix)
+                })
                 .fold((0u64, 0u64), |(n, b), f| (n + 1, b + f.size));
             manifest::FolderInfo {
                 name: name.clone(),
@@ -664,7 +783,11 @@ async fn backup_folders(
             }
         })
         .collect();
-    Ok(summary.snapshot_id)
+    Ok((
+        summary.snapshot_id,
+        infos,
+        summary.files_new + summary.files_changed,
+    ))
 }
 
 async fn ingest(
@@ -747,10 +870,12 @@ async fn ingest(
         c.folders_part.clone().expect("folders part"),
         db_part.snapshot_id.clone(),
     ];
+    let mut obsolete = parts.clone();
+    obsolete.extend(c.pre_pass.clone());
     let repo = job.repo.clone();
     let merged = tokio::task::spawn_blocking(move || {
         let merged = repo.merge_snapshots(&parts, &opts)?;
-        repo.delete_snapshots(&parts)?;
+        repo.delete_snapshots(&obsolete)?;
         Ok::<_, octobackup_repo::RepoError>(merged)
     })
     .await

@@ -34,6 +34,17 @@ impl Steps {
         });
     }
 
+    /// Records a step that ended at `end` (steps that ran side by side end at different times).
+    pub fn finish_at(&mut self, running: Running, end: Instant, ok: bool, detail: Option<String>) {
+        self.records.push(StepRecord {
+            name: running.name,
+            started: Some(running.started),
+            seconds: end.duration_since(running.t0).as_secs_f64(),
+            ok,
+            detail,
+        });
+    }
+
     /// Runs `f` as a step and records its outcome.
     pub async fn run<T, E: std::fmt::Display>(
         &mut self,

@@ -277,7 +277,24 @@ pub fn churn(
     let filler_count = db.catalog.filler.len();
     let to_change = (changed_fraction * filler_count as f64).round() as u64;
     let mut rng = SplitMix64::derived(&[seed, day as u64, 0xC4]);
-    let mut chosen: Vec<u32> = sample_indices(&mut rng, filler_count, to_change)
+    // A real database's daily changes cluster: updates hit hot tables and recent rows, inserts
+    // land at the end of clustered indexes. So a day's changes fall in runs of CHURN_RUN
+    // consecutive pages rather than scattered one by one; this is what decides how much of a
+    // nightly .bak a content-defined chunker (restic's, ~1 MiB chunks) finds unchanged.
+    let runs = filler_count / CHURN_RUN;
+    let mut indices: Vec<u64> = if runs == 0 {
+        sample_indices(&mut rng, filler_count, to_change)
+    } else {
+        let mut starts = sample_indices(&mut rng, runs, to_change.div_ceil(CHURN_RUN));
+        starts.sort_unstable();
+        starts
+            .into_iter()
+            .flat_map(|r| r * CHURN_RUN..(r + 1) * CHURN_RUN)
+            .take(to_change as usize)
+            .collect()
+    };
+    indices.sort_unstable();
+    let mut chosen: Vec<u32> = indices
         .into_iter()
         .map(|i| {
             db.catalog
@@ -318,6 +335,9 @@ pub fn churn(
     stats.page_count = db.header.page_count;
     Ok(stats)
 }
+
+/// Pages a day's changes come in runs of (256 KiB).
+const CHURN_RUN: u64 = 32;
 
 /// `amount` distinct indices below `len` (Floyd's algorithm: memory in the amount, not the length).
 fn sample_indices(rng: &mut SplitMix64, len: u64, amount: u64) -> Vec<u64> {

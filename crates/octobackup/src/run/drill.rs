@@ -1,0 +1,486 @@
+//! `octobackup drill`: a restore test nobody has to remember, for nightly use after `backup`.
+//!
+//! The set is restored to a scratch database (`<db>_octobackup_drill_<short>`) and a scratch
+//! folder, then checked the way dbatools' Test-DbaLastBackup checks a backup: RESTORE VERIFYONLY
+//! on the staged .bak, DBCC CHECKDB on the restored copy; every folder file the set lists is
+//! restored with its size (the restore itself checks content hashes) and the set agrees with its
+//! manifest; the set's master key opens every encrypted value of the restored database. The
+//! scratch database and folders are removed whatever happens.
+
+use super::backup::sql_server;
+use super::restore::{
+    self, ChosenSet, Staged, checkdb, choose_set, drop_quietly, file_list, plan_moves, restore_as,
+    short_hash, stage_database,
+};
+use crate::backupset::{self, manifest::FolderInfo};
+use crate::cli::ui::Ui;
+use crate::config::InstanceConfig;
+use crate::error::{Exit, Failure};
+use crate::octopus::sensitive::{self, Opened};
+use crate::sqlserver::client::Session;
+use crate::sqlserver::tsql;
+use base64::Engine;
+use octobackup_repo::{EntryKind, FileEntry, Repo};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct DrillJob {
+    pub instance_name: String,
+    pub instance: InstanceConfig,
+    pub repo: Arc<Repo>,
+    pub set: Option<String>,
+    /// Where the scratch folders go (a folder of their own inside). Default: the staging share.
+    pub scratch: Option<PathBuf>,
+    /// Folder for the scratch database's files, as SQL Server sees it. Default: beside the
+    /// original files.
+    pub data_dir: Option<String>,
+    pub ui: Ui,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Fail,
+    /// Not run because a check it depends on failed.
+    Skipped,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct Check {
+    pub name: String,
+    pub status: Status,
+    pub seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct DrillReport {
+    pub ok: bool,
+    pub set_id: String,
+    pub snapshot_id: String,
+    pub instance: String,
+    pub scratch_database: String,
+    pub scratch_folder: String,
+    pub checks: Vec<Check>,
+    /// The failed checks with their reasons, when not ok.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+#[derive(Default)]
+struct Checks(Vec<Check>);
+
+impl Checks {
+    /// Runs a check; its Ok text is the detail shown.
+    async fn run<F: std::future::Future<Output = Result<String, String>>>(
+        &mut self,
+        name: &str,
+        ui: &Ui,
+        f: F,
+    ) -> bool {
+        ui.status(&format!("drill: {name}"));
+        let t0 = Instant::now();
+        let r = f.await;
+        let seconds = t0.elapsed().as_secs_f64();
+        let ok = r.is_ok();
+        self.0.push(Check {
+            name: name.to_string(),
+            status: if ok { Status::Pass } else { Status::Fail },
+            seconds,
+            detail: Some(match r {
+                Ok(d) | Err(d) => d,
+            })
+            .filter(|d| !d.is_empty()),
+        });
+        ok
+    }
+
+    fn skip(&mut self, name: &str, why: &str) {
+        self.0.push(Check {
+            name: name.to_string(),
+            status: Status::Skipped,
+            seconds: 0.0,
+            detail: Some(why.to_string()),
+        });
+    }
+}
+
+/// The scratch database's name for a set: the same for every drill of the set, so a drill that
+/// was killed leaves a name the next one recognises and drops.
+pub fn scratch_database(database: &str, set_id: &str) -> String {
+    format!(
+        "{database}_octobackup_drill_{}",
+        &short_hash(&[set_id])[..6]
+    )
+}
+
+pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
+    let set = choose_set(&job.repo, &job.instance_name, job.set.as_deref()).await?;
+    let short = &short_hash(&[&set.set_id])[..6];
+    let scratch_db = scratch_database(&set.manifest.database.name, &set.set_id);
+    let scratch_root = job
+        .scratch
+        .clone()
+        .unwrap_or_else(|| job.instance.staging_local())
+        .join(format!("octobackup-drill-{short}"));
+    let server = sql_server(&job.instance)?;
+    let mut session = server.connect().await?;
+    // A drill that was killed may have left its scratch database and folder.
+    drop_quietly(&mut session, &scratch_db).await?;
+    let _ = std::fs::remove_dir_all(&scratch_root);
+
+    let mut checks = Checks::default();
+    let staged_folder = format!("octobackup-drill-{short}-database");
+    let mut staged: Option<Staged> = None;
+    let mut restored_db = false;
+
+    // The database: staged, verified, restored, checked, opened with the master key.
+    let stage_ok = checks
+        .run("stage the database backup", &job.ui, async {
+            let s = stage_database(&job.repo, &set, &job.instance, &staged_folder, &job.ui)
+                .await
+                .map_err(|e| e.message)?;
+            let n = s.sql_paths.len();
+            staged = Some(s);
+            Ok(format!("{n} file(s) from the repository"))
+        })
+        .await;
+    let names = [
+        "RESTORE VERIFYONLY",
+        "RESTORE DATABASE (scratch)",
+        "DBCC CHECKDB",
+        "master key opens the database",
+    ];
+    if let (true, Some(s)) = (stage_ok, staged.as_ref()) {
+        let verify_ok = checks
+            .run(names[0], &job.ui, async {
+                session
+                    .execute(
+                        "RESTORE VERIFYONLY",
+                        &tsql::restore_verifyonly(&s.sql_paths),
+                        None,
+                    )
+                    .await
+                    .map(|_| "the backup set is complete and its checksums match".to_string())
+                    .map_err(|e| e.to_string())
+            })
+            .await;
+        let restore_ok = verify_ok
+            && checks
+                .run(names[1], &job.ui, async {
+                    let files = file_list(&mut session, &s.sql_paths)
+                        .await
+                        .map_err(|e| e.message)?;
+                    let moves = plan_moves(&files, Some(&scratch_db), job.data_dir.as_deref());
+                    restored_db = true;
+                    restore_as(&server, &mut session, &scratch_db, s, &moves, &job.ui)
+                        .await
+                        .map(|_| format!("as [{scratch_db}]"))
+                        .map_err(|e| e.message)
+                })
+                .await;
+        if !verify_ok {
+            checks.skip(names[1], "the backup did not verify");
+        }
+        if restore_ok {
+            checks
+                .run(names[2], &job.ui, async {
+                    checkdb(&mut session, &scratch_db)
+                        .await
+                        .map(|_| "no allocation or consistency errors".to_string())
+                        .map_err(|e| e.message)
+                })
+                .await;
+            checks
+                .run(
+                    names[3],
+                    &job.ui,
+                    key_opens(&job.repo, &set, &mut session, &scratch_db),
+                )
+                .await;
+        } else {
+            checks.skip(names[2], "no restored database");
+            checks.skip(names[3], "no restored database");
+        }
+        s.remove();
+    } else {
+        for n in names {
+            checks.skip(n, "the backup could not be staged");
+        }
+    }
+
+    // The folders: restored to scratch and compared with the set's listing and manifest.
+    let mut restored_folders = false;
+    let folders_ok = checks
+        .run("restore the folders (scratch)", &job.ui, async {
+            restored_folders = true;
+            restore_folders(&job, &set, &scratch_root).await
+        })
+        .await;
+    if folders_ok {
+        checks
+            .run(
+                "folder files match the set",
+                &job.ui,
+                compare_folders(&job.repo, &set, &scratch_root),
+            )
+            .await;
+    } else {
+        checks.skip("folder files match the set", "the folders were not restored");
+    }
+
+    // Clean up, whatever happened.
+    checks
+        .run("remove the scratch database and folders", &job.ui, async {
+            let mut problems = Vec::new();
+            if restored_db && let Err(e) = drop_quietly(&mut session, &scratch_db).await {
+                problems.push(e.message);
+            }
+            if let Some(s) = &staged {
+                s.remove();
+            }
+            if restored_folders
+                && scratch_root.exists()
+                && let Err(e) = std::fs::remove_dir_all(&scratch_root)
+            {
+                problems.push(format!("cannot remove {}: {e}", scratch_root.display()));
+            }
+            if problems.is_empty() {
+                Ok(String::new())
+            } else {
+                Err(problems.join("; "))
+            }
+        })
+        .await;
+    job.ui.clear_status();
+
+    let failed: Vec<String> = checks
+        .0
+        .iter()
+        .filter(|c| c.status == Status::Fail)
+        .map(|c| format!("{}: {}", c.name, c.detail.clone().unwrap_or_default()))
+        .collect();
+    Ok(DrillReport {
+        ok: failed.is_empty(),
+        set_id: set.set_id.clone(),
+        snapshot_id: set.snapshot_id.clone(),
+        instance: job.instance_name.clone(),
+        scratch_database: scratch_db,
+        scratch_folder: scratch_root.display().to_string(),
+        checks: checks.0,
+        error: (!failed.is_empty()).then(|| failed.join("; ")),
+    })
+}
+
+/// The set's master key must open every encrypted value of the restored database (at least one).
+async fn key_opens(
+    repo: &Arc<Repo>,
+    set: &ChosenSet,
+    session: &mut Session,
+    database: &str,
+) -> Result<String, String> {
+    let (key, _) = restore::read_secrets(repo, set)
+        .await
+        .map_err(|e| e.message)?;
+    let key = key.ok_or("the set holds no master key")?;
+    let raw = zeroize::Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(key.expose().trim())
+            .map_err(|_| "the set's master key is not base64".to_string())?,
+    );
+    let mut values = Vec::new();
+    for table in ["Configuration", "VariableSet"] {
+        let rows = session
+            .query_text(
+                &format!("read dbo.{table}"),
+                &tsql::select_json(database, table, None),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        for r in rows {
+            if let Some(json) = r.get("JSON").cloned().flatten() {
+                let id = r.get("Id").cloned().flatten().unwrap_or_default();
+                for v in sensitive::find_encrypted_values(&json) {
+                    values.push((format!("{table} {id}"), v));
+                }
+            }
+        }
+    }
+    if values.is_empty() {
+        return Err(
+            "the restored database holds no encrypted values in dbo.Configuration or dbo.VariableSet: nothing proves the key"
+                .into(),
+        );
+    }
+    let mut refused: Vec<String> = Vec::new();
+    for (row, v) in &values {
+        if let Opened::No(why) = sensitive::open(&raw, v) {
+            refused.push(format!("{row} ({why})"));
+        }
+    }
+    if refused.is_empty() {
+        Ok(format!("{} of {} encrypted values opened", values.len(), values.len()))
+    } else {
+        Err(format!(
+            "the set's master key does not open {} of {} encrypted values (first: {}): the key in the set does not belong to this database, and a restore from this set would lose every sensitive value",
+            refused.len(),
+            values.len(),
+            refused[0]
+        ))
+    }
+}
+
+async fn restore_folders(job: &DrillJob, set: &ChosenSet, root: &Path) -> Result<String, String> {
+    let mut files = 0;
+    for f in &set.manifest.folders {
+        let dest = root.join(&f.name);
+        std::fs::create_dir_all(&dest)
+            .map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+        let (repo, snap, path, sink) = (
+            job.repo.clone(),
+            set.snapshot_id.clone(),
+            format!("{}/{}", backupset::FOLDERS_DIR, f.name),
+            job.ui.repo_sink(&format!("drill: {}", f.name)),
+        );
+        let s = tokio::task::spawn_blocking(move || repo.restore(&snap, &path, &dest, &*sink))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("{}: {e}", f.name))?;
+        if !s.warnings.is_empty() {
+            return Err(format!("{}: {}", f.name, s.warnings.join("; ")));
+        }
+        files += s.files_restored + s.files_unchanged;
+    }
+    Ok(format!(
+        "{files} file(s) in {} folder(s)",
+        set.manifest.folders.len()
+    ))
+}
+
+/// Every file the set lists is there with its size, and the set holds what its manifest says.
+pub fn compare_listing(
+    root: &Path,
+    folders: &[FolderInfo],
+    entries: &[FileEntry],
+) -> Result<String, String> {
+    let mut problems = Vec::new();
+    let mut checked = 0u64;
+    for f in folders {
+        let prefix = format!("{}/{}/", backupset::FOLDERS_DIR, f.name);
+        let (mut n, mut bytes) = (0u64, 0u64);
+        for e in entries.iter().filter(|e| e.path.starts_with(&prefix)) {
+            if e.kind != EntryKind::File {
+                continue;
+            }
+            n += 1;
+            bytes += e.size;
+            let rel = &e.path[prefix.len()..];
+            let local = rel
+                .split('/')
+                .fold(root.join(&f.name), |p, c| p.join(c));
+            match std::fs::metadata(&local) {
+                Ok(m) if m.is_file() && m.len() == e.size => checked += 1,
+                Ok(m) => problems.push(format!(
+                    "{}/{rel} restored with {} bytes, the set says {}",
+                    f.name,
+                    m.len(),
+                    e.size
+                )),
+                Err(_) => problems.push(format!("{}/{rel} was not restored", f.name)),
+            }
+        }
+        if n != f.files || bytes != f.bytes {
+            problems.push(format!(
+                "{}: the manifest records {} file(s), {} bytes, but the set holds {n} file(s), {bytes} bytes",
+                f.name, f.files, f.bytes
+            ));
+        }
+    }
+    if problems.is_empty() {
+        Ok(format!("{checked} file(s) present with their sizes"))
+    } else {
+        let total = problems.len();
+        problems.truncate(5);
+        Err(format!(
+            "{total} problem(s): {}",
+            problems.join("; ")
+        ))
+    }
+}
+
+async fn compare_folders(
+    repo: &Arc<Repo>,
+    set: &ChosenSet,
+    root: &Path,
+) -> Result<String, String> {
+    let (repo2, snap) = (repo.clone(), set.snapshot_id.clone());
+    let entries = tokio::task::spawn_blocking(move || repo2.list_files(&snap, backupset::FOLDERS_DIR))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    compare_listing(root, &set.manifest.folders, &entries)
+}
+
+impl DrillReport {
+    pub fn failure(&self) -> Option<Failure> {
+        self.error.as_ref().map(|e| {
+            Failure::new(
+                Exit::CheckFailed,
+                format!("the drill of set {} failed: {e}", self.set_id),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, size: u64) -> FileEntry {
+        FileEntry {
+            path: path.into(),
+            kind: EntryKind::File,
+            size,
+            mode: None,
+            mtime: None,
+        }
+    }
+
+    #[test]
+    fn the_listing_must_match_the_restored_files_and_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("Packages/a")).unwrap();
+        std::fs::write(dir.path().join("Packages/a/x.nupkg"), b"12345").unwrap();
+        let folders = vec![FolderInfo {
+            name: "Packages".into(),
+            source_path: "/p".into(),
+            files: 1,
+            bytes: 5,
+        }];
+        let entries = vec![entry("/folders/Packages/a/x.nupkg", 5)];
+        assert!(compare_listing(dir.path(), &folders, &entries).is_ok());
+        // A file the set lists that is not there, and a size that differs.
+        let more = vec![
+            entry("/folders/Packages/a/x.nupkg", 6),
+            entry("/folders/Packages/y.nupkg", 1),
+        ];
+        let e = compare_listing(dir.path(), &folders, &more).unwrap_err();
+        assert!(e.contains("restored with 5 bytes"), "{e}");
+        assert!(e.contains("y.nupkg was not restored"), "{e}");
+        // The set lost a file its manifest records.
+        let mut fewer = folders.clone();
+        fewer[0].files = 2;
+        let e = compare_listing(dir.path(), &fewer, &entries).unwrap_err();
+        assert!(e.contains("manifest records 2 file(s)"), "{e}");
+    }
+
+    #[test]
+    fn scratch_names_are_stable_and_marked() {
+        let a = scratch_database("OctopusDeploy", "20260101T000000Z-abc123");
+        assert_eq!(a, scratch_database("OctopusDeploy", "20260101T000000Z-abc123"));
+        assert!(a.starts_with("OctopusDeploy_octobackup_drill_"));
+    }
+}
