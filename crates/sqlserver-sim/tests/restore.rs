@@ -444,3 +444,47 @@ async fn a_restarted_server_keeps_databases_and_history() {
     );
     lab.server.shutdown().await;
 }
+
+#[tokio::test]
+async fn alter_database_modify_name_renames_in_place() {
+    let lab = start_lab("rename", Edition::Developer, TlsSupport::NotSupported).await;
+    let (data, _log) = attach_octopus(&lab, "Octo]pus_restoring");
+    attach_octopus(&lab, "Taken");
+    let mut client = connect(&lab).await;
+    query(
+        &mut client,
+        "ALTER DATABASE [Octo]]pus_restoring] MODIFY NAME = [Octo]]pus]",
+    )
+    .await
+    .unwrap();
+    assert!(lab.server.databases().contains(&"Octo]pus".to_string()));
+    assert!(
+        !lab.server
+            .databases()
+            .contains(&"Octo]pus_restoring".to_string())
+    );
+    assert_eq!(
+        sqlserver_files::image::read_header(&data).unwrap().name,
+        "Octo]pus"
+    );
+    assert_eq!(
+        lab.server.database_files("Octo]pus").unwrap().0,
+        data,
+        "files stay where they are"
+    );
+    assert_eq!(lab.events_of("database_renamed")[0]["new_name"], "Octo]pus");
+    let e = server_error(
+        &mut client,
+        "ALTER DATABASE [Octo]]pus] MODIFY NAME = [Taken]",
+    )
+    .await;
+    assert_eq!(e.code(), 1801);
+    let e = server_error(
+        &mut client,
+        "ALTER DATABASE [Missing] MODIFY NAME = [Other]",
+    )
+    .await;
+    assert_eq!(e.code(), 5011);
+    let e = server_error(&mut client, "ALTER DATABASE [Taken] SET OFFLINE").await;
+    assert!(e.code() == 102 || e.code() == 156, "{}", e.message());
+}

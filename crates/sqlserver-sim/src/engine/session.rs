@@ -457,6 +457,9 @@ impl Session {
                 super::backup::drop_databases(self, names, *if_exists, resp, line).await
             }
             Statement::CheckDb(check) => super::dbcc::check_db(self, check, resp, line).await?,
+            Statement::RenameDatabase { name, new_name } => {
+                super::backup::rename_database(self, name, new_name, resp, line).await
+            }
         })
     }
 
@@ -502,6 +505,7 @@ fn command_name(statement: &Statement) -> &'static str {
         },
         Statement::DropDatabase { .. } => "DROP DATABASE",
         Statement::CheckDb(_) => "DBCC TABLE CHECK",
+        Statement::RenameDatabase { .. } => "ALTER DATABASE",
     }
 }
 

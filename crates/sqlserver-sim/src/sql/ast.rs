@@ -27,6 +27,11 @@ pub enum Statement {
         if_exists: bool,
     },
     CheckDb(CheckDb),
+    /// ALTER DATABASE [name] MODIFY NAME = [new_name]
+    RenameDatabase {
+        name: String,
+        new_name: String,
+    },
 }
 
 /// A multi-part name such as msdb.dbo.backupset, parts in order, empty parts

@@ -368,6 +368,7 @@ impl Parser {
             "BACKUP" => self.backup().map(Statement::Backup),
             "RESTORE" => self.restore().map(Statement::Restore),
             "DROP" => self.drop_database(),
+            "ALTER" => self.alter_database(),
             "DBCC" => self.dbcc(),
             _ => Err(error_near(&token)),
         }
@@ -951,6 +952,18 @@ impl Parser {
             disks,
             options,
         })
+    }
+
+    /// Only the rename form: `ALTER DATABASE [a] MODIFY NAME = [b]`.
+    fn alter_database(&mut self) -> PResult<Statement> {
+        self.expect_word("ALTER")?;
+        self.expect_word("DATABASE")?;
+        let name = self.identifier()?;
+        self.expect_word("MODIFY")?;
+        self.expect_word("NAME")?;
+        self.expect_symbol("=")?;
+        let new_name = self.identifier()?;
+        Ok(Statement::RenameDatabase { name, new_name })
     }
 
     fn drop_database(&mut self) -> PResult<Statement> {
