@@ -10,6 +10,10 @@ pub struct CheckReport {
     pub errors: Vec<String>,
     /// Oddities that do not affect what can be restored (e.g. unused packs).
     pub warnings: Vec<String>,
+    /// Packs named by the errors (full ids); filled by [`crate::Repo::check_with`].
+    pub damaged_packs: Vec<String>,
+    /// Snapshots using damaged data; filled by [`crate::Repo::check_with`].
+    pub affected: Vec<crate::usage::AffectedSnapshot>,
 }
 
 impl CheckReport {

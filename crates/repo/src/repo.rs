@@ -2,7 +2,7 @@
 
 use std::sync::{Mutex, PoisonError};
 
-use rustic_core::repofile::{MasterKey, SnapshotFile, SnapshotId};
+use rustic_core::repofile::{KeyId, MasterKey, SnapshotFile, SnapshotId};
 use rustic_core::{
     CheckOptions, ConfigOptions, Credentials, KeyOptions, OpenStatus, Repository,
     RepositoryBackends, RepositoryOptions, compression_level_range,
@@ -27,6 +27,8 @@ pub struct Repo {
     /// The master key found with the password: each call reopens the repository with it
     /// (rustic's open repository cannot be shared between calls that index it).
     key: Credentials,
+    /// The key file the password opened (`None` when opened otherwise).
+    pub(crate) key_id: Option<KeyId>,
     busy: Mutex<()>,
 }
 
@@ -60,7 +62,7 @@ impl Repo {
             let repo = repo
                 .init(&credentials, &KeyOptions::default(), &config)
                 .map_err(|e| from_rustic("cannot create the repository", &e))?;
-            Ok(repo.key())
+            Ok((repo.key(), *repo.key_id()))
         })?;
         Ok(Self::new(cfg, backends, options, router, key))
     }
@@ -90,7 +92,7 @@ impl Repo {
                     from_rustic("cannot open the repository", &e)
                 }
             })?;
-            Ok(repo.key())
+            Ok((repo.key(), *repo.key_id()))
         })?;
         Ok(Self::new(cfg, backends, options, router, key))
     }
@@ -100,7 +102,7 @@ impl Repo {
         backends: RepositoryBackends,
         options: RepositoryOptions,
         router: ProgressRouter,
-        key: MasterKey,
+        (key, key_id): (MasterKey, Option<KeyId>),
     ) -> Self {
         Self {
             location: cfg.repository.clone(),
@@ -108,6 +110,7 @@ impl Repo {
             options,
             router,
             key: Credentials::Masterkey(key),
+            key_id,
             busy: Mutex::new(()),
         }
     }

@@ -10,8 +10,10 @@
 //! /folders/Artifacts/...  /folders/TaskLogs/...  /folders/EventExports/...
 //! ```
 
+pub mod escrow;
 pub mod list;
 pub mod manifest;
+pub mod retention;
 
 pub use manifest::Manifest;
 

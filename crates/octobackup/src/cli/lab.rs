@@ -255,6 +255,7 @@ pub fn lab_config(info: &LabInfo, tls: bool, exe: &Path) -> anyhow::Result<Confi
             poll_interval: Duration::from_millis(200),
             ..WaitConfig::default()
         },
+        retention: None,
     };
     let mut instances = BTreeMap::new();
     instances.insert(info.instance_name.clone(), instance);
@@ -266,6 +267,8 @@ pub fn lab_config(info: &LabInfo, tls: bool, exe: &Path) -> anyhow::Result<Confi
         },
         state_dir: Some(info.dir.join("state")),
         instances,
+        retention: None,
+        escrow: None,
     })
 }
 

@@ -22,6 +22,12 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     #[serde(default, rename = "instance")]
     pub instances: BTreeMap<String, InstanceConfig>,
+    /// The default retention policy (`forget`); an instance's own `retention` replaces it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::backupset::retention::Policy>,
+    /// age public keys each set's master key and license are also sealed to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub escrow: Option<crate::backupset::escrow::EscrowConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
@@ -67,6 +73,9 @@ pub struct InstanceConfig {
     pub staging: StagingConfig,
     #[serde(default)]
     pub wait: WaitConfig,
+    /// This instance's retention policy (`forget`), replacing the top-level `[retention]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<crate::backupset::retention::Policy>,
     /// Back up the folders once before maintenance mode goes on, so that inside the window only what
     /// changed since is read. Default true; false reads them all inside the window, as the manual
     /// procedure does.
