@@ -203,6 +203,8 @@ impl Lab {
     /// Simulated days of use (folders and database), while the stand-ins keep serving.
     pub async fn churn(&mut self, days: u32) -> anyhow::Result<ChurnReport> {
         let p = self.paths.clone();
+        // The SQL stand-in serialises file work on a database with its own statements.
+        let _files = self.sql.lock_database(&self.info.database).await;
         let report = tokio::task::spawn_blocking(move || instance::churn(&p, days)).await??;
         self.info.day = report.day_now;
         secret_file::write(

@@ -29,6 +29,16 @@ pub enum LabCommand {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// Measure octobackup against the manual procedure and stock restic on a lab instance.
+    Bench(super::bench::Args),
+    /// Restore a set's folders and database file to a folder (the benchmark's restore).
+    #[command(hide = true)]
+    RestoreSet {
+        #[arg(long)]
+        target: PathBuf,
+        #[arg(long, default_value = "latest")]
+        set: String,
+    },
     /// The lab's stand-in for `Octopus.Server show-master-key`.
     ShowMasterKey {
         #[arg(long)]
@@ -61,9 +71,35 @@ pub struct UpArgs {
     pub no_tls: bool,
 }
 
-pub async fn run(cmd: LabCommand, json: bool) -> Result<(), Failure> {
+pub async fn run(cmd: LabCommand, config_path: &Path, json: bool) -> Result<(), Failure> {
     let fail = |e: anyhow::Error| Failure::new(Exit::Failed, format!("{e:#}"));
     match cmd {
+        LabCommand::Bench(a) => super::bench::run(a, json).await,
+        LabCommand::RestoreSet { target, set } => {
+            let config = Config::load(config_path)?;
+            let repo = super::repository::open(&config).await?;
+            tokio::task::spawn_blocking(move || {
+                let sets = crate::backupset::list::list(&repo, None)?;
+                let found = crate::backupset::list::find(&sets, &set).ok_or_else(|| {
+                    Failure::new(Exit::Usage, format!("no backup set matches '{set}'"))
+                })?;
+                for part in [
+                    crate::backupset::FOLDERS_DIR,
+                    crate::backupset::DATABASE_DIR,
+                ] {
+                    let dest = target.join(part.trim_start_matches('/'));
+                    repo.restore(
+                        &found.snapshot_id,
+                        part,
+                        &dest,
+                        &octobackup_repo::NoProgress,
+                    )?;
+                }
+                Ok::<_, Failure>(())
+            })
+            .await
+            .map_err(|e| fail(e.into()))?
+        }
         LabCommand::OctopusServer(a) => super::lab_octopus_server::run(a),
         LabCommand::Up(a) => {
             let lab = start(&a.dir, a.size, a.seed, a.key_bytes, !a.no_tls).await?;

@@ -2,11 +2,16 @@
 //! in its domain module; the files here only wire it to the user.
 
 mod backup;
+mod bench;
 mod demo;
+mod doctor;
+mod drill;
 mod init;
 pub mod lab;
+mod lab_octopus_server;
 mod recover;
 mod repository;
+mod restore;
 mod snapshots;
 pub mod ui;
 
@@ -51,8 +56,15 @@ pub enum Command {
     Snapshots(snapshots::ListArgs),
     /// Show one backup set's manifest.
     Show(snapshots::ShowArgs),
+    /// Restore a backup set: database, folders, master key and license, with the commands that finish the job.
+    Restore(restore::Args),
+    /// Test a set: restore it to a scratch database and folder, check it, prove the master key, clean up.
+    Drill(drill::Args),
     /// Put maintenance mode back after a run that was killed.
     Recover(recover::Args),
+    /// Check everything a backup needs (API and key, master key, SQL login and permission, staging,
+    /// folders, repository, free space, clock), each failure with its fix; exit 8 if any fails.
+    Doctor(doctor::Args),
     /// See octobackup work end to end against the bundled lab, in under a minute.
     Demo(demo::Args),
     /// The lab: a simulated Octopus Server and SQL Server for trying octobackup.
@@ -133,9 +145,12 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Backup(a) => backup::run(&cli.config, a, cli.json, &ui).await,
         Command::Snapshots(a) => snapshots::list(&cli.config, a, cli.json).await,
         Command::Show(a) => snapshots::show(&cli.config, a, cli.json).await,
+        Command::Restore(a) => restore::run(&cli.config, a, cli.json, &ui).await,
+        Command::Drill(a) => drill::run(&cli.config, a, cli.json, &ui).await,
         Command::Recover(a) => recover::run(&cli.config, a, cli.json).await,
+        Command::Doctor(a) => doctor::run(&cli.config, a, cli.json).await,
         Command::Demo(a) => demo::run(a, cli.json, &ui).await,
-        Command::Lab(c) => lab::run(c, cli.json).await,
+        Command::Lab(c) => lab::run(c, &cli.config, cli.json).await,
     }
 }
 
