@@ -130,10 +130,11 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
     let mut session = server.connect().await?;
     // A drill that was killed may have left its scratch database and folder.
     drop_quietly(&mut session, &scratch_db).await?;
+    let staged_folder = format!("octobackup-drill-{short}-database");
     let _ = std::fs::remove_dir_all(&scratch_root);
+    let _ = std::fs::remove_dir_all(job.instance.staging_local().join(&staged_folder));
 
     let mut checks = Checks::default();
-    let staged_folder = format!("octobackup-drill-{short}-database");
     let mut staged: Option<Staged> = None;
     let mut restored_db = false;
 
@@ -229,7 +230,10 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
             )
             .await;
     } else {
-        checks.skip("folder files match the set", "the folders were not restored");
+        checks.skip(
+            "folder files match the set",
+            "the folders were not restored",
+        );
     }
 
     // Clean up, whatever happened.
@@ -322,7 +326,11 @@ async fn key_opens(
         }
     }
     if refused.is_empty() {
-        Ok(format!("{} of {} encrypted values opened", values.len(), values.len()))
+        Ok(format!(
+            "{} of {} encrypted values opened",
+            values.len(),
+            values.len()
+        ))
     } else {
         Err(format!(
             "the set's master key does not open {} of {} encrypted values (first: {}): the key in the set does not belong to this database, and a restore from this set would lose every sensitive value",
@@ -378,9 +386,7 @@ pub fn compare_listing(
             n += 1;
             bytes += e.size;
             let rel = &e.path[prefix.len()..];
-            let local = rel
-                .split('/')
-                .fold(root.join(&f.name), |p, c| p.join(c));
+            let local = rel.split('/').fold(root.join(&f.name), |p, c| p.join(c));
             match std::fs::metadata(&local) {
                 Ok(m) if m.is_file() && m.len() == e.size => checked += 1,
                 Ok(m) => problems.push(format!(
@@ -404,23 +410,17 @@ pub fn compare_listing(
     } else {
         let total = problems.len();
         problems.truncate(5);
-        Err(format!(
-            "{total} problem(s): {}",
-            problems.join("; ")
-        ))
+        Err(format!("{total} problem(s): {}", problems.join("; ")))
     }
 }
 
-async fn compare_folders(
-    repo: &Arc<Repo>,
-    set: &ChosenSet,
-    root: &Path,
-) -> Result<String, String> {
+async fn compare_folders(repo: &Arc<Repo>, set: &ChosenSet, root: &Path) -> Result<String, String> {
     let (repo2, snap) = (repo.clone(), set.snapshot_id.clone());
-    let entries = tokio::task::spawn_blocking(move || repo2.list_files(&snap, backupset::FOLDERS_DIR))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())?;
+    let entries =
+        tokio::task::spawn_blocking(move || repo2.list_files(&snap, backupset::FOLDERS_DIR))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
     compare_listing(root, &set.manifest.folders, &entries)
 }
 
@@ -480,7 +480,10 @@ mod tests {
     #[test]
     fn scratch_names_are_stable_and_marked() {
         let a = scratch_database("OctopusDeploy", "20260101T000000Z-abc123");
-        assert_eq!(a, scratch_database("OctopusDeploy", "20260101T000000Z-abc123"));
+        assert_eq!(
+            a,
+            scratch_database("OctopusDeploy", "20260101T000000Z-abc123")
+        );
         assert!(a.starts_with("OctopusDeploy_octobackup_drill_"));
     }
 }

@@ -230,7 +230,8 @@ pub async fn stage_database(
     let mut sql_paths = Vec::new();
     for file in files {
         let name = file.rsplit('/').next().unwrap_or(file).to_string();
-        let dest = local_dir.join(&name);
+        // Into the folder, under the file's own name (rustic logs an error for a missing target file).
+        let dest = local_dir.clone();
         let (repo, snap, path, sink) = (
             repo.clone(),
             set.snapshot_id.clone(),
@@ -403,11 +404,7 @@ pub async fn checkdb(session: &mut Session, name: &str) -> Result<(), Failure> {
 
 pub async fn drop_quietly(session: &mut Session, name: &str) -> Result<(), Failure> {
     session
-        .execute(
-            "DROP DATABASE",
-            &tsql::drop_database_if_exists(name),
-            None,
-        )
+        .execute("DROP DATABASE", &tsql::drop_database_if_exists(name), None)
         .await
         .map_err(|e| Failure::new(Exit::Sql, format!("cannot drop [{name}]: {e}")))
 }
@@ -461,7 +458,10 @@ pub async fn new_installation_id(session: &mut Session, database: &str) -> Resul
             "the 'installation' configuration row is not a JSON object",
         ));
     };
-    obj.insert("InstallationId".into(), serde_json::Value::String(id.clone()));
+    obj.insert(
+        "InstallationId".into(),
+        serde_json::Value::String(id.clone()),
+    );
     session
         .execute(
             "set a new InstallationId",
@@ -516,7 +516,10 @@ async fn restore_database(
         None => {}
     }
     if !resumed {
-        let folder = format!("octobackup-restore-{}", short_hash(&[&t.set.set_id, &t.target]));
+        let folder = format!(
+            "octobackup-restore-{}",
+            short_hash(&[&t.set.set_id, &t.target])
+        );
         let staged = stage_database(&job.repo, t.set, &job.instance, &folder, &job.ui).await?;
         let restored = async {
             let files = file_list(session, &staged.sql_paths).await?;
@@ -796,6 +799,7 @@ pub const LICENSE_PLACEHOLDER: &str = "<license, base64: see the secrets file>";
 
 /// The commands that finish a restore, per Octopus's "restore, move, clone" procedure.
 pub fn next_steps(
+    octopus_version: &str,
     octopus_instance: &str,
     connection_string: &str,
     folders: &[(String, String)],
@@ -854,7 +858,7 @@ pub fn next_steps(
     ] {
         linux.push(format!("  --volume {}:{mount} \\", q(&folder(name))));
     }
-    linux.push("  octopusdeploy/octopusdeploy:<the set's Octopus version>".to_string());
+    linux.push(format!("  octopusdeploy/octopusdeploy:{octopus_version}"));
     (windows, linux)
 }
 
@@ -911,8 +915,11 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
             ));
         }
     }
-    if parts.secrets && !parts.database && !parts.folders
-        && job.secrets_file.is_none() && !job.show_secrets
+    if parts.secrets
+        && !parts.database
+        && !parts.folders
+        && job.secrets_file.is_none()
+        && !job.show_secrets
     {
         return Err(Failure::new(
             Exit::Usage,
@@ -992,7 +999,9 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
     if let Some(k) = &key
         && master_key::validate(k.expose()).is_err()
     {
-        notes.push("the set's master key is not base64 of 16 or 32 bytes: check it before use".into());
+        notes.push(
+            "the set's master key is not base64 of 16 or 32 bytes: check it before use".into(),
+        );
     }
 
     // The folders the commands name: the restored ones, else where the set says they were.
@@ -1023,7 +1032,9 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
     });
     let cs = octopus_connection_string(&server, &target);
     let real = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_string());
+    let version = set.manifest.octopus.version.clone();
     let (win_real, linux_real) = next_steps(
+        &version,
         &octopus_instance,
         &cs,
         &folder_paths,
@@ -1035,6 +1046,7 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
         (win_real.clone(), linux_real.clone())
     } else {
         next_steps(
+            &version,
             &octopus_instance,
             &cs,
             &folder_paths,
@@ -1123,21 +1135,30 @@ mod tests {
             plan_moves(&files(), None, None),
             vec![
                 ("OctopusDeploy".into(), r"D:\Data\OctopusDeploy.mdf".into()),
-                ("OctopusDeploy_log".into(), r"D:\Logs\OctopusDeploy_log.ldf".into())
+                (
+                    "OctopusDeploy_log".into(),
+                    r"D:\Logs\OctopusDeploy_log.ldf".into()
+                )
             ]
         );
         assert_eq!(
             plan_moves(&files(), Some("Octo Clone"), None),
             vec![
                 ("OctopusDeploy".into(), r"D:\Data\Octo_Clone.mdf".into()),
-                ("OctopusDeploy_log".into(), r"D:\Logs\Octo_Clone_log.ldf".into())
+                (
+                    "OctopusDeploy_log".into(),
+                    r"D:\Logs\Octo_Clone_log.ldf".into()
+                )
             ]
         );
         assert_eq!(
             plan_moves(&files(), Some("X"), Some("/var/opt/mssql/data")),
             vec![
                 ("OctopusDeploy".into(), "/var/opt/mssql/data/X.mdf".into()),
-                ("OctopusDeploy_log".into(), "/var/opt/mssql/data/X_log.ldf".into())
+                (
+                    "OctopusDeploy_log".into(),
+                    "/var/opt/mssql/data/X_log.ldf".into()
+                )
             ]
         );
     }
@@ -1159,6 +1180,7 @@ mod tests {
             ("EventExports".to_string(), "/n/EventExports".to_string()),
         ];
         let (w, l) = next_steps(
+            "2024.1.6928",
             "OctopusServer",
             "Server=s;Database=d;",
             &folders,
@@ -1170,7 +1192,9 @@ mod tests {
             w[1],
             "Octopus.Server.exe path --instance \"OctopusServer\" --nugetRepository \"/n/Packages\" --artifacts \"/n/Artifacts\" --taskLogs \"/n/TaskLogs\" --eventExports \"/n/EventExports\""
         );
-        assert!(w[2].starts_with("Octopus.Server.exe license --instance \"OctopusServer\" --licenseBase64"));
+        assert!(w[2].starts_with(
+            "Octopus.Server.exe license --instance \"OctopusServer\" --licenseBase64"
+        ));
         assert!(l.iter().any(|x| x.contains("MASTER_KEY=")));
         assert!(l.iter().any(|x| x.contains("\"/n/Packages\":/repository")));
     }

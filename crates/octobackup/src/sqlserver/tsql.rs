@@ -116,6 +116,52 @@ pub fn request_progress(spid: i32) -> String {
     )
 }
 
+/// The state of a database (`ONLINE`, `RESTORING`, ...), no row when it does not exist.
+pub fn database_state(database: &str) -> String {
+    format!(
+        "SELECT name, state_desc FROM sys.databases WHERE name = {}",
+        quote_str(database)
+    )
+}
+
+pub fn drop_database_if_exists(database: &str) -> String {
+    format!("DROP DATABASE IF EXISTS {}", quote_ident(database))
+}
+
+/// Renames a database (its files keep their names): how a restore under a temporary name takes
+/// the target name only once it is complete and checked.
+pub fn rename_database(from: &str, to: &str) -> String {
+    format!(
+        "ALTER DATABASE {} MODIFY NAME = {}",
+        quote_ident(from),
+        quote_ident(to)
+    )
+}
+
+/// `SELECT [Id], [JSON] FROM [db].[dbo].[table]`, optionally for one Id.
+pub fn select_json(database: &str, table: &str, id: Option<&str>) -> String {
+    let mut s = format!(
+        "SELECT [Id], [JSON] FROM {}.[dbo].{}",
+        quote_ident(database),
+        quote_ident(table)
+    );
+    if let Some(id) = id {
+        s.push_str(&format!(" WHERE [Id] = {}", quote_str(id)));
+    }
+    s
+}
+
+/// `UPDATE [db].[dbo].[table] SET [JSON] = N'...' WHERE [Id] = N'...'`.
+pub fn update_json(database: &str, table: &str, id: &str, json: &str) -> String {
+    format!(
+        "UPDATE {}.[dbo].{} SET [JSON] = {} WHERE [Id] = {}",
+        quote_ident(database),
+        quote_ident(table),
+        quote_str(json),
+        quote_str(id)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,91 @@
+//! `octobackup drill`: wiring for `run::drill`.
+
+use super::{repository, ui::Ui};
+use crate::config::Config;
+use crate::error::Failure;
+use crate::run::drill::{self, DrillJob, DrillReport, Status};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The set: its id (or its start), a snapshot id's start, or "latest" (default).
+    pub set: Option<String>,
+    /// The instance whose set to drill (optional when the config has one).
+    #[arg(long, short)]
+    pub instance: Option<String>,
+    /// Put the scratch folders under DIR (default: the staging share).
+    #[arg(long, value_name = "DIR")]
+    pub scratch: Option<PathBuf>,
+    /// Folder for the scratch database's files, as SQL Server sees it (default: beside the originals).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
+}
+
+pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
+    let config = Config::load(config_path)?;
+    let (name, instance) = config.instance(config_path, args.instance.as_deref())?;
+    let repo = repository::open(&config).await?;
+    let job = DrillJob {
+        instance_name: name.to_string(),
+        instance: instance.clone(),
+        repo: Arc::new(repo),
+        set: args.set,
+        scratch: args.scratch,
+        data_dir: args.data_dir,
+        ui: ui.clone(),
+    };
+    let report = drill::run(job).await;
+    ui.clear_status();
+    let report = report?;
+    if json {
+        let mut value = serde_json::to_value(&report).expect("report serializes");
+        if let Some(f) = report.failure() {
+            // One JSON document on stdout, the report, carrying the error as every failure does.
+            value["exit_code"] = serde_json::json!(f.exit as u8);
+            println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+            let _ = std::io::stdout().flush();
+            eprintln!("error: {}", f.message);
+            std::process::exit(f.exit as i32);
+        }
+        println!("{}", serde_json::to_string_pretty(&value).expect("json"));
+        return Ok(());
+    }
+    print!("{}", human(&report));
+    match report.failure() {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+pub fn human(r: &DrillReport) -> String {
+    let mut s = format!(
+        "drill of set {} of {} (snapshot {}): {}\n",
+        r.set_id,
+        r.instance,
+        &r.snapshot_id[..8.min(r.snapshot_id.len())],
+        if r.ok { "PASSED" } else { "FAILED" }
+    );
+    for c in &r.checks {
+        s.push_str(&format!(
+            "  {:<5} {:<40} {:>8.2}s{}\n",
+            match c.status {
+                Status::Pass => "ok",
+                Status::Fail => "FAIL",
+                Status::Skipped => "skip",
+            },
+            c.name,
+            c.seconds,
+            c.detail
+                .as_ref()
+                .map(|d| format!("  {d}"))
+                .unwrap_or_default()
+        ));
+    }
+    s.push_str(&format!(
+        "  scratch database [{}], scratch folder {}\n",
+        r.scratch_database, r.scratch_folder
+    ));
+    s
+}
