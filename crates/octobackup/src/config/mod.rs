@@ -351,9 +351,10 @@ impl InstanceConfig {
         {
             return bad("discover.command is empty: give Octopus.Server's path (and any docker/kubectl exec prefix)".into());
         }
-        if !(discover && self.url.is_empty())
-            && !(self.url.starts_with("http://") || self.url.starts_with("https://"))
-        {
+        let url_given_or_discovered = self.url.starts_with("http://")
+            || self.url.starts_with("https://")
+            || (discover && self.url.is_empty());
+        if !url_given_or_discovered {
             return bad(format!(
                 "url '{}' must start with http:// or https://",
                 self.url

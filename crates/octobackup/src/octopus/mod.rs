@@ -2,6 +2,7 @@
 //! master key read on its host.
 
 pub mod client;
+pub mod discovery;
 pub mod master_key;
 pub mod sensitive;
 

@@ -1,0 +1,838 @@
+//! `octobackup doctor`: a preflight of everything a backup needs, changing nothing that matters:
+//! each check passes or fails with the fix. Exit 8 when any check fails.
+//!
+//! How the permission to change maintenance mode is checked without changing it: the current
+//! user's system permissions (`GET /api/users/me`, then `/api/users/{id}/permissions`, looking for
+//! `AdministerSystem`). A server without those endpoints (the lab's simulator) gets a probe instead:
+//! `PUT /api/maintenanceconfiguration` with a body no server can bind (`IsInMaintenanceMode` is not a
+//! boolean), sent only while maintenance mode is off: the permission is checked first (403 without
+//! it), and the body is then refused (400), so nothing changes. If a server ever accepted it, the
+//! state read just before is put back at once.
+//!
+//! How the staging path is checked: octobackup writes, reads and removes a probe file through its
+//! own path, then SQL Server writes a small backup of `[model]` (`COPY_ONLY`, the DBA's chain is
+//! untouched) to the same folder and octobackup reads it back and removes it. A server that cannot
+//! back up `model` (the lab, a login without rights on it) gets that part skipped, with the reason.
+
+use super::repository;
+use crate::backupset::list;
+use crate::config::{Config, InstanceConfig};
+use crate::error::{Exit, Failure};
+use crate::octopus::master_key;
+use crate::run::backup::{sql_server, sql_side_path};
+use crate::sqlserver::tsql;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// The instance to check (a [instance.NAME] of the config; optional when there is one).
+    #[arg(long, short)]
+    pub instance: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pass,
+    Fail,
+    Skip,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: Status,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub ok: bool,
+    pub instance: String,
+    pub checks: Vec<Check>,
+}
+
+#[derive(Default)]
+struct Checks(Vec<Check>);
+
+impl Checks {
+    fn pass(&mut self, name: &'static str, detail: impl Into<String>) {
+        self.0.push(Check {
+            name,
+            status: Status::Pass,
+            detail: detail.into(),
+            fix: None,
+        });
+    }
+    fn fail(&mut self, name: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(Check {
+            name,
+            status: Status::Fail,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        });
+    }
+    fn skip(&mut self, name: &'static str, detail: impl Into<String>) {
+        self.0.push(Check {
+            name,
+            status: Status::Skip,
+            detail: detail.into(),
+            fix: None,
+        });
+    }
+}
+
+/// Largest clock difference with the Octopus Server accepted.
+const MAX_SKEW: Duration = Duration::from_secs(120);
+
+pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
+    let config = Config::load(config_path)?;
+    let (name, configured) = config.instance(config_path, args.instance.as_deref())?;
+    let mut c = Checks::default();
+    let inst = if configured.discover.is_some() {
+        match crate::octopus::discovery::resolve(name, configured).await {
+            Ok(i) => {
+                c.pass("discovery", "Octopus.Server show-configuration answered; missing settings taken from the instance");
+                Some(i)
+            }
+            Err(f) => {
+                c.fail("discovery", f.message, "fix [instance.NAME.discover] (or give url, sql and master_key in the config); the message says what failed");
+                None
+            }
+        }
+    } else {
+        Some(configured.clone())
+    };
+    if let Some(inst) = &inst {
+        check_instance(&config, inst, &mut c).await;
+    }
+    let report = Report {
+        ok: c.0.iter().all(|k| k.status != Status::Fail),
+        instance: name.to_string(),
+        checks: c.0,
+    };
+    let failed: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|k| k.status == Status::Fail)
+        .map(|k| k.name)
+        .collect();
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("serializable")
+        );
+        if !failed.is_empty() {
+            // The report above is the JSON result: exit without main's error object after it.
+            use std::io::Write;
+            let _ = std::io::stdout().flush();
+            std::process::exit(Exit::CheckFailed as i32);
+        }
+        return Ok(());
+    }
+    print!("{}", human(&report));
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::new(
+            Exit::CheckFailed,
+            format!(
+                "{} check(s) failed: {} (each FAIL line above says the fix)",
+                failed.len(),
+                failed.join(", ")
+            ),
+        ))
+    }
+}
+
+pub fn human(r: &Report) -> String {
+    let mut s = format!("doctor for instance {}\n", r.instance);
+    for k in &r.checks {
+        let tag = match k.status {
+            Status::Pass => "ok  ",
+            Status::Fail => "FAIL",
+            Status::Skip => "skip",
+        };
+        s.push_str(&format!("  {tag} {:<20} {}\n", k.name, k.detail));
+        if let Some(fix) = &k.fix {
+            s.push_str(&format!("       {:<20} fix: {fix}\n", ""));
+        }
+    }
+    s
+}
+
+async fn check_instance(config: &Config, inst: &InstanceConfig, c: &mut Checks) {
+    let key_ok = check_octopus(inst, c).await;
+
+    // Master key.
+    match master_key::read(&inst.master_key).await {
+        Ok(k) => c.pass(
+            "master-key",
+            format!("obtained, base64 of {} bytes (AES-{})", k.bytes, k.bytes * 8),
+        ),
+        Err(e) => c.fail(
+            "master-key",
+            e.to_string(),
+            "run octobackup as a local administrator on the Octopus host (or fix master_key in the config)",
+        ),
+    }
+
+    // SQL Server: login, permission, staging.
+    let staging_local = inst.staging_local();
+    let sql_ok = check_sql(inst, &staging_local, c).await;
+    let _ = sql_ok;
+
+    // Folders: configured, else from the API.
+    let folders: Vec<(String, PathBuf)> = if !inst.folders.is_empty() {
+        inst.folders
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    } else if key_ok {
+        match crate::run::backup::octopus_client(inst) {
+            Ok(client) => match client.server_folders().await {
+                Ok(v) => v
+                    .named()
+                    .into_iter()
+                    .map(|(n, p)| (n.to_string(), PathBuf::from(p)))
+                    .collect(),
+                Err(e) => {
+                    c.fail(
+                        "folders",
+                        format!("cannot read the server folders from the API: {e}"),
+                        "give them under [instance.NAME.folders]",
+                    );
+                    Vec::new()
+                }
+            },
+            Err(f) => {
+                c.fail("folders", f.message, "fix the API key source");
+                Vec::new()
+            }
+        }
+    } else {
+        c.skip(
+            "folders",
+            "the API did not answer, so the folder paths are unknown (or give them under [instance.NAME.folders])",
+        );
+        Vec::new()
+    };
+    if !folders.is_empty() {
+        let mut bad = Vec::new();
+        for (name, path) in &folders {
+            if let Err(e) = std::fs::read_dir(path).and_then(|mut d| d.next().transpose()) {
+                bad.push(format!("{name} at {} ({e})", path.display()));
+            }
+        }
+        if bad.is_empty() {
+            c.pass(
+                "folders",
+                format!(
+                    "readable: {}",
+                    folders
+                        .iter()
+                        .map(|(n, p)| format!("{n} ({})", p.display()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
+        } else {
+            c.fail(
+                "folders",
+                format!("not readable: {}", bad.join("; ")),
+                "check the path (Octopus.Server path ... shows and sets them), the share, and that the user octobackup runs as may read it",
+            );
+        }
+    }
+
+    // Repository, then free space against the last set.
+    let repo = match repository::open(config).await {
+        Ok(r) => {
+            let loc = r.location().to_string();
+            let local = local_repository(&config.repository.location);
+            match local.as_deref().map(write_probe) {
+                Some(Err(e)) => c.fail(
+                    "repository",
+                    format!("opened {loc}, but cannot write there: {e}"),
+                    "give the user octobackup runs as write access to the repository folder",
+                ),
+                _ => c.pass("repository", format!("opened {loc}; writable")),
+            }
+            Some(r)
+        }
+        Err(f) => {
+            c.fail(
+                "repository",
+                f.message,
+                "create it with `octobackup init`, or fix repository.location and the password source",
+            );
+            None
+        }
+    };
+    check_space(config, inst, repo, &staging_local, c).await;
+}
+
+/// The API, the key, the permission, the clock. Returns whether the key works.
+async fn check_octopus(inst: &InstanceConfig, c: &mut Checks) -> bool {
+    let key = match inst.api_key_source().read("Octopus API key") {
+        Ok(k) => k,
+        Err(e) => {
+            c.fail(
+                "octopus-api-key",
+                e.to_string(),
+                "set api_key_env or api_key_file to an API key of a user with Administer System",
+            );
+            return false;
+        }
+    };
+    let http = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .connect_timeout(Duration::from_secs(10))
+        .user_agent(concat!("octobackup/", env!("CARGO_PKG_VERSION")))
+        .build()
+    {
+        Ok(h) => h,
+        Err(e) => {
+            c.fail("octopus-api", e.to_string(), "report this as a bug");
+            return false;
+        }
+    };
+    let base = inst.url.trim_end_matches('/').to_string();
+    let get = |path: &str| {
+        http.get(format!("{base}{path}"))
+            .header("X-Octopus-ApiKey", key.expose())
+            .send()
+    };
+
+    // Reachable, version, clock.
+    let sent_at = chrono::Utc::now();
+    match get("/api").await {
+        Ok(r) => {
+            let received_at = chrono::Utc::now();
+            let date = r
+                .headers()
+                .get(reqwest::header::DATE)
+                .and_then(|d| d.to_str().ok())
+                .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok());
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            if status.is_success() {
+                c.pass(
+                    "octopus-api",
+                    format!(
+                        "{} answers: {} {}",
+                        base,
+                        body["Application"].as_str().unwrap_or("Octopus Deploy"),
+                        body["Version"].as_str().unwrap_or("(version unknown)")
+                    ),
+                );
+            } else {
+                c.fail(
+                    "octopus-api",
+                    format!("{base}/api answered HTTP {status}"),
+                    "check url: it must be the Octopus Server's address (the one its web portal is at)",
+                );
+            }
+            match date {
+                Some(d) => {
+                    // The server stamped its Date between sending and receiving: compare with the middle.
+                    let local = sent_at + (received_at - sent_at) / 2;
+                    let skew =
+                        (local - d.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
+                    // Date has whole seconds: allow for that on top of the limit.
+                    if skew.abs() <= MAX_SKEW.as_secs_f64() + 1.0 {
+                        c.pass(
+                            "clock",
+                            format!(
+                                "local clock within {:.0}s of the Octopus Server's",
+                                skew.abs().ceil()
+                            ),
+                        );
+                    } else {
+                        c.fail(
+                            "clock",
+                            format!("local clock is {skew:+.0}s off the Octopus Server's (more than {}s)", MAX_SKEW.as_secs()),
+                            "synchronise the clocks (Windows: w32tm /resync; Linux: chrony or systemd-timesyncd): set times and repository locks depend on them",
+                        );
+                    }
+                }
+                None => c.skip("clock", "the Octopus Server sent no Date header"),
+            }
+        }
+        Err(e) => {
+            c.fail(
+                "octopus-api",
+                format!("cannot reach {base}: {}", error_chain(&e)),
+                "check url, DNS, the firewall and proxy; the Octopus Server must answer from here",
+            );
+            c.skip("clock", "the Octopus Server did not answer");
+            c.skip("octopus-api-key", "the Octopus Server did not answer");
+            c.skip("administer-system", "the Octopus Server did not answer");
+            return false;
+        }
+    }
+
+    // The key and the permission.
+    let refused = |c: &mut Checks| {
+        c.fail(
+            "octopus-api-key",
+            "the Octopus Server refused the API key (401)",
+            "create an API key (Profile > My API Keys) for a user with Administer System and put it where api_key_env/api_key_file says",
+        );
+        c.skip("administer-system", "the API key was refused");
+    };
+    let me = match get("/api/users/me").await {
+        Ok(r) => r,
+        Err(e) => {
+            c.fail(
+                "octopus-api-key",
+                format!("GET /api/users/me failed: {}", error_chain(&e)),
+                "check the network to the Octopus Server",
+            );
+            return false;
+        }
+    };
+    match me.status().as_u16() {
+        401 => {
+            refused(c);
+            return false;
+        }
+        200 => {
+            let user: serde_json::Value = me.json().await.unwrap_or_default();
+            let id = user["Id"].as_str().unwrap_or_default().to_string();
+            let who = user["Username"].as_str().unwrap_or(&id).to_string();
+            c.pass("octopus-api-key", format!("accepted (user {who})"));
+            match get(&format!("/api/users/{id}/permissions")).await {
+                Ok(r) if r.status().is_success() => {
+                    let p: serde_json::Value = r.json().await.unwrap_or_default();
+                    let has = p["SystemPermissions"]
+                        .as_array()
+                        .is_some_and(|a| a.iter().any(|x| x == "AdministerSystem"));
+                    if has {
+                        c.pass("administer-system", format!("user {who} has Administer System: it can turn maintenance mode on and off"));
+                    } else {
+                        c.fail("administer-system", format!("user {who} lacks Administer System: it cannot turn maintenance mode on"), admin_fix());
+                    }
+                }
+                Ok(r) => c.fail(
+                    "administer-system",
+                    format!("cannot read the user's permissions (HTTP {})", r.status()),
+                    admin_fix(),
+                ),
+                Err(e) => c.fail(
+                    "administer-system",
+                    error_chain(&e),
+                    "check the network to the Octopus Server",
+                ),
+            }
+            return true;
+        }
+        _ => {}
+    }
+    // No users endpoint (the lab's simulator): the maintenance configuration and the probe.
+    let m = match get("/api/maintenanceconfiguration").await {
+        Ok(r) if r.status().as_u16() == 401 => {
+            refused(c);
+            return false;
+        }
+        Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.unwrap_or_default(),
+        Ok(r) => {
+            c.fail(
+                "octopus-api-key",
+                format!(
+                    "GET /api/maintenanceconfiguration answered HTTP {}",
+                    r.status()
+                ),
+                admin_fix(),
+            );
+            return false;
+        }
+        Err(e) => {
+            c.fail(
+                "octopus-api-key",
+                error_chain(&e),
+                "check the network to the Octopus Server",
+            );
+            return false;
+        }
+    };
+    c.pass("octopus-api-key", "accepted");
+    if m["IsInMaintenanceMode"] == true {
+        c.skip("administer-system", "maintenance mode is on right now; checking the permission here would need a change, so it was not checked");
+        return true;
+    }
+    let probe = http
+        .put(format!("{base}/api/maintenanceconfiguration"))
+        .header("X-Octopus-ApiKey", key.expose())
+        .json(&serde_json::json!({"Id": "maintenance", "IsInMaintenanceMode": "octobackup-doctor-probe"}))
+        .send()
+        .await;
+    match probe.map(|r| r.status().as_u16()) {
+        Ok(400) => c.pass("administer-system", "the key may change maintenance mode (checked with a request the server refuses; nothing changed)"),
+        Ok(401 | 403) => c.fail("administer-system", "the key's user lacks Administer System: it cannot turn maintenance mode on", admin_fix()),
+        Ok(s) => {
+            // Not expected: make sure maintenance mode is as it was (off).
+            let _ = http
+                .put(format!("{base}/api/maintenanceconfiguration"))
+                .header("X-Octopus-ApiKey", key.expose())
+                .json(&serde_json::json!({"Id": "maintenance", "IsInMaintenanceMode": false}))
+                .send()
+                .await;
+            c.skip("administer-system", format!("the permission probe got HTTP {s}; maintenance mode was left off"));
+        }
+        Err(e) => c.fail("administer-system", error_chain(&e), "check the network to the Octopus Server"),
+    }
+    true
+}
+
+fn admin_fix() -> &'static str {
+    "use an API key of a user in a team with Administer System (e.g. Octopus Administrators); maintenance mode needs it"
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(&format!(": {x}"));
+        src = x.source();
+    }
+    s
+}
+
+/// Login, BACKUP permission, the staging folder. Returns whether the login worked.
+async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) -> bool {
+    // octobackup's side of the staging folder first: it needs no SQL Server.
+    let local_ok = match write_probe(staging_local) {
+        Ok(()) => true,
+        Err(e) => {
+            c.fail(
+                "staging",
+                format!("octobackup cannot use the staging folder {}: {e}", staging_local.display()),
+                "create the folder (or fix staging.local_path/sql_path) and let both SQL Server's service account and the user octobackup runs as write it",
+            );
+            false
+        }
+    };
+    let server = match sql_server(inst) {
+        Ok(s) => s,
+        Err(f) => {
+            c.fail(
+                "sql-login",
+                f.message,
+                "fix [instance.NAME.sql] in the config",
+            );
+            c.skip("sql-permission", "no SQL connection");
+            return false;
+        }
+    };
+    let database = server.database().to_string();
+    let mut session = match server.connect().await {
+        Ok(s) => s,
+        Err(e) => {
+            c.fail(
+                "sql-login",
+                e.to_string(),
+                "check the connection string's Server and User ID and the SQL password source",
+            );
+            c.skip("sql-permission", "no SQL connection");
+            if local_ok {
+                c.skip("staging-sql", "no SQL connection");
+            }
+            return false;
+        }
+    };
+    let info = match session.server_info().await {
+        Ok(i) => i,
+        Err(e) => {
+            c.fail("sql-login", e.to_string(), "check the SQL login");
+            return false;
+        }
+    };
+    match session.database_exists(&database).await {
+        Ok(true) => c.pass(
+            "sql-login",
+            format!(
+                "logged in to {} (SQL Server {} {}), database {database} exists",
+                server.server_display(),
+                info.product_version,
+                info.edition
+            ),
+        ),
+        Ok(false) => c.fail(
+            "sql-login",
+            format!(
+                "logged in to {}, but there is no database {database}",
+                server.server_display()
+            ),
+            "fix Database/Initial Catalog in the connection string",
+        ),
+        Err(e) => c.fail("sql-login", e.to_string(), "check the SQL login"),
+    }
+    if info.is_sysadmin {
+        c.pass(
+            "sql-permission",
+            "the login is sysadmin: it may BACKUP DATABASE",
+        );
+    } else {
+        let sql = format!(
+            "USE {};\nSELECT IS_ROLEMEMBER(N'db_owner') AS IsDbOwner, IS_ROLEMEMBER(N'db_backupoperator') AS IsBackupOperator",
+            tsql::quote_ident(&database)
+        );
+        let member = match session.query_text("database role check", &sql).await {
+            Ok(rows) => rows.first().map(|r| {
+                let yes = |k: &str| r.get(k).cloned().flatten().as_deref() == Some("1");
+                yes("IsDbOwner") || yes("IsBackupOperator")
+            }),
+            Err(_) => None,
+        };
+        let fix = format!(
+            "grant it in SQL Server: USE {db}; CREATE USER [login] FOR LOGIN [login]; ALTER ROLE db_backupoperator ADD MEMBER [login]; (or use a sysadmin login)",
+            db = tsql::quote_ident(&database)
+        );
+        match member {
+            Some(true) => c.pass("sql-permission", format!("the login is db_owner or db_backupoperator in {database}: it may BACKUP DATABASE")),
+            Some(false) => c.fail("sql-permission", format!("the login is neither sysadmin nor db_owner/db_backupoperator in {database}: BACKUP DATABASE will be refused"), fix),
+            None => c.fail("sql-permission", format!("the login is not sysadmin, and its roles in {database} could not be read: BACKUP DATABASE will likely be refused"), fix),
+        }
+    }
+    if !local_ok {
+        return true;
+    }
+    // SQL Server's side: a small COPY_ONLY backup of [model] into the staging folder.
+    let file = format!("octobackup-doctor-{}.bak", uuid::Uuid::new_v4().simple());
+    let sql_path = sql_side_path(&inst.staging.sql_path, &file);
+    let local = staging_local.join(&file);
+    let stmt = format!(
+        "BACKUP DATABASE [model] TO DISK = {} WITH COPY_ONLY, FORMAT, INIT",
+        tsql::quote_str(&sql_path)
+    );
+    let result = session
+        .execute(
+            "staging probe (BACKUP DATABASE [model])",
+            &stmt,
+            Some(&sql_path),
+        )
+        .await;
+    match result {
+        Ok(()) => {
+            let seen = std::fs::read(&local).map(|b| b.len());
+            let _ = std::fs::remove_file(&local);
+            match seen {
+                Ok(n) => c.pass("staging", format!("SQL Server wrote {sql_path} and octobackup read it at {} ({n} bytes)", local.display())),
+                Err(e) => c.fail(
+                    "staging",
+                    format!("SQL Server wrote {sql_path}, but octobackup cannot read it at {}: {e}", local.display()),
+                    "staging.local_path must be the same folder as staging.sql_path, as octobackup sees it (a share for a remote SQL Server)",
+                ),
+            }
+        }
+        Err(e) => match e.number() {
+            Some(3201) | Some(3202) => c.fail(
+                "staging",
+                e.to_string(),
+                "give SQL Server's service account (e.g. NT Service\\MSSQLSERVER) write access to the folder, or fix staging.sql_path as SQL Server sees it",
+            ),
+            _ => c.pass(
+                "staging",
+                format!(
+                    "octobackup can write, read and remove files in {}; SQL Server's side not probed (BACKUP DATABASE [model] failed: {e})",
+                    staging_local.display()
+                ),
+            ),
+        },
+    }
+    true
+}
+
+fn write_probe(dir: &Path) -> std::io::Result<()> {
+    let p = dir.join(format!(
+        ".octobackup-doctor-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    std::fs::write(&p, b"octobackup doctor probe")?;
+    let back = std::fs::read(&p);
+    let _ = std::fs::remove_file(&p);
+    if back? != b"octobackup doctor probe" {
+        return Err(std::io::Error::other(
+            "the probe file read back differently",
+        ));
+    }
+    Ok(())
+}
+
+/// The repository's folder when it is local (no backend prefix).
+fn local_repository(location: &str) -> Option<PathBuf> {
+    let is_backend = location.starts_with("opendal:")
+        || location.starts_with("rest:")
+        || location.starts_with("rclone:")
+        || location.starts_with("sftp:")
+        || location.starts_with("s3:");
+    (!is_backend).then(|| PathBuf::from(location))
+}
+
+async fn check_space(
+    config: &Config,
+    inst: &InstanceConfig,
+    repo: Option<octobackup_repo::Repo>,
+    staging_local: &Path,
+    c: &mut Checks,
+) {
+    let _ = inst;
+    let Some(repo) = repo else {
+        c.skip(
+            "free-space",
+            "the repository did not open, so the last set's sizes are unknown",
+        );
+        return;
+    };
+    let repo = std::sync::Arc::new(repo);
+    let r = repo.clone();
+    let sets = tokio::task::spawn_blocking(move || list::list(&r, None))
+        .await
+        .ok()
+        .and_then(|r| r.ok())
+        .unwrap_or_default();
+    let Some(db_bytes) = sets
+        .iter()
+        .rev()
+        .filter(|s| s.complete)
+        .find_map(|s| s.database_bytes)
+    else {
+        c.skip("free-space", "no earlier backup set to size against");
+        return;
+    };
+    let mut problems = Vec::new();
+    let mut seen = Vec::new();
+    // The .bak lands whole in staging; the repository needs at most as much again when every
+    // page changed (usually far less: deduplication and compression).
+    let need_staging = db_bytes + db_bytes / 10;
+    match free_space(staging_local) {
+        Some(free) if free < need_staging => problems.push(format!(
+            "staging {} has {} free, the last database backup was {}",
+            staging_local.display(),
+            human_bytes(free),
+            human_bytes(db_bytes)
+        )),
+        Some(free) => seen.push(format!("staging {} free", human_bytes(free))),
+        None => seen.push("staging free space unknown".into()),
+    }
+    if let Some(dir) = local_repository(&config.repository.location) {
+        match free_space(&dir) {
+            Some(free) if free < db_bytes => problems.push(format!(
+                "repository {} has {} free, less than the last database backup ({})",
+                dir.display(),
+                human_bytes(free),
+                human_bytes(db_bytes)
+            )),
+            Some(free) => seen.push(format!("repository {} free", human_bytes(free))),
+            None => seen.push("repository free space unknown".into()),
+        }
+    }
+    if problems.is_empty() {
+        c.pass(
+            "free-space",
+            format!(
+                "{} (last database backup {})",
+                seen.join(", "),
+                human_bytes(db_bytes)
+            ),
+        );
+    } else {
+        c.fail(
+            "free-space",
+            problems.join("; "),
+            "free space or move staging/the repository; `octobackup forget`/`prune` free repository space",
+        );
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
+}
+
+/// Free bytes for an unprivileged user on the volume holding `path`.
+#[cfg(unix)]
+pub fn free_space(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid NUL-terminated path and s a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
+        return None;
+    }
+    Some(s.f_bavail as u64 * s.f_frsize as u64)
+}
+
+/// Free bytes for the current user on the volume holding `path`.
+#[cfg(windows)]
+pub fn free_space(path: &Path) -> Option<u64> {
+    use std::os::windows::ffi::OsStrExt;
+    let wide: Vec<u16> = path.as_os_str().encode_wide().chain(Some(0)).collect();
+    let mut free: u64 = 0;
+    // SAFETY: wide is NUL-terminated; the out pointer is valid, the others may be null.
+    let ok = unsafe {
+        windows_sys::Win32::Storage::FileSystem::GetDiskFreeSpaceExW(
+            wide.as_ptr(),
+            &mut free,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    };
+    (ok != 0).then_some(free)
+}
+
+#[cfg(not(any(unix, windows)))]
+pub fn free_space(_path: &Path) -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn free_space_of_a_real_folder() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(free_space(d.path()).unwrap() > 0);
+        assert_eq!(free_space(&d.path().join("missing")), None);
+    }
+
+    #[test]
+    fn backend_locations_are_not_local() {
+        assert_eq!(local_repository("opendal:s3"), None);
+        assert_eq!(
+            local_repository("/backups/octo"),
+            Some(PathBuf::from("/backups/octo"))
+        );
+    }
+
+    #[test]
+    fn human_report_shows_each_fix() {
+        let r = Report {
+            ok: false,
+            instance: "OctopusServer".into(),
+            checks: vec![Check {
+                name: "staging",
+                status: Status::Fail,
+                detail: "missing".into(),
+                fix: Some("create it".into()),
+            }],
+        };
+        let h = human(&r);
+        assert!(
+            h.contains("FAIL staging") && h.contains("fix: create it"),
+            "{h}"
+        );
+    }
+}
