@@ -656,3 +656,42 @@ async fn a_second_night_stores_only_what_changed() {
     let sets = t.sets().await;
     assert_eq!(sets.iter().filter(|s| s["complete"] == true).count(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_sql_database_is_refused_up_front_with_the_reason() {
+    let t = TestLab::start_with(|o| {
+        o.edition = octobackup_lab::sqlserver_sim::Edition::AzureSqlDatabase
+    })
+    .await;
+    t.init().await;
+    let out = t.run(&["backup"]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Azure SQL Database, which has no BACKUP TO DISK"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        maintenance_changes(&t.events()).is_empty(),
+        "nothing may change before the refusal"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_license_read_that_keeps_failing_restores_maintenance_mode() {
+    let t = TestLab::start().await;
+    t.init().await;
+    t.lab.octopus().inject(Fault {
+        method: None,
+        path_prefix: "/api/licenses/licenses-current".into(),
+        kind: FaultKind::Status(500),
+        times: 50,
+    });
+    let out = t.run(&["backup"]).await;
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("500"), "{}", stderr(&out));
+    assert!(!t.lab.octopus().maintenance());
+    assert!(seqs(&t.events(), "backup_started").is_empty());
+    assert!(t.sets().await.is_empty());
+    assert!(t.restic(&["check"]).status.success());
+}
