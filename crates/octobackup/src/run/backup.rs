@@ -263,12 +263,9 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     };
 
     if let Err(e) = left {
-        let parts = inside
-            .as_ref()
-            .ok()
-            .map(|c| c.folders_part.clone())
-            .unwrap_or_default();
-        cleanup(&[parts]);
+        let _ = inside;
+        let parts = part_snapshots(&job.repo, &set_id);
+        cleanup(&parts.into_iter().map(Some).collect::<Vec<_>>());
         return Err(Failure::new(
             Exit::MaintenanceStuck,
             format!(
