@@ -100,11 +100,8 @@ fn walk<S: IndexedTree>(
         let tree = match repo.get_tree(&tree_id) {
             Ok(t) => t,
             Err(_) => {
-                out.unreadable_folders.push(if path.is_empty() {
-                    "/".into()
-                } else {
-                    path
-                });
+                out.unreadable_folders
+                    .push(if path.is_empty() { "/".into() } else { path });
                 continue;
             }
         };
@@ -211,11 +208,7 @@ impl Repo {
                 report.affected.push(AffectedSnapshot {
                     snapshot: SnapshotInfo::from_snapshot(snap),
                     files_damaged: w.damaged_files.len(),
-                    files: w
-                        .damaged_files
-                        .into_iter()
-                        .take(MAX_FILES_LISTED)
-                        .collect(),
+                    files: w.damaged_files.into_iter().take(MAX_FILES_LISTED).collect(),
                     unreadable_folders: w.unreadable_folders,
                 });
             }

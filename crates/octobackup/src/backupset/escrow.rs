@@ -65,9 +65,8 @@ fn seal(recipients: &[age::x25519::Recipient], plain: &[u8]) -> Result<Vec<u8>, 
         age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
             .map_err(|e| fail(&e))?;
     let mut out = Vec::new();
-    let armor =
-        age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
-            .map_err(|e| fail(&e))?;
+    let armor = age::armor::ArmoredWriter::wrap_output(&mut out, age::armor::Format::AsciiArmor)
+        .map_err(|e| fail(&e))?;
     let mut w = encryptor.wrap_output(armor).map_err(|e| fail(&e))?;
     w.write_all(plain).map_err(|e| fail(&e))?;
     w.finish()
@@ -157,7 +156,9 @@ pub fn publish(
         let SourceItem::Memory { target, bytes, .. } = item else {
             continue;
         };
-        let Some(name) = target.strip_prefix(ESCROW_DIR).map(|n| n.trim_start_matches('/'))
+        let Some(name) = target
+            .strip_prefix(ESCROW_DIR)
+            .map(|n| n.trim_start_matches('/'))
         else {
             continue;
         };
@@ -251,8 +252,8 @@ fn open_sealed(
     identity_path: &Path,
     what: &str,
 ) -> Result<Secret, Failure> {
-    let decryptor = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(sealed))
-        .map_err(|e| {
+    let decryptor =
+        age::Decryptor::new_buffered(age::armor::ArmoredReader::new(sealed)).map_err(|e| {
             Failure::new(
                 Exit::CheckFailed,
                 format!("the escrowed {what} is damaged or not an age file: {e}"),
@@ -421,8 +422,15 @@ mod tests {
         let e = sealed_items(&["age1nope".into()], &Secret::new("k"), None)
             .err()
             .unwrap();
-        assert!(e.message.contains("'age1nope' is not an age public key"), "{e}");
-        assert!(sealed_items(&[], &Secret::new("k"), None).unwrap().is_empty());
+        assert!(
+            e.message.contains("'age1nope' is not an age public key"),
+            "{e}"
+        );
+        assert!(
+            sealed_items(&[], &Secret::new("k"), None)
+                .unwrap()
+                .is_empty()
+        );
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("id");
         std::fs::write(&p, "not a key\n").unwrap();

@@ -47,7 +47,9 @@ mod within_serde {
     }
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s = String::deserialize(d)?;
-        super::parse_within(&s).map(Some).map_err(serde::de::Error::custom)
+        super::parse_within(&s)
+            .map(Some)
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -461,11 +463,11 @@ mod tests {
         let p: Policy =
             toml::from_str("keep_daily = 7\nkeep_weekly = 4\nkeep_within = \"30d\"\n").unwrap();
         assert_eq!(p.keep_daily, Some(7));
+        assert_eq!(p.keep_within, Some(Duration::from_secs(30 * 24 * 3600)));
         assert_eq!(
-            p.keep_within,
-            Some(Duration::from_secs(30 * 24 * 3600))
+            p.describe(),
+            "keep-daily 7, keep-weekly 4, keep-within 30days"
         );
-        assert_eq!(p.describe(), "keep-daily 7, keep-weekly 4, keep-within 30days");
         let e = toml::from_str::<Policy>("keep_within = \"soon\"").unwrap_err();
         assert!(e.to_string().contains("not a duration like 30d"), "{e}");
         let e = toml::from_str::<Policy>("keep-daily = 3").unwrap_err();

@@ -2,11 +2,14 @@
 //! in its domain module; the files here only wire it to the user.
 
 mod backup;
+mod check;
 mod bench;
 mod demo;
 mod doctor;
 mod drill;
+mod forget;
 mod init;
+mod key;
 pub mod lab;
 mod lab_octopus_server;
 mod recover;
@@ -60,6 +63,15 @@ pub enum Command {
     Restore(restore::Args),
     /// Test a set: restore it to a scratch database and folder, check it, prove the master key, clean up.
     Drill(drill::Args),
+    /// Drop old backup sets by a retention policy (whole sets; incomplete ones first).
+    Forget(forget::Args),
+    /// Free the space of data no set uses any more.
+    Prune(forget::PruneArgs),
+    /// Check the repository (and with --read-data its data); name the sets damage hits.
+    Check(check::Args),
+    /// Repository passwords (add, list, remove) and escrow recovery of a set's master key.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
     /// Put maintenance mode back after a run that was killed.
     Recover(recover::Args),
     /// Check everything a backup needs (API and key, master key, SQL login and permission, staging,
@@ -147,6 +159,10 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Show(a) => snapshots::show(&cli.config, a, cli.json).await,
         Command::Restore(a) => restore::run(&cli.config, a, cli.json, &ui).await,
         Command::Drill(a) => drill::run(&cli.config, a, cli.json, &ui).await,
+        Command::Forget(a) => forget::run(&cli.config, a, cli.json).await,
+        Command::Prune(a) => forget::prune(&cli.config, a, cli.json).await,
+        Command::Check(a) => check::run(&cli.config, a, cli.json).await,
+        Command::Key(c) => key::run(&cli.config, c, cli.json).await,
         Command::Recover(a) => recover::run(&cli.config, a, cli.json).await,
         Command::Doctor(a) => doctor::run(&cli.config, a, cli.json).await,
         Command::Demo(a) => demo::run(a, cli.json, &ui).await,

@@ -6,4 +6,5 @@ pub mod drill;
 pub mod journal;
 pub mod maintenance;
 pub mod restore;
+pub mod retention;
 pub mod steps;

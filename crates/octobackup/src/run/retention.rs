@@ -1,0 +1,235 @@
+//! Applying a retention policy to an instance's sets in the repository (`forget`, `backup
+//! --forget`) and freeing the space (`prune`).
+//!
+//! A set is all snapshots carrying its `set:<id>` tag: its complete snapshot and any `part`
+//! snapshots. It is kept or dropped whole. Sets with only parts (runs that did not finish) and
+//! parts left beside a complete snapshot are dropped first. While another run of the instance
+//! holds its lock, every set that has a part snapshot is left alone: it may be that run's.
+
+use crate::backupset::retention::{self, Action, Candidate, Policy};
+use crate::backupset::{TAG, TAG_COMPLETE, TAG_PART, escrow, tag_value};
+use crate::config::Config;
+use crate::error::{Exit, Failure};
+use octobackup_repo::{DropEstimate, NoProgress, PruneSummary, Repo, SnapshotInfo};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// What happened (or, with `dry_run`, would happen) to one set.
+#[derive(Clone, Debug, Serialize)]
+pub struct SetOutcome {
+    pub set_id: String,
+    pub time: String,
+    pub complete: bool,
+    /// Snapshot ids removed (or to be removed) for this set.
+    pub snapshots: Vec<String>,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ForgetReport {
+    pub instance: String,
+    pub policy: String,
+    pub dry_run: bool,
+    /// Newest first.
+    pub kept: Vec<SetOutcome>,
+    /// Newest first.
+    pub dropped: Vec<SetOutcome>,
+    /// Sets left alone because a backup of the instance is running.
+    pub left_alone: Vec<SetOutcome>,
+    /// Leftover part snapshots removed from kept sets.
+    pub leftover_parts: Vec<String>,
+    /// Data only the dropped snapshots use: what a prune frees, give or take pack overhead.
+    pub unique_bytes: u64,
+    pub notes: Vec<String>,
+}
+
+impl ForgetReport {
+    /// Every snapshot id removed (or to be removed).
+    pub fn removed_snapshots(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self
+            .dropped
+            .iter()
+            .flat_map(|s| s.snapshots.iter().cloned())
+            .collect();
+        ids.extend(self.leftover_parts.iter().cloned());
+        ids
+    }
+}
+
+/// The policy for `instance`: its own `[instance.NAME.retention]`, else the top-level
+/// `[retention]`. An error names how to set one.
+pub fn policy_for(config: &Config, instance: &str) -> Result<Policy, Failure> {
+    config
+        .instances
+        .get(instance)
+        .and_then(|i| i.retention.clone())
+        .or_else(|| config.retention.clone())
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| {
+            Failure::new(
+                Exit::Usage,
+                format!(
+                    "no retention policy for instance '{instance}': add a [retention] section (e.g. keep_daily = 7, keep_weekly = 4, keep_monthly = 12) or [instance.{instance}.retention] to the config, or give --keep-last/--keep-daily/--keep-weekly/--keep-monthly/--keep-yearly/--keep-within"
+                ),
+            )
+        })
+}
+
+/// One set as found in the repository.
+struct FoundSet {
+    complete: Vec<SnapshotInfo>,
+    parts: Vec<SnapshotInfo>,
+}
+
+fn is_complete(s: &SnapshotInfo) -> bool {
+    s.tags.iter().any(|t| t == TAG_COMPLETE) && !s.tags.iter().any(|t| t == TAG_PART)
+}
+
+fn ids(snaps: &[SnapshotInfo]) -> Vec<String> {
+    snaps.iter().map(|s| s.id.clone()).collect()
+}
+
+/// Decides and (unless `dry_run`) forgets. The caller holds the instance's lock, or passes
+/// `run_active = true` when another run holds it. Blocking: call from a blocking thread.
+pub fn forget(
+    repo: &Repo,
+    repository_location: &str,
+    instance: &str,
+    policy: &Policy,
+    dry_run: bool,
+    run_active: bool,
+) -> Result<ForgetReport, Failure> {
+    let mut sets: BTreeMap<String, FoundSet> = BTreeMap::new();
+    for s in repo.snapshots()? {
+        if !s.tags.iter().any(|t| t == TAG) || tag_value(&s.tags, "instance") != Some(instance) {
+            continue;
+        }
+        // Snapshots without a set tag are not ours to judge: they are left as they are.
+        let Some(set) = tag_value(&s.tags, "set").map(String::from) else {
+            continue;
+        };
+        let entry = sets.entry(set).or_insert(FoundSet {
+            complete: Vec::new(),
+            parts: Vec::new(),
+        });
+        if is_complete(&s) {
+            entry.complete.push(s);
+        } else {
+            entry.parts.push(s);
+        }
+    }
+    let candidates: Vec<Candidate> = sets
+        .iter()
+        .map(|(id, f)| {
+            let newest = if f.complete.is_empty() {
+                &f.parts
+            } else {
+                &f.complete
+            };
+            let time = newest
+                .iter()
+                .map(|s| s.time)
+                .max()
+                .expect("a set has a snapshot");
+            Candidate {
+                set_id: id.clone(),
+                time: time.fixed_offset(),
+                complete: !f.complete.is_empty(),
+            }
+        })
+        .collect();
+
+    let mut report = ForgetReport {
+        instance: instance.to_string(),
+        policy: policy.describe(),
+        dry_run,
+        kept: Vec::new(),
+        dropped: Vec::new(),
+        left_alone: Vec::new(),
+        leftover_parts: Vec::new(),
+        unique_bytes: 0,
+        notes: Vec::new(),
+    };
+    if run_active {
+        report.notes.push(format!(
+            "a backup of '{instance}' is running (it holds the instance's lock): sets with part snapshots are left alone"
+        ));
+    }
+    for d in retention::decide(policy, &candidates) {
+        let found = &sets[&d.set_id];
+        let mut outcome = SetOutcome {
+            set_id: d.set_id.clone(),
+            time: d.time.to_rfc3339(),
+            complete: d.complete,
+            snapshots: Vec::new(),
+            reasons: d.reasons,
+        };
+        let has_parts = !found.parts.is_empty();
+        if run_active && has_parts {
+            outcome
+                .reasons
+                .push("left alone: it has part snapshots and a backup is running".into());
+            report.left_alone.push(outcome);
+            continue;
+        }
+        match d.action {
+            Action::Drop => {
+                outcome.snapshots = ids(&found.complete);
+                outcome.snapshots.extend(ids(&found.parts));
+                report.dropped.push(outcome);
+            }
+            Action::Keep => {
+                if has_parts {
+                    outcome.reasons.push(format!(
+                        "{} leftover part snapshot(s) of an interrupted run removed",
+                        found.parts.len()
+                    ));
+                    report.leftover_parts.extend(ids(&found.parts));
+                }
+                report.kept.push(outcome);
+            }
+        }
+    }
+
+    let removed = report.removed_snapshots();
+    if removed.is_empty() {
+        return Ok(report);
+    }
+    report.unique_bytes = repo
+        .estimate_drop(&removed)
+        .map(|e: DropEstimate| e.unique_bytes)?;
+    if dry_run {
+        return Ok(report);
+    }
+    repo.delete_snapshots(&removed)?;
+    for set in &report.dropped {
+        if let Err(e) = escrow::remove(repository_location, &set.set_id) {
+            report.notes.push(e.message);
+        }
+    }
+    Ok(report)
+}
+
+/// `backup --forget`: applies the instance's configured policy after a successful backup.
+/// The caller (the backup run) already holds the instance's lock; call it after the set is
+/// sealed, from a blocking context (`tokio::task::spawn_blocking`).
+pub fn apply_after_backup(
+    repo: &Repo,
+    config: &Config,
+    instance: &str,
+) -> Result<ForgetReport, Failure> {
+    let policy = policy_for(config, instance)?;
+    forget(
+        repo,
+        &config.repository.location,
+        instance,
+        &policy,
+        false,
+        false,
+    )
+}
+
+/// Frees the space of forgotten data. Two-phase unless `instant` (see `Repo::prune`).
+pub fn prune(repo: &Repo, instant: bool) -> Result<PruneSummary, Failure> {
+    Ok(repo.prune(instant, &NoProgress)?)
+}
