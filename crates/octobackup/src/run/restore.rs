@@ -571,20 +571,19 @@ async fn restore_database(
         }
     };
     let files = database_files(session, &temp).await.unwrap_or_default();
-    if exists {
-        if let Err(e) = session
+    if exists
+        && let Err(e) = session
             .execute("DROP DATABASE", &tsql::drop_database(&t.target), None)
             .await
-        {
-            let _ = drop_quietly(session, &temp).await;
-            return Err(Failure::new(
-                Exit::Sql,
-                format!(
-                    "cannot drop the existing [{}] to replace it: {e}. Stop the Octopus Server (every node) that uses it and run the restore again; nothing was changed.",
-                    t.target
-                ),
-            ));
-        }
+    {
+        let _ = drop_quietly(session, &temp).await;
+        return Err(Failure::new(
+            Exit::Sql,
+            format!(
+                "cannot drop the existing [{}] to replace it: {e}. Stop the Octopus Server (every node) that uses it and run the restore again; nothing was changed.",
+                t.target
+            ),
+        ));
     }
     if let Err(e) = session
         .execute(
