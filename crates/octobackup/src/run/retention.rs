@@ -159,7 +159,7 @@ pub fn forget(
         let found = &sets[&d.set_id];
         let mut outcome = SetOutcome {
             set_id: d.set_id.clone(),
-            time: d.time.to_rfc3339(),
+            time: d.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
             complete: d.complete,
             snapshots: Vec::new(),
             reasons: d.reasons,
