@@ -52,6 +52,35 @@ async fn a_full_backup_runs_inside_the_window_and_restores_maintenance_mode() {
         ["Packages", "Artifacts", "TaskLogs", "EventExports"]
     );
     assert!(m["window"]["seconds"].as_f64().unwrap() > 0.0);
+    // Only the wait, the BACKUP and the folder changes run inside the window.
+    let inside: Vec<&str> = m["window"]["inside"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        inside,
+        [
+            "wait for running tasks",
+            "database backup",
+            "server folders (changes since the first pass)"
+        ]
+    );
+    let steps: Vec<&str> = m["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    let pos = |n: &str| {
+        steps
+            .iter()
+            .position(|s| *s == n)
+            .unwrap_or_else(|| panic!("no step {n}: {steps:?}"))
+    };
+    assert!(pos("master key") < pos("maintenance mode on"));
+    assert!(pos("maintenance mode restored") < pos("verify the database backup"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -211,7 +240,7 @@ async fn a_corrupt_backup_fails_verification() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_master_key_command_restores_maintenance_mode() {
+async fn a_failing_master_key_command_stops_the_run_before_maintenance_mode() {
     let t = TestLab::start().await;
     t.init().await;
     t.edit_config(|c| {
@@ -230,12 +259,12 @@ async fn a_failing_master_key_command_restores_maintenance_mode() {
         "{}",
         stderr(&out)
     );
-    assert!(!t.lab.octopus().maintenance());
-    assert_eq!(
-        maintenance_changes(&t.events()).last().map(|c| c.1),
-        Some(false)
+    assert!(
+        maintenance_changes(&t.events()).is_empty(),
+        "the key is read before the window"
     );
     assert!(seqs(&t.events(), "backup_started").is_empty());
+    assert!(t.sets().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -607,7 +636,11 @@ async fn folders_changed_while_waiting_in_the_window_are_in_the_set() {
         .iter()
         .map(|s| s["name"].as_str().unwrap())
         .collect();
-    assert_eq!(steps[1], "server folders (before the window)", "{steps:?}");
+    let pre = steps
+        .iter()
+        .position(|s| *s == "server folders (before the window)");
+    let on = steps.iter().position(|s| *s == "maintenance mode on");
+    assert!(pre.is_some() && pre < on, "{steps:?}");
 
     let m: serde_json::Value =
         serde_json::from_slice(&t.run(&["--json", "show", "latest"]).await.stdout).unwrap();
@@ -678,7 +711,7 @@ async fn azure_sql_database_is_refused_up_front_with_the_reason() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_license_read_that_keeps_failing_restores_maintenance_mode() {
+async fn a_license_read_that_keeps_failing_stops_the_run_before_maintenance_mode() {
     let t = TestLab::start().await;
     t.init().await;
     t.lab.octopus().inject(Fault {
@@ -690,7 +723,10 @@ async fn a_license_read_that_keeps_failing_restores_maintenance_mode() {
     let out = t.run(&["backup"]).await;
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("500"), "{}", stderr(&out));
-    assert!(!t.lab.octopus().maintenance());
+    assert!(
+        maintenance_changes(&t.events()).is_empty(),
+        "the license is read before the window"
+    );
     assert!(seqs(&t.events(), "backup_started").is_empty());
     assert!(t.sets().await.is_empty());
     assert!(t.restic(&["check"]).status.success());

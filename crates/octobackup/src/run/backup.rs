@@ -8,7 +8,7 @@
 //! leaves nothing that claims to be complete, and the repository stays valid.
 
 use super::journal::StateDir;
-use super::maintenance::{self, Window};
+use super::maintenance;
 use super::steps::Steps;
 use crate::backupset::{self, Manifest, manifest};
 use crate::cli::ui::Ui;
@@ -103,10 +103,44 @@ pub async fn shutdown_signal() -> &'static str {
     }
 }
 
+/// The instance's secrets, read on the Octopus host and from its API.
+struct Secrets {
+    master_key: master_key::MasterKey,
+    license_text: Secret,
+}
+
+async fn capture_secrets(
+    job: &BackupJob,
+    octopus: &OctopusClient,
+    m: &mut Manifest,
+    steps: &mut Steps,
+) -> Result<Secrets, Failure> {
+    let key = steps
+        .run("master key", async {
+            master_key::read(&job.instance.master_key)
+                .await
+                .map_err(Failure::from)
+        })
+        .await?;
+    m.secrets.master_key = true;
+    m.secrets.master_key_bytes = key.bytes;
+    let (license, status) = steps
+        .run("license", async {
+            let l = octopus.license().await?;
+            let status = octopus.license_status().await.ok();
+            Ok::<_, Failure>((l, status))
+        })
+        .await?;
+    m.secrets.license = !license.license_text.is_empty();
+    m.secrets.license_expiry = status.and_then(|s| s.effective_expiry_date);
+    Ok(Secrets {
+        master_key: key,
+        license_text: Secret::new(license.license_text.clone()),
+    })
+}
+
 /// What the window produced, handed to the ingest after maintenance mode is back.
 struct Captured {
-    master_key: Option<master_key::MasterKey>,
-    license_text: Option<Secret>,
     bak_local: Vec<PathBuf>,
     folders_part: Option<String>,
     /// The folder pass before the window: a part deleted once the set is sealed.
@@ -158,6 +192,10 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         preflight.as_ref().err().map(|e| e.message.clone()),
     );
     let (folders, server_info) = preflight?;
+
+    // The master key and the license do not change while Octopus runs: read them before the
+    // window, so a missing right or a wrong command stops the run before maintenance mode is touched.
+    let secrets = capture_secrets(&job, &octopus, &mut m, &mut steps).await?;
 
     // A folder of its own per set on the staging share, so the staged files carry the names they
     // get in the set and nothing else on the share is touched.
@@ -287,7 +325,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
 
     // After the window: ingest the .bak with the manifest and secrets, then merge into one snapshot.
     let ingest = tokio::select! {
-        r = ingest(&job, &set_id, &captured, &mut m, &mut steps, &window) => r,
+        r = ingest(&job, &sqlserver, &set_id, &captured, &secrets, &bak_sql, &mut m, &mut steps) => r,
         sig = shutdown_signal() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig} while storing the set; nothing was marked complete"))),
     };
     match ingest {
@@ -439,28 +477,6 @@ async fn inside_window(
         .await?;
     m.tasks_running_at_backup = running;
 
-    m.window.inside.push("master key".into());
-    let key = steps
-        .run("master key", async {
-            master_key::read(&job.instance.master_key)
-                .await
-                .map_err(Failure::from)
-        })
-        .await?;
-    m.secrets.master_key = true;
-    m.secrets.master_key_bytes = key.bytes;
-
-    m.window.inside.push("license".into());
-    let license = steps
-        .run("license", async {
-            let l = octopus.license().await?;
-            let status = octopus.license_status().await.ok();
-            Ok::<_, Failure>((l, status))
-        })
-        .await?;
-    m.secrets.license = !license.0.license_text.is_empty();
-    m.secrets.license_expiry = license.1.and_then(|s| s.effective_expiry_date);
-
     // The database backup (SQL Server's work) and the folder pass (octobackup's) do not depend on
     // each other: run them side by side so the window lasts as long as the longer one.
     m.window.inside.push("database backup".into());
@@ -471,7 +487,6 @@ async fn inside_window(
     });
     let db = m.database.name.clone();
     let hostname = m.hostname.clone();
-    let mut db_info = m.database.clone();
     let db_step = steps.start("database backup");
     let folder_step = steps.start(if pre_pass.is_some() {
         "server folders (changes)"
@@ -480,16 +495,7 @@ async fn inside_window(
     });
     let (db_result, folder_result) = tokio::join!(
         async {
-            let r = backup_database(
-                job,
-                sqlserver,
-                &db,
-                bak_sql,
-                bak_local,
-                set_id,
-                &mut db_info,
-            )
-            .await;
+            let r = backup_database(job, sqlserver, &db, bak_sql, bak_local, set_id).await;
             (r, std::time::Instant::now())
         },
         async {
@@ -519,15 +525,12 @@ async fn inside_window(
         folder_result.is_ok(),
         folder_result.as_ref().err().map(|e| e.message.clone()),
     );
-    m.database = db_info;
     db_result?;
     let (part, infos, read_in_window) = folder_result?;
     m.folders = infos;
     m.window.folder_files_read = read_in_window;
 
     Ok(Captured {
-        master_key: Some(key),
-        license_text: Some(Secret::new(license.0.license_text.clone())),
         bak_local: bak_local.to_vec(),
         folders_part: Some(part),
         pre_pass: pre_pass.map(str::to_string),
@@ -593,7 +596,6 @@ async fn backup_database(
     bak_sql: &[String],
     bak_local: &[PathBuf],
     set_id: &str,
-    info: &mut manifest::DatabaseInfo,
 ) -> Result<(), Failure> {
     let mut session = sqlserver.connect().await?;
     let spid = session.server_info().await?.spid;
@@ -632,6 +634,20 @@ async fn backup_database(
     }
     ran?;
     bar.finish();
+    Ok(())
+}
+
+/// After the window: RESTORE VERIFYONLY, the msdb row, and the staged files as octobackup sees
+/// them. None of it needs maintenance mode, so none of it lengthens the window.
+async fn verify_database(
+    sqlserver: &SqlServer,
+    database: &str,
+    bak_sql: &[String],
+    bak_local: &[PathBuf],
+    info: &mut manifest::DatabaseInfo,
+) -> Result<(), Failure> {
+    let mut session = sqlserver.connect().await?;
+    let first = bak_sql.first().map(String::as_str);
     session
         .execute(
             "RESTORE VERIFYONLY",
@@ -787,15 +803,26 @@ async fn backup_folders(
     ))
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn ingest(
     job: &BackupJob,
+    sqlserver: &SqlServer,
     set_id: &str,
     c: &Captured,
+    secrets: &Secrets,
+    bak_sql: &[String],
     m: &mut Manifest,
     steps: &mut Steps,
-    window: &Window,
 ) -> Result<(String, u64), Failure> {
-    let _ = window;
+    let db = m.database.name.clone();
+    let mut info = m.database.clone();
+    steps
+        .run(
+            "verify the database backup",
+            verify_database(sqlserver, &db, bak_sql, &c.bak_local, &mut info),
+        )
+        .await?;
+    m.database = info;
     let r = steps.start("store database, manifest and secrets");
     let mut items: Vec<SourceItem> = c
         .bak_local
@@ -806,19 +833,15 @@ async fn ingest(
             target: target.clone(),
         })
         .collect();
-    if let Some(k) = &c.master_key {
-        items.push(SourceItem::Memory {
-            target: backupset::MASTER_KEY_PATH.into(),
-            bytes: Zeroizing::new(k.key.expose().as_bytes().to_vec()),
-            mode: 0o600,
-        });
-    }
-    if let Some(l) = &c.license_text
-        && !l.is_empty()
-    {
+    items.push(SourceItem::Memory {
+        target: backupset::MASTER_KEY_PATH.into(),
+        bytes: Zeroizing::new(secrets.master_key.key.expose().as_bytes().to_vec()),
+        mode: 0o600,
+    });
+    if !secrets.license_text.is_empty() {
         items.push(SourceItem::Memory {
             target: backupset::LICENSE_PATH.into(),
-            bytes: Zeroizing::new(l.expose().as_bytes().to_vec()),
+            bytes: Zeroizing::new(secrets.license_text.expose().as_bytes().to_vec()),
             mode: 0o600,
         });
     }
