@@ -294,3 +294,27 @@ async fn a_drill_without_a_set_says_so() {
         stderr(&out)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_removes_what_a_killed_drill_left() {
+    let t = lab_with_a_set().await;
+    // What a drill killed part-way leaves: a scratch database and scratch folders.
+    let leftover = "OctopusDeploy_octobackup_drill_0ld000";
+    let out = t
+        .run(&["restore", "--database", "--database-name", leftover])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(t.lab.sql().databases().iter().any(|d| d == leftover));
+    let old_folder = t.lab.info().staging_dir.join("octobackup-drill-0ld000");
+    std::fs::create_dir_all(old_folder.join("Packages")).unwrap();
+    std::fs::write(old_folder.join("Packages").join("x.nupkg"), b"x").unwrap();
+
+    let out = t.run(&["--json", "drill"]).await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(!t.lab.sql().databases().iter().any(|d| d == leftover));
+    assert!(!old_folder.exists());
+    assert_cleaned_up(&t, &report);
+    // The live database is still there.
+    assert!(t.lab.sql().databases().iter().any(|d| d == "OctopusDeploy"));
+}

@@ -4,6 +4,7 @@ use super::{repository, ui::Ui};
 use crate::config::Config;
 use crate::error::Failure;
 use crate::run::drill::{self, DrillJob, DrillReport, Status};
+use crate::run::journal::StateDir;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -34,6 +35,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
         set: args.set,
         scratch: args.scratch,
         data_dir: args.data_dir,
+        state: StateDir::new(&config.state_dir(config_path)),
         ui: ui.clone(),
     };
     let report = drill::run(job).await;

@@ -7,7 +7,8 @@
 //! manifest; the set's master key opens every encrypted value of the restored database. The
 //! scratch database and folders are removed whatever happens.
 
-use super::backup::sql_server;
+use super::backup::{shutdown_signal, sql_server};
+use super::journal::StateDir;
 use super::restore::{
     self, ChosenSet, Staged, checkdb, choose_set, drop_quietly, file_list, plan_moves, restore_as,
     short_hash, stage_database,
@@ -17,6 +18,7 @@ use crate::cli::ui::Ui;
 use crate::config::InstanceConfig;
 use crate::error::{Exit, Failure};
 use crate::octopus::sensitive::{self, Opened};
+use crate::sqlserver::SqlServer;
 use crate::sqlserver::client::Session;
 use crate::sqlserver::tsql;
 use base64::Engine;
@@ -35,6 +37,8 @@ pub struct DrillJob {
     /// Folder for the scratch database's files, as SQL Server sees it. Default: beside the
     /// original files.
     pub data_dir: Option<String>,
+    /// Where the drill's lock lives (one drill per instance at a time).
+    pub state: StateDir,
     pub ui: Ui,
 }
 
@@ -127,13 +131,67 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
         .unwrap_or_else(|| job.instance.staging_local())
         .join(format!("octobackup-drill-{short}"));
     let server = sql_server(&job.instance)?;
+    // One drill of an instance at a time; it then owns every scratch copy a killed drill left.
+    let _lock = job.state.lock(&format!("{} drill", job.instance_name))?;
     let mut session = server.connect().await?;
-    // A drill that was killed may have left its scratch database and folder.
-    drop_quietly(&mut session, &scratch_db).await?;
+    let prefix = format!("{}_octobackup_drill_", set.manifest.database.name);
+    for (name, _) in restore::databases(&mut session).await? {
+        if name.starts_with(&prefix) {
+            drop_quietly(&mut session, &name).await?;
+        }
+    }
     let staged_folder = format!("octobackup-drill-{short}-database");
-    let _ = std::fs::remove_dir_all(&scratch_root);
-    let _ = std::fs::remove_dir_all(job.instance.staging_local().join(&staged_folder));
+    for dir in [
+        job.scratch
+            .clone()
+            .unwrap_or_else(|| job.instance.staging_local()),
+        job.instance.staging_local(),
+    ] {
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.file_name()
+                    .to_string_lossy()
+                    .starts_with("octobackup-drill-")
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        }
+    }
 
+    let body = checks(
+        &job,
+        &set,
+        &server,
+        &mut session,
+        &scratch_db,
+        &scratch_root,
+        &staged_folder,
+    );
+    tokio::select! {
+        r = body => Ok(r),
+        sig = shutdown_signal() => {
+            // Best effort; the next drill removes whatever is left.
+            if let Ok(mut s) = server.connect().await {
+                let _ = drop_quietly(&mut s, &scratch_db).await;
+            }
+            let _ = std::fs::remove_dir_all(&scratch_root);
+            let _ = std::fs::remove_dir_all(job.instance.staging_local().join(&staged_folder));
+            Err(Failure::new(Exit::Interrupted, format!("the drill was interrupted by {sig}; its scratch copies were removed")))
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn checks(
+    job: &DrillJob,
+    set: &ChosenSet,
+    server: &SqlServer,
+    session: &mut Session,
+    scratch_db: &str,
+    scratch_root: &Path,
+    staged_folder: &str,
+) -> DrillReport {
     let mut checks = Checks::default();
     let mut staged: Option<Staged> = None;
     let mut restored_db = false;
@@ -141,7 +199,7 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
     // The database: staged, verified, restored, checked, opened with the master key.
     let stage_ok = checks
         .run("stage the database backup", &job.ui, async {
-            let s = stage_database(&job.repo, &set, &job.instance, &staged_folder, &job.ui)
+            let s = stage_database(&job.repo, set, &job.instance, staged_folder, &job.ui)
                 .await
                 .map_err(|e| e.message)?;
             let n = s.sql_paths.len();
@@ -172,12 +230,12 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
         let restore_ok = verify_ok
             && checks
                 .run(names[1], &job.ui, async {
-                    let files = file_list(&mut session, &s.sql_paths)
+                    let files = file_list(session, &s.sql_paths)
                         .await
                         .map_err(|e| e.message)?;
-                    let moves = plan_moves(&files, Some(&scratch_db), job.data_dir.as_deref());
+                    let moves = plan_moves(&files, Some(scratch_db), job.data_dir.as_deref());
                     restored_db = true;
-                    restore_as(&server, &mut session, &scratch_db, s, &moves, &job.ui)
+                    restore_as(server, session, scratch_db, s, &moves, &job.ui)
                         .await
                         .map(|_| format!("as [{scratch_db}]"))
                         .map_err(|e| e.message)
@@ -189,7 +247,7 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
         if restore_ok {
             checks
                 .run(names[2], &job.ui, async {
-                    checkdb(&mut session, &scratch_db)
+                    checkdb(session, scratch_db)
                         .await
                         .map(|_| "no allocation or consistency errors".to_string())
                         .map_err(|e| e.message)
@@ -199,7 +257,7 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
                 .run(
                     names[3],
                     &job.ui,
-                    key_opens(&job.repo, &set, &mut session, &scratch_db),
+                    key_opens(&job.repo, set, session, scratch_db),
                 )
                 .await;
         } else {
@@ -218,7 +276,7 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
     let folders_ok = checks
         .run("restore the folders (scratch)", &job.ui, async {
             restored_folders = true;
-            restore_folders(&job, &set, &scratch_root).await
+            restore_folders(job, set, scratch_root).await
         })
         .await;
     if folders_ok {
@@ -226,7 +284,7 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
             .run(
                 "folder files match the set",
                 &job.ui,
-                compare_folders(&job.repo, &set, &scratch_root),
+                compare_folders(&job.repo, set, scratch_root),
             )
             .await;
     } else {
@@ -240,7 +298,7 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
     checks
         .run("remove the scratch database and folders", &job.ui, async {
             let mut problems = Vec::new();
-            if restored_db && let Err(e) = drop_quietly(&mut session, &scratch_db).await {
+            if restored_db && let Err(e) = drop_quietly(session, scratch_db).await {
                 problems.push(e.message);
             }
             if let Some(s) = &staged {
@@ -267,16 +325,16 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
         .filter(|c| c.status == Status::Fail)
         .map(|c| format!("{}: {}", c.name, c.detail.clone().unwrap_or_default()))
         .collect();
-    Ok(DrillReport {
+    DrillReport {
         ok: failed.is_empty(),
         set_id: set.set_id.clone(),
         snapshot_id: set.snapshot_id.clone(),
         instance: job.instance_name.clone(),
-        scratch_database: scratch_db,
+        scratch_database: scratch_db.to_string(),
         scratch_folder: scratch_root.display().to_string(),
         checks: checks.0,
         error: (!failed.is_empty()).then(|| failed.join("; ")),
-    })
+    }
 }
 
 /// The set's master key must open every encrypted value of the restored database (at least one).

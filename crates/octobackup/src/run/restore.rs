@@ -363,6 +363,20 @@ pub async fn database_state(session: &mut Session, name: &str) -> Result<Option<
         .map(|r| r.get("state_desc").cloned().flatten().unwrap_or_default()))
 }
 
+/// Every database on the server with its state.
+pub async fn databases(session: &mut Session) -> Result<Vec<(String, String)>, Failure> {
+    let rows = session
+        .query_text("databases", "SELECT name, state_desc FROM sys.databases")
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let get = |k: &str| r.get(k).cloned().flatten().unwrap_or_default();
+            (get("name"), get("state_desc"))
+        })
+        .collect())
+}
+
 /// RESTORE DATABASE `[name]` from the staged files with the planned MOVEs (never REPLACE: the
 /// name and the files must be free), with progress.
 pub async fn restore_as(
