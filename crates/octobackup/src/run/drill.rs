@@ -306,7 +306,7 @@ async fn checks(
             }
             if restored_folders
                 && scratch_root.exists()
-                && let Err(e) = std::fs::remove_dir_all(&scratch_root)
+                && let Err(e) = std::fs::remove_dir_all(scratch_root)
             {
                 problems.push(format!("cannot remove {}: {e}", scratch_root.display()));
             }
