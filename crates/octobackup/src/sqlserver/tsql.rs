@@ -227,4 +227,28 @@ mod tests {
         assert_eq!(database_id("O'D"), "SELECT DB_ID(N'O''D') AS DatabaseId");
         assert!(backupset_row("x'y").contains("WHERE bs.database_name = N'x''y' ORDER BY"));
     }
+
+    #[test]
+    fn restore_helpers_quote_names_and_json() {
+        assert_eq!(
+            rename_database("a]b_tmp", "a]b"),
+            "ALTER DATABASE [a]]b_tmp] MODIFY NAME = [a]]b]"
+        );
+        assert_eq!(
+            drop_database_if_exists("x"),
+            "DROP DATABASE IF EXISTS [x]"
+        );
+        assert_eq!(
+            database_state("O'x"),
+            "SELECT name, state_desc FROM sys.databases WHERE name = N'O''x'"
+        );
+        assert_eq!(
+            select_json("Db", "Configuration", Some("installation")),
+            "SELECT [Id], [JSON] FROM [Db].[dbo].[Configuration] WHERE [Id] = N'installation'"
+        );
+        assert_eq!(
+            update_json("Db", "Configuration", "installation", r#"{"A":"it's"}"#),
+            r#"UPDATE [Db].[dbo].[Configuration] SET [JSON] = N'{"A":"it''s"}' WHERE [Id] = N'installation'"#
+        );
+    }
 }
