@@ -263,9 +263,29 @@ async fn forget_beside_a_running_backup_loses_nothing() {
     let out = t.run(&["prune", "--instant"]).await;
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
 
-    // Once the run is gone, its part is an interrupted run's leftover and goes first.
+    // Without the lock (a run on another machine), a fresh part is still left alone.
     drop(lock);
     let out = t.run(&["--json", "forget", "--keep-last", "1"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        set_ids_of(&r["instances"][0]["left_alone"]),
+        BTreeSet::from(["29990101T000000Z-runnin".to_string()])
+    );
+    assert!(r["instances"][0]["dropped"].as_array().unwrap().is_empty());
+    assert_eq!(t.sets().await.len(), 2);
+
+    // Once the run is known to be gone, its part is an interrupted run's leftover and goes first.
+    let out = t
+        .run(&[
+            "--json",
+            "forget",
+            "--keep-last",
+            "1",
+            "--incomplete-grace",
+            "0s",
+        ])
+        .await;
     assert!(out.status.success(), "{}", stderr(&out));
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
@@ -547,4 +567,81 @@ async fn escrowed_master_key_is_recovered_with_the_identity_and_without_the_pass
         "{}",
         stderr(&out)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_during_a_real_backup_leaves_the_running_set_alone_and_the_backup_completes() {
+    use octobackup_lab::octopus_sim::{TaskSpec, TaskState};
+    let mut t = TestLab::start().await;
+    t.init().await;
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    t.lab.churn(1).await.unwrap();
+    // A deployment that runs until the test ends it: the backup waits inside its window,
+    // holding the instance's lock, with its folders part already stored.
+    let task = t.lab.octopus().add_task(TaskSpec {
+        description: "Deploy Acme.Web 9.9.9".into(),
+        state: TaskState::Executing,
+        finishes_after: None,
+        ..Default::default()
+    });
+    let backup = {
+        let mut c = t.command(&["--json", "backup"]);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let running_set = loop {
+        let snaps: Vec<serde_json::Value> =
+            serde_json::from_slice(&t.restic(&["snapshots", "--json"]).stdout).unwrap_or_default();
+        let part = snaps.iter().find_map(|s| {
+            let tags: Vec<&str> = s["tags"]
+                .as_array()?
+                .iter()
+                .filter_map(|t| t.as_str())
+                .collect();
+            tags.contains(&"part")
+                .then(|| tags.iter().find_map(|t| t.strip_prefix("set:")))?
+                .map(String::from)
+        });
+        if let Some(set) = part
+            && maintenance_changes(&t.events()).iter().any(|c| c.1)
+        {
+            break set;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the backup never reached its window"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+
+    let out = t
+        .run(&[
+            "--json",
+            "forget",
+            "--keep-last",
+            "1",
+            "--incomplete-grace",
+            "0s",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = &r["instances"][0];
+    assert_eq!(
+        set_ids_of(&r["left_alone"]),
+        BTreeSet::from([running_set.clone()]),
+        "{r:#}"
+    );
+    assert!(r["dropped"].as_array().unwrap().is_empty(), "{r:#}");
+
+    t.lab.octopus().finish_task(&task, TaskState::Success);
+    let out = backup.await.unwrap();
+    assert!(out.status.success(), "backup: {}", stderr(&out));
+    let sets = t.sets().await;
+    assert_eq!(sets.len(), 2, "{sets:#?}");
+    assert!(sets.iter().all(|s| s["complete"] == true));
+    assert!(sets.iter().any(|s| s["set_id"] == running_set.as_str()));
+    let check = t.restic(&["check", "--read-data"]);
+    assert!(check.status.success(), "{}", stderr(&check));
 }

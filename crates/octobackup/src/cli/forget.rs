@@ -6,7 +6,7 @@ use crate::backupset::retention::{Policy, parse_within};
 use crate::config::Config;
 use crate::error::{Exit, Failure};
 use crate::run::journal::{JournalError, StateDir};
-use crate::run::retention::{self, ForgetReport};
+use crate::run::retention::{self, ForgetOptions, ForgetReport};
 use octobackup_repo::PruneSummary;
 use std::path::Path;
 use std::sync::Arc;
@@ -41,6 +41,10 @@ pub struct Args {
     /// Show what would be dropped and how much space it would free; change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Sets with part snapshots younger than this are left alone: their run may still be going
+    /// (on another machine, whose lock octobackup cannot see). Default 24h.
+    #[arg(long, value_name = "DURATION", value_parser = parse_within)]
+    pub incomplete_grace: Option<Duration>,
     /// Then prune: free the space the dropped sets used.
     #[arg(long, conflicts_with = "dry_run")]
     pub prune: bool,
@@ -127,9 +131,18 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
         };
         let repo = repo.clone();
         let location = config.repository.location.clone();
-        let dry_run = args.dry_run;
+        let opts = ForgetOptions {
+            dry_run: args.dry_run,
+            run_active: lock.is_none(),
+            incomplete_grace: args
+                .incomplete_grace
+                .unwrap_or(retention::DEFAULT_INCOMPLETE_GRACE),
+            ..ForgetOptions::new(policy)
+        };
         let report = tokio::task::spawn_blocking(move || {
-            retention::forget(&repo, &location, &name, &policy, dry_run, lock.is_none())
+            let r = retention::forget(&repo, &location, &name, &opts);
+            drop(lock);
+            r
         })
         .await
         .map_err(join_err)??;

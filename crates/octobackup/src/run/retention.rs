@@ -13,6 +13,7 @@ use crate::error::{Exit, Failure};
 use octobackup_repo::{DropEstimate, NoProgress, PruneSummary, Repo, SnapshotInfo};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// What happened (or, with `dry_run`, would happen) to one set.
 #[derive(Clone, Debug, Serialize)]
@@ -89,16 +90,44 @@ fn ids(snaps: &[SnapshotInfo]) -> Vec<String> {
     snaps.iter().map(|s| s.id.clone()).collect()
 }
 
-/// Decides and (unless `dry_run`) forgets. The caller holds the instance's lock, or passes
-/// `run_active = true` when another run holds it. Blocking: call from a blocking thread.
+/// How long part snapshots are presumed to belong to a run still going (perhaps on another
+/// machine, whose lock octobackup cannot see): sets with younger parts are left alone.
+pub const DEFAULT_INCOMPLETE_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+/// How to forget.
+#[derive(Clone, Debug)]
+pub struct ForgetOptions {
+    pub policy: Policy,
+    /// Decide and report; change nothing.
+    pub dry_run: bool,
+    /// Another run of the instance holds its lock: every set with part snapshots is left alone.
+    pub run_active: bool,
+    /// Sets with part snapshots younger than this are left alone (a run may still be going).
+    pub incomplete_grace: Duration,
+}
+
+impl ForgetOptions {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            policy,
+            dry_run: false,
+            run_active: false,
+            incomplete_grace: DEFAULT_INCOMPLETE_GRACE,
+        }
+    }
+}
+
+/// Decides and (unless `dry_run`) forgets. The caller holds the instance's lock, or sets
+/// `run_active` when another run holds it. Blocking: call from a blocking thread.
 pub fn forget(
     repo: &Repo,
     repository_location: &str,
     instance: &str,
-    policy: &Policy,
-    dry_run: bool,
-    run_active: bool,
+    opts: &ForgetOptions,
 ) -> Result<ForgetReport, Failure> {
+    let (policy, dry_run, run_active) = (&opts.policy, opts.dry_run, opts.run_active);
+    let grace_start = chrono::Local::now()
+        - chrono::Duration::from_std(opts.incomplete_grace).unwrap_or(chrono::Duration::MAX);
     let mut sets: BTreeMap<String, FoundSet> = BTreeMap::new();
     for s in repo.snapshots()? {
         if !s.tags.iter().any(|t| t == TAG) || tag_value(&s.tags, "instance") != Some(instance) {
@@ -172,6 +201,14 @@ pub fn forget(
             report.left_alone.push(outcome);
             continue;
         }
+        if found.parts.iter().any(|p| p.time > grace_start) {
+            outcome.reasons.push(format!(
+                "left alone: it has part snapshots younger than {} (a backup may still be running, here or on another machine); it goes once they are older (--incomplete-grace)",
+                humantime::format_duration(opts.incomplete_grace)
+            ));
+            report.left_alone.push(outcome);
+            continue;
+        }
         match d.action {
             Action::Drop => {
                 outcome.snapshots = ids(&found.complete);
@@ -223,9 +260,7 @@ pub fn apply_after_backup(
         repo,
         &config.repository.location,
         instance,
-        &policy,
-        false,
-        false,
+        &ForgetOptions::new(policy),
     )
 }
 
