@@ -803,6 +803,35 @@ async fn backup_folders(
     ))
 }
 
+/// Stores `items` as a part of the set (tagged `part`), on a blocking thread.
+async fn store_part(
+    job: &BackupJob,
+    set_id: &str,
+    hostname: &str,
+    items: Vec<SourceItem>,
+    label: &str,
+) -> Result<octobackup_repo::BackupSummary, Failure> {
+    let mut tags = base_tags(job, set_id);
+    tags.push(backupset::TAG_PART.into());
+    let opts = SetOptions {
+        tags,
+        hostname: hostname.to_string(),
+        parent_tags: vec![],
+        time: None,
+        compression: job.compression,
+    };
+    let repo = job.repo.clone();
+    let sink = job.ui.repo_sink(label);
+    let label = label.to_string();
+    Ok(
+        tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
+            .await
+            .map_err(|e| {
+                Failure::new(Exit::Failed, format!("storing the {label} stopped: {e}"))
+            })??,
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn ingest(
     job: &BackupJob,
@@ -814,30 +843,60 @@ async fn ingest(
     m: &mut Manifest,
     steps: &mut Steps,
 ) -> Result<(String, u64), Failure> {
+    // SQL Server verifies the staged files while octobackup stores them: both only read them,
+    // so neither waits for the other. A failed verification discards what was stored.
     let db = m.database.name.clone();
+    let hostname = m.hostname.clone();
     let mut info = m.database.clone();
-    steps
-        .run(
-            "verify the database backup",
-            verify_database(sqlserver, &db, bak_sql, &c.bak_local, &mut info),
-        )
-        .await?;
-    m.database = info;
-    let r = steps.start("store database, manifest and secrets");
-    let mut items: Vec<SourceItem> = c
+    let bak_items: Vec<SourceItem> = c
         .bak_local
         .iter()
-        .zip(&m.database.files)
-        .map(|(local, target)| SourceItem::Path {
+        .map(|local| SourceItem::Path {
             source: local.clone(),
-            target: target.clone(),
+            target: format!(
+                "{}/{}",
+                backupset::DATABASE_DIR,
+                local.file_name().expect("a file name").to_string_lossy()
+            ),
         })
         .collect();
-    items.push(SourceItem::Memory {
+    let verify_step = steps.start("verify the database backup");
+    let store_step = steps.start("store the database backup");
+    let ((verified, verify_end), (stored, store_end)) = tokio::join!(
+        async {
+            (
+                verify_database(sqlserver, &db, bak_sql, &c.bak_local, &mut info).await,
+                std::time::Instant::now(),
+            )
+        },
+        async {
+            (
+                store_part(job, set_id, &hostname, bak_items, "database").await,
+                std::time::Instant::now(),
+            )
+        },
+    );
+    steps.finish_at(
+        verify_step,
+        verify_end,
+        verified.is_ok(),
+        verified.as_ref().err().map(|e| e.message.clone()),
+    );
+    steps.finish_at(
+        store_step,
+        store_end,
+        stored.is_ok(),
+        stored.as_ref().err().map(|e| e.message.clone()),
+    );
+    verified?;
+    let stored = stored?;
+    m.database = info;
+
+    let mut items = vec![SourceItem::Memory {
         target: backupset::MASTER_KEY_PATH.into(),
         bytes: Zeroizing::new(secrets.master_key.key.expose().as_bytes().to_vec()),
         mode: 0o600,
-    });
+    }];
     if !secrets.license_text.is_empty() {
         items.push(SourceItem::Memory {
             target: backupset::LICENSE_PATH.into(),
@@ -853,42 +912,27 @@ async fn ingest(
         bytes: Zeroizing::new(serde_json::to_vec_pretty(&*m).expect("manifest serializes")),
         mode: 0o644,
     });
-    let mut tags = base_tags(job, set_id);
-    tags.push(backupset::TAG_PART.into());
-    let opts = SetOptions {
-        tags,
-        hostname: m.hostname.clone(),
-        parent_tags: vec![],
-        time: None,
-        compression: job.compression,
-    };
-    let repo = job.repo.clone();
-    let sink = job.ui.repo_sink("database");
-    let db_part = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
-        .await
-        .map_err(|e| Failure::new(Exit::Failed, format!("storing the database stopped: {e}")))?;
-    let db_part = match db_part {
-        Ok(s) => s,
-        Err(e) => {
-            steps.finish(r, false, Some(e.to_string()));
-            return Err(e.into());
-        }
-    };
-    steps.finish(r, true, None);
+    let meta = steps
+        .run(
+            "store manifest and secrets",
+            store_part(job, set_id, &hostname, items, "manifest"),
+        )
+        .await?;
 
     let r = steps.start("seal the set");
     let mut tags = base_tags(job, set_id);
     tags.push(backupset::TAG_COMPLETE.into());
     let opts = SetOptions {
         tags,
-        hostname: m.hostname.clone(),
+        hostname,
         parent_tags: vec![],
         time: m.started.map(|t| t.into()),
         compression: job.compression,
     };
     let parts = vec![
         c.folders_part.clone().expect("folders part"),
-        db_part.snapshot_id.clone(),
+        stored.snapshot_id.clone(),
+        meta.snapshot_id.clone(),
     ];
     let mut obsolete = parts.clone();
     obsolete.extend(c.pre_pass.clone());
@@ -906,7 +950,7 @@ async fn ingest(
         merged.as_ref().err().map(|e| e.to_string()),
     );
     let merged = merged?;
-    Ok((merged.id, db_part.data_added))
+    Ok((merged.id, stored.data_added + meta.data_added))
 }
 
 #[cfg(test)]
