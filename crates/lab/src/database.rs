@@ -63,7 +63,7 @@ pub fn create(inputs: &DatabaseInputs, data_file: &Path, log_file: &Path) -> any
     let mut rng = content::stream(inputs.seed, "database/secrets");
     let cert =
         base64::engine::general_purpose::STANDARD.encode(server_certificate_der(inputs.seed));
-    let cert_thumbprint = hex::encode_upper(&content::random_bytes(&mut rng, 20));
+    let cert_thumbprint = hex::encode_upper(content::random_bytes(&mut rng, 20));
     let encrypted_cert = crypto::encrypt(inputs.master_key, cert.as_bytes(), iv(&mut rng))?;
 
     let configuration = Table {
@@ -212,11 +212,5 @@ pub fn day_of_activity(
         })
         .collect();
     image::insert_rows(data_file, "dbo", "ServerTask", rows)?;
-    Ok(image::churn(
-        data_file,
-        day,
-        changed_fraction,
-        new_pages,
-        seed,
-    )?)
+    image::churn(data_file, day, changed_fraction, new_pages, seed)
 }

@@ -71,7 +71,11 @@ fn package_id(n: u32) -> String {
 
 /// `Packages/Spaces-1/feeds-builtin/<id>/<id>.<version>.zip` (built-in feed layout since spaces).
 fn package_path(folders: &ServerFolders, id: &str, version: u32) -> PathBuf {
-    let ext = if version % 3 == 0 { "nupkg" } else { "zip" };
+    let ext = if version.is_multiple_of(3) {
+        "nupkg"
+    } else {
+        "zip"
+    };
     folders
         .packages
         .join("Spaces-1")
@@ -137,7 +141,7 @@ fn write_artifact(
     let mut rng = content::stream(seed, &format!("artifact/{n}"));
     let len = content::size_in(&mut rng, p.artifact_bytes.0, p.artifact_bytes.1);
     // Artifacts are a mix: screenshots and zips (incompressible), reports (text).
-    let (name, bytes) = if n % 2 == 0 {
+    let (name, bytes) = if n.is_multiple_of(2) {
         (
             format!("screenshot-{n}.png"),
             content::random_bytes(&mut rng, len),

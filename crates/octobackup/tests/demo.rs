@@ -24,7 +24,7 @@ fn demo_runs_the_whole_cycle_and_cleans_up() {
     ] {
         assert!(text.contains(step), "missing '{step}' in:\n{text}");
     }
-    assert_eq!(text.matches("complete").count() >= 2, true, "{text}");
+    assert!(text.matches("complete").count() >= 2, "{text}");
     // The temporary lab folder is gone afterwards.
     let dir = text
         .lines()

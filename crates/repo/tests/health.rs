@@ -44,14 +44,18 @@ fn dropping_snapshots_frees_only_what_no_other_snapshot_uses() {
             &NoProgress,
         )
         .unwrap();
-    let est = repo.estimate_drop(&[a.snapshot_id.clone()]).unwrap();
+    let est = repo
+        .estimate_drop(std::slice::from_ref(&a.snapshot_id))
+        .unwrap();
     // About 800 kB of incompressible data (plus its tree) is a's alone.
     assert!(
         (790_000..900_000).contains(&est.unique_bytes),
         "{}",
         est.unique_bytes
     );
-    let est = repo.estimate_drop(&[b.snapshot_id.clone()]).unwrap();
+    let est = repo
+        .estimate_drop(std::slice::from_ref(&b.snapshot_id))
+        .unwrap();
     assert!(est.unique_bytes < 10_000, "{}", est.unique_bytes);
     let both = repo
         .estimate_drop(&[a.snapshot_id.clone(), b.snapshot_id.clone()])

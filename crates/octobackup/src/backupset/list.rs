@@ -26,7 +26,7 @@ pub fn list(repo: &Repo, instance: Option<&str>) -> Result<Vec<SetSummary>, Repo
         .into_iter()
         .filter(|s| s.tags.iter().any(|t| t == TAG))
         .collect();
-    snaps.sort_by(|a, b| a.time.cmp(&b.time));
+    snaps.sort_by_key(|a| a.time);
     for s in snaps {
         let inst = tag_value(&s.tags, "instance").unwrap_or("?").to_string();
         if instance.is_some_and(|i| i != inst) {

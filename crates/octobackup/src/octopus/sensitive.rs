@@ -23,7 +23,11 @@ pub fn find_encrypted_values(text: &str) -> Vec<String> {
             .rev()
             .collect();
         let right: String = text[i + 1..].chars().take_while(|c| is_b64(*c)).collect();
-        if left.len() >= 24 && left.len() % 4 == 0 && right.len() == 24 && right.ends_with("==") {
+        if left.len() >= 24
+            && left.len().is_multiple_of(4)
+            && right.len() == 24
+            && right.ends_with("==")
+        {
             out.push(format!("{left}|{right}"));
         }
     }
