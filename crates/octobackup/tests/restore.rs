@@ -439,3 +439,42 @@ async fn a_restore_interrupted_before_the_rename_is_finished_by_the_next_run() {
     assert_eq!(digest_of(&t, "OctoResumed"), fp.database);
     no_temporary_databases(&t);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_striped_set_restores_under_a_name_that_needs_quoting() {
+    let t = TestLab::start().await;
+    t.init().await;
+    t.edit_config(|c| {
+        TestLab::instance_table(c)["sql"]
+            .as_table_mut()
+            .unwrap()
+            .insert("stripes".into(), toml::Value::Integer(2));
+    });
+    let fp = t.lab.fingerprint().await.unwrap();
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    let show = t.run(&["--json", "show", "latest"]).await;
+    let m: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(m["database"]["files"].as_array().unwrap().len(), 2, "{m:#}");
+
+    let name = "Octo]pus 'Restored";
+    let out = t
+        .run(&["restore", "--database", "--database-name", name])
+        .await;
+    assert!(
+        out.status.success(),
+        "restore failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(digest_of(&t, name), fp.database);
+    let (data, _) = t.lab.sql().database_files(name).unwrap();
+    assert_eq!(
+        data.file_name().unwrap().to_string_lossy(),
+        "Octo_pus__Restored.mdf"
+    );
+    no_temporary_databases(&t);
+
+    let out = t.run(&["drill"]).await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
