@@ -474,4 +474,13 @@ mod tests {
         assert!(e.to_string().contains("unknown field"), "{e}");
         assert!(Policy::default().is_empty());
     }
+
+    #[test]
+    fn the_config_template_carries_a_sensible_default_policy() {
+        let c: crate::config::Config =
+            toml::from_str(&crate::config::template("/backups/octo")).unwrap();
+        let p = c.retention.unwrap();
+        assert_eq!(p.describe(), "keep-daily 7, keep-weekly 4, keep-monthly 12");
+        assert_eq!(c.escrow, None);
+    }
 }

@@ -14,6 +14,22 @@ location = "{repository}"
 # zstd level for new data (default 3).
 # compression = 3
 
+# Retention for `octobackup forget` (and `backup --forget`): restic's keep rules, applied to whole
+# sets. The newest complete set is always kept; unfinished runs' sets go first.
+# [instance.NAME.retention] replaces this for one instance; --keep-* flags replace both.
+[retention]
+keep_daily = 7
+keep_weekly = 4
+keep_monthly = 12
+# keep_last = 3
+# keep_yearly = 3
+# keep_within = "30d"
+
+# Also seal each set's master key and license to these age public keys (age-keygen -y), so their
+# holders can recover them without the repository password: octobackup key recover --identity FILE
+# [escrow]
+# age_recipients = ["age1..."]
+
 # One section per Octopus Server instance: octobackup backup --instance OctopusServer
 [instance.OctopusServer]
 url = "https://octopus.example.com"
