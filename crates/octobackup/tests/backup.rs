@@ -408,21 +408,7 @@ async fn wrong_repository_password_and_missing_repository() {
 async fn kill_9_in_the_middle_then_recover_puts_maintenance_back() {
     let t = TestLab::start().await;
     t.init().await;
-    t.lab.sql().set_backup_rate(Some(256 * 1024));
-    let mut child = t
-        .command(&["backup"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while seqs(&t.events(), "backup_started").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup never started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut child = t.spawn_slow_backup(std::process::Stdio::null()).await;
     child.kill().unwrap(); // SIGKILL: no chance to clean up
     child.wait().unwrap();
     assert!(
@@ -444,21 +430,7 @@ async fn kill_9_in_the_middle_then_recover_puts_maintenance_back() {
 async fn the_next_backup_recovers_a_killed_run_and_a_second_run_is_refused() {
     let t = TestLab::start().await;
     t.init().await;
-    t.lab.sql().set_backup_rate(Some(256 * 1024));
-    let mut child = t
-        .command(&["backup"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while seqs(&t.events(), "backup_started").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup never started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let mut child = t.spawn_slow_backup(std::process::Stdio::null()).await;
     // While it runs, a second backup of the same instance is refused.
     let second = t.run(&["backup"]).await;
     assert_eq!(second.status.code(), Some(6), "{}", stderr(&second));
@@ -489,21 +461,7 @@ async fn the_next_backup_recovers_a_killed_run_and_a_second_run_is_refused() {
 async fn sigterm_during_the_database_backup_restores_maintenance_mode() {
     let t = TestLab::start().await;
     t.init().await;
-    t.lab.sql().set_backup_rate(Some(256 * 1024));
-    let child = t
-        .command(&["backup"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while seqs(&t.events(), "backup_started").is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the backup never started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let child = t.spawn_slow_backup(std::process::Stdio::piped()).await;
     let pid = child.id().to_string();
     std::process::Command::new("kill")
         .args(["-TERM", &pid])

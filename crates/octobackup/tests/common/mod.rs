@@ -113,6 +113,32 @@ impl TestLab {
         serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
     }
 
+    /// Waits (bounded) until the lab's event log shows an event of this kind.
+    pub async fn wait_for_event(&self, kind: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while seqs(&self.events(), kind).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {kind} event within a minute"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts `backup` with SQL Server slowed down and returns once the database backup has begun,
+    /// so a test can interrupt the run inside the window.
+    pub async fn spawn_slow_backup(&self, stderr: std::process::Stdio) -> std::process::Child {
+        self.lab.sql().set_backup_rate(Some(256 * 1024));
+        let child = self
+            .command(&["backup"])
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        self.wait_for_event("backup_started").await;
+        child
+    }
+
     pub fn staging_files(&self) -> Vec<PathBuf> {
         std::fs::read_dir(&self.lab.info().staging_dir)
             .unwrap()
