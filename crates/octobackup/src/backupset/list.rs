@@ -42,7 +42,7 @@ pub fn list(repo: &Repo, instance: Option<&str>) -> Result<Vec<SetSummary>, Repo
         out.push(SetSummary {
             set_id: tag_value(&s.tags, "set").unwrap_or("?").to_string(),
             snapshot_id: s.id.clone(),
-            time: s.time.to_rfc3339(),
+            time: s.time.to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
             instance: inst,
             complete,
             octopus_version: manifest.as_ref().map(|m| m.octopus.version.clone()),
