@@ -3,6 +3,7 @@
 //! are moved aside, a clone gets its own InstallationId, and secrets appear only where asked.
 
 mod common;
+mod tamper;
 
 use common::*;
 use octobackup_lab::fingerprint::hash_tree;
@@ -477,4 +478,45 @@ async fn a_striped_set_restores_under_a_name_that_needs_quoting() {
 
     let out = t.run(&["drill"]).await;
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_restore_leaves_no_database_behind_and_the_old_one_in_place() {
+    let (t, fp) = lab_with_a_set().await;
+    // The stored backup is damaged: RESTORE meets a bad page checksum part-way.
+    tamper::rewrite_latest_set(&t, |dir| {
+        let bak = dir.join("database").join("OctopusDeploy.bak");
+        octobackup_lab::sqlserver_files::bak::corrupt_one_page(&bak).unwrap();
+    });
+    let databases = t.lab.sql().databases();
+    let out = t
+        .run(&["restore", "--database", "--database-name", "OctoBroken"])
+        .await;
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("RESTORE DATABASE") && stderr(&out).contains("Msg 3183"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(t.lab.sql().databases(), databases);
+    no_temporary_databases(&t);
+
+    // Over the existing database with --replace: it stays as it was.
+    let out = t.run(&["restore", "--database", "--replace"]).await;
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert_eq!(t.lab.sql().databases(), databases);
+    assert_eq!(t.lab.fingerprint().await.unwrap(), fp);
+    no_temporary_databases(&t);
 }
