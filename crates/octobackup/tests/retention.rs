@@ -127,6 +127,20 @@ async fn forget_keeps_whole_sets_by_month_drops_incomplete_ones_and_prune_frees_
             &noise(2_000_000, 2),
         );
     }
+    // Escrow copies: a kept set's, a dropped set's, and one of a set that never completed.
+    let officer = age::x25519::Identity::generate();
+    let sealed = || {
+        escrow::sealed_items(
+            &[officer.to_public().to_string()],
+            &Secret::new("a2V5a2V5a2V5a2V5a2V5aw=="),
+            None,
+        )
+        .unwrap()
+    };
+    let repo_loc = t.repo_dir().display().to_string();
+    for set in [ids[3].as_str(), ids[0].as_str(), "20260201T020000Z-orphan"] {
+        escrow::publish(&repo_loc, set, &sealed()).unwrap();
+    }
     let snapshots_before = t.restic(&["snapshots", "--json"]);
     let before: Vec<serde_json::Value> = serde_json::from_slice(&snapshots_before.stdout).unwrap();
     assert_eq!(before.len(), 6);
@@ -223,6 +237,8 @@ async fn forget_keeps_whole_sets_by_month_drops_incomplete_ones_and_prune_frees_
         stdout(&check),
         stderr(&check)
     );
+    // Dropped and orphaned sets lose their escrow copies; kept ones keep them.
+    assert_eq!(escrow::escrowed_sets(&repo_loc).unwrap(), [ids[3].clone()]);
     // A kept set still restores: its manifest reads.
     let show = t.run(&["show", &ids[1]]).await;
     assert!(show.status.success(), "{}", stderr(&show));

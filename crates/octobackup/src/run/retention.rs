@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::error::{Exit, Failure};
 use octobackup_repo::{DropEstimate, NoProgress, PruneSummary, Repo, SnapshotInfo};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 /// What happened (or, with `dry_run`, would happen) to one set.
@@ -129,7 +129,12 @@ pub fn forget(
     let grace_start = chrono::Local::now()
         - chrono::Duration::from_std(opts.incomplete_grace).unwrap_or(chrono::Duration::MAX);
     let mut sets: BTreeMap<String, FoundSet> = BTreeMap::new();
+    // Every set id in the repository (any instance), to find escrow copies of sets that are gone.
+    let mut all_sets: HashSet<String> = HashSet::new();
     for s in repo.snapshots()? {
+        if let Some(set) = tag_value(&s.tags, "set") {
+            all_sets.insert(set.to_string());
+        }
         if !s.tags.iter().any(|t| t == TAG) || tag_value(&s.tags, "instance") != Some(instance) {
             continue;
         }
@@ -230,6 +235,9 @@ pub fn forget(
 
     let removed = report.removed_snapshots();
     if removed.is_empty() {
+        if !dry_run {
+            sweep_escrow(repository_location, &all_sets, grace_start, &mut report);
+        }
         return Ok(report);
     }
     report.unique_bytes = repo
@@ -240,11 +248,45 @@ pub fn forget(
     }
     repo.delete_snapshots(&removed)?;
     for set in &report.dropped {
+        all_sets.remove(&set.set_id);
         if let Err(e) = escrow::remove(repository_location, &set.set_id) {
             report.notes.push(e.message);
         }
     }
+    sweep_escrow(repository_location, &all_sets, grace_start, &mut report);
     Ok(report)
+}
+
+/// Removes escrow copies of sets that are in no snapshot any more (a run that failed after
+/// publishing them, or sets forgotten by another tool), once older than the grace period.
+fn sweep_escrow(
+    repository_location: &str,
+    existing: &HashSet<String>,
+    grace_start: chrono::DateTime<chrono::Local>,
+    report: &mut ForgetReport,
+) {
+    let Ok(escrowed) = escrow::escrowed_sets(repository_location) else {
+        return;
+    };
+    let mut swept = 0;
+    for set in escrowed.iter().filter(|s| !existing.contains(*s)) {
+        let taken = set
+            .get(..16)
+            .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").ok())
+            .map(|t| t.and_utc());
+        if taken.is_none_or(|t| t >= grace_start) {
+            continue;
+        }
+        match escrow::remove(repository_location, set) {
+            Ok(()) => swept += 1,
+            Err(e) => report.notes.push(e.message),
+        }
+    }
+    if swept > 0 {
+        report.notes.push(format!(
+            "removed the escrow copies of {swept} set(s) no longer in the repository"
+        ));
+    }
 }
 
 /// `backup --forget`: applies the instance's configured policy after a successful backup.
