@@ -115,9 +115,9 @@ impl Checks {
 /// The scratch database's name for a set: the same for every drill of the set, so a drill that
 /// was killed leaves a name the next one recognises and drops.
 pub fn scratch_database(database: &str, set_id: &str) -> String {
-    format!(
-        "{database}_octobackup_drill_{}",
-        &short_hash(&[set_id])[..6]
+    restore::marked_name(
+        database,
+        &format!("_octobackup_drill_{}", &short_hash(&[set_id])[..6]),
     )
 }
 

@@ -179,10 +179,18 @@ pub fn short_hash(parts: &[&str]) -> String {
 
 /// The temporary name a restore of `set_id` to `target` uses until it is checked.
 pub fn temporary_name(set_id: &str, target: &str) -> String {
-    format!(
-        "{target}_octobackup_restoring_{}",
-        short_hash(&[set_id, target])
+    marked_name(
+        target,
+        &format!("_octobackup_restoring_{}", short_hash(&[set_id, target])),
     )
+}
+
+/// `base` + `suffix`, with `base` shortened so the whole fits SQL Server's 128-character names
+/// (the suffix carries a hash of what was cut).
+pub fn marked_name(base: &str, suffix: &str) -> String {
+    let room = 128usize.saturating_sub(suffix.chars().count());
+    let head: String = base.chars().take(room).collect();
+    format!("{head}{suffix}")
 }
 
 /// The set's .bak files, staged back from the repository into a folder of their own on the
@@ -401,7 +409,16 @@ pub async fn restore_as(
     )
     .await;
     bar.finish();
-    r.map_err(|e| Failure::new(Exit::Sql, format!("RESTORE DATABASE [{name}] failed: {e}")))
+    r.map_err(|e| {
+        let files: Vec<&str> = moves.iter().map(|(_, p)| p.as_str()).collect();
+        Failure::new(
+            Exit::Sql,
+            format!(
+                "RESTORE DATABASE [{name}] to {} failed: {e}",
+                files.join(", ")
+            ),
+        )
+    })
 }
 
 pub async fn checkdb(session: &mut Session, name: &str) -> Result<(), Failure> {
@@ -1182,6 +1199,10 @@ mod tests {
         assert_eq!(a, temporary_name("20260101T000000Z-abc123", "Octo"));
         assert_ne!(a, temporary_name("20260101T000000Z-abc124", "Octo"));
         assert!(a.starts_with("Octo_octobackup_restoring_"));
+        let long = "x".repeat(128);
+        let t = temporary_name("s", &long);
+        assert_eq!(t.chars().count(), 128);
+        assert_ne!(t, temporary_name("s", &format!("{}y", &long[..127])));
     }
 
     #[test]
