@@ -88,15 +88,19 @@ struct Walk {
 
 /// Walks the snapshot's trees, collecting every blob it uses (trees and file contents); files
 /// using a blob in `damaged` and trees that cannot be read are noted by path.
+/// Trees already in `out.blobs` are not walked again, so one `Walk` can gather what a group of
+/// snapshots uses reading each shared tree once.
 fn walk<S: IndexedTree>(
     repo: &Repository<S>,
     snap: &SnapshotFile,
     damaged: Option<&HashSet<Id>>,
-) -> Walk {
-    let mut out = Walk::default();
+    out: &mut Walk,
+) {
     let mut stack: Vec<(TreeId, String)> = vec![(snap.tree, String::new())];
     while let Some((tree_id, path)) = stack.pop() {
-        out.blobs.insert(*tree_id);
+        if !out.blobs.insert(*tree_id) {
+            continue;
+        }
         let tree = match repo.get_tree(&tree_id) {
             Ok(t) => t,
             Err(_) => {
@@ -131,7 +135,6 @@ fn walk<S: IndexedTree>(
             }
         }
     }
-    out
 }
 
 /// 64-digit hex ids in a finding (rustic's `Display` shortens ids to 8 digits; `Debug` does not).
@@ -201,7 +204,8 @@ impl Repo {
                 .to_indexed_ids()
                 .map_err(|e| from_rustic("cannot read the index", &e))?;
             for snap in &snaps {
-                let w = walk(&repo, snap, Some(&damaged));
+                let mut w = Walk::default();
+                walk(&repo, snap, Some(&damaged), &mut w);
                 if w.damaged_files.is_empty() && w.unreadable_folders.is_empty() {
                     continue;
                 }
@@ -228,18 +232,17 @@ impl Repo {
             let repo = repo
                 .to_indexed_ids()
                 .map_err(|e| from_rustic("cannot read the index", &e))?;
-            let mut kept: HashSet<Id> = HashSet::new();
-            let mut dropped: HashSet<Id> = HashSet::new();
+            let mut kept = Walk::default();
+            let mut dropped = Walk::default();
             for snap in &snaps {
-                let w = walk(&repo, snap, None);
                 if drop.contains(snap.id.to_hex().as_str()) {
-                    dropped.extend(w.blobs);
+                    walk(&repo, snap, None, &mut dropped);
                 } else {
-                    kept.extend(w.blobs);
+                    walk(&repo, snap, None, &mut kept);
                 }
             }
             let mut est = DropEstimate::default();
-            for blob in dropped.difference(&kept) {
+            for blob in dropped.blobs.difference(&kept.blobs) {
                 if let Some((_, len)) = map.blobs.get(blob) {
                     est.unique_bytes += u64::from(*len);
                     est.unique_blobs += 1;

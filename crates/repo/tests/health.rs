@@ -161,3 +161,25 @@ fn keys_can_be_added_listed_and_removed_but_never_the_last_or_current_one() {
     assert!(left[0].current);
     assert!(repo.add_key(&Password::new(""), None, None).is_err());
 }
+
+#[test]
+fn a_missing_pack_is_found_without_reading_data_and_mapped_to_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    let repo = new_repo(dir.path());
+    let a = repo
+        .backup(
+            vec![mem("/database/big.bak", noise(2_000_000, 9))],
+            &tagged("set:a"),
+            &NoProgress,
+        )
+        .unwrap();
+    let mut packs: Vec<_> = walk(&repo_dir.join("data"));
+    packs.sort_by_key(|p| std::fs::metadata(p).unwrap().len());
+    std::fs::remove_file(packs.last().unwrap()).unwrap();
+    let report = repo.check_with(&ReadData::None).unwrap();
+    assert!(!report.is_ok());
+    assert_eq!(report.affected.len(), 1, "{report:#?}");
+    assert_eq!(report.affected[0].snapshot.id, a.snapshot_id);
+    assert_eq!(report.affected[0].files, ["/database/big.bak"]);
+}
