@@ -80,7 +80,10 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
         database_name: args.database_name,
         data_dir: args.data_dir,
         replace: args.replace,
-        folders_to: args.folders_to,
+        // Absolute, so the printed `Octopus.Server.exe path` commands work from anywhere.
+        folders_to: args
+            .folders_to
+            .map(|p| std::path::absolute(&p).unwrap_or(p)),
         secrets_file: args.secrets_file,
         show_secrets: args.show_secrets,
         clone: args.clone,
