@@ -26,6 +26,26 @@ pub enum ReadData {
     Subset(String),
 }
 
+impl ReadData {
+    /// A subset as the user wrote it, checked: `10%`, `500MiB`, `n/m`, or `all`.
+    pub fn subset(s: &str) -> Result<ReadData, RepoError> {
+        let s = s.trim();
+        if s == "all" {
+            return Ok(ReadData::All);
+        }
+        parse_subset(s)?;
+        Ok(ReadData::Subset(s.to_string()))
+    }
+}
+
+fn parse_subset(s: &str) -> Result<ReadSubsetOption, RepoError> {
+    s.parse::<ReadSubsetOption>().map_err(|_| {
+        RepoError::InvalidInput(format!(
+            "`{s}` is not a subset to read: give a percentage like 10%, a size like 500MiB, or n/m like 1/5"
+        ))
+    })
+}
+
 /// A snapshot that uses damaged data.
 #[derive(Debug, Clone, Serialize)]
 pub struct AffectedSnapshot {
@@ -150,11 +170,7 @@ impl Repo {
     /// names the snapshots (and files) that damaged packs, blobs or trees affect.
     pub fn check_with(&self, read: &ReadData) -> Result<CheckReport, RepoError> {
         let subset = match read {
-            ReadData::Subset(s) => Some(s.parse::<ReadSubsetOption>().map_err(|_| {
-                RepoError::InvalidInput(format!(
-                    "`{s}` is not a subset to read: give a percentage like 10%, a size like 500MiB, or n/m like 1/5"
-                ))
-            })?),
+            ReadData::Subset(s) => Some(parse_subset(s)?),
             _ => None,
         };
         self.run(&NoProgress, |repo| {

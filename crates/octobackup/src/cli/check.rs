@@ -149,7 +149,9 @@ fn human(o: &Output) -> String {
 pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
     let config = Config::load(config_path)?;
     let read = match (&args.read_data_subset, args.read_data) {
-        (Some(s), _) => ReadData::Subset(s.trim().to_string()),
+        (Some(s), _) => {
+            ReadData::subset(s).map_err(|e| Failure::new(Exit::Usage, e.to_string()))?
+        }
         (None, true) => ReadData::All,
         (None, false) => ReadData::None,
     };

@@ -7,7 +7,7 @@ use crate::backupset::escrow;
 use crate::config::Config;
 use crate::error::{Exit, Failure};
 use crate::secret::{Secret, SecretSource};
-use octobackup_repo::{KeyInfo, Password};
+use octobackup_repo::{KeyInfo, Password, RepoError};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
@@ -149,7 +149,10 @@ pub async fn run(config_path: &Path, cmd: KeyCommand, json: bool) -> Result<(), 
             let id = tokio::task::spawn_blocking(move || repo.remove_key(&args.id))
                 .await
                 .map_err(join_err)?
-                .map_err(|e| Failure::new(Exit::Usage, e.to_string()))?;
+                .map_err(|e| match e {
+                    RepoError::InvalidInput(m) => Failure::new(Exit::Usage, m),
+                    other => other.into(),
+                })?;
             emit(json, &serde_json::json!({"removed": id}), || {
                 format!(
                     "removed key {}: its password no longer opens the repository\n",
