@@ -389,8 +389,17 @@ async fn secrets_are_shown_only_on_request() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(stderr(&out).contains("--secrets-file"), "{}", stderr(&out));
 
-    let out = t.run(&["restore", "--secrets", "--show-secrets"]).await;
+    let set_id = t.sets().await[0]["set_id"].as_str().unwrap().to_string();
+    let out = t
+        .run(&["restore", &set_id[..20], "--secrets", "--show-secrets"])
+        .await;
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("restored set {set_id}")));
+    let bogus = t
+        .run(&["restore", "19990101T", "--secrets", "--show-secrets"])
+        .await;
+    assert_eq!(bogus.status.code(), Some(2), "{}", stderr(&bogus));
+    assert!(stderr(&bogus).contains("no complete backup set matches '19990101T'"));
     let text = stdout(&out);
     assert!(text.contains(&format!("master key: {}", state.master_key)));
     assert!(text.contains(&format!("--masterKey \"{}\"", state.master_key)));

@@ -121,8 +121,8 @@ fn join_err(e: tokio::task::JoinError) -> Failure {
     Failure::new(Exit::Failed, format!("a worker stopped: {e}"))
 }
 
-/// Finds the set to restore: `wanted` (set id, its start, a snapshot id's start, or "latest") or
-/// the newest complete set of the instance.
+/// Finds the set to restore: `wanted` (set id, its start, a snapshot id's start: of any
+/// instance) or the newest complete set of the instance ("latest" or `None`).
 pub async fn choose_set(
     repo: &Arc<Repo>,
     instance: &str,
@@ -132,14 +132,15 @@ pub async fn choose_set(
     let instance = instance.to_string();
     let wanted = wanted.unwrap_or("latest").to_string();
     tokio::task::spawn_blocking(move || {
-        let sets = list::list(&repo, Some(&instance))?;
+        // A set named by id may come from another instance (a move to a new server whose config
+        // names it differently); "latest" is the newest of this instance.
+        let any_instance = wanted != "latest";
+        let sets = list::list(&repo, (!any_instance).then_some(instance.as_str()))?;
         let Some(set) = list::find(&sets, &wanted) else {
             return Err(Failure::new(
                 Exit::Usage,
-                if sets.iter().any(|s| s.complete) {
-                    format!(
-                        "no backup set of instance '{instance}' matches '{wanted}' (see `octobackup snapshots --instance {instance}`)"
-                    )
+                if any_instance || sets.iter().any(|s| s.complete) {
+                    format!("no complete backup set matches '{wanted}' (see `octobackup snapshots`)")
                 } else {
                     format!(
                         "the repository holds no complete backup set of instance '{instance}': run `octobackup backup` first"
@@ -1123,7 +1124,7 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
     Ok(RestoreReport {
         set_id: set.set_id.clone(),
         snapshot_id: set.snapshot_id.clone(),
-        instance: job.instance_name.clone(),
+        instance: set.manifest.instance.clone(),
         octopus_version: set.manifest.octopus.version.clone(),
         database,
         folders,
