@@ -661,3 +661,37 @@ async fn forget_during_a_real_backup_leaves_the_running_set_alone_and_the_backup
     let check = t.restic(&["check", "--read-data"]);
     assert!(check.status.success(), "{}", stderr(&check));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_after_backup_uses_the_instances_own_policy() {
+    use octobackup::config::Config;
+    use octobackup::run::retention::apply_after_backup;
+    let t = TestLab::start().await;
+    t.init().await;
+    for _ in 0..3 {
+        let out = t.run(&["backup"]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // The top-level default keeps 3; the instance's own policy (keep 2) wins.
+    t.edit_config(|c| {
+        let mut top = toml::Table::new();
+        top.insert("keep_last".into(), 3.into());
+        c.insert("retention".into(), top.into());
+        let mut own = toml::Table::new();
+        own.insert("keep_last".into(), 2.into());
+        TestLab::instance_table(c).insert("retention".into(), own.into());
+    });
+    let config = Config::load(&t.config).unwrap();
+    let state = StateDir::new(&config.state_dir(&t.config));
+    let repo = open_repo(&t);
+    let report = tokio::task::spawn_blocking(move || {
+        apply_after_backup(&repo, &config, "OctopusServer", &state)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(report.policy, "keep-last 2");
+    assert_eq!(report.kept.len(), 2);
+    assert_eq!(report.dropped.len(), 1);
+    assert_eq!(t.sets().await.len(), 2);
+}

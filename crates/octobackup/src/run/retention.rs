@@ -10,6 +10,7 @@ use crate::backupset::retention::{self, Action, Candidate, Policy};
 use crate::backupset::{TAG, TAG_COMPLETE, TAG_PART, escrow, tag_value};
 use crate::config::Config;
 use crate::error::{Exit, Failure};
+use crate::run::journal::{JournalError, StateDir};
 use octobackup_repo::{DropEstimate, NoProgress, PruneSummary, Repo, SnapshotInfo};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -290,20 +291,26 @@ fn sweep_escrow(
 }
 
 /// `backup --forget`: applies the instance's configured policy after a successful backup.
-/// The caller (the backup run) already holds the instance's lock; call it after the set is
-/// sealed, from a blocking context (`tokio::task::spawn_blocking`).
+/// Takes the instance's lock when it is free; when it is held (by the caller's own run, or by
+/// another one), sets with part snapshots are left alone, so it is safe wherever it is called.
+/// Blocking: call it from `tokio::task::spawn_blocking`.
 pub fn apply_after_backup(
     repo: &Repo,
     config: &Config,
     instance: &str,
+    state: &StateDir,
 ) -> Result<ForgetReport, Failure> {
     let policy = policy_for(config, instance)?;
-    forget(
-        repo,
-        &config.repository.location,
-        instance,
-        &ForgetOptions::new(policy),
-    )
+    let lock = match state.lock(instance) {
+        Ok(l) => Some(l),
+        Err(JournalError::Busy { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let opts = ForgetOptions {
+        run_active: lock.is_none(),
+        ..ForgetOptions::new(policy)
+    };
+    forget(repo, &config.repository.location, instance, &opts)
 }
 
 /// Frees the space of forgotten data. Two-phase unless `instant` (see `Repo::prune`).
