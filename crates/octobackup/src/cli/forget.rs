@@ -271,7 +271,7 @@ fn human(out: &Output) -> String {
         ));
         if removed > 0 {
             s.push_str(&format!(
-                "  {} of stored data is used only by {}: a prune {} it\n",
+                "  {} of stored data is used only by {}: a prune {} about that much (partly used packs may be kept)\n",
                 bytes(r.unique_bytes),
                 if r.dry_run {
                     "the sets that would be dropped"
