@@ -529,3 +529,52 @@ async fn a_failed_restore_leaves_no_database_behind_and_the_old_one_in_place() {
     assert_eq!(t.lab.fingerprint().await.unwrap(), fp);
     no_temporary_databases(&t);
 }
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_during_the_restore_leaves_nothing_half_restored() {
+    let (t, fp) = lab_with_a_set().await;
+    let databases = t.lab.sql().databases();
+    // Slow enough to be interrupted part-way.
+    t.lab.sql().set_backup_rate(Some(512 * 1024));
+    let mut cmd = t.command(&["restore", "--database", "--database-name", "OctoSlow"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let mut waited = 0;
+    while seqs(&t.events(), "restore_started").is_empty() {
+        assert!(waited < 600, "the restore never started");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        waited += 1;
+    }
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("the partly restored copy was dropped"),
+        "{}",
+        stderr(&out)
+    );
+    t.lab.sql().set_backup_rate(None);
+    assert_eq!(t.lab.sql().databases(), databases);
+    no_temporary_databases(&t);
+
+    // The same command again completes.
+    let out = t
+        .run(&["restore", "--database", "--database-name", "OctoSlow"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(digest_of(&t, "OctoSlow"), fp.database);
+}

@@ -10,7 +10,7 @@
 //! interrupted finds its temporary database on the next run: an ONLINE one is checked again and
 //! finished; any other is dropped and restored afresh.
 
-use super::backup::{sql_server, sql_side_path};
+use super::backup::{shutdown_signal, sql_server, sql_side_path};
 use crate::backupset::{self, Manifest, list};
 use crate::cli::ui::Ui;
 use crate::config::InstanceConfig;
@@ -653,6 +653,56 @@ async fn restore_database(
     })
 }
 
+/// Ctrl-C or SIGTERM during the database part: the partly restored copy goes, unless the old
+/// database was already dropped (then the checked copy under the temporary name is the only one
+/// left, and running the same restore again finishes it).
+async fn interrupted(
+    job: &RestoreJob,
+    server: &SqlServer,
+    set: &ChosenSet,
+    target: &str,
+    existed: bool,
+    sig: &str,
+) -> Failure {
+    let temp = temporary_name(&set.set_id, target);
+    let _ = std::fs::remove_dir_all(job.instance.staging_local().join(format!(
+        "octobackup-restore-{}",
+        short_hash(&[&set.set_id, target])
+    )));
+    let outcome = async {
+        let mut s = server.connect().await?;
+        let target_now = database_state(&mut s, target).await?.is_some();
+        if existed && !target_now {
+            return Ok::<_, Failure>(format!(
+                "[{target}] was already dropped; the restored copy is kept as [{temp}]: run the same restore again to finish"
+            ));
+        }
+        // The server may still be ending the RESTORE of the dropped connection: retry a little.
+        for attempt in 0..10 {
+            match drop_quietly(&mut s, &temp).await {
+                Ok(()) => break,
+                Err(e) if attempt == 9 => return Err(e),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            }
+        }
+        Ok(format!(
+            "the partly restored copy was dropped and [{target}] is unchanged"
+        ))
+    }
+    .await;
+    let detail = match outcome {
+        Ok(d) => d,
+        Err(e) => format!(
+            "{}; run the same restore again to finish or clean up [{temp}]",
+            e.message
+        ),
+    };
+    Failure::new(
+        Exit::Interrupted,
+        format!("the restore was interrupted by {sig}: {detail}"),
+    )
+}
+
 /// Moves what is at the paths a folder restore would write into `aside`, keeping relative paths.
 /// Returns how many entries were moved.
 pub fn move_aside(
@@ -993,7 +1043,8 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
     let mut installation_id = None;
     if parts.database {
         let mut session = server.connect().await?;
-        let out = restore_database(
+        let existed = database_state(&mut session, &target).await?.is_some();
+        let restore = restore_database(
             &job,
             &server,
             &mut session,
@@ -1004,8 +1055,14 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
                 data_dir: job.data_dir.clone(),
                 clone: job.clone,
             },
-        )
-        .await?;
+        );
+        let out = tokio::select! {
+            r = restore => r?,
+            sig = shutdown_signal() => {
+                job.ui.clear_status();
+                return Err(interrupted(&job, &server, &set, &target, existed, sig).await);
+            }
+        };
         database = Some(out.restored);
         installation_id = out.installation_id;
     }
