@@ -64,9 +64,10 @@ async fn a_full_backup_runs_inside_the_window_and_restores_maintenance_mode() {
         [
             "wait for running tasks",
             "database backup",
-            "server folders (changes since the first pass)"
+            "server folders (checked: unchanged since the first pass)"
         ]
     );
+    assert_eq!(m["window"]["folder_files_read"], 0);
     let steps: Vec<&str> = m["steps"]
         .as_array()
         .unwrap()
@@ -602,6 +603,8 @@ async fn folders_changed_while_waiting_in_the_window_are_in_the_set() {
 
     let m: serde_json::Value =
         serde_json::from_slice(&t.run(&["--json", "show", "latest"]).await.stdout).unwrap();
+    let inside = m["window"]["inside"].to_string();
+    assert!(inside.contains("changes since the first pass"), "{inside}");
     assert_eq!(
         m["window"]["folder_files_read"], 1,
         "only the new log is read inside the window: {}",

@@ -233,7 +233,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
             pass.as_ref().err().map(|e| e.message.clone()),
         );
         match pass {
-            Ok((id, _, _)) => Some(id),
+            Ok(result) => Some(result),
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&staging_local);
                 let parts = part_snapshots(&job.repo, &set_id);
@@ -277,7 +277,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     m.window.changed_by_octobackup = window.changed;
 
     let inside = tokio::select! {
-        r = inside_window(&job, &octopus, &sqlserver, &server_info, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_deref(), &mut m, &mut steps) => r,
+        r = inside_window(&job, &octopus, &sqlserver, &server_info, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_ref(), &mut m, &mut steps) => r,
         sig = shutdown_signal() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode is being put back"))),
     };
 
@@ -466,7 +466,7 @@ async fn inside_window(
     bak_sql: &[String],
     bak_local: &[PathBuf],
     set_id: &str,
-    pre_pass: Option<&str>,
+    pre_pass: Option<&FolderPassResult>,
     m: &mut Manifest,
     steps: &mut Steps,
 ) -> Result<Captured, Failure> {
@@ -480,11 +480,6 @@ async fn inside_window(
     // The database backup (SQL Server's work) and the folder pass (octobackup's) do not depend on
     // each other: run them side by side so the window lasts as long as the longer one.
     m.window.inside.push("database backup".into());
-    m.window.inside.push(if pre_pass.is_some() {
-        "server folders (changes since the first pass)".into()
-    } else {
-        "server folders".into()
-    });
     let db = m.database.name.clone();
     let hostname = m.hostname.clone();
     let db_step = steps.start("database backup");
@@ -499,16 +494,29 @@ async fn inside_window(
             (r, std::time::Instant::now())
         },
         async {
-            let r = backup_folders(
-                job,
-                folders,
-                set_id,
-                &hostname,
-                FolderPass::InWindow {
-                    after_pre_pass: pre_pass.is_some(),
-                },
-            )
-            .await;
+            let r = match pre_pass {
+                // Nothing changed since the pass before the window: that pass is the window's state.
+                Some(pre) if folders_unchanged_since(folders, &pre.listing) => {
+                    Ok(FolderPassResult {
+                        id: pre.id.clone(),
+                        infos: pre.infos.clone(),
+                        read: 0,
+                        listing: Listing::new(),
+                    })
+                }
+                _ => {
+                    backup_folders(
+                        job,
+                        folders,
+                        set_id,
+                        &hostname,
+                        FolderPass::InWindow {
+                            after_pre_pass: pre_pass.is_some(),
+                        },
+                    )
+                    .await
+                }
+            };
             (r, std::time::Instant::now())
         }
     );
@@ -526,14 +534,21 @@ async fn inside_window(
         folder_result.as_ref().err().map(|e| e.message.clone()),
     );
     db_result?;
-    let (part, infos, read_in_window) = folder_result?;
-    m.folders = infos;
-    m.window.folder_files_read = read_in_window;
+    let pass = folder_result?;
+    m.window.inside.push(match pre_pass {
+        Some(pre) if pre.id == pass.id => {
+            "server folders (checked: unchanged since the first pass)".into()
+        }
+        Some(_) => "server folders (changes since the first pass)".into(),
+        None => "server folders".into(),
+    });
+    m.folders = pass.infos;
+    m.window.folder_files_read = pass.read;
 
     Ok(Captured {
         bak_local: bak_local.to_vec(),
-        folders_part: Some(part),
-        pre_pass: pre_pass.map(str::to_string),
+        folders_part: Some(pass.id),
+        pre_pass: pre_pass.map(|p| p.id.clone()),
     })
 }
 
@@ -710,7 +725,7 @@ async fn backup_folders(
     set_id: &str,
     hostname: &str,
     pass: FolderPass,
-) -> Result<(String, Vec<manifest::FolderInfo>, u64), Failure> {
+) -> Result<FolderPassResult, Failure> {
     let items: Vec<SourceItem> = folders
         .iter()
         .map(|(name, path)| SourceItem::Path {
@@ -796,11 +811,84 @@ async fn backup_folders(
             }
         })
         .collect();
-    Ok((
-        summary.snapshot_id,
+    Ok(FolderPassResult {
+        id: summary.snapshot_id,
         infos,
-        summary.files_new + summary.files_changed,
-    ))
+        read: summary.files_new + summary.files_changed,
+        listing: listing_of(&files),
+    })
+}
+
+/// What one folder pass stored.
+struct FolderPassResult {
+    id: String,
+    infos: Vec<manifest::FolderInfo>,
+    /// Files read (new or changed since the parent).
+    read: u64,
+    listing: Listing,
+}
+
+/// Snapshot path -> (size, mtime in microseconds) of every regular file a pass stored.
+type Listing = std::collections::HashMap<String, (u64, Option<i64>)>;
+
+fn listing_of(entries: &[octobackup_repo::FileEntry]) -> Listing {
+    entries
+        .iter()
+        .filter(|e| e.kind == octobackup_repo::EntryKind::File)
+        .map(|e| {
+            (
+                e.path.clone(),
+                (e.size, e.mtime.map(|t| t.timestamp_micros())),
+            )
+        })
+        .collect()
+}
+
+/// True when every file under the folders has the size and mtime the listing recorded, and no file
+/// came or went: the state a pass stored is then the state now, and the pass inside the window can
+/// be skipped. The check reads metadata only (no file contents), which takes a fraction of a second
+/// for tens of thousands of files. Anything it cannot judge (a symlink, an unreadable folder, a name
+/// that is not UTF-8) counts as a change, so the full pass runs.
+fn folders_unchanged_since(folders: &[(String, PathBuf)], listing: &Listing) -> bool {
+    let mut seen = 0usize;
+    for (name, root) in folders {
+        let mut stack = vec![(root.clone(), format!("{}/{name}", backupset::FOLDERS_DIR))];
+        while let Some((dir, vdir)) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir) else {
+                return false;
+            };
+            for entry in entries {
+                let Ok(entry) = entry else { return false };
+                let Ok(ty) = entry.file_type() else {
+                    return false;
+                };
+                let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
+                    return false;
+                };
+                let vpath = format!("{vdir}/{file_name}");
+                if ty.is_dir() {
+                    stack.push((entry.path(), vpath));
+                } else if ty.is_file() {
+                    let Ok(meta) = entry.metadata() else {
+                        return false;
+                    };
+                    let mtime = meta
+                        .modified()
+                        .ok()
+                        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_micros());
+                    match listing.get(&vpath) {
+                        Some((size, stored)) if *size == meta.len() && *stored == mtime => {
+                            seen += 1
+                        }
+                        _ => return false,
+                    }
+                } else {
+                    return false;
+                }
+            }
+        }
+    }
+    seen == listing.len()
 }
 
 /// Stores `items` as a part of the set (tagged `part`), on a blocking thread.
@@ -936,6 +1024,8 @@ async fn ingest(
     ];
     let mut obsolete = parts.clone();
     obsolete.extend(c.pre_pass.clone());
+    obsolete.sort();
+    obsolete.dedup();
     let repo = job.repo.clone();
     let merged = tokio::task::spawn_blocking(move || {
         let merged = repo.merge_snapshots(&parts, &opts)?;
