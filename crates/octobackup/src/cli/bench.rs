@@ -30,6 +30,9 @@ pub struct Args {
     /// Write the results as JSON here (default: DIR/bench.json when --dir is given).
     #[arg(long)]
     pub json_out: Option<PathBuf>,
+    /// zstd level for octobackup's repository (0 = none; default: the repository's, 3).
+    #[arg(long)]
+    pub compression: Option<i32>,
 }
 
 /// One timed run of a program: wall time and peak resident memory (Linux: from wait4).
@@ -56,6 +59,7 @@ pub struct Night {
 #[derive(Clone, Debug, Serialize, Default)]
 pub struct Results {
     pub size: String,
+    pub compression: Option<i32>,
     pub data_bytes: u64,
     pub files: u64,
     pub read_once_s: f64,
@@ -277,6 +281,11 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
     ));
     let mut lab = lab::start(&dir.join("lab"), args.size, args.seed, 16, true).await?;
     let config_path = lab::write_config(lab.info(), true).map_err(fail)?;
+    if let Some(level) = args.compression {
+        let mut c = Config::load(&config_path)?;
+        c.repository.compression = Some(level);
+        std::fs::write(&config_path, c.to_toml()).map_err(fail)?;
+    }
     let config = Config::load(&config_path)?;
     let info = lab.info().clone();
     let folders: Vec<(&str, PathBuf)> = info
