@@ -127,8 +127,10 @@ pub fn forget(
     opts: &ForgetOptions,
 ) -> Result<ForgetReport, Failure> {
     let (policy, dry_run, run_active) = (&opts.policy, opts.dry_run, opts.run_active);
-    let grace_start = chrono::Local::now()
-        - chrono::Duration::from_std(opts.incomplete_grace).unwrap_or(chrono::Duration::MAX);
+    // `None`: a grace so long that every part counts as young.
+    let grace_start = chrono::Duration::from_std(opts.incomplete_grace)
+        .ok()
+        .and_then(|d| chrono::Local::now().checked_sub_signed(d));
     let mut sets: BTreeMap<String, FoundSet> = BTreeMap::new();
     // Every set id in the repository (any instance), to find escrow copies of sets that are gone.
     let mut all_sets: HashSet<String> = HashSet::new();
@@ -207,7 +209,11 @@ pub fn forget(
             report.left_alone.push(outcome);
             continue;
         }
-        if found.parts.iter().any(|p| p.time > grace_start) {
+        if found
+            .parts
+            .iter()
+            .any(|p| grace_start.is_none_or(|g| p.time > g))
+        {
             outcome.reasons.push(format!(
                 "left alone: it has part snapshots younger than {} (a backup may still be running, here or on another machine); it goes once they are older (--incomplete-grace)",
                 humantime::format_duration(opts.incomplete_grace)
@@ -224,7 +230,7 @@ pub fn forget(
             Action::Keep => {
                 if has_parts {
                     outcome.reasons.push(format!(
-                        "{} leftover part snapshot(s) of an interrupted run removed",
+                        "{} leftover part snapshot(s) of an interrupted run dropped",
                         found.parts.len()
                     ));
                     report.leftover_parts.extend(ids(&found.parts));
@@ -263,7 +269,7 @@ pub fn forget(
 fn sweep_escrow(
     repository_location: &str,
     existing: &HashSet<String>,
-    grace_start: chrono::DateTime<chrono::Local>,
+    grace_start: Option<chrono::DateTime<chrono::Local>>,
     report: &mut ForgetReport,
 ) {
     let Ok(escrowed) = escrow::escrowed_sets(repository_location) else {
@@ -275,7 +281,11 @@ fn sweep_escrow(
             .get(..16)
             .and_then(|t| chrono::NaiveDateTime::parse_from_str(t, "%Y%m%dT%H%M%SZ").ok())
             .map(|t| t.and_utc());
-        if taken.is_none_or(|t| t >= grace_start) {
+        let young = match (taken, grace_start) {
+            (Some(t), Some(g)) => t >= g,
+            _ => true,
+        };
+        if young {
             continue;
         }
         match escrow::remove(repository_location, set) {
