@@ -25,12 +25,50 @@ impl CheckReport {
         let mut report = Self::default();
         for (level, finding) in &results.0 {
             // rustic does not export the level type; its Debug name is all we can read.
+            let text = one_line(&finding.to_string());
             if format!("{level:?}") == "Warn" {
-                report.warnings.push(finding.to_string());
+                report.warnings.push(text);
             } else {
-                report.errors.push(finding.to_string());
+                report.errors.push(text);
             }
         }
         report
+    }
+}
+
+/// rustic's findings can embed a whole `RusticError` (guidance, context, backtrace over many
+/// lines): keep the messages, one line.
+pub(crate) fn one_line(text: &str) -> String {
+    let text = text.split("Backtrace:").next().unwrap_or(text);
+    let mut parts: Vec<&str> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        let noise = line.is_empty()
+            || line.starts_with("Some additional details")
+            || line.starts_with("For more information")
+            || line.starts_with("`rustic_core` experienced an error")
+            || line.starts_with("- ")
+            || matches!(line, "Message:" | "Caused by:" | "Context:");
+        if !noise && !parts.contains(&line) {
+            parts.push(line.trim_end_matches(':').trim_end());
+        }
+    }
+    parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_rustic_errors_become_one_line() {
+        let text = "error checking trees : `rustic_core` experienced an error related to `cryptographic operations`.\n\nMessage:\nerror processing Pack:eddfaaf0 at BlobLocation { offset: 0 }\n\n\nSome additional details ...\n\nCaused by:\n`rustic_core` experienced an error related to `cryptographic operations`.\n\nMessage:\nData decryption failed, MAC check failed.\n\nFor more information, see: https://rustic.cli.rs/docs/errors/C001\n\nContext:\n- nonce: [1, 2]\n\nCaused by:\naead::Error\n\n\nBacktrace:\n   0: x\n";
+        assert_eq!(
+            one_line(text),
+            "error checking trees : `rustic_core` experienced an error related to `cryptographic operations`.: error processing Pack:eddfaaf0 at BlobLocation { offset: 0 }: Data decryption failed, MAC check failed.: aead::Error"
+        );
+        assert_eq!(
+            one_line("pack 1234abcd: Hash mismatch"),
+            "pack 1234abcd: Hash mismatch"
+        );
     }
 }

@@ -107,7 +107,8 @@ struct Walk {
 }
 
 /// Walks the snapshot's trees, collecting every blob it uses (trees and file contents); files
-/// using a blob in `damaged` and trees that cannot be read are noted by path.
+/// using a blob in `damaged` and trees that cannot be read are noted by path (a tree that reads
+/// and verifies is fine even when its pack holds damaged blobs).
 /// Trees already in `out.blobs` are not walked again, so one `Walk` can gather what a group of
 /// snapshots uses reading each shared tree once.
 fn walk<S: IndexedTree>(
@@ -129,13 +130,6 @@ fn walk<S: IndexedTree>(
                 continue;
             }
         };
-        if damaged.is_some_and(|d| d.contains(&*tree_id)) {
-            out.unreadable_folders.push(if path.is_empty() {
-                "/".into()
-            } else {
-                path.clone()
-            });
-        }
         for node in tree.nodes {
             let node_path = format!("{path}/{}", node.name().to_string_lossy());
             if let Some(content) = &node.content {
@@ -162,6 +156,15 @@ fn full_ids(text: &str) -> Vec<Id> {
     text.split(|c: char| !c.is_ascii_hexdigit())
         .filter(|t| t.len() == 64)
         .filter_map(|t| t.parse::<Id>().ok())
+        .collect()
+}
+
+/// The 8-digit pack ids rustic writes as `Pack:1a2b3c4d` in nested error messages.
+fn short_pack_ids(text: &str) -> Vec<String> {
+    text.match_indices("Pack:")
+        .filter_map(|(i, m)| text.get(i + m.len()..i + m.len() + 8))
+        .filter(|h| h.chars().all(|c| c.is_ascii_hexdigit()))
+        .map(str::to_ascii_lowercase)
         .collect()
 }
 
@@ -195,7 +198,16 @@ impl Repo {
                 .iter()
                 .filter(|(level, _)| format!("{level:?}") != "Warn")
             {
-                let ids = full_ids(&format!("{finding:?}"));
+                let mut ids = full_ids(&format!("{finding:?}"));
+                // Errors nested inside a finding name packs by 8 digits only ("Pack:1a2b3c4d").
+                for short in short_pack_ids(&finding.to_string()) {
+                    ids.extend(
+                        map.packs
+                            .keys()
+                            .filter(|p| p.to_hex().starts_with(short.as_str()))
+                            .copied(),
+                    );
+                }
                 let blobs: Vec<Id> = ids
                     .iter()
                     .filter(|i| map.blobs.contains_key(i))

@@ -183,3 +183,44 @@ fn a_missing_pack_is_found_without_reading_data_and_mapped_to_its_snapshot() {
     assert_eq!(report.affected[0].snapshot.id, a.snapshot_id);
     assert_eq!(report.affected[0].files, ["/database/big.bak"]);
 }
+
+#[test]
+fn a_damaged_tree_is_reported_as_an_unreadable_folder_of_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo_dir = dir.path().join("repo");
+    let repo = new_repo(dir.path());
+    let a = repo
+        .backup(
+            vec![mem("/database/big.bak", noise(1_000_000, 3))],
+            &tagged("set:a"),
+            &NoProgress,
+        )
+        .unwrap();
+    // Tree packs are the small ones: damage them all.
+    for pack in walk(&repo_dir.join("data")) {
+        let mut bytes = std::fs::read(&pack).unwrap();
+        if bytes.len() > 100_000 {
+            continue;
+        }
+        bytes[10] ^= 0x55;
+        std::fs::write(&pack, &bytes).unwrap();
+    }
+    let report = repo.check_with(&ReadData::None).unwrap();
+    assert!(!report.is_ok(), "{report:#?}");
+    assert_eq!(report.affected.len(), 1, "{report:#?}");
+    assert_eq!(report.affected[0].snapshot.id, a.snapshot_id);
+    let folders = &report.affected[0].unreadable_folders;
+    assert!(
+        folders == &["/"] || folders == &["/database"],
+        "{report:#?}"
+    );
+    assert!(!report.damaged_packs.is_empty(), "{report:#?}");
+    assert!(
+        report
+            .errors
+            .iter()
+            .all(|e| !e.contains('\n') && !e.contains("Backtrace")),
+        "{:?}",
+        report.errors
+    );
+}
