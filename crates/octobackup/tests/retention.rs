@@ -372,6 +372,15 @@ async fn check_names_the_sets_a_damaged_pack_hits() {
     assert_eq!(affected[0]["set_id"], set.as_str());
     assert!(affected[0]["files_damaged"].as_u64().unwrap() >= 1);
     assert!(stderr(&out).contains(&set), "{}", stderr(&out));
+    // One line per finding: no rustic backtraces on either stream.
+    assert!(!stderr(&out).contains("Backtrace"), "{}", stderr(&out));
+    assert!(
+        r["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| !e.as_str().unwrap().contains('\n'))
+    );
     let human = t.run(&["check", "--read-data"]).await;
     assert_eq!(human.status.code(), Some(8));
     assert!(

@@ -42,14 +42,19 @@ pub(crate) fn one_line(text: &str) -> String {
     let text = text.split("Backtrace:").next().unwrap_or(text);
     let mut parts: Vec<&str> = Vec::new();
     for line in text.lines().map(str::trim) {
+        // "`rustic_core` experienced an error related to `...`." says nothing to a user.
+        let line = match line.find("`rustic_core` experienced an error") {
+            Some(i) => line[..i].trim_end().trim_end_matches(':').trim_end(),
+            None => line,
+        };
         let noise = line.is_empty()
             || line.starts_with("Some additional details")
             || line.starts_with("For more information")
-            || line.starts_with("`rustic_core` experienced an error")
             || line.starts_with("- ")
             || matches!(line, "Message:" | "Caused by:" | "Context:");
+        let line = line.trim_end_matches(':').trim_end();
         if !noise && !parts.contains(&line) {
-            parts.push(line.trim_end_matches(':').trim_end());
+            parts.push(line);
         }
     }
     parts.join(": ")
@@ -64,7 +69,7 @@ mod tests {
         let text = "error checking trees : `rustic_core` experienced an error related to `cryptographic operations`.\n\nMessage:\nerror processing Pack:eddfaaf0 at BlobLocation { offset: 0 }\n\n\nSome additional details ...\n\nCaused by:\n`rustic_core` experienced an error related to `cryptographic operations`.\n\nMessage:\nData decryption failed, MAC check failed.\n\nFor more information, see: https://rustic.cli.rs/docs/errors/C001\n\nContext:\n- nonce: [1, 2]\n\nCaused by:\naead::Error\n\n\nBacktrace:\n   0: x\n";
         assert_eq!(
             one_line(text),
-            "error checking trees : `rustic_core` experienced an error related to `cryptographic operations`.: error processing Pack:eddfaaf0 at BlobLocation { offset: 0 }: Data decryption failed, MAC check failed.: aead::Error"
+            "error checking trees: error processing Pack:eddfaaf0 at BlobLocation { offset: 0 }: Data decryption failed, MAC check failed.: aead::Error"
         );
         assert_eq!(
             one_line("pack 1234abcd: Hash mismatch"),

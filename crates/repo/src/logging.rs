@@ -83,6 +83,27 @@ pub(crate) fn install_default_logger() {
     });
 }
 
+/// While above zero, rustic's own log lines from `check` are dropped: the caller reports every
+/// finding itself (rustic would print each with its whole backtrace).
+static QUIET_CHECK: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Silences rustic's `check` log lines until dropped.
+pub(crate) struct QuietCheck(());
+
+impl QuietCheck {
+    pub(crate) fn start() -> Self {
+        install_default_logger();
+        QUIET_CHECK.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        QuietCheck(())
+    }
+}
+
+impl Drop for QuietCheck {
+    fn drop(&mut self) {
+        QUIET_CHECK.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
 struct CaptureLogger {
     inner: Option<Box<dyn Log>>,
 }
@@ -93,6 +114,11 @@ impl Log for CaptureLogger {
     }
 
     fn log(&self, record: &Record) {
+        if record.target().starts_with("rustic_core::commands::check")
+            && QUIET_CHECK.load(std::sync::atomic::Ordering::SeqCst) > 0
+        {
+            return;
+        }
         let from_rustic = record.target().starts_with("rustic_core");
         if from_rustic && record.level() <= Level::Warn {
             let message = record.args().to_string();

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::check::CheckReport;
 use crate::error::{RepoError, from_rustic};
+use crate::logging::QuietCheck;
 use crate::progress::NoProgress;
 use crate::repo::Repo;
 use crate::snapshots::SnapshotInfo;
@@ -176,6 +177,7 @@ impl Repo {
             ReadData::Subset(s) => Some(parse_subset(s)?),
             _ => None,
         };
+        let _quiet = QuietCheck::start();
         self.run(&NoProgress, |repo| {
             let mut opts = CheckOptions::default().read_data(*read != ReadData::None);
             if let Some(subset) = subset {

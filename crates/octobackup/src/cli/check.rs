@@ -60,7 +60,10 @@ fn output(report: CheckReport, read: &ReadData) -> Output {
             instance: tag_value(tags, "instance").unwrap_or("?").to_string(),
             complete: tags.iter().any(|t| t == TAG_COMPLETE) && !tags.iter().any(|t| t == TAG_PART),
             snapshot_id: a.snapshot.id.clone(),
-            time: a.snapshot.time.to_rfc3339(),
+            time: a
+                .snapshot
+                .time
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, false),
             files: a.files,
             files_damaged: a.files_damaged,
             unreadable_folders: a.unreadable_folders,
