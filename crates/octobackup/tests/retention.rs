@@ -429,7 +429,16 @@ async fn key_add_list_remove_round_trip() {
     let old = keys.iter().find(|k| k["current"] == true).unwrap();
     let old_id = old["id"].as_str().unwrap().to_string();
     assert!(keys.iter().any(|k| k["hostname"] == "dr-site"));
-    // Both passwords open it.
+    // Both passwords open it, for stock restic too.
+    let restic_new = std::process::Command::new("restic")
+        .arg("-r")
+        .arg(t.repo_dir())
+        .args(["cat", "config"])
+        .env("RESTIC_PASSWORD_FILE", &new_pw)
+        .env("RESTIC_CACHE_DIR", t.dir.path().join("restic-cache"))
+        .output()
+        .expect("stock restic is needed: apt-get install restic");
+    assert!(restic_new.status.success(), "{}", stderr(&restic_new));
     assert!(t.run(&["snapshots"]).await.status.success());
     assert!(with_new(&["snapshots"]).status.success());
     // The key in use cannot remove itself.
