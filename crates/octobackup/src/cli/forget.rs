@@ -84,6 +84,8 @@ struct Output {
     instances: Vec<ForgetReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prune: Option<PruneSummary>,
+    #[serde(skip)]
+    instant: bool,
 }
 
 fn join_err(e: tokio::task::JoinError) -> Failure {
@@ -167,6 +169,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     let out = Output {
         instances: reports,
         prune,
+        instant: args.instant,
     };
     emit(json, &out, || human(&out));
     Ok(())
@@ -286,7 +289,7 @@ fn human(out: &Output) -> String {
         }
     }
     if let Some(p) = &out.prune {
-        s.push_str(&prune_human(p, false));
+        s.push_str(&prune_human(p, out.instant));
     }
     s
 }
