@@ -398,6 +398,33 @@ async fn check_names_the_sets_a_damaged_pack_hits() {
         "{}",
         stderr(&bad)
     );
+
+    // Recovery as the report says: the damaged pack out, the index rebuilt, a new backup
+    // (which stores that data again), the damaged set forgotten and pruned.
+    let out = t.run(&["forget", "--set", &set]).await;
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("newest complete set"),
+        "{}",
+        stderr(&out)
+    );
+    let aside = t.dir.path().join("damaged-pack");
+    std::fs::rename(&pack, &aside).unwrap();
+    let rebuilt = t.restic(&["rebuild-index"]);
+    assert!(rebuilt.status.success(), "{}", stderr(&rebuilt));
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t
+        .run(&["forget", "--set", &set[..12], "--prune", "--instant"])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sets = t.sets().await;
+    assert_eq!(sets.len(), 1);
+    assert_ne!(sets[0]["set_id"], set.as_str());
+    let ok = t.run(&["check", "--read-data"]).await;
+    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    let restic_ok = t.restic(&["check", "--read-data"]);
+    assert!(restic_ok.status.success(), "{}", stderr(&restic_ok));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -141,7 +141,7 @@ fn human(o: &Output) -> String {
         for id in &o.other_snapshots {
             s.push_str(&format!("  snapshot {id} (not octobackup's)\n"));
         }
-        s.push_str("  Sets listed above cannot be fully restored. Take a new backup now; keep other copies of the repository safe; once the damaged sets are forgotten and pruned, `check --read-data` passes again.\n");
+        s.push_str("  The sets listed above cannot be fully restored. To recover: move the damaged pack file(s) out of the repository's data folder (keep them), run `restic repair index` (restic 0.14: `restic rebuild-index`) so the next backup stores that data again, take a new backup, then `octobackup forget --set SET --prune` for each damaged set.\n");
     }
     for w in &o.warnings {
         s.push_str(&format!("  note: {w}\n"));

@@ -3,6 +3,7 @@
 use super::backup::bytes;
 use super::{emit, repository};
 use crate::backupset::retention::{Policy, parse_within};
+use crate::backupset::{TAG, tag_value};
 use crate::config::Config;
 use crate::error::{Exit, Failure};
 use crate::run::journal::{JournalError, StateDir};
@@ -38,6 +39,10 @@ pub struct Args {
     /// Keep every set taken within this long before the newest one (e.g. 30d, 2w, 12h).
     #[arg(long, value_name = "DURATION", value_parser = parse_within)]
     pub keep_within: Option<Duration>,
+    /// Drop this set (id or unique start; repeatable) whole instead of applying a policy, e.g.
+    /// a set `check` found damaged. The newest complete set is refused.
+    #[arg(long = "set", value_name = "SET")]
+    pub sets: Vec<String>,
     /// Show what would be dropped and how much space it would free; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -112,15 +117,33 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
         }
         None => config.instances.keys().cloned().collect(),
     };
+    if !args.sets.is_empty() && args.flag_policy().is_some() {
+        return Err(Failure::new(
+            Exit::Usage,
+            "--set names the sets to drop; it cannot be combined with --keep-* rules",
+        ));
+    }
     // Every policy is resolved before anything is touched.
     let policies: Vec<(String, Policy)> = names
         .iter()
         .map(|n| match args.flag_policy() {
             Some(p) => Ok((n.clone(), p)),
+            None if !args.sets.is_empty() => Ok((n.clone(), Policy::default())),
             None => retention::policy_for(&config, n).map(|p| (n.clone(), p)),
         })
         .collect::<Result<_, _>>()?;
     let repo = Arc::new(repository::open(&config).await?);
+    // Named sets are resolved (unique prefixes allowed) before anything is touched.
+    let named: Vec<String> = if args.sets.is_empty() {
+        Vec::new()
+    } else {
+        let repo = repo.clone();
+        let wanted = args.sets.clone();
+        let names = names.clone();
+        tokio::task::spawn_blocking(move || resolve_sets(&repo, &names, &wanted))
+            .await
+            .map_err(join_err)??
+    };
     let state = StateDir::new(&config.state_dir(config_path));
     let mut reports = Vec::new();
     for (name, policy) in policies {
@@ -139,6 +162,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
             incomplete_grace: args
                 .incomplete_grace
                 .unwrap_or(retention::DEFAULT_INCOMPLETE_GRACE),
+            sets: named.clone(),
             ..ForgetOptions::new(policy)
         };
         let report = tokio::task::spawn_blocking(move || {
@@ -173,6 +197,48 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     };
     emit(json, &out, || human(&out));
     Ok(())
+}
+
+/// Full set ids for `--set` values (ids or unique starts) among the instances' sets.
+fn resolve_sets(
+    repo: &octobackup_repo::Repo,
+    instances: &[String],
+    wanted: &[String],
+) -> Result<Vec<String>, Failure> {
+    let mut known: Vec<String> = Vec::new();
+    for s in repo.snapshots()? {
+        let inst = tag_value(&s.tags, "instance");
+        if !s.tags.iter().any(|t| t == TAG)
+            || !inst.is_some_and(|i| instances.iter().any(|n| n == i))
+        {
+            continue;
+        }
+        if let Some(set) = tag_value(&s.tags, "set")
+            && !known.iter().any(|k| k == set)
+        {
+            known.push(set.to_string());
+        }
+    }
+    wanted
+        .iter()
+        .map(|w| {
+            let m: Vec<&String> = known.iter().filter(|k| k.starts_with(w.as_str())).collect();
+            match m.as_slice() {
+                [one] => Ok((*one).clone()),
+                [] => Err(Failure::new(
+                    Exit::Usage,
+                    format!("no backup set '{w}' here: list them with `octobackup snapshots`"),
+                )),
+                more => Err(Failure::new(
+                    Exit::Usage,
+                    format!(
+                        "set id '{w}' is ambiguous ({} sets start with it): give more characters",
+                        more.len()
+                    ),
+                )),
+            }
+        })
+        .collect()
 }
 
 /// Every configured instance's lock, or a Busy error naming the one in use.

@@ -6,7 +6,7 @@
 //! parts left beside a complete snapshot are dropped first. While another run of the instance
 //! holds its lock, every set that has a part snapshot is left alone: it may be that run's.
 
-use crate::backupset::retention::{self, Action, Candidate, Policy};
+use crate::backupset::retention::{self, Action, Candidate, Decision, Policy};
 use crate::backupset::{TAG, TAG_COMPLETE, TAG_PART, escrow, tag_value};
 use crate::config::Config;
 use crate::error::{Exit, Failure};
@@ -105,6 +105,9 @@ pub struct ForgetOptions {
     pub run_active: bool,
     /// Sets with part snapshots younger than this are left alone (a run may still be going).
     pub incomplete_grace: Duration,
+    /// Drop exactly these sets (full set ids), whole, instead of applying the policy (e.g. sets
+    /// `check` found damaged). The newest complete set is still refused.
+    pub sets: Vec<String>,
 }
 
 impl ForgetOptions {
@@ -114,6 +117,7 @@ impl ForgetOptions {
             dry_run: false,
             run_active: false,
             incomplete_grace: DEFAULT_INCOMPLETE_GRACE,
+            sets: Vec::new(),
         }
     }
 }
@@ -192,7 +196,13 @@ pub fn forget(
             "a backup of '{instance}' is running (it holds the instance's lock): sets with part snapshots are left alone"
         ));
     }
-    for d in retention::decide(policy, &candidates) {
+    let decisions = if opts.sets.is_empty() {
+        retention::decide(policy, &candidates)
+    } else {
+        report.policy = format!("drop the sets named: {}", opts.sets.join(", "));
+        named_sets(&opts.sets, &candidates)?
+    };
+    for d in decisions {
         let found = &sets[&d.set_id];
         let mut outcome = SetOutcome {
             set_id: d.set_id.clone(),
@@ -298,6 +308,39 @@ fn sweep_escrow(
             "removed the escrow copies of {swept} set(s) no longer in the repository"
         ));
     }
+}
+
+/// Decisions for `forget --set`: the named sets go, the others stay. The newest complete set
+/// is refused: a new backup has to replace it first.
+fn named_sets(named: &[String], candidates: &[Candidate]) -> Result<Vec<Decision>, Failure> {
+    let newest = candidates
+        .iter()
+        .filter(|c| c.complete)
+        .max_by(|a, b| a.time.cmp(&b.time).then_with(|| a.set_id.cmp(&b.set_id)))
+        .map(|c| c.set_id.as_str());
+    if let Some(n) = newest.filter(|n| named.iter().any(|s| s == n)) {
+        return Err(Failure::new(
+            Exit::Usage,
+            format!(
+                "set {n} is the newest complete set and is never dropped: take a new backup first, then forget it"
+            ),
+        ));
+    }
+    let mut out: Vec<Decision> = candidates
+        .iter()
+        .map(|c| {
+            let drop = named.iter().any(|s| *s == c.set_id);
+            Decision {
+                set_id: c.set_id.clone(),
+                time: c.time,
+                complete: c.complete,
+                action: if drop { Action::Drop } else { Action::Keep },
+                reasons: vec![if drop { "named by --set" } else { "not named" }.to_string()],
+            }
+        })
+        .collect();
+    out.sort_by(|a, b| b.time.cmp(&a.time));
+    Ok(out)
 }
 
 /// `backup --forget`: applies the instance's configured policy after a successful backup.
