@@ -50,6 +50,8 @@ pub struct Night {
     pub octobackup_window_s: f64,
     pub octobackup_db_backup_s: f64,
     pub octobackup: Measured,
+    /// octobackup's own steps and their seconds, to see where its time goes.
+    pub octobackup_steps: Vec<(String, f64)>,
     pub restic: Option<Measured>,
     pub repository_growth_bytes: u64,
     pub restic_repository_growth_bytes: Option<u64>,
@@ -390,6 +392,17 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
         n.octobackup = m;
         n.octobackup_window_s = report["window_seconds"].as_f64().unwrap_or(0.0);
         n.octobackup_db_backup_s = step_seconds(&report, "database backup");
+        n.octobackup_steps = report["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap_or("").to_string(),
+                    s["seconds"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect();
         n.repository_growth_bytes = tree_size(&repo_dir).0.saturating_sub(before);
         if have_restic {
             let before = tree_size(&restic_repo).0;
