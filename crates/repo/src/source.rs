@@ -27,6 +27,7 @@ use crate::mode;
 use crate::vpath::{VirtualPath, check_disjoint};
 
 /// One thing to put into a backup set.
+#[derive(Clone)]
 pub enum SourceItem {
     /// A folder (its contents go under `target`) or a single file (stored as `target`).
     /// Symbolic links inside are stored as links; the source path itself is resolved.

@@ -85,6 +85,9 @@ pub struct SecretsInfo {
     pub license: bool,
     /// When the license's maintenance ends (an expired license can block start-up after an upgrade).
     pub license_expiry: Option<String>,
+    /// How many age keys the master key and license are also sealed to.
+    #[serde(default)]
+    pub escrow_recipients: usize,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]

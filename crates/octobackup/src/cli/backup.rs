@@ -2,7 +2,6 @@ use super::{emit, repository, ui::Ui};
 use crate::config::Config;
 use crate::error::Failure;
 use crate::run::backup::{self, BackupJob, BackupReport};
-use crate::run::journal::StateDir;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -19,14 +18,14 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     // What the config leaves out comes from the instance itself ([instance.NAME.discover]).
     let instance = crate::octopus::discovery::resolve(name, instance).await?;
     let repo = repository::open(&config).await?;
-    let job = BackupJob {
-        instance_name: name.to_string(),
+    let job = BackupJob::new(
+        &config,
+        config_path,
+        name,
         instance,
-        state: StateDir::new(&config.state_dir(config_path)),
-        repo: Arc::new(repo),
-        compression: config.repository.compression,
-        ui: ui.clone(),
-    };
+        Arc::new(repo),
+        ui.clone(),
+    );
     let report = backup::run(job).await;
     ui.clear_status();
     let report = report?;

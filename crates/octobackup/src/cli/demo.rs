@@ -7,7 +7,6 @@ use crate::backupset::list;
 use crate::config::Config;
 use crate::error::{Exit, Failure};
 use crate::run::backup::{BackupJob, BackupReport};
-use crate::run::journal::StateDir;
 use octobackup_lab::Size;
 use octobackup_repo::Repo;
 use std::path::PathBuf;
@@ -66,14 +65,7 @@ pub async fn run(args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
         let repo = Arc::new(repo);
 
         let (name, instance) = config.instance(&config_path, None)?;
-        let job = || BackupJob {
-            instance_name: name.to_string(),
-            instance: instance.clone(),
-            state: StateDir::new(&config.state_dir(&config_path)),
-            repo: repo.clone(),
-            compression: config.repository.compression,
-            ui: ui.clone(),
-        };
+        let job = || BackupJob::new(&config, &config_path, name, instance.clone(), repo.clone(), ui.clone());
         say("== 3. octobackup backup: maintenance mode on, wait for tasks, master key, license, BACKUP DATABASE, folders, maintenance mode back");
         let first: BackupReport = crate::run::backup::run(job()).await?;
         ui.clear_status();

@@ -30,7 +30,38 @@ pub struct BackupJob {
     pub state: StateDir,
     pub repo: Arc<Repo>,
     pub compression: Option<i32>,
+    /// age public keys the set's master key and license are also sealed to (`[escrow]`).
+    pub escrow_recipients: Vec<String>,
+    /// The repository's location, for the escrow copy kept beside it.
+    pub repository_location: String,
     pub ui: Ui,
+}
+
+impl BackupJob {
+    /// The job the config describes for one instance.
+    pub fn new(
+        config: &crate::config::Config,
+        config_path: &std::path::Path,
+        name: &str,
+        instance: InstanceConfig,
+        repo: Arc<Repo>,
+        ui: Ui,
+    ) -> Self {
+        BackupJob {
+            instance_name: name.to_string(),
+            instance,
+            state: StateDir::new(&config.state_dir(config_path)),
+            repo,
+            compression: config.repository.compression,
+            escrow_recipients: config
+                .escrow
+                .as_ref()
+                .map(|e| e.age_recipients.clone())
+                .unwrap_or_default(),
+            repository_location: config.repository.location.clone(),
+            ui,
+        }
+    }
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -992,6 +1023,15 @@ async fn ingest(
             mode: 0o600,
         });
     }
+    // Sealed to the escrow keys too, so a second administrator can recover them without the
+    // repository password (kept in the set, and beside the repository once the set is sealed).
+    let sealed = crate::backupset::escrow::sealed_items(
+        &job.escrow_recipients,
+        &secrets.master_key.key,
+        Some(&secrets.license_text),
+    )?;
+    m.secrets.escrow_recipients = job.escrow_recipients.len();
+    items.extend(sealed.iter().cloned());
     m.finished = Some(chrono::Utc::now());
     m.complete = true;
     m.steps = steps.records.clone();
@@ -1040,6 +1080,9 @@ async fn ingest(
         merged.as_ref().err().map(|e| e.to_string()),
     );
     let merged = merged?;
+    if let Err(e) = crate::backupset::escrow::publish(&job.repository_location, set_id, &sealed) {
+        job.ui.note(&format!("warning: the set is complete, but its escrow copy beside the repository was not written: {}", e.message));
+    }
     Ok((merged.id, stored.data_added + meta.data_added))
 }
 
