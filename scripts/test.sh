@@ -26,3 +26,9 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked "$@"
+# Windows: check, clippy and build as x86_64-pc-windows-gnu, then run the .exe under wine.
+# OCTOBACKUP_SKIP_WINDOWS=1 leaves it out (e.g. a quick local run).
+if [ -z "${OCTOBACKUP_SKIP_WINDOWS:-}" ]; then
+  echo "== Windows (scripts/windows.sh)"
+  ./scripts/windows.sh
+fi

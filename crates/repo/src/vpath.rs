@@ -73,9 +73,10 @@ impl VirtualPath {
 
     /// This path under `base`, for rustic, which works with `Path`s.
     pub(crate) fn to_path(&self) -> PathBuf {
-        let mut path = PathBuf::from("/");
-        path.extend(&self.names);
-        path
+        // Built from the `/`-joined text, not by pushing names: on Windows a pushed name gets a `\`
+        // separator, which restic would record in the snapshot's paths (`/folders\Packages`) and
+        // which `parse` rightly refuses. Windows reads `/` as a separator just the same.
+        PathBuf::from(self.to_string())
     }
 
     /// `self` joined with a relative `/`-separated tail.

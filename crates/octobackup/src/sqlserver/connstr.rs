@@ -380,4 +380,47 @@ mod tests {
             Err(ConnectionStringError::Syntax(..))
         ));
     }
+
+    #[test]
+    fn named_instances_and_forms_seen_in_octopus_configs() {
+        // A named instance without a port (SQL Browser finds it), in the Windows installer's form.
+        let c = ConnectionString::parse(
+            r"Data Source=SQL01\OCTOPUS;Initial Catalog=Octopus Deploy;Integrated Security=True",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.instance.as_deref(), c.port),
+            ("SQL01", Some("OCTOPUS"), None)
+        );
+        assert_eq!(c.database, "Octopus Deploy");
+        assert_eq!(c.server_display(), r"SQL01\OCTOPUS");
+        // tcp: prefix with a named instance and a port; keys in any case and spacing.
+        let c = ConnectionString::parse(
+            r" SERVER = tcp:db.corp\SECOND , 14330 ; DATABASE = Octo ; USER ID = backup ; PASSWORD = x ;",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.instance.as_deref(), c.port),
+            ("db.corp", Some("SECOND"), Some(14330))
+        );
+        assert_eq!(c.database, "Octo");
+        assert_eq!(c.password.unwrap().expose(), "x");
+        // Double quotes keep ; and a doubled double quote; '.' with an instance is the local host.
+        let c = ConnectionString::parse(
+            r#"Server=.\SQLEXPRESS;Database=OctopusDeploy;User ID=octo;Password="p;w""d""#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.host.as_str(), c.instance.as_deref()),
+            ("localhost", Some("SQLEXPRESS"))
+        );
+        assert_eq!(c.password.unwrap().expose(), r#"p;w"d"#);
+        // The lab's own form (what `lab octopus-server` prints): a quoted password with ; and '.
+        let c = ConnectionString::parse(
+            "Server=127.0.0.1,1433;Database=OctopusDeploy;User ID=octobackup;Password='Lab;P''w1!';TrustServerCertificate=True",
+        )
+        .unwrap();
+        assert_eq!(c.password.unwrap().expose(), "Lab;P'w1!");
+        assert!(c.trust_server_certificate);
+    }
 }
