@@ -329,7 +329,7 @@ fn named_sets(named: &[String], candidates: &[Candidate]) -> Result<Vec<Decision
     let mut out: Vec<Decision> = candidates
         .iter()
         .map(|c| {
-            let drop = named.iter().any(|s| *s == c.set_id);
+            let drop = named.contains(&c.set_id);
             Decision {
                 set_id: c.set_id.clone(),
                 time: c.time,
@@ -339,7 +339,7 @@ fn named_sets(named: &[String], candidates: &[Candidate]) -> Result<Vec<Decision
             }
         })
         .collect();
-    out.sort_by(|a, b| b.time.cmp(&a.time));
+    out.sort_by_key(|d| std::cmp::Reverse(d.time));
     Ok(out)
 }
 
