@@ -209,6 +209,16 @@ fn recover(config: &Config, args: RecoverArgs, json: bool) -> Result<(), Failure
         })?;
         ("license", l)
     } else {
+        // What Octopus would accept: base64 of a 16- or 32-byte AES key.
+        if let Err(why) = crate::octopus::master_key::validate(r.master_key.expose()) {
+            return Err(Failure::new(
+                Exit::CheckFailed,
+                format!(
+                    "the escrowed master key of set {} decrypts but is not a usable master key ({why})",
+                    r.set_id
+                ),
+            ));
+        }
         ("master key", &r.master_key)
     };
     if let Some(path) = &args.output {
