@@ -38,6 +38,15 @@ pub struct EscrowConfig {
     pub age_recipients: Vec<String>,
 }
 
+/// The configured recipients (none when there is no `[escrow]` section).
+pub fn recipients(config: &crate::config::Config) -> Vec<String> {
+    config
+        .escrow
+        .as_ref()
+        .map(|e| e.age_recipients.clone())
+        .unwrap_or_default()
+}
+
 fn usage(msg: String) -> Failure {
     Failure::new(Exit::Usage, msg)
 }
