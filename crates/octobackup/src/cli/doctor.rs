@@ -183,8 +183,7 @@ async fn check_instance(config: &Config, inst: &InstanceConfig, c: &mut Checks) 
 
     // SQL Server: login, permission, staging.
     let staging_local = inst.staging_local();
-    let sql_ok = check_sql(inst, &staging_local, c).await;
-    let _ = sql_ok;
+    check_sql(inst, &staging_local, c).await;
 
     // Folders: configured, else from the API.
     let folders: Vec<(String, PathBuf)> = if !inst.folders.is_empty() {
@@ -273,7 +272,7 @@ async fn check_instance(config: &Config, inst: &InstanceConfig, c: &mut Checks) 
             None
         }
     };
-    check_space(config, inst, repo, &staging_local, c).await;
+    check_space(config, repo, &staging_local, c).await;
 }
 
 /// The API, the key, the permission, the clock. Returns whether the key works.
@@ -503,8 +502,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Login, BACKUP permission, the staging folder. Returns whether the login worked.
-async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) -> bool {
+/// Login, BACKUP permission, the staging folder.
+async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) {
     // octobackup's side of the staging folder first: it needs no SQL Server.
     let local_ok = match write_probe(staging_local) {
         Ok(()) => true,
@@ -526,7 +525,8 @@ async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) 
                 "fix [instance.NAME.sql] in the config",
             );
             c.skip("sql-permission", "no SQL connection");
-            return false;
+            local_only(c, local_ok, staging_local);
+            return;
         }
     };
     let database = server.database().to_string();
@@ -539,17 +539,17 @@ async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) 
                 "check the connection string's Server and User ID and the SQL password source",
             );
             c.skip("sql-permission", "no SQL connection");
-            if local_ok {
-                c.skip("staging-sql", "no SQL connection");
-            }
-            return false;
+            local_only(c, local_ok, staging_local);
+            return;
         }
     };
     let info = match session.server_info().await {
         Ok(i) => i,
         Err(e) => {
             c.fail("sql-login", e.to_string(), "check the SQL login");
-            return false;
+            c.skip("sql-permission", "the server properties could not be read");
+            local_only(c, local_ok, staging_local);
+            return;
         }
     };
     match session.database_exists(&database).await {
@@ -600,7 +600,7 @@ async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) 
         }
     }
     if !local_ok {
-        return true;
+        return;
     }
     // SQL Server's side: a small COPY_ONLY backup of [model] into the staging folder.
     let file = format!("octobackup-doctor-{}.bak", uuid::Uuid::new_v4().simple());
@@ -645,7 +645,19 @@ async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) 
             ),
         },
     }
-    true
+}
+
+/// The staging line when SQL Server's side cannot be probed.
+fn local_only(c: &mut Checks, local_ok: bool, staging_local: &Path) {
+    if local_ok {
+        c.pass(
+            "staging",
+            format!(
+                "octobackup can write, read and remove files in {}; SQL Server's side not probed (no SQL connection)",
+                staging_local.display()
+            ),
+        );
+    }
 }
 
 fn write_probe(dir: &Path) -> std::io::Result<()> {
@@ -676,12 +688,10 @@ fn local_repository(location: &str) -> Option<PathBuf> {
 
 async fn check_space(
     config: &Config,
-    inst: &InstanceConfig,
     repo: Option<octobackup_repo::Repo>,
     staging_local: &Path,
     c: &mut Checks,
 ) {
-    let _ = inst;
     let Some(repo) = repo else {
         c.skip(
             "free-space",
@@ -800,6 +810,104 @@ pub fn free_space(_path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A minimal HTTP server answering like a real Octopus Server for the users endpoints the
+    /// simulator lacks: (path -> status, body).
+    async fn fake_octopus(routes: Vec<(&'static str, u16, &'static str)>) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let routes = routes.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    let req = String::from_utf8_lossy(&buf[..n]).to_string();
+                    let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let keyed = req.contains("API-GOOD");
+                    let (status, body) = routes
+                        .iter()
+                        .find(|(p, _, _)| *p == path)
+                        .map(|(_, s, b)| {
+                            if keyed || path == "/api" {
+                                (*s, *b)
+                            } else {
+                                (401, "{}")
+                            }
+                        })
+                        .unwrap_or((404, "{}"));
+                    let date = chrono::Utc::now().to_rfc2822().replace("+0000", "GMT");
+                    let resp = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nDate: {date}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    fn instance(url: &str, key: &str, dir: &Path) -> InstanceConfig {
+        let key_file = dir.join("key");
+        std::fs::write(&key_file, key).unwrap();
+        InstanceConfig {
+            url: url.to_string(),
+            api_key_file: Some(key_file),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_permission_is_read_from_the_users_permissions_on_a_real_server() {
+        let d = tempfile::tempdir().unwrap();
+        let root = (
+            "/api",
+            200,
+            r#"{"Application":"Octopus Deploy","Version":"2024.2.1"}"#,
+        );
+        let me = (
+            "/api/users/me",
+            200,
+            r#"{"Id":"Users-1","Username":"backup"}"#,
+        );
+        let admin = (
+            "/api/users/Users-1/permissions",
+            200,
+            r#"{"SystemPermissions":["AdministerSystem","UserView"]}"#,
+        );
+        let url = fake_octopus(vec![root, me, admin]).await;
+        let mut c = Checks::default();
+        assert!(check_octopus(&instance(&url, "API-GOOD", d.path()), &mut c).await);
+        let by_name = |c: &Checks, n: &str| c.0.iter().find(|k| k.name == n).unwrap().status;
+        for n in [
+            "octopus-api",
+            "clock",
+            "octopus-api-key",
+            "administer-system",
+        ] {
+            assert_eq!(by_name(&c, n), Status::Pass, "{n}: {:?}", c.0);
+        }
+
+        let reader = (
+            "/api/users/Users-1/permissions",
+            200,
+            r#"{"SystemPermissions":["UserView"]}"#,
+        );
+        let url = fake_octopus(vec![root, me, reader]).await;
+        let mut c = Checks::default();
+        check_octopus(&instance(&url, "API-GOOD", d.path()), &mut c).await;
+        assert_eq!(by_name(&c, "administer-system"), Status::Fail, "{:?}", c.0);
+
+        let mut c = Checks::default();
+        assert!(!check_octopus(&instance(&url, "API-BAD", d.path()), &mut c).await);
+        assert_eq!(by_name(&c, "octopus-api-key"), Status::Fail, "{:?}", c.0);
+        assert_eq!(by_name(&c, "administer-system"), Status::Skip, "{:?}", c.0);
+    }
 
     #[test]
     fn free_space_of_a_real_folder() {

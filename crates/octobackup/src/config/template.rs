@@ -54,6 +54,13 @@ command = ['C:\Program Files\Octopus Deploy\Octopus\Octopus.Server.exe', "show-m
 # Linux container: command = ["docker", "exec", "octopus", "/Octopus/Octopus.Server", "show-master-key", "--console", "--instance", "OctopusServer"]
 # Or: env = "OCTOPUS_MASTER_KEY"  /  file = "/run/secrets/octopus-master-key"
 
+# Or let the instance say: with this section, url, the SQL connection string, the folders and the
+# master key may be left out; they come from `Octopus.Server show-configuration`/`show-master-key`.
+# [instance.OctopusServer.discover]
+# command = ['C:\Program Files\Octopus Deploy\Octopus\Octopus.Server.exe']   # default on Windows
+# command = ["docker", "exec", "octopus", "/Octopus/Octopus.Server"]            # Linux container
+# instance = "OctopusServer"
+
 [instance.OctopusServer.staging]
 # A folder SQL Server can write the .bak to and octobackup can read it from, as each sees it.
 sql_path = 'D:\OctobackupStaging'
