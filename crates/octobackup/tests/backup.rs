@@ -692,3 +692,78 @@ async fn a_license_read_that_keeps_failing_stops_the_run_before_maintenance_mode
     assert!(t.sets().await.is_empty());
     assert!(t.restic(&["check"]).status.success());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backup_forget_applies_the_policy_and_escrow_recovers_the_key_without_the_password() {
+    use age::secrecy::ExposeSecret;
+    let t = TestLab::start().await;
+    t.init().await;
+    let identity = age::x25519::Identity::generate();
+    let identity_file = t.dir.path().join("escrow-identity.txt");
+    std::fs::write(&identity_file, identity.to_string().expose_secret()).unwrap();
+    let recipient = identity.to_public().to_string();
+    t.edit_config(|c| {
+        let mut retention = toml::Table::new();
+        retention.insert("keep_last".into(), 1.into());
+        c.insert("retention".into(), toml::Value::Table(retention));
+        let mut escrow = toml::Table::new();
+        escrow.insert(
+            "age_recipients".into(),
+            toml::Value::Array(vec![recipient.clone().into()]),
+        );
+        c.insert("escrow".into(), toml::Value::Table(escrow));
+    });
+    for _ in 0..2 {
+        let out = t.run(&["--json", "backup", "--forget"]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let sets = t.sets().await;
+    assert_eq!(sets.len(), 1, "keep_last = 1 keeps one set: {sets:#?}");
+    let m: serde_json::Value =
+        serde_json::from_slice(&t.run(&["--json", "show", "latest"]).await.stdout).unwrap();
+    assert_eq!(m["secrets"]["escrow_recipients"], 1);
+
+    // The second administrator: only the identity file, no repository password.
+    std::fs::rename(
+        t.repo_password_file(),
+        t.dir.path().join("password-elsewhere"),
+    )
+    .unwrap();
+    let output = t.dir.path().join("recovered-master-key");
+    let out = t
+        .run(&[
+            "key",
+            "recover",
+            "--identity",
+            identity_file.to_str().unwrap(),
+            "--output",
+            output.to_str().unwrap(),
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap().trim(),
+        t.lab.state().unwrap().master_key
+    );
+    assert!(!stdout(&out).contains(&t.lab.state().unwrap().master_key));
+
+    // A wrong identity gets a clear error.
+    let other = t.dir.path().join("other-identity.txt");
+    std::fs::write(
+        &other,
+        age::x25519::Identity::generate()
+            .to_string()
+            .expose_secret(),
+    )
+    .unwrap();
+    let out = t
+        .run(&[
+            "key",
+            "recover",
+            "--identity",
+            other.to_str().unwrap(),
+            "--show-secrets",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

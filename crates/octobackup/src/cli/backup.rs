@@ -10,6 +10,18 @@ pub struct Args {
     /// The instance to back up (a [instance.NAME] of the config; optional when there is one).
     #[arg(long, short)]
     pub instance: Option<String>,
+    /// After a successful backup, apply the retention policy (`[retention]`) to the instance's sets.
+    #[arg(long)]
+    pub forget: bool,
+}
+
+/// What `backup --json` prints: the run, and what `--forget` did.
+#[derive(serde::Serialize)]
+struct Outcome<'a> {
+    #[serde(flatten)]
+    backup: &'a BackupReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forget: Option<&'a crate::run::retention::ForgetReport>,
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
@@ -17,19 +29,63 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     let (name, instance) = config.instance(config_path, args.instance.as_deref())?;
     // What the config leaves out comes from the instance itself ([instance.NAME.discover]).
     let instance = crate::octopus::discovery::resolve(name, instance).await?;
-    let repo = repository::open(&config).await?;
+    // A missing policy is a config error: say so before maintenance mode is touched.
+    if args.forget {
+        crate::run::retention::policy_for(&config, name)?;
+    }
+    let repo = Arc::new(repository::open(&config).await?);
     let job = BackupJob::new(
         &config,
         config_path,
         name,
         instance,
-        Arc::new(repo),
+        repo.clone(),
         ui.clone(),
     );
     let report = backup::run(job).await;
     ui.clear_status();
     let report = report?;
-    emit(json, &report, || human(&report));
+    let forget = if args.forget {
+        let state = crate::run::journal::StateDir::new(&config.state_dir(config_path));
+        let (config, name) = (config.clone(), name.to_string());
+        let applied = tokio::task::spawn_blocking(move || {
+            crate::run::retention::apply_after_backup(&repo, &config, &name, &state)
+        })
+        .await
+        .map_err(|e| Failure::new(crate::error::Exit::Failed, e.to_string()))?;
+        match applied {
+            Ok(r) => Some(r),
+            // The set is complete whatever retention does: report, do not fail the backup.
+            Err(e) => {
+                ui.note(&format!(
+                    "warning: the backup is complete, but --forget failed: {}",
+                    e.message
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    emit(
+        json,
+        &Outcome {
+            backup: &report,
+            forget: forget.as_ref(),
+        },
+        || {
+            let mut s = human(&report);
+            if let Some(f) = &forget {
+                s.push_str(&format!(
+                    "forget ({}): kept {} set(s), dropped {}\n",
+                    f.policy,
+                    f.kept.len(),
+                    f.dropped.len()
+                ));
+            }
+            s
+        },
+    );
     Ok(())
 }
 

@@ -224,6 +224,11 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     );
     let (folders, server_info) = preflight?;
 
+    // A bad escrow key is a config error: refuse before anything changes.
+    if !job.escrow_recipients.is_empty() {
+        crate::backupset::escrow::parse_recipients(&job.escrow_recipients)?;
+    }
+
     // The master key and the license do not change while Octopus runs: read them before the
     // window, so a missing right or a wrong command stops the run before maintenance mode is touched.
     let secrets = capture_secrets(&job, &octopus, &mut m, &mut steps).await?;
