@@ -2,8 +2,8 @@
 //! in its domain module; the files here only wire it to the user.
 
 mod backup;
-mod check;
 mod bench;
+mod check;
 mod demo;
 mod doctor;
 mod drill;

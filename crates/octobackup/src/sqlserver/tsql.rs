@@ -234,10 +234,7 @@ mod tests {
             rename_database("a]b_tmp", "a]b"),
             "ALTER DATABASE [a]]b_tmp] MODIFY NAME = [a]]b]"
         );
-        assert_eq!(
-            drop_database_if_exists("x"),
-            "DROP DATABASE IF EXISTS [x]"
-        );
+        assert_eq!(drop_database_if_exists("x"), "DROP DATABASE IF EXISTS [x]");
         assert_eq!(
             database_state("O'x"),
             "SELECT name, state_desc FROM sys.databases WHERE name = N'O''x'"
