@@ -60,7 +60,11 @@ impl Repo {
             let credentials = Credentials::password(cfg.password.expose());
             let config = ConfigOptions::default().set_compression(DEFAULT_COMPRESSION);
             let repo = repo
-                .init(&credentials, &KeyOptions::default().with_created(true), &config)
+                .init(
+                    &credentials,
+                    &KeyOptions::default().with_created(true),
+                    &config,
+                )
                 .map_err(|e| from_rustic("cannot create the repository", &e))?;
             Ok((repo.key(), *repo.key_id()))
         })?;
