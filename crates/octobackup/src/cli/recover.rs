@@ -16,6 +16,8 @@ pub struct Args {
 pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
     let config = Config::load(config_path)?;
     let (name, instance) = config.instance(config_path, args.instance.as_deref())?;
+    // What the config leaves out comes from the instance itself ([instance.NAME.discover]).
+    let instance = &crate::octopus::discovery::resolve(name, instance).await?;
     let state = StateDir::new(&config.state_dir(config_path));
     let _lock = state.lock(name)?;
     let client = octopus_client(instance)?;

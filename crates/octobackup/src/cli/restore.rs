@@ -54,6 +54,8 @@ pub struct Args {
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
     let config = Config::load(config_path)?;
     let (name, instance) = config.instance(config_path, args.instance.as_deref())?;
+    // What the config leaves out comes from the instance itself ([instance.NAME.discover]).
+    let instance = &crate::octopus::discovery::resolve(name, instance).await?;
     let none = !(args.database || args.folders || args.secrets);
     let parts = Parts {
         database: none || args.database,
