@@ -12,6 +12,8 @@
 #   WINDOWS_TARGET_DIR=/tmp/w scripts/windows.sh  another target dir (default target/win)
 #
 # Output: target/win/x86_64-pc-windows-gnu/<profile>/octobackup.exe
+# Time, cold (empty target dir, packages installed), measured on a shared 2-core machine while
+# other builds ran: 24 min (check 13 min, clippy 22 s, dev build 10 min, wine 11 s); warm: under 1 min.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -38,7 +40,7 @@ fi
 # Debian's toolchain, not rustup's (which is first on PATH); build-std needs RUSTC_BOOTSTRAP.
 export PATH=/usr/bin:$PATH RUSTC_BOOTSTRAP=1 RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc
 export CARGO_TARGET_DIR="${WINDOWS_TARGET_DIR:-$root/target/win}"
-# No debug info in the test .exe: a third less build time, and wine needs none.
+# No debug info in the test .exe: less to build and link, and wine needs none.
 export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-0}"
 target=x86_64-pc-windows-gnu
 BS=(-Zbuild-std=std,panic_abort --target "$target" --locked)
