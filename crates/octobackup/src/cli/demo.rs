@@ -102,9 +102,9 @@ pub async fn run(args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
             say(&format!("   {e}"));
         }
         say(&format!(
-            "Done. Look around: `octobackup --config {} snapshots`, or with stock restic: RESTIC_PASSWORD_FILE={}/secrets/repository-password restic -r {} snapshots",
+            "Done. Look around: `octobackup --config {} snapshots`, or with stock restic: RESTIC_PASSWORD_FILE={} restic -r {} snapshots",
             config_path.display(),
-            dir.display(),
+            dir.join("secrets").join("repository-password").display(),
             config.repository.location
         ));
         Ok::<_, Failure>((lab, serde_json::json!({"dir": dir, "config": config_path, "sets": sets, "first": first, "second": second, "events": window_events})))
