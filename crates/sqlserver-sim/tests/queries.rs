@@ -88,6 +88,28 @@ async fn non_sysadmin_login_is_not_srvrolemember() {
 }
 
 #[tokio::test]
+async fn is_rolemember_answers_database_roles_as_sql_server_does() {
+    let lab = start_lab("roles", Edition::Developer, TlsSupport::NotSupported).await;
+    let sql = "SELECT IS_ROLEMEMBER(N'db_owner'), IS_ROLEMEMBER(N'db_backupoperator'), IS_ROLEMEMBER(N'public'), IS_ROLEMEMBER(N'db_denydatareader'), IS_ROLEMEMBER(N'nonsense')";
+    let mut admin = connect(&lab).await;
+    let rows = query(&mut admin, sql).await.unwrap();
+    let got: Vec<Option<i32>> = (0..5).map(|i| rows[0][0].get::<i32, _>(i)).collect();
+    assert_eq!(got, [Some(1), Some(1), Some(1), Some(0), None]);
+    let mut reader = connect_as(
+        &lab,
+        "reader",
+        READER_PASSWORD,
+        tiberius::EncryptionLevel::NotSupported,
+    )
+    .await
+    .unwrap();
+    let rows = query(&mut reader, sql).await.unwrap();
+    let got: Vec<Option<i32>> = (0..5).map(|i| rows[0][0].get::<i32, _>(i)).collect();
+    assert_eq!(got, [Some(0), Some(0), Some(1), Some(0), None]);
+    lab.server.shutdown().await;
+}
+
+#[tokio::test]
 async fn table_select_decodes_every_column_type() {
     let lab = start_lab("types", Edition::Developer, TlsSupport::NotSupported).await;
     attach_octopus(&lab, "Octopus");

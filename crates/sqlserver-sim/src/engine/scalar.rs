@@ -364,6 +364,47 @@ fn function(
                 SqlType::NVarChar(Some(128)),
             ))
         }
+        // Database roles of the current login in the current database. The lab's logins have no
+        // database users of their own: a sysadmin is dbo everywhere (so a member of every fixed
+        // role), anyone else is only in `public`. NULL for a role that does not exist, as SQL
+        // Server answers.
+        "IS_ROLEMEMBER" => {
+            arity(name, args, 1, 2)?;
+            let role = string_arg(&args[0], ctx, scope)?
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            const ROLES: &[&str] = &[
+                "db_owner",
+                "db_accessadmin",
+                "db_securityadmin",
+                "db_ddladmin",
+                "db_backupoperator",
+                "db_datareader",
+                "db_datawriter",
+                "db_denydatareader",
+                "db_denydatawriter",
+                "public",
+            ];
+            let member = match args.get(1) {
+                None => ctx.login.sysadmin,
+                Some(arg) => {
+                    let who = string_arg(arg, ctx, scope)?.unwrap_or_default();
+                    who.eq_ignore_ascii_case(&ctx.login.name) && ctx.login.sysadmin
+                }
+            };
+            let value = if !ROLES.contains(&role.as_str()) {
+                Value::Null
+            } else if role == "public" {
+                Value::Int(1)
+            } else if role.starts_with("db_deny") {
+                Value::Int(0)
+            } else if member {
+                Value::Int(1)
+            } else {
+                Value::Int(0)
+            };
+            Ok((value, SqlType::Int))
+        }
         "IS_SRVROLEMEMBER" => {
             arity(name, args, 1, 2)?;
             let role = string_arg(&args[0], ctx, scope)?

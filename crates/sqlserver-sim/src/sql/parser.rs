@@ -125,6 +125,7 @@ pub const FUNCTIONS: &[&str] = &[
     "SUSER_SNAME",
     "SUSER_NAME",
     "IS_SRVROLEMEMBER",
+    "IS_ROLEMEMBER",
     "GETDATE",
     "GETUTCDATE",
     "SYSDATETIME",
