@@ -173,7 +173,7 @@ async fn capture_secrets(
 /// What the window produced, handed to the ingest after maintenance mode is back.
 struct Captured {
     bak_local: Vec<PathBuf>,
-    folders_part: Option<String>,
+    folders_part: String,
     /// The folder pass before the window: a part deleted once the set is sealed.
     pre_pass: Option<String>,
 }
@@ -222,7 +222,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         preflight.is_ok(),
         preflight.as_ref().err().map(|e| e.message.clone()),
     );
-    let (folders, server_info) = preflight?;
+    let folders = preflight?;
 
     // A bad escrow key is a config error: refuse before anything changes.
     if !job.escrow_recipients.is_empty() {
@@ -271,11 +271,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         match pass {
             Ok(result) => Some(result),
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&staging_local);
-                let parts = part_snapshots(&job.repo, &set_id);
-                if !parts.is_empty() {
-                    let _ = job.repo.delete_snapshots(&parts);
-                }
+                discard_run(&job.repo, &set_id, &staging_local);
                 return Err(e);
             }
         }
@@ -300,11 +296,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         }
         Err(e) => {
             steps.finish(enter, false, Some(e.to_string()));
-            let _ = std::fs::remove_dir_all(&staging_local);
-            let parts = part_snapshots(&job.repo, &set_id);
-            if !parts.is_empty() {
-                let _ = job.repo.delete_snapshots(&parts);
-            }
+            discard_run(&job.repo, &set_id, &staging_local);
             return Err(e.into());
         }
     };
@@ -313,7 +305,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     m.window.changed_by_octobackup = window.changed;
 
     let inside = tokio::select! {
-        r = inside_window(&job, &octopus, &sqlserver, &server_info, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_ref(), &mut m, &mut steps) => r,
+        r = inside_window(&job, &octopus, &sqlserver, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_ref(), &mut m, &mut steps) => r,
         sig = shutdown_signal() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode is being put back"))),
     };
 
@@ -328,18 +320,8 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     m.window.end = Some(window_end);
     m.window.seconds = (window_end - window.started).num_milliseconds() as f64 / 1000.0;
 
-    let cleanup = |parts: &[Option<String>]| {
-        let _ = std::fs::remove_dir_all(&staging_local);
-        let ids: Vec<String> = parts.iter().flatten().cloned().collect();
-        if !ids.is_empty() {
-            let _ = job.repo.delete_snapshots(&ids);
-        }
-    };
-
     if let Err(e) = left {
-        let _ = inside;
-        let parts = part_snapshots(&job.repo, &set_id);
-        cleanup(&parts.into_iter().map(Some).collect::<Vec<_>>());
+        discard_run(&job.repo, &set_id, &staging_local);
         return Err(Failure::new(
             Exit::MaintenanceStuck,
             format!(
@@ -352,9 +334,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     let captured = match inside {
         Ok(c) => c,
         Err(e) => {
-            // The partial folders snapshot of this run (if any) is found by its set tag.
-            let parts = part_snapshots(&job.repo, &set_id);
-            cleanup(&parts.into_iter().map(Some).collect::<Vec<_>>());
+            discard_run(&job.repo, &set_id, &staging_local);
             return Err(e);
         }
     };
@@ -381,10 +361,20 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
             })
         }
         Err(e) => {
-            let parts = part_snapshots(&job.repo, &set_id);
-            cleanup(&parts.into_iter().map(Some).collect::<Vec<_>>());
+            discard_run(&job.repo, &set_id, &staging_local);
             Err(e)
         }
+    }
+}
+
+/// Undoes what a failed run stored: its staging folder and every part snapshot of its set (found
+/// by tag, so parts written by a pass the failure interrupted go too). Best effort: what is left
+/// is tagged `part`, never `complete`, and `forget` removes it.
+fn discard_run(repo: &Repo, set_id: &str, staging: &std::path::Path) {
+    let _ = std::fs::remove_dir_all(staging);
+    let parts = part_snapshots(repo, set_id);
+    if !parts.is_empty() {
+        let _ = repo.delete_snapshots(&parts);
     }
 }
 
@@ -419,7 +409,7 @@ async fn preflight(
     octopus: &OctopusClient,
     sqlserver: &SqlServer,
     m: &mut Manifest,
-) -> Result<(Vec<(String, PathBuf)>, sql::ServerInfo), Failure> {
+) -> Result<Vec<(String, PathBuf)>, Failure> {
     let root = octopus.root().await?;
     m.octopus.url = octopus.url().to_string();
     m.octopus.version = root.version.clone();
@@ -489,7 +479,7 @@ async fn preflight(
             ),
         ));
     }
-    Ok((folders, info))
+    Ok(folders)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -497,7 +487,6 @@ async fn inside_window(
     job: &BackupJob,
     octopus: &OctopusClient,
     sqlserver: &SqlServer,
-    server_info: &sql::ServerInfo,
     folders: &[(String, PathBuf)],
     bak_sql: &[String],
     bak_local: &[PathBuf],
@@ -506,7 +495,6 @@ async fn inside_window(
     m: &mut Manifest,
     steps: &mut Steps,
 ) -> Result<Captured, Failure> {
-    let _ = server_info;
     m.window.inside.push("wait for running tasks".into());
     let running = steps
         .run("wait for running tasks", wait_for_tasks(job, octopus))
@@ -583,7 +571,7 @@ async fn inside_window(
 
     Ok(Captured {
         bak_local: bak_local.to_vec(),
-        folders_part: Some(pass.id),
+        folders_part: pass.id,
         pre_pass: pre_pass.map(|p| p.id.clone()),
     })
 }
@@ -1063,7 +1051,7 @@ async fn ingest(
         compression: job.compression,
     };
     let parts = vec![
-        c.folders_part.clone().expect("folders part"),
+        c.folders_part.clone(),
         stored.snapshot_id.clone(),
         meta.snapshot_id.clone(),
     ];
@@ -1072,10 +1060,15 @@ async fn ingest(
     obsolete.sort();
     obsolete.dedup();
     let repo = job.repo.clone();
-    let merged = tokio::task::spawn_blocking(move || {
-        let merged = repo.merge_snapshots(&parts, &opts)?;
-        repo.delete_snapshots(&obsolete)?;
-        Ok::<_, octobackup_repo::RepoError>(merged)
+    let (merged, left_over) = tokio::task::spawn_blocking(move || {
+        let merged = repo.merge_snapshots(&parts, &opts);
+        // Once the merged snapshot exists the set is complete: parts that cannot be deleted now
+        // are only clutter (tagged `part`; `forget` drops them), not a failed backup.
+        let left_over = merged
+            .is_ok()
+            .then(|| repo.delete_snapshots(&obsolete).err())
+            .flatten();
+        (merged, left_over)
     })
     .await
     .map_err(|e| Failure::new(Exit::Failed, e.to_string()))?;
@@ -1085,6 +1078,9 @@ async fn ingest(
         merged.as_ref().err().map(|e| e.to_string()),
     );
     let merged = merged?;
+    if let Some(e) = left_over {
+        job.ui.note(&format!("warning: the set is complete, but its parts could not be removed ({e}); `octobackup forget` removes them"));
+    }
     if let Err(e) = crate::backupset::escrow::publish(&job.repository_location, set_id, &sealed) {
         job.ui.note(&format!("warning: the set is complete, but its escrow copy beside the repository was not written: {}", e.message));
     }
