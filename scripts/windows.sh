@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Windows in CI, from this Linux machine: Debian's rustc-web (with its std sources, -Zbuild-std)
 # checks, lints and builds the workspace for x86_64-pc-windows-gnu, mingw links it, and wine runs
-# octobackup.exe (--version, --help, demo). rustup cannot add the Windows target here, so this
+# octobackup.exe (--version, --help) and octobackup-lab.exe demo. rustup cannot add the Windows target here, so this
 # uses Debian's binaries explicitly and its own target dir (target/win), apart from the Linux build.
 #
 #   scripts/windows.sh                 everything (install, check, clippy, build, run under wine)
@@ -11,7 +11,7 @@
 #   WINDOWS_SKIP_LINT=1 scripts/windows.sh        only build and run the .exe (no check/clippy)
 #   WINDOWS_TARGET_DIR=/tmp/w scripts/windows.sh  another target dir (default target/win)
 #
-# Output: target/win/x86_64-pc-windows-gnu/<profile>/octobackup.exe
+# Output: target/win/x86_64-pc-windows-gnu/<profile>/octobackup.exe and octobackup-lab.exe
 # Time, cold (empty target dir, packages installed), measured on a shared 2-core machine while
 # other builds ran: 24 min (check 13 min, clippy 22 s, dev build 10 min, wine 11 s); warm: under 1 min.
 set -euo pipefail
@@ -54,11 +54,14 @@ if [ -z "${WINDOWS_SKIP_LINT:-}" ]; then
   step "cargo clippy --workspace --all-targets -D warnings"
   /usr/bin/cargo clippy "${BS[@]}" --workspace --all-targets -- -D warnings
 fi
-step "cargo build -p octobackup --profile $profile"
-/usr/bin/cargo build "${BS[@]}" -p octobackup --bin octobackup --profile "$profile"
+# Both binaries in one build (the lab's demo runs octobackup.exe beside it). The octobackup.exe an
+# administrator installs is built without --features lab; the code it runs is the same.
+step "cargo build -p octobackup --features lab --bins --profile $profile"
+/usr/bin/cargo build "${BS[@]}" -p octobackup --features lab --bins --profile "$profile"
 case $profile in dev) dir=debug ;; *) dir=$profile ;; esac
 exe="$CARGO_TARGET_DIR/$target/$dir/octobackup.exe"
-ls -l "$exe"
+lab_exe="$CARGO_TARGET_DIR/$target/$dir/octobackup-lab.exe"
+ls -l "$exe" "$lab_exe"
 [ -n "${WINDOWS_SKIP_RUN:-}" ] && { step done; exit 0; }
 
 # Wine 8 (Debian 12) lacks bcryptprimitives.dll, which Rust std >= 1.78 imports (ProcessPrng):
@@ -75,22 +78,22 @@ x86_64-w64-mingw32-gcc -shared -O2 -o "$work/bcryptprimitives.dll" \
 cp "$work/bcryptprimitives.dll" "$WINEPREFIX/drive_c/windows/system32/"
 
 failed=()
-run() { # run NAME ARGS...: runs octobackup.exe under wine, keeps going on failure
-  local name=$1; shift
-  step "wine octobackup.exe $*"
+run() { # run NAME EXE ARGS...: runs a .exe under wine, keeps going on failure
+  local name=$1 exe=$2; shift 2
+  step "wine $(basename "$exe") $*"
   local rc=0
   "$wine" "$exe" "$@" >"$work/$name.out" 2>"$work/$name.err" || rc=$?
   if [ "$rc" != 0 ]; then
-    echo "!! octobackup.exe $* failed under wine (exit $rc); stdout then stderr:" >&2
+    echo "!! $(basename "$exe") $* failed under wine (exit $rc); stdout then stderr:" >&2
     tail -n 40 "$work/$name.out" "$work/$name.err" >&2
     failed+=("$name")
     return 0
   fi
   tail -n 40 "$work/$name.out"
 }
-run version --version
-run help --help
-run demo demo
+run version "$exe" --version
+run help "$exe" --help
+run demo "$lab_exe" demo
 
 step "done"
 if [ ${#failed[@]} -gt 0 ]; then

@@ -8,6 +8,8 @@ pub mod backupset;
 pub mod cli;
 pub mod config;
 pub mod error;
+#[cfg(feature = "lab")]
+pub mod lab;
 pub mod octopus;
 pub mod run;
 pub mod secret;

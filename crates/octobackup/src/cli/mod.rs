@@ -1,19 +1,15 @@
 //! The command line: argument parsing, dispatch, output and exit codes. Each command's logic lives
 //! in its domain module; the files here only wire it to the user.
 
-mod backup;
-mod bench;
+pub(crate) mod backup;
 mod check;
-mod demo;
 mod doctor;
 mod drill;
 mod forget;
 mod init;
 mod key;
-pub mod lab;
-mod lab_octopus_server;
 mod recover;
-mod repository;
+pub(crate) mod repository;
 mod restore;
 mod snapshots;
 pub mod ui;
@@ -77,17 +73,20 @@ pub enum Command {
     /// Check everything a backup needs (API and key, master key, SQL login and permission, staging,
     /// folders, repository, free space, clock), each failure with its fix; exit 8 if any fails.
     Doctor(doctor::Args),
-    /// See octobackup work end to end against the bundled lab, in under a minute.
-    Demo(demo::Args),
-    /// The lab: a simulated Octopus Server and SQL Server for trying octobackup.
-    #[command(subcommand)]
-    Lab(lab::LabCommand),
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, cli.json);
-    let json = cli.json;
+    run_main(cli.verbose, cli.json, dispatch(cli))
+}
+
+/// Runs a command to its exit code: logging, the runtime, and the one place an error is printed.
+pub(crate) fn run_main(
+    verbose: u8,
+    json: bool,
+    command: impl std::future::Future<Output = Result<(), Failure>>,
+) -> ExitCode {
+    init_logging(verbose, json);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -98,7 +97,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(Exit::Failed as u8);
         }
     };
-    match runtime.block_on(dispatch(cli)) {
+    match runtime.block_on(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if json {
@@ -165,8 +164,6 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Key(c) => key::run(&cli.config, c, cli.json).await,
         Command::Recover(a) => recover::run(&cli.config, a, cli.json).await,
         Command::Doctor(a) => doctor::run(&cli.config, a, cli.json).await,
-        Command::Demo(a) => demo::run(a, cli.json, &ui).await,
-        Command::Lab(c) => lab::run(c, &cli.config, cli.json).await,
     }
 }
 

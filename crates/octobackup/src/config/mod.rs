@@ -1,6 +1,6 @@
 //! The config file (TOML): the repository and one or more Octopus instances. Secrets are named by
 //! source (environment variable, file, command), never required inline. `octobackup init` writes a
-//! commented template; `octobackup lab up` writes a ready one for the lab.
+//! commented template; `octobackup-lab up` writes a ready one for the lab.
 
 mod template;
 

@@ -1,0 +1,687 @@
+//! `octobackup-lab bench`: measures, in one run on the same lab data, what issue "a maintenance
+//! window of seconds" asks: octobackup's maintenance window against Octopus's manual procedure,
+//! backup wall time against stock restic and against reading the data once, repository growth per
+//! simulated day against the bytes that changed (and against keeping one .bak a night), restore
+//! time against one plain copy, and peak memory. Figures are reported as ratios to a reference
+//! measured in the same run; the table is also written as JSON.
+
+use crate::config::Config;
+use crate::error::{Exit, Failure};
+use crate::lab;
+use crate::octopus::OctopusClient;
+use crate::run::backup::{octopus_client, sql_server};
+use crate::sqlserver::tsql;
+use octobackup_lab::Size;
+use serde::Serialize;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    #[arg(long, default_value = "medium")]
+    pub size: Size,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Where to build the lab and the repositories (default: a temporary folder, removed after).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Write the results as JSON here (default: DIR/bench.json when --dir is given).
+    #[arg(long)]
+    pub json_out: Option<PathBuf>,
+    /// zstd level for octobackup's repository (0 = none; default: the repository's, 3).
+    #[arg(long)]
+    pub compression: Option<i32>,
+}
+
+/// One timed run of a program: wall time and peak resident memory (Linux: from wait4).
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Measured {
+    pub seconds: f64,
+    pub peak_mib: Option<f64>,
+}
+
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Night {
+    /// Octopus's manual procedure: maintenance on, BACKUP DATABASE, copy the folders, maintenance off.
+    pub manual_window_s: f64,
+    pub manual_db_backup_s: f64,
+    pub octobackup_window_s: f64,
+    pub octobackup_db_backup_s: f64,
+    pub octobackup: Measured,
+    /// octobackup's own steps and their seconds, to see where its time goes.
+    pub octobackup_steps: Vec<(String, f64)>,
+    pub restic: Option<Measured>,
+    pub repository_growth_bytes: u64,
+    pub restic_repository_growth_bytes: Option<u64>,
+    pub bak_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Results {
+    pub size: String,
+    pub compression: Option<i32>,
+    pub data_bytes: u64,
+    pub files: u64,
+    pub read_once_s: f64,
+    pub first: Night,
+    pub nightly: Night,
+    pub changed_bytes_day: u64,
+    pub restore: Measured,
+    pub copy_s: f64,
+    pub ratios: Ratios,
+}
+
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Ratios {
+    /// (octobackup window - its BACKUP time) / (manual window - its BACKUP time), after a day of churn.
+    pub window_minus_backup_nightly: f64,
+    pub window_minus_backup_first: f64,
+    pub window_nightly: f64,
+    pub full_backup_vs_restic: Option<f64>,
+    pub nightly_backup_vs_restic: Option<f64>,
+    pub full_backup_vs_read_once: f64,
+    pub growth_vs_changed: f64,
+    pub growth_vs_one_bak: f64,
+    pub restore_vs_copy: f64,
+}
+
+fn fail(e: impl std::fmt::Display) -> Failure {
+    Failure::new(Exit::Failed, format!("benchmark: {e}"))
+}
+
+/// Runs a program to completion, measuring wall time and (on Linux) its peak memory.
+fn run_measured(cmd: &mut Command) -> Result<(Measured, Vec<u8>, Vec<u8>, bool), Failure> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().map_err(fail)?;
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = out.read_to_end(&mut v);
+        v
+    });
+    let err_t = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = err.read_to_end(&mut v);
+        v
+    });
+    #[cfg(unix)]
+    let (ok, peak) = {
+        let mut status = 0i32;
+        // SAFETY: wait4 on our own child's pid with valid out-pointers; the child is reaped here
+        // and never waited for again through `child`.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        let pid = child.id() as libc::pid_t;
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r < 0 {
+            return Err(fail(std::io::Error::last_os_error()));
+        }
+        (
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            Some(usage.ru_maxrss as f64 / 1024.0),
+        )
+    };
+    #[cfg(not(unix))]
+    let (ok, peak) = (child.wait().map_err(fail)?.success(), None);
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok((
+        Measured {
+            seconds,
+            peak_mib: peak,
+        },
+        out_t.join().unwrap_or_default(),
+        err_t.join().unwrap_or_default(),
+        ok,
+    ))
+}
+
+fn tree_size(dir: &Path) -> (u64, u64) {
+    let mut bytes = 0;
+    let mut files = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(t) = e.file_type() else { continue };
+            if t.is_dir() {
+                stack.push(e.path());
+            } else if let Ok(m) = e.metadata() {
+                bytes += m.len();
+                files += 1;
+            }
+        }
+    }
+    (bytes, files)
+}
+
+fn read_all(paths: &[PathBuf]) -> u64 {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0;
+    let mut stack: Vec<PathBuf> = paths.to_vec();
+    while let Some(p) = stack.pop() {
+        if p.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if let Ok(mut f) = std::fs::File::open(&p) {
+            while let Ok(n) = f.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                total += n as u64;
+            }
+        }
+    }
+    total
+}
+
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &target)?;
+        } else {
+            std::fs::copy(e.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Octopus's documented procedure by hand: maintenance on, BACKUP DATABASE, copy the folders,
+/// maintenance off. Returns (window, BACKUP time).
+async fn manual_procedure(
+    config: &Config,
+    folders: &[(&str, PathBuf)],
+    bak: &Path,
+    copy_to: &Path,
+) -> Result<(f64, f64), Failure> {
+    let (_, inst) = config
+        .instances
+        .iter()
+        .next()
+        .ok_or_else(|| fail("no instance"))?;
+    let octopus: OctopusClient = octopus_client(inst)?;
+    let sql = sql_server(inst)?;
+    let _ = std::fs::remove_file(bak);
+    let t0 = Instant::now();
+    octopus.set_maintenance(true, 3).await?;
+    let db0 = Instant::now();
+    let mut session = sql.connect().await?;
+    let statement = format!(
+        "BACKUP DATABASE {} TO DISK = {} WITH COPY_ONLY, FORMAT, INIT, STATS = 10",
+        tsql::quote_ident(sql.database()),
+        tsql::quote_str(&bak.display().to_string())
+    );
+    session.execute("BACKUP DATABASE", &statement, None).await?;
+    let db_s = db0.elapsed().as_secs_f64();
+    for (name, path) in folders {
+        copy_tree(path, &copy_to.join(name)).map_err(fail)?;
+    }
+    octopus.set_maintenance(false, 3).await?;
+    Ok((t0.elapsed().as_secs_f64(), db_s))
+}
+
+fn restic_available() -> bool {
+    Command::new("restic")
+        .arg("version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn restic(repo: &Path, password_file: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("restic");
+    c.arg("-r")
+        .arg(repo)
+        .args(args)
+        .env("RESTIC_PASSWORD_FILE", password_file)
+        .env("RESTIC_CACHE_DIR", repo.with_extension("cache"));
+    c
+}
+
+fn step_seconds(report: &serde_json::Value, name: &str) -> f64 {
+    report["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["name"] == name)
+        .filter_map(|s| s["seconds"].as_f64())
+        .sum()
+}
+
+pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
+    let temp = tempfile::Builder::new()
+        .prefix("octobackup-bench-")
+        .tempdir()
+        .map_err(fail)?;
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_path_buf());
+    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let say = |s: &str| {
+        if !json {
+            eprintln!("{s}");
+        }
+    };
+    let exe = lab::product_exe().map_err(fail)?;
+    let lab_exe = std::env::current_exe().map_err(fail)?;
+
+    say(&format!(
+        "building the {} lab in {} ...",
+        args.size,
+        dir.display()
+    ));
+    let mut lab = lab::start(&dir.join("lab"), args.size, args.seed, 16, true).await?;
+    let config_path = lab::write_config(lab.info(), true).map_err(fail)?;
+    if let Some(level) = args.compression {
+        let mut c = Config::load(&config_path)?;
+        c.repository.compression = Some(level);
+        std::fs::write(&config_path, c.to_toml()).map_err(fail)?;
+    }
+    let config = Config::load(&config_path)?;
+    let info = lab.info().clone();
+    let folders: Vec<(&str, PathBuf)> = info
+        .folders
+        .named()
+        .into_iter()
+        .map(|(n, p)| (n, p.to_path_buf()))
+        .collect();
+    let data_file = lab
+        .sql()
+        .database_files(&info.database)
+        .ok_or_else(|| fail("no database files"))?
+        .0;
+    let repo_dir = PathBuf::from(&config.repository.location);
+    let password_file = config
+        .repository
+        .password_file
+        .clone()
+        .ok_or_else(|| fail("no password file"))?;
+
+    let mut r = Results {
+        size: args.size.to_string(),
+        ..Default::default()
+    };
+    let mut inputs: Vec<PathBuf> = folders.iter().map(|(_, p)| p.clone()).collect();
+    inputs.push(data_file.clone());
+    let t = Instant::now();
+    r.data_bytes = read_all(&inputs);
+    r.read_once_s = t.elapsed().as_secs_f64();
+    r.files = folders.iter().map(|(_, p)| tree_size(p).1).sum::<u64>() + 1;
+    say(&format!(
+        "read once: {} bytes in {:.2}s",
+        r.data_bytes, r.read_once_s
+    ));
+
+    let (m, _, e, ok) = run_measured(
+        Command::new(&exe)
+            .arg("--config")
+            .arg(&config_path)
+            .arg("init"),
+    )?;
+    if !ok {
+        return Err(fail(format!(
+            "init failed: {}",
+            String::from_utf8_lossy(&e)
+        )));
+    }
+    let _ = m;
+    let have_restic = restic_available();
+    let restic_repo = dir.join("restic-repo");
+    if have_restic {
+        let (_, _, e, ok) = run_measured(&mut restic(&restic_repo, &password_file, &["init"]))?;
+        if !ok {
+            return Err(fail(format!(
+                "restic init failed: {}",
+                String::from_utf8_lossy(&e)
+            )));
+        }
+    } else {
+        say(
+            "stock restic is not installed: the restic columns stay empty (apt-get install restic)",
+        );
+    }
+    let manual_dir = dir.join("manual");
+    let bak = manual_dir.join("OctopusDeploy.bak");
+    std::fs::create_dir_all(&manual_dir).map_err(fail)?;
+
+    for night in 0..2 {
+        if night == 1 {
+            let churn = lab.churn(1).await.map_err(fail)?;
+            r.changed_bytes_day = churn.bytes_changed;
+            say(&format!(
+                "one simulated day: {} bytes changed",
+                churn.bytes_changed
+            ));
+        }
+        let mut n = Night::default();
+        let (w, db) = manual_procedure(
+            &config,
+            &folders,
+            &bak,
+            &manual_dir.join(format!("night{night}")),
+        )
+        .await?;
+        n.manual_window_s = w;
+        n.manual_db_backup_s = db;
+        n.bak_bytes = std::fs::metadata(&bak).map(|m| m.len()).unwrap_or(0);
+        let before = tree_size(&repo_dir).0;
+        let (m, out, e, ok) = run_measured(
+            Command::new(&exe)
+                .arg("--config")
+                .arg(&config_path)
+                .args(["--json", "backup"]),
+        )?;
+        if !ok {
+            return Err(fail(format!(
+                "octobackup backup failed: {}",
+                String::from_utf8_lossy(&e)
+            )));
+        }
+        let report: serde_json::Value = serde_json::from_slice(&out).map_err(fail)?;
+        n.octobackup = m;
+        n.octobackup_window_s = report["window_seconds"].as_f64().unwrap_or(0.0);
+        n.octobackup_db_backup_s = step_seconds(&report, "database backup");
+        n.octobackup_steps = report["steps"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap_or("").to_string(),
+                    s["seconds"].as_f64().unwrap_or(0.0),
+                )
+            })
+            .collect();
+        n.repository_growth_bytes = tree_size(&repo_dir).0.saturating_sub(before);
+        if have_restic {
+            let before = tree_size(&restic_repo).0;
+            let mut c = restic(&restic_repo, &password_file, &["backup", "-q"]);
+            c.arg(&bak);
+            for (_, p) in &folders {
+                c.arg(p);
+            }
+            let (m, _, e, ok) = run_measured(&mut c)?;
+            if !ok {
+                return Err(fail(format!(
+                    "restic backup failed: {}",
+                    String::from_utf8_lossy(&e)
+                )));
+            }
+            n.restic = Some(m);
+            n.restic_repository_growth_bytes =
+                Some(tree_size(&restic_repo).0.saturating_sub(before));
+        }
+        say(&format!(
+            "night {}: manual window {:.2}s, octobackup window {:.2}s, octobackup {:.2}s{}",
+            night + 1,
+            n.manual_window_s,
+            n.octobackup_window_s,
+            n.octobackup.seconds,
+            n.restic
+                .as_ref()
+                .map(|m| format!(", restic {:.2}s", m.seconds))
+                .unwrap_or_default()
+        ));
+        if night == 0 {
+            r.first = n
+        } else {
+            r.nightly = n
+        }
+    }
+
+    let target = dir.join("restore");
+    let (m, _, e, ok) = run_measured(
+        Command::new(&lab_exe)
+            .arg("--config")
+            .arg(&config_path)
+            .args(["restore-set", "--target"])
+            .arg(&target),
+    )?;
+    if !ok {
+        return Err(fail(format!(
+            "restore failed: {}",
+            String::from_utf8_lossy(&e)
+        )));
+    }
+    r.restore = m;
+    let t = Instant::now();
+    let copy = dir.join("copy");
+    for (name, p) in &folders {
+        copy_tree(p, &copy.join(name)).map_err(fail)?;
+    }
+    std::fs::copy(&bak, copy.join("OctopusDeploy.bak")).map_err(fail)?;
+    r.copy_s = t.elapsed().as_secs_f64();
+    lab.shutdown().await;
+
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    let minus = |n: &Night| {
+        ratio(
+            (n.octobackup_window_s - n.octobackup_db_backup_s).max(0.0),
+            (n.manual_window_s - n.manual_db_backup_s).max(1e-9),
+        )
+    };
+    r.ratios = Ratios {
+        window_minus_backup_nightly: minus(&r.nightly),
+        window_minus_backup_first: minus(&r.first),
+        window_nightly: ratio(r.nightly.octobackup_window_s, r.nightly.manual_window_s),
+        full_backup_vs_restic: r
+            .first
+            .restic
+            .as_ref()
+            .map(|m| ratio(r.first.octobackup.seconds, m.seconds)),
+        nightly_backup_vs_restic: r
+            .nightly
+            .restic
+            .as_ref()
+            .map(|m| ratio(r.nightly.octobackup.seconds, m.seconds)),
+        full_backup_vs_read_once: ratio(r.first.octobackup.seconds, r.read_once_s),
+        growth_vs_changed: ratio(
+            r.nightly.repository_growth_bytes as f64,
+            r.changed_bytes_day as f64,
+        ),
+        growth_vs_one_bak: ratio(
+            r.nightly.repository_growth_bytes as f64,
+            r.nightly.bak_bytes as f64,
+        ),
+        restore_vs_copy: ratio(r.restore.seconds, r.copy_s),
+    };
+    let json_out = args
+        .json_out
+        .clone()
+        .or_else(|| args.dir.as_ref().map(|d| d.join("bench.json")));
+    if let Some(p) = &json_out {
+        std::fs::write(p, serde_json::to_string_pretty(&r).expect("serializes")).map_err(fail)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
+    } else {
+        print!("{}", table(&r));
+        if let Some(p) = json_out {
+            println!("JSON: {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+fn table(r: &Results) -> String {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    let mem = |m: &Measured| {
+        m.peak_mib
+            .map(|p| format!("{p:.0} MiB"))
+            .unwrap_or_else(|| "-".into())
+    };
+    let opt = |o: Option<f64>| o.map(|x| format!("{x:.2}x")).unwrap_or_else(|| "-".into());
+    let mut s = String::new();
+    s.push_str(&format!(
+        "octobackup benchmark, lab size {}: {:.0} MiB in {} files (read once: {:.2}s)\n\n",
+        r.size,
+        mib(r.data_bytes),
+        r.files,
+        r.read_once_s
+    ));
+    s.push_str(&format!(
+        "{:<46} {:>12} {:>12} {:>10}\n",
+        "", "first night", "after 1 day", "ratio"
+    ));
+    let row = |s: &mut String, name: &str, a: String, b: String, ratio: String| {
+        s.push_str(&format!("{name:<46} {a:>12} {b:>12} {ratio:>10}\n"))
+    };
+    row(
+        &mut s,
+        "manual procedure: maintenance window",
+        format!("{:.2}s", r.first.manual_window_s),
+        format!("{:.2}s", r.nightly.manual_window_s),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "octobackup: maintenance window",
+        format!("{:.2}s", r.first.octobackup_window_s),
+        format!("{:.2}s", r.nightly.octobackup_window_s),
+        format!("{:.3}x", r.ratios.window_nightly),
+    );
+    row(
+        &mut s,
+        "manual window minus its BACKUP DATABASE",
+        format!(
+            "{:.2}s",
+            r.first.manual_window_s - r.first.manual_db_backup_s
+        ),
+        format!(
+            "{:.2}s",
+            r.nightly.manual_window_s - r.nightly.manual_db_backup_s
+        ),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "octobackup window minus its BACKUP DATABASE",
+        format!(
+            "{:.2}s",
+            (r.first.octobackup_window_s - r.first.octobackup_db_backup_s).max(0.0)
+        ),
+        format!(
+            "{:.2}s",
+            (r.nightly.octobackup_window_s - r.nightly.octobackup_db_backup_s).max(0.0)
+        ),
+        format!("{:.3}x", r.ratios.window_minus_backup_nightly),
+    );
+    row(
+        &mut s,
+        "octobackup backup wall time",
+        format!("{:.2}s", r.first.octobackup.seconds),
+        format!("{:.2}s", r.nightly.octobackup.seconds),
+        opt(r.ratios.nightly_backup_vs_restic),
+    );
+    row(
+        &mut s,
+        "restic backup of the same .bak and folders",
+        r.first
+            .restic
+            .as_ref()
+            .map(|m| format!("{:.2}s", m.seconds))
+            .unwrap_or("-".into()),
+        r.nightly
+            .restic
+            .as_ref()
+            .map(|m| format!("{:.2}s", m.seconds))
+            .unwrap_or("-".into()),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "octobackup full backup vs restic",
+        String::new(),
+        String::new(),
+        opt(r.ratios.full_backup_vs_restic),
+    );
+    row(
+        &mut s,
+        "octobackup full backup vs reading the data once",
+        String::new(),
+        String::new(),
+        format!("{:.2}x", r.ratios.full_backup_vs_read_once),
+    );
+    row(
+        &mut s,
+        "octobackup peak memory",
+        mem(&r.first.octobackup),
+        mem(&r.nightly.octobackup),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "restic peak memory",
+        r.first.restic.as_ref().map(mem).unwrap_or("-".into()),
+        r.nightly.restic.as_ref().map(mem).unwrap_or("-".into()),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "repository growth (octobackup)",
+        format!("{:.1} MiB", mib(r.first.repository_growth_bytes)),
+        format!("{:.1} MiB", mib(r.nightly.repository_growth_bytes)),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "repository growth (restic)",
+        r.first
+            .restic_repository_growth_bytes
+            .map(|b| format!("{:.1} MiB", mib(b)))
+            .unwrap_or("-".into()),
+        r.nightly
+            .restic_repository_growth_bytes
+            .map(|b| format!("{:.1} MiB", mib(b)))
+            .unwrap_or("-".into()),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "bytes that changed in the day",
+        String::new(),
+        format!("{:.1} MiB", mib(r.changed_bytes_day)),
+        format!("{:.2}x", r.ratios.growth_vs_changed),
+    );
+    row(
+        &mut s,
+        "one .bak a night instead",
+        String::new(),
+        format!("{:.1} MiB", mib(r.nightly.bak_bytes)),
+        format!("{:.2}x", r.ratios.growth_vs_one_bak),
+    );
+    row(
+        &mut s,
+        "restore (repository to disk)",
+        String::new(),
+        format!("{:.2}s", r.restore.seconds),
+        format!("{:.2}x", r.ratios.restore_vs_copy),
+    );
+    row(
+        &mut s,
+        "one plain copy of the same data",
+        String::new(),
+        format!("{:.2}s", r.copy_s),
+        String::new(),
+    );
+    row(
+        &mut s,
+        "restore peak memory",
+        String::new(),
+        mem(&r.restore),
+        String::new(),
+    );
+    s
+}

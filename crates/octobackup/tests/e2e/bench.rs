@@ -1,0 +1,60 @@
+//! The benchmark command runs end to end on the small lab and reports every figure the issue asks
+//! for (values are not asserted: timings belong to the benchmark, not to tests).
+
+#[test]
+fn lab_bench_reports_every_figure_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::common::lab_exe())
+        .args(["--json", "bench", "--size", "small", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for night in ["first", "nightly"] {
+        for field in [
+            "manual_window_s",
+            "manual_db_backup_s",
+            "octobackup_window_s",
+            "octobackup_db_backup_s",
+            "bak_bytes",
+        ] {
+            assert!(
+                r[night][field].as_f64().is_some_and(|v| v > 0.0),
+                "{night}.{field}: {}",
+                r[night]
+            );
+        }
+        assert!(r[night]["octobackup"]["seconds"].as_f64().unwrap() > 0.0);
+        assert!(
+            r[night]["restic"]["seconds"].as_f64().unwrap() > 0.0,
+            "restic must be installed: apt-get install restic"
+        );
+    }
+    assert!(r["changed_bytes_day"].as_u64().unwrap() > 0);
+    assert!(
+        r["nightly"]["repository_growth_bytes"].as_u64().unwrap()
+            < r["first"]["repository_growth_bytes"].as_u64().unwrap()
+    );
+    for ratio in [
+        "window_minus_backup_nightly",
+        "full_backup_vs_read_once",
+        "growth_vs_changed",
+        "growth_vs_one_bak",
+        "restore_vs_copy",
+    ] {
+        assert!(r["ratios"][ratio].as_f64().is_some(), "{ratio}");
+    }
+    assert!(dir.path().join("bench.json").exists());
+    // The restore really produced the set's files.
+    assert!(
+        dir.path()
+            .join("restore/database/OctopusDeploy.bak")
+            .exists()
+    );
+    assert!(dir.path().join("restore/folders/TaskLogs").is_dir());
+}

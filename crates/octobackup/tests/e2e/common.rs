@@ -1,0 +1,234 @@
+//! A lab per test and the real octobackup binary run against it.
+
+use octobackup_lab::{Lab, LabEvent, LabOptions};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct TestLab {
+    pub lab: Lab,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+/// The product binary, `octobackup`.
+pub fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_octobackup"))
+}
+
+/// The lab binary, `octobackup-lab` (demo, bench, the stand-ins for `Octopus.Server`).
+pub fn lab_exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_octobackup-lab"))
+}
+
+impl TestLab {
+    pub async fn start() -> TestLab {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut LabOptions)) -> TestLab {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = LabOptions::new(dir.path());
+        tweak(&mut opts);
+        let tls = opts.tls;
+        let lab = Lab::start(opts).await.expect("lab starts");
+        let config = octobackup::lab::lab_config(lab.info(), tls, &lab_exe()).unwrap();
+        let path = dir.path().join("octobackup.toml");
+        std::fs::write(&path, config.to_toml()).unwrap();
+        TestLab {
+            lab,
+            dir,
+            config: path,
+        }
+    }
+
+    /// Rewrites the config through a closure over its TOML value.
+    pub fn edit_config(&self, f: impl FnOnce(&mut toml::Table)) {
+        let mut t: toml::Table =
+            toml::from_str(&std::fs::read_to_string(&self.config).unwrap()).unwrap();
+        f(&mut t);
+        std::fs::write(&self.config, toml::to_string(&t).unwrap()).unwrap();
+    }
+
+    pub fn instance_table(t: &mut toml::Table) -> &mut toml::Table {
+        t["instance"].as_table_mut().unwrap()["OctopusServer"]
+            .as_table_mut()
+            .unwrap()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(exe());
+        c.arg("--config").arg(&self.config).args(args);
+        c.env_remove("OCTOBACKUP_PASSWORD");
+        c
+    }
+
+    /// Runs octobackup to completion on a blocking thread (the lab keeps serving meanwhile).
+    pub async fn run(&self, args: &[&str]) -> Output {
+        let mut c = self.command(args);
+        tokio::task::spawn_blocking(move || c.output().unwrap())
+            .await
+            .unwrap()
+    }
+
+    pub async fn init(&self) {
+        let out = self.run(&["init"]).await;
+        assert!(
+            out.status.success(),
+            "init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn repo_dir(&self) -> PathBuf {
+        self.dir.path().join("repository")
+    }
+
+    pub fn repo_password_file(&self) -> PathBuf {
+        self.dir.path().join("secrets").join("repository-password")
+    }
+
+    pub fn events(&self) -> Vec<LabEvent> {
+        self.lab.events()
+    }
+
+    /// The stock restic CLI on our repository (password through a file, never argv).
+    pub fn restic(&self, args: &[&str]) -> Output {
+        let out = Command::new("restic")
+            .arg("-r")
+            .arg(self.repo_dir())
+            .args(args)
+            .env("RESTIC_PASSWORD_FILE", self.repo_password_file())
+            .env("RESTIC_CACHE_DIR", self.dir.path().join("restic-cache"))
+            .output();
+        match out {
+            Ok(o) => o,
+            Err(e) => panic!(
+                "stock restic is needed for this test ({e}): apt-get install restic (scripts/test.sh does)"
+            ),
+        }
+    }
+
+    pub async fn sets(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["--json", "snapshots"]).await;
+        assert!(
+            out.status.success(),
+            "snapshots failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+    }
+
+    /// Waits (bounded) until the lab's event log shows an event of this kind.
+    pub async fn wait_for_event(&self, kind: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while seqs(&self.events(), kind).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {kind} event within a minute"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Starts `backup` with SQL Server slowed down and returns once the database backup has begun,
+    /// so a test can interrupt the run inside the window.
+    pub async fn spawn_slow_backup(&self, stderr: std::process::Stdio) -> std::process::Child {
+        self.lab.sql().set_backup_rate(Some(256 * 1024));
+        let child = self
+            .command(&["backup"])
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        self.wait_for_event("backup_started").await;
+        child
+    }
+
+    pub fn staging_files(&self) -> Vec<PathBuf> {
+        std::fs::read_dir(&self.lab.info().staging_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect()
+    }
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// (seq of first event of kind, seq of last) helpers for ordering assertions.
+pub fn seqs(events: &[LabEvent], kind: &str) -> Vec<u64> {
+    events
+        .iter()
+        .filter(|e| e.kind == kind)
+        .map(|e| e.seq)
+        .collect()
+}
+
+pub fn maintenance_changes(events: &[LabEvent]) -> Vec<(u64, bool)> {
+    events
+        .iter()
+        .filter(|e| e.kind == "maintenance_changed")
+        .map(|e| (e.seq, e.detail["on"].as_bool().unwrap()))
+        .collect()
+}
+
+/// Asserts every database backup in the log ran entirely inside a maintenance window and that
+/// maintenance mode ended off.
+pub fn assert_backups_inside_window(events: &[LabEvent]) {
+    let changes = maintenance_changes(events);
+    assert!(
+        !changes.is_empty(),
+        "maintenance mode never changed: {events:#?}"
+    );
+    assert!(
+        !changes.last().unwrap().1,
+        "maintenance mode left on: {changes:?}"
+    );
+    for started in seqs(events, "backup_started") {
+        let finished = seqs(events, "backup_finished")
+            .into_iter()
+            .find(|s| *s > started)
+            .expect("backup finished");
+        let on_before = changes
+            .iter()
+            .rev()
+            .find(|(s, _)| *s < started)
+            .map(|c| c.1);
+        assert_eq!(
+            on_before,
+            Some(true),
+            "backup {started} started outside the window: {changes:?}"
+        );
+        let off_between = changes
+            .iter()
+            .any(|(s, on)| *s > started && *s < finished && !on);
+        assert!(
+            !off_between,
+            "maintenance went off during backup {started}..{finished}"
+        );
+    }
+}
+
+pub fn walk_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

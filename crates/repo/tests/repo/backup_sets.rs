@@ -1,0 +1,407 @@
+//! Backup runs: incremental parents, unreadable files, progress, refused inputs, deletion.
+
+use std::fs;
+
+use crate::common::*;
+use octobackup_repo::{NoProgress, RepoError, SetOptions, SourceItem, Zeroizing};
+
+fn tagged(tags: &[&str], parent_tags: &[&str]) -> SetOptions {
+    SetOptions {
+        tags: tags.iter().map(ToString::to_string).collect(),
+        parent_tags: parent_tags.iter().map(ToString::to_string).collect(),
+        ..SetOptions::default()
+    }
+}
+
+#[test]
+fn a_second_run_with_parent_tags_reads_only_what_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance(dir.path(), 2 * 1024 * 1024);
+    let repo = new_repo(dir.path());
+    let first = repo
+        .backup(
+            items(&inst, MANIFEST),
+            &tagged(&["instance:A", "set:1"], &[]),
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(first.files_unmodified, 0);
+
+    // Another instance's set must not be taken as the parent.
+    let other = dir.path().join("other");
+    write(&other.join("x.txt"), b"other instance");
+    repo.backup(
+        vec![SourceItem::Path {
+            source: other,
+            target: "/folders/Packages".into(),
+        }],
+        &tagged(&["instance:B", "set:2"], &[]),
+        &NoProgress,
+    )
+    .unwrap();
+
+    // One log grows; the manifest changes but keeps its size (and cannot be taken from the
+    // parent by size and time).
+    let log = inst.task_logs.join("ServerTasks-3.log.txt");
+    let mut grown = fs::read(&log).unwrap();
+    grown.extend_from_slice(b"one more line\n");
+    write(&log, &grown);
+    let manifest2: Vec<u8> = MANIFEST
+        .iter()
+        .map(|b| if *b == b'1' { b'2' } else { *b })
+        .collect();
+    assert_eq!(manifest2.len(), MANIFEST.len());
+    assert_ne!(manifest2, MANIFEST);
+
+    let second = repo
+        .backup(
+            items(&inst, &manifest2),
+            &tagged(&["instance:A", "set:3"], &["instance:A"]),
+            &NoProgress,
+        )
+        .unwrap();
+    let real_files = first.total_files - 2;
+    assert_eq!(second.total_files, first.total_files);
+    assert_eq!(second.files_unmodified, real_files - 1, "{second:?}");
+    assert_eq!(
+        second.files_changed,
+        1 + 2,
+        "the log and both memory items: {second:?}"
+    );
+    assert_eq!(second.files_new, 0, "{second:?}");
+    assert!(second.data_added < 100_000, "{second:?}");
+
+    let parent = repo.find_snapshot(&second.snapshot_id).unwrap().parent;
+    assert_eq!(parent.as_deref(), Some(first.snapshot_id.as_str()));
+    assert_eq!(
+        *repo
+            .read_file(&second.snapshot_id, "/octobackup/manifest.json")
+            .unwrap(),
+        manifest2[..]
+    );
+    assert_eq!(
+        *repo
+            .read_file(&first.snapshot_id, "/octobackup/manifest.json")
+            .unwrap(),
+        MANIFEST
+    );
+    let out = dir.path().join("logs-again");
+    repo.restore(&second.snapshot_id, "/folders/TaskLogs", &out, &NoProgress)
+        .unwrap();
+    assert_same_tree(&inst.task_logs, &out);
+}
+
+/// A file the kernel refuses to read even to root: write-only sysfs attributes.
+#[cfg(target_os = "linux")]
+fn unreadable_for_root() -> std::path::PathBuf {
+    let known = std::path::PathBuf::from("/sys/bus/pci/rescan");
+    assert!(
+        known.exists(),
+        "this test needs a file root cannot read; {} is missing here",
+        known.display()
+    );
+    assert!(
+        fs::read(&known).is_err(),
+        "{} is readable here",
+        known.display()
+    );
+    known
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn an_unreadable_file_is_reported_and_the_set_stays_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance(dir.path(), 64 * 1024);
+    let repo = new_repo(dir.path());
+    let mut sources = items(&inst, MANIFEST);
+    sources.push(SourceItem::Path {
+        source: unreadable_for_root(),
+        target: "/folders/Broken/rescan".into(),
+    });
+    let summary = repo
+        .backup(sources, &SetOptions::default(), &NoProgress)
+        .unwrap();
+    assert_eq!(summary.unreadable.len(), 1, "{:?}", summary.unreadable);
+    let (path, reason) = &summary.unreadable[0];
+    assert_eq!(path, "/folders/Broken/rescan");
+    assert!(reason.contains("/sys/bus/pci/rescan"), "{reason}");
+    assert!(reason.contains("ermission denied"), "{reason}");
+
+    // The rest is there and restic is happy with the repository.
+    let listed = repo.list_files(&summary.snapshot_id, "/").unwrap();
+    assert!(
+        !listed.iter().any(|e| e.path == "/folders/Broken/rescan"),
+        "{listed:?}"
+    );
+    assert!(listed.iter().any(|e| e.path == "/octobackup/manifest.json"));
+    let out = restic(&dir.path().join("repo"), &["check", "--read-data"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no errors were found"));
+}
+
+#[test]
+fn backup_progress_runs_from_zero_to_the_announced_total() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance(dir.path(), 5 * 1024 * 1024);
+    let repo = new_repo(dir.path());
+    let progress = RecordedProgress::default();
+    let summary = repo
+        .backup(items(&inst, MANIFEST), &SetOptions::default(), &progress)
+        .unwrap();
+    let events = progress.take();
+    let Some(Event::Start(what, Some(total))) = events.first().cloned() else {
+        panic!("no start with a total: {events:?}");
+    };
+    assert_eq!(what, "backup");
+    assert_eq!(total, summary.total_bytes);
+    let advanced: u64 = events
+        .iter()
+        .map(|e| if let Event::Advance(n) = e { *n } else { 0 })
+        .sum();
+    assert_eq!(advanced, total);
+    assert_eq!(events.last(), Some(&Event::Finish));
+    assert_eq!(events.iter().filter(|e| **e == Event::Finish).count(), 1);
+
+    let out = dir.path().join("bak");
+    repo.restore(&summary.snapshot_id, "/database", &out, &progress)
+        .unwrap();
+    let events = progress.take();
+    assert_eq!(
+        events.first(),
+        Some(&Event::Start("restore".into(), Some(5 * 1024 * 1024)))
+    );
+    let advanced: u64 = events
+        .iter()
+        .map(|e| if let Event::Advance(n) = e { *n } else { 0 })
+        .sum();
+    assert_eq!(advanced, 5 * 1024 * 1024);
+    assert_eq!(events.last(), Some(&Event::Finish));
+}
+
+#[test]
+fn bad_sets_are_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance(dir.path(), 1024);
+    let repo = new_repo(dir.path());
+    let nested = vec![
+        SourceItem::Path {
+            source: inst.packages.clone(),
+            target: "/folders".into(),
+        },
+        SourceItem::Memory {
+            target: "/folders/manifest.json".into(),
+            bytes: Zeroizing::new(b"{}".to_vec()),
+            mode: 0o644,
+        },
+    ];
+    let err = repo
+        .backup(nested, &SetOptions::default(), &NoProgress)
+        .unwrap_err();
+    assert!(matches!(err, RepoError::InvalidInput(_)), "{err:?}");
+    assert!(err.to_string().contains("overlap"), "{err}");
+
+    let missing = vec![SourceItem::Path {
+        source: dir.path().join("no-such-folder"),
+        target: "/folders/Packages".into(),
+    }];
+    let err = repo
+        .backup(missing, &SetOptions::default(), &NoProgress)
+        .unwrap_err();
+    assert!(matches!(err, RepoError::Unreadable { .. }), "{err:?}");
+    assert!(err.to_string().contains("no-such-folder"), "{err}");
+
+    let err = repo
+        .backup(items(&inst, MANIFEST), &tagged(&["a,b"], &[]), &NoProgress)
+        .unwrap_err();
+    assert!(matches!(err, RepoError::InvalidInput(_)), "{err:?}");
+
+    let relative = vec![SourceItem::Memory {
+        target: "octobackup/manifest.json".into(),
+        bytes: Zeroizing::new(b"{}".to_vec()),
+        mode: 0o644,
+    }];
+    assert!(
+        repo.backup(relative, &SetOptions::default(), &NoProgress)
+            .is_err()
+    );
+
+    assert!(repo.snapshots().unwrap().is_empty());
+}
+
+#[test]
+fn snapshots_can_be_found_deleted_and_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance(dir.path(), 1024);
+    let repo = new_repo(dir.path());
+    let time = chrono::Local::now() - chrono::Duration::days(3);
+    let first = repo
+        .backup(
+            items(&inst, MANIFEST),
+            &SetOptions {
+                tags: vec!["set:1".into()],
+                hostname: "node-a".into(),
+                time: Some(time),
+                ..SetOptions::default()
+            },
+            &NoProgress,
+        )
+        .unwrap();
+    let second = repo
+        .backup(
+            items(&inst, MANIFEST),
+            &tagged(&["set:2"], &[]),
+            &NoProgress,
+        )
+        .unwrap();
+
+    let all = repo.snapshots().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0].id, first.snapshot_id, "oldest first");
+    assert_eq!(all[0].time, time);
+    assert_eq!(all[0].hostname, "node-a");
+    assert_eq!(all[0].tags, ["set:1"]);
+    assert_eq!(
+        all[0].summary.as_ref().unwrap().total_files,
+        first.total_files
+    );
+    assert_eq!(repo.find_snapshot("latest").unwrap().id, second.snapshot_id);
+    assert_eq!(
+        repo.find_snapshot(&first.snapshot_id[..6]).unwrap().id,
+        first.snapshot_id
+    );
+    assert!(matches!(
+        repo.find_snapshot("zz"),
+        Err(RepoError::InvalidInput(_))
+    ));
+
+    // An unknown id deletes nothing.
+    let err = repo
+        .delete_snapshots(&[first.snapshot_id.clone(), "0000000".into()])
+        .unwrap_err();
+    assert!(matches!(err, RepoError::SnapshotNotFound { .. }), "{err:?}");
+    assert_eq!(repo.snapshots().unwrap().len(), 2);
+
+    repo.delete_snapshots(std::slice::from_ref(&first.snapshot_id))
+        .unwrap();
+    let left = repo.snapshots().unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].id, second.snapshot_id);
+    let err = repo.find_snapshot(&first.snapshot_id).unwrap_err();
+    assert!(matches!(err, RepoError::SnapshotNotFound { .. }), "{err:?}");
+    let out = restic(&dir.path().join("repo"), &["snapshots", "--json"]);
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+
+    let report = repo.check(false).unwrap();
+    assert!(report.is_ok(), "{report:?}");
+}
+
+#[test]
+fn compression_can_be_chosen_per_set_and_restic_still_reads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance(dir.path(), 1024);
+    // Highly compressible: with compression off, the packed size is at least the data size.
+    let text = dir.path().join("text");
+    write(
+        &text.join("a.log"),
+        "the same line again\n".repeat(50_000).as_bytes(),
+    );
+    let repo = new_repo(dir.path());
+    let source = || {
+        vec![SourceItem::Path {
+            source: text.clone(),
+            target: "/folders/TaskLogs".into(),
+        }]
+    };
+    let zstd = repo
+        .backup(source(), &SetOptions::default(), &NoProgress)
+        .unwrap();
+    assert!(zstd.data_added_packed * 10 < zstd.data_added, "{zstd:?}");
+
+    let repo2 = octobackup_repo::Repo::init(&config(&dir.path().join("repo2"))).unwrap();
+    let off = SetOptions {
+        compression: Some(0),
+        ..SetOptions::default()
+    };
+    let plain = repo2.backup(source(), &off, &NoProgress).unwrap();
+    assert!(plain.data_added_packed >= plain.data_added, "{plain:?}");
+    let err = repo2
+        .backup(
+            items(&inst, MANIFEST),
+            &SetOptions {
+                compression: Some(99),
+                ..SetOptions::default()
+            },
+            &NoProgress,
+        )
+        .unwrap_err();
+    assert!(matches!(err, RepoError::InvalidInput(_)), "{err:?}");
+    let out = restic(&dir.path().join("repo2"), &["check", "--read-data"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no errors were found"));
+}
+
+/// Bytes of all pack files in a local repository.
+fn pack_bytes(repo: &std::path::Path) -> u64 {
+    fn walk(dir: &std::path::Path) -> u64 {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .map(|p| {
+                if p.is_dir() {
+                    walk(&p)
+                } else {
+                    fs::metadata(&p).unwrap().len()
+                }
+            })
+            .sum()
+    }
+    walk(&repo.join("data"))
+}
+
+#[test]
+fn prune_frees_what_deleted_snapshots_alone_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let repo_path = dir.path().join("repo");
+    let old = dir.path().join("old");
+    let kept = dir.path().join("kept");
+    write(&old.join("old.bin"), &noise(3_000_000, 11));
+    write(&kept.join("kept.bin"), &noise(1_000_000, 12));
+    let backup = |source: &std::path::Path| {
+        repo.backup(
+            vec![SourceItem::Path {
+                source: source.to_path_buf(),
+                target: "/folders/Packages".into(),
+            }],
+            &SetOptions::default(),
+            &NoProgress,
+        )
+        .unwrap()
+    };
+    let first = backup(&old);
+    let second = backup(&kept);
+    let before = pack_bytes(&repo_path);
+    repo.delete_snapshots(&[first.snapshot_id]).unwrap();
+
+    let summary = repo.prune(true, &NoProgress).unwrap();
+    assert!(summary.bytes_freed >= 3_000_000, "{summary:?}");
+    assert!(summary.packs_removed >= 1, "{summary:?}");
+    let after = pack_bytes(&repo_path);
+    assert!(after + 2_900_000 < before, "{before} -> {after}");
+
+    let out = restic(&repo_path, &["check", "--read-data"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no errors were found"));
+    let listed = repo
+        .list_files(&second.snapshot_id, "/folders/Packages/kept.bin")
+        .unwrap();
+    assert_eq!(listed[0].size, 1_000_000);
+    let restored = dir.path().join("restored");
+    repo.restore(
+        &second.snapshot_id,
+        "/folders/Packages",
+        &restored,
+        &NoProgress,
+    )
+    .unwrap();
+    assert_same_tree(&kept, &restored);
+}

@@ -1,0 +1,71 @@
+//! Creating and opening repositories, and the errors a user meets there.
+
+use crate::common::*;
+use octobackup_repo::{Password, Repo, RepoConfig, RepoError};
+
+#[test]
+fn init_creates_a_repository_restic_can_open_and_refuses_to_overwrite_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repo");
+    let repo = Repo::init(&config(&path)).unwrap();
+    assert!(repo.snapshots().unwrap().is_empty());
+    // Stock restic opens it with the same password.
+    let out = restic(&path, &["cat", "config"]);
+    let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cfg["version"], 2);
+
+    let err = Repo::init(&config(&path)).unwrap_err();
+    assert!(matches!(err, RepoError::AlreadyExists { .. }), "{err:?}");
+    Repo::open(&config(&path)).unwrap();
+}
+
+#[test]
+fn a_missing_repository_is_not_found_and_is_not_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nothing-here");
+    let err = Repo::open(&config(&path)).unwrap_err();
+    assert!(matches!(err, RepoError::NotFound { .. }), "{err:?}");
+    assert!(err.to_string().contains("nothing-here"), "{err}");
+    assert!(!path.exists());
+}
+
+#[test]
+fn a_wrong_password_is_named_without_showing_either_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repo");
+    Repo::init(&config(&path)).unwrap();
+    let wrong = RepoConfig {
+        password: Password::new("Tr0ub4dor&3"),
+        ..config(&path)
+    };
+    let err = Repo::open(&wrong).unwrap_err();
+    assert!(matches!(err, RepoError::WrongPassword { .. }), "{err:?}");
+    let text = format!("{err} {err:?} {wrong:?}");
+    assert!(text.contains("wrong password"), "{text}");
+    assert!(!text.contains("Tr0ub4dor&3"), "{text}");
+    assert!(!text.contains(PASSWORD), "{text}");
+}
+
+#[test]
+fn a_repository_made_by_restic_can_be_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("restic-made");
+    restic(&path, &["init", "--repository-version", "2"]);
+    let inst = instance(dir.path(), 4096);
+    let repo = Repo::open(&config(&path)).unwrap();
+    let summary = repo
+        .backup(
+            items(&inst, MANIFEST),
+            &Default::default(),
+            &octobackup_repo::NoProgress,
+        )
+        .unwrap();
+    assert_eq!(
+        *repo
+            .read_file(&summary.snapshot_id, "/octobackup/manifest.json")
+            .unwrap(),
+        MANIFEST
+    );
+    let out = restic(&path, &["check", "--read-data"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no errors were found"));
+}

@@ -1,0 +1,228 @@
+//! A running lab: the instance on disk plus both stand-ins serving it on 127.0.0.1, and the event
+//! log they share. Used by octobackup's tests, `octobackup-lab demo`, `octobackup-lab up` and the benchmark.
+
+use crate::events::{EventLog, LabEvent};
+use crate::fingerprint::Fingerprint;
+use crate::folders::ServerFolders;
+use crate::instance::{self, ChurnReport, InstanceOptions, InstancePaths, InstanceState};
+use crate::secret_file;
+use octopus_sim::{ApiKey, License, OctopusConfig, OctopusHandle};
+use serde::{Deserialize, Serialize};
+use sqlserver_sim::{Edition, SqlLogin, SqlServerConfig, SqlServerHandle, TlsSupport};
+use std::path::{Path, PathBuf};
+
+/// What a client needs to reach the lab: written to `lab.json` (owner-only: it holds the lab's keys).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LabInfo {
+    pub dir: PathBuf,
+    pub octopus_url: String,
+    pub octopus_version: String,
+    pub admin_api_key: String,
+    /// A valid key whose user lacks Administer System.
+    pub reader_api_key: String,
+    pub sql_address: String,
+    pub sql_login: String,
+    pub sql_password: String,
+    /// A login without sysadmin, for permission failures.
+    pub reader_sql_login: String,
+    pub reader_sql_password: String,
+    pub database: String,
+    pub folders: ServerFolders,
+    /// The share: as SQL Server sees it and as octobackup sees it (the same path in the lab).
+    pub staging_dir: PathBuf,
+    pub events_file: PathBuf,
+    pub instance_name: String,
+    pub day: u32,
+}
+
+impl LabInfo {
+    pub fn read(dir: &Path) -> anyhow::Result<Self> {
+        let path = InstancePaths::new(dir).lab_json();
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e} (is a lab running there? start one with `octobackup-lab up --dir {}`)", path.display(), dir.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+}
+
+/// How to start a lab.
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    pub dir: PathBuf,
+    /// Used only when the folder holds no instance yet.
+    pub instance: InstanceOptions,
+    pub edition: Edition,
+    pub tls: bool,
+}
+
+impl LabOptions {
+    pub fn new(dir: &Path) -> Self {
+        LabOptions {
+            dir: dir.to_path_buf(),
+            instance: InstanceOptions::default(),
+            edition: Edition::Developer,
+            tls: true,
+        }
+    }
+}
+
+pub struct Lab {
+    paths: InstancePaths,
+    info: LabInfo,
+    octopus: OctopusHandle,
+    sql: SqlServerHandle,
+    events: EventLog,
+}
+
+impl Lab {
+    /// Starts both stand-ins over the instance in `opts.dir`, building the instance first if the
+    /// folder has none.
+    pub async fn start(opts: LabOptions) -> anyhow::Result<Lab> {
+        let paths = InstancePaths::new(&opts.dir);
+        std::fs::create_dir_all(&paths.root)?;
+        let state = if paths.state_file().exists() {
+            InstanceState::load(&paths)?
+        } else {
+            let p = paths.clone();
+            let o = opts.instance.clone();
+            tokio::task::spawn_blocking(move || instance::create(&p, &o)).await??
+        };
+        let events = EventLog::with_file(&paths.events())?;
+        let folders = paths.folders();
+
+        let sql = sqlserver_sim::start(SqlServerConfig {
+            data_dir: paths.sql_data_dir(),
+            logins: vec![
+                SqlLogin {
+                    name: state.sql_login.clone(),
+                    password: state.sql_password.clone(),
+                    sysadmin: true,
+                },
+                SqlLogin {
+                    name: state.reader_sql_login.clone(),
+                    password: state.reader_sql_password.clone(),
+                    sysadmin: false,
+                },
+            ],
+            edition: opts.edition,
+            product_version: "16.0.4135.4".to_string(),
+            tls: if opts.tls {
+                TlsSupport::Supported
+            } else {
+                TlsSupport::NotSupported
+            },
+            events: Some(events.sink("sqlserver")),
+        })
+        .await?;
+        if !sql.databases().iter().any(|d| d == &state.database) {
+            sql.attach_database(
+                &state.database,
+                &paths.data_file(&state.database),
+                &paths.log_file(&state.database),
+            )?;
+        }
+
+        let mut config = OctopusConfig::new(paths.home());
+        config.version = state.octopus_version.clone();
+        config.installation_id = state.installation_id;
+        config.api_keys = vec![
+            ApiKey {
+                key: state.admin_api_key.clone(),
+                user: "octobackup-service".into(),
+                administer_system: true,
+            },
+            ApiKey {
+                key: state.reader_api_key.clone(),
+                user: "release-manager".into(),
+                administer_system: false,
+            },
+        ];
+        config.license = License {
+            text: state.license_xml.clone(),
+            serial_number: state.license_serial.clone(),
+            expiry: state.license_expiry,
+            compliant: true,
+        };
+        config.nodes = state.node_names.clone();
+        config.events = Some(events.sink("octopus"));
+        let octopus = octopus_sim::start(config).await?;
+
+        let info = LabInfo {
+            dir: paths.root.clone(),
+            octopus_url: octopus.url(),
+            octopus_version: state.octopus_version.clone(),
+            admin_api_key: state.admin_api_key.clone(),
+            reader_api_key: state.reader_api_key.clone(),
+            sql_address: sql.addr().to_string(),
+            sql_login: state.sql_login.clone(),
+            sql_password: state.sql_password.clone(),
+            reader_sql_login: state.reader_sql_login.clone(),
+            reader_sql_password: state.reader_sql_password.clone(),
+            database: state.database.clone(),
+            folders,
+            staging_dir: paths.staging(),
+            events_file: paths.events(),
+            instance_name: state.instance_name.clone(),
+            day: state.day,
+        };
+        secret_file::write(
+            &paths.lab_json(),
+            serde_json::to_string_pretty(&info)?.as_bytes(),
+        )?;
+        Ok(Lab {
+            paths,
+            info,
+            octopus,
+            sql,
+            events,
+        })
+    }
+
+    pub fn info(&self) -> &LabInfo {
+        &self.info
+    }
+    pub fn dir(&self) -> &Path {
+        &self.paths.root
+    }
+    pub fn octopus(&self) -> &OctopusHandle {
+        &self.octopus
+    }
+    pub fn sql(&self) -> &SqlServerHandle {
+        &self.sql
+    }
+    pub fn events(&self) -> Vec<LabEvent> {
+        self.events.events()
+    }
+    pub fn event_log(&self) -> &EventLog {
+        &self.events
+    }
+    /// The host's view: master key, passwords. What `show-master-key` reads.
+    pub fn state(&self) -> anyhow::Result<InstanceState> {
+        InstanceState::load(&self.paths)
+    }
+
+    /// Simulated days of use (folders and database), while the stand-ins keep serving.
+    pub async fn churn(&mut self, days: u32) -> anyhow::Result<ChurnReport> {
+        let p = self.paths.clone();
+        // The SQL stand-in serialises file work on a database with its own statements.
+        let _files = self.sql.lock_database(&self.info.database).await;
+        let report = tokio::task::spawn_blocking(move || instance::churn(&p, days)).await??;
+        self.info.day = report.day_now;
+        secret_file::write(
+            &self.paths.lab_json(),
+            serde_json::to_string_pretty(&self.info)?.as_bytes(),
+        )?;
+        Ok(report)
+    }
+
+    /// The instance's state now (database content and folder files).
+    pub async fn fingerprint(&self) -> anyhow::Result<Fingerprint> {
+        let p = self.paths.clone();
+        let db = self.info.database.clone();
+        tokio::task::spawn_blocking(move || instance::fingerprint(&p, &db)).await?
+    }
+
+    pub async fn shutdown(self) {
+        self.octopus.shutdown().await;
+        self.sql.shutdown().await;
+    }
+}

@@ -1,0 +1,9 @@
+//! The SQL Server stand-in driven by tiberius and python-tds. One test binary for the crate.
+
+mod common;
+
+mod backup;
+mod login;
+mod python_tds;
+mod queries;
+mod restore;
