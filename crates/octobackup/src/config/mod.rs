@@ -81,6 +81,15 @@ pub struct InstanceConfig {
     /// procedure does.
     #[serde(default = "yes")]
     pub folders_before_window: bool,
+    /// How long octobackup waits for one answer from the Octopus API. Default 60s. A request to
+    /// turn maintenance mode on that got no answer is watched for twice this long after it was
+    /// sent, in case the server applies it late.
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_timeout: Option<Duration>,
 }
 
 fn yes() -> bool {

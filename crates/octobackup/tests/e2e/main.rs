@@ -10,5 +10,6 @@ mod demo;
 mod discovery;
 mod doctor;
 mod drill;
+mod recover;
 mod restore;
 mod retention;
