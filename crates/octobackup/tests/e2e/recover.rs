@@ -238,11 +238,29 @@ async fn recover_removes_what_a_killed_run_left_on_the_staging_share() {
     child.wait().unwrap();
     t.lab.sql().set_backup_rate(None);
     assert!(!t.staging_files().is_empty());
+    assert_eq!(doctor_leftovers(&t).await, "fail");
     let out = t.run(&["recover"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("put it back off"), "{}", stdout(&out));
     assert!(stdout(&out).contains("removed"), "{}", stdout(&out));
     assert!(t.staging_files().is_empty(), "{:?}", t.staging_files());
+    assert_eq!(doctor_leftovers(&t).await, "pass");
+}
+
+/// The status of doctor's "staging leftovers" check.
+async fn doctor_leftovers(t: &TestLab) -> String {
+    let out = t.run(&["--json", "doctor"]).await;
+    let r: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", stdout(&out)));
+    r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "staging leftovers")
+        .unwrap_or_else(|| panic!("no staging leftovers check: {r:#}"))["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[cfg(unix)]
