@@ -95,11 +95,24 @@ pub fn sql_server(inst: &InstanceConfig) -> Result<SqlServer, Failure> {
         unreachable!("validated config")
     };
     let conn = ConnectionString::parse(text.expose())?;
+    for w in crate::sqlserver::connstr::questionable_keys(text.expose()) {
+        tracing::warn!("SQL connection string: {w}");
+    }
     let password = match (&inst.sql.password_env, &inst.sql.password_file) {
         (Some(e), _) => Some(SecretSource::Env(e.clone()).read("SQL password")?),
         (_, Some(f)) => Some(SecretSource::File(f.clone()).read("SQL password")?),
         _ => None,
     };
+    if conn.password.is_some() && password.is_some() {
+        tracing::warn!(
+            "the SQL connection string has a Password and sql.password_env/password_file gives one too; octobackup uses the one from {}. Keep only one.",
+            if inst.sql.password_env.is_some() {
+                "sql.password_env"
+            } else {
+                "sql.password_file"
+            }
+        );
+    }
     Ok(SqlServer::new(
         conn,
         password,

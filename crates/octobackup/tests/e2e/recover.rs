@@ -317,3 +317,55 @@ async fn the_master_key_command_gets_none_of_octobackups_secrets() {
         assert!(!env.contains(secret), "{secret} reached the child: {env}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_settings_are_config_errors_with_exit_2() {
+    let t = TestLab::start().await;
+    t.init().await;
+    let file = t.dir.path().join("not-a-folder");
+    std::fs::write(&file, b"").unwrap();
+    t.edit_config(|c| {
+        c.insert("state_dir".into(), file.display().to_string().into());
+    });
+    let out = t.run(&["backup"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("is not a folder"), "{}", stderr(&out));
+    t.edit_config(|c| {
+        c.remove("state_dir");
+        c["repository"]
+            .as_table_mut()
+            .unwrap()
+            .insert("compression".into(), 99.into());
+    });
+    let out = t.run(&["backup"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("compression"), "{}", stderr(&out));
+    assert!(maintenance_changes(&t.events()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_questionable_connection_string_is_warned_about_without_its_password() {
+    let t = TestLab::start().await;
+    t.init().await;
+    t.edit_config(|c| {
+        let sql = TestLab::instance_table(c)["sql"].as_table_mut().unwrap();
+        let cs = sql["connection_string"].as_str().unwrap().to_string();
+        // The lab's database named twice, a typo, and a password the password file overrides.
+        let db = cs
+            .split(';')
+            .find(|p| p.starts_with("Database="))
+            .unwrap()
+            .to_string();
+        sql.insert(
+            "connection_string".into(),
+            format!("{cs};{db};Encrpyt=False;Password=not-the-one-used").into(),
+        );
+    });
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let e = stderr(&out);
+    assert!(e.contains("'database' is given more than once"), "{e}");
+    assert!(e.contains("'encrpyt' is not"), "{e}");
+    assert!(e.contains("Keep only one"), "{e}");
+    assert!(!e.contains("not-the-one-used"), "{e}");
+}
