@@ -102,6 +102,9 @@ pub struct WindowInfo {
     /// Folder files read inside the window (new or changed since the pass before it).
     #[serde(default)]
     pub folder_files_read: u64,
+    /// Someone else set maintenance mode during the window (who, when); octobackup left it so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changed_by_others: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, Default)]

@@ -8,7 +8,7 @@
 //! leaves nothing that claims to be complete, and the repository stays valid.
 
 use super::journal::{JournalError, StateDir};
-use super::maintenance::{self, Entered, MaintenanceError};
+use super::maintenance::{self, Entered, Held, MaintenanceError};
 use super::steps::Steps;
 use super::stop::Stop;
 use crate::backupset::{self, Manifest, manifest};
@@ -387,8 +387,48 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         sig = stop.wait() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode was put back {}; nothing was marked complete", on_off(window.previous)))),
     };
 
+    // Did the window hold? Someone may have turned maintenance mode off (the backup may then hold
+    // changes made outside it) or set it on themselves (theirs now: left on).
+    let mut inside = inside;
+    let mut theirs = false;
+    if inside.is_ok() {
+        match maintenance::check_window(&octopus, &window).await {
+            Ok(Held::Yes) => {}
+            Ok(Held::TurnedOff { by, at }) => {
+                theirs = true;
+                inside = Err(Failure::new(
+                    Exit::Failed,
+                    format!(
+                        "maintenance mode was turned off during the window (by {by} at {at}), so the database backup may hold changes made outside it: nothing was marked complete. Maintenance mode stays off, as {by} set it; run the backup again."
+                    ),
+                ));
+            }
+            Ok(Held::SetByOthers { by, at }) => {
+                theirs = window.changed;
+                let note = format!(
+                    "maintenance mode was set by {by} at {at} during the window; octobackup leaves it on"
+                );
+                job.ui.note(&note);
+                m.window.changed_by_others = Some(note);
+            }
+            Err(e) => {
+                inside = Err(Failure::new(
+                    Exit::Octopus,
+                    format!(
+                        "maintenance mode could not be read after the database backup ({}), so whether the window held is unknown: nothing was marked complete",
+                        e.to_string().trim_end_matches('.')
+                    ),
+                ));
+            }
+        }
+    }
+
     let leave = steps.start("maintenance mode restored");
-    let left = maintenance::leave(&octopus, &job.state, &job.instance_name, &window).await;
+    let left = if theirs {
+        maintenance::release(&job.state, &job.instance_name)
+    } else {
+        maintenance::leave(&octopus, &job.state, &job.instance_name, &window).await
+    };
     let window_end = chrono::Utc::now();
     steps.finish(
         leave,

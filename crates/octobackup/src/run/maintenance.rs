@@ -46,6 +46,70 @@ pub struct Window {
     pub started: DateTime<Utc>,
     /// An earlier request to turn it on got no answer and may still land until then.
     pub in_flight_until: Option<DateTime<Utc>>,
+    /// Who changed maintenance mode last, and when, as the server said at the window's start:
+    /// a later change is someone else's.
+    pub mark: Mark,
+}
+
+/// `LastModifiedBy` and `LastModifiedOn` of the maintenance configuration.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Mark {
+    pub by: Option<String>,
+    pub on: Option<String>,
+}
+
+impl Mark {
+    fn of(m: &crate::octopus::client::MaintenanceConfiguration) -> Mark {
+        Mark {
+            by: m.last_modified_by.clone(),
+            on: m.last_modified_on.clone(),
+        }
+    }
+}
+
+/// Whether the window held until the database backup ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Held {
+    Yes,
+    /// Someone turned maintenance mode off during the window: the backup may hold changes made
+    /// outside it.
+    TurnedOff {
+        by: String,
+        at: String,
+    },
+    /// Someone else set maintenance mode on during the window: it is theirs now, and stays on.
+    SetByOthers {
+        by: String,
+        at: String,
+    },
+}
+
+/// Reads maintenance mode once the database backup is done and compares it with the window's start.
+pub async fn check_window(client: &OctopusClient, window: &Window) -> Result<Held, OctopusError> {
+    let now = client.maintenance().await?;
+    Ok(judge(window, &now))
+}
+
+fn judge(window: &Window, now: &crate::octopus::client::MaintenanceConfiguration) -> Held {
+    let mark = Mark::of(now);
+    let by = mark.by.clone().unwrap_or_else(|| "someone".into());
+    let at = mark.on.clone().unwrap_or_else(|| "an unknown time".into());
+    if !now.is_in_maintenance_mode {
+        return Held::TurnedOff { by, at };
+    }
+    // A change by octobackup's own user may be its own earlier request landing late: only
+    // another user's change is taken as an administrator's.
+    if mark != window.mark && mark.by != window.mark.by {
+        return Held::SetByOthers { by, at };
+    }
+    Held::Yes
+}
+
+/// Ends the window without touching maintenance mode (someone else set it during the window, and
+/// their setting stands): only the journal goes.
+pub fn release(state: &StateDir, instance: &str) -> Result<(), MaintenanceError> {
+    state.clear_record(instance)?;
+    Ok(())
 }
 
 /// What `enter` ended with.
@@ -83,6 +147,7 @@ pub async fn enter(
             changed: false,
             started,
             in_flight_until: None,
+            mark: Mark::of(&found),
         }));
     }
     let mut record = MaintenanceRecord {
@@ -126,7 +191,7 @@ pub async fn enter(
         // journal is written before each one. A stop request does not cut it short: its answer
         // is what tells whether maintenance mode is now on.
         match client.set_maintenance(true, 1).await {
-            Ok(_) => {
+            Ok(answer) => {
                 record.confirmed = true;
                 record.in_flight_until = unanswered_until;
                 if let Err(e) = state.write_record(&record) {
@@ -140,6 +205,7 @@ pub async fn enter(
                     changed: true,
                     started,
                     in_flight_until: unanswered_until,
+                    mark: Mark::of(&answer),
                 }));
             }
             Err(e) if e.transient() => {
@@ -300,4 +366,54 @@ pub async fn recover(
 
 fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::octopus::client::MaintenanceConfiguration;
+
+    fn window(by: &str, on: &str) -> Window {
+        Window {
+            previous: false,
+            changed: true,
+            started: Utc::now(),
+            in_flight_until: None,
+            mark: Mark {
+                by: Some(by.into()),
+                on: Some(on.into()),
+            },
+        }
+    }
+
+    fn now(on: bool, by: &str, at: &str) -> MaintenanceConfiguration {
+        MaintenanceConfiguration {
+            id: None,
+            is_in_maintenance_mode: on,
+            last_modified_by: Some(by.into()),
+            last_modified_on: Some(at.into()),
+        }
+    }
+
+    #[test]
+    fn the_window_is_judged_by_who_changed_maintenance_mode_last() {
+        let w = window("backup", "T1");
+        assert_eq!(judge(&w, &now(true, "backup", "T1")), Held::Yes);
+        // octobackup's own late "on" is no administrator's.
+        assert_eq!(judge(&w, &now(true, "backup", "T2")), Held::Yes);
+        assert_eq!(
+            judge(&w, &now(true, "admin", "T2")),
+            Held::SetByOthers {
+                by: "admin".into(),
+                at: "T2".into()
+            }
+        );
+        assert_eq!(
+            judge(&w, &now(false, "admin", "T2")),
+            Held::TurnedOff {
+                by: "admin".into(),
+                at: "T2".into()
+            }
+        );
+    }
 }

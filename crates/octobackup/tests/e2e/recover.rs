@@ -369,3 +369,53 @@ async fn a_questionable_connection_string_is_warned_about_without_its_password()
     assert!(e.contains("Keep only one"), "{e}");
     assert!(!e.contains("not-the-one-used"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_turned_off_mid_window_leaves_no_complete_set() {
+    let t = TestLab::start().await;
+    t.init().await;
+    let child = t.spawn_slow_backup(std::process::Stdio::piped()).await;
+    // An administrator ends maintenance mode while BACKUP DATABASE runs.
+    t.lab.octopus().set_maintenance(false, "an administrator");
+    t.lab.sql().set_backup_rate(None);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("turned off during the window (by an administrator"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!t.lab.octopus().maintenance());
+    assert!(t.sets().await.iter().all(|s| s["complete"] == false));
+    assert!(!journal(&t).exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_administrators_own_on_during_the_window_is_left_on() {
+    let t = TestLab::start().await;
+    t.init().await;
+    let child = t.spawn_slow_backup(std::process::Stdio::piped()).await;
+    t.lab.octopus().set_maintenance(true, "an administrator");
+    t.lab.sql().set_backup_rate(None);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("octobackup leaves it on"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        t.lab.octopus().maintenance(),
+        "the administrator's on was switched off"
+    );
+    let changes = maintenance_changes(&t.events());
+    assert_eq!(changes.last().map(|c| c.1), Some(true), "{changes:?}");
+    assert!(!journal(&t).exists());
+    let sets = t.sets().await;
+    assert_eq!(sets.len(), 1);
+    assert_eq!(sets[0]["complete"], true);
+}
