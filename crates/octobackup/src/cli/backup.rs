@@ -42,10 +42,17 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
         repo.clone(),
         ui.clone(),
     );
+    let stop = job.stop.clone();
     let report = backup::run(job).await;
     ui.clear_status();
     let report = report?;
-    let forget = if args.forget {
+    // A stop heard while the set was sealed: the set stands, retention waits for the next run.
+    let forget = if let (true, Some(sig)) = (args.forget, stop.requested()) {
+        ui.note(&format!(
+            "--forget skipped: {sig} asked octobackup to stop (the set is complete)"
+        ));
+        None
+    } else if args.forget {
         let state = crate::run::journal::StateDir::new(&config.state_dir(config_path));
         let (config, name) = (config.clone(), name.to_string());
         let applied = tokio::task::spawn_blocking(move || {
