@@ -10,6 +10,7 @@ mod demo;
 mod discovery;
 mod doctor;
 mod drill;
+mod faults;
 mod recover;
 mod restore;
 mod retention;

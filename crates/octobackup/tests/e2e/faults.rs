@@ -1,0 +1,329 @@
+//! The fault matrix for maintenance mode: API faults (refusals, errors, resets, answers that come
+//! too late but still apply) on each maintenance call, inside the window and around it. After
+//! each, at most the documented `recover` later: maintenance mode is as found, no set claims to be
+//! complete unless the run said so, the exit code is the documented one, the repository checks.
+
+use crate::common::*;
+use octobackup_lab::octopus_sim::{Fault, FaultKind, Method};
+use std::time::Duration;
+
+const MAINTENANCE: &str = "/api/maintenanceconfiguration";
+
+/// Where in the run a fault is injected.
+#[derive(Clone, Copy, Debug)]
+enum When {
+    /// Before the run starts: the first matching request gets it.
+    Start,
+    /// Once BACKUP DATABASE runs: the requests after the database backup get it.
+    InWindow,
+}
+
+struct Case {
+    name: &'static str,
+    when: When,
+    method: Method,
+    path: &'static str,
+    kind: FaultKind,
+    times: u32,
+    /// The exit code the run must end with.
+    exit: i32,
+}
+
+fn case(
+    name: &'static str,
+    when: When,
+    method: Method,
+    path: &'static str,
+    kind: FaultKind,
+    times: u32,
+    exit: i32,
+) -> Case {
+    Case {
+        name,
+        when,
+        method,
+        path,
+        kind,
+        times,
+        exit,
+    }
+}
+
+async fn run_case(c: &Case) {
+    let t = TestLab::start().await;
+    t.init().await;
+    // Short API timeouts, so a late answer is seen as one within the test's time.
+    t.edit_config(|cfg| {
+        TestLab::instance_table(cfg).insert("api_timeout".into(), "2s".into());
+    });
+    let fault = Fault {
+        method: Some(c.method.clone()),
+        path_prefix: c.path.into(),
+        kind: c.kind.clone(),
+        times: c.times,
+    };
+    let out = match c.when {
+        When::Start => {
+            t.lab.octopus().inject(fault);
+            t.run(&["backup"]).await
+        }
+        When::InWindow => {
+            let child = t.spawn_slow_backup(std::process::Stdio::piped()).await;
+            t.lab.octopus().inject(fault);
+            t.lab.sql().set_backup_rate(None);
+            tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let name = c.name;
+    assert_eq!(
+        out.status.code(),
+        Some(c.exit),
+        "{name}: exit code; stderr: {}",
+        stderr(&out)
+    );
+    t.lab.octopus().clear_faults();
+    if c.exit == 7 {
+        // The documented way out: `recover` once the server answers.
+        assert!(
+            stderr(&out).contains("octobackup recover"),
+            "{name}: {}",
+            stderr(&out)
+        );
+        let r = t.run(&["recover"]).await;
+        assert!(r.status.success(), "{name}: recover: {}", stderr(&r));
+    }
+    // Every request that was delayed has been handled by now.
+    let delayed = seqs(&t.events(), "fault_served").len();
+    if matches!(c.kind, FaultKind::Delay(_)) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while seqs(&t.events(), "delayed_request_handled").len() < delayed {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{name}: delayed requests pending"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let changes = maintenance_changes(&t.events());
+    assert!(
+        !t.lab.octopus().maintenance(),
+        "{name}: maintenance mode left on: {changes:?}"
+    );
+    let sets = t.sets().await;
+    let complete = sets.iter().filter(|s| s["complete"] == true).count();
+    assert_eq!(
+        complete,
+        usize::from(c.exit == 0),
+        "{name}: complete sets: {sets:#?}"
+    );
+    if c.exit == 0 {
+        assert_backups_inside_window(&t.events());
+    }
+    let check = t.restic(&["check"]);
+    assert!(
+        check.status.success(),
+        "{name}: restic check: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        !t.dir
+            .path()
+            .join("state")
+            .join("OctopusServer.maintenance.json")
+            .exists(),
+        "{name}: journal left"
+    );
+}
+
+const LATE: FaultKind = FaultKind::Delay(Duration::from_secs(3));
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_turning_maintenance_mode_on() {
+    let put = Method::PUT;
+    for c in [
+        case(
+            "on: 401",
+            When::Start,
+            put.clone(),
+            MAINTENANCE,
+            FaultKind::Status(401),
+            1,
+            3,
+        ),
+        case(
+            "on: 403",
+            When::Start,
+            put.clone(),
+            MAINTENANCE,
+            FaultKind::Status(403),
+            1,
+            3,
+        ),
+        case(
+            "on: 500 once",
+            When::Start,
+            put.clone(),
+            MAINTENANCE,
+            FaultKind::Status(500),
+            1,
+            0,
+        ),
+        case(
+            "on: 500 always",
+            When::Start,
+            put.clone(),
+            MAINTENANCE,
+            FaultKind::Status(500),
+            4,
+            3,
+        ),
+        case(
+            "on: reset always",
+            When::Start,
+            put.clone(),
+            MAINTENANCE,
+            FaultKind::Reset,
+            4,
+            3,
+        ),
+        case(
+            "on: late twice",
+            When::Start,
+            put.clone(),
+            MAINTENANCE,
+            LATE,
+            2,
+            0,
+        ),
+    ] {
+        run_case(&c).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_putting_maintenance_mode_back() {
+    let put = Method::PUT;
+    for c in [
+        case(
+            "off: 500 twice",
+            When::InWindow,
+            put.clone(),
+            MAINTENANCE,
+            FaultKind::Status(500),
+            2,
+            0,
+        ),
+        case(
+            "off: reset twice",
+            When::InWindow,
+            put.clone(),
+            MAINTENANCE,
+            FaultKind::Reset,
+            2,
+            0,
+        ),
+        case(
+            "off: late once",
+            When::InWindow,
+            put.clone(),
+            MAINTENANCE,
+            LATE,
+            1,
+            0,
+        ),
+        case(
+            "off: 401",
+            When::InWindow,
+            put.clone(),
+            MAINTENANCE,
+            FaultKind::Status(401),
+            1,
+            7,
+        ),
+        case(
+            "off: 403",
+            When::InWindow,
+            put.clone(),
+            MAINTENANCE,
+            FaultKind::Status(403),
+            1,
+            7,
+        ),
+    ] {
+        run_case(&c).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_on_reading_maintenance_mode_and_tasks() {
+    let get = Method::GET;
+    for c in [
+        case(
+            "read before: 500 always",
+            When::Start,
+            get.clone(),
+            MAINTENANCE,
+            FaultKind::Status(500),
+            4,
+            3,
+        ),
+        case(
+            "read before: 401",
+            When::Start,
+            get.clone(),
+            MAINTENANCE,
+            FaultKind::Status(401),
+            1,
+            3,
+        ),
+        case(
+            "read after BACKUP: 500 always",
+            When::InWindow,
+            get.clone(),
+            MAINTENANCE,
+            FaultKind::Status(500),
+            4,
+            3,
+        ),
+        case(
+            "read after BACKUP: late",
+            When::InWindow,
+            get.clone(),
+            MAINTENANCE,
+            LATE,
+            1,
+            0,
+        ),
+        case(
+            "tasks: 500 always",
+            When::Start,
+            get.clone(),
+            "/api/tasks",
+            FaultKind::Status(500),
+            50,
+            3,
+        ),
+        case(
+            "tasks: 403",
+            When::Start,
+            get.clone(),
+            "/api/tasks",
+            FaultKind::Status(403),
+            1,
+            3,
+        ),
+        case(
+            "tasks: reset once",
+            When::Start,
+            get.clone(),
+            "/api/tasks",
+            FaultKind::Reset,
+            1,
+            0,
+        ),
+    ] {
+        run_case(&c).await;
+    }
+}
