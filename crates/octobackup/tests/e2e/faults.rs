@@ -327,3 +327,95 @@ async fn faults_on_reading_maintenance_mode_and_tasks() {
         run_case(&c).await;
     }
 }
+
+/// A stop request (SIGTERM or SIGINT) while the run waits on one Octopus call: exit 130, the
+/// message says so, maintenance mode as found, nothing complete, no journal.
+#[cfg(unix)]
+async fn stop_case(name: &str, when: When, method: Method, path: &str, signal: &str) {
+    let t = TestLab::start().await;
+    t.init().await;
+    let fault = Fault {
+        method: Some(method),
+        path_prefix: path.into(),
+        kind: FaultKind::Delay(Duration::from_secs(2)),
+        times: 1,
+    };
+    let child = match when {
+        When::Start => {
+            t.lab.octopus().inject(fault);
+            t.command(&["backup"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        }
+        When::InWindow => {
+            let child = t.spawn_slow_backup(std::process::Stdio::piped()).await;
+            t.lab.octopus().inject(fault);
+            t.lab.sql().set_backup_rate(None);
+            child
+        }
+    };
+    t.wait_for_event("fault_served").await;
+    std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{name}: {}", stderr(&out));
+    let said = if signal == "INT" { "Ctrl-C" } else { "SIGTERM" };
+    assert!(
+        stderr(&out).contains(&format!("interrupted by {said}")),
+        "{name}: {}",
+        stderr(&out)
+    );
+    assert!(
+        !t.lab.octopus().maintenance(),
+        "{name}: maintenance mode left on"
+    );
+    assert!(
+        t.sets().await.iter().all(|s| s["complete"] == false),
+        "{name}: a set claims to be complete"
+    );
+    assert!(
+        !t.dir
+            .path()
+            .join("state")
+            .join("OctopusServer.maintenance.json")
+            .exists(),
+        "{name}: journal left"
+    );
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_requests_at_each_octopus_call_of_a_backup() {
+    let (get, put) = (Method::GET, Method::PUT);
+    for (name, when, method, path) in [
+        (
+            "preflight",
+            When::Start,
+            get.clone(),
+            "/api/octopusservernodes",
+        ),
+        ("license", When::Start, get.clone(), "/api/licenses"),
+        ("maintenance read", When::Start, get.clone(), MAINTENANCE),
+        ("maintenance on", When::Start, put.clone(), MAINTENANCE),
+        ("task wait", When::Start, get.clone(), "/api/tasks"),
+        ("window check", When::InWindow, get.clone(), MAINTENANCE),
+        ("maintenance off", When::InWindow, put.clone(), MAINTENANCE),
+    ] {
+        for signal in ["TERM", "INT"] {
+            stop_case(
+                &format!("{name} ({signal})"),
+                when,
+                method.clone(),
+                path,
+                signal,
+            )
+            .await;
+        }
+    }
+}
