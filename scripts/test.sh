@@ -26,6 +26,10 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked "$@"
+echo "== cargo test: the patched dependencies (patches/*/PATCHED.md)"
+for p in patches/*/; do
+  CARGO_TARGET_DIR=target/patches cargo test --offline --quiet --manifest-path "$p/Cargo.toml"
+done
 # Windows: check, clippy and build as x86_64-pc-windows-gnu, then run the .exe under wine.
 # OCTOBACKUP_SKIP_WINDOWS=1 leaves it out (e.g. a quick local run).
 if [ -z "${OCTOBACKUP_SKIP_WINDOWS:-}" ]; then
