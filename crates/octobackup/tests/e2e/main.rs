@@ -2,13 +2,16 @@
 //! test binary, so the product, the lab and the repository engine are linked once.
 
 mod common;
+mod sets;
 mod tamper;
 
 mod backup;
 mod bench;
+mod check;
 mod demo;
 mod discovery;
 mod doctor;
 mod drill;
+mod forget;
+mod key;
 mod restore;
-mod retention;
