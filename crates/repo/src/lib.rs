@@ -17,6 +17,7 @@ mod mode;
 mod progress;
 mod prune;
 mod repo;
+mod restore;
 mod snapshots;
 mod source;
 mod usage;
