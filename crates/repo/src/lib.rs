@@ -26,7 +26,7 @@ mod vpath;
 pub use backup::{BackupSummary, SetOptions};
 pub use browse::{EntryKind, FileEntry, READ_FILE_LIMIT, RestoreSummary};
 pub use check::CheckReport;
-pub use config::{Password, RepoConfig};
+pub use config::{Password, RepoConfig, local_folder};
 pub use error::RepoError;
 pub use keys::KeyInfo;
 pub use logging::wrap_logger;
