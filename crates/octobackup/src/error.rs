@@ -86,10 +86,12 @@ failure_from!(octobackup_repo::RepoError, Exit::Repository);
 
 impl From<JournalError> for Failure {
     fn from(e: JournalError) -> Self {
-        let exit = if matches!(e, JournalError::Busy { .. }) {
-            Exit::Busy
-        } else {
-            Exit::Failed
+        let exit = match e {
+            JournalError::Busy { .. } => Exit::Busy,
+            // A journal that cannot be read may stand for maintenance mode left on.
+            JournalError::Torn { .. } => Exit::MaintenanceStuck,
+            JournalError::NotAFolder { .. } => Exit::Usage,
+            JournalError::Io { .. } => Exit::Failed,
         };
         Failure::new(exit, e.to_string())
     }
@@ -100,6 +102,10 @@ impl From<MaintenanceError> for Failure {
         match e {
             MaintenanceError::Octopus(o) => o.into(),
             MaintenanceError::Journal(j) => j.into(),
+            e @ MaintenanceError::NotTurnedOn { .. } => Failure::new(Exit::Octopus, e.to_string()),
+            e @ MaintenanceError::NotPutBack { .. } => {
+                Failure::new(Exit::MaintenanceStuck, e.to_string())
+            }
         }
     }
 }

@@ -182,6 +182,11 @@ impl Simulator {
         result
     }
 
+    /// Reports an event that changes no state (for example, a delayed request handled at last).
+    pub fn note(&self, kind: &'static str, detail: Value) {
+        self.with(|_, _, events| events.push(Event { kind, detail }));
+    }
+
     pub fn inject(&self, fault: Fault) {
         self.with(|state, _, _| state.faults.inject(fault));
     }

@@ -109,6 +109,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     };
     if let Some(inst) = &inst {
         check_instance(&config, inst, &mut c).await;
+        check_staging_leftovers(&config, config_path, name, inst, &mut c);
     }
     let report = Report {
         ok: c.0.iter().all(|k| k.status != Status::Fail),
@@ -146,6 +147,39 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
                 failed.join(", ")
             ),
         ))
+    }
+}
+
+/// Staging folders killed runs left: each a full, unencrypted copy of the database.
+fn check_staging_leftovers(
+    config: &Config,
+    config_path: &Path,
+    name: &str,
+    inst: &InstanceConfig,
+    c: &mut Checks,
+) {
+    // Only with the instance's lock free is a folder certainly not a running backup's.
+    let state = crate::run::journal::StateDir::new(&config.state_dir(config_path));
+    let Ok(_lock) = state.lock(name) else {
+        return c.skip(
+            "staging leftovers",
+            "a run of this instance is going on (or the state folder is unusable)",
+        );
+    };
+    let left = crate::run::backup::staging_leftovers(name, inst);
+    if left.is_empty() {
+        c.pass("staging leftovers", "none");
+    } else {
+        let list: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+        c.fail(
+            "staging leftovers",
+            format!(
+                "interrupted runs left {} staging folder(s), each a copy of the database: {}",
+                left.len(),
+                list.join(", ")
+            ),
+            "run `octobackup recover` (the next backup removes them too)",
+        );
     }
 }
 

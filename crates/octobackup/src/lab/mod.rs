@@ -351,6 +351,7 @@ pub fn lab_config(info: &LabInfo, tls: bool, lab_exe: &Path) -> anyhow::Result<C
             ..WaitConfig::default()
         },
         retention: None,
+        api_timeout: None,
     };
     let mut instances = BTreeMap::new();
     instances.insert(info.instance_name.clone(), instance);

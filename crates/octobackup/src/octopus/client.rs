@@ -31,8 +31,9 @@ pub enum OctopusError {
 }
 
 impl OctopusError {
-    /// Worth another try: the server may answer next time.
-    fn transient(&self) -> bool {
+    /// Worth another try: the server may answer next time. For a change, also: it may have been
+    /// applied although no answer said so.
+    pub(crate) fn transient(&self) -> bool {
         match self {
             OctopusError::Unreachable { .. } => true,
             OctopusError::Http { status, .. } => *status >= 500 || *status == 429,
@@ -173,12 +174,22 @@ pub struct OctopusClient {
     /// Tries for reads; 1 means no retry.
     pub attempts: u32,
     pub retry_delay: Duration,
+    /// How long one request may take before octobackup gives up on it.
+    pub timeout: Duration,
 }
 
 impl OctopusClient {
     pub fn new(url: &str, api_key: Secret) -> Result<Self, OctopusError> {
+        Self::with_timeout(url, api_key, Duration::from_secs(60))
+    }
+
+    pub fn with_timeout(
+        url: &str,
+        api_key: Secret,
+        timeout: Duration,
+    ) -> Result<Self, OctopusError> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
+            .timeout(timeout)
             .connect_timeout(Duration::from_secs(15))
             .user_agent(concat!("octobackup/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -192,6 +203,7 @@ impl OctopusClient {
             api_key,
             attempts: 4,
             retry_delay: Duration::from_millis(500),
+            timeout,
         })
     }
 

@@ -330,7 +330,7 @@ fn safe_line(line: &str) -> String {
 pub async fn show_configuration(d: &DiscoverConfig) -> Result<Discovered, DiscoveryError> {
     let (cmd, instance) = program_and_instance(d);
     let program = cmd[0].clone();
-    let out = tokio::process::Command::new(&cmd[0])
+    let out = super::master_key::child_command(&cmd[0])
         .args(&cmd[1..])
         .args([
             "show-configuration",

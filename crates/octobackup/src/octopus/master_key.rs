@@ -72,10 +72,75 @@ pub fn parse_command_output(stdout: &str) -> Option<String> {
     (!last.contains(' ') && validate(last).is_ok()).then(|| last.to_string())
 }
 
+/// The environment variables a child (Octopus.Server, `docker exec`, `kubectl exec`) is given;
+/// everything else is withheld, so the API key, the SQL and repository passwords and any
+/// `*_env` secret octobackup was started with never reach it. Each is here because:
+const CHILD_ENV: &[&str] = &[
+    // finding the program (and, on Windows, the system folder and how to run .cmd/.bat files)
+    "PATH",
+    "PATHEXT",
+    "SystemRoot",
+    "windir",
+    "SystemDrive",
+    "ComSpec",
+    // .NET (Octopus.Server) and other tools write temporary files and read per-user settings
+    "TEMP",
+    "TMP",
+    "TMPDIR",
+    "HOME",
+    "USERPROFILE",
+    "APPDATA",
+    "LOCALAPPDATA",
+    "ProgramData",
+    "ProgramFiles",
+    "ProgramFiles(x86)",
+    "ProgramW6432",
+    "CommonProgramFiles",
+    "USER",
+    "USERNAME",
+    "LOGNAME",
+    // messages in the operator's language and encoding
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    // `docker exec`: which daemon, context and TLS material (no registry credentials)
+    "DOCKER_HOST",
+    "DOCKER_CONTEXT",
+    "DOCKER_CONFIG",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_API_VERSION",
+    // rootless docker and podman find their socket here
+    "XDG_RUNTIME_DIR",
+    // `kubectl exec`: which cluster and credentials file (a path, not a secret itself)
+    "KUBECONFIG",
+];
+
+/// A command for a helper program with a cleared environment plus [`CHILD_ENV`].
+pub(crate) fn child_command(program: &str) -> tokio::process::Command {
+    let mut c = tokio::process::Command::new(program);
+    c.env_clear();
+    // Windows variable names are case-insensitive; match them so.
+    for (name, value) in std::env::vars_os() {
+        if let Some(n) = name.to_str()
+            && CHILD_ENV.iter().any(|k| {
+                if cfg!(windows) {
+                    k.eq_ignore_ascii_case(n)
+                } else {
+                    *k == n
+                }
+            })
+        {
+            c.env(&name, value);
+        }
+    }
+    c
+}
+
 pub async fn read(source: &MasterKeySource) -> Result<MasterKey, MasterKeyError> {
     let (key, source_name) = if let Some(cmd) = &source.command {
         let program = cmd[0].clone();
-        let out = tokio::process::Command::new(&cmd[0])
+        let out = child_command(&cmd[0])
             .args(&cmd[1..])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -155,6 +220,28 @@ mod tests {
             parse_command_output("Access denied: run as administrator\n"),
             None
         );
+    }
+
+    #[test]
+    fn a_child_gets_none_of_octobackups_secrets() {
+        let c = child_command("true");
+        let envs: Vec<String> = c
+            .as_std()
+            .get_envs()
+            .map(|(k, _)| k.to_string_lossy().into_owned())
+            .collect();
+        assert!(
+            envs.iter()
+                .all(|k| CHILD_ENV.iter().any(|a| a.eq_ignore_ascii_case(k))),
+            "{envs:?}"
+        );
+        for secret in [
+            "OCTOPUS_API_KEY",
+            "OCTOBACKUP_SQL_PASSWORD",
+            "OCTOBACKUP_PASSWORD",
+        ] {
+            assert!(!CHILD_ENV.contains(&secret));
+        }
     }
 
     #[test]

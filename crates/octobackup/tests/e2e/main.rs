@@ -14,4 +14,5 @@ mod doctor;
 mod drill;
 mod forget;
 mod key;
+mod recover;
 mod restore;
