@@ -494,7 +494,7 @@ pub async fn backup_database(
     let devices = device_paths(&engine, &backup.disks);
     engine.emit(
         "backup_started",
-        json!({ "database": name, "files": devices.iter().map(|d| path_text(d)).collect::<Vec<_>>(), "spid": session.spid }),
+        json!({ "database": name, "files": devices.iter().map(|d| path_text(d)).collect::<Vec<_>>(), "spid": session.spid, "compressed": options.compression }),
     );
     let finished = |ok: bool, error: Option<String>, bytes: u64| {
         let mut detail = json!({ "database": name, "ok": ok, "bytes": bytes });
