@@ -586,6 +586,16 @@ async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) 
             return;
         }
     };
+    if let Err(e) = info.check_backup_to_disk(&server.server_display()) {
+        c.fail(
+            "sql-login",
+            e.to_string(),
+            "back this database up with the platform's own backups",
+        );
+        c.skip("sql-permission", "this platform has no BACKUP TO DISK");
+        local_only(c, local_ok, staging_local);
+        return;
+    }
     match session.database_exists(&database).await {
         Ok(true) => c.pass(
             "sql-login",

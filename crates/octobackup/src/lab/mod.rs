@@ -309,11 +309,9 @@ pub fn lab_config(info: &LabInfo, tls: bool, lab_exe: &Path) -> anyhow::Result<C
         .sql_address
         .rsplit_once(':')
         .unwrap_or((&info.sql_address, "1433"));
-    let encrypt = if tls {
-        "Encrypt=True;TrustServerCertificate=True"
-    } else {
-        "Encrypt=False"
-    };
+    // As Octopus's own strings: no TrustServerCertificate. The lab's certificate is SQL Server's
+    // self-signed fallback, which octobackup then trusts as Octopus does.
+    let encrypt = if tls { "Encrypt=True" } else { "Encrypt=False" };
     let instance = InstanceConfig {
         url: info.octopus_url.clone(),
         api_key_file: Some(secrets.join("octopus-api-key")),

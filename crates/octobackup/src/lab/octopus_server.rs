@@ -146,16 +146,20 @@ fn settings(info: &LabInfo, state: &InstanceState, dir: &Path) -> Vec<(String, S
         .sql_address
         .rsplit_once(':')
         .unwrap_or((&info.sql_address, "1433"));
+    // Octopus's installer writes a named instance without a port (`(local)\SQLEXPRESS`) and no
+    // TrustServerCertificate (Octopus adds it itself: OctopusDeploy/Issues#6899).
+    let server = match &info.sql_instance {
+        Some(instance) if info.sql_browser_address.is_some() => format!("{host}\\{instance}"),
+        _ => format!("{host},{port}"),
+    };
     let quoted_password = format!("'{}'", state.sql_password.replace('\'', "''"));
-    // The lab serves SQL with TLS (unless started with --no-tls) under a self-signed certificate.
-    let tls = ";TrustServerCertificate=True";
     let home = InstancePaths::new(dir).home();
     vec![
         ("Octopus.Home".into(), home.display().to_string()),
         (
             "Octopus.Storage.ExternalDatabaseConnectionString".into(),
             format!(
-                "Server={host},{port};Database={};User ID={};Password={quoted_password}{tls}",
+                "Server={server};Database={};User ID={};Password={quoted_password}",
                 info.database, state.sql_login
             ),
         ),

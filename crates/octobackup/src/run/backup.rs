@@ -590,12 +590,8 @@ async fn preflight(
 
     let mut session = sqlserver.connect().await?;
     let info = session.server_info().await?;
-    if info.engine_edition == 5 {
-        return Err(crate::sqlserver::SqlError::AzureSqlDatabase {
-            server: sqlserver.server_display(),
-        }
-        .into());
-    }
+    // Azure SQL Database, Managed Instance and RDS have no BACKUP TO DISK: refuse before the window.
+    info.check_backup_to_disk(&sqlserver.server_display())?;
     let database = sqlserver.database().to_string();
     if !session.database_exists(&database).await? {
         return Err(crate::sqlserver::SqlError::NoDatabase {
@@ -796,6 +792,11 @@ async fn wait_for_tasks(job: &BackupJob, octopus: &OctopusClient) -> Result<Vec<
     }
 }
 
+/// The DESCRIPTION octobackup gives its BACKUP, by which it finds its own msdb row.
+fn backup_description(set_id: &str) -> String {
+    format!("octobackup set {set_id}")
+}
+
 async fn backup_database(
     job: &BackupJob,
     sqlserver: &SqlServer,
@@ -806,8 +807,7 @@ async fn backup_database(
 ) -> Result<(), Failure> {
     let mut session = sqlserver.connect().await?;
     let spid = session.server_info().await?.spid;
-    let statement =
-        tsql::backup_database(database, bak_sql, 5, &format!("octobackup set {set_id}"));
+    let statement = tsql::backup_database(database, bak_sql, 5, &backup_description(set_id));
     let bar = job.ui.percent_bar("BACKUP DATABASE");
     let first = bak_sql.first().map(String::as_str);
     let ran = sql::run_with_progress(
@@ -847,10 +847,12 @@ async fn backup_database(
 /// After the window: RESTORE VERIFYONLY, the msdb row, and the staged files as octobackup sees
 /// them. None of it needs maintenance mode, so none of it lengthens the window.
 async fn verify_database(
+    job: &BackupJob,
     sqlserver: &SqlServer,
     database: &str,
     bak_sql: &[String],
     bak_local: &[PathBuf],
+    set_id: &str,
     info: &mut manifest::DatabaseInfo,
 ) -> Result<(), Failure> {
     let mut session = sqlserver.connect().await?;
@@ -863,7 +865,17 @@ async fn verify_database(
         )
         .await?;
     info.verified = true;
-    info.backupset = session.backupset_row(database).await?;
+    // The history row is a record, not the backup: without it (no SELECT in msdb) the set is
+    // still complete and verified.
+    match session
+        .backupset_row(database, &backup_description(set_id))
+        .await
+    {
+        Ok(row) => info.backupset = row,
+        Err(e) => job.ui.note(&format!(
+            "warning: the backup is verified, but its msdb history row could not be read, so the set records no LSNs ({e}). Grant the login SELECT on msdb.dbo.backupset and msdb.dbo.backupmediafamily to record them."
+        )),
+    }
     let mut bytes = 0;
     for (local, sqlp) in bak_local.iter().zip(bak_sql) {
         match std::fs::metadata(local) {
@@ -1145,7 +1157,16 @@ async fn ingest(
     let ((verified, verify_end), (stored, store_end)) = tokio::join!(
         async {
             (
-                verify_database(sqlserver, &db, bak_sql, &c.bak_local, &mut info).await,
+                verify_database(
+                    job,
+                    sqlserver,
+                    &db,
+                    bak_sql,
+                    &c.bak_local,
+                    set_id,
+                    &mut info,
+                )
+                .await,
                 std::time::Instant::now(),
             )
         },

@@ -869,7 +869,7 @@ pub fn octopus_connection_string(server: &SqlServer, database: &str) -> String {
         crate::sqlserver::connstr::Encrypt::Mandatory => s.push_str("Encrypt=True;"),
         crate::sqlserver::connstr::Encrypt::Strict => s.push_str("Encrypt=Strict;"),
     }
-    if c.trust_server_certificate {
+    if c.trust_server_certificate == Some(true) {
         s.push_str("TrustServerCertificate=True;");
     }
     s

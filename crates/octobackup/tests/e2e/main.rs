@@ -16,3 +16,5 @@ mod forget;
 mod key;
 mod recover;
 mod restore;
+mod retention;
+mod sqlserver;

@@ -306,7 +306,7 @@ fn server_property(name: &str, ctx: &EvalContext) -> Value {
                 Edition::Standard => -1_534_726_760,
                 Edition::Developer => -2_117_995_310,
                 Edition::Enterprise => 1_804_890_536,
-                Edition::AzureSqlDatabase => 1_674_378_470,
+                Edition::AzureSqlDatabase | Edition::AzureSqlManagedInstance => 1_674_378_470,
             })),
             SqlType::Int,
         ),
