@@ -151,8 +151,13 @@ impl Simulator {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn key(&self, presented: &str) -> Option<&ApiKey> {
-        self.identity.api_keys.iter().find(|k| k.key == presented)
+    /// The key presented and its position (which numbers its user).
+    pub fn key_with_index(&self, presented: &str) -> Option<(usize, &ApiKey)> {
+        self.identity
+            .api_keys
+            .iter()
+            .enumerate()
+            .find(|(_, k)| k.key == presented)
     }
 
     /// The fault this request gets, if any, reported as served.
