@@ -187,6 +187,28 @@ impl Simulator {
         result
     }
 
+    /// Cancels a task as a user would: running tasks pass through Cancelling.
+    pub fn cancel_task(
+        &self,
+        id: &str,
+        cancelling_for: std::time::Duration,
+        by: &str,
+    ) -> Result<TaskState, ControlError> {
+        let result = self.with(|s, now, events| {
+            let task = s
+                .tasks
+                .iter_mut()
+                .find(|task| task.snapshot.id == id)
+                .ok_or_else(|| ControlError::UnknownTask(id.to_string()))?;
+            if let Some((transition, _)) = task.cancel(cancelling_for, now) {
+                events.push(task_event(&task.snapshot, transition, by));
+            }
+            Ok(task.snapshot.state)
+        });
+        self.clock_wake.notify_one();
+        result
+    }
+
     pub fn inject(&self, fault: Fault) {
         self.with(|state, _, _| state.faults.inject(fault));
     }
@@ -319,8 +341,10 @@ impl State {
         self.tasks
             .iter()
             .filter(|task| {
-                task.snapshot.state == TaskState::Executing
-                    && task.snapshot.server_node.as_deref() == Some(node)
+                matches!(
+                    task.snapshot.state,
+                    TaskState::Executing | TaskState::Cancelling
+                ) && task.snapshot.server_node.as_deref() == Some(node)
             })
             .count()
     }
@@ -330,6 +354,7 @@ fn task_event(snapshot: &TaskSnapshot, transition: Transition, by: &str) -> Even
     Event {
         kind: match transition {
             Transition::Started => "task_started",
+            Transition::Cancelling => "task_cancelling",
             Transition::Finished => "task_finished",
         },
         detail: json!({
