@@ -875,6 +875,17 @@ pub fn octopus_connection_string(server: &SqlServer, database: &str) -> String {
     s
 }
 
+/// The login Octopus connects as, for `database --grant`: the SQL login of the connection string,
+/// or, with Windows authentication, the Octopus service's account, which only the user knows.
+pub fn octopus_grant_login(server: &SqlServer) -> String {
+    match &server.conn.auth {
+        Authentication::SqlLogin { user } => user.clone(),
+        Authentication::Integrated => {
+            "<the Octopus service account, e.g. NT AUTHORITY\\SYSTEM>".to_string()
+        }
+    }
+}
+
 pub const KEY_PLACEHOLDER: &str = "<master key: see the secrets file>";
 pub const LICENSE_PLACEHOLDER: &str = "<license, base64: see the secrets file>";
 
@@ -883,6 +894,7 @@ pub fn next_steps(
     octopus_version: &str,
     octopus_instance: &str,
     connection_string: &str,
+    grant_login: &str,
     folders: &[(String, String)],
     master_key: &str,
     license_b64: Option<&str>,
@@ -901,6 +913,14 @@ pub fn next_steps(
             q(octopus_instance),
             q(connection_string),
             q(master_key)
+        ),
+        // A database restored on another SQL Server keeps its users, but they are orphaned: their
+        // logins' SIDs differ there. `--grant` gives the login db_owner on the database (Octopus
+        // docs, *database* command); a SQL login must exist on the server first.
+        format!(
+            "Octopus.Server.exe database --instance {} --grant {}",
+            q(octopus_instance),
+            q(grant_login)
         ),
         format!(
             "Octopus.Server.exe path --instance {} --nugetRepository {} --artifacts {} --taskLogs {} --eventExports {}",
@@ -1119,12 +1139,14 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
         }
     });
     let cs = octopus_connection_string(&server, &target);
+    let grant = octopus_grant_login(&server);
     let real = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_string());
     let version = set.manifest.octopus.version.clone();
     let (win_real, linux_real) = next_steps(
         &version,
         &octopus_instance,
         &cs,
+        &grant,
         &folder_paths,
         &real(&key).unwrap_or_else(|| "<master key>".into()),
         real(&license_b64).as_deref(),
@@ -1137,6 +1159,7 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
             &version,
             &octopus_instance,
             &cs,
+            &grant,
             &folder_paths,
             KEY_PLACEHOLDER,
             license_b64.as_ref().map(|_| LICENSE_PLACEHOLDER),
@@ -1275,6 +1298,7 @@ mod tests {
             "2024.1.6928",
             "OctopusServer",
             "Server=s;Database=d;",
+            "octopus",
             &folders,
             KEY_PLACEHOLDER,
             Some(LICENSE_PLACEHOLDER),
@@ -1282,9 +1306,13 @@ mod tests {
         assert!(w[0].starts_with("Octopus.Server.exe database --instance \"OctopusServer\" --connectionString \"Server=s;Database=d;\" --masterKey"));
         assert_eq!(
             w[1],
+            "Octopus.Server.exe database --instance \"OctopusServer\" --grant \"octopus\""
+        );
+        assert_eq!(
+            w[2],
             "Octopus.Server.exe path --instance \"OctopusServer\" --nugetRepository \"/n/Packages\" --artifacts \"/n/Artifacts\" --taskLogs \"/n/TaskLogs\" --eventExports \"/n/EventExports\""
         );
-        assert!(w[2].starts_with(
+        assert!(w[3].starts_with(
             "Octopus.Server.exe license --instance \"OctopusServer\" --licenseBase64"
         ));
         assert!(l.iter().any(|x| x.contains("MASTER_KEY=")));

@@ -12,3 +12,4 @@ mod doctor;
 mod drill;
 mod restore;
 mod retention;
+mod task_wait;

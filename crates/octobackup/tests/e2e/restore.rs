@@ -151,14 +151,22 @@ async fn a_restore_to_a_new_name_and_fresh_paths_equals_the_instance_at_backup_t
     assert!(windows[0].contains("Database=OctoRestored;"));
     assert!(windows[0].contains("Password=<SQL password>"));
     assert!(windows[0].ends_with("--masterKey \"<master key: see the secrets file>\""));
+    // The users come back orphaned on another server: the login Octopus connects as is granted.
     assert_eq!(
         windows[1],
+        format!(
+            "Octopus.Server.exe database --instance \"OctopusServer\" --grant \"{}\"",
+            t.lab.info().sql_login
+        )
+    );
+    assert_eq!(
+        windows[2],
         format!(
             "Octopus.Server.exe path --instance \"OctopusServer\" --nugetRepository \"{p}/Packages\" --artifacts \"{p}/Artifacts\" --taskLogs \"{p}/TaskLogs\" --eventExports \"{p}/EventExports\"",
             p = folders.display()
         )
     );
-    assert!(windows[2].starts_with(
+    assert!(windows[3].starts_with(
         "Octopus.Server.exe license --instance \"OctopusServer\" --licenseBase64 \"<license"
     ));
     let linux = report["next_steps"]["linux_container"].to_string();
