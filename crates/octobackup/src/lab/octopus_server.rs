@@ -153,7 +153,9 @@ pub fn run(a: OctopusServerArgs) -> Result<(), Failure> {
 /// What a run without `--noconsolelogging`, or one that hit a warning, prints before its output.
 /// The lab's wording; the shape (timestamped log lines, braces in messages) is real.
 pub fn noise_before() -> String {
-    let now = chrono::Utc::now().format("%Y-%m-%d %H:%M:%S%.3f").to_string();
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string();
     format!(
         "{now}   4312      1  INFO  Octopus Deploy: Octopus Server version 2024.1.6928 (lab)\n\
          {now}   4312      1  WARN  Could not load {{TelemetrySettings}} from the database: System.TimeoutException\n\

@@ -11,7 +11,7 @@
 use super::backup::{shutdown_signal, sql_server};
 use super::journal::StateDir;
 use super::restore::{
-    self, ChosenSet, Staged, checkdb, choose_set, drop_quietly, file_list, plan_moves, restore_as,
+    self, ChosenSet, Staged, checkdb, choose_set, drop_quietly, file_list, restore_planned,
     short_hash, stage_database,
 };
 use crate::backupset::{self, manifest::FolderInfo};
@@ -234,12 +234,23 @@ async fn checks(
                     let files = file_list(session, &s.sql_paths)
                         .await
                         .map_err(|e| e.message)?;
-                    let moves = plan_moves(&files, Some(scratch_db), job.data_dir.as_deref());
                     restored_db = true;
-                    restore_as(server, session, scratch_db, s, &moves, &job.ui)
-                        .await
-                        .map(|_| format!("as [{scratch_db}]"))
-                        .map_err(|e| e.message)
+                    restore_planned(
+                        server,
+                        session,
+                        scratch_db,
+                        s,
+                        &files,
+                        Some(scratch_db),
+                        job.data_dir.as_deref(),
+                        &job.ui,
+                    )
+                    .await
+                    .map(|moves| {
+                        let files: Vec<&str> = moves.iter().map(|(_, p)| p.as_str()).collect();
+                        format!("as [{scratch_db}] ({})", files.join(", "))
+                    })
+                    .map_err(|e| e.message)
                 })
                 .await;
         if !verify_ok {

@@ -17,7 +17,7 @@ use crate::config::InstanceConfig;
 use crate::error::{Exit, Failure};
 use crate::octopus::master_key;
 use crate::secret::Secret;
-use crate::sqlserver::client::{self as sql, Session};
+use crate::sqlserver::client::{self as sql, Session, SqlError};
 use crate::sqlserver::connstr::Authentication;
 use crate::sqlserver::{SqlServer, tsql};
 use base64::Engine;
@@ -306,12 +306,14 @@ fn split_sql_path(p: &str) -> (&str, &str) {
     }
 }
 
-/// Where each logical file goes: in `data_dir` or beside the original file; named after `base`
-/// (`base.mdf`, `base_log.ldf`, `base_2.ndf`...) or, with `base` None, keeping the original names.
+/// Where each logical file goes: in `data_dir` (log files in `log_dir`, else `data_dir` too) or
+/// beside the original file; named after `base` (`base.mdf`, `base_log.ldf`, `base_2.ndf`...) or,
+/// with `base` None, keeping the original names.
 pub fn plan_moves(
     files: &[BackupFile],
     base: Option<&str>,
     data_dir: Option<&str>,
+    log_dir: Option<&str>,
 ) -> Vec<(String, String)> {
     let safe = base.map(|b| {
         b.chars()
@@ -352,7 +354,12 @@ pub fn plan_moves(
                     }
                 }
             };
-            let dir = data_dir.unwrap_or(dir);
+            let chosen = if f.kind == 'L' {
+                log_dir.or(data_dir)
+            } else {
+                data_dir
+            };
+            let dir = chosen.unwrap_or(dir);
             let path = if dir.is_empty() {
                 new_name
             } else {
@@ -396,6 +403,20 @@ pub async fn restore_as(
     moves: &[(String, String)],
     ui: &Ui,
 ) -> Result<(), Failure> {
+    restore_as_sql(server, session, name, staged, moves, ui)
+        .await
+        .map_err(|e| restore_failure(name, moves, e))
+}
+
+/// [`restore_as`] with SQL Server's own error, for callers that act on its number.
+async fn restore_as_sql(
+    server: &SqlServer,
+    session: &mut Session,
+    name: &str,
+    staged: &Staged,
+    moves: &[(String, String)],
+    ui: &Ui,
+) -> Result<(), SqlError> {
     let spid = session.server_info().await?.spid;
     let statement = tsql::restore_database(name, &staged.sql_paths, moves, false, 5);
     let bar = ui.percent_bar("RESTORE DATABASE");
@@ -410,16 +431,77 @@ pub async fn restore_as(
     )
     .await;
     bar.finish();
-    r.map_err(|e| {
-        let files: Vec<&str> = moves.iter().map(|(_, p)| p.as_str()).collect();
-        Failure::new(
-            Exit::Sql,
-            format!(
-                "RESTORE DATABASE [{name}] to {} failed: {e}",
-                files.join(", ")
-            ),
+    r
+}
+
+/// `SERVERPROPERTY('InstanceDefaultDataPath')` and `'InstanceDefaultLogPath'` (SQL Server 2012
+/// and later): where the target server puts new databases' files.
+pub async fn instance_default_paths(session: &mut Session) -> Result<(String, String), Failure> {
+    let rows = session
+        .query_text(
+            "instance default paths",
+            "SELECT CAST(SERVERPROPERTY('InstanceDefaultDataPath') AS nvarchar(4000)) AS DataPath, \
+             CAST(SERVERPROPERTY('InstanceDefaultLogPath') AS nvarchar(4000)) AS LogPath",
         )
-    })
+        .await?;
+    let get = |k: &str| {
+        rows.first()
+            .and_then(|r| r.get(k).cloned().flatten())
+            .filter(|p| !p.trim().is_empty())
+    };
+    match (get("DataPath"), get("LogPath")) {
+        (Some(data), log) => {
+            let log = log.unwrap_or_else(|| data.clone());
+            Ok((data, log))
+        }
+        _ => Err(Failure::new(
+            Exit::Sql,
+            "the target server does not say where new databases go (SERVERPROPERTY('InstanceDefaultDataPath') is NULL: SQL Server 2008 R2 or older); give the folder with --data-dir",
+        )),
+    }
+}
+
+/// Restores `name` with its files beside the originals' folders, or in `data_dir` when given.
+/// When the original folders do not exist on this server (a set from another host, Windows paths
+/// on a Linux server), SQL Server refuses the plan with Msg 5133 and nothing is created: the files
+/// then go to the instance's default data and log folders. Returns where the files went.
+#[allow(clippy::too_many_arguments)]
+pub async fn restore_planned(
+    server: &SqlServer,
+    session: &mut Session,
+    name: &str,
+    staged: &Staged,
+    files: &[BackupFile],
+    base: Option<&str>,
+    data_dir: Option<&str>,
+    ui: &Ui,
+) -> Result<Vec<(String, String)>, Failure> {
+    let moves = plan_moves(files, base, data_dir, None);
+    match restore_as_sql(server, session, name, staged, &moves, ui).await {
+        Ok(()) => Ok(moves),
+        Err(e) if data_dir.is_none() && e.number() == Some(5133) => {
+            let (data, log) = instance_default_paths(session).await?;
+            ui.note(&format!(
+                "the backup's original folders do not exist on {} ({e}); restoring into the instance's default folders: data {data}, log {log}",
+                server.server_display()
+            ));
+            let moves = plan_moves(files, base, Some(&data), Some(&log));
+            restore_as(server, session, name, staged, &moves, ui).await?;
+            Ok(moves)
+        }
+        Err(e) => Err(restore_failure(name, &moves, e)),
+    }
+}
+
+fn restore_failure(name: &str, moves: &[(String, String)], e: SqlError) -> Failure {
+    let files: Vec<&str> = moves.iter().map(|(_, p)| p.as_str()).collect();
+    Failure::new(
+        Exit::Sql,
+        format!(
+            "RESTORE DATABASE [{name}] to {} failed: {e}",
+            files.join(", ")
+        ),
+    )
 }
 
 pub async fn checkdb(session: &mut Session, name: &str) -> Result<(), Failure> {
@@ -565,8 +647,18 @@ async fn restore_database(
             } else {
                 Some(t.target.clone())
             };
-            let moves = plan_moves(&files, base.as_deref(), t.data_dir.as_deref());
-            restore_as(server, session, &temp, &staged, &moves, &job.ui).await
+            restore_planned(
+                server,
+                session,
+                &temp,
+                &staged,
+                &files,
+                base.as_deref(),
+                t.data_dir.as_deref(),
+                &job.ui,
+            )
+            .await
+            .map(|_| ())
         }
         .await;
         staged.remove();
@@ -1243,7 +1335,7 @@ mod tests {
     #[test]
     fn moves_keep_names_or_follow_the_new_name() {
         assert_eq!(
-            plan_moves(&files(), None, None),
+            plan_moves(&files(), None, None, None),
             vec![
                 ("OctopusDeploy".into(), r"D:\Data\OctopusDeploy.mdf".into()),
                 (
@@ -1253,7 +1345,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            plan_moves(&files(), Some("Octo Clone"), None),
+            plan_moves(&files(), Some("Octo Clone"), None, None),
             vec![
                 ("OctopusDeploy".into(), r"D:\Data\Octo_Clone.mdf".into()),
                 (
@@ -1263,12 +1355,31 @@ mod tests {
             ]
         );
         assert_eq!(
-            plan_moves(&files(), Some("X"), Some("/var/opt/mssql/data")),
+            plan_moves(&files(), Some("X"), Some("/var/opt/mssql/data"), None),
             vec![
                 ("OctopusDeploy".into(), "/var/opt/mssql/data/X.mdf".into()),
                 (
                     "OctopusDeploy_log".into(),
                     "/var/opt/mssql/data/X_log.ldf".into()
+                )
+            ]
+        );
+        // The instance's default folders (with SQL Server's trailing separator): logs apart.
+        assert_eq!(
+            plan_moves(
+                &files(),
+                None,
+                Some("/var/opt/mssql/data/"),
+                Some("/var/opt/mssql/log/")
+            ),
+            vec![
+                (
+                    "OctopusDeploy".into(),
+                    "/var/opt/mssql/data/OctopusDeploy.mdf".into()
+                ),
+                (
+                    "OctopusDeploy_log".into(),
+                    "/var/opt/mssql/log/OctopusDeploy_log.ldf".into()
                 )
             ]
         );
