@@ -740,18 +740,48 @@ async fn inside_window(
     })
 }
 
-/// Waits until no task is Executing (and none Queued if configured); returns the names of tasks
-/// still running when the wait gave up under on_timeout = continue.
+/// Waits until no task is Executing or Cancelling (and none Queued if configured); returns the
+/// names of tasks still running when the wait gave up under on_timeout = continue.
+///
+/// A cancelled task keeps running while it is Cancelling (its step is stopped and cleaned up), so
+/// it counts as running, as in Octopus's own drain script (`states=Executing,Cancelling`). A task
+/// list that cannot be read for a while (a restarting node, a load balancer) is asked again until
+/// `wait.timeout`: only then does the wait fail.
 async fn wait_for_tasks(job: &BackupJob, octopus: &OctopusClient) -> Result<Vec<String>, Failure> {
     let wait = &job.instance.wait;
     let states: &[&str] = if wait.include_queued {
-        &["Executing", "Queued"]
+        &["Executing", "Cancelling", "Queued"]
     } else {
-        &["Executing"]
+        &["Executing", "Cancelling"]
     };
     let deadline = tokio::time::Instant::now() + wait.timeout;
     loop {
-        let tasks = octopus.tasks(states).await?;
+        let tasks = match octopus.tasks(states).await {
+            Ok(tasks) => tasks,
+            Err(e) if e.transient() && tokio::time::Instant::now() < deadline => {
+                job.ui.note(&format!(
+                    "cannot read the task list ({e}); asking again until the wait's limit ({})",
+                    humantime::format_duration(wait.timeout)
+                ));
+                tokio::time::sleep(
+                    wait.poll_interval
+                        .min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                        .max(Duration::from_millis(50)),
+                )
+                .await;
+                continue;
+            }
+            Err(e) if e.transient() => {
+                return Err(Failure::new(
+                    Exit::Octopus,
+                    format!(
+                        "the task list could not be read within the wait's limit ({}): {e}. Nothing was backed up and maintenance mode is put back. Check the Octopus Server's health, or raise wait.timeout.",
+                        humantime::format_duration(wait.timeout)
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if tasks.is_empty() {
             return Ok(Vec::new());
         }

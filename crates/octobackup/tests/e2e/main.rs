@@ -18,3 +18,4 @@ mod recover;
 mod restore;
 mod retention;
 mod sqlserver;
+mod task_wait;
