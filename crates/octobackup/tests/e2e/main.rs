@@ -16,6 +16,5 @@ mod forget;
 mod key;
 mod recover;
 mod restore;
-mod retention;
 mod sqlserver;
 mod task_wait;
