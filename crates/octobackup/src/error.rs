@@ -37,6 +37,9 @@ pub enum Exit {
 pub struct Failure {
     pub exit: Exit,
     pub message: String,
+    /// The command already printed its JSON result (a report that carries the failure): with
+    /// `--json`, nothing more goes to stdout, so stdout stays one JSON document.
+    pub result_printed: bool,
 }
 
 impl Failure {
@@ -44,7 +47,14 @@ impl Failure {
         Failure {
             exit,
             message: message.into(),
+            result_printed: false,
         }
+    }
+
+    /// Marks the failure as already reported on stdout (see `result_printed`).
+    pub fn result_printed(mut self) -> Self {
+        self.result_printed = true;
+        self
     }
 }
 

@@ -8,7 +8,10 @@ use crate::instance::{self, ChurnReport, InstanceOptions, InstancePaths, Instanc
 use crate::secret_file;
 use octopus_sim::{ApiKey, License, OctopusConfig, OctopusHandle};
 use serde::{Deserialize, Serialize};
-use sqlserver_sim::{Edition, SqlLogin, SqlServerConfig, SqlServerHandle, TlsSupport};
+use sqlserver_sim::{
+    BrowserHandle, BrowserInstance, Edition, ServerOptions, SqlLogin, SqlServerConfig,
+    SqlServerHandle, TlsSupport,
+};
 use std::path::{Path, PathBuf};
 
 /// What a client needs to reach the lab: written to `lab.json` (owner-only: it holds the lab's keys).
@@ -21,6 +24,12 @@ pub struct LabInfo {
     /// A valid key whose user lacks Administer System.
     pub reader_api_key: String,
     pub sql_address: String,
+    /// SQL Server Browser (`ip:1434`, UDP) when the lab runs a named instance.
+    #[serde(default)]
+    pub sql_browser_address: Option<String>,
+    /// The named instance SQL Browser resolves (`Server=IP\INSTANCE` without a port).
+    #[serde(default)]
+    pub sql_instance: Option<String>,
     pub sql_login: String,
     pub sql_password: String,
     /// A login without sysadmin, for permission failures.
@@ -52,7 +61,19 @@ pub struct LabOptions {
     pub instance: InstanceOptions,
     pub edition: Edition,
     pub tls: bool,
+    /// SERVERPROPERTY('ProductVersion'): "16.0.4135.4" (2022); "12.0.6024.0" is SQL Server 2014.
+    pub sql_product_version: String,
+    /// Server settings (backup compression default, posing as Amazon RDS).
+    pub sql_options: ServerOptions,
+    /// Run as this named instance, found through SQL Server Browser on a loopback address of
+    /// the lab's own (where the platform routes all of 127/8 to loopback: Linux).
+    pub sql_instance: Option<String>,
+    /// The TCP/IP protocol on (false: as SQL Express ships, SQL Browser lists no TCP port).
+    pub sql_tcp: bool,
 }
+
+/// The instance name the lab gives SQL Server.
+pub const LAB_SQL_INSTANCE: &str = "OCTOPUS";
 
 impl LabOptions {
     pub fn new(dir: &Path) -> Self {
@@ -61,6 +82,10 @@ impl LabOptions {
             instance: InstanceOptions::default(),
             edition: Edition::Developer,
             tls: true,
+            sql_product_version: "16.0.4135.4".to_string(),
+            sql_options: ServerOptions::default(),
+            sql_instance: Some(LAB_SQL_INSTANCE.to_string()),
+            sql_tcp: true,
         }
     }
 }
@@ -70,6 +95,7 @@ pub struct Lab {
     info: LabInfo,
     octopus: OctopusHandle,
     sql: SqlServerHandle,
+    sql_browser: Option<BrowserHandle>,
     events: EventLog,
 }
 
@@ -89,6 +115,22 @@ impl Lab {
         let events = EventLog::with_file(&paths.events())?;
         let folders = paths.folders();
 
+        // A named instance gets a loopback address of its own, so its SQL Browser can own
+        // UDP 1434 there while other labs run.
+        let mut sql_browser = None;
+        if opts.sql_instance.is_some() && cfg!(target_os = "linux") {
+            for _ in 0..16 {
+                let ip = sqlserver_sim::random_loopback();
+                match sqlserver_sim::start_browser(ip, Vec::new()).await {
+                    Ok(browser) => {
+                        sql_browser = Some(browser);
+                        break;
+                    }
+                    Err(e) => tracing::debug!("SQL Browser on {ip}: {e:#}"),
+                }
+            }
+        }
+        let listen = sql_browser.as_ref().map(|b| b.addr().ip());
         let sql = sqlserver_sim::start(SqlServerConfig {
             data_dir: paths.sql_data_dir(),
             logins: vec![
@@ -104,15 +146,27 @@ impl Lab {
                 },
             ],
             edition: opts.edition,
-            product_version: "16.0.4135.4".to_string(),
+            product_version: opts.sql_product_version.clone(),
             tls: if opts.tls {
                 TlsSupport::Supported
             } else {
                 TlsSupport::NotSupported
             },
             events: Some(events.sink("sqlserver")),
+            options: ServerOptions {
+                listen,
+                ..opts.sql_options.clone()
+            },
         })
         .await?;
+        if let (Some(browser), Some(instance)) = (&sql_browser, &opts.sql_instance) {
+            browser.set_instances(vec![BrowserInstance {
+                server_name: sqlserver_sim::SERVER_NAME.to_string(),
+                instance_name: instance.clone(),
+                version: opts.sql_product_version.clone(),
+                tcp_port: opts.sql_tcp.then(|| sql.addr().port()),
+            }]);
+        }
         if !sql.databases().iter().any(|d| d == &state.database) {
             sql.attach_database(
                 &state.database,
@@ -153,6 +207,8 @@ impl Lab {
             admin_api_key: state.admin_api_key.clone(),
             reader_api_key: state.reader_api_key.clone(),
             sql_address: sql.addr().to_string(),
+            sql_browser_address: sql_browser.as_ref().map(|b| b.addr().to_string()),
+            sql_instance: sql_browser.as_ref().and(opts.sql_instance.clone()),
             sql_login: state.sql_login.clone(),
             sql_password: state.sql_password.clone(),
             reader_sql_login: state.reader_sql_login.clone(),
@@ -173,6 +229,7 @@ impl Lab {
             info,
             octopus,
             sql,
+            sql_browser,
             events,
         })
     }
@@ -222,6 +279,9 @@ impl Lab {
     }
 
     pub async fn shutdown(self) {
+        if let Some(browser) = self.sql_browser {
+            browser.shutdown();
+        }
         self.octopus.shutdown().await;
         self.sql.shutdown().await;
     }

@@ -8,6 +8,7 @@
 //! real .bak files through `sqlserver-files`, RESTORE reads them, and the catalog
 //! persists in `data_dir/catalog.json`. See README.md for what it cannot prove.
 
+mod browser;
 mod engine;
 mod server;
 pub mod sql;
@@ -57,6 +58,9 @@ pub enum Edition {
     Developer,
     Enterprise,
     AzureSqlDatabase,
+    /// Azure SQL Managed Instance: BACKUP only TO URL, COPY_ONLY mandatory (Microsoft Learn,
+    /// "T-SQL differences between SQL Server and Azure SQL Managed Instance", Backup).
+    AzureSqlManagedInstance,
 }
 
 impl Edition {
@@ -67,17 +71,19 @@ impl Edition {
             Edition::Standard => "Standard Edition (64-bit)",
             Edition::Developer => "Developer Edition (64-bit)",
             Edition::Enterprise => "Enterprise Edition (64-bit)",
-            Edition::AzureSqlDatabase => "SQL Azure",
+            Edition::AzureSqlDatabase | Edition::AzureSqlManagedInstance => "SQL Azure",
         }
     }
 
-    /// SERVERPROPERTY('EngineEdition'): 2 Standard, 3 Enterprise/Developer, 4 Express, 5 Azure SQL Database.
+    /// SERVERPROPERTY('EngineEdition'): 2 Standard, 3 Enterprise/Developer, 4 Express, 5 Azure SQL
+    /// Database, 8 Managed Instance (Microsoft Learn, SERVERPROPERTY).
     pub fn engine_edition(self) -> i32 {
         match self {
             Edition::Standard => 2,
             Edition::Developer | Edition::Enterprise => 3,
             Edition::Express => 4,
             Edition::AzureSqlDatabase => 5,
+            Edition::AzureSqlManagedInstance => 8,
         }
     }
 }
@@ -101,6 +107,21 @@ pub struct SqlServerConfig {
     pub product_version: String,
     pub tls: TlsSupport,
     pub events: Option<EventSink>,
+    /// Server settings a real install may have other than the lab's defaults.
+    pub options: ServerOptions,
+}
+
+/// Server-level settings and platforms the stand-in can pose as.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// `sp_configure 'backup compression default', 1` already run (many enterprise servers):
+    /// a BACKUP that says neither COMPRESSION nor NO_COMPRESSION is compressed.
+    pub backup_compression_default: bool,
+    /// Poses as Amazon RDS for SQL Server, whose instances carry the `rdsadmin` database.
+    pub amazon_rds: bool,
+    /// The loopback address to listen on (default 127.0.0.1); a named instance's lab gives its
+    /// own 127.x.y.z so that its SQL Browser can own port 1434 there.
+    pub listen: Option<std::net::IpAddr>,
 }
 
 impl std::fmt::Debug for SqlServerConfig {
@@ -112,6 +133,7 @@ impl std::fmt::Debug for SqlServerConfig {
             .field("product_version", &self.product_version)
             .field("tls", &self.tls)
             .field("events", &self.events.is_some())
+            .field("options", &self.options)
             .finish()
     }
 }
@@ -127,7 +149,19 @@ pub enum SqlFault {
     DropConnectionDuringNextBackup,
     /// The next login fails with Msg 18456 whatever its password.
     FailNextLogin,
+    /// Right after the next BACKUP, another backup of the same database ends and lands in msdb
+    /// (a DBA's full backup to another device, then a log backup), as when a scheduled job runs
+    /// between octobackup's BACKUP and its history query.
+    OtherBackupsAfterNextBackup,
+    /// The next query of msdb's backup history fails with Msg 229 (SELECT denied), as for a
+    /// login that has BACKUP rights in its database but no SELECT in msdb.
+    DenyNextHistoryQuery,
 }
+
+pub use browser::{
+    BrowserHandle, BrowserInstance, SQL_BROWSER_PORT, random_loopback, start_browser,
+};
+pub use engine::SERVER_NAME;
 
 /// A database's files, held exclusively until dropped.
 pub struct DatabaseFilesGuard {
@@ -145,7 +179,7 @@ impl std::fmt::Debug for DatabaseFilesGuard {
     }
 }
 
-/// Starts a server on 127.0.0.1 (an ephemeral port), loading `data_dir/catalog.json` if present.
+/// Starts a server on 127.0.0.1 (or `options.listen`; an ephemeral port), loading `data_dir/catalog.json` if present.
 pub async fn start(config: SqlServerConfig) -> anyhow::Result<SqlServerHandle> {
     server::start(config)
         .await

@@ -46,9 +46,13 @@ pub async fn start(config: SqlServerConfig) -> anyhow::Result<Arc<Server>> {
         TlsSupport::Supported => Some(make_identity()?),
         TlsSupport::NotSupported => None,
     };
-    let listener = TcpListener::bind("127.0.0.1:0")
+    let ip = config
+        .options
+        .listen
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let listener = TcpListener::bind((ip, 0))
         .await
-        .context("binding 127.0.0.1:0")?;
+        .with_context(|| format!("binding {ip}:0"))?;
     let addr = listener.local_addr()?;
     let connections = Arc::new(Mutex::new(JoinSet::new()));
     let accept_task = {
@@ -117,11 +121,47 @@ async fn serve_connection(
     mut tcp: TcpStream,
 ) -> anyhow::Result<()> {
     tcp.set_nodelay(true)?;
+    let mut first = [0u8; 1];
+    if tcp.peek(&mut first).await? == 0 {
+        return Ok(());
+    }
+    // TDS 8.0 (strict encryption) opens with a TLS ClientHello (record type 0x16) instead of a
+    // PRELOGIN packet (0x12); PRELOGIN and everything after it then travel inside TLS.
+    if first[0] == 0x16 {
+        let Some(identity) = tls else {
+            anyhow::bail!("a TDS 8.0 client on a server without TLS");
+        };
+        let mut tls_stream = identity
+            .strict_acceptor
+            .accept(tcp)
+            .await
+            .context("TDS 8.0 TLS handshake")?;
+        let Some(message) = read_message(&mut tls_stream).await? else {
+            return Ok(());
+        };
+        if message.packet_type != PacketType::PreLogin {
+            anyhow::bail!("expected PRELOGIN, got {:?}", message.packet_type);
+        }
+        prelogin::parse_client(&message.payload).map_err(anyhow::Error::msg)?;
+        let mut framer = PacketFramer::new(DEFAULT_PACKET_SIZE, 0);
+        let version = &engine.version;
+        write_message(
+            &mut tls_stream,
+            &mut framer,
+            PacketType::TabularResult,
+            &prelogin::build_server(
+                (version.major, version.minor, version.build),
+                Encryption::On,
+            ),
+        )
+        .await?;
+        let login_message = read_message(&mut tls_stream).await?;
+        return login(engine, Box::new(tls_stream), login_message).await;
+    }
     let Some(message) = read_message(&mut tcp).await? else {
         return Ok(());
     };
     if message.packet_type != PacketType::PreLogin {
-        // TDS 8.0 strict encryption starts with a TLS ClientHello; the lab speaks TDS 7.x only.
         anyhow::bail!("expected PRELOGIN, got {:?}", message.packet_type);
     }
     let client = prelogin::parse_client(&message.payload).map_err(anyhow::Error::msg)?;
@@ -158,6 +198,14 @@ async fn serve_connection(
             (Box::new(tcp), login)
         }
     };
+    login(engine, stream, login_message).await
+}
+
+async fn login(
+    engine: Arc<Engine>,
+    stream: Box<dyn Duplex>,
+    login_message: Option<Message>,
+) -> anyhow::Result<()> {
     let Some(login_message) = login_message else {
         return Ok(());
     };

@@ -1,7 +1,8 @@
 //! TLS as TDS 7.x carries it: the handshake records travel inside PRELOGIN
-//! packets, then TLS runs directly over the socket. The certificate is a
-//! self-signed one made at start-up, as SQL Server makes one when none is
-//! configured, so clients must trust it explicitly (tiberius `trust_cert()`).
+//! packets, then TLS runs directly over the socket; TDS 8.0 (strict) starts
+//! with TLS and carries PRELOGIN inside it. The certificate is a self-signed
+//! one made at start-up, as SQL Server makes one when none is configured, so
+//! clients must trust it explicitly (tiberius `trust_cert()`).
 
 use std::io;
 use std::pin::Pin;
@@ -14,10 +15,13 @@ use tokio_rustls::rustls;
 
 use crate::tds::packet::{HEADER_LEN, PacketHeader, PacketType, STATUS_EOM};
 
-/// The server's certificate and rustls configuration.
+/// The server's certificate and rustls configurations.
 #[derive(Clone)]
 pub struct TlsIdentity {
+    /// TDS 7.x: TLS 1.2 inside PRELOGIN packets.
     pub acceptor: tokio_rustls::TlsAcceptor,
+    /// TDS 8.0 (`Encrypt=Strict`): TLS 1.2/1.3 before PRELOGIN, ALPN `tds/8.0`.
+    pub strict_acceptor: tokio_rustls::TlsAcceptor,
     /// The certificate in PEM form, so a client can pin it.
     pub certificate_pem: String,
 }
@@ -28,29 +32,55 @@ impl std::fmt::Debug for TlsIdentity {
     }
 }
 
-/// Makes a self-signed certificate for localhost/127.0.0.1 and a TLS 1.2
-/// server configuration. TDS 7.x clients negotiate TLS 1.2 inside PRELOGIN
-/// (SQL Server offers TLS 1.3 only with TDS 8.0 strict encryption), and some
+/// The subject SQL Server gives the certificate it generates at start-up when none is
+/// provisioned ("A self-generated certificate was successfully loaded for encryption." in the
+/// errorlog; MicrosoftDocs/sql-docs connect/ado-net/encryption-and-certificate-validation.md,
+/// microsoft/CSS_SQL_Networking_Tools wiki "SQL Server Certificates"). It names no host, so a
+/// client that validates fails on the chain and on the name, as against a real default install.
+pub const FALLBACK_CERTIFICATE_NAME: &str = "SSL_Self_Signed_Fallback";
+
+/// ALPN protocol a TDS 8.0 client offers (MS-TDS 2.2.6.5 / tiberius `TDS_ALPN_PROTOCOL_NAME`).
+pub const TDS8_ALPN: &[u8] = b"tds/8.0";
+
+/// Makes SQL Server's fallback certificate (self-signed, `CN=SSL_Self_Signed_Fallback`, no
+/// subject alternative name) and the server configurations. TDS 7.x clients negotiate TLS 1.2
+/// inside PRELOGIN (SQL Server offers TLS 1.3 only with TDS 8.0 strict encryption), and some
 /// (python-tds) ask for TLS 1.2 explicitly.
 pub fn make_identity() -> anyhow::Result<TlsIdentity> {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "127.0.0.1".to_string()])
-            .context("generating the lab server's self-signed certificate")?;
-    let cert_der = certified.cert.der().clone();
-    let key_der =
-        rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into());
+    let signing_key = rcgen::KeyPair::generate().context("generating the lab server's key")?;
+    let mut params =
+        rcgen::CertificateParams::new(Vec::<String>::new()).context("certificate parameters")?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, FALLBACK_CERTIFICATE_NAME);
+    let cert = params
+        .self_signed(&signing_key)
+        .context("generating the lab server's self-signed certificate")?;
+    let cert_der = cert.der().clone();
+    let key_der = rustls::pki_types::PrivateKeyDer::Pkcs8(signing_key.serialize_der().into());
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS12])
         .context("TLS 1.2 with the aws-lc-rs provider")?
         .with_no_client_auth()
-        .with_single_cert(vec![cert_der], key_der)
+        .with_single_cert(vec![cert_der.clone()], key_der.clone_key())
         .context("loading the self-signed certificate")?;
     // No session tickets: nothing may follow the handshake inside PRELOGIN framing.
     config.send_tls13_tickets = 0;
+    // TDS 8.0: TLS first, 1.2 or 1.3, ALPN "tds/8.0" ([MS-TDS] 3.2.5.1; SQL Server 2022's
+    // "TDS 8.0" page in the sql-docs: strict encryption, TLS 1.3 supported).
+    let mut strict = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .context("TLS 1.2/1.3 with the aws-lc-rs provider")?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert_der], key_der)
+        .context("loading the self-signed certificate")?;
+    strict.alpn_protocols = vec![TDS8_ALPN.to_vec()];
     Ok(TlsIdentity {
         acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-        certificate_pem: certified.cert.pem(),
+        strict_acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(strict)),
+        certificate_pem: cert.pem(),
     })
 }
 

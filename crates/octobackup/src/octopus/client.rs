@@ -33,7 +33,7 @@ pub enum OctopusError {
 impl OctopusError {
     /// Worth another try: the server may answer next time. For a change, also: it may have been
     /// applied although no answer said so.
-    pub(crate) fn transient(&self) -> bool {
+    pub fn transient(&self) -> bool {
         match self {
             OctopusError::Unreachable { .. } => true,
             OctopusError::Http { status, .. } => *status >= 500 || *status == 429,
@@ -155,6 +155,36 @@ pub struct NodeInfo {
 #[serde(rename_all = "PascalCase")]
 struct NodeSummary {
     nodes: Vec<NodeInfo>,
+}
+
+/// `GET /api/users/me`: the user the API key belongs to (`UserResource`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CurrentUser {
+    pub id: String,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub display_name: String,
+}
+
+impl CurrentUser {
+    /// How to name the user in a message.
+    pub fn name(&self) -> &str {
+        [&self.username, &self.display_name, &self.id]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .map_or("", |s| s.as_str())
+    }
+}
+
+/// `GET /api/users/{id}/permissions` (`UserPermissionSetResource`): only the system permissions
+/// are read; space permissions do not govern maintenance mode.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PermissionSet {
+    #[serde(default)]
+    system_permissions: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -302,6 +332,26 @@ impl OctopusClient {
         self.get("/api").await
     }
 
+    /// `GET /api` and the server's `Date` header, for a clock comparison.
+    pub async fn root_with_date(
+        &self,
+    ) -> Result<(RootInfo, Option<chrono::DateTime<chrono::Utc>>), OctopusError> {
+        let resp = self
+            .send(reqwest::Method::GET, "/api", None, self.attempts)
+            .await?;
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+            .map(|d| d.with_timezone(&chrono::Utc));
+        let root = resp.json().await.map_err(|e| OctopusError::Decode {
+            what: "GET /api".into(),
+            cause: e.to_string(),
+        })?;
+        Ok((root, date))
+    }
+
     pub async fn maintenance(&self) -> Result<MaintenanceConfiguration, OctopusError> {
         self.get("/api/maintenanceconfiguration").await
     }
@@ -325,6 +375,18 @@ impl OctopusClient {
             what: "PUT /api/maintenanceconfiguration".into(),
             cause: e.to_string(),
         })
+    }
+
+    /// The user the API key belongs to.
+    pub async fn current_user(&self) -> Result<CurrentUser, OctopusError> {
+        self.get("/api/users/me").await
+    }
+
+    /// The user's system permissions (`AdministerSystem`, ...). Octopus answers this for the
+    /// current user only (swagger: "Available for the current authenticated user only").
+    pub async fn system_permissions(&self, user_id: &str) -> Result<Vec<String>, OctopusError> {
+        let path = format!("/api/users/{}/permissions", path_segment(user_id));
+        Ok(self.get::<PermissionSet>(&path).await?.system_permissions)
     }
 
     pub async fn license(&self) -> Result<LicenseResource, OctopusError> {
@@ -364,6 +426,23 @@ impl OctopusClient {
             .await?
             .nodes)
     }
+}
+
+/// A user id as one path segment: Octopus ids are `Users-N`, but one from a server is not trusted
+/// to hold no `/`, `?` or `#`.
+fn path_segment(id: &str) -> String {
+    id.chars()
+        .flat_map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' | '.' | '~' => vec![c.to_string()],
+            c => {
+                let mut buf = [0u8; 4];
+                c.encode_utf8(&mut buf)
+                    .bytes()
+                    .map(|b| format!("%{b:02X}"))
+                    .collect()
+            }
+        })
+        .collect()
 }
 
 /// reqwest's Display hides the cause chain ("error sending request"): show the root cause.

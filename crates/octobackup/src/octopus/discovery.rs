@@ -24,6 +24,26 @@ pub fn default_program() -> &'static str {
     }
 }
 
+/// Some Linux images ship only `Octopus.Server.dll`: Octopus's own Kubernetes manifests run
+/// `[[ -f /Octopus/Octopus.Server ]] && /Octopus/Octopus.Server ... || dotnet /Octopus/Octopus.Server.dll ...`.
+/// When the command's program is a local `Octopus.Server` that is absent and the `.dll` beside it
+/// is there, the command runs through `dotnet` instead.
+pub fn with_dotnet_fallback(cmd: Vec<String>) -> Vec<String> {
+    let Some(program) = cmd.first().map(std::path::Path::new) else {
+        return cmd;
+    };
+    if program.file_name().and_then(|n| n.to_str()) != Some("Octopus.Server") || program.exists() {
+        return cmd;
+    }
+    let dll = program.with_file_name("Octopus.Server.dll");
+    if !dll.is_file() {
+        return cmd;
+    }
+    let mut out = vec!["dotnet".to_string(), dll.display().to_string()];
+    out.extend(cmd.into_iter().skip(1));
+    out
+}
+
 pub const DEFAULT_INSTANCE: &str = "OctopusServer";
 
 #[derive(Debug, thiserror::Error)]
@@ -110,17 +130,17 @@ const FOLDER_KEYS: &[(&str, &[&str])] = &[
 ];
 const CONNECTION_STRING_KEY: &str = "Octopus.Storage.ExternalDatabaseConnectionString";
 
-/// Parses show-configuration's output into flat settings.
+/// Parses show-configuration's output into flat settings. The output may carry log lines and
+/// exception text (with braces of their own) before or after the JSON (OctopusDSC#179): each
+/// `{...}` block is tried in turn, and the first that holds `Octopus.*` settings is taken.
 pub fn parse_settings(stdout: &str) -> Option<BTreeMap<String, String>> {
     let trimmed = stdout.trim();
-    if let (Some(start), Some(end)) = (trimmed.find('{'), trimmed.rfind('}'))
-        && start < end
-        && let Ok(serde_json::Value::Object(map)) =
-            serde_json::from_str::<serde_json::Value>(&trimmed[start..=end])
-    {
+    for map in super::master_key::json_objects(trimmed) {
         let mut out = BTreeMap::new();
         flatten("", &serde_json::Value::Object(map), &mut out);
-        return Some(out);
+        if out.keys().any(|k| k.starts_with("Octopus.")) {
+            return Some(out);
+        }
     }
     parse_xml_settings(trimmed)
 }
@@ -247,6 +267,7 @@ fn program_and_instance(d: &DiscoverConfig) -> (Vec<String>, String) {
         .clone()
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| vec![default_program().to_string()]);
+    let cmd = with_dotnet_fallback(cmd);
     let instance = d
         .instance
         .clone()
@@ -254,7 +275,8 @@ fn program_and_instance(d: &DiscoverConfig) -> (Vec<String>, String) {
     (cmd, instance)
 }
 
-/// The master key command for a discovered instance.
+/// The master key command for a discovered instance. Text output (the default) is asked for: it is
+/// the documented form, the key alone (see [`super::master_key::parse_command_output`]).
 pub fn master_key_command(d: &DiscoverConfig) -> Vec<String> {
     let (mut cmd, instance) = program_and_instance(d);
     cmd.extend(
@@ -262,7 +284,6 @@ pub fn master_key_command(d: &DiscoverConfig) -> Vec<String> {
             "show-master-key",
             "--instance",
             &instance,
-            "--format=json",
             "--console",
             "--noconsolelogging",
         ]
@@ -493,6 +514,44 @@ mod tests {
         assert_eq!(d.node_name.as_deref(), Some("node-a"));
     }
 
+    /// Log lines and exception text around the JSON, with braces of their own (OctopusDSC#179).
+    #[test]
+    fn json_among_log_lines_and_exception_text() {
+        let out = format!(
+            "2026-11-29 18:00:00.1234  1 INFO  Octopus Deploy: Octopus Server version 2024.1.6928\n\
+             2026-11-29 18:00:00.2000  1 WARN  Could not read {{TelemetrySettings}}: System.IO.IOException\n\
+             {{\"Level\": \"Info\", \"Message\": \"structured log line\"}}\n\
+             {HIERARCHICAL}\n\
+             System.InvalidOperationException: Sequence contains no elements {{0}}\n   at Octopus.Server.Program.Main() {{\n"
+        );
+        let d = interpret("OctopusServer", parse_settings(&out).unwrap());
+        assert_eq!(d.folders.len(), 4);
+        assert_eq!(d.node_name.as_deref(), Some("OCTO01"));
+        assert!(d.connection_string.is_some());
+        assert!(parse_settings("{\"Level\": \"Info\"}\nno settings here").is_none());
+    }
+
+    #[test]
+    fn a_missing_octopus_server_falls_back_to_its_dll_through_dotnet() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("Octopus.Server").display().to_string();
+        let cmd = vec![program.clone(), "show-configuration".to_string()];
+        // Neither there: unchanged (the spawn error names the program).
+        assert_eq!(with_dotnet_fallback(cmd.clone()), cmd);
+        std::fs::write(dir.path().join("Octopus.Server.dll"), b"").unwrap();
+        let dll = dir.path().join("Octopus.Server.dll").display().to_string();
+        assert_eq!(
+            with_dotnet_fallback(cmd.clone()),
+            ["dotnet", dll.as_str(), "show-configuration"]
+        );
+        // The program there: it is used.
+        std::fs::write(&program, b"").unwrap();
+        assert_eq!(with_dotnet_fallback(cmd.clone()), cmd);
+        // A prefix (docker exec) is left alone: the file is not on this host.
+        let docker = vec!["docker".to_string(), "exec".to_string()];
+        assert_eq!(with_dotnet_fallback(docker.clone()), docker);
+    }
+
     #[test]
     fn xml_settings() {
         let out = r#"<?xml version="1.0" encoding="utf-8"?>
@@ -568,7 +627,6 @@ mod tests {
                 "show-master-key",
                 "--instance",
                 "Second",
-                "--format=json",
                 "--console",
                 "--noconsolelogging"
             ]

@@ -630,12 +630,8 @@ async fn preflight(
 
     let mut session = sqlserver.connect().await?;
     let info = session.server_info().await?;
-    if info.engine_edition == 5 {
-        return Err(crate::sqlserver::SqlError::AzureSqlDatabase {
-            server: sqlserver.server_display(),
-        }
-        .into());
-    }
+    // Azure SQL Database, Managed Instance and RDS have no BACKUP TO DISK: refuse before the window.
+    info.check_backup_to_disk(&sqlserver.server_display())?;
     let database = sqlserver.database().to_string();
     if !session.database_exists(&database).await? {
         return Err(crate::sqlserver::SqlError::NoDatabase {
@@ -784,18 +780,48 @@ async fn inside_window(
     })
 }
 
-/// Waits until no task is Executing (and none Queued if configured); returns the names of tasks
-/// still running when the wait gave up under on_timeout = continue.
+/// Waits until no task is Executing or Cancelling (and none Queued if configured); returns the
+/// names of tasks still running when the wait gave up under on_timeout = continue.
+///
+/// A cancelled task keeps running while it is Cancelling (its step is stopped and cleaned up), so
+/// it counts as running, as in Octopus's own drain script (`states=Executing,Cancelling`). A task
+/// list that cannot be read for a while (a restarting node, a load balancer) is asked again until
+/// `wait.timeout`: only then does the wait fail.
 async fn wait_for_tasks(job: &BackupJob, octopus: &OctopusClient) -> Result<Vec<String>, Failure> {
     let wait = &job.instance.wait;
     let states: &[&str] = if wait.include_queued {
-        &["Executing", "Queued"]
+        &["Executing", "Cancelling", "Queued"]
     } else {
-        &["Executing"]
+        &["Executing", "Cancelling"]
     };
     let deadline = tokio::time::Instant::now() + wait.timeout;
     loop {
-        let tasks = octopus.tasks(states).await?;
+        let tasks = match octopus.tasks(states).await {
+            Ok(tasks) => tasks,
+            Err(e) if e.transient() && tokio::time::Instant::now() < deadline => {
+                job.ui.note(&format!(
+                    "cannot read the task list ({e}); asking again until the wait's limit ({})",
+                    humantime::format_duration(wait.timeout)
+                ));
+                tokio::time::sleep(
+                    wait.poll_interval
+                        .min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                        .max(Duration::from_millis(50)),
+                )
+                .await;
+                continue;
+            }
+            Err(e) if e.transient() => {
+                return Err(Failure::new(
+                    Exit::Octopus,
+                    format!(
+                        "the task list could not be read within the wait's limit ({}): {e}. Nothing was backed up and maintenance mode is put back. Check the Octopus Server's health, or raise wait.timeout.",
+                        humantime::format_duration(wait.timeout)
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -836,6 +862,11 @@ async fn wait_for_tasks(job: &BackupJob, octopus: &OctopusClient) -> Result<Vec<
     }
 }
 
+/// The DESCRIPTION octobackup gives its BACKUP, by which it finds its own msdb row.
+fn backup_description(set_id: &str) -> String {
+    format!("octobackup set {set_id}")
+}
+
 async fn backup_database(
     job: &BackupJob,
     sqlserver: &SqlServer,
@@ -846,8 +877,7 @@ async fn backup_database(
 ) -> Result<(), Failure> {
     let mut session = sqlserver.connect().await?;
     let spid = session.server_info().await?.spid;
-    let statement =
-        tsql::backup_database(database, bak_sql, 5, &format!("octobackup set {set_id}"));
+    let statement = tsql::backup_database(database, bak_sql, 5, &backup_description(set_id));
     let bar = job.ui.percent_bar("BACKUP DATABASE");
     let first = bak_sql.first().map(String::as_str);
     let ran = sql::run_with_progress(
@@ -887,10 +917,12 @@ async fn backup_database(
 /// After the window: RESTORE VERIFYONLY, the msdb row, and the staged files as octobackup sees
 /// them. None of it needs maintenance mode, so none of it lengthens the window.
 async fn verify_database(
+    job: &BackupJob,
     sqlserver: &SqlServer,
     database: &str,
     bak_sql: &[String],
     bak_local: &[PathBuf],
+    set_id: &str,
     info: &mut manifest::DatabaseInfo,
 ) -> Result<(), Failure> {
     let mut session = sqlserver.connect().await?;
@@ -903,7 +935,17 @@ async fn verify_database(
         )
         .await?;
     info.verified = true;
-    info.backupset = session.backupset_row(database).await?;
+    // The history row is a record, not the backup: without it (no SELECT in msdb) the set is
+    // still complete and verified.
+    match session
+        .backupset_row(database, &backup_description(set_id))
+        .await
+    {
+        Ok(row) => info.backupset = row,
+        Err(e) => job.ui.note(&format!(
+            "warning: the backup is verified, but its msdb history row could not be read, so the set records no LSNs ({e}). Grant the login SELECT on msdb.dbo.backupset and msdb.dbo.backupmediafamily to record them."
+        )),
+    }
     let mut bytes = 0;
     for (local, sqlp) in bak_local.iter().zip(bak_sql) {
         match std::fs::metadata(local) {
@@ -1185,7 +1227,16 @@ async fn ingest(
     let ((verified, verify_end), (stored, store_end)) = tokio::join!(
         async {
             (
-                verify_database(sqlserver, &db, bak_sql, &c.bak_local, &mut info).await,
+                verify_database(
+                    job,
+                    sqlserver,
+                    &db,
+                    bak_sql,
+                    &c.bak_local,
+                    set_id,
+                    &mut info,
+                )
+                .await,
                 std::time::Instant::now(),
             )
         },

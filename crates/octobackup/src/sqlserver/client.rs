@@ -10,7 +10,7 @@ use super::tsql;
 use crate::backupset::manifest::BackupSetRow;
 use crate::secret::Secret;
 use std::time::Duration;
-use tiberius::{Client, ColumnData, Config, EncryptionLevel, FromSql};
+use tiberius::{Client, ColumnData, Config, EncryptionLevel, FromSql, SqlBrowser};
 use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
@@ -25,13 +25,30 @@ pub enum SqlError {
     )]
     Login { server: String, user: String },
     #[error(
-        "SQL Server {server} refused the encrypted connection: {cause}. If the server uses a self-signed certificate, add TrustServerCertificate=True to the connection string."
+        "cannot connect to SQL Server {server}: {cause}. SQL Server's TCP/IP protocol may be disabled (SQL Server Express ships with it off): in SQL Server Configuration Manager, open SQL Server Network Configuration > Protocols for {instance} > TCP/IP, set Enabled to Yes and restart the SQL Server ({instance}) service{browser}. octobackup connects over TCP only."
+    )]
+    TcpDisabled {
+        server: String,
+        cause: String,
+        instance: String,
+        browser: &'static str,
+    },
+    #[error(
+        "SQL Server {server}'s certificate failed validation: {cause}. The connection string asks for a validated certificate (Encrypt=True with TrustServerCertificate=False, or Encrypt=Strict), and SQL Server presents a certificate this machine does not trust or whose name is not the Server in the connection string (a server without a provisioned certificate uses a self-signed one). Install a certificate on SQL Server issued for that name by an authority this machine trusts, or, with Encrypt=True, set TrustServerCertificate=True (what Octopus does when the string does not say)."
     )]
     Tls { server: String, cause: String },
     #[error(
-        "{server} is Azure SQL Database, which has no BACKUP TO DISK. octobackup backs up SQL Server (including Managed Instance and SQL Server on a VM); for Azure SQL Database use its automated backups and export."
+        "{server} is Azure SQL Database, which has no BACKUP TO DISK. octobackup backs up SQL Server (including SQL Server on a VM); for Azure SQL Database use its automated backups and export."
     )]
     AzureSqlDatabase { server: String },
+    #[error(
+        "{server} is Azure SQL Managed Instance (EngineEdition 8), which backs up only TO URL (Azure Blob Storage) with COPY_ONLY: BACKUP TO DISK, which octobackup uses, is not available there. Use Managed Instance's automated backups, or a COPY_ONLY BACKUP TO URL of your own. Nothing was changed: maintenance mode was not touched."
+    )]
+    ManagedInstance { server: String },
+    #[error(
+        "{server} is Amazon RDS for SQL Server (it has the rdsadmin database): RDS takes native backups only through msdb.dbo.rds_backup_database to S3, not BACKUP TO DISK, which octobackup uses. Use RDS snapshots or rds_backup_database. Nothing was changed: maintenance mode was not touched."
+    )]
+    AmazonRds { server: String },
     #[error(
         "the database '{database}' does not exist on {server} (Msg 911). Check Database/Initial Catalog in the connection string."
     )]
@@ -95,6 +112,21 @@ pub struct ServerInfo {
     pub server_name: String,
     pub spid: i64,
     pub is_sysadmin: bool,
+    /// The `rdsadmin` database exists: Amazon RDS.
+    pub is_amazon_rds: bool,
+}
+
+impl ServerInfo {
+    /// Refuses the platforms where BACKUP TO DISK does not exist, before anything is touched.
+    pub fn check_backup_to_disk(&self, server: &str) -> Result<(), SqlError> {
+        let server = server.to_string();
+        match self.engine_edition {
+            5 => Err(SqlError::AzureSqlDatabase { server }),
+            8 => Err(SqlError::ManagedInstance { server }),
+            _ if self.is_amazon_rds => Err(SqlError::AmazonRds { server }),
+            _ => Ok(()),
+        }
+    }
 }
 
 pub type Connection = Client<Compat<TcpStream>>;
@@ -132,14 +164,11 @@ impl SqlServer {
         let c = &self.conn;
         let mut config = Config::new();
         config.host(&c.host);
-        config.port(c.port.unwrap_or(1433));
+        if let Some(port) = c.port {
+            config.port(port);
+        }
+        // Without a port, tiberius asks SQL Browser (UDP 1434 of the host) for the instance's port.
         if let Some(i) = &c.instance {
-            if c.port.is_none() {
-                return Err(SqlError::Config(format!(
-                    "the named instance {}\\{i} needs its TCP port in the connection string (Server={}\\{i},PORT): octobackup does not ask SQL Browser",
-                    c.host, c.host
-                )));
-            }
             config.instance_name(i);
         }
         config.database("master");
@@ -151,13 +180,10 @@ impl SqlServer {
         config.encryption(match c.encrypt {
             Encrypt::Optional => EncryptionLevel::Off,
             Encrypt::Mandatory => EncryptionLevel::Required,
-            Encrypt::Strict => {
-                return Err(SqlError::Config(
-                    "Encrypt=Strict (TDS 8.0) is not supported yet: use Encrypt=True".into(),
-                ));
-            }
+            Encrypt::Strict => EncryptionLevel::Strict,
         });
-        if c.trust_server_certificate {
+        // tiberius validates even login-only TLS; SqlClient and Octopus do not (see connstr).
+        if !c.validates_certificate() {
             config.trust_cert();
         }
         config.command_timeout(Some(self.command_timeout));
@@ -189,13 +215,18 @@ impl SqlServer {
         let config = self.tiberius_config()?;
         let server = self.server_display();
         let addr = config.get_addr();
+        let named = self.conn.instance.is_some() && self.conn.port.is_none();
         let connect = async {
-            let tcp = TcpStream::connect(&addr)
-                .await
-                .map_err(|e| SqlError::Connect {
-                    server: server.clone(),
-                    cause: e.to_string(),
-                })?;
+            let tcp = if named {
+                TcpStream::connect_named(&config)
+                    .await
+                    .map_err(|e| self.tcp_error(&e.to_string(), tcp_refused(&e), true))?
+            } else {
+                TcpStream::connect(&addr).await.map_err(|e| {
+                    let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
+                    self.tcp_error(&e.to_string(), refused, false)
+                })?
+            };
             tcp.set_nodelay(true).ok();
             Client::connect(config, tcp.compat_write())
                 .await
@@ -217,6 +248,11 @@ impl SqlServer {
         })
     }
 
+    /// The TCP connect (or SQL Browser lookup) failed. A refusal on this machine or at a named
+    /// instance, or a Browser that gives no port, is most often TCP/IP left disabled.
+    fn tcp_error(&self, cause: &str, refused: bool, through_browser: bool) -> SqlError {
+        tcp_failure(&self.conn, cause, refused, through_browser)
+    }
     fn connect_error(&self, e: tiberius::error::Error) -> SqlError {
         let server = self.server_display();
         match e {
@@ -238,6 +274,48 @@ impl SqlServer {
                 cause: other.to_string(),
             },
         }
+    }
+}
+
+fn tcp_refused(e: &tiberius::error::Error) -> bool {
+    matches!(
+        e,
+        tiberius::error::Error::Io {
+            kind: std::io::ErrorKind::ConnectionRefused,
+            ..
+        }
+    )
+}
+
+/// What a failed TCP connect says. `through_browser`: the port was asked of SQL Browser, whose
+/// "cannot resolve" means the instance lists no TCP port (TCP/IP disabled) or Browser is not running.
+pub fn tcp_failure(
+    conn: &ConnectionString,
+    cause: &str,
+    refused: bool,
+    through_browser: bool,
+) -> SqlError {
+    let server = conn.server_display();
+    if through_browser || (refused && (conn.instance.is_some() || conn.is_local())) {
+        let instance = conn
+            .instance
+            .clone()
+            .unwrap_or_else(|| "MSSQLSERVER".into());
+        let browser = if conn.instance.is_some() && conn.port.is_none() {
+            "; a named instance without a port in the connection string is found through the SQL Server Browser service, which must be running (UDP 1434 reachable)"
+        } else {
+            ""
+        };
+        return SqlError::TcpDisabled {
+            server,
+            cause: cause.to_string(),
+            instance,
+            browser,
+        };
+    }
+    SqlError::Connect {
+        server,
+        cause: cause.to_string(),
     }
 }
 
@@ -370,6 +448,7 @@ impl Session {
             server_name: get("ServerName"),
             spid: get("Spid").parse().unwrap_or(0),
             is_sysadmin: get("IsSysadmin") == "1",
+            is_amazon_rds: !get("RdsAdmin").is_empty(),
         })
     }
 
@@ -386,9 +465,13 @@ impl Session {
     pub async fn backupset_row(
         &mut self,
         database: &str,
+        description: &str,
     ) -> Result<Option<BackupSetRow>, SqlError> {
         let rows = self
-            .query_text("msdb backup history", &tsql::backupset_row(database))
+            .query_text(
+                "msdb backup history",
+                &tsql::backupset_row(database, description),
+            )
             .await?;
         Ok(rows.into_iter().next().map(|r| {
             let s = |k: &str| r.get(k).cloned().flatten().unwrap_or_default();

@@ -38,7 +38,8 @@ pub struct ConnectionString {
     pub auth: Authentication,
     pub password: Option<Secret>,
     pub encrypt: Encrypt,
-    pub trust_server_certificate: bool,
+    /// `None` when the string does not say (Octopus then trusts: see [`Self::validates_certificate`]).
+    pub trust_server_certificate: Option<bool>,
     pub application_name: Option<String>,
     pub connect_timeout_secs: Option<u64>,
 }
@@ -160,7 +161,7 @@ impl ConnectionString {
         let mut password = None;
         let mut integrated = false;
         let mut encrypt = Encrypt::Mandatory;
-        let mut trust = false;
+        let mut trust = None;
         let mut app = None;
         let mut timeout = None;
         for (key, value, _) in pairs(s)? {
@@ -183,7 +184,7 @@ impl ConnectionString {
                     }
                 }
                 "trustservercertificate" | "trust server certificate" => {
-                    trust = boolean(&key, &value)?
+                    trust = Some(boolean(&key, &value)?)
                 }
                 "application name" | "app" => app = Some(value),
                 "connect timeout" | "connection timeout" | "timeout" => {
@@ -222,6 +223,35 @@ impl ConnectionString {
             application_name: app,
             connect_timeout_secs: timeout,
         })
+    }
+
+    /// Whether the server's certificate must be valid (chain and name), as Octopus connects:
+    /// - `Encrypt=False/Optional` encrypts the login only and Microsoft.Data.SqlClient does not
+    ///   validate then (sql-docs, connect/ado-net/encryption-and-certificate-validation.md);
+    /// - with `Encrypt=True/Mandatory`, a string that does not set TrustServerCertificate gets
+    ///   `TrustServerCertificate=True` from Octopus itself (OctopusDeploy/Issues#6899), so a real
+    ///   server's self-signed fallback certificate works; only an explicit `False` validates;
+    /// - `Encrypt=Strict` (TDS 8.0) always validates: SqlClient ignores TrustServerCertificate there.
+    pub fn validates_certificate(&self) -> bool {
+        match self.encrypt {
+            Encrypt::Optional => false,
+            Encrypt::Mandatory => self.trust_server_certificate == Some(false),
+            Encrypt::Strict => true,
+        }
+    }
+
+    /// Whether the server is this machine (`.`, `(local)`, `localhost`, a loopback address, or
+    /// this host's name): where SQL Express's disabled TCP/IP is the likely cause of a refusal.
+    pub fn is_local(&self) -> bool {
+        let host = self.host.to_ascii_lowercase();
+        if host == "localhost" || host == "127.0.0.1" || host == "::1" || host.starts_with("127.") {
+            return true;
+        }
+        let me = std::env::var("COMPUTERNAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        !me.is_empty() && (host == me || host.split('.').next() == Some(me.as_str()))
     }
 
     /// `host[\instance][,port]` for messages (never the password).
@@ -427,7 +457,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             (c.encrypt, c.trust_server_certificate),
-            (Encrypt::Optional, true)
+            (Encrypt::Optional, Some(true))
         );
         let c = ConnectionString::parse("Server=s;Database=D;User ID=u;Encrypt=Strict").unwrap();
         assert_eq!(c.encrypt, Encrypt::Strict);
@@ -503,7 +533,43 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.password.unwrap().expose(), "Lab;P'w1!");
-        assert!(c.trust_server_certificate);
+        assert_eq!(c.trust_server_certificate, Some(true));
+    }
+
+    #[test]
+    fn certificate_validation_follows_octopus_and_sqlclient() {
+        let validates = |tail: &str| {
+            ConnectionString::parse(&format!("Server=s;Database=D;User ID=u;{tail}"))
+                .unwrap()
+                .validates_certificate()
+        };
+        // Octopus's own strings: no TrustServerCertificate, Octopus trusts (Issues#6899).
+        assert!(!validates(""));
+        assert!(!validates("Encrypt=True"));
+        assert!(!validates("Encrypt=True;TrustServerCertificate=True"));
+        // Login-only TLS is never validated.
+        assert!(!validates("Encrypt=False"));
+        assert!(!validates("Encrypt=False;TrustServerCertificate=False"));
+        assert!(!validates("Encrypt=Optional;TrustServerCertificate=False"));
+        // Asked for: validated.
+        assert!(validates("Encrypt=True;TrustServerCertificate=False"));
+        assert!(validates("TrustServerCertificate=False"));
+        assert!(validates("Encrypt=Strict"));
+        assert!(validates("Encrypt=Strict;TrustServerCertificate=True"));
+    }
+
+    #[test]
+    fn local_servers() {
+        let local = |server: &str| {
+            ConnectionString::parse(&format!("Server={server};Database=D;User ID=u"))
+                .unwrap()
+                .is_local()
+        };
+        assert!(local("(local)\\SQLEXPRESS"));
+        assert!(local(".\\SQLEXPRESS"));
+        assert!(local("localhost"));
+        assert!(local("127.4.5.6\\OCTOPUS"));
+        assert!(!local("sql01.example.com"));
     }
 
     #[test]

@@ -23,8 +23,10 @@ fn disks(paths: &[String]) -> String {
 }
 
 /// A full, copy-only, checksummed backup into fresh files: COPY_ONLY keeps the DBA's differential
-/// base untouched; FORMAT, INIT never appends to an old file; no COMPRESSION so successive nights
-/// deduplicate (the repository compresses).
+/// base untouched; FORMAT, INIT never appends to an old file; NO_COMPRESSION said explicitly,
+/// because without it the server option `backup compression default` decides (Microsoft Learn,
+/// "backup compression default"), and compressed backups do not deduplicate night to night (the
+/// repository compresses).
 pub fn backup_database(
     database: &str,
     stripes: &[String],
@@ -32,7 +34,7 @@ pub fn backup_database(
     description: &str,
 ) -> String {
     format!(
-        "BACKUP DATABASE {} TO {} WITH COPY_ONLY, CHECKSUM, FORMAT, INIT, STATS = {}, NAME = {}, DESCRIPTION = {}",
+        "BACKUP DATABASE {} TO {} WITH COPY_ONLY, CHECKSUM, NO_COMPRESSION, FORMAT, INIT, STATS = {}, NAME = {}, DESCRIPTION = {}",
         quote_ident(database),
         disks(stripes),
         stats_percent.clamp(1, 100),
@@ -90,22 +92,24 @@ pub fn dbcc_checkdb(database: &str) -> String {
 pub const SERVER_INFO: &str = "SELECT CAST(SERVERPROPERTY('ProductVersion') AS nvarchar(128)) AS ProductVersion, \
 CAST(SERVERPROPERTY('Edition') AS nvarchar(128)) AS Edition, \
 CAST(SERVERPROPERTY('EngineEdition') AS int) AS EngineEdition, @@SERVERNAME AS ServerName, @@SPID AS Spid, \
-IS_SRVROLEMEMBER('sysadmin') AS IsSysadmin";
+IS_SRVROLEMEMBER('sysadmin') AS IsSysadmin, DB_ID(N'rdsadmin') AS RdsAdmin";
 
 pub fn database_id(database: &str) -> String {
     format!("SELECT DB_ID({}) AS DatabaseId", quote_str(database))
 }
 
-/// The msdb row of the backup just taken, found by the description octobackup gave it.
-pub fn backupset_row(database: &str) -> String {
+/// The msdb row of the backup just taken, found by the DESCRIPTION octobackup gave it (unique
+/// per set) and `type = 'D'`: a DBA's backup or a log backup ending after ours is not ours.
+pub fn backupset_row(database: &str, description: &str) -> String {
     format!(
         "SELECT TOP (1) bs.backup_set_uuid, bs.database_name, bs.first_lsn, bs.last_lsn, bs.checkpoint_lsn, \
 bs.database_backup_lsn, bs.backup_start_date, bs.backup_finish_date, bs.type, bs.is_copy_only, \
 bs.backup_size, bs.compressed_backup_size, bs.has_backup_checksums, bs.is_damaged, bs.database_guid, \
 bs.recovery_model, mf.physical_device_name \
 FROM msdb.dbo.backupset AS bs JOIN msdb.dbo.backupmediafamily AS mf ON mf.media_set_id = bs.media_set_id \
-WHERE bs.database_name = {} ORDER BY bs.backup_finish_date DESC",
-        quote_str(database)
+WHERE bs.database_name = {} AND bs.type = 'D' AND bs.description = {} ORDER BY bs.backup_finish_date DESC",
+        quote_str(database),
+        quote_str(description)
     )
 }
 
@@ -124,8 +128,14 @@ pub fn database_state(database: &str) -> String {
     )
 }
 
+/// `IF DB_ID(...) IS NOT NULL DROP DATABASE`: SQL Server 2014 and older have no `DROP DATABASE
+/// IF EXISTS` (Microsoft Learn, DROP DATABASE: IF EXISTS needs SQL Server 2016 (13.x)).
 pub fn drop_database_if_exists(database: &str) -> String {
-    format!("DROP DATABASE IF EXISTS {}", quote_ident(database))
+    format!(
+        "IF DB_ID({}) IS NOT NULL DROP DATABASE {}",
+        quote_str(database),
+        quote_ident(database)
+    )
 }
 
 /// Renames a database (its files keep their names): how a restore under a temporary name takes
@@ -189,9 +199,8 @@ mod tests {
         );
         assert_eq!(
             s,
-            "BACKUP DATABASE [Octo]]pus] TO DISK = N'/s/a''1.bak', DISK = N'/s/a2.bak' WITH COPY_ONLY, CHECKSUM, FORMAT, INIT, STATS = 5, NAME = N'Octo]pus octobackup', DESCRIPTION = N'set 1'"
+            "BACKUP DATABASE [Octo]]pus] TO DISK = N'/s/a''1.bak', DISK = N'/s/a2.bak' WITH COPY_ONLY, CHECKSUM, NO_COMPRESSION, FORMAT, INIT, STATS = 5, NAME = N'Octo]pus octobackup', DESCRIPTION = N'set 1'"
         );
-        assert!(!s.contains("COMPRESSION"));
     }
 
     #[test]
@@ -225,7 +234,9 @@ mod tests {
     #[test]
     fn lookups_quote_their_literals() {
         assert_eq!(database_id("O'D"), "SELECT DB_ID(N'O''D') AS DatabaseId");
-        assert!(backupset_row("x'y").contains("WHERE bs.database_name = N'x''y' ORDER BY"));
+        assert!(backupset_row("x'y", "octobackup set 1'2").contains(
+            "WHERE bs.database_name = N'x''y' AND bs.type = 'D' AND bs.description = N'octobackup set 1''2' ORDER BY"
+        ));
     }
 
     #[test]
@@ -234,7 +245,10 @@ mod tests {
             rename_database("a]b_tmp", "a]b"),
             "ALTER DATABASE [a]]b_tmp] MODIFY NAME = [a]]b]"
         );
-        assert_eq!(drop_database_if_exists("x"), "DROP DATABASE IF EXISTS [x]");
+        assert_eq!(
+            drop_database_if_exists("x']y"),
+            "IF DB_ID(N'x'']y') IS NOT NULL DROP DATABASE [x']]y]"
+        );
         assert_eq!(
             database_state("O'x"),
             "SELECT name, state_desc FROM sys.databases WHERE name = N'O''x'"

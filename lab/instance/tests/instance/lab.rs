@@ -8,7 +8,19 @@ async fn a_lab_starts_writes_lab_json_and_restarts_on_the_same_instance() {
     let lab = Lab::start(LabOptions::new(dir.path())).await.unwrap();
     let info = LabInfo::read(dir.path()).unwrap();
     assert_eq!(info.octopus_url, lab.info().octopus_url);
-    assert!(info.sql_address.starts_with("127.0.0.1:"));
+    let sql_ip: std::net::SocketAddr = info.sql_address.parse().unwrap();
+    assert!(sql_ip.ip().is_loopback(), "{}", info.sql_address);
+    if cfg!(target_os = "linux") {
+        // a named instance on a loopback address of its own, with SQL Browser on its port 1434
+        assert_eq!(info.sql_instance.as_deref(), Some("OCTOPUS"));
+        let browser: std::net::SocketAddr = info
+            .sql_browser_address
+            .as_deref()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!((browser.ip(), browser.port()), (sql_ip.ip(), 1434));
+    }
     assert!(info.staging_dir.is_dir() && info.folders.packages.is_dir());
     #[cfg(unix)]
     {

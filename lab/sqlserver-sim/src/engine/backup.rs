@@ -363,6 +363,18 @@ pub async fn backup_database(
         raise(resp, &errors::azure_not_supported(OP), line);
         return Ok(Outcome::failed());
     }
+    if engine.edition == Edition::AzureSqlManagedInstance {
+        // Managed Instance takes BACKUP TO URL only (Microsoft Learn, "T-SQL differences between
+        // SQL Server and Azure SQL Managed Instance"); its error number is not documented.
+        return Ok(fail(
+            resp,
+            &[SqlError::lab(
+                "Azure SQL Managed Instance backs up only TO URL (BACKUP TO DISK is not supported there)",
+            )],
+            OP,
+            line,
+        ));
+    }
     if session.tran_count > 0 {
         return Ok(fail(resp, &[errors::in_transaction()], OP, line));
     }
@@ -406,7 +418,16 @@ pub async fn backup_database(
         ));
     };
     let has = |o: &BackupOption| backup.options.contains(o);
-    let compression = has(&BackupOption::Compression) && !has(&BackupOption::NoCompression);
+    // Neither COMPRESSION nor NO_COMPRESSION: the server option `backup compression default`
+    // decides (Microsoft Learn, "View or configure the backup compression default server
+    // configuration option"). Express cannot compress, so its default stays off.
+    let compression = if has(&BackupOption::NoCompression) {
+        false
+    } else if has(&BackupOption::Compression) {
+        true
+    } else {
+        engine.backup_compression_default() && engine.edition != Edition::Express
+    };
     if compression && engine.edition == Edition::Express {
         return Ok(fail(
             resp,
@@ -473,7 +494,7 @@ pub async fn backup_database(
     let devices = device_paths(&engine, &backup.disks);
     engine.emit(
         "backup_started",
-        json!({ "database": name, "files": devices.iter().map(|d| path_text(d)).collect::<Vec<_>>(), "spid": session.spid }),
+        json!({ "database": name, "files": devices.iter().map(|d| path_text(d)).collect::<Vec<_>>(), "spid": session.spid, "compressed": options.compression }),
     );
     let finished = |ok: bool, error: Option<String>, bytes: u64| {
         let mut detail = json!({ "database": name, "ok": ok, "bytes": bytes });
@@ -583,7 +604,16 @@ pub async fn backup_database(
         ),
         line,
     );
-    let record = engine.update_catalog(|catalog| record_backup(catalog, &header, &devices));
+    let others = engine
+        .take_fault(|f| matches!(f, SqlFault::OtherBackupsAfterNextBackup))
+        .is_some();
+    let record = engine.update_catalog(|catalog| {
+        let id = record_backup(catalog, &header, &devices);
+        if others {
+            record_other_backups(catalog, id, &engine.backup_directory());
+        }
+        id
+    });
     if let Err(e) = record {
         raise(
             resp,
@@ -665,6 +695,60 @@ fn record_backup(catalog: &mut Catalog, header: &BackupSetHeader, devices: &[Pat
         software_version: header.software_version.clone(),
     });
     id
+}
+
+/// The history a DBA's jobs leave when they end right after backup `id`: a full backup of the
+/// same database to another device, then a log backup, both finishing later.
+fn record_other_backups(catalog: &mut Catalog, id: i32, backup_dir: &Path) {
+    let Some(ours) = catalog
+        .backupsets
+        .iter()
+        .find(|b| b.backup_set_id == id)
+        .cloned()
+    else {
+        return;
+    };
+    for (n, (kind, file, description)) in [
+        ("D", "full", "Nightly full backup (maintenance plan)"),
+        ("L", "log", "Log backup (maintenance plan)"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let media_set_id = catalog.next_media_set_id();
+        catalog.mediasets.push(MediaSetRecord {
+            media_set_id,
+            media_uuid: Uuid::new_v4(),
+            media_family_count: 1,
+            name: None,
+            description: None,
+            is_compressed: false,
+        });
+        let device = backup_dir.join(format!("{}_{file}.bak", ours.database_name));
+        catalog.mediafamilies.push(MediaFamilyRecord {
+            media_set_id,
+            family_sequence_number: 1,
+            media_family_id: Uuid::new_v4(),
+            physical_device_name: path_text(&device),
+        });
+        let later = chrono::Duration::seconds(n as i64 + 1);
+        let backup_set_id = catalog.next_backup_set_id();
+        catalog.backupsets.push(BackupSetRecord {
+            backup_set_id,
+            backup_set_uuid: Uuid::new_v4(),
+            media_set_id,
+            position: 1,
+            name: Some(format!("{} {file}", ours.database_name)),
+            description: Some(description.to_string()),
+            backup_type: kind.to_string(),
+            is_copy_only: false,
+            backup_start_date: ours.backup_finish_date,
+            backup_finish_date: ours.backup_finish_date + later,
+            first_lsn: ours.last_lsn + n as u128,
+            last_lsn: ours.last_lsn + n as u128 + 1,
+            ..ours.clone()
+        });
+    }
 }
 
 fn restore_position(options: &[RestoreOption]) -> u32 {

@@ -483,3 +483,49 @@ pub fn rpc_not_supported(procedure: &str) -> SqlError {
         "RPC requests ({procedure}) are not supported: the lab SQL Server takes SQL batches only. Send a plain batch with quoted literals (tiberius: simple_query)."
     ))
 }
+
+/// Msg 229: a SELECT on an object the login has no permission on.
+pub fn select_denied(object: &str, database: &str, schema: &str) -> SqlError {
+    SqlError::new(
+        229,
+        14,
+        5,
+        format!(
+            "The SELECT permission was denied on the object '{object}', database '{database}', schema '{schema}'."
+        ),
+    )
+}
+
+/// Msg 15123: sp_configure with an option name it does not know.
+pub fn no_such_configuration_option(name: &str) -> SqlError {
+    SqlError::new(
+        15123,
+        16,
+        1,
+        format!(
+            "The configuration option '{name}' does not exist, or it may be an advanced option."
+        ),
+    )
+}
+
+/// Msg 15247: sp_configure/RECONFIGURE without ALTER SETTINGS.
+pub fn no_permission_for_action() -> SqlError {
+    SqlError::new(
+        15247,
+        16,
+        1,
+        "User does not have permission to perform this action.",
+    )
+}
+
+/// Msg 15457 (informational): sp_configure changed a value that RECONFIGURE installs.
+pub fn configuration_changed(name: &str, from: i64, to: i64) -> SqlError {
+    SqlError::new(
+        15457,
+        0,
+        1,
+        format!(
+            "Configuration option '{name}' changed from {from} to {to}. Run the RECONFIGURE statement to install."
+        ),
+    )
+}

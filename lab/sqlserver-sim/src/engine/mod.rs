@@ -11,7 +11,7 @@ pub mod session;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -104,7 +104,18 @@ pub struct Engine {
     backup_rate: AtomicU64,
     /// One permit per running file operation (BACKUP, RESTORE, ...), so shutdown can wait for them.
     pub operations: Arc<tokio::sync::Semaphore>,
+    /// `backup compression default`: (config_value, run_value). sp_configure sets the first,
+    /// RECONFIGURE installs it as the second (Microsoft Learn, sp_configure).
+    compression_default: (AtomicBool, AtomicBool),
+    /// Posing as Amazon RDS: the `rdsadmin` database exists.
+    pub amazon_rds: bool,
 }
+
+/// The database every Amazon RDS for SQL Server instance carries (AWS RDS user guide, "Importing
+/// and exporting SQL Server databases using native backup and restore": `rdsadmin` procedures).
+pub const RDSADMIN: &str = "rdsadmin";
+/// The id the lab gives it: clear of the user databases it numbers from 5.
+const RDSADMIN_ID: i32 = 32_000;
 
 /// Permits of [`Engine::operations`]: more than can ever run at once.
 pub const MAX_OPERATIONS: u32 = 1 << 20;
@@ -131,6 +142,11 @@ impl Engine {
             faults: Mutex::new(Vec::new()),
             backup_rate: AtomicU64::new(0),
             operations: Arc::new(tokio::sync::Semaphore::new(MAX_OPERATIONS as usize)),
+            compression_default: (
+                AtomicBool::new(config.options.backup_compression_default),
+                AtomicBool::new(config.options.backup_compression_default),
+            ),
+            amazon_rds: config.options.amazon_rds,
         })
     }
 
@@ -242,6 +258,9 @@ impl Engine {
 
     /// Id of a system or user database.
     pub fn database_id(&self, name: &str) -> Option<i32> {
+        if self.amazon_rds && name.eq_ignore_ascii_case(RDSADMIN) {
+            return Some(RDSADMIN_ID);
+        }
         system_database(name)
             .map(|(_, id)| id)
             .or_else(|| self.database_entry(name).map(|d| d.database_id))
@@ -249,9 +268,30 @@ impl Engine {
 
     /// The name of a database as stored (its own case).
     pub fn canonical_database_name(&self, name: &str) -> Option<String> {
+        if self.amazon_rds && name.eq_ignore_ascii_case(RDSADMIN) {
+            return Some(RDSADMIN.to_string());
+        }
         system_database(name)
             .map(|(n, _)| n.to_string())
             .or_else(|| self.database_entry(name).map(|d| d.name))
+    }
+
+    /// `backup compression default` as running (after RECONFIGURE).
+    pub fn backup_compression_default(&self) -> bool {
+        self.compression_default.1.load(Ordering::Relaxed)
+    }
+
+    /// sp_configure 'backup compression default': returns the old config_value.
+    pub fn configure_backup_compression_default(&self, on: bool) -> bool {
+        self.compression_default.0.swap(on, Ordering::Relaxed)
+    }
+
+    /// RECONFIGURE: installs every config_value as run_value.
+    pub fn reconfigure(&self) {
+        let configured = self.compression_default.0.load(Ordering::Relaxed);
+        self.compression_default
+            .1
+            .store(configured, Ordering::Relaxed);
     }
 
     pub fn database_name(&self, id: i32) -> Option<String> {
@@ -359,7 +399,10 @@ impl Engine {
 
     /// @@VERSION, shaped like SQL Server's.
     pub fn version_string(&self) -> String {
-        if self.edition == Edition::AzureSqlDatabase {
+        if matches!(
+            self.edition,
+            Edition::AzureSqlDatabase | Edition::AzureSqlManagedInstance
+        ) {
             return format!(
                 "Microsoft SQL Azure (RTM) - {} (X64) \n\t(octobackup lab stand-in) \n\tCopyright (C) Microsoft Corporation\n",
                 self.version.text

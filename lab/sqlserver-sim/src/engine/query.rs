@@ -755,6 +755,13 @@ pub async fn select(
         None => (Vec::new(), vec![Vec::new()]),
         Some(from) => {
             let source = resolve_source(engine, &from.name, ctx.database)?;
+            if matches!(source, Source::Msdb("backupset"))
+                && engine
+                    .take_fault(|f| matches!(f, crate::SqlFault::DenyNextHistoryQuery))
+                    .is_some()
+            {
+                return Err(errors::select_denied("backupset", "msdb", "dbo"));
+            }
             let (columns, rows) = load(
                 engine,
                 &source,

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::Notify;
 
 use super::errors::{self, SqlError};
-use super::scalar::EvalContext;
+use super::scalar::{self, EvalContext};
 use super::{Engine, RequestInfo, query};
-use crate::sql::ast::{Located, RestoreKind, Statement};
-use crate::sql::parse_batch;
+use crate::sql::ast::{Expr, Located, ObjectName, RestoreKind, Statement};
 use crate::tds::response::{Outbound, Response};
 use crate::tds::token::{self, cur_cmd, done_status};
+use crate::tds::types::Value;
 use crate::{Edition, SqlLogin};
 
 /// ATTENTION signals and disconnection, shared between the connection's reader and its session.
@@ -182,15 +182,16 @@ impl Session {
     /// Runs a SQL batch and sends its whole response. Returns false when the connection must close.
     pub async fn run_batch(&mut self, sql: &str, out: &mut Outbound) -> io::Result<bool> {
         let mut resp = out.response();
-        let statements = match parse_batch(sql) {
-            Ok(s) => s,
-            Err(e) => {
-                resp.message(e.number, e.class, e.state, &e.text, e.line);
-                resp.done(done_status::ERROR | self.status_bits(), cur_cmd::NONE, 0);
-                resp.finish().await?;
-                return Ok(true);
-            }
-        };
+        let statements =
+            match crate::sql::parser::parse_batch_for_version(sql, self.engine.version.major) {
+                Ok(s) => s,
+                Err(e) => {
+                    resp.message(e.number, e.class, e.state, &e.text, e.line);
+                    resp.done(done_status::ERROR | self.status_bits(), cur_cmd::NONE, 0);
+                    resp.finish().await?;
+                    return Ok(true);
+                }
+            };
         if statements.is_empty() {
             resp.done(self.status_bits(), cur_cmd::NONE, 0);
             resp.finish().await?;
@@ -460,7 +461,92 @@ impl Session {
             Statement::RenameDatabase { name, new_name } => {
                 super::backup::rename_database(self, name, new_name, resp, line).await
             }
+            Statement::Exec { procedure, args } => {
+                let r = self.exec_procedure(procedure, args, resp, line);
+                simple(r, resp)
+            }
+            Statement::Reconfigure => {
+                // RECONFIGURE needs ALTER SETTINGS (sysadmin, serveradmin): Microsoft Learn, RECONFIGURE.
+                if !self.login.sysadmin {
+                    simple(Err(errors::no_permission_for_action()), resp)
+                } else {
+                    self.engine.reconfigure();
+                    Outcome::ok()
+                }
+            }
+            Statement::If { condition, then } => {
+                match scalar::test(condition, &self.eval_context(), None) {
+                    Ok(true) => {
+                        let inner = Located {
+                            statement: (**then).clone(),
+                            line,
+                        };
+                        Box::pin(self.execute(&inner, resp)).await?
+                    }
+                    Ok(false) => Outcome::ok(),
+                    Err(e) => {
+                        raise(resp, &e, line);
+                        Outcome::failed()
+                    }
+                }
+            }
         })
+    }
+
+    /// EXEC of a system procedure: `sp_configure 'backup compression default', 0|1` only.
+    fn exec_procedure(
+        &mut self,
+        procedure: &ObjectName,
+        args: &[Expr],
+        resp: &mut Response<'_>,
+        line: i32,
+    ) -> Result<(), SqlError> {
+        let name = procedure.last();
+        if !name.eq_ignore_ascii_case("sp_configure") {
+            return Err(SqlError::lab(format!(
+                "EXEC runs only sp_configure in the lab, not {procedure}"
+            )));
+        }
+        let ctx = self.eval_context();
+        let mut values = Vec::new();
+        for arg in args {
+            values.push(scalar::eval(arg, &ctx, None)?.0);
+        }
+        let option = match values.first() {
+            Some(Value::Str(s)) => s.trim().to_string(),
+            _ => {
+                return Err(SqlError::lab(
+                    "sp_configure without an option name lists options, which the lab does not",
+                ));
+            }
+        };
+        // 'backup compression default' is a basic option: no 'show advanced options' needed
+        // (Microsoft Learn, "View or configure the backup compression default").
+        if !option.eq_ignore_ascii_case("backup compression default") {
+            return Err(errors::no_such_configuration_option(&option));
+        }
+        let on = match values.get(1) {
+            None => {
+                return Err(SqlError::lab(
+                    "sp_configure without a value shows the option, which the lab does not",
+                ));
+            }
+            Some(Value::Str(s)) => s.trim() == "1",
+            Some(v) => matches!(
+                v,
+                Value::Int(1) | Value::BigInt(1) | Value::TinyInt(1) | Value::SmallInt(1)
+            ),
+        };
+        if !self.login.sysadmin {
+            return Err(errors::no_permission_for_action());
+        }
+        let old = self.engine.configure_backup_compression_default(on);
+        raise(
+            resp,
+            &errors::configuration_changed("backup compression default", old as i64, on as i64),
+            line,
+        );
+        Ok(())
     }
 
     fn use_database(
@@ -506,6 +592,9 @@ fn command_name(statement: &Statement) -> &'static str {
         Statement::DropDatabase { .. } => "DROP DATABASE",
         Statement::CheckDb(_) => "DBCC TABLE CHECK",
         Statement::RenameDatabase { .. } => "ALTER DATABASE",
+        Statement::Exec { .. } => "EXECUTE",
+        Statement::Reconfigure => "RECONFIGURE",
+        Statement::If { then, .. } => command_name(then),
     }
 }
 

@@ -32,6 +32,18 @@ pub enum Statement {
         name: String,
         new_name: String,
     },
+    /// EXEC procedure arg, ... (sp_configure only)
+    Exec {
+        procedure: ObjectName,
+        args: Vec<Expr>,
+    },
+    /// RECONFIGURE [WITH OVERRIDE]
+    Reconfigure,
+    /// IF condition statement
+    If {
+        condition: Condition,
+        then: Box<Statement>,
+    },
 }
 
 /// A multi-part name such as msdb.dbo.backupset, parts in order, empty parts

@@ -87,6 +87,7 @@ const RESERVED: &[&str] = &[
     "PROC",
     "PROCEDURE",
     "RAISERROR",
+    "RECONFIGURE",
     "RESTORE",
     "RETURN",
     "REVOKE",
@@ -158,10 +159,19 @@ fn is_reserved(word: &str) -> bool {
     RESERVED.iter().any(|r| r.eq_ignore_ascii_case(word))
 }
 
-/// Parses a batch into statements.
+/// Parses a batch into statements (the syntax of SQL Server 2022).
 pub fn parse_batch(sql: &str) -> Result<Vec<Located>, SyntaxError> {
+    parse_batch_for_version(sql, 16)
+}
+
+/// Parses a batch as a server of this major version does: syntax added later is a syntax error.
+pub fn parse_batch_for_version(sql: &str, major: u8) -> Result<Vec<Located>, SyntaxError> {
     let tokens = tokenize(sql)?;
-    let mut parser = Parser { tokens, pos: 0 };
+    let mut parser = Parser {
+        tokens,
+        pos: 0,
+        major,
+    };
     let mut statements = Vec::new();
     loop {
         while parser.eat_symbol(";") {}
@@ -176,6 +186,8 @@ pub fn parse_batch(sql: &str) -> Result<Vec<Located>, SyntaxError> {
 struct Parser {
     tokens: Vec<Token>,
     pos: usize,
+    /// The server's major version (12 = SQL Server 2014, 13 = 2016, ...).
+    major: u8,
 }
 
 type PResult<T> = Result<T, SyntaxError>;
@@ -371,8 +383,64 @@ impl Parser {
             "DROP" => self.drop_database(),
             "ALTER" => self.alter_database(),
             "DBCC" => self.dbcc(),
+            "EXEC" | "EXECUTE" => {
+                self.pos += 1;
+                let procedure = self.object_name()?;
+                let mut args = Vec::new();
+                if self.peek().is_some_and(|t| !t.is_symbol(";")) && !self.at_statement_start() {
+                    args.push(self.expr()?);
+                    while self.eat_symbol(",") {
+                        args.push(self.expr()?);
+                    }
+                }
+                Ok(Statement::Exec { procedure, args })
+            }
+            "RECONFIGURE" => {
+                self.pos += 1;
+                if self.eat_word("WITH") {
+                    self.expect_word("OVERRIDE")?;
+                }
+                Ok(Statement::Reconfigure)
+            }
+            // IF <condition> <one statement>: no ELSE, no BEGIN...END.
+            "IF" => {
+                self.pos += 1;
+                let condition = self.condition()?;
+                if self.peek().is_none() {
+                    return Err(self.error_here());
+                }
+                let then = self.statement()?;
+                Ok(Statement::If {
+                    condition,
+                    then: Box::new(then),
+                })
+            }
             _ => Err(error_near(&token)),
         }
+    }
+
+    /// Whether the next token starts another statement (a procedure call without arguments).
+    fn at_statement_start(&self) -> bool {
+        [
+            "SELECT",
+            "UPDATE",
+            "USE",
+            "SET",
+            "BEGIN",
+            "COMMIT",
+            "ROLLBACK",
+            "BACKUP",
+            "RESTORE",
+            "DROP",
+            "ALTER",
+            "DBCC",
+            "EXEC",
+            "EXECUTE",
+            "RECONFIGURE",
+            "IF",
+        ]
+        .iter()
+        .any(|w| self.at_word(w))
     }
 
     fn select(&mut self) -> PResult<Select> {
@@ -971,6 +1039,11 @@ impl Parser {
         self.expect_word("DROP")?;
         self.expect_word("DATABASE")?;
         let if_exists = if self.at_word("IF") {
+            // DROP DATABASE IF EXISTS came with SQL Server 2016 (13.x) (Microsoft Learn, DROP
+            // DATABASE); 2014 and older stop at the keyword: Msg 156 near 'IF'.
+            if self.major < 13 {
+                return Err(self.error_here());
+            }
             self.pos += 1;
             self.expect_word("EXISTS")?;
             true

@@ -72,6 +72,7 @@ pub fn config(dir: &Path, edition: Edition, tls: TlsSupport, events: Events) -> 
         product_version: "16.0.4135.4".into(),
         tls,
         events: Some(sink),
+        options: Default::default(),
     }
 }
 

@@ -3,6 +3,7 @@
 mod common;
 
 mod backup;
+mod field;
 mod login;
 mod python_tds;
 mod queries;
