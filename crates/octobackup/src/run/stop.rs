@@ -47,14 +47,6 @@ impl Stop {
         Stop { rx }
     }
 
-    /// A stop that is never requested, for runs driven by something else (tests, the lab's demo).
-    pub fn never() -> Stop {
-        let (tx, rx) = watch::channel(None);
-        // Kept alive for the life of the process: a dropped sender would end `wait`.
-        std::mem::forget(tx);
-        Stop { rx }
-    }
-
     /// A stop that can be requested by hand (unit tests).
     #[cfg(test)]
     pub fn manual() -> (watch::Sender<Option<&'static str>>, Stop) {
