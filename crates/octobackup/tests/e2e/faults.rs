@@ -297,13 +297,13 @@ async fn faults_on_reading_maintenance_mode_and_tasks() {
             0,
         ),
         case(
-            "tasks: 500 always",
+            "tasks: 500 five times",
             When::Start,
             get.clone(),
             "/api/tasks",
             FaultKind::Status(500),
-            50,
-            3,
+            5,
+            0,
         ),
         case(
             "tasks: 403",
