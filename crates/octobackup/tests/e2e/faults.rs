@@ -419,3 +419,100 @@ async fn stop_requests_at_each_octopus_call_of_a_backup() {
         }
     }
 }
+
+/// kill -9 while the run waits on one Octopus call (the request on its way, answered or applied
+/// after the kill), then the documented `recover`: maintenance mode off, nothing complete, the
+/// repository checks, no journal and no staging folder left.
+async fn kill_case(name: &str, when: When, method: Method, path: &str) {
+    let t = TestLab::start().await;
+    t.init().await;
+    t.edit_config(|cfg| {
+        TestLab::instance_table(cfg).insert("api_timeout".into(), "2s".into());
+    });
+    let fault = Fault {
+        method: Some(method),
+        path_prefix: path.into(),
+        kind: FaultKind::Delay(Duration::from_secs(3)),
+        times: 1,
+    };
+    let mut child = match when {
+        When::Start => {
+            t.lab.octopus().inject(fault);
+            t.command(&["backup"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        }
+        When::InWindow => {
+            let child = t.spawn_slow_backup(std::process::Stdio::null()).await;
+            t.lab.octopus().inject(fault);
+            t.lab.sql().set_backup_rate(None);
+            child
+        }
+    };
+    t.wait_for_event("fault_served").await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    t.lab.sql().set_backup_rate(None);
+    let r = t.run(&["recover"]).await;
+    assert!(r.status.success(), "{name}: recover: {}", stderr(&r));
+    // The request the kill left on its way has landed by now.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while seqs(&t.events(), "delayed_request_handled").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name}: the delayed request never landed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let changes = maintenance_changes(&t.events());
+    assert!(
+        !t.lab.octopus().maintenance(),
+        "{name}: maintenance mode left on: {changes:?}"
+    );
+    assert!(
+        t.sets().await.iter().all(|s| s["complete"] == false),
+        "{name}: a set claims to be complete"
+    );
+    let check = t.restic(&["check"]);
+    assert!(
+        check.status.success(),
+        "{name}: restic check: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(
+        !t.dir
+            .path()
+            .join("state")
+            .join("OctopusServer.maintenance.json")
+            .exists(),
+        "{name}: journal left"
+    );
+    assert!(
+        t.staging_files().is_empty(),
+        "{name}: staging left: {:?}",
+        t.staging_files()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_each_octopus_call_of_a_backup_then_recover() {
+    let (get, put) = (Method::GET, Method::PUT);
+    for (name, when, method, path) in [
+        (
+            "preflight",
+            When::Start,
+            get.clone(),
+            "/api/octopusservernodes",
+        ),
+        ("license", When::Start, get.clone(), "/api/licenses"),
+        ("maintenance read", When::Start, get.clone(), MAINTENANCE),
+        ("maintenance on", When::Start, put.clone(), MAINTENANCE),
+        ("task wait", When::Start, get.clone(), "/api/tasks"),
+        ("window check", When::InWindow, get.clone(), MAINTENANCE),
+        ("maintenance off", When::InWindow, put.clone(), MAINTENANCE),
+    ] {
+        kill_case(name, when, method, path).await;
+    }
+}
