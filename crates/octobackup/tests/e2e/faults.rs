@@ -516,3 +516,70 @@ async fn kill_9_at_each_octopus_call_of_a_backup_then_recover() {
         kill_case(name, when, method, path).await;
     }
 }
+
+/// SQL Server faults, each through the lab's own control: the exit code, maintenance mode as
+/// found, a complete set only when the run said so, the repository checks, no journal left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_server_faults_leave_maintenance_as_found_and_no_false_set() {
+    use octobackup_lab::sqlserver_sim::SqlFault;
+    let cases: Vec<(&str, SqlFault, i32)> = vec![
+        (
+            "BACKUP: 3201 cannot open the device",
+            SqlFault::FailNextBackup {
+                number: 3201,
+                message: "Cannot open backup device 'X:\\missing\\OctopusDeploy.bak'. Operating system error 3(The system cannot find the path specified.).".into(),
+            },
+            4,
+        ),
+        (
+            "BACKUP: 262 permission denied",
+            SqlFault::FailNextBackup {
+                number: 262,
+                message: "BACKUP DATABASE permission denied in database 'OctopusDeploy'.".into(),
+            },
+            4,
+        ),
+        ("BACKUP: connection dropped", SqlFault::DropConnectionDuringNextBackup, 4),
+        ("BACKUP: damaged .bak", SqlFault::CorruptNextBackup, 4),
+        ("login refused (18456)", SqlFault::FailNextLogin, 4),
+        ("msdb history denied (229)", SqlFault::DenyNextHistoryQuery, 0),
+    ];
+    for (name, fault, exit) in cases {
+        let t = TestLab::start().await;
+        t.init().await;
+        t.lab.sql().inject(fault);
+        let out = t.run(&["backup"]).await;
+        assert_eq!(out.status.code(), Some(exit), "{name}: {}", stderr(&out));
+        let changes = maintenance_changes(&t.events());
+        assert!(
+            !t.lab.octopus().maintenance(),
+            "{name}: maintenance mode left on: {changes:?}"
+        );
+        let complete = t
+            .sets()
+            .await
+            .iter()
+            .filter(|s| s["complete"] == true)
+            .count();
+        assert_eq!(complete, usize::from(exit == 0), "{name}: complete sets");
+        let check = t.restic(&["check"]);
+        assert!(
+            check.status.success(),
+            "{name}: restic check: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+        assert!(
+            !t.dir
+                .path()
+                .join("state")
+                .join("OctopusServer.maintenance.json")
+                .exists(),
+            "{name}: journal left"
+        );
+        assert!(
+            t.staging_files().is_empty(),
+            "{name}: staging left: {:?}",
+            t.staging_files()
+        );
+    }
+}
