@@ -583,3 +583,83 @@ async fn sql_server_faults_leave_maintenance_as_found_and_no_false_set() {
         );
     }
 }
+
+/// After the window, storing and sealing the set: a stop (SIGTERM) or a kill -9 at any moment
+/// there. Whatever moment it hits, the answer is true: exit 130 only with no complete set and a
+/// message that says so; a set sealed before the stop is complete and the exit code says so (0);
+/// after a kill, any complete set is a whole one; the repository always checks.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stops_and_kills_while_the_set_is_stored_tell_the_truth() {
+    for (after_ms, signal) in [
+        (0, "TERM"),
+        (200, "TERM"),
+        (400, "TERM"),
+        (600, "TERM"),
+        (800, "TERM"),
+        (1200, "TERM"),
+        (100, "KILL"),
+        (250, "KILL"),
+    ] {
+        let t = TestLab::start().await;
+        t.init().await;
+        let child = t
+            .command(&["backup"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The window ends (maintenance mode off again), then the set is stored and sealed.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while maintenance_changes(&t.events()).len() < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the window never ended"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // A different moment each time.
+        tokio::time::sleep(Duration::from_millis(after_ms)).await;
+        std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+            .await
+            .unwrap();
+        let sets = t.sets().await;
+        let complete: Vec<_> = sets.iter().filter(|s| s["complete"] == true).collect();
+        let e = stderr(&out);
+        eprintln!(
+            "SIG{signal} after {after_ms} ms: exit {:?}, {} complete set(s)",
+            out.status.code(),
+            complete.len()
+        );
+        match out.status.code() {
+            Some(130) => {
+                assert!(complete.is_empty(), "exit 130 but a set is complete: {e}");
+                assert!(e.contains("nothing was marked complete"), "{e}");
+            }
+            Some(0) => assert_eq!(complete.len(), 1, "exit 0 without a complete set: {e}"),
+            // kill -9: no exit code; any complete set must be whole.
+            None => {
+                for s in &complete {
+                    let id = s["set_id"].as_str().unwrap().to_string();
+                    let show = t.run(&["--json", "show", &id]).await;
+                    assert!(show.status.success(), "{}", stderr(&show));
+                    let m: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+                    assert_eq!(m["complete"], true);
+                    assert_eq!(m["database"]["verified"], true);
+                }
+            }
+            other => panic!("exit {other:?}: {e}"),
+        }
+        assert!(!t.lab.octopus().maintenance());
+        let check = t.restic(&["check"]);
+        assert!(
+            check.status.success(),
+            "restic check: {}",
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+}
