@@ -327,6 +327,11 @@ pub async fn recover(
         let until = record
             .in_flight_until
             .unwrap_or(record.changed_at + chrono::Duration::minutes(2));
+        // Said at once: the watch may take a while, and the operator should know why.
+        tracing::warn!(
+            "an interrupted run's request to turn maintenance mode on may still land: turning it off and watching it until {}",
+            until.to_rfc3339()
+        );
         off_and_watch(client, until).await?;
         format!(
             "a run (set {}, pid {}) asked for maintenance mode on at {} and did not finish; that request may still have been on its way, so maintenance mode was turned off and watched until {}: it is off",
