@@ -26,23 +26,41 @@ pub fn default_program() -> &'static str {
 
 /// Some Linux images ship only `Octopus.Server.dll`: Octopus's own Kubernetes manifests run
 /// `[[ -f /Octopus/Octopus.Server ]] && /Octopus/Octopus.Server ... || dotnet /Octopus/Octopus.Server.dll ...`.
-/// When the command's program is a local `Octopus.Server` that is absent and the `.dll` beside it
-/// is there, the command runs through `dotnet` instead.
+/// - A local `Octopus.Server` (no prefix) that is absent, with the `.dll` beside it: the command
+///   runs as `dotnet .../Octopus.Server.dll`.
+/// - Behind a prefix (`docker exec NAME`, `kubectl exec POD --`) the file cannot be looked at from
+///   here: the container's shell makes the same choice, as Octopus's manifests do.
 pub fn with_dotnet_fallback(cmd: Vec<String>) -> Vec<String> {
-    let Some(program) = cmd.first().map(std::path::Path::new) else {
+    let Some(last) = cmd.last() else {
         return cmd;
     };
-    if program.file_name().and_then(|n| n.to_str()) != Some("Octopus.Server") || program.exists() {
+    // The container's path, whatever this host's separator.
+    let is_server = |p: &str| p == "Octopus.Server" || p.ends_with("/Octopus.Server");
+    if !is_server(last) {
         return cmd;
     }
+    if cmd.len() > 1 {
+        let mut out = cmd;
+        let program = out.pop().expect("not empty");
+        out.extend([
+            "sh".to_string(),
+            "-c".to_string(),
+            CONTAINER_FALLBACK.to_string(),
+            program,
+        ]);
+        return out;
+    }
+    let program = std::path::Path::new(last);
     let dll = program.with_file_name("Octopus.Server.dll");
-    if !dll.is_file() {
+    if program.exists() || !dll.is_file() {
         return cmd;
     }
-    let mut out = vec!["dotnet".to_string(), dll.display().to_string()];
-    out.extend(cmd.into_iter().skip(1));
-    out
+    vec!["dotnet".to_string(), dll.display().to_string()]
 }
+
+/// Run inside the container with the program as `$0` and Octopus.Server's arguments as `$@`.
+const CONTAINER_FALLBACK: &str =
+    r#"if [ -e "$0" ]; then exec "$0" "$@"; else exec dotnet "$0.dll" "$@"; fi"#;
 
 pub const DEFAULT_INSTANCE: &str = "OctopusServer";
 
@@ -535,21 +553,39 @@ mod tests {
     fn a_missing_octopus_server_falls_back_to_its_dll_through_dotnet() {
         let dir = tempfile::tempdir().unwrap();
         let program = dir.path().join("Octopus.Server").display().to_string();
-        let cmd = vec![program.clone(), "show-configuration".to_string()];
+        // The configured program, before Octopus.Server's arguments are added.
+        let cmd = vec![program.clone()];
         // Neither there: unchanged (the spawn error names the program).
         assert_eq!(with_dotnet_fallback(cmd.clone()), cmd);
         std::fs::write(dir.path().join("Octopus.Server.dll"), b"").unwrap();
         let dll = dir.path().join("Octopus.Server.dll").display().to_string();
-        assert_eq!(
-            with_dotnet_fallback(cmd.clone()),
-            ["dotnet", dll.as_str(), "show-configuration"]
-        );
+        assert_eq!(with_dotnet_fallback(cmd.clone()), ["dotnet", dll.as_str()]);
         // The program there: it is used.
         std::fs::write(&program, b"").unwrap();
         assert_eq!(with_dotnet_fallback(cmd.clone()), cmd);
-        // A prefix (docker exec) is left alone: the file is not on this host.
-        let docker = vec!["docker".to_string(), "exec".to_string()];
-        assert_eq!(with_dotnet_fallback(docker.clone()), docker);
+        // Behind a prefix the container's shell chooses; other programs are left alone.
+        let docker: Vec<String> = ["docker", "exec", "octo", "/Octopus/Octopus.Server"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            with_dotnet_fallback(docker),
+            [
+                "docker",
+                "exec",
+                "octo",
+                "sh",
+                "-c",
+                CONTAINER_FALLBACK,
+                "/Octopus/Octopus.Server"
+            ]
+        );
+        let windows =
+            vec![r"C:\Program Files\Octopus Deploy\Octopus\Octopus.Server.exe".to_string()];
+        assert_eq!(with_dotnet_fallback(windows.clone()), windows);
+        let other: Vec<String> = ["docker", "exec", "octo", "/opt/other"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(with_dotnet_fallback(other.clone()), other);
     }
 
     #[test]
@@ -623,6 +659,9 @@ mod tests {
                 "docker",
                 "exec",
                 "octo",
+                "sh",
+                "-c",
+                CONTAINER_FALLBACK,
                 "/Octopus/Octopus.Server",
                 "show-master-key",
                 "--instance",

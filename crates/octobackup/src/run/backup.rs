@@ -946,6 +946,19 @@ async fn verify_database(
             "warning: the backup is verified, but its msdb history row could not be read, so the set records no LSNs ({e}). Grant the login SELECT on msdb.dbo.backupset and msdb.dbo.backupmediafamily to record them."
         )),
     }
+    // TDE: a restore on another server needs the certificate. Unknown rather than a failed set.
+    info.tde_encrypted = session
+        .query_text(
+            "TDE state",
+            &format!(
+                "SELECT CAST(is_encrypted AS int) AS IsEncrypted FROM sys.databases WHERE name = {}",
+                tsql::quote_str(database)
+            ),
+        )
+        .await
+        .ok()
+        .and_then(|rows| rows.first()?.get("IsEncrypted").cloned().flatten())
+        .map(|v| v.trim() == "1");
     let mut bytes = 0;
     for (local, sqlp) in bak_local.iter().zip(bak_sql) {
         match std::fs::metadata(local) {

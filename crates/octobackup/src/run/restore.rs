@@ -967,6 +967,17 @@ pub fn octopus_connection_string(server: &SqlServer, database: &str) -> String {
     s
 }
 
+/// What a restore of a TDE-encrypted database needs on the target server. SQL Server refuses to
+/// restore such a backup without the certificate (Msg 33111, "Cannot find server certificate with
+/// thumbprint"), and the certificate lives in the source server's [master], not in the backup.
+pub fn tde_note(manifest: &Manifest) -> Option<String> {
+    (manifest.database.tde_encrypted == Some(true)).then(|| format!(
+        "[{db}] was encrypted with Transparent Data Encryption when it was backed up: the certificate that protects its database encryption key (with its private key) must exist in [master] on the target server before the restore, or SQL Server refuses it (Msg 33111). On {server}: BACKUP CERTIFICATE <name> TO FILE = '...' WITH PRIVATE KEY (FILE = '...', ENCRYPTION BY PASSWORD = '...'); on the target: CREATE CERTIFICATE <name> FROM FILE = '...' WITH PRIVATE KEY (FILE = '...', DECRYPTION BY PASSWORD = '...').",
+        db = manifest.database.name,
+        server = manifest.database.server
+    ))
+}
+
 /// The login Octopus connects as, for `database --grant`: the SQL login of the connection string,
 /// or, with Windows authentication, the Octopus service's account, which only the user knows.
 pub fn octopus_grant_login(server: &SqlServer) -> String {
@@ -1149,6 +1160,12 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
     }
     let server = sql_server(&job.instance)?;
     let mut notes = Vec::new();
+    if let Some(tde) = tde_note(&set.manifest) {
+        if parts.database {
+            job.ui.note(&tde);
+        }
+        notes.push(tde);
+    }
 
     // Database first: the step that can refuse (an existing database) before anything changes.
     let mut database = None;
@@ -1428,6 +1445,23 @@ mod tests {
         ));
         assert!(l.iter().any(|x| x.contains("MASTER_KEY=")));
         assert!(l.iter().any(|x| x.contains("\"/n/Packages\":/repository")));
+    }
+
+    #[test]
+    fn a_tde_set_names_the_certificate_and_others_say_nothing() {
+        let mut m = Manifest::default();
+        m.database.name = "OctopusDeploy".into();
+        m.database.server = "SQL01".into();
+        assert_eq!(tde_note(&m), None);
+        m.database.tde_encrypted = Some(false);
+        assert_eq!(tde_note(&m), None);
+        m.database.tde_encrypted = Some(true);
+        let note = tde_note(&m).unwrap();
+        assert!(note.contains("[OctopusDeploy]") && note.contains("On SQL01: BACKUP CERTIFICATE"));
+        // Older manifests without the field read as unknown.
+        let old: crate::backupset::manifest::DatabaseInfo =
+            serde_json::from_str(r#"{"name":"d","server":"s","product_version":"16","edition":"e","files":[],"bytes":0,"verified":true,"backupset":null}"#).unwrap();
+        assert_eq!(old.tde_encrypted, None);
     }
 
     #[test]

@@ -275,4 +275,24 @@ async fn a_missing_octopus_server_runs_its_dll_through_dotnet() {
     assert_eq!(m["secrets"]["master_key"], true);
     let key = t.lab.state().unwrap().master_key;
     assert!(!stdout(&out).contains(&key) && !stderr(&out).contains(&key));
+
+    // Behind a prefix (here `env`, standing in for `docker exec NAME`), the file cannot be looked
+    // at from the host: the container's shell chooses, and picks dotnet.
+    std::fs::remove_file(&used).unwrap();
+    t.edit_config(|c| {
+        let d = TestLab::instance_table(c)["discover"]
+            .as_table_mut()
+            .unwrap();
+        d.insert(
+            "command".into(),
+            toml::Value::Array(vec![
+                toml::Value::String("env".into()),
+                toml::Value::String(program.display().to_string()),
+            ]),
+        );
+    });
+    let out = run(&["backup"]).await.unwrap();
+    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    assert!(used.exists());
+    assert_backups_inside_window(&t.events());
 }

@@ -640,3 +640,62 @@ async fn a_set_from_another_host_restores_into_the_instance_default_folders() {
     assert_eq!(digest_of(&b, "OctoMoved"), fp.database);
     no_temporary_databases(&b);
 }
+
+/// Transparent Data Encryption: `sys.databases.is_encrypted` goes into the manifest, and restoring
+/// such a set says first that the certificate must be on the target server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tde_database_is_recorded_and_its_restore_names_the_certificate() {
+    let (t, _) = lab_with_a_set().await;
+    let show = |t: &TestLab| {
+        let out = t.command(&["--json", "show", "latest"]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(
+        show(&t)["database"]["tde_encrypted"],
+        false,
+        "{:#}",
+        show(&t)
+    );
+    // A plain restore says nothing about certificates.
+    let out = t
+        .run(&[
+            "--json",
+            "restore",
+            "--database",
+            "--database-name",
+            "OctoPlain",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !report["notes"]
+            .to_string()
+            .contains("Transparent Data Encryption")
+    );
+
+    t.lab.sql().set_encrypted("OctopusDeploy", true);
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(show(&t)["database"]["tde_encrypted"], true);
+
+    let out = t
+        .run(&["restore", "--database", "--database-name", "OctoTde"])
+        .await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("Transparent Data Encryption")
+            && text.contains("CREATE CERTIFICATE")
+            && text.contains("Msg 33111"),
+        "{text}"
+    );
+    // Said before the restore runs, and again among the notes at the end.
+    assert!(
+        stderr(&out).contains("must exist in [master] on the target server"),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_secrets(&t, &out);
+}

@@ -283,7 +283,7 @@ async fn a_cancelled_task_is_cancelling_before_it_is_canceled() {
     let (_, listed) = lab
         .get("/api/tasks?states=Executing,Cancelling&spaces=all")
         .await;
-    assert_eq!(ids(&listed), [id.clone()]);
+    assert_eq!(ids(&listed), vec![id.clone()]);
     let (_, executing) = lab.get("/api/tasks?states=Executing&spaces=all").await;
     assert!(ids(&executing).is_empty(), "{executing:#}");
     let (_, active) = lab.get("/api/tasks?active=true&spaces=all").await;
