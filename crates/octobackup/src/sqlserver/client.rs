@@ -540,3 +540,126 @@ pub async fn run_with_progress(
         _ = poller => unreachable!("the poller never ends"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(server: &str) -> ConnectionString {
+        ConnectionString::parse(&format!(
+            "Server={server};Database=OctopusDeploy;User ID=octo;Password=hunter2"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_refused_local_or_named_instance_says_tcp_ip_may_be_off_and_how_to_enable_it() {
+        let e = tcp_failure(
+            &conn(r"(local)\SQLEXPRESS,1433"),
+            "Connection refused",
+            true,
+            false,
+        );
+        let text = e.to_string();
+        assert!(matches!(e, SqlError::TcpDisabled { .. }), "{text}");
+        assert!(text.contains("TCP/IP protocol may be disabled"), "{text}");
+        assert!(
+            text.contains("SQL Server Configuration Manager")
+                && text.contains("Protocols for SQLEXPRESS > TCP/IP")
+                && text.contains("restart the SQL Server (SQLEXPRESS) service"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("SQL Server Browser"),
+            "a port was given: {text}"
+        );
+        assert!(!text.contains("hunter2"));
+        // A default instance on this machine.
+        let text = tcp_failure(&conn("localhost"), "Connection refused", true, false).to_string();
+        assert!(text.contains("Protocols for MSSQLSERVER"), "{text}");
+        // A named instance without a port: SQL Browser is named too.
+        let text = tcp_failure(
+            &conn(r"sql01\OCTOPUS"),
+            "Could not resolve SQL browser instance OCTOPUS",
+            false,
+            true,
+        )
+        .to_string();
+        assert!(
+            text.contains("TCP/IP protocol may be disabled")
+                && text.contains("SQL Server Browser service"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_remote_default_instance_that_refuses_is_a_plain_connect_error() {
+        let e = tcp_failure(
+            &conn("sql01.example.com"),
+            "Connection refused",
+            true,
+            false,
+        );
+        assert!(matches!(e, SqlError::Connect { .. }), "{e}");
+        let e = tcp_failure(&conn("localhost"), "timed out", false, false);
+        assert!(matches!(e, SqlError::Connect { .. }), "{e}");
+    }
+
+    #[test]
+    fn managed_instance_and_rds_are_refused_azure_sql_database_too() {
+        let info = |engine_edition, is_amazon_rds| ServerInfo {
+            product_version: "16.0.4135.4".into(),
+            edition: String::new(),
+            engine_edition,
+            server_name: String::new(),
+            spid: 52,
+            is_sysadmin: true,
+            is_amazon_rds,
+        };
+        assert!(matches!(
+            info(8, false).check_backup_to_disk("s"),
+            Err(SqlError::ManagedInstance { .. })
+        ));
+        assert!(matches!(
+            info(2, true).check_backup_to_disk("s"),
+            Err(SqlError::AmazonRds { .. })
+        ));
+        assert!(matches!(
+            info(5, false).check_backup_to_disk("s"),
+            Err(SqlError::AzureSqlDatabase { .. })
+        ));
+        for edition in [2, 3, 4] {
+            assert!(info(edition, false).check_backup_to_disk("s").is_ok());
+        }
+    }
+
+    #[test]
+    fn strict_and_named_instances_reach_tiberius() {
+        let server = |cs: &str| {
+            SqlServer::new(
+                ConnectionString::parse(cs).unwrap(),
+                None,
+                Duration::from_secs(60),
+            )
+        };
+        // A named instance without a port asks SQL Browser on 1434; with a port, goes there.
+        let c = server(r"Server=sql01\OCTOPUS;Database=D;User ID=u")
+            .tiberius_config()
+            .unwrap();
+        assert_eq!(c.get_addr(), "sql01:1434");
+        let c = server(r"Server=sql01\OCTOPUS,14330;Database=D;User ID=u")
+            .tiberius_config()
+            .unwrap();
+        assert_eq!(c.get_addr(), "sql01:14330");
+        let c = server(r"Server=.\SQLEXPRESS;Database=D;User ID=u")
+            .tiberius_config()
+            .unwrap();
+        assert_eq!(c.get_addr(), "localhost:1434");
+        // Encrypt=Strict is accepted (TDS 8.0) rather than refused.
+        assert!(
+            server("Server=s;Database=D;User ID=u;Encrypt=Strict")
+                .tiberius_config()
+                .is_ok()
+        );
+    }
+}

@@ -92,6 +92,12 @@ async fn certificates_are_trusted_as_octopus_trusts_them_and_validated_when_aske
         );
         let events = &t.events()[before..];
         assert!(maintenance_changes(events).is_empty(), "{tail}");
+        // Strict speaks TDS 8.0: TLS before PRELOGIN.
+        assert_eq!(
+            !seqs(events, "tds8_connection").is_empty(),
+            tail.ends_with("Strict"),
+            "{tail}"
+        );
         assert!(!stderr(&out).contains(&t.lab.info().sql_password));
     }
     assert_eq!(t.sets().await.len(), 2);
