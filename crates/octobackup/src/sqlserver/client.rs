@@ -211,8 +211,23 @@ impl SqlServer {
         Ok(config)
     }
 
+    /// A connection whose statements time out after `sql.command_timeout` of silence: for the
+    /// short queries (properties, lookups, msdb, progress).
     pub async fn connect(&self) -> Result<Session, SqlError> {
-        let config = self.tiberius_config()?;
+        self.connect_with(Some(self.command_timeout)).await
+    }
+
+    /// A connection without a client command timeout, for BACKUP, RESTORE, VERIFYONLY and CHECKDB:
+    /// they can be silent for minutes on a big database (CHECKDB WITH NO_INFOMSGS, file
+    /// zeroing), and a tiberius timeout leaves the connection unusable without stopping the
+    /// server's work (no ATTENTION is sent).
+    pub async fn connect_unbounded(&self) -> Result<Session, SqlError> {
+        self.connect_with(None).await
+    }
+
+    async fn connect_with(&self, command_timeout: Option<Duration>) -> Result<Session, SqlError> {
+        let mut config = self.tiberius_config()?;
+        config.command_timeout(command_timeout);
         let server = self.server_display();
         let addr = config.get_addr();
         let named = self.conn.instance.is_some() && self.conn.port.is_none();
@@ -244,7 +259,7 @@ impl SqlServer {
         Ok(Session {
             client,
             server,
-            timeout: self.command_timeout,
+            timeout: command_timeout.unwrap_or(Duration::MAX),
         })
     }
 

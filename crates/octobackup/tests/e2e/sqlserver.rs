@@ -269,3 +269,43 @@ async fn sql_server_2014_backs_up_and_drills_without_drop_database_if_exists() {
     // The scratch database was dropped by the statement 2014 accepts.
     assert_eq!(t.lab.sql().databases(), [t.lab.info().database.clone()]);
 }
+
+/// `sql.command_timeout` far below the silences the lab is given.
+fn short_command_timeout(t: &TestLab) {
+    t.edit_config(|c| {
+        TestLab::instance_table(c)["sql"]
+            .as_table_mut()
+            .unwrap()
+            .insert("command_timeout".into(), "1s".into());
+    });
+}
+
+fn silence(t: &TestLab, command: &str) {
+    t.lab.sql().inject(SqlFault::SilenceBeforeNext {
+        command: command.into(),
+        silence: std::time::Duration::from_secs(3),
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_silent_statements_are_not_cut_off_by_the_command_timeout() {
+    let t = TestLab::start().await;
+    t.init().await;
+    short_command_timeout(&t);
+    // BACKUP and VERIFYONLY silent for longer than the timeout, as on a big database.
+    silence(&t, "BACKUP DATABASE");
+    silence(&t, "RESTORE VERIFYON");
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = manifest(&t).await;
+    assert_eq!(m["complete"], true);
+    assert_eq!(m["database"]["verified"], true);
+    // The drill's RESTORE and CHECKDB WITH NO_INFOMSGS too.
+    silence(&t, "RESTORE DATABASE");
+    silence(&t, "DBCC TABLE CHECK");
+    let out = t.run(&["--json", "drill"]).await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(t.lab.sql().databases(), [t.lab.info().database.clone()]);
+}
