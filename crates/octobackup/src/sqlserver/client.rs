@@ -38,6 +38,10 @@ pub enum SqlError {
     )]
     Tls { server: String, cause: String },
     #[error(
+        "the TLS handshake with SQL Server {server} failed: {cause}. octobackup speaks TLS 1.2 and 1.3 with modern cipher suites; a server that offers only TLS 1.0/1.1 needs its Windows and SQL Server updated for TLS 1.2."
+    )]
+    TlsHandshake { server: String, cause: String },
+    #[error(
         "{server} is Azure SQL Database, which has no BACKUP TO DISK. octobackup backs up SQL Server (including SQL Server on a VM); for Azure SQL Database use its automated backups and export."
     )]
     AzureSqlDatabase { server: String },
@@ -278,7 +282,11 @@ impl SqlServer {
                     Authentication::Integrated => "(integrated security)".into(),
                 },
             },
-            tiberius::error::Error::Tls(cause) => SqlError::Tls { server, cause },
+            // A certificate can only be the cause when it is validated.
+            tiberius::error::Error::Tls(cause) if self.conn.validates_certificate() => {
+                SqlError::Tls { server, cause }
+            }
+            tiberius::error::Error::Tls(cause) => SqlError::TlsHandshake { server, cause },
             tiberius::error::Error::Server(t) => SqlError::Server {
                 statement: "login".into(),
                 number: t.code(),
@@ -646,6 +654,26 @@ mod tests {
         for edition in [2, 3, 4] {
             assert!(info(edition, false).check_backup_to_disk("s").is_ok());
         }
+    }
+
+    #[test]
+    fn a_tls_failure_is_blamed_on_the_certificate_only_when_it_was_validated() {
+        let failure = |tail: &str| {
+            let cs =
+                ConnectionString::parse(&format!("Server=s;Database=D;User ID=u;{tail}")).unwrap();
+            SqlServer::new(cs, None, Duration::from_secs(60))
+                .connect_error(tiberius::error::Error::Tls("handshake failure".into()))
+        };
+        let e = failure("Encrypt=True;TrustServerCertificate=False");
+        assert!(matches!(e, SqlError::Tls { .. }), "{e}");
+        assert!(e.to_string().contains("TrustServerCertificate=True"), "{e}");
+        assert!(matches!(failure("Encrypt=Strict"), SqlError::Tls { .. }));
+        let e = failure("Encrypt=True");
+        assert!(matches!(e, SqlError::TlsHandshake { .. }), "{e}");
+        assert!(matches!(
+            failure("Encrypt=False"),
+            SqlError::TlsHandshake { .. }
+        ));
     }
 
     #[test]
