@@ -74,7 +74,11 @@ async fn certificates_are_trusted_as_octopus_trusts_them_and_validated_when_aske
     );
     let out = t.run(&["backup"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(t.sets().await.len(), 2);
+    // The most common Octopus string: no Encrypt either (SqlClient's default is Mandatory).
+    set_connection_string(&t, &connection_string(&t, &host_port(&t), ""));
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(t.sets().await.len(), 3);
 
     // Asked for: validated, and the lab's certificate fails, before maintenance mode.
     for tail in [
@@ -100,7 +104,7 @@ async fn certificates_are_trusted_as_octopus_trusts_them_and_validated_when_aske
         );
         assert!(!stderr(&out).contains(&t.lab.info().sql_password));
     }
-    assert_eq!(t.sets().await.len(), 2);
+    assert_eq!(t.sets().await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
