@@ -189,6 +189,8 @@ impl SqlServer {
         // tiberius validates even login-only TLS; SqlClient and Octopus do not (see connstr).
         if !c.validates_certificate() {
             config.trust_cert();
+        } else if let Some(name) = &c.host_name_in_certificate {
+            config.hostname_in_certificate(name);
         }
         config.command_timeout(Some(self.command_timeout));
         config.handshake_timeout(Some(Duration::from_secs(
