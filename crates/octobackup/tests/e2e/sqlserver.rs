@@ -163,13 +163,9 @@ async fn tcp_ip_disabled_is_named_with_the_way_to_enable_it() {
     // doctor says the same.
     let out = t.run(&["doctor"]).await;
     assert!(!out.status.success());
-    assert!(
-        stdout(&out).contains("TCP/IP protocol may be disabled")
-            || stderr(&out).contains("TCP/IP protocol may be disabled"),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("TCP/IP protocol may be disabled"), "{text}");
+    assert!(text.contains("enable TCP/IP for the instance"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
