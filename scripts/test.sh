@@ -24,8 +24,18 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== the shipped octobackup: built without the lab, depends on none of its crates"
+cargo check -p octobackup --bin octobackup --locked
+if cargo tree -p octobackup -e normal --locked --prefix none | grep -E '^(octobackup-lab|octopus-sim|sqlserver-sim|sqlserver-files|axum|rcgen) '; then
+  echo "the product binary depends on the lab (above): keep the lab behind the lab feature" >&2
+  exit 1
+fi
 echo "== cargo test"
 cargo test --workspace --locked "$@"
+echo "== cargo test: the patched dependencies (patches/*/PATCHED.md)"
+for p in patches/*/; do
+  CARGO_TARGET_DIR=target/patches cargo test --offline --quiet --manifest-path "$p/Cargo.toml"
+done
 # Windows: check, clippy and build as x86_64-pc-windows-gnu, then run the .exe under wine.
 # OCTOBACKUP_SKIP_WINDOWS=1 leaves it out (e.g. a quick local run).
 if [ -z "${OCTOBACKUP_SKIP_WINDOWS:-}" ]; then

@@ -37,6 +37,9 @@ pub enum Exit {
 pub struct Failure {
     pub exit: Exit,
     pub message: String,
+    /// The command already printed its JSON result (a report that carries the failure): with
+    /// `--json`, nothing more goes to stdout, so stdout stays one JSON document.
+    pub result_printed: bool,
 }
 
 impl Failure {
@@ -44,7 +47,14 @@ impl Failure {
         Failure {
             exit,
             message: message.into(),
+            result_printed: false,
         }
+    }
+
+    /// Marks the failure as already reported on stdout (see `result_printed`).
+    pub fn result_printed(mut self) -> Self {
+        self.result_printed = true;
+        self
     }
 }
 
@@ -76,10 +86,12 @@ failure_from!(octobackup_repo::RepoError, Exit::Repository);
 
 impl From<JournalError> for Failure {
     fn from(e: JournalError) -> Self {
-        let exit = if matches!(e, JournalError::Busy { .. }) {
-            Exit::Busy
-        } else {
-            Exit::Failed
+        let exit = match e {
+            JournalError::Busy { .. } => Exit::Busy,
+            // A journal that cannot be read may stand for maintenance mode left on.
+            JournalError::Torn { .. } => Exit::MaintenanceStuck,
+            JournalError::NotAFolder { .. } => Exit::Usage,
+            JournalError::Io { .. } => Exit::Failed,
         };
         Failure::new(exit, e.to_string())
     }
@@ -90,6 +102,10 @@ impl From<MaintenanceError> for Failure {
         match e {
             MaintenanceError::Octopus(o) => o.into(),
             MaintenanceError::Journal(j) => j.into(),
+            e @ MaintenanceError::NotTurnedOn { .. } => Failure::new(Exit::Octopus, e.to_string()),
+            e @ MaintenanceError::NotPutBack { .. } => {
+                Failure::new(Exit::MaintenanceStuck, e.to_string())
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Local};
 use rustic_core::repofile::{Metadata, Node, NodeType, SnapshotFile};
-use rustic_core::{IndexedTree, LocalDestination, LsOptions, Repository, RestoreOptions};
+use rustic_core::{IndexedTree, LsOptions, Repository};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
@@ -125,10 +125,11 @@ impl Repo {
         })
     }
 
-    /// Restores `path` of a snapshot to `dest`. For a folder, `dest` is the folder that
-    /// receives its contents (created if needed; other files in it are kept). For a file,
-    /// `dest` is the file to write, or an existing folder to put it in under its own name.
-    /// Existing files with the right content are kept; others are overwritten.
+    /// Restores `path` of a snapshot to `dest`, streamed in bounded memory (`restore.rs`). For a
+    /// folder, `dest` is the folder that receives its contents (created if needed; other files
+    /// in it are kept). For a file, `dest` is the file to write, or an existing folder to put it
+    /// in under its own name. Existing files with the right content are kept; others are
+    /// overwritten.
     pub fn restore(
         &self,
         snapshot_id: &str,
@@ -137,12 +138,6 @@ impl Repo {
         progress: &dyn ProgressSink,
     ) -> Result<RestoreSummary, RepoError> {
         let path = VirtualPath::parse(path)?;
-        let dest_text = dest.to_str().ok_or_else(|| {
-            RepoError::InvalidInput(format!(
-                "cannot restore to {}: the destination path must be valid Unicode",
-                dest.display()
-            ))
-        })?;
         let capture = logging::capture();
         let outcome = self.run(progress, |repo| {
             let repo = repo
@@ -150,30 +145,26 @@ impl Repo {
                 .map_err(|e| from_rustic("cannot read the repository index", &e))?;
             let snap = resolve_snapshot(&repo, snapshot_id)?;
             let node = find_node(&repo, &snap, &path)?;
-            let dest = LocalDestination::new(dest_text, true, !node.is_dir())
-                .map_err(|e| from_rustic("cannot prepare the destination", &e))?;
-            let listing = repo
-                .ls(&node, &LsOptions::default())
-                .map_err(|e| from_rustic("cannot list the snapshot", &e))?;
-            let opts = RestoreOptions::default().verify_existing(true);
-            self.router.set_phase("restore", None);
-            let plan = repo
-                .prepare_restore(&opts, listing.clone(), &dest, false)
-                .map_err(|e| from_rustic("cannot plan the restore", &e))?;
-            let summary = RestoreSummary {
-                files_restored: plan.stats.files.restore + plan.stats.files.modify,
-                files_unchanged: plan.stats.files.unchanged + plan.stats.files.verified,
-                dirs_restored: plan.stats.dirs.restore,
-                bytes_restored: plan.restore_size,
-                warnings: Vec::new(),
+            let total = if node.is_dir() {
+                repo.ls(&node, &LsOptions::default())
+                    .map_err(|e| from_rustic("cannot list the snapshot", &e))?
+                    .filter_map(Result::ok)
+                    .filter(|(_, n)| n.is_file())
+                    .map(|(_, n)| n.meta.size)
+                    .sum()
+            } else {
+                node.meta.size
             };
-            repo.restore(plan, &opts, listing, &dest)
-                .map_err(|e| from_rustic("cannot restore", &e))?;
-            Ok(summary)
+            self.router.set_phase("restore", Some(total));
+            let bar = repo.progress_bytes("restore");
+            bar.set_length(total);
+            crate::restore::restore_node(&repo, &node, dest, &bar)
         });
         let warnings = capture.finish();
         let mut summary = outcome?;
-        summary.warnings = warnings.into_iter().map(|c| c.message).collect();
+        summary
+            .warnings
+            .extend(warnings.into_iter().map(|c| c.message));
         Ok(summary)
     }
 }

@@ -114,6 +114,19 @@ pub(crate) fn location(repository: &str) -> Result<Location, RepoError> {
     )))
 }
 
+/// The folder of a local repository location (a plain path or `local:<path>`); `None` for a
+/// remote backend or a location that is not valid. The one answer to "is this repository local?".
+pub fn local_folder(repository: &str) -> Option<std::path::PathBuf> {
+    let location = location(repository).ok()?;
+    if !location.is_local {
+        return None;
+    }
+    let repository = repository.trim();
+    Some(std::path::PathBuf::from(
+        repository.strip_prefix("local:").unwrap_or(repository),
+    ))
+}
+
 /// rustic_backend parses `scheme:path` itself; local paths are passed so that it reads them as
 /// local on every platform (on Windows it only recognises drive paths written with backslashes).
 fn local_backend_string(path: &str) -> String {
@@ -157,6 +170,24 @@ mod tests {
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(!shown.contains("AKIA-SECRET"), "{shown}");
         assert!(shown.contains("secret-access-key"), "{shown}");
+    }
+
+    #[test]
+    fn local_folders_are_told_from_backends() {
+        use std::path::PathBuf;
+        assert_eq!(
+            local_folder("/backups/octo"),
+            Some(PathBuf::from("/backups/octo"))
+        );
+        assert_eq!(local_folder("local:/r"), Some(PathBuf::from("/r")));
+        assert_eq!(
+            local_folder("C:/Backups"),
+            Some(PathBuf::from("C:/Backups"))
+        );
+        assert_eq!(local_folder("/srv/a:b"), Some(PathBuf::from("/srv/a:b")));
+        for remote in ["opendal:s3", "rest:http://x", "rclone:r", "s3:bucket", ""] {
+            assert_eq!(local_folder(remote), None, "{remote}");
+        }
     }
 
     #[test]

@@ -44,6 +44,15 @@ pub enum RepoError {
     InvalidInput(String),
 
     #[error(
+        "cannot write {path}: {source}; check free space there and that this account may write there"
+    )]
+    RestoreTarget {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
         "repository storage failed: {0}; check that the repository is reachable and writable, then retry"
     )]
     Backend(String),

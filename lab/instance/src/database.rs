@@ -1,6 +1,8 @@
 //! The Octopus database as the lab's SQL Server stand-in holds it: the tables a restore check needs,
-//! sensitive values encrypted with the instance's master key exactly as Octopus encrypts them, and
-//! filler pages that make the file as large as a real Octopus database and change a little each day.
+//! sensitive values of the kinds real instances hold (Azure keys, JSON, passwords, PEM keys, PFX
+//! certificates) encrypted with the instance's master key exactly as Octopus encrypts them, a
+//! `VariableSet` with a snapshot row per release (hundreds of rows), and filler pages that make the
+//! file as large as a real Octopus database and change a little each day.
 //!
 //! UNCONFIRMED against a real Octopus schema: which row holds the server certificate and the
 //! InstallationId. The lab keeps both in `dbo.Configuration` (ids `servercertificate` and
@@ -19,16 +21,6 @@ use uuid::Uuid;
 /// A key check can parse it, which a wrong key's garbage does not (a padding check alone accepts
 /// about 0.3% of wrong keys). Not a signed X.509 certificate: nothing in the lab verifies one.
 pub fn server_certificate_der(seed: u64) -> Vec<u8> {
-    fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut out = vec![tag];
-        match body.len() {
-            n if n < 0x80 => out.push(n as u8),
-            n if n < 0x100 => out.extend([0x81, n as u8]),
-            n => out.extend([0x82, (n >> 8) as u8, n as u8]),
-        }
-        out.extend_from_slice(body);
-        out
-    }
     let mut rng = content::stream(seed, "database/certificate");
     let serial = content::random_bytes(&mut rng, 16);
     let key = content::random_bytes(&mut rng, 270);
@@ -36,6 +28,90 @@ pub fn server_certificate_der(seed: u64) -> Vec<u8> {
     tbs.extend(tlv(0x0c, b"CN=Octopus Portal"));
     tbs.extend(tlv(0x04, &key));
     tlv(0x30, &tlv(0x30, &tbs))
+}
+
+/// Projects in the lab's database, and releases each has taken a variable snapshot for: enough
+/// rows that a reader must page through `dbo.VariableSet` (about 600), small enough for tests.
+pub const PROJECTS: u32 = 12;
+pub const RELEASES_PER_PROJECT: u32 = 48;
+
+/// A project's variables with sensitive values of the kinds real instances hold, each encrypted
+/// with the master key as Octopus encrypts them:
+/// - an Azure storage account key: base64 of 64 random bytes (88 characters), not DER;
+/// - a JWT signing key: base64 of 32 random bytes;
+/// - a service principal's JSON;
+/// - passwords, one with non-ASCII characters;
+/// - an SSH private key in PEM (several lines);
+/// - on some projects, a PFX certificate as base64 (a DER SEQUENCE shaped like PKCS#12, a few KB).
+fn project_variables(
+    inputs: &DatabaseInputs,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    n: u32,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let b64 = &base64::engine::general_purpose::STANDARD;
+    let mut secrets: Vec<(&str, String)> = vec![
+        ("Azure.StorageAccountKey", b64.encode(content::random_bytes(rng, 64))),
+        ("Jwt.SigningKey", b64.encode(content::random_bytes(rng, 32))),
+        (
+            "Azure.ServicePrincipal",
+            serde_json::json!({
+                "tenantId": Uuid::from_bytes(content::random_bytes(rng, 16).try_into().unwrap()),
+                "clientId": Uuid::from_bytes(content::random_bytes(rng, 16).try_into().unwrap()),
+                "clientSecret": format!("{}~{}", hex::encode(content::random_bytes(rng, 6)), b64.encode(content::random_bytes(rng, 24))),
+            })
+            .to_string(),
+        ),
+        ("Database.Password", format!("s3cret-{n}-{:08x}", rng.next_u32())),
+        ("Smtp.Password", format!("Pässwörd-€{}-{:04x}!", n, rng.next_u32() & 0xffff)),
+        ("Deploy.SshKey", ssh_key_pem(rng)),
+    ];
+    if n % 4 == 1 {
+        secrets.push(("Web.Certificate", b64.encode(pfx_like(rng))));
+    }
+    let mut vars = Vec::new();
+    for (name, secret) in &secrets {
+        vars.push(serde_json::json!({
+            "Name": name, "Type": "Sensitive", "IsSensitive": true,
+            "Value": crypto::encrypt(inputs.master_key, secret.as_bytes(), iv(rng))?,
+        }));
+    }
+    for v in 0..4u32 {
+        vars.push(serde_json::json!({"Name": format!("Var{n}.{v}"), "Type": "String", "Value": format!("value-{n}-{v}")}));
+    }
+    Ok(vars)
+}
+
+/// An OpenSSH-style private key block: 64-character base64 lines between PEM armour.
+fn ssh_key_pem(rng: &mut rand_chacha::ChaCha8Rng) -> String {
+    let body = base64::engine::general_purpose::STANDARD.encode(content::random_bytes(rng, 300));
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
+        .collect();
+    format!(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+        lines.join("\n")
+    )
+}
+
+/// Bytes shaped like a PKCS#12 (PFX) file: a DER SEQUENCE holding version 3 and opaque content.
+fn pfx_like(rng: &mut rand_chacha::ChaCha8Rng) -> Vec<u8> {
+    let mut body = tlv(0x02, &[3]);
+    body.extend(tlv(0x30, &content::random_bytes(rng, 2400)));
+    tlv(0x30, &body)
+}
+
+/// One DER tag-length-value.
+fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    match body.len() {
+        n if n < 0x80 => out.push(n as u8),
+        n if n < 0x100 => out.extend([0x81, n as u8]),
+        n => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+    out.extend_from_slice(body);
+    out
 }
 
 fn iv(rng: &mut impl Rng) -> [u8; 16] {
@@ -94,25 +170,27 @@ pub fn create(inputs: &DatabaseInputs, data_file: &Path, log_file: &Path) -> any
         ],
     };
 
+    // Each project's variables, then the snapshots its releases took of them: Octopus copies a
+    // project's variable set into every release, ciphertext and all, so VariableSet grows by a
+    // row per release and holds most of a real database's sensitive values.
     let mut variable_sets = Vec::new();
-    for n in 1..=12u32 {
-        let mut vars = Vec::new();
-        for v in 0..6u32 {
-            let name = format!("Var{n}.{v}");
-            if v % 3 == 0 {
-                let secret = format!("s3cret-{n}-{v}-{:08x}", rng.next_u32());
-                vars.push(serde_json::json!({
-                    "Name": name, "Type": "Sensitive", "IsSensitive": true,
-                    "Value": crypto::encrypt(inputs.master_key, secret.as_bytes(), iv(&mut rng))?,
-                }));
-            } else {
-                vars.push(serde_json::json!({"Name": name, "Type": "String", "Value": format!("value-{n}-{v}")}));
-            }
+    for n in 1..=PROJECTS {
+        let vars = project_variables(inputs, &mut rng, n)?;
+        let json = serde_json::json!({"Variables": vars}).to_string();
+        for release in 1..=RELEASES_PER_PROJECT {
+            variable_sets.push(vec![
+                text(format!(
+                    "variableset-Projects-{n}-s-{release}-{:05X}",
+                    rng.next_u32() & 0xFFFFF
+                )),
+                text(format!("Projects-{n}")),
+                text(json.clone()),
+            ]);
         }
         variable_sets.push(vec![
             text(format!("variableset-Projects-{n}")),
             text(format!("Projects-{n}")),
-            text(serde_json::json!({"Variables": vars}).to_string()),
+            text(json),
         ]);
     }
     let variable_set = Table {

@@ -24,6 +24,7 @@ pub(crate) fn router() -> Router<Arc<Simulator>> {
         .route("/lab/state", get(state))
         .route("/lab/tasks", post(add_task))
         .route("/lab/tasks/{id}/finish", post(finish_task))
+        .route("/lab/tasks/{id}/cancel", post(cancel_task))
         .route("/lab/faults", post(inject_fault).delete(clear_faults))
         .route("/lab/maintenance", put(set_maintenance))
         .layer(middleware::from_fn(loopback_only))
@@ -111,6 +112,36 @@ async fn finish_task(
             problem(StatusCode::NOT_FOUND, error.to_string())
         }
         Err(error) => problem(StatusCode::BAD_REQUEST, error.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Cancel {
+    /// How long a running task stays Cancelling; 0 cancels at once.
+    #[serde(default = "default_cancelling_ms")]
+    cancelling_ms: u64,
+}
+
+fn default_cancelling_ms() -> u64 {
+    2_000
+}
+
+/// `POST /lab/tasks/{id}/cancel` with `{"cancelling_ms": 2000}` (optional): 200 `{"state": ...}`.
+async fn cancel_task(
+    State(sim): State<Arc<Simulator>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
+    let cancel = match parse::<Cancel>(body) {
+        Ok(cancel) => cancel,
+        Err(response) => return *response,
+    };
+    let cancelling_for = std::time::Duration::from_millis(cancel.cancelling_ms);
+    match sim.cancel_task(&id, cancelling_for, "lab") {
+        Ok(state) => Json(json!({ "state": state })).into_response(),
+        Err(error) => problem(StatusCode::NOT_FOUND, error.to_string()),
     }
 }
 

@@ -97,6 +97,17 @@ impl OctopusHandle {
         self.inner.sim.finish_task(id, state, "lab")
     }
 
+    /// Cancels a task as a user would in the portal: a queued one is Canceled at once, a running
+    /// one is `Cancelling` for `cancelling_for` (its node stops the step and cleans up), then
+    /// `Canceled`. Returns the state it is in now.
+    pub fn cancel_task(
+        &self,
+        id: &str,
+        cancelling_for: std::time::Duration,
+    ) -> Result<TaskState, ControlError> {
+        self.inner.sim.cancel_task(id, cancelling_for, "lab")
+    }
+
     /// Every task, oldest first, with time applied.
     pub fn tasks(&self) -> Vec<TaskSnapshot> {
         self.inner.sim.with(|state, _, _| state.snapshots())

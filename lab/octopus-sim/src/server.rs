@@ -129,10 +129,31 @@ async fn handle_request(
         None => None,
     };
     // Handled on a task of its own, so a client hanging up does not cancel a change half-way.
+    let handler_sim = sim.clone();
     let handling = tokio::spawn(async move {
-        if let Some(delay) = delay {
-            tokio::time::sleep(delay).await;
-        }
+        let request = match delay {
+            Some(delay) => {
+                // A real server has the (small) body once the request is in; reading it before the
+                // wait lets the change apply late even when the client is gone by then (killed,
+                // or timed out and closed the connection).
+                let (parts, body) = request.into_parts();
+                let body = axum::body::to_bytes(Body::new(body), usize::MAX)
+                    .await
+                    .unwrap_or_default();
+                tokio::time::sleep(delay).await;
+                let method = parts.method.to_string();
+                let path = parts.uri.path().to_string();
+                let request = Request::from_parts(parts, Body::from(body));
+                let response = TowerToHyperService::new(router).call(request).await;
+                // The witness a test waits for: the delayed request has now been handled.
+                handler_sim.note(
+                    "delayed_request_handled",
+                    serde_json::json!({ "method": method, "path": path }),
+                );
+                return response;
+            }
+            None => request.map(Body::new),
+        };
         TowerToHyperService::new(router).call(request).await
     });
     match handling.await {

@@ -151,8 +151,13 @@ impl Simulator {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn key(&self, presented: &str) -> Option<&ApiKey> {
-        self.identity.api_keys.iter().find(|k| k.key == presented)
+    /// The key presented and its position (which numbers its user).
+    pub fn key_with_index(&self, presented: &str) -> Option<(usize, &ApiKey)> {
+        self.identity
+            .api_keys
+            .iter()
+            .enumerate()
+            .find(|(_, k)| k.key == presented)
     }
 
     /// The fault this request gets, if any, reported as served.
@@ -178,6 +183,33 @@ impl Simulator {
             return Err(ControlError::NotCompleted(state));
         }
         let result = self.with(|s, now, events| s.set_task_state(id, state, now, by, events));
+        self.clock_wake.notify_one();
+        result
+    }
+
+    /// Reports an event that changes no state (for example, a delayed request handled at last).
+    pub fn note(&self, kind: &'static str, detail: Value) {
+        self.with(|_, _, events| events.push(Event { kind, detail }));
+    }
+
+    /// Cancels a task as a user would: running tasks pass through Cancelling.
+    pub fn cancel_task(
+        &self,
+        id: &str,
+        cancelling_for: std::time::Duration,
+        by: &str,
+    ) -> Result<TaskState, ControlError> {
+        let result = self.with(|s, now, events| {
+            let task = s
+                .tasks
+                .iter_mut()
+                .find(|task| task.snapshot.id == id)
+                .ok_or_else(|| ControlError::UnknownTask(id.to_string()))?;
+            if let Some((transition, _)) = task.cancel(cancelling_for, now) {
+                events.push(task_event(&task.snapshot, transition, by));
+            }
+            Ok(task.snapshot.state)
+        });
         self.clock_wake.notify_one();
         result
     }
@@ -314,8 +346,10 @@ impl State {
         self.tasks
             .iter()
             .filter(|task| {
-                task.snapshot.state == TaskState::Executing
-                    && task.snapshot.server_node.as_deref() == Some(node)
+                matches!(
+                    task.snapshot.state,
+                    TaskState::Executing | TaskState::Cancelling
+                ) && task.snapshot.server_node.as_deref() == Some(node)
             })
             .count()
     }
@@ -325,6 +359,7 @@ fn task_event(snapshot: &TaskSnapshot, transition: Transition, by: &str) -> Even
     Event {
         kind: match transition {
             Transition::Started => "task_started",
+            Transition::Cancelling => "task_cancelling",
             Transition::Finished => "task_finished",
         },
         detail: json!({

@@ -146,12 +146,16 @@ pub(crate) struct Task {
     pub finishes_after: Option<Duration>,
     pub start_due: Option<DateTime<Utc>>,
     pub finish_due: Option<DateTime<Utc>>,
+    /// The state `finish_due` ends it in: Success, or Canceled once a cancel was asked for.
+    pub finish_state: TaskState,
 }
 
 /// A change time made to a task, for the event sink.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Transition {
     Started,
+    /// A cancel was asked for; the task still runs until it has stopped.
+    Cancelling,
     Finished,
 }
 
@@ -176,6 +180,11 @@ impl Task {
             finishes_after: spec.finishes_after,
             start_due: None,
             finish_due: None,
+            finish_state: if state == TaskState::Cancelling {
+                TaskState::Canceled
+            } else {
+                TaskState::Success
+            },
         };
         match state {
             TaskState::Queued => task.start_due = spec.starts_after.map(|d| now + to_chrono(d)),
@@ -196,8 +205,11 @@ impl Task {
         }
         if let Some(due) = self.finish_due.filter(|due| *due <= now) {
             self.finish_due = None;
-            self.snapshot.state = TaskState::Success;
+            self.snapshot.state = self.finish_state;
             self.snapshot.completed_time = Some(due);
+            if self.finish_state != TaskState::Success {
+                self.snapshot.has_pending_interruptions = false;
+            }
             changes.push((self.snapshot.clone(), Transition::Finished));
         }
     }
@@ -230,6 +242,32 @@ impl Task {
         } else {
             None
         }
+    }
+
+    /// A user cancels the task: a queued task is Canceled at once; a running one is Cancelling
+    /// for `cancelling_for` (its node stops the running step and cleans up), then Canceled. A
+    /// completed task does not change.
+    pub fn cancel(
+        &mut self,
+        cancelling_for: Duration,
+        now: DateTime<Utc>,
+    ) -> Option<(Transition, TaskState)> {
+        if self.snapshot.state.is_completed() {
+            return None;
+        }
+        if self.snapshot.state == TaskState::Queued || cancelling_for.is_zero() {
+            return self
+                .set_state(TaskState::Canceled, now)
+                .map(|t| (t, TaskState::Canceled));
+        }
+        if self.snapshot.state == TaskState::Cancelling {
+            return None;
+        }
+        self.start_due = None;
+        self.snapshot.state = TaskState::Cancelling;
+        self.finish_state = TaskState::Canceled;
+        self.finish_due = Some(now + to_chrono(cancelling_for));
+        Some((Transition::Cancelling, TaskState::Cancelling))
     }
 
     /// The next moment time will change this task, if any.
@@ -307,6 +345,35 @@ mod tests {
         task.advance(t0 + chrono::Duration::hours(1), &mut changes);
         assert_eq!(task.snapshot.state, TaskState::Success);
         assert_eq!(changes.len(), 2);
+    }
+
+    #[test]
+    fn a_cancelled_task_is_cancelling_until_its_node_has_stopped_it() {
+        let t0 = Utc::now();
+        let mut task = Task::new(1, spec(TaskState::Executing), "N1".into(), t0);
+        let cancelled = task.cancel(Duration::from_secs(3), t0);
+        assert_eq!(
+            cancelled,
+            Some((Transition::Cancelling, TaskState::Cancelling))
+        );
+        let mut changes = Vec::new();
+        task.advance(t0 + chrono::Duration::seconds(2), &mut changes);
+        assert_eq!(task.snapshot.state, TaskState::Cancelling);
+        assert!(!task.snapshot.is_completed());
+        // Its own finish time (10 s) no longer applies: it ends Canceled at 3 s.
+        task.advance(t0 + chrono::Duration::seconds(4), &mut changes);
+        assert_eq!(task.snapshot.state, TaskState::Canceled);
+        assert_eq!(
+            task.snapshot.completed_time,
+            Some(t0 + chrono::Duration::seconds(3))
+        );
+        assert_eq!(task.cancel(Duration::from_secs(3), t0), None);
+
+        let mut queued = Task::new(2, spec(TaskState::Queued), "N1".into(), t0);
+        assert_eq!(
+            queued.cancel(Duration::from_secs(3), t0).map(|(_, s)| s),
+            Some(TaskState::Canceled)
+        );
     }
 
     #[test]

@@ -237,6 +237,12 @@ impl SqlServerHandle {
         self.inner.engine.database_names()
     }
 
+    /// Marks a database as encrypted with Transparent Data Encryption: `sys.databases.is_encrypted`
+    /// answers 1 for it (and for tempdb). Only the flag is modelled.
+    pub fn set_encrypted(&self, name: &str, on: bool) {
+        self.inner.engine.set_encrypted(name, on);
+    }
+
     /// Arms a one-shot fault.
     pub fn inject(&self, fault: SqlFault) {
         self.inner.engine.inject(fault);

@@ -111,20 +111,6 @@ pub fn sealed_items(
     Ok(items)
 }
 
-/// The local folder of a repository location, or `None` for a remote backend.
-pub fn local_repository(location: &str) -> Option<PathBuf> {
-    let location = location.trim();
-    if let Some(rest) = location.strip_prefix("local:") {
-        return Some(PathBuf::from(rest));
-    }
-    for scheme in ["opendal:", "rest:", "rclone:"] {
-        if location.starts_with(scheme) {
-            return None;
-        }
-    }
-    Some(PathBuf::from(location))
-}
-
 fn set_dir(repo: &Path, set_id: &str) -> Result<PathBuf, Failure> {
     if set_id.is_empty()
         || !set_id
@@ -144,7 +130,7 @@ pub fn publish(
     set_id: &str,
     items: &[SourceItem],
 ) -> Result<Option<PathBuf>, Failure> {
-    let Some(repo) = local_repository(repository_location) else {
+    let Some(repo) = octobackup_repo::local_folder(repository_location) else {
         return Ok(None);
     };
     if items.is_empty() {
@@ -183,7 +169,7 @@ pub fn publish(
 
 /// Removes a forgotten set's escrow copy (nothing to do when there is none).
 pub fn remove(repository_location: &str, set_id: &str) -> Result<(), Failure> {
-    let Some(repo) = local_repository(repository_location) else {
+    let Some(repo) = octobackup_repo::local_folder(repository_location) else {
         return Ok(());
     };
     let dir = set_dir(&repo, set_id)?;
@@ -199,7 +185,7 @@ pub fn remove(repository_location: &str, set_id: &str) -> Result<(), Failure> {
 
 /// Set ids with an escrow copy, oldest first (set ids sort by time).
 pub fn escrowed_sets(repository_location: &str) -> Result<Vec<String>, Failure> {
-    let Some(repo) = local_repository(repository_location) else {
+    let Some(repo) = octobackup_repo::local_folder(repository_location) else {
         return Err(usage(format!(
             "the repository {repository_location} is not a local folder: escrow copies readable without the password are only kept in local repositories for now"
         )));
@@ -334,7 +320,8 @@ pub fn recover(
             }
         }
     };
-    let repo = local_repository(repository_location).expect("checked by escrowed_sets");
+    let repo =
+        octobackup_repo::local_folder(repository_location).expect("checked by escrowed_sets");
     let dir = set_dir(&repo, &set_id)?;
     let read = |name: &str| -> Result<Option<Vec<u8>>, Failure> {
         let p = dir.join(name);
@@ -445,7 +432,5 @@ mod tests {
         std::fs::write(&p, "not a key\n").unwrap();
         let e = read_identities(&p).err().unwrap();
         assert!(e.message.contains("is not an age identity file"), "{e}");
-        assert_eq!(local_repository("opendal:s3"), None);
-        assert_eq!(local_repository("local:/r"), Some(PathBuf::from("/r")));
     }
 }

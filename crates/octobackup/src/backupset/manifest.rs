@@ -46,6 +46,11 @@ pub struct DatabaseInfo {
     pub bytes: u64,
     pub verified: bool,
     pub backupset: Option<BackupSetRow>,
+    /// `sys.databases.is_encrypted`: Transparent Data Encryption was on, so a restore on another
+    /// server needs the certificate that protects the database encryption key. None when it could
+    /// not be read (and in sets made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tde_encrypted: Option<bool>,
 }
 
 /// The msdb.dbo.backupset row of the backup (LSNs as SQL Server prints them).

@@ -171,15 +171,15 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
             .iter()
             .map(|a| a.set_id.as_str())
             .collect();
-        eprintln!(
-            "error: the repository is damaged; sets affected: {}",
+        let message = format!(
+            "the repository is damaged; sets affected: {}",
             if sets.is_empty() {
                 "none".to_string()
             } else {
                 sets.join(", ")
             }
         );
-        std::process::exit(Exit::CheckFailed as i32);
+        return Err(Failure::new(Exit::CheckFailed, message).result_printed());
     }
     Ok(())
 }

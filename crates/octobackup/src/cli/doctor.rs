@@ -3,11 +3,7 @@
 //!
 //! How the permission to change maintenance mode is checked without changing it: the current
 //! user's system permissions (`GET /api/users/me`, then `/api/users/{id}/permissions`, looking for
-//! `AdministerSystem`). A server without those endpoints (the lab's simulator) gets a probe instead:
-//! `PUT /api/maintenanceconfiguration` with a body no server can bind (`IsInMaintenanceMode` is not a
-//! boolean), sent only while maintenance mode is off: the permission is checked first (403 without
-//! it), and the body is then refused (400), so nothing changes. If a server ever accepted it, the
-//! state read just before is put back at once.
+//! `AdministerSystem`), read through the same Octopus client a backup uses.
 //!
 //! How the staging path is checked: octobackup writes, reads and removes a probe file through its
 //! own path, then SQL Server writes a small backup of `[model]` (`COPY_ONLY`, the DBA's chain is
@@ -18,7 +14,7 @@ use super::repository;
 use crate::backupset::list;
 use crate::config::{Config, InstanceConfig};
 use crate::error::{Exit, Failure};
-use crate::octopus::master_key;
+use crate::octopus::{OctopusClient, OctopusError, master_key};
 use crate::run::backup::{sql_server, sql_side_path};
 use crate::sqlserver::tsql;
 use serde::Serialize;
@@ -109,6 +105,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     };
     if let Some(inst) = &inst {
         check_instance(&config, inst, &mut c).await;
+        check_staging_leftovers(&config, config_path, name, inst, &mut c);
     }
     let report = Report {
         ok: c.0.iter().all(|k| k.status != Status::Fail),
@@ -146,6 +143,39 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
                 failed.join(", ")
             ),
         ))
+    }
+}
+
+/// Staging folders killed runs left: each a full, unencrypted copy of the database.
+fn check_staging_leftovers(
+    config: &Config,
+    config_path: &Path,
+    name: &str,
+    inst: &InstanceConfig,
+    c: &mut Checks,
+) {
+    // Only with the instance's lock free is a folder certainly not a running backup's.
+    let state = crate::run::journal::StateDir::new(&config.state_dir(config_path));
+    let Ok(_lock) = state.lock(name) else {
+        return c.skip(
+            "staging leftovers",
+            "a run of this instance is going on (or the state folder is unusable)",
+        );
+    };
+    let left = crate::run::backup::staging_leftovers(name, inst);
+    if left.is_empty() {
+        c.pass("staging leftovers", "none");
+    } else {
+        let list: Vec<String> = left.iter().map(|p| p.display().to_string()).collect();
+        c.fail(
+            "staging leftovers",
+            format!(
+                "interrupted runs left {} staging folder(s), each a copy of the database: {}",
+                left.len(),
+                list.join(", ")
+            ),
+            "run `octobackup recover` (the next backup removes them too)",
+        );
     }
 }
 
@@ -275,73 +305,47 @@ async fn check_instance(config: &Config, inst: &InstanceConfig, c: &mut Checks) 
     check_space(config, repo, &staging_local, c).await;
 }
 
-/// The API, the key, the permission, the clock. Returns whether the key works.
+/// The API, the key, the permission, the clock, through the product's own Octopus client.
+/// Returns whether the key works.
 async fn check_octopus(inst: &InstanceConfig, c: &mut Checks) -> bool {
-    let key = match inst.api_key_source().read("Octopus API key") {
-        Ok(k) => k,
-        Err(e) => {
+    let client = match crate::run::backup::octopus_client(inst) {
+        Ok(client) => client,
+        Err(f) => {
             c.fail(
                 "octopus-api-key",
-                e.to_string(),
+                f.message,
                 "set api_key_env or api_key_file to an API key of a user with Administer System",
             );
             return false;
         }
     };
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(10))
-        .user_agent(concat!("octobackup/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
-        Ok(h) => h,
-        Err(e) => {
-            c.fail("octopus-api", e.to_string(), "report this as a bug");
-            return false;
-        }
-    };
-    let base = inst.url.trim_end_matches('/').to_string();
-    let get = |path: &str| {
-        http.get(format!("{base}{path}"))
-            .header("X-Octopus-ApiKey", key.expose())
-            .send()
-    };
+    check_octopus_with(client, c).await
+}
+
+async fn check_octopus_with(mut client: OctopusClient, c: &mut Checks) -> bool {
+    // A preflight reports a dead server quickly rather than retrying as a backup would.
+    client.attempts = 2;
+    let base = client.url().to_string();
 
     // Reachable, version, clock.
     let sent_at = chrono::Utc::now();
-    match get("/api").await {
-        Ok(r) => {
+    match client.root_with_date().await {
+        Ok((root, date)) => {
             let received_at = chrono::Utc::now();
-            let date = r
-                .headers()
-                .get(reqwest::header::DATE)
-                .and_then(|d| d.to_str().ok())
-                .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok());
-            let status = r.status();
-            let body: serde_json::Value = r.json().await.unwrap_or_default();
-            if status.is_success() {
-                c.pass(
-                    "octopus-api",
-                    format!(
-                        "{} answers: {} {}",
-                        base,
-                        body["Application"].as_str().unwrap_or("Octopus Deploy"),
-                        body["Version"].as_str().unwrap_or("(version unknown)")
-                    ),
-                );
+            let application = if root.application.is_empty() {
+                "Octopus Deploy"
             } else {
-                c.fail(
-                    "octopus-api",
-                    format!("{base}/api answered HTTP {status}"),
-                    "check url: it must be the Octopus Server's address (the one its web portal is at)",
-                );
-            }
+                &root.application
+            };
+            c.pass(
+                "octopus-api",
+                format!("{base} answers: {application} {}", root.version),
+            );
             match date {
                 Some(d) => {
                     // The server stamped its Date between sending and receiving: compare with the middle.
                     let local = sent_at + (received_at - sent_at) / 2;
-                    let skew =
-                        (local - d.with_timezone(&chrono::Utc)).num_milliseconds() as f64 / 1000.0;
+                    let skew = (local - d).num_milliseconds() as f64 / 1000.0;
                     // Date has whole seconds: allow for that on top of the limit.
                     if skew.abs() <= MAX_SKEW.as_secs_f64() + 1.0 {
                         c.pass(
@@ -362,144 +366,74 @@ async fn check_octopus(inst: &InstanceConfig, c: &mut Checks) -> bool {
                 None => c.skip("clock", "the Octopus Server sent no Date header"),
             }
         }
+        Err(e @ OctopusError::Unreachable { .. }) => {
+            c.fail(
+                "octopus-api",
+                e.to_string(),
+                "check url, DNS, the firewall and proxy; the Octopus Server must answer from here",
+            );
+            for name in ["clock", "octopus-api-key", "administer-system"] {
+                c.skip(name, "the Octopus Server did not answer");
+            }
+            return false;
+        }
         Err(e) => {
             c.fail(
                 "octopus-api",
-                format!("cannot reach {base}: {}", error_chain(&e)),
-                "check url, DNS, the firewall and proxy; the Octopus Server must answer from here",
+                format!("{base}/api: {e}"),
+                "check url: it must be the Octopus Server's address (the one its web portal is at)",
             );
-            c.skip("clock", "the Octopus Server did not answer");
-            c.skip("octopus-api-key", "the Octopus Server did not answer");
-            c.skip("administer-system", "the Octopus Server did not answer");
-            return false;
+            c.skip("clock", "the Octopus Server's API did not answer");
         }
     }
 
-    // The key and the permission.
-    let refused = |c: &mut Checks| {
-        c.fail(
-            "octopus-api-key",
-            "the Octopus Server refused the API key (401)",
-            "create an API key (Profile > My API Keys) for a user with Administer System and put it where api_key_env/api_key_file says",
-        );
-        c.skip("administer-system", "the API key was refused");
-    };
-    let me = match get("/api/users/me").await {
-        Ok(r) => r,
-        Err(e) => {
+    // The key: whose it is.
+    let user = match client.current_user().await {
+        Ok(user) => user,
+        Err(OctopusError::Unauthorized { .. }) => {
             c.fail(
                 "octopus-api-key",
-                format!("GET /api/users/me failed: {}", error_chain(&e)),
-                "check the network to the Octopus Server",
+                "the Octopus Server refused the API key (401)",
+                "create an API key (Profile > My API Keys) for a user with Administer System and put it where api_key_env/api_key_file says",
             );
-            return false;
-        }
-    };
-    match me.status().as_u16() {
-        401 => {
-            refused(c);
-            return false;
-        }
-        200 => {
-            let user: serde_json::Value = me.json().await.unwrap_or_default();
-            let id = user["Id"].as_str().unwrap_or_default().to_string();
-            let who = user["Username"].as_str().unwrap_or(&id).to_string();
-            c.pass("octopus-api-key", format!("accepted (user {who})"));
-            match get(&format!("/api/users/{id}/permissions")).await {
-                Ok(r) if r.status().is_success() => {
-                    let p: serde_json::Value = r.json().await.unwrap_or_default();
-                    let has = p["SystemPermissions"]
-                        .as_array()
-                        .is_some_and(|a| a.iter().any(|x| x == "AdministerSystem"));
-                    if has {
-                        c.pass("administer-system", format!("user {who} has Administer System: it can turn maintenance mode on and off"));
-                    } else {
-                        c.fail("administer-system", format!("user {who} lacks Administer System: it cannot turn maintenance mode on"), admin_fix());
-                    }
-                }
-                Ok(r) => c.fail(
-                    "administer-system",
-                    format!("cannot read the user's permissions (HTTP {})", r.status()),
-                    admin_fix(),
-                ),
-                Err(e) => c.fail(
-                    "administer-system",
-                    error_chain(&e),
-                    "check the network to the Octopus Server",
-                ),
-            }
-            return true;
-        }
-        _ => {}
-    }
-    // No users endpoint (the lab's simulator): the maintenance configuration and the probe.
-    let m = match get("/api/maintenanceconfiguration").await {
-        Ok(r) if r.status().as_u16() == 401 => {
-            refused(c);
-            return false;
-        }
-        Ok(r) if r.status().is_success() => r.json::<serde_json::Value>().await.unwrap_or_default(),
-        Ok(r) => {
-            c.fail(
-                "octopus-api-key",
-                format!(
-                    "GET /api/maintenanceconfiguration answered HTTP {}",
-                    r.status()
-                ),
-                admin_fix(),
-            );
+            c.skip("administer-system", "the API key was refused");
             return false;
         }
         Err(e) => {
             c.fail(
                 "octopus-api-key",
-                error_chain(&e),
-                "check the network to the Octopus Server",
+                e.to_string(),
+                "check the network to the Octopus Server and that url is its address",
             );
+            c.skip("administer-system", "the API key's user is unknown");
             return false;
         }
     };
-    c.pass("octopus-api-key", "accepted");
-    if m["IsInMaintenanceMode"] == true {
-        c.skip("administer-system", "maintenance mode is on right now; checking the permission here would need a change, so it was not checked");
-        return true;
-    }
-    let probe = http
-        .put(format!("{base}/api/maintenanceconfiguration"))
-        .header("X-Octopus-ApiKey", key.expose())
-        .json(&serde_json::json!({"Id": "maintenance", "IsInMaintenanceMode": "octobackup-doctor-probe"}))
-        .send()
-        .await;
-    match probe.map(|r| r.status().as_u16()) {
-        Ok(400) => c.pass("administer-system", "the key may change maintenance mode (checked with a request the server refuses; nothing changed)"),
-        Ok(401 | 403) => c.fail("administer-system", "the key's user lacks Administer System: it cannot turn maintenance mode on", admin_fix()),
-        Ok(s) => {
-            // Not expected: make sure maintenance mode is as it was (off).
-            let _ = http
-                .put(format!("{base}/api/maintenanceconfiguration"))
-                .header("X-Octopus-ApiKey", key.expose())
-                .json(&serde_json::json!({"Id": "maintenance", "IsInMaintenanceMode": false}))
-                .send()
-                .await;
-            c.skip("administer-system", format!("the permission probe got HTTP {s}; maintenance mode was left off"));
-        }
-        Err(e) => c.fail("administer-system", error_chain(&e), "check the network to the Octopus Server"),
+    let who = user.name().to_string();
+    c.pass("octopus-api-key", format!("accepted (user {who})"));
+
+    // The permission maintenance mode needs, read without changing anything.
+    match client.system_permissions(&user.id).await {
+        Ok(permissions) if permissions.iter().any(|p| p == "AdministerSystem") => c.pass(
+            "administer-system",
+            format!("user {who} has Administer System: it can turn maintenance mode on and off"),
+        ),
+        Ok(_) => c.fail(
+            "administer-system",
+            format!("user {who} lacks the AdministerSystem permission: it cannot turn maintenance mode on"),
+            admin_fix(),
+        ),
+        Err(e) => c.fail(
+            "administer-system",
+            format!("cannot read the system permissions of user {who}: {e}"),
+            admin_fix(),
+        ),
     }
     true
 }
 
 fn admin_fix() -> &'static str {
     "use an API key of a user in a team with Administer System (e.g. Octopus Administrators); maintenance mode needs it"
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(x) = src {
-        s.push_str(&format!(": {x}"));
-        src = x.source();
-    }
-    s
 }
 
 /// Login, BACKUP permission, the staging folder.
@@ -825,104 +759,6 @@ pub fn free_space(_path: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A minimal HTTP server answering like a real Octopus Server for the users endpoints the
-    /// simulator lacks: (path -> status, body).
-    async fn fake_octopus(routes: Vec<(&'static str, u16, &'static str)>) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut sock, _)) = listener.accept().await else {
-                    return;
-                };
-                let routes = routes.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 8192];
-                    let n = sock.read(&mut buf).await.unwrap_or(0);
-                    let req = String::from_utf8_lossy(&buf[..n]).to_string();
-                    let path = req.split_whitespace().nth(1).unwrap_or("").to_string();
-                    let keyed = req.contains("API-GOOD");
-                    let (status, body) = routes
-                        .iter()
-                        .find(|(p, _, _)| *p == path)
-                        .map(|(_, s, b)| {
-                            if keyed || path == "/api" {
-                                (*s, *b)
-                            } else {
-                                (401, "{}")
-                            }
-                        })
-                        .unwrap_or((404, "{}"));
-                    let date = chrono::Utc::now().to_rfc2822().replace("+0000", "GMT");
-                    let resp = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nDate: {date}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = sock.write_all(resp.as_bytes()).await;
-                });
-            }
-        });
-        format!("http://{addr}")
-    }
-
-    fn instance(url: &str, key: &str, dir: &Path) -> InstanceConfig {
-        let key_file = dir.join("key");
-        std::fs::write(&key_file, key).unwrap();
-        InstanceConfig {
-            url: url.to_string(),
-            api_key_file: Some(key_file),
-            ..Default::default()
-        }
-    }
-
-    #[tokio::test]
-    async fn the_permission_is_read_from_the_users_permissions_on_a_real_server() {
-        let d = tempfile::tempdir().unwrap();
-        let root = (
-            "/api",
-            200,
-            r#"{"Application":"Octopus Deploy","Version":"2024.2.1"}"#,
-        );
-        let me = (
-            "/api/users/me",
-            200,
-            r#"{"Id":"Users-1","Username":"backup"}"#,
-        );
-        let admin = (
-            "/api/users/Users-1/permissions",
-            200,
-            r#"{"SystemPermissions":["AdministerSystem","UserView"]}"#,
-        );
-        let url = fake_octopus(vec![root, me, admin]).await;
-        let mut c = Checks::default();
-        assert!(check_octopus(&instance(&url, "API-GOOD", d.path()), &mut c).await);
-        let by_name = |c: &Checks, n: &str| c.0.iter().find(|k| k.name == n).unwrap().status;
-        for n in [
-            "octopus-api",
-            "clock",
-            "octopus-api-key",
-            "administer-system",
-        ] {
-            assert_eq!(by_name(&c, n), Status::Pass, "{n}: {:?}", c.0);
-        }
-
-        let reader = (
-            "/api/users/Users-1/permissions",
-            200,
-            r#"{"SystemPermissions":["UserView"]}"#,
-        );
-        let url = fake_octopus(vec![root, me, reader]).await;
-        let mut c = Checks::default();
-        check_octopus(&instance(&url, "API-GOOD", d.path()), &mut c).await;
-        assert_eq!(by_name(&c, "administer-system"), Status::Fail, "{:?}", c.0);
-
-        let mut c = Checks::default();
-        assert!(!check_octopus(&instance(&url, "API-BAD", d.path()), &mut c).await);
-        assert_eq!(by_name(&c, "octopus-api-key"), Status::Fail, "{:?}", c.0);
-        assert_eq!(by_name(&c, "administer-system"), Status::Skip, "{:?}", c.0);
-    }
 
     #[test]
     fn free_space_of_a_real_folder() {

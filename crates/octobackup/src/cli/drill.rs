@@ -5,7 +5,6 @@ use crate::config::Config;
 use crate::error::Failure;
 use crate::run::drill::{self, DrillJob, DrillReport, Status};
 use crate::run::journal::StateDir;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,9 +48,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
             // One JSON document on stdout, the report, carrying the error as every failure does.
             value["exit_code"] = serde_json::json!(f.exit as u8);
             println!("{}", serde_json::to_string_pretty(&value).expect("json"));
-            let _ = std::io::stdout().flush();
-            eprintln!("error: {}", f.message);
-            std::process::exit(f.exit as i32);
+            return Err(f.result_printed());
         }
         println!("{}", serde_json::to_string_pretty(&value).expect("json"));
         return Ok(());

@@ -100,7 +100,7 @@ pub(crate) fn run_main(
     match runtime.block_on(command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
-            if json {
+            if json && !f.result_printed {
                 println!(
                     "{}",
                     serde_json::json!({"ok": false, "error": f.message, "exit_code": f.exit as u8})

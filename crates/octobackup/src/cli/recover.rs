@@ -22,6 +22,26 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     let _lock = state.lock(name)?;
     let client = octopus_client(instance)?;
     let r = maintenance::recover(&client, &state, name).await?;
-    emit(json, &r, || format!("{}: {}\n", r.instance, r.action));
+    // What interrupted runs left on the staging share goes too (the lock says none is running).
+    let staging = crate::run::backup::remove_staging_leftovers(name, instance);
+    let out = Outcome {
+        recovery: &r,
+        staging: &staging,
+    };
+    emit(json, &out, || {
+        let mut s = format!("{}: {}\n", r.instance, r.action);
+        for note in &staging {
+            s.push_str(&format!("{}: {note}\n", r.instance));
+        }
+        s
+    });
     Ok(())
+}
+
+#[derive(serde::Serialize)]
+struct Outcome<'a> {
+    #[serde(flatten)]
+    recovery: &'a maintenance::Recovery,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    staging: &'a [String],
 }

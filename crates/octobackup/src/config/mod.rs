@@ -81,6 +81,15 @@ pub struct InstanceConfig {
     /// procedure does.
     #[serde(default = "yes")]
     pub folders_before_window: bool,
+    /// How long octobackup waits for one answer from the Octopus API. Default 60s. A request to
+    /// turn maintenance mode on that got no answer is watched for twice this long after it was
+    /// sent, in case the server applies it late.
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_timeout: Option<Duration>,
 }
 
 fn yes() -> bool {
@@ -259,6 +268,17 @@ impl Config {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
+        // zstd's levels as restic takes them; the repository would refuse any other only later.
+        if let Some(level) = config.repository.compression
+            && !(-131072..=22).contains(&level)
+        {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: format!(
+                    "repository.compression must be a zstd level from -131072 to 22 (3 is the default, 19 or more is slow), not {level}"
+                ),
+            });
+        }
         for (name, inst) in &config.instances {
             inst.validate(name)?;
         }
@@ -472,6 +492,7 @@ wait = { timeout = "10m", on_timeout = "continue" }
             (GOOD.replace("api_key_env = \"OCTOPUS_API_KEY\"", ""), "exactly one of api_key_env or api_key_file"),
             (GOOD.replace("stripes = 2", "stripes = 65"), "1 to 64"),
             (GOOD.replace("timeout = \"10m\"", "timeout = \"soon\""), "not a duration"),
+            (GOOD.replace("password_file = \"/etc/octobackup/password\"", "password_file = \"/etc/octobackup/password\"\ncompression = 99"), "from -131072 to 22"),
             (GOOD.replace("[instance.OctopusServer]", "[instance.OctopusServer]\nbogus = 1"), "unknown field"),
             (GOOD.replace("master_key = { command = [\"Octopus.Server.exe\", \"show-master-key\", \"--format=json\"] }", "master_key = { command = [] }"), "master_key.command is empty"),
         ];

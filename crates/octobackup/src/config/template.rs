@@ -50,7 +50,7 @@ password_env = "OCTOBACKUP_SQL_PASSWORD"
 
 [instance.OctopusServer.master_key]
 # How to read the master key on the Octopus host (run octobackup as a local administrator):
-command = ['C:\Program Files\Octopus Deploy\Octopus\Octopus.Server.exe', "show-master-key", "--instance", "OctopusServer", "--format=json", "--console", "--noconsolelogging"]
+command = ['C:\Program Files\Octopus Deploy\Octopus\Octopus.Server.exe', "show-master-key", "--instance", "OctopusServer", "--console", "--noconsolelogging"]
 # Linux container: command = ["docker", "exec", "octopus", "/Octopus/Octopus.Server", "show-master-key", "--console", "--instance", "OctopusServer"]
 # Or: env = "OCTOPUS_MASTER_KEY"  /  file = "/run/secrets/octopus-master-key"
 

@@ -101,9 +101,12 @@ pub enum LabCommand {
     ShowMasterKey {
         #[arg(long)]
         dir: PathBuf,
-        /// json (Octopus's current output) or text (older versions: banner lines, then the key).
-        #[arg(long, default_value = "json")]
+        /// text (the key alone, as Octopus's docs show it) or json.
+        #[arg(long, default_value = "text")]
         format: String,
+        /// Print log lines and exception text around the key.
+        #[arg(long)]
+        pollute: bool,
         /// Accepted for compatibility with Octopus.Server's arguments.
         #[arg(long)]
         instance: Option<String>,
@@ -245,6 +248,7 @@ async fn run(cmd: LabCommand, config_path: &Path, json: bool, ui: &Ui) -> Result
         LabCommand::ShowMasterKey {
             dir,
             format,
+            pollute,
             instance,
         } => {
             let state = InstanceState::load(&InstancePaths::new(&dir)).map_err(|e| {
@@ -262,13 +266,16 @@ async fn run(cmd: LabCommand, config_path: &Path, json: bool, ui: &Ui) -> Result
                 ));
             }
             // The key goes to stdout only, as Octopus.Server prints it: this is the host's tool.
-            if format == "json" {
+            if pollute {
+                print!("{}", octopus_server::noise_before());
+            }
+            if format.eq_ignore_ascii_case("json") {
                 println!("{}", serde_json::json!({"MasterKey": state.master_key}));
             } else {
-                println!(
-                    "Octopus Deploy: Octopus Server (lab)\nShowing the master key for instance {}\n{}",
-                    state.instance_name, state.master_key
-                );
+                println!("{}", state.master_key);
+            }
+            if pollute {
+                print!("{}", octopus_server::noise_after());
             }
             Ok(())
         }
@@ -387,8 +394,6 @@ pub fn lab_config(info: &LabInfo, tls: bool, lab_exe: &Path) -> anyhow::Result<C
                 "show-master-key".into(),
                 "--dir".into(),
                 info.dir.display().to_string(),
-                "--format".into(),
-                "json".into(),
             ]),
             ..Default::default()
         },
@@ -405,6 +410,7 @@ pub fn lab_config(info: &LabInfo, tls: bool, lab_exe: &Path) -> anyhow::Result<C
             ..WaitConfig::default()
         },
         retention: None,
+        api_timeout: None,
     };
     let mut instances = BTreeMap::new();
     instances.insert(info.instance_name.clone(), instance);

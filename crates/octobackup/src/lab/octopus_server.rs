@@ -1,10 +1,13 @@
 //! `octobackup-lab octopus-server --dir DIR <command> ...`: the lab's stand-in for the
 //! `Octopus.Server` executable on the Octopus host, so discovery can be tried and tested:
 //! `show-configuration --instance X --format=json-hierarchical|json|xml` and
-//! `show-master-key --instance X --format=json|text`, answering from the lab's files as the real one
-//! answers from its instance config. Failure modes a real host has: an unknown instance, and
-//! `--not-admin` (the process is not elevated, so the DPAPI-protected config cannot be read).
-//! `--old` answers as versions before 2018 did: banner lines around the output, flat JSON only.
+//! `show-master-key --instance X [--format=json|text]`, answering from the lab's files as the real
+//! one answers from its instance config. `show-master-key` prints the text form unless asked for
+//! JSON: the key alone on a line, as Octopus's docs show it. Failure modes a real host has: an
+//! unknown instance, and `--not-admin` (the process is not elevated, so the DPAPI-protected config
+//! cannot be read). `--old` answers as versions before 2018 did: banner lines around the output,
+//! flat JSON only. `--pollute` adds what a real run can print around its output: log lines, a
+//! structured log line in JSON and exception text with braces (OctopusDSC#179).
 //! The messages' wording is the lab's (UNCONFIRMED against a real server); their gist is real.
 
 use crate::error::{Exit, Failure};
@@ -22,6 +25,9 @@ pub struct OctopusServerArgs {
     /// Answer as older versions do (banner lines, flat JSON, key on the last line).
     #[arg(long)]
     pub old: bool,
+    /// Print log lines and exception text before and after the output.
+    #[arg(long)]
+    pub pollute: bool,
     /// show-configuration or show-master-key.
     pub command: String,
     /// Octopus.Server's options: --instance X, --format=F, --console, --noconsolelogging, --nologo.
@@ -77,16 +83,24 @@ pub fn run(a: OctopusServerArgs) -> Result<(), Failure> {
             "Instance '{instance}' of Octopus Server was not found. Use list-instances to see the instances on this machine."
         )));
     }
+    if a.pollute {
+        print!("{}", noise_before());
+    }
     match a.command.as_str() {
         "show-master-key" => {
             // The key goes to stdout only, as Octopus.Server prints it: this is the host's tool.
-            if a.old || format.as_deref() != Some("json") {
+            if a.old {
                 println!(
                     "Showing the master key for instance {}\n{}",
                     state.instance_name, state.master_key
                 );
-            } else {
+            } else if format
+                .as_deref()
+                .is_some_and(|f| f.eq_ignore_ascii_case("json"))
+            {
                 println!("{}", serde_json::json!({"MasterKey": state.master_key}));
+            } else {
+                println!("{}", state.master_key);
             }
         }
         _ => {
@@ -130,7 +144,31 @@ pub fn run(a: OctopusServerArgs) -> Result<(), Failure> {
             }
         }
     }
+    if a.pollute {
+        print!("{}", noise_after());
+    }
     Ok(())
+}
+
+/// What a run without `--noconsolelogging`, or one that hit a warning, prints before its output.
+/// The lab's wording; the shape (timestamped log lines, braces in messages) is real.
+pub fn noise_before() -> String {
+    let now = chrono::Utc::now()
+        .format("%Y-%m-%d %H:%M:%S%.3f")
+        .to_string();
+    format!(
+        "{now}   4312      1  INFO  Octopus Deploy: Octopus Server version 2024.1.6928 (lab)\n\
+         {now}   4312      1  WARN  Could not load {{TelemetrySettings}} from the database: System.TimeoutException\n\
+         {{\"@t\":\"{now}\",\"@l\":\"Information\",\"@m\":\"Checking instance\"}}\n"
+    )
+}
+
+/// ... and after it: an exception's text with its stack, braces included.
+pub fn noise_after() -> String {
+    "System.InvalidOperationException: Sequence contains no elements {0}\n   \
+     at Octopus.Server.Web.Startup.<Configure>b__4_0() {\n   \
+     at Octopus.Shared.Startup.OctopusProgram.Run()\n"
+        .to_string()
 }
 
 fn escape_xml(s: &str) -> String {

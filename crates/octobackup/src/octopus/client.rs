@@ -31,8 +31,9 @@ pub enum OctopusError {
 }
 
 impl OctopusError {
-    /// Worth another try: the server may answer next time.
-    fn transient(&self) -> bool {
+    /// Worth another try: the server may answer next time. For a change, also: it may have been
+    /// applied although no answer said so.
+    pub fn transient(&self) -> bool {
         match self {
             OctopusError::Unreachable { .. } => true,
             OctopusError::Http { status, .. } => *status >= 500 || *status == 429,
@@ -156,6 +157,36 @@ struct NodeSummary {
     nodes: Vec<NodeInfo>,
 }
 
+/// `GET /api/users/me`: the user the API key belongs to (`UserResource`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CurrentUser {
+    pub id: String,
+    #[serde(default)]
+    pub username: String,
+    #[serde(default)]
+    pub display_name: String,
+}
+
+impl CurrentUser {
+    /// How to name the user in a message.
+    pub fn name(&self) -> &str {
+        [&self.username, &self.display_name, &self.id]
+            .into_iter()
+            .find(|s| !s.is_empty())
+            .map_or("", |s| s.as_str())
+    }
+}
+
+/// `GET /api/users/{id}/permissions` (`UserPermissionSetResource`): only the system permissions
+/// are read; space permissions do not govern maintenance mode.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PermissionSet {
+    #[serde(default)]
+    system_permissions: Vec<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct ErrorBody {
@@ -173,12 +204,22 @@ pub struct OctopusClient {
     /// Tries for reads; 1 means no retry.
     pub attempts: u32,
     pub retry_delay: Duration,
+    /// How long one request may take before octobackup gives up on it.
+    pub timeout: Duration,
 }
 
 impl OctopusClient {
     pub fn new(url: &str, api_key: Secret) -> Result<Self, OctopusError> {
+        Self::with_timeout(url, api_key, Duration::from_secs(60))
+    }
+
+    pub fn with_timeout(
+        url: &str,
+        api_key: Secret,
+        timeout: Duration,
+    ) -> Result<Self, OctopusError> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
+            .timeout(timeout)
             .connect_timeout(Duration::from_secs(15))
             .user_agent(concat!("octobackup/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -192,6 +233,7 @@ impl OctopusClient {
             api_key,
             attempts: 4,
             retry_delay: Duration::from_millis(500),
+            timeout,
         })
     }
 
@@ -290,6 +332,26 @@ impl OctopusClient {
         self.get("/api").await
     }
 
+    /// `GET /api` and the server's `Date` header, for a clock comparison.
+    pub async fn root_with_date(
+        &self,
+    ) -> Result<(RootInfo, Option<chrono::DateTime<chrono::Utc>>), OctopusError> {
+        let resp = self
+            .send(reqwest::Method::GET, "/api", None, self.attempts)
+            .await?;
+        let date = resp
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|d| d.to_str().ok())
+            .and_then(|d| chrono::DateTime::parse_from_rfc2822(d).ok())
+            .map(|d| d.with_timezone(&chrono::Utc));
+        let root = resp.json().await.map_err(|e| OctopusError::Decode {
+            what: "GET /api".into(),
+            cause: e.to_string(),
+        })?;
+        Ok((root, date))
+    }
+
     pub async fn maintenance(&self) -> Result<MaintenanceConfiguration, OctopusError> {
         self.get("/api/maintenanceconfiguration").await
     }
@@ -313,6 +375,18 @@ impl OctopusClient {
             what: "PUT /api/maintenanceconfiguration".into(),
             cause: e.to_string(),
         })
+    }
+
+    /// The user the API key belongs to.
+    pub async fn current_user(&self) -> Result<CurrentUser, OctopusError> {
+        self.get("/api/users/me").await
+    }
+
+    /// The user's system permissions (`AdministerSystem`, ...). Octopus answers this for the
+    /// current user only (swagger: "Available for the current authenticated user only").
+    pub async fn system_permissions(&self, user_id: &str) -> Result<Vec<String>, OctopusError> {
+        let path = format!("/api/users/{}/permissions", path_segment(user_id));
+        Ok(self.get::<PermissionSet>(&path).await?.system_permissions)
     }
 
     pub async fn license(&self) -> Result<LicenseResource, OctopusError> {
@@ -352,6 +426,23 @@ impl OctopusClient {
             .await?
             .nodes)
     }
+}
+
+/// A user id as one path segment: Octopus ids are `Users-N`, but one from a server is not trusted
+/// to hold no `/`, `?` or `#`.
+fn path_segment(id: &str) -> String {
+    id.chars()
+        .flat_map(|c| match c {
+            'A'..='Z' | 'a'..='z' | '0'..='9' | '-' | '_' | '.' | '~' => vec![c.to_string()],
+            c => {
+                let mut buf = [0u8; 4];
+                c.encode_utf8(&mut buf)
+                    .bytes()
+                    .map(|b| format!("%{b:02X}"))
+                    .collect()
+            }
+        })
+        .collect()
 }
 
 /// reqwest's Display hides the cause chain ("error sending request"): show the root cause.

@@ -24,6 +24,44 @@ pub fn default_program() -> &'static str {
     }
 }
 
+/// Some Linux images ship only `Octopus.Server.dll`: Octopus's own Kubernetes manifests run
+/// `[[ -f /Octopus/Octopus.Server ]] && /Octopus/Octopus.Server ... || dotnet /Octopus/Octopus.Server.dll ...`.
+/// - A local `Octopus.Server` (no prefix) that is absent, with the `.dll` beside it: the command
+///   runs as `dotnet .../Octopus.Server.dll`.
+/// - Behind a prefix (`docker exec NAME`, `kubectl exec POD --`) the file cannot be looked at from
+///   here: the container's shell makes the same choice, as Octopus's manifests do.
+pub fn with_dotnet_fallback(cmd: Vec<String>) -> Vec<String> {
+    let Some(last) = cmd.last() else {
+        return cmd;
+    };
+    // The container's path, whatever this host's separator.
+    let is_server = |p: &str| p == "Octopus.Server" || p.ends_with("/Octopus.Server");
+    if !is_server(last) {
+        return cmd;
+    }
+    if cmd.len() > 1 {
+        let mut out = cmd;
+        let program = out.pop().expect("not empty");
+        out.extend([
+            "sh".to_string(),
+            "-c".to_string(),
+            CONTAINER_FALLBACK.to_string(),
+            program,
+        ]);
+        return out;
+    }
+    let program = std::path::Path::new(last);
+    let dll = program.with_file_name("Octopus.Server.dll");
+    if program.exists() || !dll.is_file() {
+        return cmd;
+    }
+    vec!["dotnet".to_string(), dll.display().to_string()]
+}
+
+/// Run inside the container with the program as `$0` and Octopus.Server's arguments as `$@`.
+const CONTAINER_FALLBACK: &str =
+    r#"if [ -e "$0" ]; then exec "$0" "$@"; else exec dotnet "$0.dll" "$@"; fi"#;
+
 pub const DEFAULT_INSTANCE: &str = "OctopusServer";
 
 #[derive(Debug, thiserror::Error)]
@@ -110,17 +148,17 @@ const FOLDER_KEYS: &[(&str, &[&str])] = &[
 ];
 const CONNECTION_STRING_KEY: &str = "Octopus.Storage.ExternalDatabaseConnectionString";
 
-/// Parses show-configuration's output into flat settings.
+/// Parses show-configuration's output into flat settings. The output may carry log lines and
+/// exception text (with braces of their own) before or after the JSON (OctopusDSC#179): each
+/// `{...}` block is tried in turn, and the first that holds `Octopus.*` settings is taken.
 pub fn parse_settings(stdout: &str) -> Option<BTreeMap<String, String>> {
     let trimmed = stdout.trim();
-    if let (Some(start), Some(end)) = (trimmed.find('{'), trimmed.rfind('}'))
-        && start < end
-        && let Ok(serde_json::Value::Object(map)) =
-            serde_json::from_str::<serde_json::Value>(&trimmed[start..=end])
-    {
+    for map in super::master_key::json_objects(trimmed) {
         let mut out = BTreeMap::new();
         flatten("", &serde_json::Value::Object(map), &mut out);
-        return Some(out);
+        if out.keys().any(|k| k.starts_with("Octopus.")) {
+            return Some(out);
+        }
     }
     parse_xml_settings(trimmed)
 }
@@ -247,6 +285,7 @@ fn program_and_instance(d: &DiscoverConfig) -> (Vec<String>, String) {
         .clone()
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| vec![default_program().to_string()]);
+    let cmd = with_dotnet_fallback(cmd);
     let instance = d
         .instance
         .clone()
@@ -254,7 +293,8 @@ fn program_and_instance(d: &DiscoverConfig) -> (Vec<String>, String) {
     (cmd, instance)
 }
 
-/// The master key command for a discovered instance.
+/// The master key command for a discovered instance. Text output (the default) is asked for: it is
+/// the documented form, the key alone (see [`super::master_key::parse_command_output`]).
 pub fn master_key_command(d: &DiscoverConfig) -> Vec<String> {
     let (mut cmd, instance) = program_and_instance(d);
     cmd.extend(
@@ -262,7 +302,6 @@ pub fn master_key_command(d: &DiscoverConfig) -> Vec<String> {
             "show-master-key",
             "--instance",
             &instance,
-            "--format=json",
             "--console",
             "--noconsolelogging",
         ]
@@ -330,7 +369,7 @@ fn safe_line(line: &str) -> String {
 pub async fn show_configuration(d: &DiscoverConfig) -> Result<Discovered, DiscoveryError> {
     let (cmd, instance) = program_and_instance(d);
     let program = cmd[0].clone();
-    let out = tokio::process::Command::new(&cmd[0])
+    let out = super::master_key::child_command(&cmd[0])
         .args(&cmd[1..])
         .args([
             "show-configuration",
@@ -493,6 +532,62 @@ mod tests {
         assert_eq!(d.node_name.as_deref(), Some("node-a"));
     }
 
+    /// Log lines and exception text around the JSON, with braces of their own (OctopusDSC#179).
+    #[test]
+    fn json_among_log_lines_and_exception_text() {
+        let out = format!(
+            "2026-11-29 18:00:00.1234  1 INFO  Octopus Deploy: Octopus Server version 2024.1.6928\n\
+             2026-11-29 18:00:00.2000  1 WARN  Could not read {{TelemetrySettings}}: System.IO.IOException\n\
+             {{\"Level\": \"Info\", \"Message\": \"structured log line\"}}\n\
+             {HIERARCHICAL}\n\
+             System.InvalidOperationException: Sequence contains no elements {{0}}\n   at Octopus.Server.Program.Main() {{\n"
+        );
+        let d = interpret("OctopusServer", parse_settings(&out).unwrap());
+        assert_eq!(d.folders.len(), 4);
+        assert_eq!(d.node_name.as_deref(), Some("OCTO01"));
+        assert!(d.connection_string.is_some());
+        assert!(parse_settings("{\"Level\": \"Info\"}\nno settings here").is_none());
+    }
+
+    #[test]
+    fn a_missing_octopus_server_falls_back_to_its_dll_through_dotnet() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("Octopus.Server").display().to_string();
+        // The configured program, before Octopus.Server's arguments are added.
+        let cmd = vec![program.clone()];
+        // Neither there: unchanged (the spawn error names the program).
+        assert_eq!(with_dotnet_fallback(cmd.clone()), cmd);
+        std::fs::write(dir.path().join("Octopus.Server.dll"), b"").unwrap();
+        let dll = dir.path().join("Octopus.Server.dll").display().to_string();
+        assert_eq!(with_dotnet_fallback(cmd.clone()), ["dotnet", dll.as_str()]);
+        // The program there: it is used.
+        std::fs::write(&program, b"").unwrap();
+        assert_eq!(with_dotnet_fallback(cmd.clone()), cmd);
+        // Behind a prefix the container's shell chooses; other programs are left alone.
+        let docker: Vec<String> = ["docker", "exec", "octo", "/Octopus/Octopus.Server"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(
+            with_dotnet_fallback(docker),
+            [
+                "docker",
+                "exec",
+                "octo",
+                "sh",
+                "-c",
+                CONTAINER_FALLBACK,
+                "/Octopus/Octopus.Server"
+            ]
+        );
+        let windows =
+            vec![r"C:\Program Files\Octopus Deploy\Octopus\Octopus.Server.exe".to_string()];
+        assert_eq!(with_dotnet_fallback(windows.clone()), windows);
+        let other: Vec<String> = ["docker", "exec", "octo", "/opt/other"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(with_dotnet_fallback(other.clone()), other);
+    }
+
     #[test]
     fn xml_settings() {
         let out = r#"<?xml version="1.0" encoding="utf-8"?>
@@ -564,11 +659,13 @@ mod tests {
                 "docker",
                 "exec",
                 "octo",
+                "sh",
+                "-c",
+                CONTAINER_FALLBACK,
                 "/Octopus/Octopus.Server",
                 "show-master-key",
                 "--instance",
                 "Second",
-                "--format=json",
                 "--console",
                 "--noconsolelogging"
             ]

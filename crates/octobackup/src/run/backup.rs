@@ -7,9 +7,10 @@
 //! single snapshot: only that snapshot carries the `complete` tag, so a run that fails at any point
 //! leaves nothing that claims to be complete, and the repository stays valid.
 
-use super::journal::StateDir;
-use super::maintenance;
+use super::journal::{JournalError, StateDir};
+use super::maintenance::{self, Entered, MaintenanceError};
 use super::steps::Steps;
+use super::stop::Stop;
 use crate::backupset::{self, Manifest, manifest};
 use crate::cli::ui::Ui;
 use crate::config::{InstanceConfig, OnWaitTimeout};
@@ -35,6 +36,8 @@ pub struct BackupJob {
     /// The repository's location, for the escrow copy kept beside it.
     pub repository_location: String,
     pub ui: Ui,
+    /// Ctrl-C and SIGTERM, heard from the job's creation to the end of the run.
+    pub stop: Stop,
 }
 
 impl BackupJob {
@@ -60,6 +63,7 @@ impl BackupJob {
                 .unwrap_or_default(),
             repository_location: config.repository.location.clone(),
             ui,
+            stop: Stop::listen(),
         }
     }
 }
@@ -91,11 +95,24 @@ pub fn sql_server(inst: &InstanceConfig) -> Result<SqlServer, Failure> {
         unreachable!("validated config")
     };
     let conn = ConnectionString::parse(text.expose())?;
+    for w in crate::sqlserver::connstr::questionable_keys(text.expose()) {
+        tracing::warn!("SQL connection string: {w}");
+    }
     let password = match (&inst.sql.password_env, &inst.sql.password_file) {
         (Some(e), _) => Some(SecretSource::Env(e.clone()).read("SQL password")?),
         (_, Some(f)) => Some(SecretSource::File(f.clone()).read("SQL password")?),
         _ => None,
     };
+    if conn.password.is_some() && password.is_some() {
+        tracing::warn!(
+            "the SQL connection string has a Password and sql.password_env/password_file gives one too; octobackup uses the one from {}. Keep only one.",
+            if inst.sql.password_env.is_some() {
+                "sql.password_env"
+            } else {
+                "sql.password_file"
+            }
+        );
+    }
     Ok(SqlServer::new(
         conn,
         password,
@@ -105,7 +122,11 @@ pub fn sql_server(inst: &InstanceConfig) -> Result<SqlServer, Failure> {
 
 pub fn octopus_client(inst: &InstanceConfig) -> Result<OctopusClient, Failure> {
     let key = inst.api_key_source().read("Octopus API key")?;
-    Ok(OctopusClient::new(&inst.url, key)?)
+    Ok(OctopusClient::with_timeout(
+        &inst.url,
+        key,
+        inst.api_timeout.unwrap_or(Duration::from_secs(60)),
+    )?)
 }
 
 /// Joins a file name onto the staging folder as SQL Server sees it, with that host's separator.
@@ -179,6 +200,7 @@ struct Captured {
 }
 
 pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
+    let stop = job.stop.clone();
     let _lock = job.state.lock(&job.instance_name)?;
     let octopus = octopus_client(&job.instance)?;
     let sqlserver = sql_server(&job.instance)?;
@@ -192,6 +214,8 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
             Some(r.action)
         }
         Ok(_) => None,
+        // It says itself what to do.
+        Err(MaintenanceError::Journal(e @ JournalError::Torn { .. })) => return Err(e.into()),
         Err(e) => {
             return Err(Failure::new(
                 Exit::MaintenanceStuck,
@@ -201,6 +225,21 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
             ));
         }
     };
+
+    // What killed runs left on the staging share (full, unencrypted copies of the database).
+    for note in remove_staging_leftovers(&job.instance_name, &job.instance) {
+        job.ui.note(&note);
+    }
+
+    let before_window = |sig: &str| {
+        Failure::new(
+            Exit::Interrupted,
+            format!("interrupted by {sig} before the maintenance window; nothing changed"),
+        )
+    };
+    if let Some(sig) = stop.requested() {
+        return Err(before_window(sig));
+    }
 
     let started = chrono::Utc::now();
     let set_id = backupset::new_set_id(started);
@@ -216,7 +255,10 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
 
     // Preflight, outside the window: everything that can be checked without maintenance mode.
     let pre = steps.start("preflight");
-    let preflight = preflight(&job, &octopus, &sqlserver, &mut m).await;
+    let preflight = tokio::select! {
+        r = preflight(&job, &octopus, &sqlserver, &mut m) => r,
+        sig = stop.wait() => Err(before_window(sig)),
+    };
     steps.finish(
         pre,
         preflight.is_ok(),
@@ -231,7 +273,10 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
 
     // The master key and the license do not change while Octopus runs: read them before the
     // window, so a missing right or a wrong command stops the run before maintenance mode is touched.
-    let secrets = capture_secrets(&job, &octopus, &mut m, &mut steps).await?;
+    let secrets = tokio::select! {
+        r = capture_secrets(&job, &octopus, &mut m, &mut steps) => r?,
+        sig = stop.wait() => return Err(before_window(sig)),
+    };
 
     // A folder of its own per set on the staging share, so the staged files carry the names they
     // get in the set and nothing else on the share is touched.
@@ -249,6 +294,22 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
             ),
         )
     })?;
+    // The mark that lets a later run (or `recover`) know this folder as a leftover of this instance.
+    let marker = serde_json::json!({
+        "instance": job.instance_name,
+        "set_id": set_id,
+        "pid": std::process::id(),
+    });
+    if let Err(e) = std::fs::write(staging_local.join(STAGING_MARKER), marker.to_string()) {
+        let _ = std::fs::remove_dir_all(&staging_local);
+        return Err(Failure::new(
+            Exit::Failed,
+            format!(
+                "cannot write in {} on the staging share: {e}",
+                staging_local.display()
+            ),
+        ));
+    }
     let bak_sql: Vec<String> = stripe_names
         .iter()
         .map(|n| sql_side_path(&staging_sql, n))
@@ -261,7 +322,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         let r = steps.start("server folders (before the window)");
         let pass = tokio::select! {
             r = backup_folders(&job, &folders, &set_id, &m.hostname, FolderPass::BeforeWindow) => r,
-            sig = shutdown_signal() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig} before the maintenance window; nothing changed"))),
+            sig = stop.wait() => Err(before_window(sig)),
         };
         steps.finish(
             r,
@@ -279,10 +340,27 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         None
     };
 
+    if let Some(sig) = stop.requested() {
+        discard_run(&job.repo, &set_id, &staging_local);
+        return Err(before_window(sig));
+    }
+
     // The window.
     let enter = steps.start("maintenance mode on");
-    let window = match maintenance::enter(&octopus, &job.state, &job.instance_name, &set_id).await {
-        Ok(w) => {
+    let window = match maintenance::enter(&octopus, &job.state, &job.instance_name, &set_id, &stop)
+        .await
+    {
+        Ok(Entered::Stopped(sig)) => {
+            steps.finish(enter, false, Some(format!("stopped by {sig}")));
+            discard_run(&job.repo, &set_id, &staging_local);
+            return Err(Failure::new(
+                Exit::Interrupted,
+                format!(
+                    "interrupted by {sig} while turning maintenance mode on; it is off, as found, and nothing was backed up"
+                ),
+            ));
+        }
+        Ok(Entered::Window(w)) => {
             steps.finish(
                 enter,
                 true,
@@ -306,7 +384,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
 
     let inside = tokio::select! {
         r = inside_window(&job, &octopus, &sqlserver, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_ref(), &mut m, &mut steps) => r,
-        sig = shutdown_signal() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode is being put back"))),
+        sig = stop.wait() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode was put back {}; nothing was marked complete", on_off(window.previous)))),
     };
 
     let leave = steps.start("maintenance mode restored");
@@ -325,8 +403,9 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         return Err(Failure::new(
             Exit::MaintenanceStuck,
             format!(
-                "MAINTENANCE MODE COULD NOT BE PUT BACK {}: {e}. Turn it {} in Octopus (Configuration > Maintenance) or run `octobackup recover` once the server answers.",
+                "MAINTENANCE MODE COULD NOT BE PUT BACK {}: {}. Turn it {} in Octopus (Configuration > Maintenance) or run `octobackup recover` once the server answers.",
                 if window.previous { "ON" } else { "OFF" },
+                e.to_string().trim_end_matches('.'),
                 if window.previous { "on" } else { "off" }
             ),
         ));
@@ -338,13 +417,37 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
             return Err(e);
         }
     };
+    // A stop heard while maintenance mode was put back.
+    if let Some(sig) = stop.requested() {
+        discard_run(&job.repo, &set_id, &staging_local);
+        return Err(Failure::new(
+            Exit::Interrupted,
+            format!(
+                "interrupted by {sig}; maintenance mode was put back {}; nothing was marked complete",
+                on_off(window.previous)
+            ),
+        ));
+    }
 
     // After the window: ingest the .bak with the manifest and secrets, then merge into one snapshot.
-    let ingest = tokio::select! {
+    let stored = tokio::select! {
         r = ingest(&job, &sqlserver, &set_id, &captured, &secrets, &bak_sql, &mut m, &mut steps) => r,
-        sig = shutdown_signal() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig} while storing the set; nothing was marked complete"))),
+        sig = stop.wait() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig} while storing the set; maintenance mode was put back {}; nothing was marked complete", on_off(window.previous)))),
     };
-    match ingest {
+    let stored = match stored {
+        Ok(s) => s,
+        Err(e) => {
+            discard_run(&job.repo, &set_id, &staging_local);
+            return Err(e);
+        }
+    };
+    // The seal is never cut short: the set is complete the moment it ends, and what the run then
+    // reports (exit code, message, escrow copy) must say so. A stop heard meanwhile waits for it.
+    let sealed = seal(&job, &set_id, &captured, stored, &mut m, &mut steps).await;
+    if let (Ok(_), Some(sig)) = (&sealed, stop.requested()) {
+        job.ui.note(&sealed_despite_stop(sig));
+    }
+    match sealed {
         Ok((snapshot_id, data_added)) => {
             let _ = std::fs::remove_dir_all(&staging_local);
             Ok(BackupReport {
@@ -390,6 +493,71 @@ fn part_snapshots(repo: &Repo, set_id: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
+/// The marker file in each run's staging folder: which instance and run it belongs to.
+const STAGING_MARKER: &str = "octobackup-run.json";
+
+/// True for a name octobackup gives a run's staging folder: `octobackup-` and a set id
+/// (`20260101T000000Z-0123ab`).
+fn is_staging_folder_name(name: &str) -> bool {
+    let Some(id) = name.strip_prefix("octobackup-") else {
+        return false;
+    };
+    let b = id.as_bytes();
+    b.len() == 23
+        && b[..8].iter().all(u8::is_ascii_digit)
+        && b[8] == b'T'
+        && b[9..15].iter().all(u8::is_ascii_digit)
+        && b[15] == b'Z'
+        && b[16] == b'-'
+        && b[17..]
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+/// Staging folders that runs of this instance left behind (killed before they could remove
+/// them): octobackup's name, and its marker naming this instance. Nothing else on the share is
+/// ever listed. Only meaningful with the instance lock held (no run of it is going on).
+pub fn staging_leftovers(instance_name: &str, inst: &InstanceConfig) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(inst.staging_local()) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .filter(|e| e.file_name().to_str().is_some_and(is_staging_folder_name))
+        .filter(|e| {
+            std::fs::read(e.path().join(STAGING_MARKER))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["instance"] == instance_name)
+        })
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    found
+}
+
+/// Removes this instance's staging leftovers; returns a note for each.
+pub fn remove_staging_leftovers(instance_name: &str, inst: &InstanceConfig) -> Vec<String> {
+    staging_leftovers(instance_name, inst)
+        .into_iter()
+        .map(|dir| match std::fs::remove_dir_all(&dir) {
+            Ok(()) => format!(
+                "removed {}, the staging folder an interrupted run left",
+                dir.display()
+            ),
+            Err(e) => format!(
+                "warning: could not remove {}, the staging folder an interrupted run left: {e}. It holds a copy of the database: delete it by hand.",
+                dir.display()
+            ),
+        })
+        .collect()
 }
 
 fn hostname() -> String {
@@ -572,18 +740,48 @@ async fn inside_window(
     })
 }
 
-/// Waits until no task is Executing (and none Queued if configured); returns the names of tasks
-/// still running when the wait gave up under on_timeout = continue.
+/// Waits until no task is Executing or Cancelling (and none Queued if configured); returns the
+/// names of tasks still running when the wait gave up under on_timeout = continue.
+///
+/// A cancelled task keeps running while it is Cancelling (its step is stopped and cleaned up), so
+/// it counts as running, as in Octopus's own drain script (`states=Executing,Cancelling`). A task
+/// list that cannot be read for a while (a restarting node, a load balancer) is asked again until
+/// `wait.timeout`: only then does the wait fail.
 async fn wait_for_tasks(job: &BackupJob, octopus: &OctopusClient) -> Result<Vec<String>, Failure> {
     let wait = &job.instance.wait;
     let states: &[&str] = if wait.include_queued {
-        &["Executing", "Queued"]
+        &["Executing", "Cancelling", "Queued"]
     } else {
-        &["Executing"]
+        &["Executing", "Cancelling"]
     };
     let deadline = tokio::time::Instant::now() + wait.timeout;
     loop {
-        let tasks = octopus.tasks(states).await?;
+        let tasks = match octopus.tasks(states).await {
+            Ok(tasks) => tasks,
+            Err(e) if e.transient() && tokio::time::Instant::now() < deadline => {
+                job.ui.note(&format!(
+                    "cannot read the task list ({e}); asking again until the wait's limit ({})",
+                    humantime::format_duration(wait.timeout)
+                ));
+                tokio::time::sleep(
+                    wait.poll_interval
+                        .min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+                        .max(Duration::from_millis(50)),
+                )
+                .await;
+                continue;
+            }
+            Err(e) if e.transient() => {
+                return Err(Failure::new(
+                    Exit::Octopus,
+                    format!(
+                        "the task list could not be read within the wait's limit ({}): {e}. Nothing was backed up and maintenance mode is put back. Check the Octopus Server's health, or raise wait.timeout.",
+                        humantime::format_duration(wait.timeout)
+                    ),
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        };
         if tasks.is_empty() {
             return Ok(Vec::new());
         }
@@ -708,6 +906,19 @@ async fn verify_database(
             "warning: the backup is verified, but its msdb history row could not be read, so the set records no LSNs ({e}). Grant the login SELECT on msdb.dbo.backupset and msdb.dbo.backupmediafamily to record them."
         )),
     }
+    // TDE: a restore on another server needs the certificate. Unknown rather than a failed set.
+    info.tde_encrypted = session
+        .query_text(
+            "TDE state",
+            &format!(
+                "SELECT CAST(is_encrypted AS int) AS IsEncrypted FROM sys.databases WHERE name = {}",
+                tsql::quote_str(database)
+            ),
+        )
+        .await
+        .ok()
+        .and_then(|rows| rows.first()?.get("IsEncrypted").cloned().flatten())
+        .map(|v| v.trim() == "1");
     let mut bytes = 0;
     for (local, sqlp) in bak_local.iter().zip(bak_sql) {
         match std::fs::metadata(local) {
@@ -966,7 +1177,7 @@ async fn ingest(
     bak_sql: &[String],
     m: &mut Manifest,
     steps: &mut Steps,
-) -> Result<(String, u64), Failure> {
+) -> Result<Stored, Failure> {
     // SQL Server verifies the staged files while octobackup stores them: both only read them,
     // so neither waits for the other. A failed verification discards what was stored.
     let db = m.database.name.clone();
@@ -1060,7 +1271,44 @@ async fn ingest(
             store_part(job, set_id, &hostname, items, "manifest"),
         )
         .await?;
+    Ok(Stored {
+        database: stored,
+        meta,
+        sealed,
+    })
+}
 
+/// The parts stored after the window, waiting to be sealed into the set.
+struct Stored {
+    database: octobackup_repo::BackupSummary,
+    meta: octobackup_repo::BackupSummary,
+    sealed: Vec<SourceItem>,
+}
+
+/// What the run says when a stop arrived while the set was being sealed: the truth, the set is
+/// complete (and the exit code is 0).
+fn sealed_despite_stop(sig: &str) -> String {
+    format!(
+        "{sig} arrived while the set was being sealed; the seal was finished, so the set IS complete"
+    )
+}
+
+/// Merges the parts into the set's single snapshot, tagged `complete`, and publishes the escrow
+/// copy. Not cancellable: once the merge has run the set is complete.
+async fn seal(
+    job: &BackupJob,
+    set_id: &str,
+    c: &Captured,
+    stored: Stored,
+    m: &mut Manifest,
+    steps: &mut Steps,
+) -> Result<(String, u64), Failure> {
+    let Stored {
+        database: stored,
+        meta,
+        sealed,
+    } = stored;
+    let hostname = m.hostname.clone();
     let r = steps.start("seal the set");
     let mut tags = base_tags(job, set_id);
     tags.push(backupset::TAG_COMPLETE.into());
@@ -1121,5 +1369,56 @@ mod tests {
             "/var/opt/mssql/backup/a.bak"
         );
         assert_eq!(sql_side_path("C:", "a.bak"), r"C:\a.bak");
+    }
+
+    #[test]
+    fn only_octobackups_own_staging_folder_names_are_recognised() {
+        let id = backupset::new_set_id(chrono::Utc::now());
+        assert!(is_staging_folder_name(&format!("octobackup-{id}")));
+        for other in [
+            "octobackup-",
+            "octobackup-notes",
+            "OctopusDeploy.bak",
+            "octobackup-20260101T000000Z-0123ab-copy",
+            "octobackup-20260101T000000Z-0123AB",
+            "backup-20260101T000000Z-0123ab",
+        ] {
+            assert!(!is_staging_folder_name(other), "{other}");
+        }
+    }
+
+    #[test]
+    fn leftovers_are_this_instances_marked_folders_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = InstanceConfig {
+            staging: crate::config::StagingConfig {
+                sql_path: dir.path().display().to_string(),
+                local_path: None,
+            },
+            ..Default::default()
+        };
+        let mine = dir.path().join("octobackup-20260101T000000Z-0123ab");
+        let theirs = dir.path().join("octobackup-20260102T000000Z-0123ab");
+        let unmarked = dir.path().join("octobackup-20260103T000000Z-0123ab");
+        let foreign = dir.path().join("nightly");
+        for d in [&mine, &theirs, &unmarked, &foreign] {
+            std::fs::create_dir(d).unwrap();
+            std::fs::write(d.join("OctopusDeploy.bak"), b"x").unwrap();
+        }
+        std::fs::write(mine.join(STAGING_MARKER), r#"{"instance":"A"}"#).unwrap();
+        std::fs::write(theirs.join(STAGING_MARKER), r#"{"instance":"B"}"#).unwrap();
+        std::fs::write(foreign.join(STAGING_MARKER), r#"{"instance":"A"}"#).unwrap();
+        assert_eq!(staging_leftovers("A", &inst), vec![mine.clone()]);
+        let notes = remove_staging_leftovers("A", &inst);
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(!mine.exists());
+        assert!(theirs.exists() && unmarked.exists() && foreign.exists());
+    }
+
+    #[test]
+    fn a_set_sealed_before_the_stop_is_reported_complete() {
+        let note = sealed_despite_stop("SIGTERM");
+        assert!(note.contains("IS complete"), "{note}");
+        assert!(!note.contains("nothing was marked complete"), "{note}");
     }
 }

@@ -4,13 +4,14 @@
 //! folder, then checked the way dbatools' Test-DbaLastBackup checks a backup: RESTORE VERIFYONLY
 //! on the staged .bak, DBCC CHECKDB on the restored copy; every folder file the set lists is
 //! restored with its size (the restore itself checks content hashes) and the set agrees with its
-//! manifest; the set's master key opens every encrypted value of the restored database. The
+//! manifest; the set's master key opens the restored database (most of its encrypted values and
+//! the server certificate). The
 //! scratch database and folders are removed whatever happens.
 
 use super::backup::{shutdown_signal, sql_server};
 use super::journal::StateDir;
 use super::restore::{
-    self, ChosenSet, Staged, checkdb, choose_set, drop_quietly, file_list, plan_moves, restore_as,
+    self, ChosenSet, Staged, checkdb, choose_set, drop_quietly, file_list, restore_planned,
     short_hash, stage_database,
 };
 use crate::backupset::{self, manifest::FolderInfo};
@@ -234,12 +235,23 @@ async fn checks(
                     let files = file_list(session, &s.sql_paths)
                         .await
                         .map_err(|e| e.message)?;
-                    let moves = plan_moves(&files, Some(scratch_db), job.data_dir.as_deref());
                     restored_db = true;
-                    restore_as(server, session, scratch_db, s, &moves, &job.ui)
-                        .await
-                        .map(|_| format!("as [{scratch_db}]"))
-                        .map_err(|e| e.message)
+                    restore_planned(
+                        server,
+                        session,
+                        scratch_db,
+                        s,
+                        &files,
+                        Some(scratch_db),
+                        job.data_dir.as_deref(),
+                        &job.ui,
+                    )
+                    .await
+                    .map(|moves| {
+                        let files: Vec<&str> = moves.iter().map(|(_, p)| p.as_str()).collect();
+                        format!("as [{scratch_db}] ({})", files.join(", "))
+                    })
+                    .map_err(|e| e.message)
                 })
                 .await;
         if !verify_ok {
@@ -338,7 +350,33 @@ async fn checks(
     }
 }
 
-/// The set's master key must open every encrypted value of the restored database (at least one).
+/// Rows read per query: a large `dbo.VariableSet` (a snapshot per release) is paged through,
+/// never loaded whole.
+const ROWS_PER_BATCH: u32 = 200;
+/// Values enough to judge a key; reading stops there on very large databases.
+const MAX_VALUES: u64 = 5000;
+/// Where the lab keeps the server certificate. UNCONFIRMED against a real Octopus schema: the row
+/// id (and that the certificate lives in `dbo.Configuration` at all) could not be confirmed from a
+/// public source; when no such row exists the proof rests on the other values.
+const SERVER_CERTIFICATE_ROW: &str = "servercertificate";
+
+/// `SELECT TOP (n) [Id], [JSON] ... WHERE [Id] > N'after' ORDER BY [Id]`: one page, by key.
+fn select_json_batch(database: &str, table: &str, after: Option<&str>) -> String {
+    let mut s = format!(
+        "SELECT TOP ({ROWS_PER_BATCH}) [Id], [JSON] FROM {}.[dbo].{}",
+        tsql::quote_ident(database),
+        tsql::quote_ident(table)
+    );
+    if let Some(after) = after {
+        s.push_str(&format!(" WHERE [Id] > {}", tsql::quote_str(after)));
+    }
+    s.push_str(" ORDER BY [Id]");
+    s
+}
+
+/// The set's master key must open the restored database: a clear majority of its encrypted values
+/// (padding and UTF-8, see [`sensitive::Tally`]) and, when the database has one where the lab
+/// keeps it, the server certificate (padding and DER).
 async fn key_opens(
     repo: &Arc<Repo>,
     set: &ChosenSet,
@@ -354,50 +392,76 @@ async fn key_opens(
             .decode(key.expose().trim())
             .map_err(|_| "the set's master key is not base64".to_string())?,
     );
-    let mut values = Vec::new();
-    for table in ["Configuration", "VariableSet"] {
-        let rows = session
-            .query_text(
-                &format!("read dbo.{table}"),
-                &tsql::select_json(database, table, None),
-            )
-            .await
-            .map_err(|e| e.to_string())?;
-        for r in rows {
-            if let Some(json) = r.get("JSON").cloned().flatten() {
+    let mut tally = sensitive::Tally::default();
+    let mut certificate: Option<Opened> = None;
+    let mut rows = 0u64;
+    'tables: for table in ["Configuration", "VariableSet"] {
+        let mut after: Option<String> = None;
+        loop {
+            let batch = session
+                .query_text(
+                    &format!("read dbo.{table}"),
+                    &select_json_batch(database, table, after.as_deref()),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let n = batch.len();
+            let before = after.clone();
+            for r in batch {
+                rows += 1;
                 let id = r.get("Id").cloned().flatten().unwrap_or_default();
+                let Some(json) = r.get("JSON").cloned().flatten() else {
+                    after = Some(id);
+                    continue;
+                };
                 for v in sensitive::find_encrypted_values(&json) {
-                    values.push((format!("{table} {id}"), v));
+                    if table == "Configuration" && id.eq_ignore_ascii_case(SERVER_CERTIFICATE_ROW) {
+                        certificate = Some(sensitive::open_certificate(&raw, &v));
+                    } else {
+                        tally.add(&format!("{table} {id}"), sensitive::open(&raw, &v));
+                    }
                 }
+                after = Some(id);
+            }
+            if tally.tried >= MAX_VALUES {
+                break 'tables;
+            }
+            // A short page is the last; a page that did not move the key on would repeat forever.
+            if n < ROWS_PER_BATCH as usize || after == before {
+                break;
             }
         }
     }
-    if values.is_empty() {
+    let lost = "the key in the set does not belong to this database, and a restore from this set would lose every sensitive value";
+    if let Some(Opened::No(why)) = &certificate {
+        return Err(format!(
+            "the set's master key does not open the server certificate (dbo.Configuration {SERVER_CERTIFICATE_ROW}: {why}): {lost}"
+        ));
+    }
+    if tally.tried == 0 && certificate.is_none() {
         return Err(
             "the restored database holds no encrypted values in dbo.Configuration or dbo.VariableSet: nothing proves the key"
                 .into(),
         );
     }
-    let mut refused: Vec<String> = Vec::new();
-    for (row, v) in &values {
-        if let Opened::No(why) = sensitive::open(&raw, v) {
-            refused.push(format!("{row} ({why})"));
-        }
+    if tally.tried > 0 && !tally.key_opens() {
+        return Err(format!(
+            "the set's master key does not open the database: it opened {} of {} encrypted values (first refused: {}); {lost}",
+            tally.opened,
+            tally.tried,
+            tally.first_refused.as_deref().unwrap_or("none")
+        ));
     }
-    if refused.is_empty() {
-        Ok(format!(
-            "{} of {} encrypted values opened",
-            values.len(),
-            values.len()
-        ))
-    } else {
-        Err(format!(
-            "the set's master key does not open {} of {} encrypted values (first: {}): the key in the set does not belong to this database, and a restore from this set would lose every sensitive value",
-            refused.len(),
-            values.len(),
-            refused[0]
-        ))
-    }
+    let certificate = match certificate {
+        Some(_) => "the server certificate opened".to_string(),
+        None => format!(
+            "no server certificate in dbo.Configuration {SERVER_CERTIFICATE_ROW} (where Octopus keeps it is unconfirmed)"
+        ),
+    };
+    Ok(format!(
+        "{} of {} encrypted values opened ({rows} rows read in batches of {ROWS_PER_BATCH}); {certificate}",
+        tally.opened, tally.tried
+    ))
 }
 
 async fn restore_folders(job: &DrillJob, set: &ChosenSet, root: &Path) -> Result<String, String> {
@@ -543,6 +607,18 @@ mod tests {
         fewer[0].files = 2;
         let e = compare_listing(dir.path(), &fewer, &entries).unwrap_err();
         assert!(e.contains("manifest records 2 file(s)"), "{e}");
+    }
+
+    #[test]
+    fn batches_are_read_by_key() {
+        assert_eq!(
+            select_json_batch("Db", "VariableSet", None),
+            "SELECT TOP (200) [Id], [JSON] FROM [Db].[dbo].[VariableSet] ORDER BY [Id]"
+        );
+        assert_eq!(
+            select_json_batch("Db", "VariableSet", Some("it's")),
+            "SELECT TOP (200) [Id], [JSON] FROM [Db].[dbo].[VariableSet] WHERE [Id] > N'it''s' ORDER BY [Id]"
+        );
     }
 
     #[test]

@@ -16,9 +16,19 @@ pub struct MaintenanceRecord {
     pub previous: bool,
     /// What octobackup set it to.
     pub set_to: bool,
+    /// When octobackup first asked for the change (the record is written before the request).
     pub changed_at: chrono::DateTime<chrono::Utc>,
     pub set_id: String,
     pub pid: u32,
+    /// The server answered that the change is made. False while the request may still be on its
+    /// way: a server can apply a request after the client gave up on it (timed out, or killed).
+    /// Records of older versions lack it and count as unconfirmed, which is the safe reading.
+    #[serde(default)]
+    pub confirmed: bool,
+    /// Until when a request that got no answer may still be applied by the server; recovery
+    /// watches maintenance mode until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_flight_until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 fn safe_name(instance: &str) -> String {
@@ -44,6 +54,14 @@ pub enum JournalError {
         "another octobackup run holds the lock for instance '{instance}' ({path}); wait for it to finish"
     )]
     Busy { instance: String, path: PathBuf },
+    #[error(
+        "the run journal {path} exists but cannot be read ({cause}). An earlier run may have left maintenance mode on: check it in Octopus (Configuration > Maintenance) and turn it off if no backup is running, then delete {path}."
+    )]
+    Torn { path: PathBuf, cause: String },
+    #[error(
+        "the state folder {path} is not a folder (a file has that name). Set state_dir in the config to a folder octobackup may write, or move the file away."
+    )]
+    NotAFolder { path: PathBuf },
     #[error("cannot use the state folder {path}: {cause}")]
     Io {
         path: PathBuf,
@@ -71,8 +89,17 @@ impl StateDir {
         }
     }
 
+    fn create(&self) -> Result<(), JournalError> {
+        if self.dir.exists() && !self.dir.is_dir() {
+            return Err(JournalError::NotAFolder {
+                path: self.dir.clone(),
+            });
+        }
+        std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))
+    }
+
     pub fn lock(&self, instance: &str) -> Result<InstanceLock, JournalError> {
-        std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
+        self.create()?;
         let path = self.dir.join(format!("{}.lock", safe_name(instance)));
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -97,7 +124,7 @@ impl StateDir {
 
     /// Writes the record durably (temp file, fsync, rename, fsync of the folder where possible).
     pub fn write_record(&self, record: &MaintenanceRecord) -> Result<(), JournalError> {
-        std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))?;
+        self.create()?;
         let path = self.record_path(&record.instance);
         let tmp = path.with_extension("json.tmp");
         let mut f = File::create(&tmp).map_err(self.io(&tmp))?;
@@ -112,10 +139,17 @@ impl StateDir {
         Ok(())
     }
 
+    /// The record, if there is one. A record that cannot be parsed (a torn write, a disk error, a
+    /// hand edit) is an error, never "no record": it may stand for maintenance mode left on.
     pub fn read_record(&self, instance: &str) -> Result<Option<MaintenanceRecord>, JournalError> {
         let path = self.record_path(instance);
         match std::fs::read(&path) {
-            Ok(bytes) => Ok(serde_json::from_slice(&bytes).ok()),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| JournalError::Torn {
+                    path,
+                    cause: e.to_string(),
+                }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(JournalError::Io { path, cause: e }),
         }
@@ -166,11 +200,53 @@ mod tests {
             changed_at: chrono::Utc::now(),
             set_id: "s".into(),
             pid: 1,
+            confirmed: true,
+            in_flight_until: None,
         };
         state.write_record(&r).unwrap();
         assert_eq!(state.read_record("i/1").unwrap(), Some(r));
         state.clear_record("i/1").unwrap();
         state.clear_record("i/1").unwrap();
         assert_eq!(state.read_record("i/1").unwrap(), None);
+    }
+
+    #[test]
+    fn a_torn_record_is_an_error_that_says_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        std::fs::write(
+            dir.path().join("i.maintenance.json"),
+            b"{\"instance\": \"i\", \"ur",
+        )
+        .unwrap();
+        let e = state.read_record("i").unwrap_err();
+        assert!(matches!(e, JournalError::Torn { .. }), "{e}");
+        let text = e.to_string();
+        assert!(text.contains("Configuration > Maintenance"), "{text}");
+        assert!(text.contains("then delete"), "{text}");
+    }
+
+    #[test]
+    fn an_old_record_without_confirmation_reads_as_unconfirmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::new(dir.path());
+        std::fs::write(
+            dir.path().join("i.maintenance.json"),
+            br#"{"instance":"i","url":"http://x","previous":false,"set_to":true,"changed_at":"2026-01-01T00:00:00Z","set_id":"s","pid":1}"#,
+        )
+        .unwrap();
+        let r = state.read_record("i").unwrap().unwrap();
+        assert!(!r.confirmed);
+        assert_eq!(r.in_flight_until, None);
+    }
+
+    #[test]
+    fn a_state_folder_that_is_a_file_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("state");
+        std::fs::write(&file, b"").unwrap();
+        let e = StateDir::new(&file).lock("i").err().expect("refused");
+        assert!(matches!(e, JournalError::NotAFolder { .. }), "{e}");
+        assert!(e.to_string().contains("Set state_dir"), "{e}");
     }
 }

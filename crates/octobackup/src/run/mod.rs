@@ -8,3 +8,4 @@ pub mod maintenance;
 pub mod restore;
 pub mod retention;
 pub mod steps;
+pub mod stop;

@@ -17,7 +17,7 @@ use crate::config::InstanceConfig;
 use crate::error::{Exit, Failure};
 use crate::octopus::master_key;
 use crate::secret::Secret;
-use crate::sqlserver::client::{self as sql, Session};
+use crate::sqlserver::client::{self as sql, Session, SqlError};
 use crate::sqlserver::connstr::Authentication;
 use crate::sqlserver::{SqlServer, tsql};
 use base64::Engine;
@@ -306,12 +306,14 @@ fn split_sql_path(p: &str) -> (&str, &str) {
     }
 }
 
-/// Where each logical file goes: in `data_dir` or beside the original file; named after `base`
-/// (`base.mdf`, `base_log.ldf`, `base_2.ndf`...) or, with `base` None, keeping the original names.
+/// Where each logical file goes: in `data_dir` (log files in `log_dir`, else `data_dir` too) or
+/// beside the original file; named after `base` (`base.mdf`, `base_log.ldf`, `base_2.ndf`...) or,
+/// with `base` None, keeping the original names.
 pub fn plan_moves(
     files: &[BackupFile],
     base: Option<&str>,
     data_dir: Option<&str>,
+    log_dir: Option<&str>,
 ) -> Vec<(String, String)> {
     let safe = base.map(|b| {
         b.chars()
@@ -352,7 +354,12 @@ pub fn plan_moves(
                     }
                 }
             };
-            let dir = data_dir.unwrap_or(dir);
+            let chosen = if f.kind == 'L' {
+                log_dir.or(data_dir)
+            } else {
+                data_dir
+            };
+            let dir = chosen.unwrap_or(dir);
             let path = if dir.is_empty() {
                 new_name
             } else {
@@ -396,6 +403,20 @@ pub async fn restore_as(
     moves: &[(String, String)],
     ui: &Ui,
 ) -> Result<(), Failure> {
+    restore_as_sql(server, session, name, staged, moves, ui)
+        .await
+        .map_err(|e| restore_failure(name, moves, e))
+}
+
+/// [`restore_as`] with SQL Server's own error, for callers that act on its number.
+async fn restore_as_sql(
+    server: &SqlServer,
+    session: &mut Session,
+    name: &str,
+    staged: &Staged,
+    moves: &[(String, String)],
+    ui: &Ui,
+) -> Result<(), SqlError> {
     let spid = session.server_info().await?.spid;
     let statement = tsql::restore_database(name, &staged.sql_paths, moves, false, 5);
     let bar = ui.percent_bar("RESTORE DATABASE");
@@ -410,16 +431,77 @@ pub async fn restore_as(
     )
     .await;
     bar.finish();
-    r.map_err(|e| {
-        let files: Vec<&str> = moves.iter().map(|(_, p)| p.as_str()).collect();
-        Failure::new(
-            Exit::Sql,
-            format!(
-                "RESTORE DATABASE [{name}] to {} failed: {e}",
-                files.join(", ")
-            ),
+    r
+}
+
+/// `SERVERPROPERTY('InstanceDefaultDataPath')` and `'InstanceDefaultLogPath'` (SQL Server 2012
+/// and later): where the target server puts new databases' files.
+pub async fn instance_default_paths(session: &mut Session) -> Result<(String, String), Failure> {
+    let rows = session
+        .query_text(
+            "instance default paths",
+            "SELECT CAST(SERVERPROPERTY('InstanceDefaultDataPath') AS nvarchar(4000)) AS DataPath, \
+             CAST(SERVERPROPERTY('InstanceDefaultLogPath') AS nvarchar(4000)) AS LogPath",
         )
-    })
+        .await?;
+    let get = |k: &str| {
+        rows.first()
+            .and_then(|r| r.get(k).cloned().flatten())
+            .filter(|p| !p.trim().is_empty())
+    };
+    match (get("DataPath"), get("LogPath")) {
+        (Some(data), log) => {
+            let log = log.unwrap_or_else(|| data.clone());
+            Ok((data, log))
+        }
+        _ => Err(Failure::new(
+            Exit::Sql,
+            "the target server does not say where new databases go (SERVERPROPERTY('InstanceDefaultDataPath') is NULL: SQL Server 2008 R2 or older); give the folder with --data-dir",
+        )),
+    }
+}
+
+/// Restores `name` with its files beside the originals' folders, or in `data_dir` when given.
+/// When the original folders do not exist on this server (a set from another host, Windows paths
+/// on a Linux server), SQL Server refuses the plan with Msg 5133 and nothing is created: the files
+/// then go to the instance's default data and log folders. Returns where the files went.
+#[allow(clippy::too_many_arguments)]
+pub async fn restore_planned(
+    server: &SqlServer,
+    session: &mut Session,
+    name: &str,
+    staged: &Staged,
+    files: &[BackupFile],
+    base: Option<&str>,
+    data_dir: Option<&str>,
+    ui: &Ui,
+) -> Result<Vec<(String, String)>, Failure> {
+    let moves = plan_moves(files, base, data_dir, None);
+    match restore_as_sql(server, session, name, staged, &moves, ui).await {
+        Ok(()) => Ok(moves),
+        Err(e) if data_dir.is_none() && e.number() == Some(5133) => {
+            let (data, log) = instance_default_paths(session).await?;
+            ui.note(&format!(
+                "the backup's original folders do not exist on {} ({e}); restoring into the instance's default folders: data {data}, log {log}",
+                server.server_display()
+            ));
+            let moves = plan_moves(files, base, Some(&data), Some(&log));
+            restore_as(server, session, name, staged, &moves, ui).await?;
+            Ok(moves)
+        }
+        Err(e) => Err(restore_failure(name, &moves, e)),
+    }
+}
+
+fn restore_failure(name: &str, moves: &[(String, String)], e: SqlError) -> Failure {
+    let files: Vec<&str> = moves.iter().map(|(_, p)| p.as_str()).collect();
+    Failure::new(
+        Exit::Sql,
+        format!(
+            "RESTORE DATABASE [{name}] to {} failed: {e}",
+            files.join(", ")
+        ),
+    )
 }
 
 pub async fn checkdb(session: &mut Session, name: &str) -> Result<(), Failure> {
@@ -565,8 +647,18 @@ async fn restore_database(
             } else {
                 Some(t.target.clone())
             };
-            let moves = plan_moves(&files, base.as_deref(), t.data_dir.as_deref());
-            restore_as(server, session, &temp, &staged, &moves, &job.ui).await
+            restore_planned(
+                server,
+                session,
+                &temp,
+                &staged,
+                &files,
+                base.as_deref(),
+                t.data_dir.as_deref(),
+                &job.ui,
+            )
+            .await
+            .map(|_| ())
         }
         .await;
         staged.remove();
@@ -875,6 +967,28 @@ pub fn octopus_connection_string(server: &SqlServer, database: &str) -> String {
     s
 }
 
+/// What a restore of a TDE-encrypted database needs on the target server. SQL Server refuses to
+/// restore such a backup without the certificate (Msg 33111, "Cannot find server certificate with
+/// thumbprint"), and the certificate lives in the source server's [master], not in the backup.
+pub fn tde_note(manifest: &Manifest) -> Option<String> {
+    (manifest.database.tde_encrypted == Some(true)).then(|| format!(
+        "[{db}] was encrypted with Transparent Data Encryption when it was backed up: the certificate that protects its database encryption key (with its private key) must exist in [master] on the target server before the restore, or SQL Server refuses it (Msg 33111). On {server}: BACKUP CERTIFICATE <name> TO FILE = '...' WITH PRIVATE KEY (FILE = '...', ENCRYPTION BY PASSWORD = '...'); on the target: CREATE CERTIFICATE <name> FROM FILE = '...' WITH PRIVATE KEY (FILE = '...', DECRYPTION BY PASSWORD = '...').",
+        db = manifest.database.name,
+        server = manifest.database.server
+    ))
+}
+
+/// The login Octopus connects as, for `database --grant`: the SQL login of the connection string,
+/// or, with Windows authentication, the Octopus service's account, which only the user knows.
+pub fn octopus_grant_login(server: &SqlServer) -> String {
+    match &server.conn.auth {
+        Authentication::SqlLogin { user } => user.clone(),
+        Authentication::Integrated => {
+            "<the Octopus service account, e.g. NT AUTHORITY\\SYSTEM>".to_string()
+        }
+    }
+}
+
 pub const KEY_PLACEHOLDER: &str = "<master key: see the secrets file>";
 pub const LICENSE_PLACEHOLDER: &str = "<license, base64: see the secrets file>";
 
@@ -883,6 +997,7 @@ pub fn next_steps(
     octopus_version: &str,
     octopus_instance: &str,
     connection_string: &str,
+    grant_login: &str,
     folders: &[(String, String)],
     master_key: &str,
     license_b64: Option<&str>,
@@ -901,6 +1016,14 @@ pub fn next_steps(
             q(octopus_instance),
             q(connection_string),
             q(master_key)
+        ),
+        // A database restored on another SQL Server keeps its users, but they are orphaned: their
+        // logins' SIDs differ there. `--grant` gives the login db_owner on the database (Octopus
+        // docs, *database* command); a SQL login must exist on the server first.
+        format!(
+            "Octopus.Server.exe database --instance {} --grant {}",
+            q(octopus_instance),
+            q(grant_login)
         ),
         format!(
             "Octopus.Server.exe path --instance {} --nugetRepository {} --artifacts {} --taskLogs {} --eventExports {}",
@@ -1037,6 +1160,12 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
     }
     let server = sql_server(&job.instance)?;
     let mut notes = Vec::new();
+    if let Some(tde) = tde_note(&set.manifest) {
+        if parts.database {
+            job.ui.note(&tde);
+        }
+        notes.push(tde);
+    }
 
     // Database first: the step that can refuse (an existing database) before anything changes.
     let mut database = None;
@@ -1120,12 +1249,14 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
         }
     });
     let cs = octopus_connection_string(&server, &target);
+    let grant = octopus_grant_login(&server);
     let real = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_string());
     let version = set.manifest.octopus.version.clone();
     let (win_real, linux_real) = next_steps(
         &version,
         &octopus_instance,
         &cs,
+        &grant,
         &folder_paths,
         &real(&key).unwrap_or_else(|| "<master key>".into()),
         real(&license_b64).as_deref(),
@@ -1138,6 +1269,7 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
             &version,
             &octopus_instance,
             &cs,
+            &grant,
             &folder_paths,
             KEY_PLACEHOLDER,
             license_b64.as_ref().map(|_| LICENSE_PLACEHOLDER),
@@ -1221,7 +1353,7 @@ mod tests {
     #[test]
     fn moves_keep_names_or_follow_the_new_name() {
         assert_eq!(
-            plan_moves(&files(), None, None),
+            plan_moves(&files(), None, None, None),
             vec![
                 ("OctopusDeploy".into(), r"D:\Data\OctopusDeploy.mdf".into()),
                 (
@@ -1231,7 +1363,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            plan_moves(&files(), Some("Octo Clone"), None),
+            plan_moves(&files(), Some("Octo Clone"), None, None),
             vec![
                 ("OctopusDeploy".into(), r"D:\Data\Octo_Clone.mdf".into()),
                 (
@@ -1241,12 +1373,31 @@ mod tests {
             ]
         );
         assert_eq!(
-            plan_moves(&files(), Some("X"), Some("/var/opt/mssql/data")),
+            plan_moves(&files(), Some("X"), Some("/var/opt/mssql/data"), None),
             vec![
                 ("OctopusDeploy".into(), "/var/opt/mssql/data/X.mdf".into()),
                 (
                     "OctopusDeploy_log".into(),
                     "/var/opt/mssql/data/X_log.ldf".into()
+                )
+            ]
+        );
+        // The instance's default folders (with SQL Server's trailing separator): logs apart.
+        assert_eq!(
+            plan_moves(
+                &files(),
+                None,
+                Some("/var/opt/mssql/data/"),
+                Some("/var/opt/mssql/log/")
+            ),
+            vec![
+                (
+                    "OctopusDeploy".into(),
+                    "/var/opt/mssql/data/OctopusDeploy.mdf".into()
+                ),
+                (
+                    "OctopusDeploy_log".into(),
+                    "/var/opt/mssql/log/OctopusDeploy_log.ldf".into()
                 )
             ]
         );
@@ -1276,6 +1427,7 @@ mod tests {
             "2024.1.6928",
             "OctopusServer",
             "Server=s;Database=d;",
+            "octopus",
             &folders,
             KEY_PLACEHOLDER,
             Some(LICENSE_PLACEHOLDER),
@@ -1283,13 +1435,34 @@ mod tests {
         assert!(w[0].starts_with("Octopus.Server.exe database --instance \"OctopusServer\" --connectionString \"Server=s;Database=d;\" --masterKey"));
         assert_eq!(
             w[1],
+            "Octopus.Server.exe database --instance \"OctopusServer\" --grant \"octopus\""
+        );
+        assert_eq!(
+            w[2],
             "Octopus.Server.exe path --instance \"OctopusServer\" --nugetRepository \"/n/Packages\" --artifacts \"/n/Artifacts\" --taskLogs \"/n/TaskLogs\" --eventExports \"/n/EventExports\""
         );
-        assert!(w[2].starts_with(
+        assert!(w[3].starts_with(
             "Octopus.Server.exe license --instance \"OctopusServer\" --licenseBase64"
         ));
         assert!(l.iter().any(|x| x.contains("MASTER_KEY=")));
         assert!(l.iter().any(|x| x.contains("\"/n/Packages\":/repository")));
+    }
+
+    #[test]
+    fn a_tde_set_names_the_certificate_and_others_say_nothing() {
+        let mut m = Manifest::default();
+        m.database.name = "OctopusDeploy".into();
+        m.database.server = "SQL01".into();
+        assert_eq!(tde_note(&m), None);
+        m.database.tde_encrypted = Some(false);
+        assert_eq!(tde_note(&m), None);
+        m.database.tde_encrypted = Some(true);
+        let note = tde_note(&m).unwrap();
+        assert!(note.contains("[OctopusDeploy]") && note.contains("On SQL01: BACKUP CERTIFICATE"));
+        // Older manifests without the field read as unknown.
+        let old: crate::backupset::manifest::DatabaseInfo =
+            serde_json::from_str(r#"{"name":"d","server":"s","product_version":"16","edition":"e","files":[],"bytes":0,"verified":true,"backupset":null}"#).unwrap();
+        assert_eq!(old.tde_encrypted, None);
     }
 
     #[test]

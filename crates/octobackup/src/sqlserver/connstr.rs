@@ -308,6 +308,88 @@ fn parse_server(s: &str) -> Result<(String, Option<u16>, Option<String>), Connec
     Ok((host, port, instance))
 }
 
+/// What in a connection string is accepted but probably not meant: a setting given twice (the
+/// last one wins, as in SqlClient) and keywords SqlClient does not know (a typo, silently ignored
+/// otherwise). Names only, never values: the string may hold a password.
+pub fn questionable_keys(s: &str) -> Vec<String> {
+    // SqlClient's keywords and synonyms (Microsoft.Data.SqlClient, SqlConnection.ConnectionString).
+    const SYNONYMS: &[&[&str]] = &[
+        &[
+            "server",
+            "data source",
+            "address",
+            "addr",
+            "network address",
+        ],
+        &["database", "initial catalog"],
+        &["user id", "uid", "user"],
+        &["password", "pwd"],
+        &["integrated security", "trusted_connection"],
+        &["connect timeout", "connection timeout", "timeout"],
+        &["application name", "app"],
+        &["trustservercertificate", "trust server certificate"],
+        &["hostnameincertificate", "host name in certificate"],
+        &["servercertificate", "server certificate"],
+        &["applicationintent", "application intent"],
+        &["multisubnetfailover", "multi subnet failover"],
+        &["multipleactiveresultsets", "multiple active result sets"],
+        &["connectretrycount", "connect retry count"],
+        &["connectretryinterval", "connect retry interval"],
+        &["persist security info", "persistsecurityinfo"],
+        &["ipaddresspreference", "ip address preference"],
+        &["poolblockingperiod", "pool blocking period"],
+        &["load balance timeout", "connection lifetime"],
+        &["workstation id", "wsid"],
+        &["current language", "language"],
+        &["network library", "network", "net"],
+        &[
+            "attachdbfilename",
+            "extended properties",
+            "initial file name",
+        ],
+        &[
+            "transparentnetworkipresolution",
+            "transparent network ip resolution",
+        ],
+        &["encrypt"],
+        &["authentication"],
+        &["column encryption setting"],
+        &["command timeout"],
+        &["context connection"],
+        &["enclave attestation url"],
+        &["attestation protocol"],
+        &["enlist"],
+        &["failover partner"],
+        &["failover partner spn"],
+        &["server spn"],
+        &["max pool size"],
+        &["min pool size"],
+        &["packet size"],
+        &["pooling"],
+        &["replication"],
+        &["transaction binding"],
+        &["type system version"],
+        &["user instance"],
+    ];
+    let Ok(pairs) = pairs(s) else {
+        return Vec::new();
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = Vec::new();
+    for (key, _, _) in &pairs {
+        match SYNONYMS.iter().find(|g| g.contains(&key.as_str())) {
+            Some(group) if seen.contains(&group[0]) => out.push(format!(
+                "'{key}' is given more than once (the last one counts)"
+            )),
+            Some(group) => seen.push(group[0]),
+            None => out.push(format!(
+                "'{key}' is not a SQL Server connection string keyword (ignored)"
+            )),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -504,5 +586,20 @@ mod tests {
         assert!(local("localhost"));
         assert!(local("127.4.5.6\\OCTOPUS"));
         assert!(!local("sql01.example.com"));
+    }
+
+    #[test]
+    fn duplicates_and_unknown_keywords_are_named_without_values() {
+        let q = questionable_keys(
+            "Server=a;Database=One;Initial Catalog=Two;User ID=u;Password=s3cret;Encrpyt=True;Pooling=false",
+        );
+        assert_eq!(q.len(), 2, "{q:?}");
+        assert!(
+            q[0].contains("'initial catalog' is given more than once"),
+            "{q:?}"
+        );
+        assert!(q[1].contains("'encrpyt' is not"), "{q:?}");
+        assert!(q.iter().all(|w| !w.contains("s3cret")));
+        assert!(questionable_keys("Server=a;Database=d;Integrated Security=SSPI").is_empty());
     }
 }

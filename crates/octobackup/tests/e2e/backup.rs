@@ -280,22 +280,6 @@ async fn a_failing_master_key_command_stops_the_run_before_maintenance_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn octopus_errors_while_waiting_still_restore_maintenance_mode() {
-    let t = TestLab::start().await;
-    t.init().await;
-    t.lab.octopus().inject(Fault {
-        method: None,
-        path_prefix: "/api/tasks".into(),
-        kind: FaultKind::Status(500),
-        times: 50,
-    });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    t.lab.octopus().clear_faults();
-    assert!(!t.lab.octopus().maintenance());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transient_faults_are_retried() {
     let t = TestLab::start().await;
     t.init().await;

@@ -70,6 +70,19 @@ impl TestLab {
             .unwrap()
     }
 
+    /// Runs octobackup and asserts it succeeded (its stderr in the failure message).
+    pub async fn ok(&self, args: &[&str]) -> Output {
+        let out = self.run(args).await;
+        assert!(
+            out.status.success(),
+            "octobackup {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
     pub async fn init(&self) {
         let out = self.run(&["init"]).await;
         assert!(

@@ -223,3 +223,64 @@ async fn doctor_passes_a_healthy_lab_and_names_each_broken_setting() {
     );
     assert!(!t.lab.octopus().maintenance());
 }
+
+/// The permission check reads the key's user and its system permissions from the API: the admin
+/// key passes, a key without AdministerSystem is named as such, and maintenance mode is never
+/// touched to find out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reads_the_administer_system_permission_from_the_users_api() {
+    let t = TestLab::start().await;
+    let check = |r: &serde_json::Value, name: &str| {
+        r["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no check {name}: {r:#}"))
+            .clone()
+    };
+    let out = t.run(&["--json", "doctor"]).await;
+    let r = report(&out);
+    let admin = check(&r, "administer-system");
+    assert_eq!(admin["status"], "pass", "{r:#}");
+    assert!(
+        admin["detail"]
+            .as_str()
+            .unwrap()
+            .contains("octobackup-service"),
+        "{admin:#}"
+    );
+
+    let reader_key = t.dir.path().join("reader-key");
+    std::fs::write(&reader_key, &t.lab.info().reader_api_key).unwrap();
+    t.edit_config(|c| {
+        TestLab::instance_table(c).insert(
+            "api_key_file".into(),
+            toml::Value::String(reader_key.display().to_string()),
+        );
+    });
+    let out = t.run(&["--json", "doctor"]).await;
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let r = report(&out);
+    assert_eq!(status(&r, "octopus-api-key"), "pass", "{r:#}");
+    let reader = check(&r, "administer-system");
+    assert_eq!(reader["status"], "fail", "{r:#}");
+    let detail = reader["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("release-manager") && detail.contains("AdministerSystem"),
+        "{detail}"
+    );
+    assert!(
+        reader["fix"]
+            .as_str()
+            .unwrap()
+            .contains("Administer System"),
+        "{reader:#}"
+    );
+    // Nothing was changed to find out.
+    assert!(maintenance_changes(&t.events()).is_empty());
+    assert!(!t.lab.octopus().maintenance());
+    for secret in [&t.lab.info().reader_api_key, &t.lab.info().admin_api_key] {
+        assert!(!stdout(&out).contains(secret.as_str()) && !stderr(&out).contains(secret.as_str()));
+    }
+}

@@ -89,8 +89,23 @@ async fn a_drill_passes_on_a_good_set_and_leaves_nothing_behind() {
         .as_str()
         .unwrap()
         .to_string();
+    // Every value opens, the realistic ones too (Azure keys, JSON, PEM, PFX); VariableSet is
+    // read in several batches; the server certificate opens.
+    let (opened, tried) = key_detail
+        .split_once(" encrypted values opened")
+        .and_then(|(counts, _)| counts.split_once(" of "))
+        .map(|(a, b)| (a.parse::<u64>().unwrap(), b.parse::<u64>().unwrap()))
+        .unwrap_or_else(|| panic!("{key_detail}"));
+    assert_eq!(opened, tried, "{key_detail}");
+    assert!(tried > 1000, "{key_detail}");
+    let rows: u64 = key_detail
+        .split_once("(")
+        .and_then(|(_, r)| r.split_once(" rows read in batches of 200"))
+        .map(|(n, _)| n.parse().unwrap())
+        .unwrap_or_else(|| panic!("{key_detail}"));
+    assert!(rows > 2 * 200, "{key_detail}");
     assert!(
-        key_detail.contains("encrypted values opened"),
+        key_detail.contains("the server certificate opened"),
         "{key_detail}"
     );
     let events = t.events();
@@ -214,7 +229,11 @@ async fn a_drill_fails_when_the_sets_master_key_is_not_the_databases() {
         "{got:?}"
     );
     let error = report["error"].as_str().unwrap();
-    assert!(error.contains("does not open"), "{error}");
+    assert!(
+        error.contains("does not open the server certificate")
+            && error.contains("does not belong to this database"),
+        "{error}"
+    );
     assert!(!error.contains("AAECAwQFBgcICQoLDA0ODw=="), "{error}");
     assert_cleaned_up(&t, &report);
 }

@@ -2,14 +2,19 @@
 //! test binary, so the product, the lab and the repository engine are linked once.
 
 mod common;
+mod sets;
 mod tamper;
 
 mod backup;
 mod bench;
+mod check;
 mod demo;
 mod discovery;
 mod doctor;
 mod drill;
+mod forget;
+mod key;
+mod recover;
 mod restore;
-mod retention;
 mod sqlserver;
+mod task_wait;

@@ -151,14 +151,22 @@ async fn a_restore_to_a_new_name_and_fresh_paths_equals_the_instance_at_backup_t
     assert!(windows[0].contains("Database=OctoRestored;"));
     assert!(windows[0].contains("Password=<SQL password>"));
     assert!(windows[0].ends_with("--masterKey \"<master key: see the secrets file>\""));
+    // The users come back orphaned on another server: the login Octopus connects as is granted.
     assert_eq!(
         windows[1],
+        format!(
+            "Octopus.Server.exe database --instance \"OctopusServer\" --grant \"{}\"",
+            t.lab.info().sql_login
+        )
+    );
+    assert_eq!(
+        windows[2],
         format!(
             "Octopus.Server.exe path --instance \"OctopusServer\" --nugetRepository \"{p}/Packages\" --artifacts \"{p}/Artifacts\" --taskLogs \"{p}/TaskLogs\" --eventExports \"{p}/EventExports\"",
             p = folders.display()
         )
     );
-    assert!(windows[2].starts_with(
+    assert!(windows[3].starts_with(
         "Octopus.Server.exe license --instance \"OctopusServer\" --licenseBase64 \"<license"
     ));
     let linux = report["next_steps"]["linux_container"].to_string();
@@ -574,4 +582,120 @@ async fn ctrl_c_during_the_restore_leaves_nothing_half_restored() {
         .await;
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(digest_of(&t, "OctoSlow"), fp.database);
+}
+
+/// A set restored on another host: the original data and log folders do not exist there, so SQL
+/// Server refuses the original paths (Msg 5133) and the files go to the instance's default
+/// folders (`SERVERPROPERTY('InstanceDefaultDataPath')`/`'InstanceDefaultLogPath'`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_from_another_host_restores_into_the_instance_default_folders() {
+    let (a, fp) = lab_with_a_set().await;
+    // Carry the repository away, then the first host is gone with its folders.
+    let carry = tempfile::tempdir().unwrap();
+    let repo = carry.path().join("repository");
+    let copy = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(a.repo_dir())
+        .arg(&repo)
+        .status()
+        .unwrap();
+    assert!(copy.success());
+    let password = carry.path().join("repository-password");
+    std::fs::copy(a.repo_password_file(), &password).unwrap();
+    let (old_data, _) = a.lab.sql().database_files("OctopusDeploy").unwrap();
+    let TestLab { lab, dir, .. } = a;
+    lab.shutdown().await;
+    drop(dir);
+    assert!(!old_data.parent().unwrap().exists());
+
+    let b = TestLab::start().await;
+    b.edit_config(|c| {
+        let r = c["repository"].as_table_mut().unwrap();
+        r.insert("location".into(), repo.display().to_string().into());
+        r.insert(
+            "password_file".into(),
+            password.display().to_string().into(),
+        );
+    });
+    let out = b
+        .run(&["restore", "--database", "--database-name", "OctoMoved"])
+        .await;
+    assert!(
+        out.status.success(),
+        "restore failed: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("original folders do not exist")
+            && stderr(&out).contains("default folders"),
+        "{}",
+        stderr(&out)
+    );
+    let defaults = b.lab.sql().database_files("OctopusDeploy").unwrap();
+    let (data, log) = b.lab.sql().database_files("OctoMoved").unwrap();
+    assert_eq!(data.parent(), defaults.0.parent(), "{data:?}");
+    assert_eq!(log.parent(), defaults.1.parent(), "{log:?}");
+    assert_eq!(data.file_name().unwrap(), "OctoMoved.mdf");
+    assert_eq!(digest_of(&b, "OctoMoved"), fp.database);
+    no_temporary_databases(&b);
+}
+
+/// Transparent Data Encryption: `sys.databases.is_encrypted` goes into the manifest, and restoring
+/// such a set says first that the certificate must be on the target server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tde_database_is_recorded_and_its_restore_names_the_certificate() {
+    let (t, _) = lab_with_a_set().await;
+    let show = |t: &TestLab| {
+        let out = t.command(&["--json", "show", "latest"]).output().unwrap();
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    assert_eq!(
+        show(&t)["database"]["tde_encrypted"],
+        false,
+        "{:#}",
+        show(&t)
+    );
+    // A plain restore says nothing about certificates.
+    let out = t
+        .run(&[
+            "--json",
+            "restore",
+            "--database",
+            "--database-name",
+            "OctoPlain",
+        ])
+        .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        !report["notes"]
+            .to_string()
+            .contains("Transparent Data Encryption")
+    );
+
+    t.lab.sql().set_encrypted("OctopusDeploy", true);
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(show(&t)["database"]["tde_encrypted"], true);
+
+    let out = t
+        .run(&["restore", "--database", "--database-name", "OctoTde"])
+        .await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        text.contains("Transparent Data Encryption")
+            && text.contains("CREATE CERTIFICATE")
+            && text.contains("Msg 33111"),
+        "{text}"
+    );
+    // Said before the restore runs, and again among the notes at the end.
+    assert!(
+        stderr(&out).contains("must exist in [master] on the target server"),
+        "{}",
+        stderr(&out)
+    );
+    assert_no_secrets(&t, &out);
 }

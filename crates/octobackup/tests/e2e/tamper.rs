@@ -2,19 +2,13 @@
 //! bad copy or a wrong key source would change it, and stored as a new complete set.
 
 use crate::common::TestLab;
-use octobackup_repo::{Password, Repo, RepoConfig, SetOptions, SourceItem};
+use octobackup_repo::{SetOptions, SourceItem};
 use std::path::Path;
 
 /// Reads the newest complete set back, lets `tamper` change its files, and stores the result as
 /// a new complete set of the same instance (the newest, so `drill` picks it).
 pub fn rewrite_latest_set(t: &TestLab, tamper: impl FnOnce(&Path)) {
-    let password = std::fs::read_to_string(t.repo_password_file()).unwrap();
-    let repo = Repo::open(&RepoConfig {
-        repository: t.repo_dir().display().to_string(),
-        options: Default::default(),
-        password: Password::new(password.trim()),
-    })
-    .unwrap();
+    let repo = crate::sets::open_repo(t);
     let latest = repo
         .snapshots()
         .unwrap()

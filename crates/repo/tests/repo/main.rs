@@ -7,3 +7,4 @@ mod health;
 mod merge_sets;
 mod open_init;
 mod restic_compat;
+mod restore;

@@ -13,6 +13,8 @@ use crate::state::Simulator;
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub user: String,
+    /// `Users-N`, the user's id.
+    pub user_id: String,
     pub administer_system: bool,
 }
 
@@ -38,11 +40,12 @@ impl FromRequestParts<Arc<Simulator>> for Caller {
         sim: &Arc<Simulator>,
     ) -> Result<Self, Self::Rejection> {
         let presented = presented_key(parts).ok_or_else(OctopusError::not_logged_in)?;
-        let key = sim
-            .key(&presented)
+        let (index, key) = sim
+            .key_with_index(&presented)
             .ok_or_else(OctopusError::invalid_api_key)?;
         Ok(Caller {
             user: key.user.clone(),
+            user_id: super::users::user_id(index),
             administer_system: key.administer_system,
         })
     }

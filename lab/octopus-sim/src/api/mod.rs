@@ -9,6 +9,7 @@ mod maintenance;
 mod nodes;
 mod system;
 mod tasks;
+mod users;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -49,6 +50,8 @@ pub(crate) fn router(sim: Arc<Simulator>) -> Router {
             "/api/configuration/{id}/values",
             get(system::configuration_values),
         )
+        .route("/api/users/me", get(users::me))
+        .route("/api/users/{id}/permissions", get(users::permissions))
         .route("/api/tasks", get(tasks::list))
         .route("/api/tasks/{id}", get(tasks::one))
         .route("/api/octopusservernodes/summary", get(nodes::summary))

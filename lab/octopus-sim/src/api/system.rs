@@ -32,6 +32,7 @@ pub(crate) async fn root(State(sim): State<Arc<Simulator>>) -> Response {
                 "CurrentLicense": "/api/licenses/licenses-current",
                 "CurrentLicenseStatus": "/api/licenses/licenses-current-status",
                 "Configuration": "/api/configuration{/id}",
+                "CurrentUser": "/api/users/me",
                 "Tasks": "/api/tasks{/id}{?skip,active,environment,project,name,node,running,states,spaces,ids,includeSystem,take}",
                 "OctopusServerNodes": "/api/octopusservernodes{/id}{?skip,take}",
                 "OctopusServerClusterSummary": "/api/octopusservernodes/summary",

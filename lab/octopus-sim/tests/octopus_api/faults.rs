@@ -77,6 +77,41 @@ async fn a_delayed_change_still_applies_after_the_client_gave_up() {
     })
     .await;
     assert_eq!(lab.events_of("maintenance_changed").len(), 1);
+    assert_eq!(lab.events_of("delayed_request_handled").len(), 1);
+}
+
+#[tokio::test]
+async fn a_delayed_change_applies_even_when_the_client_process_is_gone() {
+    use tokio::io::AsyncWriteExt;
+    let lab = common::start().await;
+    lab.octopus.inject(Fault {
+        method: Some(Method::PUT),
+        path_prefix: "/api/maintenanceconfiguration".into(),
+        kind: FaultKind::Delay(Duration::from_millis(300)),
+        times: 1,
+    });
+    // A client killed with its request sent: the connection closes at once, nothing is read.
+    let body = r#"{"Id":"maintenance","IsInMaintenanceMode":true}"#;
+    let mut stream = tokio::net::TcpStream::connect(lab.octopus.addr())
+        .await
+        .unwrap();
+    let request = format!(
+        "PUT /api/maintenanceconfiguration HTTP/1.1\r\nHost: localhost\r\nX-Octopus-ApiKey: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        lab.admin,
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    eventually("the fault to be served", || async {
+        (!lab.events_of("fault_served").is_empty()).then_some(())
+    })
+    .await;
+    drop(stream);
+    assert!(!lab.octopus.maintenance());
+    eventually("the delayed change to apply", || async {
+        lab.octopus.maintenance().then_some(())
+    })
+    .await;
+    assert_eq!(lab.events_of("delayed_request_handled").len(), 1);
 }
 
 #[tokio::test]

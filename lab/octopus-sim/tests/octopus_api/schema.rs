@@ -178,6 +178,61 @@ async fn documented_endpoints_answer_in_their_swagger_shapes() {
     check(&lab, Method::GET, "/tasks?take=x", "/tasks", &admin, None).await;
     check(&lab, Method::GET, "/no/such/thing", "/", &admin, None).await;
 
+    // The current user and their permissions, for each kind of key: /users/me has no schema in
+    // the swagger, but Octopus.Client reads it as a UserResource.
+    for (key, administers) in [(&admin, true), (&lab.viewer, false)] {
+        let (status, me) = lab.call(Method::GET, "/api/users/me", key, None).await;
+        assert_eq!(status, 200, "{me:#}");
+        assert_conforms("users/me", &octopus().definition("UserResource"), &me);
+        let id = me["Id"].as_str().unwrap();
+        let permissions = check(
+            &lab,
+            Method::GET,
+            &format!("/users/{id}/permissions"),
+            "/users/{id}/permissions",
+            key,
+            None,
+        )
+        .await;
+        assert_eq!(permissions["Id"], id);
+        let system = permissions["SystemPermissions"].as_array().unwrap();
+        assert_eq!(
+            system.iter().any(|p| p == "AdministerSystem"),
+            administers,
+            "{permissions:#}"
+        );
+        assert!(
+            !permissions["SpacePermissions"]
+                .as_object()
+                .unwrap()
+                .is_empty()
+        );
+    }
+    // Another user's permissions are refused; an unknown user is not found; no key is 401.
+    let (_, viewer) = lab
+        .call(Method::GET, "/api/users/me", &lab.viewer, None)
+        .await;
+    let viewer_id = viewer["Id"].as_str().unwrap();
+    let (status, _) = lab
+        .call(
+            Method::GET,
+            &format!("/api/users/{viewer_id}/permissions"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = lab
+        .call(
+            Method::GET,
+            "/api/users/Users-999/permissions",
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    check(&lab, Method::GET, "/users/me", "/users/me", "", None).await;
+
     for task in tasks["Items"].as_array().unwrap() {
         let id = task["Id"].as_str().unwrap();
         let one = lab.get(&format!("/api/tasks/{id}")).await.1;

@@ -254,3 +254,69 @@ async fn a_task_waiting_for_an_intervention_says_so() {
     assert!(snapshot.has_pending_interruptions);
     assert!(!snapshot.is_completed());
 }
+
+/// A running task a user cancels passes through Cancelling (still running, not completed) before
+/// Canceled, as Octopus's own drain script expects when it waits for `Executing,Cancelling`.
+#[tokio::test]
+async fn a_cancelled_task_is_cancelling_before_it_is_canceled() {
+    let lab = common::start().await;
+    let id = lab.octopus.add_task(TaskSpec::default());
+    let queued = lab.octopus.add_task(TaskSpec {
+        state: TaskState::Queued,
+        ..TaskSpec::default()
+    });
+    // Over the control surface, for a lab in another process; the cancel lasts until told.
+    let (status, answer) = lab
+        .call(
+            reqwest::Method::POST,
+            &format!("/lab/tasks/{id}/cancel"),
+            "",
+            Some(r#"{"cancelling_ms": 600000}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["state"], "Cancelling");
+    let cancelling = task(&lab, &id).await;
+    assert_eq!(cancelling["State"], "Cancelling");
+    assert_eq!(cancelling["IsCompleted"], false);
+    assert!(cancelling["CompletedTime"].is_null());
+    let (_, listed) = lab
+        .get("/api/tasks?states=Executing,Cancelling&spaces=all")
+        .await;
+    assert_eq!(ids(&listed), vec![id.clone()]);
+    let (_, executing) = lab.get("/api/tasks?states=Executing&spaces=all").await;
+    assert!(ids(&executing).is_empty(), "{executing:#}");
+    let (_, active) = lab.get("/api/tasks?active=true&spaces=all").await;
+    assert!(ids(&active).contains(&id));
+    assert_eq!(lab.events_of("task_cancelling").len(), 1);
+
+    // A queued task has nothing to stop: Canceled at once. A cancel does not end Success.
+    assert_eq!(
+        lab.octopus
+            .cancel_task(&queued, Duration::from_secs(60))
+            .unwrap(),
+        TaskState::Canceled
+    );
+    let short = lab.octopus.add_task(TaskSpec {
+        finishes_after: Some(Duration::from_secs(3600)),
+        ..TaskSpec::default()
+    });
+    lab.octopus
+        .cancel_task(&short, Duration::from_millis(50))
+        .unwrap();
+    eventually("the cancelling task to end", || async {
+        let t = task(&lab, &short).await;
+        (t["State"] == "Canceled").then_some(())
+    })
+    .await;
+    assert_eq!(task(&lab, &short).await["IsCompleted"], true);
+    let (status, _) = lab
+        .call(
+            reqwest::Method::POST,
+            "/lab/tasks/ServerTasks-404/cancel",
+            "",
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}

@@ -109,6 +109,9 @@ pub struct Engine {
     compression_default: (AtomicBool, AtomicBool),
     /// Posing as Amazon RDS: the `rdsadmin` database exists.
     pub amazon_rds: bool,
+    /// Databases under Transparent Data Encryption (`sys.databases.is_encrypted`), lower-cased.
+    /// Only the flag: pages are not encrypted, and a restored copy is not marked.
+    tde: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The database every Amazon RDS for SQL Server instance carries (AWS RDS user guide, "Importing
@@ -147,7 +150,27 @@ impl Engine {
                 AtomicBool::new(config.options.backup_compression_default),
             ),
             amazon_rds: config.options.amazon_rds,
+            tde: Mutex::new(std::collections::HashSet::new()),
         })
+    }
+
+    /// Marks a database as encrypted with TDE (or not), as `ALTER DATABASE ... SET ENCRYPTION ON`
+    /// does once the encryption scan ends.
+    pub fn set_encrypted(&self, name: &str, on: bool) {
+        let mut tde = lock(&self.tde);
+        if on {
+            tde.insert(name.to_lowercase());
+        } else {
+            tde.remove(&name.to_lowercase());
+        }
+    }
+
+    pub fn is_encrypted(&self, name: &str) -> bool {
+        lock(&self.tde).contains(&name.to_lowercase())
+    }
+
+    pub fn any_encrypted(&self) -> bool {
+        !lock(&self.tde).is_empty()
     }
 
     /// Sends an event to the sink, if any.

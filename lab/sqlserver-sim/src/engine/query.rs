@@ -496,6 +496,7 @@ fn sys_databases(engine: &Engine, facts: &[DatabaseFacts]) -> (Vec<Column>, Vec<
         Column::new("state_desc", nv(60)),
         Column::new("recovery_model", SqlType::TinyInt),
         Column::new("recovery_model_desc", nv(60)),
+        Column::new("is_encrypted", SqlType::Bit),
     ];
     let level = match engine.version.major {
         13 => 130,
@@ -529,6 +530,8 @@ fn sys_databases(engine: &Engine, facts: &[DatabaseFacts]) -> (Vec<Column>, Vec<
                 text("ONLINE"),
                 Value::TinyInt(recovery_model_id(model)),
                 text(model),
+                // tempdb is encrypted as soon as any user database is (Microsoft Learn, TDE).
+                Value::Bit(*name == "tempdb" && engine.any_encrypted()),
             ]
         })
         .collect();
@@ -558,6 +561,7 @@ fn sys_databases(engine: &Engine, facts: &[DatabaseFacts]) -> (Vec<Column>, Vec<
             }),
             Value::TinyInt(recovery_model_id(&model)),
             text(&model),
+            Value::Bit(engine.is_encrypted(&f.entry.name)),
         ]);
     }
     (columns, rows)

@@ -298,6 +298,16 @@ fn server_property(name: &str, ctx: &EvalContext) -> Value {
         "engineedition" => int(engine.edition.engine_edition()),
         "machinename" | "servername" | "computernamephysicalnetbios" => text(SERVER_NAME),
         "instancename" => Value::Variant(Box::new(Value::Null), SqlType::NVarChar(Some(128))),
+        // Where new databases' files go (SQL Server 2012 and later): the instance's data folder,
+        // with the trailing separator SQL Server writes (`...\MSSQL\DATA\`, `/var/opt/mssql/data/`).
+        // Logs default to the same folder, as after a default install.
+        "instancedefaultdatapath" | "instancedefaultlogpath" => {
+            let mut path = engine.data_dir.display().to_string();
+            if !path.ends_with(std::path::MAIN_SEPARATOR) {
+                path.push(std::path::MAIN_SEPARATOR);
+            }
+            Value::Variant(Box::new(Value::Str(path)), SqlType::NVarChar(Some(4000)))
+        }
         "isclustered" | "ishadrenabled" | "isintegratedsecurityonly" | "issingleuser" => int(0),
         "collation" => text("SQL_Latin1_General_CP1_CI_AS"),
         "editionid" => Value::Variant(
