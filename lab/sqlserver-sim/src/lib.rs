@@ -156,6 +156,14 @@ pub enum SqlFault {
     /// The next query of msdb's backup history fails with Msg 229 (SELECT denied), as for a
     /// login that has BACKUP rights in its database but no SELECT in msdb.
     DenyNextHistoryQuery,
+    /// The next statement whose sys.dm_exec_requests command starts with `command` ("RESTORE
+    /// VERIFYON", "DBCC TABLE CHECK", "RESTORE DATABASE", "BACKUP DATABASE") first sends
+    /// nothing for `silence`, as a real server is silent through CHECKDB WITH NO_INFOMSGS,
+    /// VERIFYONLY without STATS or RESTORE's file zeroing on a big database. ATTENTION ends it.
+    SilenceBeforeNext {
+        command: String,
+        silence: std::time::Duration,
+    },
 }
 
 pub use browser::{

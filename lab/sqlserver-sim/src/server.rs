@@ -128,6 +128,10 @@ async fn serve_connection(
     // TDS 8.0 (strict encryption) opens with a TLS ClientHello (record type 0x16) instead of a
     // PRELOGIN packet (0x12); PRELOGIN and everything after it then travel inside TLS.
     if first[0] == 0x16 {
+        engine.emit(
+            "tds8_connection",
+            serde_json::json!({ "tls": tls.is_some() }),
+        );
         let Some(identity) = tls else {
             anyhow::bail!("a TDS 8.0 client on a server without TLS");
         };

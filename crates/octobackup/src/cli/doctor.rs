@@ -467,11 +467,16 @@ async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) 
     let mut session = match server.connect().await {
         Ok(s) => s,
         Err(e) => {
-            c.fail(
-                "sql-login",
-                e.to_string(),
-                "check the connection string's Server and User ID and the SQL password source",
-            );
+            let fix = match e {
+                crate::sqlserver::SqlError::TcpDisabled { .. } => {
+                    "enable TCP/IP for the instance in SQL Server Configuration Manager and restart its service"
+                }
+                crate::sqlserver::SqlError::Tls { .. } => {
+                    "give SQL Server a certificate this machine trusts, or set TrustServerCertificate=True"
+                }
+                _ => "check the connection string's Server and User ID and the SQL password source",
+            };
+            c.fail("sql-login", e.to_string(), fix);
             c.skip("sql-permission", "no SQL connection");
             local_only(c, local_ok, staging_local);
             return;

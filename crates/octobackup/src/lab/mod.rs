@@ -130,6 +130,31 @@ pub struct UpArgs {
     /// Serve SQL without TLS (the connection string then says Encrypt=False).
     #[arg(long)]
     pub no_tls: bool,
+    #[command(flatten)]
+    pub sql: SqlFieldArgs,
+}
+
+/// SQL Server as some real installs are: for trying octobackup against them by hand.
+#[derive(clap::Args, Debug, Default, Clone)]
+pub struct SqlFieldArgs {
+    /// SERVERPROPERTY('ProductVersion'), e.g. 12.0.6024.0 for SQL Server 2014.
+    #[arg(long)]
+    pub sql_version: Option<String>,
+    /// Start with `backup compression default` on (sp_configure ... 1; RECONFIGURE).
+    #[arg(long)]
+    pub backup_compression_default: bool,
+    /// Pose as a platform without BACKUP TO DISK.
+    #[arg(long, value_enum)]
+    pub sql_platform: Option<SqlPlatform>,
+    /// TCP/IP disabled, as SQL Express ships (SQL Browser lists no TCP port).
+    #[arg(long)]
+    pub sql_tcp_off: bool,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy)]
+pub enum SqlPlatform {
+    ManagedInstance,
+    Rds,
 }
 
 async fn run(cmd: LabCommand, config_path: &Path, json: bool, ui: &Ui) -> Result<(), Failure> {
@@ -164,14 +189,21 @@ async fn run(cmd: LabCommand, config_path: &Path, json: bool, ui: &Ui) -> Result
         }
         LabCommand::OctopusServer(a) => octopus_server::run(a),
         LabCommand::Up(a) => {
-            let lab = start(&a.dir, a.size, a.seed, a.key_bytes, !a.no_tls).await?;
+            let lab = start_field(&a.dir, a.size, a.seed, a.key_bytes, !a.no_tls, &a.sql).await?;
             let config = write_config(lab.info(), !a.no_tls).map_err(fail)?;
             emit(json, &lab.info_public(), || {
                 format!(
-                    "lab running in {}\n  Octopus API  {}\n  SQL Server   {}\n  config       {}\n  events       {}\nTry: octobackup --config {} backup\nCtrl-C stops the lab.\n",
+                    "lab running in {}\n  Octopus API  {}\n  SQL Server   {}{}\n  config       {}\n  events       {}\nTry: octobackup --config {} backup\nCtrl-C stops the lab.\n",
                     a.dir.display(),
                     lab.info().octopus_url,
                     lab.info().sql_address,
+                    match (&lab.info().sql_instance, &lab.info().sql_browser_address) {
+                        (Some(i), Some(b)) => format!(
+                            " (named instance {}\\{i}, SQL Browser on {b}/udp)",
+                            b.rsplit_once(':').map(|(h, _)| h).unwrap_or(b)
+                        ),
+                        _ => String::new(),
+                    },
                     config.display(),
                     lab.info().events_file.display(),
                     config.display()
@@ -257,7 +289,30 @@ pub async fn start(
     key_bytes: usize,
     tls: bool,
 ) -> Result<Lab, Failure> {
+    start_field(dir, size, seed, key_bytes, tls, &SqlFieldArgs::default()).await
+}
+
+pub async fn start_field(
+    dir: &Path,
+    size: Size,
+    seed: u64,
+    key_bytes: usize,
+    tls: bool,
+    sql: &SqlFieldArgs,
+) -> Result<Lab, Failure> {
     let mut opts = LabOptions::new(dir);
+    if let Some(v) = &sql.sql_version {
+        opts.sql_product_version = v.clone();
+    }
+    opts.sql_options.backup_compression_default = sql.backup_compression_default;
+    match sql.sql_platform {
+        Some(SqlPlatform::ManagedInstance) => {
+            opts.edition = octobackup_lab::sqlserver_sim::Edition::AzureSqlManagedInstance
+        }
+        Some(SqlPlatform::Rds) => opts.sql_options.amazon_rds = true,
+        None => {}
+    }
+    opts.sql_tcp = !sql.sql_tcp_off;
     opts.instance = InstanceOptions {
         size,
         seed,
@@ -280,6 +335,7 @@ impl PublicInfo for Lab {
         let i = self.info();
         serde_json::json!({
             "dir": i.dir, "octopus_url": i.octopus_url, "sql_address": i.sql_address, "database": i.database,
+            "sql_browser_address": i.sql_browser_address, "sql_instance": i.sql_instance,
             "folders": i.folders, "staging_dir": i.staging_dir, "events_file": i.events_file,
             "config": i.dir.join("octobackup.toml"), "lab_json": i.dir.join("lab.json"),
         })

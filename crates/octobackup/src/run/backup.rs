@@ -875,7 +875,7 @@ async fn backup_database(
     bak_local: &[PathBuf],
     set_id: &str,
 ) -> Result<(), Failure> {
-    let mut session = sqlserver.connect().await?;
+    let mut session = sqlserver.connect_unbounded().await?;
     let spid = session.server_info().await?.spid;
     let statement = tsql::backup_database(database, bak_sql, 5, &backup_description(set_id));
     let bar = job.ui.percent_bar("BACKUP DATABASE");
@@ -925,7 +925,7 @@ async fn verify_database(
     set_id: &str,
     info: &mut manifest::DatabaseInfo,
 ) -> Result<(), Failure> {
-    let mut session = sqlserver.connect().await?;
+    let mut session = sqlserver.connect_unbounded().await?;
     let first = bak_sql.first().map(String::as_str);
     session
         .execute(

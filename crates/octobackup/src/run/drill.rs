@@ -134,7 +134,8 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
     let server = sql_server(&job.instance)?;
     // One drill of an instance at a time; it then owns every scratch copy a killed drill left.
     let _lock = job.state.lock(&format!("{} drill", job.instance_name))?;
-    let mut session = server.connect().await?;
+    // VERIFYONLY, RESTORE and CHECKDB can be silent for minutes: no client timeout.
+    let mut session = server.connect_unbounded().await?;
     let prefix = format!("{}_octobackup_drill_", set.manifest.database.name);
     for (name, _) in restore::databases(&mut session).await? {
         if name.starts_with(&prefix) {

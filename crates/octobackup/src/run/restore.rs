@@ -1171,7 +1171,8 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
     let mut database = None;
     let mut installation_id = None;
     if parts.database {
-        let mut session = server.connect().await?;
+        // RESTORE and CHECKDB can be silent for minutes: no client timeout.
+        let mut session = server.connect_unbounded().await?;
         let existed = database_state(&mut session, &target).await?.is_some();
         let restore = restore_database(
             &job,

@@ -38,6 +38,10 @@ pub enum SqlError {
     )]
     Tls { server: String, cause: String },
     #[error(
+        "the TLS handshake with SQL Server {server} failed: {cause}. octobackup speaks TLS 1.2 and 1.3 with modern cipher suites; a server that offers only TLS 1.0/1.1 needs its Windows and SQL Server updated for TLS 1.2."
+    )]
+    TlsHandshake { server: String, cause: String },
+    #[error(
         "{server} is Azure SQL Database, which has no BACKUP TO DISK. octobackup backs up SQL Server (including SQL Server on a VM); for Azure SQL Database use its automated backups and export."
     )]
     AzureSqlDatabase { server: String },
@@ -185,6 +189,8 @@ impl SqlServer {
         // tiberius validates even login-only TLS; SqlClient and Octopus do not (see connstr).
         if !c.validates_certificate() {
             config.trust_cert();
+        } else if let Some(name) = &c.host_name_in_certificate {
+            config.hostname_in_certificate(name);
         }
         config.command_timeout(Some(self.command_timeout));
         config.handshake_timeout(Some(Duration::from_secs(
@@ -211,8 +217,23 @@ impl SqlServer {
         Ok(config)
     }
 
+    /// A connection whose statements time out after `sql.command_timeout` of silence: for the
+    /// short queries (properties, lookups, msdb, progress).
     pub async fn connect(&self) -> Result<Session, SqlError> {
-        let config = self.tiberius_config()?;
+        self.connect_with(Some(self.command_timeout)).await
+    }
+
+    /// A connection without a client command timeout, for BACKUP, RESTORE, VERIFYONLY and CHECKDB:
+    /// they can be silent for minutes on a big database (CHECKDB WITH NO_INFOMSGS, file
+    /// zeroing), and a tiberius timeout leaves the connection unusable without stopping the
+    /// server's work (no ATTENTION is sent).
+    pub async fn connect_unbounded(&self) -> Result<Session, SqlError> {
+        self.connect_with(None).await
+    }
+
+    async fn connect_with(&self, command_timeout: Option<Duration>) -> Result<Session, SqlError> {
+        let mut config = self.tiberius_config()?;
+        config.command_timeout(command_timeout);
         let server = self.server_display();
         let addr = config.get_addr();
         let named = self.conn.instance.is_some() && self.conn.port.is_none();
@@ -244,7 +265,7 @@ impl SqlServer {
         Ok(Session {
             client,
             server,
-            timeout: self.command_timeout,
+            timeout: command_timeout.unwrap_or(Duration::MAX),
         })
     }
 
@@ -263,7 +284,11 @@ impl SqlServer {
                     Authentication::Integrated => "(integrated security)".into(),
                 },
             },
-            tiberius::error::Error::Tls(cause) => SqlError::Tls { server, cause },
+            // A certificate can only be the cause when it is validated.
+            tiberius::error::Error::Tls(cause) if self.conn.validates_certificate() => {
+                SqlError::Tls { server, cause }
+            }
+            tiberius::error::Error::Tls(cause) => SqlError::TlsHandshake { server, cause },
             tiberius::error::Error::Server(t) => SqlError::Server {
                 statement: "login".into(),
                 number: t.code(),
@@ -538,5 +563,148 @@ pub async fn run_with_progress(
     tokio::select! {
         r = session.execute(what, statement, path_hint) => r,
         _ = poller => unreachable!("the poller never ends"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(server: &str) -> ConnectionString {
+        ConnectionString::parse(&format!(
+            "Server={server};Database=OctopusDeploy;User ID=octo;Password=hunter2"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_refused_local_or_named_instance_says_tcp_ip_may_be_off_and_how_to_enable_it() {
+        let e = tcp_failure(
+            &conn(r"(local)\SQLEXPRESS,1433"),
+            "Connection refused",
+            true,
+            false,
+        );
+        let text = e.to_string();
+        assert!(matches!(e, SqlError::TcpDisabled { .. }), "{text}");
+        assert!(text.contains("TCP/IP protocol may be disabled"), "{text}");
+        assert!(
+            text.contains("SQL Server Configuration Manager")
+                && text.contains("Protocols for SQLEXPRESS > TCP/IP")
+                && text.contains("restart the SQL Server (SQLEXPRESS) service"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("SQL Server Browser"),
+            "a port was given: {text}"
+        );
+        assert!(!text.contains("hunter2"));
+        // A default instance on this machine.
+        let text = tcp_failure(&conn("localhost"), "Connection refused", true, false).to_string();
+        assert!(text.contains("Protocols for MSSQLSERVER"), "{text}");
+        // A named instance without a port: SQL Browser is named too.
+        let text = tcp_failure(
+            &conn(r"sql01\OCTOPUS"),
+            "Could not resolve SQL browser instance OCTOPUS",
+            false,
+            true,
+        )
+        .to_string();
+        assert!(
+            text.contains("TCP/IP protocol may be disabled")
+                && text.contains("SQL Server Browser service"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_remote_default_instance_that_refuses_is_a_plain_connect_error() {
+        let e = tcp_failure(
+            &conn("sql01.example.com"),
+            "Connection refused",
+            true,
+            false,
+        );
+        assert!(matches!(e, SqlError::Connect { .. }), "{e}");
+        let e = tcp_failure(&conn("localhost"), "timed out", false, false);
+        assert!(matches!(e, SqlError::Connect { .. }), "{e}");
+    }
+
+    #[test]
+    fn managed_instance_and_rds_are_refused_azure_sql_database_too() {
+        let info = |engine_edition, is_amazon_rds| ServerInfo {
+            product_version: "16.0.4135.4".into(),
+            edition: String::new(),
+            engine_edition,
+            server_name: String::new(),
+            spid: 52,
+            is_sysadmin: true,
+            is_amazon_rds,
+        };
+        assert!(matches!(
+            info(8, false).check_backup_to_disk("s"),
+            Err(SqlError::ManagedInstance { .. })
+        ));
+        assert!(matches!(
+            info(2, true).check_backup_to_disk("s"),
+            Err(SqlError::AmazonRds { .. })
+        ));
+        assert!(matches!(
+            info(5, false).check_backup_to_disk("s"),
+            Err(SqlError::AzureSqlDatabase { .. })
+        ));
+        for edition in [2, 3, 4] {
+            assert!(info(edition, false).check_backup_to_disk("s").is_ok());
+        }
+    }
+
+    #[test]
+    fn a_tls_failure_is_blamed_on_the_certificate_only_when_it_was_validated() {
+        let failure = |tail: &str| {
+            let cs =
+                ConnectionString::parse(&format!("Server=s;Database=D;User ID=u;{tail}")).unwrap();
+            SqlServer::new(cs, None, Duration::from_secs(60))
+                .connect_error(tiberius::error::Error::Tls("handshake failure".into()))
+        };
+        let e = failure("Encrypt=True;TrustServerCertificate=False");
+        assert!(matches!(e, SqlError::Tls { .. }), "{e}");
+        assert!(e.to_string().contains("TrustServerCertificate=True"), "{e}");
+        assert!(matches!(failure("Encrypt=Strict"), SqlError::Tls { .. }));
+        let e = failure("Encrypt=True");
+        assert!(matches!(e, SqlError::TlsHandshake { .. }), "{e}");
+        assert!(matches!(
+            failure("Encrypt=False"),
+            SqlError::TlsHandshake { .. }
+        ));
+    }
+
+    #[test]
+    fn strict_and_named_instances_reach_tiberius() {
+        let server = |cs: &str| {
+            SqlServer::new(
+                ConnectionString::parse(cs).unwrap(),
+                None,
+                Duration::from_secs(60),
+            )
+        };
+        // A named instance without a port asks SQL Browser on 1434; with a port, goes there.
+        let c = server(r"Server=sql01\OCTOPUS;Database=D;User ID=u")
+            .tiberius_config()
+            .unwrap();
+        assert_eq!(c.get_addr(), "sql01:1434");
+        let c = server(r"Server=sql01\OCTOPUS,14330;Database=D;User ID=u")
+            .tiberius_config()
+            .unwrap();
+        assert_eq!(c.get_addr(), "sql01:14330");
+        let c = server(r"Server=.\SQLEXPRESS;Database=D;User ID=u")
+            .tiberius_config()
+            .unwrap();
+        assert_eq!(c.get_addr(), "localhost:1434");
+        // Encrypt=Strict is accepted (TDS 8.0) rather than refused.
+        assert!(
+            server("Server=s;Database=D;User ID=u;Encrypt=Strict")
+                .tiberius_config()
+                .is_ok()
+        );
     }
 }

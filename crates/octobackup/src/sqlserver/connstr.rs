@@ -42,6 +42,9 @@ pub struct ConnectionString {
     pub trust_server_certificate: Option<bool>,
     pub application_name: Option<String>,
     pub connect_timeout_secs: Option<u64>,
+    /// `HostNameInCertificate` (Microsoft.Data.SqlClient 5.0+): the name a validated certificate
+    /// must carry when it is not the Server's (a DNS alias, a listener).
+    pub host_name_in_certificate: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -164,6 +167,7 @@ impl ConnectionString {
         let mut trust = None;
         let mut app = None;
         let mut timeout = None;
+        let mut host_name_in_certificate = None;
         for (key, value, _) in pairs(s)? {
             match key.as_str() {
                 "server" | "data source" | "address" | "addr" | "network address" => {
@@ -187,6 +191,9 @@ impl ConnectionString {
                     trust = Some(boolean(&key, &value)?)
                 }
                 "application name" | "app" => app = Some(value),
+                "hostnameincertificate" | "host name in certificate" => {
+                    host_name_in_certificate = Some(value).filter(|v| !v.is_empty())
+                }
                 "connect timeout" | "connection timeout" | "timeout" => {
                     timeout = Some(value.parse().map_err(|_| ConnectionStringError::BadValue {
                         key: key.clone(),
@@ -222,6 +229,7 @@ impl ConnectionString {
             trust_server_certificate: trust,
             application_name: app,
             connect_timeout_secs: timeout,
+            host_name_in_certificate,
         })
     }
 
@@ -556,6 +564,14 @@ mod tests {
         assert!(validates("TrustServerCertificate=False"));
         assert!(validates("Encrypt=Strict"));
         assert!(validates("Encrypt=Strict;TrustServerCertificate=True"));
+        let c = ConnectionString::parse(
+            "Server=octo-sql;Database=D;User ID=u;Encrypt=Strict;HostNameInCertificate=sql01.corp.example",
+        )
+        .unwrap();
+        assert_eq!(
+            c.host_name_in_certificate.as_deref(),
+            Some("sql01.corp.example")
+        );
     }
 
     #[test]

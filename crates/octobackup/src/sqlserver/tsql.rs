@@ -43,8 +43,13 @@ pub fn backup_database(
     )
 }
 
+/// STATS, as for BACKUP: without it VERIFYONLY sends nothing until it ends (STATS is a valid
+/// VERIFYONLY option: Microsoft Learn, RESTORE VERIFYONLY).
 pub fn restore_verifyonly(stripes: &[String]) -> String {
-    format!("RESTORE VERIFYONLY FROM {} WITH CHECKSUM", disks(stripes))
+    format!(
+        "RESTORE VERIFYONLY FROM {} WITH CHECKSUM, STATS = 10",
+        disks(stripes)
+    )
 }
 
 pub fn restore_headeronly(stripes: &[String]) -> String {
@@ -207,7 +212,7 @@ mod tests {
     fn restore_statements() {
         assert_eq!(
             restore_verifyonly(&["x.bak".into()]),
-            "RESTORE VERIFYONLY FROM DISK = N'x.bak' WITH CHECKSUM"
+            "RESTORE VERIFYONLY FROM DISK = N'x.bak' WITH CHECKSUM, STATS = 10"
         );
         let r = restore_database(
             "New'Db",

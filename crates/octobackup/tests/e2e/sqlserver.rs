@@ -74,7 +74,11 @@ async fn certificates_are_trusted_as_octopus_trusts_them_and_validated_when_aske
     );
     let out = t.run(&["backup"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(t.sets().await.len(), 2);
+    // The most common Octopus string: no Encrypt either (SqlClient's default is Mandatory).
+    set_connection_string(&t, &connection_string(&t, &host_port(&t), ""));
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(t.sets().await.len(), 3);
 
     // Asked for: validated, and the lab's certificate fails, before maintenance mode.
     for tail in [
@@ -92,9 +96,15 @@ async fn certificates_are_trusted_as_octopus_trusts_them_and_validated_when_aske
         );
         let events = &t.events()[before..];
         assert!(maintenance_changes(events).is_empty(), "{tail}");
+        // Strict speaks TDS 8.0: TLS before PRELOGIN.
+        assert_eq!(
+            !seqs(events, "tds8_connection").is_empty(),
+            tail.ends_with("Strict"),
+            "{tail}"
+        );
         assert!(!stderr(&out).contains(&t.lab.info().sql_password));
     }
-    assert_eq!(t.sets().await.len(), 2);
+    assert_eq!(t.sets().await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,13 +163,9 @@ async fn tcp_ip_disabled_is_named_with_the_way_to_enable_it() {
     // doctor says the same.
     let out = t.run(&["doctor"]).await;
     assert!(!out.status.success());
-    assert!(
-        stdout(&out).contains("TCP/IP protocol may be disabled")
-            || stderr(&out).contains("TCP/IP protocol may be disabled"),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(text.contains("TCP/IP protocol may be disabled"), "{text}");
+    assert!(text.contains("enable TCP/IP for the instance"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -261,5 +267,45 @@ async fn sql_server_2014_backs_up_and_drills_without_drop_database_if_exists() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], true, "{report:#}");
     // The scratch database was dropped by the statement 2014 accepts.
+    assert_eq!(t.lab.sql().databases(), [t.lab.info().database.clone()]);
+}
+
+/// `sql.command_timeout` far below the silences the lab is given.
+fn short_command_timeout(t: &TestLab) {
+    t.edit_config(|c| {
+        TestLab::instance_table(c)["sql"]
+            .as_table_mut()
+            .unwrap()
+            .insert("command_timeout".into(), "1s".into());
+    });
+}
+
+fn silence(t: &TestLab, command: &str) {
+    t.lab.sql().inject(SqlFault::SilenceBeforeNext {
+        command: command.into(),
+        silence: std::time::Duration::from_secs(3),
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_silent_statements_are_not_cut_off_by_the_command_timeout() {
+    let t = TestLab::start().await;
+    t.init().await;
+    short_command_timeout(&t);
+    // BACKUP and VERIFYONLY silent for longer than the timeout, as on a big database.
+    silence(&t, "BACKUP DATABASE");
+    silence(&t, "RESTORE VERIFYON");
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let m = manifest(&t).await;
+    assert_eq!(m["complete"], true);
+    assert_eq!(m["database"]["verified"], true);
+    // The drill's RESTORE and CHECKDB WITH NO_INFOMSGS too.
+    silence(&t, "RESTORE DATABASE");
+    silence(&t, "DBCC TABLE CHECK");
+    let out = t.run(&["--json", "drill"]).await;
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true, "{report:#}");
     assert_eq!(t.lab.sql().databases(), [t.lab.info().database.clone()]);
 }

@@ -212,6 +212,21 @@ impl Session {
                     database_id: self.engine.database_id(&self.database).unwrap_or(1),
                 }),
             );
+            let command = command_name(&located.statement);
+            if let Some(crate::SqlFault::SilenceBeforeNext { silence, .. }) =
+                self.engine.take_fault(|f| {
+                    matches!(f, crate::SqlFault::SilenceBeforeNext { command: c, .. } if command.starts_with(c.as_str()))
+                })
+            {
+                let until = std::time::Instant::now() + silence;
+                while std::time::Instant::now() < until && !self.attention.should_stop() {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                if self.attention.should_stop() {
+                    self.engine.set_request(self.spid, None);
+                    return self.finish_cancelled(resp).await;
+                }
+            }
             let outcome = self.execute(located, &mut resp).await;
             self.engine.set_request(self.spid, None);
             match outcome? {
