@@ -57,18 +57,88 @@ pub enum RepoError {
     )]
     Backend(String),
 
+    #[error(
+        "the repository at {repository} has no key files (its `keys` folder is missing or empty): it is damaged or not a repository; restore the `keys` folder from a copy of the repository"
+    )]
+    NoKeys { repository: String },
+
+    #[error(
+        "pack file {pack} is missing from the repository, and the set needs it: run `octobackup check` to see every set it hits, then `octobackup forget --set SET` for each of them (the next backup stores that data again)"
+    )]
+    MissingPack { pack: String },
+
+    #[error(
+        "the repository's index is damaged ({detail}): rebuild it with `restic repair index` (restic 0.14: `restic rebuild-index`), then run `octobackup check`"
+    )]
+    DamagedIndex { detail: String },
+
     #[error("{0}")]
     Other(String),
 }
 
 /// Maps a rustic error to a short message; `doing` says what we were doing ("cannot back up").
 pub(crate) fn from_rustic(doing: &str, err: &RusticError) -> RepoError {
+    if let Some(pack) = missing_pack(err) {
+        return RepoError::MissingPack { pack };
+    }
+    if let Some(detail) = index_file(err) {
+        return RepoError::DamagedIndex { detail };
+    }
     let (kind, text) = summarize(err);
-    let message = format!("{doing}: {text}");
+    // A nested rustic error's text carries its own guidance and backtrace: keep one line.
+    let message = crate::check::one_line(&format!("{doing}: {text}"));
     match kind.as_str() {
         "the backend" | "input/output operations" => RepoError::Backend(message),
         _ => RepoError::Other(message),
     }
+}
+
+/// `data/ab/abcd…` when `err` says a pack file is not there (deleted, lost in a copy).
+fn missing_pack(err: &RusticError) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut not_found = false;
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            not_found |= io.kind() == std::io::ErrorKind::NotFound;
+        }
+        source = e.source();
+    }
+    if !not_found {
+        return None;
+    }
+    // The backend names the file it could not open: `<repository>/data/ab/<64 hex digits>`.
+    let text = err.to_string();
+    let normalized = text.replace('\\', "/");
+    let start = normalized.find("/data/")?;
+    let rest = &normalized[start + 1..];
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == '/' || c.is_ascii_alphabetic())
+        .collect();
+    let id = name.rsplit('/').next()?;
+    (id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| name.clone())
+}
+
+/// `index file 1a2b3c4d cannot be read: ...` when `err` is rustic failing on an index file.
+fn index_file(err: &RusticError) -> Option<String> {
+    let text = err.to_string();
+    let at = text.find("error processing Index:")?;
+    let id: String = text[at + "error processing Index:".len()..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    let cause = crate::check::one_line(&text[at..]);
+    let cause = cause.split_once(": ").map_or("", |(_, c)| c);
+    Some(format!("index file index/{id}... cannot be read: {cause}"))
+}
+
+/// The `check` finding for an index file rustic cannot read, with the way back.
+pub(crate) fn damaged_index(err: &RusticError) -> Option<String> {
+    index_file(err).map(|detail| {
+        format!(
+            "{detail}; rebuild the index with `restic repair index` (restic 0.14: `restic rebuild-index`), then run `check` again"
+        )
+    })
 }
 
 /// Splits rustic's one-line log form `Error: <guidance> (kind: related to <kind>[, code: ..])

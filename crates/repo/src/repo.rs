@@ -12,7 +12,7 @@ use crate::check::CheckReport;
 use crate::config::{self, RepoConfig};
 use crate::error::{RepoError, from_rustic};
 use crate::progress::{NoProgress, ProgressRouter, ProgressSink};
-use crate::snapshots::{SnapshotInfo, resolve_snapshot};
+use crate::snapshots::{SnapshotInfo, readable_snapshots, resolve_snapshot};
 
 /// zstd level for new repositories (rustic keeps it in the config file; restic ignores it).
 pub const DEFAULT_COMPRESSION: i32 = 3;
@@ -83,6 +83,13 @@ impl Repo {
                 .map_err(|e| from_rustic("cannot look into the repository", &e))?;
             if existing.is_none() {
                 return Err(RepoError::NotFound {
+                    repository: cfg.repository.clone(),
+                });
+            }
+            // Without key files no password can open it: say so, not "wrong password".
+            let keys = repo.list::<KeyId>().map(Iterator::count).unwrap_or(0);
+            if keys == 0 {
+                return Err(RepoError::NoKeys {
                     repository: cfg.repository.clone(),
                 });
             }
@@ -167,9 +174,7 @@ impl Repo {
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>, RepoError> {
         self.run(&NoProgress, |repo| {
-            let mut snaps = repo
-                .get_all_snapshots()
-                .map_err(|e| from_rustic("cannot list snapshots", &e))?;
+            let mut snaps = readable_snapshots(&repo)?;
             snaps.sort_by(|a, b| a.time.cmp(&b.time));
             Ok(snaps.iter().map(SnapshotInfo::from_snapshot).collect())
         })

@@ -8,6 +8,7 @@ mod tamper;
 mod backup;
 mod bench;
 mod check;
+mod damage;
 mod demo;
 mod discovery;
 mod doctor;
