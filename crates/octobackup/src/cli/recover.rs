@@ -4,6 +4,7 @@ use crate::error::Failure;
 use crate::run::backup::octopus_client;
 use crate::run::journal::StateDir;
 use crate::run::maintenance;
+use crate::sqlserver::lock::LockError;
 use std::path::Path;
 
 #[derive(clap::Args, Debug)]
@@ -20,6 +21,19 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     let instance = &crate::octopus::discovery::resolve(name, instance).await?;
     let state = StateDir::new(&config.state_dir(config_path));
     let _lock = state.lock(name)?;
+    // Never beside a live backup started elsewhere. SQL Server being down must not keep
+    // maintenance mode stuck, though: then the local lock is all there is.
+    let _instance_lock = match crate::run::backup::sql_server(instance)?
+        .lock_instance(name)
+        .await
+    {
+        Ok(lock) => Some(lock),
+        Err(e @ LockError::Sql(_)) => {
+            tracing::warn!("recovering without the SQL Server instance lock: {e}");
+            None
+        }
+        Err(e) => return Err(e.into()),
+    };
     let client = octopus_client(instance)?;
     let r = maintenance::recover(&client, &state, name).await?;
     // What interrupted runs left on the staging share goes too (the lock says none is running).

@@ -204,6 +204,8 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     let _lock = job.state.lock(&job.instance_name)?;
     let octopus = octopus_client(&job.instance)?;
     let sqlserver = sql_server(&job.instance)?;
+    // The lock every runner meets, on any machine, before anything touches maintenance mode.
+    let _instance_lock = sqlserver.lock_instance(&job.instance_name).await?;
     let mut steps = Steps::default();
 
     // A run that died with maintenance mode changed is undone before anything else.

@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod connstr;
+pub mod lock;
 pub mod tsql;
 
 pub use client::{SqlError, SqlServer};

@@ -529,3 +529,35 @@ pub fn configuration_changed(name: &str, from: i64, to: i64) -> SqlError {
         ),
     )
 }
+
+/// Msg 8144: more arguments than the procedure has parameters.
+pub fn too_many_arguments(procedure: &str) -> SqlError {
+    SqlError::new(
+        8144,
+        16,
+        2,
+        format!("Procedure or function {procedure} has too many arguments specified."),
+    )
+}
+
+/// Msg 8145: a named argument the procedure does not have.
+pub fn not_a_parameter(name: &str, procedure: &str) -> SqlError {
+    SqlError::new(
+        8145,
+        16,
+        2,
+        format!("{name} is not a parameter for procedure {procedure}."),
+    )
+}
+
+/// Msg 201: a parameter without default left out.
+pub fn missing_parameter(procedure: &str, name: &str) -> SqlError {
+    SqlError::new(
+        201,
+        16,
+        4,
+        format!(
+            "Procedure or function '{procedure}' expects parameter '{name}', which was not supplied."
+        ),
+    )
+}

@@ -1,6 +1,7 @@
 //! The server's state and behaviour: logins, sessions, the catalog of
 //! databases and msdb history, faults, and the execution of statements.
 
+pub mod applock;
 mod backup;
 pub mod catalog;
 mod dbcc;
@@ -112,6 +113,8 @@ pub struct Engine {
     /// Databases under Transparent Data Encryption (`sys.databases.is_encrypted`), lower-cased.
     /// Only the flag: pages are not encrypted, and a restored copy is not marked.
     tde: Mutex<std::collections::HashSet<String>>,
+    /// sp_getapplock's locks.
+    pub app_locks: applock::AppLocks,
 }
 
 /// The database every Amazon RDS for SQL Server instance carries (AWS RDS user guide, "Importing
@@ -151,6 +154,7 @@ impl Engine {
             ),
             amazon_rds: config.options.amazon_rds,
             tde: Mutex::new(std::collections::HashSet::new()),
+            app_locks: applock::AppLocks::default(),
         })
     }
 
@@ -216,6 +220,8 @@ impl Engine {
 
     pub fn close_session(&self, spid: u16) {
         lock(&self.sessions).remove(&spid);
+        // A session's application locks go with it, however it ended.
+        self.app_locks.release_all(spid, None);
     }
 
     pub fn set_session_database(&self, spid: u16, database: &str) {

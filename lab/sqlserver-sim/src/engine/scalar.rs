@@ -22,6 +22,8 @@ pub struct EvalContext<'a> {
     pub login: &'a SqlLogin,
     pub database: &'a str,
     pub tran_count: u32,
+    /// The batch's local variables (lower-cased names) with their values and types.
+    pub variables: &'a std::collections::HashMap<String, (Value, SqlType)>,
 }
 
 /// A column of a FROM source with the names it can be qualified by.
@@ -166,6 +168,12 @@ pub fn eval(
             ))
         }
         Expr::Global(name) => global(name, ctx),
+        // The parser lets only DECLAREd variables through; one not yet run is NULL.
+        Expr::Variable(name) => Ok(ctx
+            .variables
+            .get(name)
+            .cloned()
+            .unwrap_or((Value::Null, SqlType::Int))),
         Expr::Negate(inner) => {
             let (value, ty) = eval(inner, ctx, scope)?;
             let negated = match value {

@@ -8,13 +8,14 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::Notify;
 
+use super::applock::{self, LockKey, LockMode, LockOwner};
 use super::errors::{self, SqlError};
 use super::scalar::{self, EvalContext};
 use super::{Engine, RequestInfo, query};
 use crate::sql::ast::{Expr, Located, ObjectName, RestoreKind, Statement};
 use crate::tds::response::{Outbound, Response};
 use crate::tds::token::{self, cur_cmd, done_status};
-use crate::tds::types::Value;
+use crate::tds::types::{SqlType, Value};
 use crate::{Edition, SqlLogin};
 
 /// ATTENTION signals and disconnection, shared between the connection's reader and its session.
@@ -118,6 +119,8 @@ pub struct Session {
     tran_descriptor: u64,
     nocount: bool,
     pub attention: Arc<Attention>,
+    /// The running batch's local variables (DECLARE), lower-cased names.
+    variables: std::collections::HashMap<String, (Value, SqlType)>,
 }
 
 /// The transaction-manager request types (MS-TDS 2.2.6.9).
@@ -152,6 +155,7 @@ impl Session {
             tran_descriptor: 0,
             nocount: false,
             attention,
+            variables: Default::default(),
         }
     }
 
@@ -168,6 +172,7 @@ impl Session {
             login: &self.login,
             database: &self.database,
             tran_count: self.tran_count,
+            variables: &self.variables,
         }
     }
 
@@ -182,6 +187,7 @@ impl Session {
     /// Runs a SQL batch and sends its whole response. Returns false when the connection must close.
     pub async fn run_batch(&mut self, sql: &str, out: &mut Outbound) -> io::Result<bool> {
         let mut resp = out.response();
+        self.variables.clear();
         let statements =
             match crate::sql::parser::parse_batch_for_version(sql, self.engine.version.major) {
                 Ok(s) => s,
@@ -362,6 +368,9 @@ impl Session {
         }
         self.tran_count -= 1;
         if self.tran_count == 0 {
+            self.engine
+                .app_locks
+                .release_all(self.spid, Some(LockOwner::Transaction));
             token::env_end_tran(resp.buf(), self.tran_descriptor, true);
         }
         Ok(())
@@ -372,6 +381,9 @@ impl Session {
             return Err(errors::rollback_without_begin());
         }
         self.tran_count = 0;
+        self.engine
+            .app_locks
+            .release_all(self.spid, Some(LockOwner::Transaction));
         token::env_end_tran(resp.buf(), self.tran_descriptor, false);
         Ok(())
     }
@@ -476,10 +488,46 @@ impl Session {
             Statement::RenameDatabase { name, new_name } => {
                 super::backup::rename_database(self, name, new_name, resp, line).await
             }
-            Statement::Exec { procedure, args } => {
-                let r = self.exec_procedure(procedure, args, resp, line);
+            Statement::Exec {
+                procedure,
+                named,
+                status_into,
+                args,
+            } if is_applock_procedure(procedure) => {
+                match self.exec_applock(procedure, args, named, resp, line).await {
+                    Ok(status) => {
+                        if let Some(var) = status_into {
+                            self.variables
+                                .insert(var.clone(), (Value::Int(status), SqlType::Int));
+                        }
+                        Outcome::ok()
+                    }
+                    Err(Stop::Cancelled) => Outcome::Cancelled,
+                    Err(Stop::Error(e)) => simple(Err(e), resp),
+                }
+            }
+            Statement::Exec {
+                procedure,
+                args,
+                named,
+                ..
+            } => {
+                let r = if named.is_empty() {
+                    self.exec_procedure(procedure, args, resp, line)
+                } else {
+                    Err(SqlError::lab(format!(
+                        "named arguments are supported for sp_getapplock and sp_releaseapplock only, not {procedure}"
+                    )))
+                };
                 simple(r, resp)
             }
+            Statement::Declare { name, ty } => match scalar::cast_target(ty) {
+                Ok(sql_type) => {
+                    self.variables.insert(name.clone(), (Value::Null, sql_type));
+                    Outcome::ok()
+                }
+                Err(e) => simple(Err(e), resp),
+            },
             Statement::Reconfigure => {
                 // RECONFIGURE needs ALTER SETTINGS (sysadmin, serveradmin): Microsoft Learn, RECONFIGURE.
                 if !self.login.sysadmin {
@@ -564,6 +612,123 @@ impl Session {
         Ok(())
     }
 
+    /// sp_getapplock / sp_releaseapplock: returns the procedure's return status. Parameter
+    /// errors are messages plus -999, as SQL Server gives them.
+    async fn exec_applock(
+        &mut self,
+        procedure: &ObjectName,
+        args: &[Expr],
+        named: &[(String, Expr)],
+        resp: &mut Response<'_>,
+        line: i32,
+    ) -> Result<i32, Stop> {
+        let getting = procedure.last().eq_ignore_ascii_case("sp_getapplock");
+        let parameters: &[&str] = if getting {
+            &[
+                "@Resource",
+                "@LockMode",
+                "@LockOwner",
+                "@LockTimeout",
+                "@DbPrincipal",
+            ]
+        } else {
+            &["@Resource", "@LockOwner", "@DbPrincipal"]
+        };
+        let ctx = self.eval_context();
+        let mut values: Vec<Option<Value>> = vec![None; parameters.len()];
+        if args.len() > parameters.len() {
+            return Err(Stop::Error(errors::too_many_arguments(procedure.last())));
+        }
+        for (i, arg) in args.iter().enumerate() {
+            values[i] = Some(scalar::eval(arg, &ctx, None).map_err(Stop::Error)?.0);
+        }
+        for (name, arg) in named {
+            let Some(i) = parameters.iter().position(|p| p.eq_ignore_ascii_case(name)) else {
+                return Err(Stop::Error(errors::not_a_parameter(name, procedure.last())));
+            };
+            values[i] = Some(scalar::eval(arg, &ctx, None).map_err(Stop::Error)?.0);
+        }
+        let text = |v: &Option<Value>| match v {
+            Some(Value::Str(s)) => Some(s.clone()),
+            Some(Value::Null) | None => None,
+            Some(other) => Some(format!("{other:?}")),
+        };
+        let get = |name: &str| {
+            let i = parameters
+                .iter()
+                .position(|p| *p == name)
+                .expect("known parameter");
+            text(&values[i])
+        };
+        let refuse = |resp: &mut Response<'_>, e: SqlError| {
+            raise(resp, &e, line);
+            Ok(-999)
+        };
+        let owner_text = get("@LockOwner").unwrap_or_else(|| "Transaction".into());
+        let Some(owner) = LockOwner::parse(&owner_text) else {
+            return refuse(
+                resp,
+                applock::option_not_recognized(&owner_text, "@LockOwner"),
+            );
+        };
+        let principal = get("@DbPrincipal").unwrap_or_else(|| "public".into());
+        let Some(resource) = get("@Resource") else {
+            return refuse(
+                resp,
+                errors::missing_parameter(procedure.last(), "@Resource"),
+            );
+        };
+        let database_id = self.engine.database_id(&self.database).unwrap_or(1);
+        let key = LockKey::new(database_id, &principal, &resource);
+        if !getting {
+            return match self.engine.app_locks.release(&key, self.spid, owner) {
+                Ok(()) => Ok(0),
+                Err(e) => refuse(resp, e),
+            };
+        }
+        let mode_text = get("@LockMode").unwrap_or_default();
+        let Some(mode) = LockMode::parse(&mode_text) else {
+            return refuse(
+                resp,
+                applock::option_not_recognized(&mode_text, "@LockMode"),
+            );
+        };
+        if owner == LockOwner::Transaction && self.tran_count == 0 {
+            return refuse(resp, applock::no_transaction());
+        }
+        // The default timeout is @@LOCK_TIMEOUT, -1 (wait for ever) unless SET LOCK_TIMEOUT.
+        let timeout = match values[3].as_ref() {
+            None | Some(Value::Null) => -1,
+            Some(Value::Int(n)) => i64::from(*n),
+            Some(Value::BigInt(n)) => *n,
+            Some(Value::SmallInt(n)) => i64::from(*n),
+            Some(Value::TinyInt(n)) => i64::from(*n),
+            Some(Value::Str(s)) => match s.trim().parse() {
+                Ok(n) => n,
+                Err(_) => {
+                    return Err(Stop::Error(errors::conversion_failed(s, "varchar", "int")));
+                }
+            },
+            Some(other) => {
+                return Err(Stop::Error(SqlError::lab(format!(
+                    "@LockTimeout must be an integer, not {other:?}"
+                ))));
+            }
+        };
+        let attention = self.attention.clone();
+        let acquired = self
+            .engine
+            .app_locks
+            .acquire(&key, self.spid, owner, mode, timeout, || {
+                attention.should_stop()
+            })
+            .await;
+        if acquired == applock::Acquired::Cancelled {
+            return Err(Stop::Cancelled);
+        }
+        Ok(acquired as i32)
+    }
+
     fn use_database(
         &mut self,
         name: &str,
@@ -608,9 +773,22 @@ fn command_name(statement: &Statement) -> &'static str {
         Statement::CheckDb(_) => "DBCC TABLE CHECK",
         Statement::RenameDatabase { .. } => "ALTER DATABASE",
         Statement::Exec { .. } => "EXECUTE",
+        Statement::Declare { .. } => "DECLARE",
         Statement::Reconfigure => "RECONFIGURE",
         Statement::If { then, .. } => command_name(then),
     }
+}
+
+/// How an application-lock procedure call stopped short of a return status.
+enum Stop {
+    Cancelled,
+    Error(SqlError),
+}
+
+fn is_applock_procedure(procedure: &ObjectName) -> bool {
+    ["sp_getapplock", "sp_releaseapplock"]
+        .iter()
+        .any(|p| procedure.last().eq_ignore_ascii_case(p))
 }
 
 /// The procedure an RPC request names (by name or by well-known id).

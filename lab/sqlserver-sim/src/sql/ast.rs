@@ -32,10 +32,19 @@ pub enum Statement {
         name: String,
         new_name: String,
     },
-    /// EXEC procedure arg, ... (sp_configure only)
+    /// EXEC [@status =] procedure arg, ... [@name = ] arg, ... (positional arguments first)
     Exec {
         procedure: ObjectName,
         args: Vec<Expr>,
+        /// `@name = value` arguments, names as written (with the @).
+        named: Vec<(String, Expr)>,
+        /// The variable that receives the return status, lower-cased.
+        status_into: Option<String>,
+    },
+    /// DECLARE @name type: the variable starts as NULL and lives until the batch ends.
+    Declare {
+        name: String,
+        ty: TypeName,
     },
     /// RECONFIGURE [WITH OVERRIDE]
     Reconfigure,
@@ -93,6 +102,8 @@ pub enum Expr {
     Column(Vec<String>),
     /// @@SPID, @@VERSION, ...
     Global(String),
+    /// A local variable DECLAREd earlier in the batch, lower-cased.
+    Variable(String),
     Function {
         name: String,
         args: Vec<Expr>,

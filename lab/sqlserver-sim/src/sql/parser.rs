@@ -171,6 +171,7 @@ pub fn parse_batch_for_version(sql: &str, major: u8) -> Result<Vec<Located>, Syn
         tokens,
         pos: 0,
         major,
+        declared: Vec::new(),
     };
     let mut statements = Vec::new();
     loop {
@@ -188,6 +189,8 @@ struct Parser {
     pos: usize,
     /// The server's major version (12 = SQL Server 2014, 13 = 2016, ...).
     major: u8,
+    /// Local variables DECLAREd so far in the batch, lower-cased.
+    declared: Vec<String>,
 }
 
 type PResult<T> = Result<T, SyntaxError>;
@@ -385,15 +388,46 @@ impl Parser {
             "DBCC" => self.dbcc(),
             "EXEC" | "EXECUTE" => {
                 self.pos += 1;
+                let status_into = match self.named_argument() {
+                    Some(name) => Some(self.variable(&name)?),
+                    None => None,
+                };
                 let procedure = self.object_name()?;
-                let mut args = Vec::new();
+                let (mut args, mut named) = (Vec::new(), Vec::new());
                 if self.peek().is_some_and(|t| !t.is_symbol(";")) && !self.at_statement_start() {
-                    args.push(self.expr()?);
-                    while self.eat_symbol(",") {
-                        args.push(self.expr()?);
+                    loop {
+                        match self.named_argument() {
+                            Some(name) => named.push((name, self.expr()?)),
+                            // Positional arguments may not follow named ones (Msg 119).
+                            None if !named.is_empty() => return Err(self.error_here()),
+                            None => args.push(self.expr()?),
+                        }
+                        if !self.eat_symbol(",") {
+                            break;
+                        }
                     }
                 }
-                Ok(Statement::Exec { procedure, args })
+                Ok(Statement::Exec {
+                    procedure,
+                    args,
+                    named,
+                    status_into,
+                })
+            }
+            "DECLARE" => {
+                self.pos += 1;
+                let name = match self.peek().map(|t| t.kind.clone()) {
+                    Some(TokenKind::Word(w)) if w.starts_with('@') && !w.starts_with("@@") => w,
+                    _ => return Err(self.error_here()),
+                };
+                self.pos += 1;
+                self.eat_word("AS");
+                let ty = self.type_name()?;
+                let name = name.to_lowercase();
+                if !self.declared.contains(&name) {
+                    self.declared.push(name.clone());
+                }
+                Ok(Statement::Declare { name, ty })
             }
             "RECONFIGURE" => {
                 self.pos += 1;
@@ -420,6 +454,34 @@ impl Parser {
     }
 
     /// Whether the next token starts another statement (a procedure call without arguments).
+    /// `@name =` at the cursor (an EXEC's named argument or return-status target): eats it and
+    /// returns the name as written.
+    fn named_argument(&mut self) -> Option<String> {
+        match self.peek().map(|t| &t.kind) {
+            Some(TokenKind::Word(w))
+                if w.starts_with('@')
+                    && !w.starts_with("@@")
+                    && self.peek_at(1).is_some_and(|t| t.is_symbol("=")) =>
+            {
+                let name = w.clone();
+                self.pos += 2;
+                Some(name)
+            }
+            _ => None,
+        }
+    }
+
+    /// A local variable by name: Msg 137 unless DECLAREd earlier in the batch.
+    fn variable(&self, name: &str) -> PResult<String> {
+        let lower = name.to_lowercase();
+        if self.declared.contains(&lower) {
+            Ok(lower)
+        } else {
+            let line = self.peek().map_or(1, |t| t.line);
+            Err(must_declare(name, line))
+        }
+    }
+
     fn at_statement_start(&self) -> bool {
         [
             "SELECT",
@@ -438,6 +500,7 @@ impl Parser {
             "EXECUTE",
             "RECONFIGURE",
             "IF",
+            "DECLARE",
         ]
         .iter()
         .any(|w| self.at_word(w))
@@ -672,7 +735,11 @@ impl Parser {
                 self.pos += 1;
                 Ok(Expr::Global(name))
             }
-            TokenKind::Word(w) if w.starts_with('@') => Err(must_declare(w, token.line)),
+            TokenKind::Word(w) if w.starts_with('@') => {
+                let name = self.variable(w)?;
+                self.pos += 1;
+                Ok(Expr::Variable(name))
+            }
             TokenKind::Word(w)
                 if w.eq_ignore_ascii_case("CAST")
                     && self.peek_at(1).is_some_and(|t| t.is_symbol("(")) =>

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod applock;
 mod backup;
 mod field;
 mod login;

@@ -1,0 +1,130 @@
+//! One run per Octopus instance, wherever octobackup runs: an application lock on the Octopus
+//! database (sp_getapplock, Microsoft Learn "sp_getapplock (Transact-SQL)"), owned by a session
+//! of its own. Every copy of the config, on every machine, meets at that database, where the
+//! local lock file in the state folder only sees runs sharing the folder. The lock lasts as long
+//! as the connection: SQL Server releases a session's locks when it logs out or its connection
+//! drops, so a run that is killed frees it without anyone's help.
+
+use super::client::{Session, SqlError, SqlServer};
+use super::tsql::quote_str;
+use crate::error::{Exit, Failure};
+
+/// Held for the whole run; dropping it closes the connection, which releases the lock.
+pub struct InstanceLock {
+    _session: Session,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error(
+        "another octobackup run holds the lock for instance '{instance}' (SQL Server application lock '{resource}' in database '{database}' on {server}); it may run on another machine or from another copy of the config. Wait for it to end and try again. A run that was killed frees the lock as soon as SQL Server sees its connection close. Nothing was changed: maintenance mode was not touched."
+    )]
+    Held {
+        instance: String,
+        resource: String,
+        database: String,
+        server: String,
+    },
+    #[error(
+        "SQL Server refused the application lock '{resource}' in database '{database}' on {server} (sp_getapplock returned {code}). The SQL login needs to be a user of that database. Nothing was changed: maintenance mode was not touched."
+    )]
+    Refused {
+        resource: String,
+        database: String,
+        server: String,
+        code: i64,
+    },
+    #[error(transparent)]
+    Sql(#[from] SqlError),
+}
+
+impl From<LockError> for Failure {
+    fn from(e: LockError) -> Self {
+        match e {
+            LockError::Held { .. } => Failure::new(Exit::Busy, e.to_string()),
+            LockError::Refused { .. } => Failure::new(Exit::Sql, e.to_string()),
+            LockError::Sql(s) => s.into(),
+        }
+    }
+}
+
+/// The lock's name: per database, since the database is what a run changes (the same Octopus
+/// database under two instance names in two configs is still one lock). sp_getapplock keeps
+/// 255 characters; a database name has at most 128.
+pub fn resource(database: &str) -> String {
+    format!("octobackup:{database}")
+}
+
+/// The batch that asks for the lock without waiting (@LockTimeout = 0) and reads back the
+/// return status: 0 granted, -1 held by another session, other negatives refused.
+pub fn get_applock(resource: &str) -> String {
+    format!(
+        "DECLARE @r int; EXEC @r = sp_getapplock @Resource = {}, @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = 0; SELECT @r AS result;",
+        quote_str(resource)
+    )
+}
+
+impl SqlServer {
+    /// Takes the instance's lock on a connection of its own (the connection string's database
+    /// is the session's current database, where the lock lives).
+    pub async fn lock_instance(&self, instance: &str) -> Result<InstanceLock, LockError> {
+        let mut session = self.connect().await?;
+        let resource = resource(self.database());
+        let rows = session
+            .query_text("take the instance lock", &get_applock(&resource))
+            .await?;
+        let code = rows
+            .first()
+            .and_then(|r| r.get("result").cloned().flatten())
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or(-999);
+        match code {
+            0 | 1 => Ok(InstanceLock { _session: session }),
+            -1 => Err(LockError::Held {
+                instance: instance.to_string(),
+                resource,
+                database: self.database().to_string(),
+                server: self.server_display(),
+            }),
+            code => Err(LockError::Refused {
+                resource,
+                database: self.database().to_string(),
+                server: self.server_display(),
+                code,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_batch_quotes_the_resource() {
+        let sql = get_applock(&resource("Octo'pus"));
+        assert!(sql.contains("@Resource = N'octobackup:Octo''pus'"), "{sql}");
+        assert!(
+            sql.contains("@LockOwner = 'Session', @LockTimeout = 0"),
+            "{sql}"
+        );
+        assert!(sql.ends_with("SELECT @r AS result;"));
+    }
+
+    #[test]
+    fn held_is_exit_6_and_says_nothing_changed() {
+        let f: Failure = LockError::Held {
+            instance: "main".into(),
+            resource: resource("Octopus"),
+            database: "Octopus".into(),
+            server: "sql01".into(),
+        }
+        .into();
+        assert_eq!(f.exit, Exit::Busy);
+        assert!(
+            f.message
+                .starts_with("another octobackup run holds the lock")
+        );
+        assert!(f.message.contains("maintenance mode was not touched"));
+    }
+}
