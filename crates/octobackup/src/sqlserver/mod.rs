@@ -3,6 +3,7 @@
 
 pub mod client;
 pub mod connstr;
+pub mod permissions;
 pub mod tsql;
 
 pub use client::{SqlError, SqlServer};

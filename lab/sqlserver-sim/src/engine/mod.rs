@@ -7,6 +7,7 @@ mod dbcc;
 pub mod errors;
 mod query;
 mod scalar;
+pub mod security;
 pub mod session;
 
 use std::collections::{BTreeMap, HashMap};
@@ -112,6 +113,8 @@ pub struct Engine {
     /// Databases under Transparent Data Encryption (`sys.databases.is_encrypted`), lower-cased.
     /// Only the flag: pages are not encrypted, and a restored copy is not marked.
     tde: Mutex<std::collections::HashSet<String>>,
+    /// Logins, users, roles, grants and owners (`security.rs`).
+    security: Mutex<security::Security>,
 }
 
 /// The database every Amazon RDS for SQL Server instance carries (AWS RDS user guide, "Importing
@@ -151,6 +154,7 @@ impl Engine {
             ),
             amazon_rds: config.options.amazon_rds,
             tde: Mutex::new(std::collections::HashSet::new()),
+            security: Mutex::new(security::Security::default()),
         })
     }
 
@@ -185,12 +189,9 @@ impl Engine {
         let forced = self
             .take_fault(|f| matches!(f, SqlFault::FailNextLogin))
             .is_some();
-        let found = self
-            .logins
-            .iter()
-            .find(|l| l.name.eq_ignore_ascii_case(user) && l.password == password);
+        let found = self.find_login(user, password);
         match found {
-            Some(login) if !forced => Ok(login.clone()),
+            Some(login) if !forced => Ok(login),
             _ => {
                 self.emit("login_failed", serde_json::json!({ "login": user }));
                 Err(errors::login_failed(user))
