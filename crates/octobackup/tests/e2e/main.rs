@@ -15,6 +15,7 @@ mod drill;
 mod faults;
 mod forget;
 mod key;
+mod permissions;
 mod recover;
 mod restore;
 mod sqlserver;
