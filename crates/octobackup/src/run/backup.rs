@@ -642,6 +642,33 @@ async fn preflight(
         }
         .into());
     }
+    // BACKUP and the VERIFYONLY after it need permissions a DBA grants: refuse before the window.
+    if !info.is_sysadmin {
+        let perms = crate::sqlserver::permissions::read(&mut session, &database).await?;
+        let missing: Vec<_> = perms
+            .gaps()
+            .into_iter()
+            .filter(|g| matches!(g.check, "sql-permission" | "sql-create-database"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Failure::new(
+                Exit::Sql,
+                format!(
+                    "the SQL login cannot back up {database}: {}. Have a DBA run: {} (octobackup doctor lists every grant)",
+                    missing
+                        .iter()
+                        .map(|g| g.detail.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    missing
+                        .iter()
+                        .map(|g| g.grant.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+            ));
+        }
+    }
     m.database.name = database;
     m.database.server = sqlserver.server_display();
     m.database.product_version = info.product_version.clone();

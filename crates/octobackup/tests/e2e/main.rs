@@ -16,6 +16,7 @@ mod drill;
 mod faults;
 mod forget;
 mod key;
+mod permissions;
 mod recover;
 mod restore;
 mod sqlserver;
