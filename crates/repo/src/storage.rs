@@ -122,8 +122,10 @@ impl Storage {
         self.with_operator(
             &format!("cannot list {folder} beside the repository"),
             async move |op| match op.list(&folder).await {
+                // Some services (SFTP) list the folder itself too.
                 Ok(entries) => Ok(entries
                     .iter()
+                    .filter(|e| e.path().trim_start_matches('/') != folder.trim_start_matches('/'))
                     .map(|e| e.name().trim_end_matches('/').to_string())
                     .filter(|n| !n.is_empty())
                     .collect()),

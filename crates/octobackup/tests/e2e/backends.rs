@@ -70,8 +70,8 @@ impl Backend {
                     location: format!("s3:http://{}/{bucket}/{path}", s3.server.addr()),
                     options: Vec::new(),
                     env: env(&[
-                        ("AWS_ACCESS_KEY_ID", &s3.access_key),
-                        ("AWS_SECRET_ACCESS_KEY", &s3.secret_key),
+                        ("AWS_ACCESS_KEY_ID", "octobackup-test"),
+                        ("AWS_SECRET_ACCESS_KEY", "octobackup-test-secret"),
                     ]),
                 })
             }
@@ -362,11 +362,12 @@ async fn wrong_credentials(b: Arc<Backend>) {
     };
     let expect: &[&str] = match b.kind {
         Kind::S3 => {
-            for (k, v) in &mut place.env {
-                if k == "AWS_SECRET_ACCESS_KEY" {
-                    *v = "not-the-secret-key".into();
-                }
-            }
+            let s3 = b.s3.as_ref().unwrap();
+            place.location = format!("s3:http://{}/{BUCKET}/lab", s3.strict.addr());
+            place.env = vec![
+                ("AWS_ACCESS_KEY_ID".into(), s3.access_key.clone()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "not-the-secret-key".into()),
+            ];
             &["refused the credentials", "AWS_SECRET_ACCESS_KEY"]
         }
         Kind::Azure => {

@@ -110,30 +110,53 @@ fn test_tools() -> PathBuf {
 
 // ---- S3: moto ----
 
-/// An S3 server and the keys of an IAM user allowed everything.
+/// Two S3 servers: `server` for the backups, and `strict`, which checks signatures, for the
+/// wrong-credentials case. moto's SigV4 check rejects listings whose `prefix` holds a `/` as
+/// OpenDAL sends it (SignatureDoesNotMatch for a correct key), so the backups run on a moto that
+/// does not check, and the refusal of a wrong key is proven on the strict one.
 pub struct S3 {
     pub server: Server,
+    pub strict: Server,
+    /// A key the strict server knows (its secret is not needed: the case gives a wrong one).
     pub access_key: String,
-    pub secret_key: String,
 }
 
-/// moto checks SigV4 signatures (and the key's IAM policy) once `INITIAL_NO_AUTH_ACTION_COUNT`
-/// unauthenticated calls are used up: those create the user, its key, its policy and the bucket.
-pub fn start_s3() -> S3 {
+fn moto(auth: bool) -> Server {
     let moto = find("moto", &[PathBuf::from("moto_server")]);
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(moto);
     cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .env("INITIAL_NO_AUTH_ACTION_COUNT", "4")
-        .env("MOTO_ALLOW_NONEXISTENT_REGION", "true");
-    let server = spawn("moto", cmd, port, dir);
-    let base = format!("http://{}", server.addr());
-    let unsigned = |service: &str| {
-        format!(
-            "AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
-        )
-    };
+        .env_remove("INITIAL_NO_AUTH_ACTION_COUNT");
+    if auth {
+        cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "4");
+    }
+    spawn("moto", cmd, port, dir)
+}
+
+fn unsigned(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    )
+}
+
+fn create_bucket(server: &Server) {
+    let (status, body) = http(
+        "PUT",
+        &format!("http://{}/{BUCKET}", server.addr()),
+        &[("Authorization", &unsigned("s3"))],
+        b"",
+    );
+    assert!(status < 300, "moto create bucket: {status} {body}");
+}
+
+/// moto checks SigV4 signatures (and the key's IAM policy) once `INITIAL_NO_AUTH_ACTION_COUNT`
+/// unauthenticated calls are used up: those create the user, its key, its policy and the bucket.
+pub fn start_s3() -> S3 {
+    let server = moto(false);
+    create_bucket(&server);
+    let strict = moto(true);
+    let base = format!("http://{}", strict.addr());
     let iam = |form: &str| -> String {
         let out = http(
             "POST",
@@ -156,24 +179,18 @@ pub fn start_s3() -> S3 {
             .unwrap_or_else(|| panic!("no {t} in {key}"))
             .to_string()
     };
-    let (access_key, secret_key) = (tag("AccessKeyId"), tag("SecretAccessKey"));
+    let access_key = tag("AccessKeyId");
     let policy =
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
     iam(&format!(
         "Action=PutUserPolicy&UserName=octobackup&PolicyName=all&PolicyDocument={}&Version=2010-05-08",
         urlencode(policy)
     ));
-    let (status, body) = http(
-        "PUT",
-        &format!("{base}/{BUCKET}"),
-        &[("Authorization", &unsigned("s3"))],
-        b"",
-    );
-    assert!(status < 300, "moto create bucket: {status} {body}");
+    create_bucket(&strict);
     S3 {
         server,
+        strict,
         access_key,
-        secret_key,
     }
 }
 
