@@ -101,7 +101,17 @@ impl Backend {
                         // The test server's host key is new each run.
                         ("known_hosts_strategy".into(), "accept".into()),
                     ],
-                    env: Vec::new(),
+                    // OpenDAL's ssh keeps its control sockets under XDG_STATE_HOME: in the
+                    // server's temp folder, they go with it.
+                    env: vec![(
+                        "XDG_STATE_HOME".into(),
+                        sftp.server
+                            .dir
+                            .path()
+                            .join("client-state")
+                            .display()
+                            .to_string(),
+                    )],
                 })
             }
         }
