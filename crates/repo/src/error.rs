@@ -260,6 +260,84 @@ mod tests {
     }
 
     #[test]
+    fn storage_answers_become_a_cause_and_a_fix() {
+        let cases = [
+            (
+                r#"PermissionDenied (permanent) at list, context: { response: Parts { status: 403 } } => S3Error { code: "SignatureDoesNotMatch", request_id: "X" }"#,
+                StorageFault::Credentials,
+            ),
+            (
+                r#"stat failed, context: { response: Parts { status: 403, headers: {"x-ms-error-code": "AuthorizationFailure"} } }"#,
+                StorageFault::Credentials,
+            ),
+            (
+                r#"NotFound at list => S3Error { code: "NoSuchBucket" }"#,
+                StorageFault::MissingBucket,
+            ),
+            (
+                "ContainerNotFound: The specified container does not exist.",
+                StorageFault::MissingBucket,
+            ),
+            (
+                "failed to load signing credential",
+                StorageFault::NoCredentials,
+            ),
+            (
+                "RequestTimeTooSkewed: The difference between the request time and the server's time is too large",
+                StorageFault::ClockSkew,
+            ),
+            (
+                "Unexpected (temporary) at stat => ssh error, source: failed to connect to the remote host",
+                StorageFault::Ssh,
+            ),
+            (
+                "error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)",
+                StorageFault::Unreachable,
+            ),
+            (
+                "Failed to write `/r/config`: Permission denied (os error 13)",
+                StorageFault::Other,
+            ),
+        ];
+        for (text, fault) in cases {
+            assert_eq!(classify(text), fault, "{text}");
+        }
+        let err = storage_error(
+            "cannot open the repository s3://h/b",
+            "S3 bucket `b` at https://h",
+            Some("s3"),
+            &cases[0].0,
+        );
+        let text = err.to_string();
+        assert!(matches!(
+            err,
+            RepoError::Storage {
+                fault: StorageFault::Credentials,
+                ..
+            }
+        ));
+        assert!(text.contains("refused the credentials"), "{text}");
+        assert!(text.contains("AWS_SECRET_ACCESS_KEY"), "{text}");
+        assert!(
+            !text.contains("request_id") && !text.contains("403"),
+            "{text}"
+        );
+        let err = storage_error(
+            "cannot open",
+            "Azure container `c`",
+            Some("azblob"),
+            &cases[3].0,
+        );
+        assert!(
+            err.to_string().contains("az storage container create"),
+            "{err}"
+        );
+        // A local folder's refusal is not about storage credentials.
+        let err = storage_error("cannot save", "/r", None, &cases[8].0);
+        assert!(matches!(err, RepoError::Backend(_)), "{err:?}");
+    }
+
+    #[test]
     fn other_kinds_are_not_storage_errors() {
         let err = RusticError::new(ErrorKind::InvalidInput, "bad thing");
         let mapped = from_rustic("cannot list", &err);

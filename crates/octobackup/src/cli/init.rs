@@ -6,7 +6,8 @@ use std::path::Path;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Where the repository goes (a folder, or a backend such as opendal:s3). Default: the config's.
+    /// Where the repository goes: a folder, s3://HOST/BUCKET[/PATH], azure://CONTAINER[/PATH] or
+    /// sftp://USER@HOST[:PORT]/PATH (credentials from the environment). Default: the config's.
     #[arg(long, short)]
     pub repository: Option<String>,
 }
