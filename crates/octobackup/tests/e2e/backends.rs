@@ -301,6 +301,10 @@ async fn full_cycle(b: Arc<Backend>) {
         );
     }
 
+    // forget drops the older set's escrow copy with it, on every backend.
+    let older = sets[0]["set_id"].as_str().unwrap().to_string();
+    obk_ok(&t, place, &["forget", "--keep-last", "1"]).await;
+
     // The escrow copy is readable from the storage alone: no repository password.
     let id_file = t.dir.path().join("escrow-identity.txt");
     {
@@ -331,6 +335,24 @@ async fn full_cycle(b: Arc<Backend>) {
     assert!(
         stdout(&out).contains(&state.master_key),
         "the recovered key is not the instance's: {}",
+        stderr(&out)
+    );
+    let out = obk(
+        &t,
+        place,
+        &[
+            "key",
+            "recover",
+            "--identity",
+            id_file.to_str().unwrap(),
+            &older,
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no escrow copy for set"),
+        "{}",
         stderr(&out)
     );
 }

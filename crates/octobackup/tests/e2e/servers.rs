@@ -28,7 +28,10 @@ impl Drop for Server {
         // sshd serves each login from a child of its own: stop those first (by PID), so that the
         // clients' ssh processes see the connection close and exit too.
         for pid in children(self.child.id()) {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let _ = Command::new("kill")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
