@@ -470,6 +470,45 @@ async fn missing_bucket(b: Arc<Backend>) {
     }
 }
 
+/// `init --repository LOCATION` with no config: the repository is made and the template written
+/// with that location, as a restic user would start. S3 and a local folder need nothing else (the
+/// keys come from the environment); the test Azure and SFTP servers also need an option (the
+/// emulator's endpoint, the key file), which a location cannot carry.
+async fn init_from_the_command_line(b: Arc<Backend>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (location, env) = match b.kind {
+        Kind::Local => (dir.path().join("repo").display().to_string(), Vec::new()),
+        Kind::S3 => {
+            let p = b.place(BUCKET, "from-the-command-line").unwrap();
+            (p.location, p.env)
+        }
+        Kind::Azure | Kind::Sftp => return,
+    };
+    let config = dir.path().join("octobackup.toml");
+    let run = |args: &[&str]| {
+        std::process::Command::new(exe())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .envs(env.iter().cloned())
+            .env("OCTOBACKUP_PASSWORD", "correct horse battery staple")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["init", "--repository", &location]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains(&format!("location = \"{location}\"")),
+        "{text}"
+    );
+    let out = run(&["--json", "snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["init", "--repository", &location]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+}
+
 /// Runs each case on its own task, so that one failing case does not hide the others.
 async fn case<F, Fut>(b: &Arc<Backend>, name: &str, f: F, failures: &mut Vec<String>)
 where
@@ -499,6 +538,13 @@ async fn suite(kind: Kind) {
     case(&b, "full cycle", full_cycle, &mut failures).await;
     case(&b, "wrong credentials", wrong_credentials, &mut failures).await;
     case(&b, "missing bucket", missing_bucket, &mut failures).await;
+    case(
+        &b,
+        "init from the command line",
+        init_from_the_command_line,
+        &mut failures,
+    )
+    .await;
     drop(b); // the server stops here (and on any panic above)
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
