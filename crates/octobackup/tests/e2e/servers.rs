@@ -145,8 +145,16 @@ fn test_tools() -> PathBuf {
 pub struct S3 {
     pub server: Server,
     pub strict: Server,
-    /// A key the strict server knows (its secret is not needed: the case gives a wrong one).
+    /// The strict server's key.
     pub access_key: String,
+    pub secret_key: String,
+}
+
+impl S3 {
+    /// The strict server's request log.
+    pub fn strict_log(&self) -> String {
+        std::fs::read_to_string(self.strict.dir.path().join("moto.log")).unwrap_or_default()
+    }
 }
 
 fn moto(auth: bool) -> Server {
@@ -207,7 +215,7 @@ pub fn start_s3() -> S3 {
             .unwrap_or_else(|| panic!("no {t} in {key}"))
             .to_string()
     };
-    let access_key = tag("AccessKeyId");
+    let (access_key, secret_key) = (tag("AccessKeyId"), tag("SecretAccessKey"));
     let policy =
         r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
     iam(&format!(
@@ -219,6 +227,7 @@ pub fn start_s3() -> S3 {
         server,
         strict,
         access_key,
+        secret_key,
     }
 }
 
