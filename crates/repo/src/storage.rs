@@ -367,3 +367,96 @@ fn azure_create_container(options: &BTreeMap<String, String>) -> Result<Prepared
         body: Vec::new(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn hmac_matches_rfc_4231() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            hex::encode(hmac_sha256(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn create_bucket_requests_are_signed_and_name_what_is_missing() {
+        let s3 = map(&[
+            ("endpoint", "https://s3.eu-west-1.amazonaws.com"),
+            ("bucket", "octo"),
+            ("region", "eu-west-1"),
+            ("access_key_id", "AKIDEXAMPLE"),
+            (
+                "secret_access_key",
+                "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            ),
+        ]);
+        let r = s3_create_bucket(&s3).unwrap();
+        assert_eq!(r.url, "https://s3.eu-west-1.amazonaws.com/octo");
+        assert!(
+            String::from_utf8(r.body)
+                .unwrap()
+                .contains("<LocationConstraint>eu-west-1</LocationConstraint>")
+        );
+        let auth = &r
+            .headers
+            .iter()
+            .find(|(k, _)| k == "authorization")
+            .unwrap()
+            .1;
+        assert!(
+            auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
+            "{auth}"
+        );
+        assert!(auth.contains("/eu-west-1/s3/aws4_request, SignedHeaders=host;x-amz-content-sha256;x-amz-date, Signature="), "{auth}");
+        assert!(!auth.contains("wJalr"), "{auth}");
+        let mut no_keys = s3.clone();
+        no_keys.remove("secret_access_key");
+        assert!(
+            s3_create_bucket(&no_keys)
+                .err()
+                .unwrap()
+                .contains("AWS_SECRET_ACCESS_KEY")
+        );
+
+        let az = map(&[
+            ("endpoint", "https://acct.blob.core.windows.net"),
+            ("container", "octo"),
+            ("account_name", "acct"),
+            ("account_key", "a2V5"),
+        ]);
+        let r = azure_create_container(&az).unwrap();
+        assert_eq!(
+            r.url,
+            "https://acct.blob.core.windows.net/octo?restype=container"
+        );
+        assert!(
+            r.headers
+                .iter()
+                .any(|(k, v)| k == "authorization" && v.starts_with("SharedKey acct:"))
+        );
+        let sas = map(&[
+            ("endpoint", "https://acct.blob.core.windows.net/"),
+            ("container", "octo"),
+            ("sas_token", "?sv=2022&sig=abc"),
+        ]);
+        let r = azure_create_container(&sas).unwrap();
+        assert_eq!(
+            r.url,
+            "https://acct.blob.core.windows.net/octo?restype=container&sv=2022&sig=abc"
+        );
+        let e = azure_create_container(&map(&[("endpoint", "https://a"), ("container", "c")]))
+            .err()
+            .unwrap();
+        assert!(e.contains("AZURE_STORAGE_KEY"), "{e}");
+    }
+}

@@ -33,7 +33,8 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
-    /// A local folder, or a backend rustic understands (`opendal:s3`, `opendal:azblob`, `opendal:sftp`, `rest:...`).
+    /// A local folder; `s3://HOST/BUCKET[/PATH]`, `azure://CONTAINER[/PATH]`, `sftp://USER@HOST/PATH`
+    /// (or restic's `s3:`, `azure:`, `sftp:` forms); or a backend rustic understands (`opendal:s3`, `rest:...`).
     pub location: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
