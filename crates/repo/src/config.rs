@@ -318,6 +318,11 @@ pub(crate) fn resolve_options(
                 let endpoint = format!("https://{account}.blob.core.windows.net");
                 options.insert("endpoint".into(), endpoint);
             }
+            if !options.contains_key("endpoint") {
+                return Err(RepoError::InvalidInput(
+                    "the Azure storage account is not known: set AZURE_STORAGE_ACCOUNT (and AZURE_STORAGE_KEY), or repository.options endpoint and account_name".into(),
+                ));
+            }
         }
         Some("sftp") => {
             // A stock sshd drops unauthenticated connections beyond `MaxStartups 10`: stay below.
@@ -575,6 +580,11 @@ mod tests {
         let o =
             resolve_options(&az, &map(&[("endpoint", "http://127.0.0.1:1/dev")]), &env).unwrap();
         assert_eq!(o["endpoint"], "http://127.0.0.1:1/dev");
+
+        let e = resolve_options(&az, &BTreeMap::new(), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("AZURE_STORAGE_ACCOUNT"), "{e}");
 
         let sftp = location("sftp://u@h/r").unwrap();
         let o = resolve_options(&sftp, &map(&[("key", "/k")]), &env).unwrap();
