@@ -1419,7 +1419,7 @@ async fn seal(
     if let Some(e) = left_over {
         job.ui.note(&format!("warning: the set is complete, but its parts could not be removed ({e}); `octobackup forget` removes them"));
     }
-    if let Err(e) = crate::backupset::escrow::publish(&job.repository_location, set_id, &sealed) {
+    if let Err(e) = crate::backupset::escrow::publish(job.repo.as_ref(), set_id, &sealed) {
         job.ui.note(&format!("warning: the set is complete, but its escrow copy beside the repository was not written: {}", e.message));
     }
     Ok((merged.id, stored.data_added + meta.data_added))

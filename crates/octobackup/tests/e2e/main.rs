@@ -2,9 +2,11 @@
 //! test binary, so the product, the lab and the repository engine are linked once.
 
 mod common;
+mod servers;
 mod sets;
 mod tamper;
 
+mod backends;
 mod backup;
 mod bench;
 mod check;
