@@ -51,6 +51,7 @@ if [ "$fuzz_seconds" != 0 ]; then
     # libFuzzer's instrumentation takes nightly flags: RUSTC_BOOTSTRAP lets the stable toolchain
     # accept them. No sanitizer: the code under test is safe Rust, and ASan would double the time.
     export RUSTC_BOOTSTRAP=1
+    cargo fmt --check
     cargo fuzz build -s none
     for target in $(cargo fuzz list); do
       scratch="$(mktemp -d)"
