@@ -50,6 +50,40 @@ echo "== cargo test: the patched dependencies (patches/*/PATCHED.md)"
 for p in patches/*/; do
   CARGO_TARGET_DIR=target/patches cargo test --offline --quiet --manifest-path "$p/Cargo.toml"
 done
+# Fuzzing: each libFuzzer target of fuzz/ (fuzz/README.md) runs from its committed seed corpus for
+# OCTOBACKUP_FUZZ_SECONDS (default 20; 0 leaves fuzzing out); a crash, a failed assertion or a hang
+# fails the run, and the input is kept under fuzz/artifacts/TARGET/.
+fuzz_seconds="${OCTOBACKUP_FUZZ_SECONDS:-20}"
+if [ "$fuzz_seconds" != 0 ]; then
+  echo "== fuzzing: ${fuzz_seconds}s per target (fuzz/)"
+  if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "== installing cargo-fuzz (cargo install)"
+    cargo install --quiet --locked cargo-fuzz --version 0.13.2
+  fi
+  (
+    cd fuzz
+    # libFuzzer's instrumentation takes nightly flags: RUSTC_BOOTSTRAP lets the stable toolchain
+    # accept them. No sanitizer: the code under test is safe Rust, and ASan would double the time.
+    export RUSTC_BOOTSTRAP=1
+    cargo fmt --check
+    cargo fuzz build -s none
+    for target in $(cargo fuzz list); do
+      scratch="$(mktemp -d)"
+      ok=1
+      cargo fuzz run -s none "$target" "$scratch" "corpus/$target" -- \
+        -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=4096 -print_final_stats=1 \
+        >"$scratch.log" 2>&1 || ok=0
+      runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$scratch.log")
+      echo "-- fuzz $target: ${runs:-?} inputs in ${fuzz_seconds}s"
+      if [ "$ok" = 0 ]; then
+        tail -n 40 "$scratch.log" >&2
+        echo "fuzz target $target failed: the input is under fuzz/artifacts/$target/; reproduce with (cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run -s none $target artifacts/$target/FILE)" >&2
+        exit 1
+      fi
+      rm -rf "$scratch" "$scratch.log"
+    done
+  )
+fi
 # Windows: check, clippy and build as x86_64-pc-windows-gnu, then run the .exe under wine.
 # OCTOBACKUP_SKIP_WINDOWS=1 leaves it out (e.g. a quick local run).
 if [ -z "${OCTOBACKUP_SKIP_WINDOWS:-}" ]; then

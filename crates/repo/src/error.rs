@@ -408,6 +408,56 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_pack_file_is_named_with_the_way_back() {
+        let pack = "41e9e9b29736432ada28b00b3d3e5de1c1f61cdd78f76e3aaf67b5e38d1b6d7a";
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let err = RusticError::with_source(
+            ErrorKind::Backend,
+            "Failed to open the file `{path}`. Please check the file and try again.",
+            io,
+        )
+        .attach_context("path", format!("/srv/repo/data/41/{pack}"));
+        let mapped = from_rustic("cannot restore", &err);
+        assert!(
+            matches!(&mapped, RepoError::MissingPack { pack: p } if *p == format!("data/41/{pack}")),
+            "{mapped:?}"
+        );
+        let text = mapped.to_string();
+        assert!(text.contains("octobackup check") && text.contains("forget --set"));
+        // Another file missing (a snapshot, the config) is not a lost pack.
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone");
+        let err = RusticError::with_source(ErrorKind::Backend, "Failed to open `{path}`", io)
+            .attach_context("path", format!("/srv/repo/snapshots/{pack}"));
+        assert!(!matches!(
+            from_rustic("x", &err),
+            RepoError::MissingPack { .. }
+        ));
+    }
+
+    #[test]
+    fn a_damaged_index_file_says_how_to_rebuild_it() {
+        let inner = RusticError::new(ErrorKind::Cryptography, "Data decryption failed");
+        let err = RusticError::with_source(
+            ErrorKind::Cryptography,
+            "error processing {tpe}:{id}",
+            inner,
+        )
+        .attach_context("tpe", "Index")
+        .attach_context("id", "f5d0c62e");
+        let mapped = from_rustic("cannot restore", &err);
+        let text = mapped.to_string();
+        assert!(matches!(mapped, RepoError::DamagedIndex { .. }), "{text}");
+        assert!(text.contains("index/f5d0c62e"), "{text}");
+        assert!(text.contains("restic repair index"), "{text}");
+        assert!(!text.contains('\n'), "{text}");
+        let finding = damaged_index(&err).unwrap();
+        assert!(finding.contains("restic repair index"), "{finding}");
+        // A pack's decryption error is not the index's.
+        let other = RusticError::new(ErrorKind::Cryptography, "error processing Pack:1234abcd");
+        assert!(damaged_index(&other).is_none());
+    }
+
+    #[test]
     fn other_kinds_are_not_storage_errors() {
         let err = RusticError::new(ErrorKind::InvalidInput, "bad thing");
         let mapped = from_rustic("cannot list", &err);

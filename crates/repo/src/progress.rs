@@ -302,6 +302,42 @@ mod tests {
         );
     }
 
+    /// Run by `a_panic_in_the_work_prints_nothing` in a child process of the test binary.
+    #[test]
+    fn panicking_work_in_a_child() {
+        if std::env::var_os("OCTOBACKUP_REPO_PANIC_CHILD").is_none() {
+            return;
+        }
+        let router = ProgressRouter::default();
+        let result: Result<(), _> = router.run(&NoProgress, || panic!("pack unreadable"));
+        let err = result.unwrap_err().to_string();
+        eprintln!("error: {err}");
+    }
+
+    #[test]
+    fn a_panic_in_the_work_prints_nothing() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "progress::tests::panicking_work_in_a_child",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("OCTOBACKUP_REPO_PANIC_CHILD", "1")
+            .env("RUST_BACKTRACE", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        // The error is reported, once, as one line; the panic itself printed nothing.
+        assert!(
+            stderr.contains("error: the repository engine failed unexpectedly (pack unreadable)"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(!stderr.contains("stack backtrace"), "{stderr}");
+    }
+
     #[test]
     fn a_panic_in_the_work_becomes_an_error() {
         let router = ProgressRouter::default();

@@ -1,0 +1,2 @@
+#[path = "../../../crates/octobackup/src/run/journal.rs"]
+pub mod journal;

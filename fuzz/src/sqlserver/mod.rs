@@ -1,0 +1,2 @@
+#[path = "../../../crates/octobackup/src/sqlserver/connstr.rs"]
+pub mod connstr;
