@@ -243,6 +243,11 @@ impl SqlServerHandle {
         self.inner.engine.set_encrypted(name, on);
     }
 
+    /// How many sessions are connected (a test waits for a dropped client's session to end).
+    pub fn session_count(&self) -> usize {
+        self.inner.engine.sessions().len()
+    }
+
     /// Arms a one-shot fault.
     pub fn inject(&self, fault: SqlFault) {
         self.inner.engine.inject(fault);

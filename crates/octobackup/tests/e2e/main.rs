@@ -15,6 +15,7 @@ mod drill;
 mod faults;
 mod forget;
 mod key;
+mod lock;
 mod recover;
 mod restore;
 mod sqlserver;
