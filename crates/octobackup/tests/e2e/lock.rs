@@ -68,7 +68,7 @@ async fn a_second_copy_of_the_config_is_refused_while_a_backup_runs_then_succeed
     let msg = stderr(&out);
     assert!(
         msg.contains("another octobackup run holds the lock for instance 'OctopusServer'")
-            && msg.contains("octobackup:")
+            && msg.contains("octobackup:OctopusDeploy")
             && msg.contains("maintenance mode was not touched"),
         "{msg}"
     );
