@@ -143,9 +143,7 @@ fn newest_with_tags(
     if tags.is_empty() {
         return Ok(None);
     }
-    let snaps = repo
-        .get_all_snapshots()
-        .map_err(|e| from_rustic("cannot list snapshots", &e))?;
+    let snaps = crate::snapshots::readable_snapshots(repo)?;
     Ok(snaps
         .into_iter()
         .filter(|s| tags.iter().all(|t| s.tags.contains(t)))

@@ -14,6 +14,8 @@ pub struct CheckReport {
     pub damaged_packs: Vec<String>,
     /// Snapshots using damaged data; filled by [`crate::Repo::check_with`].
     pub affected: Vec<crate::usage::AffectedSnapshot>,
+    /// Snapshot files that cannot be read (full ids); filled by [`crate::Repo::check_with`].
+    pub damaged_snapshots: Vec<String>,
 }
 
 impl CheckReport {

@@ -75,32 +75,56 @@ pub(crate) struct Location {
     /// The string handed to rustic_backend.
     pub(crate) backend: String,
     pub(crate) is_local: bool,
+    /// Backend options the location itself says (bucket, endpoint, root, user...).
+    pub(crate) options: BTreeMap<String, String>,
+}
+
+impl Location {
+    fn remote(backend: &str, options: BTreeMap<String, String>) -> Self {
+        Location {
+            backend: backend.to_string(),
+            is_local: false,
+            options,
+        }
+    }
+
+    /// The OpenDAL service (`s3`, `azblob`, `sftp`), if this is an `opendal:` backend.
+    pub(crate) fn service(&self) -> Option<&str> {
+        self.backend.strip_prefix("opendal:")
+    }
 }
 
 /// Reads the repository string the way a user means it: a path is local even when it has a
-/// colon in it (`/srv/a:b`, `C:/Backups`), and restic-style `s3:...` gets a clear error instead
-/// of silently becoming a local folder named `s3:...`.
+/// colon in it (`/srv/a:b`, `C:/Backups`); the URL forms restic users know (`s3://`, `s3:http://`,
+/// `azure://`, `azure:C:/path`, `sftp://`, `sftp:user@host:/path`) become OpenDAL options; other
+/// restic-style schemes get a clear error instead of silently becoming a local folder.
 pub(crate) fn location(repository: &str) -> Result<Location, RepoError> {
     let repository = repository.trim();
     if repository.is_empty() {
         return Err(RepoError::InvalidInput(
-            "the repository location is empty: give a folder path or an `opendal:` location".into(),
+            "the repository location is empty: give a folder path, s3://HOST/BUCKET, azure://CONTAINER or sftp://USER@HOST/PATH".into(),
         ));
     }
     let local = |path: &str| Location {
         backend: local_backend_string(path),
         is_local: true,
+        options: BTreeMap::new(),
     };
     let Some((scheme, rest)) = repository.split_once(':') else {
         return Ok(local(repository));
     };
-    if scheme == "local" {
-        return Ok(local(rest));
+    match scheme {
+        "local" => return Ok(local(rest)),
+        "s3" => return s3_location(repository, rest),
+        "azure" => return azure_location(repository, rest),
+        "sftp" => return sftp_location(repository, rest),
+        _ => {}
     }
     if SCHEMES.contains(&scheme) {
         return Ok(Location {
             backend: repository.to_string(),
             is_local: false,
+            options: BTreeMap::new(),
         });
     }
     let drive_letter = scheme.len() == 1 && scheme.chars().all(|c| c.is_ascii_alphabetic());
@@ -109,9 +133,222 @@ pub(crate) fn location(repository: &str) -> Result<Location, RepoError> {
         return Ok(local(repository));
     }
     Err(RepoError::InvalidInput(format!(
-        "unsupported repository location `{repository}`: use a folder path, \
-         `opendal:<service>` (s3, azblob, sftp, ...) with backend options, `rest:<url>` or `rclone:<remote>`"
+        "unsupported repository location `{repository}`: use a folder path, s3://HOST[:PORT]/BUCKET[/PATH], \
+         azure://CONTAINER[/PATH], sftp://USER@HOST[:PORT]/PATH, or `opendal:<service>` with backend options"
     )))
+}
+
+fn bad_location(repository: &str, form: &str) -> RepoError {
+    RepoError::InvalidInput(format!(
+        "the repository location `{repository}` is not understood: write it as {form}"
+    ))
+}
+
+fn root_of(path: &str) -> String {
+    format!("/{}", path.trim_matches('/'))
+}
+
+/// `s3://HOST[:PORT]/BUCKET[/PATH]` (https), or restic's `s3:http[s]://HOST[:PORT]/BUCKET[/PATH]`
+/// and `s3:HOST/BUCKET[/PATH]`. Path-style addressing (OpenDAL's default) works with AWS and
+/// with MinIO, Ceph RGW and other S3 servers.
+fn s3_location(repository: &str, rest: &str) -> Result<Location, RepoError> {
+    let form = "s3://HOST[:PORT]/BUCKET[/PATH] or s3:http://HOST:PORT/BUCKET[/PATH]";
+    let (scheme, rest) = if let Some(r) = rest.strip_prefix("//") {
+        ("https", r)
+    } else if let Some(r) = rest.strip_prefix("http://") {
+        ("http", r)
+    } else if let Some(r) = rest.strip_prefix("https://") {
+        ("https", r)
+    } else {
+        ("https", rest)
+    };
+    let mut parts = rest.splitn(3, '/');
+    let host = parts.next().unwrap_or_default();
+    let bucket = parts.next().unwrap_or_default();
+    let path = parts.next().unwrap_or_default();
+    if host.is_empty() || bucket.is_empty() || host.contains('@') {
+        return Err(bad_location(repository, form));
+    }
+    Ok(Location::remote(
+        "opendal:s3",
+        BTreeMap::from([
+            ("endpoint".into(), format!("{scheme}://{host}")),
+            ("bucket".into(), bucket.into()),
+            ("root".into(), root_of(path)),
+        ]),
+    ))
+}
+
+/// `azure://CONTAINER[/PATH]`, or restic's `azure:CONTAINER:/PATH`.
+fn azure_location(repository: &str, rest: &str) -> Result<Location, RepoError> {
+    let form = "azure://CONTAINER[/PATH] (account and key from AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY)";
+    let (container, path) = if let Some(r) = rest.strip_prefix("//") {
+        r.split_once('/').unwrap_or((r, ""))
+    } else {
+        rest.split_once(':').unwrap_or((rest, ""))
+    };
+    let valid = !container.is_empty()
+        && container
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        return Err(bad_location(
+            repository,
+            &format!("{form}; a container name has only lowercase letters, digits and dashes"),
+        ));
+    }
+    Ok(Location::remote(
+        "opendal:azblob",
+        BTreeMap::from([
+            ("container".into(), container.into()),
+            ("root".into(), root_of(path)),
+        ]),
+    ))
+}
+
+/// `sftp://[USER@]HOST[:PORT]/PATH`, or restic's `sftp:[USER@]HOST:/PATH`. The path is absolute.
+fn sftp_location(repository: &str, rest: &str) -> Result<Location, RepoError> {
+    let form = "sftp://USER@HOST[:PORT]/PATH or sftp:USER@HOST:/PATH";
+    let (authority, path) = if let Some(r) = rest.strip_prefix("//") {
+        r.split_once('/').unwrap_or((r, ""))
+    } else {
+        rest.split_once(':').unwrap_or((rest, ""))
+    };
+    let (user, host_port) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    if host_port.is_empty() || path.trim_matches('/').is_empty() || user == Some("") {
+        return Err(bad_location(repository, form));
+    }
+    if let Some((_, port)) = host_port.rsplit_once(':')
+        && port.parse::<u16>().is_err()
+    {
+        return Err(bad_location(repository, form));
+    }
+    let mut options = BTreeMap::from([
+        ("endpoint".into(), format!("ssh://{host_port}")),
+        ("root".into(), root_of(path)),
+    ]);
+    if let Some(user) = user {
+        options.insert("user".into(), user.into());
+    }
+    Ok(Location::remote("opendal:sftp", options))
+}
+
+/// Options whose values are credentials: each may also be given as `NAME_env` (the variable
+/// holding it) or `NAME_file` (a file holding it), so the config's plain text never needs it.
+const SECRET_OPTIONS: [&str; 5] = [
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "account_key",
+    "sas_token",
+];
+
+/// The options handed to OpenDAL: the location's own, then the config's (which win), with
+/// `*_env`/`*_file` credentials read, then the credentials and defaults each service's users
+/// expect from the environment (`AWS_*`, `AZURE_STORAGE_*`).
+pub(crate) fn resolve_options(
+    location: &Location,
+    configured: &BTreeMap<String, String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<BTreeMap<String, String>, RepoError> {
+    let mut options = location.options.clone();
+    for (name, value) in configured {
+        let indirect = SECRET_OPTIONS.iter().find_map(|secret| {
+            name.strip_prefix(secret)
+                .map(|suffix| (*secret, suffix))
+                .filter(|(_, s)| *s == "_env" || *s == "_file")
+        });
+        match indirect {
+            Some((secret, "_env")) => {
+                let v = env(value).filter(|v| !v.is_empty()).ok_or_else(|| {
+                    RepoError::InvalidInput(format!(
+                        "repository option {name} names the environment variable {value}, which is not set: set it, or fix the option"
+                    ))
+                })?;
+                options.insert(secret.into(), v);
+            }
+            Some((secret, _)) => {
+                let v = std::fs::read_to_string(value).map_err(|e| {
+                    RepoError::InvalidInput(format!(
+                        "repository option {name}: cannot read {value} ({e}): check the path and that this account may read it"
+                    ))
+                })?;
+                options.insert(secret.into(), v.trim().to_string());
+            }
+            None => {
+                options.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    let mut fallback = |name: &str, vars: &[&str]| {
+        if !options.contains_key(name)
+            && let Some(v) = vars.iter().find_map(|v| env(v).filter(|v| !v.is_empty()))
+        {
+            options.insert(name.into(), v);
+        }
+    };
+    match location.service() {
+        Some("s3") => {
+            fallback("access_key_id", &["AWS_ACCESS_KEY_ID"]);
+            fallback("secret_access_key", &["AWS_SECRET_ACCESS_KEY"]);
+            fallback("session_token", &["AWS_SESSION_TOKEN"]);
+            fallback("region", &["AWS_REGION", "AWS_DEFAULT_REGION"]);
+            // Any region signs for S3 servers other than AWS; AWS's own default is us-east-1.
+            options
+                .entry("region".into())
+                .or_insert_with(|| "us-east-1".into());
+        }
+        Some("azblob") => {
+            // The names the az CLI uses, then restic's.
+            fallback(
+                "account_name",
+                &["AZURE_STORAGE_ACCOUNT", "AZURE_ACCOUNT_NAME"],
+            );
+            fallback("account_key", &["AZURE_STORAGE_KEY", "AZURE_ACCOUNT_KEY"]);
+            fallback(
+                "sas_token",
+                &["AZURE_STORAGE_SAS_TOKEN", "AZURE_ACCOUNT_SAS"],
+            );
+            if !options.contains_key("endpoint")
+                && let Some(account) = options.get("account_name")
+            {
+                let endpoint = format!("https://{account}.blob.core.windows.net");
+                options.insert("endpoint".into(), endpoint);
+            }
+            if !options.contains_key("endpoint") {
+                return Err(RepoError::InvalidInput(
+                    "the Azure storage account is not known: set AZURE_STORAGE_ACCOUNT (and AZURE_STORAGE_KEY), or repository.options endpoint and account_name".into(),
+                ));
+            }
+        }
+        Some("sftp") => {
+            // A stock sshd drops unauthenticated connections beyond `MaxStartups 10`: stay below.
+            options
+                .entry("connections".into())
+                .or_insert_with(|| "8".into());
+        }
+        _ => {}
+    }
+    Ok(options)
+}
+
+/// A short description of where a remote repository is, for messages: the bucket or container
+/// and the endpoint (never a credential).
+pub(crate) fn describe(location: &Location, options: &BTreeMap<String, String>) -> String {
+    let get = |k: &str| options.get(k).map(String::as_str).unwrap_or("?");
+    match location.service() {
+        Some("s3") => format!("S3 bucket `{}` at {}", get("bucket"), get("endpoint")),
+        Some("azblob") => format!(
+            "Azure container `{}` at {}",
+            get("container"),
+            get("endpoint")
+        ),
+        Some("sftp") => format!("SFTP folder {} on {}", get("root"), get("endpoint")),
+        _ => location.backend.clone(),
+    }
 }
 
 /// The folder of a local repository location (a plain path or `local:<path>`); `None` for a
@@ -145,9 +382,16 @@ pub(crate) fn backends(
     cfg: &RepoConfig,
 ) -> Result<(RepositoryBackends, RepositoryOptions), RepoError> {
     let location = location(&cfg.repository)?;
+    if cfg!(windows) && location.service() == Some("sftp") {
+        return Err(RepoError::InvalidInput(format!(
+            "`{}`: SFTP repositories are not available in the Windows build; use S3, Azure Blob, or a network share",
+            cfg.repository
+        )));
+    }
+    let options = resolve_options(&location, &cfg.options, &|v| std::env::var(v).ok())?;
     let backend_opts = BackendOptions::default()
         .repository(location.backend)
-        .options(cfg.options.clone());
+        .options(options);
     let backends = backend_opts
         .to_backends()
         .map_err(|err| from_rustic("cannot reach the repository", &err))?;
@@ -185,7 +429,14 @@ mod tests {
             Some(PathBuf::from("C:/Backups"))
         );
         assert_eq!(local_folder("/srv/a:b"), Some(PathBuf::from("/srv/a:b")));
-        for remote in ["opendal:s3", "rest:http://x", "rclone:r", "s3:bucket", ""] {
+        for remote in [
+            "opendal:s3",
+            "rest:http://x",
+            "rclone:r",
+            "s3://h/b",
+            "gs:bucket",
+            "",
+        ] {
             assert_eq!(local_folder(remote), None, "{remote}");
         }
     }
@@ -201,8 +452,145 @@ mod tests {
         assert!(location("local:/srv/x").unwrap().is_local);
         assert!(location("C:/Backups").unwrap().is_local);
         assert!(location("/srv/a:b").unwrap().is_local);
-        assert!(location("s3:s3.amazonaws.com/bucket").is_err());
+        assert!(location("gs:bucket/x").is_err());
         assert!(location("  ").is_err());
+    }
+
+    fn opts(location: &str) -> (String, BTreeMap<String, String>) {
+        let l = super::location(location).unwrap();
+        assert!(!l.is_local, "{location}");
+        (l.backend, l.options)
+    }
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn s3_urls_become_opendal_options() {
+        let (backend, o) = opts("s3://s3.eu-west-1.amazonaws.com/octo-backups/prod/octopus");
+        assert_eq!(backend, "opendal:s3");
+        assert_eq!(
+            o,
+            map(&[
+                ("endpoint", "https://s3.eu-west-1.amazonaws.com"),
+                ("bucket", "octo-backups"),
+                ("root", "/prod/octopus"),
+            ])
+        );
+        let (_, o) = opts("s3:http://127.0.0.1:9000/bucket");
+        assert_eq!(
+            o,
+            map(&[
+                ("endpoint", "http://127.0.0.1:9000"),
+                ("bucket", "bucket"),
+                ("root", "/"),
+            ])
+        );
+        let (_, o) = opts("s3:minio.local:9000/b/p/");
+        assert_eq!(o["endpoint"], "https://minio.local:9000");
+        assert_eq!(o["root"], "/p");
+        for bad in ["s3://host", "s3://", "s3:http://h/", "s3://user@h/b"] {
+            let e = location(bad).err().unwrap().to_string();
+            assert!(e.contains("s3://HOST[:PORT]/BUCKET"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn azure_and_sftp_urls_become_opendal_options() {
+        let (backend, o) = opts("azure://octobackup/prod");
+        assert_eq!(backend, "opendal:azblob");
+        assert_eq!(o, map(&[("container", "octobackup"), ("root", "/prod")]));
+        let (_, o) = opts("azure:octobackup:/");
+        assert_eq!(o, map(&[("container", "octobackup"), ("root", "/")]));
+        assert!(location("azure://Octo_Backups").is_err());
+
+        let (backend, o) = opts("sftp://backup@nas.example.com:2222/srv/octobackup");
+        assert_eq!(backend, "opendal:sftp");
+        assert_eq!(
+            o,
+            map(&[
+                ("endpoint", "ssh://nas.example.com:2222"),
+                ("user", "backup"),
+                ("root", "/srv/octobackup"),
+            ])
+        );
+        let (_, o) = opts("sftp:backup@nas:/srv/repo");
+        assert_eq!(o["endpoint"], "ssh://nas");
+        assert_eq!(o["root"], "/srv/repo");
+        for bad in [
+            "sftp://nas",
+            "sftp://@nas/x",
+            "sftp://u@nas:port/x",
+            "sftp:nas",
+        ] {
+            let e = location(bad).err().unwrap().to_string();
+            assert!(e.contains("sftp://USER@HOST"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn credentials_come_from_the_environment_or_files_and_the_config_wins() {
+        let env = |name: &str| -> Option<String> {
+            match name {
+                "AWS_ACCESS_KEY_ID" => Some("AKIAENV".into()),
+                "AWS_SECRET_ACCESS_KEY" => Some("env-secret".into()),
+                "AZURE_STORAGE_ACCOUNT" => Some("octostore".into()),
+                "AZURE_ACCOUNT_KEY" => Some("restic-style-key".into()),
+                "MY_SECRET" => Some("from-my-var".into()),
+                _ => None,
+            }
+        };
+        let s3 = location("s3://h/b").unwrap();
+        let o = resolve_options(&s3, &BTreeMap::new(), &env).unwrap();
+        assert_eq!(o["access_key_id"], "AKIAENV");
+        assert_eq!(o["secret_access_key"], "env-secret");
+        assert_eq!(o["region"], "us-east-1");
+        assert!(!o.contains_key("session_token"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let configured = map(&[
+            ("access_key_id", "AKIACONFIG"),
+            ("secret_access_key_file", file.to_str().unwrap()),
+            ("session_token_env", "MY_SECRET"),
+            ("region", "eu-west-1"),
+        ]);
+        let o = resolve_options(&s3, &configured, &env).unwrap();
+        assert_eq!(o["access_key_id"], "AKIACONFIG");
+        assert_eq!(o["secret_access_key"], "from-file");
+        assert_eq!(o["session_token"], "from-my-var");
+        assert_eq!(o["region"], "eu-west-1");
+        assert!(!o.contains_key("secret_access_key_file"));
+
+        let e = resolve_options(&s3, &map(&[("secret_access_key_env", "NOPE")]), &env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("NOPE, which is not set"), "{e}");
+
+        let az = location("azure://c").unwrap();
+        let o = resolve_options(&az, &BTreeMap::new(), &env).unwrap();
+        assert_eq!(o["account_name"], "octostore");
+        assert_eq!(o["account_key"], "restic-style-key");
+        assert_eq!(o["endpoint"], "https://octostore.blob.core.windows.net");
+        let o =
+            resolve_options(&az, &map(&[("endpoint", "http://127.0.0.1:1/dev")]), &env).unwrap();
+        assert_eq!(o["endpoint"], "http://127.0.0.1:1/dev");
+
+        let e = resolve_options(&az, &BTreeMap::new(), &|_| None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("AZURE_STORAGE_ACCOUNT"), "{e}");
+
+        let sftp = location("sftp://u@h/r").unwrap();
+        let o = resolve_options(&sftp, &map(&[("key", "/k")]), &env).unwrap();
+        assert_eq!(o["connections"], "8");
+        assert_eq!(o["key"], "/k");
+        assert_eq!(describe(&sftp, &o), "SFTP folder /r on ssh://h");
     }
 
     #[cfg(not(windows))]

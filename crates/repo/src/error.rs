@@ -57,18 +57,229 @@ pub enum RepoError {
     )]
     Backend(String),
 
+    #[error(
+        "the repository at {repository} has no key files (its `keys` folder is missing or empty): it is damaged or not a repository; restore the `keys` folder from a copy of the repository"
+    )]
+    NoKeys { repository: String },
+
+    #[error(
+        "pack file {pack} is missing from the repository, and the set needs it: run `octobackup check` to see every set it hits, then `octobackup forget --set SET` for each of them (the next backup stores that data again)"
+    )]
+    MissingPack { pack: String },
+
+    #[error(
+        "the repository's index is damaged ({detail}): rebuild it with `restic repair index` (restic 0.14: `restic rebuild-index`), then run `octobackup check`"
+    )]
+    DamagedIndex { detail: String },
+
+    /// A storage server's answer, read down to one cause and its fix (the backend's own
+    /// context, with URIs, headers and request ids, is logged under [`STORAGE_LOG`]).
+    #[error("{message}")]
+    Storage {
+        message: String,
+        fault: StorageFault,
+    },
+
     #[error("{0}")]
     Other(String),
 }
 
+/// What a storage failure comes down to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StorageFault {
+    /// The server refused the key or the signature.
+    Credentials,
+    /// No credentials were found at all.
+    NoCredentials,
+    /// The bucket or container does not exist.
+    MissingBucket,
+    /// The server's clock and ours disagree (S3 signatures are valid for 15 minutes).
+    ClockSkew,
+    /// The SSH login failed (user, key or host key).
+    Ssh,
+    /// Nothing answered.
+    Unreachable,
+    Other,
+}
+
+/// Reads the backend's error text (opendal's, through rustic) down to a fault. Only the
+/// services' own error codes and the transport's words are matched.
+pub(crate) fn classify(text: &str) -> StorageFault {
+    let has = |words: &[&str]| words.iter().any(|w| text.contains(w));
+    if has(&[
+        "RequestTimeTooSkewed",
+        "too skewed",
+        "Request date header too old",
+    ]) {
+        StorageFault::ClockSkew
+    } else if has(&[
+        "NoSuchBucket",
+        "ContainerNotFound",
+        "The specified bucket does not exist",
+        "The specified container does not exist",
+    ]) {
+        StorageFault::MissingBucket
+    } else if has(&["failed to load signing credential", "no valid credential"]) {
+        StorageFault::NoCredentials
+    } else if has(&[
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "AuthorizationFailure",
+        "AuthenticationFailed",
+        "AccessDenied",
+        "status: 403",
+    ]) {
+        StorageFault::Credentials
+    } else if has(&["ssh error", "failed to connect to the remote host"]) {
+        StorageFault::Ssh
+    } else if has(&[
+        "Connection refused",
+        "ConnectionRefused",
+        "error sending request",
+        "dns error",
+        "connection reset",
+        "timed out",
+    ]) {
+        StorageFault::Unreachable
+    } else {
+        StorageFault::Other
+    }
+}
+
+/// The cause and fix for a fault, for the service when known.
+fn explain(fault: StorageFault, service: Option<&str>) -> Option<String> {
+    let keys = match service {
+        Some("s3") => {
+            "the access key (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or repository.options)"
+        }
+        Some("azblob") => {
+            "the storage account and key (AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY, or repository.options)"
+        }
+        Some("sftp") => "the SSH user and key (repository.options key)",
+        _ => "the storage credentials (repository.options or the environment)",
+    };
+    Some(match fault {
+        StorageFault::Credentials => format!(
+            "the storage server refused the credentials: check {keys}, and that they may read and write there"
+        ),
+        StorageFault::NoCredentials => format!("no credentials were found: set {keys}"),
+        StorageFault::MissingBucket => match service {
+            Some("azblob") => "the container does not exist: create it first (`az storage container create --name CONTAINER`, or the Azure portal), or fix the location".into(),
+            _ => "the bucket does not exist: create it first (`aws s3 mb s3://BUCKET --endpoint-url URL`, or the storage console), or fix the location".into(),
+        },
+        StorageFault::ClockSkew => "the storage server says this machine's clock is off: set the clock right (NTP); signed requests are refused when clocks differ by more than 15 minutes".into(),
+        StorageFault::Ssh => "the SSH login failed: check the user, the key (repository.options key) and that the server's host key is known (connect once with `ssh -p PORT USER@HOST`, or set known_hosts_strategy = \"add\")".into(),
+        StorageFault::Unreachable => "the storage server did not answer: check the endpoint and port, the network and that the server is running".into(),
+        StorageFault::Other => return None,
+    })
+}
+
+/// The log target of the backend's own context; programs show it only when asked (`-v`).
+pub const STORAGE_LOG: &str = "octobackup_repo::storage";
+
+/// A storage error read down to one line: `doing` (with where), the cause and the fix. The
+/// backend's own text is logged under [`STORAGE_LOG`] (`-v`) for whoever needs the details.
+pub(crate) fn storage_error(
+    doing: &str,
+    place: &str,
+    service: Option<&str>,
+    err: &dyn std::fmt::Display,
+) -> RepoError {
+    let text = err.to_string();
+    log::warn!(target: STORAGE_LOG, "{doing} ({place}): {text}");
+    let fault = classify(&text);
+    match explain(fault, service) {
+        Some(why) => RepoError::Storage {
+            message: format!("{doing} ({place}): {why}"),
+            fault,
+        },
+        None => RepoError::Backend(format!("{doing} ({place}): {}", first_line(&text))),
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or_default()
+}
+
 /// Maps a rustic error to a short message; `doing` says what we were doing ("cannot back up").
 pub(crate) fn from_rustic(doing: &str, err: &RusticError) -> RepoError {
+    from_rustic_at(doing, None, err)
+}
+
+/// As [`from_rustic`], knowing the repository's service (`s3`, `azblob`, `sftp`) for the fix.
+pub(crate) fn from_rustic_at(doing: &str, service: Option<&str>, err: &RusticError) -> RepoError {
+    if let Some(pack) = missing_pack(err) {
+        return RepoError::MissingPack { pack };
+    }
+    if let Some(detail) = index_file(err) {
+        return RepoError::DamagedIndex { detail };
+    }
+    let full = format!("{} {err:?}", err.display_log());
+    let fault = classify(&full);
+    if let Some(why) = explain(fault, service) {
+        log::warn!(target: STORAGE_LOG, "{doing}: {}", err.display_log());
+        return RepoError::Storage {
+            message: format!("{doing}: {why}"),
+            fault,
+        };
+    }
     let (kind, text) = summarize(err);
-    let message = format!("{doing}: {text}");
+    // A nested rustic error's text carries its own guidance and backtrace: keep one line.
+    let message = crate::check::one_line(&format!("{doing}: {text}"));
     match kind.as_str() {
         "the backend" | "input/output operations" => RepoError::Backend(message),
         _ => RepoError::Other(message),
     }
+}
+
+/// `data/ab/abcd…` when `err` says a pack file is not there (deleted, lost in a copy).
+fn missing_pack(err: &RusticError) -> Option<String> {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    let mut not_found = false;
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            not_found |= io.kind() == std::io::ErrorKind::NotFound;
+        }
+        source = e.source();
+    }
+    if !not_found {
+        return None;
+    }
+    // The backend names the file it could not open: `<repository>/data/ab/<64 hex digits>`.
+    let text = err.to_string();
+    let normalized = text.replace('\\', "/");
+    let start = normalized.find("/data/")?;
+    let rest = &normalized[start + 1..];
+    let name: String = rest
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit() || *c == '/' || c.is_ascii_alphabetic())
+        .collect();
+    let id = name.rsplit('/').next()?;
+    (id.len() == 64 && id.chars().all(|c| c.is_ascii_hexdigit())).then(|| name.clone())
+}
+
+/// `index file 1a2b3c4d cannot be read: ...` when `err` is rustic failing on an index file.
+fn index_file(err: &RusticError) -> Option<String> {
+    let text = err.to_string();
+    let at = text.find("error processing Index:")?;
+    let id: String = text[at + "error processing Index:".len()..]
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    let cause = crate::check::one_line(&text[at..]);
+    let cause = cause.split_once(": ").map_or("", |(_, c)| c);
+    Some(format!("index file index/{id}... cannot be read: {cause}"))
+}
+
+/// The `check` finding for an index file rustic cannot read, with the way back.
+pub(crate) fn damaged_index(err: &RusticError) -> Option<String> {
+    index_file(err).map(|detail| {
+        format!(
+            "{detail}; rebuild the index with `restic repair index` (restic 0.14: `restic rebuild-index`), then run `check` again"
+        )
+    })
 }
 
 /// Splits rustic's one-line log form `Error: <guidance> (kind: related to <kind>[, code: ..])
@@ -116,6 +327,84 @@ mod tests {
         );
         assert!(!text.contains('\n'), "{text}");
         assert!(!text.contains("Backtrace"), "{text}");
+    }
+
+    #[test]
+    fn storage_answers_become_a_cause_and_a_fix() {
+        let cases = [
+            (
+                r#"PermissionDenied (permanent) at list, context: { response: Parts { status: 403 } } => S3Error { code: "SignatureDoesNotMatch", request_id: "X" }"#,
+                StorageFault::Credentials,
+            ),
+            (
+                r#"stat failed, context: { response: Parts { status: 403, headers: {"x-ms-error-code": "AuthorizationFailure"} } }"#,
+                StorageFault::Credentials,
+            ),
+            (
+                r#"NotFound at list => S3Error { code: "NoSuchBucket" }"#,
+                StorageFault::MissingBucket,
+            ),
+            (
+                "ContainerNotFound: The specified container does not exist.",
+                StorageFault::MissingBucket,
+            ),
+            (
+                "failed to load signing credential",
+                StorageFault::NoCredentials,
+            ),
+            (
+                "RequestTimeTooSkewed: The difference between the request time and the server's time is too large",
+                StorageFault::ClockSkew,
+            ),
+            (
+                "Unexpected (temporary) at stat => ssh error, source: failed to connect to the remote host",
+                StorageFault::Ssh,
+            ),
+            (
+                "error sending request: client error (Connect): tcp connect error: Connection refused (os error 111)",
+                StorageFault::Unreachable,
+            ),
+            (
+                "Failed to write `/r/config`: Permission denied (os error 13)",
+                StorageFault::Other,
+            ),
+        ];
+        for (text, fault) in cases {
+            assert_eq!(classify(text), fault, "{text}");
+        }
+        let err = storage_error(
+            "cannot open the repository s3://h/b",
+            "S3 bucket `b` at https://h",
+            Some("s3"),
+            &cases[0].0,
+        );
+        let text = err.to_string();
+        assert!(matches!(
+            err,
+            RepoError::Storage {
+                fault: StorageFault::Credentials,
+                ..
+            }
+        ));
+        assert!(text.contains("refused the credentials"), "{text}");
+        assert!(text.contains("AWS_SECRET_ACCESS_KEY"), "{text}");
+        assert!(
+            !text.contains("request_id") && !text.contains("403"),
+            "{text}"
+        );
+        let err = storage_error(
+            "cannot open",
+            "Azure container `c`",
+            Some("azblob"),
+            &cases[3].0,
+        );
+        assert!(
+            err.to_string().contains("az storage container create"),
+            "{err}"
+        );
+        // A local folder's refusal is not about storage credentials.
+        let err = storage_error("cannot save", "/r", None, &cases[8].0);
+        assert!(matches!(err, RepoError::Backend(_)), "{err:?}");
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! the rustic work runs on a helper thread. That helper thread also keeps rustic (and OpenDAL,
 //! which panics inside a tokio runtime) away from whatever runtime the caller is on.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::thread;
 
 use rustic_core::{Progress, ProgressBars, ProgressType, RusticProgress};
@@ -76,6 +77,7 @@ impl ProgressRouter {
         sink: &dyn ProgressSink,
         work: impl FnOnce() -> Result<T, RepoError> + Send,
     ) -> Result<T, RepoError> {
+        let _quiet = QuietPanics::start();
         let (events, received) = mpsc::channel();
         *self.lock() = Some(Route {
             events: events.clone(),
@@ -120,6 +122,38 @@ impl ProgressRouter {
                 "the repository engine failed unexpectedly ({what}); the repository itself is unchanged by a failed read, run `check` if this happened while writing"
             )))
         })
+    }
+}
+
+/// Calls in progress. While above zero, a panic on the repository worker or on an unnamed
+/// thread (rustic's rayon workers) prints nothing: `run` turns it into one line of error, and
+/// the default hook would print the panic and a backtrace on stderr first.
+static QUIET_PANICS: AtomicUsize = AtomicUsize::new(0);
+
+struct QuietPanics(());
+
+impl QuietPanics {
+    fn start() -> Self {
+        static HOOK: Once = Once::new();
+        HOOK.call_once(|| {
+            let previous = std::panic::take_hook();
+            std::panic::set_hook(Box::new(move |info| {
+                let ours = matches!(thread::current().name(), None | Some("octobackup-repo"));
+                if ours && QUIET_PANICS.load(Ordering::SeqCst) > 0 {
+                    log::debug!("the repository engine panicked: {info}");
+                    return;
+                }
+                previous(info);
+            }));
+        });
+        QUIET_PANICS.fetch_add(1, Ordering::SeqCst);
+        QuietPanics(())
+    }
+}
+
+impl Drop for QuietPanics {
+    fn drop(&mut self) {
+        QUIET_PANICS.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

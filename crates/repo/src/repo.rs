@@ -10,9 +10,10 @@ use rustic_core::{
 
 use crate::check::CheckReport;
 use crate::config::{self, RepoConfig};
-use crate::error::{RepoError, from_rustic};
+use crate::error::{RepoError, from_rustic, from_rustic_at};
 use crate::progress::{NoProgress, ProgressRouter, ProgressSink};
-use crate::snapshots::{SnapshotInfo, resolve_snapshot};
+use crate::snapshots::{SnapshotInfo, readable_snapshots, resolve_snapshot};
+use crate::storage::Storage;
 
 /// zstd level for new repositories (rustic keeps it in the config file; restic ignores it).
 pub const DEFAULT_COMPRESSION: i32 = 3;
@@ -21,6 +22,7 @@ pub const DEFAULT_COMPRESSION: i32 = 3;
 /// parallel); each runs rustic on a helper thread, so they may be called from any thread.
 pub struct Repo {
     location: String,
+    storage: Storage,
     backends: RepositoryBackends,
     options: RepositoryOptions,
     pub(crate) router: ProgressRouter,
@@ -45,18 +47,22 @@ impl Repo {
     /// that already holds one.
     pub fn init(cfg: &RepoConfig) -> Result<Repo, RepoError> {
         let (backends, options) = config::backends(cfg)?;
+        let storage = Storage::new(&cfg.repository, cfg.options.clone());
+        let at = At::new(cfg);
         let router = ProgressRouter::default();
         let key = router.run(&NoProgress, || {
             let repo = Repository::new_with_progress(&options, &backends, router.clone())
-                .map_err(|e| from_rustic("cannot reach the repository", &e))?;
+                .map_err(|e| at.error("cannot reach the repository", &e))?;
             let existing = repo
                 .config_id()
-                .map_err(|e| from_rustic("cannot look into the repository", &e))?;
+                .map_err(|e| at.error("cannot look into the repository", &e))?;
             if existing.is_some() {
                 return Err(RepoError::AlreadyExists {
                     repository: cfg.repository.clone(),
                 });
             }
+            // A missing bucket lists as empty: say so before rustic fails on its first write.
+            storage.probe()?;
             let credentials = Credentials::password(cfg.password.expose());
             let config = ConfigOptions::default().set_compression(DEFAULT_COMPRESSION);
             let repo = repo
@@ -65,7 +71,7 @@ impl Repo {
                     &KeyOptions::default().with_created(true),
                     &config,
                 )
-                .map_err(|e| from_rustic("cannot create the repository", &e))?;
+                .map_err(|e| at.error("cannot create the repository", &e))?;
             Ok((repo.key(), *repo.key_id()))
         })?;
         Ok(Self::new(cfg, backends, options, router, key))
@@ -74,15 +80,25 @@ impl Repo {
     /// Opens an existing repository.
     pub fn open(cfg: &RepoConfig) -> Result<Repo, RepoError> {
         let (backends, options) = config::backends(cfg)?;
+        let at = At::new(cfg);
         let router = ProgressRouter::default();
         let key = router.run(&NoProgress, || {
             let repo = Repository::new_with_progress(&options, &backends, router.clone())
-                .map_err(|e| from_rustic("cannot reach the repository", &e))?;
+                .map_err(|e| at.error("cannot reach the repository", &e))?;
             let existing = repo
                 .config_id()
-                .map_err(|e| from_rustic("cannot look into the repository", &e))?;
+                .map_err(|e| at.error("cannot look into the repository", &e))?;
             if existing.is_none() {
+                // A missing bucket or refused key can look like an empty repository.
+                Storage::new(&cfg.repository, cfg.options.clone()).probe()?;
                 return Err(RepoError::NotFound {
+                    repository: cfg.repository.clone(),
+                });
+            }
+            // Without key files no password can open it: say so, not "wrong password".
+            let keys = repo.list::<KeyId>().map(Iterator::count).unwrap_or(0);
+            if keys == 0 {
+                return Err(RepoError::NoKeys {
                     repository: cfg.repository.clone(),
                 });
             }
@@ -93,7 +109,7 @@ impl Repo {
                         repository: cfg.repository.clone(),
                     }
                 } else {
-                    from_rustic("cannot open the repository", &e)
+                    at.error("cannot open the repository", &e)
                 }
             })?;
             Ok((repo.key(), *repo.key_id()))
@@ -110,6 +126,7 @@ impl Repo {
     ) -> Self {
         Self {
             location: cfg.repository.clone(),
+            storage: Storage::new(&cfg.repository, cfg.options.clone()),
             backends,
             options,
             router,
@@ -122,6 +139,11 @@ impl Repo {
     /// The repository location as configured (for messages).
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// The repository's storage, for plain objects beside it (escrow copies).
+    pub fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     /// Opens the repository again with the master key (no key derivation: cheap).
@@ -167,9 +189,7 @@ impl Repo {
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>, RepoError> {
         self.run(&NoProgress, |repo| {
-            let mut snaps = repo
-                .get_all_snapshots()
-                .map_err(|e| from_rustic("cannot list snapshots", &e))?;
+            let mut snaps = readable_snapshots(&repo)?;
             snaps.sort_by(|a, b| a.time.cmp(&b.time));
             Ok(snaps.iter().map(SnapshotInfo::from_snapshot).collect())
         })
@@ -203,6 +223,29 @@ impl Repo {
                 .map_err(|e| from_rustic("cannot check the repository", &e))?;
             Ok(CheckReport::from_results(&results))
         })
+    }
+}
+
+/// The repository being opened, for errors that name it and the fix for its service.
+struct At {
+    repository: String,
+    service: Option<String>,
+}
+
+impl At {
+    fn new(cfg: &RepoConfig) -> Self {
+        let service = config::location(&cfg.repository)
+            .ok()
+            .and_then(|l| l.service().map(str::to_string));
+        At {
+            repository: cfg.repository.clone(),
+            service,
+        }
+    }
+
+    fn error(&self, doing: &str, err: &rustic_core::RusticError) -> RepoError {
+        let doing = format!("{doing} {}", self.repository);
+        from_rustic_at(&doing, self.service.as_deref(), err)
     }
 }
 

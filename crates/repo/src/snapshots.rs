@@ -6,7 +6,7 @@ use rustic_core::repofile::{SnapshotFile, SnapshotId};
 use rustic_core::{Open, Repository};
 use serde::Serialize;
 
-use crate::error::{RepoError, from_rustic};
+use crate::error::{RepoError, from_rustic, summarize};
 
 /// One snapshot (one backup set).
 #[derive(Debug, Clone, Serialize)]
@@ -88,6 +88,67 @@ pub(crate) fn from_chrono(time: &DateTime<Local>) -> Result<Zoned, RepoError> {
         .map_err(|e| RepoError::InvalidInput(format!("time {time} is out of range: {e}")))
 }
 
+/// A snapshot file that cannot be read (torn by a bad copy, overwritten): the set it held is
+/// lost, the others are not.
+#[derive(Debug, Clone)]
+pub(crate) struct UnreadableSnapshot {
+    pub(crate) id: String,
+    pub(crate) reason: String,
+}
+
+impl UnreadableSnapshot {
+    /// One line for `check` and for the warning of every listing.
+    pub(crate) fn describe(&self) -> String {
+        format!(
+            "snapshot file snapshots/{} is damaged and cannot be read ({}): the set it held cannot be listed or restored; move that file out of the repository (keep a copy) and run `check` again",
+            self.id, self.reason
+        )
+    }
+}
+
+/// Every snapshot that can be read, and those that cannot. One damaged snapshot file makes
+/// rustic's listing fail as a whole; then each file is read on its own so the others stay usable.
+pub(crate) fn all_snapshots<S: Open>(
+    repo: &Repository<S>,
+) -> Result<(Vec<SnapshotFile>, Vec<UnreadableSnapshot>), RepoError> {
+    if let Ok(snaps) = repo.get_all_snapshots() {
+        return Ok((snaps, Vec::new()));
+    }
+    let ids: Vec<SnapshotId> = repo
+        .list::<SnapshotId>()
+        .map_err(|e| from_rustic("cannot list snapshots", &e))?
+        .collect();
+    let mut snaps = Vec::new();
+    let mut unreadable = Vec::new();
+    for id in ids {
+        match repo.get_file::<SnapshotFile>(&id) {
+            Ok(mut snap) => {
+                snap.id = id;
+                snaps.push(snap);
+            }
+            Err(e) => unreadable.push(UnreadableSnapshot {
+                id: id.to_hex().as_str().to_string(),
+                reason: crate::check::one_line(&summarize(&e).1),
+            }),
+        }
+    }
+    Ok((snaps, unreadable))
+}
+
+/// Every snapshot that can be read; each one that cannot is named in a warning on stderr.
+pub(crate) fn readable_snapshots<S: Open>(
+    repo: &Repository<S>,
+) -> Result<Vec<SnapshotFile>, RepoError> {
+    let (snaps, unreadable) = all_snapshots(repo)?;
+    if !unreadable.is_empty() {
+        crate::logging::install_default_logger();
+    }
+    for u in &unreadable {
+        log::warn!("{}", u.describe());
+    }
+    Ok(snaps)
+}
+
 /// Finds a snapshot by a unique id prefix, or `latest`.
 pub(crate) fn resolve_snapshot<S: Open>(
     repo: &Repository<S>,
@@ -95,9 +156,7 @@ pub(crate) fn resolve_snapshot<S: Open>(
 ) -> Result<SnapshotFile, RepoError> {
     let wanted = id.trim().to_ascii_lowercase();
     if wanted == "latest" {
-        let snaps = repo
-            .get_all_snapshots()
-            .map_err(|e| from_rustic("cannot list snapshots", &e))?;
+        let snaps = readable_snapshots(repo)?;
         return snaps
             .into_iter()
             .max_by(|a, b| a.time.cmp(&b.time))

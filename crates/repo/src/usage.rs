@@ -183,11 +183,29 @@ impl Repo {
             if let Some(subset) = subset {
                 opts = opts.read_data_subset(subset);
             }
-            let results = repo
-                .check(opts)
-                .map_err(|e| from_rustic("cannot check the repository", &e))?;
+            // A damaged snapshot file is a finding, not the end of the check: the trees of
+            // every readable snapshot are checked.
+            let (mut snaps, unreadable) = crate::snapshots::all_snapshots(&repo)?;
+            let trees = snaps.iter().map(|s| s.tree).collect();
+            let results = match repo.check_with_trees(opts, trees) {
+                Ok(results) => results,
+                Err(e) => match crate::error::damaged_index(&e) {
+                    // rustic stops at the first index file it cannot read: that is the finding.
+                    Some(finding) => {
+                        return Ok(CheckReport {
+                            errors: vec![finding],
+                            ..CheckReport::default()
+                        });
+                    }
+                    None => return Err(from_rustic("cannot check the repository", &e)),
+                },
+            };
             let mut report = CheckReport::from_results(&results);
-            if report.is_ok() {
+            report
+                .errors
+                .extend(unreadable.iter().map(|u| u.describe()));
+            report.damaged_snapshots = unreadable.into_iter().map(|u| u.id).collect();
+            if report.is_ok() || report.errors.len() == report.damaged_snapshots.len() {
                 return Ok(report);
             }
             let map = read_index(&repo)?;
@@ -226,9 +244,6 @@ impl Repo {
                 damaged.extend(blobs);
             }
             report.damaged_packs = packs.into_iter().collect();
-            let mut snaps = repo
-                .get_all_snapshots()
-                .map_err(|e| from_rustic("cannot list snapshots", &e))?;
             snaps.sort_by(|a, b| a.time.cmp(&b.time));
             let repo = repo
                 .to_indexed_ids()
@@ -256,9 +271,7 @@ impl Repo {
         let drop: HashSet<&str> = drop.iter().map(String::as_str).collect();
         self.run(&NoProgress, |repo| {
             let map = read_index(&repo)?;
-            let snaps = repo
-                .get_all_snapshots()
-                .map_err(|e| from_rustic("cannot list snapshots", &e))?;
+            let snaps = crate::snapshots::readable_snapshots(&repo)?;
             let repo = repo
                 .to_indexed_ids()
                 .map_err(|e| from_rustic("cannot read the index", &e))?;

@@ -35,6 +35,12 @@ pub struct LabInfo {
     /// A login without sysadmin, for permission failures.
     pub reader_sql_login: String,
     pub reader_sql_password: String,
+    /// A sysadmin login a DBA would use (`sa`), for running grants against the lab. Its password
+    /// is new at each start.
+    #[serde(default)]
+    pub admin_sql_login: String,
+    #[serde(default)]
+    pub admin_sql_password: String,
     pub database: String,
     pub folders: ServerFolders,
     /// The share: as SQL Server sees it and as octobackup sees it (the same path in the lab).
@@ -70,7 +76,13 @@ pub struct LabOptions {
     pub sql_instance: Option<String>,
     /// The TCP/IP protocol on (false: as SQL Express ships, SQL Browser lists no TCP port).
     pub sql_tcp: bool,
+    /// octobackup's login (`sql_login`) gets only what a DBA gives by default: a user in the
+    /// Octopus database, no roles, no server permissions. Off: it is sysadmin.
+    pub sql_least_privilege: bool,
 }
+
+/// The lab's sysadmin login for a DBA's work (grants), beside octobackup's own.
+pub const ADMIN_SQL_LOGIN: &str = "sa";
 
 /// The instance name the lab gives SQL Server.
 pub const LAB_SQL_INSTANCE: &str = "OCTOPUS";
@@ -86,6 +98,7 @@ impl LabOptions {
             sql_options: ServerOptions::default(),
             sql_instance: Some(LAB_SQL_INSTANCE.to_string()),
             sql_tcp: true,
+            sql_least_privilege: false,
         }
     }
 }
@@ -131,12 +144,18 @@ impl Lab {
             }
         }
         let listen = sql_browser.as_ref().map(|b| b.addr().ip());
+        let admin_sql_password = format!("Lab;Sa!{}", uuid::Uuid::new_v4().simple());
         let sql = sqlserver_sim::start(SqlServerConfig {
             data_dir: paths.sql_data_dir(),
             logins: vec![
                 SqlLogin {
                     name: state.sql_login.clone(),
                     password: state.sql_password.clone(),
+                    sysadmin: !opts.sql_least_privilege,
+                },
+                SqlLogin {
+                    name: ADMIN_SQL_LOGIN.to_string(),
+                    password: admin_sql_password.clone(),
                     sysadmin: true,
                 },
                 SqlLogin {
@@ -173,6 +192,12 @@ impl Lab {
                 &paths.data_file(&state.database),
                 &paths.log_file(&state.database),
             )?;
+        }
+
+        // Each non-sysadmin login has a user (public only) in the Octopus database, as after
+        // `CREATE USER ... FOR LOGIN ...`: it can log in there, and nothing more.
+        for login in [&state.reader_sql_login, &state.sql_login] {
+            sql.create_user(&state.database, login, login);
         }
 
         let mut config = OctopusConfig::new(paths.home());
@@ -213,6 +238,8 @@ impl Lab {
             sql_password: state.sql_password.clone(),
             reader_sql_login: state.reader_sql_login.clone(),
             reader_sql_password: state.reader_sql_password.clone(),
+            admin_sql_login: ADMIN_SQL_LOGIN.to_string(),
+            admin_sql_password,
             database: state.database.clone(),
             folders,
             staging_dir: paths.staging(),

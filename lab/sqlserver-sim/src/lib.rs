@@ -248,6 +248,12 @@ impl SqlServerHandle {
         self.inner.engine.sessions().len()
     }
 
+    /// `USE [database]; CREATE USER [user] FOR LOGIN [login]`, as a DBA sets up a login: the user
+    /// is in `public` only until roles or grants are added.
+    pub fn create_user(&self, database: &str, user: &str, login: &str) {
+        self.inner.engine.create_user(database, user, login);
+    }
+
     /// Arms a one-shot fault.
     pub fn inject(&self, fault: SqlFault) {
         self.inner.engine.inject(fault);

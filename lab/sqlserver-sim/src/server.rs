@@ -261,6 +261,17 @@ fn authenticate(engine: &Engine, login: &Login7) -> Result<(SqlLogin, String), V
         login.database.clone()
     };
     match engine.canonical_database_name(&database) {
+        // A login whose database holds no user for it: 4060, then 18456, as SQL Server answers.
+        Some(name) if !engine.may_access_database(&account.name, &name) => {
+            engine.emit(
+                "login_failed",
+                serde_json::json!({ "login": login.username, "reason": "no user in the database" }),
+            );
+            Err(vec![
+                errors::cannot_open_login_database(&database),
+                errors::login_failed(&login.username),
+            ])
+        }
         Some(name) => Ok((account, name)),
         None => {
             engine.emit(

@@ -4,17 +4,18 @@
 //!
 //! The sealed files go two places:
 //! - inside the set (`/octobackup/escrow/*.age`), so they travel with it (copies, restores);
-//! - beside restic's own folders, as plain files in `<repository>/octobackup-escrow/<set-id>/`.
-//!   Everything inside the repository proper is encrypted with the repository's key, so without
-//!   the password only these copies are readable: `key recover` reads them. restic and rustic
-//!   ignore folders they do not know. Only local repositories get this copy for now (a remote
-//!   backend would need a plain-file write through OpenDAL; the sealed files are still in the set).
+//! - beside restic's own folders, as plain files in `<repository>/octobackup-escrow/<set-id>/`
+//!   (objects under that prefix in a bucket or container, files under it on an SFTP server,
+//!   written through the repository's own backend and credentials). Everything inside the
+//!   repository proper is encrypted with the repository's key, so without the password only
+//!   these copies are readable: `key recover` reads them. restic and rustic ignore folders they
+//!   do not know.
 //!
 //! age's ASCII armor is used so the files survive any transport and can be opened with `age -d`.
 
 use crate::error::{Exit, Failure};
 use crate::secret::Secret;
-use octobackup_repo::SourceItem;
+use octobackup_repo::{Repo, SourceItem, Storage};
 use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,80 @@ pub const LICENSE_SEALED: &str = "/octobackup/escrow/license.xml.age";
 pub const OUTSIDE_DIR: &str = "octobackup-escrow";
 const MASTER_KEY_FILE: &str = "master-key.age";
 const LICENSE_FILE: &str = "license.xml.age";
+
+/// Where a repository's escrow copies are.
+pub enum Place {
+    /// `<folder>/octobackup-escrow/`.
+    Local(PathBuf),
+    /// Objects under `octobackup-escrow/` through the repository's backend.
+    Remote(Storage),
+    /// A remote location whose backend options are not known here.
+    Unknown,
+}
+
+/// Anything that says where the repository is: its location string (local folders only), the
+/// config's repository (location and options), or an open repository.
+pub trait EscrowPlace {
+    fn escrow_place(&self) -> Place;
+    fn location(&self) -> String;
+}
+
+impl EscrowPlace for str {
+    fn escrow_place(&self) -> Place {
+        octobackup_repo::local_folder(self).map_or(Place::Unknown, Place::Local)
+    }
+    fn location(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl EscrowPlace for String {
+    fn escrow_place(&self) -> Place {
+        self.as_str().escrow_place()
+    }
+    fn location(&self) -> String {
+        self.clone()
+    }
+}
+
+impl EscrowPlace for Storage {
+    fn escrow_place(&self) -> Place {
+        match self.local_folder() {
+            Some(folder) => Place::Local(folder),
+            None => Place::Remote(self.clone()),
+        }
+    }
+    fn location(&self) -> String {
+        self.location().to_string()
+    }
+}
+
+impl EscrowPlace for Repo {
+    fn escrow_place(&self) -> Place {
+        self.storage().escrow_place()
+    }
+    fn location(&self) -> String {
+        self.location().to_string()
+    }
+}
+
+impl EscrowPlace for crate::config::RepositoryConfig {
+    fn escrow_place(&self) -> Place {
+        Storage::new(&self.location, self.options.clone()).escrow_place()
+    }
+    fn location(&self) -> String {
+        self.location.clone()
+    }
+}
+
+fn remote_failure(e: octobackup_repo::RepoError) -> Failure {
+    Failure::new(Exit::Repository, e.to_string())
+}
+
+fn remote_dir(set_id: &str) -> Result<String, Failure> {
+    check_set_id(set_id)?;
+    Ok(format!("{OUTSIDE_DIR}/{set_id}"))
+}
 
 /// `[escrow]` in the config.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
@@ -112,6 +187,11 @@ pub fn sealed_items(
 }
 
 fn set_dir(repo: &Path, set_id: &str) -> Result<PathBuf, Failure> {
+    check_set_id(set_id)?;
+    Ok(repo.join(OUTSIDE_DIR).join(set_id))
+}
+
+fn check_set_id(set_id: &str) -> Result<(), Failure> {
     if set_id.is_empty()
         || !set_id
             .chars()
@@ -119,23 +199,45 @@ fn set_dir(repo: &Path, set_id: &str) -> Result<PathBuf, Failure> {
     {
         return Err(usage(format!("'{set_id}' is not a set id")));
     }
-    Ok(repo.join(OUTSIDE_DIR).join(set_id))
+    Ok(())
+}
+
+/// The escrow file name of a sealed item (`master-key.age`), if it is one.
+fn item_name(item: &SourceItem) -> Option<(&str, &[u8])> {
+    let SourceItem::Memory { target, bytes, .. } = item else {
+        return None;
+    };
+    let name = target
+        .strip_prefix(ESCROW_DIR)
+        .map(|n| n.trim_start_matches('/'))?;
+    Some((name, &bytes[..]))
 }
 
 /// Writes the sealed items as plain files beside the repository's own folders
-/// (`<repository>/octobackup-escrow/<set-id>/`), each through a temp file and a rename. Returns
-/// the folder, or `None` when the repository is not local (the sealed files are then only in the set).
+/// (`<repository>/octobackup-escrow/<set-id>/`), locally each through a temp file and a rename,
+/// remotely as objects (each written whole). Returns where, or `None` when there was nothing to
+/// write or the backend is not known (the sealed files are then only in the set).
 pub fn publish(
-    repository_location: &str,
+    repository: &(impl EscrowPlace + ?Sized),
     set_id: &str,
     items: &[SourceItem],
 ) -> Result<Option<PathBuf>, Failure> {
-    let Some(repo) = octobackup_repo::local_folder(repository_location) else {
-        return Ok(None);
-    };
     if items.is_empty() {
         return Ok(None);
     }
+    let repo = match repository.escrow_place() {
+        Place::Local(folder) => folder,
+        Place::Unknown => return Ok(None),
+        Place::Remote(storage) => {
+            let dir = remote_dir(set_id)?;
+            for (name, bytes) in items.iter().filter_map(item_name) {
+                storage
+                    .put(&format!("{dir}/{name}"), bytes.to_vec())
+                    .map_err(remote_failure)?;
+            }
+            return Ok(Some(PathBuf::from(dir)));
+        }
+    };
     let dir = set_dir(&repo, set_id)?;
     let io = |what: &Path, e: std::io::Error| {
         Failure::new(
@@ -147,16 +249,7 @@ pub fn publish(
         )
     };
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
-    for item in items {
-        let SourceItem::Memory { target, bytes, .. } = item else {
-            continue;
-        };
-        let Some(name) = target
-            .strip_prefix(ESCROW_DIR)
-            .map(|n| n.trim_start_matches('/'))
-        else {
-            continue;
-        };
+    for (name, bytes) in items.iter().filter_map(item_name) {
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp"));
         let mut f = std::fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
@@ -168,9 +261,15 @@ pub fn publish(
 }
 
 /// Removes a forgotten set's escrow copy (nothing to do when there is none).
-pub fn remove(repository_location: &str, set_id: &str) -> Result<(), Failure> {
-    let Some(repo) = octobackup_repo::local_folder(repository_location) else {
-        return Ok(());
+pub fn remove(repository: &(impl EscrowPlace + ?Sized), set_id: &str) -> Result<(), Failure> {
+    let repo = match repository.escrow_place() {
+        Place::Local(folder) => folder,
+        Place::Unknown => return Ok(()),
+        Place::Remote(storage) => {
+            return storage
+                .remove_all(&remote_dir(set_id)?)
+                .map_err(remote_failure);
+        }
     };
     let dir = set_dir(&repo, set_id)?;
     match std::fs::remove_dir_all(&dir) {
@@ -184,11 +283,21 @@ pub fn remove(repository_location: &str, set_id: &str) -> Result<(), Failure> {
 }
 
 /// Set ids with an escrow copy, oldest first (set ids sort by time).
-pub fn escrowed_sets(repository_location: &str) -> Result<Vec<String>, Failure> {
-    let Some(repo) = octobackup_repo::local_folder(repository_location) else {
-        return Err(usage(format!(
-            "the repository {repository_location} is not a local folder: escrow copies readable without the password are only kept in local repositories for now"
-        )));
+pub fn escrowed_sets(repository: &(impl EscrowPlace + ?Sized)) -> Result<Vec<String>, Failure> {
+    let repo = match repository.escrow_place() {
+        Place::Local(folder) => folder,
+        Place::Unknown => {
+            return Err(usage(format!(
+                "the backend options of {} are not known here: give the config that names the repository",
+                repository.location()
+            )));
+        }
+        Place::Remote(storage) => {
+            let mut sets = storage.list(OUTSIDE_DIR).map_err(remote_failure)?;
+            sets.retain(|s| check_set_id(s).is_ok());
+            sets.sort();
+            return Ok(sets);
+        }
     };
     let dir = repo.join(OUTSIDE_DIR);
     let rd = match std::fs::read_dir(&dir) {
@@ -285,12 +394,13 @@ fn open_sealed(
 /// Opens a set's escrow copy with an age identity file, without the repository password.
 /// `set` is a set id or its start; `None` takes the newest set that has one.
 pub fn recover(
-    repository_location: &str,
+    repository: &(impl EscrowPlace + ?Sized),
     set: Option<&str>,
     identity_path: &Path,
 ) -> Result<Recovered, Failure> {
+    let repository_location = repository.location();
     let identities = read_identities(identity_path)?;
-    let sets = escrowed_sets(repository_location)?;
+    let sets = escrowed_sets(repository)?;
     let set_id = match set {
         None => sets.last().cloned().ok_or_else(|| {
             usage(format!(
@@ -320,11 +430,18 @@ pub fn recover(
             }
         }
     };
-    let repo =
-        octobackup_repo::local_folder(repository_location).expect("checked by escrowed_sets");
-    let dir = set_dir(&repo, &set_id)?;
+    let place = repository.escrow_place();
     let read = |name: &str| -> Result<Option<Vec<u8>>, Failure> {
-        let p = dir.join(name);
+        let repo = match &place {
+            Place::Remote(storage) => {
+                return storage
+                    .get(&format!("{}/{name}", remote_dir(&set_id)?))
+                    .map_err(remote_failure);
+            }
+            Place::Local(folder) => folder,
+            Place::Unknown => unreachable!("escrowed_sets refuses it"),
+        };
+        let p = set_dir(repo, &set_id)?.join(name);
         match std::fs::read(&p) {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),

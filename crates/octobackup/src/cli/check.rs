@@ -41,6 +41,8 @@ pub struct Output {
     pub errors: Vec<String>,
     pub warnings: Vec<String>,
     pub damaged_packs: Vec<String>,
+    /// Snapshot files that cannot be read (full ids): the sets they held are lost.
+    pub damaged_snapshots: Vec<String>,
     pub affected_sets: Vec<AffectedSet>,
     /// Snapshots not made by octobackup that are hit.
     pub other_snapshots: Vec<String>,
@@ -79,6 +81,7 @@ fn output(report: CheckReport, read: &ReadData) -> Output {
         errors: report.errors,
         warnings: report.warnings,
         damaged_packs: report.damaged_packs,
+        damaged_snapshots: report.damaged_snapshots,
         affected_sets,
         other_snapshots,
     }
@@ -104,7 +107,8 @@ fn human(o: &Output) -> String {
         for p in &o.damaged_packs {
             s.push_str(&format!("  damaged pack {p}\n"));
         }
-        if o.affected_sets.is_empty() && o.other_snapshots.is_empty() {
+        if o.affected_sets.is_empty() && o.other_snapshots.is_empty() && !o.damaged_packs.is_empty()
+        {
             s.push_str("  no backup set uses the damaged data\n");
         }
         for a in &o.affected_sets {
@@ -141,7 +145,9 @@ fn human(o: &Output) -> String {
         for id in &o.other_snapshots {
             s.push_str(&format!("  snapshot {id} (not octobackup's)\n"));
         }
-        s.push_str("  The sets listed above cannot be fully restored. To recover: move the damaged pack file(s) out of the repository's data folder (keep them), run `restic repair index` (restic 0.14: `restic rebuild-index`) so the next backup stores that data again, take a new backup, then `octobackup forget --set SET --prune` for each damaged set.\n");
+        if !o.damaged_packs.is_empty() {
+            s.push_str("  The sets listed above cannot be fully restored. To recover: move the damaged pack file(s) out of the repository's data folder (keep them), run `restic repair index` (restic 0.14: `restic rebuild-index`) so the next backup stores that data again, take a new backup, then `octobackup forget --set SET --prune` for each damaged set.\n");
+        }
     }
     for w in &o.warnings {
         s.push_str(&format!("  note: {w}\n"));
@@ -171,7 +177,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
             .iter()
             .map(|a| a.set_id.as_str())
             .collect();
-        let message = format!(
+        let mut message = format!(
             "the repository is damaged; sets affected: {}",
             if sets.is_empty() {
                 "none".to_string()
@@ -179,6 +185,21 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
                 sets.join(", ")
             }
         );
+        // Damage to neither packs nor snapshot files (the index, trees): say what it is.
+        if out.damaged_packs.is_empty()
+            && out.damaged_snapshots.is_empty()
+            && let Some(first) = out.errors.first()
+        {
+            message.push_str(&format!("; {first}"));
+        }
+        if !out.damaged_snapshots.is_empty() {
+            let short: Vec<&str> = out
+                .damaged_snapshots
+                .iter()
+                .map(|id| &id[..8.min(id.len())])
+                .collect();
+            message.push_str(&format!("; damaged snapshot file(s): {}", short.join(", ")));
+        }
         return Err(Failure::new(Exit::CheckFailed, message).result_printed());
     }
     Ok(())

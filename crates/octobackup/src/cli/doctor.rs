@@ -16,7 +16,7 @@ use crate::config::{Config, InstanceConfig};
 use crate::error::{Exit, Failure};
 use crate::octopus::{OctopusClient, OctopusError, master_key};
 use crate::run::backup::{sql_server, sql_side_path};
-use crate::sqlserver::tsql;
+use crate::sqlserver::{permissions, tsql};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,6 +34,8 @@ pub enum Status {
     Pass,
     Fail,
     Skip,
+    /// Works, with less: does not fail the doctor.
+    Warn,
 }
 
 #[derive(Debug, Serialize)]
@@ -68,6 +70,14 @@ impl Checks {
         self.0.push(Check {
             name,
             status: Status::Fail,
+            detail: detail.into(),
+            fix: Some(fix.into()),
+        });
+    }
+    fn warn(&mut self, name: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.0.push(Check {
+            name,
+            status: Status::Warn,
             detail: detail.into(),
             fix: Some(fix.into()),
         });
@@ -186,6 +196,7 @@ pub fn human(r: &Report) -> String {
             Status::Pass => "ok  ",
             Status::Fail => "FAIL",
             Status::Skip => "skip",
+            Status::Warn => "warn",
         };
         s.push_str(&format!("  {tag} {:<20} {}\n", k.name, k.detail));
         if let Some(fix) = &k.fix {
@@ -521,33 +532,7 @@ async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) 
         ),
         Err(e) => c.fail("sql-login", e.to_string(), "check the SQL login"),
     }
-    if info.is_sysadmin {
-        c.pass(
-            "sql-permission",
-            "the login is sysadmin: it may BACKUP DATABASE",
-        );
-    } else {
-        let sql = format!(
-            "USE {};\nSELECT IS_ROLEMEMBER(N'db_owner') AS IsDbOwner, IS_ROLEMEMBER(N'db_backupoperator') AS IsBackupOperator",
-            tsql::quote_ident(&database)
-        );
-        let member = match session.query_text("database role check", &sql).await {
-            Ok(rows) => rows.first().map(|r| {
-                let yes = |k: &str| r.get(k).cloned().flatten().as_deref() == Some("1");
-                yes("IsDbOwner") || yes("IsBackupOperator")
-            }),
-            Err(_) => None,
-        };
-        let fix = format!(
-            "grant it in SQL Server: USE {db}; CREATE USER [login] FOR LOGIN [login]; ALTER ROLE db_backupoperator ADD MEMBER [login]; (or use a sysadmin login)",
-            db = tsql::quote_ident(&database)
-        );
-        match member {
-            Some(true) => c.pass("sql-permission", format!("the login is db_owner or db_backupoperator in {database}: it may BACKUP DATABASE")),
-            Some(false) => c.fail("sql-permission", format!("the login is neither sysadmin nor db_owner/db_backupoperator in {database}: BACKUP DATABASE will be refused"), fix),
-            None => c.fail("sql-permission", format!("the login is not sysadmin, and its roles in {database} could not be read: BACKUP DATABASE will likely be refused"), fix),
-        }
-    }
+    check_permissions(&mut session, &database, info.is_sysadmin, c).await;
     if !local_ok {
         return;
     }
@@ -593,6 +578,63 @@ async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) 
                 ),
             ),
         },
+    }
+}
+
+/// What backup, drill and restore need of the login, each gap with the grant that fixes it
+/// (`sqlserver::permissions` says which command needs which).
+async fn check_permissions(
+    session: &mut crate::sqlserver::client::Session,
+    database: &str,
+    is_sysadmin: bool,
+    c: &mut Checks,
+) {
+    if is_sysadmin {
+        c.pass(
+            "sql-permission",
+            "the login is sysadmin: backup, drill and restore may run",
+        );
+        return;
+    }
+    let perms = match permissions::read(session, database).await {
+        Ok(p) => p,
+        Err(e) => {
+            c.fail(
+                "sql-permission",
+                format!("the login is not sysadmin, and its permissions could not be read: {e}"),
+                format!(
+                    "USE {db}; ALTER ROLE db_backupoperator ADD MEMBER [login]; USE master; GRANT CREATE ANY DATABASE TO [login]; (or use a sysadmin login)",
+                    db = tsql::quote_ident(database)
+                ),
+            );
+            return;
+        }
+    };
+    let gaps = perms.gaps();
+    if !gaps.iter().any(|g| g.check == "sql-permission") {
+        c.pass(
+            "sql-permission",
+            format!("the login {} may BACKUP DATABASE {database}", perms.login),
+        );
+    }
+    for (name, what) in [
+        (
+            "sql-create-database",
+            "CREATE ANY DATABASE (VERIFYONLY, drill, restore)",
+        ),
+        ("sql-msdb-history", "SELECT on msdb's backup history"),
+        ("sql-server-state", "VIEW SERVER STATE (progress)"),
+    ] {
+        if !gaps.iter().any(|g| g.check == name) {
+            c.pass(name, format!("the login {} holds {what}", perms.login));
+        }
+    }
+    for gap in gaps {
+        if gap.required {
+            c.fail(gap.check, gap.detail, gap.grant);
+        } else {
+            c.warn(gap.check, gap.detail, gap.grant);
+        }
     }
 }
 

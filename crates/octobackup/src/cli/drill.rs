@@ -42,20 +42,28 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     let report = drill::run(job).await;
     ui.clear_status();
     let report = report?;
+    // The repository's advice for lost data says `forget --set SET`: name the set.
+    let named = |f: Failure| Failure {
+        message: f.message.replace(
+            super::restore::SET_PLACEHOLDER,
+            &format!("--set {}", report.set_id),
+        ),
+        ..f
+    };
     if json {
         let mut value = serde_json::to_value(&report).expect("report serializes");
         if let Some(f) = report.failure() {
             // One JSON document on stdout, the report, carrying the error as every failure does.
             value["exit_code"] = serde_json::json!(f.exit as u8);
             println!("{}", serde_json::to_string_pretty(&value).expect("json"));
-            return Err(f.result_printed());
+            return Err(named(f).result_printed());
         }
         println!("{}", serde_json::to_string_pretty(&value).expect("json"));
         return Ok(());
     }
     print!("{}", human(&report));
     match report.failure() {
-        Some(f) => Err(f),
+        Some(f) => Err(named(f)),
         None => Ok(()),
     }
 }

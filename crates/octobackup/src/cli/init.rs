@@ -1,12 +1,13 @@
 use super::{emit, repository, ui::Ui};
 use crate::config::{self, Config, RepositoryConfig};
 use crate::error::{Exit, Failure};
-use octobackup_repo::Repo;
+use octobackup_repo::{Repo, RepoError, Storage, StorageFault};
 use std::path::Path;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Where the repository goes (a folder, or a backend such as opendal:s3). Default: the config's.
+    /// Where the repository goes: a folder, s3://HOST/BUCKET[/PATH], azure://CONTAINER[/PATH] or
+    /// sftp://USER@HOST[:PORT]/PATH (credentials from the environment). Default: the config's.
     #[arg(long, short)]
     pub repository: Option<String>,
 }
@@ -31,9 +32,22 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     }
     let password = repository::password(&config, true)?;
     let cfg = repository::repo_config(&config, &password);
-    tokio::task::spawn_blocking(move || Repo::init(&cfg))
-        .await
-        .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??;
+    let created_bucket = tokio::task::spawn_blocking(move || {
+        match Repo::init(&cfg) {
+            // As restic does: create a missing bucket or container, then make the repository.
+            Err(RepoError::Storage {
+                fault: StorageFault::MissingBucket,
+                ..
+            }) => {
+                let storage = Storage::new(&cfg.repository, cfg.options.clone());
+                storage.create_bucket()?;
+                Repo::init(&cfg).map(|_| Some(storage.describe()))
+            }
+            other => other.map(|_| None),
+        }
+    })
+    .await
+    .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??;
     let wrote_config = if !existing {
         std::fs::write(config_path, config::template(&config.repository.location)).map_err(
             |e| {
@@ -53,9 +67,16 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     ui.clear_status();
     emit(
         json,
-        &serde_json::json!({"repository": config.repository.location, "config": config_path, "config_written": wrote_config}),
+        &serde_json::json!({"repository": config.repository.location, "config": config_path, "config_written": wrote_config, "created_bucket": created_bucket}),
         || {
-            let mut s = format!("created repository {}\n", config.repository.location);
+            let mut s = String::new();
+            if let Some(bucket) = &created_bucket {
+                s.push_str(&format!("created {bucket}\n"));
+            }
+            s.push_str(&format!(
+                "created repository {}\n",
+                config.repository.location
+            ));
             if wrote_config {
                 s.push_str(&format!("wrote a config template to {}: fill in your Octopus instance, then run `octobackup backup`\n", config_path.display()));
             }

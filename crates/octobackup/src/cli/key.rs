@@ -195,11 +195,7 @@ struct Recovered<'a> {
 }
 
 fn recover(config: &Config, args: RecoverArgs, json: bool) -> Result<(), Failure> {
-    let r = escrow::recover(
-        &config.repository.location,
-        args.set.as_deref(),
-        &args.identity,
-    )?;
+    let r = escrow::recover(&config.repository, args.set.as_deref(), &args.identity)?;
     let (what, secret) = if args.license {
         let l = r.license.as_ref().ok_or_else(|| {
             Failure::new(

@@ -124,7 +124,12 @@ fn init_logging(verbose: u8, json: bool) {
         if verbose >= 3 {
             "debug".into()
         } else {
-            format!("{level},tiberius=off,rustic_core=warn,opendal=warn")
+            // The storage backend's own context (URIs, headers, request ids) is for -v: without
+            // it an error is octobackup's one line with the cause and the fix.
+            let storage = if verbose >= 1 { "warn" } else { "off" };
+            format!(
+                "{level},tiberius=off,rustic_core=warn,opendal={storage},rustic_backend={storage},octobackup_repo::storage={storage}"
+            )
         }
     });
     let subscriber = tracing_subscriber::fmt()

@@ -72,11 +72,12 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
             "--clone needs --folders-to DIR: the second instance must not share the original's folders",
         ));
     }
-    let repo = repository::open(&config).await?;
+    let repo = Arc::new(repository::open(&config).await?);
+    let wanted = args.set.clone();
     let job = RestoreJob {
         instance_name: name.to_string(),
         instance: instance.clone(),
-        repo: Arc::new(repo),
+        repo: repo.clone(),
         set: args.set,
         parts,
         database_name: args.database_name,
@@ -94,7 +95,12 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     };
     let report = restore::run(job).await;
     ui.clear_status();
-    let report = report?;
+    let report = match report {
+        Err(f) if f.message.contains(SET_PLACEHOLDER) => {
+            Err(name_the_set(f, &repo, name, wanted.as_deref()).await)
+        }
+        r => r,
+    }?;
     emit(json, &report, || human(&report));
     Ok(())
 }
@@ -172,4 +178,39 @@ pub fn human(r: &RestoreReport) -> String {
     }
     s.push_str("The connection string carries no password: put the SQL login's password in place of <SQL password>.\n");
     s
+}
+
+/// The repository's advice for data a set needs and lost says `forget --set SET`: the repository
+/// does not know sets.
+pub(crate) const SET_PLACEHOLDER: &str = "--set SET";
+
+/// Names the set in a failure that says `--set SET`, so the advice can be followed as printed.
+async fn name_the_set(
+    f: Failure,
+    repo: &Arc<octobackup_repo::Repo>,
+    instance: &str,
+    wanted: Option<&str>,
+) -> Failure {
+    // As `choose_set` finds it, without the manifest: the lost data may hold it.
+    let (repo, instance) = (repo.clone(), instance.to_string());
+    let wanted = wanted.unwrap_or("latest").to_string();
+    let set_id = tokio::task::spawn_blocking(move || {
+        let by_id = wanted != "latest";
+        let sets = crate::backupset::list::list(&repo, (!by_id).then_some(&instance)).ok()?;
+        crate::backupset::list::find(&sets, &wanted).map(|s| s.set_id.clone())
+    })
+    .await
+    .ok()
+    .flatten();
+    match set_id {
+        Some(set_id) => Failure {
+            message: format!(
+                "set {set_id} cannot be restored: {}",
+                f.message
+                    .replace(SET_PLACEHOLDER, &format!("--set {set_id}"))
+            ),
+            ..f
+        },
+        None => f,
+    }
 }

@@ -33,7 +33,8 @@ pub struct Config {
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RepositoryConfig {
-    /// A local folder, or a backend rustic understands (`opendal:s3`, `opendal:azblob`, `opendal:sftp`, `rest:...`).
+    /// A local folder; `s3://HOST/BUCKET[/PATH]`, `azure://CONTAINER[/PATH]`, `sftp://USER@HOST/PATH`
+    /// (or restic's `s3:`, `azure:`, `sftp:` forms); or a backend rustic understands (`opendal:s3`, `rest:...`).
     pub location: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<PathBuf>,
@@ -483,6 +484,27 @@ wait = { timeout = "10m", on_timeout = "continue" }
         assert_eq!(Config::load(&p2).unwrap().to_toml(), c.to_toml());
         let (_d3, p3) = write(&template("/backups/octo"));
         Config::load(&p3).unwrap();
+        for remote in [
+            "s3://s3.eu-west-1.amazonaws.com/octo-backups/prod",
+            "azure://octobackup/prod",
+            "sftp://backup@nas.example.com/srv/octobackup",
+        ] {
+            let (_d, p) = write(&template(remote));
+            assert_eq!(Config::load(&p).unwrap().repository.location, remote);
+        }
+        // Every commented option line of the template is valid TOML once uncommented.
+        let text = template("/backups/octo");
+        let start = text.find("# [repository.options]").unwrap();
+        let end = text.find("# Retention").unwrap();
+        let options: Vec<&str> = text[start..end]
+            .lines()
+            .filter(|l| l.contains(" = "))
+            .map(|l| l.trim_start_matches("# "))
+            .collect();
+        assert!(options.len() >= 8, "{options:?}");
+        for line in options {
+            toml::from_str::<toml::Table>(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
     }
 
     #[test]

@@ -7,12 +7,35 @@ pub fn template(repository: &str) -> String {
 # variable or a file that holds it.
 
 [repository]
-# A local folder, or opendal:s3 / opendal:azblob / opendal:sftp with [repository.options].
+# A local folder or network share, or a remote repository (restic's forms work too):
+#   S3:    s3://HOST[:PORT]/BUCKET[/PATH]   (https; s3:http://HOST:PORT/BUCKET for plain http)
+#          keys from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY; region from AWS_REGION (default us-east-1)
+#   Azure: azure://CONTAINER[/PATH]
+#          account and key from AZURE_STORAGE_ACCOUNT / AZURE_STORAGE_KEY (or AZURE_STORAGE_SAS_TOKEN)
+#   SFTP:  sftp://USER@HOST[:PORT]/PATH     (not in the Windows build; uses the system's ssh)
+# Create the bucket or container first (aws s3 mb / az storage container create).
 location = "{repository}"
 # The repository password: OCTOBACKUP_PASSWORD, this file, or a prompt.
 # password_file = "/etc/octobackup/repository-password"
 # zstd level for new data (default 3).
 # compression = 3
+
+# Backend settings, when the location and the environment do not say enough. Credentials are
+# best named, not written: access_key_id, secret_access_key, session_token, account_key and
+# sas_token each take a _env (a variable's name) or _file (a file holding it) form.
+# [repository.options]
+# S3 server other than AWS, or another region:
+# endpoint = "https://minio.example.com:9000"
+# region = "eu-west-1"
+# secret_access_key_file = '/etc/octobackup/s3-secret'
+# Azure, another cloud or Azurite:
+# endpoint = "https://ACCOUNT.blob.core.windows.net"
+# account_key_env = "OCTOBACKUP_AZURE_KEY"
+# SFTP: the key file, and the server's host key check (strict by default: connect once with
+# ssh first, or "add" to trust on first use); at most 8 connections unless set.
+# key = "/etc/octobackup/id_ed25519"
+# known_hosts_strategy = "strict"
+# connections = "8"
 
 # Retention for `octobackup forget` (and `backup --forget`): restic's keep rules, applied to whole
 # sets. The newest complete set is always kept; unfinished runs' sets go first.

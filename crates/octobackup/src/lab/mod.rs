@@ -149,6 +149,10 @@ pub struct SqlFieldArgs {
     /// TCP/IP disabled, as SQL Express ships (SQL Browser lists no TCP port).
     #[arg(long)]
     pub sql_tcp_off: bool,
+    /// octobackup's SQL login gets only a user in the Octopus database (no roles, no server
+    /// permissions), as a DBA creates a login; `doctor` then names the grants it needs.
+    #[arg(long)]
+    pub sql_least_privilege: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -313,6 +317,7 @@ pub async fn start_field(
         None => {}
     }
     opts.sql_tcp = !sql.sql_tcp_off;
+    opts.sql_least_privilege = sql.sql_least_privilege;
     opts.instance = InstanceOptions {
         size,
         seed,

@@ -642,6 +642,33 @@ async fn preflight(
         }
         .into());
     }
+    // BACKUP and the VERIFYONLY after it need permissions a DBA grants: refuse before the window.
+    if !info.is_sysadmin {
+        let perms = crate::sqlserver::permissions::read(&mut session, &database).await?;
+        let missing: Vec<_> = perms
+            .gaps()
+            .into_iter()
+            .filter(|g| matches!(g.check, "sql-permission" | "sql-create-database"))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Failure::new(
+                Exit::Sql,
+                format!(
+                    "the SQL login cannot back up {database}: {}. Have a DBA run: {} (octobackup doctor lists every grant)",
+                    missing
+                        .iter()
+                        .map(|g| g.detail.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    missing
+                        .iter()
+                        .map(|g| g.grant.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+            ));
+        }
+    }
     m.database.name = database;
     m.database.server = sqlserver.server_display();
     m.database.product_version = info.product_version.clone();
@@ -1392,7 +1419,7 @@ async fn seal(
     if let Some(e) = left_over {
         job.ui.note(&format!("warning: the set is complete, but its parts could not be removed ({e}); `octobackup forget` removes them"));
     }
-    if let Err(e) = crate::backupset::escrow::publish(&job.repository_location, set_id, &sealed) {
+    if let Err(e) = crate::backupset::escrow::publish(job.repo.as_ref(), set_id, &sealed) {
         job.ui.note(&format!("warning: the set is complete, but its escrow copy beside the repository was not written: {}", e.message));
     }
     Ok((merged.id, stored.data_added + meta.data_added))

@@ -126,7 +126,8 @@ impl ForgetOptions {
 /// `run_active` when another run holds it. Blocking: call from a blocking thread.
 pub fn forget(
     repo: &Repo,
-    repository_location: &str,
+    // The escrow copies are found through `repo` (local or remote); kept for the callers.
+    _repository_location: &str,
     instance: &str,
     opts: &ForgetOptions,
 ) -> Result<ForgetReport, Failure> {
@@ -253,7 +254,7 @@ pub fn forget(
     let removed = report.removed_snapshots();
     if removed.is_empty() {
         if !dry_run {
-            sweep_escrow(repository_location, &all_sets, grace_start, &mut report);
+            sweep_escrow(repo, &all_sets, grace_start, &mut report);
         }
         return Ok(report);
     }
@@ -266,23 +267,23 @@ pub fn forget(
     repo.delete_snapshots(&removed)?;
     for set in &report.dropped {
         all_sets.remove(&set.set_id);
-        if let Err(e) = escrow::remove(repository_location, &set.set_id) {
+        if let Err(e) = escrow::remove(repo, &set.set_id) {
             report.notes.push(e.message);
         }
     }
-    sweep_escrow(repository_location, &all_sets, grace_start, &mut report);
+    sweep_escrow(repo, &all_sets, grace_start, &mut report);
     Ok(report)
 }
 
 /// Removes escrow copies of sets that are in no snapshot any more (a run that failed after
 /// publishing them, or sets forgotten by another tool), once older than the grace period.
 fn sweep_escrow(
-    repository_location: &str,
+    repo: &Repo,
     existing: &HashSet<String>,
     grace_start: Option<chrono::DateTime<chrono::Local>>,
     report: &mut ForgetReport,
 ) {
-    let Ok(escrowed) = escrow::escrowed_sets(repository_location) else {
+    let Ok(escrowed) = escrow::escrowed_sets(repo) else {
         return;
     };
     let mut swept = 0;
@@ -298,7 +299,7 @@ fn sweep_escrow(
         if young {
             continue;
         }
-        match escrow::remove(repository_location, set) {
+        match escrow::remove(repo, set) {
             Ok(()) => swept += 1,
             Err(e) => report.notes.push(e.message),
         }

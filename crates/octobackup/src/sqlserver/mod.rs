@@ -4,6 +4,7 @@
 pub mod client;
 pub mod connstr;
 pub mod lock;
+pub mod permissions;
 pub mod tsql;
 
 pub use client::{SqlError, SqlServer};

@@ -2,12 +2,15 @@
 //! test binary, so the product, the lab and the repository engine are linked once.
 
 mod common;
+mod servers;
 mod sets;
 mod tamper;
 
+mod backends;
 mod backup;
 mod bench;
 mod check;
+mod damage;
 mod demo;
 mod discovery;
 mod doctor;
@@ -16,6 +19,7 @@ mod faults;
 mod forget;
 mod key;
 mod lock;
+mod permissions;
 mod recover;
 mod restore;
 mod sqlserver;

@@ -346,9 +346,22 @@ fn position_errors(err: &BakError, database: &str, devices: &[PathBuf]) -> Vec<S
     }
 }
 
-/// Whether the login may create databases (sysadmin in the lab; dbcreator is not modelled).
+/// Whether the login may create databases: sysadmin, dbcreator or GRANT CREATE ANY DATABASE.
+/// RESTORE VERIFYONLY, HEADERONLY and FILELISTONLY need it too since SQL Server 2008 (Microsoft
+/// Learn, "RESTORE Statements", Important).
 fn may_create_database(session: &Session) -> bool {
-    session.login.sysadmin
+    session
+        .engine
+        .has_server_permission(&session.login.name, "CREATE ANY DATABASE")
+}
+
+/// DROP, rename or RESTORE over an existing database: sysadmin, its owner, db_owner, or ALTER ANY
+/// DATABASE (dbcreator) (Microsoft Learn, DROP DATABASE and RESTORE: Permissions).
+fn may_alter_database(session: &Session, database: &str) -> bool {
+    let engine = &session.engine;
+    let login = &session.login.name;
+    engine.has_server_permission(login, "ALTER ANY DATABASE")
+        || engine.is_database_role_member(login, database, "db_owner") == Some(true)
 }
 
 pub async fn backup_database(
@@ -386,7 +399,8 @@ pub async fn backup_database(
             line,
         ));
     };
-    if !session.login.sysadmin {
+    // sysadmin, db_owner or db_backupoperator (Microsoft Learn, BACKUP: Permissions).
+    if !engine.has_database_permission(&session.login.name, &name, "BACKUP DATABASE") {
         return Ok(fail(
             resp,
             &[errors::permission_denied(OP, &name)],
@@ -1349,6 +1363,24 @@ pub async fn restore_database(
         return Ok(fail(resp, &planning, OP, line));
     }
     if let Some(existing) = &existing {
+        // Over an existing database: sysadmin, dbcreator or its owner (Microsoft Learn, RESTORE:
+        // Permissions); Msg 3110.
+        if !may_alter_database(session, &existing.name) {
+            return Ok(fail(
+                resp,
+                &[SqlError::new(
+                    3110,
+                    14,
+                    1,
+                    format!(
+                        "User does not have permission to RESTORE database '{}'.",
+                        existing.name
+                    ),
+                )],
+                OP,
+                line,
+            ));
+        }
         if session.database.eq_ignore_ascii_case(&existing.name) {
             return Ok(fail(
                 resp,
@@ -1518,6 +1550,10 @@ pub async fn restore_database(
             line,
         );
     }
+    if existing.is_none() {
+        // The login that creates a database by RESTORE owns it (dbo).
+        engine.set_database_owner(&name, Some(&session.login.name));
+    }
     finished(true, None, pages * image::PAGE_SIZE as u64);
     Ok(Outcome::ok())
 }
@@ -1563,7 +1599,7 @@ pub async fn drop_databases(
             continue;
         }
         let entry = match engine.database_entry(requested) {
-            Some(e) if session.login.sysadmin => e,
+            Some(e) if may_alter_database(session, &e.name) => e,
             None if if_exists => continue,
             _ => {
                 raise(resp, &errors::cannot_drop_missing(requested), line);
@@ -1597,6 +1633,7 @@ pub async fn drop_databases(
             );
             error = true;
         }
+        engine.forget_database_principals(&entry.name);
         engine.emit("database_dropped", json!({ "database": entry.name }));
     }
     if error {
@@ -1627,7 +1664,7 @@ pub async fn rename_database(
         Outcome::failed()
     };
     let entry = match engine.database_entry(name) {
-        Some(e) if session.login.sysadmin && system_database(name).is_none() => e,
+        Some(e) if may_alter_database(session, &e.name) && system_database(name).is_none() => e,
         _ => {
             return failed(
                 resp,
@@ -1691,6 +1728,7 @@ pub async fn rename_database(
             SqlError::lab(format!("the catalog could not be saved: {e:#}")),
         );
     }
+    engine.rename_database_principals(&entry.name, new_name);
     if session.database.eq_ignore_ascii_case(&entry.name) {
         session.database = new_name.to_string();
     }

@@ -32,7 +32,8 @@ pub async fn check_db(
         raise(resp, &errors::dbcc_database_missing(&requested), line);
         return Ok(Outcome::failed());
     };
-    if !session.login.sysadmin {
+    // sysadmin or db_owner (Microsoft Learn, DBCC CHECKDB: Permissions).
+    if engine.is_database_role_member(&session.login.name, &name, "db_owner") != Some(true) {
         raise(
             resp,
             &errors::dbcc_permission(&session.login.name, &name),

@@ -8,6 +8,7 @@ mod dbcc;
 pub mod errors;
 mod query;
 mod scalar;
+pub mod security;
 pub mod session;
 
 use std::collections::{BTreeMap, HashMap};
@@ -115,6 +116,8 @@ pub struct Engine {
     tde: Mutex<std::collections::HashSet<String>>,
     /// sp_getapplock's locks.
     pub app_locks: applock::AppLocks,
+    /// Logins, users, roles, grants and owners (`security.rs`).
+    security: Mutex<security::Security>,
 }
 
 /// The database every Amazon RDS for SQL Server instance carries (AWS RDS user guide, "Importing
@@ -155,6 +158,7 @@ impl Engine {
             amazon_rds: config.options.amazon_rds,
             tde: Mutex::new(std::collections::HashSet::new()),
             app_locks: applock::AppLocks::default(),
+            security: Mutex::new(security::Security::default()),
         })
     }
 
@@ -189,12 +193,9 @@ impl Engine {
         let forced = self
             .take_fault(|f| matches!(f, SqlFault::FailNextLogin))
             .is_some();
-        let found = self
-            .logins
-            .iter()
-            .find(|l| l.name.eq_ignore_ascii_case(user) && l.password == password);
+        let found = self.find_login(user, password);
         match found {
-            Some(login) if !forced => Ok(login.clone()),
+            Some(login) if !forced => Ok(login),
             _ => {
                 self.emit("login_failed", serde_json::json!({ "login": user }));
                 Err(errors::login_failed(user))

@@ -748,6 +748,33 @@ fn substitute_count(expr: &Expr, count: i128) -> Expr {
     }
 }
 
+/// Msg 916/229 unless the login may read (or write) the table: msdb history and user tables need
+/// a user in the database and SELECT through db_datareader or a GRANT; sys views are open.
+fn check_source(
+    engine: &Engine,
+    ctx: &EvalContext<'_>,
+    source: &Source,
+    permission: &str,
+) -> Result<(), SqlError> {
+    match source {
+        Source::Msdb(table) => {
+            engine.check_table(&ctx.login.name, "msdb", "dbo", table, permission)
+        }
+        Source::User {
+            database,
+            schema,
+            table,
+        } => engine.check_table(&ctx.login.name, &database.name, schema, table, permission),
+        Source::System(_) => Ok(()),
+    }
+}
+
+/// Whether the login sees every session in sys.dm_exec_requests (VIEW SERVER STATE).
+fn sees_all_sessions(ctx: &EvalContext<'_>) -> bool {
+    ctx.engine
+        .has_server_permission(&ctx.login.name, "VIEW SERVER STATE")
+}
+
 /// Runs a SELECT and returns its result set.
 pub async fn select(
     engine: &std::sync::Arc<Engine>,
@@ -766,12 +793,13 @@ pub async fn select(
             {
                 return Err(errors::select_denied("backupset", "msdb", "dbo"));
             }
+            check_source(engine, ctx, &source, "SELECT")?;
             let (columns, rows) = load(
                 engine,
                 &source,
                 &from.name.to_string(),
                 ctx.spid,
-                ctx.login.sysadmin,
+                sees_all_sessions(ctx),
             )
             .await?;
             let qualifier = from
@@ -788,12 +816,13 @@ pub async fn select(
             let mut rows = rows;
             for join in &select.joins {
                 let source = resolve_source(engine, &join.table.name, ctx.database)?;
+                check_source(engine, ctx, &source, "SELECT")?;
                 let (columns, right) = load(
                     engine,
                     &source,
                     &join.table.name.to_string(),
                     ctx.spid,
-                    ctx.login.sysadmin,
+                    sees_all_sessions(ctx),
                 )
                 .await?;
                 let qualifier = join
@@ -1070,6 +1099,8 @@ pub async fn update(
             "UPDATE of {full_name} is not supported: only user database tables can be updated"
         )));
     };
+    ctx.engine
+        .check_table(&ctx.login.name, &database.name, &schema, &table, "UPDATE")?;
     let (where_column, where_expr) = match &update.filter {
         Some(Condition::Compare(Expr::Column(parts), crate::sql::ast::CompareOp::Eq, value)) => {
             (parts.clone(), value.clone())

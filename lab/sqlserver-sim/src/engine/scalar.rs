@@ -388,76 +388,102 @@ fn function(
         // Server answers.
         "IS_ROLEMEMBER" => {
             arity(name, args, 1, 2)?;
-            let role = string_arg(&args[0], ctx, scope)?
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            const ROLES: &[&str] = &[
-                "db_owner",
-                "db_accessadmin",
-                "db_securityadmin",
-                "db_ddladmin",
-                "db_backupoperator",
-                "db_datareader",
-                "db_datawriter",
-                "db_denydatareader",
-                "db_denydatawriter",
-                "public",
-            ];
-            let member = match args.get(1) {
-                None => ctx.login.sysadmin,
-                Some(arg) => {
-                    let who = string_arg(arg, ctx, scope)?.unwrap_or_default();
-                    who.eq_ignore_ascii_case(&ctx.login.name) && ctx.login.sysadmin
-                }
+            let role = string_arg(&args[0], ctx, scope)?.unwrap_or_default();
+            // The principal named, else the caller (a user is named after its login in the lab).
+            let who = match args.get(1) {
+                None => ctx.login.name.clone(),
+                Some(arg) => string_arg(arg, ctx, scope)?.unwrap_or_default(),
             };
-            let value = if !ROLES.contains(&role.as_str()) {
-                Value::Null
-            } else if role == "public" {
-                Value::Int(1)
-            } else if role.starts_with("db_deny") {
-                Value::Int(0)
-            } else if member {
-                Value::Int(1)
-            } else {
-                Value::Int(0)
+            let value = match ctx
+                .engine
+                .is_database_role_member(&who, ctx.database, &role)
+            {
+                None => Value::Null,
+                Some(member) => Value::Int(member as i32),
             };
             Ok((value, SqlType::Int))
         }
         "IS_SRVROLEMEMBER" => {
             arity(name, args, 1, 2)?;
-            let role = string_arg(&args[0], ctx, scope)?
-                .unwrap_or_default()
-                .to_ascii_lowercase();
-            let sysadmin = match args.get(1) {
-                None => ctx.login.sysadmin,
-                Some(arg) => {
-                    let login = string_arg(arg, ctx, scope)?.unwrap_or_default();
-                    if login.eq_ignore_ascii_case(&ctx.login.name) {
-                        ctx.login.sysadmin
-                    } else {
-                        false
-                    }
-                }
+            let role = string_arg(&args[0], ctx, scope)?.unwrap_or_default();
+            let who = match args.get(1) {
+                None => ctx.login.name.clone(),
+                Some(arg) => string_arg(arg, ctx, scope)?.unwrap_or_default(),
             };
-            const ROLES: &[&str] = &[
-                "sysadmin",
-                "serveradmin",
-                "dbcreator",
-                "setupadmin",
-                "bulkadmin",
-                "securityadmin",
-                "diskadmin",
-                "public",
-                "processadmin",
-            ];
-            let value = if !ROLES.contains(&role.as_str()) {
-                Value::Null
-            } else if role == "public" || sysadmin {
-                Value::Int(1)
+            let member = if who.eq_ignore_ascii_case(&ctx.login.name) && ctx.login.sysadmin {
+                Some(true)
             } else {
-                Value::Int(0)
+                ctx.engine.is_server_role_member(&who, &role)
+            };
+            let value = match member {
+                None => Value::Null,
+                Some(m) => Value::Int(m as i32),
             };
             Ok((value, SqlType::Int))
+        }
+        // HAS_PERMS_BY_NAME(securable, class, permission): the caller's effective permission
+        // (Microsoft Learn, HAS_PERMS_BY_NAME). Classes: NULL/SERVER, DATABASE, OBJECT.
+        "HAS_PERMS_BY_NAME" => {
+            arity(name, args, 3, 5)?;
+            let securable = string_arg(&args[0], ctx, scope)?;
+            let class = string_arg(&args[1], ctx, scope)?
+                .unwrap_or_else(|| "SERVER".into())
+                .to_ascii_uppercase();
+            let Some(permission) = string_arg(&args[2], ctx, scope)? else {
+                return Ok((Value::Null, SqlType::Int));
+            };
+            let engine = ctx.engine;
+            let login = &ctx.login.name;
+            let answer = match class.as_str() {
+                "SERVER" => Some(engine.has_server_permission(login, &permission)),
+                "DATABASE" => {
+                    let db = securable.unwrap_or_else(|| ctx.database.to_string());
+                    engine
+                        .canonical_database_name(&db)
+                        .map(|db| engine.has_database_permission(login, &db, &permission))
+                }
+                "OBJECT" => {
+                    let text = securable.unwrap_or_default();
+                    let parts: Vec<String> = text
+                        .split('.')
+                        .map(|p| {
+                            p.trim()
+                                .trim_start_matches('[')
+                                .trim_end_matches(']')
+                                .to_string()
+                        })
+                        .collect();
+                    let (db, schema, object) = match parts.as_slice() {
+                        [o] => (ctx.database.to_string(), "dbo".to_string(), o.clone()),
+                        [s, o] => (ctx.database.to_string(), s.clone(), o.clone()),
+                        [d, s, o] => (
+                            d.clone(),
+                            if s.is_empty() {
+                                "dbo".into()
+                            } else {
+                                s.clone()
+                            },
+                            o.clone(),
+                        ),
+                        _ => (String::new(), String::new(), String::new()),
+                    };
+                    engine.canonical_database_name(&db).map(|db| {
+                        engine.may_access_database(login, &db)
+                            && engine.has_object_permission(
+                                login,
+                                &db,
+                                &schema,
+                                &object,
+                                &permission,
+                            )
+                    })
+                }
+                _ => None,
+            };
+            Ok((
+                answer.map_or(Value::Null, |a| Value::Int(a as i32)),
+                SqlType::Int,
+            ))
         }
         "GETDATE" => {
             arity(name, args, 0, 0)?;

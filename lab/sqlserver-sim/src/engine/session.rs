@@ -528,9 +528,15 @@ impl Session {
                 }
                 Err(e) => simple(Err(e), resp),
             },
+            Statement::Security(statement) => {
+                let r = self
+                    .engine
+                    .run_security(&self.login, &self.database, statement);
+                simple(r, resp)
+            }
             Statement::Reconfigure => {
                 // RECONFIGURE needs ALTER SETTINGS (sysadmin, serveradmin): Microsoft Learn, RECONFIGURE.
-                if !self.login.sysadmin {
+                if !self.engine.is_sysadmin(&self.login) {
                     simple(Err(errors::no_permission_for_action()), resp)
                 } else {
                     self.engine.reconfigure();
@@ -600,7 +606,7 @@ impl Session {
                 Value::Int(1) | Value::BigInt(1) | Value::TinyInt(1) | Value::SmallInt(1)
             ),
         };
-        if !self.login.sysadmin {
+        if !self.engine.is_sysadmin(&self.login) {
             return Err(errors::no_permission_for_action());
         }
         let old = self.engine.configure_backup_compression_default(on);
@@ -744,6 +750,8 @@ impl Session {
         {
             return Err(errors::azure_use_not_supported());
         }
+        self.engine
+            .check_database_access(&self.login.name, &canonical)?;
         let old = std::mem::replace(&mut self.database, canonical.clone());
         self.engine.set_session_database(self.spid, &canonical);
         token::env_database(resp.buf(), &canonical, &old);
@@ -776,6 +784,7 @@ fn command_name(statement: &Statement) -> &'static str {
         Statement::Declare { .. } => "DECLARE",
         Statement::Reconfigure => "RECONFIGURE",
         Statement::If { then, .. } => command_name(then),
+        Statement::Security(_) => "CREATE LOGIN",
     }
 }
 

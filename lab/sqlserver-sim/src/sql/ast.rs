@@ -53,6 +53,28 @@ pub enum Statement {
         condition: Condition,
         then: Box<Statement>,
     },
+    /// CREATE LOGIN, CREATE USER, ALTER [SERVER] ROLE ... ADD MEMBER, GRANT.
+    Security(SecurityStatement),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SecurityStatement {
+    /// CREATE LOGIN [name] WITH PASSWORD = N'...'
+    CreateLogin { name: String, password: String },
+    /// CREATE USER [name] [FOR|FROM LOGIN [login]]
+    CreateUser { name: String, login: Option<String> },
+    /// ALTER [SERVER] ROLE role ADD MEMBER member
+    AlterRole {
+        role: String,
+        member: String,
+        server: bool,
+    },
+    /// GRANT permission [, ...] [ON object] TO principal
+    Grant {
+        permissions: Vec<String>,
+        on: Option<ObjectName>,
+        to: String,
+    },
 }
 
 /// A multi-part name such as msdb.dbo.backupset, parts in order, empty parts

@@ -127,6 +127,7 @@ pub const FUNCTIONS: &[&str] = &[
     "SUSER_NAME",
     "IS_SRVROLEMEMBER",
     "IS_ROLEMEMBER",
+    "HAS_PERMS_BY_NAME",
     "GETDATE",
     "GETUTCDATE",
     "SYSDATETIME",
@@ -384,7 +385,15 @@ impl Parser {
             "BACKUP" => self.backup().map(Statement::Backup),
             "RESTORE" => self.restore().map(Statement::Restore),
             "DROP" => self.drop_database(),
+            "ALTER"
+                if self
+                    .peek_at(1)
+                    .is_some_and(|t| t.is_word("ROLE") || t.is_word("SERVER")) =>
+            {
+                self.alter_role().map(Statement::Security)
+            }
             "ALTER" => self.alter_database(),
+            "CREATE" | "GRANT" => self.security().map(Statement::Security),
             "DBCC" => self.dbcc(),
             "EXEC" | "EXECUTE" => {
                 self.pos += 1;
@@ -501,6 +510,8 @@ impl Parser {
             "RECONFIGURE",
             "IF",
             "DECLARE",
+            "CREATE",
+            "GRANT",
         ]
         .iter()
         .any(|w| self.at_word(w))
@@ -1088,6 +1099,77 @@ impl Parser {
             disks,
             options,
         })
+    }
+
+    /// `ALTER [SERVER] ROLE role ADD MEMBER member`.
+    fn alter_role(&mut self) -> PResult<SecurityStatement> {
+        self.expect_word("ALTER")?;
+        let server = self.eat_word("SERVER");
+        self.expect_word("ROLE")?;
+        let role = self.identifier()?;
+        self.expect_word("ADD")?;
+        self.expect_word("MEMBER")?;
+        let member = self.identifier()?;
+        Ok(SecurityStatement::AlterRole {
+            role,
+            member,
+            server,
+        })
+    }
+
+    /// `CREATE LOGIN [x] WITH PASSWORD = N'..'`, `CREATE USER [x] [FOR|FROM LOGIN [y]]`,
+    /// `GRANT perm [, perm] [ON [schema.]object] TO [principal]`.
+    fn security(&mut self) -> PResult<SecurityStatement> {
+        if self.eat_word("GRANT") {
+            let mut permissions = Vec::new();
+            loop {
+                let mut words = Vec::new();
+                while let Some(TokenKind::Word(w)) = self.peek().map(|t| t.kind.clone()) {
+                    if w.eq_ignore_ascii_case("ON") || w.eq_ignore_ascii_case("TO") {
+                        break;
+                    }
+                    words.push(w.to_ascii_uppercase());
+                    self.pos += 1;
+                }
+                if words.is_empty() {
+                    return Err(self.error_here());
+                }
+                permissions.push(words.join(" "));
+                if !self.eat_symbol(",") {
+                    break;
+                }
+            }
+            let on = if self.eat_word("ON") {
+                Some(self.object_name()?)
+            } else {
+                None
+            };
+            self.expect_word("TO")?;
+            let to = self.identifier()?;
+            return Ok(SecurityStatement::Grant {
+                permissions,
+                on,
+                to,
+            });
+        }
+        self.expect_word("CREATE")?;
+        if self.eat_word("LOGIN") {
+            let name = self.identifier()?;
+            self.expect_word("WITH")?;
+            self.expect_word("PASSWORD")?;
+            self.expect_symbol("=")?;
+            let password = self.string()?;
+            return Ok(SecurityStatement::CreateLogin { name, password });
+        }
+        self.expect_word("USER")?;
+        let name = self.identifier()?;
+        let login = if self.eat_word("FOR") || self.eat_word("FROM") {
+            self.expect_word("LOGIN")?;
+            Some(self.identifier()?)
+        } else {
+            None
+        };
+        Ok(SecurityStatement::CreateUser { name, login })
     }
 
     /// Only the rename form: `ALTER DATABASE [a] MODIFY NAME = [b]`.

@@ -1,0 +1,602 @@
+//! The backend conformance suite: the same cases for every kind of repository, each against a
+//! real server (see `servers.rs`), started once for all of that backend's cases.
+//!
+//! Stock restic 0.14 checks the sets on the local folder, S3 and SFTP. It cannot reach Azurite on
+//! a free port: its Azure client has no endpoint setting and sends the development account
+//! `devstoreaccount1` to 127.0.0.1:10000 only, so on Azure the suite checks with octobackup alone.
+
+use crate::common::*;
+use crate::servers::{self, BUCKET};
+use octobackup_lab::fingerprint::hash_tree;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::sync::Arc;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Local,
+    S3,
+    Azure,
+    Sftp,
+}
+
+/// One backend: its server, and how octobackup and restic reach it.
+struct Backend {
+    kind: Kind,
+    s3: Option<servers::S3>,
+    azure: Option<servers::Server>,
+    sftp: Option<servers::Sftp>,
+}
+
+/// How a config names a repository on this backend.
+struct Place {
+    location: String,
+    options: Vec<(String, String)>,
+    env: Vec<(String, String)>,
+}
+
+impl Backend {
+    fn start(kind: Kind) -> Backend {
+        let mut b = Backend {
+            kind,
+            s3: None,
+            azure: None,
+            sftp: None,
+        };
+        match kind {
+            Kind::Local => {}
+            Kind::S3 => b.s3 = Some(servers::start_s3()),
+            Kind::Azure => b.azure = Some(servers::start_azurite()),
+            Kind::Sftp => b.sftp = Some(servers::start_sftp()),
+        }
+        b
+    }
+
+    /// A repository under `path` (a prefix in the bucket, a folder on the server); `None` for
+    /// the local backend, which keeps the lab's own repository folder.
+    fn place(&self, bucket: &str, path: &str) -> Option<Place> {
+        let env = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        match self.kind {
+            Kind::Local => None,
+            Kind::S3 => {
+                let s3 = self.s3.as_ref().unwrap();
+                Some(Place {
+                    location: format!("s3:http://{}/{bucket}/{path}", s3.server.addr()),
+                    options: Vec::new(),
+                    env: env(&[
+                        ("AWS_ACCESS_KEY_ID", "octobackup-test"),
+                        ("AWS_SECRET_ACCESS_KEY", "octobackup-test-secret"),
+                    ]),
+                })
+            }
+            Kind::Azure => {
+                let az = self.azure.as_ref().unwrap();
+                Some(Place {
+                    location: format!("azure://{bucket}/{path}"),
+                    options: vec![("endpoint".into(), servers::azurite_endpoint(az))],
+                    env: env(&[
+                        ("AZURE_STORAGE_ACCOUNT", servers::AZURITE_ACCOUNT),
+                        ("AZURE_STORAGE_KEY", servers::AZURITE_KEY),
+                    ]),
+                })
+            }
+            Kind::Sftp => {
+                let sftp = self.sftp.as_ref().unwrap();
+                let root = sftp.root().join(bucket).join(path);
+                Some(Place {
+                    location: format!(
+                        "sftp://{}@{}{}",
+                        sftp.user,
+                        sftp.server.addr(),
+                        root.display()
+                    ),
+                    options: vec![
+                        ("key".into(), sftp.key.display().to_string()),
+                        // The test server's host key is new each run.
+                        ("known_hosts_strategy".into(), "accept".into()),
+                    ],
+                    // OpenDAL's ssh keeps its control sockets under XDG_STATE_HOME: in the
+                    // server's temp folder, they go with it.
+                    env: vec![(
+                        "XDG_STATE_HOME".into(),
+                        sftp.server
+                            .dir
+                            .path()
+                            .join("client-state")
+                            .display()
+                            .to_string(),
+                    )],
+                })
+            }
+        }
+    }
+
+    /// Stock restic on the repository at `place` (`None`: the lab's local one), or `None` where
+    /// restic 0.14 cannot reach this server.
+    fn restic(&self, t: &TestLab, place: Option<&Place>, args: &[&str]) -> Option<Output> {
+        let mut cmd = std::process::Command::new("restic");
+        cmd.env("RESTIC_PASSWORD_FILE", t.repo_password_file())
+            .env("RESTIC_CACHE_DIR", t.dir.path().join("restic-cache"))
+            .env_remove("RESTIC_PASSWORD");
+        match self.kind {
+            Kind::Local => {
+                cmd.arg("-r").arg(t.repo_dir());
+            }
+            Kind::S3 => {
+                let p = place.unwrap();
+                cmd.arg("-r")
+                    .arg(format!("s3:{}", p.location.trim_start_matches("s3:")));
+                cmd.envs(p.env.iter().cloned());
+            }
+            Kind::Sftp => {
+                let sftp = self.sftp.as_ref().unwrap();
+                let root = place
+                    .unwrap()
+                    .location
+                    .split_once(&sftp.server.addr())
+                    .unwrap()
+                    .1
+                    .to_string();
+                cmd.arg("-r")
+                    .arg(format!("sftp:{}@127.0.0.1:{root}", sftp.user))
+                    .arg("-o")
+                    .arg(format!(
+                        "sftp.command=ssh {}@127.0.0.1 -p {} -i {} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -s sftp",
+                        sftp.user,
+                        sftp.server.port,
+                        sftp.key.display()
+                    ));
+            }
+            Kind::Azure => return None,
+        }
+        let out = cmd.args(args).output().unwrap_or_else(|e| {
+            panic!("stock restic is needed ({e}): apt-get install restic (scripts/test.sh does)")
+        });
+        Some(out)
+    }
+}
+
+/// Points the lab's config at `place` (the local backend keeps its own).
+fn use_place(t: &TestLab, place: Option<&Place>) {
+    let Some(place) = place else { return };
+    t.edit_config(|c| {
+        let repo = c["repository"].as_table_mut().unwrap();
+        repo.insert("location".into(), place.location.clone().into());
+        let mut options = toml::Table::new();
+        for (k, v) in &place.options {
+            options.insert(k.clone(), v.clone().into());
+        }
+        repo.insert("options".into(), options.into());
+    });
+}
+
+async fn obk(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
+    let mut c = t.command(args);
+    if let Some(p) = place {
+        c.envs(p.env.iter().cloned());
+    }
+    tokio::task::spawn_blocking(move || c.output().unwrap())
+        .await
+        .unwrap()
+}
+
+async fn obk_ok(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
+    let out = obk(t, place, args).await;
+    assert!(
+        out.status.success(),
+        "octobackup {} failed ({}): {}{}",
+        args.join(" "),
+        out.status,
+        stdout(&out),
+        stderr(&out)
+    );
+    out
+}
+
+/// A storage error is one line, without the backend's internals.
+fn assert_one_clear_line(out: &Output, expect: &[&str]) {
+    let err = stderr(out);
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "not one line: {err}");
+    for e in expect {
+        assert!(err.contains(e), "`{e}` missing from: {err}");
+    }
+    for internal in [
+        "x-amz",
+        "x-ms-",
+        "RequestId",
+        "request_id",
+        "Parts {",
+        "uri:",
+        "response:",
+        "WARN",
+        "Backtrace",
+        "opendal",
+    ] {
+        assert!(!err.contains(internal), "`{internal}` shown: {err}");
+    }
+}
+
+/// init, backup, churn, backup, snapshots, check --read-data, drill, restore of the folders
+/// byte-identical; stock restic lists and checks the sets; escrow recovers the master key from
+/// the storage alone.
+async fn full_cycle(b: Arc<Backend>) {
+    let mut t = TestLab::start().await;
+    let place = b.place(BUCKET, "lab");
+    let place = place.as_ref();
+    use_place(&t, place);
+    let identity = age::x25519::Identity::generate();
+    t.edit_config(|c| {
+        let mut escrow = toml::Table::new();
+        escrow.insert(
+            "age_recipients".into(),
+            vec![toml::Value::from(identity.to_public().to_string())].into(),
+        );
+        c.insert("escrow".into(), escrow.into());
+    });
+
+    let out = obk_ok(&t, place, &["init"]).await;
+    let err = stderr(&out);
+    assert!(
+        !err.contains("WARN") && !err.contains("stat failed"),
+        "init printed backend noise: {err}"
+    );
+    obk_ok(&t, place, &["backup"]).await;
+    t.lab.churn(1).await.unwrap();
+    obk_ok(&t, place, &["backup"]).await;
+    let fp = t.lab.fingerprint().await.unwrap();
+
+    let out = obk_ok(&t, place, &["--json", "snapshots"]).await;
+    let sets: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sets.len(), 2, "{sets:#?}");
+    obk_ok(&t, place, &["check", "--read-data"]).await;
+    obk_ok(&t, place, &["drill"]).await;
+
+    let folders = t.dir.path().join("restored-folders");
+    obk_ok(
+        &t,
+        place,
+        &[
+            "restore",
+            "--folders",
+            "--folders-to",
+            folders.to_str().unwrap(),
+        ],
+    )
+    .await;
+    for (name, files) in &fp.folders {
+        assert_eq!(
+            &hash_tree(&folders.join(name)).unwrap(),
+            files,
+            "folder {name} restored from {:?}",
+            b.kind
+        );
+    }
+
+    // Stock restic reads the same repository.
+    if let Some(out) = b.restic(&t, place, &["snapshots", "--json"]) {
+        assert!(out.status.success(), "restic snapshots: {}", stderr(&out));
+        let snaps: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let complete = snaps
+            .iter()
+            .filter(|s| {
+                s["tags"]
+                    .as_array()
+                    .is_some_and(|t| t.iter().any(|t| t == "complete"))
+            })
+            .count();
+        assert_eq!(complete, 2, "{snaps:#?}");
+        let out = b.restic(&t, place, &["check", "--read-data"]).unwrap();
+        assert!(
+            out.status.success(),
+            "restic check: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+
+    // forget drops the older set's escrow copy with it, on every backend.
+    let older = sets[0]["set_id"].as_str().unwrap().to_string();
+    obk_ok(&t, place, &["forget", "--keep-last", "1"]).await;
+
+    // The escrow copy is readable from the storage alone: no repository password.
+    let id_file = t.dir.path().join("escrow-identity.txt");
+    {
+        use age::secrecy::ExposeSecret;
+        std::fs::write(&id_file, identity.to_string().expose_secret()).unwrap();
+    }
+    t.edit_config(|c| {
+        c["repository"]
+            .as_table_mut()
+            .unwrap()
+            .remove("password_file");
+    });
+    std::fs::remove_file(t.repo_password_file()).unwrap();
+    let out = obk_ok(
+        &t,
+        place,
+        &[
+            "--json",
+            "key",
+            "recover",
+            "--identity",
+            id_file.to_str().unwrap(),
+            "--show-secrets",
+        ],
+    )
+    .await;
+    let state = t.lab.state().unwrap();
+    assert!(
+        stdout(&out).contains(&state.master_key),
+        "the recovered key is not the instance's: {}",
+        stderr(&out)
+    );
+    let out = obk(
+        &t,
+        place,
+        &[
+            "key",
+            "recover",
+            "--identity",
+            id_file.to_str().unwrap(),
+            &older,
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no escrow copy for set"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// A minimal config for the error cases: only the repository.
+fn bare_config(dir: &Path, place: &Place) -> PathBuf {
+    let pw = dir.join("password");
+    std::fs::write(&pw, "correct horse battery staple\n").unwrap();
+    let mut repo = toml::Table::new();
+    repo.insert("location".into(), place.location.clone().into());
+    repo.insert("password_file".into(), pw.display().to_string().into());
+    let mut options = toml::Table::new();
+    for (k, v) in &place.options {
+        options.insert(k.clone(), v.clone().into());
+    }
+    repo.insert("options".into(), options.into());
+    let mut c = toml::Table::new();
+    c.insert("repository".into(), repo.into());
+    let path = dir.join("octobackup.toml");
+    std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
+    path
+}
+
+fn run_bare(config: &Path, place: &Place, args: &[&str]) -> Output {
+    std::process::Command::new(exe())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .envs(place.env.iter().cloned())
+        .env_remove("OCTOBACKUP_PASSWORD")
+        .output()
+        .unwrap()
+}
+
+/// Wrong credentials: one line with the cause and what to check; the details with -v.
+async fn wrong_credentials(b: Arc<Backend>) {
+    let Some(mut place) = b.place(BUCKET, "wrong-credentials") else {
+        return; // a local folder has no credentials
+    };
+    let expect: &[&str] = match b.kind {
+        Kind::S3 => {
+            let s3 = b.s3.as_ref().unwrap();
+            place.location = format!("s3:http://{}/{BUCKET}/lab", s3.strict.addr());
+            place.env = vec![
+                ("AWS_ACCESS_KEY_ID".into(), s3.access_key.clone()),
+                ("AWS_SECRET_ACCESS_KEY".into(), "not-the-secret-key".into()),
+            ];
+            &["refused the credentials", "AWS_SECRET_ACCESS_KEY"]
+        }
+        Kind::Azure => {
+            for (k, v) in &mut place.env {
+                if k == "AZURE_STORAGE_KEY" {
+                    *v = "bm90IHRoZSBrZXk=".into();
+                }
+            }
+            &["refused the credentials", "AZURE_STORAGE_KEY"]
+        }
+        Kind::Sftp => {
+            let wrong = b.sftp.as_ref().unwrap().wrong_key.display().to_string();
+            for (k, v) in &mut place.options {
+                if k == "key" {
+                    *v = wrong.clone();
+                }
+            }
+            &["SSH login failed", "key"]
+        }
+        Kind::Local => unreachable!(),
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let config = bare_config(dir.path(), &place);
+    for args in [&["snapshots"][..], &["init"]] {
+        let out = run_bare(&config, &place, args);
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {}", stderr(&out));
+        assert_one_clear_line(&out, expect);
+        assert!(!stderr(&out).contains("not-the-secret-key"));
+    }
+    // The backend's own context is there for whoever asks.
+    let out = run_bare(&config, &place, &["-v", "snapshots"]);
+    assert!(stderr(&out).lines().count() > 1, "{}", stderr(&out));
+}
+
+/// A missing bucket or container: one line saying so and how to create it; `init` creates it
+/// (as restic's does) and the repository in it. A missing folder is simply no repository.
+async fn missing_bucket(b: Arc<Backend>) {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(place) = b.place("no-such-bucket", "repo") else {
+        let place = Place {
+            location: dir.path().join("nothing-here").display().to_string(),
+            options: Vec::new(),
+            env: Vec::new(),
+        };
+        let config = bare_config(dir.path(), &place);
+        let out = run_bare(&config, &place, &["snapshots"]);
+        assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+        assert_one_clear_line(&out, &["no repository found"]);
+        return;
+    };
+    let config = bare_config(dir.path(), &place);
+    let expect: &[&str] = match b.kind {
+        Kind::S3 => &["bucket does not exist", "create it first", "no-such-bucket"],
+        Kind::Azure => &[
+            "container does not exist",
+            "create it first",
+            "no-such-bucket",
+        ],
+        _ => &["no repository found"],
+    };
+    let out = run_bare(&config, &place, &["snapshots"]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_one_clear_line(&out, expect);
+    let out = run_bare(&config, &place, &["init"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    if b.kind != Kind::Sftp {
+        assert!(
+            stdout(&out).contains("created S3 bucket `no-such-bucket`")
+                || stdout(&out).contains("created Azure container `no-such-bucket`"),
+            "{}",
+            stdout(&out)
+        );
+    }
+    let out = run_bare(&config, &place, &["--json", "snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The CreateBucket request is signed right: a server that checks SigV4 accepts it, and
+    // refuses it with a wrong secret. (Through the library: moto's check then refuses OpenDAL's
+    // listings, see servers.rs, so `init` could not get further there.)
+    if let Some(s3) = &b.s3 {
+        let storage = |secret: &str| {
+            octobackup_repo::Storage::new(
+                format!("s3:http://{}/signed-bucket", s3.strict.addr()),
+                [
+                    ("access_key_id".to_string(), s3.access_key.clone()),
+                    ("secret_access_key".to_string(), secret.to_string()),
+                ]
+                .into(),
+            )
+        };
+        let e = storage("not-the-secret").create_bucket().unwrap_err();
+        assert!(e.to_string().contains("refused the credentials"), "{e}");
+        assert!(storage(&s3.secret_key).create_bucket().unwrap());
+        assert!(
+            s3.strict_log()
+                .contains("\"PUT /signed-bucket HTTP/1.1\" 200"),
+            "{}",
+            s3.strict_log()
+        );
+    }
+}
+
+/// `init --repository LOCATION` with no config: the repository is made and the template written
+/// with that location, as a restic user would start. S3 and a local folder need nothing else (the
+/// keys come from the environment); the test Azure and SFTP servers also need an option (the
+/// emulator's endpoint, the key file), which a location cannot carry.
+async fn init_from_the_command_line(b: Arc<Backend>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (location, env) = match b.kind {
+        Kind::Local => (dir.path().join("repo").display().to_string(), Vec::new()),
+        Kind::S3 => {
+            let p = b.place(BUCKET, "from-the-command-line").unwrap();
+            (p.location, p.env)
+        }
+        Kind::Azure | Kind::Sftp => return,
+    };
+    let config = dir.path().join("octobackup.toml");
+    let run = |args: &[&str]| {
+        std::process::Command::new(exe())
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .envs(env.iter().cloned())
+            .env("OCTOBACKUP_PASSWORD", "correct horse battery staple")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["init", "--repository", &location]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        text.contains(&format!("location = \"{location}\"")),
+        "{text}"
+    );
+    let out = run(&["--json", "snapshots"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["init", "--repository", &location]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
+}
+
+/// Runs each case on its own task, so that one failing case does not hide the others.
+async fn case<F, Fut>(b: &Arc<Backend>, name: &str, f: F, failures: &mut Vec<String>)
+where
+    F: FnOnce(Arc<Backend>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    if let Err(e) = tokio::spawn(f(b.clone())).await {
+        let why = match e.try_into_panic() {
+            Ok(p) => p
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        failures.push(format!("{:?} / {name}: {why}", b.kind));
+    }
+}
+
+async fn suite(kind: Kind) {
+    let b = Arc::new(
+        tokio::task::spawn_blocking(move || Backend::start(kind))
+            .await
+            .unwrap(),
+    );
+    let mut failures = Vec::new();
+    case(&b, "full cycle", full_cycle, &mut failures).await;
+    case(&b, "wrong credentials", wrong_credentials, &mut failures).await;
+    case(&b, "missing bucket", missing_bucket, &mut failures).await;
+    case(
+        &b,
+        "init from the command line",
+        init_from_the_command_line,
+        &mut failures,
+    )
+    .await;
+    drop(b); // the server stops here (and on any panic above)
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_folder_conforms() {
+    suite(Kind::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_on_moto_conforms() {
+    suite(Kind::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blob_on_azurite_conforms() {
+    suite(Kind::Azure).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_on_openssh_conforms() {
+    suite(Kind::Sftp).await;
+}

@@ -1,0 +1,424 @@
+//! Real storage servers for the backend suite, on 127.0.0.1 with free ports and temp folders:
+//! moto (S3, with IAM so that SigV4 signatures are checked), Azurite (Azure Blob) and OpenSSH's
+//! sshd (SFTP). `scripts/test.sh` installs them; a missing one fails the test with what to install.
+//! Each server is stopped by its PID when its handle drops, also when a test panics.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Azurite's well-known development account (public, in Microsoft's Azurite documentation).
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+pub const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+/// The bucket or container every server starts with.
+pub const BUCKET: &str = "octobackup";
+
+/// A running server process, killed by PID on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    name: &'static str,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // sshd serves each login from a child of its own: stop those first (by PID), so that the
+        // clients' ssh processes see the connection close and exit too.
+        for pid in children(self.child.id()) {
+            let _ = Command::new("kill")
+                .arg(pid.to_string())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The PIDs whose parent is `pid` (Linux `/proc`; none elsewhere).
+fn children(pid: u32) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/stat"))
+                .ok()
+                .and_then(|s| {
+                    // pid (comm) state ppid ...: comm may hold spaces, so read after the last ')'.
+                    let after = s.rsplit_once(')')?.1;
+                    after.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
+}
+
+impl Server {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `cmd` and waits (bounded) until it accepts connections on `port`.
+fn spawn(name: &'static str, mut cmd: Command, port: u16, dir: tempfile::TempDir) -> Server {
+    let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {name} ({e}): {}", install_hint(name)));
+    let mut server = Server {
+        child,
+        port,
+        dir,
+        name,
+    };
+    let addr: SocketAddr = server.addr().parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return server;
+        }
+        if let Some(status) = server.child.try_wait().unwrap() {
+            let log = std::fs::read_to_string(server.dir.path().join(format!("{name}.log")));
+            panic!("{} exited at start ({status}): {log:?}", server.name);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} did not listen on {addr} within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn install_hint(name: &str) -> &'static str {
+    match name {
+        "moto" => "install it with `python3 -m pip install 'moto[server]'` (scripts/test.sh does)",
+        "azurite" => {
+            "install it with `npm install --prefix target/test-tools azurite` (scripts/test.sh does)"
+        }
+        "sshd" => "install it with `apt-get install openssh-server` (scripts/test.sh does)",
+        _ => "see scripts/test.sh",
+    }
+}
+
+fn find(name: &'static str, candidates: &[PathBuf]) -> PathBuf {
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .or_else(|| which(candidates[0].file_name()?.to_str()?))
+        .unwrap_or_else(|| panic!("{name} is not installed: {}", install_hint(name)))
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// `target/test-tools`, where scripts/test.sh puts what npm installs.
+fn test_tools() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-tools")
+}
+
+// ---- S3: moto ----
+
+/// Two S3 servers: `server` for the backups, and `strict`, which checks signatures, for the
+/// wrong-credentials case. moto's SigV4 check rejects listings whose `prefix` holds a `/` as
+/// OpenDAL sends it (SignatureDoesNotMatch for a correct key), so the backups run on a moto that
+/// does not check, and the refusal of a wrong key is proven on the strict one.
+pub struct S3 {
+    pub server: Server,
+    pub strict: Server,
+    /// The strict server's key.
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl S3 {
+    /// The strict server's request log.
+    pub fn strict_log(&self) -> String {
+        std::fs::read_to_string(self.strict.dir.path().join("moto.log")).unwrap_or_default()
+    }
+}
+
+fn moto(auth: bool) -> Server {
+    let moto = find("moto", &[PathBuf::from("moto_server")]);
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(moto);
+    cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .env_remove("INITIAL_NO_AUTH_ACTION_COUNT");
+    if auth {
+        cmd.env("INITIAL_NO_AUTH_ACTION_COUNT", "4");
+    }
+    spawn("moto", cmd, port, dir)
+}
+
+fn unsigned(service: &str) -> String {
+    format!(
+        "AWS4-HMAC-SHA256 Credential=setup/20260101/us-east-1/{service}/aws4_request, SignedHeaders=host, Signature=0"
+    )
+}
+
+fn create_bucket(server: &Server) {
+    let (status, body) = http(
+        "PUT",
+        &format!("http://{}/{BUCKET}", server.addr()),
+        &[("Authorization", &unsigned("s3"))],
+        b"",
+    );
+    assert!(status < 300, "moto create bucket: {status} {body}");
+}
+
+/// moto checks SigV4 signatures (and the key's IAM policy) once `INITIAL_NO_AUTH_ACTION_COUNT`
+/// unauthenticated calls are used up: those create the user, its key, its policy and the bucket.
+pub fn start_s3() -> S3 {
+    let server = moto(false);
+    create_bucket(&server);
+    let strict = moto(true);
+    let base = format!("http://{}", strict.addr());
+    let iam = |form: &str| -> String {
+        let out = http(
+            "POST",
+            &format!("{base}/"),
+            &[
+                ("Authorization", &unsigned("iam")),
+                ("Content-Type", "application/x-www-form-urlencoded"),
+            ],
+            form.as_bytes(),
+        );
+        assert!(out.0 < 300, "moto IAM {form}: {} {}", out.0, out.1);
+        out.1
+    };
+    iam("Action=CreateUser&UserName=octobackup&Version=2010-05-08");
+    let key = iam("Action=CreateAccessKey&UserName=octobackup&Version=2010-05-08");
+    let tag = |t: &str| {
+        key.split(&format!("<{t}>"))
+            .nth(1)
+            .and_then(|r| r.split(&format!("</{t}>")).next())
+            .unwrap_or_else(|| panic!("no {t} in {key}"))
+            .to_string()
+    };
+    let (access_key, secret_key) = (tag("AccessKeyId"), tag("SecretAccessKey"));
+    let policy =
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"}]}"#;
+    iam(&format!(
+        "Action=PutUserPolicy&UserName=octobackup&PolicyName=all&PolicyDocument={}&Version=2010-05-08",
+        urlencode(policy)
+    ));
+    create_bucket(&strict);
+    S3 {
+        server,
+        strict,
+        access_key,
+        secret_key,
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A setup request (status, body), on a thread of its own so it may be called from any context.
+fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+    let mut req = reqwest::Client::new().request(method.parse().unwrap(), url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(body.to_vec());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                let resp = req.send().await.unwrap();
+                let status = resp.status().as_u16();
+                (status, resp.text().await.unwrap_or_default())
+            })
+    })
+    .join()
+    .unwrap()
+}
+
+// ---- Azure Blob: Azurite ----
+
+pub fn start_azurite() -> Server {
+    let bin = find(
+        "azurite",
+        &[
+            PathBuf::from("azurite-blob"),
+            test_tools().join("node_modules/.bin/azurite-blob"),
+        ],
+    );
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+        .arg("--location")
+        .arg(dir.path().join("data"))
+        .args(["--silent", "--skipApiVersionCheck", "--disableTelemetry"]);
+    let server = spawn("azurite", cmd, port, dir);
+    create_container(&server, BUCKET);
+    server
+}
+
+/// Azurite's endpoint for the development account (path style).
+pub fn azurite_endpoint(server: &Server) -> String {
+    format!("http://{}/{AZURITE_ACCOUNT}", server.addr())
+}
+
+/// Creates a container with a Shared Key signed `PUT ?restype=container` (Create Container),
+/// as `az storage container create` would. Signature format: Microsoft Learn, "Authorize with
+/// Shared Key".
+fn create_container(server: &Server, name: &str) {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let date = chrono::Utc::now()
+        .format("%a, %d %b %Y %H:%M:%S GMT")
+        .to_string();
+    let version = "2021-08-06";
+    let to_sign = format!(
+        "PUT\n\n\n\n\n\n\n\n\n\n\n\nx-ms-date:{date}\nx-ms-version:{version}\n/{AZURITE_ACCOUNT}/{AZURITE_ACCOUNT}/{name}\nrestype:container"
+    );
+    let key = b64.decode(AZURITE_KEY).unwrap();
+    let signature = b64.encode(hmac_sha256(&key, to_sign.as_bytes()));
+    let (status, body) = http(
+        "PUT",
+        &format!("{}/{name}?restype=container", azurite_endpoint(server)),
+        &[
+            ("x-ms-date", &date),
+            ("x-ms-version", version),
+            (
+                "Authorization",
+                &format!("SharedKey {AZURITE_ACCOUNT}:{signature}"),
+            ),
+        ],
+        b"",
+    );
+    assert!(status < 300, "Azurite create container: {status} {body}");
+}
+
+fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut k = [0u8; 64];
+    if key.len() > 64 {
+        k[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let mut inner = Sha256::new();
+    inner.update(k.map(|b| b ^ 0x36));
+    inner.update(msg);
+    let mut outer = Sha256::new();
+    outer.update(k.map(|b| b ^ 0x5c));
+    outer.update(inner.finalize());
+    outer.finalize().to_vec()
+}
+
+// ---- SFTP: OpenSSH ----
+
+pub struct Sftp {
+    pub server: Server,
+    pub user: String,
+    /// The key sshd accepts, and one it does not.
+    pub key: PathBuf,
+    pub wrong_key: PathBuf,
+}
+
+impl Sftp {
+    /// A folder on the server (the server shares this machine's files).
+    pub fn root(&self) -> PathBuf {
+        self.server.dir.path().join("files")
+    }
+}
+
+fn keygen(path: &Path) {
+    let out = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            "octobackup-test",
+            "-f",
+        ])
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("ssh-keygen is needed ({e}): apt-get install openssh-client"));
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// sshd with its own config: this user, one ed25519 key, `internal-sftp`, nothing else.
+pub fn start_sftp() -> Sftp {
+    let sshd = find(
+        "sshd",
+        &[PathBuf::from("sshd"), PathBuf::from("/usr/sbin/sshd")],
+    );
+    let port = free_port();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join("files")).unwrap();
+    keygen(&d.join("host_ed25519"));
+    keygen(&d.join("id_ed25519"));
+    keygen(&d.join("wrong_ed25519"));
+    std::fs::copy(d.join("id_ed25519.pub"), d.join("authorized_keys")).unwrap();
+    let user = String::from_utf8(Command::new("id").arg("-un").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let config = format!(
+        "Port {port}\nListenAddress 127.0.0.1\nHostKey {host}\nAuthorizedKeysFile {auth}\nPidFile {pid}\n\
+         UsePAM no\nStrictModes no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+         PermitRootLogin prohibit-password\nSubsystem sftp internal-sftp\n",
+        host = d.join("host_ed25519").display(),
+        auth = d.join("authorized_keys").display(),
+        pid = d.join("sshd.pid").display(),
+    );
+    std::fs::write(d.join("sshd_config"), config).unwrap();
+    // sshd started as root wants its privilege separation folder.
+    if is_root() {
+        let _ = std::fs::create_dir_all("/run/sshd");
+    }
+    let mut cmd = Command::new(sshd);
+    cmd.args(["-D", "-e", "-f"]).arg(d.join("sshd_config"));
+    let server = spawn("sshd", cmd, port, dir);
+    let d = server.dir.path().to_path_buf();
+    Sftp {
+        server,
+        user,
+        key: d.join("id_ed25519"),
+        wrong_key: d.join("wrong_ed25519"),
+    }
+}
+
+fn is_root() -> bool {
+    String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout)
+        .map(|s| s.trim() == "0")
+        .unwrap_or(false)
+}
