@@ -243,6 +243,11 @@ impl SqlServerHandle {
         self.inner.engine.set_encrypted(name, on);
     }
 
+    /// How many sessions are connected (a test waits for a dropped client's session to end).
+    pub fn session_count(&self) -> usize {
+        self.inner.engine.sessions().len()
+    }
+
     /// `USE [database]; CREATE USER [user] FOR LOGIN [login]`, as a DBA sets up a login: the user
     /// is in `public` only until roles or grants are added.
     pub fn create_user(&self, database: &str, user: &str, login: &str) {

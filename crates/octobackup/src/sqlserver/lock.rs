@@ -1,9 +1,11 @@
-//! One run per Octopus instance, wherever octobackup runs: an application lock on the Octopus
-//! database (sp_getapplock, Microsoft Learn "sp_getapplock (Transact-SQL)"), owned by a session
-//! of its own. Every copy of the config, on every machine, meets at that database, where the
-//! local lock file in the state folder only sees runs sharing the folder. The lock lasts as long
-//! as the connection: SQL Server releases a session's locks when it logs out or its connection
-//! drops, so a run that is killed frees it without anyone's help.
+//! One run per Octopus instance, wherever octobackup runs: an application lock named after the
+//! Octopus database (sp_getapplock, Microsoft Learn "sp_getapplock (Transact-SQL)"), owned by a
+//! session of its own. Every copy of the config, on every machine, meets at that SQL Server,
+//! where the local lock file in the state folder only sees runs sharing the folder. The lock is
+//! taken in master, not in the Octopus database: a session sitting in that database would keep
+//! a RESTORE into it from getting exclusive access (Msg 3101). It lasts as long as the
+//! connection: SQL Server releases a session's locks when it logs out or its connection drops,
+//! so a run that is killed frees it without anyone's help.
 
 use super::client::{Session, SqlError, SqlServer};
 use super::tsql::quote_str;
@@ -17,20 +19,18 @@ pub struct InstanceLock {
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error(
-        "another octobackup run holds the lock for instance '{instance}' (SQL Server application lock '{resource}' in database '{database}' on {server}); it may run on another machine or from another copy of the config. Wait for it to end and try again. A run that was killed frees the lock as soon as SQL Server sees its connection close. Nothing was changed: maintenance mode was not touched."
+        "another octobackup run holds the lock for instance '{instance}' (SQL Server application lock '{resource}' in master on {server}); it may run on another machine or from another copy of the config. Wait for it to end and try again. A run that was killed frees the lock as soon as SQL Server sees its connection close. Nothing was changed: maintenance mode was not touched."
     )]
     Held {
         instance: String,
         resource: String,
-        database: String,
         server: String,
     },
     #[error(
-        "SQL Server refused the application lock '{resource}' in database '{database}' on {server} (sp_getapplock returned {code}). The SQL login needs to be a user of that database. Nothing was changed: maintenance mode was not touched."
+        "SQL Server refused the application lock '{resource}' in master on {server} (sp_getapplock returned {code}). The SQL login needs to be able to use master (every login can, through its guest user, unless that was revoked). Nothing was changed: maintenance mode was not touched."
     )]
     Refused {
         resource: String,
-        database: String,
         server: String,
         code: i64,
     },
@@ -59,14 +59,13 @@ pub fn resource(database: &str) -> String {
 /// return status: 0 granted, -1 held by another session, other negatives refused.
 pub fn get_applock(resource: &str) -> String {
     format!(
-        "DECLARE @r int; EXEC @r = sp_getapplock @Resource = {}, @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = 0; SELECT @r AS result;",
+        "USE [master]; DECLARE @r int; EXEC @r = sp_getapplock @Resource = {}, @LockMode = 'Exclusive', @LockOwner = 'Session', @LockTimeout = 0; SELECT @r AS result;",
         quote_str(resource)
     )
 }
 
 impl SqlServer {
-    /// Takes the instance's lock on a connection of its own (the connection string's database
-    /// is the session's current database, where the lock lives).
+    /// Takes the instance's lock on a connection of its own, held until the lock is dropped.
     pub async fn lock_instance(&self, instance: &str) -> Result<InstanceLock, LockError> {
         let mut session = self.connect().await?;
         let resource = resource(self.database());
@@ -83,12 +82,10 @@ impl SqlServer {
             -1 => Err(LockError::Held {
                 instance: instance.to_string(),
                 resource,
-                database: self.database().to_string(),
                 server: self.server_display(),
             }),
             code => Err(LockError::Refused {
                 resource,
-                database: self.database().to_string(),
                 server: self.server_display(),
                 code,
             }),
@@ -116,7 +113,6 @@ mod tests {
         let f: Failure = LockError::Held {
             instance: "main".into(),
             resource: resource("Octopus"),
-            database: "Octopus".into(),
             server: "sql01".into(),
         }
         .into();

@@ -18,6 +18,7 @@ mod drill;
 mod faults;
 mod forget;
 mod key;
+mod lock;
 mod permissions;
 mod recover;
 mod restore;
