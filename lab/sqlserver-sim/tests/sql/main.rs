@@ -5,6 +5,7 @@ mod common;
 mod backup;
 mod field;
 mod login;
+mod permissions;
 mod python_tds;
 mod queries;
 mod restore;
