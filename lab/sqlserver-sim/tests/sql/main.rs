@@ -6,6 +6,7 @@ mod applock;
 mod backup;
 mod field;
 mod login;
+mod permissions;
 mod python_tds;
 mod queries;
 mod restore;
