@@ -293,7 +293,7 @@ async fn check_instance(config: &Config, inst: &InstanceConfig, c: &mut Checks) 
     let repo = match repository::open(config).await {
         Ok(r) => {
             let loc = r.location().to_string();
-            let local = local_repository(&config.repository.location);
+            let local = octobackup_repo::local_folder(&config.repository.location);
             match local.as_deref().map(write_probe) {
                 Some(Err(e)) => c.fail(
                     "repository",
@@ -667,16 +667,6 @@ fn write_probe(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The repository's folder when it is local (no backend prefix).
-fn local_repository(location: &str) -> Option<PathBuf> {
-    let is_backend = location.starts_with("opendal:")
-        || location.starts_with("rest:")
-        || location.starts_with("rclone:")
-        || location.starts_with("sftp:")
-        || location.starts_with("s3:");
-    (!is_backend).then(|| PathBuf::from(location))
-}
-
 async fn check_space(
     config: &Config,
     repo: Option<octobackup_repo::Repo>,
@@ -721,7 +711,7 @@ async fn check_space(
         Some(free) => seen.push(format!("staging {} free", human_bytes(free))),
         None => seen.push("staging free space unknown".into()),
     }
-    if let Some(dir) = local_repository(&config.repository.location) {
+    if let Some(dir) = octobackup_repo::local_folder(&config.repository.location) {
         match free_space(&dir) {
             Some(free) if free < db_bytes => problems.push(format!(
                 "repository {} has {} free, less than the last database backup ({})",
@@ -807,15 +797,6 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         assert!(free_space(d.path()).unwrap() > 0);
         assert_eq!(free_space(&d.path().join("missing")), None);
-    }
-
-    #[test]
-    fn backend_locations_are_not_local() {
-        assert_eq!(local_repository("opendal:s3"), None);
-        assert_eq!(
-            local_repository("/backups/octo"),
-            Some(PathBuf::from("/backups/octo"))
-        );
     }
 
     #[test]

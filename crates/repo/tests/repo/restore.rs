@@ -34,6 +34,7 @@ fn files_in_the_way_are_replaced_only_when_their_content_differs() {
     // Same size, other content: only the chunk hashes can tell.
     write(&out.join("changed.log"), b"the other bytes!");
     write(&out.join("locked.log"), b"something else entirely, longer");
+    #[cfg(unix)]
     chmod(&out.join("locked.log"), 0o444);
     write(
         &out.join("nested/deeper/big.bin"),
