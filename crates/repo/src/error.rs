@@ -187,7 +187,7 @@ pub(crate) fn storage_error(
     service: Option<&str>,
     err: &dyn std::fmt::Display,
 ) -> RepoError {
-    let text = err.to_string();
+    let text = redact_url_secrets(&err.to_string());
     log::warn!(target: STORAGE_LOG, "{doing} ({place}): {text}");
     let fault = classify(&text);
     match explain(fault, service) {
@@ -197,6 +197,33 @@ pub(crate) fn storage_error(
         },
         None => RepoError::Backend(format!("{doing} ({place}): {}", first_line(&text))),
     }
+}
+
+/// Query parameters that carry a secret in a storage URL: an Azure SAS token's signature, a
+/// presigned S3 URL's signature and session token. A URL in an error (reqwest's, opendal's
+/// context) would otherwise print them.
+const URL_SECRETS: [&str; 4] = [
+    "sig=",
+    "X-Amz-Signature=",
+    "X-Amz-Security-Token=",
+    "X-Amz-Credential=",
+];
+
+/// `text` with the value of every [`URL_SECRETS`] parameter replaced by `***`.
+pub(crate) fn redact_url_secrets(text: &str) -> String {
+    let mut out = text.to_string();
+    for name in URL_SECRETS {
+        let mut from = 0;
+        while let Some(found) = out[from..].find(name) {
+            let start = from + found + name.len();
+            let end = out[start..]
+                .find(|c: char| matches!(c, '&' | '"' | '\'' | ')' | '>' | ' ' | '\n'))
+                .map_or(out.len(), |n| start + n);
+            out.replace_range(start..end, "***");
+            from = start + 3;
+        }
+    }
+    out
 }
 
 fn first_line(text: &str) -> &str {
@@ -219,7 +246,11 @@ pub(crate) fn from_rustic_at(doing: &str, service: Option<&str>, err: &RusticErr
     let full = format!("{} {err:?}", err.display_log());
     let fault = classify(&full);
     if let Some(why) = explain(fault, service) {
-        log::warn!(target: STORAGE_LOG, "{doing}: {}", err.display_log());
+        log::warn!(
+            target: STORAGE_LOG,
+            "{doing}: {}",
+            redact_url_secrets(&err.display_log())
+        );
         return RepoError::Storage {
             message: format!("{doing}: {why}"),
             fault,
@@ -227,7 +258,7 @@ pub(crate) fn from_rustic_at(doing: &str, service: Option<&str>, err: &RusticErr
     }
     let (kind, text) = summarize(err);
     // A nested rustic error's text carries its own guidance and backtrace: keep one line.
-    let message = crate::check::one_line(&format!("{doing}: {text}"));
+    let message = crate::check::one_line(&redact_url_secrets(&format!("{doing}: {text}")));
     match kind.as_str() {
         "the backend" | "input/output operations" => RepoError::Backend(message),
         _ => RepoError::Other(message),
@@ -327,6 +358,17 @@ mod tests {
         );
         assert!(!text.contains('\n'), "{text}");
         assert!(!text.contains("Backtrace"), "{text}");
+    }
+
+    #[test]
+    fn secrets_in_storage_urls_are_redacted() {
+        let text = "error sending request for url (https://a.blob.core.windows.net/c?restype=container&sv=2022-11-02&sig=S3CRET%2Bx&se=2030): refused; https://b/k?X-Amz-Signature=abc123&X-Amz-Security-Token=tok\n";
+        let r = redact_url_secrets(text);
+        for secret in ["S3CRET", "abc123", "tok"] {
+            assert!(!r.contains(secret), "{r}");
+        }
+        assert!(r.contains("sig=***&se=2030"), "{r}");
+        assert!(r.contains("restype=container"), "{r}");
     }
 
     #[test]
