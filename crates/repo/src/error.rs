@@ -217,7 +217,7 @@ pub(crate) fn redact_url_secrets(text: &str) -> String {
         while let Some(found) = out[from..].find(name) {
             let start = from + found + name.len();
             let end = out[start..]
-                .find(|c: char| matches!(c, '&' | '"' | '\'' | ')' | '>' | ' ' | '\n'))
+                .find(['&', '"', '\'', ')', '>', ' ', '\n'])
                 .map_or(out.len(), |n| start + n);
             out.replace_range(start..end, "***");
             from = start + 3;
