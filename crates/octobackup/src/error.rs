@@ -1,14 +1,9 @@
 //! What a failed command tells the user and the exit code it ends with. Every error a user can
 //! cause names the cause and the fix; the exit code says which part failed, for schedulers.
-
-use crate::config::ConfigError;
-use crate::octopus::OctopusError;
-use crate::octopus::master_key::MasterKeyError;
-use crate::run::journal::JournalError;
-use crate::run::maintenance::MaintenanceError;
-use crate::secret::SecretError;
-use crate::sqlserver::SqlError;
-use crate::sqlserver::connstr::ConnectionStringError;
+//!
+//! This module is a leaf: it knows no domain type. A domain error (`SqlError`, `RepoError`, ...)
+//! travels to `main` inside a `Failure` as itself, and the one table that turns it into an exit
+//! code is `cli::exit`, next to the `From` impls that let `?` carry it.
 
 /// Documented in the README; keep them stable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -33,20 +28,73 @@ pub enum Exit {
     Interrupted = 130,
 }
 
+impl Exit {
+    /// The kind of failure as `--json` names it (`"kind"`), one per row of the README's table.
+    pub fn name(self) -> &'static str {
+        match self {
+            Exit::Failed => "failed",
+            Exit::Usage => "usage",
+            Exit::Octopus => "octopus",
+            Exit::Sql => "sql",
+            Exit::Repository => "repository",
+            Exit::Busy => "busy",
+            Exit::MaintenanceStuck => "maintenance-stuck",
+            Exit::CheckFailed => "check-failed",
+            Exit::Interrupted => "interrupted",
+        }
+    }
+
+    /// Every code, in the README's order.
+    pub const ALL: [Exit; 9] = [
+        Exit::Failed,
+        Exit::Usage,
+        Exit::Octopus,
+        Exit::Sql,
+        Exit::Repository,
+        Exit::Busy,
+        Exit::MaintenanceStuck,
+        Exit::CheckFailed,
+        Exit::Interrupted,
+    ];
+}
+
+/// A failed command: the line the user reads, and what it came from.
 #[derive(Debug)]
 pub struct Failure {
-    pub exit: Exit,
+    /// What the user reads: the cause and the fix. Callers may add context to it (which set,
+    /// which database); the cause stays as it was.
     pub message: String,
+    /// What went wrong, typed: decides the exit code (`cli::exit::code`) and gives `-v` its chain.
+    pub cause: Cause,
     /// The command already printed its JSON result (a report that carries the failure): with
     /// `--json`, nothing more goes to stdout, so stdout stays one JSON document.
     pub result_printed: bool,
 }
 
+#[derive(Debug)]
+pub enum Cause {
+    /// A message written where the failure was found, with its exit code chosen there.
+    Plain(Exit),
+    /// A domain error (`SqlError`, `RepoError`, `JournalError`...), kept with its `source()`
+    /// chain; `cli::exit::code` maps it.
+    Typed(Box<dyn std::error::Error + Send + Sync + 'static>),
+}
+
 impl Failure {
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
         Failure {
-            exit,
             message: message.into(),
+            cause: Cause::Plain(exit),
+            result_printed: false,
+        }
+    }
+
+    /// A domain error, its text as the message. Only `cli::exit`'s `From` impls call this, so
+    /// every typed cause is one the exit table knows.
+    pub(crate) fn typed(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Failure {
+            message: e.to_string(),
+            cause: Cause::Typed(Box::new(e)),
             result_printed: false,
         }
     }
@@ -56,6 +104,14 @@ impl Failure {
         self.result_printed = true;
         self
     }
+
+    /// The typed error behind the message, if there is one.
+    pub fn typed_cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.cause {
+            Cause::Plain(_) => None,
+            Cause::Typed(e) => Some(e.as_ref()),
+        }
+    }
 }
 
 impl std::fmt::Display for Failure {
@@ -64,48 +120,8 @@ impl std::fmt::Display for Failure {
     }
 }
 
-impl std::error::Error for Failure {}
-
-macro_rules! failure_from {
-    ($t:ty, $exit:expr) => {
-        impl From<$t> for Failure {
-            fn from(e: $t) -> Self {
-                Failure::new($exit, e.to_string())
-            }
-        }
-    };
-}
-
-failure_from!(ConfigError, Exit::Usage);
-failure_from!(SecretError, Exit::Usage);
-failure_from!(ConnectionStringError, Exit::Usage);
-failure_from!(OctopusError, Exit::Octopus);
-failure_from!(MasterKeyError, Exit::Octopus);
-failure_from!(SqlError, Exit::Sql);
-failure_from!(octobackup_repo::RepoError, Exit::Repository);
-
-impl From<JournalError> for Failure {
-    fn from(e: JournalError) -> Self {
-        let exit = match e {
-            JournalError::Busy { .. } => Exit::Busy,
-            // A journal that cannot be read may stand for maintenance mode left on.
-            JournalError::Torn { .. } => Exit::MaintenanceStuck,
-            JournalError::NotAFolder { .. } => Exit::Usage,
-            JournalError::Io { .. } => Exit::Failed,
-        };
-        Failure::new(exit, e.to_string())
-    }
-}
-
-impl From<MaintenanceError> for Failure {
-    fn from(e: MaintenanceError) -> Self {
-        match e {
-            MaintenanceError::Octopus(o) => o.into(),
-            MaintenanceError::Journal(j) => j.into(),
-            e @ MaintenanceError::NotTurnedOn { .. } => Failure::new(Exit::Octopus, e.to_string()),
-            e @ MaintenanceError::NotPutBack { .. } => {
-                Failure::new(Exit::MaintenanceStuck, e.to_string())
-            }
-        }
+impl std::error::Error for Failure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.typed_cause()
     }
 }

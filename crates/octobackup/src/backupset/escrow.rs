@@ -95,7 +95,7 @@ impl EscrowPlace for crate::config::RepositoryConfig {
 }
 
 fn remote_failure(e: octobackup_repo::RepoError) -> Failure {
-    Failure::new(Exit::Repository, e.to_string())
+    e.into()
 }
 
 fn remote_dir(set_id: &str) -> Result<String, Failure> {
@@ -523,7 +523,7 @@ mod tests {
         let eve_path = dir.path().join("eve.txt");
         std::fs::write(&eve_path, eve.to_string().expose_secret()).unwrap();
         let e = recover(loc, Some("2026"), &eve_path).err().unwrap();
-        assert_eq!(e.exit, Exit::Usage);
+        assert!(matches!(e.cause, crate::error::Cause::Plain(Exit::Usage)));
         assert!(e.message.contains("cannot open this set's escrow"), "{e}");
 
         remove(loc, "20260101T000000Z-abc123").unwrap();

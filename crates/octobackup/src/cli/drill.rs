@@ -54,7 +54,9 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
         let mut value = serde_json::to_value(&report).expect("report serializes");
         if let Some(f) = report.failure() {
             // One JSON document on stdout, the report, carrying the error as every failure does.
-            value["exit_code"] = serde_json::json!(f.exit as u8);
+            let exit = super::exit::code(&f);
+            value["kind"] = serde_json::json!(exit.name());
+            value["exit_code"] = serde_json::json!(exit as u8);
             println!("{}", serde_json::to_string_pretty(&value).expect("json"));
             return Err(named(f).result_printed());
         }

@@ -5,6 +5,7 @@ pub(crate) mod backup;
 mod check;
 mod doctor;
 mod drill;
+pub mod exit;
 mod forget;
 mod init;
 mod key;
@@ -101,13 +102,10 @@ pub(crate) fn run_main(
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if json && !f.result_printed {
-                println!(
-                    "{}",
-                    serde_json::json!({"ok": false, "error": f.message, "exit_code": f.exit as u8})
-                );
+                println!("{}", exit::json(&f));
             }
-            eprintln!("error: {}", f.message);
-            ExitCode::from(f.exit as u8)
+            eprint!("{}", exit::render(&f, verbose));
+            ExitCode::from(exit::code(&f) as u8)
         }
     }
 }

@@ -426,7 +426,7 @@ pub async fn resolve(
     name: &str,
     inst: &InstanceConfig,
 ) -> Result<InstanceConfig, crate::error::Failure> {
-    use crate::error::{Exit, Failure};
+    use crate::error::Failure;
     let Some(d) = &inst.discover else {
         return Ok(inst.clone());
     };
@@ -434,33 +434,23 @@ pub async fn resolve(
     let needs_show =
         out.url.is_empty() || !out.sql.has_connection_string() || out.folders.is_empty();
     if needs_show {
-        let found = show_configuration(d)
-            .await
-            .map_err(|e| Failure::new(Exit::Octopus, e.to_string()))?;
+        let found = show_configuration(d).await?;
         if out.url.is_empty() {
             out.url = found.url.clone().ok_or_else(|| {
-                Failure::new(
-                    Exit::Usage,
-                    DiscoveryError::Missing {
-                        what: "web portal URL",
-                        keys: "Octopus.WebPortal.ListenPrefixes",
-                        config_key: "url",
-                    }
-                    .to_string(),
-                )
+                Failure::from(DiscoveryError::Missing {
+                    what: "web portal URL",
+                    keys: "Octopus.WebPortal.ListenPrefixes",
+                    config_key: "url",
+                })
             })?;
         }
         if !out.sql.has_connection_string() {
             out.sql.connection_string = Some(found.connection_string.clone().ok_or_else(|| {
-                Failure::new(
-                    Exit::Usage,
-                    DiscoveryError::Missing {
-                        what: "database connection string",
-                        keys: CONNECTION_STRING_KEY,
-                        config_key: "sql.connection_string",
-                    }
-                    .to_string(),
-                )
+                Failure::from(DiscoveryError::Missing {
+                    what: "database connection string",
+                    keys: CONNECTION_STRING_KEY,
+                    config_key: "sql.connection_string",
+                })
             })?);
         }
         if out.folders.is_empty() {

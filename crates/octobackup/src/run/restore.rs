@@ -685,13 +685,13 @@ async fn restore_database(
         Ok(id) => id,
         Err(e) => {
             let _ = drop_quietly(session, &temp).await;
-            return Err(Failure::new(
-                e.exit,
-                format!(
+            return Err(Failure {
+                message: format!(
                     "{}; the restored copy was dropped and [{}] is unchanged",
                     e.message, t.target
                 ),
-            ));
+                ..e
+            });
         }
     };
     let files = database_files(session, &temp).await.unwrap_or_default();
