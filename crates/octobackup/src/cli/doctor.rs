@@ -133,27 +133,22 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
             "{}",
             serde_json::to_string_pretty(&report).expect("serializable")
         );
-        if !failed.is_empty() {
-            // The report above is the JSON result: exit without main's error object after it.
-            use std::io::Write;
-            let _ = std::io::stdout().flush();
-            std::process::exit(Exit::CheckFailed as i32);
-        }
+    } else {
+        print!("{}", human(&report));
+    }
+    if failed.is_empty() {
         return Ok(());
     }
-    print!("{}", human(&report));
-    if failed.is_empty() {
-        Ok(())
-    } else {
-        Err(Failure::new(
-            Exit::CheckFailed,
-            format!(
-                "{} check(s) failed: {} (each FAIL line above says the fix)",
-                failed.len(),
-                failed.join(", ")
-            ),
-        ))
-    }
+    let f = Failure::new(
+        Exit::CheckFailed,
+        format!(
+            "{} check(s) failed: {} (each FAIL line above says the fix)",
+            failed.len(),
+            failed.join(", ")
+        ),
+    );
+    // With --json the report above is the result: main adds no error object after it.
+    Err(if json { f.result_printed() } else { f })
 }
 
 /// Staging folders killed runs left: each a full, unencrypted copy of the database.
