@@ -40,7 +40,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
         name,
         instance,
         repo.clone(),
-        ui.clone(),
+        ui.clone().into(),
     );
     let stop = job.stop.clone();
     let report = backup::run(job).await;

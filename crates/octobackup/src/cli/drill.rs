@@ -37,7 +37,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
         scratch: args.scratch,
         data_dir: args.data_dir,
         state: StateDir::new(&config.state_dir(config_path)),
-        ui: ui.clone(),
+        ui: ui.clone().into(),
     };
     let report = drill::run(job).await;
     ui.clear_status();

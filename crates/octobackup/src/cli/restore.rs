@@ -91,7 +91,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
         show_secrets: args.show_secrets,
         clone: args.clone,
         octopus_instance: args.octopus_instance,
-        ui: ui.clone(),
+        ui: ui.clone().into(),
     };
     let report = restore::run(job).await;
     ui.clear_status();

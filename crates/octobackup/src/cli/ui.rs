@@ -193,3 +193,30 @@ impl ProgressSink for RepoBar {
         }
     }
 }
+
+impl crate::run::progress::Progress for Ui {
+    fn note(&self, msg: &str) {
+        Ui::note(self, msg)
+    }
+    fn status(&self, msg: &str) {
+        Ui::status(self, msg)
+    }
+    fn clear_status(&self) {
+        Ui::clear_status(self)
+    }
+    fn percent_bar(&self, label: &str) -> Box<dyn crate::run::progress::Percent> {
+        Box::new(Ui::percent_bar(self, label))
+    }
+    fn repo_sink(&self, label: &str) -> Arc<dyn ProgressSink + Send + Sync> {
+        Ui::repo_sink(self, label)
+    }
+}
+
+impl crate::run::progress::Percent for PercentBar {
+    fn set(&self, percent: f64) {
+        PercentBar::set(self, percent)
+    }
+    fn finish(&self) {
+        PercentBar::finish(self)
+    }
+}

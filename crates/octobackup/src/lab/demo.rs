@@ -66,7 +66,7 @@ pub async fn run(args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
         let repo = Arc::new(repo);
 
         let (name, instance) = config.instance(&config_path, None)?;
-        let job = || BackupJob::new(&config, &config_path, name, instance.clone(), repo.clone(), ui.clone());
+        let job = || BackupJob::new(&config, &config_path, name, instance.clone(), repo.clone(), ui.clone().into());
         say("== 3. octobackup backup: maintenance mode on, wait for tasks, master key, license, BACKUP DATABASE, folders, maintenance mode back");
         let first: BackupReport = crate::run::backup::run(job()).await?;
         ui.clear_status();

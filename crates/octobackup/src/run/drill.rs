@@ -15,10 +15,10 @@ use super::restore::{
     short_hash, stage_database,
 };
 use crate::backupset::{self, manifest::FolderInfo};
-use crate::cli::ui::Ui;
 use crate::config::InstanceConfig;
 use crate::error::{Exit, Failure};
 use crate::octopus::sensitive::{self, Opened};
+use crate::run::progress::Ui;
 use crate::sqlserver::SqlServer;
 use crate::sqlserver::client::Session;
 use crate::sqlserver::tsql;

@@ -5,6 +5,7 @@ pub mod backup;
 pub mod drill;
 pub mod journal;
 pub mod maintenance;
+pub mod progress;
 pub mod restore;
 pub mod retention;
 pub mod steps;

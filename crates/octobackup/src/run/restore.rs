@@ -12,10 +12,10 @@
 
 use super::backup::{shutdown_signal, sql_server, sql_side_path};
 use crate::backupset::{self, Manifest, list};
-use crate::cli::ui::Ui;
 use crate::config::InstanceConfig;
 use crate::error::{Exit, Failure};
 use crate::octopus::master_key;
+use crate::run::progress::Ui;
 use crate::secret::Secret;
 use crate::sqlserver::client::{self as sql, Session, SqlError};
 use crate::sqlserver::connstr::Authentication;
