@@ -1,8 +1,10 @@
 //! octobackup: backs up and restores an Octopus Deploy server the way Octopus documents it, into a
-//! restic-format repository. The binary is only wiring; each domain has its module:
-//! `octopus` (REST API, master key), `sqlserver` (connection strings, T-SQL, client),
-//! `backupset` (layout, manifest, listing), `run` (the steps of a run and their safety),
-//! `config`, and `cli` (commands, output).
+//! restic-format repository. Each domain has its module: `octopus` (REST API, master key,
+//! discovery), `sqlserver` (connection strings, T-SQL, client, lock), `backupset` (layout,
+//! manifest, listing, retention, escrow), `config`, then `run` (the operations: backup, restore,
+//! drill, retention, with the maintenance journal) and on top `cli` (commands, output, the one
+//! exit-code table). Imports point down: `cli` uses `run`, never the reverse (`run::progress`
+//! is what the CLI implements for them). The `lab` feature adds `lab` and `octobackup-lab`.
 
 pub mod backupset;
 pub mod cli;

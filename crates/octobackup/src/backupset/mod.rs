@@ -2,7 +2,7 @@
 //! tags that say what it is (restic keeps tags through `restic tag`; it drops labels).
 //!
 //! ```text
-//! /octobackup/manifest.json      what the set holds (design decision 3)
+//! /octobackup/manifest.json      what the set holds: Octopus version, backup metadata, timings
 //! /octobackup/master-key         the instance's master key (mode 0600; encrypted by the repository)
 //! /octobackup/license.xml        the license (mode 0600)
 //! /database/<db>.bak             the SQL Server backup (or <db>.1of2.bak, <db>.2of2.bak stripes)

@@ -1,5 +1,6 @@
-//! The command line: argument parsing, dispatch, output and exit codes. Each command's logic lives
-//! in its domain module; the files here only wire it to the user.
+//! The command line: argument parsing, dispatch, output, and the exit codes (`exit`). Most
+//! commands' logic lives in `run/` and the domain modules, and the files here wire it to the user;
+//! `doctor.rs` still holds its checks.
 
 pub(crate) mod backup;
 mod check;

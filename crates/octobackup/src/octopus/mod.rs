@@ -1,5 +1,5 @@
-//! The Octopus Server side: its REST API (maintenance mode, tasks, license, folders) and the
-//! master key read on its host.
+//! The Octopus Server side: its REST API (maintenance mode, tasks, license, folders), the master
+//! key read on its host, and discovery of the instance's settings through `Octopus.Server`.
 
 pub mod client;
 pub mod discovery;

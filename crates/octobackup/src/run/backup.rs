@@ -1,8 +1,9 @@
 //! `octobackup backup`: Octopus's documented procedure as one backup set.
 //!
-//! Order (issue: "the five documented steps"): record maintenance mode and turn it on, wait for
-//! running tasks, capture the master key and the license, BACKUP DATABASE to the staging share and
-//! RESTORE VERIFYONLY, back up the server folders, put maintenance mode back, then ingest the .bak.
+//! Order (the README's "What `backup` does"): read the master key and the license, a full folder
+//! pass, then the window (maintenance mode on, wait for running tasks, BACKUP DATABASE beside a pass
+//! over what changed in the folders, maintenance mode put back), then RESTORE VERIFYONLY beside
+//! storing the .bak. Only the database and the changes need the window; users feel its length.
 //! The folders and the database are stored as two partial snapshots, then merged into the set's
 //! single snapshot: only that snapshot carries the `complete` tag, so a run that fails at any point
 //! leaves nothing that claims to be complete, and the repository stays valid.
@@ -319,7 +320,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     let bak_local: Vec<PathBuf> = stripe_names.iter().map(|n| staging_local.join(n)).collect();
 
     // The folders are mostly immutable (packages) or append-only (logs): a first full pass before
-    // the window leaves only the changes to read inside it (design decision 5).
+    // the window leaves only the changes to read inside it, and the window is what users feel.
     let pre_pass = if job.instance.folders_before_window {
         let r = steps.start("server folders (before the window)");
         let pass = tokio::select! {

@@ -1,5 +1,6 @@
-//! The steps of a run (backup, recover) and what keeps them safe: a lock per instance, a journal of
-//! the maintenance-mode change so that a crashed run can be undone, and step records for the report.
+//! The operations (backup, restore, drill, retention) and what keeps them safe: a lock per
+//! instance, a journal of the maintenance-mode change so that a crashed run can be undone, and step
+//! records for the report. They show progress through `progress::Progress` and never import `cli`.
 
 pub mod backup;
 pub mod drill;

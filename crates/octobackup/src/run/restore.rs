@@ -539,7 +539,7 @@ async fn database_files(session: &mut Session, name: &str) -> Result<Vec<String>
 /// A clone must not pose as the original: a new InstallationId.
 ///
 /// UNCONFIRMED: Octopus documents this as a SQL script it hands out; the lab keeps the
-/// InstallationId in `dbo.Configuration`, row `installation` (see crates/lab/src/database.rs),
+/// InstallationId in `dbo.Configuration`, row `installation` (see lab/instance/src/database.rs),
 /// and this follows the lab. Check the row against a real Octopus database before relying on it.
 pub async fn new_installation_id(session: &mut Session, database: &str) -> Result<String, Failure> {
     let rows = session
