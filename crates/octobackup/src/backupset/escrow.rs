@@ -16,7 +16,6 @@
 use crate::error::{Exit, Failure};
 use crate::secret::Secret;
 use octobackup_repo::{Repo, SourceItem, Storage};
-use serde::{Deserialize, Serialize};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use zeroize::Zeroizing;
@@ -103,15 +102,7 @@ fn remote_dir(set_id: &str) -> Result<String, Failure> {
     Ok(format!("{OUTSIDE_DIR}/{set_id}"))
 }
 
-/// `[escrow]` in the config.
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct EscrowConfig {
-    /// age public keys (`age1...`, from `age-keygen -y`) that can recover each set's master
-    /// key and license.
-    #[serde(default)]
-    pub age_recipients: Vec<String>,
-}
+pub use crate::config::EscrowConfig;
 
 /// The configured recipients (none when there is no `[escrow]` section).
 pub fn recipients(config: &crate::config::Config) -> Vec<String> {

@@ -17,8 +17,7 @@ pub mod retention;
 
 pub use manifest::Manifest;
 
-/// The folders Octopus's procedure says to back up, in its order.
-pub const FOLDER_NAMES: &[&str] = &["Packages", "Artifacts", "TaskLogs", "EventExports"];
+pub use crate::config::FOLDER_NAMES;
 
 pub const MANIFEST_PATH: &str = "/octobackup/manifest.json";
 pub const MASTER_KEY_PATH: &str = "/octobackup/master-key";

@@ -1,7 +1,9 @@
 //! The config file (TOML): the repository and one or more Octopus instances. Secrets are named by
 //! source (environment variable, file, command), never required inline. `octobackup init` writes a
-//! commented template; `octobackup-lab up` writes a ready one for the lab.
+//! commented template; `octobackup-lab up` writes a ready one for the lab. The schema is a leaf: it
+//! imports nothing of the modules that act on it.
 
+pub mod retention;
 mod template;
 
 pub use template::template;
@@ -11,6 +13,19 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The folders Octopus's procedure says to back up, in its order.
+pub const FOLDER_NAMES: &[&str] = &["Packages", "Artifacts", "TaskLogs", "EventExports"];
+
+/// `[escrow]` in the config.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EscrowConfig {
+    /// age public keys (`age1...`, from `age-keygen -y`) that can recover each set's master
+    /// key and license.
+    #[serde(default)]
+    pub age_recipients: Vec<String>,
+}
 
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -24,10 +39,10 @@ pub struct Config {
     pub instances: BTreeMap<String, InstanceConfig>,
     /// The default retention policy (`forget`); an instance's own `retention` replaces it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<crate::backupset::retention::Policy>,
+    pub retention: Option<retention::Policy>,
     /// age public keys each set's master key and license are also sealed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub escrow: Option<crate::backupset::escrow::EscrowConfig>,
+    pub escrow: Option<EscrowConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
@@ -76,7 +91,7 @@ pub struct InstanceConfig {
     pub wait: WaitConfig,
     /// This instance's retention policy (`forget`), replacing the top-level `[retention]`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub retention: Option<crate::backupset::retention::Policy>,
+    pub retention: Option<retention::Policy>,
     /// Back up the folders once before maintenance mode goes on, so that inside the window only what
     /// changed since is read. Default true; false reads them all inside the window, as the manual
     /// procedure does.
@@ -418,10 +433,10 @@ impl InstanceConfig {
             return bad("staging.sql_path is empty: name a folder SQL Server can write and octobackup can read".into());
         }
         for folder in self.folders.keys() {
-            if !crate::backupset::FOLDER_NAMES.contains(&folder.as_str()) {
+            if !FOLDER_NAMES.contains(&folder.as_str()) {
                 return bad(format!(
                     "unknown folder '{folder}' (known: {})",
-                    crate::backupset::FOLDER_NAMES.join(", ")
+                    FOLDER_NAMES.join(", ")
                 ));
             }
         }
