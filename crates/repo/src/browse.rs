@@ -14,6 +14,7 @@ use crate::logging;
 use crate::mode;
 use crate::progress::{NoProgress, ProgressSink};
 use crate::repo::Repo;
+use crate::restore::RestoreSummary;
 use crate::snapshots::{resolve_snapshot, timestamp_to_chrono};
 use crate::vpath::VirtualPath;
 
@@ -40,19 +41,6 @@ pub struct FileEntry {
     /// Unix permission bits (`0o644`); `None` when the source had none (Windows).
     pub mode: Option<u32>,
     pub mtime: Option<DateTime<Local>>,
-}
-
-/// What a restore wrote.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RestoreSummary {
-    /// Files written (new or replaced).
-    pub files_restored: u64,
-    /// Files already present with the right content (checked by reading them), left alone.
-    pub files_unchanged: u64,
-    pub dirs_restored: u64,
-    pub bytes_restored: u64,
-    /// What rustic could not apply, e.g. ownership when not running as root.
-    pub warnings: Vec<String>,
 }
 
 impl Repo {

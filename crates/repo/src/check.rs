@@ -3,6 +3,9 @@
 use rustic_core::CheckResults;
 use serde::Serialize;
 
+use crate::error::one_line;
+use crate::snapshots::SnapshotInfo;
+
 /// What `check` found. rustic has already logged each finding as it went.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CheckReport {
@@ -13,7 +16,7 @@ pub struct CheckReport {
     /// Packs named by the errors (full ids); filled by [`crate::Repo::check_with`].
     pub damaged_packs: Vec<String>,
     /// Snapshots using damaged data; filled by [`crate::Repo::check_with`].
-    pub affected: Vec<crate::usage::AffectedSnapshot>,
+    pub affected: Vec<AffectedSnapshot>,
     /// Snapshot files that cannot be read (full ids); filled by [`crate::Repo::check_with`].
     pub damaged_snapshots: Vec<String>,
 }
@@ -38,28 +41,16 @@ impl CheckReport {
     }
 }
 
-/// rustic's findings can embed a whole `RusticError` (guidance, context, backtrace over many
-/// lines): keep the messages, one line.
-pub(crate) fn one_line(text: &str) -> String {
-    let text = text.split("Backtrace:").next().unwrap_or(text);
-    let mut parts: Vec<&str> = Vec::new();
-    for line in text.lines().map(str::trim) {
-        // "`rustic_core` experienced an error related to `...`." says nothing to a user.
-        let line = match line.find("`rustic_core` experienced an error") {
-            Some(i) => line[..i].trim_end().trim_end_matches(':').trim_end(),
-            None => line,
-        };
-        let noise = line.is_empty()
-            || line.starts_with("Some additional details")
-            || line.starts_with("For more information")
-            || line.starts_with("- ")
-            || matches!(line, "Message:" | "Caused by:" | "Context:");
-        let line = line.trim_end_matches(':').trim_end();
-        if !noise && !parts.contains(&line) {
-            parts.push(line);
-        }
-    }
-    parts.join(": ")
+/// A snapshot that uses damaged data.
+#[derive(Debug, Clone, Serialize)]
+pub struct AffectedSnapshot {
+    pub snapshot: SnapshotInfo,
+    /// Files (snapshot paths) whose content is damaged, at most [`crate::usage::MAX_FILES_LISTED`].
+    pub files: Vec<String>,
+    /// How many files are damaged in all.
+    pub files_damaged: usize,
+    /// Folders whose listing (tree) cannot be read: everything below them is lost.
+    pub unreadable_folders: Vec<String>,
 }
 
 #[cfg(test)]

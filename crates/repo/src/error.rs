@@ -258,7 +258,7 @@ pub(crate) fn from_rustic_at(doing: &str, service: Option<&str>, err: &RusticErr
     }
     let (kind, text) = summarize(err);
     // A nested rustic error's text carries its own guidance and backtrace: keep one line.
-    let message = crate::check::one_line(&redact_url_secrets(&format!("{doing}: {text}")));
+    let message = one_line(&redact_url_secrets(&format!("{doing}: {text}")));
     match kind.as_str() {
         "the backend" | "input/output operations" => RepoError::Backend(message),
         _ => RepoError::Other(message),
@@ -299,7 +299,7 @@ fn index_file(err: &RusticError) -> Option<String> {
         .chars()
         .take_while(char::is_ascii_hexdigit)
         .collect();
-    let cause = crate::check::one_line(&text[at..]);
+    let cause = one_line(&text[at..]);
     let cause = cause.split_once(": ").map_or("", |(_, c)| c);
     Some(format!("index file index/{id}... cannot be read: {cause}"))
 }
@@ -333,6 +333,30 @@ pub(crate) fn summarize(err: &RusticError) -> (String, String) {
         format!("{guidance}: {cause}")
     };
     (kind, text)
+}
+
+/// rustic's findings can embed a whole `RusticError` (guidance, context, backtrace over many
+/// lines): keep the messages, one line.
+pub(crate) fn one_line(text: &str) -> String {
+    let text = text.split("Backtrace:").next().unwrap_or(text);
+    let mut parts: Vec<&str> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        // "`rustic_core` experienced an error related to `...`." says nothing to a user.
+        let line = match line.find("`rustic_core` experienced an error") {
+            Some(i) => line[..i].trim_end().trim_end_matches(':').trim_end(),
+            None => line,
+        };
+        let noise = line.is_empty()
+            || line.starts_with("Some additional details")
+            || line.starts_with("For more information")
+            || line.starts_with("- ")
+            || matches!(line, "Message:" | "Caused by:" | "Context:");
+        let line = line.trim_end_matches(':').trim_end();
+        if !noise && !parts.contains(&line) {
+            parts.push(line);
+        }
+    }
+    parts.join(": ")
 }
 
 #[cfg(test)]

@@ -18,11 +18,24 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rustic_core::repofile::{Node, NodeType};
 use rustic_core::{IndexedFull, LsOptions, Progress, Repository};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::browse::RestoreSummary;
 use crate::error::{RepoError, from_rustic};
 use crate::mode;
+
+/// What a restore wrote.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreSummary {
+    /// Files written (new or replaced).
+    pub files_restored: u64,
+    /// Files already present with the right content (checked by reading them), left alone.
+    pub files_unchanged: u64,
+    pub dirs_restored: u64,
+    pub bytes_restored: u64,
+    /// What rustic could not apply, e.g. ownership when not running as root.
+    pub warnings: Vec<String>,
+}
 
 /// Files waiting for a writer: enough to keep the writers busy, small enough to bound memory.
 const QUEUE: usize = 64;

@@ -128,7 +128,7 @@ pub(crate) fn all_snapshots<S: Open>(
             }
             Err(e) => unreadable.push(UnreadableSnapshot {
                 id: id.to_hex().as_str().to_string(),
-                reason: crate::check::one_line(&summarize(&e).1),
+                reason: crate::error::one_line(&summarize(&e).1),
             }),
         }
     }

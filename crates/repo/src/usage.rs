@@ -8,7 +8,7 @@ use rustic_core::repofile::{IndexFile, SnapshotFile};
 use rustic_core::{CheckOptions, Id, IndexedTree, Open, ReadSubsetOption, Repository, TreeId};
 use serde::Serialize;
 
-use crate::check::CheckReport;
+use crate::check::{AffectedSnapshot, CheckReport};
 use crate::error::{RepoError, from_rustic};
 use crate::logging::QuietCheck;
 use crate::progress::NoProgress;
@@ -45,18 +45,6 @@ fn parse_subset(s: &str) -> Result<ReadSubsetOption, RepoError> {
             "`{s}` is not a subset to read: give a percentage like 10%, a size like 500MiB, or n/m like 1/5"
         ))
     })
-}
-
-/// A snapshot that uses damaged data.
-#[derive(Debug, Clone, Serialize)]
-pub struct AffectedSnapshot {
-    pub snapshot: SnapshotInfo,
-    /// Files (snapshot paths) whose content is damaged, at most [`MAX_FILES_LISTED`].
-    pub files: Vec<String>,
-    /// How many files are damaged in all.
-    pub files_damaged: usize,
-    /// Folders whose listing (tree) cannot be read: everything below them is lost.
-    pub unreadable_folders: Vec<String>,
 }
 
 /// At most this many damaged files are named per snapshot.

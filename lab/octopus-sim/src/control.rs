@@ -1,6 +1,7 @@
 //! The lab's control surface under `/lab/`, for a lab running as a separate process. Not part of
 //! Octopus's API: no API key, answered only to loopback clients, snake_case JSON, never faulted.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -14,10 +15,13 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::api::PeerAddr;
 use crate::faults::{Fault, FaultKind};
 use crate::state::{ControlError, Simulator};
 use crate::tasks::{TaskSpec, TaskState};
+
+/// The address a request came from, for the loopback-only control surface.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerAddr(pub SocketAddr);
 
 pub(crate) fn router() -> Router<Arc<Simulator>> {
     Router::new()

@@ -23,7 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::api::{self, PeerAddr};
+use crate::api;
+use crate::control::PeerAddr;
 use crate::faults::FaultKind;
 use crate::state::Simulator;
 

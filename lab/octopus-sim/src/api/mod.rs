@@ -11,7 +11,6 @@ mod system;
 mod tasks;
 mod users;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
@@ -26,10 +25,6 @@ pub(crate) use auth::Caller;
 pub(crate) use error::OctopusError;
 
 use crate::state::Simulator;
-
-/// The address a request came from, for the loopback-only control surface.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PeerAddr(pub SocketAddr);
 
 pub(crate) fn router(sim: Arc<Simulator>) -> Router {
     Router::new()
