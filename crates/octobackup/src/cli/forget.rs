@@ -93,10 +93,6 @@ struct Output {
     instant: bool,
 }
 
-fn join_err(e: tokio::task::JoinError) -> Failure {
-    Failure::new(Exit::Failed, e.to_string())
-}
-
 pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
     let config = Config::load(config_path)?;
     let names: Vec<String> = match &args.instance {
@@ -140,9 +136,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
         let repo = repo.clone();
         let wanted = args.sets.clone();
         let names = names.clone();
-        tokio::task::spawn_blocking(move || resolve_sets(&repo, &names, &wanted))
-            .await
-            .map_err(join_err)??
+        tokio::task::spawn_blocking(move || resolve_sets(&repo, &names, &wanted)).await??
     };
     let state = StateDir::new(&config.state_dir(config_path));
     let mut reports = Vec::new();
@@ -170,8 +164,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
             drop(lock);
             r
         })
-        .await
-        .map_err(join_err)??;
+        .await??;
         reports.push(report);
     }
     let prune = if args.prune {
@@ -182,9 +175,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
         };
         let repo = repo.clone();
         let instant = args.instant;
-        let s = tokio::task::spawn_blocking(move || retention::prune(&repo, instant))
-            .await
-            .map_err(join_err)??;
+        let s = tokio::task::spawn_blocking(move || retention::prune(&repo, instant)).await??;
         drop(locks);
         Some(s)
     } else {
@@ -273,9 +264,7 @@ pub async fn prune(config_path: &Path, args: PruneArgs, json: bool) -> Result<()
         None
     };
     let instant = args.instant;
-    let s = tokio::task::spawn_blocking(move || retention::prune(&repo, instant))
-        .await
-        .map_err(join_err)??;
+    let s = tokio::task::spawn_blocking(move || retention::prune(&repo, instant)).await??;
     drop(locks);
     emit(json, &s, || prune_human(&s, instant));
     Ok(())

@@ -95,10 +95,6 @@ fn new_password(args: &AddArgs) -> Result<Secret, Failure> {
     ))
 }
 
-fn join_err(e: tokio::task::JoinError) -> Failure {
-    Failure::new(Exit::Failed, e.to_string())
-}
-
 fn default_host() -> Option<String> {
     std::env::var("COMPUTERNAME")
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -127,9 +123,7 @@ pub async fn run(config_path: &Path, cmd: KeyCommand, json: bool) -> Result<(), 
             let host = args.host.clone().or_else(default_host);
             let user = args.user.clone().or_else(default_user);
             let pw = Password::new(new.expose());
-            let id = tokio::task::spawn_blocking(move || repo.add_key(&pw, host, user))
-                .await
-                .map_err(join_err)??;
+            let id = tokio::task::spawn_blocking(move || repo.add_key(&pw, host, user)).await??;
             emit(json, &serde_json::json!({"added": id}), || {
                 format!(
                     "added key {}: the new password opens the repository; the others still do\n",
@@ -139,16 +133,13 @@ pub async fn run(config_path: &Path, cmd: KeyCommand, json: bool) -> Result<(), 
         }
         KeyCommand::List => {
             let repo = repository::open(&config).await?;
-            let keys = tokio::task::spawn_blocking(move || repo.keys())
-                .await
-                .map_err(join_err)??;
+            let keys = tokio::task::spawn_blocking(move || repo.keys()).await??;
             emit(json, &keys, || list_human(&keys));
         }
         KeyCommand::Remove(args) => {
             let repo = repository::open(&config).await?;
             let id = tokio::task::spawn_blocking(move || repo.remove_key(&args.id))
-                .await
-                .map_err(join_err)?
+                .await?
                 .map_err(|e| match e {
                     RepoError::InvalidInput(m) => Failure::new(Exit::Usage, m),
                     other => other.into(),

@@ -93,3 +93,19 @@ async fn check_names_the_sets_a_damaged_pack_hits() {
     let restic_ok = t.restic(&["check", "--read-data"]);
     assert!(restic_ok.status.success(), "{}", stderr(&restic_ok));
 }
+
+/// A failure that no report carries: stdout is one JSON document naming its kind and exit code
+/// (the README's table), stderr the same message, and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_repository_is_exit_5_and_json_names_the_kind() {
+    let t = TestLab::start().await;
+    let out = t.run(&["--json", "check"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["ok"], false, "{r:#}");
+    assert_eq!(r["kind"], "repository", "{r:#}");
+    assert_eq!(r["exit_code"], 5, "{r:#}");
+    let message = r["error"].as_str().unwrap();
+    assert!(stderr(&out).contains(message), "{}", stderr(&out));
+    assert!(!t.repo_dir().join("config").exists());
+}
