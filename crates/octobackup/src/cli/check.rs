@@ -166,9 +166,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     };
     let repo = repository::open(&config).await?;
     let r = read.clone();
-    let report = tokio::task::spawn_blocking(move || repo.check_with(&r))
-        .await
-        .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??;
+    let report = tokio::task::spawn_blocking(move || repo.check_with(&r)).await??;
     let out = output(report, &read);
     emit(json, &out, || human(&out));
     if !out.ok {

@@ -46,8 +46,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
             other => other.map(|_| None),
         }
     })
-    .await
-    .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??;
+    .await??;
     let wrote_config = if !existing {
         std::fs::write(config_path, config::template(&config.repository.location)).map_err(
             |e| {

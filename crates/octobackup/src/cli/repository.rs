@@ -52,7 +52,5 @@ pub fn repo_config(config: &Config, password: &Secret) -> RepoConfig {
 
 pub async fn open(config: &Config) -> Result<Repo, Failure> {
     let cfg = repo_config(config, &password(config, false)?);
-    Ok(tokio::task::spawn_blocking(move || Repo::open(&cfg))
-        .await
-        .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??)
+    Ok(tokio::task::spawn_blocking(move || Repo::open(&cfg)).await??)
 }

@@ -20,9 +20,8 @@ pub struct ShowArgs {
 pub async fn list(config_path: &Path, args: ListArgs, json: bool) -> Result<(), Failure> {
     let config = Config::load(config_path)?;
     let repo = repository::open(&config).await?;
-    let sets = tokio::task::spawn_blocking(move || list::list(&repo, args.instance.as_deref()))
-        .await
-        .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??;
+    let sets =
+        tokio::task::spawn_blocking(move || list::list(&repo, args.instance.as_deref())).await??;
     emit(json, &sets, || {
         let mut s = format!(
             "{:<24} {:<8} {:<25} {:<16} {:<12} {:>10} {:>8} {:<8} {}\n",
@@ -83,8 +82,7 @@ pub async fn show(config_path: &Path, args: ShowArgs, json: bool) -> Result<(), 
         }
         list::read_manifest(&repo, &set.snapshot_id).map(Ok)
     })
-    .await
-    .map_err(|e| Failure::new(Exit::Failed, e.to_string()))???;
+    .await???;
     emit(json, &manifest, || {
         serde_json::to_string_pretty(&manifest).expect("manifest serializes") + "\n"
     });
