@@ -1,12 +1,9 @@
 //! `octobackup drill`: wiring for `run::drill`.
 
-use super::{repository, ui::Ui};
-use crate::config::Config;
+use super::{context::Invocation, ui::Ui};
 use crate::error::Failure;
 use crate::run::drill::{self, DrillJob, DrillReport, Status};
-use crate::run::journal::StateDir;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -24,19 +21,17 @@ pub struct Args {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
-    let (name, instance) = config.instance(config_path, args.instance.as_deref())?;
-    // What the config leaves out comes from the instance itself ([instance.NAME.discover]).
-    let instance = &crate::octopus::discovery::resolve(name, instance).await?;
-    let repo = repository::open(&config).await?;
+    let inv = Invocation::load(config_path)?;
+    let (name, instance) = &inv.instance(args.instance.as_deref()).await?;
+    let repo = inv.repo().await?;
     let job = DrillJob {
         instance_name: name.to_string(),
         instance: instance.clone(),
-        repo: Arc::new(repo),
+        repo,
         set: args.set,
         scratch: args.scratch,
         data_dir: args.data_dir,
-        state: StateDir::new(&config.state_dir(config_path)),
+        state: inv.state(),
         ui: ui.clone().into(),
     };
     let report = drill::run(job).await;

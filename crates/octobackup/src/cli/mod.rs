@@ -4,6 +4,7 @@
 
 pub(crate) mod backup;
 mod check;
+mod context;
 mod doctor;
 mod drill;
 pub mod exit;

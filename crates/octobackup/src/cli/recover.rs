@@ -1,8 +1,7 @@
+use super::context::Invocation;
 use super::emit;
-use crate::config::Config;
 use crate::error::Failure;
 use crate::run::backup::octopus_client;
-use crate::run::journal::StateDir;
 use crate::run::maintenance;
 use crate::sqlserver::lock::LockError;
 use std::path::Path;
@@ -15,11 +14,9 @@ pub struct Args {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
-    let (name, instance) = config.instance(config_path, args.instance.as_deref())?;
-    // What the config leaves out comes from the instance itself ([instance.NAME.discover]).
-    let instance = &crate::octopus::discovery::resolve(name, instance).await?;
-    let state = StateDir::new(&config.state_dir(config_path));
+    let inv = Invocation::load(config_path)?;
+    let (name, instance) = &inv.instance(args.instance.as_deref()).await?;
+    let state = inv.state();
     let _lock = state.lock(name)?;
     // Never beside a live backup started elsewhere. SQL Server being down must not keep
     // maintenance mode stuck, though: then the local lock is all there is.

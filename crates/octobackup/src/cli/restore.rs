@@ -1,7 +1,6 @@
 //! `octobackup restore`: wiring for `run::restore`.
 
-use super::{emit, repository, ui::Ui};
-use crate::config::Config;
+use super::{context::Invocation, emit, ui::Ui};
 use crate::error::Failure;
 use crate::run::restore::{self, Parts, RestoreJob, RestoreReport};
 use std::path::{Path, PathBuf};
@@ -52,10 +51,8 @@ pub struct Args {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
-    let (name, instance) = config.instance(config_path, args.instance.as_deref())?;
-    // What the config leaves out comes from the instance itself ([instance.NAME.discover]).
-    let instance = &crate::octopus::discovery::resolve(name, instance).await?;
+    let inv = Invocation::load(config_path)?;
+    let (name, instance) = &inv.instance(args.instance.as_deref()).await?;
     let none = !(args.database || args.folders || args.secrets);
     let parts = Parts {
         database: none || args.database,
@@ -72,7 +69,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
             "--clone needs --folders-to DIR: the second instance must not share the original's folders",
         ));
     }
-    let repo = Arc::new(repository::open(&config).await?);
+    let repo = inv.repo().await?;
     let wanted = args.set.clone();
     let job = RestoreJob {
         instance_name: name.to_string(),
