@@ -13,6 +13,10 @@ pub struct Args {
     /// After a successful backup, apply the retention policy (`[retention]`) to the instance's sets.
     #[arg(long)]
     pub forget: bool,
+    /// After the run (passed or failed), write the HTML report (`octobackup report`) to FILE. A
+    /// report that cannot be written is a warning: it never changes the backup's outcome.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// What `backup --json` prints: the run, and what `--forget` did.
@@ -43,8 +47,12 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
         ui.clone(),
     );
     let stop = job.stop.clone();
+    let report_repo = repo.clone();
     let report = backup::run(job).await;
     ui.clear_status();
+    if let (Some(out), Err(_)) = (&args.report, &report) {
+        write_report(&report_repo, &config, out, ui).await;
+    }
     let report = report?;
     // A stop heard while the set was sealed: the set stands, retention waits for the next run.
     let forget = if let (true, Some(sig)) = (args.forget, stop.requested()) {
@@ -74,6 +82,9 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     } else {
         None
     };
+    if let Some(out) = &args.report {
+        write_report(&report_repo, &config, out, ui).await;
+    }
     emit(
         json,
         &Outcome {
@@ -94,6 +105,21 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
         },
     );
     Ok(())
+}
+
+/// `--report FILE`: a warning when it cannot be written, never a failure of the backup.
+async fn write_report(repo: &Arc<octobackup_repo::Repo>, config: &Config, out: &Path, ui: &Ui) {
+    let (repo, config, out) = (repo.clone(), config.clone(), out.to_path_buf());
+    let written =
+        tokio::task::spawn_blocking(move || crate::report::write_report(&repo, &config, &out))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r);
+    if let Err(e) = written {
+        ui.note(&format!(
+            "warning: the backup's outcome stands, but the report was not written: {e}"
+        ));
+    }
 }
 
 pub fn human(r: &BackupReport) -> String {

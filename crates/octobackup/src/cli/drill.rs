@@ -28,11 +28,11 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     let (name, instance) = config.instance(config_path, args.instance.as_deref())?;
     // What the config leaves out comes from the instance itself ([instance.NAME.discover]).
     let instance = &crate::octopus::discovery::resolve(name, instance).await?;
-    let repo = repository::open(&config).await?;
+    let repo = Arc::new(repository::open(&config).await?);
     let job = DrillJob {
         instance_name: name.to_string(),
         instance: instance.clone(),
-        repo: Arc::new(repo),
+        repo: repo.clone(),
         set: args.set,
         scratch: args.scratch,
         data_dir: args.data_dir,
@@ -42,6 +42,14 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     let report = drill::run(job).await;
     ui.clear_status();
     let report = report?;
+    // Kept in the repository for the report (report::drills); the drill's outcome stands either way.
+    let record = crate::report::drills::Record::of(&report);
+    let recorded = tokio::task::spawn_blocking(move || record.store(&repo)).await;
+    if let Ok(Err(e)) = recorded {
+        ui.note(&format!(
+            "warning: the drill's result could not be kept in the repository (the report will not show it): {e}"
+        ));
+    }
     // The repository's advice for lost data says `forget --set SET`: name the set.
     let named = |f: Failure| Failure {
         message: f.message.replace(
