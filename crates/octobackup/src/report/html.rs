@@ -350,6 +350,7 @@ fn sets_table(h: &mut String, inst: &InstanceReport) {
             esc(&s.set_id),
             s.octopus_version
                 .as_deref()
+                .filter(|v| !v.is_empty())
                 .map(|v| format!("<br><span class=\"muted\">Octopus {}</span>", esc(v)))
                 .unwrap_or_default(),
             if s.complete {

@@ -96,6 +96,8 @@ impl InstanceReport {
 
 /// Reads everything the report shows. Blocking: call from a blocking thread.
 pub fn collect(repo: &Repo, config: &Config, now: DateTime<Utc>) -> Result<Report, RepoError> {
+    // Whole seconds: the page's "generated" stamp and every age on it then agree to the second.
+    let now = chrono::SubsecRound::trunc_subsecs(now, 0);
     let snapshots = repo.snapshots()?;
     let summaries = list::list(repo, None)?;
     let drill_records = drills::from_snapshots(&snapshots);
@@ -239,6 +241,13 @@ pub fn write(path: &Path, page: &str) -> std::io::Result<()> {
         .suffix(".tmp")
         .tempfile_in(&dir)?;
     std::io::Write::write_all(&mut tmp, page.as_bytes())?;
+    // A page for others to read (a temporary file starts as 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())

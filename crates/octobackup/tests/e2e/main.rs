@@ -21,6 +21,8 @@ mod key;
 mod lock;
 mod permissions;
 mod recover;
+mod report;
 mod restore;
+mod schedule;
 mod sqlserver;
 mod task_wait;
