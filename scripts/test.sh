@@ -2,7 +2,9 @@
 # Runs every test of octobackup, after installing what the tests need: stock restic (the
 # repository must stay readable by it), python-tds (an independent TDS client for the lab's SQL
 # Server stand-in), and the real storage servers of the backend suite (tests/e2e/backends.rs):
-# moto (S3), Azurite (Azure Blob, into target/test-tools) and OpenSSH's sshd (SFTP). The tests
+# moto (S3), Azurite (Azure Blob, into target/test-tools) and OpenSSH's sshd (SFTP), Chromium
+# (the report rendered headless, tests/e2e/report.rs; about 110 MB to download) and systemd's
+# systemd-analyze (the schedule's unit files verified, tests/e2e/schedule.rs). The tests
 # start and stop the servers themselves. Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +14,8 @@ command -v restic >/dev/null 2>&1 || need_apt+=(restic)
 [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || need_apt+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v chromium >/dev/null 2>&1 || [ -n "${CHROMIUM:-}" ] || need_apt+=(chromium)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (apt)"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
