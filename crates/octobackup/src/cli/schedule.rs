@@ -267,7 +267,17 @@ fn install(plan: &Plan, unit_dir: Option<&Path>) -> Result<Outcome, Failure> {
                 ),
             )
         })?;
-    let text = if register {
+    let folders: Vec<String> = plan
+        .writable
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut text = format!(
+        "the job may write only to {} (the system is read-only to it): each must exist and be writable by {}\n",
+        folders.join(", "),
+        plan.user
+    );
+    text += &if register {
         run_tool("systemctl", &["daemon-reload".into()])?;
         run_tool(
             "systemctl",

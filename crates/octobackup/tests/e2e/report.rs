@@ -232,6 +232,32 @@ async fn a_report_that_cannot_be_written_leaves_the_backup_complete() {
     assert_eq!(sets[0]["complete"], true);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_backup_writes_the_report_and_keeps_its_exit_code() {
+    use octobackup_lab::sqlserver_sim::SqlFault;
+    let t = TestLab::start().await;
+    t.init().await;
+    t.lab.sql().inject(SqlFault::FailNextBackup {
+        number: 3201,
+        message: "Cannot open backup device 'X:\\missing\\OctopusDeploy.bak'. Operating system error 3(The system cannot find the path specified.).".into(),
+    });
+    let page = t.dir.path().join("report.html");
+    let out = t.run(&["backup", "--report", page.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(!t.lab.octopus().maintenance(), "maintenance mode left on");
+    let html_text = std::fs::read_to_string(&page).expect("the report was written");
+    assert!(
+        html_text.contains("No complete set: everything would be lost."),
+        "{html_text}"
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&page).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "the page is for others to read");
+    }
+}
+
 /// The DevTools protocol over Chromium's --remote-debugging-pipe.
 mod cdp {
     use serde_json::{Value, json};
