@@ -122,3 +122,37 @@ async fn a_bad_time_is_refused_and_nothing_is_written() {
     );
     assert!(!units.exists());
 }
+
+/// What the Windows task runs, on any platform: backup, drill if it passed, the report always,
+/// and the first failure's exit code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schedule_run_backs_up_drills_and_reports_and_exits_with_the_first_failure() {
+    use octobackup_lab::sqlserver_sim::SqlFault;
+    let t = TestLab::start().await;
+    t.init().await;
+    let page = t.dir.path().join("report.html");
+    let page_arg = page.to_str().unwrap();
+    let out = t.ok(&["schedule", "run", "--report", page_arg]).await;
+    assert!(stdout(&out).contains("drill of set"), "{}", stdout(&out));
+    let drills = |t: &TestLab| {
+        let out = t.restic(&["snapshots", "--json", "--tag", "octobackup-drill"]);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array().unwrap().len()
+    };
+    assert_eq!(drills(&t), 1);
+    let first = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        first.contains("<span class=\"pass\">passed</span>"),
+        "{first}"
+    );
+
+    // A night whose backup fails: no drill, the report still written, the backup's exit code.
+    t.lab.sql().inject(SqlFault::FailNextLogin);
+    std::fs::remove_file(&page).unwrap();
+    let out = t.run(&["schedule", "run", "--report", page_arg]).await;
+    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
+    assert!(!stdout(&out).contains("drill of set"), "{}", stdout(&out));
+    assert_eq!(drills(&t), 1, "no drill after a failed backup");
+    assert!(page.exists(), "the report is written after a failed night");
+    assert!(!t.lab.octopus().maintenance());
+}
