@@ -258,6 +258,37 @@ async fn a_failed_backup_writes_the_report_and_keeps_its_exit_code() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_record_goes_with_its_set_when_retention_drops_it() {
+    let t = TestLab::start().await;
+    t.init().await;
+    t.ok(&["backup"]).await;
+    t.ok(&["drill"]).await;
+    t.ok(&["backup"]).await;
+    let drills = |t: &TestLab| {
+        let out = t.restic(&["snapshots", "--json", "--tag", "octobackup-drill"]);
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array().unwrap().len()
+    };
+    assert_eq!(drills(&t), 1);
+    let out = t.ok(&["--json", "forget", "--keep-last", "1"]).await;
+    let forget: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let dropped = forget["instances"][0]["dropped"].as_array().unwrap();
+    assert_eq!(dropped.len(), 1, "{forget}");
+    assert_eq!(
+        dropped[0]["snapshots"].as_array().unwrap().len(),
+        2,
+        "the set and its drill: {forget}"
+    );
+    assert_eq!(drills(&t), 0);
+    let check = t.restic(&["check"]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 /// The DevTools protocol over Chromium's --remote-debugging-pipe.
 // Linux only (file descriptors 3 and 4); on Windows the test says so.
 #[cfg_attr(not(unix), allow(unused_imports, dead_code))]
