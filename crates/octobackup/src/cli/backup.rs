@@ -114,7 +114,7 @@ async fn write_report(repo: &Arc<octobackup_repo::Repo>, config: &Config, out: &
         tokio::task::spawn_blocking(move || crate::report::write_report(&repo, &config, &out))
             .await
             .map_err(|e| e.to_string())
-            .and_then(|r| r);
+            .and_then(|r| r.map_err(|f| f.message));
     if let Err(e) = written {
         ui.note(&format!(
             "warning: the backup's outcome stands, but the report was not written: {e}"

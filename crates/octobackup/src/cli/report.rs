@@ -39,8 +39,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     let report =
         tokio::task::spawn_blocking(move || crate::report::write_report(&repo, &config, &out))
             .await
-            .map_err(|e| Failure::new(Exit::Failed, e.to_string()))?
-            .map_err(|e| Failure::new(Exit::Failed, e))?;
+            .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??;
     let written = Written {
         path: args.out.display().to_string(),
         instances: report

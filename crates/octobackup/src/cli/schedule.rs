@@ -184,6 +184,7 @@ async fn run_job(config_path: &Path, args: &RunArgs, json: bool, ui: &Ui) -> Res
             tokio::task::spawn_blocking(move || crate::report::write_report(&repo, &config, &out))
                 .await
                 .map_err(|e| e.to_string())?
+                .map_err(|f| f.message)
         }
         .await;
         if let Err(e) = written {

@@ -12,6 +12,7 @@ use crate::backupset::manifest::StepRecord;
 use crate::backupset::retention::{self, Action, Candidate, Policy};
 use crate::backupset::{TAG, list, tag_value};
 use crate::config::Config;
+use crate::error::{Exit, Failure};
 use chrono::{DateTime, Local, Utc};
 use drills::DrillRecord;
 use octobackup_repo::{Repo, RepoError};
@@ -254,10 +255,17 @@ pub fn write(path: &Path, page: &str) -> std::io::Result<()> {
 }
 
 /// Collects, renders and writes the report for the whole repository. Blocking.
-pub fn write_report(repo: &Repo, config: &Config, path: &Path) -> Result<Report, String> {
-    let report = collect(repo, config, Utc::now()).map_err(|e| e.to_string())?;
-    write(path, &html::render(&report))
-        .map_err(|e| format!("cannot write the report to {}: {e}", path.display()))?;
+pub fn write_report(repo: &Repo, config: &Config, path: &Path) -> Result<Report, Failure> {
+    let report = collect(repo, config, Utc::now())?;
+    write(path, &html::render(&report)).map_err(|e| {
+        Failure::new(
+            Exit::Failed,
+            format!(
+                "cannot write the report to {}: {e} (does the folder exist, and may this account write there?)",
+                path.display()
+            ),
+        )
+    })?;
     Ok(report)
 }
 

@@ -230,6 +230,15 @@ async fn a_report_that_cannot_be_written_leaves_the_backup_complete() {
     let sets = t.ok(&["--json", "snapshots"]).await;
     let sets: Value = serde_json::from_slice(&sets.stdout).unwrap();
     assert_eq!(sets[0]["complete"], true);
+    // `report` itself fails on it, with the cause and the fix.
+    let out = t.run(&["report", "--out", nowhere.to_str().unwrap()]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot write the report to")
+            && stderr(&out).contains("does the folder exist"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
