@@ -918,6 +918,7 @@ async fn restore_folders(
             .collect();
         let aside = aside_dir(&dest, &stamp);
         let moved = move_aside(&dest, &mine, &prefix, &aside)?;
+        lab_point("restore: folders").await;
         std::fs::create_dir_all(&dest).map_err(|e| {
             Failure::new(
                 Exit::Failed,

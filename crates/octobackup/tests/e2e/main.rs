@@ -16,6 +16,7 @@ mod discovery;
 mod doctor;
 mod drill;
 mod faults;
+mod faults_restore;
 mod forget;
 mod key;
 mod lock;
