@@ -1028,9 +1028,46 @@ async fn backup_database(
             ),
         ));
     }
+    // The staging share filled up (Msg 3202, operating system error 112): say where, how much.
+    if let Err(e) = &ran
+        && super::space::is_disk_full(&e.to_string())
+    {
+        let needed = database_size(&mut session, database).await;
+        return Err(super::space::full(
+            Exit::Sql,
+            "the staging folder",
+            &job.instance.staging_local(),
+            needed,
+            &format!(
+                "BACKUP DATABASE could not write its file there ({}). Free space on the staging share or point staging at a bigger one; nothing was marked complete.",
+                e.to_string().trim_end_matches('.')
+            ),
+        ));
+    }
     ran?;
     bar.finish();
     Ok(())
+}
+
+/// The database's data files' size (sys.master_files, in 8 KiB pages): what a full backup needs
+/// at most. `None` when it cannot be read.
+async fn database_size(session: &mut sql::Session, database: &str) -> Option<u64> {
+    let rows = session
+        .query_text(
+            "size of the database",
+            &format!(
+                "SELECT type, size FROM sys.master_files WHERE database_id = DB_ID({})",
+                tsql::quote_str(database)
+            ),
+        )
+        .await
+        .ok()?;
+    let pages: u64 = rows
+        .iter()
+        .filter(|r| r.get("type").cloned().flatten().as_deref() == Some("0"))
+        .filter_map(|r| r.get("size").cloned().flatten()?.parse::<u64>().ok())
+        .sum();
+    (pages > 0).then_some(pages * 8192)
 }
 
 /// After the window: RESTORE VERIFYONLY, the msdb row, and the staged files as octobackup sees
@@ -1174,7 +1211,18 @@ async fn backup_folders(
     let sink = job.ui.repo_sink(label);
     let summary = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
         .await
-        .map_err(|e| Failure::new(Exit::Failed, format!("the folder backup stopped: {e}")))??;
+        .map_err(|e| Failure::new(Exit::Failed, format!("the folder backup stopped: {e}")))?
+        .map_err(|e| {
+            let f = Failure::from(e);
+            // At most what the folders hold (before deduplication and compression).
+            let needed = super::space::is_disk_full(&f.message).then(|| {
+                folders
+                    .iter()
+                    .map(|(_, p)| super::space::tree_bytes(p))
+                    .sum()
+            });
+            super::space::repository_full(f, &job.repository_location, needed)
+        })?;
     if !summary.unreadable.is_empty() {
         let list: Vec<String> = summary
             .unreadable
@@ -1314,16 +1362,24 @@ async fn store_part(
         time: None,
         compression: job.compression,
     };
+    // What the part needs at most: its files' size (a full repository is said with it).
+    let needed = items
+        .iter()
+        .map(|i| match i {
+            SourceItem::Path { source, .. } => std::fs::metadata(source)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len()),
+            SourceItem::Memory { bytes, .. } => Some(bytes.len() as u64),
+        })
+        .sum::<Option<u64>>();
     let repo = job.repo.clone();
     let sink = job.ui.repo_sink(label);
     let label = label.to_string();
-    Ok(
-        tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
-            .await
-            .map_err(|e| {
-                Failure::new(Exit::Failed, format!("storing the {label} stopped: {e}"))
-            })??,
-    )
+    let stored = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
+        .await
+        .map_err(|e| Failure::new(Exit::Failed, format!("storing the {label} stopped: {e}")))?;
+    stored.map_err(|e| super::space::repository_full(e.into(), &job.repository_location, needed))
 }
 
 #[allow(clippy::too_many_arguments)]

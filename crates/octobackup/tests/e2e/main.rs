@@ -13,6 +13,7 @@ mod check;
 mod damage;
 mod demo;
 mod discovery;
+mod disk_full;
 mod doctor;
 mod drill;
 mod faults;
