@@ -7,6 +7,8 @@
 //! Mounting needs root (or CAP_SYS_ADMIN), as CI has. Without it these tests fail and say so:
 //! they never skip.
 
+#![cfg(target_os = "linux")]
+
 use crate::common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -102,7 +104,6 @@ fn the_error_line(out: &std::process::Output, path: &Path) -> String {
     line
 }
 
-#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_staging_share_fails_the_backup_cleanly() {
     let t = TestLab::start().await;
@@ -140,7 +141,6 @@ async fn a_full_staging_share_fails_the_backup_cleanly() {
     );
 }
 
-#[cfg(target_os = "linux")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_local_repository_fails_the_backup_cleanly() {
     let t = TestLab::start().await;

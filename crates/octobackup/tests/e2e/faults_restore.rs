@@ -5,6 +5,8 @@
 //! database left unless the message names it (and the next run removes it), the exit code true
 //! (130 for a stop), no panic, the repository checks.
 
+#![cfg(unix)]
+
 use crate::common::*;
 use octobackup_lab::sqlserver_files::image;
 use std::path::PathBuf;
@@ -130,7 +132,6 @@ const RESTORE_POINTS: [At; 7] = [
 /// `restore` under a new name, stopped at each step: the live database never changes; a stop
 /// leaves no temporary database it does not name; the same restore run again finishes it and
 /// leaves nothing behind.
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_under_a_new_name_stopped_at_each_step() {
     let t = TestLab::start().await;
@@ -202,7 +203,6 @@ async fn restore_under_a_new_name_stopped_at_each_step() {
 /// `restore --replace`, stopped at each step: the live database is the old one, or (only once
 /// it was dropped) the message names the checked copy kept under its temporary name; the same
 /// restore run again puts the set's database in place.
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_replacing_the_database_stopped_at_each_step() {
     let mut t = TestLab::start().await;
@@ -277,7 +277,6 @@ async fn restore_replacing_the_database_stopped_at_each_step() {
 
 /// `drill` stopped at each step: the live database never changes, a stop removes the scratch
 /// copies (or names what it could not remove), and the next drill passes and leaves nothing.
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drill_stopped_at_each_step() {
     let t = TestLab::start().await;
