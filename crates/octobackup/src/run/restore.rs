@@ -637,6 +637,13 @@ async fn restore_database(
             "octobackup-restore-{}",
             short_hash(&[&t.set.set_id, &t.target])
         );
+        // The files of a database being replaced keep their names until it is dropped: the new
+        // names must differ from them, also when that database came from this very set.
+        let in_use = if exists {
+            database_files(session, &t.target).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let staged = stage_database(&job.repo, t.set, &job.instance, &folder, &job.ui).await?;
         let restored = async {
             lab_point("restore: staged").await;
@@ -647,7 +654,9 @@ async fn restore_database(
             let base = if t.target == original && !exists {
                 None
             } else if exists {
-                Some(format!("{}_{}", t.target, short_hash(&[&t.set.set_id])))
+                let mut parts = vec![t.set.set_id.as_str()];
+                parts.extend(in_use.iter().map(String::as_str));
+                Some(format!("{}_{}", t.target, short_hash(&parts)))
             } else {
                 Some(t.target.clone())
             };

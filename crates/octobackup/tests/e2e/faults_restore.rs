@@ -200,23 +200,33 @@ async fn restore_under_a_new_name_stopped_at_each_step() {
     eprintln!("restore as a copy: {cases} faults injected, 0 wrong outcomes");
 }
 
-/// `restore --replace`, stopped at each step: the live database is the old one, or (only once
-/// it was dropped) the message names the checked copy kept under its temporary name; the same
-/// restore run again puts the set's database in place.
+/// The live database's identity: its data file and that file's inode (a restore writes new
+/// files, so an untouched database keeps both).
+fn identity(t: &TestLab, database: &str) -> Option<(PathBuf, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let (data, _) = t.lab.sql().database_files(database)?;
+    let ino = std::fs::metadata(&data).ok()?.ino();
+    Some((data, ino))
+}
+
+/// `restore --replace`, stopped at each step: the live database is the old one, untouched, or
+/// (only once it was dropped) the message names the checked copy kept under its temporary name,
+/// or (only past the rename) it is the set's, as asked; the same restore run again puts the set's
+/// database in place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restore_replacing_the_database_stopped_at_each_step() {
     let mut t = TestLab::start().await;
     t.init().await;
     t.ok(&["backup"]).await;
     let set = digest_of(&t, "OctopusDeploy").unwrap();
+    // The live database moves on from the set.
+    t.lab.churn(1).await.unwrap();
     let mut cases = 0;
     for (i, at) in RESTORE_POINTS.into_iter().enumerate() {
         for signal in SIGNALS {
             let name = format!("restore --replace, {at:?}, SIG{signal}");
-            // The live database moves on from the set, so a replaced one is told apart.
-            t.lab.churn(1).await.unwrap();
-            let live = digest_of(&t, "OctopusDeploy").unwrap();
-            assert_ne!(live, set);
+            let live = identity(&t, "OctopusDeploy").unwrap();
+            let live_digest = digest_of(&t, "OctopusDeploy").unwrap();
             let folders = t.dir.path().join(format!("folders-{i}-{signal}"));
             let args = [
                 "restore",
@@ -229,18 +239,26 @@ async fn restore_replacing_the_database_stopped_at_each_step() {
             let out = interrupt(&t, &args, at, signal).await;
             assert_stopped_truthfully(&t, &name, signal, &out);
             let e = stderr(&out);
-            match digest_of(&t, "OctopusDeploy") {
-                Some(d) if d == live => {}
-                // Replaced, as asked: then the run got past the rename, which only the folder
-                // and secret steps follow.
-                Some(d) if d == set => assert!(
-                    matches!(
-                        at,
-                        At::Point("restore: folders") | At::Point("restore: secrets")
-                    ),
-                    "{name}: replaced before the rename"
-                ),
-                Some(d) => panic!("{name}: the live database is neither old nor the set's: {d}"),
+            match identity(&t, "OctopusDeploy") {
+                Some(now) if now == live => {
+                    assert_eq!(
+                        digest_of(&t, "OctopusDeploy").unwrap(),
+                        live_digest,
+                        "{name}"
+                    )
+                }
+                // Replaced, as asked: only past the rename, which only the folders and the
+                // secrets follow.
+                Some(_) => {
+                    assert!(
+                        matches!(
+                            at,
+                            At::Point("restore: folders") | At::Point("restore: secrets")
+                        ),
+                        "{name}: replaced before the rename"
+                    );
+                    assert_eq!(digest_of(&t, "OctopusDeploy").unwrap(), set, "{name}");
+                }
                 // Dropped, as asked, but not yet renamed: only at the rename, and a stop names
                 // the checked copy.
                 None => {
