@@ -114,9 +114,11 @@ fn assert_stopped_truthfully(t: &TestLab, name: &str, signal: &str, out: &std::p
     for db in temporary_databases(t) {
         assert!(e.contains(&db), "{name}: [{db}] left without a word: {e}");
     }
-    for dir in staging_leftovers(t) {
-        panic!("{name}: staging folder {} left: {e}", dir.display());
-    }
+    let left = staging_leftovers(t);
+    assert!(
+        left.is_empty(),
+        "{name}: staging folders left: {left:?}: {e}"
+    );
 }
 
 const RESTORE_POINTS: [At; 7] = [
