@@ -173,6 +173,33 @@ fn check_staging_leftovers(
         );
     };
     let left = crate::run::backup::staging_leftovers(name, inst);
+    // Folders of octobackup's name without a marker: empty ones (a run killed as it started) go
+    // with the next backup or `recover`; ones holding files (an older version) are the admin's.
+    let (empty, unknown) = crate::run::backup::unmarked_staging_folders(inst);
+    if !unknown.is_empty() {
+        let list: Vec<String> = unknown.iter().map(|p| p.display().to_string()).collect();
+        c.warn(
+            "staging folders of unknown runs",
+            format!(
+                "{} folder(s) with octobackup's staging name but no octobackup-run.json (an older version's), instance unknown: {}",
+                unknown.len(),
+                list.join(", ")
+            ),
+            "delete them by hand when no backup is running: they may hold a copy of a database",
+        );
+    }
+    if !empty.is_empty() {
+        let list: Vec<String> = empty.iter().map(|p| p.display().to_string()).collect();
+        c.warn(
+            "empty staging folders",
+            format!(
+                "runs killed as they started left {} empty staging folder(s): {}",
+                empty.len(),
+                list.join(", ")
+            ),
+            "run `octobackup recover` (the next backup removes them too)",
+        );
+    }
     if left.is_empty() {
         c.pass("staging leftovers", "none");
     } else {

@@ -3,7 +3,7 @@
 
 pub(crate) mod backup;
 mod check;
-mod doctor;
+pub(crate) mod doctor;
 mod drill;
 mod forget;
 mod init;

@@ -52,6 +52,8 @@ pub struct Args {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
+    // Heard from here on: a stop is answered with what is true, never by the default kill.
+    let stop = crate::run::stop::Stop::listen();
     let config = Config::load(config_path)?;
     let (name, instance) = config.instance(config_path, args.instance.as_deref())?;
     // What the config leaves out comes from the instance itself ([instance.NAME.discover]).
@@ -92,6 +94,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
         clone: args.clone,
         octopus_instance: args.octopus_instance,
         ui: ui.clone(),
+        stop,
     };
     let report = restore::run(job).await;
     ui.clear_status();

@@ -17,6 +17,7 @@ use crate::config::{InstanceConfig, OnWaitTimeout};
 use crate::error::{Exit, Failure};
 use crate::octopus::{OctopusClient, master_key};
 use crate::secret::{Secret, SecretSource};
+use crate::sqlserver::lock::LockError;
 use crate::sqlserver::{ConnectionString, SqlServer, client as sql, tsql};
 use octobackup_repo::{Repo, SetOptions, SourceItem};
 use std::path::PathBuf;
@@ -205,28 +206,27 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     let octopus = octopus_client(&job.instance)?;
     let sqlserver = sql_server(&job.instance)?;
     // The lock every runner meets, on any machine, before anything touches maintenance mode.
-    let _instance_lock = sqlserver.lock_instance(&job.instance_name).await?;
+    let _instance_lock = match sqlserver.lock_instance(&job.instance_name).await {
+        Ok(lock) => lock,
+        // Another run is going on: its journal is not ours to judge, nothing is touched.
+        Err(e @ LockError::Held { .. }) => return Err(e.into()),
+        // SQL Server down or refusing must not keep maintenance mode as a killed run of ours left
+        // it: its journal is here, under our local lock, so it is undone before this run stops.
+        Err(e) => {
+            let mut f = Failure::from(e);
+            if let Some(action) = recover_earlier_run(&job, &octopus).await? {
+                f.message = format!(
+                    "{} (Before stopping, octobackup put back what an interrupted earlier run left: {action}.)",
+                    f.message.trim_end_matches('.')
+                );
+            }
+            return Err(f);
+        }
+    };
     let mut steps = Steps::default();
 
     // A run that died with maintenance mode changed is undone before anything else.
-    let recovered = match maintenance::recover(&octopus, &job.state, &job.instance_name).await {
-        Ok(r) if r.found_record => {
-            job.ui
-                .note(&format!("recovered an interrupted run: {}", r.action));
-            Some(r.action)
-        }
-        Ok(_) => None,
-        // It says itself what to do.
-        Err(MaintenanceError::Journal(e @ JournalError::Torn { .. })) => return Err(e.into()),
-        Err(e) => {
-            return Err(Failure::new(
-                Exit::MaintenanceStuck,
-                format!(
-                    "an earlier run left maintenance mode changed and it could not be put back: {e}"
-                ),
-            ));
-        }
-    };
+    let recovered = recover_earlier_run(&job, &octopus).await?;
 
     // What killed runs left on the staging share (full, unencrypted copies of the database).
     for note in remove_staging_leftovers(&job.instance_name, &job.instance) {
@@ -302,7 +302,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         "set_id": set_id,
         "pid": std::process::id(),
     });
-    if let Err(e) = std::fs::write(staging_local.join(STAGING_MARKER), marker.to_string()) {
+    if let Err(e) = write_marker(&staging_local, &marker.to_string()) {
         let _ = std::fs::remove_dir_all(&staging_local);
         return Err(Failure::new(
             Exit::Failed,
@@ -512,6 +512,30 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     }
 }
 
+/// Undoes the maintenance change a killed run of this state folder left (its journal); call with
+/// the local instance lock held. `Some(what was done)` when there was such a run.
+async fn recover_earlier_run(
+    job: &BackupJob,
+    octopus: &OctopusClient,
+) -> Result<Option<String>, Failure> {
+    match maintenance::recover(octopus, &job.state, &job.instance_name).await {
+        Ok(r) if r.found_record => {
+            job.ui
+                .note(&format!("recovered an interrupted run: {}", r.action));
+            Ok(Some(r.action))
+        }
+        Ok(_) => Ok(None),
+        // It says itself what to do.
+        Err(MaintenanceError::Journal(e @ JournalError::Torn { .. })) => Err(e.into()),
+        Err(e) => Err(Failure::new(
+            Exit::MaintenanceStuck,
+            format!(
+                "an earlier run left maintenance mode changed and it could not be put back: {e}"
+            ),
+        )),
+    }
+}
+
 /// Undoes what a failed run stored: its staging folder and every part snapshot of its set (found
 /// by tag, so parts written by a pass the failure interrupted go too). Best effort: what is left
 /// is tagged `part`, never `complete`, and `forget` removes it.
@@ -585,9 +609,47 @@ pub fn staging_leftovers(instance_name: &str, inst: &InstanceConfig) -> Vec<Path
     found
 }
 
-/// Removes this instance's staging leftovers; returns a note for each.
+/// Folders with octobackup's staging name but no readable marker. A run killed between creating
+/// its folder and writing the marker leaves one that holds nothing (or a torn marker): `.0`,
+/// removable by any run. One that holds more was left by a version that wrote no marker: `.1`,
+/// whose instance is unknown, so it is only ever reported.
+pub fn unmarked_staging_folders(inst: &InstanceConfig) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(inst.staging_local()) else {
+        return (Vec::new(), Vec::new());
+    };
+    let marked = |dir: &std::path::Path| {
+        std::fs::read(dir.join(STAGING_MARKER))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v["instance"].is_string())
+    };
+    let (mut empty, mut unknown) = (Vec::new(), Vec::new());
+    for e in entries.flatten() {
+        let dir = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_dir())
+            || !e.file_name().to_str().is_some_and(is_staging_folder_name)
+            || marked(&dir)
+        {
+            continue;
+        }
+        let holds_more = std::fs::read_dir(&dir)
+            .map(|rd| rd.flatten().any(|f| f.file_name() != STAGING_MARKER))
+            .unwrap_or(true);
+        if holds_more {
+            unknown.push(dir);
+        } else {
+            empty.push(dir);
+        }
+    }
+    empty.sort();
+    unknown.sort();
+    (empty, unknown)
+}
+
+/// Removes this instance's staging leftovers and the empty folders of runs killed before their
+/// marker; returns a note for each, and for unmarked folders that are kept.
 pub fn remove_staging_leftovers(instance_name: &str, inst: &InstanceConfig) -> Vec<String> {
-    staging_leftovers(instance_name, inst)
+    let mut notes: Vec<String> = staging_leftovers(instance_name, inst)
         .into_iter()
         .map(|dir| match std::fs::remove_dir_all(&dir) {
             Ok(()) => format!(
@@ -599,7 +661,35 @@ pub fn remove_staging_leftovers(instance_name: &str, inst: &InstanceConfig) -> V
                 dir.display()
             ),
         })
-        .collect()
+        .collect();
+    let (empty, unknown) = unmarked_staging_folders(inst);
+    for dir in empty {
+        // Nothing but a torn marker, if that: no database copy. A run of another instance that
+        // is just starting there writes its marker again (see `write_marker`).
+        let _ = std::fs::remove_file(dir.join(STAGING_MARKER));
+        if std::fs::remove_dir(&dir).is_ok() {
+            notes.push(format!(
+                "removed {}, the empty staging folder of a run killed as it started",
+                dir.display()
+            ));
+        }
+    }
+    for dir in unknown {
+        notes.push(format!(
+            "kept {}: it has octobackup's staging name but no {STAGING_MARKER} (left by an older version), so which instance it belongs to is unknown. It may hold a copy of a database: delete it by hand when no backup is running.",
+            dir.display()
+        ));
+    }
+    notes
+}
+
+/// Writes the run's marker into its staging folder; once more, folder and all, if the folder went
+/// away meanwhile (another instance's run took it, still empty, for a killed run's).
+fn write_marker(dir: &std::path::Path, marker: &str) -> std::io::Result<()> {
+    std::fs::write(dir.join(STAGING_MARKER), marker).or_else(|_| {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join(STAGING_MARKER), marker)
+    })
 }
 
 fn hostname() -> String {
@@ -938,9 +1028,46 @@ async fn backup_database(
             ),
         ));
     }
+    // The staging share filled up (Msg 3202, operating system error 112): say where, how much.
+    if let Err(e) = &ran
+        && super::space::is_disk_full(&e.to_string())
+    {
+        let needed = database_size(&mut session, database).await;
+        return Err(super::space::full(
+            Exit::Sql,
+            "the staging folder",
+            &job.instance.staging_local(),
+            needed,
+            &format!(
+                "BACKUP DATABASE could not write its file there ({}). Free space on the staging share or point staging at a bigger one; nothing was marked complete.",
+                e.to_string().trim_end_matches('.')
+            ),
+        ));
+    }
     ran?;
     bar.finish();
     Ok(())
+}
+
+/// The database's data files' size (sys.master_files, in 8 KiB pages): what a full backup needs
+/// at most. `None` when it cannot be read.
+async fn database_size(session: &mut sql::Session, database: &str) -> Option<u64> {
+    let rows = session
+        .query_text(
+            "size of the database",
+            &format!(
+                "SELECT type, size FROM sys.master_files WHERE database_id = DB_ID({})",
+                tsql::quote_str(database)
+            ),
+        )
+        .await
+        .ok()?;
+    let pages: u64 = rows
+        .iter()
+        .filter(|r| r.get("type").cloned().flatten().as_deref() == Some("0"))
+        .filter_map(|r| r.get("size").cloned().flatten()?.parse::<u64>().ok())
+        .sum();
+    (pages > 0).then_some(pages * 8192)
 }
 
 /// After the window: RESTORE VERIFYONLY, the msdb row, and the staged files as octobackup sees
@@ -1084,7 +1211,18 @@ async fn backup_folders(
     let sink = job.ui.repo_sink(label);
     let summary = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
         .await
-        .map_err(|e| Failure::new(Exit::Failed, format!("the folder backup stopped: {e}")))??;
+        .map_err(|e| Failure::new(Exit::Failed, format!("the folder backup stopped: {e}")))?
+        .map_err(|e| {
+            let f = Failure::from(e);
+            // At most what the folders hold (before deduplication and compression).
+            let needed = super::space::is_disk_full(&f.message).then(|| {
+                folders
+                    .iter()
+                    .map(|(_, p)| super::space::tree_bytes(p))
+                    .sum()
+            });
+            super::space::repository_full(f, &job.repository_location, needed)
+        })?;
     if !summary.unreadable.is_empty() {
         let list: Vec<String> = summary
             .unreadable
@@ -1224,16 +1362,24 @@ async fn store_part(
         time: None,
         compression: job.compression,
     };
+    // What the part needs at most: its files' size (a full repository is said with it).
+    let needed = items
+        .iter()
+        .map(|i| match i {
+            SourceItem::Path { source, .. } => std::fs::metadata(source)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len()),
+            SourceItem::Memory { bytes, .. } => Some(bytes.len() as u64),
+        })
+        .sum::<Option<u64>>();
     let repo = job.repo.clone();
     let sink = job.ui.repo_sink(label);
     let label = label.to_string();
-    Ok(
-        tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
-            .await
-            .map_err(|e| {
-                Failure::new(Exit::Failed, format!("storing the {label} stopped: {e}"))
-            })??,
-    )
+    let stored = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
+        .await
+        .map_err(|e| Failure::new(Exit::Failed, format!("storing the {label} stopped: {e}")))?;
+    stored.map_err(|e| super::space::repository_full(e.into(), &job.repository_location, needed))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1479,9 +1625,43 @@ mod tests {
         std::fs::write(foreign.join(STAGING_MARKER), r#"{"instance":"A"}"#).unwrap();
         assert_eq!(staging_leftovers("A", &inst), vec![mine.clone()]);
         let notes = remove_staging_leftovers("A", &inst);
-        assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(!mine.exists());
         assert!(theirs.exists() && unmarked.exists() && foreign.exists());
+        // A .bak without a marker: an older version's; its instance is unknown, so it is kept
+        // and said so.
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[1].starts_with("kept ") && notes[1].contains("no octobackup-run.json"));
+    }
+
+    #[test]
+    fn a_run_killed_before_its_marker_leaves_a_folder_any_run_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = InstanceConfig {
+            staging: crate::config::StagingConfig {
+                sql_path: dir.path().display().to_string(),
+                local_path: None,
+            },
+            ..Default::default()
+        };
+        let empty = dir.path().join("octobackup-20260101T000000Z-0123ab");
+        let torn = dir.path().join("octobackup-20260102T000000Z-0123ab");
+        let old = dir.path().join("octobackup-20260103T000000Z-0123ab");
+        for d in [&empty, &torn, &old] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(torn.join(STAGING_MARKER), br#"{"instan"#).unwrap();
+        std::fs::write(old.join("OctopusDeploy.bak"), b"x").unwrap();
+        assert_eq!(
+            unmarked_staging_folders(&inst),
+            (vec![empty.clone(), torn.clone()], vec![old.clone()])
+        );
+        let notes = remove_staging_leftovers("A", &inst);
+        assert!(!empty.exists() && !torn.exists(), "{notes:?}");
+        assert!(old.join("OctopusDeploy.bak").exists(), "{notes:?}");
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        // A run whose empty folder was taken meanwhile writes its marker all the same.
+        write_marker(&empty, r#"{"instance":"A"}"#).unwrap();
+        assert_eq!(staging_leftovers("A", &inst), vec![empty]);
     }
 
     #[test]

@@ -7,5 +7,6 @@ pub mod journal;
 pub mod maintenance;
 pub mod restore;
 pub mod retention;
+pub mod space;
 pub mod steps;
 pub mod stop;

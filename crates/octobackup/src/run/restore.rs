@@ -10,7 +10,8 @@
 //! interrupted finds its temporary database on the next run: an ONLINE one is checked again and
 //! finished; any other is dropped and restored afresh.
 
-use super::backup::{shutdown_signal, sql_server, sql_side_path};
+use super::backup::{sql_server, sql_side_path};
+use super::stop::{Stop, lab_point};
 use crate::backupset::{self, Manifest, list};
 use crate::cli::ui::Ui;
 use crate::config::InstanceConfig;
@@ -52,6 +53,8 @@ pub struct RestoreJob {
     /// The Octopus Server instance the printed commands name.
     pub octopus_instance: Option<String>,
     pub ui: Ui,
+    /// Ctrl-C and SIGTERM, heard from the job's creation to the end of the run.
+    pub stop: Stop,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -634,8 +637,16 @@ async fn restore_database(
             "octobackup-restore-{}",
             short_hash(&[&t.set.set_id, &t.target])
         );
+        // The files of a database being replaced keep their names until it is dropped: the new
+        // names must differ from them, also when that database came from this very set.
+        let in_use = if exists {
+            database_files(session, &t.target).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let staged = stage_database(&job.repo, t.set, &job.instance, &folder, &job.ui).await?;
         let restored = async {
+            lab_point("restore: staged").await;
             let files = file_list(session, &staged.sql_paths).await?;
             // The files keep their names after the rename: name them for the target now. The
             // original names only when the original database comes back under its own name onto a
@@ -643,7 +654,9 @@ async fn restore_database(
             let base = if t.target == original && !exists {
                 None
             } else if exists {
-                Some(format!("{}_{}", t.target, short_hash(&[&t.set.set_id])))
+                let mut parts = vec![t.set.set_id.as_str()];
+                parts.extend(in_use.iter().map(String::as_str));
+                Some(format!("{}_{}", t.target, short_hash(&parts)))
             } else {
                 Some(t.target.clone())
             };
@@ -670,6 +683,7 @@ async fn restore_database(
 
     // From here on, a failure drops the temporary database unless the old one is already gone.
     let checked = async {
+        lab_point("restore: checkdb").await;
         job.ui.status(&format!("DBCC CHECKDB on [{temp}]"));
         checkdb(session, &temp).await?;
         let id = if t.clone {
@@ -709,6 +723,7 @@ async fn restore_database(
             ),
         ));
     }
+    lab_point("restore: rename").await;
     if let Err(e) = session
         .execute(
             "rename the restored database",
@@ -743,6 +758,42 @@ async fn restore_database(
         },
         installation_id,
     })
+}
+
+/// The SQL Server lock a backup of the database takes. Without the database part, SQL Server
+/// being down is no reason to refuse: then there is no lock, and a warning.
+async fn take_lock(
+    server: &SqlServer,
+    instance: &str,
+    database: bool,
+) -> Result<Option<crate::sqlserver::lock::InstanceLock>, Failure> {
+    use crate::sqlserver::lock::LockError;
+    match server.lock_instance(instance).await {
+        Ok(l) => Ok(Some(l)),
+        Err(e @ LockError::Sql(_)) if !database => {
+            tracing::warn!("restoring without the SQL Server instance lock: {e}");
+            Ok(None)
+        }
+        Err(e @ LockError::Held { .. }) => Err(Failure::new(
+            Exit::Busy,
+            format!(
+                "cannot restore now: {}",
+                e.to_string().replace(
+                    "Nothing was changed: maintenance mode was not touched.",
+                    "Nothing was restored or changed."
+                )
+            ),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A lab test point (see `stop::lab_point`) that a stop request ends: `Err(what asked)`.
+async fn lab_point_or_stop(point: &str, stop: &Stop) -> Result<(), &'static str> {
+    tokio::select! {
+        _ = lab_point(point) => stop.requested().map_or(Ok(()), Err),
+        sig = stop.wait() => Err(sig),
+    }
 }
 
 /// Ctrl-C or SIGTERM during the database part: the partly restored copy goes, unless the old
@@ -876,6 +927,7 @@ async fn restore_folders(
             .collect();
         let aside = aside_dir(&dest, &stamp);
         let moved = move_aside(&dest, &mine, &prefix, &aside)?;
+        lab_point("restore: folders").await;
         std::fs::create_dir_all(&dest).map_err(|e| {
             Failure::new(
                 Exit::Failed,
@@ -1158,7 +1210,28 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
             "the database name must be 1 to 128 characters",
         ));
     }
+    let stop = job.stop.clone();
+    let nothing_yet = |sig: &str| {
+        Failure::new(
+            Exit::Interrupted,
+            format!(
+                "the restore was interrupted by {sig} before anything was restored; nothing was changed"
+            ),
+        )
+    };
+    if let Some(sig) = stop.requested() {
+        return Err(nothing_yet(sig));
+    }
     let server = sql_server(&job.instance)?;
+    // A backup and a restore of the same database never run at once: the lock `backup` takes. The
+    // database part needs it; folders and secrets alone go on without SQL Server when it is down.
+    let _instance_lock = tokio::select! {
+        l = take_lock(&server, &job.instance_name, parts.database) => l?,
+        sig = stop.wait() => return Err(nothing_yet(sig)),
+    };
+    lab_point_or_stop("restore: locked", &stop)
+        .await
+        .map_err(nothing_yet)?;
     let mut notes = Vec::new();
     if let Some(tde) = tde_note(&set.manifest) {
         if parts.database {
@@ -1188,7 +1261,7 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
         );
         let out = tokio::select! {
             r = restore => r?,
-            sig = shutdown_signal() => {
+            sig = stop.wait() => {
                 job.ui.clear_status();
                 return Err(interrupted(&job, &server, &set, &target, existed, sig).await);
             }
@@ -1196,12 +1269,38 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
         database = Some(out.restored);
         installation_id = out.installation_id;
     }
+    // What is done so far, for a stop that comes later.
+    let db_done = database
+        .as_ref()
+        .map(|d| format!("[{}] was restored and checked; ", d.name))
+        .unwrap_or_default();
 
     let folders = if parts.folders {
-        restore_folders(&job, &set).await?
+        tokio::select! {
+            r = restore_folders(&job, &set) => r?,
+            sig = stop.wait() => return Err(Failure::new(
+                Exit::Interrupted,
+                format!(
+                    "the restore was interrupted by {sig} while restoring the server folders: {db_done}the folders may be partly restored (files that were in the way were moved aside to *.octobackup-before-* beside them, never overwritten). Run `octobackup restore --folders` with the same set to finish."
+                ),
+            )),
+        }
     } else {
         Vec::new()
     };
+    if let Err(sig) = lab_point_or_stop("restore: secrets", &stop).await {
+        return Err(Failure::new(
+            Exit::Interrupted,
+            format!(
+                "the restore was interrupted by {sig} before the secrets were read: {db_done}{}no secrets file was written",
+                if parts.folders {
+                    "the folders were restored; "
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
 
     let (key, license) = if parts.secrets {
         read_secrets(&job.repo, &set).await?
@@ -1311,6 +1410,12 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
         notes.push("the master key and license were not written: use --secrets-file FILE (created owner-only) or --show-secrets".into());
     }
 
+    // Everything was done before the stop took effect: the report says what is true.
+    if let Some(sig) = stop.requested() {
+        job.ui.note(&format!(
+            "{sig} was heard as the restore ended; it had finished everything it was asked to"
+        ));
+    }
     Ok(RestoreReport {
         set_id: set.set_id.clone(),
         snapshot_id: set.snapshot_id.clone(),
