@@ -42,6 +42,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     let report = drill::run(job).await;
     ui.clear_status();
     let report = report?;
+    crate::notify::after_drill(&config, config_path, name, &report.set_id, report.ok).await;
     // The repository's advice for lost data says `forget --set SET`: name the set.
     let named = |f: Failure| Failure {
         message: f.message.replace(

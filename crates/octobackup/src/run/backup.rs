@@ -38,6 +38,9 @@ pub struct BackupJob {
     pub ui: Ui,
     /// Ctrl-C and SIGTERM, heard from the job's creation to the end of the run.
     pub stop: Stop,
+    /// Told at once when maintenance mode could not be put back (exit 7), before the run cleans
+    /// up: `[notify]` sends it before anything else can fail or hang.
+    pub alarm: Option<crate::notify::Alarm>,
 }
 
 impl BackupJob {
@@ -64,7 +67,15 @@ impl BackupJob {
             repository_location: config.repository.location.clone(),
             ui,
             stop: Stop::listen(),
+            alarm: None,
         }
+    }
+
+    async fn raise_alarm(&self, f: Failure) -> Failure {
+        if let Some(alarm) = &self.alarm {
+            alarm(f.message.clone()).await;
+        }
+        f
     }
 }
 
@@ -219,12 +230,14 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         // It says itself what to do.
         Err(MaintenanceError::Journal(e @ JournalError::Torn { .. })) => return Err(e.into()),
         Err(e) => {
-            return Err(Failure::new(
-                Exit::MaintenanceStuck,
-                format!(
-                    "an earlier run left maintenance mode changed and it could not be put back: {e}"
-                ),
-            ));
+            return Err(job
+                .raise_alarm(Failure::new(
+                    Exit::MaintenanceStuck,
+                    format!(
+                        "an earlier run left maintenance mode changed and it could not be put back: {e}"
+                    ),
+                ))
+                .await);
         }
     };
 
@@ -441,16 +454,19 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     m.window.seconds = (window_end - window.started).num_milliseconds() as f64 / 1000.0;
 
     if let Err(e) = left {
+        let stuck = job
+            .raise_alarm(Failure::new(
+                Exit::MaintenanceStuck,
+                format!(
+                    "MAINTENANCE MODE COULD NOT BE PUT BACK {}: {}. Turn it {} in Octopus (Configuration > Maintenance) or run `octobackup recover` once the server answers.",
+                    if window.previous { "ON" } else { "OFF" },
+                    e.to_string().trim_end_matches('.'),
+                    if window.previous { "on" } else { "off" }
+                ),
+            ))
+            .await;
         discard_run(&job.repo, &set_id, &staging_local);
-        return Err(Failure::new(
-            Exit::MaintenanceStuck,
-            format!(
-                "MAINTENANCE MODE COULD NOT BE PUT BACK {}: {}. Turn it {} in Octopus (Configuration > Maintenance) or run `octobackup recover` once the server answers.",
-                if window.previous { "ON" } else { "OFF" },
-                e.to_string().trim_end_matches('.'),
-                if window.previous { "on" } else { "off" }
-            ),
-        ));
+        return Err(stuck);
     }
     let captured = match inside {
         Ok(c) => c,
@@ -602,7 +618,7 @@ pub fn remove_staging_leftovers(instance_name: &str, inst: &InstanceConfig) -> V
         .collect()
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::env::var("COMPUTERNAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .ok()
