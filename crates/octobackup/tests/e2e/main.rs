@@ -19,6 +19,7 @@ mod faults;
 mod forget;
 mod key;
 mod lock;
+mod notify;
 mod permissions;
 mod recover;
 mod restore;
