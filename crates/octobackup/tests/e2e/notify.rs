@@ -709,3 +709,59 @@ async fn backup_all_backs_up_each_instance_with_one_summary_and_the_worst_exit_c
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_ha_cluster_the_notification_names_the_host_the_nodes_and_the_drained_ones() {
+    let t = TestLab::start_with(|o| o.instance.nodes = 2).await;
+    t.init().await;
+    // An administrator drains the second node, through the API as Octopus's portal does.
+    let info = t.lab.info();
+    let client = reqwest::Client::new();
+    let summary: serde_json::Value = client
+        .get(format!(
+            "{}/api/octopusservernodes/summary",
+            info.octopus_url
+        ))
+        .header("X-Octopus-ApiKey", &info.admin_api_key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let nodes = summary["Nodes"].as_array().unwrap().clone();
+    assert_eq!(nodes.len(), 2);
+    let second = &nodes[1];
+    let r = client
+        .put(format!(
+            "{}/api/octopusservernodes/{}",
+            info.octopus_url,
+            second["Id"].as_str().unwrap()
+        ))
+        .header("X-Octopus-ApiKey", &info.admin_api_key)
+        .json(&serde_json::json!({
+            "Id": second["Id"],
+            "Name": second["Name"],
+            "IsInMaintenanceMode": true,
+            "MaxConcurrentTasks": second["MaxConcurrentTasks"],
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let hooks = Receiver::start();
+    let url = hooks.url("/generic");
+    t.edit_config(move |c| {
+        let notify: toml::Table =
+            toml::from_str(&format!("on = \"always\"\n[[webhook]]\nurl = \"{url}\"\n")).unwrap();
+        c.insert("notify".into(), notify.into());
+    });
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let calls = hooks.to("/generic");
+    assert_eq!(calls.len(), 1);
+    let names: Vec<&str> = nodes.iter().map(|n| n["Name"].as_str().unwrap()).collect();
+    assert_eq!(calls[0]["nodes"], serde_json::json!(names));
+    assert_eq!(calls[0]["drained_nodes"], serde_json::json!([names[1]]));
+    assert!(!calls[0]["host"].as_str().unwrap().is_empty());
+}
