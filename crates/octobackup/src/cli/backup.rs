@@ -559,3 +559,19 @@ pub fn bytes(n: u64) -> String {
         format!("{v:.1} {}", UNITS[u])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::worst;
+
+    #[test]
+    fn the_worst_exit_code_is_the_one_to_act_on_first() {
+        assert_eq!(worst(&[]), 0);
+        assert_eq!(worst(&[0, 0]), 0);
+        assert_eq!(worst(&[0, 6, 0]), 6);
+        assert_eq!(worst(&[6, 4, 3]), 4, "the first failure in config order");
+        assert_eq!(worst(&[4, 130]), 130);
+        assert_eq!(worst(&[130, 7, 1]), 7);
+        assert_eq!(worst(&[2, 6]), 2);
+    }
+}

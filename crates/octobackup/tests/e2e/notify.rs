@@ -190,6 +190,8 @@ impl Smtp {
             .arg(SMTP_PASSWORD)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
+            // aiosmtpd warns about its own use of a deprecated attribute.
+            .env("PYTHONWARNINGS", "ignore::DeprecationWarning")
             .spawn()
             .expect("python3 with aiosmtpd (scripts/test.sh installs it)");
         wait_for_port(port, &mut child, "aiosmtpd");
