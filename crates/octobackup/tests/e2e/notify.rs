@@ -18,26 +18,39 @@ const SMTP_USER: &str = "octobackup";
 const SMTP_PASSWORD: &str = "Smtp-Passw0rd-9c41";
 
 /// A tiny HTTP/1.1 receiver: records each request's path and body, answers 200.
+/// What a test looks at the moment a call arrives (the receiver answers only after it).
+type Probe = Arc<dyn Fn() -> usize + Send + Sync>;
+
 #[derive(Clone)]
 struct Receiver {
     port: u16,
     calls: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+    probed: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Receiver {
     fn start() -> Receiver {
+        Self::start_probing(Arc::new(|| 0))
+    }
+
+    fn start_probing(probe: Probe) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let calls = Arc::new(Mutex::new(Vec::new()));
-        let rec = calls.clone();
+        let probed = Arc::new(Mutex::new(Vec::new()));
+        let (rec, seen) = (calls.clone(), probed.clone());
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(stream) = stream else { break };
-                let rec = rec.clone();
-                std::thread::spawn(move || serve(stream, rec));
+                let (rec, seen, probe) = (rec.clone(), seen.clone(), probe.clone());
+                std::thread::spawn(move || serve(stream, rec, seen, probe));
             }
         });
-        Receiver { port, calls }
+        Receiver {
+            port,
+            calls,
+            probed,
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -57,7 +70,12 @@ impl Receiver {
     }
 }
 
-fn serve(mut s: TcpStream, rec: Arc<Mutex<Vec<(String, serde_json::Value)>>>) {
+fn serve(
+    mut s: TcpStream,
+    rec: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
+    seen: Arc<Mutex<Vec<usize>>>,
+    probe: Probe,
+) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
@@ -87,6 +105,7 @@ fn serve(mut s: TcpStream, rec: Arc<Mutex<Vec<(String, serde_json::Value)>>>) {
     let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
     let body =
         serde_json::from_slice(&buf[head_end..head_end + len]).unwrap_or(serde_json::Value::Null);
+    seen.lock().unwrap().push(probe());
     rec.lock().unwrap().push((path, body));
     let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
 }
@@ -579,7 +598,11 @@ to = ["ops@example.com"]
 async fn maintenance_mode_left_changed_is_sent_at_once_whatever_on_says() {
     let t = TestLab::start().await;
     t.init().await;
-    let hooks = Receiver::start();
+    // The run's staging folder (with its .bak) is still there when the call arrives: the alarm
+    // went out before the run cleaned up, not at its end.
+    let staging = t.lab.info().staging_dir.clone();
+    let hooks =
+        Receiver::start_probing(Arc::new(move || crate::common::walk_files(&staging).len()));
     let url = hooks.url("/generic");
     t.edit_config(move |c| {
         TestLab::instance_table(c).insert("api_timeout".into(), "2s".into());
@@ -618,6 +641,14 @@ async fn maintenance_mode_left_changed_is_sent_at_once_whatever_on_says() {
             .as_str()
             .unwrap()
             .contains("octobackup recover")
+    );
+    assert!(
+        hooks.probed.lock().unwrap()[0] > 0,
+        "the alarm came after the run had cleaned up"
+    );
+    assert!(
+        crate::common::walk_files(&t.lab.info().staging_dir).is_empty(),
+        "the run cleaned up after the alarm"
     );
     let r = t.run(&["recover"]).await;
     assert!(r.status.success(), "{}", stderr(&r));
