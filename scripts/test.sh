@@ -2,9 +2,11 @@
 # Runs every test of octobackup, after installing what the tests need: stock restic (the
 # repository must stay readable by it), python-tds (an independent TDS client for the lab's SQL
 # Server stand-in), and the real storage servers of the backend suite (tests/e2e/backends.rs):
-# moto (S3), Azurite (Azure Blob, into target/test-tools) and OpenSSH's sshd (SFTP), Chromium
+# moto (S3), Azurite (Azure Blob, into target/test-tools) and OpenSSH's sshd (SFTP); Chromium
 # (the report rendered headless, tests/e2e/report.rs; about 110 MB to download) and systemd's
-# systemd-analyze (the schedule's unit files verified, tests/e2e/schedule.rs). The tests
+# systemd-analyze (the schedule's unit files verified, tests/e2e/schedule.rs); and for the
+# notification and metrics tests (tests/e2e/notify.rs) aiosmtpd (an SMTP server with STARTTLS and
+# AUTH), prometheus_client (Prometheus's text parser) and Debian's prometheus-pushgateway. The tests
 # start and stop the servers themselves. Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +18,7 @@ command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v chromium >/dev/null 2>&1 || [ -n "${CHROMIUM:-}" ] || need_apt+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v prometheus-pushgateway >/dev/null 2>&1 || need_apt+=(prometheus-pushgateway)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (apt)"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
@@ -26,6 +29,10 @@ fi
 if ! python3 -c 'import pytds' >/dev/null 2>&1; then
   echo "== installing python-tds (pip)"
   python3 -m pip install --quiet --disable-pip-version-check python-tds
+fi
+if ! python3 -c 'import aiosmtpd, prometheus_client' >/dev/null 2>&1; then
+  echo "== installing aiosmtpd and prometheus_client (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd prometheus_client
 fi
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "== installing moto[server] (pip)"

@@ -11,6 +11,8 @@ pub mod config;
 pub mod error;
 #[cfg(feature = "lab")]
 pub mod lab;
+pub mod metrics;
+pub mod notify;
 pub mod octopus;
 pub mod report;
 pub mod run;

@@ -53,6 +53,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
             "warning: the drill's result could not be kept in the repository (the report will not show it): {e}"
         ));
     }
+    crate::notify::after_drill(&config, config_path, name, &report.set_id, report.ok).await;
     // The repository's advice for lost data says `forget --set SET`: name the set.
     let named = |f: Failure| Failure {
         message: f.message.replace(

@@ -28,6 +28,12 @@ pub struct Config {
     /// age public keys each set's master key and license are also sealed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escrow: Option<crate::backupset::escrow::EscrowConfig>,
+    /// Who is told about backups (`[notify]`): webhooks, Microsoft Teams, Slack, e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::NotifyConfig>,
+    /// Prometheus metrics (`[metrics]`): a textfile for node_exporter, a Pushgateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
@@ -282,6 +288,16 @@ impl Config {
         }
         for (name, inst) in &config.instances {
             inst.validate(name)?;
+        }
+        let checks = [
+            config.notify.as_ref().map(|n| n.validate()),
+            config.metrics.as_ref().map(|m| m.validate()),
+        ];
+        if let Some(Err(message)) = checks.into_iter().flatten().find(|r| r.is_err()) {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            });
         }
         Ok(config)
     }

@@ -103,6 +103,24 @@ timeout = "30m"
 on_timeout = "abort"
 # Queued tasks still start in maintenance mode; set true to wait for them too.
 include_queued = false
+
+# Who is told (README: Notifications and metrics). on = "failure" (default), "always" or "recovery".
+# [notify]
+# on = "failure"
+# [[notify.webhook]]
+# format = "teams"                  # or "slack", or "json" (octobackup's own body)
+# url_env = "OCTOBACKUP_TEAMS_URL"  # the URL holds a token: keep it out of this file
+# [[notify.email]]
+# server = "smtp.example.com"       # STARTTLS on 587 by default
+# username = "octobackup@example.com"
+# password_env = "OCTOBACKUP_SMTP_PASSWORD"
+# from = "octobackup@example.com"
+# to = ["ops@example.com"]
+
+# Prometheus: a file for node_exporter's textfile collector and/or a Pushgateway.
+# [metrics]
+# textfile = 'C:\Program Files\windows_exporter\textfile_inputs\octobackup.prom'
+# pushgateway = "http://pushgateway:9091"
 "#
     )
 }

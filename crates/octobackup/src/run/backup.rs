@@ -39,6 +39,9 @@ pub struct BackupJob {
     pub ui: Ui,
     /// Ctrl-C and SIGTERM, heard from the job's creation to the end of the run.
     pub stop: Stop,
+    /// Told at once when maintenance mode could not be put back (exit 7), before the run cleans
+    /// up: `[notify]` sends it before anything else can fail or hang.
+    pub alarm: Option<crate::notify::Alarm>,
 }
 
 impl BackupJob {
@@ -65,7 +68,15 @@ impl BackupJob {
             repository_location: config.repository.location.clone(),
             ui,
             stop: Stop::listen(),
+            alarm: None,
         }
+    }
+
+    async fn raise_alarm(&self, f: Failure) -> Failure {
+        if let Some(alarm) = &self.alarm {
+            alarm(f.message.clone()).await;
+        }
+        f
     }
 }
 
@@ -441,16 +452,19 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     m.window.seconds = (window_end - window.started).num_milliseconds() as f64 / 1000.0;
 
     if let Err(e) = left {
+        let stuck = job
+            .raise_alarm(Failure::new(
+                Exit::MaintenanceStuck,
+                format!(
+                    "MAINTENANCE MODE COULD NOT BE PUT BACK {}: {}. Turn it {} in Octopus (Configuration > Maintenance) or run `octobackup recover` once the server answers.",
+                    if window.previous { "ON" } else { "OFF" },
+                    e.to_string().trim_end_matches('.'),
+                    if window.previous { "on" } else { "off" }
+                ),
+            ))
+            .await;
         discard_run(&job.repo, &set_id, &staging_local);
-        return Err(Failure::new(
-            Exit::MaintenanceStuck,
-            format!(
-                "MAINTENANCE MODE COULD NOT BE PUT BACK {}: {}. Turn it {} in Octopus (Configuration > Maintenance) or run `octobackup recover` once the server answers.",
-                if window.previous { "ON" } else { "OFF" },
-                e.to_string().trim_end_matches('.'),
-                if window.previous { "on" } else { "off" }
-            ),
-        ));
+        return Err(stuck);
     }
     let captured = match inside {
         Ok(c) => c,
@@ -527,12 +541,14 @@ async fn recover_earlier_run(
         Ok(_) => Ok(None),
         // It says itself what to do.
         Err(MaintenanceError::Journal(e @ JournalError::Torn { .. })) => Err(e.into()),
-        Err(e) => Err(Failure::new(
-            Exit::MaintenanceStuck,
-            format!(
-                "an earlier run left maintenance mode changed and it could not be put back: {e}"
-            ),
-        )),
+        Err(e) => Err(job
+            .raise_alarm(Failure::new(
+                Exit::MaintenanceStuck,
+                format!(
+                    "an earlier run left maintenance mode changed and it could not be put back: {e}"
+                ),
+            ))
+            .await),
     }
 }
 
@@ -692,7 +708,7 @@ fn write_marker(dir: &std::path::Path, marker: &str) -> std::io::Result<()> {
     })
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::env::var("COMPUTERNAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .ok()

@@ -21,6 +21,7 @@ mod faults_restore;
 mod forget;
 mod key;
 mod lock;
+mod notify;
 mod permissions;
 mod recover;
 mod report;
