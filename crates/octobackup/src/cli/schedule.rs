@@ -161,6 +161,7 @@ pub async fn run(
 async fn run_job(config_path: &Path, args: &RunArgs, json: bool, ui: &Ui) -> Result<(), Failure> {
     let backup = super::backup::Args {
         instance: args.instance.clone(),
+        all: false,
         forget: args.forget,
         report: None,
     };
