@@ -357,6 +357,61 @@ pub fn set_base_files(info: &DatabaseInfo) -> &[String] {
     }
 }
 
+/// What `doctor` says of the chain: None with `copy_only`; with `owned`, Ok(detail) when no one
+/// else took a full, non-COPY_ONLY backup of the database lately (within twice `sql.base_every`),
+/// Err((detail naming them, fix)) when someone did (they own the chain: the differential base
+/// would move under octobackup), or when msdb's history cannot be read.
+pub async fn doctor(
+    session: &mut sql::Session,
+    inst: &InstanceConfig,
+    database: &str,
+) -> Option<Result<String, (String, String)>> {
+    if inst.sql.chain != SqlChain::Owned {
+        return None;
+    }
+    let fulls = match sql_chain::full_backups_of(session, database).await {
+        Ok(f) => f,
+        Err(e) => {
+            return Some(Err((
+                format!("sql.chain = \"owned\", but msdb's backup history cannot be read ({e}), so whether someone else takes full backups of [{database}] is unknown"),
+                "GRANT SELECT ON msdb.dbo.backupset and msdb.dbo.backupmediafamily to the login (USE msdb; CREATE USER ...), or use sql.chain = \"copy_only\"".into(),
+            )));
+        }
+    };
+    let since = Utc::now().naive_utc()
+        - chrono::Duration::from_std(inst.sql.base_every() * 2).unwrap_or_default();
+    let others: Vec<String> = fulls
+        .iter()
+        .filter(|b| !b.is_octobackups())
+        .filter(|b| parse_msdb_date(&b.finished).is_none_or(|d| d >= since))
+        .map(|b| b.describe())
+        .collect();
+    if others.is_empty() {
+        return Some(Ok(format!(
+            "sql.chain = \"owned\": no one else took a full (not COPY_ONLY) backup of [{database}] lately; octobackup owns its differential base"
+        )));
+    }
+    Some(Err((
+        format!(
+            "sql.chain = \"owned\", but someone else takes full backups of [{database}] that are not COPY_ONLY, and each moves the differential base: {}",
+            others.join("; ")
+        ),
+        "use sql.chain = \"copy_only\" (the default) while a DBA or a maintenance plan backs this database up, or make those backups COPY_ONLY".into(),
+    )))
+}
+
+/// msdb's datetime as text ("2026-11-29 21:00:00" with or without fractions).
+fn parse_msdb_date(s: &str) -> Option<chrono::NaiveDateTime> {
+    let s = s.trim();
+    [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+    ]
+    .iter()
+    .find_map(|f| chrono::NaiveDateTime::parse_from_str(s, f).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -396,6 +451,13 @@ mod tests {
         let r = new_base_reason(Some(&big), true, day3, week, 0.5).unwrap();
         assert!(r.contains("60% of the base"), "{r}");
         assert_eq!(new_base_reason(Some(&big), true, day3, week, 0.7), None);
+    }
+
+    #[test]
+    fn msdb_dates_parse() {
+        assert!(parse_msdb_date("2026-11-29 21:00:00.123").is_some());
+        assert!(parse_msdb_date("2026-11-29 21:00:00").is_some());
+        assert!(parse_msdb_date("yesterday").is_none());
     }
 
     #[test]
