@@ -298,7 +298,7 @@ pub fn base_items(job: &BackupJob, info: &DatabaseInfo) -> Vec<SourceItem> {
         .iter()
         .map(|f| SourceItem::Path {
             source: dir.join(f.rsplit('/').next().unwrap_or(f)),
-            target: f.trim_start_matches('/').to_string(),
+            target: f.clone(),
         })
         .collect()
 }
