@@ -338,3 +338,42 @@ async fn doctor_refuses_owned_while_someone_else_takes_full_backups() {
         "{report:#}"
     );
 }
+
+/// The base moves where msdb cannot show it (the history query is denied once): the
+/// differential's own header (DifferentialBaseGUID) catches it. The run fails, nothing is marked
+/// complete, maintenance mode is as found, and the next run takes a new base and succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_base_moved_unseen_is_caught_by_the_differentials_header() {
+    use octobackup_lab::sqlserver_sim::SqlFault;
+    let t = owned_lab().await;
+    backup(&t).await;
+    let complete_before = t
+        .sets()
+        .await
+        .iter()
+        .filter(|s| s["complete"] == true)
+        .count();
+    dba_full_backup(&t).await;
+    t.lab.sql().inject(SqlFault::DenyNextHistoryQuery);
+    let out = t.run(&["backup"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let said = stderr(&out);
+    assert!(
+        said.contains("msdb's backup history cannot be read"),
+        "{said}"
+    );
+    assert!(said.contains("the differential's base is"), "{said}");
+    assert!(said.contains("Nothing was marked complete"), "{said}");
+    assert!(!t.lab.octopus().maintenance(), "maintenance mode left on");
+    let complete_after = t
+        .sets()
+        .await
+        .iter()
+        .filter(|s| s["complete"] == true)
+        .count();
+    assert_eq!(complete_after, complete_before, "no set falsely complete");
+
+    let (_, m) = backup(&t).await;
+    assert_eq!(m["database"]["chain"]["new_base"], true, "{m:#}");
+    assert_eq!(m["complete"], true);
+}
