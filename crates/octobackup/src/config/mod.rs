@@ -128,6 +128,51 @@ pub struct SqlConfig {
     /// Stripe the backup over this many files (SQL Server reads and writes them in parallel). Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripes: Option<u8>,
+    /// Who owns the database's backup chain: `copy_only` (default: octobackup's backups are
+    /// COPY_ONLY and never touch a DBA's differential base) or `owned` (octobackup takes the
+    /// full backups that are the differential base, before the window, and only a differential
+    /// inside it).
+    #[serde(default, skip_serializing_if = "SqlChain::is_default")]
+    pub chain: SqlChain,
+    /// With `chain = "owned"`: take a new base when the last one is this old. Default 7 days.
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub base_every: Option<Duration>,
+    /// With `chain = "owned"`: take a new base when the last differential was larger than this
+    /// share of the base (0 < share <= 1). Default 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_max_share: Option<f64>,
+}
+
+/// `sql.chain`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SqlChain {
+    #[default]
+    CopyOnly,
+    Owned,
+}
+
+impl SqlChain {
+    fn is_default(&self) -> bool {
+        *self == SqlChain::CopyOnly
+    }
+}
+
+impl SqlConfig {
+    /// `sql.base_every`, or its default (7 days).
+    pub fn base_every(&self) -> Duration {
+        self.base_every
+            .unwrap_or(Duration::from_secs(7 * 24 * 3600))
+    }
+
+    /// `sql.base_max_share`, or its default (0.5).
+    pub fn base_max_share(&self) -> f64 {
+        self.base_max_share.unwrap_or(0.5)
+    }
 }
 
 /// Where the master key comes from: `Octopus.Server show-master-key` on the host (or through
@@ -419,6 +464,16 @@ impl InstanceConfig {
                 "sql.stripes must be 1 to 64 (SQL Server's limit), not {s}"
             ));
         }
+        if let Some(share) = self.sql.base_max_share
+            && !(share > 0.0 && share <= 1.0)
+        {
+            return bad(format!(
+                "sql.base_max_share must be above 0 and at most 1 (a share of the database), not {share}"
+            ));
+        }
+        if self.sql.base_every.is_some_and(|d| d.is_zero()) {
+            return bad("sql.base_every must be longer than 0 (e.g. \"7d\")".into());
+        }
         let mk = &self.master_key;
         let sources = [mk.command.is_some(), mk.env.is_some(), mk.file.is_some()];
         let n = sources.iter().filter(|x| **x).count();
@@ -492,6 +547,9 @@ wait = { timeout = "10m", on_timeout = "continue" }
         let (name, i) = c.instance(&p, None).unwrap();
         assert_eq!(name, "OctopusServer");
         assert_eq!(i.sql.stripes, Some(2));
+        assert_eq!(i.sql.chain, SqlChain::CopyOnly, "copy_only unless asked");
+        assert_eq!(i.sql.base_every(), Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(i.sql.base_max_share(), 0.5);
         assert_eq!(i.wait.timeout, Duration::from_secs(600));
         assert_eq!(i.wait.on_timeout, OnWaitTimeout::Continue);
         assert_eq!(i.staging_local(), PathBuf::from(r"\\sql01\Backups"));
@@ -529,6 +587,9 @@ wait = { timeout = "10m", on_timeout = "continue" }
             (GOOD.replace("https://octopus", "octopus"), "must start with http"),
             (GOOD.replace("api_key_env = \"OCTOPUS_API_KEY\"", ""), "exactly one of api_key_env or api_key_file"),
             (GOOD.replace("stripes = 2", "stripes = 65"), "1 to 64"),
+            (GOOD.replace("stripes = 2", "stripes = 2, chain = \"mine\""), "unknown variant"),
+            (GOOD.replace("stripes = 2", "stripes = 2, chain = \"owned\", base_max_share = 1.5"), "base_max_share must be above 0"),
+            (GOOD.replace("stripes = 2", "stripes = 2, chain = \"owned\", base_every = \"0s\""), "base_every must be longer"),
             (GOOD.replace("timeout = \"10m\"", "timeout = \"soon\""), "not a duration"),
             (GOOD.replace("password_file = \"/etc/octobackup/password\"", "password_file = \"/etc/octobackup/password\"\ncompression = 99"), "from -131072 to 22"),
             (GOOD.replace("[instance.OctopusServer]", "[instance.OctopusServer]\nbogus = 1"), "unknown field"),

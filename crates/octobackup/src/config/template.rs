@@ -70,6 +70,14 @@ password_env = "OCTOBACKUP_SQL_PASSWORD"
 # stripes = 2
 # Longest silence allowed from SQL Server during BACKUP (default 10m).
 # command_timeout = "10m"
+# Who owns the database's backup chain. "copy_only" (default): every backup is a COPY_ONLY full
+# inside the window and a DBA's own backups are untouched. "owned" (nobody else takes full
+# backups of this database): a full backup before the window is the differential base, reused
+# for base_every or until a differential passes base_max_share of it, and only a differential
+# runs inside the window. `octobackup doctor` checks msdb's history for other full backups.
+# chain = "owned"
+# base_every = "7d"
+# base_max_share = 0.5
 
 [instance.OctopusServer.master_key]
 # How to read the master key on the Octopus host (run octobackup as a local administrator):

@@ -329,6 +329,16 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         .collect();
     let bak_local: Vec<PathBuf> = stripe_names.iter().map(|n| staging_local.join(n)).collect();
 
+    // sql.chain = "owned": the differential base, before the window (run/chain.rs).
+    let chained = tokio::select! {
+        r = super::chain::before_window(&job, &sqlserver, &set_id, &stripe_names, &mut m, &mut steps) => r,
+        sig = stop.wait() => Err(before_window(sig)),
+    };
+    if let Err(e) = chained {
+        discard_run(&job.repo, &set_id, &staging_local);
+        return Err(e);
+    }
+
     // The folders are mostly immutable (packages) or append-only (logs): a first full pass before
     // the window leaves only the changes to read inside it (design decision 5).
     let pre_pass = if job.instance.folders_before_window {
@@ -506,6 +516,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     match sealed {
         Ok((snapshot_id, data_added)) => {
             let _ = std::fs::remove_dir_all(&staging_local);
+            super::chain::after_set(&job, &m.database);
             Ok(BackupReport {
                 set_id,
                 snapshot_id,
@@ -845,7 +856,12 @@ async fn inside_window(
     m.window.inside.push("database backup".into());
     let db = m.database.name.clone();
     let hostname = m.hostname.clone();
-    let db_step = steps.start("database backup");
+    let differential = super::chain::differential_tonight(&m.database);
+    let db_step = steps.start(if differential {
+        "database backup (differential)"
+    } else {
+        "database backup"
+    });
     let folder_step = steps.start(if pre_pass.is_some() {
         "server folders (changes)"
     } else {
@@ -853,7 +869,16 @@ async fn inside_window(
     });
     let (db_result, folder_result) = tokio::join!(
         async {
-            let r = backup_database(job, sqlserver, &db, bak_sql, bak_local, set_id).await;
+            let r = backup_database(
+                job,
+                sqlserver,
+                &db,
+                bak_sql,
+                bak_local,
+                set_id,
+                differential,
+            )
+            .await;
             (r, std::time::Instant::now())
         },
         async {
@@ -1009,10 +1034,15 @@ async fn backup_database(
     bak_sql: &[String],
     bak_local: &[PathBuf],
     set_id: &str,
+    differential: bool,
 ) -> Result<(), Failure> {
     let mut session = sqlserver.connect_unbounded().await?;
     let spid = session.server_info().await?.spid;
-    let statement = tsql::backup_database(database, bak_sql, 5, &backup_description(set_id));
+    let statement = if differential {
+        crate::sqlserver::chain::backup_differential(database, bak_sql, &backup_description(set_id))
+    } else {
+        tsql::backup_database(database, bak_sql, 5, &backup_description(set_id))
+    };
     let bar = job.ui.percent_bar("BACKUP DATABASE");
     let first = bak_sql.first().map(String::as_str);
     let ran = sql::run_with_progress(
@@ -1107,6 +1137,7 @@ async fn verify_database(
         )
         .await?;
     info.verified = true;
+    super::chain::confirm(job, &mut session, bak_sql, info).await?;
     // The history row is a record, not the backup: without it (no SELECT in msdb) the set is
     // still complete and verified.
     match session
@@ -1414,7 +1445,7 @@ async fn ingest(
     let db = m.database.name.clone();
     let hostname = m.hostname.clone();
     let mut info = m.database.clone();
-    let bak_items: Vec<SourceItem> = c
+    let mut bak_items: Vec<SourceItem> = c
         .bak_local
         .iter()
         .map(|local| SourceItem::Path {
@@ -1426,6 +1457,7 @@ async fn ingest(
             ),
         })
         .collect();
+    bak_items.extend(super::chain::base_items(job, &m.database));
     let verify_step = steps.start("verify the database backup");
     let store_step = steps.start("store the database backup");
     let ((verified, verify_end), (stored, store_end)) = tokio::join!(

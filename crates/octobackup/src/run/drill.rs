@@ -240,7 +240,7 @@ async fn checks(
             let s = stage_database(&job.repo, set, &job.instance, staged_folder, &job.ui)
                 .await
                 .map_err(|e| e.message)?;
-            let n = s.sql_paths.len();
+            let n = s.sql_paths.len() + s.base_sql_paths.len();
             staged = Some(s);
             Ok(format!("{n} file(s) from the repository"))
         })
@@ -255,6 +255,17 @@ async fn checks(
     if let (true, Some(s)) = (stage_ok, staged.as_ref()) {
         let verify_ok = checks
             .run(names[0], &job.ui, async {
+                // An owned chain's set: the base too.
+                if !s.base_sql_paths.is_empty() {
+                    session
+                        .execute(
+                            "RESTORE VERIFYONLY (base)",
+                            &tsql::restore_verifyonly(&s.base_sql_paths),
+                            None,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 session
                     .execute(
                         "RESTORE VERIFYONLY",
@@ -287,7 +298,12 @@ async fn checks(
                     .await
                     .map(|moves| {
                         let files: Vec<&str> = moves.iter().map(|(_, p)| p.as_str()).collect();
-                        format!("as [{scratch_db}] ({})", files.join(", "))
+                        let how = if s.base_sql_paths.is_empty() {
+                            ""
+                        } else {
+                            "base WITH NORECOVERY, then the differential, "
+                        };
+                        format!("{how}as [{scratch_db}] ({})", files.join(", "))
                     })
                     .map_err(|e| e.message)
                 })

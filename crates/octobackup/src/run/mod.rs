@@ -2,6 +2,7 @@
 //! the maintenance-mode change so that a crashed run can be undone, and step records for the report.
 
 pub mod backup;
+pub mod chain;
 pub mod drill;
 pub mod journal;
 pub mod maintenance;

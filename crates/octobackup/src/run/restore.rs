@@ -202,6 +202,9 @@ pub fn marked_name(base: &str, suffix: &str) -> String {
 pub struct Staged {
     pub local_dir: PathBuf,
     pub sql_paths: Vec<String>,
+    /// An owned chain's set: the base, restored WITH NORECOVERY before `sql_paths` (the
+    /// differential). Empty otherwise.
+    pub base_sql_paths: Vec<String>,
 }
 
 impl Staged {
@@ -238,9 +241,30 @@ pub async fn stage_database(
     let staged = Staged {
         local_dir: local_dir.clone(),
         sql_paths: Vec::new(),
+        base_sql_paths: Vec::new(),
     };
     let mut sql_paths = Vec::new();
-    for file in files {
+    let mut base_sql_paths = Vec::new();
+    let base_files = super::chain::set_base_files(&set.manifest.database);
+    for (file, is_base) in files
+        .iter()
+        .map(|f| (f, false))
+        .chain(base_files.iter().map(|f| (f, true)))
+    {
+        // The base has the differential's file names: a folder of its own.
+        let (local_dir, sql_dir) = if is_base {
+            let d = local_dir.join("base");
+            if let Err(e) = std::fs::create_dir_all(&d) {
+                staged.remove();
+                return Err(Failure::new(
+                    Exit::Failed,
+                    format!("cannot create {} on the staging share: {e}", d.display()),
+                ));
+            }
+            (d, sql_side_path(&sql_dir, "base"))
+        } else {
+            (local_dir.clone(), sql_dir.clone())
+        };
         let name = file.rsplit('/').next().unwrap_or(file).to_string();
         // Into the folder, under the file's own name (rustic logs an error for a missing target file).
         let dest = local_dir.clone();
@@ -257,11 +281,16 @@ pub async fn stage_database(
             staged.remove();
             return Err(e.into());
         }
-        sql_paths.push(sql_side_path(&sql_dir, &name));
+        if is_base {
+            base_sql_paths.push(sql_side_path(&sql_dir, &name));
+        } else {
+            sql_paths.push(sql_side_path(&sql_dir, &name));
+        }
     }
     Ok(Staged {
         local_dir,
         sql_paths,
+        base_sql_paths,
     })
 }
 
@@ -421,6 +450,37 @@ async fn restore_as_sql(
     ui: &Ui,
 ) -> Result<(), SqlError> {
     let spid = session.server_info().await?.spid;
+    if !staged.base_sql_paths.is_empty() {
+        // An owned chain's set: the base WITH NORECOVERY, then the differential WITH RECOVERY.
+        let statement = crate::sqlserver::chain::restore_base(name, &staged.base_sql_paths, moves);
+        let bar = ui.percent_bar("RESTORE DATABASE (base)");
+        let r = sql::run_with_progress(
+            server,
+            session,
+            spid,
+            "RESTORE DATABASE (base)",
+            &statement,
+            None,
+            &|p| bar.set(p),
+        )
+        .await;
+        bar.finish();
+        r?;
+        let statement = crate::sqlserver::chain::restore_differential(name, &staged.sql_paths);
+        let bar = ui.percent_bar("RESTORE DATABASE (differential)");
+        let r = sql::run_with_progress(
+            server,
+            session,
+            spid,
+            "RESTORE DATABASE (differential)",
+            &statement,
+            None,
+            &|p| bar.set(p),
+        )
+        .await;
+        bar.finish();
+        return r;
+    }
     let statement = tsql::restore_database(name, &staged.sql_paths, moves, false, 5);
     let bar = ui.percent_bar("RESTORE DATABASE");
     let r = sql::run_with_progress(

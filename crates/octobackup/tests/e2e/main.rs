@@ -9,6 +9,7 @@ mod tamper;
 mod backends;
 mod backup;
 mod bench;
+mod chain;
 mod check;
 mod damage;
 mod demo;

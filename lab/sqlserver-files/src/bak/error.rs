@@ -51,6 +51,10 @@ pub enum BakError {
         "RESTORE WITH CHECKSUM cannot be specified because the backup set does not contain checksum information."
     )]
     NoChecksums,
+    /// BACKUP WITH DIFFERENTIAL of a database with no differential base (no full backup that
+    /// was not COPY_ONLY): Msg 3035.
+    #[error("a differential backup needs a full backup that is not COPY_ONLY first")]
+    NoDifferentialBase,
     /// The progress callback asked to stop (Msg 3204 "The backup or restore was aborted.").
     #[error("The backup or restore was aborted.")]
     Cancelled,

@@ -1014,6 +1014,7 @@ impl Parser {
                     "SKIP" => BackupOption::Skip,
                     "NOSKIP" => BackupOption::NoSkip,
                     "COPY_ONLY" => BackupOption::CopyOnly,
+                    "DIFFERENTIAL" => BackupOption::Differential,
                     "CHECKSUM" => BackupOption::Checksum,
                     "NO_CHECKSUM" => BackupOption::NoChecksum,
                     "CONTINUE_AFTER_ERROR" => BackupOption::ContinueAfterError,

@@ -4,6 +4,7 @@ mod common;
 
 mod applock;
 mod backup;
+mod differential;
 mod field;
 mod login;
 mod permissions;
