@@ -47,10 +47,10 @@ messages = list(cur.messages)
 while cur.nextset():
     messages += list(cur.messages)
 infos = []
-for _, text in messages:
-    # "[01000] (3211) [Microsoft][ODBC Driver 18 for SQL Server][SQL Server]11 percent processed."
-    number = text.split("(", 1)[1].split(")", 1)[0] if "(" in text else ""
-    infos.append(int(number) if number.isdigit() else text)
+for state, _ in messages:
+    # ("[01000] (3211)", "[Microsoft][ODBC Driver 18 for SQL Server][SQL Server]11 percent processed.")
+    number = state.split("(", 1)[1].split(")", 1)[0] if "(" in state else ""
+    infos.append(int(number) if number.isdigit() else state)
 show("backup", infos=infos, messages=[m[1] for m in messages])
 
 try:
