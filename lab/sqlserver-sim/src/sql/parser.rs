@@ -1755,11 +1755,36 @@ mod tests {
             (err.number, err.text.as_str()),
             (102, "Incorrect syntax near ','.")
         );
+        // valid T-SQL the lab does not take is its own Msg 50000, not a syntax error
         let err = parse_batch("INSERT INTO t VALUES (1)").unwrap_err();
-        assert_eq!(err.number, 156);
+        assert_eq!(err.number, 50000);
+        assert!(
+            err.text.contains("'INSERT' here is valid T-SQL"),
+            "{}",
+            err.text
+        );
         let err = parse_batch("SELECT 1\nSELECT 2 3").unwrap_err();
         assert_eq!((err.number, err.line), (102, 2));
         assert_eq!(parse_batch("SET FOO ON").unwrap_err().number, 195);
+        for lab_limit in [
+            "SELECT NEWID()",
+            "IF DB_ID(N'x') IS NULL BEGIN SELECT 1 END",
+            "IF DB_ID(N'x') IS NULL SELECT 1 ELSE SELECT 2",
+            "DECLARE @x int = 1",
+            "SELECT 1/0",
+            "SELECT N'a' + N'b'",
+            "PRINT 'x'",
+            "SELECT name FROM sys.databases WHERE name LIKE N'O%'",
+        ] {
+            let err = parse_batch(lab_limit).unwrap_err();
+            assert_eq!((err.number, err.class), (50000, 16), "{lab_limit}: {err}");
+            assert!(err.text.starts_with("[octobackup lab] "), "{err}");
+        }
+        // tedious' login batch
+        parse_batch(
+            "set textsize 2147483647\nset quoted_identifier on\nset arithabort off\nset numeric_roundabort off\nset ansi_warnings on\nset ansi_padding on\nset ansi_nulls on\nset concat_null_yields_null on\nset cursor_close_on_commit off\nset implicit_transactions off\nset language us_english\nset dateformat mdy\nset datefirst 7\nset transaction isolation level read committed",
+        )
+        .unwrap();
         let err = parse_batch("SELECT NOSUCHFN(1)").unwrap_err();
         assert_eq!(
             (err.number, err.text.as_str()),

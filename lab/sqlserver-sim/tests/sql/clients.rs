@@ -296,3 +296,94 @@ fn mssql_python_logs_in_queries_backs_up_and_cancels() {
     assert_eq!(cancel["after"], 1, "{cancel}");
     assert_backup_cancelled("Big_mssql_python");
 }
+
+/// What the review with other clients found beside RPC and ATTENTION (../shared/reference/
+/// tds-divergences.md D3, D5, D7, D9), through tiberius.
+#[tokio::test]
+async fn divergences_found_by_other_clients_are_fixed() {
+    let lab = start_lab("divergences", Edition::Developer, TlsSupport::NotSupported).await;
+    attach_octopus(&lab, "Octopus");
+    let mut client = connect(&lab).await;
+
+    // D5: literals longer than nvarchar(4000) / varchar(8000) come back whole, as (n)varchar(max)
+    let long = "x".repeat(9000);
+    let rows = query(
+        &mut client,
+        &format!("SELECT N'{long}' AS n, '{long}' AS v"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(rows[0][0].get::<&str, _>("n").map(str::len), Some(9000));
+    assert_eq!(rows[0][0].get::<&str, _>("v").map(str::len), Some(9000));
+
+    // D9: msdb is in SIMPLE recovery, model in FULL, as a fresh install has them
+    let rows = query(
+        &mut client,
+        "SELECT name, recovery_model_desc FROM sys.databases WHERE database_id <= 4 ORDER BY database_id",
+    )
+    .await
+    .unwrap();
+    let models: Vec<(String, String)> = rows[0]
+        .iter()
+        .map(|r| {
+            (
+                r.get::<&str, _>(0).unwrap().to_string(),
+                r.get::<&str, _>(1).unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        models,
+        [
+            ("master", "SIMPLE"),
+            ("tempdb", "SIMPLE"),
+            ("model", "FULL"),
+            ("msdb", "SIMPLE")
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+    );
+
+    // D7: RESTORE HEADERONLY has SQL Server 2022's 59 columns
+    let bak = lab.dir().join("h.bak").to_string_lossy().into_owned();
+    query(
+        &mut client,
+        &format!(
+            "BACKUP DATABASE [Octopus] TO DISK = {} WITH FORMAT",
+            quote_str(&bak)
+        ),
+    )
+    .await
+    .unwrap();
+    let rows = query(
+        &mut client,
+        &format!("RESTORE HEADERONLY FROM DISK = {}", quote_str(&bak)),
+    )
+    .await
+    .unwrap();
+    let columns: Vec<String> = rows[0][0]
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    assert_eq!(columns.len(), 59, "{columns:?}");
+    assert_eq!(
+        &columns[56..],
+        ["LastValidRestoreTime", "TimeZone", "CompressionAlgorithm"]
+    );
+    assert_eq!(rows[0][0].get::<&str, _>("CompressionAlgorithm"), None);
+
+    // D3: valid T-SQL the lab lacks is its own Msg 50000; a typo is still Msg 102
+    query(&mut client, "SET DATEFIRST 7").await.unwrap();
+    for sql in [
+        "SELECT NEWID()",
+        "SELECT CAST(N'2024-01-02' AS date)",
+        "IF DB_ID(N'Octopus') IS NOT NULL BEGIN SELECT 1 END",
+        "DECLARE @n int = 1",
+    ] {
+        let e = server_error(&mut client, sql).await;
+        assert_eq!(e.code(), 50000, "{sql}: {e:?}");
+        assert!(e.message().starts_with("[octobackup lab] "), "{e:?}");
+    }
+    assert_eq!(server_error(&mut client, "SELEKT 1").await.code(), 102);
+    lab.server.shutdown().await;
+}
