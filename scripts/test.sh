@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of octobackup, after installing what the tests need: stock restic (the
-# repository must stay readable by it), python-tds (an independent TDS client for the lab's SQL
-# Server stand-in), and the real storage servers of the backend suite (tests/e2e/backends.rs):
-# moto (S3), Azurite (Azure Blob, into target/test-tools) and OpenSSH's sshd (SFTP). The tests
+# repository must stay readable by it), independent TDS clients for the lab's SQL Server stand-in
+# (python-tds, pymssql/FreeTDS, mssql-python, tedious), and the real storage servers of the
+# backend suite (tests/e2e/backends.rs): moto (S3), Azurite (Azure Blob, into target/test-tools)
+# and OpenSSH's sshd (SFTP). The tests
 # start and stop the servers themselves. Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +24,17 @@ if ! python3 -c 'import pytds' >/dev/null 2>&1; then
   echo "== installing python-tds (pip)"
   python3 -m pip install --quiet --disable-pip-version-check python-tds
 fi
+# Independent clients of the SQL Server stand-in (lab/sqlserver-sim/tests/sql/clients.rs): FreeTDS
+# through pymssql (its wheel bundles FreeTDS) and Microsoft's mssql-python (its wheel bundles ODBC
+# Driver 18); Microsoft's Node.js driver tedious goes into target/test-tools below.
+if ! python3 -c 'import pymssql' >/dev/null 2>&1; then
+  echo "== installing pymssql (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check pymssql
+fi
+if ! python3 -c 'import mssql_python' >/dev/null 2>&1; then
+  echo "== installing mssql-python (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check mssql-python
+fi
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "== installing moto[server] (pip)"
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
@@ -31,6 +43,11 @@ if [ ! -x target/test-tools/node_modules/.bin/azurite-blob ] && ! command -v azu
   echo "== installing azurite (npm, into target/test-tools)"
   mkdir -p target/test-tools
   npm install --silent --no-audit --no-fund --prefix target/test-tools azurite >/dev/null
+fi
+if [ ! -f target/test-tools/node_modules/tedious/package.json ]; then
+  echo "== installing tedious (npm, into target/test-tools)"
+  mkdir -p target/test-tools
+  npm install --silent --no-audit --no-fund --prefix target/test-tools tedious >/dev/null
 fi
 
 echo "== restic $(restic version | head -n1 | cut -d' ' -f2), python-tds $(python3 -c 'import pytds; print(pytds.__version__ if hasattr(pytds, "__version__") else "installed")')"
