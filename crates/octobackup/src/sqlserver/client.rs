@@ -243,7 +243,12 @@ impl SqlServer {
                     .await
                     .map_err(|e| self.tcp_error(&e.to_string(), tcp_refused(&e), true))?
             } else {
-                TcpStream::connect(&addr).await.map_err(|e| {
+                let tcp = if self.conn.multi_subnet_failover {
+                    connect_first(&addr).await
+                } else {
+                    TcpStream::connect(&addr).await
+                };
+                tcp.map_err(|e| {
                     let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
                     self.tcp_error(&e.to_string(), refused, false)
                 })?
@@ -300,6 +305,38 @@ impl SqlServer {
             },
         }
     }
+}
+
+/// `MultiSubnetFailover=True`: an Availability Group listener's name resolves to one address per
+/// subnet and only the primary's answers, so every address is tried at once and the first TCP
+/// connection made wins; the others are dropped (Microsoft Learn,
+/// SqlConnectionStringBuilder.MultiSubnetFailover: "faster detection of and connection to the
+/// (currently) active server").
+async fn connect_first(addr: &str) -> std::io::Result<TcpStream> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(addr).await?.collect();
+    connect_first_of(addrs).await
+}
+
+async fn connect_first_of(addrs: Vec<std::net::SocketAddr>) -> std::io::Result<TcpStream> {
+    let mut attempts = tokio::task::JoinSet::new();
+    for a in addrs {
+        attempts.spawn(async move { TcpStream::connect(a).await });
+    }
+    let mut last = None;
+    while let Some(attempt) = attempts.join_next().await {
+        match attempt {
+            // dropping the set aborts the attempts still running
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => last = Some(e),
+            Err(e) => last = Some(std::io::Error::other(e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the server name resolved to no address",
+        )
+    }))
 }
 
 fn tcp_refused(e: &tiberius::error::Error) -> bool {
@@ -569,6 +606,30 @@ pub async fn run_with_progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An Availability Group listener's name: one address per subnet, only one answers.
+    #[tokio::test]
+    async fn multi_subnet_failover_keeps_the_address_that_answers() {
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = live.local_addr().unwrap().port();
+        // 127.0.0.2 is loopback too, with nothing listening on the port: refused
+        let dead: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+        let tcp = connect_first_of(vec![dead, live.local_addr().unwrap()])
+            .await
+            .unwrap();
+        assert_eq!(tcp.peer_addr().unwrap(), live.local_addr().unwrap());
+        let (accepted, _) = live.accept().await.unwrap();
+        assert_eq!(accepted.peer_addr().unwrap(), tcp.local_addr().unwrap());
+        // through a name
+        let tcp = connect_first(&format!("localhost:{port}")).await.unwrap();
+        assert_eq!(tcp.peer_addr().unwrap().port(), port);
+        // none answers: the failure of the last one
+        drop(live);
+        let e = connect_first_of(vec![dead, dead]).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+        let e = connect_first_of(Vec::new()).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    }
 
     fn conn(server: &str) -> ConnectionString {
         ConnectionString::parse(&format!(
