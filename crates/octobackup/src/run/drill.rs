@@ -170,18 +170,31 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
         &scratch_root,
         &staged_folder,
     );
-    tokio::select! {
-        r = body => Ok(r),
-        sig = shutdown_signal() => {
-            // Best effort; the next drill removes whatever is left.
-            if let Ok(mut s) = server.connect().await {
-                let _ = drop_quietly(&mut s, &scratch_db).await;
-            }
-            let _ = std::fs::remove_dir_all(&scratch_root);
-            let _ = std::fs::remove_dir_all(job.instance.staging_local().join(&staged_folder));
-            Err(Failure::new(Exit::Interrupted, format!("the drill was interrupted by {sig}; its scratch copies were removed")))
-        }
-    }
+    let sig = tokio::select! {
+        r = body => return Ok(r),
+        sig = shutdown_signal() => sig,
+    };
+    // The RESTORE or CHECKDB the drill was in goes on on the server unless stopped: ATTENTION
+    // on its connection, then the clean-up on a fresh one. Best effort; the next drill removes
+    // whatever is left, and the message says only what was done.
+    session.cancel(std::time::Duration::from_secs(30)).await;
+    let dropped = match server.connect().await {
+        Ok(mut s) => drop_quietly(&mut s, &scratch_db).await.is_ok(),
+        Err(_) => false,
+    };
+    let _ = std::fs::remove_dir_all(&scratch_root);
+    let _ = std::fs::remove_dir_all(job.instance.staging_local().join(&staged_folder));
+    let left = if dropped {
+        "its scratch copies were removed".to_string()
+    } else {
+        format!(
+            "its scratch database [{scratch_db}] could not be dropped now; the next drill drops it"
+        )
+    };
+    Err(Failure::new(
+        Exit::Interrupted,
+        format!("the drill was interrupted by {sig}; {left}"),
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]

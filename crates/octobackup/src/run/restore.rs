@@ -508,11 +508,17 @@ pub async fn checkdb(session: &mut Session, name: &str) -> Result<(), Failure> {
     session
         .execute("DBCC CHECKDB", &tsql::dbcc_checkdb(name), None)
         .await
-        .map_err(|e| {
-            Failure::new(
+        .map_err(|e| match e.checkdb_verdict() {
+            sql::CheckDbVerdict::Damaged => Failure::new(
                 Exit::CheckFailed,
                 format!("DBCC CHECKDB found the restored database [{name}] damaged: {e}"),
-            )
+            ),
+            sql::CheckDbVerdict::NotChecked(why) => Failure::new(
+                Exit::Sql,
+                format!(
+                    "DBCC CHECKDB could not check the restored database [{name}], which says nothing about the backup: {why} ({e})"
+                ),
+            ),
         })
 }
 

@@ -100,6 +100,42 @@ impl SqlError {
     }
 }
 
+/// What a failed DBCC CHECKDB says about the database it checked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CheckDbVerdict {
+    /// Consistency errors: the database is damaged. Msg 8900-8999 (8928, 8939, 8989, ...), 2570
+    /// (data purity) and 824 (a page's checksum or torn-page check failed on read): Microsoft
+    /// Learn, "MSSQLSERVER_8928", "MSSQLSERVER_2570", "MSSQLSERVER_824".
+    Damaged,
+    /// CHECKDB stopped before it could check: nothing is known about the data. The text says why.
+    NotChecked(&'static str),
+}
+
+impl SqlError {
+    /// Tells corruption found by DBCC CHECKDB apart from a CHECKDB that could not run.
+    pub fn checkdb_verdict(&self) -> CheckDbVerdict {
+        match self.number() {
+            Some(8900..=8999 | 2570 | 824) => CheckDbVerdict::Damaged,
+            // 5030: "The database could not be exclusively locked to perform the operation."
+            Some(5030) => CheckDbVerdict::NotChecked(
+                "another session holds the database (Msg 5030), so CHECKDB could not lock it",
+            ),
+            // 7926: CHECKDB's internal database snapshot could not be created.
+            Some(7926) => CheckDbVerdict::NotChecked(
+                "CHECKDB could not create its internal database snapshot (Msg 7926): the volume of the restored files must support sparse files and have free space",
+            ),
+            Some(7983 | 229 | 262 | 916) => CheckDbVerdict::NotChecked(
+                "the login lacks permission for DBCC CHECKDB (it needs sysadmin or db_owner of the restored copy)",
+            ),
+            _ if matches!(self, SqlError::Timeout(..)) => CheckDbVerdict::NotChecked(
+                "the server went silent past the client timeout before CHECKDB finished",
+            ),
+            Some(0) => CheckDbVerdict::NotChecked("the connection failed before CHECKDB finished"),
+            _ => CheckDbVerdict::NotChecked("CHECKDB ended with an error before it finished"),
+        }
+    }
+}
+
 /// Where and how to connect. Holds the password (zeroized) but never prints it.
 #[derive(Clone)]
 pub struct SqlServer {
@@ -481,6 +517,17 @@ impl Session {
     }
 
     /// Runs a batch that returns no rows; `path_hint` names the file a failure is about.
+    /// Stops what this connection is running after its statement's future was dropped part-way
+    /// (an interrupted RESTORE or CHECKDB goes on on the server otherwise): ATTENTION, then the
+    /// server's acknowledgment, awaited for at most `wait`. False when none came: the
+    /// connection is then unusable and clean-up needs a fresh one anyway.
+    pub async fn cancel(&mut self, wait: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(wait, self.client.cancel_query()).await,
+            Ok(Ok(()))
+        )
+    }
+
     pub async fn execute(
         &mut self,
         what: &str,
@@ -606,6 +653,42 @@ pub async fn run_with_progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkdb_corruption_is_told_apart_from_checkdb_that_could_not_run() {
+        let server = |number| SqlError::Server {
+            statement: "DBCC CHECKDB".into(),
+            number,
+            message: "m".into(),
+        };
+        for n in [8928, 8939, 8989, 8958, 2570, 824] {
+            assert_eq!(server(n).checkdb_verdict(), CheckDbVerdict::Damaged, "{n}");
+        }
+        for n in [5030, 7926, 7983, 0, 3013, 701] {
+            assert!(
+                matches!(server(n).checkdb_verdict(), CheckDbVerdict::NotChecked(_)),
+                "{n}"
+            );
+        }
+        let CheckDbVerdict::NotChecked(why) = server(5030).checkdb_verdict() else {
+            unreachable!()
+        };
+        assert!(why.contains("5030"), "{why}");
+        let timeout = SqlError::Timeout(Duration::from_secs(30), "DBCC CHECKDB".into());
+        let CheckDbVerdict::NotChecked(why) = timeout.checkdb_verdict() else {
+            panic!("a timeout is not corruption")
+        };
+        assert!(why.contains("timeout"), "{why}");
+        let permission = SqlError::Permission {
+            statement: "DBCC CHECKDB".into(),
+            number: 7983,
+            message: "m".into(),
+        };
+        assert!(matches!(
+            permission.checkdb_verdict(),
+            CheckDbVerdict::NotChecked(_)
+        ));
+    }
 
     /// An Availability Group listener's name: one address per subnet, only one answers.
     #[tokio::test]

@@ -264,6 +264,10 @@ impl Session {
                     matches!(f, crate::SqlFault::SilenceBeforeNext { command: c, .. } if command.starts_with(c.as_str()))
                 })
             {
+                self.engine.emit(
+                    "silence_started",
+                    serde_json::json!({ "spid": self.spid, "command": command }),
+                );
                 let until = std::time::Instant::now() + silence;
                 while std::time::Instant::now() < until && !self.attention.should_stop() {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -467,6 +471,10 @@ impl Session {
             return Ok(false);
         }
         self.attention.acknowledge();
+        self.engine.emit(
+            "attention_acknowledged",
+            serde_json::json!({ "spid": self.spid }),
+        );
         resp.end_with_attention_ack().await?;
         Ok(true)
     }
