@@ -29,7 +29,25 @@ fn shared_lab() -> &'static SharedLab {
         std::thread::spawn(move || {
             let runtime = tokio::runtime::Runtime::new().unwrap();
             runtime.block_on(async move {
-                let lab = start_lab("clients", Edition::Developer, TlsSupport::Supported).await;
+                // Under the target directory, emptied at each start: the lab outlives every
+                // test, and the process ends without dropping it.
+                let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("sqlserver-sim-clients");
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).unwrap();
+                let events: Events = Default::default();
+                let server = sqlserver_sim::start(config(
+                    &dir,
+                    Edition::Developer,
+                    TlsSupport::Supported,
+                    events.clone(),
+                ))
+                .await
+                .unwrap();
+                let lab = Lab {
+                    server,
+                    scratch: Scratch(dir),
+                    events,
+                };
                 for client in ["tedious", "pymssql", "mssql_python"] {
                     attach_octopus(&lab, &format!("Octopus_{client}"));
                     // big enough that a throttled BACKUP is still running when it is cancelled
