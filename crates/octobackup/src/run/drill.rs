@@ -273,7 +273,7 @@ async fn checks(
         if restore_ok {
             checks
                 .run(names[2], &job.ui, async {
-                    checkdb(session, scratch_db)
+                    checkdb(server, session, scratch_db, &job.ui)
                         .await
                         .map(|_| "no allocation or consistency errors".to_string())
                         .map_err(|e| e.message)

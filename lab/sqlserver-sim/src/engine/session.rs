@@ -268,9 +268,20 @@ impl Session {
                     "silence_started",
                     serde_json::json!({ "spid": self.spid, "command": command }),
                 );
-                let until = std::time::Instant::now() + silence;
+                let start = std::time::Instant::now();
+                let until = start + silence;
+                // Silent to the client, not in sys.dm_exec_requests: CHECKDB reports
+                // percent_complete there (Microsoft Learn, sys.dm_exec_requests: DBCC CHECKDB is
+                // among the commands with a percent_complete; RESTORE VERIFYONLY is not). BACKUP
+                // and RESTORE set theirs as their work runs.
+                let reports = command.starts_with("DBCC");
                 while std::time::Instant::now() < until && !self.attention.should_stop() {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    if reports {
+                        let done = start.elapsed().as_secs_f32() / silence.as_secs_f32();
+                        self.engine
+                            .set_percent_complete(self.spid, (done * 99.0).min(99.0));
+                    }
                 }
                 if self.attention.should_stop() {
                     self.engine.set_request(self.spid, None);
