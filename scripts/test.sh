@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test of octobackup, after installing what the tests need: stock restic (the
-# repository must stay readable by it), python-tds (an independent TDS client for the lab's SQL
-# Server stand-in), and the real storage servers of the backend suite (tests/e2e/backends.rs):
-# moto (S3), Azurite (Azure Blob, into target/test-tools) and OpenSSH's sshd (SFTP); Chromium
-# (the report rendered headless, tests/e2e/report.rs; about 110 MB to download) and systemd's
-# systemd-analyze (the schedule's unit files verified, tests/e2e/schedule.rs); and for the
-# notification and metrics tests (tests/e2e/notify.rs) aiosmtpd (an SMTP server with STARTTLS and
-# AUTH), prometheus_client (Prometheus's text parser) and Debian's prometheus-pushgateway. The tests
+# repository must stay readable by it), independent TDS clients for the lab's SQL Server stand-in
+# (python-tds, pymssql/FreeTDS, mssql-python, tedious), and the real storage servers of the
+# backend suite (tests/e2e/backends.rs): moto (S3), Azurite (Azure Blob, into target/test-tools)
+# and OpenSSH's sshd (SFTP); Chromium (the report rendered headless, tests/e2e/report.rs; about
+# 110 MB to download) and systemd's systemd-analyze (the schedule's unit files verified,
+# tests/e2e/schedule.rs); and for the notification and metrics tests (tests/e2e/notify.rs)
+# aiosmtpd (an SMTP server with STARTTLS and AUTH), prometheus_client (Prometheus's text parser)
+# and Debian's prometheus-pushgateway. The tests
 # start and stop the servers themselves. Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,17 @@ if ! python3 -c 'import aiosmtpd, prometheus_client' >/dev/null 2>&1; then
   echo "== installing aiosmtpd and prometheus_client (pip)"
   python3 -m pip install --quiet --disable-pip-version-check aiosmtpd prometheus_client
 fi
+# Independent clients of the SQL Server stand-in (lab/sqlserver-sim/tests/sql/clients.rs): FreeTDS
+# through pymssql (its wheel bundles FreeTDS) and Microsoft's mssql-python (its wheel bundles ODBC
+# Driver 18); Microsoft's Node.js driver tedious goes into target/test-tools below.
+if ! python3 -c 'import pymssql' >/dev/null 2>&1; then
+  echo "== installing pymssql (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check pymssql
+fi
+if ! python3 -c 'import mssql_python' >/dev/null 2>&1; then
+  echo "== installing mssql-python (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check mssql-python
+fi
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "== installing moto[server] (pip)"
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
@@ -42,6 +54,11 @@ if [ ! -x target/test-tools/node_modules/.bin/azurite-blob ] && ! command -v azu
   echo "== installing azurite (npm, into target/test-tools)"
   mkdir -p target/test-tools
   npm install --silent --no-audit --no-fund --prefix target/test-tools azurite >/dev/null
+fi
+if [ ! -f target/test-tools/node_modules/tedious/package.json ]; then
+  echo "== installing tedious (npm, into target/test-tools)"
+  mkdir -p target/test-tools
+  npm install --silent --no-audit --no-fund --prefix target/test-tools tedious >/dev/null
 fi
 
 echo "== restic $(restic version | head -n1 | cut -d' ' -f2), python-tds $(python3 -c 'import pytds; print(pytds.__version__ if hasattr(pytds, "__version__") else "installed")')"

@@ -186,38 +186,41 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
         &scratch_root,
         &staged_folder,
     );
-    let report = tokio::select! {
-        r = body => r,
-        sig = stop.wait() => {
-            let _ = std::fs::remove_dir_all(&scratch_root);
-            let _ = std::fs::remove_dir_all(job.instance.staging_local().join(&staged_folder));
-            // The server may still be ending the RESTORE of the dropped connection: retry a little.
-            let mut dropped = Err(String::from("SQL Server did not answer"));
-            for attempt in 0..10 {
-                if attempt > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-                }
-                dropped = match server.connect().await {
-                    Ok(mut s) => drop_quietly(&mut s, &scratch_db).await.map_err(|e| e.message),
-                    Err(e) => Err(e.to_string()),
-                };
-                if dropped.is_ok() {
-                    break;
-                }
+    let sig = tokio::select! {
+        report = body => {
+            // Finished before the stop took effect: the report is true as it is.
+            if let Some(sig) = stop.requested() {
+                job.ui.note(&format!(
+                    "{sig} was heard as the drill ended; it had finished and cleaned up"
+                ));
             }
-            return Err(Failure::new(Exit::Interrupted, match dropped {
-                Ok(()) => format!("the drill was interrupted by {sig}; its scratch copies were removed"),
-                Err(e) => format!("the drill was interrupted by {sig}; its scratch folders were removed, but the scratch database [{scratch_db}] could not be dropped ({e}): the next drill drops it"),
-            }));
+            return Ok(report);
         }
+        sig = stop.wait() => sig,
     };
-    // Finished before the stop took effect: the report is true as it is.
-    if let Some(sig) = stop.requested() {
-        job.ui.note(&format!(
-            "{sig} was heard as the drill ended; it had finished and cleaned up"
-        ));
+    // The RESTORE or CHECKDB the drill was in goes on on the server unless stopped: ATTENTION
+    // on its connection, then the clean-up on a fresh one. The message says only what was done.
+    session.cancel(std::time::Duration::from_secs(30)).await;
+    let _ = std::fs::remove_dir_all(&scratch_root);
+    let _ = std::fs::remove_dir_all(job.instance.staging_local().join(&staged_folder));
+    // The server may still be ending the RESTORE of the cancelled request: retry a little.
+    let mut dropped = Err(String::from("SQL Server did not answer"));
+    for attempt in 0..10 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        dropped = match server.connect().await {
+            Ok(mut s) => drop_quietly(&mut s, &scratch_db).await.map_err(|e| e.message),
+            Err(e) => Err(e.to_string()),
+        };
+        if dropped.is_ok() {
+            break;
+        }
     }
-    Ok(report)
+    Err(Failure::new(Exit::Interrupted, match dropped {
+        Ok(()) => format!("the drill was interrupted by {sig}; its scratch copies were removed"),
+        Err(e) => format!("the drill was interrupted by {sig}; its scratch folders were removed, but the scratch database [{scratch_db}] could not be dropped ({e}): the next drill drops it"),
+    }))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -315,7 +318,7 @@ async fn checks(
             lab_point("drill: restored").await;
             checks
                 .run(names[2], &job.ui, async {
-                    checkdb(session, scratch_db)
+                    checkdb(server, session, scratch_db, &job.ui)
                         .await
                         .map(|_| "no allocation or consistency errors".to_string())
                         .map_err(|e| e.message)

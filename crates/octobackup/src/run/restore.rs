@@ -567,15 +567,41 @@ fn restore_failure(name: &str, moves: &[(String, String)], e: SqlError) -> Failu
     )
 }
 
-pub async fn checkdb(session: &mut Session, name: &str) -> Result<(), Failure> {
-    session
-        .execute("DBCC CHECKDB", &tsql::dbcc_checkdb(name), None)
-        .await
-        .map_err(|e| {
-            Failure::new(
+/// DBCC CHECKDB WITH NO_INFOMSGS sends nothing until it ends (minutes on a big database): its
+/// progress comes from sys.dm_exec_requests on a second connection, as for RESTORE.
+pub async fn checkdb(
+    server: &SqlServer,
+    session: &mut Session,
+    name: &str,
+    ui: &Ui,
+) -> Result<(), Failure> {
+    let checked = async {
+        let spid = session.server_info().await?.spid;
+        let bar = ui.percent_bar("DBCC CHECKDB");
+        let r = sql::run_with_progress(
+            server,
+            session,
+            spid,
+            "DBCC CHECKDB",
+            &tsql::dbcc_checkdb(name),
+            None,
+            &|p| bar.set(p),
+        )
+        .await;
+        bar.finish();
+        r
+    };
+    checked.await.map_err(|e| match e.checkdb_verdict() {
+            sql::CheckDbVerdict::Damaged => Failure::new(
                 Exit::CheckFailed,
                 format!("DBCC CHECKDB found the restored database [{name}] damaged: {e}"),
-            )
+            ),
+            sql::CheckDbVerdict::NotChecked(why) => Failure::new(
+                Exit::Sql,
+                format!(
+                    "DBCC CHECKDB could not check the restored database [{name}], which says nothing about the backup: {why} ({e})"
+                ),
+            ),
         })
 }
 
@@ -745,7 +771,7 @@ async fn restore_database(
     let checked = async {
         lab_point("restore: checkdb").await;
         job.ui.status(&format!("DBCC CHECKDB on [{temp}]"));
-        checkdb(session, &temp).await?;
+        checkdb(server, session, &temp, &job.ui).await?;
         let id = if t.clone {
             Some(new_installation_id(session, &temp).await?)
         } else {

@@ -967,6 +967,10 @@ fn header_columns() -> Vec<Column> {
         Column::new("KeyAlgorithm", nv(32)),
         Column::new("EncryptorThumbprint", SqlType::VarBinary(Some(20))),
         Column::new("EncryptorType", nv(32)),
+        // SQL Server 2022 adds three (Microsoft Learn, RESTORE HEADERONLY: 59 columns).
+        Column::new("LastValidRestoreTime", SqlType::DateTime),
+        Column::new("TimeZone", SqlType::SmallInt),
+        Column::new("CompressionAlgorithm", nv(32)),
     ]
 }
 
@@ -1056,6 +1060,15 @@ fn header_row(h: &BackupSetHeader) -> Vec<Value> {
         Value::Null,
         Value::Null,
         Value::Null,
+        // a full backup has no last valid restore time (a log backup's stop point)
+        Value::Null,
+        // the server's offset from UTC in 15-minute steps, as msdb's backupset.time_zone
+        Value::SmallInt((chrono::Local::now().offset().local_minus_utc() / (15 * 60)) as i16),
+        if h.is_compressed {
+            Value::Str("MS_XPRESS".into())
+        } else {
+            Value::Null
+        },
     ]
 }
 

@@ -515,11 +515,9 @@ fn sys_databases(engine: &Engine, facts: &[DatabaseFacts]) -> (Vec<Column>, Vec<
     let mut rows: Vec<Vec<Value>> = super::SYSTEM_DATABASES
         .iter()
         .map(|(name, id)| {
-            let model = if *name == "model" || *name == "msdb" {
-                "FULL"
-            } else {
-                "SIMPLE"
-            };
+            // model is FULL; msdb, like master and tempdb, is SIMPLE (Microsoft Learn,
+            // "msdb Database": "By default, msdb uses the simple recovery model").
+            let model = if *name == "model" { "FULL" } else { "SIMPLE" };
             vec![
                 text(name),
                 Value::Int(*id),
