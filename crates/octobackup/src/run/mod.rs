@@ -9,3 +9,4 @@ pub mod restore;
 pub mod retention;
 pub mod steps;
 pub mod stop;
+pub mod window_capture;
