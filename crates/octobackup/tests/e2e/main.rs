@@ -24,3 +24,4 @@ mod recover;
 mod restore;
 mod sqlserver;
 mod task_wait;
+mod window;
