@@ -78,8 +78,8 @@ pub struct InstanceConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::backupset::retention::Policy>,
     /// Back up the folders once before maintenance mode goes on, so that inside the window only what
-    /// changed since is read. Default true; false reads them all inside the window, as the manual
-    /// procedure does.
+    /// changed since is copied onto staging. Default true; false copies them all onto staging
+    /// inside the window, as the manual procedure does (the repository is never used inside it).
     #[serde(default = "yes")]
     pub folders_before_window: bool,
     /// How long octobackup waits for one answer from the Octopus API. Default 60s. A request to
