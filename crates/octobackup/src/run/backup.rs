@@ -578,7 +578,9 @@ fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
-/// The marker file in each run's staging folder: which instance and run it belongs to.
+/// The marker file in each run's staging folder: which instance and run it belongs to. The
+/// folder also holds the window's folder listing and copies (`window_capture`), so whatever
+/// removes a leftover folder removes them too.
 const STAGING_MARKER: &str = "octobackup-run.json";
 
 /// True for a name octobackup gives a run's staging folder: `octobackup-` and a set id
@@ -1409,6 +1411,13 @@ mod tests {
             std::fs::create_dir(d).unwrap();
             std::fs::write(d.join("OctopusDeploy.bak"), b"x").unwrap();
         }
+        // The window's listing and copies live in the run's folder, so they go with it.
+        std::fs::write(mine.join(window_capture::LISTING_FILE), b"{}").unwrap();
+        let copy = mine
+            .join(window_capture::CAPTURE_DIR)
+            .join("0/ServerTasks-1.log.txt");
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::write(&copy, b"log").unwrap();
         std::fs::write(mine.join(STAGING_MARKER), r#"{"instance":"A"}"#).unwrap();
         std::fs::write(theirs.join(STAGING_MARKER), r#"{"instance":"B"}"#).unwrap();
         std::fs::write(foreign.join(STAGING_MARKER), r#"{"instance":"A"}"#).unwrap();

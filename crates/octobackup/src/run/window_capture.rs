@@ -156,12 +156,21 @@ fn walk(
             if cancel.load(Ordering::Relaxed) {
                 return Err(cancelled());
             }
-            let entries = std::fs::read_dir(&dir).map_err(|e| failed("cannot list", &dir, e))?;
+            // Octopus runs during the listing before the window: what disappears meanwhile is gone,
+            // not an error (the window then finds it gone too).
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if gone(&e) && dir != *root => continue,
+                Err(e) => return Err(failed("cannot list", &dir, e)),
+            };
             for entry in entries {
                 let entry = entry.map_err(|e| failed("cannot list", &dir, e))?;
                 let real = entry.path();
-                let meta = std::fs::symlink_metadata(&real)
-                    .map_err(|e| failed("cannot read", &real, e))?;
+                let meta = match std::fs::symlink_metadata(&real) {
+                    Ok(meta) => meta,
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(failed("cannot read", &real, e)),
+                };
                 let file_name = entry.file_name();
                 let (name, exact) = match file_name.to_str() {
                     Some(n) => (n.to_string(), exact_dir),
@@ -184,6 +193,10 @@ fn walk(
         }
     }
     Ok(())
+}
+
+fn gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound
 }
 
 fn cancelled() -> Failure {
@@ -296,7 +309,12 @@ pub fn capture(
                     std::fs::create_dir_all(parent)
                         .map_err(|e| failed("cannot create", parent, e))?;
                 }
-                let n = copy_file(&f.real, &target, cancel)?;
+                let Some(n) = copy_file(&f.real, &target, cancel)? else {
+                    // Removed since it was listed: gone, as the set will have it.
+                    files[f.folder].0 -= 1;
+                    files[f.folder].1 -= meta.size;
+                    return Ok(());
+                };
                 out.files_copied += 1;
                 out.bytes_copied += n;
                 // The copy's length is what the set holds.
@@ -412,9 +430,14 @@ fn open_dir_for_times(dir: &Path) -> std::io::Result<std::fs::File> {
 }
 
 /// Copies a file block by block (so a stop is heard inside a large one), then gives the copy
-/// the source's permissions and modification time. Returns the bytes copied.
-fn copy_file(src: &Path, dst: &Path, cancel: &AtomicBool) -> Result<u64, Failure> {
-    let mut from = std::fs::File::open(src).map_err(|e| failed("cannot read", src, e))?;
+/// the source's permissions and modification time. Returns the bytes copied, or `None` when the
+/// file no longer exists.
+fn copy_file(src: &Path, dst: &Path, cancel: &AtomicBool) -> Result<Option<u64>, Failure> {
+    let mut from = match std::fs::File::open(src) {
+        Ok(f) => f,
+        Err(e) if gone(&e) => return Ok(None),
+        Err(e) => return Err(failed("cannot read", src, e)),
+    };
     let meta = from.metadata().map_err(|e| failed("cannot read", src, e))?;
     let mut to = std::fs::File::create(dst).map_err(|e| failed("cannot write", dst, e))?;
     let mut buf = vec![0u8; 1 << 20];
@@ -440,7 +463,7 @@ fn copy_file(src: &Path, dst: &Path, cancel: &AtomicBool) -> Result<u64, Failure
     drop(to);
     std::fs::set_permissions(dst, meta.permissions())
         .map_err(|e| failed("cannot set the permissions of", dst, e))?;
-    Ok(total)
+    Ok(Some(total))
 }
 
 fn copy_link(src: &Path, dst: &Path) -> Result<(), Failure> {
