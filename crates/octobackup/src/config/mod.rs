@@ -84,8 +84,8 @@ pub struct InstanceConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<crate::backupset::retention::Policy>,
     /// Back up the folders once before maintenance mode goes on, so that inside the window only what
-    /// changed since is read. Default true; false reads them all inside the window, as the manual
-    /// procedure does.
+    /// changed since is copied onto staging. Default true; false copies them all onto staging
+    /// inside the window, as the manual procedure does (the repository is never used inside it).
     #[serde(default = "yes")]
     pub folders_before_window: bool,
     /// How long octobackup waits for one answer from the Octopus API. Default 60s. A request to
@@ -237,6 +237,27 @@ pub struct WaitConfig {
     pub include_queued: bool,
     #[serde(default = "default_poll", with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// The longest octobackup keeps maintenance mode on: past it, maintenance mode is put back
+    /// as found and the run fails (exit 1), the set incomplete. Default: `timeout` + 10m (the
+    /// task wait, then ten minutes for BACKUP DATABASE and the folder copy). Must be longer than
+    /// `timeout`, which it includes.
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_window: Option<Duration>,
+}
+
+/// What the window may take beyond the task wait by default.
+pub const WINDOW_MARGIN: Duration = Duration::from_secs(10 * 60);
+
+impl WaitConfig {
+    /// `max_window`, or the task wait plus [`WINDOW_MARGIN`].
+    pub fn window_budget(&self) -> Duration {
+        self.max_window
+            .unwrap_or_else(|| self.timeout.saturating_add(WINDOW_MARGIN))
+    }
 }
 
 fn default_wait_timeout() -> Duration {
@@ -253,6 +274,7 @@ impl Default for WaitConfig {
             on_timeout: OnWaitTimeout::Abort,
             include_queued: false,
             poll_interval: default_poll(),
+            max_window: None,
         }
     }
 }
@@ -485,6 +507,15 @@ impl InstanceConfig {
         if mk.command.as_ref().is_some_and(|c| c.is_empty()) {
             return bad("master_key.command is empty: give the program and its arguments".into());
         }
+        if let Some(max) = self.wait.max_window
+            && max <= self.wait.timeout
+        {
+            return bad(format!(
+                "wait.max_window ({}) must be longer than wait.timeout ({}): the wait for running tasks is part of the window. Raise wait.max_window or lower wait.timeout.",
+                humantime::format_duration(max),
+                humantime::format_duration(self.wait.timeout)
+            ));
+        }
         if self.staging.sql_path.trim().is_empty() {
             return bad("staging.sql_path is empty: name a folder SQL Server can write and octobackup can read".into());
         }
@@ -552,6 +583,8 @@ wait = { timeout = "10m", on_timeout = "continue" }
         assert_eq!(i.sql.base_max_share(), 0.5);
         assert_eq!(i.wait.timeout, Duration::from_secs(600));
         assert_eq!(i.wait.on_timeout, OnWaitTimeout::Continue);
+        // The window's budget: the task wait plus ten minutes unless set.
+        assert_eq!(i.wait.window_budget(), Duration::from_secs(1200));
         assert_eq!(i.staging_local(), PathBuf::from(r"\\sql01\Backups"));
         assert_eq!(c.state_dir(&p), p.parent().unwrap().join("state"));
         let (_d2, p2) = write(&c.to_toml());
@@ -591,6 +624,7 @@ wait = { timeout = "10m", on_timeout = "continue" }
             (GOOD.replace("stripes = 2", "stripes = 2, chain = \"owned\", base_max_share = 1.5"), "base_max_share must be above 0"),
             (GOOD.replace("stripes = 2", "stripes = 2, chain = \"owned\", base_every = \"0s\""), "base_every must be longer"),
             (GOOD.replace("timeout = \"10m\"", "timeout = \"soon\""), "not a duration"),
+            (GOOD.replace("timeout = \"10m\"", "timeout = \"10m\", max_window = \"5m\""), "wait.max_window (5m) must be longer than wait.timeout (10m)"),
             (GOOD.replace("password_file = \"/etc/octobackup/password\"", "password_file = \"/etc/octobackup/password\"\ncompression = 99"), "from -131072 to 22"),
             (GOOD.replace("[instance.OctopusServer]", "[instance.OctopusServer]\nbogus = 1"), "unknown field"),
             (GOOD.replace("master_key = { command = [\"Octopus.Server.exe\", \"show-master-key\", \"--format=json\"] }", "master_key = { command = [] }"), "master_key.command is empty"),

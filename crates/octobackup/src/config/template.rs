@@ -111,6 +111,9 @@ timeout = "30m"
 on_timeout = "abort"
 # Queued tasks still start in maintenance mode; set true to wait for them too.
 include_queued = false
+# The longest maintenance mode stays on (the task wait included): past it, octobackup puts it
+# back as found and the run fails (exit 1). Default: timeout + 10m.
+# max_window = "40m"
 
 # Who is told (README: Notifications and metrics). on = "failure" (default), "always" or "recovery".
 # [notify]

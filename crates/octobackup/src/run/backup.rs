@@ -1,16 +1,23 @@
 //! `octobackup backup`: Octopus's documented procedure as one backup set.
 //!
-//! Order (issue: "the five documented steps"): record maintenance mode and turn it on, wait for
-//! running tasks, capture the master key and the license, BACKUP DATABASE to the staging share and
-//! RESTORE VERIFYONLY, back up the server folders, put maintenance mode back, then ingest the .bak.
-//! The folders and the database are stored as two partial snapshots, then merged into the set's
-//! single snapshot: only that snapshot carries the `complete` tag, so a run that fails at any point
-//! leaves nothing that claims to be complete, and the repository stays valid.
+//! Order (issue: "the five documented steps"; issue 17 for the window): capture the master key and
+//! the license; list the server folders onto the run's staging folder and store them once (the
+//! pass before the window); record maintenance mode and turn it on; inside the window, wait for
+//! running tasks, then side by side BACKUP DATABASE to the staging share and copy onto it the
+//! folder entries that differ from the listing; put maintenance mode back; only then touch the
+//! repository again: store the folders as the window had them (the pass before it, less what the
+//! window did not keep, plus the copies), verify and store the .bak, and seal. Nothing inside the
+//! window reads or writes the repository, so a slow or missing repository cannot lengthen it, and
+//! the window has a budget (`wait.max_window`): past it, maintenance mode is put back and the run
+//! fails. The parts are merged into the set's single snapshot: only that snapshot carries the
+//! `complete` tag, so a run that fails at any point leaves nothing that claims to be complete, and
+//! the repository stays valid.
 
 use super::journal::{JournalError, StateDir};
 use super::maintenance::{self, Entered, Held, MaintenanceError};
 use super::steps::Steps;
 use super::stop::Stop;
+use super::window_capture::{self, Capture, Listing};
 use crate::backupset::{self, Manifest, manifest};
 use crate::cli::ui::Ui;
 use crate::config::{InstanceConfig, OnWaitTimeout};
@@ -206,8 +213,10 @@ async fn capture_secrets(
 /// What the window produced, handed to the ingest after maintenance mode is back.
 struct Captured {
     bak_local: Vec<PathBuf>,
-    folders_part: String,
-    /// The folder pass before the window: a part deleted once the set is sealed.
+    /// The folder entries the window changed, copied onto staging, and what it kept.
+    folders: Capture,
+    /// The folder pass before the window: the base of the folders' part, deleted once the set
+    /// is sealed.
     pre_pass: Option<String>,
 }
 
@@ -340,11 +349,17 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     }
 
     // The folders are mostly immutable (packages) or append-only (logs): a first full pass before
-    // the window leaves only the changes to read inside it (design decision 5).
+    // the window leaves only the changes to copy inside it (design decision 5). The listing the
+    // window is judged by is taken before the pass reads anything and kept on local staging.
     let pre_pass = if job.instance.folders_before_window {
         let r = steps.start("server folders (before the window)");
         let pass = tokio::select! {
-            r = backup_folders(&job, &folders, &set_id, &m.hostname, FolderPass::BeforeWindow) => r,
+            r = async {
+                let listing = Listing::take(&folders)?;
+                listing.save(&staging_local)?;
+                let id = backup_folders(&job, &folders, &set_id, &m.hostname).await?;
+                Ok::<_, Failure>((id, Arc::new(listing)))
+            } => r,
             sig = stop.wait() => Err(before_window(sig)),
         };
         steps.finish(
@@ -405,8 +420,20 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     m.window.start = Some(window.started);
     m.window.changed_by_octobackup = window.changed;
 
+    // The window's budget runs from the moment maintenance mode went on.
+    let budget = job.instance.wait.window_budget();
+    let deadline = tokio::time::Instant::now()
+        + budget.saturating_sub(
+            (chrono::Utc::now() - window.started)
+                .to_std()
+                .unwrap_or_default(),
+        );
+    let track = window_capture::Track::default();
+    let capture_dest = staging_local.join(window_capture::CAPTURE_DIR);
     let inside = tokio::select! {
-        r = inside_window(&job, &octopus, &sqlserver, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_ref(), &mut m, &mut steps) => r,
+        r = tokio::time::timeout_at(deadline, inside_window(&job, &octopus, &sqlserver, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_ref(), &capture_dest, &track, &mut m, &mut steps)) => {
+            r.unwrap_or_else(|_| Err(window_capture::overran(budget, &track.running(), window.previous)))
+        }
         sig = stop.wait() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode was put back {}; nothing was marked complete", on_off(window.previous)))),
     };
 
@@ -415,7 +442,17 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     let mut inside = inside;
     let mut theirs = false;
     if inside.is_ok() {
-        match maintenance::check_window(&octopus, &window).await {
+        // Reading maintenance mode back is part of the window, so of its budget.
+        let held =
+            tokio::time::timeout_at(deadline, maintenance::check_window(&octopus, &window)).await;
+        if held.is_err() {
+            inside = Err(window_capture::overran(
+                budget,
+                &["reading maintenance mode back".to_string()],
+                window.previous,
+            ));
+        }
+        match held.unwrap_or(Ok(Held::Yes)) {
             Ok(Held::Yes) => {}
             Ok(Held::TurnedOff { by, at }) => {
                 theirs = true;
@@ -592,7 +629,9 @@ fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
-/// The marker file in each run's staging folder: which instance and run it belongs to.
+/// The marker file in each run's staging folder: which instance and run it belongs to. The
+/// folder also holds the window's folder listing and copies (`window_capture`), so whatever
+/// removes a leftover folder removes them too.
 const STAGING_MARKER: &str = "octobackup-run.json";
 
 /// True for a name octobackup gives a run's staging folder: `octobackup-` and a set id
@@ -841,21 +880,25 @@ async fn inside_window(
     bak_sql: &[String],
     bak_local: &[PathBuf],
     set_id: &str,
-    pre_pass: Option<&FolderPassResult>,
+    pre_pass: Option<&(String, Arc<Listing>)>,
+    capture_dest: &std::path::Path,
+    track: &window_capture::Track,
     m: &mut Manifest,
     steps: &mut Steps,
 ) -> Result<Captured, Failure> {
     m.window.inside.push("wait for running tasks".into());
+    track.start("the wait for running tasks");
     let running = steps
         .run("wait for running tasks", wait_for_tasks(job, octopus))
         .await?;
+    track.end("the wait for running tasks");
     m.tasks_running_at_backup = running;
 
-    // The database backup (SQL Server's work) and the folder pass (octobackup's) do not depend on
-    // each other: run them side by side so the window lasts as long as the longer one.
+    // The database backup (SQL Server's work) and the folder capture (local copies, never the
+    // repository) do not depend on each other: run them side by side so the window lasts as long
+    // as the longer one.
     m.window.inside.push("database backup".into());
     let db = m.database.name.clone();
-    let hostname = m.hostname.clone();
     let differential = super::chain::differential_tonight(&m.database);
     let db_step = steps.start(if differential {
         "database backup (differential)"
@@ -863,12 +906,13 @@ async fn inside_window(
         "database backup"
     });
     let folder_step = steps.start(if pre_pass.is_some() {
-        "server folders (changes)"
+        "server folders (capture changes)"
     } else {
-        "server folders"
+        "server folders (capture)"
     });
     let (db_result, folder_result) = tokio::join!(
         async {
+            track.start("BACKUP DATABASE");
             let r = backup_database(
                 job,
                 sqlserver,
@@ -879,32 +923,18 @@ async fn inside_window(
                 differential,
             )
             .await;
+            track.end("BACKUP DATABASE");
             (r, std::time::Instant::now())
         },
         async {
-            let r = match pre_pass {
-                // Nothing changed since the pass before the window: that pass is the window's state.
-                Some(pre) if folders_unchanged_since(folders, &pre.listing) => {
-                    Ok(FolderPassResult {
-                        id: pre.id.clone(),
-                        infos: pre.infos.clone(),
-                        read: 0,
-                        listing: Listing::new(),
-                    })
-                }
-                _ => {
-                    backup_folders(
-                        job,
-                        folders,
-                        set_id,
-                        &hostname,
-                        FolderPass::InWindow {
-                            after_pre_pass: pre_pass.is_some(),
-                        },
-                    )
-                    .await
-                }
-            };
+            track.start("the copy of the changed folder files onto staging");
+            let r = window_capture::capture_blocking(
+                folders.to_vec(),
+                pre_pass.map(|p| p.1.clone()),
+                capture_dest.to_path_buf(),
+            )
+            .await;
+            track.end("the copy of the changed folder files onto staging");
             (r, std::time::Instant::now())
         }
     );
@@ -922,21 +952,21 @@ async fn inside_window(
         folder_result.as_ref().err().map(|e| e.message.clone()),
     );
     db_result?;
-    let pass = folder_result?;
+    let capture = folder_result?;
     m.window.inside.push(match pre_pass {
-        Some(pre) if pre.id == pass.id => {
+        Some(_) if capture.changed == 0 => {
             "server folders (checked: unchanged since the first pass)".into()
         }
-        Some(_) => "server folders (changes since the first pass)".into(),
-        None => "server folders".into(),
+        Some(_) => "server folders (changes since the first pass, copied to staging)".into(),
+        None => "server folders (copied to staging)".into(),
     });
-    m.folders = pass.infos;
-    m.window.folder_files_read = pass.read;
+    m.folders = capture.infos.clone();
+    m.window.folder_files_read = capture.files_copied;
 
     Ok(Captured {
         bak_local: bak_local.to_vec(),
-        folders_part: pass.id,
-        pre_pass: pre_pass.map(|p| p.id.clone()),
+        folders: capture,
+        pre_pass: pre_pass.map(|p| p.0.clone()),
     })
 }
 
@@ -1199,23 +1229,17 @@ fn base_tags(job: &BackupJob, set_id: &str) -> Vec<String> {
     ]
 }
 
-/// Which pass over the server folders: the full pass before the window, or the pass inside it
-/// that reads only what changed since (the first pass is its parent).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum FolderPass {
-    BeforeWindow,
-    InWindow { after_pre_pass: bool },
-}
-
 const TAG_PRE_PASS: &str = "pass:before-window";
 
+/// The pass over the server folders before the window: a part of the set (its parent is the
+/// previous complete set, so unchanged files are not read), the base the window's changes are
+/// laid over after it. Returns the part's snapshot id.
 async fn backup_folders(
     job: &BackupJob,
     folders: &[(String, PathBuf)],
     set_id: &str,
     hostname: &str,
-    pass: FolderPass,
-) -> Result<FolderPassResult, Failure> {
+) -> Result<String, Failure> {
     let items: Vec<SourceItem> = folders
         .iter()
         .map(|(name, path)| SourceItem::Path {
@@ -1225,37 +1249,16 @@ async fn backup_folders(
         .collect();
     let mut tags = base_tags(job, set_id);
     tags.push(backupset::TAG_PART.into());
-    let previous_set = vec![
-        backupset::tag_instance(&job.instance_name),
-        backupset::TAG_COMPLETE.into(),
-    ];
-    let parent_tags = match pass {
-        FolderPass::BeforeWindow => {
-            tags.push(TAG_PRE_PASS.into());
-            previous_set
-        }
-        // Files unchanged since the pass before the window are taken from it without reading them.
-        FolderPass::InWindow {
-            after_pre_pass: true,
-        } => vec![backupset::tag_set(set_id), TAG_PRE_PASS.into()],
-        FolderPass::InWindow {
-            after_pre_pass: false,
-        } => previous_set,
-    };
+    tags.push(TAG_PRE_PASS.into());
     let opts = SetOptions {
         tags,
         hostname: hostname.to_string(),
-        parent_tags,
+        parent_tags: previous_set_tags(job),
         time: None,
         compression: job.compression,
     };
     let repo = job.repo.clone();
-    let label = if pass == FolderPass::BeforeWindow {
-        "folders (before window)"
-    } else {
-        "folders"
-    };
-    let sink = job.ui.repo_sink(label);
+    let sink = job.ui.repo_sink("folders (before window)");
     let summary = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
         .await
         .map_err(|e| Failure::new(Exit::Failed, format!("the folder backup stopped: {e}")))?
@@ -1286,110 +1289,15 @@ async fn backup_folders(
             ),
         ));
     }
-    // Per-folder figures from the snapshot itself.
-    let files = {
-        let repo = job.repo.clone();
-        let id = summary.snapshot_id.clone();
-        tokio::task::spawn_blocking(move || repo.list_files(&id, backupset::FOLDERS_DIR))
-            .await
-            .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??
-    };
-    let infos = folders
-        .iter()
-        .map(|(name, path)| {
-            let prefix = format!("{}/{name}/", backupset::FOLDERS_DIR);
-            let (n, b) = files
-                .iter()
-                .filter(|f| {
-                    f.kind == octobackup_repo::EntryKind::File && f.path.starts_with(&prefix)
-                })
-                .fold((0u64, 0u64), |(n, b), f| (n + 1, b + f.size));
-            manifest::FolderInfo {
-                name: name.clone(),
-                source_path: path.display().to_string(),
-                files: n,
-                bytes: b,
-            }
-        })
-        .collect();
-    Ok(FolderPassResult {
-        id: summary.snapshot_id,
-        infos,
-        read: summary.files_new + summary.files_changed,
-        listing: listing_of(&files),
-    })
+    Ok(summary.snapshot_id)
 }
 
-/// What one folder pass stored.
-struct FolderPassResult {
-    id: String,
-    infos: Vec<manifest::FolderInfo>,
-    /// Files read (new or changed since the parent).
-    read: u64,
-    listing: Listing,
-}
-
-/// Snapshot path -> (size, mtime in microseconds) of every regular file a pass stored.
-type Listing = std::collections::HashMap<String, (u64, Option<i64>)>;
-
-fn listing_of(entries: &[octobackup_repo::FileEntry]) -> Listing {
-    entries
-        .iter()
-        .filter(|e| e.kind == octobackup_repo::EntryKind::File)
-        .map(|e| {
-            (
-                e.path.clone(),
-                (e.size, e.mtime.map(|t| t.timestamp_micros())),
-            )
-        })
-        .collect()
-}
-
-/// True when every file under the folders has the size and mtime the listing recorded, and no file
-/// came or went: the state a pass stored is then the state now, and the pass inside the window can
-/// be skipped. The check reads metadata only (no file contents), which takes a fraction of a second
-/// for tens of thousands of files. Anything it cannot judge (a symlink, an unreadable folder, a name
-/// that is not UTF-8) counts as a change, so the full pass runs.
-fn folders_unchanged_since(folders: &[(String, PathBuf)], listing: &Listing) -> bool {
-    let mut seen = 0usize;
-    for (name, root) in folders {
-        let mut stack = vec![(root.clone(), format!("{}/{name}", backupset::FOLDERS_DIR))];
-        while let Some((dir, vdir)) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                return false;
-            };
-            for entry in entries {
-                let Ok(entry) = entry else { return false };
-                let Ok(ty) = entry.file_type() else {
-                    return false;
-                };
-                let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
-                    return false;
-                };
-                let vpath = format!("{vdir}/{file_name}");
-                if ty.is_dir() {
-                    stack.push((entry.path(), vpath));
-                } else if ty.is_file() {
-                    let Ok(meta) = entry.metadata() else {
-                        return false;
-                    };
-                    let mtime = meta
-                        .modified()
-                        .ok()
-                        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_micros());
-                    match listing.get(&vpath) {
-                        Some((size, stored)) if *size == meta.len() && *stored == mtime => {
-                            seen += 1
-                        }
-                        _ => return false,
-                    }
-                } else {
-                    return false;
-                }
-            }
-        }
-    }
-    seen == listing.len()
+/// The tags of this instance's newest complete set: the parent of a folder pass.
+fn previous_set_tags(job: &BackupJob) -> Vec<String> {
+    vec![
+        backupset::tag_instance(&job.instance_name),
+        backupset::TAG_COMPLETE.into(),
+    ]
 }
 
 /// Stores `items` as a part of the set (tagged `part`), on a blocking thread.
@@ -1440,10 +1348,33 @@ async fn ingest(
     m: &mut Manifest,
     steps: &mut Steps,
 ) -> Result<Stored, Failure> {
+    let hostname = m.hostname.clone();
+    // The folders as the window had them: the pass before it, less what the window did not
+    // keep, plus the copies it made (or the copies alone, without a pass before the window).
+    let folders = {
+        let mut tags = base_tags(job, set_id);
+        tags.push(backupset::TAG_PART.into());
+        let opts = SetOptions {
+            tags,
+            hostname: hostname.clone(),
+            parent_tags: if c.pre_pass.is_some() {
+                vec![]
+            } else {
+                previous_set_tags(job)
+            },
+            time: None,
+            compression: job.compression,
+        };
+        steps
+            .run(
+                "store the server folders",
+                window_capture::ingest(job, &c.folders, c.pre_pass.as_deref(), opts),
+            )
+            .await?
+    };
     // SQL Server verifies the staged files while octobackup stores them: both only read them,
     // so neither waits for the other. A failed verification discards what was stored.
     let db = m.database.name.clone();
-    let hostname = m.hostname.clone();
     let mut info = m.database.clone();
     let mut bak_items: Vec<SourceItem> = c
         .bak_local
@@ -1535,6 +1466,7 @@ async fn ingest(
         )
         .await?;
     Ok(Stored {
+        folders,
         database: stored,
         meta,
         sealed,
@@ -1543,6 +1475,7 @@ async fn ingest(
 
 /// The parts stored after the window, waiting to be sealed into the set.
 struct Stored {
+    folders: octobackup_repo::BackupSummary,
     database: octobackup_repo::BackupSummary,
     meta: octobackup_repo::BackupSummary,
     sealed: Vec<SourceItem>,
@@ -1567,6 +1500,7 @@ async fn seal(
     steps: &mut Steps,
 ) -> Result<(String, u64), Failure> {
     let Stored {
+        folders,
         database: stored,
         meta,
         sealed,
@@ -1583,7 +1517,7 @@ async fn seal(
         compression: job.compression,
     };
     let parts = vec![
-        c.folders_part.clone(),
+        folders.snapshot_id.clone(),
         stored.snapshot_id.clone(),
         meta.snapshot_id.clone(),
     ];
@@ -1616,7 +1550,10 @@ async fn seal(
     if let Err(e) = crate::backupset::escrow::publish(job.repo.as_ref(), set_id, &sealed) {
         job.ui.note(&format!("warning: the set is complete, but its escrow copy beside the repository was not written: {}", e.message));
     }
-    Ok((merged.id, stored.data_added + meta.data_added))
+    Ok((
+        merged.id,
+        folders.data_added + stored.data_added + meta.data_added,
+    ))
 }
 
 #[cfg(test)]
@@ -1668,6 +1605,13 @@ mod tests {
             std::fs::create_dir(d).unwrap();
             std::fs::write(d.join("OctopusDeploy.bak"), b"x").unwrap();
         }
+        // The window's listing and copies live in the run's folder, so they go with it.
+        std::fs::write(mine.join(window_capture::LISTING_FILE), b"{}").unwrap();
+        let copy = mine
+            .join(window_capture::CAPTURE_DIR)
+            .join("0/ServerTasks-1.log.txt");
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::write(&copy, b"log").unwrap();
         std::fs::write(mine.join(STAGING_MARKER), r#"{"instance":"A"}"#).unwrap();
         std::fs::write(theirs.join(STAGING_MARKER), r#"{"instance":"B"}"#).unwrap();
         std::fs::write(foreign.join(STAGING_MARKER), r#"{"instance":"A"}"#).unwrap();

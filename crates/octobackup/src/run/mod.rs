@@ -11,3 +11,4 @@ pub mod retention;
 pub mod space;
 pub mod steps;
 pub mod stop;
+pub mod window_capture;

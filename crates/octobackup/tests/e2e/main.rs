@@ -30,3 +30,4 @@ mod restore;
 mod schedule;
 mod sqlserver;
 mod task_wait;
+mod window;
