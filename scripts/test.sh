@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Runs every test of octobackup, after installing what the tests need: stock restic (the
-# repository must stay readable by it), python-tds (an independent TDS client for the lab's SQL
-# Server stand-in), and the real storage servers of the backend suite (tests/e2e/backends.rs):
-# moto (S3), Azurite (Azure Blob, into target/test-tools) and OpenSSH's sshd (SFTP). The tests
+# repository must stay readable by it), independent TDS clients for the lab's SQL Server stand-in
+# (python-tds, pymssql/FreeTDS, mssql-python, tedious), and the real storage servers of the
+# backend suite (tests/e2e/backends.rs): moto (S3), Azurite (Azure Blob, into target/test-tools)
+# and OpenSSH's sshd (SFTP); Chromium (the report rendered headless, tests/e2e/report.rs; about
+# 110 MB to download) and systemd's systemd-analyze (the schedule's unit files verified,
+# tests/e2e/schedule.rs); and for the notification and metrics tests (tests/e2e/notify.rs)
+# aiosmtpd (an SMTP server with STARTTLS and AUTH), prometheus_client (Prometheus's text parser)
+# and Debian's prometheus-pushgateway. The tests
 # start and stop the servers themselves. Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +17,9 @@ command -v restic >/dev/null 2>&1 || need_apt+=(restic)
 [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || need_apt+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+command -v chromium >/dev/null 2>&1 || [ -n "${CHROMIUM:-}" ] || need_apt+=(chromium)
+command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+command -v prometheus-pushgateway >/dev/null 2>&1 || need_apt+=(prometheus-pushgateway)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "== installing ${need_apt[*]} (apt)"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
@@ -23,6 +31,21 @@ if ! python3 -c 'import pytds' >/dev/null 2>&1; then
   echo "== installing python-tds (pip)"
   python3 -m pip install --quiet --disable-pip-version-check python-tds
 fi
+if ! python3 -c 'import aiosmtpd, prometheus_client' >/dev/null 2>&1; then
+  echo "== installing aiosmtpd and prometheus_client (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check aiosmtpd prometheus_client
+fi
+# Independent clients of the SQL Server stand-in (lab/sqlserver-sim/tests/sql/clients.rs): FreeTDS
+# through pymssql (its wheel bundles FreeTDS) and Microsoft's mssql-python (its wheel bundles ODBC
+# Driver 18); Microsoft's Node.js driver tedious goes into target/test-tools below.
+if ! python3 -c 'import pymssql' >/dev/null 2>&1; then
+  echo "== installing pymssql (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check pymssql
+fi
+if ! python3 -c 'import mssql_python' >/dev/null 2>&1; then
+  echo "== installing mssql-python (pip)"
+  python3 -m pip install --quiet --disable-pip-version-check mssql-python
+fi
 if ! command -v moto_server >/dev/null 2>&1; then
   echo "== installing moto[server] (pip)"
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
@@ -31,6 +54,11 @@ if [ ! -x target/test-tools/node_modules/.bin/azurite-blob ] && ! command -v azu
   echo "== installing azurite (npm, into target/test-tools)"
   mkdir -p target/test-tools
   npm install --silent --no-audit --no-fund --prefix target/test-tools azurite >/dev/null
+fi
+if [ ! -f target/test-tools/node_modules/tedious/package.json ]; then
+  echo "== installing tedious (npm, into target/test-tools)"
+  mkdir -p target/test-tools
+  npm install --silent --no-audit --no-fund --prefix target/test-tools tedious >/dev/null
 fi
 
 echo "== restic $(restic version | head -n1 | cut -d' ' -f2), python-tds $(python3 -c 'import pytds; print(pytds.__version__ if hasattr(pytds, "__version__") else "installed")')"

@@ -105,6 +105,15 @@ impl Failure {
         self
     }
 
+    /// The exit code written with a plain message; `None` for a typed error, whose code only
+    /// `cli::exit::code` decides.
+    pub fn plain_exit(&self) -> Option<Exit> {
+        match self.cause {
+            Cause::Plain(exit) => Some(exit),
+            Cause::Typed(_) => None,
+        }
+    }
+
     /// The typed error behind the message, if there is one.
     pub fn typed_cause(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match &self.cause {

@@ -17,13 +17,27 @@ fn rules(src: &Path) -> Vec<(Vec<PathBuf>, &'static [&'static str])> {
     let domain = [dir("octopus"), dir("sqlserver"), dir("backupset")].concat();
     vec![
         (dir("run"), &["cli", "lab"]),
+        (
+            [
+                dir("notify"),
+                dir("metrics"),
+                dir("report"),
+                dir("schedule"),
+            ]
+            .concat(),
+            &["cli", "lab"],
+        ),
         (domain, &["cli", "lab", "run"]),
         (
             dir("config"),
             &["cli", "lab", "run", "octopus", "sqlserver", "backupset"],
         ),
         (
-            vec![src.join("error.rs"), src.join("secret.rs")],
+            vec![
+                src.join("error.rs"),
+                src.join("secret.rs"),
+                src.join("format.rs"),
+            ],
             &[
                 "cli",
                 "lab",

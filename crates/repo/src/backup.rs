@@ -111,14 +111,8 @@ impl Repo {
         let snap = snap?;
 
         let mut unreadable = source.unreadable().take();
-        let mut warnings = Vec::new();
-        for Captured { message } in captured {
-            if left_something_out(&message) {
-                unreadable.push((quoted_path(&message).unwrap_or_default(), message));
-            } else {
-                warnings.push(message);
-            }
-        }
+        let (left_out, warnings) = sort_captured(captured);
+        unreadable.extend(left_out);
         let s = snap.summary.unwrap_or_default();
         Ok(BackupSummary {
             snapshot_id: snap.id.to_hex().as_str().to_string(),
@@ -133,6 +127,20 @@ impl Repo {
             warnings,
         })
     }
+}
+
+/// rustic's captured log lines, as (entries left out of the snapshot, other warnings).
+pub(crate) fn sort_captured(captured: Vec<Captured>) -> (Vec<(String, String)>, Vec<String>) {
+    let mut left_out = Vec::new();
+    let mut warnings = Vec::new();
+    for Captured { message } in captured {
+        if left_something_out(&message) {
+            left_out.push((quoted_path(&message).unwrap_or_default(), message));
+        } else {
+            warnings.push(message);
+        }
+    }
+    (left_out, warnings)
 }
 
 /// The id of the newest snapshot carrying all `tags`.

@@ -14,6 +14,7 @@ mod keys;
 mod logging;
 mod merge;
 mod mode;
+mod overlay;
 mod progress;
 mod prune;
 mod repo;

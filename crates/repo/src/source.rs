@@ -69,7 +69,7 @@ impl std::fmt::Debug for SourceItem {
 pub(crate) struct Unreadable(Mutex<Vec<(String, String)>>);
 
 impl Unreadable {
-    fn record(&self, path: String, reason: String) {
+    pub(crate) fn record(&self, path: String, reason: String) {
         log::warn!(target: "octobackup_repo", "not backed up: {path}: {reason}");
         self.0
             .lock()
@@ -184,6 +184,11 @@ impl SetSource {
 
     pub(crate) fn unreadable(&self) -> &Unreadable {
         &self.unreadable
+    }
+
+    /// The record of unreadable files, shared (for a source that wraps this one).
+    pub(crate) fn unreadable_handle(&self) -> Arc<Unreadable> {
+        self.unreadable.clone()
     }
 
     /// Total bytes of all files, walked once before the backup for an exact progress total.

@@ -22,6 +22,11 @@ pub struct LabEvent {
 /// The callback shape both stand-ins take.
 pub type Sink = Arc<dyn Fn(&'static str, serde_json::Value) + Send + Sync>;
 
+/// A step hook: called with each event of its kind as it is recorded, before the stand-in
+/// answers the request that caused it (so a test can act "at the moment maintenance mode goes
+/// on", before the client knows it is on).
+pub type Hook = Arc<dyn Fn(&LabEvent) + Send + Sync>;
+
 #[derive(Clone)]
 pub struct EventLog {
     inner: Arc<Mutex<Inner>>,
@@ -33,6 +38,7 @@ struct Inner {
     path: Option<PathBuf>,
     /// Events recorded by earlier runs on the same lab folder: sequence numbers go on from there.
     seq_base: u64,
+    hooks: Vec<(String, Hook)>,
 }
 
 impl EventLog {
@@ -49,6 +55,7 @@ impl EventLog {
                 file: Some(file),
                 path: Some(path.to_path_buf()),
                 seq_base,
+                hooks: Vec::new(),
             })),
         })
     }
@@ -60,6 +67,7 @@ impl EventLog {
                 file: None,
                 path: None,
                 seq_base: 0,
+                hooks: Vec::new(),
             })),
         }
     }
@@ -83,7 +91,27 @@ impl EventLog {
             line.push(b'\n');
             let _ = file.write_all(&line);
         }
-        inner.events.push(event);
+        inner.events.push(event.clone());
+        let hooks: Vec<Hook> = inner
+            .hooks
+            .iter()
+            .filter(|(k, _)| *k == event.kind)
+            .map(|(_, h)| h.clone())
+            .collect();
+        // Outside the lock: a hook may read the log or cause other events.
+        drop(inner);
+        for hook in hooks {
+            hook(&event);
+        }
+    }
+
+    /// Calls `hook` with every event of `kind` from now on, as it is recorded.
+    pub fn on(&self, kind: &str, hook: impl Fn(&LabEvent) + Send + Sync + 'static) {
+        self.inner
+            .lock()
+            .unwrap()
+            .hooks
+            .push((kind.to_string(), Arc::new(hook)));
     }
 
     /// A callback for one stand-in that records under its source name.

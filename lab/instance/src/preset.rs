@@ -10,6 +10,9 @@ pub enum Size {
     Small,
     /// About 2 GB in tens of thousands of files: for benchmarks.
     Medium,
+    /// Medium's folders with a database ten times larger (about 5 GB, the same ~1% daily
+    /// change): shows whether the window grows with the database.
+    Large,
 }
 
 impl std::str::FromStr for Size {
@@ -18,7 +21,10 @@ impl std::str::FromStr for Size {
         match s.to_ascii_lowercase().as_str() {
             "small" => Ok(Size::Small),
             "medium" => Ok(Size::Medium),
-            other => Err(format!("unknown lab size '{other}': use small or medium")),
+            "large" => Ok(Size::Large),
+            other => Err(format!(
+                "unknown lab size '{other}': use small, medium or large"
+            )),
         }
     }
 }
@@ -28,6 +34,7 @@ impl std::fmt::Display for Size {
         f.write_str(match self {
             Size::Small => "small",
             Size::Medium => "medium",
+            Size::Large => "large",
         })
     }
 }
@@ -107,6 +114,18 @@ impl Size {
                     database_new_pages: 160,
                 },
             },
+            Size::Large => {
+                let medium = Size::Medium.preset();
+                Preset {
+                    // 640,000 pages of 8 KiB: 5 GiB.
+                    database_filler_pages: 640_000,
+                    day: DailyActivity {
+                        database_new_pages: 1_600,
+                        ..medium.day.clone()
+                    },
+                    ..medium
+                }
+            }
         }
     }
 }

@@ -404,10 +404,7 @@ async fn serve_messages(
                 let sql = String::from_utf16_lossy(&units);
                 session.run_batch(&sql, out).await?
             }
-            PacketType::Rpc => {
-                session.reject_rpc(&message.payload, out).await?;
-                true
-            }
+            PacketType::Rpc => session.run_rpc(&message.payload, out).await?,
             PacketType::TransactionManager => {
                 session
                     .run_transaction_manager(&message.payload, out)

@@ -51,6 +51,49 @@ pub struct DatabaseInfo {
     /// not be read (and in sets made before it was recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tde_encrypted: Option<bool>,
+    /// `sql.chain = "owned"`: the base and differential (see [`ChainInfo`]). None with
+    /// `copy_only`, and in sets made before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<ChainInfo>,
+}
+
+/// An owned chain's night: `files` (above) is the differential, `base_files` the full backup it
+/// builds on. A set is a base + differential only when the differential's DifferentialBaseGUID
+/// (RESTORE HEADERONLY) was checked to be the base's BackupSetGUID; when someone else's full
+/// backup moved the base, the night's backup is a copy-only full and `fallback` says why.
+#[derive(Clone, Debug, Serialize, Deserialize, Default, PartialEq)]
+pub struct ChainInfo {
+    /// Files of the base inside the set, under /database/base. Empty when the night fell back to
+    /// a full backup.
+    #[serde(default)]
+    pub base_files: Vec<String>,
+    #[serde(default)]
+    pub base_bytes: u64,
+    /// The base's BackupSetGUID (RESTORE HEADERONLY).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_backup_set_guid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_taken: Option<DateTime<Utc>>,
+    /// The base was taken by this run (before its window), and why.
+    #[serde(default)]
+    pub new_base: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_reason: Option<String>,
+    /// The differential's BackupSetGUID and DifferentialBaseGUID (RESTORE HEADERONLY).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differential_backup_set_guid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differential_base_guid: Option<String>,
+    /// Why this night's backup is a (copy-only) full instead of a differential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+impl ChainInfo {
+    /// The set restores as base (NORECOVERY) then differential (RECOVERY).
+    pub fn is_differential(&self) -> bool {
+        self.fallback.is_none() && !self.base_files.is_empty()
+    }
 }
 
 /// The msdb.dbo.backupset row of the backup (LSNs as SQL Server prints them).

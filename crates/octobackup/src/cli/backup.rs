@@ -1,18 +1,30 @@
 use super::{emit, repository, ui::Ui};
 use crate::config::Config;
-use crate::error::Failure;
+use crate::error::{Exit, Failure};
+use crate::notify::{self, Event, History, Status, StepSeconds};
 use crate::run::backup::{self, BackupJob, BackupReport};
+use crate::run::retention::ForgetReport;
+use octobackup_repo::Repo;
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// The instance to back up (a [instance.NAME] of the config; optional when there is one).
-    #[arg(long, short)]
+    #[arg(long, short, conflicts_with = "all")]
     pub instance: Option<String>,
+    /// Back up every [instance.NAME] of the config, one after another, with one summary. The
+    /// exit code is the worst of theirs (see the README).
+    #[arg(long)]
+    pub all: bool,
     /// After a successful backup, apply the retention policy (`[retention]`) to the instance's sets.
     #[arg(long)]
     pub forget: bool,
+    /// After the run (passed or failed), write the HTML report (`octobackup report`) to FILE. A
+    /// report that cannot be written is a warning: it never changes the backup's outcome.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<std::path::PathBuf>,
 }
 
 /// What `backup --json` prints: the run, and what `--forget` did.
@@ -21,59 +33,41 @@ struct Outcome<'a> {
     #[serde(flatten)]
     backup: &'a BackupReport,
     #[serde(skip_serializing_if = "Option::is_none")]
-    forget: Option<&'a crate::run::retention::ForgetReport>,
+    forget: Option<&'a ForgetReport>,
+}
+
+/// One instance's run, as `--all` sums them up.
+struct InstanceRun {
+    name: String,
+    result: Result<BackupReport, Failure>,
+    forget: Option<ForgetReport>,
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
     let config = Config::load(config_path)?;
-    let (name, instance) = config.instance(config_path, args.instance.as_deref())?;
-    // What the config leaves out comes from the instance itself ([instance.NAME.discover]).
-    let instance = crate::octopus::discovery::resolve(name, instance).await?;
-    // A missing policy is a config error: say so before maintenance mode is touched.
-    if args.forget {
-        crate::run::retention::policy_for(&config, name)?;
+    if args.all {
+        return run_all(
+            &config,
+            config_path,
+            args.forget,
+            args.report.as_deref(),
+            json,
+            ui,
+        )
+        .await;
     }
-    let repo = Arc::new(repository::open(&config).await?);
-    let job = BackupJob::new(
-        &config,
-        config_path,
-        name,
-        instance,
-        repo.clone(),
-        ui.clone().into(),
-    );
-    let stop = job.stop.clone();
-    let report = backup::run(job).await;
-    ui.clear_status();
-    let report = report?;
-    // A stop heard while the set was sealed: the set stands, retention waits for the next run.
-    let forget = if let (true, Some(sig)) = (args.forget, stop.requested()) {
-        ui.note(&format!(
-            "--forget skipped: {sig} asked octobackup to stop (the set is complete)"
-        ));
-        None
-    } else if args.forget {
-        let state = crate::run::journal::StateDir::new(&config.state_dir(config_path));
-        let (config, name) = (config.clone(), name.to_string());
-        let applied = tokio::task::spawn_blocking(move || {
-            crate::run::retention::apply_after_backup(&repo, &config, &name, &state)
-        })
-        .await
-        .map_err(|e| Failure::new(crate::error::Exit::Failed, e.to_string()))?;
-        match applied {
-            Ok(r) => Some(r),
-            // The set is complete whatever retention does: report, do not fail the backup.
-            Err(e) => {
-                ui.note(&format!(
-                    "warning: the backup is complete, but --forget failed: {}",
-                    e.message
-                ));
-                None
-            }
-        }
-    } else {
-        None
+    let (name, _) = config.instance(config_path, args.instance.as_deref())?;
+    // `--report` needs the repository after the run: open it once for both.
+    let repo = match &args.report {
+        Some(_) => Some(repository::open(&config).await.map(Arc::new)),
+        None => None,
     };
+    let run = one(&config, config_path, name, args.forget, repo.as_ref(), ui).await;
+    if let (Some(out), Some(Ok(repo))) = (&args.report, &repo) {
+        write_report(repo, &config, out, ui).await;
+    }
+    let report = run.result?;
+    let forget = run.forget;
     emit(
         json,
         &Outcome {
@@ -94,6 +88,473 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
         },
     );
     Ok(())
+}
+
+/// `--report FILE`: a warning when it cannot be written, never a failure of the backup.
+async fn write_report(repo: &Arc<octobackup_repo::Repo>, config: &Config, out: &Path, ui: &Ui) {
+    let (repo, config, out) = (repo.clone(), config.clone(), out.to_path_buf());
+    let written =
+        tokio::task::spawn_blocking(move || crate::report::write_report(&repo, &config, &out))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|f| f.message));
+    if let Err(e) = written {
+        ui.note(&format!(
+            "warning: the backup's outcome stands, but the report was not written: {e}"
+        ));
+    }
+}
+
+/// Backs up one instance, then tells `[notify]` and `[metrics]` how it went. A notification or a
+/// metrics file that fails is a warning: the result is the backup's.
+async fn one(
+    config: &Config,
+    config_path: &Path,
+    name: &str,
+    forget: bool,
+    repo: Option<&Result<Arc<Repo>, Failure>>,
+    ui: &Ui,
+) -> InstanceRun {
+    let started = chrono::Utc::now();
+    let alarm_sent = Arc::new(AtomicBool::new(false));
+    let mut resolved = None;
+    let (result, forget) = attempt(
+        config,
+        config_path,
+        name,
+        forget,
+        repo,
+        ui,
+        &alarm_sent,
+        &mut resolved,
+    )
+    .await;
+    if config.notify.is_some() || config.metrics.is_some() {
+        let repo_folder = repo
+            .and_then(|r| r.as_ref().ok())
+            .and_then(|r| r.storage().local_folder())
+            .or_else(|| Some(config.repository.location.clone().into()))
+            .filter(|p: &std::path::PathBuf| p.is_dir());
+        after_run(
+            config,
+            config_path,
+            name,
+            started,
+            &result,
+            resolved.as_ref(),
+            repo_folder.as_deref(),
+            alarm_sent.load(Ordering::SeqCst),
+        )
+        .await;
+    }
+    InstanceRun {
+        name: name.to_string(),
+        result,
+        forget,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn attempt(
+    config: &Config,
+    config_path: &Path,
+    name: &str,
+    forget: bool,
+    repo: Option<&Result<Arc<Repo>, Failure>>,
+    ui: &Ui,
+    alarm_sent: &Arc<AtomicBool>,
+    resolved: &mut Option<crate::config::InstanceConfig>,
+) -> (Result<BackupReport, Failure>, Option<ForgetReport>) {
+    let (name, instance) = match config.instance(config_path, Some(name)) {
+        Ok(x) => x,
+        Err(e) => return (Err(e.into()), None),
+    };
+    // What the config leaves out comes from the instance itself ([instance.NAME.discover]).
+    let instance = match crate::octopus::discovery::resolve(name, instance).await {
+        Ok(i) => i,
+        Err(e) => return (Err(e), None),
+    };
+    *resolved = Some(instance.clone());
+    // A missing policy is a config error: say so before maintenance mode is touched.
+    if forget && let Err(e) = crate::run::retention::policy_for(config, name) {
+        return (Err(e), None);
+    }
+    let repo = match repo {
+        Some(Ok(r)) => r.clone(),
+        Some(Err(e)) => {
+            return (
+                Err(Failure::new(super::exit::code(e), e.message.clone())),
+                None,
+            );
+        }
+        None => match repository::open(config).await {
+            Ok(r) => Arc::new(r),
+            Err(e) => return (Err(e), None),
+        },
+    };
+    let mut job = BackupJob::new(
+        config,
+        config_path,
+        name,
+        instance,
+        repo.clone(),
+        ui.clone().into(),
+    );
+    if let Some(n) = &config.notify {
+        job.alarm = Some(alarm(n.clone(), name.to_string(), alarm_sent.clone()));
+    }
+    let stop = job.stop.clone();
+    let report = backup::run(job).await;
+    ui.clear_status();
+    let report = match report {
+        Ok(r) => r,
+        Err(e) => return (Err(e), None),
+    };
+    // A stop heard while the set was sealed: the set stands, retention waits for the next run.
+    let forgot = if let (true, Some(sig)) = (forget, stop.requested()) {
+        ui.note(&format!(
+            "--forget skipped: {sig} asked octobackup to stop (the set is complete)"
+        ));
+        None
+    } else if forget {
+        let state = crate::run::journal::StateDir::new(&config.state_dir(config_path));
+        let (config, name) = (config.clone(), name.to_string());
+        let applied = tokio::task::spawn_blocking(move || {
+            crate::run::retention::apply_after_backup(&repo, &config, &name, &state)
+        })
+        .await;
+        match applied {
+            Ok(Ok(r)) => Some(r),
+            // The set is complete whatever retention does: report, do not fail the backup.
+            Ok(Err(e)) => {
+                ui.note(&format!(
+                    "warning: the backup is complete, but --forget failed: {}",
+                    e.message
+                ));
+                None
+            }
+            Err(e) => {
+                ui.note(&format!(
+                    "warning: the backup is complete, but --forget failed: {e}"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    (Ok(report), forgot)
+}
+
+/// Exit 7 is sent the moment the run knows it, whatever `on` says, before the run cleans up.
+fn alarm(config: notify::NotifyConfig, name: String, sent: Arc<AtomicBool>) -> notify::Alarm {
+    let started = chrono::Utc::now();
+    Arc::new(move |message: String| {
+        let (config, name, sent) = (config.clone(), name.clone(), sent.clone());
+        Box::pin(async move {
+            let failure = Failure::new(Exit::MaintenanceStuck, message);
+            let event = event(&name, started, &Err(&failure), &[]);
+            notify::send(&config, &event, None).await;
+            sent.store(true, Ordering::SeqCst);
+        })
+    })
+}
+
+fn event(
+    name: &str,
+    started: chrono::DateTime<chrono::Utc>,
+    result: &Result<&BackupReport, &Failure>,
+    nodes: &[crate::octopus::client::NodeInfo],
+) -> Event {
+    let exit = result.as_ref().err().map(|f| super::exit::code(f));
+    let report = result.as_ref().ok();
+    Event {
+        event: "backup",
+        instance: name.to_string(),
+        status: Status::of(exit),
+        exit_code: exit.map(|e| e as u8).unwrap_or(0),
+        recovery: false,
+        set_id: report.map(|r| r.set_id.clone()),
+        snapshot_id: report.map(|r| r.snapshot_id.clone()),
+        host: crate::run::backup::hostname(),
+        nodes: nodes.iter().map(|n| n.name.clone()).collect(),
+        drained_nodes: nodes
+            .iter()
+            .filter(|n| n.is_in_maintenance_mode)
+            .map(|n| n.name.clone())
+            .collect(),
+        started,
+        finished: chrono::Utc::now(),
+        window_seconds: report.map(|r| r.window_seconds),
+        database_bytes: report.map(|r| r.database_bytes),
+        folder_bytes: report.map(|r| r.folders.iter().map(|f| f.bytes).sum()),
+        new_bytes: report.map(|r| r.data_added),
+        steps: report
+            .map(|r| {
+                r.steps
+                    .iter()
+                    .map(|s| StepSeconds {
+                        name: s.name.clone(),
+                        seconds: s.seconds,
+                        ok: s.ok,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        drill: None,
+        failure: result.as_ref().err().map(|f| f.message.clone()),
+        fix: exit.map(|e| notify::fix_for(e).to_string()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn after_run(
+    config: &Config,
+    config_path: &Path,
+    name: &str,
+    started: chrono::DateTime<chrono::Utc>,
+    result: &Result<BackupReport, Failure>,
+    instance: Option<&crate::config::InstanceConfig>,
+    repo_folder: Option<&Path>,
+    alarm_sent: bool,
+) {
+    // The cluster's nodes and which are drained, for an HA cluster's reader: one read, best
+    // effort, bounded so an unreachable server does not hold the notification back.
+    let wanted = instance.filter(|_| config.notify.is_some());
+    let nodes = match wanted.map(crate::run::backup::octopus_client) {
+        Some(Ok(client)) => {
+            tokio::time::timeout(std::time::Duration::from_secs(10), client.nodes())
+                .await
+                .ok()
+                .and_then(|r| r.ok())
+                .unwrap_or_default()
+        }
+        _ => vec![],
+    };
+    let mut event = event(name, started, &result.as_ref(), &nodes);
+    if nodes.len() < 2 {
+        // One node: nothing for a reader to tell apart.
+        event.nodes.clear();
+    }
+    let state_dir = config.state_dir(config_path);
+    let history = History::new(&state_dir);
+    let before = history.load(name);
+    let previous = before.last_run.as_ref().map(|r| r.status);
+    event.recovery =
+        event.status == Status::Success && previous.is_some_and(|p| p != Status::Success);
+    event.drill = before.last_drill.clone();
+    if let Some(n) = &config.notify
+        && !alarm_sent
+    {
+        notify::send(n, &event, previous).await;
+    }
+    let folders = result
+        .as_ref()
+        .map(|r| {
+            r.folders
+                .iter()
+                .map(|f| (f.name.clone(), f.bytes))
+                .collect()
+        })
+        .unwrap_or_default();
+    let repo_bytes = match repo_folder.map(|p| p.to_path_buf()) {
+        Some(p) => tokio::task::spawn_blocking(move || crate::metrics::local_repository_bytes(&p))
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    if let Err(e) = history.record_backup(&event, folders, repo_bytes) {
+        tracing::warn!(
+            "the run history in {} could not be written: {e} (the backup's result is unchanged)",
+            state_dir.display()
+        );
+    }
+    if let Some(m) = &config.metrics {
+        crate::metrics::publish(m, &state_dir, name).await;
+    }
+}
+
+/// Which of several exit codes `backup --all` ends with: the one that needs action soonest.
+/// 7 (maintenance mode left changed) above all; then 130 (interrupted: the instances after it
+/// were not backed up); then the first other failure in config order (1, 2, 3, 4, 5, 8); then 6
+/// (another run held an instance's lock: that run reports for itself); then 0.
+pub fn worst(codes: &[u8]) -> u8 {
+    let rank = |c: u8| match c {
+        0 => 0,
+        6 => 1,
+        130 => 3,
+        7 => 4,
+        _ => 2,
+    };
+    let mut best = 0u8;
+    for &c in codes {
+        if rank(c) > rank(best) {
+            best = c;
+        }
+    }
+    best
+}
+
+#[derive(serde::Serialize)]
+struct AllSummary<'a> {
+    ok: bool,
+    exit_code: u8,
+    instances: Vec<AllEntry<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct AllEntry<'a> {
+    instance: &'a str,
+    ok: bool,
+    exit_code: u8,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    backup: Option<&'a BackupReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    forget: Option<&'a ForgetReport>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+    /// Not run: an interrupt stopped `--all` before it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    skipped: bool,
+}
+
+async fn run_all(
+    config: &Config,
+    config_path: &Path,
+    forget: bool,
+    report: Option<&Path>,
+    json: bool,
+    ui: &Ui,
+) -> Result<(), Failure> {
+    let names: Vec<String> = config.instances.keys().cloned().collect();
+    if names.is_empty() {
+        // The same error as without --all.
+        config.instance(config_path, None)?;
+    }
+    // One repository for all: opened (and its key derived) once.
+    let repo = repository::open(config).await.map(Arc::new);
+    let mut runs: Vec<InstanceRun> = Vec::new();
+    let mut skipped: Vec<String> = Vec::new();
+    for name in &names {
+        if runs.last().is_some_and(
+            |r| matches!(&r.result, Err(f) if super::exit::code(f) == Exit::Interrupted),
+        ) {
+            skipped.push(name.clone());
+            continue;
+        }
+        ui.note(&format!("== backup of {name}"));
+        runs.push(one(config, config_path, name, forget, Some(&repo), ui).await);
+    }
+    if let (Some(out), Ok(repo)) = (report, &repo) {
+        write_report(repo, config, out, ui).await;
+    }
+    let code = |r: &InstanceRun| {
+        r.result
+            .as_ref()
+            .err()
+            .map(|f| super::exit::code(f) as u8)
+            .unwrap_or(0)
+    };
+    let codes: Vec<u8> = runs.iter().map(code).collect();
+    let exit = worst(&codes);
+    let mut entries: Vec<AllEntry> = runs
+        .iter()
+        .map(|r| AllEntry {
+            instance: &r.name,
+            ok: r.result.is_ok(),
+            exit_code: code(r),
+            backup: r.result.as_ref().ok(),
+            forget: r.forget.as_ref(),
+            error: r.result.as_ref().err().map(|f| f.message.as_str()),
+            skipped: false,
+        })
+        .collect();
+    for s in &skipped {
+        entries.push(AllEntry {
+            instance: s,
+            ok: false,
+            exit_code: Exit::Interrupted as u8,
+            backup: None,
+            forget: None,
+            error: Some("not run: octobackup was asked to stop before it"),
+            skipped: true,
+        });
+    }
+    let summary = AllSummary {
+        ok: exit == 0,
+        exit_code: exit,
+        instances: entries,
+    };
+    emit(json, &summary, || {
+        let mut s = String::new();
+        for r in &runs {
+            match &r.result {
+                Ok(report) => s.push_str(&human(report)),
+                Err(f) => s.push_str(&format!("backup of {} failed: {}\n", r.name, f.message)),
+            }
+        }
+        s.push_str(&format!(
+            "\n{:<24} {:<6} {:>4}  {:<18} {:>10} {:>10}\n",
+            "instance", "result", "exit", "set", "window", "new data"
+        ));
+        for e in &summary.instances {
+            let (set, window, new) = match e.backup {
+                Some(b) => (
+                    b.set_id.clone(),
+                    format!("{:.1}s", b.window_seconds),
+                    bytes(b.data_added),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            s.push_str(&format!(
+                "{:<24} {:<6} {:>4}  {:<18} {:>10} {:>10}\n",
+                e.instance,
+                if e.ok {
+                    "ok"
+                } else if e.skipped {
+                    "not run"
+                } else {
+                    "FAILED"
+                },
+                e.exit_code,
+                set,
+                window,
+                new
+            ));
+        }
+        s
+    });
+    if exit == 0 {
+        return Ok(());
+    }
+    let failed: Vec<&str> = summary
+        .instances
+        .iter()
+        .filter(|e| !e.ok)
+        .map(|e| e.instance)
+        .collect();
+    let exit = match exit {
+        1 => Exit::Failed,
+        2 => Exit::Usage,
+        3 => Exit::Octopus,
+        4 => Exit::Sql,
+        5 => Exit::Repository,
+        6 => Exit::Busy,
+        7 => Exit::MaintenanceStuck,
+        8 => Exit::CheckFailed,
+        _ => Exit::Interrupted,
+    };
+    let f = Failure::new(
+        exit,
+        format!(
+            "{} of {} instance(s) not backed up: {} (each one's error is above)",
+            failed.len(),
+            names.len(),
+            failed.join(", ")
+        ),
+    );
+    Err(if json { f.result_printed() } else { f })
 }
 
 pub fn human(r: &BackupReport) -> String {
@@ -134,17 +595,20 @@ pub fn human(r: &BackupReport) -> String {
     s
 }
 
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
+pub use crate::format::bytes;
+
+#[cfg(test)]
+mod tests {
+    use super::worst;
+
+    #[test]
+    fn the_worst_exit_code_is_the_one_to_act_on_first() {
+        assert_eq!(worst(&[]), 0);
+        assert_eq!(worst(&[0, 0]), 0);
+        assert_eq!(worst(&[0, 6, 0]), 6);
+        assert_eq!(worst(&[6, 4, 3]), 4, "the first failure in config order");
+        assert_eq!(worst(&[4, 130]), 130);
+        assert_eq!(worst(&[130, 7, 1]), 7);
+        assert_eq!(worst(&[2, 6]), 2);
     }
 }

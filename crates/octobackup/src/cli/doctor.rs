@@ -16,6 +16,7 @@ use crate::config::{Config, InstanceConfig};
 use crate::error::{Exit, Failure};
 use crate::octopus::{OctopusClient, OctopusError, master_key};
 use crate::run::backup::{sql_server, sql_side_path};
+use crate::run::space::free_space;
 use crate::sqlserver::{permissions, tsql};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -168,6 +169,33 @@ fn check_staging_leftovers(
         );
     };
     let left = crate::run::backup::staging_leftovers(name, inst);
+    // Folders of octobackup's name without a marker: empty ones (a run killed as it started) go
+    // with the next backup or `recover`; ones holding files (an older version) are the admin's.
+    let (empty, unknown) = crate::run::backup::unmarked_staging_folders(inst);
+    if !unknown.is_empty() {
+        let list: Vec<String> = unknown.iter().map(|p| p.display().to_string()).collect();
+        c.warn(
+            "staging folders of unknown runs",
+            format!(
+                "{} folder(s) with octobackup's staging name but no octobackup-run.json (an older version's), instance unknown: {}",
+                unknown.len(),
+                list.join(", ")
+            ),
+            "delete them by hand when no backup is running: they may hold a copy of a database",
+        );
+    }
+    if !empty.is_empty() {
+        let list: Vec<String> = empty.iter().map(|p| p.display().to_string()).collect();
+        c.warn(
+            "empty staging folders",
+            format!(
+                "runs killed as they started left {} empty staging folder(s): {}",
+                empty.len(),
+                list.join(", ")
+            ),
+            "run `octobackup recover` (the next backup removes them too)",
+        );
+    }
     if left.is_empty() {
         c.pass("staging leftovers", "none");
     } else {
@@ -528,6 +556,12 @@ async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) 
         Err(e) => c.fail("sql-login", e.to_string(), "check the SQL login"),
     }
     check_permissions(&mut session, &database, info.is_sysadmin, c).await;
+    // sql.chain = "owned" needs the database's backup chain to itself (run/chain.rs).
+    match crate::run::chain::doctor(&mut session, inst, &database).await {
+        Some(Ok(detail)) => c.pass("sql-chain", detail),
+        Some(Err((detail, fix))) => c.fail("sql-chain", detail, fix),
+        None => {}
+    }
     if !local_ok {
         return;
     }
@@ -747,52 +781,9 @@ fn human_bytes(n: u64) -> String {
     format!("{v:.1} {}", UNITS[u])
 }
 
-/// Free bytes for an unprivileged user on the volume holding `path`.
-#[cfg(unix)]
-pub fn free_space(path: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a valid NUL-terminated path and s a writable statvfs.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut s) } != 0 {
-        return None;
-    }
-    Some(s.f_bavail as u64 * s.f_frsize as u64)
-}
-
-/// Free bytes for the current user on the volume holding `path`.
-#[cfg(windows)]
-pub fn free_space(path: &Path) -> Option<u64> {
-    use std::os::windows::ffi::OsStrExt;
-    let wide: Vec<u16> = path.as_os_str().encode_wide().chain(Some(0)).collect();
-    let mut free: u64 = 0;
-    // SAFETY: wide is NUL-terminated; the out pointer is valid, the others may be null.
-    let ok = unsafe {
-        windows_sys::Win32::Storage::FileSystem::GetDiskFreeSpaceExW(
-            wide.as_ptr(),
-            &mut free,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    };
-    (ok != 0).then_some(free)
-}
-
-#[cfg(not(any(unix, windows)))]
-pub fn free_space(_path: &Path) -> Option<u64> {
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn free_space_of_a_real_folder() {
-        let d = tempfile::tempdir().unwrap();
-        assert!(free_space(d.path()).unwrap() > 0);
-        assert_eq!(free_space(&d.path().join("missing")), None);
-    }
 
     #[test]
     fn human_report_shows_each_fix() {

@@ -21,22 +21,34 @@ pub struct Args {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
+    // Heard from here on: a stop is answered with what is true, never by the default kill.
+    let stop = crate::run::stop::Stop::listen();
     let inv = Invocation::load(config_path)?;
     let (name, instance) = &inv.instance(args.instance.as_deref()).await?;
     let repo = inv.repo().await?;
     let job = DrillJob {
         instance_name: name.to_string(),
         instance: instance.clone(),
-        repo,
+        repo: repo.clone(),
         set: args.set,
         scratch: args.scratch,
         data_dir: args.data_dir,
         state: inv.state(),
         ui: ui.clone().into(),
+        stop,
     };
     let report = drill::run(job).await;
     ui.clear_status();
     let report = report?;
+    // Kept in the repository for the report (report::drills); the drill's outcome stands either way.
+    let record = crate::report::drills::Record::of(&report);
+    let recorded = tokio::task::spawn_blocking(move || record.store(&repo)).await;
+    if let Ok(Err(e)) = recorded {
+        ui.note(&format!(
+            "warning: the drill's result could not be kept in the repository (the report will not show it): {e}"
+        ));
+    }
+    crate::notify::after_drill(&inv.config, config_path, name, &report.set_id, report.ok).await;
     // The repository's advice for lost data says `forget --set SET`: name the set.
     let named = |f: Failure| Failure {
         message: f.message.replace(

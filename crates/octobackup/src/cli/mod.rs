@@ -5,15 +5,17 @@
 pub(crate) mod backup;
 mod check;
 mod context;
-mod doctor;
+pub(crate) mod doctor;
 mod drill;
 pub mod exit;
 mod forget;
 mod init;
 mod key;
 mod recover;
+mod report;
 pub(crate) mod repository;
 mod restore;
+mod schedule;
 mod snapshots;
 pub mod ui;
 
@@ -76,6 +78,12 @@ pub enum Command {
     /// Check everything a backup needs (API and key, master key, SQL login and permission, staging,
     /// folders, repository, free space, clock), each failure with its fix; exit 8 if any fails.
     Doctor(doctor::Args),
+    /// Write the report: one self-contained HTML page with the sets, their windows, sizes and
+    /// drills, what would be lost if the server died now, and retention's next drops.
+    Report(report::Args),
+    /// Run backup and drill every night: a systemd timer (Linux) or a Task Scheduler task (Windows).
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
 }
 
 pub fn main() -> ExitCode {
@@ -169,6 +177,8 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Key(c) => key::run(&cli.config, c, cli.json).await,
         Command::Recover(a) => recover::run(&cli.config, a, cli.json).await,
         Command::Doctor(a) => doctor::run(&cli.config, a, cli.json).await,
+        Command::Report(a) => report::run(&cli.config, a, cli.json).await,
+        Command::Schedule(c) => schedule::run(&cli.config, c, cli.json, &ui).await,
     }
 }
 

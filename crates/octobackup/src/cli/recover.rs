@@ -33,8 +33,21 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     };
     let client = octopus_client(instance)?;
     let r = maintenance::recover(&client, &state, name).await?;
-    // What interrupted runs left on the staging share goes too (the lock says none is running).
-    let staging = crate::run::backup::remove_staging_leftovers(name, instance);
+    // What interrupted runs left on the staging share goes too, but only under the SQL Server
+    // lock: without it a run from another machine or config copy may be writing there.
+    let staging = if _instance_lock.is_some() {
+        crate::run::backup::remove_staging_leftovers(name, instance)
+    } else {
+        crate::run::backup::staging_leftovers(name, instance)
+            .into_iter()
+            .map(|dir| {
+                format!(
+                    "kept {}, the staging folder of an earlier run: without the SQL Server lock (SQL Server did not answer) a run from another machine or config copy may still be writing there. Run `octobackup recover` again once SQL Server answers, or delete it by hand when no backup is running; it holds a copy of the database.",
+                    dir.display()
+                )
+            })
+            .collect()
+    };
     let out = Outcome {
         recovery: &r,
         staging: &staging,

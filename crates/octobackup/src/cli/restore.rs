@@ -51,6 +51,8 @@ pub struct Args {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
+    // Heard from here on: a stop is answered with what is true, never by the default kill.
+    let stop = crate::run::stop::Stop::listen();
     let inv = Invocation::load(config_path)?;
     let (name, instance) = &inv.instance(args.instance.as_deref()).await?;
     let none = !(args.database || args.folders || args.secrets);
@@ -89,6 +91,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
         clone: args.clone,
         octopus_instance: args.octopus_instance,
         ui: ui.clone().into(),
+        stop,
     };
     let report = restore::run(job).await;
     ui.clear_status();

@@ -43,6 +43,12 @@ pub struct Config {
     /// age public keys each set's master key and license are also sealed to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub escrow: Option<EscrowConfig>,
+    /// Who is told about backups (`[notify]`): webhooks, Microsoft Teams, Slack, e-mail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::NotifyConfig>,
+    /// Prometheus metrics (`[metrics]`): a textfile for node_exporter, a Pushgateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::metrics::MetricsConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
@@ -93,8 +99,8 @@ pub struct InstanceConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention: Option<retention::Policy>,
     /// Back up the folders once before maintenance mode goes on, so that inside the window only what
-    /// changed since is read. Default true; false reads them all inside the window, as the manual
-    /// procedure does.
+    /// changed since is copied onto staging. Default true; false copies them all onto staging
+    /// inside the window, as the manual procedure does (the repository is never used inside it).
     #[serde(default = "yes")]
     pub folders_before_window: bool,
     /// How long octobackup waits for one answer from the Octopus API. Default 60s. A request to
@@ -137,6 +143,51 @@ pub struct SqlConfig {
     /// Stripe the backup over this many files (SQL Server reads and writes them in parallel). Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stripes: Option<u8>,
+    /// Who owns the database's backup chain: `copy_only` (default: octobackup's backups are
+    /// COPY_ONLY and never touch a DBA's differential base) or `owned` (octobackup takes the
+    /// full backups that are the differential base, before the window, and only a differential
+    /// inside it).
+    #[serde(default, skip_serializing_if = "SqlChain::is_default")]
+    pub chain: SqlChain,
+    /// With `chain = "owned"`: take a new base when the last one is this old. Default 7 days.
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub base_every: Option<Duration>,
+    /// With `chain = "owned"`: take a new base when the last differential was larger than this
+    /// share of the base (0 < share <= 1). Default 0.5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_max_share: Option<f64>,
+}
+
+/// `sql.chain`.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, Default, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SqlChain {
+    #[default]
+    CopyOnly,
+    Owned,
+}
+
+impl SqlChain {
+    fn is_default(&self) -> bool {
+        *self == SqlChain::CopyOnly
+    }
+}
+
+impl SqlConfig {
+    /// `sql.base_every`, or its default (7 days).
+    pub fn base_every(&self) -> Duration {
+        self.base_every
+            .unwrap_or(Duration::from_secs(7 * 24 * 3600))
+    }
+
+    /// `sql.base_max_share`, or its default (0.5).
+    pub fn base_max_share(&self) -> f64 {
+        self.base_max_share.unwrap_or(0.5)
+    }
 }
 
 /// Where the master key comes from: `Octopus.Server show-master-key` on the host (or through
@@ -201,6 +252,27 @@ pub struct WaitConfig {
     pub include_queued: bool,
     #[serde(default = "default_poll", with = "humantime_serde")]
     pub poll_interval: Duration,
+    /// The longest octobackup keeps maintenance mode on: past it, maintenance mode is put back
+    /// as found and the run fails (exit 1), the set incomplete. Default: `timeout` + 10m (the
+    /// task wait, then ten minutes for BACKUP DATABASE and the folder copy). Must be longer than
+    /// `timeout`, which it includes.
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_window: Option<Duration>,
+}
+
+/// What the window may take beyond the task wait by default.
+pub const WINDOW_MARGIN: Duration = Duration::from_secs(10 * 60);
+
+impl WaitConfig {
+    /// `max_window`, or the task wait plus [`WINDOW_MARGIN`].
+    pub fn window_budget(&self) -> Duration {
+        self.max_window
+            .unwrap_or_else(|| self.timeout.saturating_add(WINDOW_MARGIN))
+    }
 }
 
 fn default_wait_timeout() -> Duration {
@@ -217,6 +289,7 @@ impl Default for WaitConfig {
             on_timeout: OnWaitTimeout::Abort,
             include_queued: false,
             poll_interval: default_poll(),
+            max_window: None,
         }
     }
 }
@@ -297,6 +370,16 @@ impl Config {
         }
         for (name, inst) in &config.instances {
             inst.validate(name)?;
+        }
+        let checks = [
+            config.notify.as_ref().map(|n| n.validate()),
+            config.metrics.as_ref().map(|m| m.validate()),
+        ];
+        if let Some(Err(message)) = checks.into_iter().flatten().find(|r| r.is_err()) {
+            return Err(ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            });
         }
         Ok(config)
     }
@@ -418,6 +501,16 @@ impl InstanceConfig {
                 "sql.stripes must be 1 to 64 (SQL Server's limit), not {s}"
             ));
         }
+        if let Some(share) = self.sql.base_max_share
+            && !(share > 0.0 && share <= 1.0)
+        {
+            return bad(format!(
+                "sql.base_max_share must be above 0 and at most 1 (a share of the database), not {share}"
+            ));
+        }
+        if self.sql.base_every.is_some_and(|d| d.is_zero()) {
+            return bad("sql.base_every must be longer than 0 (e.g. \"7d\")".into());
+        }
         let mk = &self.master_key;
         let sources = [mk.command.is_some(), mk.env.is_some(), mk.file.is_some()];
         let n = sources.iter().filter(|x| **x).count();
@@ -428,6 +521,15 @@ impl InstanceConfig {
         }
         if mk.command.as_ref().is_some_and(|c| c.is_empty()) {
             return bad("master_key.command is empty: give the program and its arguments".into());
+        }
+        if let Some(max) = self.wait.max_window
+            && max <= self.wait.timeout
+        {
+            return bad(format!(
+                "wait.max_window ({}) must be longer than wait.timeout ({}): the wait for running tasks is part of the window. Raise wait.max_window or lower wait.timeout.",
+                humantime::format_duration(max),
+                humantime::format_duration(self.wait.timeout)
+            ));
         }
         if self.staging.sql_path.trim().is_empty() {
             return bad("staging.sql_path is empty: name a folder SQL Server can write and octobackup can read".into());
@@ -491,8 +593,13 @@ wait = { timeout = "10m", on_timeout = "continue" }
         let (name, i) = c.instance(&p, None).unwrap();
         assert_eq!(name, "OctopusServer");
         assert_eq!(i.sql.stripes, Some(2));
+        assert_eq!(i.sql.chain, SqlChain::CopyOnly, "copy_only unless asked");
+        assert_eq!(i.sql.base_every(), Duration::from_secs(7 * 24 * 3600));
+        assert_eq!(i.sql.base_max_share(), 0.5);
         assert_eq!(i.wait.timeout, Duration::from_secs(600));
         assert_eq!(i.wait.on_timeout, OnWaitTimeout::Continue);
+        // The window's budget: the task wait plus ten minutes unless set.
+        assert_eq!(i.wait.window_budget(), Duration::from_secs(1200));
         assert_eq!(i.staging_local(), PathBuf::from(r"\\sql01\Backups"));
         assert_eq!(c.state_dir(&p), p.parent().unwrap().join("state"));
         let (_d2, p2) = write(&c.to_toml());
@@ -528,7 +635,11 @@ wait = { timeout = "10m", on_timeout = "continue" }
             (GOOD.replace("https://octopus", "octopus"), "must start with http"),
             (GOOD.replace("api_key_env = \"OCTOPUS_API_KEY\"", ""), "exactly one of api_key_env or api_key_file"),
             (GOOD.replace("stripes = 2", "stripes = 65"), "1 to 64"),
+            (GOOD.replace("stripes = 2", "stripes = 2, chain = \"mine\""), "unknown variant"),
+            (GOOD.replace("stripes = 2", "stripes = 2, chain = \"owned\", base_max_share = 1.5"), "base_max_share must be above 0"),
+            (GOOD.replace("stripes = 2", "stripes = 2, chain = \"owned\", base_every = \"0s\""), "base_every must be longer"),
             (GOOD.replace("timeout = \"10m\"", "timeout = \"soon\""), "not a duration"),
+            (GOOD.replace("timeout = \"10m\"", "timeout = \"10m\", max_window = \"5m\""), "wait.max_window (5m) must be longer than wait.timeout (10m)"),
             (GOOD.replace("password_file = \"/etc/octobackup/password\"", "password_file = \"/etc/octobackup/password\"\ncompression = 99"), "from -131072 to 22"),
             (GOOD.replace("[instance.OctopusServer]", "[instance.OctopusServer]\nbogus = 1"), "unknown field"),
             (GOOD.replace("master_key = { command = [\"Octopus.Server.exe\", \"show-master-key\", \"--format=json\"] }", "master_key = { command = [] }"), "master_key.command is empty"),

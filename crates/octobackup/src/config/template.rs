@@ -70,6 +70,14 @@ password_env = "OCTOBACKUP_SQL_PASSWORD"
 # stripes = 2
 # Longest silence allowed from SQL Server during BACKUP (default 10m).
 # command_timeout = "10m"
+# Who owns the database's backup chain. "copy_only" (default): every backup is a COPY_ONLY full
+# inside the window and a DBA's own backups are untouched. "owned" (nobody else takes full
+# backups of this database): a full backup before the window is the differential base, reused
+# for base_every or until a differential passes base_max_share of it, and only a differential
+# runs inside the window. `octobackup doctor` checks msdb's history for other full backups.
+# chain = "owned"
+# base_every = "7d"
+# base_max_share = 0.5
 
 [instance.OctopusServer.master_key]
 # How to read the master key on the Octopus host (run octobackup as a local administrator):
@@ -103,6 +111,27 @@ timeout = "30m"
 on_timeout = "abort"
 # Queued tasks still start in maintenance mode; set true to wait for them too.
 include_queued = false
+# The longest maintenance mode stays on (the task wait included): past it, octobackup puts it
+# back as found and the run fails (exit 1). Default: timeout + 10m.
+# max_window = "40m"
+
+# Who is told (README: Notifications and metrics). on = "failure" (default), "always" or "recovery".
+# [notify]
+# on = "failure"
+# [[notify.webhook]]
+# format = "teams"                  # or "slack", or "json" (octobackup's own body)
+# url_env = "OCTOBACKUP_TEAMS_URL"  # the URL holds a token: keep it out of this file
+# [[notify.email]]
+# server = "smtp.example.com"       # STARTTLS on 587 by default
+# username = "octobackup@example.com"
+# password_env = "OCTOBACKUP_SMTP_PASSWORD"
+# from = "octobackup@example.com"
+# to = ["ops@example.com"]
+
+# Prometheus: a file for node_exporter's textfile collector and/or a Pushgateway.
+# [metrics]
+# textfile = 'C:\Program Files\windows_exporter\textfile_inputs\octobackup.prom'
+# pushgateway = "http://pushgateway:9091"
 "#
     )
 }

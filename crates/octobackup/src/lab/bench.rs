@@ -71,6 +71,23 @@ pub struct Results {
     pub restore: Measured,
     pub copy_s: f64,
     pub ratios: Ratios,
+    /// The same lab backed up with `sql.chain = "owned"` (a repository of its own).
+    pub owned: OwnedChain,
+}
+
+/// `sql.chain = "owned"`: the first night takes the base before the window; after a day of
+/// churn, the base is reused and only a differential runs inside the window.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct OwnedChain {
+    pub first_window_s: f64,
+    /// The base's BACKUP, before the window.
+    pub first_base_s: f64,
+    pub nightly_window_s: f64,
+    pub nightly_db_backup_s: f64,
+    pub nightly_differential_bytes: u64,
+    pub nightly_wall_s: f64,
+    /// Owned window after a day / copy-only window after a day.
+    pub window_vs_copy_only: f64,
 }
 
 #[derive(Clone, Debug, Serialize, Default)]
@@ -463,6 +480,58 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
     }
     std::fs::copy(&bak, copy.join("OctopusDeploy.bak")).map_err(fail)?;
     r.copy_s = t.elapsed().as_secs_f64();
+
+    // The same lab with sql.chain = "owned", into a repository (and a state folder) of its own.
+    say("sql.chain = \"owned\": the base before the window, a differential inside it ...");
+    let owned_dir = dir.join("owned");
+    std::fs::create_dir_all(&owned_dir).map_err(fail)?;
+    let owned_config = owned_dir.join("octobackup.toml");
+    let mut c = Config::load(&config_path)?;
+    c.repository.location = owned_dir.join("repository").display().to_string();
+    for inst in c.instances.values_mut() {
+        inst.sql.chain = crate::config::SqlChain::Owned;
+    }
+    std::fs::write(&owned_config, c.to_toml()).map_err(fail)?;
+    let octobackup = |args: &[&str]| {
+        let mut cmd = Command::new(&exe);
+        cmd.arg("--config").arg(&owned_config).args(args);
+        cmd
+    };
+    let (_, _, e, ok) = run_measured(&mut octobackup(&["init"]))?;
+    if !ok {
+        return Err(fail(format!(
+            "init (owned) failed: {}",
+            String::from_utf8_lossy(&e)
+        )));
+    }
+    for night in 0..2 {
+        if night == 1 {
+            lab.churn(1).await.map_err(fail)?;
+        }
+        let (m, out, e, ok) = run_measured(&mut octobackup(&["--json", "backup"]))?;
+        if !ok {
+            return Err(fail(format!(
+                "octobackup backup (owned) failed: {}",
+                String::from_utf8_lossy(&e)
+            )));
+        }
+        let report: serde_json::Value = serde_json::from_slice(&out).map_err(fail)?;
+        let window = report["window_seconds"].as_f64().unwrap_or(0.0);
+        if night == 0 {
+            r.owned.first_window_s = window;
+            r.owned.first_base_s = step_seconds(&report, "database base (before the window)");
+        } else {
+            r.owned.nightly_window_s = window;
+            r.owned.nightly_db_backup_s = step_seconds(&report, "database backup (differential)");
+            r.owned.nightly_differential_bytes = report["database_bytes"].as_u64().unwrap_or(0);
+            r.owned.nightly_wall_s = m.seconds;
+        }
+        say(&format!(
+            "owned night {}: window {window:.2}s, octobackup {:.2}s",
+            night + 1,
+            m.seconds
+        ));
+    }
     lab.shutdown().await;
 
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
@@ -497,6 +566,7 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
         ),
         restore_vs_copy: ratio(r.restore.seconds, r.copy_s),
     };
+    r.owned.window_vs_copy_only = ratio(r.owned.nightly_window_s, r.nightly.octobackup_window_s);
     let json_out = args
         .json_out
         .clone()
@@ -551,6 +621,20 @@ fn table(r: &Results) -> String {
         format!("{:.2}s", r.first.octobackup_window_s),
         format!("{:.2}s", r.nightly.octobackup_window_s),
         format!("{:.3}x", r.ratios.window_nightly),
+    );
+    row(
+        &mut s,
+        "octobackup window, sql.chain = \"owned\"",
+        format!("{:.2}s", r.owned.first_window_s),
+        format!("{:.2}s", r.owned.nightly_window_s),
+        format!("{:.3}x", r.owned.window_vs_copy_only),
+    );
+    row(
+        &mut s,
+        "  owned: base before the window / differential",
+        format!("{:.2}s", r.owned.first_base_s),
+        format!("{:.1} MiB", mib(r.owned.nightly_differential_bytes)),
+        String::new(),
     );
     row(
         &mut s,

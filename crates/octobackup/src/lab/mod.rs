@@ -429,6 +429,8 @@ pub fn lab_config(info: &LabInfo, tls: bool, lab_exe: &Path) -> anyhow::Result<C
         instances,
         retention: None,
         escrow: None,
+        notify: None,
+        metrics: None,
     })
 }
 

@@ -1,23 +1,30 @@
 //! `octobackup backup`: Octopus's documented procedure as one backup set.
 //!
-//! Order (the README's "What `backup` does"): read the master key and the license, a full folder
-//! pass, then the window (maintenance mode on, wait for running tasks, BACKUP DATABASE beside a pass
-//! over what changed in the folders, maintenance mode put back), then RESTORE VERIFYONLY beside
-//! storing the .bak. Only the database and the changes need the window; users feel its length.
-//! The folders and the database are stored as two partial snapshots, then merged into the set's
-//! single snapshot: only that snapshot carries the `complete` tag, so a run that fails at any point
-//! leaves nothing that claims to be complete, and the repository stays valid.
+//! Order (the README's "What `backup` does"): capture the master key and the license; list the
+//! server folders onto the run's staging folder and store them once (the pass before the
+//! window); record maintenance mode and turn it on; inside the window, wait for
+//! running tasks, then side by side BACKUP DATABASE to the staging share and copy onto it the
+//! folder entries that differ from the listing; put maintenance mode back; only then touch the
+//! repository again: store the folders as the window had them (the pass before it, less what the
+//! window did not keep, plus the copies), verify and store the .bak, and seal. Nothing inside the
+//! window reads or writes the repository, so a slow or missing repository cannot lengthen it, and
+//! the window has a budget (`wait.max_window`): past it, maintenance mode is put back and the run
+//! fails. The parts are merged into the set's single snapshot: only that snapshot carries the
+//! `complete` tag, so a run that fails at any point leaves nothing that claims to be complete, and
+//! the repository stays valid.
 
 use super::journal::{JournalError, StateDir};
 use super::maintenance::{self, Entered, Held, MaintenanceError};
 use super::steps::Steps;
 use super::stop::Stop;
+use super::window_capture::{self, Capture, Listing};
 use crate::backupset::{self, Manifest, manifest};
 use crate::config::{InstanceConfig, OnWaitTimeout};
 use crate::error::{Exit, Failure};
 use crate::octopus::{OctopusClient, master_key};
 use crate::run::progress::Ui;
 use crate::secret::{Secret, SecretSource};
+use crate::sqlserver::lock::LockError;
 use crate::sqlserver::{ConnectionString, SqlServer, client as sql, tsql};
 use octobackup_repo::{Repo, SetOptions, SourceItem};
 use std::path::PathBuf;
@@ -39,6 +46,9 @@ pub struct BackupJob {
     pub ui: Ui,
     /// Ctrl-C and SIGTERM, heard from the job's creation to the end of the run.
     pub stop: Stop,
+    /// Told at once when maintenance mode could not be put back (exit 7), before the run cleans
+    /// up: `[notify]` sends it before anything else can fail or hang.
+    pub alarm: Option<crate::notify::Alarm>,
 }
 
 impl BackupJob {
@@ -65,7 +75,15 @@ impl BackupJob {
             repository_location: config.repository.location.clone(),
             ui,
             stop: Stop::listen(),
+            alarm: None,
         }
+    }
+
+    async fn raise_alarm(&self, f: Failure) -> Failure {
+        if let Some(alarm) = &self.alarm {
+            alarm(f.message.clone()).await;
+        }
+        f
     }
 }
 
@@ -195,8 +213,10 @@ async fn capture_secrets(
 /// What the window produced, handed to the ingest after maintenance mode is back.
 struct Captured {
     bak_local: Vec<PathBuf>,
-    folders_part: String,
-    /// The folder pass before the window: a part deleted once the set is sealed.
+    /// The folder entries the window changed, copied onto staging, and what it kept.
+    folders: Capture,
+    /// The folder pass before the window: the base of the folders' part, deleted once the set
+    /// is sealed.
     pre_pass: Option<String>,
 }
 
@@ -206,28 +226,27 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     let octopus = octopus_client(&job.instance)?;
     let sqlserver = sql_server(&job.instance)?;
     // The lock every runner meets, on any machine, before anything touches maintenance mode.
-    let _instance_lock = sqlserver.lock_instance(&job.instance_name).await?;
+    let _instance_lock = match sqlserver.lock_instance(&job.instance_name).await {
+        Ok(lock) => lock,
+        // Another run is going on: its journal is not ours to judge, nothing is touched.
+        Err(e @ LockError::Held { .. }) => return Err(e.into()),
+        // SQL Server down or refusing must not keep maintenance mode as a killed run of ours left
+        // it: its journal is here, under our local lock, so it is undone before this run stops.
+        Err(e) => {
+            let mut f = Failure::from(e);
+            if let Some(action) = recover_earlier_run(&job, &octopus).await? {
+                f.message = format!(
+                    "{} (Before stopping, octobackup put back what an interrupted earlier run left: {action}.)",
+                    f.message.trim_end_matches('.')
+                );
+            }
+            return Err(f);
+        }
+    };
     let mut steps = Steps::default();
 
     // A run that died with maintenance mode changed is undone before anything else.
-    let recovered = match maintenance::recover(&octopus, &job.state, &job.instance_name).await {
-        Ok(r) if r.found_record => {
-            job.ui
-                .note(&format!("recovered an interrupted run: {}", r.action));
-            Some(r.action)
-        }
-        Ok(_) => None,
-        // It says itself what to do.
-        Err(MaintenanceError::Journal(e @ JournalError::Torn { .. })) => return Err(e.into()),
-        Err(e) => {
-            return Err(Failure::new(
-                Exit::MaintenanceStuck,
-                format!(
-                    "an earlier run left maintenance mode changed and it could not be put back: {e}"
-                ),
-            ));
-        }
-    };
+    let recovered = recover_earlier_run(&job, &octopus).await?;
 
     // What killed runs left on the staging share (full, unencrypted copies of the database).
     for note in remove_staging_leftovers(&job.instance_name, &job.instance) {
@@ -303,7 +322,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         "set_id": set_id,
         "pid": std::process::id(),
     });
-    if let Err(e) = std::fs::write(staging_local.join(STAGING_MARKER), marker.to_string()) {
+    if let Err(e) = write_marker(&staging_local, &marker.to_string()) {
         let _ = std::fs::remove_dir_all(&staging_local);
         return Err(Failure::new(
             Exit::Failed,
@@ -319,12 +338,28 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         .collect();
     let bak_local: Vec<PathBuf> = stripe_names.iter().map(|n| staging_local.join(n)).collect();
 
+    // sql.chain = "owned": the differential base, before the window (run/chain.rs).
+    let chained = tokio::select! {
+        r = super::chain::before_window(&job, &sqlserver, &set_id, &stripe_names, &mut m, &mut steps) => r,
+        sig = stop.wait() => Err(before_window(sig)),
+    };
+    if let Err(e) = chained {
+        discard_run(&job.repo, &set_id, &staging_local);
+        return Err(e);
+    }
+
     // The folders are mostly immutable (packages) or append-only (logs): a first full pass before
-    // the window leaves only the changes to read inside it, and the window is what users feel.
+    // the window leaves only the changes to copy inside it (the window is what users feel). The listing the
+    // window is judged by is taken before the pass reads anything and kept on local staging.
     let pre_pass = if job.instance.folders_before_window {
         let r = steps.start("server folders (before the window)");
         let pass = tokio::select! {
-            r = backup_folders(&job, &folders, &set_id, &m.hostname, FolderPass::BeforeWindow) => r,
+            r = async {
+                let listing = Listing::take(&folders)?;
+                listing.save(&staging_local)?;
+                let id = backup_folders(&job, &folders, &set_id, &m.hostname).await?;
+                Ok::<_, Failure>((id, Arc::new(listing)))
+            } => r,
             sig = stop.wait() => Err(before_window(sig)),
         };
         steps.finish(
@@ -385,8 +420,20 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     m.window.start = Some(window.started);
     m.window.changed_by_octobackup = window.changed;
 
+    // The window's budget runs from the moment maintenance mode went on.
+    let budget = job.instance.wait.window_budget();
+    let deadline = tokio::time::Instant::now()
+        + budget.saturating_sub(
+            (chrono::Utc::now() - window.started)
+                .to_std()
+                .unwrap_or_default(),
+        );
+    let track = window_capture::Track::default();
+    let capture_dest = staging_local.join(window_capture::CAPTURE_DIR);
     let inside = tokio::select! {
-        r = inside_window(&job, &octopus, &sqlserver, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_ref(), &mut m, &mut steps) => r,
+        r = tokio::time::timeout_at(deadline, inside_window(&job, &octopus, &sqlserver, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_ref(), &capture_dest, &track, &mut m, &mut steps)) => {
+            r.unwrap_or_else(|_| Err(window_capture::overran(budget, &track.running(), window.previous)))
+        }
         sig = stop.wait() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode was put back {}; nothing was marked complete", on_off(window.previous)))),
     };
 
@@ -395,7 +442,17 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     let mut inside = inside;
     let mut theirs = false;
     if inside.is_ok() {
-        match maintenance::check_window(&octopus, &window).await {
+        // Reading maintenance mode back is part of the window, so of its budget.
+        let held =
+            tokio::time::timeout_at(deadline, maintenance::check_window(&octopus, &window)).await;
+        if held.is_err() {
+            inside = Err(window_capture::overran(
+                budget,
+                &["reading maintenance mode back".to_string()],
+                window.previous,
+            ));
+        }
+        match held.unwrap_or(Ok(Held::Yes)) {
             Ok(Held::Yes) => {}
             Ok(Held::TurnedOff { by, at }) => {
                 theirs = true;
@@ -442,16 +499,19 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     m.window.seconds = (window_end - window.started).num_milliseconds() as f64 / 1000.0;
 
     if let Err(e) = left {
+        let stuck = job
+            .raise_alarm(Failure::new(
+                Exit::MaintenanceStuck,
+                format!(
+                    "MAINTENANCE MODE COULD NOT BE PUT BACK {}: {}. Turn it {} in Octopus (Configuration > Maintenance) or run `octobackup recover` once the server answers.",
+                    if window.previous { "ON" } else { "OFF" },
+                    e.to_string().trim_end_matches('.'),
+                    if window.previous { "on" } else { "off" }
+                ),
+            ))
+            .await;
         discard_run(&job.repo, &set_id, &staging_local);
-        return Err(Failure::new(
-            Exit::MaintenanceStuck,
-            format!(
-                "MAINTENANCE MODE COULD NOT BE PUT BACK {}: {}. Turn it {} in Octopus (Configuration > Maintenance) or run `octobackup recover` once the server answers.",
-                if window.previous { "ON" } else { "OFF" },
-                e.to_string().trim_end_matches('.'),
-                if window.previous { "on" } else { "off" }
-            ),
-        ));
+        return Err(stuck);
     }
     let captured = match inside {
         Ok(c) => c,
@@ -493,6 +553,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     match sealed {
         Ok((snapshot_id, data_added)) => {
             let _ = std::fs::remove_dir_all(&staging_local);
+            super::chain::after_set(&job, &m.database);
             Ok(BackupReport {
                 set_id,
                 snapshot_id,
@@ -510,6 +571,32 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
             discard_run(&job.repo, &set_id, &staging_local);
             Err(e)
         }
+    }
+}
+
+/// Undoes the maintenance change a killed run of this state folder left (its journal); call with
+/// the local instance lock held. `Some(what was done)` when there was such a run.
+async fn recover_earlier_run(
+    job: &BackupJob,
+    octopus: &OctopusClient,
+) -> Result<Option<String>, Failure> {
+    match maintenance::recover(octopus, &job.state, &job.instance_name).await {
+        Ok(r) if r.found_record => {
+            job.ui
+                .note(&format!("recovered an interrupted run: {}", r.action));
+            Ok(Some(r.action))
+        }
+        Ok(_) => Ok(None),
+        // It says itself what to do.
+        Err(MaintenanceError::Journal(e @ JournalError::Torn { .. })) => Err(e.into()),
+        Err(e) => Err(job
+            .raise_alarm(Failure::new(
+                Exit::MaintenanceStuck,
+                format!(
+                    "an earlier run left maintenance mode changed and it could not be put back: {e}"
+                ),
+            ))
+            .await),
     }
 }
 
@@ -542,7 +629,9 @@ fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
 
-/// The marker file in each run's staging folder: which instance and run it belongs to.
+/// The marker file in each run's staging folder: which instance and run it belongs to. The
+/// folder also holds the window's folder listing and copies (`window_capture`), so whatever
+/// removes a leftover folder removes them too.
 const STAGING_MARKER: &str = "octobackup-run.json";
 
 /// True for a name octobackup gives a run's staging folder: `octobackup-` and a set id
@@ -586,9 +675,47 @@ pub fn staging_leftovers(instance_name: &str, inst: &InstanceConfig) -> Vec<Path
     found
 }
 
-/// Removes this instance's staging leftovers; returns a note for each.
+/// Folders with octobackup's staging name but no readable marker. A run killed between creating
+/// its folder and writing the marker leaves one that holds nothing (or a torn marker): `.0`,
+/// removable by any run. One that holds more was left by a version that wrote no marker: `.1`,
+/// whose instance is unknown, so it is only ever reported.
+pub fn unmarked_staging_folders(inst: &InstanceConfig) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(inst.staging_local()) else {
+        return (Vec::new(), Vec::new());
+    };
+    let marked = |dir: &std::path::Path| {
+        std::fs::read(dir.join(STAGING_MARKER))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|v| v["instance"].is_string())
+    };
+    let (mut empty, mut unknown) = (Vec::new(), Vec::new());
+    for e in entries.flatten() {
+        let dir = e.path();
+        if !e.file_type().is_ok_and(|t| t.is_dir())
+            || !e.file_name().to_str().is_some_and(is_staging_folder_name)
+            || marked(&dir)
+        {
+            continue;
+        }
+        let holds_more = std::fs::read_dir(&dir)
+            .map(|rd| rd.flatten().any(|f| f.file_name() != STAGING_MARKER))
+            .unwrap_or(true);
+        if holds_more {
+            unknown.push(dir);
+        } else {
+            empty.push(dir);
+        }
+    }
+    empty.sort();
+    unknown.sort();
+    (empty, unknown)
+}
+
+/// Removes this instance's staging leftovers and the empty folders of runs killed before their
+/// marker; returns a note for each, and for unmarked folders that are kept.
 pub fn remove_staging_leftovers(instance_name: &str, inst: &InstanceConfig) -> Vec<String> {
-    staging_leftovers(instance_name, inst)
+    let mut notes: Vec<String> = staging_leftovers(instance_name, inst)
         .into_iter()
         .map(|dir| match std::fs::remove_dir_all(&dir) {
             Ok(()) => format!(
@@ -600,10 +727,38 @@ pub fn remove_staging_leftovers(instance_name: &str, inst: &InstanceConfig) -> V
                 dir.display()
             ),
         })
-        .collect()
+        .collect();
+    let (empty, unknown) = unmarked_staging_folders(inst);
+    for dir in empty {
+        // Nothing but a torn marker, if that: no database copy. A run of another instance that
+        // is just starting there writes its marker again (see `write_marker`).
+        let _ = std::fs::remove_file(dir.join(STAGING_MARKER));
+        if std::fs::remove_dir(&dir).is_ok() {
+            notes.push(format!(
+                "removed {}, the empty staging folder of a run killed as it started",
+                dir.display()
+            ));
+        }
+    }
+    for dir in unknown {
+        notes.push(format!(
+            "kept {}: it has octobackup's staging name but no {STAGING_MARKER} (left by an older version), so which instance it belongs to is unknown. It may hold a copy of a database: delete it by hand when no backup is running.",
+            dir.display()
+        ));
+    }
+    notes
 }
 
-fn hostname() -> String {
+/// Writes the run's marker into its staging folder; once more, folder and all, if the folder went
+/// away meanwhile (another instance's run took it, still empty, for a killed run's).
+fn write_marker(dir: &std::path::Path, marker: &str) -> std::io::Result<()> {
+    std::fs::write(dir.join(STAGING_MARKER), marker).or_else(|_| {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join(STAGING_MARKER), marker)
+    })
+}
+
+pub(crate) fn hostname() -> String {
     std::env::var("COMPUTERNAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .ok()
@@ -725,56 +880,61 @@ async fn inside_window(
     bak_sql: &[String],
     bak_local: &[PathBuf],
     set_id: &str,
-    pre_pass: Option<&FolderPassResult>,
+    pre_pass: Option<&(String, Arc<Listing>)>,
+    capture_dest: &std::path::Path,
+    track: &window_capture::Track,
     m: &mut Manifest,
     steps: &mut Steps,
 ) -> Result<Captured, Failure> {
     m.window.inside.push("wait for running tasks".into());
+    track.start("the wait for running tasks");
     let running = steps
         .run("wait for running tasks", wait_for_tasks(job, octopus))
         .await?;
+    track.end("the wait for running tasks");
     m.tasks_running_at_backup = running;
 
-    // The database backup (SQL Server's work) and the folder pass (octobackup's) do not depend on
-    // each other: run them side by side so the window lasts as long as the longer one.
+    // The database backup (SQL Server's work) and the folder capture (local copies, never the
+    // repository) do not depend on each other: run them side by side so the window lasts as long
+    // as the longer one.
     m.window.inside.push("database backup".into());
     let db = m.database.name.clone();
-    let hostname = m.hostname.clone();
-    let db_step = steps.start("database backup");
-    let folder_step = steps.start(if pre_pass.is_some() {
-        "server folders (changes)"
+    let differential = super::chain::differential_tonight(&m.database);
+    let db_step = steps.start(if differential {
+        "database backup (differential)"
     } else {
-        "server folders"
+        "database backup"
+    });
+    let folder_step = steps.start(if pre_pass.is_some() {
+        "server folders (capture changes)"
+    } else {
+        "server folders (capture)"
     });
     let (db_result, folder_result) = tokio::join!(
         async {
-            let r = backup_database(job, sqlserver, &db, bak_sql, bak_local, set_id).await;
+            track.start("BACKUP DATABASE");
+            let r = backup_database(
+                job,
+                sqlserver,
+                &db,
+                bak_sql,
+                bak_local,
+                set_id,
+                differential,
+            )
+            .await;
+            track.end("BACKUP DATABASE");
             (r, std::time::Instant::now())
         },
         async {
-            let r = match pre_pass {
-                // Nothing changed since the pass before the window: that pass is the window's state.
-                Some(pre) if folders_unchanged_since(folders, &pre.listing) => {
-                    Ok(FolderPassResult {
-                        id: pre.id.clone(),
-                        infos: pre.infos.clone(),
-                        read: 0,
-                        listing: Listing::new(),
-                    })
-                }
-                _ => {
-                    backup_folders(
-                        job,
-                        folders,
-                        set_id,
-                        &hostname,
-                        FolderPass::InWindow {
-                            after_pre_pass: pre_pass.is_some(),
-                        },
-                    )
-                    .await
-                }
-            };
+            track.start("the copy of the changed folder files onto staging");
+            let r = window_capture::capture_blocking(
+                folders.to_vec(),
+                pre_pass.map(|p| p.1.clone()),
+                capture_dest.to_path_buf(),
+            )
+            .await;
+            track.end("the copy of the changed folder files onto staging");
             (r, std::time::Instant::now())
         }
     );
@@ -792,21 +952,21 @@ async fn inside_window(
         folder_result.as_ref().err().map(|e| e.message.clone()),
     );
     db_result?;
-    let pass = folder_result?;
+    let capture = folder_result?;
     m.window.inside.push(match pre_pass {
-        Some(pre) if pre.id == pass.id => {
+        Some(_) if capture.changed == 0 => {
             "server folders (checked: unchanged since the first pass)".into()
         }
-        Some(_) => "server folders (changes since the first pass)".into(),
-        None => "server folders".into(),
+        Some(_) => "server folders (changes since the first pass, copied to staging)".into(),
+        None => "server folders (copied to staging)".into(),
     });
-    m.folders = pass.infos;
-    m.window.folder_files_read = pass.read;
+    m.folders = capture.infos.clone();
+    m.window.folder_files_read = capture.files_copied;
 
     Ok(Captured {
         bak_local: bak_local.to_vec(),
-        folders_part: pass.id,
-        pre_pass: pre_pass.map(|p| p.id.clone()),
+        folders: capture,
+        pre_pass: pre_pass.map(|p| p.0.clone()),
     })
 }
 
@@ -904,10 +1064,15 @@ async fn backup_database(
     bak_sql: &[String],
     bak_local: &[PathBuf],
     set_id: &str,
+    differential: bool,
 ) -> Result<(), Failure> {
     let mut session = sqlserver.connect_unbounded().await?;
     let spid = session.server_info().await?.spid;
-    let statement = tsql::backup_database(database, bak_sql, 5, &backup_description(set_id));
+    let statement = if differential {
+        crate::sqlserver::chain::backup_differential(database, bak_sql, &backup_description(set_id))
+    } else {
+        tsql::backup_database(database, bak_sql, 5, &backup_description(set_id))
+    };
     let bar = job.ui.percent_bar("BACKUP DATABASE");
     let first = bak_sql.first().map(String::as_str);
     let ran = sql::run_with_progress(
@@ -939,9 +1104,46 @@ async fn backup_database(
             ),
         ));
     }
+    // The staging share filled up (Msg 3202, operating system error 112): say where, how much.
+    if let Err(e) = &ran
+        && super::space::is_disk_full(&e.to_string())
+    {
+        let needed = database_size(&mut session, database).await;
+        return Err(super::space::full(
+            Exit::Sql,
+            "the staging folder",
+            &job.instance.staging_local(),
+            needed,
+            &format!(
+                "BACKUP DATABASE could not write its file there ({}). Free space on the staging share or point staging at a bigger one; nothing was marked complete.",
+                e.to_string().trim_end_matches('.')
+            ),
+        ));
+    }
     ran?;
     bar.finish();
     Ok(())
+}
+
+/// The database's data files' size (sys.master_files, in 8 KiB pages): what a full backup needs
+/// at most. `None` when it cannot be read.
+async fn database_size(session: &mut sql::Session, database: &str) -> Option<u64> {
+    let rows = session
+        .query_text(
+            "size of the database",
+            &format!(
+                "SELECT type, size FROM sys.master_files WHERE database_id = DB_ID({})",
+                tsql::quote_str(database)
+            ),
+        )
+        .await
+        .ok()?;
+    let pages: u64 = rows
+        .iter()
+        .filter(|r| r.get("type").cloned().flatten().as_deref() == Some("0"))
+        .filter_map(|r| r.get("size").cloned().flatten()?.parse::<u64>().ok())
+        .sum();
+    (pages > 0).then_some(pages * 8192)
 }
 
 /// After the window: RESTORE VERIFYONLY, the msdb row, and the staged files as octobackup sees
@@ -965,6 +1167,7 @@ async fn verify_database(
         )
         .await?;
     info.verified = true;
+    super::chain::confirm(job, &mut session, bak_sql, info).await?;
     // The history row is a record, not the backup: without it (no SELECT in msdb) the set is
     // still complete and verified.
     match session
@@ -1026,23 +1229,17 @@ fn base_tags(job: &BackupJob, set_id: &str) -> Vec<String> {
     ]
 }
 
-/// Which pass over the server folders: the full pass before the window, or the pass inside it
-/// that reads only what changed since (the first pass is its parent).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum FolderPass {
-    BeforeWindow,
-    InWindow { after_pre_pass: bool },
-}
-
 const TAG_PRE_PASS: &str = "pass:before-window";
 
+/// The pass over the server folders before the window: a part of the set (its parent is the
+/// previous complete set, so unchanged files are not read), the base the window's changes are
+/// laid over after it. Returns the part's snapshot id.
 async fn backup_folders(
     job: &BackupJob,
     folders: &[(String, PathBuf)],
     set_id: &str,
     hostname: &str,
-    pass: FolderPass,
-) -> Result<FolderPassResult, Failure> {
+) -> Result<String, Failure> {
     let items: Vec<SourceItem> = folders
         .iter()
         .map(|(name, path)| SourceItem::Path {
@@ -1052,40 +1249,30 @@ async fn backup_folders(
         .collect();
     let mut tags = base_tags(job, set_id);
     tags.push(backupset::TAG_PART.into());
-    let previous_set = vec![
-        backupset::tag_instance(&job.instance_name),
-        backupset::TAG_COMPLETE.into(),
-    ];
-    let parent_tags = match pass {
-        FolderPass::BeforeWindow => {
-            tags.push(TAG_PRE_PASS.into());
-            previous_set
-        }
-        // Files unchanged since the pass before the window are taken from it without reading them.
-        FolderPass::InWindow {
-            after_pre_pass: true,
-        } => vec![backupset::tag_set(set_id), TAG_PRE_PASS.into()],
-        FolderPass::InWindow {
-            after_pre_pass: false,
-        } => previous_set,
-    };
+    tags.push(TAG_PRE_PASS.into());
     let opts = SetOptions {
         tags,
         hostname: hostname.to_string(),
-        parent_tags,
+        parent_tags: previous_set_tags(job),
         time: None,
         compression: job.compression,
     };
     let repo = job.repo.clone();
-    let label = if pass == FolderPass::BeforeWindow {
-        "folders (before window)"
-    } else {
-        "folders"
-    };
-    let sink = job.ui.repo_sink(label);
+    let sink = job.ui.repo_sink("folders (before window)");
     let summary = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
         .await
-        .map_err(|e| Failure::new(Exit::Failed, format!("the folder backup stopped: {e}")))??;
+        .map_err(|e| Failure::new(Exit::Failed, format!("the folder backup stopped: {e}")))?
+        .map_err(|e| {
+            let f = Failure::from(e);
+            // At most what the folders hold (before deduplication and compression).
+            let needed = super::space::is_disk_full(&f.message).then(|| {
+                folders
+                    .iter()
+                    .map(|(_, p)| super::space::tree_bytes(p))
+                    .sum()
+            });
+            super::space::repository_full(f, &job.repository_location, needed)
+        })?;
     if !summary.unreadable.is_empty() {
         let list: Vec<String> = summary
             .unreadable
@@ -1102,110 +1289,15 @@ async fn backup_folders(
             ),
         ));
     }
-    // Per-folder figures from the snapshot itself.
-    let files = {
-        let repo = job.repo.clone();
-        let id = summary.snapshot_id.clone();
-        tokio::task::spawn_blocking(move || repo.list_files(&id, backupset::FOLDERS_DIR))
-            .await
-            .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??
-    };
-    let infos = folders
-        .iter()
-        .map(|(name, path)| {
-            let prefix = format!("{}/{name}/", backupset::FOLDERS_DIR);
-            let (n, b) = files
-                .iter()
-                .filter(|f| {
-                    f.kind == octobackup_repo::EntryKind::File && f.path.starts_with(&prefix)
-                })
-                .fold((0u64, 0u64), |(n, b), f| (n + 1, b + f.size));
-            manifest::FolderInfo {
-                name: name.clone(),
-                source_path: path.display().to_string(),
-                files: n,
-                bytes: b,
-            }
-        })
-        .collect();
-    Ok(FolderPassResult {
-        id: summary.snapshot_id,
-        infos,
-        read: summary.files_new + summary.files_changed,
-        listing: listing_of(&files),
-    })
+    Ok(summary.snapshot_id)
 }
 
-/// What one folder pass stored.
-struct FolderPassResult {
-    id: String,
-    infos: Vec<manifest::FolderInfo>,
-    /// Files read (new or changed since the parent).
-    read: u64,
-    listing: Listing,
-}
-
-/// Snapshot path -> (size, mtime in microseconds) of every regular file a pass stored.
-type Listing = std::collections::HashMap<String, (u64, Option<i64>)>;
-
-fn listing_of(entries: &[octobackup_repo::FileEntry]) -> Listing {
-    entries
-        .iter()
-        .filter(|e| e.kind == octobackup_repo::EntryKind::File)
-        .map(|e| {
-            (
-                e.path.clone(),
-                (e.size, e.mtime.map(|t| t.timestamp_micros())),
-            )
-        })
-        .collect()
-}
-
-/// True when every file under the folders has the size and mtime the listing recorded, and no file
-/// came or went: the state a pass stored is then the state now, and the pass inside the window can
-/// be skipped. The check reads metadata only (no file contents), which takes a fraction of a second
-/// for tens of thousands of files. Anything it cannot judge (a symlink, an unreadable folder, a name
-/// that is not UTF-8) counts as a change, so the full pass runs.
-fn folders_unchanged_since(folders: &[(String, PathBuf)], listing: &Listing) -> bool {
-    let mut seen = 0usize;
-    for (name, root) in folders {
-        let mut stack = vec![(root.clone(), format!("{}/{name}", backupset::FOLDERS_DIR))];
-        while let Some((dir, vdir)) = stack.pop() {
-            let Ok(entries) = std::fs::read_dir(&dir) else {
-                return false;
-            };
-            for entry in entries {
-                let Ok(entry) = entry else { return false };
-                let Ok(ty) = entry.file_type() else {
-                    return false;
-                };
-                let Some(file_name) = entry.file_name().to_str().map(str::to_string) else {
-                    return false;
-                };
-                let vpath = format!("{vdir}/{file_name}");
-                if ty.is_dir() {
-                    stack.push((entry.path(), vpath));
-                } else if ty.is_file() {
-                    let Ok(meta) = entry.metadata() else {
-                        return false;
-                    };
-                    let mtime = meta
-                        .modified()
-                        .ok()
-                        .map(|t| chrono::DateTime::<chrono::Utc>::from(t).timestamp_micros());
-                    match listing.get(&vpath) {
-                        Some((size, stored)) if *size == meta.len() && *stored == mtime => {
-                            seen += 1
-                        }
-                        _ => return false,
-                    }
-                } else {
-                    return false;
-                }
-            }
-        }
-    }
-    seen == listing.len()
+/// The tags of this instance's newest complete set: the parent of a folder pass.
+fn previous_set_tags(job: &BackupJob) -> Vec<String> {
+    vec![
+        backupset::tag_instance(&job.instance_name),
+        backupset::TAG_COMPLETE.into(),
+    ]
 }
 
 /// Stores `items` as a part of the set (tagged `part`), on a blocking thread.
@@ -1225,16 +1317,24 @@ async fn store_part(
         time: None,
         compression: job.compression,
     };
+    // What the part needs at most: its files' size (a full repository is said with it).
+    let needed = items
+        .iter()
+        .map(|i| match i {
+            SourceItem::Path { source, .. } => std::fs::metadata(source)
+                .ok()
+                .filter(|m| m.is_file())
+                .map(|m| m.len()),
+            SourceItem::Memory { bytes, .. } => Some(bytes.len() as u64),
+        })
+        .sum::<Option<u64>>();
     let repo = job.repo.clone();
     let sink = job.ui.repo_sink(label);
     let label = label.to_string();
-    Ok(
-        tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
-            .await
-            .map_err(|e| {
-                Failure::new(Exit::Failed, format!("storing the {label} stopped: {e}"))
-            })??,
-    )
+    let stored = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
+        .await
+        .map_err(|e| Failure::new(Exit::Failed, format!("storing the {label} stopped: {e}")))?;
+    stored.map_err(|e| super::space::repository_full(e.into(), &job.repository_location, needed))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1248,12 +1348,35 @@ async fn ingest(
     m: &mut Manifest,
     steps: &mut Steps,
 ) -> Result<Stored, Failure> {
+    let hostname = m.hostname.clone();
+    // The folders as the window had them: the pass before it, less what the window did not
+    // keep, plus the copies it made (or the copies alone, without a pass before the window).
+    let folders = {
+        let mut tags = base_tags(job, set_id);
+        tags.push(backupset::TAG_PART.into());
+        let opts = SetOptions {
+            tags,
+            hostname: hostname.clone(),
+            parent_tags: if c.pre_pass.is_some() {
+                vec![]
+            } else {
+                previous_set_tags(job)
+            },
+            time: None,
+            compression: job.compression,
+        };
+        steps
+            .run(
+                "store the server folders",
+                window_capture::ingest(job, &c.folders, c.pre_pass.as_deref(), opts),
+            )
+            .await?
+    };
     // SQL Server verifies the staged files while octobackup stores them: both only read them,
     // so neither waits for the other. A failed verification discards what was stored.
     let db = m.database.name.clone();
-    let hostname = m.hostname.clone();
     let mut info = m.database.clone();
-    let bak_items: Vec<SourceItem> = c
+    let mut bak_items: Vec<SourceItem> = c
         .bak_local
         .iter()
         .map(|local| SourceItem::Path {
@@ -1265,6 +1388,7 @@ async fn ingest(
             ),
         })
         .collect();
+    bak_items.extend(super::chain::base_items(job, &m.database));
     let verify_step = steps.start("verify the database backup");
     let store_step = steps.start("store the database backup");
     let ((verified, verify_end), (stored, store_end)) = tokio::join!(
@@ -1342,6 +1466,7 @@ async fn ingest(
         )
         .await?;
     Ok(Stored {
+        folders,
         database: stored,
         meta,
         sealed,
@@ -1350,6 +1475,7 @@ async fn ingest(
 
 /// The parts stored after the window, waiting to be sealed into the set.
 struct Stored {
+    folders: octobackup_repo::BackupSummary,
     database: octobackup_repo::BackupSummary,
     meta: octobackup_repo::BackupSummary,
     sealed: Vec<SourceItem>,
@@ -1374,6 +1500,7 @@ async fn seal(
     steps: &mut Steps,
 ) -> Result<(String, u64), Failure> {
     let Stored {
+        folders,
         database: stored,
         meta,
         sealed,
@@ -1390,7 +1517,7 @@ async fn seal(
         compression: job.compression,
     };
     let parts = vec![
-        c.folders_part.clone(),
+        folders.snapshot_id.clone(),
         stored.snapshot_id.clone(),
         meta.snapshot_id.clone(),
     ];
@@ -1423,7 +1550,10 @@ async fn seal(
     if let Err(e) = crate::backupset::escrow::publish(job.repo.as_ref(), set_id, &sealed) {
         job.ui.note(&format!("warning: the set is complete, but its escrow copy beside the repository was not written: {}", e.message));
     }
-    Ok((merged.id, stored.data_added + meta.data_added))
+    Ok((
+        merged.id,
+        folders.data_added + stored.data_added + meta.data_added,
+    ))
 }
 
 #[cfg(test)]
@@ -1475,14 +1605,55 @@ mod tests {
             std::fs::create_dir(d).unwrap();
             std::fs::write(d.join("OctopusDeploy.bak"), b"x").unwrap();
         }
+        // The window's listing and copies live in the run's folder, so they go with it.
+        std::fs::write(mine.join(window_capture::LISTING_FILE), b"{}").unwrap();
+        let copy = mine
+            .join(window_capture::CAPTURE_DIR)
+            .join("0/ServerTasks-1.log.txt");
+        std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
+        std::fs::write(&copy, b"log").unwrap();
         std::fs::write(mine.join(STAGING_MARKER), r#"{"instance":"A"}"#).unwrap();
         std::fs::write(theirs.join(STAGING_MARKER), r#"{"instance":"B"}"#).unwrap();
         std::fs::write(foreign.join(STAGING_MARKER), r#"{"instance":"A"}"#).unwrap();
         assert_eq!(staging_leftovers("A", &inst), vec![mine.clone()]);
         let notes = remove_staging_leftovers("A", &inst);
-        assert_eq!(notes.len(), 1, "{notes:?}");
         assert!(!mine.exists());
         assert!(theirs.exists() && unmarked.exists() && foreign.exists());
+        // A .bak without a marker: an older version's; its instance is unknown, so it is kept
+        // and said so.
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[1].starts_with("kept ") && notes[1].contains("no octobackup-run.json"));
+    }
+
+    #[test]
+    fn a_run_killed_before_its_marker_leaves_a_folder_any_run_removes() {
+        let dir = tempfile::tempdir().unwrap();
+        let inst = InstanceConfig {
+            staging: crate::config::StagingConfig {
+                sql_path: dir.path().display().to_string(),
+                local_path: None,
+            },
+            ..Default::default()
+        };
+        let empty = dir.path().join("octobackup-20260101T000000Z-0123ab");
+        let torn = dir.path().join("octobackup-20260102T000000Z-0123ab");
+        let old = dir.path().join("octobackup-20260103T000000Z-0123ab");
+        for d in [&empty, &torn, &old] {
+            std::fs::create_dir(d).unwrap();
+        }
+        std::fs::write(torn.join(STAGING_MARKER), br#"{"instan"#).unwrap();
+        std::fs::write(old.join("OctopusDeploy.bak"), b"x").unwrap();
+        assert_eq!(
+            unmarked_staging_folders(&inst),
+            (vec![empty.clone(), torn.clone()], vec![old.clone()])
+        );
+        let notes = remove_staging_leftovers("A", &inst);
+        assert!(!empty.exists() && !torn.exists(), "{notes:?}");
+        assert!(old.join("OctopusDeploy.bak").exists(), "{notes:?}");
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        // A run whose empty folder was taken meanwhile writes its marker all the same.
+        write_marker(&empty, r#"{"instance":"A"}"#).unwrap();
+        assert_eq!(staging_leftovers("A", &inst), vec![empty]);
     }
 
     #[test]

@@ -8,12 +8,13 @@
 //! the server certificate). The
 //! scratch database and folders are removed whatever happens.
 
-use super::backup::{shutdown_signal, sql_server};
+use super::backup::sql_server;
 use super::journal::StateDir;
 use super::restore::{
     self, ChosenSet, Staged, checkdb, choose_set, drop_quietly, file_list, restore_planned,
     short_hash, stage_database,
 };
+use super::stop::{Stop, lab_point};
 use crate::backupset::{self, manifest::FolderInfo};
 use crate::config::InstanceConfig;
 use crate::error::{Exit, Failure};
@@ -41,6 +42,8 @@ pub struct DrillJob {
     /// Where the drill's lock lives (one drill per instance at a time).
     pub state: StateDir,
     pub ui: Ui,
+    /// Ctrl-C and SIGTERM, heard from the job's creation to the end of the run.
+    pub stop: Stop,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -123,7 +126,17 @@ pub fn scratch_database(database: &str, set_id: &str) -> String {
 }
 
 pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
-    let set = choose_set(&job.repo, &job.instance_name, job.set.as_deref()).await?;
+    let stop = job.stop.clone();
+    let before = |sig: &str| {
+        Failure::new(
+            Exit::Interrupted,
+            format!("the drill was interrupted by {sig} before it began; nothing was created"),
+        )
+    };
+    let set = tokio::select! {
+        s = choose_set(&job.repo, &job.instance_name, job.set.as_deref()) => s?,
+        sig = stop.wait() => return Err(before(sig)),
+    };
     let short = &short_hash(&[&set.set_id])[..6];
     let scratch_db = scratch_database(&set.manifest.database.name, &set.set_id);
     let scratch_root = job
@@ -161,6 +174,9 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
         }
     }
 
+    if let Some(sig) = stop.requested() {
+        return Err(before(sig));
+    }
     let body = checks(
         &job,
         &set,
@@ -170,18 +186,50 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
         &scratch_root,
         &staged_folder,
     );
-    tokio::select! {
-        r = body => Ok(r),
-        sig = shutdown_signal() => {
-            // Best effort; the next drill removes whatever is left.
-            if let Ok(mut s) = server.connect().await {
-                let _ = drop_quietly(&mut s, &scratch_db).await;
+    let sig = tokio::select! {
+        report = body => {
+            // Finished before the stop took effect: the report is true as it is.
+            if let Some(sig) = stop.requested() {
+                job.ui.note(&format!(
+                    "{sig} was heard as the drill ended; it had finished and cleaned up"
+                ));
             }
-            let _ = std::fs::remove_dir_all(&scratch_root);
-            let _ = std::fs::remove_dir_all(job.instance.staging_local().join(&staged_folder));
-            Err(Failure::new(Exit::Interrupted, format!("the drill was interrupted by {sig}; its scratch copies were removed")))
+            return Ok(report);
+        }
+        sig = stop.wait() => sig,
+    };
+    // The RESTORE or CHECKDB the drill was in goes on on the server unless stopped: ATTENTION
+    // on its connection, then the clean-up on a fresh one. The message says only what was done.
+    session.cancel(std::time::Duration::from_secs(30)).await;
+    let _ = std::fs::remove_dir_all(&scratch_root);
+    let _ = std::fs::remove_dir_all(job.instance.staging_local().join(&staged_folder));
+    // The server may still be ending the RESTORE of the cancelled request: retry a little.
+    let mut dropped = Err(String::from("SQL Server did not answer"));
+    for attempt in 0..10 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        dropped = match server.connect().await {
+            Ok(mut s) => drop_quietly(&mut s, &scratch_db)
+                .await
+                .map_err(|e| e.message),
+            Err(e) => Err(e.to_string()),
+        };
+        if dropped.is_ok() {
+            break;
         }
     }
+    Err(Failure::new(
+        Exit::Interrupted,
+        match dropped {
+            Ok(()) => {
+                format!("the drill was interrupted by {sig}; its scratch copies were removed")
+            }
+            Err(e) => format!(
+                "the drill was interrupted by {sig}; its scratch folders were removed, but the scratch database [{scratch_db}] could not be dropped ({e}): the next drill drops it"
+            ),
+        },
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -204,11 +252,12 @@ async fn checks(
             let s = stage_database(&job.repo, set, &job.instance, staged_folder, &job.ui)
                 .await
                 .map_err(|e| e.message)?;
-            let n = s.sql_paths.len();
+            let n = s.sql_paths.len() + s.base_sql_paths.len();
             staged = Some(s);
             Ok(format!("{n} file(s) from the repository"))
         })
         .await;
+    lab_point("drill: staged").await;
     let names = [
         "RESTORE VERIFYONLY",
         "RESTORE DATABASE (scratch)",
@@ -218,6 +267,17 @@ async fn checks(
     if let (true, Some(s)) = (stage_ok, staged.as_ref()) {
         let verify_ok = checks
             .run(names[0], &job.ui, async {
+                // An owned chain's set: the base too.
+                if !s.base_sql_paths.is_empty() {
+                    session
+                        .execute(
+                            "RESTORE VERIFYONLY (base)",
+                            &tsql::restore_verifyonly(&s.base_sql_paths),
+                            None,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
                 session
                     .execute(
                         "RESTORE VERIFYONLY",
@@ -229,6 +289,7 @@ async fn checks(
                     .map_err(|e| e.to_string())
             })
             .await;
+        lab_point("drill: verified").await;
         let restore_ok = verify_ok
             && checks
                 .run(names[1], &job.ui, async {
@@ -249,7 +310,12 @@ async fn checks(
                     .await
                     .map(|moves| {
                         let files: Vec<&str> = moves.iter().map(|(_, p)| p.as_str()).collect();
-                        format!("as [{scratch_db}] ({})", files.join(", "))
+                        let how = if s.base_sql_paths.is_empty() {
+                            ""
+                        } else {
+                            "base WITH NORECOVERY, then the differential, "
+                        };
+                        format!("{how}as [{scratch_db}] ({})", files.join(", "))
                     })
                     .map_err(|e| e.message)
                 })
@@ -258,9 +324,10 @@ async fn checks(
             checks.skip(names[1], "the backup did not verify");
         }
         if restore_ok {
+            lab_point("drill: restored").await;
             checks
                 .run(names[2], &job.ui, async {
-                    checkdb(session, scratch_db)
+                    checkdb(server, session, scratch_db, &job.ui)
                         .await
                         .map(|_| "no allocation or consistency errors".to_string())
                         .map_err(|e| e.message)
@@ -293,6 +360,7 @@ async fn checks(
         })
         .await;
     if folders_ok {
+        lab_point("drill: folders").await;
         checks
             .run(
                 "folder files match the set",
@@ -308,6 +376,7 @@ async fn checks(
     }
 
     // Clean up, whatever happened.
+    lab_point("drill: cleanup").await;
     checks
         .run("remove the scratch database and folders", &job.ui, async {
             let mut problems = Vec::new();

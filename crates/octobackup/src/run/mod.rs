@@ -3,11 +3,14 @@
 //! records for the report. They show progress through `progress::Progress` and never import `cli`.
 
 pub mod backup;
+pub mod chain;
 pub mod drill;
 pub mod journal;
 pub mod maintenance;
 pub mod progress;
 pub mod restore;
 pub mod retention;
+pub mod space;
 pub mod steps;
 pub mod stop;
+pub mod window_capture;

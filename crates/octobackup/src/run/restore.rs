@@ -10,7 +10,8 @@
 //! interrupted finds its temporary database on the next run: an ONLINE one is checked again and
 //! finished; any other is dropped and restored afresh.
 
-use super::backup::{shutdown_signal, sql_server, sql_side_path};
+use super::backup::{sql_server, sql_side_path};
+use super::stop::{Stop, lab_point};
 use crate::backupset::{self, Manifest, list};
 use crate::config::InstanceConfig;
 use crate::error::{Exit, Failure};
@@ -52,6 +53,8 @@ pub struct RestoreJob {
     /// The Octopus Server instance the printed commands name.
     pub octopus_instance: Option<String>,
     pub ui: Ui,
+    /// Ctrl-C and SIGTERM, heard from the job's creation to the end of the run.
+    pub stop: Stop,
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -199,6 +202,9 @@ pub fn marked_name(base: &str, suffix: &str) -> String {
 pub struct Staged {
     pub local_dir: PathBuf,
     pub sql_paths: Vec<String>,
+    /// An owned chain's set: the base, restored WITH NORECOVERY before `sql_paths` (the
+    /// differential). Empty otherwise.
+    pub base_sql_paths: Vec<String>,
 }
 
 impl Staged {
@@ -235,9 +241,30 @@ pub async fn stage_database(
     let staged = Staged {
         local_dir: local_dir.clone(),
         sql_paths: Vec::new(),
+        base_sql_paths: Vec::new(),
     };
     let mut sql_paths = Vec::new();
-    for file in files {
+    let mut base_sql_paths = Vec::new();
+    let base_files = super::chain::set_base_files(&set.manifest.database);
+    for (file, is_base) in files
+        .iter()
+        .map(|f| (f, false))
+        .chain(base_files.iter().map(|f| (f, true)))
+    {
+        // The base has the differential's file names: a folder of its own.
+        let (local_dir, sql_dir) = if is_base {
+            let d = local_dir.join("base");
+            if let Err(e) = std::fs::create_dir_all(&d) {
+                staged.remove();
+                return Err(Failure::new(
+                    Exit::Failed,
+                    format!("cannot create {} on the staging share: {e}", d.display()),
+                ));
+            }
+            (d, sql_side_path(&sql_dir, "base"))
+        } else {
+            (local_dir.clone(), sql_dir.clone())
+        };
         let name = file.rsplit('/').next().unwrap_or(file).to_string();
         // Into the folder, under the file's own name (rustic logs an error for a missing target file).
         let dest = local_dir.clone();
@@ -254,11 +281,16 @@ pub async fn stage_database(
             staged.remove();
             return Err(e.into());
         }
-        sql_paths.push(sql_side_path(&sql_dir, &name));
+        if is_base {
+            base_sql_paths.push(sql_side_path(&sql_dir, &name));
+        } else {
+            sql_paths.push(sql_side_path(&sql_dir, &name));
+        }
     }
     Ok(Staged {
         local_dir,
         sql_paths,
+        base_sql_paths,
     })
 }
 
@@ -418,6 +450,37 @@ async fn restore_as_sql(
     ui: &Ui,
 ) -> Result<(), SqlError> {
     let spid = session.server_info().await?.spid;
+    if !staged.base_sql_paths.is_empty() {
+        // An owned chain's set: the base WITH NORECOVERY, then the differential WITH RECOVERY.
+        let statement = crate::sqlserver::chain::restore_base(name, &staged.base_sql_paths, moves);
+        let bar = ui.percent_bar("RESTORE DATABASE (base)");
+        let r = sql::run_with_progress(
+            server,
+            session,
+            spid,
+            "RESTORE DATABASE (base)",
+            &statement,
+            None,
+            &|p| bar.set(p),
+        )
+        .await;
+        bar.finish();
+        r?;
+        let statement = crate::sqlserver::chain::restore_differential(name, &staged.sql_paths);
+        let bar = ui.percent_bar("RESTORE DATABASE (differential)");
+        let r = sql::run_with_progress(
+            server,
+            session,
+            spid,
+            "RESTORE DATABASE (differential)",
+            &statement,
+            None,
+            &|p| bar.set(p),
+        )
+        .await;
+        bar.finish();
+        return r;
+    }
     let statement = tsql::restore_database(name, &staged.sql_paths, moves, false, 5);
     let bar = ui.percent_bar("RESTORE DATABASE");
     let r = sql::run_with_progress(
@@ -504,15 +567,41 @@ fn restore_failure(name: &str, moves: &[(String, String)], e: SqlError) -> Failu
     )
 }
 
-pub async fn checkdb(session: &mut Session, name: &str) -> Result<(), Failure> {
-    session
-        .execute("DBCC CHECKDB", &tsql::dbcc_checkdb(name), None)
-        .await
-        .map_err(|e| {
-            Failure::new(
+/// DBCC CHECKDB WITH NO_INFOMSGS sends nothing until it ends (minutes on a big database): its
+/// progress comes from sys.dm_exec_requests on a second connection, as for RESTORE.
+pub async fn checkdb(
+    server: &SqlServer,
+    session: &mut Session,
+    name: &str,
+    ui: &Ui,
+) -> Result<(), Failure> {
+    let checked = async {
+        let spid = session.server_info().await?.spid;
+        let bar = ui.percent_bar("DBCC CHECKDB");
+        let r = sql::run_with_progress(
+            server,
+            session,
+            spid,
+            "DBCC CHECKDB",
+            &tsql::dbcc_checkdb(name),
+            None,
+            &|p| bar.set(p),
+        )
+        .await;
+        bar.finish();
+        r
+    };
+    checked.await.map_err(|e| match e.checkdb_verdict() {
+            sql::CheckDbVerdict::Damaged => Failure::new(
                 Exit::CheckFailed,
                 format!("DBCC CHECKDB found the restored database [{name}] damaged: {e}"),
-            )
+            ),
+            sql::CheckDbVerdict::NotChecked(why) => Failure::new(
+                Exit::Sql,
+                format!(
+                    "DBCC CHECKDB could not check the restored database [{name}], which says nothing about the backup: {why} ({e})"
+                ),
+            ),
         })
 }
 
@@ -634,8 +723,16 @@ async fn restore_database(
             "octobackup-restore-{}",
             short_hash(&[&t.set.set_id, &t.target])
         );
+        // The files of a database being replaced keep their names until it is dropped: the new
+        // names must differ from them, also when that database came from this very set.
+        let in_use = if exists {
+            database_files(session, &t.target).await.unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let staged = stage_database(&job.repo, t.set, &job.instance, &folder, &job.ui).await?;
         let restored = async {
+            lab_point("restore: staged").await;
             let files = file_list(session, &staged.sql_paths).await?;
             // The files keep their names after the rename: name them for the target now. The
             // original names only when the original database comes back under its own name onto a
@@ -643,7 +740,9 @@ async fn restore_database(
             let base = if t.target == original && !exists {
                 None
             } else if exists {
-                Some(format!("{}_{}", t.target, short_hash(&[&t.set.set_id])))
+                let mut parts = vec![t.set.set_id.as_str()];
+                parts.extend(in_use.iter().map(String::as_str));
+                Some(format!("{}_{}", t.target, short_hash(&parts)))
             } else {
                 Some(t.target.clone())
             };
@@ -670,8 +769,9 @@ async fn restore_database(
 
     // From here on, a failure drops the temporary database unless the old one is already gone.
     let checked = async {
+        lab_point("restore: checkdb").await;
         job.ui.status(&format!("DBCC CHECKDB on [{temp}]"));
-        checkdb(session, &temp).await?;
+        checkdb(server, session, &temp, &job.ui).await?;
         let id = if t.clone {
             Some(new_installation_id(session, &temp).await?)
         } else {
@@ -709,6 +809,7 @@ async fn restore_database(
             ),
         ));
     }
+    lab_point("restore: rename").await;
     if let Err(e) = session
         .execute(
             "rename the restored database",
@@ -743,6 +844,42 @@ async fn restore_database(
         },
         installation_id,
     })
+}
+
+/// The SQL Server lock a backup of the database takes. Without the database part, SQL Server
+/// being down is no reason to refuse: then there is no lock, and a warning.
+async fn take_lock(
+    server: &SqlServer,
+    instance: &str,
+    database: bool,
+) -> Result<Option<crate::sqlserver::lock::InstanceLock>, Failure> {
+    use crate::sqlserver::lock::LockError;
+    match server.lock_instance(instance).await {
+        Ok(l) => Ok(Some(l)),
+        Err(e @ LockError::Sql(_)) if !database => {
+            tracing::warn!("restoring without the SQL Server instance lock: {e}");
+            Ok(None)
+        }
+        Err(e @ LockError::Held { .. }) => Err(Failure::new(
+            Exit::Busy,
+            format!(
+                "cannot restore now: {}",
+                e.to_string().replace(
+                    "Nothing was changed: maintenance mode was not touched.",
+                    "Nothing was restored or changed."
+                )
+            ),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A lab test point (see `stop::lab_point`) that a stop request ends: `Err(what asked)`.
+async fn lab_point_or_stop(point: &str, stop: &Stop) -> Result<(), &'static str> {
+    tokio::select! {
+        _ = lab_point(point) => stop.requested().map_or(Ok(()), Err),
+        sig = stop.wait() => Err(sig),
+    }
 }
 
 /// Ctrl-C or SIGTERM during the database part: the partly restored copy goes, unless the old
@@ -876,6 +1013,7 @@ async fn restore_folders(
             .collect();
         let aside = aside_dir(&dest, &stamp);
         let moved = move_aside(&dest, &mine, &prefix, &aside)?;
+        lab_point("restore: folders").await;
         std::fs::create_dir_all(&dest).map_err(|e| {
             Failure::new(
                 Exit::Failed,
@@ -1158,7 +1296,28 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
             "the database name must be 1 to 128 characters",
         ));
     }
+    let stop = job.stop.clone();
+    let nothing_yet = |sig: &str| {
+        Failure::new(
+            Exit::Interrupted,
+            format!(
+                "the restore was interrupted by {sig} before anything was restored; nothing was changed"
+            ),
+        )
+    };
+    if let Some(sig) = stop.requested() {
+        return Err(nothing_yet(sig));
+    }
     let server = sql_server(&job.instance)?;
+    // A backup and a restore of the same database never run at once: the lock `backup` takes. The
+    // database part needs it; folders and secrets alone go on without SQL Server when it is down.
+    let _instance_lock = tokio::select! {
+        l = take_lock(&server, &job.instance_name, parts.database) => l?,
+        sig = stop.wait() => return Err(nothing_yet(sig)),
+    };
+    lab_point_or_stop("restore: locked", &stop)
+        .await
+        .map_err(nothing_yet)?;
     let mut notes = Vec::new();
     if let Some(tde) = tde_note(&set.manifest) {
         if parts.database {
@@ -1188,7 +1347,7 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
         );
         let out = tokio::select! {
             r = restore => r?,
-            sig = shutdown_signal() => {
+            sig = stop.wait() => {
                 job.ui.clear_status();
                 return Err(interrupted(&job, &server, &set, &target, existed, sig).await);
             }
@@ -1196,12 +1355,38 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
         database = Some(out.restored);
         installation_id = out.installation_id;
     }
+    // What is done so far, for a stop that comes later.
+    let db_done = database
+        .as_ref()
+        .map(|d| format!("[{}] was restored and checked; ", d.name))
+        .unwrap_or_default();
 
     let folders = if parts.folders {
-        restore_folders(&job, &set).await?
+        tokio::select! {
+            r = restore_folders(&job, &set) => r?,
+            sig = stop.wait() => return Err(Failure::new(
+                Exit::Interrupted,
+                format!(
+                    "the restore was interrupted by {sig} while restoring the server folders: {db_done}the folders may be partly restored (files that were in the way were moved aside to *.octobackup-before-* beside them, never overwritten). Run `octobackup restore --folders` with the same set to finish."
+                ),
+            )),
+        }
     } else {
         Vec::new()
     };
+    if let Err(sig) = lab_point_or_stop("restore: secrets", &stop).await {
+        return Err(Failure::new(
+            Exit::Interrupted,
+            format!(
+                "the restore was interrupted by {sig} before the secrets were read: {db_done}{}no secrets file was written",
+                if parts.folders {
+                    "the folders were restored; "
+                } else {
+                    ""
+                }
+            ),
+        ));
+    }
 
     let (key, license) = if parts.secrets {
         read_secrets(&job.repo, &set).await?
@@ -1311,6 +1496,12 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
         notes.push("the master key and license were not written: use --secrets-file FILE (created owner-only) or --show-secrets".into());
     }
 
+    // Everything was done before the stop took effect: the report says what is true.
+    if let Some(sig) = stop.requested() {
+        job.ui.note(&format!(
+            "{sig} was heard as the restore ended; it had finished everything it was asked to"
+        ));
+    }
     Ok(RestoreReport {
         set_id: set.set_id.clone(),
         snapshot_id: set.snapshot_id.clone(),

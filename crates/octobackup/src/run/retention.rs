@@ -139,9 +139,17 @@ pub fn forget(
     let mut sets: BTreeMap<String, FoundSet> = BTreeMap::new();
     // Every set id in the repository (any instance), to find escrow copies of sets that are gone.
     let mut all_sets: HashSet<String> = HashSet::new();
+    // The drill records of each set (report::drills): they go with it.
+    let mut drills: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for s in repo.snapshots()? {
         if let Some(set) = tag_value(&s.tags, "set") {
             all_sets.insert(set.to_string());
+        }
+        if let Some(set) = tag_value(&s.tags, "drill-of") {
+            drills
+                .entry(set.to_string())
+                .or_default()
+                .push(s.id.clone());
         }
         if !s.tags.iter().any(|t| t == TAG) || tag_value(&s.tags, "instance") != Some(instance) {
             continue;
@@ -236,6 +244,9 @@ pub fn forget(
             Action::Drop => {
                 outcome.snapshots = ids(&found.complete);
                 outcome.snapshots.extend(ids(&found.parts));
+                outcome
+                    .snapshots
+                    .extend(drills.remove(&d.set_id).unwrap_or_default());
                 report.dropped.push(outcome);
             }
             Action::Keep => {

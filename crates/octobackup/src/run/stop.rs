@@ -69,6 +69,21 @@ impl Stop {
     }
 }
 
+/// A named point of a run where the lab's fault matrix stops it: with the `lab` feature and
+/// `OCTOBACKUP_LAB_PAUSE_AT` naming this point, the run writes the point's name to the file
+/// `OCTOBACKUP_LAB_PAUSED_FILE` names and waits there (two minutes) for the test's signal or
+/// kill. The shipped binary is built without the lab: there this does nothing.
+pub async fn lab_point(point: &str) {
+    #[cfg(feature = "lab")]
+    if std::env::var("OCTOBACKUP_LAB_PAUSE_AT").is_ok_and(|p| p == point) {
+        if let Some(f) = std::env::var_os("OCTOBACKUP_LAB_PAUSED_FILE") {
+            let _ = std::fs::write(f, point);
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+    }
+    let _ = point;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,6 +100,42 @@ impl SqlError {
     }
 }
 
+/// What a failed DBCC CHECKDB says about the database it checked.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CheckDbVerdict {
+    /// Consistency errors: the database is damaged. Msg 8900-8999 (8928, 8939, 8989, ...), 2570
+    /// (data purity) and 824 (a page's checksum or torn-page check failed on read): Microsoft
+    /// Learn, "MSSQLSERVER_8928", "MSSQLSERVER_2570", "MSSQLSERVER_824".
+    Damaged,
+    /// CHECKDB stopped before it could check: nothing is known about the data. The text says why.
+    NotChecked(&'static str),
+}
+
+impl SqlError {
+    /// Tells corruption found by DBCC CHECKDB apart from a CHECKDB that could not run.
+    pub fn checkdb_verdict(&self) -> CheckDbVerdict {
+        match self.number() {
+            Some(8900..=8999 | 2570 | 824) => CheckDbVerdict::Damaged,
+            // 5030: "The database could not be exclusively locked to perform the operation."
+            Some(5030) => CheckDbVerdict::NotChecked(
+                "another session holds the database (Msg 5030), so CHECKDB could not lock it",
+            ),
+            // 7926: CHECKDB's internal database snapshot could not be created.
+            Some(7926) => CheckDbVerdict::NotChecked(
+                "CHECKDB could not create its internal database snapshot (Msg 7926): the volume of the restored files must support sparse files and have free space",
+            ),
+            Some(7983 | 229 | 262 | 916) => CheckDbVerdict::NotChecked(
+                "the login lacks permission for DBCC CHECKDB (it needs sysadmin or db_owner of the restored copy)",
+            ),
+            _ if matches!(self, SqlError::Timeout(..)) => CheckDbVerdict::NotChecked(
+                "the server went silent past the client timeout before CHECKDB finished",
+            ),
+            Some(0) => CheckDbVerdict::NotChecked("the connection failed before CHECKDB finished"),
+            _ => CheckDbVerdict::NotChecked("CHECKDB ended with an error before it finished"),
+        }
+    }
+}
+
 /// Where and how to connect. Holds the password (zeroized) but never prints it.
 #[derive(Clone)]
 pub struct SqlServer {
@@ -243,7 +279,12 @@ impl SqlServer {
                     .await
                     .map_err(|e| self.tcp_error(&e.to_string(), tcp_refused(&e), true))?
             } else {
-                TcpStream::connect(&addr).await.map_err(|e| {
+                let tcp = if self.conn.multi_subnet_failover {
+                    connect_first(&addr).await
+                } else {
+                    TcpStream::connect(&addr).await
+                };
+                tcp.map_err(|e| {
                     let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
                     self.tcp_error(&e.to_string(), refused, false)
                 })?
@@ -300,6 +341,38 @@ impl SqlServer {
             },
         }
     }
+}
+
+/// `MultiSubnetFailover=True`: an Availability Group listener's name resolves to one address per
+/// subnet and only the primary's answers, so every address is tried at once and the first TCP
+/// connection made wins; the others are dropped (Microsoft Learn,
+/// SqlConnectionStringBuilder.MultiSubnetFailover: "faster detection of and connection to the
+/// (currently) active server").
+async fn connect_first(addr: &str) -> std::io::Result<TcpStream> {
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(addr).await?.collect();
+    connect_first_of(addrs).await
+}
+
+async fn connect_first_of(addrs: Vec<std::net::SocketAddr>) -> std::io::Result<TcpStream> {
+    let mut attempts = tokio::task::JoinSet::new();
+    for a in addrs {
+        attempts.spawn(async move { TcpStream::connect(a).await });
+    }
+    let mut last = None;
+    while let Some(attempt) = attempts.join_next().await {
+        match attempt {
+            // dropping the set aborts the attempts still running
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => last = Some(e),
+            Err(e) => last = Some(std::io::Error::other(e)),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "the server name resolved to no address",
+        )
+    }))
 }
 
 fn tcp_refused(e: &tiberius::error::Error) -> bool {
@@ -444,6 +517,17 @@ impl Session {
     }
 
     /// Runs a batch that returns no rows; `path_hint` names the file a failure is about.
+    /// Stops what this connection is running after its statement's future was dropped part-way
+    /// (an interrupted RESTORE or CHECKDB goes on on the server otherwise): ATTENTION, then the
+    /// server's acknowledgment, awaited for at most `wait`. False when none came: the
+    /// connection is then unusable and clean-up needs a fresh one anyway.
+    pub async fn cancel(&mut self, wait: Duration) -> bool {
+        matches!(
+            tokio::time::timeout(wait, self.client.cancel_query()).await,
+            Ok(Ok(()))
+        )
+    }
+
     pub async fn execute(
         &mut self,
         what: &str,
@@ -569,6 +653,66 @@ pub async fn run_with_progress(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checkdb_corruption_is_told_apart_from_checkdb_that_could_not_run() {
+        let server = |number| SqlError::Server {
+            statement: "DBCC CHECKDB".into(),
+            number,
+            message: "m".into(),
+        };
+        for n in [8928, 8939, 8989, 8958, 2570, 824] {
+            assert_eq!(server(n).checkdb_verdict(), CheckDbVerdict::Damaged, "{n}");
+        }
+        for n in [5030, 7926, 7983, 0, 3013, 701] {
+            assert!(
+                matches!(server(n).checkdb_verdict(), CheckDbVerdict::NotChecked(_)),
+                "{n}"
+            );
+        }
+        let CheckDbVerdict::NotChecked(why) = server(5030).checkdb_verdict() else {
+            unreachable!()
+        };
+        assert!(why.contains("5030"), "{why}");
+        let timeout = SqlError::Timeout(Duration::from_secs(30), "DBCC CHECKDB".into());
+        let CheckDbVerdict::NotChecked(why) = timeout.checkdb_verdict() else {
+            panic!("a timeout is not corruption")
+        };
+        assert!(why.contains("timeout"), "{why}");
+        let permission = SqlError::Permission {
+            statement: "DBCC CHECKDB".into(),
+            number: 7983,
+            message: "m".into(),
+        };
+        assert!(matches!(
+            permission.checkdb_verdict(),
+            CheckDbVerdict::NotChecked(_)
+        ));
+    }
+
+    /// An Availability Group listener's name: one address per subnet, only one answers.
+    #[tokio::test]
+    async fn multi_subnet_failover_keeps_the_address_that_answers() {
+        let live = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = live.local_addr().unwrap().port();
+        // 127.0.0.2 is loopback too, with nothing listening on the port: refused
+        let dead: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
+        let tcp = connect_first_of(vec![dead, live.local_addr().unwrap()])
+            .await
+            .unwrap();
+        assert_eq!(tcp.peer_addr().unwrap(), live.local_addr().unwrap());
+        let (accepted, _) = live.accept().await.unwrap();
+        assert_eq!(accepted.peer_addr().unwrap(), tcp.local_addr().unwrap());
+        // through a name
+        let tcp = connect_first(&format!("localhost:{port}")).await.unwrap();
+        assert_eq!(tcp.peer_addr().unwrap().port(), port);
+        // none answers: the failure of the last one
+        drop(live);
+        let e = connect_first_of(vec![dead, dead]).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused);
+        let e = connect_first_of(Vec::new()).await.unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
+    }
 
     fn conn(server: &str) -> ConnectionString {
         ConnectionString::parse(&format!(

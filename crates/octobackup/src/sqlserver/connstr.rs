@@ -45,6 +45,9 @@ pub struct ConnectionString {
     /// `HostNameInCertificate` (Microsoft.Data.SqlClient 5.0+): the name a validated certificate
     /// must carry when it is not the Server's (a DNS alias, a listener).
     pub host_name_in_certificate: Option<String>,
+    /// `MultiSubnetFailover=True` (an Availability Group listener): connect to every address
+    /// the name resolves to at once and keep the first that answers.
+    pub multi_subnet_failover: bool,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -63,6 +66,10 @@ pub enum ConnectionStringError {
     BadValue { key: String, value: String },
     #[error("the connection string's Server has an invalid port '{0}'")]
     BadPort(String),
+    #[error(
+        "the connection string's Authentication={0} (Microsoft Entra ID) is not supported by octobackup: use a SQL Server login (User ID and Password, optionally Authentication=SqlPassword) or Windows integrated security (Integrated Security=True, octobackup running as an account that has a login)"
+    )]
+    UnsupportedAuthentication(String),
 }
 
 /// Splits into (lower-cased canonical key, value) pairs.
@@ -168,6 +175,8 @@ impl ConnectionString {
         let mut app = None;
         let mut timeout = None;
         let mut host_name_in_certificate = None;
+        let mut multi_subnet_failover = false;
+        let mut entra = None;
         for (key, value, _) in pairs(s)? {
             match key.as_str() {
                 "server" | "data source" | "address" | "addr" | "network address" => {
@@ -194,6 +203,24 @@ impl ConnectionString {
                 "hostnameincertificate" | "host name in certificate" => {
                     host_name_in_certificate = Some(value).filter(|v| !v.is_empty())
                 }
+                "multisubnetfailover" | "multi subnet failover" => {
+                    multi_subnet_failover = boolean(&key, &value)?
+                }
+                // SqlClient's Authentication values (SqlAuthenticationMethod): SqlPassword is a
+                // SQL login; the Active Directory (Microsoft Entra ID) methods need tokens
+                // tiberius cannot get, so they are refused here rather than failing as a login.
+                "authentication" => {
+                    let normal: String = value
+                        .chars()
+                        .filter(|c| !c.is_whitespace())
+                        .collect::<String>()
+                        .to_ascii_lowercase();
+                    match normal.as_str() {
+                        "sqlpassword" | "" | "notspecified" => entra = None,
+                        n if n.starts_with("activedirectory") => entra = Some(value.clone()),
+                        _ => return Err(ConnectionStringError::BadValue { key, value }),
+                    }
+                }
                 "connect timeout" | "connection timeout" | "timeout" => {
                     timeout = Some(value.parse().map_err(|_| ConnectionStringError::BadValue {
                         key: key.clone(),
@@ -211,6 +238,9 @@ impl ConnectionString {
             .filter(|d| !d.is_empty())
             .ok_or(ConnectionStringError::NoDatabase)?;
         let (host, port, instance) = parse_server(&server)?;
+        if let Some(method) = entra {
+            return Err(ConnectionStringError::UnsupportedAuthentication(method));
+        }
         let auth = if integrated {
             Authentication::Integrated
         } else if let Some(user) = user.filter(|u| !u.is_empty()) {
@@ -230,6 +260,7 @@ impl ConnectionString {
             application_name: app,
             connect_timeout_secs: timeout,
             host_name_in_certificate,
+            multi_subnet_failover,
         })
     }
 
@@ -572,6 +603,76 @@ mod tests {
             c.host_name_in_certificate.as_deref(),
             Some("sql01.corp.example")
         );
+    }
+
+    #[test]
+    fn entra_id_authentication_is_refused_naming_what_works() {
+        for method in [
+            "Active Directory Password",
+            "ActiveDirectoryIntegrated",
+            "Active Directory Interactive",
+            "ActiveDirectoryManagedIdentity",
+            "Active Directory Default",
+            "ActiveDirectoryServicePrincipal",
+        ] {
+            let s = format!(
+                "Server=sql01;Database=OctopusDeploy;User ID=octo@contoso.com;Password=Secret-Pa55;Authentication={method}"
+            );
+            let err = ConnectionString::parse(&s).unwrap_err();
+            assert_eq!(
+                err,
+                ConnectionStringError::UnsupportedAuthentication(method.to_string())
+            );
+            let text = err.to_string();
+            assert!(text.contains("not supported"), "{text}");
+            assert!(
+                text.contains("SQL Server login (User ID and Password"),
+                "{text}"
+            );
+            assert!(text.contains("Integrated Security=True"), "{text}");
+            assert!(!text.contains("Secret-Pa55"), "{text}");
+        }
+        // a SQL login said explicitly is a SQL login
+        let c = ConnectionString::parse(
+            "Server=sql01;Database=OctopusDeploy;User ID=octo;Password=x;Authentication=Sql Password",
+        )
+        .unwrap();
+        assert_eq!(
+            c.auth,
+            Authentication::SqlLogin {
+                user: "octo".into()
+            }
+        );
+        assert_eq!(
+            ConnectionString::parse("Server=s;Database=d;User ID=u;Authentication=Kerberos")
+                .unwrap_err(),
+            ConnectionStringError::BadValue {
+                key: "authentication".into(),
+                value: "Kerberos".into()
+            }
+        );
+    }
+
+    #[test]
+    fn multi_subnet_failover() {
+        let c = ConnectionString::parse(
+            "Server=tcp:ag-listener,1433;Database=OctopusDeploy;Integrated Security=True;MultiSubnetFailover=True",
+        )
+        .unwrap();
+        assert!(c.multi_subnet_failover);
+        let c = ConnectionString::parse(
+            "Server=ag;Database=d;Integrated Security=True;Multi Subnet Failover=no",
+        )
+        .unwrap();
+        assert!(!c.multi_subnet_failover);
+        let c = ConnectionString::parse("Server=ag;Database=d;Integrated Security=True").unwrap();
+        assert!(!c.multi_subnet_failover);
+        assert!(matches!(
+            ConnectionString::parse(
+                "Server=ag;Database=d;Integrated Security=True;MultiSubnetFailover=maybe"
+            ),
+            Err(ConnectionStringError::BadValue { .. })
+        ));
     }
 
     #[test]

@@ -104,7 +104,8 @@ pub fn database_id(database: &str) -> String {
 }
 
 /// The msdb row of the backup just taken, found by the DESCRIPTION octobackup gave it (unique
-/// per set) and `type = 'D'`: a DBA's backup or a log backup ending after ours is not ours.
+/// per set) and not a log backup (`type` D, or I for an owned chain's differential): a DBA's
+/// backup or a log backup ending after ours is not ours.
 pub fn backupset_row(database: &str, description: &str) -> String {
     format!(
         "SELECT TOP (1) bs.backup_set_uuid, bs.database_name, bs.first_lsn, bs.last_lsn, bs.checkpoint_lsn, \
@@ -112,7 +113,7 @@ bs.database_backup_lsn, bs.backup_start_date, bs.backup_finish_date, bs.type, bs
 bs.backup_size, bs.compressed_backup_size, bs.has_backup_checksums, bs.is_damaged, bs.database_guid, \
 bs.recovery_model, mf.physical_device_name \
 FROM msdb.dbo.backupset AS bs JOIN msdb.dbo.backupmediafamily AS mf ON mf.media_set_id = bs.media_set_id \
-WHERE bs.database_name = {} AND bs.type = 'D' AND bs.description = {} ORDER BY bs.backup_finish_date DESC",
+WHERE bs.database_name = {} AND bs.type <> 'L' AND bs.description = {} ORDER BY bs.backup_finish_date DESC",
         quote_str(database),
         quote_str(description)
     )
@@ -240,7 +241,7 @@ mod tests {
     fn lookups_quote_their_literals() {
         assert_eq!(database_id("O'D"), "SELECT DB_ID(N'O''D') AS DatabaseId");
         assert!(backupset_row("x'y", "octobackup set 1'2").contains(
-            "WHERE bs.database_name = N'x''y' AND bs.type = 'D' AND bs.description = N'octobackup set 1''2' ORDER BY"
+            "WHERE bs.database_name = N'x''y' AND bs.type <> 'L' AND bs.description = N'octobackup set 1''2' ORDER BY"
         ));
     }
 

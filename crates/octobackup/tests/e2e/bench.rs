@@ -49,6 +49,21 @@ fn lab_bench_reports_every_figure_as_json() {
     ] {
         assert!(r["ratios"][ratio].as_f64().is_some(), "{ratio}");
     }
+    // Both chains: the owned window after a day, and its ratio to copy-only's.
+    for field in [
+        "first_window_s",
+        "first_base_s",
+        "nightly_window_s",
+        "nightly_db_backup_s",
+    ] {
+        assert!(
+            r["owned"][field].as_f64().is_some_and(|v| v > 0.0),
+            "owned.{field}: {}",
+            r["owned"]
+        );
+    }
+    assert!(r["owned"]["nightly_differential_bytes"].as_u64().unwrap() > 0);
+    assert!(r["owned"]["window_vs_copy_only"].as_f64().is_some());
     assert!(dir.path().join("bench.json").exists());
     // The restore really produced the set's files.
     assert!(

@@ -274,3 +274,52 @@ async fn a_drill_removes_what_a_killed_drill_left() {
     // The live database is still there.
     assert!(t.lab.sql().databases().iter().any(|d| d == "OctopusDeploy"));
 }
+
+/// A drill stopped (SIGTERM) while CHECKDB runs silent on the scratch copy: the server's CHECKDB
+/// is stopped with ATTENTION (it would go on otherwise), the scratch copy is dropped on a fresh
+/// connection, and the message says so; exit 130.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drill_stopped_during_checkdb_cancels_it_and_drops_the_scratch_copy() {
+    let t = lab_with_a_set().await;
+    t.lab
+        .sql()
+        .inject(octobackup_lab::sqlserver_sim::SqlFault::SilenceBeforeNext {
+            command: "DBCC TABLE CHECK".into(),
+            silence: std::time::Duration::from_secs(600),
+        });
+    let child = t
+        .command(&["drill"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    t.wait_for_event("silence_started").await;
+    assert_eq!(
+        t.lab.sql().databases().len(),
+        2,
+        "the scratch copy is there while CHECKDB runs"
+    );
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        stderr(&out)
+            .contains("the drill was interrupted by SIGTERM; its scratch copies were removed"),
+        "{}",
+        stderr(&out)
+    );
+    // the server's CHECKDB was stopped by ATTENTION, not left to run out its silence
+    assert_eq!(seqs(&t.events(), "attention_acknowledged").len(), 1);
+    assert_eq!(t.lab.sql().databases(), [t.lab.info().database.clone()]);
+    assert!(
+        t.staging_files().is_empty(),
+        "staging left: {:?}",
+        t.staging_files()
+    );
+}

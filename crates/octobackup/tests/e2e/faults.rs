@@ -663,3 +663,175 @@ async fn stops_and_kills_while_the_set_is_stored_tell_the_truth() {
         );
     }
 }
+
+fn journal_path(t: &TestLab) -> std::path::PathBuf {
+    t.dir
+        .path()
+        .join("state")
+        .join("OctopusServer.maintenance.json")
+}
+
+fn assert_repository_checks(t: &TestLab, name: &str) {
+    let check = t.restic(&["check"]);
+    assert!(
+        check.status.success(),
+        "{name}: restic check: {}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// A backup killed inside the window, then SQL Server gone: the next backup cannot take the SQL
+/// Server lock (exit 4, SQL Server's error), but first puts maintenance mode back as the killed
+/// run found it, from its journal, and says so. Maintenance mode found off, and found on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runs_maintenance_mode_is_put_back_when_sql_server_is_gone() {
+    for found_on in [false, true] {
+        let name = if found_on { "found on" } else { "found off" };
+        let t = TestLab::start().await;
+        t.init().await;
+        if found_on {
+            t.lab.octopus().set_maintenance(true, "admin");
+        }
+        let mut child = t.spawn_slow_backup(std::process::Stdio::null()).await;
+        assert!(t.lab.octopus().maintenance(), "{name}: inside the window");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // Found on, the run changes nothing and keeps no journal.
+        assert_eq!(
+            journal_path(&t).exists(),
+            !found_on,
+            "{name}: the killed run's journal"
+        );
+        // SQL Server goes away: nothing answers on its port any more.
+        t.lab.sql().clone().shutdown().await;
+        let out = t.run(&["backup"]).await;
+        let e = stderr(&out);
+        assert_eq!(out.status.code(), Some(4), "{name}: {e}");
+        assert_eq!(
+            t.lab.octopus().maintenance(),
+            found_on,
+            "{name}: maintenance mode not as found: {:?}",
+            maintenance_changes(&t.events())
+        );
+        if !found_on {
+            assert!(
+                e.contains("put back what an interrupted earlier run left"),
+                "{name}: {e}"
+            );
+        }
+        assert!(!e.contains("panicked"), "{name}: {e}");
+        assert!(!journal_path(&t).exists(), "{name}: journal left");
+        assert!(
+            t.sets().await.iter().all(|s| s["complete"] == false),
+            "{name}: a set claims to be complete"
+        );
+        assert_repository_checks(&t, name);
+    }
+}
+
+/// Plants a staging folder as a killed run of this instance leaves it (its marker and a .bak).
+fn plant_leftover(t: &TestLab, set_id: &str) -> std::path::PathBuf {
+    let dir = t
+        .lab
+        .info()
+        .staging_dir
+        .join(format!("octobackup-{set_id}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("octobackup-run.json"),
+        serde_json::json!({"instance": "OctopusServer", "set_id": set_id, "pid": 1}).to_string(),
+    )
+    .unwrap();
+    std::fs::write(dir.join("OctopusDeploy.bak"), b"a copy of the database").unwrap();
+    dir
+}
+
+/// `recover` without the SQL Server lock (SQL Server not answering) keeps the staging folders: a
+/// run from another machine may be writing there. It says so, and which; with the lock, the next
+/// `recover` removes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_keeps_staging_folders_without_the_sql_server_lock() {
+    let t = TestLab::start().await;
+    t.init().await;
+    let left = plant_leftover(&t, "20260101T000000Z-0123ab");
+    // SQL Server unreachable for this config: a port nothing listens on.
+    let good = std::fs::read_to_string(&t.config).unwrap();
+    let port = t
+        .lab
+        .info()
+        .sql_address
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port().to_string();
+    drop(closed);
+    let unreachable = good.replace(&format!(",{port};"), &format!(",{closed_port};"));
+    assert_ne!(unreachable, good);
+    std::fs::write(&t.config, unreachable).unwrap();
+    let out = t.run(&["recover"]).await;
+    let e = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{e}");
+    assert!(
+        left.join("OctopusDeploy.bak").exists(),
+        "removed without the lock: {e}"
+    );
+    assert!(
+        e.contains(&format!("kept {}", left.display()))
+            && e.contains("without the SQL Server lock"),
+        "{e}"
+    );
+    std::fs::write(&t.config, good).unwrap();
+    let out = t.run(&["recover"]).await;
+    let e = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{e}");
+    assert!(!left.exists(), "kept with the lock: {e}");
+    assert!(e.contains(&format!("removed {}", left.display())), "{e}");
+}
+
+/// Staging folders of runs killed before they wrote their marker: an empty one (killed as it
+/// started) is reported by `doctor` and removed by `backup`; one holding files but no marker (an
+/// older version's) is never removed, only reported, by doctor, recover and backup alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staging_folders_without_a_marker_are_told_apart() {
+    let t = TestLab::start().await;
+    t.init().await;
+    let staging = t.lab.info().staging_dir.clone();
+    let empty = staging.join("octobackup-20260101T000000Z-0123ab");
+    let old = staging.join("octobackup-20260102T000000Z-0123ab");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::create_dir_all(&old).unwrap();
+    std::fs::write(old.join("OctopusDeploy.bak"), b"an older version's copy").unwrap();
+
+    let doctor = t.run(&["doctor"]).await;
+    let d = stdout(&doctor);
+    assert!(
+        d.contains("empty staging folders") && d.contains(&empty.display().to_string()),
+        "{d}"
+    );
+    assert!(
+        d.contains("staging folders of unknown runs") && d.contains(&old.display().to_string()),
+        "{d}"
+    );
+
+    let recover = t.run(&["recover"]).await;
+    let r = format!("{}{}", stdout(&recover), stderr(&recover));
+    assert!(recover.status.success(), "{r}");
+    assert!(!empty.exists(), "{r}");
+    assert!(old.join("OctopusDeploy.bak").exists(), "{r}");
+    assert!(r.contains(&format!("kept {}", old.display())), "{r}");
+
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = t.ok(&["backup"]).await;
+    let b = stderr(&out);
+    assert!(!empty.exists(), "{b}");
+    assert!(old.join("OctopusDeploy.bak").exists(), "{b}");
+    assert!(b.contains(&format!("kept {}", old.display())), "{b}");
+    assert_eq!(
+        t.staging_files(),
+        vec![old.clone()],
+        "only the unknown folder is left"
+    );
+    assert_repository_checks(&t, "unmarked staging");
+}

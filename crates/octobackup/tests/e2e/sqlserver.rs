@@ -309,3 +309,47 @@ async fn long_silent_statements_are_not_cut_off_by_the_command_timeout() {
     assert_eq!(report["ok"], true, "{report:#}");
     assert_eq!(t.lab.sql().databases(), [t.lab.info().database.clone()]);
 }
+
+/// An Availability Group listener's string (MultiSubnetFailover=True) backs up; an
+/// `Authentication=Active Directory ...` string is refused up front naming what works, with no
+/// failed SQL login and maintenance mode never touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_subnet_failover_works_and_entra_id_authentication_is_refused_up_front() {
+    let t = TestLab::start().await;
+    t.init().await;
+    // the lab listens on one address of its own; the name-to-many-addresses race is the unit
+    // test of sqlserver::client
+    set_connection_string(
+        &t,
+        &connection_string(
+            &t,
+            &format!("tcp:{}", host_port(&t)),
+            "MultiSubnetFailover=True",
+        ),
+    );
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(t.sets().await.len(), 1);
+
+    set_connection_string(
+        &t,
+        &connection_string(
+            &t,
+            &host_port(&t),
+            "Authentication=Active Directory Password",
+        ),
+    );
+    let before = t.events().len();
+    let out = t.run(&["backup"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Authentication=Active Directory Password (Microsoft Entra ID) is not supported by octobackup: use a SQL Server login"),
+        "{}",
+        stderr(&out)
+    );
+    let events = &t.events()[before..];
+    assert!(maintenance_changes(events).is_empty());
+    assert!(seqs(events, "login_failed").is_empty());
+    assert!(!stderr(&out).contains(&t.lab.info().sql_password));
+    assert_eq!(t.sets().await.len(), 1);
+}

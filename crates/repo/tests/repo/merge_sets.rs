@@ -4,7 +4,7 @@
 use std::fs;
 
 use crate::common::*;
-use octobackup_repo::{NoProgress, RepoError, SetOptions};
+use octobackup_repo::{NoProgress, RepoError, SetOptions, SourceItem};
 
 #[test]
 fn parts_merge_into_one_snapshot_that_restic_restores_whole() {
@@ -89,4 +89,139 @@ fn overlapping_parts_are_not_merged() {
         .unwrap_err();
     assert!(matches!(err, RepoError::InvalidInput(_)), "{err:?}");
     assert_eq!(repo.snapshots().unwrap().len(), 2);
+}
+
+/// The folders as a maintenance window had them: the pass before it, less what the window did
+/// not keep, plus what it copied. Kept files are not read again, and restic restores the result
+/// as the live folders are.
+#[test]
+fn an_overlay_is_the_base_with_the_windows_changes_and_restic_restores_it() {
+    use std::collections::HashSet;
+    use std::path::Path;
+
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance(dir.path(), 1024);
+    let repo = new_repo(dir.path());
+    let folders = |inst: &Instance| {
+        vec![
+            SourceItem::Path {
+                source: inst.packages.clone(),
+                target: "/folders/Packages".into(),
+            },
+            SourceItem::Path {
+                source: inst.task_logs.clone(),
+                target: "/folders/TaskLogs".into(),
+            },
+        ]
+    };
+    let opts = SetOptions {
+        tags: vec!["set:1".into(), "part".into()],
+        ..SetOptions::default()
+    };
+    let base = repo.backup(folders(&inst), &opts, &NoProgress).unwrap();
+
+    // Inside the window: a log appended, a package added, a package folder and a log removed.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let appended = inst.task_logs.join("ServerTasks-3.log.txt");
+    let mut text = fs::read(&appended).unwrap();
+    text.extend_from_slice(b"appended inside the window\n");
+    fs::write(&appended, &text).unwrap();
+    let added = inst
+        .packages
+        .join("feeds-builtin/Acme.Web/Acme.Web.1.0.2.nupkg");
+    write(&added, &noise(70_000, 9));
+    fs::remove_dir_all(inst.packages.join("feeds-builtin/Acme.Api")).unwrap();
+    fs::remove_file(inst.task_logs.join("ServerTasks-5.log.txt")).unwrap();
+
+    // What the window copied (with the live files' times and modes), and the folders it changed.
+    let copies = dir.path().join("window");
+    let copy = |live: &Path, rel: &str| {
+        let to = copies.join(rel);
+        write(&to, &fs::read(live).unwrap());
+        let meta = fs::metadata(live).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(&to)
+            .unwrap()
+            .set_modified(meta.modified().unwrap())
+            .unwrap();
+        fs::set_permissions(&to, meta.permissions()).unwrap();
+    };
+    copy(&appended, "TaskLogs/ServerTasks-3.log.txt");
+    copy(
+        &added,
+        "Packages/feeds-builtin/Acme.Web/Acme.Web.1.0.2.nupkg",
+    );
+    for rel in ["Packages", "Packages/feeds-builtin", "TaskLogs"] {
+        let live = fs::metadata(dir.path().join("src").join(rel)).unwrap();
+        fs::set_permissions(copies.join(rel), live.permissions()).unwrap();
+    }
+    let changed: HashSet<&str> = [
+        "/folders/TaskLogs",
+        "/folders/TaskLogs/ServerTasks-3.log.txt",
+        "/folders/Packages/feeds-builtin",
+        "/folders/Packages/feeds-builtin/Acme.Web",
+        "/folders/Packages/feeds-builtin/Acme.Web/Acme.Web.1.0.2.nupkg",
+    ]
+    .into();
+    let mut keep: HashSet<String> = ["/folders".to_string()].into();
+    for (name, root) in [("Packages", &inst.packages), ("TaskLogs", &inst.task_logs)] {
+        keep.insert(format!("/folders/{name}"));
+        for rel in tree(root).keys() {
+            let p = format!(
+                "/folders/{name}/{}",
+                rel.to_string_lossy().replace('\\', "/")
+            );
+            keep.insert(p);
+        }
+    }
+    keep.retain(|p| !changed.contains(p.as_str()));
+
+    let changes = vec![
+        SourceItem::Path {
+            source: copies.join("Packages"),
+            target: "/folders/Packages".into(),
+        },
+        SourceItem::Path {
+            source: copies.join("TaskLogs"),
+            target: "/folders/TaskLogs".into(),
+        },
+    ];
+    let o = repo
+        .overlay(
+            &base.snapshot_id,
+            &keep,
+            changes.clone(),
+            &opts,
+            &NoProgress,
+        )
+        .unwrap();
+    assert!(o.unreadable.is_empty(), "{:?}", o.unreadable);
+    // Only the two copies were read.
+    assert_eq!(o.files_new + o.files_changed, 2, "{o:?}");
+
+    let repo_path = dir.path().join("repo");
+    let out = restic(&repo_path, &["check", "--read-data"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no errors were found"));
+    let target = dir.path().join("restored");
+    restic(
+        &repo_path,
+        &[
+            "restore",
+            &o.snapshot_id,
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert_same_tree(&inst.packages, &target.join("folders/Packages"));
+    assert_same_tree(&inst.task_logs, &target.join("folders/TaskLogs"));
+
+    // A path to keep that the base lacks is refused before anything is written.
+    let before = repo.snapshots().unwrap().len();
+    keep.insert("/folders/Packages/never-stored.nupkg".into());
+    let err = repo
+        .overlay(&base.snapshot_id, &keep, changes, &opts, &NoProgress)
+        .unwrap_err();
+    assert!(err.to_string().contains("never-stored.nupkg"), "{err}");
+    assert_eq!(repo.snapshots().unwrap().len(), before);
 }

@@ -51,6 +51,10 @@ pub enum BakError {
         "RESTORE WITH CHECKSUM cannot be specified because the backup set does not contain checksum information."
     )]
     NoChecksums,
+    /// BACKUP WITH DIFFERENTIAL of a database with no differential base (no full backup that
+    /// was not COPY_ONLY): Msg 3035.
+    #[error("a differential backup needs a full backup that is not COPY_ONLY first")]
+    NoDifferentialBase,
     /// The progress callback asked to stop (Msg 3204 "The backup or restore was aborted.").
     #[error("The backup or restore was aborted.")]
     Cancelled,
@@ -83,6 +87,9 @@ pub fn os_error(err: &io::Error, path: &Path, creating: bool) -> (u32, String) {
         io::ErrorKind::PermissionDenied | io::ErrorKind::IsADirectory => {
             (5, "Access is denied.".to_string())
         }
+        // ERROR_DISK_FULL (Microsoft Learn, "System Error Codes (0-499)"); SQL Server reports it
+        // inside Msg 3202 "Write on \"%ls\" failed: %ls" (Microsoft Learn, "Database Engine
+        // events and errors (3000 to 3999)").
         io::ErrorKind::StorageFull => (112, "There is not enough space on the disk.".to_string()),
         io::ErrorKind::UnexpectedEof => (38, "Reached the end of the file.".to_string()),
         _ => (err.raw_os_error().map_or(31, |c| c as u32), err.to_string()),

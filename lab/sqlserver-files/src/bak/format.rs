@@ -106,12 +106,34 @@ pub(crate) struct SetLayout {
     pub stripe_data_bytes: Vec<u64>,
     /// False while the backup runs; an interrupted backup leaves it false.
     pub complete: bool,
+    /// A differential set: the data pages it holds as (first page, count) runs; `data_pages` is
+    /// then their sum. None: every data page from 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_runs: Option<Vec<(u32, u32)>>,
 }
 
 impl SetLayout {
     pub fn total_pages(&self) -> u64 {
         self.data_pages as u64 + self.log_pages as u64
     }
+    /// Which file (1 data, 2 log) and page the `global`-th page of the set is.
+    pub fn locate(&self, global: u64) -> (u32, u32) {
+        if global >= self.data_pages as u64 {
+            return (2, (global - self.data_pages as u64) as u32);
+        }
+        let Some(runs) = &self.data_runs else {
+            return (1, global as u32);
+        };
+        let mut index = global;
+        for (start, count) in runs {
+            if index < *count as u64 {
+                return (1, start + index as u32);
+            }
+            index -= *count as u64;
+        }
+        (1, u32::MAX)
+    }
+
     pub fn block_count(&self) -> u64 {
         self.total_pages().div_ceil(self.block_pages as u64)
     }
@@ -264,6 +286,7 @@ mod tests {
             block_pages: 128,
             stripe_data_bytes: vec![],
             complete: true,
+            data_runs: None,
         };
         assert_eq!(layout.block_count(), 3);
         assert_eq!(layout.pages_in_block(0), 128);

@@ -354,11 +354,7 @@ impl Media {
             let first_page = block * layout.block_pages as u64;
             for (i, page) in raw.chunks_exact(PAGE_SIZE).enumerate() {
                 let global = first_page + i as u64;
-                let (file_id, page_id) = if global < layout.data_pages as u64 {
-                    (1, global as u32)
-                } else {
-                    (2, (global - layout.data_pages as u64) as u32)
-                };
+                let (file_id, page_id) = layout.locate(global);
                 if check_checksums {
                     if let Some(problem) = validate_page(page, page_id) {
                         return Err(BakError::PageChecksum {

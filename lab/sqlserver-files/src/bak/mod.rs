@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 pub use error::{BakError, os_error};
 pub use media::{corrupt_one_page, read_headers, verify};
-pub use restore::{RestoreSummary, restore};
+pub use restore::{RestoreSummary, restore, restore_differential};
 pub use write::write_backup;
 
 /// Most stripes SQL Server accepts in one BACKUP.
@@ -45,7 +45,7 @@ pub struct BackupSetHeader {
     pub position: u32,
     pub name: String,
     pub description: String,
-    /// 1 = database (full).
+    /// 1 = database (full), 5 = differential database (RESTORE HEADERONLY's BackupType).
     pub backup_type: u8,
     pub database_name: String,
     pub database_guid: Uuid,
@@ -73,6 +73,12 @@ pub struct BackupSetHeader {
     /// Checkpoint LSN of the last full backup that was not COPY_ONLY (0 = none).
     #[serde(with = "lsn_text")]
     pub database_backup_lsn: u128,
+    /// A differential's base: the checkpoint LSN and BackupSetGUID of the full backup it builds
+    /// on (0 and None for a full backup, as HEADERONLY shows NULL there).
+    #[serde(with = "lsn_text", default)]
+    pub differential_base_lsn: u128,
+    #[serde(default)]
+    pub differential_base_guid: Option<Uuid>,
     pub is_copy_only: bool,
     pub has_backup_checksums: bool,
     pub is_compressed: bool,
@@ -86,12 +92,17 @@ pub struct BackupSetHeader {
 }
 
 impl BackupSetHeader {
-    /// Pages in the backup set (BACKUP's "successfully processed N pages").
+    /// Pages in the database when it was backed up.
     pub fn page_count(&self) -> u64 {
         self.files
             .iter()
             .map(|f| f.size / crate::image::PAGE_SIZE as u64)
             .sum()
+    }
+
+    /// Whether this is a differential backup (BackupType 5).
+    pub fn is_differential(&self) -> bool {
+        self.backup_type == 5
     }
 }
 
@@ -100,6 +111,8 @@ impl BackupSetHeader {
 pub struct BackupOptions {
     /// COPY_ONLY: leaves the differential base alone.
     pub copy_only: bool,
+    /// DIFFERENTIAL: only the extents changed since the differential base.
+    pub differential: bool,
     /// CHECKSUM: verify every page checksum while reading, write a backup checksum.
     pub checksum: bool,
     /// COMPRESSION: zstd-compressed blocks (the server decides whether its edition allows it).
@@ -121,6 +134,7 @@ impl Default for BackupOptions {
     fn default() -> Self {
         Self {
             copy_only: false,
+            differential: false,
             checksum: false,
             compression: false,
             init: false,

@@ -83,6 +83,25 @@ pub fn write_backup(
         });
     }
 
+    // A differential holds only the extents the differential bitmap marks since the base; with
+    // no base (no full backup that was not COPY_ONLY) SQL Server refuses it (Msg 3035).
+    let differential_base = if opts.differential {
+        match db.differential_base_guid {
+            Some(guid) if db.differential_base_lsn != 0 => Some((db.differential_base_lsn, guid)),
+            _ => return Err(BakError::NoDifferentialBase),
+        }
+    } else {
+        None
+    };
+    let data_runs = if opts.differential {
+        Some(image::differential_runs(data_file).map_err(database_error(data_file))?)
+    } else {
+        None
+    };
+    let data_pages_in_set = data_runs
+        .as_ref()
+        .map_or(db.page_count, |runs| runs.iter().map(|r| r.1).sum());
+
     let (mut targets, media_set_id, position) = open_targets(stripes, opts)?;
     let result = (|| {
         let block_pages = opts.max_transfer_size / PAGE_SIZE as u32;
@@ -93,7 +112,7 @@ pub fn write_backup(
                 position,
                 name: opts.name.clone(),
                 description: opts.description.clone(),
-                backup_type: 1,
+                backup_type: if opts.differential { 5 } else { 1 },
                 database_name: db.name.clone(),
                 database_guid: db.database_guid,
                 family_guid: db.family_guid,
@@ -121,7 +140,10 @@ pub fn write_backup(
                 } else {
                     sql_lsn(db.differential_base_lsn)
                 },
-                is_copy_only: opts.copy_only,
+                differential_base_lsn: differential_base.map_or(0, |(lsn, _)| sql_lsn(lsn)),
+                differential_base_guid: differential_base.map(|(_, guid)| guid),
+                // COPY_ONLY is ignored with DIFFERENTIAL (Microsoft Learn, BACKUP: COPY_ONLY).
+                is_copy_only: opts.copy_only && !opts.differential,
                 has_backup_checksums: opts.checksum,
                 is_compressed: opts.compression,
                 backup_size: 0,
@@ -146,11 +168,12 @@ pub fn write_backup(
                 max_transfer_size: opts.max_transfer_size,
             },
             layout: SetLayout {
-                data_pages: db.page_count,
+                data_pages: data_pages_in_set,
                 log_pages: log_header.page_count,
                 block_pages,
                 stripe_data_bytes: vec![0; targets.len()],
                 complete: false,
+                data_runs,
             },
         };
         let placeholder = record.encode().map_err(BakError::InvalidRequest)?;
@@ -199,7 +222,7 @@ pub fn write_backup(
 
     match result {
         Ok(header) => {
-            if !opts.copy_only {
+            if !opts.copy_only && !opts.differential {
                 image::set_differential_base(data_file, db.lsn, header.backup_set_uuid)
                     .map_err(database_error(data_file))?;
             }
@@ -412,8 +435,9 @@ fn write_at(target: &mut Target, offset: u64, bytes: &[u8]) -> Result<(), BakErr
         .map_err(BakError::io(&target.path))
 }
 
-/// Streams the data file's then the log file's pages to the stripes, block by block (block b to
-/// the family (b mod count) + 1), checking page checksums when asked.
+/// Streams the data file's pages (all, or a differential's runs) then the log file's to the
+/// stripes, block by block (block b to the family (b mod count) + 1), checking page checksums
+/// when asked.
 fn copy_pages(
     data_file: &Path,
     log_file: &Path,
@@ -426,16 +450,22 @@ fn copy_pages(
         (
             File::open(data_file).map_err(BakError::io(data_file))?,
             data_file,
-            1u32,
-            layout.data_pages as u64,
         ),
         (
             File::open(log_file).map_err(BakError::io(log_file))?,
             log_file,
-            2u32,
-            layout.log_pages as u64,
         ),
     ];
+    // (source index, first page, count), in the order the set holds them.
+    let mut segments: Vec<(usize, u32, u32)> = match &layout.data_runs {
+        Some(runs) => runs
+            .iter()
+            .map(|&(start, count)| (0, start, count))
+            .collect(),
+        None => vec![(0, 0, layout.data_pages)],
+    };
+    segments.push((1, 0, layout.log_pages));
+    segments.retain(|s| s.2 > 0);
     for target in targets.iter_mut() {
         let data_start = target.set_offset + SET_HEADER_SIZE as u64;
         target
@@ -448,34 +478,27 @@ fn copy_pages(
     let mut block = vec![0u8; layout.block_pages as usize * PAGE_SIZE];
     let mut compressed = Vec::new();
     let mut global = 0u64;
+    let (mut segment, mut offset) = (0usize, 0u32);
     for index in 0..layout.block_count() {
         let page_count = layout.pages_in_block(index) as usize;
         let raw = &mut block[..page_count * PAGE_SIZE];
-        // Fill the block from the data file, then the log file, checking pages as they come.
+        // Fill the block from the segments, checking pages as they come.
         let mut filled = 0usize;
         while filled < page_count {
-            let (file, path, file_id, first_log_page) = if global < layout.data_pages as u64 {
-                let (f, p, id, _) = &mut sources[0];
-                (f, *p, *id, 0u64)
-            } else {
-                let (f, p, id, _) = &mut sources[1];
-                (f, *p, *id, layout.data_pages as u64)
-            };
-            let file_end = if file_id == 1 {
-                layout.data_pages as u64
-            } else {
-                layout.total_pages()
-            };
-            let take = ((file_end - global) as usize).min(page_count - filled);
+            let (source, first, count) = segments[segment];
+            let (file, path) = &mut sources[source];
+            let take = ((count - offset) as usize).min(page_count - filled);
             let chunk = &mut raw[filled * PAGE_SIZE..(filled + take) * PAGE_SIZE];
+            file.seek(SeekFrom::Start((first + offset) as u64 * PAGE_SIZE as u64))
+                .map_err(BakError::io(path))?;
             file.read_exact(chunk).map_err(BakError::io(path))?;
             if opts.checksum {
                 for (i, page) in chunk.chunks_exact(PAGE_SIZE).enumerate() {
-                    let page_id = (global - first_log_page) as u32 + i as u32;
+                    let page_id = first + offset + i as u32;
                     if let Some(problem) = validate_page(page, page_id) {
                         return Err(BakError::PageChecksum {
                             path: path.to_path_buf(),
-                            file_id,
+                            file_id: source as u32 + 1,
                             page: page_id,
                             problem,
                         });
@@ -484,6 +507,11 @@ fn copy_pages(
             }
             filled += take;
             global += take as u64;
+            offset += take as u32;
+            if offset == count {
+                segment += 1;
+                offset = 0;
+            }
         }
         let target = &mut targets[(index % targets.len() as u64) as usize];
         let stored: &[u8] = if opts.compression {

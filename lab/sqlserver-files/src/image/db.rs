@@ -115,6 +115,36 @@ pub(crate) struct Catalog {
     pub filler: Extents,
     pub free: Extents,
     pub next_object_id: u32,
+    /// The differential bitmap (SQL Server's DCM pages): one bit per extent of 8 pages written
+    /// since the last full backup that was not COPY_ONLY.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub changed_extents: Vec<u64>,
+}
+
+/// Pages per extent, the unit SQL Server's differential bitmap tracks.
+pub(crate) const EXTENT_PAGES: u32 = 8;
+
+impl Catalog {
+    /// Marks the extents holding pages `first..first + count` as changed.
+    pub fn mark_changed(&mut self, first: u32, count: u32) {
+        if count == 0 {
+            return;
+        }
+        let (from, to) = (first / EXTENT_PAGES, (first + count - 1) / EXTENT_PAGES);
+        let words = to as usize / 64 + 1;
+        if self.changed_extents.len() < words {
+            self.changed_extents.resize(words, 0);
+        }
+        for extent in from..=to {
+            self.changed_extents[extent as usize / 64] |= 1 << (extent % 64);
+        }
+    }
+
+    pub fn is_changed(&self, extent: u32) -> bool {
+        self.changed_extents
+            .get(extent as usize / 64)
+            .is_some_and(|w| w & (1 << (extent % 64)) != 0)
+    }
 }
 
 /// A page that failed its checksum or header check while being read (SQL Server's Msg 824).
@@ -249,6 +279,8 @@ impl Db {
     }
 
     pub fn write_raw(&mut self, id: u32, bytes: &[u8]) -> Result<()> {
+        self.catalog
+            .mark_changed(id, (bytes.len() / PAGE_SIZE) as u32);
         self.file
             .seek(SeekFrom::Start(id as u64 * PAGE_SIZE as u64))?;
         self.file.write_all(bytes)?;
@@ -319,6 +351,11 @@ impl Db {
             }
         }
         self.write_header()
+    }
+
+    /// Ids of the catalog pages.
+    pub fn catalog_page_ids(&self) -> Vec<u32> {
+        self.catalog_pages.iter().map(Page::page_id).collect()
     }
 
     fn catalog_pages_next(&self, index: usize) -> u32 {

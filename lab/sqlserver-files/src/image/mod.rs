@@ -182,12 +182,51 @@ pub fn set_database_guid(data_file: &Path, guid: Uuid) -> Result<()> {
     db.write_header()
 }
 
-/// Records a full backup in the header: the checkpoint LSN that becomes the differential base.
+/// Records a full backup in the header: the checkpoint LSN that becomes the differential base,
+/// and clears the differential bitmap, as a full backup that is not COPY_ONLY does.
 pub(crate) fn set_differential_base(data_file: &Path, lsn: u64, backup_set: Uuid) -> Result<()> {
     let mut db = Db::open(data_file, true)?;
     db.header.differential_base_lsn = lsn;
     db.header.differential_base_guid = Some(backup_set);
-    db.write_header()
+    db.catalog.changed_extents.clear();
+    db.save()?;
+    db.flush()
+}
+
+/// The data pages a differential backup holds, as (first page, count) runs in page order: the
+/// extents the differential bitmap marks, plus the file header's and the catalog's extents, which
+/// SQL Server's differential backups always carry too (file header and allocation pages).
+pub fn differential_runs(data_file: &Path) -> Result<Vec<(u32, u32)>> {
+    let db = Db::open(data_file, false)?;
+    let page_count = db.header.page_count;
+    let extents = page_count.div_ceil(db::EXTENT_PAGES);
+    let mut always = vec![0u32];
+    always.extend(db.catalog_page_ids().iter().map(|p| p / db::EXTENT_PAGES));
+    always.sort_unstable();
+    let mut runs: Vec<(u32, u32)> = Vec::new();
+    for extent in 0..extents {
+        if !db.catalog.is_changed(extent) && always.binary_search(&extent).is_err() {
+            continue;
+        }
+        let start = extent * db::EXTENT_PAGES;
+        let count = db::EXTENT_PAGES.min(page_count - start);
+        match runs.last_mut() {
+            Some((s, c)) if *s + *c == start => *c += count,
+            _ => runs.push((start, count)),
+        }
+    }
+    Ok(runs)
+}
+
+/// Extents the differential bitmap marks as changed since the differential base.
+pub fn changed_extent_count(data_file: &Path) -> Result<u64> {
+    let db = Db::open(data_file, false)?;
+    Ok(db
+        .catalog
+        .changed_extents
+        .iter()
+        .map(|w| w.count_ones() as u64)
+        .sum())
 }
 
 /// Writes a checkpoint (a new LSN in the header, as BACKUP does first) and returns the header.

@@ -561,3 +561,122 @@ fn nightly_backups_share_almost_all_blocks() {
     let ratio = shared as f64 / (c.len() / PAGE_SIZE) as f64;
     assert!(ratio > 0.94, "blocks already known: {ratio:.4}");
 }
+
+fn full(copy_only: bool) -> BackupOptions {
+    BackupOptions {
+        copy_only,
+        ..nightly()
+    }
+}
+
+fn differential() -> BackupOptions {
+    BackupOptions {
+        copy_only: false,
+        differential: true,
+        ..nightly()
+    }
+}
+
+#[test]
+fn a_differential_needs_a_base_that_is_not_copy_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log) = create_db(dir.path(), "octo", 400, 8);
+    let diff = dir.path().join("diff.bak");
+    let err = bak::write_backup(
+        &data,
+        &log,
+        std::slice::from_ref(&diff),
+        &differential(),
+        &mut no_progress(),
+    )
+    .unwrap_err();
+    assert!(matches!(err, bak::BakError::NoDifferentialBase), "{err}");
+    assert!(!diff.exists(), "a refused differential leaves no file");
+    backup(&data, &log, &[dir.path().join("copy.bak")], &full(true));
+    let err = bak::write_backup(
+        &data,
+        &log,
+        std::slice::from_ref(&diff),
+        &differential(),
+        &mut no_progress(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(err, bak::BakError::NoDifferentialBase),
+        "a COPY_ONLY full is no base: {err}"
+    );
+}
+
+#[test]
+fn a_differential_holds_the_changed_extents_and_restores_onto_its_base() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, log) = create_db(dir.path(), "octo", 4000, 9);
+    let base_file = dir.path().join("base.bak");
+    let base = backup(&data, &log, std::slice::from_ref(&base_file), &full(false));
+    assert!(!base.is_copy_only && base.backup_type == 1);
+    assert_eq!(base.differential_base_guid, None);
+    let after_base = image::read_header(&data).unwrap();
+    assert_eq!(
+        after_base.differential_base_guid,
+        Some(base.backup_set_uuid)
+    );
+    assert_eq!(image::changed_extent_count(&data).unwrap(), 0);
+
+    // a copy-only full in between does not move the base
+    backup(&data, &log, &[dir.path().join("copy.bak")], &full(true));
+    let day = image::churn(&data, 1, 0.01, 8, 9).unwrap();
+    assert!(day.pages_changed > 0);
+    let changed = image::changed_extent_count(&data).unwrap();
+    assert!(changed > 0 && changed < 4000 / 8 / 10, "{changed} extents");
+
+    let diff_file = dir.path().join("diff.bak");
+    let diff = backup(
+        &data,
+        &log,
+        std::slice::from_ref(&diff_file),
+        &differential(),
+    );
+    assert_eq!(diff.backup_type, 5);
+    assert!(diff.is_differential() && !diff.is_copy_only);
+    assert_eq!(diff.differential_base_guid, Some(base.backup_set_uuid));
+    assert_eq!(diff.differential_base_lsn, base.checkpoint_lsn);
+    assert!(
+        diff.backup_size * 10 < base.backup_size,
+        "differential {} vs full {}",
+        diff.backup_size,
+        base.backup_size
+    );
+    assert_eq!(
+        image::read_header(&data).unwrap().differential_base_guid,
+        Some(base.backup_set_uuid),
+        "a differential leaves the base alone"
+    );
+    bak::verify(std::slice::from_ref(&diff_file), 1, true).unwrap();
+
+    let (copy, _) = restore_to(std::slice::from_ref(&base_file), 1, dir.path(), "Copy");
+    assert_ne!(
+        image::content_digest(&copy).unwrap(),
+        image::content_digest(&data).unwrap()
+    );
+    let copy_log = dir.path().join("Copy_log.ldf");
+    let before = image::read_header(&copy).unwrap();
+    bak::restore_differential(
+        std::slice::from_ref(&diff_file),
+        1,
+        &copy,
+        &copy_log,
+        &mut no_progress(),
+    )
+    .unwrap();
+    assert_eq!(
+        image::content_digest(&copy).unwrap(),
+        image::content_digest(&data).unwrap(),
+        "base + differential is the database as the differential saw it"
+    );
+    let after = image::read_header(&copy).unwrap();
+    assert_eq!(
+        (after.name.as_str(), after.database_guid),
+        ("Copy", before.database_guid)
+    );
+    assert!(image::check(&copy).unwrap().is_clean());
+}

@@ -302,6 +302,15 @@ fn bak_errors(err: &BakError, database: &str, reading: bool) -> Vec<SqlError> {
                 )]
             }
         }
+        // Microsoft Learn, "Database engine events and errors 3000 to 3999": Msg 3035.
+        BakError::NoDifferentialBase => vec![SqlError::new(
+            3035,
+            16,
+            1,
+            format!(
+                "Cannot perform a differential backup for database \"{database}\", because a current database backup does not exist. Perform a full database backup by reissuing BACKUP DATABASE, omitting the WITH DIFFERENTIAL option."
+            ),
+        )],
         BakError::NoChecksums => vec![SqlError::new(
             3187,
             16,
@@ -470,6 +479,7 @@ pub async fn backup_database(
     }
     let mut options = bak::BackupOptions {
         copy_only: has(&BackupOption::CopyOnly),
+        differential: has(&BackupOption::Differential),
         checksum: has(&BackupOption::Checksum) && !has(&BackupOption::NoChecksum),
         compression,
         init: has(&BackupOption::Format) || has(&BackupOption::Init),
@@ -597,22 +607,26 @@ pub async fn backup_database(
     reporter.finished(resp, line);
     let position = header.position;
     for file in &header.files {
+        let pages = if header.is_differential() && file.file_type == 'D' {
+            set_data_pages(&header)
+        } else {
+            file.size / image::PAGE_SIZE as u64
+        };
         raise(
             resp,
-            &errors::processed_pages(
-                file.size / image::PAGE_SIZE as u64,
-                &name,
-                &file.logical_name,
-                position,
-            ),
+            &errors::processed_pages(pages, &name, &file.logical_name, position),
             line,
         );
     }
     raise(
         resp,
         &errors::successfully_processed(
-            OP,
-            header.page_count(),
+            if header.is_differential() {
+                "BACKUP DATABASE WITH DIFFERENTIAL"
+            } else {
+                OP
+            },
+            set_pages(&header),
             header.backup_size,
             started.elapsed().as_secs_f64(),
         ),
@@ -644,6 +658,26 @@ pub async fn backup_database(
     }
     finished(true, None, header.compressed_backup_size);
     Ok(Outcome::ok())
+}
+
+/// Pages a backup set holds (a differential holds only the changed extents and the log).
+fn set_pages(header: &BackupSetHeader) -> u64 {
+    if !header.is_differential() {
+        return header.page_count();
+    }
+    let overhead = header.stripe_count as u64 * (64 * 1024 + 8192);
+    header.backup_size.saturating_sub(overhead) / image::PAGE_SIZE as u64
+}
+
+/// Data pages a backup set holds.
+fn set_data_pages(header: &BackupSetHeader) -> u64 {
+    let log_pages: u64 = header
+        .files
+        .iter()
+        .filter(|f| f.file_type == 'L')
+        .map(|f| f.size / image::PAGE_SIZE as u64)
+        .sum();
+    set_pages(header).saturating_sub(log_pages)
 }
 
 /// Inserts the msdb rows for a backup set (media set and families when new). Returns the backup_set_id.
@@ -694,7 +728,10 @@ fn record_backup(catalog: &mut Catalog, header: &BackupSetHeader, devices: &[Pat
         last_lsn: header.last_lsn,
         checkpoint_lsn: header.checkpoint_lsn,
         database_backup_lsn: header.database_backup_lsn,
-        backup_type: "D".to_string(),
+        differential_base_lsn: header.differential_base_lsn,
+        differential_base_guid: header.differential_base_guid,
+        // msdb.dbo.backupset.type: D database, I differential database.
+        backup_type: if header.is_differential() { "I" } else { "D" }.to_string(),
         is_copy_only: header.is_copy_only,
         backup_size: header.backup_size,
         compressed_backup_size: header.compressed_backup_size,
@@ -760,6 +797,8 @@ fn record_other_backups(catalog: &mut Catalog, id: i32, backup_dir: &Path) {
             backup_finish_date: ours.backup_finish_date + later,
             first_lsn: ours.last_lsn + n as u128,
             last_lsn: ours.last_lsn + n as u128 + 1,
+            differential_base_lsn: 0,
+            differential_base_guid: None,
             ..ours.clone()
         });
     }
@@ -928,6 +967,10 @@ fn header_columns() -> Vec<Column> {
         Column::new("KeyAlgorithm", nv(32)),
         Column::new("EncryptorThumbprint", SqlType::VarBinary(Some(20))),
         Column::new("EncryptorType", nv(32)),
+        // SQL Server 2022 adds three (Microsoft Learn, RESTORE HEADERONLY: 59 columns).
+        Column::new("LastValidRestoreTime", SqlType::DateTime),
+        Column::new("TimeZone", SqlType::SmallInt),
+        Column::new("CompressionAlgorithm", nv(32)),
     ]
 }
 
@@ -997,15 +1040,35 @@ fn header_row(h: &BackupSetHeader) -> Vec<Value> {
         Value::Guid(h.family_guid),
         Value::Null,
         Value::Str(h.recovery_model.to_ascii_uppercase()),
-        Value::Null,
-        Value::Null,
-        Value::Str("Database".to_string()),
+        if h.differential_base_lsn == 0 {
+            Value::Null
+        } else {
+            Value::Numeric(h.differential_base_lsn as i128)
+        },
+        h.differential_base_guid.map_or(Value::Null, Value::Guid),
+        Value::Str(
+            if h.is_differential() {
+                "Database Differential"
+            } else {
+                "Database"
+            }
+            .to_string(),
+        ),
         Value::Guid(h.backup_set_uuid),
         Value::BigInt(h.compressed_backup_size as i64),
         Value::TinyInt(0),
         Value::Null,
         Value::Null,
         Value::Null,
+        // a full backup has no last valid restore time (a log backup's stop point)
+        Value::Null,
+        // the server's offset from UTC in 15-minute steps, as msdb's backupset.time_zone
+        Value::SmallInt((chrono::Local::now().offset().local_minus_utc() / (15 * 60)) as i16),
+        if h.is_compressed {
+            Value::Str("MS_XPRESS".into())
+        } else {
+            Value::Null
+        },
     ]
 }
 
@@ -1217,16 +1280,7 @@ pub async fn restore_database(
         };
         return Ok(fail(resp, &[err], OP, line));
     }
-    if restore.options.contains(&RestoreOption::NoRecovery) {
-        return Ok(fail(
-            resp,
-            &[SqlError::lab(
-                "RESTORE WITH NORECOVERY is not supported: the lab restores WITH RECOVERY only",
-            )],
-            OP,
-            line,
-        ));
-    }
+    let norecovery = restore.options.contains(&RestoreOption::NoRecovery);
     let replace = restore.options.contains(&RestoreOption::Replace);
     let devices = device_paths(&engine, &restore.disks);
     let position = restore_position(&restore.options);
@@ -1241,6 +1295,13 @@ pub async fn restore_database(
         );
         return Ok(fail(resp, &[err], OP, line));
     };
+    if header.is_differential() {
+        return restore_differential(session, target, &header, &devices, norecovery, resp, line)
+            .await;
+    }
+    // WITH NORECOVERY leaves the database RESTORING, waiting for a differential (or log)
+    // restore; its base is this backup set.
+    let restoring_from = norecovery.then_some(header.backup_set_uuid);
 
     // WITH MOVE: every logical name must be in the backup.
     let moves: Vec<(&String, &String)> = restore
@@ -1486,6 +1547,7 @@ pub async fn restore_database(
                 entry.data_file = data_file.clone();
                 entry.log_file = log_file.clone();
                 entry.create_date = now;
+                entry.restoring_from = restoring_from;
             }
             None => {
                 let id = catalog.next_database_id;
@@ -1496,6 +1558,7 @@ pub async fn restore_database(
                     data_file,
                     log_file,
                     create_date: now,
+                    restoring_from,
                 });
             }
         }
@@ -1515,7 +1578,7 @@ pub async fn restore_database(
             user_name: user,
             backup_set_id,
             replace,
-            recovery: true,
+            recovery: restoring_from.is_none(),
         });
     });
     drop(guard);
@@ -1555,6 +1618,160 @@ pub async fn restore_database(
         engine.set_database_owner(&name, Some(&session.login.name));
     }
     finished(true, None, pages * image::PAGE_SIZE as u64);
+    Ok(Outcome::ok())
+}
+
+/// RESTORE DATABASE from a differential backup: only onto a database left RESTORING (WITH
+/// NORECOVERY) by the restore of the differential's own base. Otherwise SQL Server refuses with
+/// Msg 3117 (nothing to roll forward: the database was recovered or does not exist) or Msg 3136
+/// (the database was restored from another full backup) (Microsoft Learn, "Database engine events
+/// and errors 3000 to 3999"; "Restore a differential database backup").
+async fn restore_differential(
+    session: &mut Session,
+    target: &str,
+    header: &BackupSetHeader,
+    devices: &[PathBuf],
+    norecovery: bool,
+    resp: &mut Response<'_>,
+    line: i32,
+) -> io::Result<Outcome> {
+    const OP: &str = "RESTORE DATABASE";
+    let engine = session.engine.clone();
+    let existing = engine.database_entry(target);
+    let Some(existing) = existing.filter(|e| e.restoring_from.is_some()) else {
+        return Ok(fail(
+            resp,
+            &[SqlError::new(
+                3117,
+                16,
+                1,
+                "The log or differential backup cannot be restored because no files are ready to rollforward.",
+            )],
+            OP,
+            line,
+        ));
+    };
+    if existing.restoring_from != header.differential_base_guid {
+        return Ok(fail(
+            resp,
+            &[SqlError::new(
+                3136,
+                16,
+                1,
+                "This differential backup cannot be restored because the database has not been restored to the correct earlier state.",
+            )],
+            OP,
+            line,
+        ));
+    }
+    if !may_alter_database(session, &existing.name) {
+        return Ok(fail(
+            resp,
+            &[SqlError::new(
+                3110,
+                14,
+                1,
+                format!(
+                    "User does not have permission to RESTORE database '{}'.",
+                    existing.name
+                ),
+            )],
+            OP,
+            line,
+        ));
+    }
+    let name = existing.name.clone();
+    engine.emit(
+        "restore_started",
+        json!({ "database": name, "from": devices.iter().map(|d| path_text(d)).collect::<Vec<_>>(), "differential": true, "spid": session.spid }),
+    );
+    let guard = engine.database_lock(&name).write_owned().await;
+    let mut reporter = StatsReporter::new(None);
+    let started = Instant::now();
+    let (stripes, data_path, log_path, position) = (
+        devices.to_vec(),
+        existing.data_file.clone(),
+        existing.log_file.clone(),
+        header.position,
+    );
+    let run = run_file_operation(session, resp, &mut reporter, line, false, move |progress| {
+        bak::restore_differential(&stripes, position, &data_path, &log_path, progress)
+    })
+    .await?;
+    let result = match run {
+        RunEnd::Finished(r) => r,
+        RunEnd::Cancelled(_) | RunEnd::Dropped(_) => {
+            drop(guard);
+            engine.emit("restore_finished", json!({ "database": name, "ok": false }));
+            return Ok(Outcome::Cancelled);
+        }
+    };
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(err) => {
+            drop(guard);
+            let errs = bak_errors(&err, &header.database_name, true);
+            engine.emit("restore_finished", json!({ "database": name, "ok": false }));
+            return Ok(fail(resp, &errs, OP, line));
+        }
+    };
+    let now = chrono::Local::now().naive_local();
+    let user = session.login.name.clone();
+    let recorded = engine.update_catalog(|catalog| {
+        if let Some(entry) = catalog
+            .databases
+            .iter_mut()
+            .find(|d| d.name.eq_ignore_ascii_case(&name))
+        {
+            // WITH RECOVERY ends the restore sequence; NORECOVERY keeps the base for more.
+            if !norecovery {
+                entry.restoring_from = None;
+            }
+        }
+        let backup_set_id = match catalog
+            .backupsets
+            .iter()
+            .find(|b| b.backup_set_uuid == header.backup_set_uuid)
+        {
+            Some(b) => b.backup_set_id,
+            None => record_backup(catalog, header, devices),
+        };
+        let id = catalog.next_restore_id();
+        catalog.restores.push(RestoreRecord {
+            restore_history_id: id,
+            restore_date: now,
+            destination_database_name: name.clone(),
+            user_name: user,
+            backup_set_id,
+            replace: false,
+            recovery: !norecovery,
+        });
+    });
+    drop(guard);
+    let pages = summary.data_pages as u64 + summary.log_pages as u64;
+    raise(
+        resp,
+        &errors::successfully_processed(
+            "RESTORE DATABASE",
+            pages,
+            pages * image::PAGE_SIZE as u64,
+            started.elapsed().as_secs_f64(),
+        ),
+        line,
+    );
+    if let Err(e) = recorded {
+        raise(
+            resp,
+            &SqlError::lab(format!(
+                "the restore succeeded but the catalog could not be saved: {e:#}"
+            )),
+            line,
+        );
+    }
+    engine.emit(
+        "restore_finished",
+        json!({ "database": name, "ok": true, "bytes": pages * image::PAGE_SIZE as u64 }),
+    );
     Ok(Outcome::ok())
 }
 

@@ -16,6 +16,10 @@ pub struct DatabaseEntry {
     pub data_file: PathBuf,
     pub log_file: PathBuf,
     pub create_date: NaiveDateTime,
+    /// RESTORING (restored WITH NORECOVERY): the BackupSetGUID of the full backup restored, the
+    /// only base a differential may be restored onto.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restoring_from: Option<Uuid>,
 }
 
 /// A row of msdb.dbo.backupset.
@@ -42,6 +46,11 @@ pub struct BackupSetRecord {
     pub checkpoint_lsn: u128,
     #[serde(with = "lsn_text")]
     pub database_backup_lsn: u128,
+    /// A differential's base (msdb: NULL for other backups).
+    #[serde(default, with = "lsn_text")]
+    pub differential_base_lsn: u128,
+    #[serde(default)]
+    pub differential_base_guid: Option<Uuid>,
     pub backup_type: String,
     pub is_copy_only: bool,
     pub backup_size: u64,
@@ -235,6 +244,7 @@ mod tests {
                 .unwrap()
                 .and_hms_opt(0, 0, 0)
                 .unwrap(),
+            restoring_from: None,
         });
         catalog.save(&path).unwrap();
         let loaded = Catalog::load(&path).unwrap();

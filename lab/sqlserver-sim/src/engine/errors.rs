@@ -561,3 +561,26 @@ pub fn missing_parameter(procedure: &str, name: &str) -> SqlError {
         ),
     )
 }
+
+/// Msg 214: sp_executesql's statement is not text (Microsoft Learn, sp_executesql: @stmt is
+/// a Unicode string).
+pub fn executesql_statement_type() -> SqlError {
+    SqlError::new(
+        214,
+        16,
+        2,
+        "Procedure expects parameter '@statement' of type 'ntext/nchar/nvarchar'.",
+    )
+}
+
+/// Msg 8178: a parameter @params declares was not passed.
+pub fn parameter_not_supplied(declaration: &str, parameter: &str) -> SqlError {
+    SqlError::new(
+        8178,
+        16,
+        1,
+        format!(
+            "The parameterized query '({declaration})' expects the parameter '{parameter}', which was not supplied."
+        ),
+    )
+}

@@ -393,6 +393,7 @@ impl Engine {
                 data_file,
                 log_file,
                 create_date: chrono::Local::now().naive_local(),
+                restoring_from: None,
             });
             Ok(())
         })?

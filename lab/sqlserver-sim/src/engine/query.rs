@@ -316,8 +316,12 @@ fn msdb_table(table: &str, catalog: &Catalog) -> (Vec<Column>, Vec<Vec<Value>>) 
                         Value::Bit(b.is_copy_only),
                         Value::Guid(b.database_guid),
                         Value::Guid(b.family_guid),
-                        Value::Null,
-                        Value::Null,
+                        if b.differential_base_lsn == 0 {
+                            Value::Null
+                        } else {
+                            Value::Numeric(b.differential_base_lsn as i128)
+                        },
+                        b.differential_base_guid.map_or(Value::Null, Value::Guid),
                         Value::Numeric(b.compressed_backup_size as i128),
                         Value::Null,
                         Value::Null,
@@ -511,11 +515,9 @@ fn sys_databases(engine: &Engine, facts: &[DatabaseFacts]) -> (Vec<Column>, Vec<
     let mut rows: Vec<Vec<Value>> = super::SYSTEM_DATABASES
         .iter()
         .map(|(name, id)| {
-            let model = if *name == "model" || *name == "msdb" {
-                "FULL"
-            } else {
-                "SIMPLE"
-            };
+            // model is FULL; msdb, like master and tempdb, is SIMPLE (Microsoft Learn,
+            // "msdb Database": "By default, msdb uses the simple recovery model").
+            let model = if *name == "model" { "FULL" } else { "SIMPLE" };
             vec![
                 text(name),
                 Value::Int(*id),
@@ -553,11 +555,20 @@ fn sys_databases(engine: &Engine, facts: &[DatabaseFacts]) -> (Vec<Column>, Vec<
             Value::TinyInt(0),
             text("MULTI_USER"),
             Value::Bit(false),
-            Value::TinyInt(if f.header.is_some() { 0 } else { 4 }),
-            text(if f.header.is_some() {
-                "ONLINE"
+            // sys.databases.state: 0 ONLINE, 1 RESTORING, 4 SUSPECT.
+            Value::TinyInt(if f.header.is_none() {
+                4
+            } else if f.entry.restoring_from.is_some() {
+                1
             } else {
+                0
+            }),
+            text(if f.header.is_none() {
                 "SUSPECT"
+            } else if f.entry.restoring_from.is_some() {
+                "RESTORING"
+            } else {
+                "ONLINE"
             }),
             Value::TinyInt(recovery_model_id(&model)),
             text(&model),

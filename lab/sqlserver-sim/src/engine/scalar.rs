@@ -104,11 +104,14 @@ fn literal(lit: &Literal) -> Result<(Value, SqlType), SqlError> {
             (Value::Numeric(value), SqlType::Numeric { precision, scale })
         }
         Literal::Str { value, national } => {
-            let len = value.chars().count().clamp(1, 4000) as u16;
-            let ty = if *national {
-                SqlType::NVarChar(Some(len))
-            } else {
-                SqlType::VarChar(Some(len.max(1)))
+            // A literal longer than nvarchar(4000) / varchar(8000) is typed (n)varchar(max)
+            // (Microsoft Learn, "Constants": character strings over 8000 bytes are max types).
+            let len = value.chars().count().max(1);
+            let ty = match (*national, len) {
+                (true, 1..=4000) => SqlType::NVarChar(Some(len as u16)),
+                (true, _) => SqlType::NVarChar(None),
+                (false, 1..=8000) => SqlType::VarChar(Some(len as u16)),
+                (false, _) => SqlType::VarChar(None),
             };
             (Value::Str(value.clone()), ty)
         }
@@ -579,6 +582,15 @@ pub fn cast_target(ty: &TypeName) -> Result<SqlType, SqlError> {
                 .unwrap_or(0)
                 .min(precision as u32) as u8;
             SqlType::Numeric { precision, scale }
+        }
+        // System types the lab has no values for (Microsoft Learn, "Data types"): a lab limit.
+        "date" | "time" | "datetimeoffset" | "smalldatetime" | "money" | "smallmoney" | "xml"
+        | "text" | "ntext" | "image" | "geography" | "geometry" | "hierarchyid" | "rowversion"
+        | "timestamp" => {
+            return Err(SqlError::lab(format!(
+                "the type {other} is valid T-SQL that the lab SQL Server does not convert to",
+                other = ty.name
+            )));
         }
         other => return Err(errors::undefined_type(other)),
     })

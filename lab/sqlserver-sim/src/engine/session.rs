@@ -73,6 +73,12 @@ impl Attention {
     }
 }
 
+/// How an RPC request's response ends: RETURNSTATUS, the prepared handle of sp_prepexec as
+/// a RETURNVALUE, then DONEPROC.
+pub struct ProcedureEnd {
+    handle: Option<i32>,
+}
+
 /// How a statement ended.
 pub enum Outcome {
     Done {
@@ -121,6 +127,9 @@ pub struct Session {
     pub attention: Arc<Attention>,
     /// The running batch's local variables (DECLARE), lower-cased names.
     variables: std::collections::HashMap<String, (Value, SqlType)>,
+    /// Statements prepared by sp_prepexec / sp_prepare: handle -> (statement, @params).
+    prepared: std::collections::HashMap<i32, (String, String)>,
+    next_handle: i32,
 }
 
 /// The transaction-manager request types (MS-TDS 2.2.6.9).
@@ -156,6 +165,8 @@ impl Session {
             nocount: false,
             attention,
             variables: Default::default(),
+            prepared: Default::default(),
+            next_handle: 1,
         }
     }
 
@@ -186,24 +197,53 @@ impl Session {
 
     /// Runs a SQL batch and sends its whole response. Returns false when the connection must close.
     pub async fn run_batch(&mut self, sql: &str, out: &mut Outbound) -> io::Result<bool> {
+        self.run_sql(sql, Default::default(), None, out).await
+    }
+
+    /// Runs `sql` with `parameters` as its variables. Inside a procedure (an RPC request) each
+    /// statement ends with DONEINPROC, then come RETURNSTATUS and DONEPROC (MS-TDS 2.2.4.2.2).
+    async fn run_sql(
+        &mut self,
+        sql: &str,
+        parameters: std::collections::HashMap<String, (Value, SqlType)>,
+        procedure: Option<ProcedureEnd>,
+        out: &mut Outbound,
+    ) -> io::Result<bool> {
+        let in_proc = procedure.is_some();
         let mut resp = out.response();
-        self.variables.clear();
-        let statements =
-            match crate::sql::parser::parse_batch_for_version(sql, self.engine.version.major) {
-                Ok(s) => s,
-                Err(e) => {
-                    resp.message(e.number, e.class, e.state, &e.text, e.line);
-                    resp.done(done_status::ERROR | self.status_bits(), cur_cmd::NONE, 0);
-                    resp.finish().await?;
-                    return Ok(true);
-                }
-            };
-        if statements.is_empty() {
+        let declared: Vec<String> = parameters.keys().cloned().collect();
+        self.variables = parameters;
+        let done_token = if in_proc {
+            token::TOKEN_DONEINPROC
+        } else {
+            token::TOKEN_DONE
+        };
+        let statements = match crate::sql::parser::parse_batch_with_variables(
+            sql,
+            self.engine.version.major,
+            declared,
+        ) {
+            Ok(s) => s,
+            Err(e) => {
+                resp.message(e.number, e.class, e.state, &e.text, e.line);
+                let status = done_status::ERROR | self.status_bits();
+                let t = if in_proc {
+                    token::TOKEN_DONEPROC
+                } else {
+                    token::TOKEN_DONE
+                };
+                token::done(resp.buf(), t, status, cur_cmd::NONE, 0);
+                resp.finish().await?;
+                return Ok(true);
+            }
+        };
+        if statements.is_empty() && !in_proc {
             resp.done(self.status_bits(), cur_cmd::NONE, 0);
             resp.finish().await?;
             return Ok(true);
         }
-        let last = statements.len() - 1;
+        let mut any_error = false;
+        let last = statements.len().saturating_sub(1);
         for (i, located) in statements.iter().enumerate() {
             if self.attention.should_stop() {
                 return self.finish_cancelled(resp).await;
@@ -224,9 +264,24 @@ impl Session {
                     matches!(f, crate::SqlFault::SilenceBeforeNext { command: c, .. } if command.starts_with(c.as_str()))
                 })
             {
-                let until = std::time::Instant::now() + silence;
+                self.engine.emit(
+                    "silence_started",
+                    serde_json::json!({ "spid": self.spid, "command": command }),
+                );
+                let start = std::time::Instant::now();
+                let until = start + silence;
+                // Silent to the client, not in sys.dm_exec_requests: CHECKDB reports
+                // percent_complete there (Microsoft Learn, sys.dm_exec_requests: DBCC CHECKDB is
+                // among the commands with a percent_complete; RESTORE VERIFYONLY is not). BACKUP
+                // and RESTORE set theirs as their work runs.
+                let reports = command.starts_with("DBCC");
                 while std::time::Instant::now() < until && !self.attention.should_stop() {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    if reports {
+                        let done = start.elapsed().as_secs_f32() / silence.as_secs_f32();
+                        self.engine
+                            .set_percent_complete(self.spid, (done * 99.0).min(99.0));
+                    }
                 }
                 if self.attention.should_stop() {
                     self.engine.set_request(self.spid, None);
@@ -244,35 +299,194 @@ impl Session {
                     error,
                 } => {
                     let mut status = self.status_bits();
-                    if i != last {
+                    if i != last || in_proc {
                         status |= done_status::MORE;
                     }
                     if error {
                         status |= done_status::ERROR;
+                        any_error = true;
                     }
                     if count.is_some() && !self.nocount {
                         status |= done_status::COUNT;
                     }
-                    resp.done(status, cur_cmd, count.unwrap_or(0));
+                    token::done(resp.buf(), done_token, status, cur_cmd, count.unwrap_or(0));
                 }
             }
         }
         if self.attention.should_stop() {
             return self.finish_cancelled(resp).await;
         }
+        if in_proc {
+            // Microsoft Learn, sp_executesql: return code 0 (success) or nonzero (failure).
+            token::return_status(resp.buf(), if any_error { 1 } else { 0 });
+            if let Some(ProcedureEnd {
+                handle: Some(handle),
+            }) = procedure
+            {
+                token::return_value_int(resp.buf(), 0, "@handle", handle);
+            }
+            let status = if any_error { done_status::ERROR } else { 0 } | self.status_bits();
+            token::done(resp.buf(), token::TOKEN_DONEPROC, status, cur_cmd::NONE, 0);
+        }
         resp.finish().await?;
         Ok(true)
     }
 
-    /// Ends the response with DONE(ATTN), discarding output not yet sent.
-    async fn finish_cancelled(&mut self, mut resp: Response<'_>) -> io::Result<bool> {
+    /// An RPC request: sp_executesql runs its statement with its parameters, as tedious'
+    /// execSql, node-mssql's query() and go-mssqldb send parameterized SQL; other procedures
+    /// are refused with the lab's Msg 50000.
+    pub async fn run_rpc(&mut self, payload: &[u8], out: &mut Outbound) -> io::Result<bool> {
+        let body = skip_all_headers(payload).unwrap_or(payload);
+        let call = match crate::tds::rpc::parse(body) {
+            Ok(call) => call,
+            Err(e) => {
+                let err = SqlError::lab(format!("an RPC request the lab cannot run: {e}"));
+                self.refuse_rpc(&err, out).await?;
+                return Ok(true);
+            }
+        };
+        let name = call
+            .procedure
+            .rsplit('.')
+            .next()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let text = |i: usize| match call.params.get(i).map(|p| &p.value) {
+            Some(Value::Str(t)) => Some(t.clone()),
+            _ => None,
+        };
+        let int = |i: usize| match call.params.get(i).map(|p| &p.value) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        // sp_executesql: @stmt, @params, values. sp_prepexec (ODBC, mssql-python): @handle
+        // OUTPUT, @params, @stmt, values. sp_execute: @handle, values. (Microsoft Learn, the
+        // pages of each procedure.)
+        let (statement, declaration, first_value, handle) = match name.as_str() {
+            "sp_executesql" => (text(0), text(1).unwrap_or_default(), 2, None),
+            "sp_prepexec" | "sp_prepare" => {
+                let handle = self.next_handle;
+                self.next_handle += 1;
+                let (Some(declaration), Some(statement)) =
+                    (text(1).or(Some(String::new())), text(2))
+                else {
+                    self.refuse_rpc(&errors::executesql_statement_type(), out)
+                        .await?;
+                    return Ok(true);
+                };
+                self.prepared
+                    .insert(handle, (statement.clone(), declaration.clone()));
+                if name == "sp_prepare" {
+                    let mut resp = out.response();
+                    token::return_status(resp.buf(), 0);
+                    token::return_value_int(resp.buf(), 0, "@handle", handle);
+                    token::done(
+                        resp.buf(),
+                        token::TOKEN_DONEPROC,
+                        self.status_bits(),
+                        cur_cmd::NONE,
+                        0,
+                    );
+                    resp.finish().await?;
+                    return Ok(true);
+                }
+                (Some(statement), declaration, 3, Some(handle))
+            }
+            "sp_execute" => match int(0).and_then(|h| self.prepared.get(&h).cloned()) {
+                Some((statement, declaration)) => (Some(statement), declaration, 1, None),
+                None => {
+                    // Msg 8179: Could not find prepared statement with handle %d.
+                    let err = SqlError::new(
+                        8179,
+                        16,
+                        4,
+                        format!(
+                            "Could not find prepared statement with handle {}.",
+                            int(0).unwrap_or(0)
+                        ),
+                    );
+                    self.refuse_rpc(&err, out).await?;
+                    return Ok(true);
+                }
+            },
+            "sp_unprepare" => {
+                if let Some(h) = int(0) {
+                    self.prepared.remove(&h);
+                }
+                let mut resp = out.response();
+                token::return_status(resp.buf(), 0);
+                token::done(
+                    resp.buf(),
+                    token::TOKEN_DONEPROC,
+                    self.status_bits(),
+                    cur_cmd::NONE,
+                    0,
+                );
+                resp.finish().await?;
+                return Ok(true);
+            }
+            _ => {
+                self.refuse_rpc(&errors::rpc_not_supported(&call.procedure), out)
+                    .await?;
+                return Ok(true);
+            }
+        };
+        let Some(statement) = statement else {
+            self.refuse_rpc(&errors::executesql_statement_type(), out)
+                .await?;
+            return Ok(true);
+        };
+        let declared = declared_parameters(&declaration);
+        let mut parameters = std::collections::HashMap::new();
+        for (i, p) in call.params.iter().skip(first_value).enumerate() {
+            // unnamed values take the declared names in order
+            let name = if p.name.is_empty() {
+                declared.get(i).cloned().unwrap_or_default()
+            } else {
+                p.name.to_lowercase()
+            };
+            parameters.insert(name, (p.value.clone(), p.ty.clone()));
+        }
+        // Every parameter @params declares must be given (it has no default): Msg 8178.
+        for d in &declared {
+            if !parameters.contains_key(d) {
+                let err = errors::parameter_not_supplied(&declaration, d);
+                self.refuse_rpc(&err, out).await?;
+                return Ok(true);
+            }
+        }
+        self.run_sql(&statement, parameters, Some(ProcedureEnd { handle }), out)
+            .await
+    }
+
+    async fn refuse_rpc(&mut self, err: &SqlError, out: &mut Outbound) -> io::Result<()> {
+        let mut resp = out.response();
+        raise(&mut resp, err, 1);
+        token::done(
+            resp.buf(),
+            token::TOKEN_DONEPROC,
+            done_status::ERROR | self.status_bits(),
+            cur_cmd::NONE,
+            0,
+        );
+        resp.finish().await
+    }
+
+    /// Ends the interrupted response (what was not sent is dropped), then acknowledges the
+    /// ATTENTION in a response of its own, a lone DONE(ATTN). MS-TDS 3.2.5.7 (Sent Attention
+    /// State): a client discards each response that does not acknowledge the attention, so the
+    /// acknowledgment must not ride inside the interrupted one; tedious waits for it in the
+    /// next message and drops the connection otherwise.
+    async fn finish_cancelled(&mut self, resp: Response<'_>) -> io::Result<bool> {
         if self.attention.is_closed() {
             return Ok(false);
         }
-        resp.discard();
-        resp.done(done_status::ATTN, cur_cmd::NONE, 0);
         self.attention.acknowledge();
-        resp.finish().await?;
+        self.engine.emit(
+            "attention_acknowledged",
+            serde_json::json!({ "spid": self.spid }),
+        );
+        resp.end_with_attention_ack().await?;
         Ok(true)
     }
 
@@ -284,22 +498,6 @@ impl Session {
         let mut resp = out.response();
         resp.done(done_status::ATTN, cur_cmd::NONE, 0);
         self.attention.acknowledge();
-        resp.finish().await
-    }
-
-    /// RPC requests are refused: the lab takes SQL batches only.
-    pub async fn reject_rpc(&mut self, payload: &[u8], out: &mut Outbound) -> io::Result<()> {
-        let body = skip_all_headers(payload).unwrap_or(payload);
-        let name = rpc_name(body);
-        let mut resp = out.response();
-        raise(&mut resp, &errors::rpc_not_supported(&name), 1);
-        token::done(
-            resp.buf(),
-            token::TOKEN_DONEPROC,
-            done_status::ERROR | self.status_bits(),
-            cur_cmd::NONE,
-            0,
-        );
         resp.finish().await
     }
 
@@ -750,6 +948,22 @@ impl Session {
         {
             return Err(errors::azure_use_not_supported());
         }
+        // A database left RESTORING (WITH NORECOVERY) cannot be opened: Msg 927 (Microsoft
+        // Learn, "Database engine events and errors 0 to 999").
+        if self
+            .engine
+            .database_entry(&canonical)
+            .is_some_and(|e| e.restoring_from.is_some())
+        {
+            return Err(SqlError::new(
+                927,
+                14,
+                2,
+                format!(
+                    "Database '{canonical}' cannot be opened. It is in the middle of a restore."
+                ),
+            ));
+        }
         self.engine
             .check_database_access(&self.login.name, &canonical)?;
         let old = std::mem::replace(&mut self.database, canonical.clone());
@@ -800,31 +1014,32 @@ fn is_applock_procedure(procedure: &ObjectName) -> bool {
         .any(|p| procedure.last().eq_ignore_ascii_case(p))
 }
 
-/// The procedure an RPC request names (by name or by well-known id).
-fn rpc_name(body: &[u8]) -> String {
-    let Some(len) = body.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]])) else {
-        return "unknown".into();
-    };
-    if len == 0xFFFF {
-        let id = body
-            .get(2..4)
-            .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .unwrap_or(0);
-        return match id {
-            10 => "sp_executesql".into(),
-            11 => "sp_prepare".into(),
-            12 => "sp_execute".into(),
-            13 => "sp_prepexec".into(),
-            other => format!("procedure id {other}"),
-        };
+/// The parameter names an sp_executesql @params declaration lists, lower-cased
+/// ("@db nvarchar(128), @n int OUTPUT" -> ["@db", "@n"]).
+fn declared_parameters(declaration: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut depth = 0;
+    let mut start_of_item = true;
+    let mut chars = declaration.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => start_of_item = true,
+            '@' if start_of_item => {
+                let end = declaration[i..]
+                    .find(|c: char| c.is_whitespace() || c == ',')
+                    .map_or(declaration.len(), |e| i + e);
+                names.push(declaration[i..end].to_lowercase());
+                start_of_item = false;
+                while chars.peek().is_some_and(|(j, _)| *j < end) {
+                    chars.next();
+                }
+            }
+            _ => {}
+        }
     }
-    let units: Vec<u16> = body
-        .get(2..2 + len as usize * 2)
-        .unwrap_or(&[])
-        .chunks_exact(2)
-        .map(|c| u16::from_le_bytes([c[0], c[1]]))
-        .collect();
-    String::from_utf16_lossy(&units)
+    names
 }
 
 #[cfg(test)]
@@ -842,9 +1057,13 @@ mod tests {
     }
 
     #[test]
-    fn rpc_names() {
-        assert_eq!(rpc_name(&[0xFF, 0xFF, 10, 0]), "sp_executesql");
-        assert_eq!(rpc_name(&[2, 0, b'x', 0, b'y', 0]), "xy");
+    fn sp_executesql_declarations() {
+        assert_eq!(
+            declared_parameters("@db nvarchar(128), @n int OUTPUT,@b bit"),
+            vec!["@db", "@n", "@b"]
+        );
+        assert_eq!(declared_parameters("@d decimal(10, 2)"), vec!["@d"]);
+        assert!(declared_parameters("").is_empty());
     }
 
     #[tokio::test]

@@ -210,6 +210,7 @@ pub enum BackupOption {
     Skip,
     NoSkip,
     CopyOnly,
+    Differential,
     Checksum,
     NoChecksum,
     ContinueAfterError,

@@ -160,6 +160,186 @@ fn is_reserved(word: &str) -> bool {
     RESERVED.iter().any(|r| r.eq_ignore_ascii_case(word))
 }
 
+/// Keywords and operators of valid T-SQL the lab's parser does not take. A syntax error at one
+/// of them is reported as the lab's own Msg 50000, not as a real-looking 102/156 that would
+/// send someone to "fix" correct SQL.
+const LAB_GAPS: &[&str] = &[
+    "PRINT",
+    "RAISERROR",
+    "THROW",
+    "WAITFOR",
+    "WHILE",
+    "ELSE",
+    "INSERT",
+    "DELETE",
+    "MERGE",
+    "TRUNCATE",
+    "GOTO",
+    "RETURN",
+    "BREAK",
+    "CONTINUE",
+    "DENY",
+    "REVOKE",
+    "CHECKPOINT",
+    "KILL",
+    "OPEN",
+    "CLOSE",
+    "FETCH",
+    "DEALLOCATE",
+    "BULK",
+    "SAVE",
+    "LIKE",
+    "GROUP",
+    "HAVING",
+    "UNION",
+    "EXCEPT",
+    "INTERSECT",
+    "JOIN",
+    "INNER",
+    "LEFT",
+    "RIGHT",
+    "FULL",
+    "CROSS",
+    "OUTER",
+    "APPLY",
+    "CASE",
+    "BETWEEN",
+    "EXISTS",
+    "OVER",
+    "PIVOT",
+    "INTO",
+    "OFFSET",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "&",
+    "|",
+    "^",
+    "~",
+];
+
+/// Built-in functions of SQL Server (Microsoft Learn, "What are the SQL database functions?")
+/// the lab does not evaluate: calling one is a lab limit (Msg 50000), not Msg 195.
+const SQL_SERVER_FUNCTIONS: &[&str] = &[
+    "NEWID",
+    "NEWSEQUENTIALID",
+    "CONVERT",
+    "TRY_CAST",
+    "TRY_CONVERT",
+    "PARSE",
+    "DATEADD",
+    "DATEDIFF",
+    "DATEDIFF_BIG",
+    "DATEPART",
+    "DATENAME",
+    "DATEFROMPARTS",
+    "EOMONTH",
+    "YEAR",
+    "MONTH",
+    "DAY",
+    "SYSDATETIMEOFFSET",
+    "CURRENT_TIMESTAMP",
+    "LEN",
+    "DATALENGTH",
+    "LEFT",
+    "RIGHT",
+    "SUBSTRING",
+    "CHARINDEX",
+    "PATINDEX",
+    "REPLACE",
+    "REPLICATE",
+    "LOWER",
+    "UPPER",
+    "LTRIM",
+    "RTRIM",
+    "TRIM",
+    "CONCAT_WS",
+    "STRING_AGG",
+    "STRING_SPLIT",
+    "STUFF",
+    "FORMAT",
+    "QUOTENAME",
+    "REVERSE",
+    "SPACE",
+    "STR",
+    "ABS",
+    "CEILING",
+    "FLOOR",
+    "ROUND",
+    "POWER",
+    "SQRT",
+    "RAND",
+    "SUM",
+    "AVG",
+    "MIN",
+    "MAX",
+    "COUNT_BIG",
+    "ROW_NUMBER",
+    "RANK",
+    "DENSE_RANK",
+    "NTILE",
+    "IIF",
+    "CHOOSE",
+    "NULLIF",
+    "JSON_VALUE",
+    "JSON_QUERY",
+    "JSON_MODIFY",
+    "ISJSON",
+    "OPENJSON",
+    "OBJECT_ID",
+    "OBJECT_NAME",
+    "SCHEMA_NAME",
+    "SCHEMA_ID",
+    "USER_NAME",
+    "USER_ID",
+    "SUSER_ID",
+    "SUSER_SID",
+    "ORIGINAL_LOGIN",
+    "HAS_DBACCESS",
+    "DATABASEPROPERTYEX",
+    "FILE_ID",
+    "FILE_NAME",
+    "APP_NAME",
+    "HOST_NAME",
+    "HOST_ID",
+    "ERROR_MESSAGE",
+    "ERROR_NUMBER",
+    "ERROR_SEVERITY",
+    "ERROR_STATE",
+    "ERROR_LINE",
+    "SCOPE_IDENTITY",
+    "IDENT_CURRENT",
+    "CHECKSUM",
+    "BINARY_CHECKSUM",
+    "HASHBYTES",
+    "COMPRESS",
+    "DECOMPRESS",
+    "SESSION_CONTEXT",
+    "CONTEXT_INFO",
+    "FORMATMESSAGE",
+    "TYPE_NAME",
+    "TYPE_ID",
+    "COL_NAME",
+    "COL_LENGTH",
+    "COLUMNPROPERTY",
+    "OBJECTPROPERTY",
+];
+
+/// Msg 50000 for valid T-SQL the lab does not take.
+fn lab_gap(what: &str, line: i32) -> SyntaxError {
+    SyntaxError {
+        number: 50000,
+        class: 16,
+        state: 1,
+        text: format!(
+            "[octobackup lab] {what} is valid T-SQL that the lab SQL Server does not run (it takes the statements octobackup and the lab's tests send; see lab/sqlserver-sim/README.md)."
+        ),
+        line,
+    }
+}
+
 /// Parses a batch into statements (the syntax of SQL Server 2022).
 pub fn parse_batch(sql: &str) -> Result<Vec<Located>, SyntaxError> {
     parse_batch_for_version(sql, 16)
@@ -167,19 +347,40 @@ pub fn parse_batch(sql: &str) -> Result<Vec<Located>, SyntaxError> {
 
 /// Parses a batch as a server of this major version does: syntax added later is a syntax error.
 pub fn parse_batch_for_version(sql: &str, major: u8) -> Result<Vec<Located>, SyntaxError> {
+    parse_batch_with_variables(sql, major, Vec::new())
+}
+
+/// Parses a batch in which `declared` variables (lower-cased, with '@') exist already, as
+/// sp_executesql's parameters do.
+pub fn parse_batch_with_variables(
+    sql: &str,
+    major: u8,
+    declared: Vec<String>,
+) -> Result<Vec<Located>, SyntaxError> {
     let tokens = tokenize(sql)?;
     let mut parser = Parser {
         tokens,
         pos: 0,
         major,
-        declared: Vec::new(),
+        declared,
     };
     let mut statements = Vec::new();
     loop {
         while parser.eat_symbol(";") {}
         let Some(token) = parser.peek() else { break };
         let line = token.line;
-        let statement = parser.statement()?;
+        let statement = parser.statement().map_err(|e| {
+            // a syntax error where valid T-SQL the lab lacks stands
+            match parser.peek() {
+                Some(t)
+                    if matches!(e.number, 102 | 156)
+                        && LAB_GAPS.iter().any(|g| g.eq_ignore_ascii_case(&t.text)) =>
+                {
+                    lab_gap(&format!("'{}' here", t.text), t.line)
+                }
+                _ => e,
+            }
+        })?;
         statements.push(Located { statement, line });
     }
     Ok(statements)
@@ -362,6 +563,9 @@ impl Parser {
             "BEGIN" => {
                 self.pos += 1;
                 if !(self.eat_word("TRAN") || self.eat_word("TRANSACTION")) {
+                    if self.peek().is_some() {
+                        return Err(lab_gap("a BEGIN ... END block (or BEGIN TRY)", token.line));
+                    }
                     return Err(self.error_here());
                 }
                 if self.at_identifier() {
@@ -432,6 +636,15 @@ impl Parser {
                 self.pos += 1;
                 self.eat_word("AS");
                 let ty = self.type_name()?;
+                if self
+                    .peek()
+                    .is_some_and(|t| t.is_symbol("=") || t.is_symbol(","))
+                {
+                    return Err(lab_gap(
+                        "DECLARE with an initial value or several variables",
+                        token.line,
+                    ));
+                }
                 let name = name.to_lowercase();
                 if !self.declared.contains(&name) {
                     self.declared.push(name.clone());
@@ -786,6 +999,12 @@ impl Parser {
                 if !is_reserved(w) && self.peek_at(1).is_some_and(|t| t.is_symbol("(")) =>
             {
                 let name = w.to_ascii_uppercase();
+                if SQL_SERVER_FUNCTIONS.contains(&name.as_str()) {
+                    return Err(lab_gap(
+                        &format!("the built-in function {name}()"),
+                        token.line,
+                    ));
+                }
                 if !FUNCTIONS.contains(&name.as_str()) {
                     let mut e = SyntaxError::new(
                         195,
@@ -895,7 +1114,9 @@ impl Parser {
             "STATISTICS",
         ];
         self.pos += 1;
-        if upper == "TEXTSIZE" || upper == "LOCK_TIMEOUT" {
+        // SET DATEFIRST 1..7: tedious sends SET DATEFIRST 7 in its login batch (Microsoft Learn,
+        // SET DATEFIRST); the lab has no weekday arithmetic for it to change.
+        if upper == "TEXTSIZE" || upper == "LOCK_TIMEOUT" || upper == "DATEFIRST" {
             let negative = self.eat_symbol("-");
             let n = self.unsigned()?;
             return Ok(Statement::Set {
@@ -1014,6 +1235,7 @@ impl Parser {
                     "SKIP" => BackupOption::Skip,
                     "NOSKIP" => BackupOption::NoSkip,
                     "COPY_ONLY" => BackupOption::CopyOnly,
+                    "DIFFERENTIAL" => BackupOption::Differential,
                     "CHECKSUM" => BackupOption::Checksum,
                     "NO_CHECKSUM" => BackupOption::NoChecksum,
                     "CONTINUE_AFTER_ERROR" => BackupOption::ContinueAfterError,
@@ -1534,11 +1756,36 @@ mod tests {
             (err.number, err.text.as_str()),
             (102, "Incorrect syntax near ','.")
         );
+        // valid T-SQL the lab does not take is its own Msg 50000, not a syntax error
         let err = parse_batch("INSERT INTO t VALUES (1)").unwrap_err();
-        assert_eq!(err.number, 156);
+        assert_eq!(err.number, 50000);
+        assert!(
+            err.text.contains("'INSERT' here is valid T-SQL"),
+            "{}",
+            err.text
+        );
         let err = parse_batch("SELECT 1\nSELECT 2 3").unwrap_err();
         assert_eq!((err.number, err.line), (102, 2));
         assert_eq!(parse_batch("SET FOO ON").unwrap_err().number, 195);
+        for lab_limit in [
+            "SELECT NEWID()",
+            "IF DB_ID(N'x') IS NULL BEGIN SELECT 1 END",
+            "IF DB_ID(N'x') IS NULL SELECT 1 ELSE SELECT 2",
+            "DECLARE @x int = 1",
+            "SELECT 1/0",
+            "SELECT N'a' + N'b'",
+            "PRINT 'x'",
+            "SELECT name FROM sys.databases WHERE name LIKE N'O%'",
+        ] {
+            let err = parse_batch(lab_limit).unwrap_err();
+            assert_eq!((err.number, err.class), (50000, 16), "{lab_limit}: {err}");
+            assert!(err.text.starts_with("[octobackup lab] "), "{err}");
+        }
+        // tedious' login batch
+        parse_batch(
+            "set textsize 2147483647\nset quoted_identifier on\nset arithabort off\nset numeric_roundabort off\nset ansi_warnings on\nset ansi_padding on\nset ansi_nulls on\nset concat_null_yields_null on\nset cursor_close_on_commit off\nset implicit_transactions off\nset language us_english\nset dateformat mdy\nset datefirst 7\nset transaction isolation level read committed",
+        )
+        .unwrap();
         let err = parse_batch("SELECT NOSUCHFN(1)").unwrap_err();
         assert_eq!(
             (err.number, err.text.as_str()),

@@ -5,5 +5,6 @@ pub mod login7;
 pub mod packet;
 pub mod prelogin;
 pub mod response;
+pub mod rpc;
 pub mod token;
 pub mod types;

@@ -21,6 +21,7 @@ impl Outbound {
         Response {
             out: self,
             buf: Vec::new(),
+            sent: false,
         }
     }
 }
@@ -29,6 +30,8 @@ impl Outbound {
 pub struct Response<'a> {
     out: &'a mut Outbound,
     buf: Vec<u8>,
+    /// Some packets of this message are on the wire already.
+    sent: bool,
 }
 
 impl Response<'_> {
@@ -87,6 +90,7 @@ impl Response<'_> {
             .framer
             .frame(PacketType::TabularResult, &self.buf, false);
         self.buf = rest;
+        self.sent = true;
         self.out.writer.write_all(&bytes).await
     }
 
@@ -100,8 +104,14 @@ impl Response<'_> {
             .framer
             .frame(PacketType::TabularResult, &self.buf, false);
         self.buf.clear();
+        self.sent = true;
         self.out.writer.write_all(&bytes).await?;
         self.out.writer.flush().await
+    }
+
+    /// Whether part of this message has been sent (it must then be ended before another starts).
+    pub fn started(&self) -> bool {
+        self.sent
     }
 
     /// Ends the message.
@@ -113,6 +123,25 @@ impl Response<'_> {
         self.buf.clear();
         self.out.writer.write_all(&bytes).await?;
         self.out.writer.flush().await
+    }
+
+    /// Drops what was not sent, ends the message if part of it was sent (an empty last
+    /// packet), then sends DONE(ATTN) as a message of its own.
+    pub async fn end_with_attention_ack(mut self) -> std::io::Result<()> {
+        self.buf.clear();
+        if self.sent {
+            let bytes = self.out.framer.frame(PacketType::TabularResult, &[], true);
+            self.out.writer.write_all(&bytes).await?;
+        }
+        token::done(
+            &mut self.buf,
+            token::TOKEN_DONE,
+            token::done_status::ATTN,
+            token::cur_cmd::NONE,
+            0,
+        );
+        self.sent = false;
+        self.finish().await
     }
 
     /// Drops what is buffered (after an attention, the rest of the output is discarded).

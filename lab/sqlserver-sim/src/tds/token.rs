@@ -198,6 +198,28 @@ pub fn env_end_tran(out: &mut Vec<u8>, descriptor: u64, committed: bool) {
     });
 }
 
+/// RETURNSTATUS (0x79): a procedure's return value (MS-TDS 2.2.7.18).
+pub fn return_status(out: &mut Vec<u8>, value: i32) {
+    out.push(0x79);
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+/// RETURNVALUE (0xAC) of an int OUTPUT parameter (MS-TDS 2.2.7.19), e.g. sp_prepexec's handle.
+pub fn return_value_int(out: &mut Vec<u8>, ordinal: u16, name: &str, value: i32) {
+    out.push(0xAC);
+    out.extend_from_slice(&ordinal.to_le_bytes());
+    let units: Vec<u16> = name.encode_utf16().collect();
+    out.push(units.len() as u8);
+    for u in units {
+        out.extend_from_slice(&u.to_le_bytes());
+    }
+    out.push(0x01); // an output parameter
+    out.extend_from_slice(&0u32.to_le_bytes()); // UserType
+    out.extend_from_slice(&0u16.to_le_bytes()); // Flags
+    out.extend_from_slice(&[0x26, 4, 4]); // INTN(4), then the value's length
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
 /// DONE, DONEPROC or DONEINPROC.
 pub fn done(out: &mut Vec<u8>, token: u8, status: u16, cur_cmd: u16, row_count: u64) {
     out.push(token);

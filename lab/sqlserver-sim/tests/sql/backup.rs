@@ -660,3 +660,61 @@ async fn lock_database_holds_backups_off_the_files() {
     assert_eq!(lab.events_of("backup_finished")[0]["ok"], true);
     lab.server.shutdown().await;
 }
+
+/// CHECKDB WITH NO_INFOMSGS sends nothing for minutes on a big database; a second connection sees
+/// it run in sys.dm_exec_requests with a growing percent_complete, and ATTENTION stops it.
+#[tokio::test]
+async fn silent_checkdb_shows_progress_in_dm_exec_requests_and_stops_on_attention() {
+    let lab = start_lab(
+        "checkdb-progress",
+        Edition::Developer,
+        TlsSupport::NotSupported,
+    )
+    .await;
+    attach_octopus(&lab, "Octopus");
+    lab.server.inject(SqlFault::SilenceBeforeNext {
+        command: "DBCC TABLE CHECK".into(),
+        silence: Duration::from_secs(600),
+    });
+    let mut client = connect(&lab).await;
+    let spid: i16 = query(&mut client, "SELECT @@SPID").await.unwrap()[0][0]
+        .get(0)
+        .unwrap();
+    let mut monitor = connect(&lab).await;
+    let watch = format!(
+        "SELECT percent_complete, command FROM sys.dm_exec_requests WHERE session_id = {spid}"
+    );
+    let running = async {
+        client
+            .simple_query("DBCC CHECKDB (N'Octopus') WITH NO_INFOMSGS")
+            .await?
+            .into_results()
+            .await
+    };
+    let watcher = async {
+        loop {
+            let rows = query(&mut monitor, &watch).await.unwrap();
+            if let Some(row) = rows[0].first() {
+                let percent: f32 = row.get("percent_complete").unwrap();
+                if percent > 0.0 {
+                    assert!(percent < 100.0);
+                    assert_eq!(row.get::<&str, _>("command"), Some("DBCC TABLE CHECK"));
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        r = running => panic!("CHECKDB ended during its silence: {r:?}"),
+        () = watcher => {}
+    }
+    client.cancel_query().await.unwrap();
+    assert_eq!(lab.events_of("attention_acknowledged").len(), 1);
+    assert!(query(&mut monitor, &watch).await.unwrap()[0].is_empty());
+    assert_eq!(
+        query(&mut client, "SELECT 5").await.unwrap()[0][0].get::<i32, _>(0),
+        Some(5)
+    );
+    lab.server.shutdown().await;
+}

@@ -1,9 +1,11 @@
-//! The SQL Server stand-in driven by tiberius and python-tds. One test binary for the crate.
+//! The SQL Server stand-in driven by tiberius, python-tds, tedious, pymssql and mssql-python. One test binary for the crate.
 
 mod common;
 
 mod applock;
 mod backup;
+mod clients;
+mod differential;
 mod field;
 mod login;
 mod permissions;
