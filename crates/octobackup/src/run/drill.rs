@@ -174,6 +174,19 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
         }
     }
 
+    // What killed restores left (copies of the database), when no restore or backup is running.
+    if let Ok(_instance_lock) = server.lock_instance(&job.instance_name).await {
+        let allowed = super::leftovers::Allowed {
+            restore: true,
+            drill: false,
+            except: None,
+        };
+        let staging = job.instance.staging_local();
+        for note in super::leftovers::remove(&job.instance_name, &staging, &server, allowed).await {
+            job.ui.note(&note);
+        }
+    }
+
     if let Some(sig) = stop.requested() {
         return Err(before(sig));
     }
@@ -189,6 +202,8 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
     let report = tokio::select! {
         r = body => r,
         sig = stop.wait() => {
+            // A copy from the repository ends at its next write: then its file can go.
+            restore::copies_ended().await;
             let _ = std::fs::remove_dir_all(&scratch_root);
             let _ = std::fs::remove_dir_all(job.instance.staging_local().join(&staged_folder));
             // The server may still be ending the RESTORE of the dropped connection: retry a little.
@@ -211,6 +226,26 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
             }));
         }
     };
+    // A copy from the repository that was stopped ends the checks with its own error; they then
+    // cleaned up as always.
+    if let Some(sig) = stop.requested()
+        && !report.ok
+    {
+        let cleanup = report
+            .checks
+            .iter()
+            .find(|c| c.name == "remove the scratch database and folders");
+        return Err(Failure::new(
+            Exit::Interrupted,
+            match cleanup {
+                Some(c) if c.status == Status::Fail => format!(
+                    "the drill was interrupted by {sig}; removing its scratch copies failed ({}): `octobackup recover` or the next drill removes them",
+                    c.detail.clone().unwrap_or_default()
+                ),
+                _ => format!("the drill was interrupted by {sig}; its scratch copies were removed"),
+            },
+        ));
+    }
     // Finished before the stop took effect: the report is true as it is.
     if let Some(sig) = stop.requested() {
         job.ui.note(&format!(
@@ -237,9 +272,26 @@ async fn checks(
     // The database: staged, verified, restored, checked, opened with the master key.
     let stage_ok = checks
         .run("stage the database backup", &job.ui, async {
-            let s = stage_database(&job.repo, set, &job.instance, staged_folder, &job.ui)
-                .await
-                .map_err(|e| e.message)?;
+            // The marker first: a killed drill's copy and scratch database are then found by `recover`.
+            let marker = super::leftovers::Marker {
+                instance: job.instance_name.clone(),
+                kind: super::leftovers::Kind::Drill,
+                database: scratch_db.to_string(),
+                replaces: None,
+                scratch_folder: Some(scratch_root.to_path_buf()),
+            };
+            super::leftovers::write(&job.instance.staging_local().join(staged_folder), &marker)
+                .map_err(|e| format!("cannot write the marker on the staging share: {e}"))?;
+            let s = stage_database(
+                &job.repo,
+                set,
+                &job.instance,
+                staged_folder,
+                &job.ui,
+                &job.stop,
+            )
+            .await
+            .map_err(|e| e.message)?;
             let n = s.sql_paths.len();
             staged = Some(s);
             Ok(format!("{n} file(s) from the repository"))

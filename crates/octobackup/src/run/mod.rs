@@ -4,6 +4,7 @@
 pub mod backup;
 pub mod drill;
 pub mod journal;
+pub mod leftovers;
 pub mod maintenance;
 pub mod restore;
 pub mod retention;

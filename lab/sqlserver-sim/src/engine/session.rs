@@ -224,6 +224,9 @@ impl Session {
                     matches!(f, crate::SqlFault::SilenceBeforeNext { command: c, .. } if command.starts_with(c.as_str()))
                 })
             {
+                // For tests that act while a statement is under way (a stop mid-VERIFYONLY).
+                self.engine
+                    .emit("statement_silent", serde_json::json!({ "command": command }));
                 let until = std::time::Instant::now() + silence;
                 while std::time::Instant::now() < until && !self.attention.should_stop() {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
