@@ -368,7 +368,8 @@ async fn checks(
             checks.skip(names[2], "no restored database");
             checks.skip(names[3], "no restored database");
         }
-        s.remove();
+        // The .bak copy goes; the marker stays until the scratch copies are gone.
+        super::leftovers::remove_copies(&s.local_dir);
     } else {
         for n in names {
             checks.skip(n, "the backup could not be staged");
@@ -407,14 +408,19 @@ async fn checks(
             if restored_db && let Err(e) = drop_quietly(session, scratch_db).await {
                 problems.push(e.message);
             }
-            if let Some(s) = &staged {
-                s.remove();
-            }
             if restored_folders
                 && scratch_root.exists()
                 && let Err(e) = std::fs::remove_dir_all(scratch_root)
             {
                 problems.push(format!("cannot remove {}: {e}", scratch_root.display()));
+            }
+            // The marker last, and only once nothing is left: it names the scratch copies.
+            if let Some(s) = &staged {
+                if problems.is_empty() {
+                    s.remove();
+                } else {
+                    super::leftovers::remove_copies(&s.local_dir);
+                }
             }
             if problems.is_empty() {
                 Ok(String::new())
