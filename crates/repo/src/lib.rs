@@ -35,6 +35,7 @@ pub use logging::wrap_logger;
 pub use progress::{NoProgress, ProgressSink};
 pub use prune::PruneSummary;
 pub use repo::{DEFAULT_COMPRESSION, Repo};
+pub use restore::Gate;
 pub use snapshots::{SnapshotFigures, SnapshotInfo};
 pub use source::SourceItem;
 pub use storage::Storage;

@@ -46,7 +46,15 @@ struct InstanceRun {
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
     let config = Config::load(config_path)?;
     if args.all {
-        return run_all(&config, config_path, args.forget, args.report.as_deref(), json, ui).await;
+        return run_all(
+            &config,
+            config_path,
+            args.forget,
+            args.report.as_deref(),
+            json,
+            ui,
+        )
+        .await;
     }
     let (name, _) = config.instance(config_path, args.instance.as_deref())?;
     // `--report` needs the repository after the run: open it once for both.

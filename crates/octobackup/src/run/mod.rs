@@ -5,6 +5,7 @@ pub mod backup;
 pub mod chain;
 pub mod drill;
 pub mod journal;
+pub mod leftovers;
 pub mod maintenance;
 pub mod restore;
 pub mod retention;
