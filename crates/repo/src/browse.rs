@@ -125,6 +125,19 @@ impl Repo {
         dest: &Path,
         progress: &dyn ProgressSink,
     ) -> Result<RestoreSummary, RepoError> {
+        self.restore_gated(snapshot_id, path, dest, progress, &|_| true)
+    }
+
+    /// `restore`, asking `gate` before each file and each write (see [`Gate`](crate::Gate)):
+    /// a run that is asked to stop ends its copy at once instead of writing on.
+    pub fn restore_gated(
+        &self,
+        snapshot_id: &str,
+        path: &str,
+        dest: &Path,
+        progress: &dyn ProgressSink,
+        gate: crate::restore::Gate<'_>,
+    ) -> Result<RestoreSummary, RepoError> {
         let path = VirtualPath::parse(path)?;
         let capture = logging::capture();
         let outcome = self.run(progress, |repo| {
@@ -146,7 +159,7 @@ impl Repo {
             self.router.set_phase("restore", Some(total));
             let bar = repo.progress_bytes("restore");
             bar.set_length(total);
-            crate::restore::restore_node(&repo, &node, dest, &bar)
+            crate::restore::restore_node(&repo, &node, dest, &bar, gate)
         });
         let warnings = capture.finish();
         let mut summary = outcome?;

@@ -35,7 +35,7 @@ pub use logging::wrap_logger;
 pub use progress::{NoProgress, ProgressSink};
 pub use prune::PruneSummary;
 pub use repo::{DEFAULT_COMPRESSION, Repo};
-pub use restore::RestoreSummary;
+pub use restore::{Gate, RestoreSummary};
 pub use snapshots::{SnapshotFigures, SnapshotInfo};
 pub use source::SourceItem;
 pub use storage::Storage;

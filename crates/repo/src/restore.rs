@@ -46,6 +46,7 @@ pub(crate) fn restore_node<S: IndexedFull + Sync>(
     node: &Node,
     dest: &Path,
     bar: &Progress,
+    gate: Gate<'_>,
 ) -> Result<RestoreSummary, RepoError> {
     let summary = Mutex::new(RestoreSummary::default());
     if !node.is_dir() {
@@ -58,7 +59,7 @@ pub(crate) fn restore_node<S: IndexedFull + Sync>(
         if let Some(parent) = target.parent() {
             create_dir(parent)?;
         }
-        restore_entry(repo, &target, node, bar, &summary)?;
+        restore_entry(repo, &target, node, bar, &summary, gate)?;
         bar.finish();
         return Ok(summary.into_inner().unwrap_or_else(PoisonError::into_inner));
     }
@@ -84,7 +85,7 @@ pub(crate) fn restore_node<S: IndexedFull + Sync>(
                 loop {
                     let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
                     let Ok((path, node)) = job else { break };
-                    if let Err(e) = restore_entry(repo, &path, &node, bar, summary) {
+                    if let Err(e) = restore_entry(repo, &path, &node, bar, summary, gate) {
                         first_error
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
@@ -166,6 +167,7 @@ fn restore_entry<S: IndexedFull>(
     node: &Node,
     bar: &Progress,
     summary: &Mutex<RestoreSummary>,
+    gate: Gate<'_>,
 ) -> Result<(), RepoError> {
     match &node.node_type {
         NodeType::File => {
@@ -173,7 +175,7 @@ fn restore_entry<S: IndexedFull>(
                 lock(summary).files_unchanged += 1;
                 bar.inc(node.meta.size);
             } else {
-                write_file(repo, path, node, bar)?;
+                write_file(repo, path, node, bar, gate)?;
                 let mut s = lock(summary);
                 s.files_restored += 1;
                 s.bytes_restored += node.meta.size;
@@ -191,13 +193,26 @@ fn restore_entry<S: IndexedFull>(
     Ok(())
 }
 
+/// Asked before each file and each write of a restore, with the bytes about to be written: `false`
+/// stops the restore there (the caller was asked to stop). It may also wait (a lab throttle).
+pub type Gate<'a> = &'a (dyn Fn(u64) -> bool + Sync);
+
+fn stopped() -> io::Error {
+    io::Error::other("stopped on request")
+}
+
 /// Writes the file front to back; a link or folder in the way is an error, a file is replaced.
 fn write_file<S: IndexedFull>(
     repo: &Repository<S>,
     path: &Path,
     node: &Node,
     bar: &Progress,
+    gate: Gate<'_>,
 ) -> Result<(), RepoError> {
+    // Asked to stop: no new file is begun.
+    if !gate(0) {
+        return Err(write_error(path, stopped()));
+    }
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         fs::remove_file(path).map_err(|e| write_error(path, e))?;
     }
@@ -213,6 +228,7 @@ fn write_file<S: IndexedFull>(
     let mut out = Counting {
         inner: io::BufWriter::with_capacity(256 * 1024, file),
         bar,
+        gate,
         error: None,
     };
     if let Err(e) = repo.dump(node, &mut out) {
@@ -235,11 +251,16 @@ fn write_file<S: IndexedFull>(
 struct Counting<'a, W: Write> {
     inner: W,
     bar: &'a Progress,
+    gate: Gate<'a>,
     error: Option<io::Error>,
 }
 
 impl<W: Write> Write for Counting<'_, W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if !(self.gate)(buf.len() as u64) {
+            self.error.get_or_insert(stopped());
+            return Err(io::ErrorKind::Other.into());
+        }
         match self.inner.write(buf) {
             Ok(n) => {
                 self.bar.inc(n as u64);

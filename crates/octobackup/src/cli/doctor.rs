@@ -117,6 +117,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     if let Some(inst) = &inst {
         check_instance(&config, inst, &mut c).await;
         check_staging_leftovers(&config, config_path, name, inst, &mut c);
+        check_restore_leftovers(name, inst, &mut c);
     }
     let report = Report {
         ok: c.0.iter().all(|k| k.status != Status::Fail),
@@ -210,6 +211,28 @@ fn check_staging_leftovers(
             "run `octobackup recover` (the next backup removes them too)",
         );
     }
+}
+
+/// What killed restores and drills left: staging folders (a copy of the database) and temporary
+/// databases, each named by its marker.
+fn check_restore_leftovers(name: &str, inst: &InstanceConfig, c: &mut Checks) {
+    let left = crate::run::leftovers::find(name, &inst.staging_local());
+    if left.is_empty() {
+        return c.pass("restore-drill-leftovers", "none");
+    }
+    let list: Vec<String> = left
+        .iter()
+        .map(|l| format!("{} ([{}])", l.dir.display(), l.marker.database))
+        .collect();
+    c.warn(
+        "restore-drill-leftovers",
+        format!(
+            "{} folder(s) of interrupted restores or drills on the staging share, each with its temporary database (unless a restore or drill is running now): {}",
+            left.len(),
+            list.join(", ")
+        ),
+        "run `octobackup recover` (it drops the temporary databases and deletes the folders, which may hold an unencrypted copy of the database; the next backup, restore or drill does too)",
+    );
 }
 
 pub fn human(r: &Report) -> String {

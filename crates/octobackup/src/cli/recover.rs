@@ -48,6 +48,35 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
             })
             .collect()
     };
+    // Restores' and drills' leftovers: a restore's under the SQL Server lock (it takes that lock
+    // too), a drill's under the instance's drill lock.
+    let mut staging = staging;
+    let leftovers = crate::run::leftovers::find(name, &instance.staging_local());
+    if _instance_lock.is_some() {
+        let drill_lock = state.lock(&format!("{name} drill"));
+        if drill_lock.is_err()
+            && leftovers
+                .iter()
+                .any(|l| l.marker.kind == crate::run::leftovers::Kind::Drill)
+        {
+            staging.push("kept the drill's staging folder and scratch database: a drill of this instance is running now (its lock is held). Run `octobackup recover` again after it.".to_string());
+        }
+        let allowed = crate::run::leftovers::Allowed {
+            restore: true,
+            drill: drill_lock.is_ok(),
+            except: None,
+        };
+        let server = crate::run::backup::sql_server(instance)?;
+        staging.extend(
+            crate::run::leftovers::remove(name, &instance.staging_local(), &server, allowed).await,
+        );
+    } else {
+        staging.extend(leftovers.iter().map(|l| format!(
+            "kept {} and [{}], left by an interrupted restore or drill: without the SQL Server lock (SQL Server did not answer) a run from another machine may still be using them. Run `octobackup recover` again once SQL Server answers; the folder holds a copy of the database.",
+            l.dir.display(),
+            l.marker.database
+        )));
+    }
     let out = Outcome {
         recovery: &r,
         staging: &staging,

@@ -156,24 +156,6 @@ pub fn sql_side_path(sql_dir: &str, file: &str) -> String {
     format!("{trimmed}{sep}{file}")
 }
 
-/// Resolves when the user or the service manager asks octobackup to stop.
-pub async fn shutdown_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => "Ctrl-C",
-            _ = term.recv() => "SIGTERM",
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
-    }
-}
-
 /// The instance's secrets, read on the Octopus host and from its API.
 struct Secrets {
     master_key: master_key::MasterKey,
@@ -252,6 +234,18 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     for note in remove_staging_leftovers(&job.instance_name, &job.instance) {
         job.ui.note(&note);
     }
+    // And what killed restores and drills left (a drill's only when no drill is going on).
+    let drill_lock = job.state.lock(&format!("{} drill", job.instance_name));
+    let allowed = super::leftovers::Allowed {
+        restore: true,
+        drill: drill_lock.is_ok(),
+        except: None,
+    };
+    let staging = job.instance.staging_local();
+    for note in super::leftovers::remove(&job.instance_name, &staging, &sqlserver, allowed).await {
+        job.ui.note(&note);
+    }
+    drop(drill_lock);
 
     let before_window = |sig: &str| {
         Failure::new(

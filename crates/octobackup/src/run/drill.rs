@@ -174,6 +174,19 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
         }
     }
 
+    // What killed restores left (copies of the database), when no restore or backup is running.
+    if let Ok(_instance_lock) = server.lock_instance(&job.instance_name).await {
+        let allowed = super::leftovers::Allowed {
+            restore: true,
+            drill: false,
+            except: None,
+        };
+        let staging = job.instance.staging_local();
+        for note in super::leftovers::remove(&job.instance_name, &staging, &server, allowed).await {
+            job.ui.note(&note);
+        }
+    }
+
     if let Some(sig) = stop.requested() {
         return Err(before(sig));
     }
@@ -188,6 +201,26 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
     );
     let sig = tokio::select! {
         report = body => {
+            // A copy from the repository that was stopped ends the checks with its own error; they
+            // then cleaned up as always.
+            if let Some(sig) = stop.requested()
+                && !report.ok
+            {
+                let cleanup = report
+                    .checks
+                    .iter()
+                    .find(|c| c.name == "remove the scratch database and folders");
+                return Err(Failure::new(
+                    Exit::Interrupted,
+                    match cleanup {
+                        Some(c) if c.status == Status::Fail => format!(
+                            "the drill was interrupted by {sig}; removing its scratch copies failed ({}): `octobackup recover` or the next drill removes them",
+                            c.detail.clone().unwrap_or_default()
+                        ),
+                        _ => format!("the drill was interrupted by {sig}; its scratch copies were removed"),
+                    },
+                ));
+            }
             // Finished before the stop took effect: the report is true as it is.
             if let Some(sig) = stop.requested() {
                 job.ui.note(&format!(
@@ -201,6 +234,8 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
     // The RESTORE or CHECKDB the drill was in goes on on the server unless stopped: ATTENTION
     // on its connection, then the clean-up on a fresh one. The message says only what was done.
     session.cancel(std::time::Duration::from_secs(30)).await;
+    // A copy from the repository ends at its next write: then its file can go.
+    restore::copies_ended().await;
     let _ = std::fs::remove_dir_all(&scratch_root);
     let _ = std::fs::remove_dir_all(job.instance.staging_local().join(&staged_folder));
     // The server may still be ending the RESTORE of the cancelled request: retry a little.
@@ -226,7 +261,7 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
                 format!("the drill was interrupted by {sig}; its scratch copies were removed")
             }
             Err(e) => format!(
-                "the drill was interrupted by {sig}; its scratch folders were removed, but the scratch database [{scratch_db}] could not be dropped ({e}): the next drill drops it"
+                "the drill was interrupted by {sig}; its scratch folders were removed, but the scratch database [{scratch_db}] could not be dropped ({e}): `octobackup recover` or the next drill drops it"
             ),
         },
     ))
@@ -249,9 +284,26 @@ async fn checks(
     // The database: staged, verified, restored, checked, opened with the master key.
     let stage_ok = checks
         .run("stage the database backup", &job.ui, async {
-            let s = stage_database(&job.repo, set, &job.instance, staged_folder, &job.ui)
-                .await
-                .map_err(|e| e.message)?;
+            // The marker first: a killed drill's copy and scratch database are then found by `recover`.
+            let marker = super::leftovers::Marker {
+                instance: job.instance_name.clone(),
+                kind: super::leftovers::Kind::Drill,
+                database: scratch_db.to_string(),
+                replaces: None,
+                scratch_folder: Some(scratch_root.to_path_buf()),
+            };
+            super::leftovers::write(&job.instance.staging_local().join(staged_folder), &marker)
+                .map_err(|e| format!("cannot write the marker on the staging share: {e}"))?;
+            let s = stage_database(
+                &job.repo,
+                set,
+                &job.instance,
+                staged_folder,
+                &job.ui,
+                &job.stop,
+            )
+            .await
+            .map_err(|e| e.message)?;
             let n = s.sql_paths.len() + s.base_sql_paths.len();
             staged = Some(s);
             Ok(format!("{n} file(s) from the repository"))
@@ -344,7 +396,8 @@ async fn checks(
             checks.skip(names[2], "no restored database");
             checks.skip(names[3], "no restored database");
         }
-        s.remove();
+        // The .bak copy goes; the marker stays until the scratch copies are gone.
+        super::leftovers::remove_copies(&s.local_dir);
     } else {
         for n in names {
             checks.skip(n, "the backup could not be staged");
@@ -383,14 +436,19 @@ async fn checks(
             if restored_db && let Err(e) = drop_quietly(session, scratch_db).await {
                 problems.push(e.message);
             }
-            if let Some(s) = &staged {
-                s.remove();
-            }
             if restored_folders
                 && scratch_root.exists()
                 && let Err(e) = std::fs::remove_dir_all(scratch_root)
             {
                 problems.push(format!("cannot remove {}: {e}", scratch_root.display()));
+            }
+            // The marker last, and only once nothing is left: it names the scratch copies.
+            if let Some(s) = &staged {
+                if problems.is_empty() {
+                    s.remove();
+                } else {
+                    super::leftovers::remove_copies(&s.local_dir);
+                }
             }
             if problems.is_empty() {
                 Ok(String::new())

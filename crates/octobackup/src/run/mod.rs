@@ -6,6 +6,7 @@ pub mod backup;
 pub mod chain;
 pub mod drill;
 pub mod journal;
+pub mod leftovers;
 pub mod maintenance;
 pub mod progress;
 pub mod restore;

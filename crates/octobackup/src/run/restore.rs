@@ -213,12 +213,59 @@ impl Staged {
     }
 }
 
+/// Copies from the repository under way on blocking threads. A stop waits for them to end (they
+/// end at their next write, see `copy_gate`) before it deletes what they wrote.
+static COPYING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Resolves once no copy from the repository is under way (or after a minute).
+pub async fn copies_ended() {
+    for _ in 0..3000 {
+        if COPYING.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Asked before each write of the copy: a stop request ends it there. With the lab,
+/// `OCTOBACKUP_LAB_STAGE_RATE` (bytes per second) slows it so that the fault matrix can stop a
+/// run part-way, and the first write is announced in `OCTOBACKUP_LAB_PAUSED_FILE`.
+fn copy_gate(stop: Stop) -> impl Fn(u64) -> bool + Sync {
+    #[cfg(feature = "lab")]
+    let rate = std::env::var("OCTOBACKUP_LAB_STAGE_RATE")
+        .ok()
+        .and_then(|r| r.parse::<u64>().ok())
+        .filter(|r| *r > 0);
+    #[cfg(feature = "lab")]
+    let announced = std::sync::atomic::AtomicBool::new(false);
+    move |bytes: u64| {
+        #[cfg(feature = "lab")]
+        if let Some(rate) = rate
+            && bytes > 0
+        {
+            if !announced.swap(true, std::sync::atomic::Ordering::SeqCst)
+                && let Some(f) = std::env::var_os("OCTOBACKUP_LAB_PAUSED_FILE")
+            {
+                let _ = std::fs::write(f, "stage: copying");
+            }
+            let until = std::time::Instant::now()
+                + std::time::Duration::from_secs_f64(bytes as f64 / rate as f64);
+            while std::time::Instant::now() < until && stop.requested().is_none() {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        }
+        let _ = bytes;
+        stop.requested().is_none()
+    }
+}
+
 pub async fn stage_database(
     repo: &Arc<Repo>,
     set: &ChosenSet,
     instance: &InstanceConfig,
     folder: &str,
     ui: &Ui,
+    stop: &Stop,
 ) -> Result<Staged, Failure> {
     let files = &set.manifest.database.files;
     if files.is_empty() {
@@ -274,9 +321,15 @@ pub async fn stage_database(
             file.clone(),
             ui.repo_sink("stage database backup"),
         );
-        let r = tokio::task::spawn_blocking(move || repo.restore(&snap, &path, &dest, &*sink))
-            .await
-            .map_err(join_err)?;
+        let gate = copy_gate(stop.clone());
+        COPYING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let r = tokio::task::spawn_blocking(move || {
+            let r = repo.restore_gated(&snap, &path, &dest, &*sink, &gate);
+            COPYING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            r
+        })
+        .await
+        .map_err(join_err)?;
         if let Err(e) = r {
             staged.remove();
             return Err(e.into());
@@ -730,7 +783,26 @@ async fn restore_database(
         } else {
             Vec::new()
         };
-        let staged = stage_database(&job.repo, t.set, &job.instance, &folder, &job.ui).await?;
+        // The marker first: a killed run's copy and temporary database are then found by `recover`.
+        let marker = super::leftovers::Marker {
+            instance: job.instance_name.clone(),
+            kind: super::leftovers::Kind::Restore,
+            database: temp.clone(),
+            replaces: exists.then(|| t.target.clone()),
+            scratch_folder: None,
+        };
+        let dir = job.instance.staging_local().join(&folder);
+        super::leftovers::write(&dir, &marker).map_err(|e| {
+            Failure::new(
+                Exit::Failed,
+                format!(
+                    "cannot write {} on the staging share: {e}. Check staging.local_path in the config.",
+                    dir.join(super::leftovers::MARKER).display()
+                ),
+            )
+        })?;
+        let staged =
+            stage_database(&job.repo, t.set, &job.instance, &folder, &job.ui, &job.stop).await?;
         let restored = async {
             lab_point("restore: staged").await;
             let files = file_list(session, &staged.sql_paths).await?;
@@ -760,7 +832,8 @@ async fn restore_database(
             .map(|_| ())
         }
         .await;
-        staged.remove();
+        // The marker stays as long as the temporary database may (see `settle_marker`).
+        super::leftovers::remove_copies(&staged.local_dir);
         if let Err(e) = restored {
             let _ = drop_quietly(session, &temp).await;
             return Err(e);
@@ -882,6 +955,20 @@ async fn lab_point_or_stop(point: &str, stop: &Stop) -> Result<(), &'static str>
     }
 }
 
+/// Removes the restore's staging folder and marker once its temporary database is gone (renamed
+/// or dropped); a temporary database still there keeps its marker, for `recover` and `doctor`.
+async fn settle_marker(job: &RestoreJob, session: &mut Session, set: &ChosenSet, target: &str) {
+    let dir = job.instance.staging_local().join(format!(
+        "octobackup-restore-{}",
+        short_hash(&[&set.set_id, target])
+    ));
+    super::leftovers::remove_copies(&dir);
+    let temp = temporary_name(&set.set_id, target);
+    if let Ok(None) = database_state(session, &temp).await {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// Ctrl-C or SIGTERM during the database part: the partly restored copy goes, unless the old
 /// database was already dropped (then the checked copy under the temporary name is the only one
 /// left, and running the same restore again finishes it).
@@ -894,10 +981,13 @@ async fn interrupted(
     sig: &str,
 ) -> Failure {
     let temp = temporary_name(&set.set_id, target);
-    let _ = std::fs::remove_dir_all(job.instance.staging_local().join(format!(
+    let dir = job.instance.staging_local().join(format!(
         "octobackup-restore-{}",
         short_hash(&[&set.set_id, target])
-    )));
+    ));
+    // A copy from the repository ends at its next write: then its file can go.
+    copies_ended().await;
+    super::leftovers::remove_copies(&dir);
     let outcome = async {
         let mut s = server.connect().await?;
         let target_now = database_state(&mut s, target).await?.is_some();
@@ -914,6 +1004,8 @@ async fn interrupted(
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
             }
         }
+        // The temporary database is gone: its marker goes too.
+        let _ = std::fs::remove_dir_all(&dir);
         Ok(format!(
             "the partly restored copy was dropped and [{target}] is unchanged"
         ))
@@ -1318,6 +1410,19 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
     lab_point_or_stop("restore: locked", &stop)
         .await
         .map_err(nothing_yet)?;
+    // Under the lock: what killed restores and drills left (copies of the database) goes.
+    if _instance_lock.is_some() {
+        let own = temporary_name(&set.set_id, &target);
+        let allowed = super::leftovers::Allowed {
+            restore: true,
+            drill: false,
+            except: Some(&own),
+        };
+        let staging = job.instance.staging_local();
+        for note in super::leftovers::remove(&job.instance_name, &staging, &server, allowed).await {
+            job.ui.note(&note);
+        }
+    }
     let mut notes = Vec::new();
     if let Some(tde) = tde_note(&set.manifest) {
         if parts.database {
@@ -1346,12 +1451,21 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
             },
         );
         let out = tokio::select! {
-            r = restore => r?,
+            r = restore => r,
             sig = stop.wait() => {
                 job.ui.clear_status();
                 return Err(interrupted(&job, &server, &set, &target, existed, sig).await);
             }
         };
+        // A copy from the repository that was stopped may end first, with its own error.
+        if out.is_err()
+            && let Some(sig) = stop.requested()
+        {
+            job.ui.clear_status();
+            return Err(interrupted(&job, &server, &set, &target, existed, sig).await);
+        }
+        settle_marker(&job, &mut session, &set, &target).await;
+        let out = out?;
         database = Some(out.restored);
         installation_id = out.installation_id;
     }

@@ -9,6 +9,7 @@
 
 use crate::common::*;
 use octobackup_lab::sqlserver_files::image;
+use octobackup_lab::sqlserver_sim::SqlFault;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -18,6 +19,10 @@ use std::time::Duration;
 enum At {
     Point(&'static str),
     MidRestore,
+    /// Part-way through copying the .bak from the repository (slowed by the lab).
+    MidCopy,
+    /// Inside RESTORE VERIFYONLY (held by the stand-in, as a big backup's silent verify).
+    MidVerify,
 }
 
 const SIGNALS: [&str; 3] = ["TERM", "INT", "KILL"];
@@ -71,13 +76,23 @@ async fn interrupt(t: &TestLab, args: &[&str], at: At, signal: &str) -> std::pro
         }
         // Slow enough to be stopped part-way.
         At::MidRestore => t.lab.sql().set_backup_rate(Some(256 * 1024)),
+        At::MidCopy => {
+            cmd.env("OCTOBACKUP_LAB_STAGE_RATE", (64 * 1024).to_string())
+                .env("OCTOBACKUP_LAB_PAUSED_FILE", &paused);
+        }
+        At::MidVerify => t.lab.sql().inject(SqlFault::SilenceBeforeNext {
+            command: "RESTORE VERIFYON".into(),
+            silence: Duration::from_secs(20),
+        }),
     }
+    let silent_before = seqs(&t.events(), "silence_started").len();
     let child = cmd.spawn().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     loop {
         let there = match at {
-            At::Point(_) => paused.exists(),
+            At::Point(_) | At::MidCopy => paused.exists(),
             At::MidRestore => seqs(&t.events(), "restore_started").len() > restores_before,
+            At::MidVerify => seqs(&t.events(), "silence_started").len() > silent_before,
         };
         if there {
             break;
@@ -114,15 +129,27 @@ fn assert_stopped_truthfully(t: &TestLab, name: &str, signal: &str, out: &std::p
     for db in temporary_databases(t) {
         assert!(e.contains(&db), "{name}: [{db}] left without a word: {e}");
     }
-    let left = staging_leftovers(t);
+    // A temporary database kept (the only copy of a replaced one) keeps its marker, for
+    // `recover` and `doctor`; no copy of the database stays beside it.
+    let kept = e.contains("the restored copy is kept as");
+    let left: Vec<PathBuf> = staging_leftovers(t)
+        .into_iter()
+        .filter(|p| {
+            !kept
+                || std::fs::read_dir(p)
+                    .unwrap()
+                    .any(|f| f.unwrap().file_name() != "octobackup-run.json")
+        })
+        .collect();
     assert!(
         left.is_empty(),
         "{name}: staging folders left: {left:?}: {e}"
     );
 }
 
-const RESTORE_POINTS: [At; 7] = [
+const RESTORE_POINTS: [At; 8] = [
     At::Point("restore: locked"),
+    At::MidCopy,
     At::Point("restore: staged"),
     At::MidRestore,
     At::Point("restore: checkdb"),
@@ -305,7 +332,9 @@ async fn drill_stopped_at_each_step() {
     let live = digest_of(&t, "OctopusDeploy").unwrap();
     let mut cases = 0;
     for at in [
+        At::MidCopy,
         At::Point("drill: staged"),
+        At::MidVerify,
         At::Point("drill: verified"),
         At::MidRestore,
         At::Point("drill: restored"),
@@ -433,4 +462,166 @@ async fn a_restore_and_a_backup_of_the_same_database_never_run_at_once() {
     t.ok(&["restore", "--database", "--database-name", "OctoAfter"])
         .await;
     assert_repository_checks(&t, "lock");
+}
+
+/// The status and detail of one check of `doctor --json`.
+async fn doctor_check(t: &TestLab, name: &str) -> (String, String) {
+    let out = t.run(&["--json", "doctor"]).await;
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor: not JSON ({e}): {}", stderr(&out)));
+    let c = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check {name}: {r:#}"))
+        .clone();
+    (
+        c["status"].as_str().unwrap_or_default().to_string(),
+        c.to_string(),
+    )
+}
+
+/// A restore or drill killed with kill -9 and never run again: `doctor` warns and names the fix,
+/// then `recover` drops the temporary database and deletes the staging folder (the unencrypted
+/// copy of the database); the live database is untouched throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_removes_what_a_killed_restore_or_drill_left() {
+    let t = TestLab::start().await;
+    t.init().await;
+    t.ok(&["backup"]).await;
+    let live = digest_of(&t, "OctopusDeploy").unwrap();
+    let dbs = t.lab.sql().databases();
+    let (status, _) = doctor_check(&t, "restore-drill-leftovers").await;
+    assert_eq!(status, "pass");
+    let cases: [(&[&str], At); 6] = [
+        (
+            &["restore", "--database", "--database-name", "OctoKilled"],
+            At::Point("restore: staged"),
+        ),
+        (
+            &["restore", "--database", "--database-name", "OctoKilled"],
+            At::MidRestore,
+        ),
+        (
+            &["restore", "--database", "--database-name", "OctoKilled"],
+            At::Point("restore: checkdb"),
+        ),
+        (&["drill"], At::Point("drill: verified")),
+        (&["drill"], At::MidRestore),
+        (&["drill"], At::Point("drill: folders")),
+    ];
+    for (args, at) in cases {
+        let name = format!("{args:?} killed at {at:?}");
+        let out = interrupt(&t, args, at, "KILL").await;
+        assert_eq!(out.status.code(), None, "{name}");
+        // SQL Server sees the killed run's connection close (and ends its RESTORE).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while t.lab.sql().session_count() > 0 {
+            assert!(std::time::Instant::now() < deadline, "{name}: session kept");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = staging_leftovers(&t);
+        assert!(!left.is_empty(), "{name}: nothing was left to test");
+        let (status, detail) = doctor_check(&t, "restore-drill-leftovers").await;
+        assert_eq!(status, "warn", "{name}: {detail}");
+        assert!(detail.contains("octobackup recover"), "{name}: {detail}");
+        for db in temporary_databases(&t) {
+            assert!(detail.contains(&db), "{name}: [{db}] not named: {detail}");
+        }
+        let out = t.ok(&["recover"]).await;
+        let said = stdout(&out);
+        assert!(said.contains("removed"), "{name}: {said}");
+        assert!(
+            temporary_databases(&t).is_empty(),
+            "{name}: {:?}: {said}",
+            temporary_databases(&t)
+        );
+        assert!(
+            staging_leftovers(&t).is_empty(),
+            "{name}: {:?}: {said}",
+            staging_leftovers(&t)
+        );
+        assert_eq!(t.lab.sql().databases(), dbs, "{name}: {said}");
+        assert_eq!(
+            digest_of(&t, "OctopusDeploy").as_deref(),
+            Some(live.as_str()),
+            "{name}: the live database changed"
+        );
+        let (status, _) = doctor_check(&t, "restore-drill-leftovers").await;
+        assert_eq!(status, "pass", "{name}");
+    }
+    assert_repository_checks(&t, "recover");
+}
+
+/// `restore --replace` killed once the old database is dropped: the temporary database is the
+/// only copy left, so `recover` keeps it and says so; the same restore then finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recover_keeps_the_only_copy_of_a_replaced_database() {
+    let t = TestLab::start().await;
+    t.init().await;
+    t.ok(&["backup"]).await;
+    let set = digest_of(&t, "OctopusDeploy").unwrap();
+    let args = ["restore", "--database", "--replace"];
+    let out = interrupt(&t, &args, At::Point("restore: rename"), "KILL").await;
+    assert_eq!(out.status.code(), None);
+    assert_eq!(digest_of(&t, "OctopusDeploy"), None);
+    let temp = temporary_databases(&t);
+    assert_eq!(temp.len(), 1, "{temp:?}");
+    let out = t.ok(&["recover"]).await;
+    let said = stdout(&out);
+    assert!(said.contains(&format!("kept [{}]", temp[0])), "{said}");
+    assert!(said.contains("Run the same restore again"), "{said}");
+    assert_eq!(temporary_databases(&t), temp);
+    t.ok(&args).await;
+    assert!(temporary_databases(&t).is_empty());
+    assert!(staging_leftovers(&t).is_empty());
+    assert_eq!(
+        digest_of(&t, "OctopusDeploy").as_deref(),
+        Some(set.as_str())
+    );
+}
+
+/// The next backup, or a restore of another set or name, removes what a killed restore left:
+/// its unencrypted copy does not wait for `recover`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_run_removes_a_killed_restores_copy() {
+    let t = TestLab::start().await;
+    t.init().await;
+    t.ok(&["backup"]).await;
+    let dbs = t.lab.sql().databases();
+    for (i, next) in [
+        &["backup"][..],
+        &["restore", "--database", "--database-name", "OctoOther"],
+        &["drill"],
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let target = format!("OctoKilled{i}");
+        let args = ["restore", "--database", "--database-name", &target];
+        interrupt(&t, &args, At::Point("restore: checkdb"), "KILL").await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while t.lab.sql().session_count() > 0 {
+            assert!(std::time::Instant::now() < deadline, "session kept");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(temporary_databases(&t).len(), 1);
+        assert_eq!(staging_leftovers(&t).len(), 1);
+        let out = t.ok(next).await;
+        assert!(
+            temporary_databases(&t).is_empty(),
+            "{next:?}: {:?}: {}",
+            temporary_databases(&t),
+            stderr(&out)
+        );
+        assert!(
+            staging_leftovers(&t).is_empty(),
+            "{next:?}: {:?}",
+            staging_leftovers(&t)
+        );
+    }
+    let mut now = t.lab.sql().databases();
+    now.retain(|d| d != "OctoOther");
+    assert_eq!(now, dbs);
 }

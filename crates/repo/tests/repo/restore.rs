@@ -99,3 +99,45 @@ fn a_file_restores_to_a_new_name_or_into_a_folder() {
         fs::read(&bak).unwrap()
     );
 }
+
+/// A gate that says stop ends a restore at its next write: an error that says so, and no file
+/// begun after the stop.
+#[test]
+fn a_gate_that_says_stop_ends_the_restore_at_its_next_write() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    write(&src.join("database.bak"), &noise(8 * 1024 * 1024, 3));
+    write(&src.join("later.bak"), &noise(1024 * 1024, 4));
+    let repo = new_repo(dir.path());
+    let set = repo
+        .backup(
+            vec![SourceItem::Path {
+                source: src.clone(),
+                target: "/database".into(),
+            }],
+            &SetOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    // Stop once the first write went through.
+    let written = AtomicU64::new(0);
+    let gate = |bytes: u64| written.fetch_add(bytes, Ordering::SeqCst) == 0;
+    let out = dir.path().join("out");
+    let err = repo
+        .restore_gated(&set.snapshot_id, "/database", &out, &NoProgress, &gate)
+        .unwrap_err();
+    assert!(err.to_string().contains("stopped on request"), "{err}");
+    let copied: u64 = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    assert!(
+        copied < 9 * 1024 * 1024,
+        "{copied} bytes written after the stop"
+    );
+    // Without a stop, the same restore is whole.
+    repo.restore_gated(&set.snapshot_id, "/database", &out, &NoProgress, &|_| true)
+        .unwrap();
+    assert_same_tree(&src, &out);
+}

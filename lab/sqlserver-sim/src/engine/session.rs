@@ -264,6 +264,7 @@ impl Session {
                     matches!(f, crate::SqlFault::SilenceBeforeNext { command: c, .. } if command.starts_with(c.as_str()))
                 })
             {
+                // Also for tests that act while a statement is under way (a stop mid-VERIFYONLY).
                 self.engine.emit(
                     "silence_started",
                     serde_json::json!({ "spid": self.spid, "command": command }),
