@@ -80,6 +80,10 @@ pub enum RepoError {
         fault: StorageFault,
     },
 
+    /// The storage did not answer within the run's retry budget: the run stops (budget.rs).
+    #[error("{}", .0.message())]
+    StorageGone(crate::budget::Gone),
+
     #[error("{0}")]
     Other(String),
 }

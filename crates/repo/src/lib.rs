@@ -7,6 +7,7 @@
 
 mod backup;
 mod browse;
+mod budget;
 mod check;
 mod config;
 mod error;
@@ -26,6 +27,7 @@ mod vpath;
 
 pub use backup::{BackupSummary, SetOptions};
 pub use browse::{EntryKind, FileEntry, READ_FILE_LIMIT, RestoreSummary};
+pub use budget::{DEFAULT_RETRY_BUDGET, Gone};
 pub use check::CheckReport;
 pub use config::{Password, RepoConfig, local_folder};
 pub use error::{RepoError, StorageFault};

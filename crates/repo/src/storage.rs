@@ -63,7 +63,11 @@ impl Storage {
         doing: &str,
         work: impl AsyncFnOnce(opendal::Operator) -> opendal::Result<T> + Send,
     ) -> Result<T, RepoError> {
+        if let Some(g) = crate::budget::known_health(&self.location).and_then(|h| h.gone()) {
+            return Err(RepoError::StorageGone(g));
+        }
         let (location, options) = self.resolved()?;
+        config::refuse_sftp_on_windows(&location, &self.location)?;
         let Some(service) = location.service().map(str::to_string) else {
             return Err(RepoError::InvalidInput(format!(
                 "{}: plain objects are only kept beside local and opendal repositories",
