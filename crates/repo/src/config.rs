@@ -330,12 +330,7 @@ pub(crate) fn resolve_options(
                 ));
             }
         }
-        Some("sftp") => {
-            // A stock sshd drops unauthenticated connections beyond `MaxStartups 10`: stay below.
-            options
-                .entry("connections".into())
-                .or_insert_with(|| "8".into());
-        }
+        Some("sftp") => crate::ssh::sftp_defaults(&mut options),
         _ => {}
     }
     Ok(options)

@@ -102,6 +102,8 @@ pub enum StorageFault {
     ClockSkew,
     /// The SSH login failed (user, key or host key).
     Ssh,
+    /// The SSH server's host key is not in known_hosts, or differs from the one there.
+    HostKey,
     /// Nothing answered.
     Unreachable,
     Other,
@@ -136,6 +138,12 @@ pub(crate) fn classify(text: &str) -> StorageFault {
         "status: 403",
     ]) {
         StorageFault::Credentials
+    } else if has(&[
+        "host key is known",
+        "Host key verification failed",
+        "HOST IDENTIFICATION HAS CHANGED",
+    ]) {
+        StorageFault::HostKey
     } else if has(&["ssh error", "failed to connect to the remote host"]) {
         StorageFault::Ssh
     } else if has(&[
@@ -150,6 +158,53 @@ pub(crate) fn classify(text: &str) -> StorageFault {
     } else {
         StorageFault::Other
     }
+}
+
+/// The host an SSH error names (`[127.0.0.1]:2222`, `nas.example.com`), if it does.
+fn ssh_host(text: &str) -> Option<String> {
+    for marker in [
+        "host key is known for ",
+        "Host key for ",
+        "Offending key for ",
+    ] {
+        if let Some(at) = text.find(marker) {
+            let host: String = text[at + marker.len()..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\\')
+                .collect();
+            if !host.is_empty() {
+                return Some(host);
+            }
+        }
+    }
+    None
+}
+
+/// What to do about an unknown or changed SSH host key, naming the host.
+fn host_key_fix(text: &str) -> String {
+    let host = ssh_host(text).unwrap_or_else(|| "the SFTP server".into());
+    // `[host]:port` is how ssh writes a host on another port than 22.
+    let (name, port) = match host.strip_prefix('[').and_then(|h| h.split_once("]:")) {
+        Some((h, p)) => (h.to_string(), p.to_string()),
+        None => (host.clone(), "22".to_string()),
+    };
+    if text.contains("HOST IDENTIFICATION HAS CHANGED") {
+        format!(
+            "the SSH host key of {host} differs from the one in known_hosts: if the server was reinstalled, check its new fingerprint with its administrator, then remove the old key with `ssh-keygen -R '{host}'`; otherwise someone may be in between"
+        )
+    } else {
+        format!(
+            "the SSH host key of {host} is not known: check its fingerprint with the server's administrator and add it with `ssh-keyscan -p {port} {name} >> ~/.ssh/known_hosts` (or connect once with `ssh -p {port} {name}`), or set known_hosts_strategy = \"add\" in [repository.options] to trust it on first use"
+        )
+    }
+}
+
+/// The cause and fix for a fault, for the service when known.
+fn explain_text(fault: StorageFault, service: Option<&str>, text: &str) -> Option<String> {
+    if fault == StorageFault::HostKey {
+        return Some(host_key_fix(text));
+    }
+    explain(fault, service)
 }
 
 /// The cause and fix for a fault, for the service when known.
@@ -174,6 +229,7 @@ fn explain(fault: StorageFault, service: Option<&str>) -> Option<String> {
             _ => "the bucket does not exist: create it first (`aws s3 mb s3://BUCKET --endpoint-url URL`, or the storage console), or fix the location".into(),
         },
         StorageFault::ClockSkew => "the storage server says this machine's clock is off: set the clock right (NTP); signed requests are refused when clocks differ by more than 15 minutes".into(),
+        StorageFault::HostKey => return None,
         StorageFault::Ssh => "the SSH login failed: check the user, the key (repository.options key) and that the server's host key is known (connect once with `ssh -p PORT USER@HOST`, or set known_hosts_strategy = \"add\")".into(),
         StorageFault::Unreachable => "the storage server did not answer: check the endpoint and port, the network and that the server is running".into(),
         StorageFault::Other => return None,
@@ -194,7 +250,7 @@ pub(crate) fn storage_error(
     let text = redact_url_secrets(&err.to_string());
     log::warn!(target: STORAGE_LOG, "{doing} ({place}): {text}");
     let fault = classify(&text);
-    match explain(fault, service) {
+    match explain_text(fault, service, &text) {
         Some(why) => RepoError::Storage {
             message: format!("{doing} ({place}): {why}"),
             fault,
@@ -249,7 +305,7 @@ pub(crate) fn from_rustic_at(doing: &str, service: Option<&str>, err: &RusticErr
     }
     let full = format!("{} {err:?}", err.display_log());
     let fault = classify(&full);
-    if let Some(why) = explain(fault, service) {
+    if let Some(why) = explain_text(fault, service, &full) {
         log::warn!(
             target: STORAGE_LOG,
             "{doing}: {}",
@@ -451,6 +507,30 @@ mod tests {
         // A local folder's refusal is not about storage credentials.
         let err = storage_error("cannot save", "/r", None, &cases[8].0);
         assert!(matches!(err, RepoError::Backend(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_unknown_ssh_host_key_names_the_host_and_the_fix() {
+        let text = "Unexpected at stat => ssh error, source: failed to connect to the remote host: No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\r\nHost key verification failed.";
+        assert_eq!(classify(text), StorageFault::HostKey);
+        let e = storage_error(
+            "cannot open the repository",
+            "SFTP folder /r on ssh://127.0.0.1:2222",
+            Some("sftp"),
+            &text,
+        )
+        .to_string();
+        for part in [
+            "host key of [127.0.0.1]:2222 is not known",
+            "ssh-keyscan -p 2222 127.0.0.1 >> ~/.ssh/known_hosts",
+            "known_hosts_strategy = \"add\"",
+        ] {
+            assert!(e.contains(part), "`{part}` missing: {e}");
+        }
+        let changed = "ssh error: @@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@ ... Offending key for nas.example.com in /root/.ssh/known_hosts:3 Host key verification failed.";
+        let e = storage_error("x", "y", Some("sftp"), &changed).to_string();
+        assert!(e.contains("host key of nas.example.com differs"), "{e}");
+        assert!(e.contains("ssh-keygen -R 'nas.example.com'"), "{e}");
     }
 
     #[test]
