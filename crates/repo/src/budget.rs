@@ -318,6 +318,13 @@ impl Budgeted {
     }
 }
 
+fn folder(tpe: FileType) -> String {
+    match tpe {
+        FileType::Config => "config".into(),
+        _ => format!("{}/", tpe.dirname()),
+    }
+}
+
 fn file(tpe: FileType, id: &Id) -> String {
     let hex = id.to_hex();
     match tpe {
@@ -334,14 +341,14 @@ impl ReadBackend for Budgeted {
 
     fn list_with_size(&self, tpe: FileType) -> RusticResult<Vec<(Id, u32)>> {
         self.call(
-            || format!("listing {}/", tpe.dirname()),
+            || format!("listing {}", folder(tpe)),
             || self.inner.list_with_size(tpe),
         )
     }
 
     fn list(&self, tpe: FileType) -> RusticResult<Vec<Id>> {
         self.call(
-            || format!("listing {}/", tpe.dirname()),
+            || format!("listing {}", folder(tpe)),
             || self.inner.list(tpe),
         )
     }

@@ -45,7 +45,16 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     let stop = job.stop.clone();
     let report = backup::run(job).await;
     ui.clear_status();
-    let report = report?;
+    let report = report.map_err(|mut f| {
+        // The storage did not answer within the retry budget: say what became of the run's
+        // staging copy (a failed run removes its staging folder).
+        if repo.storage_gone().is_some() {
+            f.message.push_str(
+                "; nothing was kept on the staging share, the next run takes a new database backup",
+            );
+        }
+        f
+    })?;
     // A stop heard while the set was sealed: the set stands, retention waits for the next run.
     let forget = if let (true, Some(sig)) = (args.forget, stop.requested()) {
         ui.note(&format!(
