@@ -115,10 +115,12 @@ fn remove_leftovers(root: &Path) {
 
 /// Ends every master whose control socket is in `dir` and removes `dir`.
 fn close_in(dir: &Path) {
+    let mut sockets = Vec::new();
     if let Ok(entries) = std::fs::read_dir(dir) {
         for entry in entries.flatten() {
             let socket = entry.path().join("master");
             if socket.exists() {
+                sockets.push(socket.clone());
                 // `ssh -O exit` asks the master on that socket to end; the host name is not
                 // used to connect, only required by the command line.
                 let _ = std::process::Command::new("ssh")
@@ -131,6 +133,12 @@ fn close_in(dir: &Path) {
                     .status();
             }
         }
+    }
+    // A master removes its socket as it ends: wait for that (briefly), so that the run ends
+    // after its masters.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while sockets.iter().any(|s| s.exists()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let _ = std::fs::remove_dir_all(dir);
 }
