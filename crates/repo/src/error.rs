@@ -104,6 +104,8 @@ pub enum StorageFault {
     Ssh,
     /// The SSH server's host key is not in known_hosts, or differs from the one there.
     HostKey,
+    /// The SSH server closed the connection before the login (too many at once, or going down).
+    SshDropped,
     /// Nothing answered.
     Unreachable,
     Other,
@@ -144,6 +146,21 @@ pub(crate) fn classify(text: &str) -> StorageFault {
         "HOST IDENTIFICATION HAS CHANGED",
     ]) {
         StorageFault::HostKey
+    } else if has(&["ssh error", "failed to connect to the remote host"])
+        && has(&[
+            "Connection refused",
+            "timed out",
+            "No route to host",
+            "Could not resolve",
+        ])
+    {
+        StorageFault::Unreachable
+    } else if has(&[
+        "kex_exchange_identification",
+        "Connection closed by remote host",
+        "Connection reset by peer",
+    ]) {
+        StorageFault::SshDropped
     } else if has(&["ssh error", "failed to connect to the remote host"]) {
         StorageFault::Ssh
     } else if has(&[
@@ -230,10 +247,27 @@ fn explain(fault: StorageFault, service: Option<&str>) -> Option<String> {
         },
         StorageFault::ClockSkew => "the storage server says this machine's clock is off: set the clock right (NTP); signed requests are refused when clocks differ by more than 15 minutes".into(),
         StorageFault::HostKey => return None,
+        StorageFault::SshDropped => "the SSH server closed the connection before the login: it may be refusing new connections (too many at once for sshd's MaxStartups, or a limit of its own): lower `connections` in [repository.options], then retry".into(),
         StorageFault::Ssh => "the SSH login failed: check the user, the key (repository.options key) and that the server's host key is known (connect once with `ssh -p PORT USER@HOST`, or set known_hosts_strategy = \"add\")".into(),
         StorageFault::Unreachable => "the storage server did not answer: check the endpoint and port, the network and that the server is running".into(),
         StorageFault::Other => return None,
     })
+}
+
+/// An error and its causes, on one line: OpenDAL's `Display` leaves out the source's own
+/// source (ssh's stderr: "Connection refused", "Permission denied (publickey)").
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let t = e.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// The log target of the backend's own context; programs show it only when asked (`-v`).
@@ -303,7 +337,7 @@ pub(crate) fn from_rustic_at(doing: &str, service: Option<&str>, err: &RusticErr
     if let Some(detail) = index_file(err) {
         return RepoError::DamagedIndex { detail };
     }
-    let full = format!("{} {err:?}", err.display_log());
+    let full = format!("{} {} {err:?}", err.display_log(), chain(err));
     let fault = classify(&full);
     if let Some(why) = explain_text(fault, service, &full) {
         log::warn!(
@@ -531,6 +565,36 @@ mod tests {
         let e = storage_error("x", "y", Some("sftp"), &changed).to_string();
         assert!(e.contains("host key of nas.example.com differs"), "{e}");
         assert!(e.contains("ssh-keygen -R 'nas.example.com'"), "{e}");
+    }
+
+    #[test]
+    fn ssh_connections_that_fail_before_the_login_are_not_called_a_wrong_key() {
+        assert_eq!(
+            classify(
+                "Unexpected at stat => ssh error: failed to connect to the remote host: kex_exchange_identification: Connection closed by remote host"
+            ),
+            StorageFault::SshDropped
+        );
+        assert_eq!(
+            classify(
+                "ssh error: failed to connect to the remote host: ssh: connect to host 127.0.0.1 port 2222: Connection refused"
+            ),
+            StorageFault::Unreachable
+        );
+        assert_eq!(
+            classify(
+                "ssh error: failed to connect to the remote host: obk@127.0.0.1: Permission denied (publickey)."
+            ),
+            StorageFault::Ssh
+        );
+        let e = storage_error(
+            "cannot read config",
+            "SFTP folder /r on ssh://h",
+            Some("sftp"),
+            &"ssh error: kex_exchange_identification: Connection closed by remote host",
+        )
+        .to_string();
+        assert!(e.contains("lower `connections`"), "{e}");
     }
 
     #[test]

@@ -795,6 +795,23 @@ async fn sftp_restore_of_many_packs() {
     }
     obk_ok(&t, place, &["drill"]).await;
     let sftp = b.sftp.as_ref().unwrap();
+
+    // Many connections of one process at once (on this 2-core machine the engine's own
+    // parallelism stays below sshd's limit): each plain-object read logs in on its own, and
+    // the logins are queued process-wide below `MaxStartups`, so none is dropped.
+    let p = place.unwrap();
+    let options: std::collections::BTreeMap<String, String> = p.options.iter().cloned().collect();
+    let reads: Vec<_> = (0..24)
+        .map(|_| {
+            let storage = octobackup_repo::Storage::new(p.location.clone(), options.clone());
+            std::thread::spawn(move || storage.get("config"))
+        })
+        .collect();
+    for r in reads {
+        let got = r.join().unwrap();
+        assert!(matches!(got, Ok(Some(_))), "a read failed: {got:?}");
+    }
+    octobackup_repo::close_ssh_connections();
     let log = std::fs::read_to_string(sftp.server.dir.path().join("sshd.log")).unwrap();
     assert!(!log.contains("MaxStartups"), "sshd dropped logins: {log}");
     let left = ssh_leftovers(sftp, None).await;
