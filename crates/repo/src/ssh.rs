@@ -16,6 +16,8 @@ pub(crate) const MASTER_IDLE_SECONDS: u64 = 10;
 /// Seconds ssh waits for the server to answer before the try counts as failed (then the retry
 /// budget decides).
 pub(crate) const CONNECT_TIMEOUT_SECONDS: u64 = 20;
+/// Seconds between keep-alive probes: a server gone silent is noticed after 3 of them.
+pub(crate) const SERVER_ALIVE_SECONDS: u64 = 15;
 
 /// The folder all runs' control folders go in.
 fn root() -> PathBuf {
@@ -44,6 +46,9 @@ pub(crate) fn sftp_defaults(options: &mut BTreeMap<String, String>) {
     options
         .entry("connect_timeout".into())
         .or_insert_with(|| CONNECT_TIMEOUT_SECONDS.to_string());
+    options
+        .entry("server_alive_interval".into())
+        .or_insert_with(|| SERVER_ALIVE_SECONDS.to_string());
     if !options.contains_key("control_dir")
         && let Some(dir) = control_dir()
     {
@@ -162,6 +167,7 @@ mod tests {
         assert_eq!(o["connections"], "4");
         assert_eq!(o["control_persist"], "10");
         assert_eq!(o["connect_timeout"], "20");
+        assert_eq!(o["server_alive_interval"], "15");
         let dir = PathBuf::from(&o["control_dir"]);
         assert!(dir.ends_with(std::process::id().to_string()), "{dir:?}");
         assert!(dir.is_dir());

@@ -199,6 +199,10 @@ impl Builder for SftpBuilder {
             control_dir: self.config.control_dir.clone(),
             control_persist: seconds("control_persist", &self.config.control_persist)?,
             connect_timeout: seconds("connect_timeout", &self.config.connect_timeout)?,
+            server_alive_interval: seconds(
+                "server_alive_interval",
+                &self.config.server_alive_interval,
+            )?,
         };
 
         let core = Arc::new(SftpCore::new(

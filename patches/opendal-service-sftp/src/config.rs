@@ -45,6 +45,9 @@ pub struct SftpConfig {
     pub control_persist: Option<String>,
     /// Patched for octobackup: seconds ssh waits for the server (ssh's `ConnectTimeout`).
     pub connect_timeout: Option<String>,
+    /// Patched for octobackup: seconds between ssh's keep-alive probes (`ServerAliveInterval`;
+    /// after 3 unanswered the connection counts as lost).
+    pub server_alive_interval: Option<String>,
     /// Deprecated: SFTP copy capability is enabled by default.
     #[deprecated(
         since = "0.57.0",

@@ -107,6 +107,7 @@ pub struct SessionOptions {
     pub control_dir: Option<String>,
     pub control_persist: Option<u64>,
     pub connect_timeout: Option<u64>,
+    pub server_alive_interval: Option<u64>,
 }
 
 /// Patched for octobackup: SSH logins in progress at once, for the whole process. sshd drops
@@ -146,6 +147,9 @@ impl ManageObject for Manager {
         }
         if let Some(secs) = self.session.connect_timeout {
             session.connect_timeout(Duration::from_secs(secs));
+        }
+        if let Some(secs) = self.session.server_alive_interval {
+            session.server_alive_interval(Duration::from_secs(secs));
         }
 
         let login = logins()

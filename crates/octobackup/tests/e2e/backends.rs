@@ -598,7 +598,10 @@ fn stop_storage(b: &Backend, t: &TestLab) {
 fn start_storage(b: &Backend, t: &TestLab) {
     match &b.gate {
         Some(g) => g.open(),
-        None => std::fs::rename(t.dir.path().join("repository-away"), t.repo_dir()).unwrap(),
+        None if b.kind == Kind::Local => {
+            std::fs::rename(t.dir.path().join("repository-away"), t.repo_dir()).unwrap()
+        }
+        None => {}
     }
 }
 
@@ -703,6 +706,24 @@ async fn stopped_before_the_run(kind: Kind) {
         changes,
         "{case}: maintenance mode was touched"
     );
+    // Restore and drill say the same, without a panic, and restore writes nothing.
+    let target = t.dir.path().join("restore-while-stopped");
+    let restore = [
+        "restore",
+        "--folders",
+        "--folders-to",
+        target.to_str().unwrap(),
+    ];
+    for args in [&restore[..], &["drill"]] {
+        let out = obk(&t, place, args).await;
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{case}: {args:?} succeeded");
+        assert!(!err.contains("panicked"), "{case}: {args:?}: {err}");
+        if b.gate.is_some() {
+            assert!(err.contains("did not answer"), "{case}: {args:?}: {err}");
+        }
+    }
+    assert!(!target.exists(), "{case}: restore wrote something");
     assert_as_found(&b, &t, place, 1, &case).await;
 }
 
@@ -740,6 +761,37 @@ async fn stopped_during_the_run(kind: Kind) {
         "{case}: the window never opened: {changes:?}"
     );
     assert_as_found(&b, &t, place, 0, &case).await;
+}
+
+/// SIGTERM (a service manager's stop) during an SFTP backup: maintenance mode is put back, exit
+/// 130, and the run's ssh masters and control folder go with it.
+async fn sftp_stopped_by_sigterm() {
+    let b = tokio::task::spawn_blocking(|| Backend::start(Kind::Sftp))
+        .await
+        .unwrap();
+    let (t, place) = lab_on(&b, "sigterm").await;
+    let place = place.as_ref();
+    t.lab.sql().set_backup_rate(Some(256 * 1024));
+    let mut c = t.command(&["backup"]);
+    c.envs(place.unwrap().env.iter().cloned());
+    let child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    t.wait_for_event("backup_started").await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    t.lab.sql().set_backup_rate(None);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_as_found(&b, &t, place, 0, "SFTP stopped by SIGTERM").await;
 }
 
 /// SFTP restore and drill of a set with many packs against an sshd with its default
@@ -896,6 +948,11 @@ async fn azure_blob_on_azurite_stopped() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sftp_on_openssh_stopped() {
     storage_stopped(Kind::Sftp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_backup_stopped_by_sigterm_leaves_no_ssh() {
+    sftp_stopped_by_sigterm().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
