@@ -309,7 +309,7 @@ impl Budgeted {
         self.health.retry(
             operation,
             call,
-            |e: &Box<RusticError>| transient_cause(e.as_ref()),
+            |e| transient_cause(&**e),
             |g| {
                 RusticError::new(ErrorKind::Backend, "{message}")
                     .attach_context("message", g.message())
