@@ -8,7 +8,9 @@ use rustic_backend::BackendOptions;
 use rustic_core::{RepositoryBackends, RepositoryOptions};
 use zeroize::Zeroizing;
 
+use crate::budget::{Budgeted, Health};
 use crate::error::{RepoError, from_rustic};
+use std::sync::Arc;
 
 /// The repository password. Zeroized on drop; `Debug` prints `***` so it cannot leak into logs.
 #[derive(Clone)]
@@ -52,6 +54,9 @@ pub struct RepoConfig {
     /// Backend options (OpenDAL settings such as `bucket`, `endpoint`, keys).
     pub options: BTreeMap<String, String>,
     pub password: Password,
+    /// How long the run keeps retrying a storage server that does not answer, added up over
+    /// the run (`None`: [`crate::DEFAULT_RETRY_BUDGET`]).
+    pub retry_budget: Option<std::time::Duration>,
 }
 
 impl fmt::Debug for RepoConfig {
@@ -63,6 +68,7 @@ impl fmt::Debug for RepoConfig {
             .field("repository", &self.repository)
             .field("options", &options)
             .field("password", &self.password)
+            .field("retry_budget", &self.retry_budget)
             .finish()
     }
 }
@@ -324,12 +330,7 @@ pub(crate) fn resolve_options(
                 ));
             }
         }
-        Some("sftp") => {
-            // A stock sshd drops unauthenticated connections beyond `MaxStartups 10`: stay below.
-            options
-                .entry("connections".into())
-                .or_insert_with(|| "8".into());
-        }
+        Some("sftp") => crate::ssh::sftp_defaults(&mut options),
         _ => {}
     }
     Ok(options)
@@ -376,27 +377,58 @@ fn local_backend_string(path: &str) -> String {
     }
 }
 
+/// OpenDAL's SFTP drives the system `ssh` through OpenSSH's ControlMaster sockets, which the
+/// Windows port of OpenSSH does not have: rustic_backend and OpenDAL build it only outside Windows.
+pub(crate) fn refuse_sftp_on_windows(
+    location: &Location,
+    repository: &str,
+) -> Result<(), RepoError> {
+    if cfg!(windows) && location.service() == Some("sftp") {
+        return Err(RepoError::InvalidInput(format!(
+            "`{repository}`: SFTP repositories are not available in the Windows build (OpenSSH for Windows has no ControlMaster connection sharing, which it needs); use S3, Azure Blob, or a network share (\\\\server\\share\\folder)"
+        )));
+    }
+    Ok(())
+}
+
 /// The backends and repository options for `cfg`. Local repositories get no cache (it would
 /// only duplicate the repository on the same disk); remote ones use rustic's default cache.
 pub(crate) fn backends(
     cfg: &RepoConfig,
-) -> Result<(RepositoryBackends, RepositoryOptions), RepoError> {
+) -> Result<(RepositoryBackends, RepositoryOptions, Arc<Health>), RepoError> {
     let location = location(&cfg.repository)?;
-    if cfg!(windows) && location.service() == Some("sftp") {
-        return Err(RepoError::InvalidInput(format!(
-            "`{}`: SFTP repositories are not available in the Windows build; use S3, Azure Blob, or a network share",
-            cfg.repository
-        )));
+    refuse_sftp_on_windows(&location, &cfg.repository)?;
+    let mut options = resolve_options(&location, &cfg.options, &|v| std::env::var(v).ok())?;
+    let place = if location.is_local {
+        cfg.repository.trim().to_string()
+    } else {
+        describe(&location, &options)
+    };
+    if location.service().is_some() {
+        // Retries are the budget's (budget.rs): OpenDAL's own would try each call 5 times over
+        // about 45 s, whatever the run has already spent.
+        options.insert("retry".into(), "off".into());
     }
-    let options = resolve_options(&location, &cfg.options, &|v| std::env::var(v).ok())?;
     let backend_opts = BackendOptions::default()
         .repository(location.backend)
         .options(options);
     let backends = backend_opts
         .to_backends()
         .map_err(|err| from_rustic("cannot reach the repository", &err))?;
+    let health = crate::budget::health(
+        &cfg.repository,
+        &place,
+        cfg.retry_budget
+            .unwrap_or(crate::budget::DEFAULT_RETRY_BUDGET),
+    );
+    let backends = RepositoryBackends::new(
+        Budgeted::wrap(backends.repository(), health.clone()),
+        backends
+            .repo_hot()
+            .map(|hot| Budgeted::wrap(hot, health.clone())),
+    );
     let repo_opts = RepositoryOptions::default().no_cache(location.is_local);
-    Ok((backends, repo_opts))
+    Ok((backends, repo_opts, health))
 }
 
 #[cfg(test)]
@@ -409,6 +441,7 @@ mod tests {
             repository: "/r".into(),
             options: BTreeMap::from([("secret-access-key".into(), "AKIA-SECRET".into())]),
             password: Password::new("hunter2"),
+            retry_budget: None,
         };
         let shown = format!("{cfg:?}");
         assert!(!shown.contains("hunter2"), "{shown}");

@@ -80,6 +80,10 @@ pub enum RepoError {
         fault: StorageFault,
     },
 
+    /// The storage did not answer within the run's retry budget: the run stops (budget.rs).
+    #[error("{}", .0.message())]
+    StorageGone(crate::budget::Gone),
+
     #[error("{0}")]
     Other(String),
 }
@@ -98,6 +102,10 @@ pub enum StorageFault {
     ClockSkew,
     /// The SSH login failed (user, key or host key).
     Ssh,
+    /// The SSH server's host key is not in known_hosts, or differs from the one there.
+    HostKey,
+    /// The SSH server closed the connection before the login (too many at once, or going down).
+    SshDropped,
     /// Nothing answered.
     Unreachable,
     Other,
@@ -132,6 +140,27 @@ pub(crate) fn classify(text: &str) -> StorageFault {
         "status: 403",
     ]) {
         StorageFault::Credentials
+    } else if has(&[
+        "host key is known",
+        "Host key verification failed",
+        "HOST IDENTIFICATION HAS CHANGED",
+    ]) {
+        StorageFault::HostKey
+    } else if has(&["ssh error", "failed to connect to the remote host"])
+        && has(&[
+            "Connection refused",
+            "timed out",
+            "No route to host",
+            "Could not resolve",
+        ])
+    {
+        StorageFault::Unreachable
+    } else if has(&[
+        "kex_exchange_identification",
+        "Connection closed by remote host",
+        "Connection reset by peer",
+    ]) {
+        StorageFault::SshDropped
     } else if has(&["ssh error", "failed to connect to the remote host"]) {
         StorageFault::Ssh
     } else if has(&[
@@ -146,6 +175,53 @@ pub(crate) fn classify(text: &str) -> StorageFault {
     } else {
         StorageFault::Other
     }
+}
+
+/// The host an SSH error names (`[127.0.0.1]:2222`, `nas.example.com`), if it does.
+fn ssh_host(text: &str) -> Option<String> {
+    for marker in [
+        "host key is known for ",
+        "Host key for ",
+        "Offending key for ",
+    ] {
+        if let Some(at) = text.find(marker) {
+            let host: String = text[at + marker.len()..]
+                .chars()
+                .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\\')
+                .collect();
+            if !host.is_empty() {
+                return Some(host);
+            }
+        }
+    }
+    None
+}
+
+/// What to do about an unknown or changed SSH host key, naming the host.
+fn host_key_fix(text: &str) -> String {
+    let host = ssh_host(text).unwrap_or_else(|| "the SFTP server".into());
+    // `[host]:port` is how ssh writes a host on another port than 22.
+    let (name, port) = match host.strip_prefix('[').and_then(|h| h.split_once("]:")) {
+        Some((h, p)) => (h.to_string(), p.to_string()),
+        None => (host.clone(), "22".to_string()),
+    };
+    if text.contains("HOST IDENTIFICATION HAS CHANGED") {
+        format!(
+            "the SSH host key of {host} differs from the one in known_hosts: if the server was reinstalled, check its new fingerprint with its administrator, then remove the old key with `ssh-keygen -R '{host}'`; otherwise someone may be in between"
+        )
+    } else {
+        format!(
+            "the SSH host key of {host} is not known: check its fingerprint with the server's administrator and add it with `ssh-keyscan -p {port} {name} >> ~/.ssh/known_hosts` (or connect once with `ssh -p {port} {name}`), or set known_hosts_strategy = \"add\" in [repository.options] to trust it on first use"
+        )
+    }
+}
+
+/// The cause and fix for a fault, for the service when known.
+fn explain_text(fault: StorageFault, service: Option<&str>, text: &str) -> Option<String> {
+    if fault == StorageFault::HostKey {
+        return Some(host_key_fix(text));
+    }
+    explain(fault, service)
 }
 
 /// The cause and fix for a fault, for the service when known.
@@ -170,10 +246,28 @@ fn explain(fault: StorageFault, service: Option<&str>) -> Option<String> {
             _ => "the bucket does not exist: create it first (`aws s3 mb s3://BUCKET --endpoint-url URL`, or the storage console), or fix the location".into(),
         },
         StorageFault::ClockSkew => "the storage server says this machine's clock is off: set the clock right (NTP); signed requests are refused when clocks differ by more than 15 minutes".into(),
+        StorageFault::HostKey => return None,
+        StorageFault::SshDropped => "the SSH server closed the connection before the login: it may be refusing new connections (too many at once for sshd's MaxStartups, or a limit of its own): lower `connections` in [repository.options], then retry".into(),
         StorageFault::Ssh => "the SSH login failed: check the user, the key (repository.options key) and that the server's host key is known (connect once with `ssh -p PORT USER@HOST`, or set known_hosts_strategy = \"add\")".into(),
         StorageFault::Unreachable => "the storage server did not answer: check the endpoint and port, the network and that the server is running".into(),
         StorageFault::Other => return None,
     })
+}
+
+/// An error and its causes, on one line: OpenDAL's `Display` leaves out the source's own
+/// source (ssh's stderr: "Connection refused", "Permission denied (publickey)").
+pub(crate) fn chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(e) = source {
+        let t = e.to_string();
+        if !text.contains(&t) {
+            text.push_str(": ");
+            text.push_str(&t);
+        }
+        source = e.source();
+    }
+    text
 }
 
 /// The log target of the backend's own context; programs show it only when asked (`-v`).
@@ -190,7 +284,7 @@ pub(crate) fn storage_error(
     let text = redact_url_secrets(&err.to_string());
     log::warn!(target: STORAGE_LOG, "{doing} ({place}): {text}");
     let fault = classify(&text);
-    match explain(fault, service) {
+    match explain_text(fault, service, &text) {
         Some(why) => RepoError::Storage {
             message: format!("{doing} ({place}): {why}"),
             fault,
@@ -243,9 +337,9 @@ pub(crate) fn from_rustic_at(doing: &str, service: Option<&str>, err: &RusticErr
     if let Some(detail) = index_file(err) {
         return RepoError::DamagedIndex { detail };
     }
-    let full = format!("{} {err:?}", err.display_log());
+    let full = format!("{} {} {err:?}", err.display_log(), chain(err));
     let fault = classify(&full);
-    if let Some(why) = explain(fault, service) {
+    if let Some(why) = explain_text(fault, service, &full) {
         log::warn!(
             target: STORAGE_LOG,
             "{doing}: {}",
@@ -471,6 +565,60 @@ mod tests {
         // A local folder's refusal is not about storage credentials.
         let err = storage_error("cannot save", "/r", None, &cases[8].0);
         assert!(matches!(err, RepoError::Backend(_)), "{err:?}");
+    }
+
+    #[test]
+    fn an_unknown_ssh_host_key_names_the_host_and_the_fix() {
+        let text = "Unexpected at stat => ssh error, source: failed to connect to the remote host: No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\r\nHost key verification failed.";
+        assert_eq!(classify(text), StorageFault::HostKey);
+        let e = storage_error(
+            "cannot open the repository",
+            "SFTP folder /r on ssh://127.0.0.1:2222",
+            Some("sftp"),
+            &text,
+        )
+        .to_string();
+        for part in [
+            "host key of [127.0.0.1]:2222 is not known",
+            "ssh-keyscan -p 2222 127.0.0.1 >> ~/.ssh/known_hosts",
+            "known_hosts_strategy = \"add\"",
+        ] {
+            assert!(e.contains(part), "`{part}` missing: {e}");
+        }
+        let changed = "ssh error: @@@ WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! @@@ ... Offending key for nas.example.com in /root/.ssh/known_hosts:3 Host key verification failed.";
+        let e = storage_error("x", "y", Some("sftp"), &changed).to_string();
+        assert!(e.contains("host key of nas.example.com differs"), "{e}");
+        assert!(e.contains("ssh-keygen -R 'nas.example.com'"), "{e}");
+    }
+
+    #[test]
+    fn ssh_connections_that_fail_before_the_login_are_not_called_a_wrong_key() {
+        assert_eq!(
+            classify(
+                "Unexpected at stat => ssh error: failed to connect to the remote host: kex_exchange_identification: Connection closed by remote host"
+            ),
+            StorageFault::SshDropped
+        );
+        assert_eq!(
+            classify(
+                "ssh error: failed to connect to the remote host: ssh: connect to host 127.0.0.1 port 2222: Connection refused"
+            ),
+            StorageFault::Unreachable
+        );
+        assert_eq!(
+            classify(
+                "ssh error: failed to connect to the remote host: obk@127.0.0.1: Permission denied (publickey)."
+            ),
+            StorageFault::Ssh
+        );
+        let e = storage_error(
+            "cannot read config",
+            "SFTP folder /r on ssh://h",
+            Some("sftp"),
+            &"ssh error: kex_exchange_identification: Connection closed by remote host",
+        )
+        .to_string();
+        assert!(e.contains("lower `connections`"), "{e}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 mod backup;
 mod browse;
+mod budget;
 mod check;
 mod config;
 mod error;
@@ -21,12 +22,14 @@ mod repo;
 mod restore;
 mod snapshots;
 mod source;
+mod ssh;
 mod storage;
 mod usage;
 mod vpath;
 
 pub use backup::{BackupSummary, SetOptions};
 pub use browse::{EntryKind, FileEntry, READ_FILE_LIMIT};
+pub use budget::{DEFAULT_RETRY_BUDGET, Gone};
 pub use check::{AffectedSnapshot, CheckReport};
 pub use config::{Password, RepoConfig, local_folder};
 pub use error::{RepoError, StorageFault};
@@ -38,6 +41,7 @@ pub use repo::{DEFAULT_COMPRESSION, Repo};
 pub use restore::{Gate, RestoreSummary};
 pub use snapshots::{SnapshotFigures, SnapshotInfo};
 pub use source::SourceItem;
+pub use ssh::close_ssh_connections;
 pub use storage::Storage;
 pub use usage::{DropEstimate, MAX_FILES_LISTED, ReadData};
 pub use zeroize::Zeroizing;

@@ -1,6 +1,6 @@
 //! Opening and creating a repository, and the calls that are not backup or restore.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rustic_core::repofile::{KeyId, MasterKey, SnapshotFile, SnapshotId};
 use rustic_core::{
@@ -8,6 +8,7 @@ use rustic_core::{
     RepositoryBackends, RepositoryOptions, compression_level_range,
 };
 
+use crate::budget::Health;
 use crate::check::CheckReport;
 use crate::config::{self, RepoConfig};
 use crate::error::{RepoError, from_rustic, from_rustic_at};
@@ -31,6 +32,8 @@ pub struct Repo {
     key: Credentials,
     /// The key file the password opened (`None` when opened otherwise).
     pub(crate) key_id: Option<KeyId>,
+    /// The storage's retry budget, shared by every call of the run.
+    health: Arc<Health>,
     busy: Mutex<()>,
 }
 
@@ -46,7 +49,7 @@ impl Repo {
     /// Creates a repository (restic format v2, zstd level 3) and opens it. Refuses a location
     /// that already holds one.
     pub fn init(cfg: &RepoConfig) -> Result<Repo, RepoError> {
-        let (backends, options) = config::backends(cfg)?;
+        let (backends, options, health) = config::backends(cfg)?;
         let storage = Storage::new(&cfg.repository, cfg.options.clone());
         let at = At::new(cfg);
         let router = ProgressRouter::default();
@@ -73,13 +76,14 @@ impl Repo {
                 )
                 .map_err(|e| at.error("cannot create the repository", &e))?;
             Ok((repo.key(), *repo.key_id()))
-        })?;
-        Ok(Self::new(cfg, backends, options, router, key))
+        });
+        let key = gone_first(&health, key)?;
+        Ok(Self::new(cfg, backends, options, router, key, health))
     }
 
     /// Opens an existing repository.
     pub fn open(cfg: &RepoConfig) -> Result<Repo, RepoError> {
-        let (backends, options) = config::backends(cfg)?;
+        let (backends, options, health) = config::backends(cfg)?;
         let at = At::new(cfg);
         let router = ProgressRouter::default();
         let key = router.run(&NoProgress, || {
@@ -113,8 +117,9 @@ impl Repo {
                 }
             })?;
             Ok((repo.key(), *repo.key_id()))
-        })?;
-        Ok(Self::new(cfg, backends, options, router, key))
+        });
+        let key = gone_first(&health, key)?;
+        Ok(Self::new(cfg, backends, options, router, key, health))
     }
 
     fn new(
@@ -123,6 +128,7 @@ impl Repo {
         options: RepositoryOptions,
         router: ProgressRouter,
         (key, key_id): (MasterKey, Option<KeyId>),
+        health: Arc<Health>,
     ) -> Self {
         Self {
             location: cfg.repository.clone(),
@@ -132,6 +138,7 @@ impl Repo {
             router,
             key: Credentials::Masterkey(key),
             key_id,
+            health,
             busy: Mutex::new(()),
         }
     }
@@ -160,7 +167,14 @@ impl Repo {
         work: impl FnOnce(Repository<OpenStatus>) -> Result<T, RepoError> + Send,
     ) -> Result<T, RepoError> {
         let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
-        self.router.run(sink, || work(self.reopen()?))
+        let result = self.router.run(sink, || work(self.reopen()?));
+        gone_first(&self.health, result)
+    }
+
+    /// Set once the storage did not answer within the run's retry budget: every later call
+    /// fails at once with the same message.
+    pub fn storage_gone(&self) -> Option<crate::Gone> {
+        self.health.gone()
     }
 
     /// Makes `level` the repository's compression (stored in its config, as rustic does) and
@@ -223,6 +237,15 @@ impl Repo {
                 .map_err(|e| from_rustic("cannot check the repository", &e))?;
             Ok(CheckReport::from_results(&results))
         })
+    }
+}
+
+/// A failed call whose storage is gone reports that, whatever rustic made of it (a failed pack,
+/// a missing parent, a panic in the engine): one line naming the endpoint and the operation.
+fn gone_first<T>(health: &Health, result: Result<T, RepoError>) -> Result<T, RepoError> {
+    match (result, health.gone()) {
+        (Err(_), Some(g)) => Err(RepoError::StorageGone(g)),
+        (r, _) => r,
     }
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use crate::config::{self, Location};
-use crate::error::{RepoError, StorageFault, storage_error};
+use crate::error::{RepoError, StorageFault, chain, storage_error};
 
 /// Where a repository is, without its password.
 #[derive(Clone)]
@@ -63,7 +63,11 @@ impl Storage {
         doing: &str,
         work: impl AsyncFnOnce(opendal::Operator) -> opendal::Result<T> + Send,
     ) -> Result<T, RepoError> {
+        if let Some(g) = crate::budget::known_health(&self.location).and_then(|h| h.gone()) {
+            return Err(RepoError::StorageGone(g));
+        }
         let (location, options) = self.resolved()?;
+        config::refuse_sftp_on_windows(&location, &self.location)?;
         let Some(service) = location.service().map(str::to_string) else {
             return Err(RepoError::InvalidInput(format!(
                 "{}: plain objects are only kept beside local and opendal repositories",
@@ -79,10 +83,10 @@ impl Storage {
                     .map_err(|e| RepoError::Other(format!("{doing}: {e}")))?;
                 rt.block_on(async {
                     let op = opendal::Operator::via_iter(&service, options)
-                        .map_err(|e| storage_error(doing, &describe, Some(&service), &e))?;
+                        .map_err(|e| storage_error(doing, &describe, Some(&service), &chain(&e)))?;
                     work(op)
                         .await
-                        .map_err(|e| storage_error(doing, &describe, Some(&service), &e))
+                        .map_err(|e| storage_error(doing, &describe, Some(&service), &chain(&e)))
                 })
             })
             .join()
@@ -194,10 +198,9 @@ impl Storage {
                     for (k, v) in &request.headers {
                         req = req.header(k.as_str(), v.as_str());
                     }
-                    let resp = req
-                        .send()
-                        .await
-                        .map_err(|e| storage_error(&doing, &describe, service.as_deref(), &e))?;
+                    let resp = req.send().await.map_err(|e| {
+                        storage_error(&doing, &describe, service.as_deref(), &chain(&e))
+                    })?;
                     let status = resp.status().as_u16();
                     Ok((status, resp.text().await.unwrap_or_default()))
                 })

@@ -208,7 +208,16 @@ async fn attempt(
     ui.clear_status();
     let report = match report {
         Ok(r) => r,
-        Err(e) => return (Err(e), None),
+        Err(mut f) => {
+            // The storage did not answer within the retry budget: say what became of the run's
+            // staging copy (a failed run removes its staging folder).
+            if repo.storage_gone().is_some() {
+                f.message.push_str(
+                    "; nothing was kept on the staging share, the next run takes a new database backup",
+                );
+            }
+            return (Err(f), None);
+        }
     };
     // A stop heard while the set was sealed: the set stands, retention waits for the next run.
     let forgot = if let (true, Some(sig)) = (forget, stop.requested()) {

@@ -108,7 +108,10 @@ pub(crate) fn run_main(
             return ExitCode::from(Exit::Failed as u8);
         }
     };
-    match runtime.block_on(command) {
+    let outcome = runtime.block_on(command);
+    // An SFTP repository's ssh masters and their control folder go with the run.
+    octobackup_repo::close_ssh_connections();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => {
             if json && !f.result_printed {

@@ -47,6 +47,7 @@ pub fn repo_config(config: &Config, password: &Secret) -> RepoConfig {
         repository: config.repository.location.clone(),
         options: config.repository.options.clone(),
         password: Password::new(password.expose()),
+        retry_budget: config.repository.retry_budget,
     }
 }
 

@@ -67,6 +67,14 @@ pub struct RepositoryConfig {
     /// zstd level for new data (restic's range -131072..=22); default 3.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<i32>,
+    /// How long a run keeps retrying a storage server that does not answer, added up over the
+    /// run (not per request); past it the run stops with one line. Default 2m.
+    #[serde(
+        default,
+        with = "humantime_serde_opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub retry_budget: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]

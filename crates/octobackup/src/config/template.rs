@@ -19,6 +19,9 @@ location = "{repository}"
 # password_file = "/etc/octobackup/repository-password"
 # zstd level for new data (default 3).
 # compression = 3
+# How long a run keeps retrying a storage server that does not answer, added up over the run
+# (default 2m); past it the run stops with one line.
+# retry_budget = "2m"
 
 # Backend settings, when the location and the environment do not say enough. Credentials are
 # best named, not written: access_key_id, secret_access_key, session_token, account_key and

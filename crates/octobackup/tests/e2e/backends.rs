@@ -27,6 +27,8 @@ struct Backend {
     s3: Option<servers::S3>,
     azure: Option<servers::Server>,
     sftp: Option<servers::Sftp>,
+    /// A gate the clients go through, to stop the server as they see it (fault cases).
+    gate: Option<servers::Gate>,
 }
 
 /// How a config names a repository on this backend.
@@ -43,6 +45,7 @@ impl Backend {
             s3: None,
             azure: None,
             sftp: None,
+            gate: None,
         };
         match kind {
             Kind::Local => {}
@@ -51,6 +54,26 @@ impl Backend {
             Kind::Sftp => b.sftp = Some(servers::start_sftp()),
         }
         b
+    }
+
+    /// As [`Backend::start`], with the clients going through a gate (none for a local folder).
+    fn start_gated(kind: Kind) -> Backend {
+        let mut b = Backend::start(kind);
+        let server = match kind {
+            Kind::Local => return b,
+            Kind::S3 => b.s3.as_ref().unwrap().server.addr(),
+            Kind::Azure => b.azure.as_ref().unwrap().addr(),
+            Kind::Sftp => b.sftp.as_ref().unwrap().server.addr(),
+        };
+        b.gate = Some(servers::Gate::new(&server));
+        b
+    }
+
+    /// The address octobackup is given: the gate's, or the server's own.
+    fn front(&self, server: &servers::Server) -> String {
+        self.gate
+            .as_ref()
+            .map_or_else(|| server.addr(), servers::Gate::addr)
     }
 
     /// A repository under `path` (a prefix in the bucket, a folder on the server); `None` for
@@ -67,7 +90,7 @@ impl Backend {
             Kind::S3 => {
                 let s3 = self.s3.as_ref().unwrap();
                 Some(Place {
-                    location: format!("s3:http://{}/{bucket}/{path}", s3.server.addr()),
+                    location: format!("s3:http://{}/{bucket}/{path}", self.front(&s3.server)),
                     options: Vec::new(),
                     env: env(&[
                         ("AWS_ACCESS_KEY_ID", "octobackup-test"),
@@ -79,7 +102,10 @@ impl Backend {
                 let az = self.azure.as_ref().unwrap();
                 Some(Place {
                     location: format!("azure://{bucket}/{path}"),
-                    options: vec![("endpoint".into(), servers::azurite_endpoint(az))],
+                    options: vec![(
+                        "endpoint".into(),
+                        format!("http://{}/{}", self.front(az), servers::AZURITE_ACCOUNT),
+                    )],
                     env: env(&[
                         ("AZURE_STORAGE_ACCOUNT", servers::AZURITE_ACCOUNT),
                         ("AZURE_STORAGE_KEY", servers::AZURITE_KEY),
@@ -93,7 +119,7 @@ impl Backend {
                     location: format!(
                         "sftp://{}@{}{}",
                         sftp.user,
-                        sftp.server.addr(),
+                        self.front(&sftp.server),
                         root.display()
                     ),
                     options: vec![
@@ -101,17 +127,16 @@ impl Backend {
                         // The test server's host key is new each run.
                         ("known_hosts_strategy".into(), "accept".into()),
                     ],
-                    // OpenDAL's ssh keeps its control sockets under XDG_STATE_HOME: in the
-                    // server's temp folder, they go with it.
-                    env: vec![(
-                        "XDG_STATE_HOME".into(),
-                        sftp.server
-                            .dir
-                            .path()
-                            .join("client-state")
-                            .display()
-                            .to_string(),
-                    )],
+                    // octobackup keeps its ssh control sockets under $TMPDIR/octobackup-ssh
+                    // (OpenDAL's default would be XDG_STATE_HOME): both in the server's temp
+                    // folder, where the tests look for leftovers.
+                    env: vec![
+                        (
+                            "XDG_STATE_HOME".into(),
+                            sftp.client_state().display().to_string(),
+                        ),
+                        ("TMPDIR".into(), sftp.client_tmp().display().to_string()),
+                    ],
                 })
             }
         }
@@ -139,7 +164,7 @@ impl Backend {
                 let root = place
                     .unwrap()
                     .location
-                    .split_once(&sftp.server.addr())
+                    .split_once(&self.front(&sftp.server))
                     .unwrap()
                     .1
                     .to_string();
@@ -541,6 +566,310 @@ async fn init_from_the_command_line(b: Arc<Backend>) {
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
 }
 
+// ---- The storage server stopped: the run ends within the retry budget ----
+
+/// The retry budget of the fault cases: small, so the runs end soon (no timing is asserted).
+const TEST_BUDGET: &str = "3s";
+
+/// A lab whose repository is on `b`, initialised, with a small retry budget.
+async fn lab_on(b: &Backend, path: &str) -> (TestLab, Option<Place>) {
+    let t = TestLab::start().await;
+    let place = b.place(BUCKET, path);
+    use_place(&t, place.as_ref());
+    t.edit_config(|c| {
+        c["repository"]
+            .as_table_mut()
+            .unwrap()
+            .insert("retry_budget".into(), TEST_BUDGET.into());
+    });
+    obk_ok(&t, place.as_ref(), &["init"]).await;
+    (t, place)
+}
+
+/// Stops the storage as octobackup sees it: the gate closes (a local repository's folder is
+/// moved away, as a disk or share that went away).
+fn stop_storage(b: &Backend, t: &TestLab) {
+    match &b.gate {
+        Some(g) => g.close(),
+        None => std::fs::rename(t.repo_dir(), t.dir.path().join("repository-away")).unwrap(),
+    }
+}
+
+fn start_storage(b: &Backend, t: &TestLab) {
+    match &b.gate {
+        Some(g) => g.open(),
+        None if b.kind == Kind::Local => {
+            std::fs::rename(t.dir.path().join("repository-away"), t.repo_dir()).unwrap()
+        }
+        None => {}
+    }
+}
+
+/// The run's error: one `error:` line naming the storage's endpoint, the budget and what
+/// became of the staging copy; no panic and no backend internals anywhere on stderr.
+fn assert_storage_gone(b: &Backend, out: &Output, staged: bool, case: &str) {
+    let err = stderr(out);
+    assert_eq!(out.status.code(), Some(5), "{case}: exit code; {err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "{case}: not one error line: {err}");
+    let line = errors[0];
+    for internal in [
+        "panicked",
+        "Backtrace",
+        "RUST_BACKTRACE",
+        "WARN",
+        "x-amz",
+        "x-ms-",
+    ] {
+        assert!(!err.contains(internal), "{case}: `{internal}` shown: {err}");
+    }
+    match &b.gate {
+        Some(g) => {
+            for part in [
+                "the repository storage did not answer",
+                g.addr().as_str(),
+                "retry_budget = 3s",
+            ] {
+                assert!(line.contains(part), "{case}: `{part}` missing: {line}");
+            }
+            if staged {
+                assert!(
+                    line.contains("nothing was kept on the staging share"),
+                    "{case}: staging not said: {line}"
+                );
+            }
+        }
+        // A folder that is gone is not retried: it says which file it could not write.
+        None => assert!(line.contains("repository"), "{case}: {line}"),
+    }
+}
+
+/// Maintenance mode as found (off), no set complete beyond `complete_before`, and for SFTP no
+/// ssh process or control folder left.
+async fn assert_as_found(
+    b: &Backend,
+    t: &TestLab,
+    place: Option<&Place>,
+    complete_before: usize,
+    case: &str,
+) {
+    assert!(
+        !t.lab.octopus().maintenance(),
+        "{case}: maintenance mode left on: {:?}",
+        maintenance_changes(&t.events())
+    );
+    start_storage(b, t);
+    let out = obk_ok(t, place, &["--json", "snapshots"]).await;
+    let sets: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let complete = sets.iter().filter(|s| s["complete"] == true).count();
+    assert_eq!(
+        complete, complete_before,
+        "{case}: complete sets: {sets:#?}"
+    );
+    if let Some(sftp) = &b.sftp {
+        let left = ssh_leftovers(sftp, b.gate.as_ref().map(|g| g.port)).await;
+        assert!(left.is_empty(), "{case}: ssh leftovers: {left:#?}");
+    }
+}
+
+/// What the runs left of ssh: processes and control folders. An `ssh -O exit` that OpenDAL's
+/// session sends while the run ends may still be finishing as it exits: allow it a moment
+/// (bounded; the masters themselves end with the run).
+async fn ssh_leftovers(sftp: &servers::Sftp, gate_port: Option<u16>) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let left = sftp.leftovers(gate_port);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// The storage stopped before the run: the run ends at the retry budget with one line, before
+/// maintenance mode is touched; the earlier set stays the only complete one.
+async fn stopped_before_the_run(kind: Kind) {
+    let b = tokio::task::spawn_blocking(move || Backend::start_gated(kind))
+        .await
+        .unwrap();
+    let (t, place) = lab_on(&b, "stopped-before").await;
+    let place = place.as_ref();
+    obk_ok(&t, place, &["backup"]).await;
+    let changes = maintenance_changes(&t.events()).len();
+
+    stop_storage(&b, &t);
+    let out = obk(&t, place, &["backup"]).await;
+    let case = format!("{kind:?} stopped before the run");
+    assert_storage_gone(&b, &out, false, &case);
+    assert_eq!(
+        maintenance_changes(&t.events()).len(),
+        changes,
+        "{case}: maintenance mode was touched"
+    );
+    // Restore and drill say the same, without a panic, and restore writes nothing.
+    let target = t.dir.path().join("restore-while-stopped");
+    let restore = [
+        "restore",
+        "--folders",
+        "--folders-to",
+        target.to_str().unwrap(),
+    ];
+    for args in [&restore[..], &["drill"]] {
+        let out = obk(&t, place, args).await;
+        let err = stderr(&out);
+        assert!(!out.status.success(), "{case}: {args:?} succeeded");
+        assert!(!err.contains("panicked"), "{case}: {args:?}: {err}");
+        if b.gate.is_some() {
+            assert!(err.contains("did not answer"), "{case}: {args:?}: {err}");
+        }
+    }
+    assert!(!target.exists(), "{case}: restore wrote something");
+    assert_as_found(&b, &t, place, 1, &case).await;
+}
+
+/// The storage stopped while the run is under way (during the window's BACKUP DATABASE, so the
+/// run meets it after the window, while it stores the set): the run ends within the retry budget
+/// with one line, maintenance mode is put back, no set is complete.
+async fn stopped_during_the_run(kind: Kind) {
+    let b = tokio::task::spawn_blocking(move || Backend::start_gated(kind))
+        .await
+        .unwrap();
+    let (t, place) = lab_on(&b, "stopped-during").await;
+    let place = place.as_ref();
+
+    t.lab.sql().set_backup_rate(Some(256 * 1024));
+    let mut c = t.command(&["backup"]);
+    if let Some(p) = place {
+        c.envs(p.env.iter().cloned());
+    }
+    let child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    t.wait_for_event("backup_started").await;
+    stop_storage(&b, &t);
+    t.lab.sql().set_backup_rate(None);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let case = format!("{kind:?} stopped during the run");
+    assert_storage_gone(&b, &out, true, &case);
+    let changes = maintenance_changes(&t.events());
+    assert!(
+        changes.first().is_some_and(|c| c.1),
+        "{case}: the window never opened: {changes:?}"
+    );
+    assert_as_found(&b, &t, place, 0, &case).await;
+}
+
+/// SIGTERM (a service manager's stop) during an SFTP backup: maintenance mode is put back, exit
+/// 130, and the run's ssh masters and control folder go with it.
+async fn sftp_stopped_by_sigterm() {
+    let b = tokio::task::spawn_blocking(|| Backend::start(Kind::Sftp))
+        .await
+        .unwrap();
+    let (t, place) = lab_on(&b, "sigterm").await;
+    let place = place.as_ref();
+    t.lab.sql().set_backup_rate(Some(256 * 1024));
+    let mut c = t.command(&["backup"]);
+    c.envs(place.unwrap().env.iter().cloned());
+    let child = c
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    t.wait_for_event("backup_started").await;
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    t.lab.sql().set_backup_rate(None);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    assert_as_found(&b, &t, place, 0, "SFTP stopped by SIGTERM").await;
+}
+
+/// SFTP restore and drill of a set with many packs against an sshd with its default
+/// `MaxStartups 10:30:100`, with more connections than sshd lets log in at once: the logins are
+/// queued, nothing is dropped, and no ssh process or control folder is left.
+async fn sftp_restore_of_many_packs() {
+    let b = tokio::task::spawn_blocking(|| Backend::start(Kind::Sftp))
+        .await
+        .unwrap();
+    let (t, place) = lab_on(&b, "many-packs").await;
+    let place = place.as_ref();
+    t.edit_config(|c| {
+        c["repository"]["options"]
+            .as_table_mut()
+            .unwrap()
+            .insert("connections".into(), "32".into());
+    });
+    // About 60 MB of incompressible files: a few dozen packs.
+    let extra = t.lab.info().folders.artifacts.join("many-packs");
+    std::fs::create_dir_all(&extra).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+    for i in 0..240 {
+        let mut data = vec![0u8; 256 * 1024];
+        for chunk in data.chunks_mut(8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+        }
+        std::fs::write(extra.join(format!("artifact-{i:03}.bin")), data).unwrap();
+    }
+    obk_ok(&t, place, &["backup"]).await;
+    let fp = t.lab.fingerprint().await.unwrap();
+    let folders = t.dir.path().join("restored");
+    let out = obk_ok(
+        &t,
+        place,
+        &[
+            "restore",
+            "--folders",
+            "--folders-to",
+            folders.to_str().unwrap(),
+        ],
+    )
+    .await;
+    assert!(!stderr(&out).contains("panicked"), "{}", stderr(&out));
+    for (name, files) in &fp.folders {
+        assert_eq!(
+            &hash_tree(&folders.join(name)).unwrap(),
+            files,
+            "folder {name}"
+        );
+    }
+    obk_ok(&t, place, &["drill"]).await;
+    let sftp = b.sftp.as_ref().unwrap();
+
+    // Many connections of one process at once (on this 2-core machine the engine's own
+    // parallelism stays below sshd's limit): each plain-object read logs in on its own, and
+    // the logins are queued process-wide below `MaxStartups`, so none is dropped.
+    let p = place.unwrap();
+    let options: std::collections::BTreeMap<String, String> = p.options.iter().cloned().collect();
+    let reads: Vec<_> = (0..24)
+        .map(|_| {
+            let storage = octobackup_repo::Storage::new(p.location.clone(), options.clone());
+            std::thread::spawn(move || storage.get("config"))
+        })
+        .collect();
+    for r in reads {
+        let got = r.join().unwrap();
+        assert!(matches!(got, Ok(Some(_))), "a read failed: {got:?}");
+    }
+    octobackup_repo::close_ssh_connections();
+    let log = std::fs::read_to_string(sftp.server.dir.path().join("sshd.log")).unwrap();
+    assert!(!log.contains("MaxStartups"), "sshd dropped logins: {log}");
+    let left = ssh_leftovers(sftp, None).await;
+    assert!(left.is_empty(), "ssh leftovers: {left:#?}");
+}
+
 /// Runs each case on its own task, so that one failing case does not hide the others.
 async fn case<F, Fut>(b: &Arc<Backend>, name: &str, f: F, failures: &mut Vec<String>)
 where
@@ -579,6 +908,56 @@ async fn suite(kind: Kind) {
     .await;
     drop(b); // the server stops here (and on any panic above)
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// The fault cases of one backend, each on a server (and gate) of its own.
+async fn storage_stopped(kind: Kind) {
+    let mut failures = Vec::new();
+    for (name, result) in [
+        (
+            "stopped before the run",
+            tokio::spawn(stopped_before_the_run(kind)).await,
+        ),
+        (
+            "stopped during the run",
+            tokio::spawn(stopped_during_the_run(kind)).await,
+        ),
+    ] {
+        if let Err(e) = result {
+            failures.push(format!("{kind:?} / {name}: {e}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_folder_stopped() {
+    storage_stopped(Kind::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_on_moto_stopped() {
+    storage_stopped(Kind::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_blob_on_azurite_stopped() {
+    storage_stopped(Kind::Azure).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_on_openssh_stopped() {
+    storage_stopped(Kind::Sftp).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_backup_stopped_by_sigterm_leaves_no_ssh() {
+    sftp_stopped_by_sigterm().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_restore_and_drill_of_many_packs_on_a_stock_sshd() {
+    sftp_restore_of_many_packs().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

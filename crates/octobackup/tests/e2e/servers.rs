@@ -354,6 +354,52 @@ impl Sftp {
     pub fn root(&self) -> PathBuf {
         self.server.dir.path().join("files")
     }
+
+    /// The client's XDG_STATE_HOME (OpenDAL's default place for ssh control sockets).
+    pub fn client_state(&self) -> PathBuf {
+        self.server.dir.path().join("client-state")
+    }
+
+    /// The client's TMPDIR (octobackup's place for ssh control sockets).
+    pub fn client_tmp(&self) -> PathBuf {
+        let dir = self.server.dir.path().join("client-tmp");
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// What runs left behind: `.ssh-connection*` folders anywhere under the client's folders,
+    /// and `ssh` processes that name this server's or `gate_port`'s port or those folders.
+    pub fn leftovers(&self, gate_port: Option<u16>) -> Vec<String> {
+        let mut found = Vec::new();
+        for top in [self.client_state(), self.client_tmp()] {
+            let mut stack = vec![top];
+            while let Some(dir) = stack.pop() {
+                for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                    let name = e.file_name().to_string_lossy().to_string();
+                    if name.starts_with(".ssh-connection") {
+                        found.push(e.path().display().to_string());
+                    } else if e.path().is_dir() {
+                        stack.push(e.path());
+                    }
+                }
+            }
+        }
+        let mut needles = vec![
+            self.server.dir.path().display().to_string(),
+            format!("-p {}", self.server.port),
+        ];
+        if let Some(p) = gate_port {
+            needles.push(format!("-p {p}"));
+        }
+        for needle in needles {
+            found.extend(
+                processes_mentioning(&needle)
+                    .into_iter()
+                    .filter(|p| p.contains("ssh ") && !p.contains("sshd")),
+            );
+        }
+        found
+    }
 }
 
 fn keygen(path: &Path) {
@@ -421,4 +467,119 @@ fn is_root() -> bool {
     String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout)
         .map(|s| s.trim() == "0")
         .unwrap_or(false)
+}
+
+// ---- A gate in front of a server: "the storage server stopped" without losing its data ----
+
+/// A TCP forwarder on a port of its own in front of a server. [`Gate::close`] stops it the way a
+/// stopped server looks to a client: new connections are refused (nothing listens on the port)
+/// and open ones are cut. The server behind keeps running with its data, so what a failed run
+/// left can be checked once the gate is open again.
+pub struct Gate {
+    pub port: u16,
+    upstream: SocketAddr,
+    listener: std::sync::Arc<std::sync::Mutex<Option<TcpListener>>>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Gate {
+    pub fn new(upstream: &str) -> Gate {
+        let port = free_port();
+        let gate = Gate {
+            port,
+            upstream: upstream.parse().unwrap(),
+            listener: Default::default(),
+            conns: Default::default(),
+            done: Default::default(),
+        };
+        gate.open();
+        let (listener, conns, done, upstream) = (
+            gate.listener.clone(),
+            gate.conns.clone(),
+            gate.done.clone(),
+            gate.upstream,
+        );
+        std::thread::spawn(move || {
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let accepted = listener
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .and_then(|l| l.accept().ok());
+                let Some((client, _)) = accepted else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(server) = TcpStream::connect(upstream) else {
+                    continue;
+                };
+                let mut all = conns.lock().unwrap();
+                all.push(client.try_clone().unwrap());
+                all.push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        gate
+    }
+
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Listens again on the same port.
+    pub fn open(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let l = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(Instant::now() < deadline, "cannot listen again: {e}");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        };
+        l.set_nonblocking(true).unwrap();
+        *self.listener.lock().unwrap() = Some(l);
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    pub fn close(&self) {
+        *self.listener.lock().unwrap() = None;
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        self.close();
+        self.done.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Processes whose command line mentions `needle` (Linux `/proc`; none elsewhere), as
+/// `pid: command line`.
+pub fn processes_mentioning(needle: &str) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            (cmd.contains(needle) && pid != std::process::id()).then(|| format!("{pid}: {cmd}"))
+        })
+        .collect()
 }

@@ -14,6 +14,7 @@ pub fn open_repo(t: &TestLab) -> Repo {
         repository: t.repo_dir().display().to_string(),
         options: Default::default(),
         password: Password::new(password.trim_end()),
+        retry_budget: None,
     })
     .unwrap()
 }

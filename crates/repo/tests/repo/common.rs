@@ -15,6 +15,7 @@ pub fn config(repo_dir: &Path) -> RepoConfig {
         repository: repo_dir.display().to_string(),
         options: BTreeMap::new(),
         password: Password::new(PASSWORD),
+        retry_budget: None,
     }
 }
 

@@ -1,0 +1,192 @@
+//! The `ssh` processes behind an SFTP repository. OpenDAL's SFTP starts one ssh master per
+//! connection (`ssh -M -f -N`, detached from this process) with its control socket in a
+//! `.ssh-connection*` folder, and by default the master stays up for ever. Here (with the patched
+//! `opendal-service-sftp`) each run keeps its control sockets in a folder of its own,
+//! `$TMPDIR/octobackup-ssh/<pid>`, the masters end on their own a few seconds after their last
+//! use, and the run closes them and removes the folder when it ends ([`close_ssh_connections`]).
+//! A run that was killed outright leaves its folder behind: the next run removes it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock, PoisonError};
+
+/// Seconds an ssh master stays up once nothing uses it: it outlives a run that was killed by
+/// this long at most.
+pub(crate) const MASTER_IDLE_SECONDS: u64 = 10;
+/// Seconds ssh waits for the server to answer before the try counts as failed (then the retry
+/// budget decides).
+pub(crate) const CONNECT_TIMEOUT_SECONDS: u64 = 20;
+/// Seconds between keep-alive probes: a server gone silent is noticed after 3 of them.
+pub(crate) const SERVER_ALIVE_SECONDS: u64 = 15;
+
+/// The folder all runs' control folders go in.
+fn root() -> PathBuf {
+    std::env::temp_dir().join("octobackup-ssh")
+}
+
+/// This run's control folder, made (and the ones killed runs left removed) on first use.
+static OURS: OnceLock<Mutex<Option<PathBuf>>> = OnceLock::new();
+
+fn ours() -> std::sync::MutexGuard<'static, Option<PathBuf>> {
+    OURS.get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The SFTP options octobackup sets unless the config does: the run's control folder, masters
+/// that end when idle, a connect timeout, and `connections` below sshd's `MaxStartups`.
+pub(crate) fn sftp_defaults(options: &mut BTreeMap<String, String>) {
+    // A stock sshd drops unauthenticated connections beyond `MaxStartups 10`: stay below.
+    options
+        .entry("connections".into())
+        .or_insert_with(|| "8".into());
+    options
+        .entry("control_persist".into())
+        .or_insert_with(|| MASTER_IDLE_SECONDS.to_string());
+    options
+        .entry("connect_timeout".into())
+        .or_insert_with(|| CONNECT_TIMEOUT_SECONDS.to_string());
+    options
+        .entry("server_alive_interval".into())
+        .or_insert_with(|| SERVER_ALIVE_SECONDS.to_string());
+    if !options.contains_key("control_dir")
+        && let Some(dir) = control_dir()
+    {
+        options.insert("control_dir".into(), dir.display().to_string());
+    }
+}
+
+fn control_dir() -> Option<PathBuf> {
+    let mut ours = ours();
+    if let Some(dir) = ours.as_ref() {
+        return Some(dir.clone());
+    }
+    let root = root();
+    remove_leftovers(&root);
+    let dir = root.join(std::process::id().to_string());
+    make_private(&root).ok()?;
+    make_private(&dir).ok()?;
+    *ours = Some(dir.clone());
+    Some(dir)
+}
+
+#[cfg(unix)]
+fn make_private(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Ok(()) => Ok(()),
+        // Made by an earlier run of this account (another account's cannot be used: then
+        // OpenDAL's default folder is).
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let mine = std::fs::metadata(dir)?;
+            if mine.permissions().mode() & 0o077 != 0 {
+                return Err(std::io::Error::other("shared control folder"));
+            }
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(unix))]
+fn make_private(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)
+}
+
+/// Is process `pid` running? Unknown (`true`) where `/proc` is not there.
+fn running(pid: u32) -> bool {
+    let proc = Path::new("/proc");
+    !proc.is_dir() || proc.join(pid.to_string()).exists()
+}
+
+/// Removes the control folders of runs that are no longer running, ending their masters.
+fn remove_leftovers(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !running(pid) {
+            close_in(&entry.path());
+        }
+    }
+}
+
+/// Ends every master whose control socket is in `dir` and removes `dir`.
+fn close_in(dir: &Path) {
+    let mut sockets = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let socket = entry.path().join("master");
+            if socket.exists() {
+                sockets.push(socket.clone());
+                // `ssh -O exit` asks the master on that socket to end; the host name is not
+                // used to connect, only required by the command line.
+                let _ = std::process::Command::new("ssh")
+                    .arg("-S")
+                    .arg(&socket)
+                    .args(["-O", "exit", "octobackup-closing"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status();
+            }
+        }
+    }
+    // A master removes its socket as it ends: wait for that (briefly), so that the run ends
+    // after its masters.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while sockets.iter().any(|s| s.exists()) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Ends this run's ssh masters and removes its control folder. Call it once the run's work is
+/// over (on success, failure and after a stop); nothing is left to use the connections.
+pub fn close_ssh_connections() {
+    if let Some(dir) = ours().take() {
+        close_in(&dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sftp_gets_bounded_connections_and_masters_that_end() {
+        let mut o = BTreeMap::from([("connections".to_string(), "4".to_string())]);
+        sftp_defaults(&mut o);
+        assert_eq!(o["connections"], "4");
+        assert_eq!(o["control_persist"], "10");
+        assert_eq!(o["connect_timeout"], "20");
+        assert_eq!(o["server_alive_interval"], "15");
+        let dir = PathBuf::from(&o["control_dir"]);
+        assert!(dir.ends_with(std::process::id().to_string()), "{dir:?}");
+        assert!(dir.is_dir());
+        close_ssh_connections();
+        assert!(!dir.exists());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn folders_of_runs_that_are_gone_are_removed() {
+        let root = std::env::temp_dir().join(format!("obk-ssh-test-{}", std::process::id()));
+        // A PID above the kernel's limit runs nowhere.
+        let stale = root.join("4194305/.ssh-connection123");
+        let live = root.join(format!("{}/.ssh-connection456", std::process::id()));
+        std::fs::create_dir_all(&stale).unwrap();
+        std::fs::create_dir_all(&live).unwrap();
+        remove_leftovers(&root);
+        assert!(!root.join("4194305").exists());
+        assert!(live.exists());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+}
