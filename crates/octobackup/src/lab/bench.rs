@@ -33,6 +33,13 @@ pub struct Args {
     /// zstd level for octobackup's repository (0 = none; default: the repository's, 3).
     #[arg(long)]
     pub compression: Option<i32>,
+    /// A scaling run instead: one bench per point, FILES:SIZE separated by commas (e.g.
+    /// `10k:0.5g,100k:5g,1m:20g`), with the fitted growth per file and per GiB and a plot.
+    #[arg(long, value_delimiter = ',', conflicts_with = "size")]
+    pub scale: Option<Vec<Size>>,
+    /// Where a scaling run writes its plot (SVG; default: DIR/scale.svg).
+    #[arg(long, requires = "scale")]
+    pub plot: Option<PathBuf>,
 }
 
 /// One timed run of a program: wall time and peak resident memory (Linux: from wait4).
@@ -99,7 +106,7 @@ pub struct Ratios {
     pub restore_vs_copy: f64,
 }
 
-fn fail(e: impl std::fmt::Display) -> Failure {
+pub(super) fn fail(e: impl std::fmt::Display) -> Failure {
     Failure::new(Exit::Failed, format!("benchmark: {e}"))
 }
 
@@ -306,6 +313,9 @@ fn step_seconds(report: &serde_json::Value, name: &str) -> f64 {
 }
 
 pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
+    if let Some(points) = args.scale.clone() {
+        return super::scale::run(args, points, json).await;
+    }
     let temp = tempfile::Builder::new()
         .prefix("octobackup-bench-")
         .tempdir()
@@ -314,7 +324,33 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
         .dir
         .clone()
         .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let r = measure(&args, args.size, &dir, json).await?;
+    let json_out = args
+        .json_out
+        .clone()
+        .or_else(|| args.dir.as_ref().map(|d| d.join("bench.json")));
+    if let Some(p) = &json_out {
+        std::fs::write(p, serde_json::to_string_pretty(&r).expect("serializes")).map_err(fail)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
+    } else {
+        print!("{}", table(&r));
+        if let Some(p) = json_out {
+            println!("JSON: {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// One bench on a lab of `size` built in `dir`: both nights, the restore, the ratios.
+pub(super) async fn measure(
+    args: &Args,
+    size: Size,
+    dir: &Path,
+    json: bool,
+) -> Result<Results, Failure> {
+    std::fs::create_dir_all(dir).map_err(fail)?;
     let say = |s: &str| {
         if !json {
             eprintln!("{s}");
@@ -325,10 +361,10 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
 
     say(&format!(
         "building the {} lab in {} ...",
-        args.size,
+        size,
         dir.display()
     ));
-    let mut lab = lab::start(&dir.join("lab"), args.size, args.seed, 16, true).await?;
+    let mut lab = lab::start(&dir.join("lab"), size, args.seed, 16, true).await?;
     let config_path = lab::write_config(lab.info(), true).map_err(fail)?;
     if let Some(level) = args.compression {
         let mut c = Config::load(&config_path)?;
@@ -356,7 +392,7 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
         .ok_or_else(|| fail("no password file"))?;
 
     let mut r = Results {
-        size: args.size.to_string(),
+        size: size.to_string(),
         ..Default::default()
     };
     let mut inputs: Vec<PathBuf> = folders.iter().map(|(_, p)| p.clone()).collect();
@@ -596,22 +632,7 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
         ),
         restore_vs_copy: ratio(r.restore.seconds, r.copy_s),
     };
-    let json_out = args
-        .json_out
-        .clone()
-        .or_else(|| args.dir.as_ref().map(|d| d.join("bench.json")));
-    if let Some(p) = &json_out {
-        std::fs::write(p, serde_json::to_string_pretty(&r).expect("serializes")).map_err(fail)?;
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
-    } else {
-        print!("{}", table(&r));
-        if let Some(p) = json_out {
-            println!("JSON: {}", p.display());
-        }
-    }
-    Ok(())
+    Ok(r)
 }
 
 fn table(r: &Results) -> String {
