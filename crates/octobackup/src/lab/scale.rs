@@ -100,25 +100,26 @@ pub fn fit(points: &[(f64, f64, f64)]) -> Option<(f64, f64, f64)> {
     let mut m = [[0.0f64; 4]; 3];
     for &(x1, x2, y) in points {
         let row = [1.0, x1 / s1, x2 / s2];
-        for i in 0..3 {
-            for j in 0..3 {
-                m[i][j] += row[i] * row[j];
+        for (line, ri) in m.iter_mut().zip(row) {
+            for (cell, rj) in line.iter_mut().zip(row) {
+                *cell += ri * rj;
             }
-            m[i][3] += row[i] * y;
+            line[3] += ri * y;
         }
     }
-    // Gaussian elimination with partial pivoting.
+    // Gauss-Jordan elimination with partial pivoting.
     for col in 0..3 {
         let pivot = (col..3).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
         if m[pivot][col].abs() < 1e-9 {
             return None;
         }
         m.swap(col, pivot);
-        for r in 0..3 {
+        let lead = m[col];
+        for (r, line) in m.iter_mut().enumerate() {
             if r != col {
-                let f = m[r][col] / m[col][col];
-                for c in col..4 {
-                    m[r][c] -= f * m[col][c];
+                let f = line[col] / lead[col];
+                for (cell, l) in line.iter_mut().zip(lead).skip(col) {
+                    *cell -= f * l;
                 }
             }
         }
@@ -243,8 +244,11 @@ fn escape(s: &str) -> String {
 
 /// Two panels (seconds, MiB of memory) against the data size in GiB, one line per measure.
 pub fn svg(points: &[Point]) -> String {
+    let mut sorted: Vec<&Point> = points.iter().collect();
+    sorted.sort_by(|a, b| a.gib.total_cmp(&b.gib));
+    let points = &sorted[..];
     const W: f64 = 900.0;
-    const H: f64 = 380.0;
+    const H: f64 = 420.0;
     const COLOURS: [&str; 6] = [
         "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
     ];
@@ -255,7 +259,7 @@ pub fn svg(points: &[Point]) -> String {
     let max_x = points.iter().map(|p| p.gib).fold(0.0, f64::max).max(1e-3);
     for (pi, (title, unit)) in panels.iter().enumerate() {
         let x0 = 60.0 + pi as f64 * W / 2.0;
-        let (pw, ph, y0) = (W / 2.0 - 90.0, H - 120.0, 40.0);
+        let (pw, ph, y0) = (W / 2.0 - 90.0, H - 160.0, 40.0);
         let series: Vec<(&str, Vec<(f64, f64)>)> = measures()
             .into_iter()
             .filter(|(name, u, _)| u == unit && !name.contains("repository"))
