@@ -33,6 +33,13 @@ pub struct Args {
     /// zstd level for octobackup's repository (0 = none; default: the repository's, 3).
     #[arg(long)]
     pub compression: Option<i32>,
+    /// A scaling run instead: one bench per point, FILES:SIZE separated by commas (e.g.
+    /// `10k:0.5g,100k:5g,1m:20g`), with the fitted growth per file and per GiB and a plot.
+    #[arg(long, value_delimiter = ',', conflicts_with = "size")]
+    pub scale: Option<Vec<Size>>,
+    /// Where a scaling run writes its plot (SVG; default: DIR/scale.svg).
+    #[arg(long, requires = "scale")]
+    pub plot: Option<PathBuf>,
 }
 
 /// One timed run of a program: wall time and peak resident memory (Linux: from wait4).
@@ -50,11 +57,18 @@ pub struct Night {
     pub octobackup_window_s: f64,
     pub octobackup_db_backup_s: f64,
     pub octobackup: Measured,
+    /// octobackup's wall time less the seconds SQL Server's work (BACKUP, VERIFYONLY) held it up:
+    /// both run beside octobackup's own steps, so only the part longer than the step beside it
+    /// counts. This is the figure to set against restic's, which backs up a .bak already made.
+    pub octobackup_engine_s: f64,
     /// octobackup's own steps and their seconds, to see where its time goes.
     pub octobackup_steps: Vec<(String, f64)>,
     pub restic: Option<Measured>,
     pub repository_growth_bytes: u64,
     pub restic_repository_growth_bytes: Option<u64>,
+    /// rustic (rustic-rs), a second peer, when installed.
+    pub rustic: Option<Measured>,
+    pub rustic_repository_growth_bytes: Option<u64>,
     pub bak_bytes: u64,
 }
 
@@ -98,13 +112,18 @@ pub struct Ratios {
     pub window_nightly: f64,
     pub full_backup_vs_restic: Option<f64>,
     pub nightly_backup_vs_restic: Option<f64>,
+    /// octobackup's engine time (wall less SQL Server's share) against restic's wall time.
+    pub full_engine_vs_restic: Option<f64>,
+    pub nightly_engine_vs_restic: Option<f64>,
+    pub full_engine_vs_rustic: Option<f64>,
+    pub nightly_engine_vs_rustic: Option<f64>,
     pub full_backup_vs_read_once: f64,
     pub growth_vs_changed: f64,
     pub growth_vs_one_bak: f64,
     pub restore_vs_copy: f64,
 }
 
-fn fail(e: impl std::fmt::Display) -> Failure {
+pub(super) fn fail(e: impl std::fmt::Display) -> Failure {
     Failure::new(Exit::Failed, format!("benchmark: {e}"))
 }
 
@@ -233,10 +252,13 @@ async fn manual_procedure(
     octopus.set_maintenance(true, 3).await?;
     let db0 = Instant::now();
     let mut session = sql.connect().await?;
-    let statement = format!(
-        "BACKUP DATABASE {} TO DISK = {} WITH COPY_ONLY, FORMAT, INIT, STATS = 10",
-        tsql::quote_ident(sql.database()),
-        tsql::quote_str(&bak.display().to_string())
+    // The statement octobackup sends (WITH CHECKSUM, COPY_ONLY...), so both windows pay for the
+    // same SQL Server work.
+    let statement = tsql::backup_database(
+        sql.database(),
+        &[bak.display().to_string()],
+        10,
+        "manual procedure",
     );
     session.execute("BACKUP DATABASE", &statement, None).await?;
     let db_s = db0.elapsed().as_secs_f64();
@@ -266,6 +288,37 @@ fn restic(repo: &Path, password_file: &Path, args: &[&str]) -> Command {
     c
 }
 
+fn rustic_available() -> bool {
+    Command::new("rustic")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// rustic with the same password file; no cache (a local repository needs none).
+fn rustic(repo: &Path, password_file: &Path, args: &[&str]) -> Command {
+    let mut c = Command::new("rustic");
+    c.arg("-r")
+        .arg(repo)
+        .arg("--password-file")
+        .arg(password_file)
+        .args(["--no-cache", "--no-progress"])
+        .args(args);
+    c
+}
+
+/// Wall time less the seconds SQL Server's steps ran past octobackup's steps beside them.
+fn engine_seconds(wall: f64, report: &serde_json::Value) -> f64 {
+    let folders =
+        step_seconds(report, "server folders") + step_seconds(report, "server folders (changes)");
+    let bak = step_seconds(report, "database backup");
+    let verify = step_seconds(report, "verify the database backup");
+    let store = step_seconds(report, "store the database backup");
+    (wall - (bak - folders).max(0.0) - (verify - store).max(0.0)).max(0.0)
+}
+
 fn step_seconds(report: &serde_json::Value, name: &str) -> f64 {
     report["steps"]
         .as_array()
@@ -277,6 +330,9 @@ fn step_seconds(report: &serde_json::Value, name: &str) -> f64 {
 }
 
 pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
+    if let Some(points) = args.scale.clone() {
+        return super::scale::run(args, points, json).await;
+    }
     let temp = tempfile::Builder::new()
         .prefix("octobackup-bench-")
         .tempdir()
@@ -285,7 +341,33 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
         .dir
         .clone()
         .unwrap_or_else(|| temp.path().to_path_buf());
-    std::fs::create_dir_all(&dir).map_err(fail)?;
+    let r = measure(&args, args.size, &dir, json).await?;
+    let json_out = args
+        .json_out
+        .clone()
+        .or_else(|| args.dir.as_ref().map(|d| d.join("bench.json")));
+    if let Some(p) = &json_out {
+        std::fs::write(p, serde_json::to_string_pretty(&r).expect("serializes")).map_err(fail)?;
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
+    } else {
+        print!("{}", table(&r));
+        if let Some(p) = json_out {
+            println!("JSON: {}", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// One bench on a lab of `size` built in `dir`: both nights, the restore, the ratios.
+pub(super) async fn measure(
+    args: &Args,
+    size: Size,
+    dir: &Path,
+    json: bool,
+) -> Result<Results, Failure> {
+    std::fs::create_dir_all(dir).map_err(fail)?;
     let say = |s: &str| {
         if !json {
             eprintln!("{s}");
@@ -296,10 +378,10 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
 
     say(&format!(
         "building the {} lab in {} ...",
-        args.size,
+        size,
         dir.display()
     ));
-    let mut lab = lab::start(&dir.join("lab"), args.size, args.seed, 16, true).await?;
+    let mut lab = lab::start(&dir.join("lab"), size, args.seed, 16, true).await?;
     let config_path = lab::write_config(lab.info(), true).map_err(fail)?;
     if let Some(level) = args.compression {
         let mut c = Config::load(&config_path)?;
@@ -327,7 +409,7 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
         .ok_or_else(|| fail("no password file"))?;
 
     let mut r = Results {
-        size: args.size.to_string(),
+        size: size.to_string(),
         ..Default::default()
     };
     let mut inputs: Vec<PathBuf> = folders.iter().map(|(_, p)| p.clone()).collect();
@@ -369,6 +451,19 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
             "stock restic is not installed: the restic columns stay empty (apt-get install restic)",
         );
     }
+    let have_rustic = rustic_available();
+    let rustic_repo = dir.join("rustic-repo");
+    if have_rustic {
+        let (_, _, e, ok) = run_measured(&mut rustic(&rustic_repo, &password_file, &["init"]))?;
+        if !ok {
+            return Err(fail(format!(
+                "rustic init failed: {}",
+                String::from_utf8_lossy(&e)
+            )));
+        }
+    } else {
+        say("rustic is not installed: the rustic columns stay empty (cargo install rustic-rs)");
+    }
     let manual_dir = dir.join("manual");
     let bak = manual_dir.join("OctopusDeploy.bak");
     std::fs::create_dir_all(&manual_dir).map_err(fail)?;
@@ -407,6 +502,7 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
             )));
         }
         let report: serde_json::Value = serde_json::from_slice(&out).map_err(fail)?;
+        n.octobackup_engine_s = engine_seconds(m.seconds, &report);
         n.octobackup = m;
         n.octobackup_window_s = report["window_seconds"].as_f64().unwrap_or(0.0);
         n.octobackup_db_backup_s = step_seconds(&report, "database backup");
@@ -440,12 +536,31 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
             n.restic_repository_growth_bytes =
                 Some(tree_size(&restic_repo).0.saturating_sub(before));
         }
+        if have_rustic {
+            let before = tree_size(&rustic_repo).0;
+            let mut c = rustic(&rustic_repo, &password_file, &["backup"]);
+            c.arg(&bak);
+            for (_, p) in &folders {
+                c.arg(p);
+            }
+            let (m, _, e, ok) = run_measured(&mut c)?;
+            if !ok {
+                return Err(fail(format!(
+                    "rustic backup failed: {}",
+                    String::from_utf8_lossy(&e)
+                )));
+            }
+            n.rustic = Some(m);
+            n.rustic_repository_growth_bytes =
+                Some(tree_size(&rustic_repo).0.saturating_sub(before));
+        }
         say(&format!(
-            "night {}: manual window {:.2}s, octobackup window {:.2}s, octobackup {:.2}s{}",
+            "night {}: manual window {:.2}s, octobackup window {:.2}s, octobackup {:.2}s (engine {:.2}s){}",
             night + 1,
             n.manual_window_s,
             n.octobackup_window_s,
             n.octobackup.seconds,
+            n.octobackup_engine_s,
             n.restic
                 .as_ref()
                 .map(|m| format!(", restic {:.2}s", m.seconds))
@@ -555,6 +670,26 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
             .restic
             .as_ref()
             .map(|m| ratio(r.nightly.octobackup.seconds, m.seconds)),
+        full_engine_vs_restic: r
+            .first
+            .restic
+            .as_ref()
+            .map(|m| ratio(r.first.octobackup_engine_s, m.seconds)),
+        nightly_engine_vs_restic: r
+            .nightly
+            .restic
+            .as_ref()
+            .map(|m| ratio(r.nightly.octobackup_engine_s, m.seconds)),
+        full_engine_vs_rustic: r
+            .first
+            .rustic
+            .as_ref()
+            .map(|m| ratio(r.first.octobackup_engine_s, m.seconds)),
+        nightly_engine_vs_rustic: r
+            .nightly
+            .rustic
+            .as_ref()
+            .map(|m| ratio(r.nightly.octobackup_engine_s, m.seconds)),
         full_backup_vs_read_once: ratio(r.first.octobackup.seconds, r.read_once_s),
         growth_vs_changed: ratio(
             r.nightly.repository_growth_bytes as f64,
@@ -567,22 +702,7 @@ pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
         restore_vs_copy: ratio(r.restore.seconds, r.copy_s),
     };
     r.owned.window_vs_copy_only = ratio(r.owned.nightly_window_s, r.nightly.octobackup_window_s);
-    let json_out = args
-        .json_out
-        .clone()
-        .or_else(|| args.dir.as_ref().map(|d| d.join("bench.json")));
-    if let Some(p) = &json_out {
-        std::fs::write(p, serde_json::to_string_pretty(&r).expect("serializes")).map_err(fail)?;
-    }
-    if json {
-        println!("{}", serde_json::to_string_pretty(&r).expect("serializes"));
-    } else {
-        print!("{}", table(&r));
-        if let Some(p) = json_out {
-            println!("JSON: {}", p.display());
-        }
-    }
-    Ok(())
+    Ok(r)
 }
 
 fn table(r: &Results) -> String {
@@ -671,6 +791,13 @@ fn table(r: &Results) -> String {
     );
     row(
         &mut s,
+        "octobackup engine time (less SQL Server's work)",
+        format!("{:.2}s", r.first.octobackup_engine_s),
+        format!("{:.2}s", r.nightly.octobackup_engine_s),
+        opt(r.ratios.nightly_engine_vs_restic),
+    );
+    row(
+        &mut s,
         "restic backup of the same .bak and folders",
         r.first
             .restic
@@ -690,6 +817,32 @@ fn table(r: &Results) -> String {
         String::new(),
         String::new(),
         opt(r.ratios.full_backup_vs_restic),
+    );
+    row(
+        &mut s,
+        "octobackup full engine time vs restic",
+        String::new(),
+        String::new(),
+        opt(r.ratios.full_engine_vs_restic),
+    );
+    let secs = |m: &Option<Measured>| {
+        m.as_ref()
+            .map(|m| format!("{:.2}s", m.seconds))
+            .unwrap_or("-".into())
+    };
+    row(
+        &mut s,
+        "rustic backup of the same .bak and folders",
+        secs(&r.first.rustic),
+        secs(&r.nightly.rustic),
+        opt(r.ratios.nightly_engine_vs_rustic),
+    );
+    row(
+        &mut s,
+        "octobackup full engine time vs rustic",
+        String::new(),
+        String::new(),
+        opt(r.ratios.full_engine_vs_rustic),
     );
     row(
         &mut s,

@@ -5,6 +5,7 @@
 mod bench;
 mod demo;
 mod octopus_server;
+mod scale;
 
 use crate::cli::{emit, ui::Ui};
 use crate::config::{

@@ -21,6 +21,7 @@ fn lab_bench_reports_every_figure_as_json() {
             "manual_db_backup_s",
             "octobackup_window_s",
             "octobackup_db_backup_s",
+            "octobackup_engine_s",
             "bak_bytes",
         ] {
             assert!(
@@ -29,7 +30,10 @@ fn lab_bench_reports_every_figure_as_json() {
                 r[night]
             );
         }
-        assert!(r[night]["octobackup"]["seconds"].as_f64().unwrap() > 0.0);
+        let wall = r[night]["octobackup"]["seconds"].as_f64().unwrap();
+        assert!(wall > 0.0);
+        // The engine time is the wall time less SQL Server's share, never more.
+        assert!(r[night]["octobackup_engine_s"].as_f64().unwrap() <= wall);
         assert!(
             r[night]["restic"]["seconds"].as_f64().unwrap() > 0.0,
             "restic must be installed: apt-get install restic"
@@ -46,6 +50,8 @@ fn lab_bench_reports_every_figure_as_json() {
         "growth_vs_changed",
         "growth_vs_one_bak",
         "restore_vs_copy",
+        "full_engine_vs_restic",
+        "nightly_engine_vs_restic",
     ] {
         assert!(r["ratios"][ratio].as_f64().is_some(), "{ratio}");
     }

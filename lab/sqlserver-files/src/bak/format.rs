@@ -197,8 +197,9 @@ pub(crate) struct Trailer {
     pub backup_set_uuid: Uuid,
     pub data_bytes: u64,
     pub pages: u64,
-    /// SHA-256 of this stripe's data bytes, when the backup was taken WITH CHECKSUM.
-    pub data_checksum: Option<[u8; 32]>,
+    /// The backup checksum of this stripe's data bytes (`checksum.rs`), when the backup was
+    /// taken WITH CHECKSUM.
+    pub data_checksum: Option<u64>,
 }
 
 impl Trailer {
@@ -212,7 +213,7 @@ impl Trailer {
         block[40..48].copy_from_slice(&self.pages.to_le_bytes());
         if let Some(sum) = self.data_checksum {
             block[48] = 1;
-            block[49..81].copy_from_slice(&sum);
+            block[49..57].copy_from_slice(&sum.to_le_bytes());
         }
         let hash = short_hash(&block[..81]);
         block[81..89].copy_from_slice(&hash);
@@ -234,7 +235,8 @@ impl Trailer {
             backup_set_uuid: Uuid::from_slice(&block[16..32]).expect("16 bytes"),
             data_bytes: u64::from_le_bytes(block[32..40].try_into().expect("8 bytes")),
             pages: u64::from_le_bytes(block[40..48].try_into().expect("8 bytes")),
-            data_checksum: (block[48] == 1).then(|| block[49..81].try_into().expect("32 bytes")),
+            data_checksum: (block[48] == 1)
+                .then(|| u64::from_le_bytes(block[49..57].try_into().expect("8 bytes"))),
         })
     }
 }
@@ -270,7 +272,7 @@ mod tests {
             backup_set_uuid: Uuid::from_u128(9),
             data_bytes: 1 << 20,
             pages: 128,
-            data_checksum: Some([7; 32]),
+            data_checksum: Some(0x0707_0707_0707_0707),
         };
         let mut block = trailer.encode();
         assert_eq!(Trailer::decode(&block), Ok(trailer));

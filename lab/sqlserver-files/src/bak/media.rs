@@ -6,7 +6,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use super::checksum::StreamChecksum;
 
 use super::error::BakError;
 use super::format::{
@@ -294,7 +294,7 @@ impl Media {
         let families = self.stripes.len();
         let mut positions: Vec<u64> = set.iter().map(StripeSet::data_offset).collect();
         let mut read_bytes = vec![0u64; families];
-        let mut hashers: Vec<Sha256> = (0..families).map(|_| Sha256::new()).collect();
+        let mut hashers: Vec<StreamChecksum> = vec![StreamChecksum::default(); families];
         for (stripe, at) in self.stripes.iter_mut().zip(&positions) {
             stripe
                 .file
@@ -326,7 +326,7 @@ impl Media {
                 }
                 frame.resize(compressed_len, 0);
                 read_data(&mut stripe.file, &path, &mut frame)?;
-                hashers[family].update(frame_header);
+                hashers[family].update(&frame_header);
                 hashers[family].update(&frame);
                 let written = zstd::bulk::decompress_to_buffer(&frame, raw).map_err(|e| {
                     BakError::damaged(&path, format!("block {block} does not decompress: {e}"))
@@ -386,7 +386,7 @@ impl Media {
                 ));
             }
             if check_checksums {
-                let computed: [u8; 32] = std::mem::take(&mut hashers[family]).finalize().into();
+                let computed = std::mem::take(&mut hashers[family]).finish();
                 if trailer.data_checksum != Some(computed) {
                     return Err(BakError::damaged(
                         &stripe.path,

@@ -5,6 +5,7 @@
 //! FILELISTONLY via [`BackupSetHeader::files`]); [`verify`] is RESTORE VERIFYONLY; [`restore`]
 //! writes the database files back. The layout is described in `format.rs`.
 
+mod checksum;
 mod error;
 mod format;
 mod media;

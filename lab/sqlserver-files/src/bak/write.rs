@@ -5,9 +5,9 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::checksum::StreamChecksum;
 use super::error::BakError;
 use super::format::{
     FRAME_HEADER_SIZE, MEDIA_HEADER_SIZE, MediaHeader, SET_HEADER_SIZE, SetLayout, SetRecord,
@@ -31,7 +31,7 @@ struct Target {
     set_offset: u64,
     data_bytes: u64,
     pages: u64,
-    hasher: Option<Sha256>,
+    hasher: Option<StreamChecksum>,
     /// None: the file is ours (new or overwritten) and is removed on failure; Some(len): an
     /// existing media we append to, cut back to `len` on failure.
     undo_len: Option<u64>,
@@ -197,7 +197,7 @@ pub fn write_backup(
                 backup_set_uuid: record.header.backup_set_uuid,
                 data_bytes: target.data_bytes,
                 pages: target.pages,
-                data_checksum: target.hasher.take().map(|h| h.finalize().into()),
+                data_checksum: target.hasher.take().map(StreamChecksum::finish),
             };
             target
                 .file
@@ -418,7 +418,7 @@ fn new_target(
         set_offset,
         data_bytes: 0,
         pages: 0,
-        hasher: opts.checksum.then(Sha256::new),
+        hasher: opts.checksum.then(StreamChecksum::default),
         undo_len,
     }
 }
