@@ -220,12 +220,24 @@ impl Listing {
     /// Writes the listing into the run's staging folder (durably: the window is judged by it).
     pub fn save(&self, staging: &Path) -> Result<PathBuf, Failure> {
         let path = staging.join(LISTING_FILE);
+        let json = serde_json::to_vec(self).expect("a listing serializes");
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&path)?;
-            f.write_all(&serde_json::to_vec(self).expect("a listing serializes"))?;
+            f.write_all(&json)?;
             f.sync_all()
         };
         write().map_err(|e| {
+            if super::space::is_disk_full(&e.to_string()) {
+                // Said as a full staging share is said for BACKUP: where, how much, what to do.
+                let _ = std::fs::remove_file(&path);
+                return super::space::full(
+                    Exit::Failed,
+                    "the staging folder",
+                    staging,
+                    Some(json.len() as u64),
+                    "octobackup could not write its folder listing there, before the window. Free space on the staging share or point staging at a bigger one; nothing was marked complete.",
+                );
+            }
             Failure::new(
                 Exit::Failed,
                 format!(
@@ -406,7 +418,9 @@ fn stamp_dir(copy: &Path, live: &std::fs::Metadata) {
         use std::os::unix::fs::PermissionsExt;
         perms.set_mode(perms.mode() | 0o700);
     }
+    // On Windows this only clears the read-only attribute (the lint is about Unix modes).
     #[cfg(not(unix))]
+    #[allow(clippy::permissions_set_readonly_false)]
     perms.set_readonly(false);
     let _ = std::fs::set_permissions(copy, perms);
     if let Ok(mtime) = live.modified() {

@@ -124,8 +124,8 @@ async fn a_full_staging_share_fails_the_backup_cleanly() {
     let t = TestLab::start().await;
     t.init().await;
     let staging = t.lab.info().staging_dir.clone();
-    // Room for the run's folder and marker, not for the database backup.
-    let fs = Tmpfs::mount(&staging, 16 * 1024);
+    // Room for the run's folder, marker and folder listing, not for the database backup.
+    let fs = Tmpfs::mount(&staging, 1024 * 1024);
     let out = t.run(&["backup"]).await;
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     let line = the_error_line(&out, &staging);
@@ -153,6 +153,27 @@ async fn a_full_staging_share_fails_the_backup_cleanly() {
             .filter(|s| s["complete"] == true)
             .count(),
         1
+    );
+}
+
+/// A staging share too small even for the folder listing octobackup keeps there before the
+/// window: the same one line, before maintenance mode is touched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staging_share_too_full_for_the_folder_listing_fails_before_the_window() {
+    let t = TestLab::start().await;
+    t.init().await;
+    let staging = t.lab.info().staging_dir.clone();
+    let _fs = Tmpfs::mount(&staging, 16 * 1024);
+    let out = t.run(&["backup"]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let line = the_error_line(&out, &staging);
+    assert!(line.contains("folder listing"), "{line}");
+    assert_nothing_claimed(&t, "staging full before the window", &out);
+    // Before the window: maintenance mode was never touched.
+    assert!(
+        maintenance_changes(&t.events()).is_empty(),
+        "{:?}",
+        maintenance_changes(&t.events())
     );
 }
 

@@ -353,3 +353,50 @@ async fn multi_subnet_failover_works_and_entra_id_authentication_is_refused_up_f
     assert!(!stderr(&out).contains(&t.lab.info().sql_password));
     assert_eq!(t.sets().await.len(), 1);
 }
+
+/// The versions and editions an Octopus database lives on (Octopus supports SQL Server 2016 and
+/// later): each backs up, drills, and is recorded as what it said it was. Versions are the RTM
+/// build numbers (Microsoft Learn, "Determine which version and edition of SQL Server Database
+/// Engine is running"): 13.0 2016, 14.0 2017, 15.0 2019, 16.0 2022.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_server_2016_to_2022_in_each_edition_back_up_and_drill() {
+    for (version, edition, edition_name) in [
+        ("13.0.1601.5", Edition::Express, "Express Edition (64-bit)"),
+        (
+            "14.0.1000.169",
+            Edition::Standard,
+            "Standard Edition (64-bit)",
+        ),
+        (
+            "15.0.2000.5",
+            Edition::Developer,
+            "Developer Edition (64-bit)",
+        ),
+        (
+            "16.0.1000.6",
+            Edition::Enterprise,
+            "Enterprise Edition (64-bit)",
+        ),
+    ] {
+        let t = TestLab::start_with(|o| {
+            o.edition = edition;
+            o.sql_product_version = version.into();
+        })
+        .await;
+        t.init().await;
+        let out = t.run(&["backup"]).await;
+        assert!(out.status.success(), "{version}: {}", stderr(&out));
+        let m = manifest(&t).await;
+        assert_eq!(m["complete"], true, "{m:#}");
+        let db = &m["database"];
+        assert_eq!(db["product_version"], version, "{m:#}");
+        assert_eq!(db["edition"], edition_name, "{m:#}");
+        let out = t.run(&["--json", "drill"]).await;
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        assert!(
+            out.status.success() && report["ok"] == true,
+            "{version}: {report:#} {}",
+            stderr(&out)
+        );
+    }
+}
