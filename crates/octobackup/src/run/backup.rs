@@ -1215,6 +1215,24 @@ async fn verify_database(
     Ok(())
 }
 
+/// Files the store could not take: the set would be incomplete, so the run fails, naming the
+/// first ten.
+pub(super) fn unreadable_files(unreadable: &[(String, String)], what: &str) -> Failure {
+    let list: Vec<String> = unreadable
+        .iter()
+        .take(10)
+        .map(|(p, e)| format!("{p}: {e}"))
+        .collect();
+    Failure::new(
+        Exit::Failed,
+        format!(
+            "{} file(s) in the server folders {what}, so the set would be incomplete: {}",
+            unreadable.len(),
+            list.join("; ")
+        ),
+    )
+}
+
 fn base_tags(job: &BackupJob, set_id: &str) -> Vec<String> {
     vec![
         backupset::TAG.to_string(),
@@ -1268,20 +1286,7 @@ async fn backup_folders(
             super::space::repository_full(f, &job.repository_location, needed)
         })?;
     if !summary.unreadable.is_empty() {
-        let list: Vec<String> = summary
-            .unreadable
-            .iter()
-            .take(10)
-            .map(|(p, e)| format!("{p}: {e}"))
-            .collect();
-        return Err(Failure::new(
-            Exit::Failed,
-            format!(
-                "{} file(s) in the server folders could not be read, so the set would be incomplete: {}",
-                summary.unreadable.len(),
-                list.join("; ")
-            ),
-        ));
+        return Err(unreadable_files(&summary.unreadable, "could not be read"));
     }
     Ok(summary.snapshot_id)
 }

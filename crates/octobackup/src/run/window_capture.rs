@@ -528,19 +528,9 @@ pub async fn ingest(
         )
     })??;
     if !summary.unreadable.is_empty() {
-        let list: Vec<String> = summary
-            .unreadable
-            .iter()
-            .take(10)
-            .map(|(p, e)| format!("{p}: {e}"))
-            .collect();
-        return Err(Failure::new(
-            Exit::Failed,
-            format!(
-                "{} file(s) of the server folders could not be stored, so the set would be incomplete: {}",
-                summary.unreadable.len(),
-                list.join("; ")
-            ),
+        return Err(super::backup::unreadable_files(
+            &summary.unreadable,
+            "could not be stored",
         ));
     }
     Ok(summary)
