@@ -18,7 +18,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::backup::{BackupJob, sql_side_path};
+use super::backup::BackupJob;
+use super::connect::sql_side_path;
 use super::steps::Steps;
 use crate::backupset::manifest::{ChainInfo, DatabaseInfo};
 use crate::config::{InstanceConfig, SqlChain};

@@ -8,7 +8,7 @@
 //! the server certificate). The
 //! scratch database and folders are removed whatever happens.
 
-use super::backup::sql_server;
+use super::connect::sql_server;
 use super::journal::StateDir;
 use super::restore::{
     self, ChosenSet, Staged, checkdb, choose_set, drop_quietly, file_list, restore_planned,

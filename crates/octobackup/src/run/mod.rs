@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod chain;
+pub mod connect;
 pub mod drill;
 pub mod journal;
 pub mod leftovers;

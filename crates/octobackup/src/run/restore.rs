@@ -10,7 +10,7 @@
 //! interrupted finds its temporary database on the next run: an ONLINE one is checked again and
 //! finished; any other is dropped and restored afresh.
 
-use super::backup::{sql_server, sql_side_path};
+use super::connect::{sql_server, sql_side_path};
 use super::stop::{Stop, lab_point};
 use crate::backupset::{self, Manifest, list};
 use crate::config::InstanceConfig;
