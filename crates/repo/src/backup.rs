@@ -79,22 +79,7 @@ impl Repo {
                     .parents(vec![id]),
                 None => ParentOptions::default().force(true),
             };
-            let mut snap = SnapshotFile::from_options(&SnapshotOptions::default())
-                .map_err(|e| from_rustic("cannot start the snapshot", &e))?;
-            if !opts.hostname.is_empty() {
-                snap.hostname.clone_from(&opts.hostname);
-            }
-            if let Some(time) = time {
-                snap.time = time;
-            }
-            for tag in &opts.tags {
-                snap.tags.add(tag.clone());
-            }
-            snap.program_version = format!("octobackup-repo {}", env!("CARGO_PKG_VERSION"));
-            if let Some(summary) = snap.summary.as_mut() {
-                // rustic would record the whole command line.
-                summary.command = "octobackup backup".into();
-            }
+            let snap = new_snapshot(opts, time)?;
 
             self.router.set_phase("backup", Some(source.total_bytes()));
             let backup_opts = BackupOptions::default()
@@ -157,6 +142,30 @@ fn newest_with_tags(
         .filter(|s| tags.iter().all(|t| s.tags.contains(t)))
         .max_by(|a, b| a.time.cmp(&b.time))
         .map(|s| s.id.to_hex().as_str().to_string()))
+}
+
+/// A new snapshot of a set's part: the host, time and tags of `opts`, octobackup as its program.
+pub(crate) fn new_snapshot(
+    opts: &SetOptions,
+    time: Option<rustic_core::jiff::Zoned>,
+) -> Result<SnapshotFile, RepoError> {
+    let mut snap = SnapshotFile::from_options(&SnapshotOptions::default())
+        .map_err(|e| from_rustic("cannot start the snapshot", &e))?;
+    if !opts.hostname.is_empty() {
+        snap.hostname.clone_from(&opts.hostname);
+    }
+    if let Some(time) = time {
+        snap.time = time;
+    }
+    for tag in &opts.tags {
+        snap.tags.add(tag.clone());
+    }
+    snap.program_version = format!("octobackup-repo {}", env!("CARGO_PKG_VERSION"));
+    if let Some(summary) = snap.summary.as_mut() {
+        // rustic would record the whole command line.
+        summary.command = "octobackup backup".into();
+    }
+    Ok(snap)
 }
 
 pub(crate) fn check_tags(tags: &[String]) -> Result<(), RepoError> {

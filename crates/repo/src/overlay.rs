@@ -17,7 +17,7 @@ use std::sync::Arc;
 use rustic_core::repofile::{Metadata, Node, NodeType};
 use rustic_core::{
     BackupOptions, ErrorKind, LsOptions, ParentOptions, ReadSource, ReadSourceEntry,
-    ReadSourceOpen, RusticError, RusticResult, SnapshotGroupCriterion, SnapshotOptions,
+    ReadSourceOpen, RusticError, RusticResult, SnapshotGroupCriterion,
 };
 
 use crate::backup::{BackupSummary, SetOptions, check_tags};
@@ -96,22 +96,7 @@ impl Repo {
                 )));
             }
 
-            let mut snap =
-                rustic_core::repofile::SnapshotFile::from_options(&SnapshotOptions::default())
-                    .map_err(|e| from_rustic("cannot start the snapshot", &e))?;
-            if !opts.hostname.is_empty() {
-                snap.hostname.clone_from(&opts.hostname);
-            }
-            if let Some(time) = time {
-                snap.time = time;
-            }
-            for tag in &opts.tags {
-                snap.tags.add(tag.clone());
-            }
-            snap.program_version = format!("octobackup-repo {}", env!("CARGO_PKG_VERSION"));
-            if let Some(summary) = snap.summary.as_mut() {
-                summary.command = "octobackup backup".into();
-            }
+            let snap = crate::backup::new_snapshot(opts, time)?;
 
             let source = OverlaySource {
                 kept: Arc::new(kept),
