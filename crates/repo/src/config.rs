@@ -138,6 +138,7 @@ pub(crate) fn location(repository: &str) -> Result<Location, RepoError> {
     if drive_letter || colon_inside_path {
         return Ok(local(repository));
     }
+    let repository = crate::error::redact_url_secrets(repository);
     Err(RepoError::InvalidInput(format!(
         "unsupported repository location `{repository}`: use a folder path, s3://HOST[:PORT]/BUCKET[/PATH], \
          azure://CONTAINER[/PATH], sftp://USER@HOST[:PORT]/PATH, or `opendal:<service>` with backend options"
@@ -146,7 +147,8 @@ pub(crate) fn location(repository: &str) -> Result<Location, RepoError> {
 
 fn bad_location(repository: &str, form: &str) -> RepoError {
     RepoError::InvalidInput(format!(
-        "the repository location `{repository}` is not understood: write it as {form}"
+        "the repository location `{}` is not understood: write it as {form}",
+        crate::error::redact_url_secrets(repository)
     ))
 }
 
@@ -348,7 +350,7 @@ pub(crate) fn describe(location: &Location, options: &BTreeMap<String, String>) 
             get("endpoint")
         ),
         Some("sftp") => format!("SFTP folder {} on {}", get("root"), get("endpoint")),
-        _ => location.backend.clone(),
+        _ => crate::error::redact_url_secrets(&location.backend),
     }
 }
 

@@ -303,9 +303,11 @@ const URL_SECRETS: [&str; 4] = [
     "X-Amz-Credential=",
 ];
 
-/// `text` with the value of every [`URL_SECRETS`] parameter replaced by `***`.
+/// `text` with the value of every [`URL_SECRETS`] parameter, and the password of every
+/// `scheme://user:password@host` (restic's `rest:` form, an S3 key pair written into the URL),
+/// replaced by `***`.
 pub(crate) fn redact_url_secrets(text: &str) -> String {
-    let mut out = text.to_string();
+    let mut out = redact_userinfo_passwords(text);
     for name in URL_SECRETS {
         let mut from = 0;
         while let Some(found) = out[from..].find(name) {
@@ -317,6 +319,35 @@ pub(crate) fn redact_url_secrets(text: &str) -> String {
             from = start + 3;
         }
     }
+    out
+}
+
+/// Every `scheme://user:password@` in `text` as `scheme://user:***@` (the authority only: an `@`
+/// later in the path is not a password).
+fn redact_userinfo_passwords(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(['/', ' ', '\n', '"', '\'', ')', '>', '`', ','])
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match authority
+            .rfind('@')
+            .and_then(|a| authority[..a].find(':').map(|c| (c, a)))
+        {
+            Some((colon, at)) => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -487,6 +518,15 @@ mod tests {
         }
         assert!(r.contains("sig=***&se=2030"), "{r}");
         assert!(r.contains("restype=container"), "{r}");
+        let r = redact_url_secrets(
+            "rest:https://backup:P4ss@host:8000/ and s3://KEY:SECRET@minio/bucket, https://host/a@b:c",
+        );
+        for secret in ["P4ss", "SECRET"] {
+            assert!(!r.contains(secret), "{r}");
+        }
+        assert!(r.contains("https://backup:***@host:8000/"), "{r}");
+        assert!(r.contains("s3://KEY:***@minio/bucket"), "{r}");
+        assert!(r.contains("https://host/a@b:c"), "{r}");
     }
 
     #[test]

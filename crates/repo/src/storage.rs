@@ -71,7 +71,7 @@ impl Storage {
         let Some(service) = location.service().map(str::to_string) else {
             return Err(RepoError::InvalidInput(format!(
                 "{}: plain objects are only kept beside local and opendal repositories",
-                self.location
+                crate::error::redact_url_secrets(&self.location)
             )));
         };
         let describe = config::describe(&location, &options);

@@ -43,7 +43,8 @@ impl MetricsConfig {
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
             return Err(format!(
-                "metrics.pushgateway '{u}' must start with http:// or https://"
+                "metrics.pushgateway '{}' must start with http:// or https://",
+                shown(u)
             ));
         }
         if self.job.as_deref().is_some_and(|j| j.is_empty()) {
@@ -326,6 +327,8 @@ pub fn push_url(base: &str, job: &str, instance: &str) -> String {
 
 async fn push(base: &str, job: &str, instance: &str, text: String) -> Result<(), String> {
     let url = push_url(base, job, instance);
+    // A Pushgateway behind basic auth is written http://user:password@host: say the host only.
+    let base = shown(base);
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .build()
@@ -356,6 +359,22 @@ async fn push(base: &str, job: &str, instance: &str, text: String) -> Result<(),
     }
 }
 
+/// A Pushgateway URL as it may be printed: its password (`http://user:password@host`) as `***`.
+fn shown(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        Ok(_) => url.to_string(),
+        // Not a URL: printed only up to an `@`, which may follow a password.
+        Err(_) => url
+            .rsplit_once('@')
+            .map_or(url, |(_, host)| host)
+            .to_string(),
+    }
+}
+
 /// The size of a local repository: the files under its folder. Other storage is not measured
 /// (listing a bucket each night costs requests; the metric is left out).
 pub fn local_repository_bytes(folder: &Path) -> Option<u64> {
@@ -380,6 +399,21 @@ mod tests {
     use super::*;
     use crate::notify::StepSeconds;
     use crate::notify::history::{DrillResult, RunRecord};
+
+    #[test]
+    fn a_pushgateway_password_is_never_printed() {
+        assert_eq!(
+            shown("http://ops:S3cret@pg:9091/"),
+            "http://ops:***@pg:9091/"
+        );
+        assert_eq!(shown("http://pg:9091"), "http://pg:9091");
+        assert!(!shown("ftp//ops:S3cret@pg").contains("S3cret"));
+        let bad = MetricsConfig {
+            pushgateway: Some("pg://ops:S3cret@pg:9091".into()),
+            ..Default::default()
+        };
+        assert!(!bad.validate().unwrap_err().contains("S3cret"));
+    }
 
     fn history() -> InstanceHistory {
         let t = chrono::DateTime::parse_from_rfc3339("2026-01-02T03:04:05.5Z")
