@@ -445,10 +445,14 @@ async fn run_all(
     let repo = repository::open(config).await.map(Arc::new);
     let mut runs: Vec<InstanceRun> = Vec::new();
     let mut skipped: Vec<String> = Vec::new();
+    // A stop heard at any time (an instance's seal, --forget, the notifications, between two
+    // instances) ends --all: each run listens for itself, and a run that has ended does not.
+    let stop = crate::run::stop::Stop::listen();
     for name in &names {
-        if runs.last().is_some_and(
+        let interrupted = runs.last().is_some_and(
             |r| matches!(&r.result, Err(f) if super::exit::code(f) == Exit::Interrupted),
-        ) {
+        );
+        if interrupted || stop.requested().is_some() {
             skipped.push(name.clone());
             continue;
         }
@@ -465,7 +469,11 @@ async fn run_all(
             .map(|f| super::exit::code(f) as u8)
             .unwrap_or(0)
     };
-    let codes: Vec<u8> = runs.iter().map(code).collect();
+    let mut codes: Vec<u8> = runs.iter().map(code).collect();
+    if !skipped.is_empty() {
+        // Instances left out by a stop: the run as a whole was interrupted.
+        codes.push(Exit::Interrupted as u8);
+    }
     let exit = worst(&codes);
     let mut entries: Vec<AllEntry> = runs
         .iter()

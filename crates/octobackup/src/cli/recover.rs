@@ -25,7 +25,9 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
         .await
     {
         Ok(lock) => Some(lock),
-        Err(e @ LockError::Sql(_)) => {
+        // Only a lock another run holds stops recovery; one SQL Server refuses is no reason to
+        // leave maintenance mode as a killed run left it.
+        Err(e @ (LockError::Sql(_) | LockError::Refused { .. })) => {
             tracing::warn!("recovering without the SQL Server instance lock: {e}");
             None
         }
