@@ -440,6 +440,10 @@ pub async fn backup_database(
             line,
         ));
     };
+    // Not backed up while RESTORING: SQL Server cannot open it (927, then 3013).
+    if entry.restoring_from.is_some() {
+        return Ok(fail(resp, &[errors::database_restoring(&name)], OP, line));
+    }
     let has = |o: &BackupOption| backup.options.contains(o);
     // Neither COMPRESSION nor NO_COMPRESSION: the server option `backup compression default`
     // decides (Microsoft Learn, "View or configure the backup compression default server

@@ -51,6 +51,11 @@ pub async fn check_db(
         );
         return Ok(Outcome::failed());
     };
+    // Not checked while RESTORING: SQL Server cannot open it.
+    if entry.restoring_from.is_some() {
+        raise(resp, &errors::database_restoring(&name), line);
+        return Ok(Outcome::failed());
+    }
     let guard = engine.database_lock(&name).read_owned().await;
     let data_file = entry.data_file.clone();
     let report = tokio::task::spawn_blocking(move || image::check(&data_file))

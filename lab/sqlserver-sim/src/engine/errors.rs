@@ -584,3 +584,15 @@ pub fn parameter_not_supplied(declaration: &str, parameter: &str) -> SqlError {
         ),
     )
 }
+
+/// Msg 927: a database left RESTORING (`RESTORE ... WITH NORECOVERY`) cannot be opened, backed
+/// up or checked until a restore WITH RECOVERY (Microsoft Learn, "Database engine events and
+/// errors 0 to 999").
+pub fn database_restoring(name: &str) -> SqlError {
+    SqlError::new(
+        927,
+        14,
+        2,
+        format!("Database '{name}' cannot be opened. It is in the middle of a restore."),
+    )
+}

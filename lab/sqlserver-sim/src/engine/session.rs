@@ -949,21 +949,13 @@ impl Session {
         {
             return Err(errors::azure_use_not_supported());
         }
-        // A database left RESTORING (WITH NORECOVERY) cannot be opened: Msg 927 (Microsoft
-        // Learn, "Database engine events and errors 0 to 999").
+        // A database left RESTORING (WITH NORECOVERY) cannot be opened.
         if self
             .engine
             .database_entry(&canonical)
             .is_some_and(|e| e.restoring_from.is_some())
         {
-            return Err(SqlError::new(
-                927,
-                14,
-                2,
-                format!(
-                    "Database '{canonical}' cannot be opened. It is in the middle of a restore."
-                ),
-            ));
+            return Err(errors::database_restoring(&canonical));
         }
         self.engine
             .check_database_access(&self.login.name, &canonical)?;

@@ -157,6 +157,16 @@ async fn differential_backup_headers_history_and_restore_on_its_base() {
     assert_eq!(state[0][0].get::<&str, _>(0), Some("RESTORING"));
     let err = server_error(&mut client, "USE [Copy]").await;
     assert_eq!(err.code(), 927, "{err:?}");
+    // Neither checked nor backed up while RESTORING.
+    let err = server_error(&mut client, "DBCC CHECKDB (N'Copy') WITH NO_INFOMSGS").await;
+    assert_eq!(err.code(), 927, "{err:?}");
+    let bak = dir.join("copy-while-restoring.bak");
+    let err = server_error(
+        &mut client,
+        &format!("BACKUP DATABASE [Copy] TO DISK = N'{}'", bak.display()),
+    )
+    .await;
+    assert_eq!(err.code(), 927, "{err:?}");
     query(&mut client, &restore("Copy", &diff, &dir, "RECOVERY"))
         .await
         .unwrap();
