@@ -311,8 +311,9 @@ fn rustic(repo: &Path, password_file: &Path, args: &[&str]) -> Command {
 
 /// Wall time less the seconds SQL Server's steps ran past octobackup's steps beside them.
 fn engine_seconds(wall: f64, report: &serde_json::Value) -> f64 {
-    let folders =
-        step_seconds(report, "server folders") + step_seconds(report, "server folders (changes)");
+    // What runs beside BACKUP inside the window: the folder capture (run/backup.rs's step names).
+    let folders = step_seconds(report, "server folders (capture)")
+        + step_seconds(report, "server folders (capture changes)");
     let bak = step_seconds(report, "database backup");
     let verify = step_seconds(report, "verify the database backup");
     let store = step_seconds(report, "store the database backup");

@@ -32,7 +32,30 @@ fn lab_bench_reports_every_figure_as_json() {
         }
         let wall = r[night]["octobackup"]["seconds"].as_f64().unwrap();
         assert!(wall > 0.0);
-        // The engine time is the wall time less SQL Server's share, never more.
+        // The engine time is the wall time less SQL Server's share: the steps it reads by name
+        // must be the ones the backup reports, or nothing is taken off.
+        let steps: Vec<&str> = r[night]["octobackup_steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s[0].as_str())
+            .collect();
+        for name in [
+            "database backup",
+            "verify the database backup",
+            "store the database backup",
+        ] {
+            assert!(
+                steps.contains(&name),
+                "{night}: no step {name:?} in {steps:?}"
+            );
+        }
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.starts_with("server folders (capture")),
+            "{night}: {steps:?}"
+        );
         assert!(r[night]["octobackup_engine_s"].as_f64().unwrap() <= wall);
         assert!(
             r[night]["restic"]["seconds"].as_f64().unwrap() > 0.0,
