@@ -44,7 +44,7 @@ struct InstanceRun {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     if args.all {
         return run_all(
             &config,

@@ -4,7 +4,6 @@
 use super::emit;
 use super::repository;
 use crate::backupset::{TAG, TAG_COMPLETE, TAG_PART, tag_value};
-use crate::config::Config;
 use crate::error::{Exit, Failure};
 use octobackup_repo::{CheckReport, ReadData};
 use std::path::Path;
@@ -156,7 +155,7 @@ fn human(o: &Output) -> String {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let read = match (&args.read_data_subset, args.read_data) {
         (Some(s), _) => {
             ReadData::subset(s).map_err(|e| Failure::new(Exit::Usage, e.to_string()))?

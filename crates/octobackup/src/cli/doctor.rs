@@ -97,7 +97,7 @@ impl Checks {
 const MAX_SKEW: Duration = Duration::from_secs(120);
 
 pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let (name, configured) = config.instance(config_path, args.instance.as_deref())?;
     let mut c = Checks::default();
     let inst = if configured.discover.is_some() {

@@ -48,7 +48,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
             "warning: the drill's result could not be kept in the repository (the report will not show it): {e}"
         ));
     }
-    crate::notify::after_drill(&inv.config, config_path, name, &report.set_id, report.ok).await;
+    after_drill(&inv.config, config_path, name, &report.set_id, report.ok).await;
     // The repository's advice for lost data says `forget --set SET`: name the set.
     let named = |f: Failure| Failure {
         message: f.message.replace(
@@ -106,4 +106,33 @@ pub fn human(r: &DrillReport) -> String {
         r.scratch_database, r.scratch_folder
     ));
     s
+}
+
+/// After `octobackup drill`: keeps its result for the next backup's notification and for the
+/// metrics (`octobackup_drill_success`), when `[notify]` or `[metrics]` is configured.
+async fn after_drill(
+    config: &crate::config::Config,
+    config_path: &std::path::Path,
+    instance: &str,
+    set_id: &str,
+    ok: bool,
+) {
+    if config.notify.is_none() && config.metrics.is_none() {
+        return;
+    }
+    let state_dir = config.state_dir(config_path);
+    let drill = crate::notify::DrillResult {
+        ok,
+        set_id: set_id.to_string(),
+        finished: chrono::Utc::now(),
+    };
+    if let Err(e) = crate::notify::History::new(&state_dir).record_drill(instance, drill) {
+        tracing::warn!(
+            "the drill's result could not be kept in {}: {e} (the drill's result is unchanged)",
+            state_dir.display()
+        );
+    }
+    if let Some(m) = &config.metrics {
+        crate::metrics::publish(m, &state_dir, instance).await;
+    }
 }

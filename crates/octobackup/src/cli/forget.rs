@@ -94,7 +94,7 @@ struct Output {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let names: Vec<String> = match &args.instance {
         Some(_) => vec![
             config
@@ -256,7 +256,7 @@ fn lock_all(
 }
 
 pub async fn prune(config_path: &Path, args: PruneArgs, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let repo = repository::open(&config).await?;
     let locks = if args.instant {
         Some(lock_all(&config, config_path)?)

@@ -15,7 +15,7 @@ pub struct Args {
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
     let existing = config_path.exists();
     let mut config = if existing {
-        Config::load(config_path)?
+        super::context::load_config(config_path)?
     } else {
         Config::default()
     };

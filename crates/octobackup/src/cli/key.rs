@@ -115,7 +115,7 @@ fn default_user() -> Option<String> {
 }
 
 pub async fn run(config_path: &Path, cmd: KeyCommand, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     match cmd {
         KeyCommand::Add(args) => {
             let new = new_password(&args)?;

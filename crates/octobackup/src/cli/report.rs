@@ -1,7 +1,6 @@
 //! `octobackup report`: wiring for `report`.
 
 use super::{emit, repository};
-use crate::config::Config;
 use crate::error::{Exit, Failure};
 use std::path::{Path, PathBuf};
 
@@ -33,7 +32,7 @@ struct InstanceLine {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let repo = repository::open(&config).await?;
     let out = args.out.clone();
     let report =

@@ -2,7 +2,6 @@
 //! Scheduler on Windows).
 
 use super::{emit, ui::Ui};
-use crate::config::Config;
 use crate::error::{Exit, Failure};
 use crate::schedule::{self, At, Plan};
 use std::path::{Path, PathBuf};
@@ -101,7 +100,7 @@ pub async fn run(
         ScheduleCommand::Show(a) | ScheduleCommand::Remove(a) => a,
         ScheduleCommand::Run(a) => return run_job(config_path, a, json, ui).await,
     };
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let (name, _) = config.instance(config_path, common.instance.as_deref())?;
     let name = name.to_string();
     let outcome = match command {
@@ -177,7 +176,7 @@ async fn run_job(config_path: &Path, args: &RunArgs, json: bool, ui: &Ui) -> Res
     }
     if let Some(out) = &args.report {
         let written = async {
-            let config = Config::load(config_path).map_err(|e| e.to_string())?;
+            let config = super::context::load_config(config_path).map_err(|e| e.to_string())?;
             let repo = super::repository::open(&config)
                 .await
                 .map_err(|f| f.message)?;

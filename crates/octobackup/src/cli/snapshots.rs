@@ -1,6 +1,5 @@
 use super::{backup::bytes, emit, repository};
 use crate::backupset::list;
-use crate::config::Config;
 use crate::error::{Exit, Failure};
 use std::path::Path;
 
@@ -18,7 +17,7 @@ pub struct ShowArgs {
 }
 
 pub async fn list(config_path: &Path, args: ListArgs, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let repo = repository::open(&config).await?;
     let sets =
         tokio::task::spawn_blocking(move || list::list(&repo, args.instance.as_deref())).await??;
@@ -58,7 +57,7 @@ pub async fn list(config_path: &Path, args: ListArgs, json: bool) -> Result<(), 
 }
 
 pub async fn show(config_path: &Path, args: ShowArgs, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let repo = repository::open(&config).await?;
     let manifest = tokio::task::spawn_blocking(move || {
         let sets = list::list(&repo, None)?;

@@ -3,6 +3,8 @@
 //! commented template; `octobackup-lab up` writes a ready one for the lab. The schema is a leaf: it
 //! imports nothing of the modules that act on it.
 
+pub mod metrics;
+pub mod notify;
 pub mod retention;
 mod template;
 
@@ -45,10 +47,10 @@ pub struct Config {
     pub escrow: Option<EscrowConfig>,
     /// Who is told about backups (`[notify]`): webhooks, Microsoft Teams, Slack, e-mail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notify: Option<crate::notify::NotifyConfig>,
+    pub notify: Option<notify::NotifyConfig>,
     /// Prometheus metrics (`[metrics]`): a textfile for node_exporter, a Pushgateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<crate::metrics::MetricsConfig>,
+    pub metrics: Option<metrics::MetricsConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]

@@ -330,10 +330,8 @@ fn step_seconds(report: &serde_json::Value, name: &str) -> f64 {
         .sum()
 }
 
+/// One bench run (`--scale` runs several, `lab::scale`).
 pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
-    if let Some(points) = args.scale.clone() {
-        return super::scale::run(args, points, json).await;
-    }
     let temp = tempfile::Builder::new()
         .prefix("octobackup-bench-")
         .tempdir()

@@ -166,7 +166,10 @@ async fn run(cmd: LabCommand, config_path: &Path, json: bool, ui: &Ui) -> Result
     let fail = |e: anyhow::Error| Failure::new(Exit::Failed, format!("{e:#}"));
     match cmd {
         LabCommand::Demo(a) => demo::run(a, json, ui).await,
-        LabCommand::Bench(a) => bench::run(a, json).await,
+        LabCommand::Bench(a) => match a.scale.clone() {
+            Some(points) => scale::run(a, points, json).await,
+            None => bench::run(a, json).await,
+        },
         LabCommand::RestoreSet { target, set } => {
             let config = Config::load(config_path)?;
             let repo = crate::cli::repository::open(&config).await?;
