@@ -579,8 +579,8 @@ async fn check_sql(inst: &InstanceConfig, staging_local: &Path, c: &mut Checks) 
         Err(e) => c.fail("sql-login", e.to_string(), "check the SQL login"),
     }
     check_permissions(&mut session, &database, info.is_sysadmin, c).await;
-    // sql.chain = "owned" needs the database's backup chain to itself (run/chain.rs).
-    match crate::run::chain::doctor(&mut session, inst, &database).await {
+    // sql.chain = "owned" needs the database's backup chain to itself (run/backup/chain.rs).
+    match crate::run::backup::chain::doctor(&mut session, inst, &database).await {
         Some(Ok(detail)) => c.pass("sql-chain", detail),
         Some(Err((detail, fix))) => c.fail("sql-chain", detail, fix),
         None => {}

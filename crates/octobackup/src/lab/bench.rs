@@ -311,7 +311,7 @@ fn rustic(repo: &Path, password_file: &Path, args: &[&str]) -> Command {
 
 /// Wall time less the seconds SQL Server's steps ran past octobackup's steps beside them.
 fn engine_seconds(wall: f64, report: &serde_json::Value) -> f64 {
-    // What runs beside BACKUP inside the window: the folder capture (run/backup.rs's step names).
+    // What runs beside BACKUP inside the window: the folder capture (run/backup/mod.rs's step names).
     let folders = step_seconds(report, "server folders (capture)")
         + step_seconds(report, "server folders (capture changes)");
     let bak = step_seconds(report, "database backup");

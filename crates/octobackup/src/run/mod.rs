@@ -3,7 +3,6 @@
 //! records for the report. They show progress through `progress::Progress` and never import `cli`.
 
 pub mod backup;
-pub mod chain;
 pub mod connect;
 pub mod drill;
 pub mod journal;
@@ -15,4 +14,3 @@ pub mod retention;
 pub mod space;
 pub mod steps;
 pub mod stop;
-pub mod window_capture;

@@ -292,7 +292,7 @@ pub async fn stage_database(
     };
     let mut sql_paths = Vec::new();
     let mut base_sql_paths = Vec::new();
-    let base_files = super::chain::set_base_files(&set.manifest.database);
+    let base_files = super::backup::chain::set_base_files(&set.manifest.database);
     for (file, is_base) in files
         .iter()
         .map(|f| (f, false))

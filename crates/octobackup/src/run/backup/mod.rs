@@ -13,12 +13,14 @@
 //! `complete` tag, so a run that fails at any point leaves nothing that claims to be complete, and
 //! the repository stays valid.
 
+pub mod chain;
+pub mod window_capture;
+
 pub use super::connect::{octopus_client, sql_server, sql_side_path};
 use super::journal::{JournalError, StateDir};
 use super::maintenance::{self, Entered, Held, MaintenanceError};
 use super::steps::Steps;
 use super::stop::Stop;
-use super::window_capture::{self, Capture, Listing};
 use crate::backupset::{self, Manifest, manifest};
 use crate::config::{InstanceConfig, OnWaitTimeout};
 use crate::error::{Exit, Failure};
@@ -31,6 +33,7 @@ use octobackup_repo::{Repo, SetOptions, SourceItem};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use window_capture::{Capture, Listing};
 use zeroize::Zeroizing;
 
 /// Everything a backup run needs, resolved from the config.
@@ -279,9 +282,9 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         .collect();
     let bak_local: Vec<PathBuf> = stripe_names.iter().map(|n| staging_local.join(n)).collect();
 
-    // sql.chain = "owned": the differential base, before the window (run/chain.rs).
+    // sql.chain = "owned": the differential base, before the window (run/backup/chain.rs).
     let chained = tokio::select! {
-        r = super::chain::before_window(&job, &sqlserver, &set_id, &stripe_names, &mut m, &mut steps) => r,
+        r = chain::before_window(&job, &sqlserver, &set_id, &stripe_names, &mut m, &mut steps) => r,
         sig = stop.wait() => Err(before_window(sig)),
     };
     if let Err(e) = chained {
@@ -494,7 +497,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     match sealed {
         Ok((snapshot_id, data_added)) => {
             let _ = std::fs::remove_dir_all(&staging_local);
-            super::chain::after_set(&job, &m.database);
+            chain::after_set(&job, &m.database);
             Ok(BackupReport {
                 set_id,
                 snapshot_id,
@@ -840,7 +843,7 @@ async fn inside_window(
     // as the longer one.
     m.window.inside.push("database backup".into());
     let db = m.database.name.clone();
-    let differential = super::chain::differential_tonight(&m.database);
+    let differential = chain::differential_tonight(&m.database);
     let db_step = steps.start(if differential {
         "database backup (differential)"
     } else {
@@ -1108,7 +1111,7 @@ async fn verify_database(
         )
         .await?;
     info.verified = true;
-    super::chain::confirm(job, &mut session, bak_sql, info).await?;
+    chain::confirm(job, &mut session, bak_sql, info).await?;
     // The history row is a record, not the backup: without it (no SELECT in msdb) the set is
     // still complete and verified.
     match session
@@ -1334,7 +1337,7 @@ async fn ingest(
             ),
         })
         .collect();
-    bak_items.extend(super::chain::base_items(job, &m.database));
+    bak_items.extend(chain::base_items(job, &m.database));
     let verify_step = steps.start("verify the database backup");
     let store_step = steps.start("store the database backup");
     let ((verified, verify_end), (stored, store_end)) = tokio::join!(

@@ -227,10 +227,10 @@ impl Listing {
             f.sync_all()
         };
         write().map_err(|e| {
-            if super::space::is_disk_full(&e.to_string()) {
+            if crate::run::space::is_disk_full(&e.to_string()) {
                 // Said as a full staging share is said for BACKUP: where, how much, what to do.
                 let _ = std::fs::remove_file(&path);
-                return super::space::full(
+                return crate::run::space::full(
                     Exit::Failed,
                     "the staging folder",
                     staging,
@@ -497,7 +497,7 @@ fn copy_link(src: &Path, dst: &Path) -> Result<(), Failure> {
 /// as `opts` says). With the pass before the window as `base`, only the copies are read; without
 /// one (`folders_before_window = false`) the copies are the whole folders.
 pub async fn ingest(
-    job: &super::backup::BackupJob,
+    job: &super::BackupJob,
     capture: &Capture,
     base: Option<&str>,
     opts: SetOptions,
@@ -528,7 +528,7 @@ pub async fn ingest(
         )
     })??;
     if !summary.unreadable.is_empty() {
-        return Err(super::backup::unreadable_files(
+        return Err(super::unreadable_files(
             &summary.unreadable,
             "could not be stored",
         ));
