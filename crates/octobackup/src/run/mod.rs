@@ -8,6 +8,7 @@ pub mod drill;
 pub mod journal;
 pub mod leftovers;
 pub mod maintenance;
+pub mod names;
 pub mod progress;
 pub mod restore;
 pub mod retention;

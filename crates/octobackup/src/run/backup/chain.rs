@@ -50,7 +50,7 @@ pub struct BaseState {
 pub fn base_folder(instance_name: &str) -> String {
     format!(
         "octobackup-base-{}",
-        crate::run::restore::short_hash(&[instance_name])
+        crate::run::names::short_hash(&[instance_name])
     )
 }
 
@@ -347,14 +347,6 @@ pub fn after_set(job: &BackupJob, info: &DatabaseInfo) {
     if let Some(mut state) = load_state(&dir) {
         state.last_differential_bytes = Some(info.bytes);
         let _ = save_state(&dir, &state);
-    }
-}
-
-/// The base files of a set, as stored in it (for restore).
-pub fn set_base_files(info: &DatabaseInfo) -> &[String] {
-    match &info.chain {
-        Some(c) if c.is_differential() => &c.base_files,
-        _ => &[],
     }
 }
 

@@ -1,0 +1,81 @@
+//! The master key and license from the set: read from the repository, written only to a file the
+//! user names (owner-only, never over an existing file).
+
+use super::set::{ChosenSet, join_err};
+use crate::backupset::{self};
+use crate::error::{Exit, Failure};
+use crate::secret::Secret;
+use octobackup_repo::Repo;
+use std::path::Path;
+use std::sync::Arc;
+
+/// The master key and license of a set (`None` when the set has none).
+pub async fn read_secrets(
+    repo: &Arc<Repo>,
+    set: &ChosenSet,
+) -> Result<(Option<Secret>, Option<Secret>), Failure> {
+    let (repo, snap) = (repo.clone(), set.snapshot_id.clone());
+    let (has_key, has_license) = (
+        set.manifest.secrets.master_key,
+        set.manifest.secrets.license,
+    );
+    tokio::task::spawn_blocking(move || {
+        let read = |path: &str| -> Result<Secret, Failure> {
+            let bytes = repo.read_file(&snap, path)?;
+            let text = std::str::from_utf8(&bytes).map_err(|_| {
+                Failure::new(Exit::Repository, format!("{path} in the set is not text"))
+            })?;
+            Ok(Secret::new(text.trim_end_matches(['\r', '\n'])))
+        };
+        let key = if has_key {
+            Some(read(backupset::MASTER_KEY_PATH)?)
+        } else {
+            None
+        };
+        let license = if has_license {
+            Some(read(backupset::LICENSE_PATH)?)
+        } else {
+            None
+        };
+        Ok((key, license))
+    })
+    .await
+    .map_err(join_err)?
+}
+
+/// Creates `path` for secrets: owner-only permissions, never over an existing file.
+pub fn write_secrets_file(path: &Path, content: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(|e| {
+        Failure::new(
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                Exit::Usage
+            } else {
+                Exit::Failed
+            },
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                format!(
+                    "the secrets file {} already exists; octobackup never overwrites one. Choose another path or remove it.",
+                    path.display()
+                )
+            } else {
+                format!("cannot create the secrets file {}: {e}", path.display())
+            },
+        )
+    })?;
+    f.write_all(content.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| {
+            Failure::new(
+                Exit::Failed,
+                format!("cannot write the secrets file {}: {e}", path.display()),
+            )
+        })
+}
