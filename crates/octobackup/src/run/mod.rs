@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod connect;
+pub mod doctor;
 pub mod drill;
 pub mod journal;
 pub mod leftovers;
