@@ -236,7 +236,6 @@ pub(super) async fn restore_database(
     session: &mut Session,
     t: DbTarget<'_>,
 ) -> Result<DbOutcome, Failure> {
-    let original = t.set.manifest.database.name.clone();
     let exists = database_state(session, &t.target).await?.is_some();
     if exists && !t.replace {
         return Err(Failure::new(
@@ -260,6 +259,45 @@ pub(super) async fn restore_database(
         Some(_) => drop_quietly(session, &temp).await?,
         None => {}
     }
+    // A failure from here on drops the temporary database, here and only here, unless the old
+    // database is already gone and the checked copy is the only one (`Unfinished::Keep`).
+    match into_place(job, server, session, &t, &temp, exists, resumed).await {
+        Ok(done) => Ok(done),
+        Err(Unfinished::Keep(e)) => Err(e),
+        Err(Unfinished::Drop(e)) => {
+            // Best effort: a database left behind is found by `recover` through its marker.
+            let _ = drop_quietly(session, &temp).await;
+            Err(e)
+        }
+    }
+}
+
+/// How a restore that got as far as its temporary database failed.
+enum Unfinished {
+    /// The temporary database goes: the target is as it was.
+    Drop(Failure),
+    /// The temporary database stays: it is the only copy (the old one was dropped), or none was
+    /// made yet.
+    Keep(Failure),
+}
+
+impl From<Failure> for Unfinished {
+    fn from(e: Failure) -> Self {
+        Unfinished::Drop(e)
+    }
+}
+
+/// Restores the set under `temp` (unless `resumed`), checks it, and renames it to the target.
+async fn into_place(
+    job: &RestoreJob,
+    server: &SqlServer,
+    session: &mut Session,
+    t: &DbTarget<'_>,
+    temp: &str,
+    exists: bool,
+    resumed: bool,
+) -> Result<DbOutcome, Unfinished> {
+    let original = &t.set.manifest.database.name;
     if !resumed {
         let folder = format!(
             "octobackup-restore-{}",
@@ -276,7 +314,7 @@ pub(super) async fn restore_database(
         let marker = crate::run::leftovers::Marker {
             instance: job.instance_name.clone(),
             kind: crate::run::leftovers::Kind::Restore,
-            database: temp.clone(),
+            database: temp.to_string(),
             replaces: exists.then(|| t.target.clone()),
             scratch_folder: None,
         };
@@ -289,16 +327,19 @@ pub(super) async fn restore_database(
                     dir.join(crate::run::leftovers::MARKER).display()
                 ),
             )
-        })?;
-        let staged =
-            stage_database(&job.repo, t.set, &job.instance, &folder, &job.ui, &job.stop).await?;
+        })
+        .map_err(Unfinished::Keep)?;
+        // Nothing was restored yet: nothing to drop if the copy fails.
+        let staged = stage_database(&job.repo, t.set, &job.instance, &folder, &job.ui, &job.stop)
+            .await
+            .map_err(Unfinished::Keep)?;
         let restored = async {
             lab_point("restore: staged").await;
             let files = file_list(session, &staged.sql_paths).await?;
             // The files keep their names after the rename: name them for the target now. The
             // original names only when the original database comes back under its own name onto a
             // server that does not have it; files of a database being replaced stay untouched.
-            let base = if t.target == original && !exists {
+            let base = if t.target == *original && !exists {
                 None
             } else if exists {
                 let mut parts = vec![t.set.set_id.as_str()];
@@ -324,8 +365,7 @@ pub(super) async fn restore_database(
         // The marker stays as long as the temporary database may (see `settle_marker`).
         crate::run::leftovers::remove_copies(&staged.local_dir);
         if let Err(e) = restored {
-            let _ = drop_quietly(session, &temp).await;
-            return Err(e);
+            return Err(Unfinished::Drop(e));
         }
     }
 
@@ -346,14 +386,13 @@ pub(super) async fn restore_database(
     let installation_id = match checked {
         Ok(id) => id,
         Err(e) => {
-            let _ = drop_quietly(session, &temp).await;
-            return Err(Failure {
+            return Err(Unfinished::Drop(Failure {
                 message: format!(
                     "{}; the restored copy was dropped and [{}] is unchanged",
                     e.message, t.target
                 ),
                 ..e
-            });
+            }));
         }
     };
     let files = database_files(session, &temp).await.unwrap_or_default();
@@ -362,14 +401,13 @@ pub(super) async fn restore_database(
             .execute("DROP DATABASE", &tsql::drop_database(&t.target), None)
             .await
     {
-        let _ = drop_quietly(session, &temp).await;
-        return Err(Failure::new(
+        return Err(Unfinished::Drop(Failure::new(
             Exit::Sql,
             format!(
                 "cannot drop the existing [{}] to replace it: {e}. Stop the Octopus Server (every node) that uses it and run the restore again; nothing was changed.",
                 t.target
             ),
-        ));
+        )));
     }
     lab_point("restore: rename").await;
     if let Err(e) = session
@@ -380,24 +418,27 @@ pub(super) async fn restore_database(
         )
         .await
     {
-        let msg = if exists {
+        if exists {
             // The old database is gone: the checked copy is the only one, keep it.
-            format!(
-                "the restored database is complete and checked under the name [{temp}], but renaming it to [{}] failed: {e}. Run the same restore again to finish (it reuses [{temp}]).",
-                t.target
-            )
-        } else {
-            let _ = drop_quietly(session, &temp).await;
+            return Err(Unfinished::Keep(Failure::new(
+                Exit::Sql,
+                format!(
+                    "the restored database is complete and checked under the name [{temp}], but renaming it to [{}] failed: {e}. Run the same restore again to finish (it reuses [{temp}]).",
+                    t.target
+                ),
+            )));
+        }
+        return Err(Unfinished::Drop(Failure::new(
+            Exit::Sql,
             format!(
                 "renaming the restored database [{temp}] to [{}] failed: {e}. The restored copy was dropped; nothing was changed.",
                 t.target
-            )
-        };
-        return Err(Failure::new(Exit::Sql, msg));
+            ),
+        )));
     }
     Ok(DbOutcome {
         restored: DatabaseRestored {
-            name: t.target,
+            name: t.target.clone(),
             server: server.server_display(),
             files,
             replaced_existing: exists,
