@@ -5,6 +5,18 @@
 //! travels to `main` inside a `Failure` as itself, and the one table that turns it into an exit
 //! code is `cli::exit`, next to the `From` impls that let `?` carry it.
 
+/// The innermost cause of an error: what says why (connection refused, a certificate refused),
+/// where the outer layers say only what was being done.
+pub fn innermost<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut cause = e;
+    while let Some(s) = cause.source() {
+        cause = s;
+    }
+    cause
+}
+
 /// Documented in the README; keep them stable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Exit {
@@ -132,5 +144,22 @@ impl std::fmt::Display for Failure {
 impl std::error::Error for Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.typed_cause()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_innermost_cause_is_the_last_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("the push failed")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        assert_eq!(super::innermost(&e).to_string(), "connection refused");
+        let plain = std::io::Error::other("no cause");
+        assert_eq!(super::innermost(&plain).to_string(), "no cause");
     }
 }

@@ -12,7 +12,7 @@ pub mod folders;
 pub mod instance;
 pub mod lab;
 pub mod preset;
-mod secret_file;
+pub mod secret_file;
 
 pub use events::{EventLog, LabEvent};
 pub use fingerprint::Fingerprint;

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::error::{Exit, Failure};
 use crate::secret::{Secret, SecretSource};
 use octobackup_repo::{KeyInfo, Password, RepoError};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// Where a new password may come from besides a prompt (never the command line).
@@ -259,31 +259,30 @@ fn recover(config: &Config, args: RecoverArgs, json: bool) -> Result<(), Failure
 
 /// Creates `path` new (never overwriting), owner-only on Unix, and writes the secret.
 fn write_private(path: &Path, secret: &Secret) -> Result<(), Failure> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
-            "it exists already: choose a new file name or remove it first"
+    let text = zeroize::Zeroizing::new(format!("{}\n", secret.expose()));
+    crate::secret::write_new_private(path, text.as_bytes()).map_err(|e| {
+        use std::io::ErrorKind;
+        if e.kind() == ErrorKind::AlreadyExists {
+            Failure::new(
+                Exit::Usage,
+                format!(
+                    "cannot create {}: {e}; it exists already: choose a new file name or remove it first",
+                    path.display()
+                ),
+            )
+        } else if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) {
+            Failure::new(
+                Exit::Usage,
+                format!(
+                    "cannot create {}: {e}; check the folder exists and is writable",
+                    path.display()
+                ),
+            )
         } else {
-            "check the folder exists and is writable"
-        };
-        Failure::new(
-            Exit::Usage,
-            format!("cannot create {}: {e}; {hint}", path.display()),
-        )
-    })?;
-    f.write_all(secret.expose().as_bytes())
-        .and_then(|()| f.write_all(b"\n"))
-        .and_then(|()| f.sync_all())
-        .map_err(|e| {
             Failure::new(
                 Exit::Failed,
                 format!("cannot write {}: {e}", path.display()),
             )
-        })
+        }
+    })
 }

@@ -351,16 +351,10 @@ impl PublicInfo for Lab {
     }
 }
 
+/// The lab's secret files, rewritten on each `up`: owner-only, replaced whole (the lab crate's
+/// writer; the product's own, `secret::write_new_private`, never replaces a file).
 fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    std::io::Write::write_all(&mut opts.open(path)?, value.as_bytes())?;
-    Ok(())
+    Ok(octobackup_lab::secret_file::write(path, value.as_bytes())?)
 }
 
 /// The config octobackup needs for the lab instance, as an administrator would write it: secrets in

@@ -299,14 +299,7 @@ async fn push(base: &str, job: &str, instance: &str, text: String) -> Result<(),
         .body(text)
         .send()
         .await
-        .map_err(|e| {
-            let e = e.without_url();
-            let mut cause: &dyn std::error::Error = &e;
-            while let Some(s) = cause.source() {
-                cause = s;
-            }
-            format!("{base}: {cause}")
-        })?;
+        .map_err(|e| format!("{base}: {}", crate::error::innermost(&e.without_url())))?;
     if resp.status().is_success() {
         Ok(())
     } else {

@@ -717,10 +717,10 @@ async fn check_space(
         Some(free) if free < need_staging => problems.push(format!(
             "staging {} has {} free, the last database backup was {}",
             staging_local.display(),
-            human_bytes(free),
-            human_bytes(db_bytes)
+            crate::format::bytes(free),
+            crate::format::bytes(db_bytes)
         )),
-        Some(free) => seen.push(format!("staging {} free", human_bytes(free))),
+        Some(free) => seen.push(format!("staging {} free", crate::format::bytes(free))),
         None => seen.push("staging free space unknown".into()),
     }
     if let Some(dir) = octobackup_repo::local_folder(&config.repository.location) {
@@ -728,10 +728,10 @@ async fn check_space(
             Some(free) if free < db_bytes => problems.push(format!(
                 "repository {} has {} free, less than the last database backup ({})",
                 dir.display(),
-                human_bytes(free),
-                human_bytes(db_bytes)
+                crate::format::bytes(free),
+                crate::format::bytes(db_bytes)
             )),
-            Some(free) => seen.push(format!("repository {} free", human_bytes(free))),
+            Some(free) => seen.push(format!("repository {} free", crate::format::bytes(free))),
             None => seen.push("repository free space unknown".into()),
         }
     }
@@ -741,7 +741,7 @@ async fn check_space(
             format!(
                 "{} (last database backup {})",
                 seen.join(", "),
-                human_bytes(db_bytes)
+                crate::format::bytes(db_bytes)
             ),
         );
     } else {
@@ -751,15 +751,4 @@ async fn check_space(
             "free space or move staging/the repository; `octobackup forget`/`prune` free repository space",
         );
     }
-}
-
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", UNITS[u])
 }

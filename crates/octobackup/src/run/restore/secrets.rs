@@ -45,37 +45,20 @@ pub async fn read_secrets(
 
 /// Creates `path` for secrets: owner-only permissions, never over an existing file.
 pub fn write_secrets_file(path: &Path, content: &str) -> Result<(), Failure> {
-    use std::io::Write;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| {
-        Failure::new(
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
-                Exit::Usage
-            } else {
-                Exit::Failed
-            },
-            if e.kind() == std::io::ErrorKind::AlreadyExists {
+    crate::secret::write_new_private(path, content.as_bytes()).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            Failure::new(
+                Exit::Usage,
                 format!(
                     "the secrets file {} already exists; octobackup never overwrites one. Choose another path or remove it.",
                     path.display()
-                )
-            } else {
-                format!("cannot create the secrets file {}: {e}", path.display())
-            },
-        )
-    })?;
-    f.write_all(content.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| {
+                ),
+            )
+        } else {
             Failure::new(
                 Exit::Failed,
                 format!("cannot write the secrets file {}: {e}", path.display()),
             )
-        })
+        }
+    })
 }
