@@ -363,7 +363,25 @@ impl Session {
         // sp_executesql: @stmt, @params, values. sp_prepexec (ODBC, mssql-python): @handle
         // OUTPUT, @params, @stmt, values. sp_execute: @handle, values. (Microsoft Learn, the
         // pages of each procedure.)
+        // @stmt and @params of sp_executesql are Unicode: a varchar or char value is refused
+        // with Msg 214, as SQL Server does (Microsoft Learn, sp_executesql: "@stmt must be
+        // either a Unicode constant or a Unicode variable ... Character constants aren't allowed").
+        let unicode = |i: usize| {
+            call.params
+                .get(i)
+                .is_none_or(|p| p.value == Value::Null || matches!(p.ty, SqlType::NVarChar(_)))
+        };
         let (statement, declaration, first_value, handle) = match name.as_str() {
+            "sp_executesql" if !unicode(0) => {
+                self.refuse_rpc(&errors::executesql_statement_type(), out)
+                    .await?;
+                return Ok(true);
+            }
+            "sp_executesql" if !unicode(1) => {
+                self.refuse_rpc(&errors::executesql_parameters_type(), out)
+                    .await?;
+                return Ok(true);
+            }
             "sp_executesql" => (text(0), text(1).unwrap_or_default(), 2, None),
             "sp_prepexec" | "sp_prepare" => {
                 let handle = self.next_handle;

@@ -71,7 +71,8 @@ function run(conn, sql, params, execSql) {
     });
     for (const [name, type, value] of params || []) request.addParameter(name, type, value);
     request.on('row', (columns) => rows.push(columns.map((c) => c.value)));
-    if (execSql) conn.execSql(request);
+    if (execSql === 'procedure') conn.callProcedure(request);
+    else if (execSql) conn.execSql(request);
     else conn.execSqlBatch(request);
     run.last = request;
   });
@@ -111,6 +112,12 @@ async function main() {
   // node-mssql's pool check: SELECT 1 through execSql.
   r = await run(conn, 'SELECT 1;', [], true);
   print('pool_check', { rows: r.rows, error: r.error });
+
+  // sp_executesql called as a procedure with a VARCHAR statement: SQL Server wants Unicode.
+  r = await run(conn, 'sp_executesql', [['stmt', TYPES.VarChar, 'SELECT 1 AS one']], 'procedure');
+  print('varchar_statement', { rows: r.rows, errors: r.errors, error: r.error });
+  r = await run(conn, 'sp_executesql', [['stmt', TYPES.NVarChar, 'SELECT 1 AS one']], 'procedure');
+  print('nvarchar_statement', { rows: r.rows, errors: r.errors, error: r.error });
 
   const bak = path.join(s.backup_dir, 'tedious.bak');
   r = await run(

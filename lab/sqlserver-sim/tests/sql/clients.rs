@@ -212,6 +212,16 @@ fn tedious_logs_in_queries_backs_up_and_cancels() {
     );
     let pool = check(&out, "pool_check");
     assert_eq!(pool["rows"], serde_json::json!([[1]]), "{pool}");
+    // sp_executesql takes its statement as Unicode only: VARCHAR is Msg 214, NVARCHAR runs
+    let varchar = check(&out, "varchar_statement");
+    assert_eq!(varchar["errors"][0]["number"], 214, "{varchar}");
+    assert_eq!(
+        varchar["errors"][0]["message"],
+        "Procedure expects parameter '@statement' of type 'ntext/nchar/nvarchar'."
+    );
+    assert_eq!(varchar["rows"], serde_json::json!([]), "{varchar}");
+    let nvarchar = check(&out, "nvarchar_statement");
+    assert_eq!(nvarchar["rows"], serde_json::json!([[1]]), "{nvarchar}");
 
     let backup = check(&out, "backup");
     assert_eq!(backup["error"], serde_json::Value::Null, "{backup}");

@@ -46,6 +46,14 @@ pub async fn restore_database(
         raise(resp, &errors::azure_not_supported(OP), line);
         return Ok(Outcome::failed());
     }
+    // RECOVERY and NORECOVERY ask for two end states at once: Msg 3031 alone, before anything
+    // is read (Microsoft Learn, "Database engine events and errors 3000 to 3999"; the quoted
+    // outputs of real servers show no Msg 3013 after it). Which option the text names first is
+    // not documented.
+    if let Some(conflict) = recovery_conflict(&restore.options) {
+        raise(resp, &conflict, line);
+        return Ok(Outcome::failed());
+    }
     if session.tran_count > 0 {
         return Ok(fail(resp, &[errors::in_transaction()], OP, line));
     }
@@ -87,15 +95,11 @@ pub async fn restore_database(
         );
         return Ok(fail(resp, &[err], OP, line));
     };
-    if header.is_differential() {
-        return restore_differential(session, target, &header, &devices, norecovery, resp, line)
-            .await;
-    }
-    // WITH NORECOVERY leaves the database RESTORING, waiting for a differential (or log)
-    // restore; its base is this backup set.
-    let restoring_from = norecovery.then_some(header.backup_set_uuid);
-
-    // WITH MOVE: every logical name must be in the backup.
+    // WITH MOVE: every logical name must be in the backup set, a differential's too: SQL Server
+    // checks the names against the set whatever its type (Msg 3234; Microsoft Learn, "RESTORE
+    // Statements - Arguments", MOVE: supported by RESTORE, "the logical name ... in the backup
+    // set"). A differential restores into the files its base was restored to, so a valid MOVE
+    // on it changes nothing here.
     let moves: Vec<(&String, &String)> = restore
         .options
         .iter()
@@ -124,6 +128,14 @@ pub async fn restore_database(
             ));
         }
     }
+    if header.is_differential() {
+        return restore_differential(session, target, &header, &devices, norecovery, resp, line)
+            .await;
+    }
+    // WITH NORECOVERY leaves the database RESTORING, waiting for a differential (or log)
+    // restore; its base is this backup set.
+    let restoring_from = norecovery.then_some(header.backup_set_uuid);
+
     let targets: Vec<RestoreTarget> = header
         .files
         .iter()
@@ -423,4 +435,31 @@ pub(super) fn forget_if_gone(engine: &Engine, existing: Option<&DatabaseEntry>) 
             tracing::warn!("could not save the catalog: {err:#}");
         }
     }
+}
+
+/// Msg 3031 when the statement says both RECOVERY and NORECOVERY.
+fn recovery_conflict(options: &[RestoreOption]) -> Option<SqlError> {
+    let first = options
+        .iter()
+        .position(|o| matches!(o, RestoreOption::Recovery | RestoreOption::NoRecovery))?;
+    let later = options[first + 1..].iter().find(|o| {
+        matches!(o, RestoreOption::Recovery | RestoreOption::NoRecovery) && **o != options[first]
+    })?;
+    let name = |o: &RestoreOption| {
+        if *o == RestoreOption::Recovery {
+            "recovery"
+        } else {
+            "norecovery"
+        }
+    };
+    Some(SqlError::new(
+        3031,
+        16,
+        1,
+        format!(
+            "Option '{}' conflicts with option(s) '{}'. Remove the conflicting option and reissue the statement.",
+            name(later),
+            name(&options[first])
+        ),
+    ))
 }
