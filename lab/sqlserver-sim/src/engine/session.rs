@@ -130,12 +130,27 @@ pub struct Session {
     /// Statements prepared by sp_prepexec / sp_prepare: handle -> (statement, @params).
     prepared: std::collections::HashMap<i32, (String, String)>,
     next_handle: i32,
+    /// Savepoints of the open transaction (transaction-manager SAVE), in order.
+    savepoints: Vec<String>,
+}
+
+/// The name a transaction-manager request carries (B_VARCHAR after the request type).
+fn tm_name(body: &[u8]) -> String {
+    let len = body.get(2).copied().unwrap_or(0) as usize;
+    let units: Vec<u16> = body
+        .get(3..3 + len * 2)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16_lossy(&units)
 }
 
 /// The transaction-manager request types (MS-TDS 2.2.6.9).
 const TM_BEGIN_XACT: u16 = 5;
 const TM_COMMIT_XACT: u16 = 7;
 const TM_ROLLBACK_XACT: u16 = 8;
+const TM_SAVE_XACT: u16 = 9;
 const TM_FLAG_BEGIN_XACT: u8 = 0x01;
 
 /// Skips ALL_HEADERS (TDS 7.2+) at the start of a request payload.
@@ -163,6 +178,7 @@ impl Session {
             tran_count: 0,
             tran_descriptor: 0,
             nocount: false,
+            savepoints: Vec::new(),
             attention,
             variables: Default::default(),
             prepared: Default::default(),
@@ -533,6 +549,32 @@ impl Session {
         let mut error = false;
         match request {
             Some(TM_BEGIN_XACT) => self.begin_transaction(&mut resp),
+            // A savepoint needs a transaction: Msg 628 outside one (Microsoft Learn, "Database
+            // engine events and errors 0 to 999"); inside one it is kept for ROLLBACK to it.
+            Some(TM_SAVE_XACT) => {
+                if self.tran_count > 0 {
+                    self.savepoints.push(tm_name(body));
+                } else {
+                    raise(
+                        &mut resp,
+                        &SqlError::new(
+                            628,
+                            16,
+                            0,
+                            "Cannot issue SAVE TRANSACTION when there is no active transaction.",
+                        ),
+                        1,
+                    );
+                    error = true;
+                }
+            }
+            // ROLLBACK to a savepoint (a name given inside a transaction) keeps the transaction.
+            Some(TM_ROLLBACK_XACT)
+                if self.tran_count > 0
+                    && let Some(i) = self.savepoints.iter().position(|s| *s == tm_name(body)) =>
+            {
+                self.savepoints.truncate(i + 1);
+            }
             Some(TM_COMMIT_XACT) | Some(TM_ROLLBACK_XACT) => {
                 // name (B_VARCHAR), then flags
                 let name_len = body.get(2).copied().unwrap_or(0) as usize;
@@ -585,6 +627,7 @@ impl Session {
         }
         self.tran_count -= 1;
         if self.tran_count == 0 {
+            self.savepoints.clear();
             self.engine
                 .app_locks
                 .release_all(self.spid, Some(LockOwner::Transaction));
@@ -598,6 +641,7 @@ impl Session {
             return Err(errors::rollback_without_begin());
         }
         self.tran_count = 0;
+        self.savepoints.clear();
         self.engine
             .app_locks
             .release_all(self.spid, Some(LockOwner::Transaction));
@@ -670,6 +714,25 @@ impl Session {
                 if option == "NOCOUNT" {
                     self.nocount = *on;
                 }
+                Outcome::ok()
+            }
+            // SET LANGUAGE answers as the login does: a language ENVCHANGE and Msg 5703 (MS-TDS
+            // 2.2.7.9, ENVCHANGE type 2). The lab speaks us_english only; English is its alias.
+            Statement::SetLanguage(name) => {
+                let new = if name.eq_ignore_ascii_case("english")
+                    || name.eq_ignore_ascii_case("us_english")
+                {
+                    "us_english"
+                } else {
+                    raise(
+                        resp,
+                        &SqlError::lab(format!("the lab speaks us_english only, not '{name}'")),
+                        line,
+                    );
+                    return Ok(Outcome::failed());
+                };
+                token::env_language(resp.buf(), new, "us_english");
+                raise(resp, &errors::changed_language(new), line);
                 Outcome::ok()
             }
             Statement::BeginTran => {
@@ -992,7 +1055,7 @@ fn command_name(statement: &Statement) -> &'static str {
         Statement::Select(_) => "SELECT",
         Statement::Update(_) => "UPDATE",
         Statement::Use(_) => "USE",
-        Statement::Set { .. } => "SET OPTION ON",
+        Statement::Set { .. } | Statement::SetLanguage(_) => "SET OPTION ON",
         Statement::BeginTran => "BEGIN TRANSACTION",
         Statement::Commit => "COMMIT TRANSACTION",
         Statement::Rollback => "ROLLBACK TRANSACTION",

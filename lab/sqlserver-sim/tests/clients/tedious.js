@@ -119,6 +119,42 @@ async function main() {
   r = await run(conn, 'sp_executesql', [['stmt', TYPES.NVarChar, 'SELECT 1 AS one']], 'procedure');
   print('nvarchar_statement', { rows: r.rows, errors: r.errors, error: r.error });
 
+  // SET LANGUAGE answers as the login does: a language ENVCHANGE, then Msg 5703.
+  const languages = [];
+  const onLanguage = (l) => languages.push(l);
+  conn.on('languageChange', onLanguage);
+  r = await run(conn, 'SET LANGUAGE us_english');
+  conn.removeListener('languageChange', onLanguage);
+  print('set_language', { languages, infos: r.infos, error: r.error });
+
+  // Savepoints through transaction-manager requests: Msg 628 outside a transaction; inside one
+  // a ROLLBACK to the savepoint keeps the transaction open.
+  const tm = (method, ...args) =>
+    new Promise((resolve) => {
+      const errors = [];
+      const onError = (m) => errors.push(m.number);
+      conn.on('errorMessage', onError);
+      conn[method]((err) => {
+        conn.removeListener('errorMessage', onError);
+        resolve({ errors, error: err ? String(err.message) : null });
+      }, ...args);
+    });
+  const outside = await tm('saveTransaction', 'sp1');
+  await tm('beginTransaction', 'outer');
+  const inside = await tm('saveTransaction', 'sp1');
+  const back = await tm('rollbackTransaction', 'sp1');
+  const open = await run(conn, 'SELECT @@TRANCOUNT AS n');
+  const commit = await tm('commitTransaction');
+  const closed = await run(conn, 'SELECT @@TRANCOUNT AS n');
+  print('savepoint', {
+    outside,
+    inside,
+    back,
+    open: open.rows,
+    commit,
+    closed: closed.rows,
+  });
+
   const bak = path.join(s.backup_dir, 'tedious.bak');
   r = await run(
     conn,

@@ -222,6 +222,31 @@ fn tedious_logs_in_queries_backs_up_and_cancels() {
     assert_eq!(varchar["rows"], serde_json::json!([]), "{varchar}");
     let nvarchar = check(&out, "nvarchar_statement");
     assert_eq!(nvarchar["rows"], serde_json::json!([[1]]), "{nvarchar}");
+    // D13: SET LANGUAGE sends the language ENVCHANGE and Msg 5703
+    let language = check(&out, "set_language");
+    assert_eq!(
+        language["languages"],
+        serde_json::json!(["us_english"]),
+        "{language}"
+    );
+    assert_eq!(language["infos"][0]["number"], 5703, "{language}");
+    assert_eq!(
+        language["infos"][0]["message"],
+        "Changed language setting to us_english."
+    );
+    // D13: SAVE TRANSACTION outside a transaction is Msg 628; a rollback to a savepoint keeps
+    // the transaction
+    let save = check(&out, "savepoint");
+    assert_eq!(
+        save["outside"]["errors"],
+        serde_json::json!([628]),
+        "{save}"
+    );
+    assert_eq!(save["inside"]["error"], serde_json::Value::Null, "{save}");
+    assert_eq!(save["back"]["error"], serde_json::Value::Null, "{save}");
+    assert_eq!(save["open"], serde_json::json!([[1]]), "{save}");
+    assert_eq!(save["commit"]["error"], serde_json::Value::Null, "{save}");
+    assert_eq!(save["closed"], serde_json::json!([[0]]), "{save}");
 
     let backup = check(&out, "backup");
     assert_eq!(backup["error"], serde_json::Value::Null, "{backup}");

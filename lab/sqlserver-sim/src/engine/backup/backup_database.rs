@@ -239,7 +239,7 @@ pub async fn backup_database(
     let header = match result {
         Ok(header) => header,
         Err(err) => {
-            let errs = bak_errors(&err, &name, false);
+            let errs = shown(&engine, bak_errors(&err, &name, false));
             finished(
                 false,
                 Some(
@@ -285,9 +285,13 @@ pub async fn backup_database(
         .take_fault(|f| matches!(f, SqlFault::OtherBackupsAfterNextBackup))
         .is_some();
     let record = engine.update_catalog(|catalog| {
-        let id = record_backup(catalog, &header, &devices);
+        let id = record_backup(catalog, &header, &sql_devices(&engine, &devices));
         if others {
-            record_other_backups(catalog, id, &engine.backup_directory());
+            record_other_backups(
+                catalog,
+                id,
+                Path::new(&engine.sql_path(&engine.backup_directory())),
+            );
         }
         id
     });

@@ -103,7 +103,7 @@ pub(super) async fn restore_differential(
         Ok(summary) => summary,
         Err(err) => {
             drop(guard);
-            let errs = bak_errors(&err, &header.database_name, true);
+            let errs = shown(&engine, bak_errors(&err, &header.database_name, true));
             engine.emit("restore_finished", json!({ "database": name, "ok": false }));
             return Ok(fail(resp, &errs, OP, line));
         }
@@ -127,7 +127,7 @@ pub(super) async fn restore_differential(
             .find(|b| b.backup_set_uuid == header.backup_set_uuid)
         {
             Some(b) => b.backup_set_id,
-            None => record_backup(catalog, header, devices),
+            None => record_backup(catalog, header, &sql_devices(&engine, devices)),
         };
         let id = catalog.next_restore_id();
         catalog.restores.push(RestoreRecord {

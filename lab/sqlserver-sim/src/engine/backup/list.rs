@@ -217,14 +217,14 @@ pub(super) fn file_list_columns() -> Vec<Column> {
     ]
 }
 
-pub(super) fn file_list_rows(h: &BackupSetHeader) -> Vec<Vec<Value>> {
+pub(super) fn file_list_rows(engine: &Engine, h: &BackupSetHeader) -> Vec<Vec<Value>> {
     h.files
         .iter()
         .map(|f| {
             let data = f.file_type == 'D';
             vec![
                 Value::Str(f.logical_name.clone()),
-                Value::Str(f.physical_name.clone()),
+                Value::Str(engine.sql_path(std::path::Path::new(&f.physical_name))),
                 Value::Str(f.file_type.to_string()),
                 if data {
                     Value::Str("PRIMARY".into())
@@ -287,7 +287,10 @@ pub async fn list_backup(
     let devices = device_paths(&engine, &restore.disks);
     let headers = match read_headers(devices.clone()).await {
         Ok(h) => h,
-        Err(err) => return Ok(fail(resp, &position_errors(&err, "", &devices), op, line)),
+        Err(err) => {
+            let errs = shown(&engine, position_errors(&err, "", &devices));
+            return Ok(fail(resp, &errs, op, line));
+        }
     };
     let explicit = restore.options.iter().find_map(|o| {
         if let RestoreOption::File(n) = o {
@@ -305,7 +308,10 @@ pub async fn list_backup(
                 None => {
                     let err = errors::no_such_backup_set(
                         position,
-                        &devices.first().map(|p| path_text(p)).unwrap_or_default(),
+                        &devices
+                            .first()
+                            .map(|p| engine.sql_path(p))
+                            .unwrap_or_default(),
                     );
                     return Ok(fail(resp, &[err], op, line));
                 }
@@ -322,7 +328,7 @@ pub async fn list_backup(
             file_list_columns(),
             selected
                 .iter()
-                .flat_map(|h| file_list_rows(h))
+                .flat_map(|h| file_list_rows(&engine, h))
                 .collect::<Vec<_>>(),
         )
     };

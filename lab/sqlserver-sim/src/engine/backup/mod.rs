@@ -39,18 +39,30 @@ use crate::engine::session::{Outcome, Session, raise};
 use crate::sql::ast::RestoreOption;
 use crate::tds::response::Response;
 
-/// Backup device paths as given, relative ones resolved against the default backup directory.
+/// Backup device paths on the host, relative ones resolved against the default backup directory.
 fn device_paths(engine: &Engine, disks: &[String]) -> Vec<PathBuf> {
+    let default_dir = engine.backup_directory();
     disks
         .iter()
-        .map(|d| {
-            let p = PathBuf::from(d);
-            if p.is_absolute() {
-                p
-            } else {
-                engine.backup_directory().join(p)
-            }
+        .map(|d| engine.host_path(d, &default_dir))
+        .collect()
+}
+
+/// Errors as SQL Server prints them on this platform (container paths, Linux's OS errors).
+fn shown(engine: &Engine, errs: Vec<SqlError>) -> Vec<SqlError> {
+    errs.into_iter()
+        .map(|mut e| {
+            e.text = engine.shown(&e.text);
+            e
         })
+        .collect()
+}
+
+/// The devices as SQL Server names them, for msdb.
+fn sql_devices(engine: &Engine, devices: &[PathBuf]) -> Vec<PathBuf> {
+    devices
+        .iter()
+        .map(|d| PathBuf::from(engine.sql_path(d)))
         .collect()
 }
 

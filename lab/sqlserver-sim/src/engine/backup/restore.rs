@@ -25,12 +25,7 @@ pub(super) struct RestoreTarget {
 }
 
 pub(super) fn resolve_target(engine: &Engine, physical: &str) -> PathBuf {
-    let p = PathBuf::from(physical);
-    if p.is_absolute() {
-        p
-    } else {
-        engine.data_dir.join(p)
-    }
+    engine.host_path(physical, &engine.data_dir)
 }
 
 pub async fn restore_database(
@@ -86,12 +81,18 @@ pub async fn restore_database(
     let position = restore_position(&restore.options);
     let headers = match read_headers(devices.clone()).await {
         Ok(h) => h,
-        Err(err) => return Ok(fail(resp, &position_errors(&err, "", &devices), OP, line)),
+        Err(err) => {
+            let errs = shown(&engine, position_errors(&err, "", &devices));
+            return Ok(fail(resp, &errs, OP, line));
+        }
     };
     let Some(header) = headers.into_iter().find(|h| h.position == position) else {
         let err = errors::no_such_backup_set(
             position,
-            &devices.first().map(|p| path_text(p)).unwrap_or_default(),
+            &devices
+                .first()
+                .map(|p| engine.sql_path(p))
+                .unwrap_or_default(),
         );
         return Ok(fail(resp, &[err], OP, line));
     };
@@ -140,12 +141,14 @@ pub async fn restore_database(
         .files
         .iter()
         .map(|f| {
+            // the set records the file where the lab kept it: as SQL Server names it
+            let recorded = engine.sql_path(std::path::Path::new(&f.physical_name));
             let physical = moves
                 .iter()
                 .rev()
                 .find(|(l, _)| l.eq_ignore_ascii_case(&f.logical_name))
                 .map(|(_, p)| p.as_str())
-                .unwrap_or(&f.physical_name);
+                .unwrap_or(&recorded);
             RestoreTarget {
                 logical: f.logical_name.clone(),
                 path: resolve_target(&engine, physical),
@@ -195,7 +198,7 @@ pub async fn restore_database(
     let catalog = engine.catalog();
     let mut planning = Vec::new();
     for t in &targets {
-        let path = path_text(&t.path);
+        let path = engine.sql_path(&t.path);
         if let Some(owner) = catalog.database_using_file(&t.path)
             && existing
                 .as_ref()
@@ -211,7 +214,7 @@ pub async fn restore_database(
         {
             planning.push(errors::directory_lookup_failed(
                 &path,
-                "3(The system cannot find the path specified.)",
+                &engine.shown("3(The system cannot find the path specified.)"),
             ));
             planning.push(errors::cannot_restore_file_to(&t.logical, &path));
             continue;
@@ -313,7 +316,7 @@ pub async fn restore_database(
         Err(err) => {
             forget_if_gone(&engine, existing.as_ref());
             drop(guard);
-            let errs = bak_errors(&err, &header.database_name, true);
+            let errs = shown(&engine, bak_errors(&err, &header.database_name, true));
             finished(
                 false,
                 Some(
@@ -372,7 +375,7 @@ pub async fn restore_database(
             .find(|b| b.backup_set_uuid == header.backup_set_uuid)
         {
             Some(b) => b.backup_set_id,
-            None => record_backup(catalog, &header, &devices),
+            None => record_backup(catalog, &header, &sql_devices(&engine, &devices)),
         };
         let id = catalog.next_restore_id();
         catalog.restores.push(RestoreRecord {

@@ -70,7 +70,7 @@ pub async fn verify_only(
             Ok(Outcome::ok())
         }
         Err(err) => {
-            let errs = position_errors(&err, &database, &devices);
+            let errs = shown(&engine, position_errors(&err, &database, &devices));
             engine.emit(
                 "verify_finished",
                 json!({ "files": files, "ok": false, "error": errs.iter().map(|e| format!("Msg {}: {}", e.number, e.text)).collect::<Vec<_>>().join(" ") }),
