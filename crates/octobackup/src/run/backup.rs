@@ -1027,7 +1027,8 @@ async fn backup_database(
     )
     .await;
     if let Err(crate::sqlserver::SqlError::StagingNotWritable { path, message, .. }) = &ran
-        && message.contains("error 3(")
+        // Windows reports a missing folder as OS error 3, SQL Server on Linux as error 2
+        && (message.contains("error 3(") || message.contains("error 2("))
     {
         // octobackup created the set's folder through its own view of the share; SQL Server cannot find it.
         let local = bak_local
