@@ -21,6 +21,7 @@ mod faults;
 mod faults_restore;
 mod forget;
 mod key;
+mod linux;
 mod lock;
 mod notify;
 mod permissions;
