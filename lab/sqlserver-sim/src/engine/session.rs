@@ -153,6 +153,16 @@ const TM_ROLLBACK_XACT: u16 = 8;
 const TM_SAVE_XACT: u16 = 9;
 const TM_FLAG_BEGIN_XACT: u8 = 0x01;
 
+/// A request's body: after ALL_HEADERS, which clients send from TDS 7.2 on (MS-TDS 2.2.5.3);
+/// a TDS 7.1 batch is its text from the first byte.
+pub fn request_body(payload: &[u8]) -> &[u8] {
+    if token::tds_version() >= token::TDS_7_2 {
+        skip_all_headers(payload).unwrap_or(payload)
+    } else {
+        payload
+    }
+}
+
 /// Skips ALL_HEADERS (TDS 7.2+) at the start of a request payload.
 pub fn skip_all_headers(payload: &[u8]) -> Option<&[u8]> {
     let total = u32::from_le_bytes(payload.get(..4)?.try_into().ok()?) as usize;
@@ -353,7 +363,7 @@ impl Session {
     /// execSql, node-mssql's query() and go-mssqldb send parameterized SQL; other procedures
     /// are refused with the lab's Msg 50000.
     pub async fn run_rpc(&mut self, payload: &[u8], out: &mut Outbound) -> io::Result<bool> {
-        let body = skip_all_headers(payload).unwrap_or(payload);
+        let body = request_body(payload);
         let call = match crate::tds::rpc::parse(body) {
             Ok(call) => call,
             Err(e) => {
@@ -543,7 +553,7 @@ impl Session {
         payload: &[u8],
         out: &mut Outbound,
     ) -> io::Result<()> {
-        let body = skip_all_headers(payload).unwrap_or(payload);
+        let body = request_body(payload);
         let request = body.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
         let mut resp = out.response();
         let mut error = false;

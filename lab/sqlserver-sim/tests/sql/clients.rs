@@ -308,6 +308,45 @@ fn freetds_through_pymssql_logs_in_queries_backs_up_and_cancels() {
     assert_backup_cancelled("Big_pymssql");
 }
 
+/// Down-level clients (tds-divergences.md D10, D11), through FreeTDS: TDS 7.1 sends batches
+/// without ALL_HEADERS and reads 32-bit DONE row counts and (max) values as ntext; TDS 7.1 and
+/// 7.2 see datetime2 as nvarchar; 7.3 and 7.4 get datetime2 itself.
+#[test]
+fn freetds_down_level_tds_versions_read_what_sql_server_sends_them() {
+    let python = python_with("pymssql", "pymssql");
+    let out = run_client(python, &["pymssql_tds_versions.py"], "pymssql");
+    let version = |v: &str| {
+        out.iter()
+            .find(|l| l["version"] == v)
+            .unwrap_or_else(|| panic!("no line for TDS {v}: {out:?}"))
+            .clone()
+    };
+    for v in ["7.1", "7.2", "7.3", "7.4"] {
+        let line = version(v);
+        assert_eq!(line["connected"], true, "{line}");
+        assert_eq!(line["error"], serde_json::Value::Null, "{line}");
+        assert_eq!(line["product_version"], "16.0.4135.4", "{line}");
+        assert_eq!(line["long_length"], 5000, "{line}");
+        assert_eq!(line["big"], 7, "{line}");
+        assert_eq!(
+            line["names"],
+            serde_json::json!(["master", "tempdb", "model", "msdb"]),
+            "{line}"
+        );
+        let expected = if v == "7.1" || v == "7.2" {
+            "str"
+        } else {
+            "datetime"
+        };
+        assert_eq!(line["now_type"], expected, "{line}");
+    }
+    // datetime2 as text: 'YYYY-MM-DD hh:mm:ss.fffffff'
+    let now = version("7.2")["now"].as_str().unwrap().to_string();
+    assert_eq!(now.len(), 27, "{now}");
+    assert_eq!(&now[4..5], "-", "{now}");
+    assert_eq!(&now[19..20], ".", "{now}");
+}
+
 #[test]
 fn mssql_python_logs_in_queries_backs_up_and_cancels() {
     let python = python_with("mssql_python", "mssql-python");
