@@ -20,6 +20,7 @@ mod drill;
 mod faults;
 mod faults_restore;
 mod forget;
+mod interrupt;
 mod key;
 mod linux;
 mod lock;
