@@ -44,3 +44,46 @@ async fn sigterm_during_backup_database_stops_it_on_the_server() {
     assert!(!t.lab.octopus().maintenance());
     assert!(t.sets().await.iter().all(|s| s["complete"] != true));
 }
+
+/// SIGTERM while RESTORE DATABASE runs: the server acknowledges ATTENTION and ends the RESTORE
+/// as cancelled (it would go on otherwise), the partly restored copy is dropped, exit 130.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_restore_database_stops_it_on_the_server() {
+    let t = TestLab::start().await;
+    t.init().await;
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    let databases = t.lab.sql().databases();
+    t.lab.sql().set_backup_rate(Some(256 * 1024));
+    let child = t
+        .command(&["restore", "--database", "--database-name", "OctoStopped"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    t.wait_for_event("restore_started").await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    let events = t.events();
+    assert_eq!(
+        seqs(&events, "attention_acknowledged").len(),
+        1,
+        "{events:?}"
+    );
+    let finished: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "restore_finished")
+        .collect();
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(finished[0].detail["ok"], false, "{finished:?}");
+    t.lab.sql().set_backup_rate(None);
+    assert_eq!(t.lab.sql().databases(), databases);
+    assert!(!t.lab.octopus().maintenance());
+}
