@@ -234,3 +234,80 @@ impl Engine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{ServerOptions, SqlServerConfig, TlsSupport, Volume};
+
+    fn linux(share: &Path) -> (PathBuf, Engine) {
+        let dir = std::env::temp_dir().join(format!("sim-platform-{}", uuid::Uuid::new_v4()));
+        let engine = Engine::new(&SqlServerConfig {
+            data_dir: dir.clone(),
+            logins: Vec::new(),
+            edition: Edition::Developer,
+            product_version: "16.0.4135.4".into(),
+            tls: TlsSupport::NotSupported,
+            events: None,
+            options: ServerOptions {
+                platform: Platform::Linux {
+                    volumes: vec![Volume {
+                        container_path: "/var/opt/mssql/backup/".into(),
+                        host_path: share.to_path_buf(),
+                    }],
+                },
+                ..Default::default()
+            },
+        })
+        .unwrap();
+        (dir, engine)
+    }
+
+    #[test]
+    fn container_paths_map_to_the_host_and_back() {
+        let share = std::env::temp_dir().join("sim-platform-share");
+        let (dir, e) = linux(&share);
+        let default = e.backup_directory();
+        assert_eq!(default, dir);
+        for (sql, host) in [
+            ("/var/opt/mssql/data/a.mdf", dir.join("a.mdf")),
+            (
+                "/var/opt/mssql/backup/s/x.bak",
+                share.join("s").join("x.bak"),
+            ),
+            ("/var/opt/mssql/backup", share.clone()),
+            ("rel.bak", dir.join("rel.bak")),
+            (
+                "/tmp/x.bak",
+                dir.join(CONTAINER_FS).join("tmp").join("x.bak"),
+            ),
+            // a folder that only starts like the volume's is not in it
+            (
+                "/var/opt/mssql/backups/x.bak",
+                dir.join(CONTAINER_FS).join("var/opt/mssql/backups/x.bak"),
+            ),
+        ] {
+            assert_eq!(e.host_path(sql, &default), host, "{sql}");
+            let back = if sql == "rel.bak" {
+                "/var/opt/mssql/data/rel.bak"
+            } else {
+                sql
+            };
+            assert_eq!(e.sql_path(&host), back, "{sql}");
+        }
+        assert_eq!(e.default_data_path(), "/var/opt/mssql/data/");
+        assert_eq!(
+            e.shown(&format!(
+                "'{}' error 3(The system cannot find the path specified.)",
+                share.join("x.bak").display()
+            )),
+            "'/var/opt/mssql/backup/x.bak' error 2(The system cannot find the file specified.)"
+        );
+        assert_eq!(e.host_info().0, "Linux");
+        assert!(
+            e.version_string()
+                .ends_with("on Linux (Ubuntu 22.04.4 LTS) <X64>")
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

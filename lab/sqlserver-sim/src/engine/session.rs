@@ -390,8 +390,8 @@ impl Session {
         // OUTPUT, @params, @stmt, values. sp_execute: @handle, values. (Microsoft Learn, the
         // pages of each procedure.)
         // @stmt and @params of sp_executesql are Unicode: a varchar or char value is refused
-        // with Msg 214, as SQL Server does (Microsoft Learn, sp_executesql: "@stmt must be
-        // either a Unicode constant or a Unicode variable ... Character constants aren't allowed").
+        // with Msg 214, as SQL Server does (Microsoft Learn, sp_executesql: @stmt and @params are
+        // Unicode constants or variables; character constants are not allowed).
         let unicode = |i: usize| {
             call.params
                 .get(i)
