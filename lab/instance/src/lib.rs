@@ -18,7 +18,7 @@ pub use events::{EventLog, LabEvent};
 pub use fingerprint::Fingerprint;
 pub use folders::ServerFolders;
 pub use instance::{ChurnReport, InstanceOptions, InstancePaths, InstanceState};
-pub use lab::{Lab, LabInfo, LabOptions};
+pub use lab::{LINUX_STAGING, Lab, LabInfo, LabOptions};
 pub use octopus_sim;
 pub use preset::Size;
 pub use sqlserver_files;

@@ -144,7 +144,8 @@ pub struct SqlFieldArgs {
     /// Start with `backup compression default` on (sp_configure ... 1; RECONFIGURE).
     #[arg(long)]
     pub backup_compression_default: bool,
-    /// Pose as a platform without BACKUP TO DISK.
+    /// Pose as another platform: Managed Instance or RDS (no BACKUP TO DISK), or SQL Server on
+    /// Linux in its container.
     #[arg(long, value_enum)]
     pub sql_platform: Option<SqlPlatform>,
     /// TCP/IP disabled, as SQL Express ships (SQL Browser lists no TCP port).
@@ -160,6 +161,8 @@ pub struct SqlFieldArgs {
 pub enum SqlPlatform {
     ManagedInstance,
     Rds,
+    /// SQL Server 2022 on Linux in its container (paths under /var/opt/mssql).
+    Linux,
 }
 
 async fn run(cmd: LabCommand, config_path: &Path, json: bool, ui: &Ui) -> Result<(), Failure> {
@@ -318,6 +321,7 @@ pub async fn start_field(
             opts.edition = octobackup_lab::sqlserver_sim::Edition::AzureSqlManagedInstance
         }
         Some(SqlPlatform::Rds) => opts.sql_options.amazon_rds = true,
+        Some(SqlPlatform::Linux) => opts.sql_linux = true,
         None => {}
     }
     opts.sql_tcp = !sql.sql_tcp_off;
@@ -402,9 +406,16 @@ pub fn lab_config(info: &LabInfo, tls: bool, lab_exe: &Path) -> anyhow::Result<C
         },
         folders: BTreeMap::new(),
         discover: None,
+        // SQL Server on Linux sees the share at its container path, octobackup at the host's
         staging: StagingConfig {
-            sql_path: info.staging_dir.display().to_string(),
-            local_path: None,
+            sql_path: info
+                .staging_sql_path
+                .clone()
+                .unwrap_or_else(|| info.staging_dir.display().to_string()),
+            local_path: info
+                .staging_sql_path
+                .as_ref()
+                .map(|_| info.staging_dir.clone()),
         },
         folders_before_window: true,
         wait: WaitConfig {

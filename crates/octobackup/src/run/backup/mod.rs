@@ -378,8 +378,22 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         r = tokio::time::timeout_at(deadline, inside_window(&job, &octopus, &sqlserver, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_ref(), &capture_dest, &track, &mut m, &mut steps)) => {
             r.unwrap_or_else(|_| Err(window_capture::overran(budget, &track.running(), window.previous)))
         }
-        sig = stop.wait() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode was put back {}; nothing was marked complete", on_off(window.previous)))),
+        // While BACKUP DATABASE runs, its own step stops it on the server first (ATTENTION).
+        sig = stop_after_backup(&stop, &track) => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode was put back {}; nothing was marked complete", on_off(window.previous)))),
     };
+    let inside = inside.map_err(|mut e| {
+        if stop.requested().is_some()
+            && e.message.starts_with("interrupted by ")
+            && e.message.ends_with("was stopped")
+        {
+            e.message = format!(
+                "{}; maintenance mode was put back {}; nothing was marked complete",
+                e.message,
+                on_off(window.previous)
+            );
+        }
+        e
+    });
 
     // Did the window hold? Someone may have turned maintenance mode off (the backup may then hold
     // changes made outside it) or set it on themselves (theirs now: left on).
@@ -567,6 +581,16 @@ fn part_snapshots(repo: &Repo, set_id: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// A stop request; while BACKUP DATABASE runs, heard only after its step had the time to stop
+/// the statement on the server and return.
+async fn stop_after_backup(stop: &Stop, track: &window_capture::Track) -> &'static str {
+    let sig = stop.wait().await;
+    if track.running().iter().any(|r| r == "BACKUP DATABASE") {
+        tokio::time::sleep(Duration::from_secs(35)).await;
+    }
+    sig
 }
 
 fn on_off(b: bool) -> &'static str {
@@ -1019,18 +1043,34 @@ async fn backup_database(
     };
     let bar = job.ui.percent_bar("BACKUP DATABASE");
     let first = bak_sql.first().map(String::as_str);
-    let ran = sql::run_with_progress(
-        sqlserver,
-        &mut session,
-        spid,
-        "BACKUP DATABASE",
-        &statement,
-        first,
-        &|p| bar.set(p),
-    )
-    .await;
+    let stop = job.stop.clone();
+    let progress = |p| bar.set(p);
+    let ran = tokio::select! {
+        r = sql::run_with_progress(
+            sqlserver,
+            &mut session,
+            spid,
+            "BACKUP DATABASE",
+            &statement,
+            first,
+            &progress,
+        ) => r,
+        sig = stop.wait() => {
+            // A dropped connection leaves the server's BACKUP running until it notices: stop it
+            // with ATTENTION on its own connection, as the drill does.
+            let acknowledged = session.cancel(Duration::from_secs(30)).await;
+            return Err(Failure::new(
+                Exit::Interrupted,
+                format!(
+                    "interrupted by {sig}; SQL Server's BACKUP DATABASE was stopped{}",
+                    if acknowledged { "" } else { " (SQL Server did not acknowledge it within 30 s)" }
+                ),
+            ));
+        }
+    };
     if let Err(crate::sqlserver::SqlError::StagingNotWritable { path, message, .. }) = &ran
-        && message.contains("error 3(")
+        // Windows reports a missing folder as OS error 3, SQL Server on Linux as error 2
+        && (message.contains("error 3(") || message.contains("error 2("))
     {
         // octobackup created the set's folder through its own view of the share; SQL Server cannot find it.
         let local = bak_local

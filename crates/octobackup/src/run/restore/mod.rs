@@ -284,6 +284,9 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
             r = restore => r,
             sig = stop.wait() => {
                 job.ui.clear_status();
+                // The RESTORE (or CHECKDB) goes on on the server unless stopped: ATTENTION on
+                // its connection first (the drill does the same), then clean-up on a fresh one.
+                session.cancel(std::time::Duration::from_secs(30)).await;
                 return Err(interrupted(&job, &server, &set, &target, existed, sig).await);
             }
         };
