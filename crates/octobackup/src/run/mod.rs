@@ -5,6 +5,7 @@
 pub mod backup;
 pub mod chain;
 pub mod connect;
+pub mod copy;
 pub mod drill;
 pub mod journal;
 pub mod leftovers;
