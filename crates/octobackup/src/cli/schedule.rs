@@ -166,9 +166,7 @@ async fn run_job(config_path: &Path, args: &RunArgs, json: bool, ui: &Ui) -> Res
         report: None,
     };
     let mut outcome = super::backup::run(config_path, backup, json, ui).await;
-    // A failed [[copy]] (exit 9) leaves the set complete: it is drilled all the same.
-    let copy_failed = matches!(&outcome, Err(f) if super::exit::code(f) == Exit::CopyFailed);
-    if outcome.is_ok() || copy_failed {
+    if outcome.is_ok() {
         let drill = super::drill::Args {
             set: None,
             instance: args.instance.clone(),
@@ -176,10 +174,7 @@ async fn run_job(config_path: &Path, args: &RunArgs, json: bool, ui: &Ui) -> Res
             data_dir: None,
             copy: None,
         };
-        let drilled = super::drill::run(config_path, drill, json, ui).await;
-        if drilled.is_err() || !copy_failed {
-            outcome = drilled;
-        }
+        outcome = super::drill::run(config_path, drill, json, ui).await;
     }
     if let Some(out) = &args.report {
         let written = async {

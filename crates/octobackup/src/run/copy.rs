@@ -122,13 +122,19 @@ pub async fn run(job: CopyJob) -> Result<CopyReport, Failure> {
             sig = job.stop.wait() => return Err(stopped(&job, sig, &report, &set_id)),
         };
         job.ui.clear_status();
+        // The budget that ran out is named where it is set: the copy's, when its storage went.
+        let budget = match job.target.storage_gone() {
+            Some(_) => format!("[[copy]] '{}' retry_budget", job.name),
+            None => "repository.retry_budget".to_string(),
+        };
         let copied = copied.map_err(|f| {
             about(
                 &job,
                 Failure {
                     message: format!(
-                        "set {set_id} was not copied ({} copied before it, complete in the target): {}",
-                        report.copied, f.message
+                        "set {set_id} was not copied, and is not in the target ({} set(s) before it are complete there): {}",
+                        report.copied + report.already_there,
+                        f.message.replace("repository.retry_budget", &budget)
                     ),
                     ..f
                 },

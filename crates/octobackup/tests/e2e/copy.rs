@@ -608,6 +608,7 @@ async fn copy_to_s3_on_moto_read_by_restic_and_a_target_stopped_midway_is_finish
     );
     let err = one_line(&out);
     assert!(err.contains("copy to 'midway'"), "{err}");
+    assert!(err.contains("[[copy]] 'midway' retry_budget = 1s"), "{err}");
     // Straight to the server again: only whole sets there, and the copy finishes.
     set_copy(&t, "midway", &direct, false, &[]);
     let there = sets_in_copy(&t, &direct, "midway").await;
