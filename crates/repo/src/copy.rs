@@ -10,11 +10,11 @@
 use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rustic_core::repofile::SnapshotFile;
+use rustic_core::repofile::{SnapshotFile, SnapshotId};
 use rustic_core::{Open, Repository};
 
 use crate::error::{RepoError, from_rustic};
-use crate::progress::ProgressSink;
+use crate::progress::{NoProgress, ProgressSink};
 use crate::repo::Repo;
 use crate::snapshots::{SnapshotInfo, readable_snapshots, resolve_snapshot};
 
@@ -32,7 +32,50 @@ pub struct Copied {
     pub bytes_sent: u64,
 }
 
+/// What a copy target holds: its snapshots, read once per run ([`Repo::copy_target`]) and kept
+/// up to date by each [`Repo::copy_snapshot`], so a run of many sets reads each snapshot file of
+/// the target once, not once per set.
+pub struct CopyTarget {
+    snapshots: Vec<SnapshotFile>,
+}
+
+impl CopyTarget {
+    /// The target's snapshot with `snap`'s root tree and tags, if there is one.
+    fn same_as(&self, snap: &SnapshotFile) -> Option<SnapshotInfo> {
+        self.snapshots
+            .iter()
+            .find(|s| s.tree == snap.tree && s.tags == snap.tags)
+            .map(SnapshotInfo::from_snapshot)
+    }
+
+    /// Reads the target's snapshot files not known yet (the ones a copy just wrote).
+    fn refresh<S: Open>(&mut self, dest: &Repository<S>) -> Result<(), RepoError> {
+        let ids: Vec<SnapshotId> = dest
+            .list::<SnapshotId>()
+            .map_err(|e| from_rustic("cannot list the snapshots of the copy", &e))?
+            .filter(|id| !self.snapshots.iter().any(|s| s.id == *id))
+            .collect();
+        for id in ids {
+            let mut snap: SnapshotFile = dest
+                .get_file(&id)
+                .map_err(|e| from_rustic("cannot read a snapshot of the copy", &e))?;
+            snap.id = id;
+            self.snapshots.push(snap);
+        }
+        Ok(())
+    }
+}
+
 impl Repo {
+    /// This repository as the target of copies: its snapshots, read once.
+    pub fn copy_target(&self) -> Result<CopyTarget, RepoError> {
+        self.run(&NoProgress, |repo| {
+            Ok(CopyTarget {
+                snapshots: readable_snapshots(&repo)?,
+            })
+        })
+    }
+
     /// Copies the snapshot `id` (full id or unique prefix) to `target`, keeping its tags, host,
     /// time and paths, with `original` naming the source snapshot as restic's copy does.
     ///
@@ -42,6 +85,7 @@ impl Repo {
     pub fn copy_snapshot(
         &self,
         target: &Repo,
+        known: &mut CopyTarget,
         id: &str,
         sink: &dyn ProgressSink,
     ) -> Result<Copied, RepoError> {
@@ -49,12 +93,12 @@ impl Repo {
         let sent = Sent::new(sink);
         let result = self.run(&sent, |repo| {
             let snap = resolve_snapshot(&repo, id)?;
-            // The target's bars report through this call's route, so the caller sees its phases.
-            let dest = target.reopen_with(&self.router)?;
-            if let Some(there) = same_in(&dest, &snap)? {
+            if let Some(there) = known.same_as(&snap) {
                 return Ok((snap, there, false));
             }
-            let dest = dest
+            // The target's bars report through this call's route, so the caller sees its phases.
+            let dest = target
+                .reopen_with(&self.router)?
                 .to_indexed_ids()
                 .map_err(|e| from_rustic(&doing(target), &e))?;
             let src = repo
@@ -64,7 +108,8 @@ impl Repo {
             to_copy.original = Some(snap.original.unwrap_or(snap.id));
             src.copy(&dest, [&to_copy])
                 .map_err(|e| from_rustic(&doing(target), &e))?;
-            let there = same_in(&dest, &snap)?.ok_or_else(|| {
+            known.refresh(&dest)?;
+            let there = known.same_as(&snap).ok_or_else(|| {
                 RepoError::Other(format!(
                     "the copy of snapshot {} is not listed in {} after it was written",
                     short(&snap),
@@ -89,17 +134,6 @@ fn doing(target: &Repo) -> String {
 
 fn short(snap: &SnapshotFile) -> String {
     snap.id.to_hex().as_str().chars().take(8).collect()
-}
-
-/// The target's snapshot with `snap`'s root tree and tags, if there is one.
-fn same_in<S: Open>(
-    dest: &Repository<S>,
-    snap: &SnapshotFile,
-) -> Result<Option<SnapshotInfo>, RepoError> {
-    Ok(readable_snapshots(dest)?
-        .iter()
-        .find(|s| s.tree == snap.tree && s.tags == snap.tags)
-        .map(SnapshotInfo::from_snapshot))
 }
 
 /// Passes progress on, and adds up the bytes of rustic's "copying ... blobs" phases (their

@@ -89,6 +89,10 @@ pub async fn run(job: CopyJob) -> Result<CopyReport, Failure> {
     let snapshots = blocking(move || source.snapshots()).await?;
     let (sets, incomplete_left_out) = complete_sets(snapshots, job.instance.as_deref());
     let target = job.target.clone();
+    let mut known = blocking(move || target.copy_target())
+        .await
+        .map_err(|f| about(&job, f))?;
+    let target = job.target.clone();
     let escrowed = tokio::task::spawn_blocking(move || escrow::escrowed_sets(&*target))
         .await?
         .map_err(|f| about(&job, f))?;
@@ -118,7 +122,11 @@ pub async fn run(job: CopyJob) -> Result<CopyReport, Failure> {
         // A stop ends the process here: the set's snapshot file is written only after its data
         // and index, so an interrupted set is simply not in the target yet.
         let copied = tokio::select! {
-            r = blocking(move || source.copy_snapshot(&target, &id, &*sink)) => r,
+            r = blocking(move || {
+                source
+                    .copy_snapshot(&target, &mut known, &id, &*sink)
+                    .map(|c| (c, known))
+            }) => r,
             sig = job.stop.wait() => return Err(stopped(&job, sig, &report, &set_id)),
         };
         job.ui.clear_status();
@@ -140,6 +148,8 @@ pub async fn run(job: CopyJob) -> Result<CopyReport, Failure> {
                 },
             )
         })?;
+        let (copied, still_known) = copied;
+        known = still_known;
         let escrow_published = if escrowed.contains(&set_id) {
             false
         } else {
