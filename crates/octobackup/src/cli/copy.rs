@@ -74,7 +74,15 @@ pub async fn after_backup(
         ui.clear_status();
         match done {
             Ok(r) => reports.push(r),
-            Err(f) if super::exit::code(&f) == Exit::Interrupted => return Err(f),
+            Err(f) if super::exit::code(&f) == Exit::Interrupted => {
+                return Err(Failure {
+                    message: format!(
+                        "the backup is complete (its set is in the main repository), but {}",
+                        f.message
+                    ),
+                    ..f
+                });
+            }
             Err(f) => failed.push(format!(
                 "the copy to '{}' failed: {}; once fixed, `octobackup copy --to {}` catches up",
                 c.name, f.message, c.name

@@ -122,7 +122,7 @@ pub async fn run(job: CopyJob) -> Result<CopyReport, Failure> {
         // A stop ends the process here: the set's snapshot file is written only after its data
         // and index, so an interrupted set is simply not in the target yet.
         let copied = tokio::select! {
-            r = blocking(move || {
+            r = detached(move || {
                 source
                     .copy_snapshot(&target, &mut known, &id, &*sink)
                     .map(|c| (c, known))
@@ -219,13 +219,32 @@ fn stopped(job: &CopyJob, sig: &str, report: &CopyReport, set_id: &str) -> Failu
 
 /// Names the copy in a failure, keeping its exit code.
 fn about(job: &CopyJob, f: Failure) -> Failure {
-    if f.message.contains(&format!("'{}'", job.name)) {
+    // Errors from opening the copy already say "the copy 'NAME'".
+    if f.message.contains(&format!("the copy '{}'", job.name)) {
         return f;
     }
     Failure {
         message: format!("copy to '{}': {}", job.name, f.message),
         ..f
     }
+}
+
+/// Runs `f` on a thread of its own, not tokio's blocking pool (which the runtime waits for when
+/// it ends): after a stop the process ends at once, leaving the set being copied unfinished, and
+/// so not in the target (its snapshot file is written last).
+async fn detached<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, RepoError> + Send + 'static,
+) -> Result<T, Failure> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("octobackup-copy".into())
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| Failure::new(Exit::Failed, format!("cannot start the copy: {e}")))?;
+    Ok(rx
+        .await
+        .map_err(|_| Failure::new(Exit::Failed, "the copy stopped unexpectedly"))??)
 }
 
 async fn blocking<T: Send + 'static>(

@@ -433,25 +433,37 @@ async fn backup_copies_its_set_after_it_is_complete_and_a_failed_copy_is_exit_9(
 }
 
 /// A forwarder in front of a storage server that, once `limit` bytes went from the client to
-/// the server, cuts every connection and refuses new ones: the server stops in the middle of a
-/// copy, at the same point whatever the timing.
-struct CutAfter {
+/// the server, either cuts every connection and refuses new ones (the server stops in the middle
+/// of a copy) or holds them, forwarding nothing more (the copy hangs there, to be stopped by a
+/// signal): at the same point whatever the timing.
+struct Midway {
     port: u16,
-    cut: Arc<AtomicBool>,
+    tripped: Arc<AtomicBool>,
+    released: Arc<AtomicBool>,
 }
 
-impl CutAfter {
-    fn new(upstream: &str, limit: u64) -> CutAfter {
+impl Midway {
+    fn cut_after(upstream: &str, limit: u64) -> Midway {
+        Self::new(upstream, limit, false)
+    }
+
+    fn hold_after(upstream: &str, limit: u64) -> Midway {
+        Self::new(upstream, limit, true)
+    }
+
+    fn new(upstream: &str, limit: u64, hold: bool) -> Midway {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
-        let cut = Arc::new(AtomicBool::new(false));
+        let tripped = Arc::new(AtomicBool::new(false));
+        let released = Arc::new(AtomicBool::new(false));
         let sent = Arc::new(AtomicU64::new(0));
         let conns: Arc<std::sync::Mutex<Vec<TcpStream>>> = Default::default();
         let upstream = upstream.to_string();
-        let flag = cut.clone();
+        let (flag, done) = (tripped.clone(), released.clone());
         std::thread::spawn(move || {
-            while !flag.load(Ordering::SeqCst) {
+            // After a cut, dropping the listener refuses new connections.
+            while !(flag.load(Ordering::SeqCst) && !hold) && !done.load(Ordering::SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                     continue;
@@ -464,10 +476,18 @@ impl CutAfter {
                 conns.lock().unwrap().push(server.try_clone().unwrap());
                 let (mut up_from, mut up_to) =
                     (client.try_clone().unwrap(), server.try_clone().unwrap());
-                let (sent, flag2, conns2) = (sent.clone(), flag.clone(), conns.clone());
+                let (sent, flag, done, conns) =
+                    (sent.clone(), flag.clone(), done.clone(), conns.clone());
                 std::thread::spawn(move || {
                     let mut buf = vec![0u8; 16 * 1024];
                     loop {
+                        if flag.load(Ordering::SeqCst) && hold {
+                            // Held: nothing more goes through until the test ends.
+                            while !done.load(Ordering::SeqCst) {
+                                std::thread::sleep(std::time::Duration::from_millis(20));
+                            }
+                            break;
+                        }
                         let n = match up_from.read(&mut buf) {
                             Ok(0) | Err(_) => break,
                             Ok(n) => n,
@@ -476,11 +496,13 @@ impl CutAfter {
                             break;
                         }
                         if sent.fetch_add(n as u64, Ordering::SeqCst) + n as u64 >= limit {
-                            flag2.store(true, Ordering::SeqCst);
-                            for c in conns2.lock().unwrap().drain(..) {
-                                let _ = c.shutdown(std::net::Shutdown::Both);
+                            flag.store(true, Ordering::SeqCst);
+                            if !hold {
+                                for c in conns.lock().unwrap().drain(..) {
+                                    let _ = c.shutdown(std::net::Shutdown::Both);
+                                }
+                                break;
                             }
-                            break;
                         }
                     }
                     let _ = up_to.shutdown(std::net::Shutdown::Both);
@@ -491,17 +513,26 @@ impl CutAfter {
                     let _ = down_to.shutdown(std::net::Shutdown::Both);
                 });
             }
-            // Dropping the listener: new connections are refused from here on.
         });
-        CutAfter { port, cut }
+        Midway {
+            port,
+            tripped,
+            released,
+        }
     }
 
     fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn was_cut(&self) -> bool {
-        self.cut.load(Ordering::SeqCst)
+    fn tripped(&self) -> bool {
+        self.tripped.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Midway {
+    fn drop(&mut self) {
+        self.released.store(true, Ordering::SeqCst);
     }
 }
 
@@ -585,7 +616,7 @@ async fn copy_to_s3_on_moto_read_by_restic_and_a_target_stopped_midway_is_finish
     let direct = Target::s3(&s3.server.addr(), "midway");
     set_copy(&t, "midway", &direct, false, &[]);
     obk_ok(&t, &direct, &["init", "--copy", "midway"]).await;
-    let gate = CutAfter::new(&s3.server.addr(), full_bytes / 2);
+    let gate = Midway::cut_after(&s3.server.addr(), full_bytes / 2);
     set_copy(
         &t,
         "midway",
@@ -595,7 +626,7 @@ async fn copy_to_s3_on_moto_read_by_restic_and_a_target_stopped_midway_is_finish
     );
     let out = obk(&t, &direct, &["--json", "copy", "--to", "midway"]).await;
     assert!(
-        gate.was_cut(),
+        gate.tripped(),
         "the server was not stopped: {}",
         stderr(&out)
     );
@@ -631,6 +662,59 @@ async fn copy_to_s3_on_moto_read_by_restic_and_a_target_stopped_midway_is_finish
         restic(&t, &direct, &["check", "--read-data"]),
         "check of midway",
     );
+    // A copy stopped by SIGTERM while the storage holds a request: exit 130 at once (the set
+    // being copied is left unfinished, so not in the target), and the next copy finishes.
+    let direct = Target::s3(&s3.server.addr(), "held");
+    set_copy(&t, "held", &direct, false, &[]);
+    obk_ok(&t, &direct, &["init", "--copy", "held"]).await;
+    let gate = Midway::hold_after(&s3.server.addr(), full_bytes / 2);
+    set_copy(&t, "held", &Target::s3(&gate.addr(), "held"), false, &[]);
+    let mut cmd = t.command(&["--json", "copy", "--to", "held"]);
+    cmd.envs(direct.env.iter().cloned())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Waits for the hold (a bound only so that a broken test ends).
+    for _ in 0..6000 {
+        if gate.tripped() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(gate.tripped(), "the copy never reached the middle");
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // A bound only so that a copy that waits for the held request fails the test, not hangs it.
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the copy did not end after SIGTERM: it waits for the set being copied")
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let err = one_line(&out);
+    assert!(err.contains("SIGTERM"), "{err}");
+    assert!(err.contains("octobackup copy --to held"), "{err}");
+    drop(gate);
+    set_copy(&t, "held", &direct, false, &[]);
+    let there = sets_in_copy(&t, &direct, "held").await;
+    assert!(there.len() < 2, "{there:?}");
+    let out = obk_ok(&t, &direct, &["--json", "copy", "--to", "held"]).await;
+    assert_eq!(
+        json(&out)["copied"].as_u64().unwrap() as usize,
+        2 - there.len()
+    );
+    obk_ok(&t, &direct, &["check", "--copy", "held", "--read-data"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
