@@ -463,7 +463,8 @@ impl Midway {
         let (flag, done) = (tripped.clone(), released.clone());
         std::thread::spawn(move || {
             // After a cut, dropping the listener refuses new connections.
-            while !(flag.load(Ordering::SeqCst) && !hold) && !done.load(Ordering::SeqCst) {
+            let cut = |f: &AtomicBool| f.load(Ordering::SeqCst) && !hold;
+            while !cut(&flag) && !done.load(Ordering::SeqCst) {
                 let Ok((client, _)) = listener.accept() else {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                     continue;
