@@ -423,6 +423,8 @@ struct AllSummary<'a> {
     ok: bool,
     exit_code: u8,
     instances: Vec<AllEntry<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    copies: &'a [crate::run::copy::CopyReport],
     #[serde(skip_serializing_if = "Option::is_none")]
     copy_error: Option<&'a str>,
 }
@@ -478,10 +480,13 @@ async fn run_all(
         write_report(repo, config, out, ui).await;
     }
     // [[copy]] after_backup: once, after the last instance, when one was backed up.
-    let copy_failed = if skipped.is_empty() && runs.iter().any(|r| r.result.is_ok()) {
-        super::copy::after_backup(config, None, ui).await.err()
+    let (copies, copy_failed) = if skipped.is_empty() && runs.iter().any(|r| r.result.is_ok()) {
+        match super::copy::after_backup(config, None, ui).await {
+            Ok(copies) => (copies, None),
+            Err(f) => (Vec::new(), Some(f)),
+        }
     } else {
-        None
+        (Vec::new(), None)
     };
     let code = |r: &InstanceRun| {
         r.result
@@ -527,6 +532,7 @@ async fn run_all(
         ok: exit == 0,
         exit_code: exit,
         instances: entries,
+        copies: &copies,
         copy_error: copy_error.as_deref(),
     };
     emit(json, &summary, || {

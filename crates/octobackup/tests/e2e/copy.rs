@@ -430,6 +430,13 @@ async fn backup_copies_its_set_after_it_is_complete_and_a_failed_copy_is_exit_9(
     assert_eq!(caught_up["copied"], 1, "{caught_up:#}");
     assert_eq!(caught_up["already_there"], 1);
     assert_eq!(sets_in_copy(&t, &target, "offsite").await.len(), 2);
+
+    // `backup --all` copies once, after the last instance.
+    let out = obk_ok(&t, &target, &["--json", "backup", "--all"]).await;
+    let all = json(&out);
+    assert_eq!(all["copies"][0]["copied"], 1, "{all:#}");
+    assert_eq!(all["copies"][0]["already_there"], 2);
+    assert_eq!(sets_in_copy(&t, &target, "offsite").await.len(), 3);
 }
 
 /// A forwarder in front of a storage server that, once `limit` bytes went from the client to
