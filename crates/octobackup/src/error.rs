@@ -36,6 +36,8 @@ pub enum Exit {
     MaintenanceStuck = 7,
     /// 8: a check failed (drill, check, doctor).
     CheckFailed = 8,
+    /// 9: the backup is complete, but copying it to a `[[copy]]` failed.
+    CopyFailed = 9,
     /// 130: interrupted (Ctrl-C, SIGTERM); maintenance mode was put back.
     Interrupted = 130,
 }
@@ -52,12 +54,13 @@ impl Exit {
             Exit::Busy => "busy",
             Exit::MaintenanceStuck => "maintenance-stuck",
             Exit::CheckFailed => "check-failed",
+            Exit::CopyFailed => "copy-failed",
             Exit::Interrupted => "interrupted",
         }
     }
 
     /// Every code, in the README's order.
-    pub const ALL: [Exit; 9] = [
+    pub const ALL: [Exit; 10] = [
         Exit::Failed,
         Exit::Usage,
         Exit::Octopus,
@@ -66,6 +69,7 @@ impl Exit {
         Exit::Busy,
         Exit::MaintenanceStuck,
         Exit::CheckFailed,
+        Exit::CopyFailed,
         Exit::Interrupted,
     ];
 }

@@ -34,6 +34,11 @@ struct Outcome<'a> {
     backup: &'a BackupReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     forget: Option<&'a ForgetReport>,
+    /// `[[copy]]` with `after_backup`: what each copy did, or why it failed (exit 9).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    copies: &'a [crate::run::copy::CopyReport],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copy_error: Option<&'a str>,
 }
 
 /// One instance's run, as `--all` sums them up.
@@ -68,14 +73,21 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     }
     let report = run.result?;
     let forget = run.forget;
+    // After the window, with the set complete: whatever the copy does, the backup stands.
+    let copied = super::copy::after_backup(&config, Some(name), ui).await;
     emit(
         json,
         &Outcome {
             backup: &report,
             forget: forget.as_ref(),
+            copies: copied.as_deref().unwrap_or_default(),
+            copy_error: copied.as_ref().err().map(|f| f.message.as_str()),
         },
         || {
             let mut s = human(&report);
+            for c in copied.as_deref().unwrap_or_default() {
+                s.push_str(&crate::run::copy::human(c));
+            }
             if let Some(f) = &forget {
                 s.push_str(&format!(
                     "forget ({}): kept {} set(s), dropped {}\n",
@@ -87,6 +99,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
             s
         },
     );
+    copied.map_err(|f| if json { f.result_printed() } else { f })?;
     Ok(())
 }
 
@@ -410,6 +423,10 @@ struct AllSummary<'a> {
     ok: bool,
     exit_code: u8,
     instances: Vec<AllEntry<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    copies: &'a [crate::run::copy::CopyReport],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copy_error: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -462,6 +479,15 @@ async fn run_all(
     if let (Some(out), Ok(repo)) = (report, &repo) {
         write_report(repo, config, out, ui).await;
     }
+    // [[copy]] after_backup: once, after the last instance, when one was backed up.
+    let (copies, copy_failed) = if skipped.is_empty() && runs.iter().any(|r| r.result.is_ok()) {
+        match super::copy::after_backup(config, None, ui).await {
+            Ok(copies) => (copies, None),
+            Err(f) => (Vec::new(), Some(f)),
+        }
+    } else {
+        (Vec::new(), None)
+    };
     let code = |r: &InstanceRun| {
         r.result
             .as_ref()
@@ -473,6 +499,9 @@ async fn run_all(
     if !skipped.is_empty() {
         // Instances left out by a stop: the run as a whole was interrupted.
         codes.push(Exit::Interrupted as u8);
+    }
+    if let Some(f) = &copy_failed {
+        codes.push(super::exit::code(f) as u8);
     }
     let exit = worst(&codes);
     let mut entries: Vec<AllEntry> = runs
@@ -498,10 +527,13 @@ async fn run_all(
             skipped: true,
         });
     }
+    let copy_error = copy_failed.as_ref().map(|f| f.message.clone());
     let summary = AllSummary {
         ok: exit == 0,
         exit_code: exit,
         instances: entries,
+        copies: &copies,
+        copy_error: copy_error.as_deref(),
     };
     emit(json, &summary, || {
         let mut s = String::new();
@@ -545,6 +577,9 @@ async fn run_all(
     if exit == 0 {
         return Ok(());
     }
+    if let (9, Some(f)) = (exit, copy_failed) {
+        return Err(if json { f.result_printed() } else { f });
+    }
     let failed: Vec<&str> = summary
         .instances
         .iter()
@@ -560,6 +595,7 @@ async fn run_all(
         6 => Exit::Busy,
         7 => Exit::MaintenanceStuck,
         8 => Exit::CheckFailed,
+        9 => Exit::CopyFailed,
         _ => Exit::Interrupted,
     };
     let f = Failure::new(

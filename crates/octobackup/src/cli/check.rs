@@ -17,6 +17,9 @@ pub struct Args {
     /// e.g. 1/7 on Mondays and 2/7 on Tuesdays covers everything in a week).
     #[arg(long, value_name = "SUBSET")]
     pub read_data_subset: Option<String>,
+    /// Work on the `[[copy]]` named NAME (the second repository) instead of the main one.
+    #[arg(long, value_name = "NAME")]
+    pub copy: Option<String>,
 }
 
 /// A backup set that damaged data hits.
@@ -163,7 +166,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
         (None, true) => ReadData::All,
         (None, false) => ReadData::None,
     };
-    let repo = repository::open(&config).await?;
+    let repo = repository::open_chosen(&config, args.copy.as_deref()).await?;
     let r = read.clone();
     let report = tokio::task::spawn_blocking(move || repo.check_with(&r)).await??;
     let out = output(report, &read);

@@ -18,6 +18,9 @@ pub struct Args {
     /// Folder for the scratch database's files, as SQL Server sees it (default: beside the originals).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
+    /// Drill the set from the `[[copy]]` named NAME (the second repository) instead of the main one.
+    #[arg(long, value_name = "NAME")]
+    pub copy: Option<String>,
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
@@ -25,7 +28,10 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     let stop = crate::run::stop::Stop::listen();
     let inv = Invocation::load(config_path)?;
     let (name, instance) = &inv.instance(args.instance.as_deref()).await?;
-    let repo = inv.repo().await?;
+    let repo = match &args.copy {
+        Some(copy) => std::sync::Arc::new(super::repository::open_copy(&inv.config, copy).await?),
+        None => inv.repo().await?,
+    };
     let job = DrillJob {
         instance_name: name.to_string(),
         instance: instance.clone(),

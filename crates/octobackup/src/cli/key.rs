@@ -56,6 +56,9 @@ pub struct RecoverArgs {
     /// Recover the license instead of the master key.
     #[arg(long)]
     pub license: bool,
+    /// Read the escrow beside the `[[copy]]` named NAME instead of the main repository.
+    #[arg(long, value_name = "NAME")]
+    pub copy: Option<String>,
     /// Print the secret on stdout.
     #[arg(long, conflicts_with = "output")]
     pub show_secrets: bool,
@@ -186,7 +189,11 @@ struct Recovered<'a> {
 }
 
 fn recover(config: &Config, args: RecoverArgs, json: bool) -> Result<(), Failure> {
-    let r = escrow::recover(&config.repository, args.set.as_deref(), &args.identity)?;
+    let place = match &args.copy {
+        Some(name) => repository::copy_entry(config, name)?.repository(),
+        None => config.repository.clone(),
+    };
+    let r = escrow::recover(&place, args.set.as_deref(), &args.identity)?;
     let (what, secret) = if args.license {
         let l = r.license.as_ref().ok_or_else(|| {
             Failure::new(

@@ -171,6 +171,7 @@ async fn run_job(config_path: &Path, args: &RunArgs, json: bool, ui: &Ui) -> Res
             instance: args.instance.clone(),
             scratch: None,
             data_dir: None,
+            copy: None,
         };
         outcome = super::drill::run(config_path, drill, json, ui).await;
     }

@@ -8,6 +8,9 @@ pub struct ListArgs {
     /// Only this instance's sets.
     #[arg(long, short)]
     pub instance: Option<String>,
+    /// Work on the `[[copy]]` named NAME (the second repository) instead of the main one.
+    #[arg(long, value_name = "NAME")]
+    pub copy: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -18,7 +21,7 @@ pub struct ShowArgs {
 
 pub async fn list(config_path: &Path, args: ListArgs, json: bool) -> Result<(), Failure> {
     let config = super::context::load_config(config_path)?;
-    let repo = repository::open(&config).await?;
+    let repo = repository::open_chosen(&config, args.copy.as_deref()).await?;
     let sets =
         tokio::task::spawn_blocking(move || list::list(&repo, args.instance.as_deref())).await??;
     emit(json, &sets, || {

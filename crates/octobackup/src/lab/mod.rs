@@ -440,6 +440,7 @@ pub fn lab_config(info: &LabInfo, tls: bool, lab_exe: &Path) -> anyhow::Result<C
         escrow: None,
         notify: None,
         metrics: None,
+        copies: Vec::new(),
     })
 }
 

@@ -141,6 +141,9 @@ pub fn fix_for(exit: Exit) -> &'static str {
         Exit::CheckFailed => {
             "A check failed: read which one above and fix it before relying on the set."
         }
+        Exit::CopyFailed => {
+            "The backup is complete, but its copy to the second repository failed: fix what the message names, then `octobackup copy --to NAME`."
+        }
         Exit::Interrupted => {
             "The run was stopped; maintenance mode was put back. Run the backup again."
         }

@@ -4,6 +4,7 @@
 
 pub mod backup;
 pub mod connect;
+pub mod copy;
 pub mod doctor;
 pub mod drill;
 pub mod journal;

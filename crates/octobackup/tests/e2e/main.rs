@@ -11,6 +11,7 @@ mod backup;
 mod bench;
 mod chain;
 mod check;
+mod copy;
 mod damage;
 mod demo;
 mod discovery;
