@@ -1,7 +1,7 @@
 //! The backend conformance suite: the same cases for every kind of repository, each against a
 //! real server (see `servers.rs`), started once for all of that backend's cases.
 //!
-//! Stock restic 0.14 checks the sets on the local folder, S3 and SFTP. It cannot reach Azurite on
+//! Stock restic 0.14 checks the sets on the local folder, S3 (moto and Ceph RGW) and SFTP. It cannot reach Azurite on
 //! a free port: its Azure client has no endpoint setting and sends the development account
 //! `devstoreaccount1` to 127.0.0.1:10000 only, so on Azure the suite checks with octobackup alone.
 
@@ -14,17 +14,20 @@ use std::process::Output;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
+pub(crate) enum Kind {
     Local,
     S3,
+    /// S3 on Ceph RGW (one cluster for the whole test binary, see `servers::ceph`).
+    Ceph,
     Azure,
     Sftp,
 }
 
 /// One backend: its server, and how octobackup and restic reach it.
-struct Backend {
-    kind: Kind,
+pub(crate) struct Backend {
+    pub(crate) kind: Kind,
     s3: Option<servers::S3>,
+    pub(crate) ceph: Option<Arc<servers::Ceph>>,
     azure: Option<servers::Server>,
     sftp: Option<servers::Sftp>,
     /// A gate the clients go through, to stop the server as they see it (fault cases).
@@ -32,17 +35,18 @@ struct Backend {
 }
 
 /// How a config names a repository on this backend.
-struct Place {
-    location: String,
-    options: Vec<(String, String)>,
-    env: Vec<(String, String)>,
+pub(crate) struct Place {
+    pub(crate) location: String,
+    pub(crate) options: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Backend {
-    fn start(kind: Kind) -> Backend {
+    pub(crate) fn start(kind: Kind) -> Backend {
         let mut b = Backend {
             kind,
             s3: None,
+            ceph: None,
             azure: None,
             sftp: None,
             gate: None,
@@ -50,6 +54,7 @@ impl Backend {
         match kind {
             Kind::Local => {}
             Kind::S3 => b.s3 = Some(servers::start_s3()),
+            Kind::Ceph => b.ceph = Some(servers::ceph()),
             Kind::Azure => b.azure = Some(servers::start_azurite()),
             Kind::Sftp => b.sftp = Some(servers::start_sftp()),
         }
@@ -57,11 +62,12 @@ impl Backend {
     }
 
     /// As [`Backend::start`], with the clients going through a gate (none for a local folder).
-    fn start_gated(kind: Kind) -> Backend {
+    pub(crate) fn start_gated(kind: Kind) -> Backend {
         let mut b = Backend::start(kind);
         let server = match kind {
             Kind::Local => return b,
             Kind::S3 => b.s3.as_ref().unwrap().server.addr(),
+            Kind::Ceph => b.ceph.as_ref().unwrap().server().addr(),
             Kind::Azure => b.azure.as_ref().unwrap().addr(),
             Kind::Sftp => b.sftp.as_ref().unwrap().server.addr(),
         };
@@ -78,7 +84,7 @@ impl Backend {
 
     /// A repository under `path` (a prefix in the bucket, a folder on the server); `None` for
     /// the local backend, which keeps the lab's own repository folder.
-    fn place(&self, bucket: &str, path: &str) -> Option<Place> {
+    pub(crate) fn place(&self, bucket: &str, path: &str) -> Option<Place> {
         let env = |pairs: &[(&str, &str)]| {
             pairs
                 .iter()
@@ -95,6 +101,17 @@ impl Backend {
                     env: env(&[
                         ("AWS_ACCESS_KEY_ID", "octobackup-test"),
                         ("AWS_SECRET_ACCESS_KEY", "octobackup-test-secret"),
+                    ]),
+                })
+            }
+            Kind::Ceph => {
+                let ceph = self.ceph.as_ref().unwrap();
+                Some(Place {
+                    location: format!("s3:http://{}/{bucket}/{path}", self.front(ceph.server())),
+                    options: Vec::new(),
+                    env: env(&[
+                        ("AWS_ACCESS_KEY_ID", &ceph.access_key),
+                        ("AWS_SECRET_ACCESS_KEY", &ceph.secret_key),
                     ]),
                 })
             }
@@ -144,7 +161,12 @@ impl Backend {
 
     /// Stock restic on the repository at `place` (`None`: the lab's local one), or `None` where
     /// restic 0.14 cannot reach this server.
-    fn restic(&self, t: &TestLab, place: Option<&Place>, args: &[&str]) -> Option<Output> {
+    pub(crate) fn restic(
+        &self,
+        t: &TestLab,
+        place: Option<&Place>,
+        args: &[&str],
+    ) -> Option<Output> {
         let mut cmd = std::process::Command::new("restic");
         cmd.env("RESTIC_PASSWORD_FILE", t.repo_password_file())
             .env("RESTIC_CACHE_DIR", t.dir.path().join("restic-cache"))
@@ -153,7 +175,7 @@ impl Backend {
             Kind::Local => {
                 cmd.arg("-r").arg(t.repo_dir());
             }
-            Kind::S3 => {
+            Kind::S3 | Kind::Ceph => {
                 let p = place.unwrap();
                 cmd.arg("-r")
                     .arg(format!("s3:{}", p.location.trim_start_matches("s3:")));
@@ -188,7 +210,7 @@ impl Backend {
 }
 
 /// Points the lab's config at `place` (the local backend keeps its own).
-fn use_place(t: &TestLab, place: Option<&Place>) {
+pub(crate) fn use_place(t: &TestLab, place: Option<&Place>) {
     let Some(place) = place else { return };
     t.edit_config(|c| {
         let repo = c["repository"].as_table_mut().unwrap();
@@ -201,7 +223,7 @@ fn use_place(t: &TestLab, place: Option<&Place>) {
     });
 }
 
-async fn obk(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
+pub(crate) async fn obk(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
     let mut c = t.command(args);
     if let Some(p) = place {
         c.envs(p.env.iter().cloned());
@@ -211,7 +233,7 @@ async fn obk(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
         .unwrap()
 }
 
-async fn obk_ok(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
+pub(crate) async fn obk_ok(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
     let out = obk(t, place, args).await;
     assert!(
         out.status.success(),
@@ -225,7 +247,7 @@ async fn obk_ok(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
 }
 
 /// A storage error is one line, without the backend's internals.
-fn assert_one_clear_line(out: &Output, expect: &[&str]) {
+pub(crate) fn assert_one_clear_line(out: &Output, expect: &[&str]) {
     let err = stderr(out);
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "not one line: {err}");
@@ -427,6 +449,14 @@ async fn wrong_credentials(b: Arc<Backend>) {
             ];
             &["refused the credentials", "AWS_SECRET_ACCESS_KEY"]
         }
+        Kind::Ceph => {
+            for (k, v) in &mut place.env {
+                if k == "AWS_SECRET_ACCESS_KEY" {
+                    *v = "not-the-secret-key".into();
+                }
+            }
+            &["refused the credentials", "AWS_SECRET_ACCESS_KEY"]
+        }
         Kind::Azure => {
             for (k, v) in &mut place.env {
                 if k == "AZURE_STORAGE_KEY" {
@@ -477,7 +507,7 @@ async fn missing_bucket(b: Arc<Backend>) {
     };
     let config = bare_config(dir.path(), &place);
     let expect: &[&str] = match b.kind {
-        Kind::S3 => &["bucket does not exist", "create it first", "no-such-bucket"],
+        Kind::S3 | Kind::Ceph => &["bucket does not exist", "create it first", "no-such-bucket"],
         Kind::Azure => &[
             "container does not exist",
             "create it first",
@@ -535,7 +565,7 @@ async fn init_from_the_command_line(b: Arc<Backend>) {
     let dir = tempfile::tempdir().unwrap();
     let (location, env) = match b.kind {
         Kind::Local => (dir.path().join("repo").display().to_string(), Vec::new()),
-        Kind::S3 => {
+        Kind::S3 | Kind::Ceph => {
             let p = b.place(BUCKET, "from-the-command-line").unwrap();
             (p.location, p.env)
         }
@@ -941,6 +971,11 @@ async fn s3_on_moto_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_on_ceph_rgw_stopped() {
+    storage_stopped(Kind::Ceph).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_blob_on_azurite_stopped() {
     storage_stopped(Kind::Azure).await;
 }
@@ -968,6 +1003,11 @@ async fn local_folder_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_on_moto_conforms() {
     suite(Kind::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_on_ceph_rgw_conforms() {
+    suite(Kind::Ceph).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -278,6 +278,8 @@ pub struct Ceph {
     /// ceph-osd, then ceph-mon.
     daemons: Vec<Child>,
     conf: PathBuf,
+    /// The cluster's folder, removed once every daemon is stopped.
+    _dir: Option<tempfile::TempDir>,
     /// The S3 user with every right on its buckets.
     pub access_key: String,
     pub secret_key: String,
@@ -290,6 +292,7 @@ impl Drop for Ceph {
             let _ = d.kill();
             let _ = d.wait();
         }
+        drop(self._dir.take());
     }
 }
 
@@ -375,6 +378,32 @@ fn ceph_daemon(program: &str, conf: &Path, args: &[&str], log: &Path) -> Child {
         .unwrap_or_else(|e| panic!("cannot start {program} ({e}): {}", install_hint("ceph")))
 }
 
+/// The test binary's Ceph cluster, started on first use (about 15 s) and shared by every test
+/// that asks (each in a bucket or prefix of its own). It is stopped by PID when the test
+/// binary exits.
+pub fn ceph() -> std::sync::Arc<Ceph> {
+    static CEPH: std::sync::Mutex<Option<std::sync::Arc<Ceph>>> = std::sync::Mutex::new(None);
+    #[cfg(unix)]
+    extern "C" fn stop_ceph() {
+        if let Ok(mut c) = CEPH.lock() {
+            drop(c.take());
+        }
+    }
+    let mut held = CEPH.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = held.as_ref() {
+        return c.clone();
+    }
+    let c = std::sync::Arc::new(start_ceph());
+    // Statics are never dropped: the daemons are stopped when the process exits.
+    #[cfg(unix)]
+    // SAFETY: registers a plain function with no arguments, as atexit requires.
+    unsafe {
+        libc::atexit(stop_ceph);
+    }
+    *held = Some(c.clone());
+    c
+}
+
 /// A one-node Ceph cluster with radosgw on free ports, and the bucket [`BUCKET`].
 pub fn start_ceph() -> Ceph {
     for program in [
@@ -393,7 +422,7 @@ pub fn start_ceph() -> Ceph {
     let d = dir.path().to_path_buf();
     let (mon_port, rgw_port) = (free_port(), free_port());
     let fsid = uuid::Uuid::new_v4().to_string();
-    for sub in ["run", "log", "mon", "osd", "rgw"] {
+    for sub in ["run", "log", "mon/ceph-a", "osd/ceph-0", "rgw"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
     }
     // No cephx (a test cluster on 127.0.0.1); one OSD, so pools of one copy and few PGs.
@@ -455,12 +484,20 @@ pub fn start_ceph() -> Ceph {
         ),
         "ceph-mon --mkfs",
     );
-    let mut daemons = vec![ceph_daemon(
-        "ceph-mon",
-        &conf,
-        &["-i", "a"],
-        &d.join("log/mon.out"),
-    )];
+    // From here on the handle stops what was started, also when a step below panics.
+    let mut ceph = Ceph {
+        rgw: None,
+        daemons: vec![ceph_daemon(
+            "ceph-mon",
+            &conf,
+            &["-i", "a"],
+            &d.join("log/mon.out"),
+        )],
+        conf: conf.clone(),
+        _dir: None,
+        access_key: String::new(),
+        secret_key: String::new(),
+    };
     must(
         ceph_tool("ceph", &conf, &["osd", "create"]),
         "ceph osd create",
@@ -469,22 +506,19 @@ pub fn start_ceph() -> Ceph {
         ceph_tool("ceph-osd", &conf, &["-i", "0", "--mkfs"]),
         "ceph-osd --mkfs",
     );
-    daemons.insert(
+    ceph.daemons.insert(
         0,
         ceph_daemon("ceph-osd", &conf, &["-i", "0"], &d.join("log/osd.out")),
     );
+    ceph._dir = Some(dir);
     let mut cmd = Command::new("radosgw");
     cmd.arg("-c").arg(&conf).args(["-n", "client.rgw.a", "-f"]);
-    // The cluster's folder goes with radosgw's handle, which is dropped first: the other
-    // daemons are killed right after, before the folder is removed.
-    let rgw = spawn("radosgw", cmd, rgw_port, dir);
-    let mut ceph = Ceph {
-        rgw: Some(rgw),
-        daemons,
-        conf,
-        access_key: String::new(),
-        secret_key: String::new(),
-    };
+    ceph.rgw = Some(spawn(
+        "radosgw",
+        cmd,
+        rgw_port,
+        tempfile::tempdir().unwrap(),
+    ));
     let (key, secret) = ceph.add_user("octobackup");
     ceph.access_key = key;
     ceph.secret_key = secret;
