@@ -1019,3 +1019,259 @@ async fn azure_blob_on_azurite_conforms() {
 async fn sftp_on_openssh_conforms() {
     suite(Kind::Sftp).await;
 }
+
+// ---- Copies the backup host cannot delete: S3 Object Lock and append-only credentials ----
+
+/// The `snapshots/` objects of the repository at `prefix` in `bucket`, through the owner's key.
+fn snapshot_objects(ceph: &servers::Ceph, bucket: &str, prefix: &str) -> Vec<String> {
+    let storage = octobackup_repo::Storage::new(
+        format!("s3:{}/{bucket}/{prefix}", ceph.endpoint()),
+        [
+            ("access_key_id".to_string(), ceph.access_key.clone()),
+            ("secret_access_key".to_string(), ceph.secret_key.clone()),
+        ]
+        .into(),
+    );
+    storage.list("snapshots").unwrap()
+}
+
+/// Two sets in a bucket created with Object Lock (governance mode, 3 days' default retention):
+/// doctor reports the lock; `forget --set` of the older set is refused with the date and
+/// nothing is removed; a policy that would drop it leaves it alone and says until when; the
+/// set still restores byte-identical and stock restic checks the repository. Ceph itself
+/// refuses to delete a locked version: the lock is real.
+async fn object_lock_on_ceph() {
+    let b = tokio::task::spawn_blocking(|| Backend::start(Kind::Ceph))
+        .await
+        .unwrap();
+    let ceph = b.ceph.clone().unwrap();
+    let bucket = "object-locked";
+    let lock = octobackup_repo::ObjectLock {
+        mode: "GOVERNANCE".into(),
+        days: Some(3),
+    };
+    {
+        let ceph = ceph.clone();
+        tokio::task::spawn_blocking(move || ceph.owner(bucket).create_bucket(Some(&lock)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mut t = TestLab::start().await;
+    let place = b.place(bucket, "lab");
+    let place = place.as_ref();
+    use_place(&t, place);
+    obk_ok(&t, place, &["init"]).await;
+    obk_ok(&t, place, &["backup"]).await;
+    let first = t.lab.fingerprint().await.unwrap();
+    t.lab.churn(1).await.unwrap();
+    obk_ok(&t, place, &["backup"]).await;
+
+    let out = obk(&t, place, &["doctor"]).await;
+    assert!(
+        stdout(&out).contains("object-lock")
+            && stdout(&out).contains("GOVERNANCE mode, 3 day(s) default retention"),
+        "doctor does not report the lock: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    let out = obk_ok(&t, place, &["--json", "snapshots"]).await;
+    let sets: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sets.len(), 2, "{sets:#?}");
+    let older = sets[0]["set_id"].as_str().unwrap().to_string();
+    let snapshots_before = snapshot_objects(&ceph, bucket, "lab");
+
+    // Named: refused as a whole, before anything is removed.
+    let out = obk(&t, place, &["forget", "--set", &older, "--prune"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_one_clear_line(
+        &out,
+        &[
+            &format!("cannot forget set {older}"),
+            "Object Lock",
+            "GOVERNANCE mode",
+            "until",
+            "nothing was removed",
+        ],
+    );
+    // By policy: left alone, with the date; the prune keeps the young packs.
+    let out = obk_ok(
+        &t,
+        place,
+        &["--json", "forget", "--keep-last", "1", "--prune"],
+    )
+    .await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let inst = &report["instances"][0];
+    assert_eq!(inst["dropped"].as_array().unwrap().len(), 0, "{report:#}");
+    let held = &inst["left_alone"][0];
+    assert_eq!(held["set_id"], older.as_str(), "{report:#}");
+    assert!(
+        held["reasons"]
+            .to_string()
+            .contains("Object Lock (GOVERNANCE mode) until"),
+        "{report:#}"
+    );
+    assert_eq!(report["prune"]["locked_days"], 3, "{report:#}");
+    assert_eq!(report["prune"]["packs_removed"], 0, "{report:#}");
+
+    // Nothing was lost.
+    assert_eq!(snapshot_objects(&ceph, bucket, "lab"), snapshots_before);
+    let out = obk_ok(&t, place, &["--json", "snapshots"]).await;
+    let after: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(after.len(), 2, "{after:#?}");
+    let folders = t.dir.path().join("restored-older");
+    obk_ok(
+        &t,
+        place,
+        &[
+            "restore",
+            &older,
+            "--folders",
+            "--folders-to",
+            folders.to_str().unwrap(),
+        ],
+    )
+    .await;
+    for (name, files) in &first.folders {
+        assert_eq!(
+            &hash_tree(&folders.join(name)).unwrap(),
+            files,
+            "folder {name}"
+        );
+    }
+    let out = b.restic(&t, place, &["check", "--read-data"]).unwrap();
+    assert!(
+        out.status.success(),
+        "restic check: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // Ceph refuses to delete a locked version outright, whoever asks.
+    let key = format!("lab/snapshots/{}", snapshots_before[0]);
+    let (head, delete) = tokio::task::spawn_blocking(move || {
+        let s3 = ceph.owner(bucket);
+        let head = s3.send("HEAD", &key, &[], &[], Vec::new()).unwrap();
+        let version = head.header("x-amz-version-id").unwrap().to_string();
+        let delete = s3
+            .send("DELETE", &key, &[("versionId", &version)], &[], Vec::new())
+            .unwrap();
+        (head, delete)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        head.header("x-amz-object-lock-mode"),
+        Some("GOVERNANCE"),
+        "{head:?}"
+    );
+    assert_eq!(
+        delete.status, 403,
+        "a locked version was deleted: {delete:?}"
+    );
+    assert_eq!(delete.code(), Some("AccessDenied"), "{delete:?}");
+}
+
+/// The bucket policy of an append-only repository (README, "Copies the backup host cannot
+/// delete"): `user` may read, list and add, and is denied every delete.
+pub(crate) fn append_only_policy(bucket: &str, user: &str) -> String {
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"BackupHostAdds","Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{user}"]}},"Action":["s3:ListBucket","s3:GetObject","s3:PutObject","s3:GetBucketObjectLockConfiguration"],"Resource":["arn:aws:s3:::{bucket}","arn:aws:s3:::{bucket}/*"]}},{{"Sid":"BackupHostNeverDeletes","Effect":"Deny","Principal":{{"AWS":["arn:aws:iam:::user/{user}"]}},"Action":["s3:DeleteObject","s3:DeleteObjectVersion"],"Resource":["arn:aws:s3:::{bucket}/*"]}}]}}"#
+    )
+}
+
+/// Credentials that may add but not delete (a user of its own, a bucket policy denying
+/// s3:DeleteObject): backups work; forget and prune are refused with one line saying the
+/// credentials cannot delete, exit 5, and nothing is lost; the owner's credentials can.
+async fn append_only_on_ceph() {
+    let b = tokio::task::spawn_blocking(|| Backend::start(Kind::Ceph))
+        .await
+        .unwrap();
+    let ceph = b.ceph.clone().unwrap();
+    let bucket = "append-only";
+    let (key, secret) = {
+        let ceph = ceph.clone();
+        tokio::task::spawn_blocking(move || {
+            let owner = ceph.owner(bucket);
+            owner.create_bucket(None).unwrap();
+            let user = ceph.add_user("backup-host");
+            let policy = append_only_policy(bucket, "backup-host");
+            let r = owner
+                .send("PUT", "", &[("policy", "")], &[], policy.into_bytes())
+                .unwrap();
+            assert!(r.status < 300, "PutBucketPolicy: {r:?}");
+            user
+        })
+        .await
+        .unwrap()
+    };
+    let mut t = TestLab::start().await;
+    let mut place = b.place(bucket, "lab").unwrap();
+    place.env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), key),
+        ("AWS_SECRET_ACCESS_KEY".into(), secret),
+    ];
+    let place = Some(&place);
+    use_place(&t, place);
+    obk_ok(&t, place, &["init"]).await;
+    obk_ok(&t, place, &["backup"]).await;
+    t.lab.churn(1).await.unwrap();
+    obk_ok(&t, place, &["backup"]).await;
+    let out = obk(&t, place, &["doctor"]).await;
+    assert!(
+        stdout(&out).contains("append-only"),
+        "doctor does not say append-only: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let before = snapshot_objects(&ceph, bucket, "lab");
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    for args in [
+        &["forget", "--keep-last", "1", "--prune"][..],
+        &["prune"],
+        &["prune", "--instant"],
+    ] {
+        let out = obk(&t, place, args).await;
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {}", stderr(&out));
+        assert_one_clear_line(
+            &out,
+            &[
+                &format!("{} refused", args[0]),
+                "may add but not delete",
+                "s3:DeleteObject",
+                "nothing was removed",
+            ],
+        );
+    }
+    assert_eq!(snapshot_objects(&ceph, bucket, "lab"), before);
+    let owner = b.place(bucket, "lab");
+    let out = b.restic(&t, owner.as_ref(), &["check"]).unwrap();
+    assert!(out.status.success(), "restic check: {}", stderr(&out));
+
+    // Where the deleting credentials are kept, retention works.
+    let out = obk_ok(
+        &t,
+        owner.as_ref(),
+        &["forget", "--keep-last", "1", "--prune"],
+    )
+    .await;
+    assert!(
+        stdout(&out).contains("dropped 1 set(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(snapshot_objects(&ceph, bucket, "lab").len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_object_lock_on_ceph_rgw_keeps_sets_until_their_date() {
+    object_lock_on_ceph().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_append_only_credentials_on_ceph_rgw_cannot_forget_or_prune() {
+    append_only_on_ceph().await;
+}
