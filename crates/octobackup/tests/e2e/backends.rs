@@ -1175,10 +1175,12 @@ async fn object_lock_on_ceph() {
 }
 
 /// The bucket policy of an append-only repository (README, "Copies the backup host cannot
-/// delete"): `user` may read, list and add, and is denied every delete.
-pub(crate) fn append_only_policy(bucket: &str, user: &str) -> String {
+/// delete"): `user` may read, list and add, and is denied every delete; `admin` (the bucket's
+/// owner, kept off the backup host) may do everything, also with the objects `user` wrote
+/// (RGW, as S3 without "bucket owner enforced", leaves them owned by their writer).
+pub(crate) fn append_only_policy(bucket: &str, user: &str, admin: &str) -> String {
     format!(
-        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"BackupHostAdds","Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{user}"]}},"Action":["s3:ListBucket","s3:GetObject","s3:PutObject","s3:GetBucketObjectLockConfiguration"],"Resource":["arn:aws:s3:::{bucket}","arn:aws:s3:::{bucket}/*"]}},{{"Sid":"BackupHostNeverDeletes","Effect":"Deny","Principal":{{"AWS":["arn:aws:iam:::user/{user}"]}},"Action":["s3:DeleteObject","s3:DeleteObjectVersion"],"Resource":["arn:aws:s3:::{bucket}/*"]}}]}}"#
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"AdminDoesAll","Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{admin}"]}},"Action":["s3:*"],"Resource":["arn:aws:s3:::{bucket}","arn:aws:s3:::{bucket}/*"]}},{{"Sid":"BackupHostAdds","Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{user}"]}},"Action":["s3:ListBucket","s3:GetObject","s3:PutObject","s3:GetBucketObjectLockConfiguration"],"Resource":["arn:aws:s3:::{bucket}","arn:aws:s3:::{bucket}/*"]}},{{"Sid":"BackupHostNeverDeletes","Effect":"Deny","Principal":{{"AWS":["arn:aws:iam:::user/{user}"]}},"Action":["s3:DeleteObject","s3:DeleteObjectVersion"],"Resource":["arn:aws:s3:::{bucket}/*"]}}]}}"#
     )
 }
 
@@ -1197,7 +1199,7 @@ async fn append_only_on_ceph() {
             let owner = ceph.owner(bucket);
             owner.create_bucket(None).unwrap();
             let user = ceph.add_user("backup-host");
-            let policy = append_only_policy(bucket, "backup-host");
+            let policy = append_only_policy(bucket, "backup-host", "octobackup");
             let r = owner
                 .send("PUT", "", &[("policy", "")], &[], policy.into_bytes())
                 .unwrap();
@@ -1218,7 +1220,12 @@ async fn append_only_on_ceph() {
     obk_ok(&t, place, &["init"]).await;
     obk_ok(&t, place, &["backup"]).await;
     t.lab.churn(1).await.unwrap();
-    obk_ok(&t, place, &["backup"]).await;
+    let out = obk_ok(&t, place, &["backup"]).await;
+    assert!(
+        stderr(&out).contains("the credentials may add but not delete"),
+        "{}",
+        stderr(&out)
+    );
     let out = obk(&t, place, &["doctor"]).await;
     assert!(
         stdout(&out).contains("append-only"),
@@ -1227,15 +1234,25 @@ async fn append_only_on_ceph() {
         stderr(&out)
     );
     let before = snapshot_objects(&ceph, bucket, "lab");
-    assert_eq!(before.len(), 2, "{before:?}");
+    assert!(!before.is_empty());
 
+    // A backup here cannot remove its set's part snapshots once the set is complete: they stay
+    // as leftovers, young for a day, which forget would leave alone (a run may be going).
     for args in [
-        &["forget", "--keep-last", "1", "--prune"][..],
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--incomplete-grace",
+            "1s",
+            "--prune",
+        ][..],
         &["prune"],
         &["prune", "--instant"],
     ] {
         let out = obk(&t, place, args).await;
         assert_eq!(out.status.code(), Some(5), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
         assert_one_clear_line(
             &out,
             &[
@@ -1255,7 +1272,14 @@ async fn append_only_on_ceph() {
     let out = obk_ok(
         &t,
         owner.as_ref(),
-        &["forget", "--keep-last", "1", "--prune"],
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--incomplete-grace",
+            "1s",
+            "--prune",
+        ],
     )
     .await;
     assert!(
@@ -1263,7 +1287,7 @@ async fn append_only_on_ceph() {
         "{}",
         stdout(&out)
     );
-    assert_eq!(snapshot_objects(&ceph, bucket, "lab").len(), 1);
+    assert!(snapshot_objects(&ceph, bucket, "lab").len() < before.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -73,7 +73,18 @@ fn free_port() -> u16 {
 }
 
 /// Starts `cmd` and waits (bounded) until it accepts connections on `port`.
-fn spawn(name: &'static str, mut cmd: Command, port: u16, dir: tempfile::TempDir) -> Server {
+fn spawn(name: &'static str, cmd: Command, port: u16, dir: tempfile::TempDir) -> Server {
+    spawn_within(name, cmd, port, dir, 30)
+}
+
+/// As [`spawn`], waiting at most `secs` seconds.
+fn spawn_within(
+    name: &'static str,
+    mut cmd: Command,
+    port: u16,
+    dir: tempfile::TempDir,
+    secs: u64,
+) -> Server {
     let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
     let child = cmd
         .stdin(Stdio::null())
@@ -88,7 +99,7 @@ fn spawn(name: &'static str, mut cmd: Command, port: u16, dir: tempfile::TempDir
         name,
     };
     let addr: SocketAddr = server.addr().parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return server;
@@ -99,7 +110,7 @@ fn spawn(name: &'static str, mut cmd: Command, port: u16, dir: tempfile::TempDir
         }
         assert!(
             Instant::now() < deadline,
-            "{name} did not listen on {addr} within 30 s"
+            "{name} did not listen on {addr} within {secs} s"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -385,9 +396,8 @@ pub fn ceph() -> std::sync::Arc<Ceph> {
     static CEPH: std::sync::Mutex<Option<std::sync::Arc<Ceph>>> = std::sync::Mutex::new(None);
     #[cfg(unix)]
     extern "C" fn stop_ceph() {
-        if let Ok(mut c) = CEPH.lock() {
-            drop(c.take());
-        }
+        // A start that panicked poisoned the lock: what it holds is still to be stopped.
+        drop(CEPH.lock().unwrap_or_else(|p| p.into_inner()).take());
     }
     let mut held = CEPH.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(c) = held.as_ref() {
@@ -513,11 +523,13 @@ pub fn start_ceph() -> Ceph {
     ceph._dir = Some(dir);
     let mut cmd = Command::new("radosgw");
     cmd.arg("-c").arg(&conf).args(["-n", "client.rgw.a", "-f"]);
-    ceph.rgw = Some(spawn(
+    // radosgw creates its pools before it listens: slow on a loaded machine.
+    ceph.rgw = Some(spawn_within(
         "radosgw",
         cmd,
         rgw_port,
         tempfile::tempdir().unwrap(),
+        180,
     ));
     let (key, secret) = ceph.add_user("octobackup");
     ceph.access_key = key;
