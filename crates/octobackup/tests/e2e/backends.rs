@@ -1299,3 +1299,66 @@ async fn s3_object_lock_on_ceph_rgw_keeps_sets_until_their_date() {
 async fn s3_append_only_credentials_on_ceph_rgw_cannot_forget_or_prune() {
     append_only_on_ceph().await;
 }
+
+// ---- Throughput: each real server against the local folder, in the same run ----
+
+/// Backup and restore wall times of the same lab (the small lab plus 48 MiB of incompressible
+/// artifacts, in a few dozen packs) on each backend, as ratios to the local folder measured in
+/// the same run. A measurement, not a test: nothing is asserted on the times. Run it with
+/// `cargo test -p octobackup --test e2e backends::throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (prints a table), run on demand"]
+async fn throughput_against_the_local_folder() {
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    for kind in [Kind::Local, Kind::S3, Kind::Ceph, Kind::Azure, Kind::Sftp] {
+        let b = tokio::task::spawn_blocking(move || Backend::start(kind))
+            .await
+            .unwrap();
+        let t = TestLab::start().await;
+        let place = b.place(BUCKET, "throughput");
+        let place = place.as_ref();
+        use_place(&t, place);
+        let extra = t.lab.info().folders.artifacts.join("throughput");
+        std::fs::create_dir_all(&extra).unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for i in 0..192 {
+            let mut data = vec![0u8; 256 * 1024];
+            for chunk in data.chunks_mut(8) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+            }
+            std::fs::write(extra.join(format!("artifact-{i:03}.bin")), data).unwrap();
+        }
+        obk_ok(&t, place, &["init"]).await;
+        let start = std::time::Instant::now();
+        obk_ok(&t, place, &["backup"]).await;
+        let backup = start.elapsed().as_secs_f64();
+        let folders = t.dir.path().join("restored");
+        let start = std::time::Instant::now();
+        obk_ok(
+            &t,
+            place,
+            &[
+                "restore",
+                "--folders",
+                "--folders-to",
+                folders.to_str().unwrap(),
+            ],
+        )
+        .await;
+        let restore = start.elapsed().as_secs_f64();
+        rows.push((format!("{kind:?}"), backup, restore));
+    }
+    let (lb, lr) = (rows[0].1, rows[0].2);
+    eprintln!("| backend | backup (s) | x local | restore --folders (s) | x local |");
+    eprintln!("|---|---|---|---|---|");
+    for (name, b, r) in &rows {
+        eprintln!(
+            "| {name} | {b:.2} | {:.2} | {r:.2} | {:.2} |",
+            b / lb,
+            r / lr
+        );
+    }
+}

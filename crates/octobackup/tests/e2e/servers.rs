@@ -1,6 +1,7 @@
 //! Real storage servers for the backend suite, on 127.0.0.1 with free ports and temp folders:
-//! moto (S3, with IAM so that SigV4 signatures are checked), Azurite (Azure Blob) and OpenSSH's
-//! sshd (SFTP). `scripts/test.sh` installs them; a missing one fails the test with what to install.
+//! moto (S3, with IAM so that SigV4 signatures are checked), Ceph RGW (a real S3: versioning,
+//! Object Lock, bucket policies; one cluster per test binary, [`ceph`]), Azurite (Azure Blob)
+//! and OpenSSH's sshd (SFTP). `scripts/test.sh` installs them; a missing one fails the test with what to install.
 //! Each server is stopped by its PID when its handle drops, also when a test panics.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
