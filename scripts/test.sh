@@ -2,8 +2,10 @@
 # Runs every test of octobackup, after installing what the tests need: stock restic (the
 # repository must stay readable by it), independent TDS clients for the lab's SQL Server stand-in
 # (python-tds, pymssql/FreeTDS, mssql-python, tedious), and the real storage servers of the
-# backend suite (tests/e2e/backends.rs): moto (S3), Azurite (Azure Blob, into target/test-tools)
-# and OpenSSH's sshd (SFTP); Chromium (the report rendered headless, tests/e2e/report.rs; about
+# backend suite (tests/e2e/backends.rs): moto (S3), Ceph RGW (a real S3 with Object Lock and
+# bucket policies: Debian's ceph and radosgw, about 45 s to install; the suite starts one
+# cluster per test binary, about 15 s), Azurite (Azure Blob, into target/test-tools) and
+# OpenSSH's sshd (SFTP); Chromium (the report rendered headless, tests/e2e/report.rs; about
 # 110 MB to download) and systemd's systemd-analyze (the schedule's unit files verified,
 # tests/e2e/schedule.rs); and for the notification and metrics tests (tests/e2e/notify.rs)
 # aiosmtpd (an SMTP server with STARTTLS and AUTH), prometheus_client (Prometheus's text parser)
@@ -16,6 +18,7 @@ need_apt=()
 command -v restic >/dev/null 2>&1 || need_apt+=(restic)
 [ -x /usr/sbin/sshd ] || command -v sshd >/dev/null 2>&1 || need_apt+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v radosgw >/dev/null 2>&1 || need_apt+=(ceph radosgw)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 command -v chromium >/dev/null 2>&1 || [ -n "${CHROMIUM:-}" ] || need_apt+=(chromium)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)

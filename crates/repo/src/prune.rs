@@ -19,6 +19,10 @@ pub struct PruneSummary {
     pub bytes_freed: u64,
     /// Bytes of blobs still in use.
     pub bytes_used: u64,
+    /// Packs younger than this many days were left as they are (neither removed nor
+    /// repacked): the bucket's Object Lock keeps them until then.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked_days: Option<u32>,
 }
 
 impl Repo {
@@ -31,9 +35,24 @@ impl Repo {
         instant: bool,
         progress: &dyn ProgressSink,
     ) -> Result<PruneSummary, RepoError> {
+        self.prune_keeping(instant, None, progress)
+    }
+
+    /// As [`Repo::prune`], but packs younger than `locked_days` days are not planned for
+    /// removal or repacking (an Object Lock's default retention: a pack's index time is when
+    /// it was stored, give or take the run's length, so a day is added to be sure).
+    pub fn prune_keeping(
+        &self,
+        instant: bool,
+        locked_days: Option<u32>,
+        progress: &dyn ProgressSink,
+    ) -> Result<PruneSummary, RepoError> {
         self.run(progress, |repo| {
             self.router.set_phase("prune", None);
-            let opts = PruneOptions::default().instant_delete(instant);
+            let mut opts = PruneOptions::default().instant_delete(instant);
+            if let Some(days) = locked_days {
+                opts.keep_pack = rustic_core::jiff::Span::new().hours(24 * (i64::from(days) + 1));
+            }
             let plan = repo
                 .prune_plan(&opts)
                 .map_err(|e| from_rustic("cannot plan the prune", &e))?;
@@ -43,6 +62,7 @@ impl Repo {
                 packs_repacked: plan.stats.packs.repack,
                 bytes_freed: size.remove + size.repackrm,
                 bytes_used: size.used,
+                locked_days,
             };
             repo.prune(&opts, plan)
                 .map_err(|e| from_rustic("cannot prune", &e))?;

@@ -241,7 +241,17 @@ impl Repo {
                 .map(|id| resolve_snapshot(&repo, id).map(|s: SnapshotFile| s.id))
                 .collect::<Result<_, _>>()?;
             repo.delete_snapshots(&ids)
-                .map_err(|e| from_rustic("cannot delete snapshots", &e))
+                .map_err(|e| match from_rustic("cannot delete snapshots", &e) {
+                    // Reading and writing worked to get here: a refusal now is of the delete.
+                    RepoError::Storage {
+                        fault: crate::StorageFault::Credentials,
+                        ..
+                    } => RepoError::Storage {
+                        message: "cannot delete snapshots: the storage refused to delete them (the credentials may add but not delete: an append-only bucket policy)".into(),
+                        fault: crate::StorageFault::Credentials,
+                    },
+                    other => other,
+                })
         })
     }
 

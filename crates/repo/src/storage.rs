@@ -49,7 +49,7 @@ impl Storage {
         }
     }
 
-    fn resolved(&self) -> Result<(Location, BTreeMap<String, String>), RepoError> {
+    pub(crate) fn resolved(&self) -> Result<(Location, BTreeMap<String, String>), RepoError> {
         let location = config::location(&self.location)?;
         let options =
             config::resolve_options(&location, &self.options, &|v| std::env::var(v).ok())?;
@@ -217,99 +217,21 @@ impl Storage {
     }
 }
 
-/// An HTTP request ready to send.
-struct Prepared {
-    url: String,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
+use crate::s3::{Prepared, hmac_sha256, split_endpoint};
 
-fn hmac_sha256(key: &[u8], msg: &[u8]) -> Vec<u8> {
-    use hmac::{KeyInit, Mac};
-    let mut mac =
-        hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-    mac.update(msg);
-    mac.finalize().into_bytes().to_vec()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(data))
-}
-
-/// `(scheme://authority, path)` of an endpoint URL.
-fn split_endpoint(endpoint: &str) -> Result<(&str, &str, &str), String> {
-    let (scheme, rest) = endpoint
-        .split_once("://")
-        .ok_or_else(|| format!("the endpoint `{endpoint}` is not a URL"))?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-        None => (rest, ""),
-    };
-    Ok((scheme, authority, path))
-}
-
-/// S3 `CreateBucket` (path style), signed with AWS Signature Version 4 (AWS's "Signature
-/// Version 4 signing process": canonical request, string to sign, derived key).
+/// S3 `CreateBucket` (path style), signed with AWS Signature Version 4 (s3.rs).
 fn s3_create_bucket(options: &BTreeMap<String, String>) -> Result<Prepared, String> {
-    let get = |k: &str| options.get(k).filter(|v| !v.is_empty());
-    let endpoint = get("endpoint").ok_or("no endpoint is known")?;
-    let bucket = get("bucket").ok_or("no bucket is named")?;
-    let (Some(key_id), Some(secret)) = (get("access_key_id"), get("secret_access_key")) else {
-        return Err("no access key is set (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)".into());
-    };
-    let region = get("region").map_or("us-east-1", String::as_str);
-    let (scheme, host, base) = split_endpoint(endpoint)?;
-    let body = if region == "us-east-1" {
+    let client = crate::s3::S3Client::from_options(options)?;
+    let body = if client.region() == "us-east-1" {
         Vec::new()
     } else {
         format!(
-            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{region}</LocationConstraint></CreateBucketConfiguration>"
+            "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\"><LocationConstraint>{}</LocationConstraint></CreateBucketConfiguration>",
+            client.region()
         )
         .into_bytes()
     };
-    let now = chrono::Utc::now();
-    let amz_date = now.format("%Y%m%dT%H%M%SZ").to_string();
-    let day = now.format("%Y%m%d").to_string();
-    let payload = sha256_hex(&body);
-    let path = format!("{base}/{bucket}");
-    let mut headers = vec![
-        ("host".to_string(), host.to_string()),
-        ("x-amz-content-sha256".to_string(), payload.clone()),
-        ("x-amz-date".to_string(), amz_date.clone()),
-    ];
-    if let Some(token) = get("session_token") {
-        headers.push(("x-amz-security-token".to_string(), token.clone()));
-    }
-    let signed: Vec<&str> = headers.iter().map(|(k, _)| k.as_str()).collect();
-    let signed = signed.join(";");
-    let canonical_headers: String = headers
-        .iter()
-        .map(|(k, v)| format!("{k}:{}\n", v.trim()))
-        .collect();
-    let canonical = format!("PUT\n{path}\n\n{canonical_headers}\n{signed}\n{payload}");
-    let scope = format!("{day}/{region}/s3/aws4_request");
-    let to_sign = format!(
-        "AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{}",
-        sha256_hex(canonical.as_bytes())
-    );
-    let mut key = hmac_sha256(format!("AWS4{secret}").as_bytes(), day.as_bytes());
-    for part in [region, "s3", "aws4_request"] {
-        key = hmac_sha256(&key, part.as_bytes());
-    }
-    let signature = hex::encode(hmac_sha256(&key, to_sign.as_bytes()));
-    headers.retain(|(k, _)| k != "host");
-    headers.push((
-        "authorization".into(),
-        format!(
-            "AWS4-HMAC-SHA256 Credential={key_id}/{scope}, SignedHeaders={signed}, Signature={signature}"
-        ),
-    ));
-    Ok(Prepared {
-        url: format!("{scheme}://{host}{path}"),
-        headers,
-        body,
-    })
+    Ok(client.prepare("PUT", "", &[], &[], body))
 }
 
 /// Azure `Create Container`, signed with the account key (Microsoft Learn, "Authorize with
@@ -326,6 +248,7 @@ fn azure_create_container(options: &BTreeMap<String, String>) -> Result<Prepared
     );
     if let (None, Some(sas)) = (get("account_key"), get("sas_token")) {
         return Ok(Prepared {
+            method: "PUT".into(),
             url: format!("{url}&{}", sas.trim_start_matches('?')),
             headers: vec![("x-ms-version".into(), "2021-08-06".into())],
             body: Vec::new(),
@@ -349,6 +272,7 @@ fn azure_create_container(options: &BTreeMap<String, String>) -> Result<Prepared
         .map_err(|_| "the account key is not base64".to_string())?;
     let signature = b64.encode(hmac_sha256(&key, to_sign.as_bytes()));
     Ok(Prepared {
+        method: "PUT".into(),
         url,
         headers: vec![
             ("x-ms-date".into(), date),

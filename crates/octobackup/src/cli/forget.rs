@@ -271,7 +271,7 @@ pub async fn prune(config_path: &Path, args: PruneArgs, json: bool) -> Result<()
 }
 
 fn prune_human(s: &PruneSummary, instant: bool) -> String {
-    format!(
+    let mut out = format!(
         "prune: {} unused pack(s) {}, {} repacked; {} freed, {} in use\n",
         s.packs_removed,
         if instant {
@@ -282,7 +282,14 @@ fn prune_human(s: &PruneSummary, instant: bool) -> String {
         s.packs_repacked,
         bytes(s.bytes_freed),
         bytes(s.bytes_used)
-    )
+    );
+    if let Some(days) = s.locked_days {
+        out.push_str(&format!(
+            "  packs stored in the last {} days were left as they are: the bucket's Object Lock keeps them {days} days\n",
+            days + 1
+        ));
+    }
+    out
 }
 
 fn short(id: &str) -> &str {

@@ -308,6 +308,7 @@ async fn check_instance(
                 ),
                 _ => c.pass("repository", format!("opened {loc}; writable")),
             }
+            check_delete_rules(r.storage().clone(), c).await;
             Some(r)
         }
         Err(f) => {
@@ -320,6 +321,38 @@ async fn check_instance(
         }
     };
     check_space(config, repo, &staging_local, c).await;
+}
+
+/// An S3 repository's rules on deleting: the bucket's Object Lock and whether the credentials
+/// may delete (an append-only policy). Said only where there is something to say.
+async fn check_delete_rules(storage: octobackup_repo::Storage, c: &mut Checks) {
+    let found = tokio::task::spawn_blocking(move || {
+        Ok::<_, octobackup_repo::RepoError>((storage.object_lock()?, storage.may_delete()?))
+    })
+    .await;
+    match found {
+        Ok(Ok((lock, may_delete))) => {
+            if let Some(l) = lock {
+                let days = l.days.map_or_else(
+                    || "objects are locked only when a writer asks, which octobackup does not".to_string(),
+                    |d| format!("sets cannot be forgotten before they are {d} days old, and prune leaves packs younger than that"),
+                );
+                c.pass("object-lock", format!("the bucket has Object Lock ({}): {days}", l.describe()));
+            }
+            if !may_delete {
+                c.pass(
+                    "append-only",
+                    "the credentials may add but not delete: backups work; forget and prune need credentials that may delete",
+                );
+            }
+        }
+        Ok(Err(e)) => c.warn(
+            "object-lock",
+            format!("cannot read the bucket's Object Lock and delete rights: {e}"),
+            "let the credentials read the bucket's Object Lock configuration (s3:GetBucketObjectLockConfiguration)",
+        ),
+        Err(e) => c.warn("object-lock", e.to_string(), "run doctor again"),
+    }
 }
 
 /// The API, the key, the permission, the clock, through the product's own Octopus client.

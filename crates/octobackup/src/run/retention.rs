@@ -262,7 +262,13 @@ pub fn forget(
         }
     }
 
+    // The storage's own rules on deleting: an Object Lock's dates, and credentials that may not
+    // delete. Said before anything is removed, so a refusal never stops half-way.
+    hold_locked_sets(repo, opts, &mut report)?;
     let removed = report.removed_snapshots();
+    if !dry_run && !removed.is_empty() {
+        refuse_without_delete_rights(repo, "forget")?;
+    }
     if removed.is_empty() {
         if !dry_run {
             sweep_escrow(repo, &all_sets, grace_start, &mut report);
@@ -378,7 +384,124 @@ pub fn apply_after_backup(
     forget(repo, &config.repository.location, instance, &opts)
 }
 
-/// Frees the space of forgotten data. Two-phase unless `instant` (see `Repo::prune`).
+/// Frees the space of forgotten data. Two-phase unless `instant` (see `Repo::prune`). In a
+/// bucket with an Object Lock default retention, packs younger than the retention are left as
+/// they are; with credentials that may not delete, it is refused before anything is planned.
 pub fn prune(repo: &Repo, instant: bool) -> Result<PruneSummary, Failure> {
-    Ok(repo.prune(instant, &NoProgress)?)
+    refuse_without_delete_rights(repo, "prune")?;
+    let locked_days = repo.storage().object_lock()?.and_then(|l| l.days);
+    Ok(repo.prune_keeping(instant, locked_days, &NoProgress)?)
+}
+
+/// A time as the messages show it: UTC, to the minute.
+fn utc(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M UTC").to_string()
+}
+
+/// The latest lock date among `snapshots`, if one is still ahead.
+fn locked_until(
+    repo: &Repo,
+    snapshots: &[String],
+) -> Result<Option<octobackup_repo::Retention>, Failure> {
+    let now = chrono::Utc::now();
+    let mut latest: Option<octobackup_repo::Retention> = None;
+    for id in snapshots {
+        if let Some(r) = repo.storage().retention(&format!("snapshots/{id}"))?
+            && r.until > now
+            && latest.as_ref().is_none_or(|l| r.until > l.until)
+        {
+            latest = Some(r);
+        }
+    }
+    Ok(latest)
+}
+
+/// In a bucket with Object Lock, sets whose snapshots are still under retention stay: a set
+/// dropped by the policy is left alone with the date it may go; a set named by `--set` is
+/// refused (nothing removed). Leftover parts still locked stay too.
+fn hold_locked_sets(
+    repo: &Repo,
+    opts: &ForgetOptions,
+    report: &mut ForgetReport,
+) -> Result<(), Failure> {
+    if report.dropped.is_empty() && report.leftover_parts.is_empty() {
+        return Ok(());
+    }
+    let Some(lock) = repo.storage().object_lock()? else {
+        return Ok(());
+    };
+    let place = repo.storage().describe();
+    let mut refused = Vec::new();
+    let mut dropped = Vec::new();
+    for mut set in std::mem::take(&mut report.dropped) {
+        match locked_until(repo, &set.snapshots)? {
+            None => dropped.push(set),
+            Some(r) if !opts.sets.is_empty() => refused.push((set.set_id, r)),
+            Some(r) => {
+                set.reasons.push(format!(
+                    "left alone: under the bucket's Object Lock ({} mode) until {}; it can go after that",
+                    r.mode,
+                    utc(&r.until)
+                ));
+                set.snapshots.clear();
+                report.left_alone.push(set);
+            }
+        }
+    }
+    report.dropped = dropped;
+    if let Some((set, r)) = refused.iter().max_by_key(|(_, r)| r.until) {
+        let sets: Vec<&str> = refused.iter().map(|(s, _)| s.as_str()).collect();
+        return Err(Failure::new(
+            Exit::Repository,
+            format!(
+                "cannot forget {} {}: {} under the Object Lock of {place} ({} mode) until {}{}; nothing was removed. Forget {} after that date",
+                if sets.len() == 1 { "set" } else { "sets" },
+                sets.join(", "),
+                if sets.len() == 1 { "it is" } else { "they are" },
+                r.mode,
+                utc(&r.until),
+                if sets.len() > 1 {
+                    format!(" (set {set} the longest)")
+                } else {
+                    String::new()
+                },
+                if sets.len() == 1 { "it" } else { "them" },
+            ),
+        ));
+    }
+    let mut parts = Vec::new();
+    let mut held = 0;
+    for id in std::mem::take(&mut report.leftover_parts) {
+        if locked_until(repo, std::slice::from_ref(&id))?.is_some() {
+            held += 1;
+        } else {
+            parts.push(id);
+        }
+    }
+    report.leftover_parts = parts;
+    if held > 0 {
+        report.notes.push(format!(
+            "{held} leftover part snapshot(s) kept: still under the bucket's Object Lock"
+        ));
+    }
+    report.notes.push(format!(
+        "the repository's bucket has Object Lock ({}): sets still under retention are kept",
+        lock.describe()
+    ));
+    Ok(())
+}
+
+/// Refuses `what` (forget, prune) when the repository's credentials may not delete (an
+/// append-only bucket policy), before anything is removed.
+fn refuse_without_delete_rights(repo: &Repo, what: &str) -> Result<(), Failure> {
+    if repo.storage().may_delete()? {
+        return Ok(());
+    }
+    Err(Failure::new(
+        Exit::Repository,
+        format!(
+            "{what} refused: the credentials of {} may add but not delete (the bucket's policy denies s3:DeleteObject: an append-only repository); nothing was removed. Run {what} with credentials that may delete, from a machine that keeps them apart from the backup host",
+            repo.storage().describe()
+        ),
+    ))
 }

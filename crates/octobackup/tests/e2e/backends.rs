@@ -1,7 +1,7 @@
 //! The backend conformance suite: the same cases for every kind of repository, each against a
 //! real server (see `servers.rs`), started once for all of that backend's cases.
 //!
-//! Stock restic 0.14 checks the sets on the local folder, S3 and SFTP. It cannot reach Azurite on
+//! Stock restic 0.14 checks the sets on the local folder, S3 (moto and Ceph RGW) and SFTP. It cannot reach Azurite on
 //! a free port: its Azure client has no endpoint setting and sends the development account
 //! `devstoreaccount1` to 127.0.0.1:10000 only, so on Azure the suite checks with octobackup alone.
 
@@ -14,17 +14,20 @@ use std::process::Output;
 use std::sync::Arc;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
+pub(crate) enum Kind {
     Local,
     S3,
+    /// S3 on Ceph RGW (one cluster for the whole test binary, see `servers::ceph`).
+    Ceph,
     Azure,
     Sftp,
 }
 
 /// One backend: its server, and how octobackup and restic reach it.
-struct Backend {
-    kind: Kind,
+pub(crate) struct Backend {
+    pub(crate) kind: Kind,
     s3: Option<servers::S3>,
+    pub(crate) ceph: Option<Arc<servers::Ceph>>,
     azure: Option<servers::Server>,
     sftp: Option<servers::Sftp>,
     /// A gate the clients go through, to stop the server as they see it (fault cases).
@@ -32,17 +35,18 @@ struct Backend {
 }
 
 /// How a config names a repository on this backend.
-struct Place {
-    location: String,
-    options: Vec<(String, String)>,
-    env: Vec<(String, String)>,
+pub(crate) struct Place {
+    pub(crate) location: String,
+    pub(crate) options: Vec<(String, String)>,
+    pub(crate) env: Vec<(String, String)>,
 }
 
 impl Backend {
-    fn start(kind: Kind) -> Backend {
+    pub(crate) fn start(kind: Kind) -> Backend {
         let mut b = Backend {
             kind,
             s3: None,
+            ceph: None,
             azure: None,
             sftp: None,
             gate: None,
@@ -50,6 +54,7 @@ impl Backend {
         match kind {
             Kind::Local => {}
             Kind::S3 => b.s3 = Some(servers::start_s3()),
+            Kind::Ceph => b.ceph = Some(servers::ceph()),
             Kind::Azure => b.azure = Some(servers::start_azurite()),
             Kind::Sftp => b.sftp = Some(servers::start_sftp()),
         }
@@ -57,11 +62,12 @@ impl Backend {
     }
 
     /// As [`Backend::start`], with the clients going through a gate (none for a local folder).
-    fn start_gated(kind: Kind) -> Backend {
+    pub(crate) fn start_gated(kind: Kind) -> Backend {
         let mut b = Backend::start(kind);
         let server = match kind {
             Kind::Local => return b,
             Kind::S3 => b.s3.as_ref().unwrap().server.addr(),
+            Kind::Ceph => b.ceph.as_ref().unwrap().server().addr(),
             Kind::Azure => b.azure.as_ref().unwrap().addr(),
             Kind::Sftp => b.sftp.as_ref().unwrap().server.addr(),
         };
@@ -78,7 +84,7 @@ impl Backend {
 
     /// A repository under `path` (a prefix in the bucket, a folder on the server); `None` for
     /// the local backend, which keeps the lab's own repository folder.
-    fn place(&self, bucket: &str, path: &str) -> Option<Place> {
+    pub(crate) fn place(&self, bucket: &str, path: &str) -> Option<Place> {
         let env = |pairs: &[(&str, &str)]| {
             pairs
                 .iter()
@@ -95,6 +101,17 @@ impl Backend {
                     env: env(&[
                         ("AWS_ACCESS_KEY_ID", "octobackup-test"),
                         ("AWS_SECRET_ACCESS_KEY", "octobackup-test-secret"),
+                    ]),
+                })
+            }
+            Kind::Ceph => {
+                let ceph = self.ceph.as_ref().unwrap();
+                Some(Place {
+                    location: format!("s3:http://{}/{bucket}/{path}", self.front(ceph.server())),
+                    options: Vec::new(),
+                    env: env(&[
+                        ("AWS_ACCESS_KEY_ID", &ceph.access_key),
+                        ("AWS_SECRET_ACCESS_KEY", &ceph.secret_key),
                     ]),
                 })
             }
@@ -144,7 +161,12 @@ impl Backend {
 
     /// Stock restic on the repository at `place` (`None`: the lab's local one), or `None` where
     /// restic 0.14 cannot reach this server.
-    fn restic(&self, t: &TestLab, place: Option<&Place>, args: &[&str]) -> Option<Output> {
+    pub(crate) fn restic(
+        &self,
+        t: &TestLab,
+        place: Option<&Place>,
+        args: &[&str],
+    ) -> Option<Output> {
         let mut cmd = std::process::Command::new("restic");
         cmd.env("RESTIC_PASSWORD_FILE", t.repo_password_file())
             .env("RESTIC_CACHE_DIR", t.dir.path().join("restic-cache"))
@@ -153,7 +175,7 @@ impl Backend {
             Kind::Local => {
                 cmd.arg("-r").arg(t.repo_dir());
             }
-            Kind::S3 => {
+            Kind::S3 | Kind::Ceph => {
                 let p = place.unwrap();
                 cmd.arg("-r")
                     .arg(format!("s3:{}", p.location.trim_start_matches("s3:")));
@@ -188,7 +210,7 @@ impl Backend {
 }
 
 /// Points the lab's config at `place` (the local backend keeps its own).
-fn use_place(t: &TestLab, place: Option<&Place>) {
+pub(crate) fn use_place(t: &TestLab, place: Option<&Place>) {
     let Some(place) = place else { return };
     t.edit_config(|c| {
         let repo = c["repository"].as_table_mut().unwrap();
@@ -201,7 +223,7 @@ fn use_place(t: &TestLab, place: Option<&Place>) {
     });
 }
 
-async fn obk(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
+pub(crate) async fn obk(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
     let mut c = t.command(args);
     if let Some(p) = place {
         c.envs(p.env.iter().cloned());
@@ -211,7 +233,7 @@ async fn obk(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
         .unwrap()
 }
 
-async fn obk_ok(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
+pub(crate) async fn obk_ok(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
     let out = obk(t, place, args).await;
     assert!(
         out.status.success(),
@@ -225,7 +247,7 @@ async fn obk_ok(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
 }
 
 /// A storage error is one line, without the backend's internals.
-fn assert_one_clear_line(out: &Output, expect: &[&str]) {
+pub(crate) fn assert_one_clear_line(out: &Output, expect: &[&str]) {
     let err = stderr(out);
     let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "not one line: {err}");
@@ -427,6 +449,14 @@ async fn wrong_credentials(b: Arc<Backend>) {
             ];
             &["refused the credentials", "AWS_SECRET_ACCESS_KEY"]
         }
+        Kind::Ceph => {
+            for (k, v) in &mut place.env {
+                if k == "AWS_SECRET_ACCESS_KEY" {
+                    *v = "not-the-secret-key".into();
+                }
+            }
+            &["refused the credentials", "AWS_SECRET_ACCESS_KEY"]
+        }
         Kind::Azure => {
             for (k, v) in &mut place.env {
                 if k == "AZURE_STORAGE_KEY" {
@@ -477,7 +507,7 @@ async fn missing_bucket(b: Arc<Backend>) {
     };
     let config = bare_config(dir.path(), &place);
     let expect: &[&str] = match b.kind {
-        Kind::S3 => &["bucket does not exist", "create it first", "no-such-bucket"],
+        Kind::S3 | Kind::Ceph => &["bucket does not exist", "create it first", "no-such-bucket"],
         Kind::Azure => &[
             "container does not exist",
             "create it first",
@@ -535,7 +565,7 @@ async fn init_from_the_command_line(b: Arc<Backend>) {
     let dir = tempfile::tempdir().unwrap();
     let (location, env) = match b.kind {
         Kind::Local => (dir.path().join("repo").display().to_string(), Vec::new()),
-        Kind::S3 => {
+        Kind::S3 | Kind::Ceph => {
             let p = b.place(BUCKET, "from-the-command-line").unwrap();
             (p.location, p.env)
         }
@@ -941,6 +971,11 @@ async fn s3_on_moto_stopped() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_on_ceph_rgw_stopped() {
+    storage_stopped(Kind::Ceph).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_blob_on_azurite_stopped() {
     storage_stopped(Kind::Azure).await;
 }
@@ -971,6 +1006,11 @@ async fn s3_on_moto_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_on_ceph_rgw_conforms() {
+    suite(Kind::Ceph).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn azure_blob_on_azurite_conforms() {
     suite(Kind::Azure).await;
 }
@@ -978,4 +1018,347 @@ async fn azure_blob_on_azurite_conforms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sftp_on_openssh_conforms() {
     suite(Kind::Sftp).await;
+}
+
+// ---- Copies the backup host cannot delete: S3 Object Lock and append-only credentials ----
+
+/// The `snapshots/` objects of the repository at `prefix` in `bucket`, through the owner's key.
+fn snapshot_objects(ceph: &servers::Ceph, bucket: &str, prefix: &str) -> Vec<String> {
+    let storage = octobackup_repo::Storage::new(
+        format!("s3:{}/{bucket}/{prefix}", ceph.endpoint()),
+        [
+            ("access_key_id".to_string(), ceph.access_key.clone()),
+            ("secret_access_key".to_string(), ceph.secret_key.clone()),
+        ]
+        .into(),
+    );
+    storage.list("snapshots").unwrap()
+}
+
+/// Two sets in a bucket created with Object Lock (governance mode, 3 days' default retention):
+/// doctor reports the lock; `forget --set` of the older set is refused with the date and
+/// nothing is removed; a policy that would drop it leaves it alone and says until when; the
+/// set still restores byte-identical and stock restic checks the repository. Ceph itself
+/// refuses to delete a locked version: the lock is real.
+async fn object_lock_on_ceph() {
+    let b = tokio::task::spawn_blocking(|| Backend::start(Kind::Ceph))
+        .await
+        .unwrap();
+    let ceph = b.ceph.clone().unwrap();
+    let bucket = "object-locked";
+    let lock = octobackup_repo::ObjectLock {
+        mode: "GOVERNANCE".into(),
+        days: Some(3),
+    };
+    {
+        let ceph = ceph.clone();
+        tokio::task::spawn_blocking(move || ceph.owner(bucket).create_bucket(Some(&lock)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let mut t = TestLab::start().await;
+    let place = b.place(bucket, "lab");
+    let place = place.as_ref();
+    use_place(&t, place);
+    obk_ok(&t, place, &["init"]).await;
+    obk_ok(&t, place, &["backup"]).await;
+    let first = t.lab.fingerprint().await.unwrap();
+    t.lab.churn(1).await.unwrap();
+    obk_ok(&t, place, &["backup"]).await;
+
+    let out = obk(&t, place, &["doctor"]).await;
+    assert!(
+        stdout(&out).contains("object-lock")
+            && stdout(&out).contains("GOVERNANCE mode, 3 day(s) default retention"),
+        "doctor does not report the lock: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    let out = obk_ok(&t, place, &["--json", "snapshots"]).await;
+    let sets: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sets.len(), 2, "{sets:#?}");
+    let older = sets[0]["set_id"].as_str().unwrap().to_string();
+    let snapshots_before = snapshot_objects(&ceph, bucket, "lab");
+
+    // Named: refused as a whole, before anything is removed.
+    let out = obk(&t, place, &["forget", "--set", &older, "--prune"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert_one_clear_line(
+        &out,
+        &[
+            &format!("cannot forget set {older}"),
+            "Object Lock",
+            "GOVERNANCE mode",
+            "until",
+            "nothing was removed",
+        ],
+    );
+    // By policy: left alone, with the date; the prune keeps the young packs.
+    let out = obk_ok(
+        &t,
+        place,
+        &["--json", "forget", "--keep-last", "1", "--prune"],
+    )
+    .await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let inst = &report["instances"][0];
+    assert_eq!(inst["dropped"].as_array().unwrap().len(), 0, "{report:#}");
+    let held = &inst["left_alone"][0];
+    assert_eq!(held["set_id"], older.as_str(), "{report:#}");
+    assert!(
+        held["reasons"]
+            .to_string()
+            .contains("Object Lock (GOVERNANCE mode) until"),
+        "{report:#}"
+    );
+    assert_eq!(report["prune"]["locked_days"], 3, "{report:#}");
+    assert_eq!(report["prune"]["packs_removed"], 0, "{report:#}");
+
+    // Nothing was lost.
+    assert_eq!(snapshot_objects(&ceph, bucket, "lab"), snapshots_before);
+    let out = obk_ok(&t, place, &["--json", "snapshots"]).await;
+    let after: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(after.len(), 2, "{after:#?}");
+    let folders = t.dir.path().join("restored-older");
+    obk_ok(
+        &t,
+        place,
+        &[
+            "restore",
+            &older,
+            "--folders",
+            "--folders-to",
+            folders.to_str().unwrap(),
+        ],
+    )
+    .await;
+    for (name, files) in &first.folders {
+        assert_eq!(
+            &hash_tree(&folders.join(name)).unwrap(),
+            files,
+            "folder {name}"
+        );
+    }
+    let out = b.restic(&t, place, &["check", "--read-data"]).unwrap();
+    assert!(
+        out.status.success(),
+        "restic check: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // Ceph refuses to delete a locked version outright, whoever asks.
+    let key = format!("lab/snapshots/{}", snapshots_before[0]);
+    let (head, delete) = tokio::task::spawn_blocking(move || {
+        let s3 = ceph.owner(bucket);
+        let head = s3.send("HEAD", &key, &[], &[], Vec::new()).unwrap();
+        let version = head.header("x-amz-version-id").unwrap().to_string();
+        let delete = s3
+            .send("DELETE", &key, &[("versionId", &version)], &[], Vec::new())
+            .unwrap();
+        (head, delete)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        head.header("x-amz-object-lock-mode"),
+        Some("GOVERNANCE"),
+        "{head:?}"
+    );
+    assert_eq!(
+        delete.status, 403,
+        "a locked version was deleted: {delete:?}"
+    );
+    assert_eq!(delete.code(), Some("AccessDenied"), "{delete:?}");
+}
+
+/// The bucket policy of an append-only repository (README, "Copies the backup host cannot
+/// delete"): `user` may read, list and add, and is denied every delete; `admin` (the bucket's
+/// owner, kept off the backup host) may do everything, also with the objects `user` wrote
+/// (RGW, as S3 without "bucket owner enforced", leaves them owned by their writer).
+pub(crate) fn append_only_policy(bucket: &str, user: &str, admin: &str) -> String {
+    format!(
+        r#"{{"Version":"2012-10-17","Statement":[{{"Sid":"AdminDoesAll","Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{admin}"]}},"Action":["s3:*"],"Resource":["arn:aws:s3:::{bucket}","arn:aws:s3:::{bucket}/*"]}},{{"Sid":"BackupHostAdds","Effect":"Allow","Principal":{{"AWS":["arn:aws:iam:::user/{user}"]}},"Action":["s3:ListBucket","s3:GetObject","s3:PutObject","s3:GetBucketObjectLockConfiguration"],"Resource":["arn:aws:s3:::{bucket}","arn:aws:s3:::{bucket}/*"]}},{{"Sid":"BackupHostNeverDeletes","Effect":"Deny","Principal":{{"AWS":["arn:aws:iam:::user/{user}"]}},"Action":["s3:DeleteObject","s3:DeleteObjectVersion"],"Resource":["arn:aws:s3:::{bucket}/*"]}}]}}"#
+    )
+}
+
+/// Credentials that may add but not delete (a user of its own, a bucket policy denying
+/// s3:DeleteObject): backups work; forget and prune are refused with one line saying the
+/// credentials cannot delete, exit 5, and nothing is lost; the owner's credentials can.
+async fn append_only_on_ceph() {
+    let b = tokio::task::spawn_blocking(|| Backend::start(Kind::Ceph))
+        .await
+        .unwrap();
+    let ceph = b.ceph.clone().unwrap();
+    let bucket = "append-only";
+    let (key, secret) = {
+        let ceph = ceph.clone();
+        tokio::task::spawn_blocking(move || {
+            let owner = ceph.owner(bucket);
+            owner.create_bucket(None).unwrap();
+            let user = ceph.add_user("backup-host");
+            let policy = append_only_policy(bucket, "backup-host", "octobackup");
+            let r = owner
+                .send("PUT", "", &[("policy", "")], &[], policy.into_bytes())
+                .unwrap();
+            assert!(r.status < 300, "PutBucketPolicy: {r:?}");
+            user
+        })
+        .await
+        .unwrap()
+    };
+    let mut t = TestLab::start().await;
+    let mut place = b.place(bucket, "lab").unwrap();
+    place.env = vec![
+        ("AWS_ACCESS_KEY_ID".into(), key),
+        ("AWS_SECRET_ACCESS_KEY".into(), secret),
+    ];
+    let place = Some(&place);
+    use_place(&t, place);
+    obk_ok(&t, place, &["init"]).await;
+    obk_ok(&t, place, &["backup"]).await;
+    t.lab.churn(1).await.unwrap();
+    let out = obk_ok(&t, place, &["backup"]).await;
+    assert!(
+        stderr(&out).contains("the credentials may add but not delete"),
+        "{}",
+        stderr(&out)
+    );
+    let out = obk(&t, place, &["doctor"]).await;
+    assert!(
+        stdout(&out).contains("append-only"),
+        "doctor does not say append-only: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let before = snapshot_objects(&ceph, bucket, "lab");
+    assert!(!before.is_empty());
+
+    // A backup here cannot remove its set's part snapshots once the set is complete: they stay
+    // as leftovers, young for a day, which forget would leave alone (a run may be going).
+    for args in [
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--incomplete-grace",
+            "1s",
+            "--prune",
+        ][..],
+        &["prune"],
+        &["prune", "--instant"],
+    ] {
+        let out = obk(&t, place, args).await;
+        assert_eq!(out.status.code(), Some(5), "{args:?}: {}", stderr(&out));
+        assert!(stdout(&out).is_empty(), "{args:?}: {}", stdout(&out));
+        assert_one_clear_line(
+            &out,
+            &[
+                &format!("{} refused", args[0]),
+                "may add but not delete",
+                "s3:DeleteObject",
+                "nothing was removed",
+            ],
+        );
+    }
+    assert_eq!(snapshot_objects(&ceph, bucket, "lab"), before);
+    let owner = b.place(bucket, "lab");
+    let out = b.restic(&t, owner.as_ref(), &["check"]).unwrap();
+    assert!(out.status.success(), "restic check: {}", stderr(&out));
+
+    // Where the deleting credentials are kept, retention works.
+    let out = obk_ok(
+        &t,
+        owner.as_ref(),
+        &[
+            "forget",
+            "--keep-last",
+            "1",
+            "--incomplete-grace",
+            "1s",
+            "--prune",
+        ],
+    )
+    .await;
+    assert!(
+        stdout(&out).contains("dropped 1 set(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(snapshot_objects(&ceph, bucket, "lab").len() < before.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_object_lock_on_ceph_rgw_keeps_sets_until_their_date() {
+    object_lock_on_ceph().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_append_only_credentials_on_ceph_rgw_cannot_forget_or_prune() {
+    append_only_on_ceph().await;
+}
+
+// ---- Throughput: each real server against the local folder, in the same run ----
+
+/// Backup and restore wall times of the same lab (the small lab plus 48 MiB of incompressible
+/// artifacts, in a few dozen packs) on each backend, as ratios to the local folder measured in
+/// the same run. A measurement, not a test: nothing is asserted on the times. Run it with
+/// `cargo test -p octobackup --test e2e backends::throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement (prints a table), run on demand"]
+async fn throughput_against_the_local_folder() {
+    let mut rows: Vec<(String, f64, f64)> = Vec::new();
+    for kind in [Kind::Local, Kind::S3, Kind::Ceph, Kind::Azure, Kind::Sftp] {
+        let b = tokio::task::spawn_blocking(move || Backend::start(kind))
+            .await
+            .unwrap();
+        let t = TestLab::start().await;
+        let place = b.place(BUCKET, "throughput");
+        let place = place.as_ref();
+        use_place(&t, place);
+        let extra = t.lab.info().folders.artifacts.join("throughput");
+        std::fs::create_dir_all(&extra).unwrap();
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        for i in 0..192 {
+            let mut data = vec![0u8; 256 * 1024];
+            for chunk in data.chunks_mut(8) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+            }
+            std::fs::write(extra.join(format!("artifact-{i:03}.bin")), data).unwrap();
+        }
+        obk_ok(&t, place, &["init"]).await;
+        let start = std::time::Instant::now();
+        obk_ok(&t, place, &["backup"]).await;
+        let backup = start.elapsed().as_secs_f64();
+        let folders = t.dir.path().join("restored");
+        let start = std::time::Instant::now();
+        obk_ok(
+            &t,
+            place,
+            &[
+                "restore",
+                "--folders",
+                "--folders-to",
+                folders.to_str().unwrap(),
+            ],
+        )
+        .await;
+        let restore = start.elapsed().as_secs_f64();
+        rows.push((format!("{kind:?}"), backup, restore));
+    }
+    let (lb, lr) = (rows[0].1, rows[0].2);
+    eprintln!("| backend | backup (s) | x local | restore --folders (s) | x local |");
+    eprintln!("|---|---|---|---|---|");
+    for (name, b, r) in &rows {
+        eprintln!(
+            "| {name} | {b:.2} | {:.2} | {r:.2} | {:.2} |",
+            b / lb,
+            r / lr
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! Real storage servers for the backend suite, on 127.0.0.1 with free ports and temp folders:
-//! moto (S3, with IAM so that SigV4 signatures are checked), Azurite (Azure Blob) and OpenSSH's
-//! sshd (SFTP). `scripts/test.sh` installs them; a missing one fails the test with what to install.
+//! moto (S3, with IAM so that SigV4 signatures are checked), Ceph RGW (a real S3: versioning,
+//! Object Lock, bucket policies; one cluster per test binary, [`ceph`]), Azurite (Azure Blob)
+//! and OpenSSH's sshd (SFTP). `scripts/test.sh` installs them; a missing one fails the test with what to install.
 //! Each server is stopped by its PID when its handle drops, also when a test panics.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -73,7 +74,18 @@ fn free_port() -> u16 {
 }
 
 /// Starts `cmd` and waits (bounded) until it accepts connections on `port`.
-fn spawn(name: &'static str, mut cmd: Command, port: u16, dir: tempfile::TempDir) -> Server {
+fn spawn(name: &'static str, cmd: Command, port: u16, dir: tempfile::TempDir) -> Server {
+    spawn_within(name, cmd, port, dir, 30)
+}
+
+/// As [`spawn`], waiting at most `secs` seconds.
+fn spawn_within(
+    name: &'static str,
+    mut cmd: Command,
+    port: u16,
+    dir: tempfile::TempDir,
+    secs: u64,
+) -> Server {
     let log = std::fs::File::create(dir.path().join(format!("{name}.log"))).unwrap();
     let child = cmd
         .stdin(Stdio::null())
@@ -88,7 +100,7 @@ fn spawn(name: &'static str, mut cmd: Command, port: u16, dir: tempfile::TempDir
         name,
     };
     let addr: SocketAddr = server.addr().parse().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
             return server;
@@ -99,7 +111,7 @@ fn spawn(name: &'static str, mut cmd: Command, port: u16, dir: tempfile::TempDir
         }
         assert!(
             Instant::now() < deadline,
-            "{name} did not listen on {addr} within 30 s"
+            "{name} did not listen on {addr} within {secs} s"
         );
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -112,6 +124,9 @@ fn install_hint(name: &str) -> &'static str {
             "install it with `npm install --prefix target/test-tools azurite` (scripts/test.sh does)"
         }
         "sshd" => "install it with `apt-get install openssh-server` (scripts/test.sh does)",
+        "ceph" => {
+            "install Ceph RGW with `apt-get install --no-install-recommends ceph radosgw` (scripts/test.sh does)"
+        }
         _ => "see scripts/test.sh",
     }
 }
@@ -262,6 +277,279 @@ fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16,
     })
     .join()
     .unwrap()
+}
+
+// ---- S3: Ceph RGW ----
+
+/// Ceph's RADOS Gateway, a real S3 (signatures, versioning, Object Lock, bucket policies): one
+/// monitor, one OSD keeping its data in memory (memstore) and radosgw, all in one temp folder,
+/// stopped by PID (radosgw first) when this drops. About 15 s to start: once per test binary.
+pub struct Ceph {
+    /// radosgw; its temp folder holds the whole cluster.
+    rgw: Option<Server>,
+    /// ceph-osd, then ceph-mon.
+    daemons: Vec<Child>,
+    conf: PathBuf,
+    /// The cluster's folder, removed once every daemon is stopped.
+    _dir: Option<tempfile::TempDir>,
+    /// The S3 user with every right on its buckets.
+    pub access_key: String,
+    pub secret_key: String,
+}
+
+impl Drop for Ceph {
+    fn drop(&mut self) {
+        drop(self.rgw.take());
+        for d in &mut self.daemons {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        drop(self._dir.take());
+    }
+}
+
+impl Ceph {
+    pub fn server(&self) -> &Server {
+        self.rgw.as_ref().unwrap()
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.server().addr())
+    }
+
+    /// An S3 user of its own (`radosgw-admin user create`), as (access key, secret key).
+    pub fn add_user(&self, uid: &str) -> (String, String) {
+        let (key, secret) = (format!("{uid}-key"), format!("{uid}-secret-0123456789"));
+        self.admin(&[
+            "user",
+            "create",
+            &format!("--uid={uid}"),
+            &format!("--display-name={uid}"),
+            &format!("--access-key={key}"),
+            &format!("--secret-key={secret}"),
+        ]);
+        (key, secret)
+    }
+
+    /// A signed request as the main user (`uid` none) or another, for the tests' own setup and
+    /// probes (CreateBucket with Object Lock, PutBucketPolicy, DeleteObject of a version).
+    pub fn s3(&self, key: &str, secret: &str, bucket: &str) -> octobackup_repo::S3Client {
+        octobackup_repo::S3Client::new(&self.endpoint(), bucket, "us-east-1", key, secret).unwrap()
+    }
+
+    /// The main user's client on `bucket`.
+    pub fn owner(&self, bucket: &str) -> octobackup_repo::S3Client {
+        self.s3(&self.access_key, &self.secret_key, bucket)
+    }
+
+    fn admin(&self, args: &[&str]) -> String {
+        let out = Command::new("radosgw-admin")
+            .arg("-c")
+            .arg(&self.conf)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("radosgw-admin ({e}): {}", install_hint("ceph")));
+        assert!(out.status.success(), "radosgw-admin {args:?}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+/// Runs a Ceph tool to its end (mkfs, `ceph osd create`), with a bound.
+fn ceph_tool(program: &str, conf: &Path, args: &[&str]) -> std::process::Output {
+    let mut child = Command::new(program)
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program} ({e}): {}", install_hint("ceph")));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{program} {args:?} did not end within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn ceph_daemon(program: &str, conf: &Path, args: &[&str], log: &Path) -> Child {
+    let log = std::fs::File::create(log).unwrap();
+    Command::new(program)
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .arg("-f")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program} ({e}): {}", install_hint("ceph")))
+}
+
+/// The test binary's Ceph cluster, started on first use (about 15 s) and shared by every test
+/// that asks (each in a bucket or prefix of its own). It is stopped by PID when the test
+/// binary exits.
+pub fn ceph() -> std::sync::Arc<Ceph> {
+    static CEPH: std::sync::Mutex<Option<std::sync::Arc<Ceph>>> = std::sync::Mutex::new(None);
+    #[cfg(unix)]
+    extern "C" fn stop_ceph() {
+        // A start that panicked poisoned the lock: what it holds is still to be stopped.
+        drop(CEPH.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
+    let mut held = CEPH.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = held.as_ref() {
+        return c.clone();
+    }
+    let c = std::sync::Arc::new(start_ceph());
+    // Statics are never dropped: the daemons are stopped when the process exits.
+    #[cfg(unix)]
+    // SAFETY: registers a plain function with no arguments, as atexit requires.
+    unsafe {
+        libc::atexit(stop_ceph);
+    }
+    *held = Some(c.clone());
+    c
+}
+
+/// A one-node Ceph cluster with radosgw on free ports, and the bucket [`BUCKET`].
+pub fn start_ceph() -> Ceph {
+    for program in [
+        "ceph-mon",
+        "ceph-osd",
+        "radosgw",
+        "radosgw-admin",
+        "monmaptool",
+    ] {
+        find(
+            "ceph",
+            &[PathBuf::from(program), Path::new("/usr/bin").join(program)],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let (mon_port, rgw_port) = (free_port(), free_port());
+    let fsid = uuid::Uuid::new_v4().to_string();
+    for sub in ["run", "log", "mon/ceph-a", "osd/ceph-0", "rgw"] {
+        std::fs::create_dir_all(d.join(sub)).unwrap();
+    }
+    // No cephx (a test cluster on 127.0.0.1); one OSD, so pools of one copy and few PGs.
+    // radosgw waits 300 s for the monitor unless its client mode allows crc.
+    let conf_text = format!(
+        "[global]\nfsid = {fsid}\nmon host = v1:127.0.0.1:{mon_port}\nmon initial members = a\n\
+         auth cluster required = none\nauth service required = none\nauth client required = none\n\
+         ms bind msgr2 = false\nrun dir = {d}/run\nadmin socket = {d}/run/$name.asok\n\
+         log file = {d}/log/$name.log\npid file = {d}/run/$name.pid\nkeyring = {d}/keyring\n\
+         osd pool default size = 1\nosd pool default min size = 1\nosd pool default pg num = 8\n\
+         osd pool default pgp num = 8\nosd pool default pg autoscale mode = off\n\
+         mon allow pool size one = true\nmon warn on pool no redundancy = false\n\
+         osd crush chooseleaf type = 0\nosd objectstore = memstore\n\
+         memstore device bytes = 4294967296\nmon data avail crit = 0\n\
+         [mon]\nmon data = {d}/mon/$cluster-$id\n[osd]\nosd data = {d}/osd/$cluster-$id\n\
+         [client]\nms mon client mode = crc secure\nrgw data = {d}/rgw\n\
+         [client.rgw.a]\nrgw frontends = beast endpoint=127.0.0.1:{rgw_port}\n",
+        d = d.display()
+    );
+    let conf = d.join("ceph.conf");
+    std::fs::write(&conf, conf_text).unwrap();
+    let must = |out: std::process::Output, what: &str| {
+        assert!(out.status.success(), "{what}: {out:?}");
+    };
+    must(
+        Command::new("ceph-authtool")
+            .arg("--create-keyring")
+            .arg(d.join("keyring"))
+            .args(["--gen-key", "-n", "mon.", "--cap", "mon", "allow *"])
+            .output()
+            .unwrap(),
+        "ceph-authtool",
+    );
+    must(
+        Command::new("monmaptool")
+            .args(["--create", "--addv", "a"])
+            .arg(format!("[v1:127.0.0.1:{mon_port}]"))
+            .args(["--fsid", &fsid])
+            .arg(d.join("monmap"))
+            .output()
+            .unwrap(),
+        "monmaptool",
+    );
+    let monmap = d.join("monmap").display().to_string();
+    let keyring = d.join("keyring").display().to_string();
+    must(
+        ceph_tool(
+            "ceph-mon",
+            &conf,
+            &[
+                "--mkfs",
+                "-i",
+                "a",
+                "--monmap",
+                &monmap,
+                "--keyring",
+                &keyring,
+            ],
+        ),
+        "ceph-mon --mkfs",
+    );
+    // From here on the handle stops what was started, also when a step below panics.
+    let mut ceph = Ceph {
+        rgw: None,
+        daemons: vec![ceph_daemon(
+            "ceph-mon",
+            &conf,
+            &["-i", "a"],
+            &d.join("log/mon.out"),
+        )],
+        conf: conf.clone(),
+        _dir: None,
+        access_key: String::new(),
+        secret_key: String::new(),
+    };
+    must(
+        ceph_tool("ceph", &conf, &["osd", "create"]),
+        "ceph osd create",
+    );
+    must(
+        ceph_tool("ceph-osd", &conf, &["-i", "0", "--mkfs"]),
+        "ceph-osd --mkfs",
+    );
+    ceph.daemons.insert(
+        0,
+        ceph_daemon("ceph-osd", &conf, &["-i", "0"], &d.join("log/osd.out")),
+    );
+    ceph._dir = Some(dir);
+    let mut cmd = Command::new("radosgw");
+    cmd.arg("-c").arg(&conf).args(["-n", "client.rgw.a", "-f"]);
+    // radosgw creates its pools before it listens: slow on a loaded machine.
+    ceph.rgw = Some(spawn_within(
+        "radosgw",
+        cmd,
+        rgw_port,
+        tempfile::tempdir().unwrap(),
+        180,
+    ));
+    let (key, secret) = ceph.add_user("octobackup");
+    ceph.access_key = key;
+    ceph.secret_key = secret;
+    // radosgw listens before it serves: the first bucket is created once it answers.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match ceph.owner(BUCKET).create_bucket(None) {
+            Ok(()) => break,
+            Err(e) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "Ceph RGW did not serve within 60 s: {e}"
+                );
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+    }
+    ceph
 }
 
 // ---- Azure Blob: Azurite ----
