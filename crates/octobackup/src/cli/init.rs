@@ -32,7 +32,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     }
     let password = repository::password(&config, true)?;
     let cfg = repository::repo_config(&config, &password);
-    let created_bucket = tokio::task::spawn_blocking(move || {
+    let created_bucket = crate::run::blocking::blocking("creating the repository", move || {
         match Repo::init(&cfg) {
             // As restic does: create a missing bucket or container, then make the repository.
             Err(RepoError::Storage {

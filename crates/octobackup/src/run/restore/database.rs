@@ -351,7 +351,7 @@ async fn into_place(
             restore_planned(
                 server,
                 session,
-                &temp,
+                temp,
                 &staged,
                 &files,
                 base.as_deref(),
@@ -373,9 +373,9 @@ async fn into_place(
     let checked = async {
         lab_point("restore: checkdb").await;
         job.ui.status(&format!("DBCC CHECKDB on [{temp}]"));
-        checkdb(server, session, &temp, &job.ui).await?;
+        checkdb(server, session, temp, &job.ui).await?;
         let id = if t.clone {
-            Some(new_installation_id(session, &temp).await?)
+            Some(new_installation_id(session, temp).await?)
         } else {
             None
         };
@@ -395,7 +395,7 @@ async fn into_place(
             }));
         }
     };
-    let files = database_files(session, &temp).await.unwrap_or_default();
+    let files = database_files(session, temp).await.unwrap_or_default();
     if exists
         && let Err(e) = session
             .execute("DROP DATABASE", &tsql::drop_database(&t.target), None)
@@ -413,7 +413,7 @@ async fn into_place(
     if let Err(e) = session
         .execute(
             "rename the restored database",
-            &tsql::rename_database(&temp, &t.target),
+            &tsql::rename_database(temp, &t.target),
             None,
         )
         .await
