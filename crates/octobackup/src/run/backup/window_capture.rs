@@ -1,4 +1,5 @@
-//! The server folders inside the maintenance window, without the repository (issue 17).
+//! The server folders inside the maintenance window, without the repository: a slow or missing
+//! repository must never lengthen the time Octopus spends in maintenance mode.
 //!
 //! Before the window, octobackup lists the folders (path, kind, size, mtime, and the file's
 //! identity: inode and change time on Unix, creation time on Windows) into the run's staging
