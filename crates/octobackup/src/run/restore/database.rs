@@ -39,51 +39,34 @@ pub(super) async fn restore_as_sql(
     ui: &Ui,
 ) -> Result<(), SqlError> {
     let spid = session.server_info().await?.spid;
+    // One RESTORE statement with SQL Server's progress on a bar.
+    let mut step = async |label: &str, statement: String| {
+        let bar = ui.percent_bar(label);
+        let r = sql::run_with_progress(server, session, spid, label, &statement, None, &|p| {
+            bar.set(p)
+        })
+        .await;
+        bar.finish();
+        r
+    };
     if !staged.base_sql_paths.is_empty() {
         // An owned chain's set: the base WITH NORECOVERY, then the differential WITH RECOVERY.
-        let statement = crate::sqlserver::chain::restore_base(name, &staged.base_sql_paths, moves);
-        let bar = ui.percent_bar("RESTORE DATABASE (base)");
-        let r = sql::run_with_progress(
-            server,
-            session,
-            spid,
+        step(
             "RESTORE DATABASE (base)",
-            &statement,
-            None,
-            &|p| bar.set(p),
+            crate::sqlserver::chain::restore_base(name, &staged.base_sql_paths, moves),
         )
-        .await;
-        bar.finish();
-        r?;
-        let statement = crate::sqlserver::chain::restore_differential(name, &staged.sql_paths);
-        let bar = ui.percent_bar("RESTORE DATABASE (differential)");
-        let r = sql::run_with_progress(
-            server,
-            session,
-            spid,
+        .await?;
+        return step(
             "RESTORE DATABASE (differential)",
-            &statement,
-            None,
-            &|p| bar.set(p),
+            crate::sqlserver::chain::restore_differential(name, &staged.sql_paths),
         )
         .await;
-        bar.finish();
-        return r;
     }
-    let statement = tsql::restore_database(name, &staged.sql_paths, moves, false, 5);
-    let bar = ui.percent_bar("RESTORE DATABASE");
-    let r = sql::run_with_progress(
-        server,
-        session,
-        spid,
+    step(
         "RESTORE DATABASE",
-        &statement,
-        None,
-        &|p| bar.set(p),
+        tsql::restore_database(name, &staged.sql_paths, moves, false, 5),
     )
-    .await;
-    bar.finish();
-    r
+    .await
 }
 
 /// Restores `name` with its files beside the originals' folders, or in `data_dir` when given.
