@@ -50,8 +50,9 @@ pub fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
-/// Where a secret comes from. Config files name a source, never hold the value itself (an inline
-/// value is accepted only where the issue allows it, e.g. tests, and is discouraged by `doctor`).
+/// Where a secret comes from. Config files name a source, never hold the value itself: a value
+/// written into the config would sit in backups of the config, in editors' swap files and in
+/// support tickets.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SecretSource {
     Env(String),

@@ -106,11 +106,12 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
 /// `--report FILE`: a warning when it cannot be written, never a failure of the backup.
 async fn write_report(repo: &Arc<octobackup_repo::Repo>, config: &Config, out: &Path, ui: &Ui) {
     let (repo, config, out) = (repo.clone(), config.clone(), out.to_path_buf());
-    let written =
-        tokio::task::spawn_blocking(move || crate::report::write_report(&repo, &config, &out))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|f| f.message));
+    let written = crate::run::blocking::blocking("writing the report", move || {
+        crate::report::write_report(&repo, &config, &out)
+    })
+    .await
+    .map_err(|f| f.message)
+    .and_then(|r| r.map_err(|f| f.message));
     if let Err(e) = written {
         ui.note(&format!(
             "warning: the backup's outcome stands, but the report was not written: {e}"
@@ -241,7 +242,7 @@ async fn attempt(
     } else if forget {
         let state = crate::run::journal::StateDir::new(&config.state_dir(config_path));
         let (config, name) = (config.clone(), name.to_string());
-        let applied = tokio::task::spawn_blocking(move || {
+        let applied = crate::run::blocking::blocking("--forget", move || {
             crate::run::retention::apply_after_backup(&repo, &config, &name, &state)
         })
         .await;
@@ -257,7 +258,8 @@ async fn attempt(
             }
             Err(e) => {
                 ui.note(&format!(
-                    "warning: the backup is complete, but --forget failed: {e}"
+                    "warning: the backup is complete, but --forget failed: {}",
+                    e.message
                 ));
                 None
             }
@@ -380,10 +382,17 @@ async fn after_run(
         })
         .unwrap_or_default();
     let repo_bytes = match repo_folder.map(|p| p.to_path_buf()) {
-        Some(p) => tokio::task::spawn_blocking(move || crate::metrics::local_repository_bytes(&p))
-            .await
-            .ok()
-            .flatten(),
+        Some(p) => crate::run::blocking::blocking("measuring the repository", move || {
+            crate::metrics::local_repository_bytes(&p)
+        })
+        .await
+        .unwrap_or_else(|f| {
+            tracing::warn!(
+                "the repository's size is left out of the metrics: {}",
+                f.message
+            );
+            None
+        }),
         None => None,
     };
     if let Err(e) = history.record_backup(&event, folders, repo_bytes) {

@@ -168,7 +168,9 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     };
     let repo = repository::open_chosen(&config, args.copy.as_deref()).await?;
     let r = read.clone();
-    let report = tokio::task::spawn_blocking(move || repo.check_with(&r)).await??;
+    let report =
+        crate::run::blocking::blocking("checking the repository", move || repo.check_with(&r))
+            .await??;
     let out = output(report, &read);
     emit(json, &out, || human(&out));
     if !out.ok {

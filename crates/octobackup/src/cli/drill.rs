@@ -48,8 +48,12 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     let report = report?;
     // Kept in the repository for the report (report::drills); the drill's outcome stands either way.
     let record = crate::report::drills::Record::of(&report);
-    let recorded = tokio::task::spawn_blocking(move || record.store(&repo)).await;
-    if let Ok(Err(e)) = recorded {
+    let recorded = crate::run::blocking::blocking("keeping the drill's result", move || {
+        record.store(&repo).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|f| f.message);
+    if let Err(e) | Ok(Err(e)) = recorded {
         ui.note(&format!(
             "warning: the drill's result could not be kept in the repository (the report will not show it): {e}"
         ));

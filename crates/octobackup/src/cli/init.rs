@@ -39,7 +39,8 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     }
     let password = repository::password(&config, true)?;
     let cfg = repository::repo_config(&config, &password);
-    let created_bucket = tokio::task::spawn_blocking(move || create(&cfg)).await??;
+    let created_bucket =
+        crate::run::blocking::blocking("creating the repository", move || create(&cfg)).await??;
     let wrote_config = if !existing {
         std::fs::write(config_path, config::template(&config.repository.location)).map_err(
             |e| {

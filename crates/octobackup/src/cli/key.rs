@@ -126,7 +126,10 @@ pub async fn run(config_path: &Path, cmd: KeyCommand, json: bool) -> Result<(), 
             let host = args.host.clone().or_else(default_host);
             let user = args.user.clone().or_else(default_user);
             let pw = Password::new(new.expose());
-            let id = tokio::task::spawn_blocking(move || repo.add_key(&pw, host, user)).await??;
+            let id = crate::run::blocking::blocking("adding the key", move || {
+                repo.add_key(&pw, host, user)
+            })
+            .await??;
             emit(json, &serde_json::json!({"added": id}), || {
                 format!(
                     "added key {}: the new password opens the repository; the others still do\n",
@@ -136,17 +139,20 @@ pub async fn run(config_path: &Path, cmd: KeyCommand, json: bool) -> Result<(), 
         }
         KeyCommand::List => {
             let repo = repository::open(&config).await?;
-            let keys = tokio::task::spawn_blocking(move || repo.keys()).await??;
+            let keys =
+                crate::run::blocking::blocking("listing the keys", move || repo.keys()).await??;
             emit(json, &keys, || list_human(&keys));
         }
         KeyCommand::Remove(args) => {
             let repo = repository::open(&config).await?;
-            let id = tokio::task::spawn_blocking(move || repo.remove_key(&args.id))
-                .await?
-                .map_err(|e| match e {
-                    RepoError::InvalidInput(m) => Failure::new(Exit::Usage, m),
-                    other => other.into(),
-                })?;
+            let id = crate::run::blocking::blocking("removing the key", move || {
+                repo.remove_key(&args.id)
+            })
+            .await?
+            .map_err(|e| match e {
+                RepoError::InvalidInput(m) => Failure::new(Exit::Usage, m),
+                other => other.into(),
+            })?;
             emit(json, &serde_json::json!({"removed": id}), || {
                 format!(
                     "removed key {}: its password no longer opens the repository\n",

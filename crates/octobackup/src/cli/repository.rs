@@ -54,7 +54,10 @@ pub fn repo_config(config: &Config, password: &Secret) -> RepoConfig {
 
 pub async fn open(config: &Config) -> Result<Repo, Failure> {
     let cfg = repo_config(config, &password(config, false)?);
-    Ok(tokio::task::spawn_blocking(move || Repo::open(&cfg)).await??)
+    Ok(
+        crate::run::blocking::blocking("opening the repository", move || Repo::open(&cfg))
+            .await??,
+    )
 }
 
 /// The `[[copy]]` named `name`.

@@ -182,10 +182,12 @@ async fn run_job(config_path: &Path, args: &RunArgs, json: bool, ui: &Ui) -> Res
                 .await
                 .map_err(|f| f.message)?;
             let out = out.clone();
-            tokio::task::spawn_blocking(move || crate::report::write_report(&repo, &config, &out))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|f| f.message)
+            crate::run::blocking::blocking("writing the report", move || {
+                crate::report::write_report(&repo, &config, &out)
+            })
+            .await
+            .map_err(|f| f.message)?
+            .map_err(|f| f.message)
         }
         .await;
         if let Err(e) = written {

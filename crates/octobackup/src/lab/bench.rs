@@ -1,5 +1,5 @@
-//! `octobackup-lab bench`: measures, in one run on the same lab data, what issue "a maintenance
-//! window of seconds" asks: octobackup's maintenance window against Octopus's manual procedure,
+//! `octobackup-lab bench`: measures, in one run on the same lab data, what the promise of a
+//! maintenance window of seconds rests on: octobackup's maintenance window against Octopus's manual procedure,
 //! backup wall time against stock restic and against reading the data once, repository growth per
 //! simulated day against the bytes that changed (and against keeping one .bak a night), restore
 //! time against one plain copy, and peak memory. Figures are reported as ratios to a reference

@@ -727,11 +727,22 @@ async fn check_space(
     };
     let repo = std::sync::Arc::new(repo);
     let r = repo.clone();
-    let sets = tokio::task::spawn_blocking(move || list::list(&r, None))
+    let listed = crate::run::blocking::blocking("listing the sets", move || list::list(&r, None))
         .await
-        .ok()
-        .and_then(|r| r.ok())
-        .unwrap_or_default();
+        .and_then(|r| r.map_err(Failure::from));
+    let sets = match listed {
+        Ok(sets) => sets,
+        Err(f) => {
+            c.skip(
+                "free-space",
+                format!(
+                    "the sets could not be listed, so the last set's sizes are unknown: {}",
+                    f.message
+                ),
+            );
+            return;
+        }
+    };
     let Some(db_bytes) = sets
         .iter()
         .rev()

@@ -605,10 +605,12 @@ async fn restore_folders(job: &DrillJob, set: &ChosenSet, root: &Path) -> Result
             format!("{}/{}", backupset::FOLDERS_DIR, f.name),
             job.ui.repo_sink(&format!("drill: {}", f.name)),
         );
-        let s = tokio::task::spawn_blocking(move || repo.restore(&snap, &path, &dest, &*sink))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{}: {e}", f.name))?;
+        let s = crate::run::blocking::blocking("restoring the folders", move || {
+            repo.restore(&snap, &path, &dest, &*sink)
+        })
+        .await
+        .map_err(|f| f.message)?
+        .map_err(|e| format!("{}: {e}", f.name))?;
         // Warnings (ownership a non-root run cannot set...) do not fail the drill: the files are
         // checked next. They are shown.
         warnings.extend(s.warnings.iter().map(|w| format!("{}: {w}", f.name)));
@@ -676,11 +678,12 @@ pub fn compare_listing(
 
 async fn compare_folders(repo: &Arc<Repo>, set: &ChosenSet, root: &Path) -> Result<String, String> {
     let (repo2, snap) = (repo.clone(), set.snapshot_id.clone());
-    let entries =
-        tokio::task::spawn_blocking(move || repo2.list_files(&snap, backupset::FOLDERS_DIR))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+    let entries = crate::run::blocking::blocking("listing the folders", move || {
+        repo2.list_files(&snap, backupset::FOLDERS_DIR)
+    })
+    .await
+    .map_err(|f| f.message)?
+    .map_err(|e| e.to_string())?;
     compare_listing(root, &set.manifest.folders, &entries)
 }
 

@@ -3,6 +3,7 @@
 //! records for the report. They show progress through `progress::Progress` and never import `cli`.
 
 pub mod backup;
+pub mod blocking;
 pub mod connect;
 pub mod copy;
 pub mod doctor;

@@ -1,4 +1,4 @@
-//! The maintenance window never waits on storage (issue 17): nothing inside it touches the
+//! The maintenance window never waits on storage: nothing inside it touches the
 //! repository, what changed inside it is exactly what the set holds, and a window past its
 //! budget puts maintenance mode back and completes nothing.
 

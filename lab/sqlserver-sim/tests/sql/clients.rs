@@ -389,8 +389,8 @@ fn mssql_python_logs_in_queries_backs_up_and_cancels() {
     assert_backup_cancelled("Big_mssql_python");
 }
 
-/// What the review with other clients found beside RPC and ATTENTION (../shared/reference/
-/// tds-divergences.md D3, D5, D7, D9), through tiberius.
+/// Divergences from SQL Server that other clients found beside RPC and ATTENTION (D3, D5, D7 and
+/// D9, each named at its check below), checked here through tiberius.
 #[tokio::test]
 async fn divergences_found_by_other_clients_are_fixed() {
     let lab = start_lab("divergences", Edition::Developer, TlsSupport::NotSupported).await;

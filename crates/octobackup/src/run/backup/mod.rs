@@ -1261,20 +1261,21 @@ async fn backup_folders(
     };
     let repo = job.repo.clone();
     let sink = job.ui.repo_sink("folders (before window)");
-    let summary = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
-        .await
-        .map_err(|e| Failure::new(Exit::Failed, format!("the folder backup stopped: {e}")))?
-        .map_err(|e| {
-            let f = Failure::from(e);
-            // At most what the folders hold (before deduplication and compression).
-            let needed = super::space::is_disk_full(&f.message).then(|| {
-                folders
-                    .iter()
-                    .map(|(_, p)| super::space::tree_bytes(p))
-                    .sum()
-            });
-            super::space::repository_full(f, &job.repository_location, needed)
-        })?;
+    let summary = crate::run::blocking::blocking("the folder backup", move || {
+        repo.backup(items, &opts, &*sink)
+    })
+    .await?
+    .map_err(|e| {
+        let f = Failure::from(e);
+        // At most what the folders hold (before deduplication and compression).
+        let needed = super::space::is_disk_full(&f.message).then(|| {
+            folders
+                .iter()
+                .map(|(_, p)| super::space::tree_bytes(p))
+                .sum()
+        });
+        super::space::repository_full(f, &job.repository_location, needed)
+    })?;
     if !summary.unreadable.is_empty() {
         return Err(unreadable_files(&summary.unreadable, "could not be read"));
     }
@@ -1320,9 +1321,10 @@ async fn store_part(
     let repo = job.repo.clone();
     let sink = job.ui.repo_sink(label);
     let label = label.to_string();
-    let stored = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
-        .await
-        .map_err(|e| Failure::new(Exit::Failed, format!("storing the {label} stopped: {e}")))?;
+    let stored = crate::run::blocking::blocking(&format!("storing the {label}"), move || {
+        repo.backup(items, &opts, &*sink)
+    })
+    .await?;
     stored.map_err(|e| super::space::repository_full(e.into(), &job.repository_location, needed))
 }
 
@@ -1515,7 +1517,7 @@ async fn seal(
     obsolete.sort();
     obsolete.dedup();
     let repo = job.repo.clone();
-    let (merged, left_over) = tokio::task::spawn_blocking(move || {
+    let (merged, left_over) = crate::run::blocking::blocking("sealing the set", move || {
         let merged = repo.merge_snapshots(&parts, &opts);
         // Once the merged snapshot exists the set is complete: parts that cannot be deleted now
         // are only clutter (tagged `part`; `forget` drops them), not a failed backup.
@@ -1525,8 +1527,7 @@ async fn seal(
             .flatten();
         (merged, left_over)
     })
-    .await
-    .map_err(|e| Failure::new(Exit::Failed, e.to_string()))?;
+    .await?;
     steps.finish(
         r,
         merged.is_ok(),

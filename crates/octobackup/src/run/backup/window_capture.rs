@@ -1,4 +1,5 @@
-//! The server folders inside the maintenance window, without the repository (issue 17).
+//! The server folders inside the maintenance window, without the repository: a slow or missing
+//! repository must never lengthen the time Octopus spends in maintenance mode.
 //!
 //! Before the window, octobackup lists the folders (path, kind, size, mtime, and the file's
 //! identity: inode and change time on Unix, creation time on Windows) into the run's staging
@@ -516,17 +517,12 @@ pub async fn ingest(
     let mut keep = capture.keep.clone();
     // The folder above the server folders is the pass's own, never listed.
     keep.insert(backupset::FOLDERS_DIR.to_string());
-    let summary = tokio::task::spawn_blocking(move || match base {
-        Some(base) => repo.overlay(&base, &keep, items, &opts, &*sink),
-        None => repo.backup(items, &opts, &*sink),
-    })
-    .await
-    .map_err(|e| {
-        Failure::new(
-            Exit::Failed,
-            format!("storing the server folders stopped: {e}"),
-        )
-    })??;
+    let summary =
+        crate::run::blocking::blocking("storing the server folders", move || match base {
+            Some(base) => repo.overlay(&base, &keep, items, &opts, &*sink),
+            None => repo.backup(items, &opts, &*sink),
+        })
+        .await??;
     if !summary.unreadable.is_empty() {
         return Err(super::unreadable_files(
             &summary.unreadable,
@@ -551,14 +547,10 @@ pub async fn capture_blocking(
     }
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
-    tokio::task::spawn_blocking(move || capture(&folders, before.as_deref(), &dest, &cancel))
-        .await
-        .map_err(|e| {
-            Failure::new(
-                Exit::Failed,
-                format!("the capture of the server folders stopped: {e}"),
-            )
-        })?
+    crate::run::blocking::blocking("the capture of the server folders", move || {
+        capture(&folders, before.as_deref(), &dest, &cancel)
+    })
+    .await?
 }
 
 /// What is running inside the window, so that an overrun can say what it waited on.

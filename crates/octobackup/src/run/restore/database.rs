@@ -39,51 +39,34 @@ pub(super) async fn restore_as_sql(
     ui: &Ui,
 ) -> Result<(), SqlError> {
     let spid = session.server_info().await?.spid;
+    // One RESTORE statement with SQL Server's progress on a bar.
+    let mut step = async |label: &str, statement: String| {
+        let bar = ui.percent_bar(label);
+        let r = sql::run_with_progress(server, session, spid, label, &statement, None, &|p| {
+            bar.set(p)
+        })
+        .await;
+        bar.finish();
+        r
+    };
     if !staged.base_sql_paths.is_empty() {
         // An owned chain's set: the base WITH NORECOVERY, then the differential WITH RECOVERY.
-        let statement = crate::sqlserver::chain::restore_base(name, &staged.base_sql_paths, moves);
-        let bar = ui.percent_bar("RESTORE DATABASE (base)");
-        let r = sql::run_with_progress(
-            server,
-            session,
-            spid,
+        step(
             "RESTORE DATABASE (base)",
-            &statement,
-            None,
-            &|p| bar.set(p),
+            crate::sqlserver::chain::restore_base(name, &staged.base_sql_paths, moves),
         )
-        .await;
-        bar.finish();
-        r?;
-        let statement = crate::sqlserver::chain::restore_differential(name, &staged.sql_paths);
-        let bar = ui.percent_bar("RESTORE DATABASE (differential)");
-        let r = sql::run_with_progress(
-            server,
-            session,
-            spid,
+        .await?;
+        return step(
             "RESTORE DATABASE (differential)",
-            &statement,
-            None,
-            &|p| bar.set(p),
+            crate::sqlserver::chain::restore_differential(name, &staged.sql_paths),
         )
         .await;
-        bar.finish();
-        return r;
     }
-    let statement = tsql::restore_database(name, &staged.sql_paths, moves, false, 5);
-    let bar = ui.percent_bar("RESTORE DATABASE");
-    let r = sql::run_with_progress(
-        server,
-        session,
-        spid,
+    step(
         "RESTORE DATABASE",
-        &statement,
-        None,
-        &|p| bar.set(p),
+        tsql::restore_database(name, &staged.sql_paths, moves, false, 5),
     )
-    .await;
-    bar.finish();
-    r
+    .await
 }
 
 /// Restores `name` with its files beside the originals' folders, or in `data_dir` when given.
@@ -351,7 +334,7 @@ async fn into_place(
             restore_planned(
                 server,
                 session,
-                &temp,
+                temp,
                 &staged,
                 &files,
                 base.as_deref(),
@@ -373,9 +356,9 @@ async fn into_place(
     let checked = async {
         lab_point("restore: checkdb").await;
         job.ui.status(&format!("DBCC CHECKDB on [{temp}]"));
-        checkdb(server, session, &temp, &job.ui).await?;
+        checkdb(server, session, temp, &job.ui).await?;
         let id = if t.clone {
-            Some(new_installation_id(session, &temp).await?)
+            Some(new_installation_id(session, temp).await?)
         } else {
             None
         };
@@ -395,7 +378,7 @@ async fn into_place(
             }));
         }
     };
-    let files = database_files(session, &temp).await.unwrap_or_default();
+    let files = database_files(session, temp).await.unwrap_or_default();
     if exists
         && let Err(e) = session
             .execute("DROP DATABASE", &tsql::drop_database(&t.target), None)
@@ -413,7 +396,7 @@ async fn into_place(
     if let Err(e) = session
         .execute(
             "rename the restored database",
-            &tsql::rename_database(&temp, &t.target),
+            &tsql::rename_database(temp, &t.target),
             None,
         )
         .await

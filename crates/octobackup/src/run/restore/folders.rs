@@ -1,7 +1,7 @@
 //! The server folders back from the set: to their own or new paths, what is there moved aside
 //! first, never overwritten.
 
-use super::set::{ChosenSet, join_err};
+use super::set::ChosenSet;
 use super::{FolderRestored, RestoreJob};
 use crate::backupset::{self};
 use crate::error::{Exit, Failure};
@@ -71,9 +71,10 @@ pub(super) async fn restore_folders(
 ) -> Result<Vec<FolderRestored>, Failure> {
     let entries = {
         let (repo, snap) = (job.repo.clone(), set.snapshot_id.clone());
-        tokio::task::spawn_blocking(move || repo.list_files(&snap, backupset::FOLDERS_DIR))
-            .await
-            .map_err(join_err)??
+        crate::run::blocking::blocking("listing the folders", move || {
+            repo.list_files(&snap, backupset::FOLDERS_DIR)
+        })
+        .await??
     };
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
     let mut out = Vec::new();
@@ -104,9 +105,10 @@ pub(super) async fn restore_folders(
             dest.clone(),
             job.ui.repo_sink(&format!("folder {}", f.name)),
         );
-        let summary = tokio::task::spawn_blocking(move || repo.restore(&snap, &path, &d, &*sink))
-            .await
-            .map_err(join_err)??;
+        let summary = crate::run::blocking::blocking("restoring the folders", move || {
+            repo.restore(&snap, &path, &d, &*sink)
+        })
+        .await??;
         if moved > 0 {
             job.ui.note(&format!(
                 "{}: moved {moved} existing file(s) aside to {}",

@@ -1,7 +1,7 @@
 //! The master key and license from the set: read from the repository, written only to a file the
 //! user names (owner-only, never over an existing file).
 
-use super::set::{ChosenSet, join_err};
+use super::set::ChosenSet;
 use crate::backupset::{self};
 use crate::error::{Exit, Failure};
 use crate::secret::Secret;
@@ -19,7 +19,7 @@ pub async fn read_secrets(
         set.manifest.secrets.master_key,
         set.manifest.secrets.license,
     );
-    tokio::task::spawn_blocking(move || {
+    crate::run::blocking::blocking("reading the secrets", move || {
         let read = |path: &str| -> Result<Secret, Failure> {
             let bytes = repo.read_file(&snap, path)?;
             let text = std::str::from_utf8(&bytes).map_err(|_| {
@@ -39,8 +39,7 @@ pub async fn read_secrets(
         };
         Ok((key, license))
     })
-    .await
-    .map_err(join_err)?
+    .await?
 }
 
 /// Creates `path` for secrets: owner-only permissions, never over an existing file.

@@ -13,10 +13,6 @@ pub struct ChosenSet {
     pub manifest: Manifest,
 }
 
-pub(super) fn join_err(e: tokio::task::JoinError) -> Failure {
-    Failure::new(Exit::Failed, format!("a worker stopped: {e}"))
-}
-
 /// Finds the set to restore: `wanted` (set id, its start, a snapshot id's start: of any
 /// instance) or the newest complete set of the instance ("latest" or `None`).
 pub async fn choose_set(
@@ -27,7 +23,7 @@ pub async fn choose_set(
     let repo = repo.clone();
     let instance = instance.to_string();
     let wanted = wanted.unwrap_or("latest").to_string();
-    tokio::task::spawn_blocking(move || {
+    super::super::blocking::blocking("finding the set", move || {
         // A set named by id may come from another instance (a move to a new server whose config
         // names it differently); "latest" is the newest of this instance.
         let any_instance = wanted != "latest";
@@ -61,5 +57,5 @@ pub async fn choose_set(
         })
     })
     .await
-    .map_err(join_err)?
+    ?
 }

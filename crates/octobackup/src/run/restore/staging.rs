@@ -1,7 +1,7 @@
 //! The set's .bak files copied back from the repository onto the staging share, where SQL Server
 //! reads them; a stop ends a copy at its next write.
 
-use super::set::{ChosenSet, join_err};
+use super::set::ChosenSet;
 use crate::config::InstanceConfig;
 use crate::error::{Exit, Failure};
 use crate::run::connect::sql_side_path;
@@ -137,13 +137,12 @@ pub async fn stage_database(
         );
         let gate = copy_gate(stop.clone());
         COPYING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        let r = tokio::task::spawn_blocking(move || {
+        let r = crate::run::blocking::blocking("copying the .bak from the repository", move || {
             let r = repo.restore_gated(&snap, &path, &dest, &*sink, &gate);
             COPYING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             r
         })
-        .await
-        .map_err(join_err)?;
+        .await?;
         if let Err(e) = r {
             staged.remove();
             return Err(e.into());
