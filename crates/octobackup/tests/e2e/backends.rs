@@ -595,9 +595,32 @@ fn stop_storage(b: &Backend, t: &TestLab) {
     }
 }
 
+/// How a stopped storage server looks to the client.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Outage {
+    /// Connections refused, open ones cut.
+    Refused,
+    /// Connections accepted and never answered.
+    Hangs,
+    /// Response headers sent, then the body stalls (HTTP servers).
+    StallsBodies,
+}
+
+/// As [`stop_storage`], the way `how` says (a local folder can only go away).
+fn stop_storage_as(b: &Backend, t: &TestLab, how: Outage) {
+    match (&b.gate, how) {
+        (Some(g), Outage::Hangs) => g.hang(),
+        (Some(g), Outage::StallsBodies) => g.stall_bodies(),
+        _ => stop_storage(b, t),
+    }
+}
+
 fn start_storage(b: &Backend, t: &TestLab) {
     match &b.gate {
-        Some(g) => g.open(),
+        Some(g) => {
+            g.close();
+            g.open();
+        }
         None if b.kind == Kind::Local => {
             std::fs::rename(t.dir.path().join("repository-away"), t.repo_dir()).unwrap()
         }
@@ -688,7 +711,9 @@ async fn ssh_leftovers(sftp: &servers::Sftp, gate_port: Option<u16>) -> Vec<Stri
 
 /// The storage stopped before the run: the run ends at the retry budget with one line, before
 /// maintenance mode is touched; the earlier set stays the only complete one.
-async fn stopped_before_the_run(kind: Kind) {
+/// A server that hangs (or stalls mid-body) fails each request at its timeout, which counts
+/// against the same budget: the run still ends with one line, naming the timeout.
+async fn stopped_before_the_run(kind: Kind, how: Outage) {
     let b = tokio::task::spawn_blocking(move || Backend::start_gated(kind))
         .await
         .unwrap();
@@ -697,10 +722,17 @@ async fn stopped_before_the_run(kind: Kind) {
     obk_ok(&t, place, &["backup"]).await;
     let changes = maintenance_changes(&t.events()).len();
 
-    stop_storage(&b, &t);
+    stop_storage_as(&b, &t, how);
     let out = obk(&t, place, &["backup"]).await;
-    let case = format!("{kind:?} stopped before the run");
+    let case = format!("{kind:?} stopped before the run ({how:?})");
     assert_storage_gone(&b, &out, false, &case);
+    if how != Outage::Refused {
+        assert!(
+            stderr(&out).contains("failed with timeout"),
+            "{case}: the timeout not named: {}",
+            stderr(&out)
+        );
+    }
     assert_eq!(
         maintenance_changes(&t.events()).len(),
         changes,
@@ -730,7 +762,7 @@ async fn stopped_before_the_run(kind: Kind) {
 /// The storage stopped while the run is under way (during the window's BACKUP DATABASE, so the
 /// run meets it after the window, while it stores the set): the run ends within the retry budget
 /// with one line, maintenance mode is put back, no set is complete.
-async fn stopped_during_the_run(kind: Kind) {
+async fn stopped_during_the_run(kind: Kind, how: Outage) {
     let b = tokio::task::spawn_blocking(move || Backend::start_gated(kind))
         .await
         .unwrap();
@@ -748,12 +780,12 @@ async fn stopped_during_the_run(kind: Kind) {
         .spawn()
         .unwrap();
     t.wait_for_event("backup_started").await;
-    stop_storage(&b, &t);
+    stop_storage_as(&b, &t, how);
     t.lab.sql().set_backup_rate(None);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
-    let case = format!("{kind:?} stopped during the run");
+    let case = format!("{kind:?} stopped during the run ({how:?})");
     assert_storage_gone(&b, &out, true, &case);
     let changes = maintenance_changes(&t.events());
     assert!(
@@ -913,18 +945,21 @@ async fn suite(kind: Kind) {
 /// The fault cases of one backend, each on a server (and gate) of its own.
 async fn storage_stopped(kind: Kind) {
     let mut failures = Vec::new();
-    for (name, result) in [
-        (
-            "stopped before the run",
-            tokio::spawn(stopped_before_the_run(kind)).await,
-        ),
-        (
-            "stopped during the run",
-            tokio::spawn(stopped_during_the_run(kind)).await,
-        ),
-    ] {
-        if let Err(e) = result {
-            failures.push(format!("{kind:?} / {name}: {e}"));
+    // Hanging and stalling need a gate (a remote server); stalled bodies an HTTP one.
+    let outages: &[Outage] = match kind {
+        Kind::Local => &[Outage::Refused],
+        Kind::Sftp => &[Outage::Refused, Outage::Hangs],
+        _ => &[Outage::Refused, Outage::Hangs, Outage::StallsBodies],
+    };
+    for &how in outages {
+        if let Err(e) = tokio::spawn(stopped_before_the_run(kind, how)).await {
+            failures.push(format!("{kind:?} / stopped before the run ({how:?}): {e}"));
+        }
+        if how == Outage::StallsBodies {
+            continue;
+        }
+        if let Err(e) = tokio::spawn(stopped_during_the_run(kind, how)).await {
+            failures.push(format!("{kind:?} / stopped during the run ({how:?}): {e}"));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
