@@ -104,7 +104,7 @@ pub struct BackupReport {
 }
 
 /// The instance's secrets, read on the Octopus host and from its API.
-struct Secrets {
+pub(super) struct Secrets {
     master_key: master_key::MasterKey,
     license_text: Secret,
 }
@@ -140,13 +140,13 @@ async fn capture_secrets(
 }
 
 /// What the window produced, handed to the ingest after maintenance mode is back.
-struct Captured {
-    bak_local: Vec<PathBuf>,
+pub(super) struct Captured {
+    pub(super) bak_local: Vec<PathBuf>,
     /// The folder entries the window changed, copied onto staging, and what it kept.
-    folders: Capture,
+    pub(super) folders: Capture,
     /// The folder pass before the window: the base of the folders' part, deleted once the set
     /// is sealed.
-    pre_pass: Option<String>,
+    pub(super) pre_pass: Option<String>,
 }
 
 pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
@@ -240,6 +240,8 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         r = capture_secrets(&job, &octopus, &mut m, &mut steps) => r?,
         sig = stop.wait() => return Err(before_window(sig)),
     };
+    // Sets kept on staging by earlier runs whose storage stopped after their window.
+    super::kept::store_kept_sets(&job, &sqlserver, &secrets, &m.database.name).await?;
 
     // A folder of its own per set on the staging share, so the staged files carry the names they
     // get in the set and nothing else on the share is touched.
@@ -481,8 +483,15 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     let stored = match stored {
         Ok(s) => s,
         Err(e) => {
-            discard_run(&job.repo, &set_id, &staging_local);
-            return Err(e);
+            // The storage stopped answering: the window's work is kept for the next run.
+            return Err(super::kept::keep_or_discard(
+                &job,
+                &staging_local,
+                &m,
+                &steps,
+                &captured,
+                e,
+            ));
         }
     };
     // The seal is never cut short: the set is complete the moment it ends, and what the run then
@@ -508,10 +517,14 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
                 recovered,
             })
         }
-        Err(e) => {
-            discard_run(&job.repo, &set_id, &staging_local);
-            Err(e)
-        }
+        Err(e) => Err(super::kept::keep_or_discard(
+            &job,
+            &staging_local,
+            &m,
+            &steps,
+            &captured,
+            e,
+        )),
     }
 }
 
@@ -544,7 +557,7 @@ async fn recover_earlier_run(
 /// Undoes what a failed run stored: its staging folder and every part snapshot of its set (found
 /// by tag, so parts written by a pass the failure interrupted go too). Best effort: what is left
 /// is tagged `part`, never `complete`, and `forget` removes it.
-fn discard_run(repo: &Repo, set_id: &str, staging: &std::path::Path) {
+pub(super) fn discard_run(repo: &Repo, set_id: &str, staging: &std::path::Path) {
     let _ = std::fs::remove_dir_all(staging);
     let parts = part_snapshots(repo, set_id);
     if !parts.is_empty() {
@@ -573,7 +586,7 @@ fn on_off(b: bool) -> &'static str {
 /// The marker file in each run's staging folder: which instance and run it belongs to. The
 /// folder also holds the window's folder listing and copies (`window_capture`), so whatever
 /// removes a leftover folder removes them too.
-const STAGING_MARKER: &str = "octobackup-run.json";
+pub(super) const STAGING_MARKER: &str = "octobackup-run.json";
 
 /// True for a name octobackup gives a run's staging folder: `octobackup-` and a set id
 /// (`20260101T000000Z-0123ab`).
@@ -604,6 +617,8 @@ pub fn staging_leftovers(instance_name: &str, inst: &InstanceConfig) -> Vec<Path
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter(|e| e.file_name().to_str().is_some_and(is_staging_folder_name))
+        // A set kept for the next run (its storage stopped after the window) is not a leftover.
+        .filter(|e| !super::kept::is_kept(&e.path()))
         .filter(|e| {
             std::fs::read(e.path().join(STAGING_MARKER))
                 .ok()
@@ -1284,7 +1299,7 @@ async fn store_part(
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn ingest(
+pub(super) async fn ingest(
     job: &BackupJob,
     sqlserver: &SqlServer,
     set_id: &str,
@@ -1420,7 +1435,7 @@ async fn ingest(
 }
 
 /// The parts stored after the window, waiting to be sealed into the set.
-struct Stored {
+pub(super) struct Stored {
     folders: octobackup_repo::BackupSummary,
     database: octobackup_repo::BackupSummary,
     meta: octobackup_repo::BackupSummary,
@@ -1437,7 +1452,7 @@ fn sealed_despite_stop(sig: &str) -> String {
 
 /// Merges the parts into the set's single snapshot, tagged `complete`, and publishes the escrow
 /// copy. Not cancellable: once the merge has run the set is complete.
-async fn seal(
+pub(super) async fn seal(
     job: &BackupJob,
     set_id: &str,
     c: &Captured,

@@ -7,6 +7,7 @@ pub mod chain;
 pub mod connect;
 pub mod drill;
 pub mod journal;
+pub mod kept;
 pub mod leftovers;
 pub mod maintenance;
 pub mod progress;
