@@ -851,6 +851,93 @@ async fn stopped_during_the_run(kind: Kind, how: Outage) {
     );
 }
 
+/// The storage stopped the moment maintenance mode goes on (a lab hook, before the stand-in
+/// answers): nothing inside the window touches the repository, so the window is as long as with
+/// the storage up. The gate records every connection it accepts in the lab's event log: none
+/// between maintenance on and off, while the run's later tries (after the window) are there. The
+/// window's recorded length is within `wait.max_window` (no overrun); the run ends with one line,
+/// exit 5, the set kept on staging (remote storage), none complete, maintenance mode as found,
+/// no ssh process or control folder left.
+async fn stopped_inside_the_window(kind: Kind, how: Outage) {
+    let b = tokio::task::spawn_blocking(move || Backend::start_gated(kind))
+        .await
+        .unwrap();
+    let (t, place) = lab_on(&b, "stopped-inside").await;
+    let place = place.as_ref();
+    t.edit_config(|c| {
+        let i = TestLab::instance_table(c);
+        let w = i
+            .entry("wait")
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .unwrap();
+        w.insert("timeout".into(), "1m".into());
+        w.insert("max_window".into(), "2m".into());
+    });
+    let log = t.lab.event_log().clone();
+    let stop: Box<dyn Fn() + Send + Sync> = match &b.gate {
+        Some(g) => {
+            let seen = log.clone();
+            g.on_connection(std::sync::Arc::new(move || {
+                seen.record("storage", "storage_connection", serde_json::json!({}))
+            }));
+            match how {
+                Outage::Hangs => Box::new(g.hang_switch()),
+                _ => Box::new(g.close_switch()),
+            }
+        }
+        None => {
+            let (from, to) = (t.repo_dir(), t.dir.path().join("repository-away"));
+            Box::new(move || std::fs::rename(&from, &to).unwrap())
+        }
+    };
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    log.on("maintenance_changed", move |e| {
+        if e.detail["on"] == true && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            stop();
+        }
+    });
+
+    let out = obk(&t, place, &["backup"]).await;
+    let case = format!("{kind:?} stopped inside the window ({how:?})");
+    assert_storage_gone(&b, &out, b.gate.is_some(), &case);
+    let events = t.events();
+    let changes = maintenance_changes(&events);
+    let (on, off) = match changes.as_slice() {
+        [(on, true), (off, false), ..] => (*on, *off),
+        _ => panic!("{case}: the window: {changes:?}"),
+    };
+    if b.gate.is_some() {
+        let conns = seqs(&events, "storage_connection");
+        assert!(
+            conns.iter().any(|s| *s < on),
+            "{case}: no storage connection seen before the window: {conns:?}"
+        );
+        let inside: Vec<&u64> = conns.iter().filter(|s| **s > on && **s < off).collect();
+        assert!(
+            inside.is_empty(),
+            "{case}: the window touched the storage (events {inside:?} between {on} and {off})"
+        );
+        if how == Outage::Hangs {
+            assert!(
+                conns.iter().any(|s| *s > off),
+                "{case}: the run's tries after the window not seen: {conns:?}"
+            );
+        }
+        let kept = t.staging_files();
+        assert_eq!(kept.len(), 1, "{case}: staging holds {kept:?}");
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(kept[0].join("octobackup-kept.json")).unwrap())
+                .unwrap();
+        let window = record["manifest"]["window"]["seconds"].as_f64().unwrap();
+        assert!(
+            window > 0.0 && window <= 120.0,
+            "{case}: the window's recorded length {window}s against wait.max_window = 2m"
+        );
+    }
+    assert_as_found(&b, &t, place, 0, &case).await;
+}
+
 /// SIGTERM (a service manager's stop) during an SFTP backup: maintenance mode is put back, exit
 /// 130, and the run's ssh masters and control folder go with it.
 async fn sftp_stopped_by_sigterm() {
@@ -1016,6 +1103,11 @@ async fn storage_stopped(kind: Kind) {
         }
         if let Err(e) = tokio::spawn(stopped_during_the_run(kind, how)).await {
             failures.push(format!("{kind:?} / stopped during the run ({how:?}): {e}"));
+        }
+        if let Err(e) = tokio::spawn(stopped_inside_the_window(kind, how)).await {
+            failures.push(format!(
+                "{kind:?} / stopped inside the window ({how:?}): {e}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));

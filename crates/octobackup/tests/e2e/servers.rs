@@ -474,7 +474,11 @@ pub struct Gate {
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// How new connections are served: [`FORWARD`], [`HANG`] or [`STALL_BODY`].
     mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    /// Called for each connection the gate accepts (whatever it then does with it).
+    watch: std::sync::Arc<std::sync::Mutex<Option<ConnectionHook>>>,
 }
+
+pub type ConnectionHook = std::sync::Arc<dyn Fn() + Send + Sync>;
 
 const FORWARD: u8 = 0;
 /// Accepted, and never answered (a server whose process hangs, a proxy with a dead upstream).
@@ -492,14 +496,16 @@ impl Gate {
             conns: Default::default(),
             done: Default::default(),
             mode: Default::default(),
+            watch: Default::default(),
         };
         gate.open();
-        let (listener, conns, done, upstream, mode) = (
+        let (listener, conns, done, upstream, mode, watch) = (
             gate.listener.clone(),
             gate.conns.clone(),
             gate.done.clone(),
             gate.upstream,
             gate.mode.clone(),
+            gate.watch.clone(),
         );
         std::thread::spawn(move || {
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
@@ -513,6 +519,10 @@ impl Gate {
                     continue;
                 };
                 let _ = client.set_nonblocking(false);
+                let hook = watch.lock().unwrap().clone();
+                if let Some(hook) = hook {
+                    hook();
+                }
                 let how = mode.load(std::sync::atomic::Ordering::SeqCst);
                 if how == HANG {
                     conns.lock().unwrap().push(client);
@@ -562,6 +572,34 @@ impl Gate {
         };
         l.set_nonblocking(true).unwrap();
         *self.listener.lock().unwrap() = Some(l);
+    }
+
+    /// Calls `hook` for each connection the gate accepts from now on.
+    pub fn on_connection(&self, hook: ConnectionHook) {
+        *self.watch.lock().unwrap() = Some(hook);
+    }
+
+    /// A switch that makes the gate hang (as [`Gate::hang`]), usable from another thread or a
+    /// lab hook.
+    pub fn hang_switch(&self) -> impl Fn() + Send + Sync + 'static {
+        let (mode, conns) = (self.mode.clone(), self.conns.clone());
+        move || {
+            mode.store(HANG, std::sync::atomic::Ordering::SeqCst);
+            for c in conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// A switch that closes the gate (as [`Gate::close`]), usable from another thread.
+    pub fn close_switch(&self) -> impl Fn() + Send + Sync + 'static {
+        let (listener, conns) = (self.listener.clone(), self.conns.clone());
+        move || {
+            *listener.lock().unwrap() = None;
+            for c in conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
 
     /// Listens, but never answers new connections (the open ones are cut, so the clients'
