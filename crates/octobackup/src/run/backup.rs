@@ -50,6 +50,9 @@ pub struct BackupJob {
     /// Told at once when maintenance mode could not be put back (exit 7), before the run cleans
     /// up: `[notify]` sends it before anything else can fail or hang.
     pub alarm: Option<crate::notify::Alarm>,
+    /// The connection running BACKUP DATABASE, while it runs: when the window's budget cuts the
+    /// BACKUP short, it is kept here to tell SQL Server to stop (ATTENTION) after the drop.
+    running_backup: Arc<tokio::sync::Mutex<Option<sql::Session>>>,
 }
 
 impl BackupJob {
@@ -77,6 +80,7 @@ impl BackupJob {
             ui,
             stop: Stop::listen(),
             alarm: None,
+            running_backup: Default::default(),
         }
     }
 
@@ -374,9 +378,10 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     let track = window_capture::Track::default();
     let capture_dest = staging_local.join(window_capture::CAPTURE_DIR);
     let inside = tokio::select! {
-        r = tokio::time::timeout_at(deadline, inside_window(&job, &octopus, &sqlserver, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_ref(), &capture_dest, &track, &mut m, &mut steps)) => {
-            r.unwrap_or_else(|_| Err(window_capture::overran(budget, &track.running(), window.previous)))
-        }
+        r = tokio::time::timeout_at(deadline, inside_window(&job, &octopus, &sqlserver, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_ref(), &capture_dest, &track, &mut m, &mut steps)) => match r {
+            Ok(r) => r,
+            Err(_) => Err(window_capture::overran(budget, &track.running(), window.previous)),
+        },
         sig = stop.wait() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode was put back {}; nothing was marked complete", on_off(window.previous)))),
     };
 
@@ -440,6 +445,10 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     );
     m.window.end = Some(window_end);
     m.window.seconds = (window_end - window.started).num_milliseconds() as f64 / 1000.0;
+    // A BACKUP DATABASE the budget or a stop cut short is told to stop, maintenance mode back.
+    if let Err(f) = inside {
+        inside = Err(stop_cut_backup(&job, &staging_local, f).await);
+    }
 
     if let Err(e) = left {
         let stuck = job
@@ -528,6 +537,33 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     }
 }
 
+/// The window's budget ran out, and with BACKUP DATABASE still running its statement was dropped:
+/// SQL Server is told to stop it (ATTENTION on its connection, and its acknowledgment awaited),
+/// and the message says what became of it. Without the acknowledgment the BACKUP may still be
+/// writing in the staging folder, so the folder is kept with its marker for the next run's
+/// leftover clean-up rather than removed under SQL Server's feet.
+async fn stop_cut_backup(job: &BackupJob, staging: &std::path::Path, mut f: Failure) -> Failure {
+    let Some(mut session) = job.running_backup.lock().await.take() else {
+        return f;
+    };
+    let base = f.message.trim_end_matches('.').to_string();
+    f.message = if session.cancel(Duration::from_secs(15)).await {
+        format!("{base}. SQL Server stopped the cut BACKUP DATABASE (ATTENTION, acknowledged).")
+    } else {
+        // Keeps the marker: `discard_run` must not remove the folder SQL Server may still write.
+        let _ = std::fs::write(staging.join(KEEP_FOR_CLEANUP), "");
+        format!(
+            "{base}. SQL Server did not acknowledge the stop of the cut BACKUP DATABASE within 15 s, so it may still be writing in {}: the folder is kept with its marker, and the next run removes it (or delete it once the BACKUP is gone from sys.dm_exec_requests).",
+            staging.display()
+        )
+    };
+    f
+}
+
+/// Set in a staging folder the failed run must leave for the next run's clean-up (a BACKUP that
+/// may still write there).
+const KEEP_FOR_CLEANUP: &str = "octobackup-keep-for-cleanup";
+
 /// Undoes the maintenance change a killed run of this state folder left (its journal); call with
 /// the local instance lock held. `Some(what was done)` when there was such a run.
 async fn recover_earlier_run(
@@ -558,7 +594,9 @@ async fn recover_earlier_run(
 /// by tag, so parts written by a pass the failure interrupted go too). Best effort: what is left
 /// is tagged `part`, never `complete`, and `forget` removes it.
 pub(super) fn discard_run(repo: &Repo, set_id: &str, staging: &std::path::Path) {
-    let _ = std::fs::remove_dir_all(staging);
+    if !staging.join(KEEP_FOR_CLEANUP).exists() {
+        let _ = std::fs::remove_dir_all(staging);
+    }
     let parts = part_snapshots(repo, set_id);
     if !parts.is_empty() {
         let _ = repo.delete_snapshots(&parts);
@@ -1022,8 +1060,15 @@ async fn backup_database(
     set_id: &str,
     differential: bool,
 ) -> Result<(), Failure> {
-    let mut session = sqlserver.connect_unbounded().await?;
-    let spid = session.server_info().await?.spid;
+    let mut slot = job.running_backup.lock().await;
+    let session = slot.insert(sqlserver.connect_unbounded().await?);
+    let spid = match session.server_info().await {
+        Ok(info) => info.spid,
+        Err(e) => {
+            slot.take();
+            return Err(e.into());
+        }
+    };
     let statement = if differential {
         crate::sqlserver::chain::backup_differential(database, bak_sql, &backup_description(set_id))
     } else {
@@ -1033,7 +1078,7 @@ async fn backup_database(
     let first = bak_sql.first().map(String::as_str);
     let ran = sql::run_with_progress(
         sqlserver,
-        &mut session,
+        session,
         spid,
         "BACKUP DATABASE",
         &statement,
@@ -1041,6 +1086,10 @@ async fn backup_database(
         &|p| bar.set(p),
     )
     .await;
+    // It ended on its own: nothing to stop.
+    let Some(mut session) = slot.take() else {
+        unreachable!("the slot holds the session until here")
+    };
     if let Err(crate::sqlserver::SqlError::StagingNotWritable { path, message, .. }) = &ran
         && message.contains("error 3(")
     {
