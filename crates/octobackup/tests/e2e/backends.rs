@@ -972,31 +972,76 @@ async fn sftp_stopped_by_sigterm() {
 /// SFTP restore and drill of a set with many packs against an sshd with its default
 /// `MaxStartups 10:30:100`, with more connections than sshd lets log in at once: the logins are
 /// queued, nothing is dropped, and no ssh process or control folder is left.
+/// Files added to the lab's server folders for the SFTP restore cases.
+struct ExtraFiles {
+    /// Incompressible 256 KiB artifacts: a few dozen packs at 240.
+    artifacts: usize,
+    /// Small task logs (1 to 16 KiB) spread over folders, as a real server has thousands of.
+    task_logs: usize,
+    /// `connections` set in the repository options (`None`: octobackup's default).
+    connections: Option<&'static str>,
+}
+
 async fn sftp_restore_of_many_packs() {
+    sftp_restore_and_drill(ExtraFiles {
+        artifacts: 240,
+        task_logs: 0,
+        connections: Some("32"),
+    })
+    .await;
+}
+
+/// A realistic set: a few thousand files (task logs in many folders, some artifacts), with
+/// octobackup's default connections, restored and drilled against the stock sshd.
+async fn sftp_restore_of_a_realistic_set() {
+    sftp_restore_and_drill(ExtraFiles {
+        artifacts: 40,
+        task_logs: 4000,
+        connections: None,
+    })
+    .await;
+}
+
+fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    for chunk in data.chunks_mut(8) {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+    }
+    data
+}
+
+async fn sftp_restore_and_drill(extra_files: ExtraFiles) {
     let b = tokio::task::spawn_blocking(|| Backend::start(Kind::Sftp))
         .await
         .unwrap();
     let (t, place) = lab_on(&b, "many-packs").await;
     let place = place.as_ref();
-    t.edit_config(|c| {
-        c["repository"]["options"]
-            .as_table_mut()
-            .unwrap()
-            .insert("connections".into(), "32".into());
-    });
-    // About 60 MB of incompressible files: a few dozen packs.
+    if let Some(n) = extra_files.connections {
+        t.edit_config(|c| {
+            c["repository"]["options"]
+                .as_table_mut()
+                .unwrap()
+                .insert("connections".into(), n.into());
+        });
+    }
     let extra = t.lab.info().folders.artifacts.join("many-packs");
     std::fs::create_dir_all(&extra).unwrap();
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    for i in 0..240 {
-        let mut data = vec![0u8; 256 * 1024];
-        for chunk in data.chunks_mut(8) {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
-        }
+    for i in 0..extra_files.artifacts {
+        let data = noise(&mut seed, 256 * 1024);
         std::fs::write(extra.join(format!("artifact-{i:03}.bin")), data).unwrap();
+    }
+    let logs = t.lab.info().folders.task_logs.join("many-files");
+    for i in 0..extra_files.task_logs {
+        let dir = logs.join(format!("ServerTasks-{:03}", i / 50));
+        std::fs::create_dir_all(&dir).unwrap();
+        let len = 1024 + (seed % (15 * 1024)) as usize;
+        let mut text = format!("ServerTasks-{i}: deployment log\n").into_bytes();
+        text.extend(noise(&mut seed, len));
+        std::fs::write(dir.join(format!("servertasks-{i:05}.log.txt")), text).unwrap();
     }
     obk_ok(&t, place, &["backup"]).await;
     let fp = t.lab.fingerprint().await.unwrap();
@@ -1141,6 +1186,11 @@ async fn sftp_backup_stopped_by_sigterm_leaves_no_ssh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sftp_restore_and_drill_of_many_packs_on_a_stock_sshd() {
     sftp_restore_of_many_packs().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_restore_and_drill_of_a_realistic_set_on_a_stock_sshd() {
+    sftp_restore_of_a_realistic_set().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
