@@ -464,6 +464,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_remote_request_gets_a_timeout_and_a_bad_one_is_refused() {
+        use std::time::Duration;
+        let mut o = BTreeMap::new();
+        let t = set_request_timeout(&mut o, Duration::from_secs(3)).unwrap();
+        assert_eq!(t, Duration::from_secs(3));
+        assert_eq!(o["timeout"], "3");
+        let mut o = BTreeMap::from([("timeout".to_string(), "300".to_string())]);
+        let t = set_request_timeout(&mut o, Duration::from_secs(120)).unwrap();
+        assert_eq!(t, Duration::from_secs(300));
+        for bad in ["0", "-1", "2m", ""] {
+            let mut o = BTreeMap::from([("timeout".to_string(), bad.to_string())]);
+            let e = set_request_timeout(&mut o, Duration::from_secs(120)).unwrap_err();
+            assert!(e.to_string().contains("timeout"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn password_is_hidden_from_debug() {
         let cfg = RepoConfig {
             repository: "/r".into(),
