@@ -224,8 +224,8 @@ async fn attempt(
         Ok(r) => r,
         Err(mut f) => {
             // The storage did not answer within the retry budget: say what became of the run's
-            // staging copy (a failed run removes its staging folder).
-            if repo.storage_gone().is_some() {
+            // staging copy, unless the run said it (a set kept for the next run, run/kept.rs).
+            if repo.storage_gone().is_some() && !f.message.contains("staging") {
                 f.message.push_str(
                     "; nothing was kept on the staging share, the next run takes a new database backup",
                 );
