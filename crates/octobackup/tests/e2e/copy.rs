@@ -369,6 +369,26 @@ async fn local_copy_is_whole_incremental_read_by_restic_drilled_and_escrowed() {
     .await;
     let state = t.lab.state().unwrap();
     assert!(stdout(&out).contains(&state.master_key), "{}", stderr(&out));
+
+    // And the folders come back from the copy alone, byte for byte.
+    let fp = t.lab.fingerprint().await.unwrap();
+    let folders = t.dir.path().join("restored-from-copy");
+    obk_ok(
+        &t,
+        &target,
+        &[
+            "restore",
+            "--copy",
+            "offsite",
+            "--folders",
+            "--folders-to",
+            folders.to_str().unwrap(),
+        ],
+    )
+    .await;
+    for (name, files) in &fp.folders {
+        assert_eq!(&hash_tree(&folders.join(name)).unwrap(), files, "{name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
