@@ -408,8 +408,9 @@ async fn after_run(
 
 /// Which of several exit codes `backup --all` ends with: the one that needs action soonest.
 /// 7 (maintenance mode left changed) above all; then 130 (interrupted: the instances after it
-/// were not backed up); then the first other failure in config order (1, 2, 3, 4, 5, 8); then 6
-/// (another run held an instance's lock: that run reports for itself); then 0.
+/// were not backed up); then the first other failure in config order (1, 2, 3, 4, 5, 8; 9, the
+/// copy after the last instance, comes last); then 6 (another run held an instance's lock: that
+/// run reports for itself); then 0.
 pub fn worst(codes: &[u8]) -> u8 {
     let rank = |c: u8| match c {
         0 => 0,
