@@ -224,7 +224,7 @@ async fn attempt(
         Ok(r) => r,
         Err(mut f) => {
             // The storage did not answer within the retry budget: say what became of the run's
-            // staging copy, unless the run said it (a set kept for the next run, run/kept.rs).
+            // staging copy, unless the run said it (a set kept for the next run, run/backup/kept.rs).
             if repo.storage_gone().is_some() && !f.message.contains("staging") {
                 f.message.push_str(
                     "; nothing was kept on the staging share, the next run takes a new database backup",

@@ -257,7 +257,7 @@ impl Listing {
 }
 
 /// What the window captured: handed to [`ingest`] once maintenance mode is back (or kept on
-/// staging with its copies for the next run, `run/kept.rs`).
+/// staging with its copies for the next run, `run/backup/kept.rs`).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Capture {
     /// Snapshot paths of the entries the window left as the pass before it stored them.
