@@ -9,11 +9,11 @@
 //! removes the folder and says why. The secrets (master key, license) are never written to
 //! staging: the run that stores the kept set reads them again, as every run does before its window.
 
-use super::{BackupJob, Captured, Secrets};
-use crate::run::steps::Steps;
 use super::window_capture::Capture;
+use super::{BackupJob, Captured, Secrets};
 use crate::backupset::Manifest;
 use crate::error::{Exit, Failure};
+use crate::run::steps::Steps;
 use crate::sqlserver::SqlServer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

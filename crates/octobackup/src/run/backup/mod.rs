@@ -13,8 +13,8 @@
 //! `complete` tag, so a run that fails at any point leaves nothing that claims to be complete, and
 //! the repository stays valid.
 
-pub mod kept;
 pub mod chain;
+pub mod kept;
 pub mod window_capture;
 
 pub use super::connect::{octopus_client, sql_server, sql_side_path};
