@@ -191,6 +191,16 @@ impl SetSource {
         self.unreadable.clone()
     }
 
+    /// The snapshot path of every entry (folders too), walked without recording errors (the
+    /// backup's own walk records them).
+    pub(crate) fn entry_paths(&self) -> Vec<PathBuf> {
+        let scratch = Arc::new(Unreadable::default());
+        self.entries_recording(&scratch, false)
+            .filter_map(Result::ok)
+            .map(|e| e.path)
+            .collect()
+    }
+
     /// Total bytes of all files, walked once before the backup for an exact progress total.
     pub(crate) fn total_bytes(&self) -> u64 {
         // Errors of this walk are reported by the real one.
