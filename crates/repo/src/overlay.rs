@@ -47,14 +47,23 @@ impl Repo {
         let changes = SetSource::new(changes)?;
         let targets = changes.targets();
         let unreadable = changes.unreadable_handle();
-        // Every changed entry and the folders above it: the trees that cannot be the base's.
+        // Every changed entry and the folders above it: the trees that cannot be the base's. A
+        // staged folder that is kept (the staging roots are always there) counts only through
+        // what it holds.
         let mut touched: HashSet<String> = HashSet::from([String::new()]);
         for path in changes.entry_paths() {
             let mut text = String::new();
+            let mut above = Vec::new();
             for name in names(&path) {
+                if !text.is_empty() {
+                    above.push(text.clone());
+                }
                 text.push('/');
                 text.push_str(&name);
-                touched.insert(text.clone());
+            }
+            touched.extend(above);
+            if !keep.contains(&text) {
+                touched.insert(text);
             }
         }
 
@@ -239,8 +248,11 @@ impl<'a> Plan<'a> {
                 if self.record {
                     let _ = self.seen.insert(child.clone());
                 }
-                if node.is_file() {
+                // Counted as rustic's archiver counts: every entry that is not a folder.
+                if !node.is_dir() {
                     self.kept_files += 1;
+                }
+                if node.is_file() {
                     self.kept_bytes += node.meta.size;
                 }
             } else {
@@ -325,14 +337,16 @@ impl<S: IndexedTree> Build<'_, S> {
             let kept = from_base.filter(|_| self.plan.keep.contains(&child));
             let mut node = match (kept, from_staged) {
                 (Some(node), staged) => {
-                    if let Some(s) = staged.filter(|s| s.is_file()) {
+                    if let Some(s) = staged.filter(|s| !s.is_dir()) {
                         counts.overridden_files += 1;
-                        counts.overridden_bytes += s.meta.size;
+                        if s.is_file() {
+                            counts.overridden_bytes += s.meta.size;
+                        }
                     }
                     node.clone()
                 }
                 (None, Some(node)) => {
-                    if node.is_file() && from_base.is_some_and(Node::is_file) {
+                    if !node.is_dir() && from_base.is_some_and(|b| !b.is_dir()) {
                         counts.replaced_files += 1;
                     }
                     node.clone()
