@@ -103,7 +103,7 @@ fn merge_trees<S: IndexedTree>(
     for (_, mut same) in by_name {
         let subtrees: Vec<TreeId> = same.iter().filter_map(|n| n.subtree).collect();
         let all_dirs = same.iter().all(Node::is_dir) && subtrees.len() == same.len();
-        same.sort_by(|a, b| a.meta.mtime.cmp(&b.meta.mtime));
+        same.sort_by_key(|n| n.meta.mtime);
         let mut node = same.pop().expect("at least one node per name");
         if all_dirs && subtrees.len() > 1 {
             node.subtree = Some(merge_trees(repo, &subtrees, save)?);
