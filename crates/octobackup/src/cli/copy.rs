@@ -20,7 +20,7 @@ pub struct Args {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     if let Some(i) = &args.instance {
         config.instance(config_path, Some(i))?;
     }

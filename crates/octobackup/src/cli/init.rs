@@ -98,7 +98,7 @@ fn create(cfg: &RepoConfig) -> Result<Option<String>, RepoError> {
 /// `init --copy NAME`: the `[[copy]]`'s repository, with the copy's own password. `copy` never
 /// creates one itself: a mistyped location then fails instead of filling a new place.
 async fn init_copy(config_path: &Path, name: &str, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let copy = repository::copy_entry(&config, name)?.clone();
     let cfg = repository::copy_repo_config(&copy)?;
     let created_bucket = {
