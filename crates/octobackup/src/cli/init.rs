@@ -45,8 +45,15 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
             }
             other => other.map(|_| None),
         }
+        .and_then(|created| {
+            // A bucket's Object Lock is recorded beside the repository: doctor notices it taken
+            // away later.
+            let storage = Storage::new(&cfg.repository, cfg.options.clone());
+            Ok((created, storage.record_object_lock()?))
+        })
     })
     .await??;
+    let (created_bucket, object_lock) = created_bucket;
     let wrote_config = if !existing {
         std::fs::write(config_path, config::template(&config.repository.location)).map_err(
             |e| {
@@ -66,7 +73,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     ui.clear_status();
     emit(
         json,
-        &serde_json::json!({"repository": config.repository.location, "config": config_path, "config_written": wrote_config, "created_bucket": created_bucket}),
+        &serde_json::json!({"repository": config.repository.location, "config": config_path, "config_written": wrote_config, "created_bucket": created_bucket, "object_lock": object_lock}),
         || {
             let mut s = String::new();
             if let Some(bucket) = &created_bucket {
@@ -76,6 +83,9 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
                 "created repository {}\n",
                 config.repository.location
             ));
+            if let Some(lock) = &object_lock {
+                s.push_str(&format!("the bucket has Object Lock ({}): recorded; forget and prune keep sets and packs until their lock ends\n", lock.describe()));
+            }
             if wrote_config {
                 s.push_str(&format!("wrote a config template to {}: fill in your Octopus instance, then run `octobackup backup`\n", config_path.display()));
             }

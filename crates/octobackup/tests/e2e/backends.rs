@@ -1061,7 +1061,14 @@ async fn object_lock_on_ceph() {
     let place = b.place(bucket, "lab");
     let place = place.as_ref();
     use_place(&t, place);
-    obk_ok(&t, place, &["init"]).await;
+    let out = obk_ok(&t, place, &["init"]).await;
+    assert!(
+        stdout(&out).contains(
+            "the bucket has Object Lock (GOVERNANCE mode, 3 day(s) default retention): recorded"
+        ),
+        "{}",
+        stdout(&out)
+    );
     obk_ok(&t, place, &["backup"]).await;
     let first = t.lab.fingerprint().await.unwrap();
     t.lab.churn(1).await.unwrap();
@@ -1172,6 +1179,31 @@ async fn object_lock_on_ceph() {
         "a locked version was deleted: {delete:?}"
     );
     assert_eq!(delete.code(), Some("AccessDenied"), "{delete:?}");
+
+    // The bucket's owner shortens the default retention: doctor fails, naming what was recorded.
+    let ceph = b.ceph.clone().unwrap();
+    tokio::task::spawn_blocking(move || {
+        let shorter = octobackup_repo::ObjectLock {
+            mode: "GOVERNANCE".into(),
+            days: Some(1),
+        };
+        ceph.owner(bucket).create_bucket(Some(&shorter)).unwrap();
+    })
+    .await
+    .unwrap();
+    let out = obk(&t, place, &["doctor"]).await;
+    assert_eq!(out.status.code(), Some(8), "{}", stdout(&out));
+    for part in [
+        "the bucket's Object Lock is now GOVERNANCE mode, 1 day(s) default retention",
+        "it had GOVERNANCE mode, 3 day(s) default retention when the repository was made",
+        "someone changed the bucket's settings",
+    ] {
+        assert!(
+            stdout(&out).contains(part),
+            "`{part}` missing: {}",
+            stdout(&out)
+        );
+    }
 }
 
 /// The bucket policy of an append-only repository (README, "Copies the backup host cannot

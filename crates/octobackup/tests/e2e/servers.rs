@@ -524,14 +524,38 @@ pub fn start_ceph() -> Ceph {
     ceph._dir = Some(dir);
     let mut cmd = Command::new("radosgw");
     cmd.arg("-c").arg(&conf).args(["-n", "client.rgw.a", "-f"]);
-    // radosgw creates its pools before it listens: slow on a loaded machine.
-    ceph.rgw = Some(spawn_within(
-        "radosgw",
-        cmd,
-        rgw_port,
-        tempfile::tempdir().unwrap(),
-        180,
-    ));
+    // radosgw creates its pools before it listens: slow on a loaded machine. A start that
+    // fails says what the daemons logged.
+    ceph.rgw = Some(Server {
+        child: ceph_daemon(
+            "radosgw",
+            &conf,
+            &["-n", "client.rgw.a"],
+            &d.join("log/rgw.out"),
+        ),
+        port: rgw_port,
+        dir: tempfile::tempdir().unwrap(),
+        name: "radosgw",
+    });
+    let addr: SocketAddr = format!("127.0.0.1:{rgw_port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        let exited = ceph.rgw.as_mut().unwrap().child.try_wait().unwrap();
+        if exited.is_some() || Instant::now() > deadline {
+            let tail = |f: &str| {
+                let text = std::fs::read_to_string(d.join("log").join(f)).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            };
+            panic!(
+                "radosgw did not listen on {addr} within 180 s ({exited:?}):\n{}\n--- osd:\n{}\n--- mon:\n{}",
+                tail("client.rgw.a.log"),
+                tail("osd.0.log"),
+                tail("mon.a.log")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (key, secret) = ceph.add_user("octobackup");
     ceph.access_key = key;
     ceph.secret_key = secret;
