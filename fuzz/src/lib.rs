@@ -42,28 +42,5 @@ pub mod error {
     }
 }
 
-/// Stand-ins for the `[notify]` and `[metrics]` sections the config names: their own parsing and
-/// checks are unit-tested in the product (`notify::tests`, `metrics::tests`); here any table is
-/// taken, so the fuzzed config parser stays free of the notification crates.
-pub mod notify {
-    #[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
-    pub struct NotifyConfig {}
-    impl NotifyConfig {
-        pub fn validate(&self) -> Result<(), String> {
-            Ok(())
-        }
-    }
-}
-
-pub mod metrics {
-    #[derive(Clone, Debug, Default, serde::Deserialize, serde::Serialize)]
-    pub struct MetricsConfig {}
-    impl MetricsConfig {
-        pub fn validate(&self) -> Result<(), String> {
-            Ok(())
-        }
-    }
-}
-
 /// The SQL Server stand-in's TDS reader.
 pub mod tds;

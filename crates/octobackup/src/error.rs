@@ -5,6 +5,18 @@
 //! travels to `main` inside a `Failure` as itself, and the one table that turns it into an exit
 //! code is `cli::exit`, next to the `From` impls that let `?` carry it.
 
+/// The innermost cause of an error: what says why (connection refused, a certificate refused),
+/// where the outer layers say only what was being done.
+pub fn innermost<'a>(
+    e: &'a (dyn std::error::Error + 'static),
+) -> &'a (dyn std::error::Error + 'static) {
+    let mut cause = e;
+    while let Some(s) = cause.source() {
+        cause = s;
+    }
+    cause
+}
+
 /// Documented in the README; keep them stable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub enum Exit {
@@ -24,6 +36,8 @@ pub enum Exit {
     MaintenanceStuck = 7,
     /// 8: a check failed (drill, check, doctor).
     CheckFailed = 8,
+    /// 9: the backup is complete, but copying it to a `[[copy]]` failed.
+    CopyFailed = 9,
     /// 130: interrupted (Ctrl-C, SIGTERM); maintenance mode was put back.
     Interrupted = 130,
 }
@@ -40,12 +54,13 @@ impl Exit {
             Exit::Busy => "busy",
             Exit::MaintenanceStuck => "maintenance-stuck",
             Exit::CheckFailed => "check-failed",
+            Exit::CopyFailed => "copy-failed",
             Exit::Interrupted => "interrupted",
         }
     }
 
     /// Every code, in the README's order.
-    pub const ALL: [Exit; 9] = [
+    pub const ALL: [Exit; 10] = [
         Exit::Failed,
         Exit::Usage,
         Exit::Octopus,
@@ -54,6 +69,7 @@ impl Exit {
         Exit::Busy,
         Exit::MaintenanceStuck,
         Exit::CheckFailed,
+        Exit::CopyFailed,
         Exit::Interrupted,
     ];
 }
@@ -132,5 +148,22 @@ impl std::fmt::Display for Failure {
 impl std::error::Error for Failure {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         self.typed_cause()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_innermost_cause_is_the_last_source() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("the push failed")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        assert_eq!(super::innermost(&e).to_string(), "connection refused");
+        let plain = std::io::Error::other("no cause");
+        assert_eq!(super::innermost(&plain).to_string(), "no cause");
     }
 }

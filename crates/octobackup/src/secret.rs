@@ -32,8 +32,27 @@ impl std::fmt::Display for Secret {
     }
 }
 
-/// Where a secret comes from. Config files name a source, never hold the value itself (an inline
-/// value is accepted only where the issue allows it, e.g. tests, and is discouraged by `doctor`).
+/// Writes `bytes` to `path` as a new file that only its owner may read (0600 on Unix; on Windows
+/// the folder's permissions apply), flushed to disk. Never over an existing file: the error's kind
+/// is then `AlreadyExists`, for the caller to say so. The one writer for the secrets octobackup
+/// hands out (the repository key file, a restore's secrets file).
+pub fn write_new_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+/// Where a secret comes from. Config files name a source, never hold the value itself: a value
+/// written into the config would sit in backups of the config, in editors' swap files and in
+/// support tickets.
 #[derive(Clone, Debug, PartialEq)]
 pub enum SecretSource {
     Env(String),

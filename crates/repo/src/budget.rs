@@ -19,6 +19,18 @@ use rustic_core::{
 /// The retry budget when the config gives none (`repository.retry_budget`).
 pub const DEFAULT_RETRY_BUDGET: Duration = Duration::from_secs(120);
 
+/// The longest a single storage request may take by default (backend option `timeout`, in
+/// seconds, overrides it): a server that accepts the connection and never answers fails the try
+/// after this long, and the try's time counts against the budget.
+pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The bound on one request for a run with `budget`: at most [`MAX_REQUEST_TIMEOUT`], and never
+/// longer than the budget, so that a run whose storage hangs ends within about twice its budget
+/// at worst (the budget, plus the one try that was under way when it ran out).
+pub fn request_timeout(budget: Duration) -> Duration {
+    budget.clamp(Duration::from_secs(1), MAX_REQUEST_TIMEOUT)
+}
+
 /// The first pause between two tries, doubled up to [`MAX_PAUSE`].
 const FIRST_PAUSE: Duration = Duration::from_millis(500);
 const MAX_PAUSE: Duration = Duration::from_secs(10);
@@ -68,6 +80,8 @@ struct State {
     failing_since: Option<Instant>,
     /// The outages before the current one, added up.
     spent: Duration,
+    /// The last answer: an outage that a try started before it noticed began no earlier.
+    last_answer: Option<Instant>,
     gone: Option<Gone>,
 }
 
@@ -83,6 +97,10 @@ impl Health {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
     /// Set once the budget is used up.
     pub fn gone(&self) -> Option<Gone> {
         self.state().gone.clone()
@@ -91,20 +109,31 @@ impl Health {
     /// The storage answered (with data or with a refusal that is not about reaching it).
     fn answered(&self) {
         let mut s = self.state();
+        let now = Instant::now();
         if let Some(since) = s.failing_since.take() {
-            s.spent += since.elapsed();
+            s.spent += now.saturating_duration_since(since);
         }
+        s.last_answer = Some(now);
     }
 
     /// A try failed for a reason that may pass: the pause before the next try, or `Err` when
     /// the budget is used up (and from then on for every call).
-    fn failed(&self, operation: &str, cause: &str, attempt: u32) -> Result<Duration, Gone> {
+    /// The outage is counted from when the failed try began (a request that hung until its
+    /// timeout was the storage's time too), but not from before the storage's last answer.
+    fn failed(
+        &self,
+        operation: &str,
+        cause: &str,
+        attempt: u32,
+        try_began: Instant,
+    ) -> Result<Duration, Gone> {
         let mut s = self.state();
         if let Some(g) = &s.gone {
             return Err(g.clone());
         }
         let now = Instant::now();
-        let since = *s.failing_since.get_or_insert(now);
+        let began = s.last_answer.map_or(try_began, |a| a.max(try_began));
+        let since = *s.failing_since.get_or_insert(began);
         let tried = s.spent + (now - since);
         if tried >= self.budget {
             let g = Gone {
@@ -137,6 +166,7 @@ impl Health {
         }
         let mut attempt = 0;
         loop {
+            let try_began = Instant::now();
             match call() {
                 Ok(v) => {
                     self.answered();
@@ -148,7 +178,7 @@ impl Health {
                         return Err(e);
                     };
                     let op = operation();
-                    match self.failed(&op, &cause, attempt) {
+                    match self.failed(&op, &cause, attempt, try_began) {
                         Ok(pause) => {
                             log::warn!(
                                 target: crate::error::STORAGE_LOG,
@@ -260,6 +290,9 @@ fn transient_text(text: &str, temporary: bool) -> Option<String> {
             "connection closed by the server",
         ),
         ("Broken pipe", "connection lost"),
+        // OpenDAL's TimeoutLayer (a server that accepted and never answered, or stalled a body):
+        // after a try with retries off it is marked persistent, but it is the server's silence.
+        ("operation timeout reached", "timeout (no answer in time)"),
         ("timed out", "timeout"),
         ("timeout", "timeout"),
         ("dns error", "name not resolved"),
@@ -428,6 +461,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_try_that_hung_until_its_timeout_counts_against_the_budget() {
+        let h = health(Duration::from_millis(200));
+        let mut tries = 0;
+        let r: Result<(), std::io::Error> = h.retry(
+            || "reading config".into(),
+            || {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(250));
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "operation timeout reached",
+                ))
+            },
+            |e| transient_cause(e),
+            |g| std::io::Error::other(g.message()),
+        );
+        let msg = r.unwrap_err().to_string();
+        assert_eq!(tries, 1, "the hung try used the budget up: {msg}");
+        assert!(msg.contains("failed with timeout"), "{msg}");
+    }
+
+    #[test]
+    fn the_request_timeout_follows_the_budget_up_to_a_minute() {
+        assert_eq!(
+            request_timeout(Duration::from_secs(3)),
+            Duration::from_secs(3)
+        );
+        assert_eq!(
+            request_timeout(Duration::from_secs(120)),
+            MAX_REQUEST_TIMEOUT
+        );
+        assert_eq!(request_timeout(Duration::ZERO), Duration::from_secs(1));
+    }
+
     fn refused() -> std::io::Error {
         std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "Connection refused")
     }
@@ -537,6 +605,10 @@ mod tests {
                 "ssh error: No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking. Host key verification failed."
             ),
             None
+        );
+        assert_eq!(
+            t("Unexpected (persistent) at stat, context: { timeout: 3 } => operation timeout reached").as_deref(),
+            Some("timeout (no answer in time)")
         );
         assert_eq!(t("NotFound (permanent) at stat"), None);
         assert_eq!(t("PermissionDenied at write, status: 403"), None);

@@ -393,6 +393,33 @@ pub(crate) fn refuse_sftp_on_windows(
     Ok(())
 }
 
+/// Every request to a remote repository ends within the backend option `timeout` (seconds; the
+/// patched rustic_backend reads it): the configured one, else one derived from the retry budget.
+/// A bad value is refused here, with the option named.
+pub(crate) fn set_request_timeout(
+    options: &mut BTreeMap<String, String>,
+    budget: std::time::Duration,
+) -> Result<std::time::Duration, RepoError> {
+    match options.get("timeout") {
+        Some(t) => t
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(|| {
+                RepoError::InvalidInput(format!(
+                    "repository option timeout = \"{t}\" is not a number of seconds: give how long one storage request may take, e.g. timeout = \"120\""
+                ))
+            }),
+        None => {
+            let t = crate::budget::request_timeout(budget);
+            options.insert("timeout".into(), format!("{}", t.as_secs_f64()));
+            Ok(t)
+        }
+    }
+}
+
 /// The backends and repository options for `cfg`. Local repositories get no cache (it would
 /// only duplicate the repository on the same disk); remote ones use rustic's default cache.
 pub(crate) fn backends(
@@ -406,10 +433,14 @@ pub(crate) fn backends(
     } else {
         describe(&location, &options)
     };
+    let budget = cfg
+        .retry_budget
+        .unwrap_or(crate::budget::DEFAULT_RETRY_BUDGET);
     if location.service().is_some() {
         // Retries are the budget's (budget.rs): OpenDAL's own would try each call 5 times over
         // about 45 s, whatever the run has already spent.
         options.insert("retry".into(), "off".into());
+        set_request_timeout(&mut options, budget)?;
     }
     let backend_opts = BackendOptions::default()
         .repository(location.backend)
@@ -417,12 +448,7 @@ pub(crate) fn backends(
     let backends = backend_opts
         .to_backends()
         .map_err(|err| from_rustic("cannot reach the repository", &err))?;
-    let health = crate::budget::health(
-        &cfg.repository,
-        &place,
-        cfg.retry_budget
-            .unwrap_or(crate::budget::DEFAULT_RETRY_BUDGET),
-    );
+    let health = crate::budget::health(&cfg.repository, &place, budget);
     let backends = RepositoryBackends::new(
         Budgeted::wrap(backends.repository(), health.clone()),
         backends
@@ -436,6 +462,23 @@ pub(crate) fn backends(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_remote_request_gets_a_timeout_and_a_bad_one_is_refused() {
+        use std::time::Duration;
+        let mut o = BTreeMap::new();
+        let t = set_request_timeout(&mut o, Duration::from_secs(3)).unwrap();
+        assert_eq!(t, Duration::from_secs(3));
+        assert_eq!(o["timeout"], "3");
+        let mut o = BTreeMap::from([("timeout".to_string(), "300".to_string())]);
+        let t = set_request_timeout(&mut o, Duration::from_secs(120)).unwrap();
+        assert_eq!(t, Duration::from_secs(300));
+        for bad in ["0", "-1", "2m", ""] {
+            let mut o = BTreeMap::from([("timeout".to_string(), bad.to_string())]);
+            let e = set_request_timeout(&mut o, Duration::from_secs(120)).unwrap_err();
+            assert!(e.to_string().contains("timeout"), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn password_is_hidden_from_debug() {

@@ -34,7 +34,7 @@ pub struct Repo {
     pub(crate) key_id: Option<KeyId>,
     /// The storage's retry budget, shared by every call of the run.
     health: Arc<Health>,
-    busy: Mutex<()>,
+    pub(crate) busy: Mutex<()>,
 }
 
 impl std::fmt::Debug for Repo {
@@ -158,6 +158,22 @@ impl Repo {
         Repository::new_with_progress(&self.options, &self.backends, self.router.clone())
             .and_then(|r| r.open(&self.key))
             .map_err(|e| from_rustic("cannot open the repository", &e))
+    }
+
+    /// As [`Repo::reopen`], its progress bars reporting through `router` (another
+    /// repository's call, such as a copy from it).
+    pub(crate) fn reopen_with(
+        &self,
+        router: &ProgressRouter,
+    ) -> Result<Repository<OpenStatus>, RepoError> {
+        Repository::new_with_progress(&self.options, &self.backends, router.clone())
+            .and_then(|r| r.open(&self.key))
+            .map_err(|e| from_rustic(&format!("cannot open the repository {}", self.location), &e))
+    }
+
+    /// A failed call whose storage (this repository's) is gone reports that.
+    pub(crate) fn gone_first<T>(&self, result: Result<T, RepoError>) -> Result<T, RepoError> {
+        gone_first(&self.health, result)
     }
 
     /// Runs `work` on a freshly opened repository, on the helper thread, reporting to `sink`.

@@ -63,10 +63,16 @@ impl Storage {
         doing: &str,
         work: impl AsyncFnOnce(opendal::Operator) -> opendal::Result<T> + Send,
     ) -> Result<T, RepoError> {
-        if let Some(g) = crate::budget::known_health(&self.location).and_then(|h| h.gone()) {
+        let health = crate::budget::known_health(&self.location);
+        if let Some(g) = health.as_ref().and_then(|h| h.gone()) {
             return Err(RepoError::StorageGone(g));
         }
-        let (location, options) = self.resolved()?;
+        let (location, mut options) = self.resolved()?;
+        // Bounded as the repository's own requests are (a server that never answers).
+        let timeout = config::set_request_timeout(
+            &mut options,
+            health.map_or(crate::budget::DEFAULT_RETRY_BUDGET, |h| h.budget()),
+        )?;
         config::refuse_sftp_on_windows(&location, &self.location)?;
         let Some(service) = location.service().map(str::to_string) else {
             return Err(RepoError::InvalidInput(format!(
@@ -83,7 +89,12 @@ impl Storage {
                     .map_err(|e| RepoError::Other(format!("{doing}: {e}")))?;
                 rt.block_on(async {
                     let op = opendal::Operator::via_iter(&service, options)
-                        .map_err(|e| storage_error(doing, &describe, Some(&service), &chain(&e)))?;
+                        .map_err(|e| storage_error(doing, &describe, Some(&service), &chain(&e)))?
+                        .layer(
+                            opendal::layers::TimeoutLayer::new()
+                                .with_timeout(timeout)
+                                .with_io_timeout(timeout),
+                        );
                     work(op)
                         .await
                         .map_err(|e| storage_error(doing, &describe, Some(&service), &chain(&e)))
@@ -193,7 +204,12 @@ impl Storage {
                     .build()
                     .map_err(|e| RepoError::Other(format!("{doing}: {e}")))?;
                 rt.block_on(async {
-                    let client = reqwest::Client::new();
+                    // A server that accepts and never answers fails the request, not the run.
+                    let client = reqwest::Client::builder()
+                        .connect_timeout(std::time::Duration::from_secs(20))
+                        .timeout(crate::budget::MAX_REQUEST_TIMEOUT)
+                        .build()
+                        .map_err(|e| RepoError::Other(format!("{doing}: {e}")))?;
                     let mut req = client.put(&request.url).body(request.body.clone());
                     for (k, v) in &request.headers {
                         req = req.header(k.as_str(), v.as_str());

@@ -9,8 +9,8 @@ use crate::secret_file;
 use octopus_sim::{ApiKey, License, OctopusConfig, OctopusHandle};
 use serde::{Deserialize, Serialize};
 use sqlserver_sim::{
-    BrowserHandle, BrowserInstance, Edition, ServerOptions, SqlLogin, SqlServerConfig,
-    SqlServerHandle, TlsSupport,
+    BrowserHandle, BrowserInstance, Edition, Platform, ServerOptions, SqlLogin, SqlServerConfig,
+    SqlServerHandle, TlsSupport, Volume,
 };
 use std::path::{Path, PathBuf};
 
@@ -43,8 +43,12 @@ pub struct LabInfo {
     pub admin_sql_password: String,
     pub database: String,
     pub folders: ServerFolders,
-    /// The share: as SQL Server sees it and as octobackup sees it (the same path in the lab).
+    /// The share as octobackup sees it (and as SQL Server does, unless `staging_sql_path`).
     pub staging_dir: PathBuf,
+    /// The share as SQL Server sees it when that differs: SQL Server on Linux in its container
+    /// sees the staging folder mounted at `/var/opt/mssql/backup/octobackup`.
+    #[serde(default)]
+    pub staging_sql_path: Option<String>,
     pub events_file: PathBuf,
     pub instance_name: String,
     pub day: u32,
@@ -79,7 +83,14 @@ pub struct LabOptions {
     /// octobackup's login (`sql_login`) gets only what a DBA gives by default: a user in the
     /// Octopus database, no roles, no server permissions. Off: it is sysadmin.
     pub sql_least_privilege: bool,
+    /// SQL Server 2022 on Linux in its container (`sqlserver_sim::Platform::Linux`): its data
+    /// folder is /var/opt/mssql/data and the staging folder is mounted at
+    /// [`LINUX_STAGING`], as `docker run -v STAGING:/var/opt/mssql/backup/octobackup` does.
+    pub sql_linux: bool,
 }
+
+/// Where SQL Server on Linux sees the lab's staging folder.
+pub const LINUX_STAGING: &str = "/var/opt/mssql/backup/octobackup";
 
 /// The lab's sysadmin login for a DBA's work (grants), beside octobackup's own.
 pub const ADMIN_SQL_LOGIN: &str = "sa";
@@ -99,6 +110,7 @@ impl LabOptions {
             sql_instance: Some(LAB_SQL_INSTANCE.to_string()),
             sql_tcp: true,
             sql_least_privilege: false,
+            sql_linux: false,
         }
     }
 }
@@ -174,6 +186,16 @@ impl Lab {
             events: Some(events.sink("sqlserver")),
             options: ServerOptions {
                 listen,
+                platform: if opts.sql_linux {
+                    Platform::Linux {
+                        volumes: vec![Volume {
+                            container_path: LINUX_STAGING.to_string(),
+                            host_path: paths.staging(),
+                        }],
+                    }
+                } else {
+                    opts.sql_options.platform.clone()
+                },
                 ..opts.sql_options.clone()
             },
         })
@@ -243,6 +265,7 @@ impl Lab {
             database: state.database.clone(),
             folders,
             staging_dir: paths.staging(),
+            staging_sql_path: opts.sql_linux.then(|| LINUX_STAGING.to_string()),
             events_file: paths.events(),
             instance_name: state.instance_name.clone(),
             day: state.day,

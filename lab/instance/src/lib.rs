@@ -12,13 +12,13 @@ pub mod folders;
 pub mod instance;
 pub mod lab;
 pub mod preset;
-mod secret_file;
+pub mod secret_file;
 
 pub use events::{EventLog, LabEvent};
 pub use fingerprint::Fingerprint;
 pub use folders::ServerFolders;
 pub use instance::{ChurnReport, InstanceOptions, InstancePaths, InstanceState};
-pub use lab::{Lab, LabInfo, LabOptions};
+pub use lab::{LINUX_STAGING, Lab, LabInfo, LabOptions};
 pub use octopus_sim;
 pub use preset::Size;
 pub use sqlserver_files;

@@ -122,6 +122,32 @@ pub struct ServerOptions {
     /// The loopback address to listen on (default 127.0.0.1); a named instance's lab gives its
     /// own 127.x.y.z so that its SQL Browser can own port 1434 there.
     pub listen: Option<std::net::IpAddr>,
+    /// The operating system the server runs on and whose paths it takes.
+    pub platform: Platform,
+}
+
+/// Where the stand-in says it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Platform {
+    /// The machine's own system (Windows on Windows, Linux elsewhere); paths are the machine's.
+    #[default]
+    Native,
+    /// SQL Server 2022 on Linux in its container (`mcr.microsoft.com/mssql/server`, Ubuntu):
+    /// @@VERSION "... on Linux (Ubuntu 22.04.4 LTS)", sys.dm_os_host_info 'Linux', the default
+    /// data, log and backup folder `/var/opt/mssql/data/` (Microsoft Learn, "Configure SQL
+    /// Server on Linux with mssql-conf"), OS error 2 for a missing path. Paths are the
+    /// container's: `/var/opt/mssql` is the data directory, each volume is a host folder seen
+    /// at its own path, and anything else lands in the container's private file system (under
+    /// the data directory, invisible to the host as in a real container).
+    Linux { volumes: Vec<Volume> },
+}
+
+/// A host folder mounted into the Linux container (`docker run -v host:container`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Volume {
+    /// As SQL Server sees it, e.g. `/var/opt/mssql/backup/octobackup`.
+    pub container_path: String,
+    pub host_path: PathBuf,
 }
 
 impl std::fmt::Debug for SqlServerConfig {

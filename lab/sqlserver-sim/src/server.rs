@@ -12,7 +12,7 @@ use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 use crate::engine::errors::{self, SqlError};
-use crate::engine::session::skip_all_headers;
+use crate::engine::session::request_body;
 use crate::engine::{Attention, Engine, MAX_OPERATIONS, SERVER_NAME, Session};
 use crate::tds::login7::{self, Login7};
 use crate::tds::packet::{
@@ -28,9 +28,6 @@ use crate::{SqlLogin, SqlServerConfig, TlsSupport};
 /// A byte stream a session can run over: plain TCP or TLS.
 trait Duplex: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
-
-/// TDS 7.4, the version LOGINACK confirms to TDS 7.4 clients.
-const TDS_7_4: u32 = 0x7400_0004;
 
 pub struct Server {
     pub addr: SocketAddr,
@@ -286,7 +283,19 @@ fn authenticate(engine: &Engine, login: &Login7) -> Result<(SqlLogin, String), V
     }
 }
 
+/// Serves a logged-in client, writing tokens as its TDS version reads them.
 async fn run_session(
+    engine: Arc<Engine>,
+    stream: Box<dyn Duplex>,
+    login: Login7,
+) -> anyhow::Result<()> {
+    let tds_version = login.tds_version.min(token::TDS_7_4);
+    token::TDS_VERSION
+        .scope(tds_version, serve_session(engine, stream, login))
+        .await
+}
+
+async fn serve_session(
     engine: Arc<Engine>,
     mut stream: Box<dyn Duplex>,
     login: Login7,
@@ -300,11 +309,7 @@ async fn run_session(
         0 => DEFAULT_PACKET_SIZE,
         n => (n as usize).clamp(512, 32767),
     };
-    let tds_version = if login.tds_version >= TDS_7_4 {
-        TDS_7_4
-    } else {
-        login.tds_version
-    };
+    let tds_version = token::tds_version();
 
     let (read_half, write_half) = tokio::io::split(stream);
     let mut out = Outbound {
@@ -396,7 +401,7 @@ async fn serve_messages(
         }
         let keep_open = match message.packet_type {
             PacketType::SqlBatch => {
-                let body = skip_all_headers(&message.payload).unwrap_or(&message.payload);
+                let body = request_body(&message.payload);
                 let units: Vec<u16> = body
                     .chunks_exact(2)
                     .map(|c| u16::from_le_bytes([c[0], c[1]]))

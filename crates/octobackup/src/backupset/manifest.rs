@@ -89,6 +89,17 @@ pub struct ChainInfo {
     pub fallback: Option<String>,
 }
 
+impl DatabaseInfo {
+    /// The base files of a differential set, as stored in it (restored first, WITH NORECOVERY);
+    /// none for a full.
+    pub fn base_files(&self) -> &[String] {
+        match &self.chain {
+            Some(c) if c.is_differential() => &c.base_files,
+            _ => &[],
+        }
+    }
+}
+
 impl ChainInfo {
     /// The set restores as base (NORECOVERY) then differential (RECOVERY).
     pub fn is_differential(&self) -> bool {

@@ -34,6 +34,11 @@ struct Outcome<'a> {
     backup: &'a BackupReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     forget: Option<&'a ForgetReport>,
+    /// `[[copy]]` with `after_backup`: what each copy did, or why it failed (exit 9).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    copies: &'a [crate::run::copy::CopyReport],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copy_error: Option<&'a str>,
 }
 
 /// One instance's run, as `--all` sums them up.
@@ -44,7 +49,7 @@ struct InstanceRun {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     if args.all {
         return run_all(
             &config,
@@ -68,14 +73,21 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     }
     let report = run.result?;
     let forget = run.forget;
+    // After the window, with the set complete: whatever the copy does, the backup stands.
+    let copied = super::copy::after_backup(&config, Some(name), ui).await;
     emit(
         json,
         &Outcome {
             backup: &report,
             forget: forget.as_ref(),
+            copies: copied.as_deref().unwrap_or_default(),
+            copy_error: copied.as_ref().err().map(|f| f.message.as_str()),
         },
         || {
             let mut s = human(&report);
+            for c in copied.as_deref().unwrap_or_default() {
+                s.push_str(&crate::run::copy::human(c));
+            }
             if let Some(f) = &forget {
                 s.push_str(&format!(
                     "forget ({}): kept {} set(s), dropped {}\n",
@@ -87,17 +99,19 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
             s
         },
     );
+    copied.map_err(|f| if json { f.result_printed() } else { f })?;
     Ok(())
 }
 
 /// `--report FILE`: a warning when it cannot be written, never a failure of the backup.
 async fn write_report(repo: &Arc<octobackup_repo::Repo>, config: &Config, out: &Path, ui: &Ui) {
     let (repo, config, out) = (repo.clone(), config.clone(), out.to_path_buf());
-    let written =
-        tokio::task::spawn_blocking(move || crate::report::write_report(&repo, &config, &out))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|f| f.message));
+    let written = crate::run::blocking::blocking("writing the report", move || {
+        crate::report::write_report(&repo, &config, &out)
+    })
+    .await
+    .map_err(|f| f.message)
+    .and_then(|r| r.map_err(|f| f.message));
     if let Err(e) = written {
         ui.note(&format!(
             "warning: the backup's outcome stands, but the report was not written: {e}"
@@ -210,8 +224,8 @@ async fn attempt(
         Ok(r) => r,
         Err(mut f) => {
             // The storage did not answer within the retry budget: say what became of the run's
-            // staging copy (a failed run removes its staging folder).
-            if repo.storage_gone().is_some() {
+            // staging copy, unless the run said it (a set kept for the next run, run/kept.rs).
+            if repo.storage_gone().is_some() && !f.message.contains("staging") {
                 f.message.push_str(
                     "; nothing was kept on the staging share, the next run takes a new database backup",
                 );
@@ -228,7 +242,7 @@ async fn attempt(
     } else if forget {
         let state = crate::run::journal::StateDir::new(&config.state_dir(config_path));
         let (config, name) = (config.clone(), name.to_string());
-        let applied = tokio::task::spawn_blocking(move || {
+        let applied = crate::run::blocking::blocking("--forget", move || {
             crate::run::retention::apply_after_backup(&repo, &config, &name, &state)
         })
         .await;
@@ -244,7 +258,8 @@ async fn attempt(
             }
             Err(e) => {
                 ui.note(&format!(
-                    "warning: the backup is complete, but --forget failed: {e}"
+                    "warning: the backup is complete, but --forget failed: {}",
+                    e.message
                 ));
                 None
             }
@@ -367,10 +382,17 @@ async fn after_run(
         })
         .unwrap_or_default();
     let repo_bytes = match repo_folder.map(|p| p.to_path_buf()) {
-        Some(p) => tokio::task::spawn_blocking(move || crate::metrics::local_repository_bytes(&p))
-            .await
-            .ok()
-            .flatten(),
+        Some(p) => crate::run::blocking::blocking("measuring the repository", move || {
+            crate::metrics::local_repository_bytes(&p)
+        })
+        .await
+        .unwrap_or_else(|f| {
+            tracing::warn!(
+                "the repository's size is left out of the metrics: {}",
+                f.message
+            );
+            None
+        }),
         None => None,
     };
     if let Err(e) = history.record_backup(&event, folders, repo_bytes) {
@@ -410,6 +432,10 @@ struct AllSummary<'a> {
     ok: bool,
     exit_code: u8,
     instances: Vec<AllEntry<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    copies: &'a [crate::run::copy::CopyReport],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copy_error: Option<&'a str>,
 }
 
 #[derive(serde::Serialize)]
@@ -462,6 +488,15 @@ async fn run_all(
     if let (Some(out), Ok(repo)) = (report, &repo) {
         write_report(repo, config, out, ui).await;
     }
+    // [[copy]] after_backup: once, after the last instance, when one was backed up.
+    let (copies, copy_failed) = if skipped.is_empty() && runs.iter().any(|r| r.result.is_ok()) {
+        match super::copy::after_backup(config, None, ui).await {
+            Ok(copies) => (copies, None),
+            Err(f) => (Vec::new(), Some(f)),
+        }
+    } else {
+        (Vec::new(), None)
+    };
     let code = |r: &InstanceRun| {
         r.result
             .as_ref()
@@ -473,6 +508,9 @@ async fn run_all(
     if !skipped.is_empty() {
         // Instances left out by a stop: the run as a whole was interrupted.
         codes.push(Exit::Interrupted as u8);
+    }
+    if let Some(f) = &copy_failed {
+        codes.push(super::exit::code(f) as u8);
     }
     let exit = worst(&codes);
     let mut entries: Vec<AllEntry> = runs
@@ -498,10 +536,13 @@ async fn run_all(
             skipped: true,
         });
     }
+    let copy_error = copy_failed.as_ref().map(|f| f.message.clone());
     let summary = AllSummary {
         ok: exit == 0,
         exit_code: exit,
         instances: entries,
+        copies: &copies,
+        copy_error: copy_error.as_deref(),
     };
     emit(json, &summary, || {
         let mut s = String::new();
@@ -545,6 +586,9 @@ async fn run_all(
     if exit == 0 {
         return Ok(());
     }
+    if let (9, Some(f)) = (exit, copy_failed) {
+        return Err(if json { f.result_printed() } else { f });
+    }
     let failed: Vec<&str> = summary
         .instances
         .iter()
@@ -560,6 +604,7 @@ async fn run_all(
         6 => Exit::Busy,
         7 => Exit::MaintenanceStuck,
         8 => Exit::CheckFailed,
+        9 => Exit::CopyFailed,
         _ => Exit::Interrupted,
     };
     let f = Failure::new(

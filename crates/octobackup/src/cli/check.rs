@@ -4,7 +4,6 @@
 use super::emit;
 use super::repository;
 use crate::backupset::{TAG, TAG_COMPLETE, TAG_PART, tag_value};
-use crate::config::Config;
 use crate::error::{Exit, Failure};
 use octobackup_repo::{CheckReport, ReadData};
 use std::path::Path;
@@ -18,6 +17,9 @@ pub struct Args {
     /// e.g. 1/7 on Mondays and 2/7 on Tuesdays covers everything in a week).
     #[arg(long, value_name = "SUBSET")]
     pub read_data_subset: Option<String>,
+    /// Work on the `[[copy]]` named NAME (the second repository) instead of the main one.
+    #[arg(long, value_name = "NAME")]
+    pub copy: Option<String>,
 }
 
 /// A backup set that damaged data hits.
@@ -156,7 +158,7 @@ fn human(o: &Output) -> String {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let read = match (&args.read_data_subset, args.read_data) {
         (Some(s), _) => {
             ReadData::subset(s).map_err(|e| Failure::new(Exit::Usage, e.to_string()))?
@@ -164,9 +166,11 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
         (None, true) => ReadData::All,
         (None, false) => ReadData::None,
     };
-    let repo = repository::open(&config).await?;
+    let repo = repository::open_chosen(&config, args.copy.as_deref()).await?;
     let r = read.clone();
-    let report = tokio::task::spawn_blocking(move || repo.check_with(&r)).await??;
+    let report =
+        crate::run::blocking::blocking("checking the repository", move || repo.check_with(&r))
+            .await??;
     let out = output(report, &read);
     emit(json, &out, || human(&out));
     if !out.ok {

@@ -3,12 +3,25 @@
 //! repository and the state folder.
 
 use super::repository;
-use crate::config::{Config, InstanceConfig};
+use crate::config::{Config, ConfigError, InstanceConfig};
 use crate::error::Failure;
 use crate::run::journal::StateDir;
 use octobackup_repo::Repo;
 use std::path::Path;
 use std::sync::Arc;
+
+/// The config file, read and checked: the schema's own checks (`Config::load`), then the e-mail
+/// addresses of `[notify]` as the mail crate reads them (the schema does not import it).
+pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    let config = Config::load(path)?;
+    if let Some(n) = &config.notify {
+        crate::notify::addresses(n).map_err(|message| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+    }
+    Ok(config)
+}
 
 pub struct Invocation<'a> {
     pub config: Config,
@@ -18,7 +31,7 @@ pub struct Invocation<'a> {
 impl<'a> Invocation<'a> {
     pub fn load(config_path: &'a Path) -> Result<Self, Failure> {
         Ok(Invocation {
-            config: Config::load(config_path)?,
+            config: load_config(config_path)?,
             config_path,
         })
     }

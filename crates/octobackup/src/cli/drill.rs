@@ -18,6 +18,9 @@ pub struct Args {
     /// Folder for the scratch database's files, as SQL Server sees it (default: beside the originals).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<String>,
+    /// Drill the set from the `[[copy]]` named NAME (the second repository) instead of the main one.
+    #[arg(long, value_name = "NAME")]
+    pub copy: Option<String>,
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
@@ -25,7 +28,10 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     let stop = crate::run::stop::Stop::listen();
     let inv = Invocation::load(config_path)?;
     let (name, instance) = &inv.instance(args.instance.as_deref()).await?;
-    let repo = inv.repo().await?;
+    let repo = match &args.copy {
+        Some(copy) => std::sync::Arc::new(super::repository::open_copy(&inv.config, copy).await?),
+        None => inv.repo().await?,
+    };
     let job = DrillJob {
         instance_name: name.to_string(),
         instance: instance.clone(),
@@ -42,13 +48,17 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     let report = report?;
     // Kept in the repository for the report (report::drills); the drill's outcome stands either way.
     let record = crate::report::drills::Record::of(&report);
-    let recorded = tokio::task::spawn_blocking(move || record.store(&repo)).await;
-    if let Ok(Err(e)) = recorded {
+    let recorded = crate::run::blocking::blocking("keeping the drill's result", move || {
+        record.store(&repo).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|f| f.message);
+    if let Err(e) | Ok(Err(e)) = recorded {
         ui.note(&format!(
             "warning: the drill's result could not be kept in the repository (the report will not show it): {e}"
         ));
     }
-    crate::notify::after_drill(&inv.config, config_path, name, &report.set_id, report.ok).await;
+    after_drill(&inv.config, config_path, name, &report.set_id, report.ok).await;
     // The repository's advice for lost data says `forget --set SET`: name the set.
     let named = |f: Failure| Failure {
         message: f.message.replace(
@@ -106,4 +116,33 @@ pub fn human(r: &DrillReport) -> String {
         r.scratch_database, r.scratch_folder
     ));
     s
+}
+
+/// After `octobackup drill`: keeps its result for the next backup's notification and for the
+/// metrics (`octobackup_drill_success`), when `[notify]` or `[metrics]` is configured.
+async fn after_drill(
+    config: &crate::config::Config,
+    config_path: &std::path::Path,
+    instance: &str,
+    set_id: &str,
+    ok: bool,
+) {
+    if config.notify.is_none() && config.metrics.is_none() {
+        return;
+    }
+    let state_dir = config.state_dir(config_path);
+    let drill = crate::notify::DrillResult {
+        ok,
+        set_id: set_id.to_string(),
+        finished: chrono::Utc::now(),
+    };
+    if let Err(e) = crate::notify::History::new(&state_dir).record_drill(instance, drill) {
+        tracing::warn!(
+            "the drill's result could not be kept in {}: {e} (the drill's result is unchanged)",
+            state_dir.display()
+        );
+    }
+    if let Some(m) = &config.metrics {
+        crate::metrics::publish(m, &state_dir, instance).await;
+    }
 }

@@ -94,7 +94,7 @@ struct Output {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let names: Vec<String> = match &args.instance {
         Some(_) => vec![
             config
@@ -136,7 +136,10 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
         let repo = repo.clone();
         let wanted = args.sets.clone();
         let names = names.clone();
-        tokio::task::spawn_blocking(move || resolve_sets(&repo, &names, &wanted)).await??
+        crate::run::blocking::blocking("finding the sets", move || {
+            resolve_sets(&repo, &names, &wanted)
+        })
+        .await??
     };
     let state = StateDir::new(&config.state_dir(config_path));
     let mut reports = Vec::new();
@@ -159,7 +162,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
             sets: named.clone(),
             ..ForgetOptions::new(policy)
         };
-        let report = tokio::task::spawn_blocking(move || {
+        let report = crate::run::blocking::blocking("forget", move || {
             let r = retention::forget(&repo, &location, &name, &opts);
             drop(lock);
             r
@@ -175,7 +178,8 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
         };
         let repo = repo.clone();
         let instant = args.instant;
-        let s = tokio::task::spawn_blocking(move || retention::prune(&repo, instant)).await??;
+        let s = crate::run::blocking::blocking("prune", move || retention::prune(&repo, instant))
+            .await??;
         drop(locks);
         Some(s)
     } else {
@@ -256,7 +260,7 @@ fn lock_all(
 }
 
 pub async fn prune(config_path: &Path, args: PruneArgs, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let repo = repository::open(&config).await?;
     let locks = if args.instant {
         Some(lock_all(&config, config_path)?)
@@ -264,7 +268,8 @@ pub async fn prune(config_path: &Path, args: PruneArgs, json: bool) -> Result<()
         None
     };
     let instant = args.instant;
-    let s = tokio::task::spawn_blocking(move || retention::prune(&repo, instant)).await??;
+    let s =
+        crate::run::blocking::blocking("prune", move || retention::prune(&repo, instant)).await??;
     drop(locks);
     emit(json, &s, || prune_human(&s, instant));
     Ok(())

@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::error::{Exit, Failure};
 use crate::secret::{Secret, SecretSource};
 use octobackup_repo::{KeyInfo, Password, RepoError};
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 /// Where a new password may come from besides a prompt (never the command line).
@@ -56,6 +56,9 @@ pub struct RecoverArgs {
     /// Recover the license instead of the master key.
     #[arg(long)]
     pub license: bool,
+    /// Read the escrow beside the `[[copy]]` named NAME instead of the main repository.
+    #[arg(long, value_name = "NAME")]
+    pub copy: Option<String>,
     /// Print the secret on stdout.
     #[arg(long, conflicts_with = "output")]
     pub show_secrets: bool,
@@ -115,7 +118,7 @@ fn default_user() -> Option<String> {
 }
 
 pub async fn run(config_path: &Path, cmd: KeyCommand, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     match cmd {
         KeyCommand::Add(args) => {
             let new = new_password(&args)?;
@@ -123,7 +126,10 @@ pub async fn run(config_path: &Path, cmd: KeyCommand, json: bool) -> Result<(), 
             let host = args.host.clone().or_else(default_host);
             let user = args.user.clone().or_else(default_user);
             let pw = Password::new(new.expose());
-            let id = tokio::task::spawn_blocking(move || repo.add_key(&pw, host, user)).await??;
+            let id = crate::run::blocking::blocking("adding the key", move || {
+                repo.add_key(&pw, host, user)
+            })
+            .await??;
             emit(json, &serde_json::json!({"added": id}), || {
                 format!(
                     "added key {}: the new password opens the repository; the others still do\n",
@@ -133,17 +139,20 @@ pub async fn run(config_path: &Path, cmd: KeyCommand, json: bool) -> Result<(), 
         }
         KeyCommand::List => {
             let repo = repository::open(&config).await?;
-            let keys = tokio::task::spawn_blocking(move || repo.keys()).await??;
+            let keys =
+                crate::run::blocking::blocking("listing the keys", move || repo.keys()).await??;
             emit(json, &keys, || list_human(&keys));
         }
         KeyCommand::Remove(args) => {
             let repo = repository::open(&config).await?;
-            let id = tokio::task::spawn_blocking(move || repo.remove_key(&args.id))
-                .await?
-                .map_err(|e| match e {
-                    RepoError::InvalidInput(m) => Failure::new(Exit::Usage, m),
-                    other => other.into(),
-                })?;
+            let id = crate::run::blocking::blocking("removing the key", move || {
+                repo.remove_key(&args.id)
+            })
+            .await?
+            .map_err(|e| match e {
+                RepoError::InvalidInput(m) => Failure::new(Exit::Usage, m),
+                other => other.into(),
+            })?;
             emit(json, &serde_json::json!({"removed": id}), || {
                 format!(
                     "removed key {}: its password no longer opens the repository\n",
@@ -186,7 +195,11 @@ struct Recovered<'a> {
 }
 
 fn recover(config: &Config, args: RecoverArgs, json: bool) -> Result<(), Failure> {
-    let r = escrow::recover(&config.repository, args.set.as_deref(), &args.identity)?;
+    let place = match &args.copy {
+        Some(name) => repository::copy_entry(config, name)?.repository(),
+        None => config.repository.clone(),
+    };
+    let r = escrow::recover(&place, args.set.as_deref(), &args.identity)?;
     let (what, secret) = if args.license {
         let l = r.license.as_ref().ok_or_else(|| {
             Failure::new(
@@ -259,31 +272,30 @@ fn recover(config: &Config, args: RecoverArgs, json: bool) -> Result<(), Failure
 
 /// Creates `path` new (never overwriting), owner-only on Unix, and writes the secret.
 fn write_private(path: &Path, secret: &Secret) -> Result<(), Failure> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let mut f = opts.open(path).map_err(|e| {
-        let hint = if e.kind() == std::io::ErrorKind::AlreadyExists {
-            "it exists already: choose a new file name or remove it first"
+    let text = zeroize::Zeroizing::new(format!("{}\n", secret.expose()));
+    crate::secret::write_new_private(path, text.as_bytes()).map_err(|e| {
+        use std::io::ErrorKind;
+        if e.kind() == ErrorKind::AlreadyExists {
+            Failure::new(
+                Exit::Usage,
+                format!(
+                    "cannot create {}: {e}; it exists already: choose a new file name or remove it first",
+                    path.display()
+                ),
+            )
+        } else if matches!(e.kind(), ErrorKind::NotFound | ErrorKind::PermissionDenied) {
+            Failure::new(
+                Exit::Usage,
+                format!(
+                    "cannot create {}: {e}; check the folder exists and is writable",
+                    path.display()
+                ),
+            )
         } else {
-            "check the folder exists and is writable"
-        };
-        Failure::new(
-            Exit::Usage,
-            format!("cannot create {}: {e}; {hint}", path.display()),
-        )
-    })?;
-    f.write_all(secret.expose().as_bytes())
-        .and_then(|()| f.write_all(b"\n"))
-        .and_then(|()| f.sync_all())
-        .map_err(|e| {
             Failure::new(
                 Exit::Failed,
                 format!("cannot write {}: {e}", path.display()),
             )
-        })
+        }
+    })
 }

@@ -5,6 +5,7 @@
 pub(crate) mod backup;
 mod check;
 mod context;
+mod copy;
 pub(crate) mod doctor;
 mod drill;
 pub mod exit;
@@ -70,6 +71,8 @@ pub enum Command {
     Prune(forget::PruneArgs),
     /// Check the repository (and with --read-data its data); name the sets damage hits.
     Check(check::Args),
+    /// Copy the complete sets to a second repository (a [[copy]] of the config), incrementally.
+    Copy(copy::Args),
     /// Repository passwords (add, list, remove) and escrow recovery of a set's master key.
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -177,6 +180,7 @@ async fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Forget(a) => forget::run(&cli.config, a, cli.json).await,
         Command::Prune(a) => forget::prune(&cli.config, a, cli.json).await,
         Command::Check(a) => check::run(&cli.config, a, cli.json).await,
+        Command::Copy(a) => copy::run(&cli.config, a, cli.json, &ui).await,
         Command::Key(c) => key::run(&cli.config, c, cli.json).await,
         Command::Recover(a) => recover::run(&cli.config, a, cli.json).await,
         Command::Doctor(a) => doctor::run(&cli.config, a, cli.json).await,

@@ -1,8 +1,7 @@
 //! `octobackup report`: wiring for `report`.
 
 use super::{emit, repository};
-use crate::config::Config;
-use crate::error::{Exit, Failure};
+use crate::error::Failure;
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -33,13 +32,13 @@ struct InstanceLine {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let repo = repository::open(&config).await?;
     let out = args.out.clone();
-    let report =
-        tokio::task::spawn_blocking(move || crate::report::write_report(&repo, &config, &out))
-            .await
-            .map_err(|e| Failure::new(Exit::Failed, e.to_string()))??;
+    let report = crate::run::blocking::blocking("writing the report", move || {
+        crate::report::write_report(&repo, &config, &out)
+    })
+    .await??;
     let written = Written {
         path: args.out.display().to_string(),
         instances: report

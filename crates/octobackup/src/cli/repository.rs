@@ -2,9 +2,10 @@
 //! config's source, or a prompt on a terminal.
 
 use crate::config::Config;
+use crate::config::copy::CopyConfig;
 use crate::error::{Exit, Failure};
 use crate::secret::{Secret, SecretSource};
-use octobackup_repo::{Password, Repo, RepoConfig};
+use octobackup_repo::{Password, Repo, RepoConfig, RepoError};
 use std::io::IsTerminal;
 
 pub const PASSWORD_ENV: &str = "OCTOBACKUP_PASSWORD";
@@ -53,5 +54,90 @@ pub fn repo_config(config: &Config, password: &Secret) -> RepoConfig {
 
 pub async fn open(config: &Config) -> Result<Repo, Failure> {
     let cfg = repo_config(config, &password(config, false)?);
-    Ok(tokio::task::spawn_blocking(move || Repo::open(&cfg)).await??)
+    Ok(
+        crate::run::blocking::blocking("opening the repository", move || Repo::open(&cfg))
+            .await??,
+    )
+}
+
+/// The `[[copy]]` named `name`.
+pub fn copy_entry<'a>(config: &'a Config, name: &str) -> Result<&'a CopyConfig, Failure> {
+    config
+        .copies
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = config.copies.iter().map(|c| c.name.as_str()).collect();
+            Failure::new(
+                Exit::Usage,
+                if known.is_empty() {
+                    format!(
+                        "the config has no [[copy]] named '{name}' (it has none): add one with its name, location and password_file or password_env"
+                    )
+                } else {
+                    format!(
+                        "the config has no [[copy]] named '{name}' (it has: {})",
+                        known.join(", ")
+                    )
+                },
+            )
+        })
+}
+
+/// A copy's repository settings, with its own password (never OCTOBACKUP_PASSWORD, which is the
+/// main repository's).
+pub fn copy_repo_config(copy: &CopyConfig) -> Result<RepoConfig, Failure> {
+    let source = copy.password_source().ok_or_else(|| {
+        Failure::new(
+            Exit::Usage,
+            format!(
+                "[[copy]] '{}' has no password: set password_file or password_env",
+                copy.name
+            ),
+        )
+    })?;
+    let password = source.read("copy repository password")?;
+    Ok(RepoConfig {
+        repository: copy.location.clone(),
+        options: copy.options.clone(),
+        password: Password::new(password.expose()),
+        retry_budget: copy.retry_budget,
+    })
+}
+
+/// What went wrong with a copy's repository, said with the copy's name and the fix that fits
+/// it (`init --copy NAME`, the copy's own password), the exit code unchanged.
+pub fn about_copy(copy: &CopyConfig, e: RepoError) -> Failure {
+    let name = &copy.name;
+    let message = match &e {
+        RepoError::NotFound { repository } => format!(
+            "no repository found at {repository} for the copy '{name}': create it with `octobackup init --copy {name}`, or check [[copy]] location"
+        ),
+        RepoError::AlreadyExists { repository } => format!(
+            "a repository already exists at {repository} (the copy '{name}'): `copy --to {name}` uses it as it is; to start over, point [[copy]] location at an empty place"
+        ),
+        RepoError::WrongPassword { repository } => format!(
+            "wrong password for the copy '{name}' at {repository}: no key in it opens with the password from [[copy]] password_file/password_env (the copy has its own password, not the main repository's)"
+        ),
+        other => format!("the copy '{name}': {other}"),
+    };
+    Failure {
+        message,
+        ..Failure::from(e)
+    }
+}
+
+/// Opens the `[[copy]]` named `name`.
+pub async fn open_copy(config: &Config, name: &str) -> Result<Repo, Failure> {
+    let copy = copy_entry(config, name)?.clone();
+    let cfg = copy_repo_config(&copy)?;
+    tokio::task::spawn_blocking(move || Repo::open(&cfg).map_err(|e| about_copy(&copy, e))).await?
+}
+
+/// The repository a command works on: the main one, or with `--copy NAME` that copy.
+pub async fn open_chosen(config: &Config, copy: Option<&str>) -> Result<Repo, Failure> {
+    match copy {
+        Some(name) => open_copy(config, name).await,
+        None => open(config).await,
+    }
 }

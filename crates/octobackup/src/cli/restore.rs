@@ -194,14 +194,16 @@ async fn name_the_set(
     // As `choose_set` finds it, without the manifest: the lost data may hold it.
     let (repo, instance) = (repo.clone(), instance.to_string());
     let wanted = wanted.unwrap_or("latest").to_string();
-    let set_id = tokio::task::spawn_blocking(move || {
+    let set_id = crate::run::blocking::blocking("finding the set", move || {
         let by_id = wanted != "latest";
         let sets = crate::backupset::list::list(&repo, (!by_id).then_some(&instance)).ok()?;
         crate::backupset::list::find(&sets, &wanted).map(|s| s.set_id.clone())
     })
     .await
-    .ok()
-    .flatten();
+    .unwrap_or_else(|f| {
+        tracing::warn!("the set's id is left out of the message: {}", f.message);
+        None
+    });
     match set_id {
         Some(set_id) => Failure {
             message: format!(

@@ -2,7 +2,6 @@
 //! Scheduler on Windows).
 
 use super::{emit, ui::Ui};
-use crate::config::Config;
 use crate::error::{Exit, Failure};
 use crate::schedule::{self, At, Plan};
 use std::path::{Path, PathBuf};
@@ -101,7 +100,7 @@ pub async fn run(
         ScheduleCommand::Show(a) | ScheduleCommand::Remove(a) => a,
         ScheduleCommand::Run(a) => return run_job(config_path, a, json, ui).await,
     };
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let (name, _) = config.instance(config_path, common.instance.as_deref())?;
     let name = name.to_string();
     let outcome = match command {
@@ -172,20 +171,23 @@ async fn run_job(config_path: &Path, args: &RunArgs, json: bool, ui: &Ui) -> Res
             instance: args.instance.clone(),
             scratch: None,
             data_dir: None,
+            copy: None,
         };
         outcome = super::drill::run(config_path, drill, json, ui).await;
     }
     if let Some(out) = &args.report {
         let written = async {
-            let config = Config::load(config_path).map_err(|e| e.to_string())?;
+            let config = super::context::load_config(config_path).map_err(|e| e.to_string())?;
             let repo = super::repository::open(&config)
                 .await
                 .map_err(|f| f.message)?;
             let out = out.clone();
-            tokio::task::spawn_blocking(move || crate::report::write_report(&repo, &config, &out))
-                .await
-                .map_err(|e| e.to_string())?
-                .map_err(|f| f.message)
+            crate::run::blocking::blocking("writing the report", move || {
+                crate::report::write_report(&repo, &config, &out)
+            })
+            .await
+            .map_err(|f| f.message)?
+            .map_err(|f| f.message)
         }
         .await;
         if let Err(e) = written {

@@ -1,6 +1,5 @@
 use super::{backup::bytes, emit, repository};
 use crate::backupset::list;
-use crate::config::Config;
 use crate::error::{Exit, Failure};
 use std::path::Path;
 
@@ -9,6 +8,9 @@ pub struct ListArgs {
     /// Only this instance's sets.
     #[arg(long, short)]
     pub instance: Option<String>,
+    /// Work on the `[[copy]]` named NAME (the second repository) instead of the main one.
+    #[arg(long, value_name = "NAME")]
+    pub copy: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -18,10 +20,12 @@ pub struct ShowArgs {
 }
 
 pub async fn list(config_path: &Path, args: ListArgs, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
-    let repo = repository::open(&config).await?;
-    let sets =
-        tokio::task::spawn_blocking(move || list::list(&repo, args.instance.as_deref())).await??;
+    let config = super::context::load_config(config_path)?;
+    let repo = repository::open_chosen(&config, args.copy.as_deref()).await?;
+    let sets = crate::run::blocking::blocking("listing the sets", move || {
+        list::list(&repo, args.instance.as_deref())
+    })
+    .await??;
     emit(json, &sets, || {
         let mut s = format!(
             "{:<24} {:<8} {:<25} {:<16} {:<12} {:>10} {:>8} {:<8} {}\n",
@@ -58,9 +62,9 @@ pub async fn list(config_path: &Path, args: ListArgs, json: bool) -> Result<(), 
 }
 
 pub async fn show(config_path: &Path, args: ShowArgs, json: bool) -> Result<(), Failure> {
-    let config = Config::load(config_path)?;
+    let config = super::context::load_config(config_path)?;
     let repo = repository::open(&config).await?;
-    let manifest = tokio::task::spawn_blocking(move || {
+    let manifest = crate::run::blocking::blocking("reading the set", move || {
         let sets = list::list(&repo, None)?;
         let Some(set) = list::find(&sets, &args.set) else {
             return Ok(Err(Failure::new(

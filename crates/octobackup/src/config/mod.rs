@@ -3,6 +3,9 @@
 //! commented template; `octobackup-lab up` writes a ready one for the lab. The schema is a leaf: it
 //! imports nothing of the modules that act on it.
 
+pub mod copy;
+pub mod metrics;
+pub mod notify;
 pub mod retention;
 mod template;
 
@@ -45,10 +48,13 @@ pub struct Config {
     pub escrow: Option<EscrowConfig>,
     /// Who is told about backups (`[notify]`): webhooks, Microsoft Teams, Slack, e-mail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notify: Option<crate::notify::NotifyConfig>,
+    pub notify: Option<notify::NotifyConfig>,
     /// Prometheus metrics (`[metrics]`): a textfile for node_exporter, a Pushgateway.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<crate::metrics::MetricsConfig>,
+    pub metrics: Option<metrics::MetricsConfig>,
+    /// Second repositories the sets are copied to (`[[copy]]`).
+    #[serde(default, rename = "copy", skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<copy::CopyConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, Default)]
@@ -382,6 +388,7 @@ impl Config {
         let checks = [
             config.notify.as_ref().map(|n| n.validate()),
             config.metrics.as_ref().map(|m| m.validate()),
+            Some(copy::validate(&config.copies, &config.repository)),
         ];
         if let Some(Err(message)) = checks.into_iter().flatten().find(|r| r.is_err()) {
             return Err(ConfigError::Parse {

@@ -56,6 +56,18 @@ keep_monthly = 12
 # [escrow]
 # age_recipients = ["age1..."]
 
+# A second copy, elsewhere (another backend, its own password): `octobackup init --copy offsite`
+# once, then every backup copies its new set there (or `octobackup copy --to offsite`). Only
+# complete sets are copied, each once; `check --copy offsite` and `drill --copy offsite` test it.
+# [[copy]]
+# name = "offsite"
+# location = "s3://s3.eu-west-1.amazonaws.com/octopus-offsite/prod"
+# password_file = "/etc/octobackup/offsite-password"
+# after_backup = true
+# retry_budget = "2m"
+# [copy.options]
+# secret_access_key_file = "/etc/octobackup/offsite-s3-secret"
+
 # One section per Octopus Server instance: octobackup backup --instance OctopusServer
 [instance.OctopusServer]
 url = "https://octopus.example.com"

@@ -1,5 +1,5 @@
-//! `octobackup-lab bench`: measures, in one run on the same lab data, what issue "a maintenance
-//! window of seconds" asks: octobackup's maintenance window against Octopus's manual procedure,
+//! `octobackup-lab bench`: measures, in one run on the same lab data, what the promise of a
+//! maintenance window of seconds rests on: octobackup's maintenance window against Octopus's manual procedure,
 //! backup wall time against stock restic and against reading the data once, repository growth per
 //! simulated day against the bytes that changed (and against keeping one .bak a night), restore
 //! time against one plain copy, and peak memory. Figures are reported as ratios to a reference
@@ -311,7 +311,7 @@ fn rustic(repo: &Path, password_file: &Path, args: &[&str]) -> Command {
 
 /// Wall time less the seconds SQL Server's steps ran past octobackup's steps beside them.
 fn engine_seconds(wall: f64, report: &serde_json::Value) -> f64 {
-    // What runs beside BACKUP inside the window: the folder capture (run/backup.rs's step names).
+    // What runs beside BACKUP inside the window: the folder capture (run/backup/mod.rs's step names).
     let folders = step_seconds(report, "server folders (capture)")
         + step_seconds(report, "server folders (capture changes)");
     let bak = step_seconds(report, "database backup");
@@ -330,10 +330,8 @@ fn step_seconds(report: &serde_json::Value, name: &str) -> f64 {
         .sum()
 }
 
+/// One bench run (`--scale` runs several, `lab::scale`).
 pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
-    if let Some(points) = args.scale.clone() {
-        return super::scale::run(args, points, json).await;
-    }
     let temp = tempfile::Builder::new()
         .prefix("octobackup-bench-")
         .tempdir()

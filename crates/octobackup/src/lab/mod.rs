@@ -144,7 +144,8 @@ pub struct SqlFieldArgs {
     /// Start with `backup compression default` on (sp_configure ... 1; RECONFIGURE).
     #[arg(long)]
     pub backup_compression_default: bool,
-    /// Pose as a platform without BACKUP TO DISK.
+    /// Pose as another platform: Managed Instance or RDS (no BACKUP TO DISK), or SQL Server on
+    /// Linux in its container.
     #[arg(long, value_enum)]
     pub sql_platform: Option<SqlPlatform>,
     /// TCP/IP disabled, as SQL Express ships (SQL Browser lists no TCP port).
@@ -160,13 +161,18 @@ pub struct SqlFieldArgs {
 pub enum SqlPlatform {
     ManagedInstance,
     Rds,
+    /// SQL Server 2022 on Linux in its container (paths under /var/opt/mssql).
+    Linux,
 }
 
 async fn run(cmd: LabCommand, config_path: &Path, json: bool, ui: &Ui) -> Result<(), Failure> {
     let fail = |e: anyhow::Error| Failure::new(Exit::Failed, format!("{e:#}"));
     match cmd {
         LabCommand::Demo(a) => demo::run(a, json, ui).await,
-        LabCommand::Bench(a) => bench::run(a, json).await,
+        LabCommand::Bench(a) => match a.scale.clone() {
+            Some(points) => scale::run(a, points, json).await,
+            None => bench::run(a, json).await,
+        },
         LabCommand::RestoreSet { target, set } => {
             let config = Config::load(config_path)?;
             let repo = crate::cli::repository::open(&config).await?;
@@ -315,6 +321,7 @@ pub async fn start_field(
             opts.edition = octobackup_lab::sqlserver_sim::Edition::AzureSqlManagedInstance
         }
         Some(SqlPlatform::Rds) => opts.sql_options.amazon_rds = true,
+        Some(SqlPlatform::Linux) => opts.sql_linux = true,
         None => {}
     }
     opts.sql_tcp = !sql.sql_tcp_off;
@@ -348,16 +355,10 @@ impl PublicInfo for Lab {
     }
 }
 
+/// The lab's secret files, rewritten on each `up`: owner-only, replaced whole (the lab crate's
+/// writer; the product's own, `secret::write_new_private`, never replaces a file).
 fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
-    if let Some(p) = path.parent() {
-        std::fs::create_dir_all(p)?;
-    }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    std::io::Write::write_all(&mut opts.open(path)?, value.as_bytes())?;
-    Ok(())
+    Ok(octobackup_lab::secret_file::write(path, value.as_bytes())?)
 }
 
 /// The config octobackup needs for the lab instance, as an administrator would write it: secrets in
@@ -405,9 +406,16 @@ pub fn lab_config(info: &LabInfo, tls: bool, lab_exe: &Path) -> anyhow::Result<C
         },
         folders: BTreeMap::new(),
         discover: None,
+        // SQL Server on Linux sees the share at its container path, octobackup at the host's
         staging: StagingConfig {
-            sql_path: info.staging_dir.display().to_string(),
-            local_path: None,
+            sql_path: info
+                .staging_sql_path
+                .clone()
+                .unwrap_or_else(|| info.staging_dir.display().to_string()),
+            local_path: info
+                .staging_sql_path
+                .as_ref()
+                .map(|_| info.staging_dir.clone()),
         },
         folders_before_window: true,
         wait: WaitConfig {
@@ -432,6 +440,7 @@ pub fn lab_config(info: &LabInfo, tls: bool, lab_exe: &Path) -> anyhow::Result<C
         escrow: None,
         notify: None,
         metrics: None,
+        copies: Vec::new(),
     })
 }
 

@@ -6,53 +6,13 @@
 //! are left to the query (`time() - octobackup_last_success_timestamp_seconds`): a textfile read
 //! an hour later would show a stale age.
 
+pub use crate::config::metrics::MetricsConfig;
 use crate::notify::history::{InstanceHistory, write_atomically};
 use crate::notify::{History, Status};
 use base64::Engine;
-use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
-
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// The file node_exporter's textfile collector reads (`--collector.textfile.directory`), e.g.
-    /// `/var/lib/prometheus/node-exporter/octobackup.prom`. Must end in `.prom`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub textfile: Option<PathBuf>,
-    /// A Pushgateway's base URL, e.g. `http://pushgateway:9091`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pushgateway: Option<String>,
-    /// The `job` of the Pushgateway group. Default: octobackup.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<String>,
-}
-
-impl MetricsConfig {
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(t) = &self.textfile
-            && t.extension().is_none_or(|e| e != "prom")
-        {
-            return Err(format!(
-                "metrics.textfile {} must end in .prom (node_exporter's textfile collector reads only *.prom)",
-                t.display()
-            ));
-        }
-        if let Some(u) = &self.pushgateway
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            return Err(format!(
-                "metrics.pushgateway '{}' must start with http:// or https://",
-                shown(u)
-            ));
-        }
-        if self.job.as_deref().is_some_and(|j| j.is_empty()) {
-            return Err("metrics.job is empty".into());
-        }
-        Ok(())
-    }
-}
 
 /// The label that names the Octopus instance. Not `instance`: Prometheus sets that one to the
 /// scraped target (node_exporter, the Pushgateway) and would rename ours `exported_instance`.
@@ -339,14 +299,7 @@ async fn push(base: &str, job: &str, instance: &str, text: String) -> Result<(),
         .body(text)
         .send()
         .await
-        .map_err(|e| {
-            let e = e.without_url();
-            let mut cause: &dyn std::error::Error = &e;
-            while let Some(s) = cause.source() {
-                cause = s;
-            }
-            format!("{base}: {cause}")
-        })?;
+        .map_err(|e| format!("{base}: {}", crate::error::innermost(&e.without_url())))?;
     if resp.status().is_success() {
         Ok(())
     } else {

@@ -7,194 +7,31 @@ pub mod history;
 mod webhook;
 
 use crate::error::Exit;
-use crate::secret::{Secret, SecretSource};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
+pub use crate::config::notify::{EmailConfig, Format, NotifyConfig, SmtpTls, WebhookConfig, When};
 pub use history::{DrillResult, History, InstanceHistory};
 
 /// Called by the backup the moment maintenance mode could not be put back, with the message.
 pub type Alarm = Arc<dyn Fn(String) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
 
-/// When a target is told.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum When {
-    /// Every failed run (the default).
-    #[default]
-    Failure,
-    /// Every run.
-    Always,
-    /// Every failed run, and the first success after a failure (no news while all is well).
-    Recovery,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct NotifyConfig {
-    /// Default for every target: "failure", "always" or "recovery".
-    #[serde(default)]
-    pub on: When,
-    /// How long one target may take to accept a notification. Default 15 (seconds).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub timeout_seconds: Option<u64>,
-    #[serde(default, rename = "webhook", skip_serializing_if = "Vec::is_empty")]
-    pub webhooks: Vec<WebhookConfig>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub email: Vec<EmailConfig>,
-}
-
-/// The body a webhook gets.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    /// octobackup's own JSON (the `Event` fields).
-    #[default]
-    Json,
-    /// A Microsoft Teams incoming webhook (or a Teams Workflows "post to a channel" URL): an
-    /// Adaptive Card in a message.
-    Teams,
-    /// A Slack incoming webhook: text with Block Kit blocks.
-    Slack,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct WebhookConfig {
-    #[serde(default)]
-    pub format: Format,
-    /// The URL. Teams and Slack URLs carry their token: prefer url_env or url_file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url_env: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url_file: Option<PathBuf>,
-    /// Overrides `[notify] on` for this target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on: Option<When>,
-}
-
-/// How the SMTP connection is protected.
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SmtpTls {
-    /// Plain connection upgraded with STARTTLS, which must succeed (port 587; the default).
-    #[default]
-    Starttls,
-    /// TLS from the first byte (port 465).
-    Tls,
-    /// No TLS: only for a relay on the same host, and never with a password.
-    None,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct EmailConfig {
-    /// The SMTP server's host name (the name its certificate holds).
-    pub server: String,
-    /// Default: 587 with starttls, 465 with tls, 25 with none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub port: Option<u16>,
-    #[serde(default)]
-    pub tls: SmtpTls,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_env: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub password_file: Option<PathBuf>,
-    /// A PEM file with the CA (or the certificate) the server's certificate is checked against,
-    /// besides the system's roots: for a server with a private CA.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
-    pub from: String,
-    pub to: Vec<String>,
-    /// Overrides `[notify] on` for this target.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on: Option<When>,
-}
-
-impl NotifyConfig {
-    /// Checked when the config is loaded, so a broken target is a config error, not a silent
-    /// warning the night it is needed.
-    pub fn validate(&self) -> Result<(), String> {
-        for (i, w) in self.webhooks.iter().enumerate() {
-            let n = i + 1;
-            let given = [w.url.is_some(), w.url_env.is_some(), w.url_file.is_some()];
-            if given.iter().filter(|g| **g).count() != 1 {
+/// The e-mail addresses of `[notify]`, read as the mail crate reads them when it sends: checked
+/// when the config is loaded (with `NotifyConfig::validate`), not found wrong the night it is needed.
+pub fn addresses(config: &NotifyConfig) -> Result<(), String> {
+    for (i, e) in config.email.iter().enumerate() {
+        let n = i + 1;
+        for a in std::iter::once(&e.from).chain(&e.to) {
+            if a.parse::<lettre::message::Mailbox>().is_err() {
                 return Err(format!(
-                    "notify.webhook #{n}: set exactly one of url, url_env or url_file"
-                ));
-            }
-            if let Some(u) = &w.url
-                && !(u.starts_with("http://") || u.starts_with("https://"))
-            {
-                return Err(format!(
-                    "notify.webhook #{n}: the url must start with http:// or https://"
+                    "notify.email #{n}: '{a}' is not an e-mail address (name@example.com or \"Name <name@example.com>\")"
                 ));
             }
         }
-        for (i, e) in self.email.iter().enumerate() {
-            let n = i + 1;
-            if e.server.trim().is_empty() {
-                return Err(format!(
-                    "notify.email #{n}: server is empty (the SMTP server's host name)"
-                ));
-            }
-            if e.to.is_empty() {
-                return Err(format!(
-                    "notify.email #{n}: to is empty (give at least one address)"
-                ));
-            }
-            for a in std::iter::once(&e.from).chain(&e.to) {
-                if a.parse::<lettre::message::Mailbox>().is_err() {
-                    return Err(format!(
-                        "notify.email #{n}: '{a}' is not an e-mail address (name@example.com or \"Name <name@example.com>\")"
-                    ));
-                }
-            }
-            if e.password_env.is_some() && e.password_file.is_some() {
-                return Err(format!(
-                    "notify.email #{n}: set one of password_env or password_file, not both"
-                ));
-            }
-            let password = e.password_env.is_some() || e.password_file.is_some();
-            if password != e.username.is_some() {
-                return Err(format!(
-                    "notify.email #{n}: username and a password (password_env or password_file) go together"
-                ));
-            }
-            if password && e.tls == SmtpTls::None {
-                return Err(format!(
-                    "notify.email #{n}: tls = \"none\" would send the SMTP password in clear: use starttls or tls"
-                ));
-            }
-        }
-        Ok(())
     }
-
-    fn timeout(&self) -> Duration {
-        Duration::from_secs(self.timeout_seconds.unwrap_or(15).max(1))
-    }
-}
-
-impl WebhookConfig {
-    fn url(&self) -> Result<Secret, String> {
-        if let Some(u) = &self.url {
-            return Ok(Secret::new(u.clone()));
-        }
-        let source = match (&self.url_env, &self.url_file) {
-            (Some(e), _) => SecretSource::Env(e.clone()),
-            (_, Some(f)) => SecretSource::File(f.clone()),
-            _ => return Err("no url".into()),
-        };
-        source.read("webhook URL").map_err(|e| e.to_string())
-    }
+    Ok(())
 }
 
 /// How a run ended, in a word.
@@ -303,6 +140,9 @@ pub fn fix_for(exit: Exit) -> &'static str {
         }
         Exit::CheckFailed => {
             "A check failed: read which one above and fix it before relying on the set."
+        }
+        Exit::CopyFailed => {
+            "The backup is complete, but its copy to the second repository failed: fix what the message names, then `octobackup copy --to NAME`."
         }
         Exit::Interrupted => {
             "The run was stopped; maintenance mode was put back. Run the backup again."
@@ -470,35 +310,6 @@ async fn futures_join_all(futs: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>
     .await
 }
 
-/// After `octobackup drill`: keeps its result for the next backup's notification and for the
-/// metrics (`octobackup_drill_success`), when `[notify]` or `[metrics]` is configured.
-pub async fn after_drill(
-    config: &crate::config::Config,
-    config_path: &std::path::Path,
-    instance: &str,
-    set_id: &str,
-    ok: bool,
-) {
-    if config.notify.is_none() && config.metrics.is_none() {
-        return;
-    }
-    let state_dir = config.state_dir(config_path);
-    let drill = DrillResult {
-        ok,
-        set_id: set_id.to_string(),
-        finished: chrono::Utc::now(),
-    };
-    if let Err(e) = History::new(&state_dir).record_drill(instance, drill) {
-        tracing::warn!(
-            "the drill's result could not be kept in {}: {e} (the drill's result is unchanged)",
-            state_dir.display()
-        );
-    }
-    if let Some(m) = &config.metrics {
-        crate::metrics::publish(m, &state_dir, instance).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,29 +359,21 @@ mod tests {
     }
 
     #[test]
-    fn config_errors_name_the_target() {
-        let mut c = NotifyConfig::default();
-        c.webhooks.push(WebhookConfig {
-            url: Some("https://x".into()),
-            url_env: Some("X".into()),
-            ..Default::default()
-        });
-        assert!(c.validate().unwrap_err().contains("webhook #1"));
+    fn an_address_the_mail_crate_cannot_read_is_a_config_error() {
         let mut c = NotifyConfig::default();
         c.email.push(EmailConfig {
             server: "smtp.example.com".into(),
-            from: "octobackup@example.com".into(),
+            from: "Octopus backups <octobackup@example.com>".into(),
             to: vec!["ops@example.com".into()],
-            username: Some("u".into()),
-            password_env: Some("P".into()),
-            tls: SmtpTls::None,
             ..Default::default()
         });
-        assert!(c.validate().unwrap_err().contains("in clear"));
-        c.email[0].tls = SmtpTls::Starttls;
-        c.validate().unwrap();
-        c.email[0].to = vec!["not an address".into()];
-        assert!(c.validate().unwrap_err().contains("not an e-mail address"));
+        addresses(&c).unwrap();
+        c.email[0].to.push("not an address".into());
+        let e = addresses(&c).unwrap_err();
+        assert!(
+            e.contains("notify.email #1: 'not an address' is not an e-mail address"),
+            "{e}"
+        );
     }
 
     #[test]

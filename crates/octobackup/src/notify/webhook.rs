@@ -141,11 +141,7 @@ fn describe(e: reqwest::Error) -> String {
     // The innermost cause says why (connection refused, a certificate refused); the URL is left
     // out at every level.
     let e = e.without_url();
-    let mut cause: &dyn std::error::Error = &e;
-    while let Some(s) = cause.source() {
-        cause = s;
-    }
-    format!("{kind}: {cause}")
+    format!("{kind}: {}", crate::error::innermost(&e))
 }
 
 fn redact(text: &str, url: &str) -> String {

@@ -10,10 +10,12 @@
 
 use super::connect::sql_server;
 use super::journal::StateDir;
-use super::restore::{
-    self, ChosenSet, Staged, checkdb, choose_set, drop_quietly, file_list, restore_planned,
-    short_hash, stage_database,
-};
+use super::names::{marked_name, short_hash};
+use super::restore::database::{checkdb, restore_planned};
+use super::restore::plan::file_list;
+use super::restore::secrets::read_secrets;
+use super::restore::set::{ChosenSet, choose_set};
+use super::restore::staging::{Staged, copies_ended, stage_database};
 use super::stop::{Stop, lab_point};
 use crate::backupset::{self, manifest::FolderInfo};
 use crate::config::InstanceConfig;
@@ -21,6 +23,7 @@ use crate::error::{Exit, Failure};
 use crate::octopus::sensitive::{self, Opened};
 use crate::run::progress::Ui;
 use crate::sqlserver::SqlServer;
+use crate::sqlserver::admin::{databases, drop_quietly};
 use crate::sqlserver::client::Session;
 use crate::sqlserver::tsql;
 use base64::Engine;
@@ -119,7 +122,7 @@ impl Checks {
 /// The scratch database's name for a set: the same for every drill of the set, so a drill that
 /// was killed leaves a name the next one recognises and drops.
 pub fn scratch_database(database: &str, set_id: &str) -> String {
-    restore::marked_name(
+    marked_name(
         database,
         &format!("_octobackup_drill_{}", &short_hash(&[set_id])[..6]),
     )
@@ -150,7 +153,7 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
     // VERIFYONLY, RESTORE and CHECKDB can be silent for minutes: no client timeout.
     let mut session = server.connect_unbounded().await?;
     let prefix = format!("{}_octobackup_drill_", set.manifest.database.name);
-    for (name, _) in restore::databases(&mut session).await? {
+    for (name, _) in databases(&mut session).await? {
         if name.starts_with(&prefix) {
             drop_quietly(&mut session, &name).await?;
         }
@@ -235,7 +238,7 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
     // on its connection, then the clean-up on a fresh one. The message says only what was done.
     session.cancel(std::time::Duration::from_secs(30)).await;
     // A copy from the repository ends at its next write: then its file can go.
-    restore::copies_ended().await;
+    copies_ended().await;
     let _ = std::fs::remove_dir_all(&scratch_root);
     let _ = std::fs::remove_dir_all(job.instance.staging_local().join(&staged_folder));
     // The server may still be ending the RESTORE of the cancelled request: retry a little.
@@ -510,9 +513,7 @@ async fn key_opens(
     session: &mut Session,
     database: &str,
 ) -> Result<String, String> {
-    let (key, _) = restore::read_secrets(repo, set)
-        .await
-        .map_err(|e| e.message)?;
+    let (key, _) = read_secrets(repo, set).await.map_err(|e| e.message)?;
     let key = key.ok_or("the set holds no master key")?;
     let raw = zeroize::Zeroizing::new(
         base64::engine::general_purpose::STANDARD
@@ -604,10 +605,12 @@ async fn restore_folders(job: &DrillJob, set: &ChosenSet, root: &Path) -> Result
             format!("{}/{}", backupset::FOLDERS_DIR, f.name),
             job.ui.repo_sink(&format!("drill: {}", f.name)),
         );
-        let s = tokio::task::spawn_blocking(move || repo.restore(&snap, &path, &dest, &*sink))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| format!("{}: {e}", f.name))?;
+        let s = crate::run::blocking::blocking("restoring the folders", move || {
+            repo.restore(&snap, &path, &dest, &*sink)
+        })
+        .await
+        .map_err(|f| f.message)?
+        .map_err(|e| format!("{}: {e}", f.name))?;
         // Warnings (ownership a non-root run cannot set...) do not fail the drill: the files are
         // checked next. They are shown.
         warnings.extend(s.warnings.iter().map(|w| format!("{}: {w}", f.name)));
@@ -675,11 +678,12 @@ pub fn compare_listing(
 
 async fn compare_folders(repo: &Arc<Repo>, set: &ChosenSet, root: &Path) -> Result<String, String> {
     let (repo2, snap) = (repo.clone(), set.snapshot_id.clone());
-    let entries =
-        tokio::task::spawn_blocking(move || repo2.list_files(&snap, backupset::FOLDERS_DIR))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+    let entries = crate::run::blocking::blocking("listing the folders", move || {
+        repo2.list_files(&snap, backupset::FOLDERS_DIR)
+    })
+    .await
+    .map_err(|f| f.message)?
+    .map_err(|e| e.to_string())?;
     compare_listing(root, &set.manifest.folders, &entries)
 }
 

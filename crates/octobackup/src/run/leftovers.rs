@@ -8,8 +8,8 @@
 //! the shape octobackup gives its own (`_octobackup_restoring_<8 hex>`, `_octobackup_drill_<6
 //! hex>`): never a user's database.
 
-use super::restore::{database_state, drop_quietly};
 use crate::sqlserver::SqlServer;
+use crate::sqlserver::admin::{database_state, drop_quietly};
 use crate::sqlserver::client::Session;
 use std::path::{Path, PathBuf};
 

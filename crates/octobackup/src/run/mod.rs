@@ -3,16 +3,18 @@
 //! records for the report. They show progress through `progress::Progress` and never import `cli`.
 
 pub mod backup;
-pub mod chain;
+pub mod blocking;
 pub mod connect;
+pub mod copy;
+pub mod doctor;
 pub mod drill;
 pub mod journal;
 pub mod leftovers;
 pub mod maintenance;
+pub mod names;
 pub mod progress;
 pub mod restore;
 pub mod retention;
 pub mod space;
 pub mod steps;
 pub mod stop;
-pub mod window_capture;

@@ -625,9 +625,32 @@ fn stop_storage(b: &Backend, t: &TestLab) {
     }
 }
 
+/// How a stopped storage server looks to the client.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Outage {
+    /// Connections refused, open ones cut.
+    Refused,
+    /// Connections accepted and never answered.
+    Hangs,
+    /// Response headers sent, then the body stalls (HTTP servers).
+    StallsBodies,
+}
+
+/// As [`stop_storage`], the way `how` says (a local folder can only go away).
+fn stop_storage_as(b: &Backend, t: &TestLab, how: Outage) {
+    match (&b.gate, how) {
+        (Some(g), Outage::Hangs) => g.hang(),
+        (Some(g), Outage::StallsBodies) => g.stall_bodies(),
+        _ => stop_storage(b, t),
+    }
+}
+
 fn start_storage(b: &Backend, t: &TestLab) {
     match &b.gate {
-        Some(g) => g.open(),
+        Some(g) => {
+            g.close();
+            g.open();
+        }
         None if b.kind == Kind::Local => {
             std::fs::rename(t.dir.path().join("repository-away"), t.repo_dir()).unwrap()
         }
@@ -664,7 +687,9 @@ fn assert_storage_gone(b: &Backend, out: &Output, staged: bool, case: &str) {
             }
             if staged {
                 assert!(
-                    line.contains("nothing was kept on the staging share"),
+                    line.contains(
+                        "was kept: the next backup of this instance within 24 h stores it"
+                    ),
                     "{case}: staging not said: {line}"
                 );
             }
@@ -718,7 +743,9 @@ async fn ssh_leftovers(sftp: &servers::Sftp, gate_port: Option<u16>) -> Vec<Stri
 
 /// The storage stopped before the run: the run ends at the retry budget with one line, before
 /// maintenance mode is touched; the earlier set stays the only complete one.
-async fn stopped_before_the_run(kind: Kind) {
+/// A server that hangs (or stalls mid-body) fails each request at its timeout, which counts
+/// against the same budget: the run still ends with one line, naming the timeout.
+async fn stopped_before_the_run(kind: Kind, how: Outage) {
     let b = tokio::task::spawn_blocking(move || Backend::start_gated(kind))
         .await
         .unwrap();
@@ -727,10 +754,17 @@ async fn stopped_before_the_run(kind: Kind) {
     obk_ok(&t, place, &["backup"]).await;
     let changes = maintenance_changes(&t.events()).len();
 
-    stop_storage(&b, &t);
+    stop_storage_as(&b, &t, how);
     let out = obk(&t, place, &["backup"]).await;
-    let case = format!("{kind:?} stopped before the run");
+    let case = format!("{kind:?} stopped before the run ({how:?})");
     assert_storage_gone(&b, &out, false, &case);
+    if how != Outage::Refused {
+        assert!(
+            stderr(&out).contains("failed with timeout"),
+            "{case}: the timeout not named: {}",
+            stderr(&out)
+        );
+    }
     assert_eq!(
         maintenance_changes(&t.events()).len(),
         changes,
@@ -760,7 +794,7 @@ async fn stopped_before_the_run(kind: Kind) {
 /// The storage stopped while the run is under way (during the window's BACKUP DATABASE, so the
 /// run meets it after the window, while it stores the set): the run ends within the retry budget
 /// with one line, maintenance mode is put back, no set is complete.
-async fn stopped_during_the_run(kind: Kind) {
+async fn stopped_during_the_run(kind: Kind, how: Outage) {
     let b = tokio::task::spawn_blocking(move || Backend::start_gated(kind))
         .await
         .unwrap();
@@ -778,18 +812,159 @@ async fn stopped_during_the_run(kind: Kind) {
         .spawn()
         .unwrap();
     t.wait_for_event("backup_started").await;
-    stop_storage(&b, &t);
+    stop_storage_as(&b, &t, how);
     t.lab.sql().set_backup_rate(None);
     let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
         .await
         .unwrap();
-    let case = format!("{kind:?} stopped during the run");
+    let case = format!("{kind:?} stopped during the run ({how:?})");
     assert_storage_gone(&b, &out, true, &case);
     let changes = maintenance_changes(&t.events());
     assert!(
         changes.first().is_some_and(|c| c.1),
         "{case}: the window never opened: {changes:?}"
     );
+    assert_as_found(&b, &t, place, 0, &case).await;
+
+    // The window's work was kept on staging: with the storage back, the next run stores it as
+    // its set (complete, with its own time) without a new BACKUP DATABASE, then makes its own.
+    // (A local folder gone is not retried, so not kept: that run discarded its staging.)
+    if b.gate.is_none() {
+        assert!(
+            t.staging_files().is_empty(),
+            "{case}: {:?}",
+            t.staging_files()
+        );
+        return;
+    }
+    let kept = t.staging_files();
+    assert_eq!(kept.len(), 1, "{case}: staging holds {kept:?}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(kept[0].join("octobackup-kept.json")).unwrap())
+            .unwrap();
+    let kept_set = record["manifest"]["set_id"].as_str().unwrap().to_string();
+    let backups_before = seqs(&t.events(), "backup_started").len();
+    let out = obk_ok(&t, place, &["backup"]).await;
+    assert!(
+        stderr(&out).contains(&format!("stored set {kept_set}, kept on staging")),
+        "{case}: {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        seqs(&t.events(), "backup_started").len(),
+        backups_before + 1,
+        "{case}: the kept set took a BACKUP DATABASE of its own"
+    );
+    let out = obk_ok(&t, place, &["--json", "snapshots"]).await;
+    let sets: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let complete: Vec<&serde_json::Value> = sets.iter().filter(|s| s["complete"] == true).collect();
+    assert_eq!(complete.len(), 2, "{case}: {sets:#?}");
+    assert_eq!(
+        complete[0]["set_id"],
+        kept_set.as_str(),
+        "{case}: {sets:#?}"
+    );
+    let started =
+        chrono::DateTime::parse_from_rfc3339(record["manifest"]["started"].as_str().unwrap())
+            .unwrap();
+    let stored =
+        chrono::DateTime::parse_from_rfc3339(complete[0]["time"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        stored.timestamp(),
+        started.timestamp(),
+        "{case}: the kept set's time"
+    );
+    assert!(
+        t.staging_files().is_empty(),
+        "{case}: {:?}",
+        t.staging_files()
+    );
+}
+
+/// The storage stopped the moment maintenance mode goes on (a lab hook, before the stand-in
+/// answers): nothing inside the window touches the repository, so the window is as long as with
+/// the storage up. The gate records every connection it accepts in the lab's event log: none
+/// between maintenance on and off, while the run's later tries (after the window) are there. The
+/// window's recorded length is within `wait.max_window` (no overrun); the run ends with one line,
+/// exit 5, the set kept on staging (remote storage), none complete, maintenance mode as found,
+/// no ssh process or control folder left.
+async fn stopped_inside_the_window(kind: Kind, how: Outage) {
+    let b = tokio::task::spawn_blocking(move || Backend::start_gated(kind))
+        .await
+        .unwrap();
+    let (t, place) = lab_on(&b, "stopped-inside").await;
+    let place = place.as_ref();
+    t.edit_config(|c| {
+        let i = TestLab::instance_table(c);
+        let w = i
+            .entry("wait")
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .unwrap();
+        w.insert("timeout".into(), "1m".into());
+        w.insert("max_window".into(), "2m".into());
+    });
+    let log = t.lab.event_log().clone();
+    let stop: Box<dyn Fn() + Send + Sync> = match &b.gate {
+        Some(g) => {
+            let seen = log.clone();
+            g.on_connection(std::sync::Arc::new(move || {
+                seen.record("storage", "storage_connection", serde_json::json!({}))
+            }));
+            match how {
+                Outage::Hangs => Box::new(g.hang_switch()),
+                _ => Box::new(g.close_switch()),
+            }
+        }
+        None => {
+            let (from, to) = (t.repo_dir(), t.dir.path().join("repository-away"));
+            Box::new(move || std::fs::rename(&from, &to).unwrap())
+        }
+    };
+    let fired = std::sync::atomic::AtomicBool::new(false);
+    log.on("maintenance_changed", move |e| {
+        if e.detail["on"] == true && !fired.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            stop();
+        }
+    });
+
+    let out = obk(&t, place, &["backup"]).await;
+    let case = format!("{kind:?} stopped inside the window ({how:?})");
+    assert_storage_gone(&b, &out, b.gate.is_some(), &case);
+    let events = t.events();
+    let changes = maintenance_changes(&events);
+    let (on, off) = match changes.as_slice() {
+        [(on, true), (off, false), ..] => (*on, *off),
+        _ => panic!("{case}: the window: {changes:?}"),
+    };
+    if b.gate.is_some() {
+        let conns = seqs(&events, "storage_connection");
+        assert!(
+            conns.iter().any(|s| *s < on),
+            "{case}: no storage connection seen before the window: {conns:?}"
+        );
+        let inside: Vec<&u64> = conns.iter().filter(|s| **s > on && **s < off).collect();
+        assert!(
+            inside.is_empty(),
+            "{case}: the window touched the storage (events {inside:?} between {on} and {off})"
+        );
+        if how == Outage::Hangs {
+            assert!(
+                conns.iter().any(|s| *s > off),
+                "{case}: the run's tries after the window not seen: {conns:?}"
+            );
+        }
+        let kept = t.staging_files();
+        assert_eq!(kept.len(), 1, "{case}: staging holds {kept:?}");
+        let record: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(kept[0].join("octobackup-kept.json")).unwrap())
+                .unwrap();
+        let window = record["manifest"]["window"]["seconds"].as_f64().unwrap();
+        assert!(
+            window > 0.0 && window <= 120.0,
+            "{case}: the window's recorded length {window}s against wait.max_window = 2m"
+        );
+    }
     assert_as_found(&b, &t, place, 0, &case).await;
 }
 
@@ -827,31 +1002,76 @@ async fn sftp_stopped_by_sigterm() {
 /// SFTP restore and drill of a set with many packs against an sshd with its default
 /// `MaxStartups 10:30:100`, with more connections than sshd lets log in at once: the logins are
 /// queued, nothing is dropped, and no ssh process or control folder is left.
+/// Files added to the lab's server folders for the SFTP restore cases.
+struct ExtraFiles {
+    /// Incompressible 256 KiB artifacts: a few dozen packs at 240.
+    artifacts: usize,
+    /// Small task logs (1 to 16 KiB) spread over folders, as a real server has thousands of.
+    task_logs: usize,
+    /// `connections` set in the repository options (`None`: octobackup's default).
+    connections: Option<&'static str>,
+}
+
 async fn sftp_restore_of_many_packs() {
+    sftp_restore_and_drill(ExtraFiles {
+        artifacts: 240,
+        task_logs: 0,
+        connections: Some("32"),
+    })
+    .await;
+}
+
+/// A realistic set: a few thousand files (task logs in many folders, some artifacts), with
+/// octobackup's default connections, restored and drilled against the stock sshd.
+async fn sftp_restore_of_a_realistic_set() {
+    sftp_restore_and_drill(ExtraFiles {
+        artifacts: 40,
+        task_logs: 4000,
+        connections: None,
+    })
+    .await;
+}
+
+fn noise(seed: &mut u64, len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
+    for chunk in data.chunks_mut(8) {
+        *seed ^= *seed << 13;
+        *seed ^= *seed >> 7;
+        *seed ^= *seed << 17;
+        chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
+    }
+    data
+}
+
+async fn sftp_restore_and_drill(extra_files: ExtraFiles) {
     let b = tokio::task::spawn_blocking(|| Backend::start(Kind::Sftp))
         .await
         .unwrap();
     let (t, place) = lab_on(&b, "many-packs").await;
     let place = place.as_ref();
-    t.edit_config(|c| {
-        c["repository"]["options"]
-            .as_table_mut()
-            .unwrap()
-            .insert("connections".into(), "32".into());
-    });
-    // About 60 MB of incompressible files: a few dozen packs.
+    if let Some(n) = extra_files.connections {
+        t.edit_config(|c| {
+            c["repository"]["options"]
+                .as_table_mut()
+                .unwrap()
+                .insert("connections".into(), n.into());
+        });
+    }
     let extra = t.lab.info().folders.artifacts.join("many-packs");
     std::fs::create_dir_all(&extra).unwrap();
     let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-    for i in 0..240 {
-        let mut data = vec![0u8; 256 * 1024];
-        for chunk in data.chunks_mut(8) {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            chunk.copy_from_slice(&seed.to_le_bytes()[..chunk.len()]);
-        }
+    for i in 0..extra_files.artifacts {
+        let data = noise(&mut seed, 256 * 1024);
         std::fs::write(extra.join(format!("artifact-{i:03}.bin")), data).unwrap();
+    }
+    let logs = t.lab.info().folders.task_logs.join("many-files");
+    for i in 0..extra_files.task_logs {
+        let dir = logs.join(format!("ServerTasks-{:03}", i / 50));
+        std::fs::create_dir_all(&dir).unwrap();
+        let len = 1024 + (seed % (15 * 1024)) as usize;
+        let mut text = format!("ServerTasks-{i}: deployment log\n").into_bytes();
+        text.extend(noise(&mut seed, len));
+        std::fs::write(dir.join(format!("servertasks-{i:05}.log.txt")), text).unwrap();
     }
     obk_ok(&t, place, &["backup"]).await;
     let fp = t.lab.fingerprint().await.unwrap();
@@ -943,18 +1163,26 @@ async fn suite(kind: Kind) {
 /// The fault cases of one backend, each on a server (and gate) of its own.
 async fn storage_stopped(kind: Kind) {
     let mut failures = Vec::new();
-    for (name, result) in [
-        (
-            "stopped before the run",
-            tokio::spawn(stopped_before_the_run(kind)).await,
-        ),
-        (
-            "stopped during the run",
-            tokio::spawn(stopped_during_the_run(kind)).await,
-        ),
-    ] {
-        if let Err(e) = result {
-            failures.push(format!("{kind:?} / {name}: {e}"));
+    // Hanging and stalling need a gate (a remote server); stalled bodies an HTTP one.
+    let outages: &[Outage] = match kind {
+        Kind::Local => &[Outage::Refused],
+        Kind::Sftp => &[Outage::Refused, Outage::Hangs],
+        _ => &[Outage::Refused, Outage::Hangs, Outage::StallsBodies],
+    };
+    for &how in outages {
+        if let Err(e) = tokio::spawn(stopped_before_the_run(kind, how)).await {
+            failures.push(format!("{kind:?} / stopped before the run ({how:?}): {e}"));
+        }
+        if how == Outage::StallsBodies {
+            continue;
+        }
+        if let Err(e) = tokio::spawn(stopped_during_the_run(kind, how)).await {
+            failures.push(format!("{kind:?} / stopped during the run ({how:?}): {e}"));
+        }
+        if let Err(e) = tokio::spawn(stopped_inside_the_window(kind, how)).await {
+            failures.push(format!(
+                "{kind:?} / stopped inside the window ({how:?}): {e}"
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -993,6 +1221,11 @@ async fn sftp_backup_stopped_by_sigterm_leaves_no_ssh() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sftp_restore_and_drill_of_many_packs_on_a_stock_sshd() {
     sftp_restore_of_many_packs().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sftp_restore_and_drill_of_a_realistic_set_on_a_stock_sshd() {
+    sftp_restore_of_a_realistic_set().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

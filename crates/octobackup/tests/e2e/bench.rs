@@ -1,5 +1,5 @@
-//! The benchmark command runs end to end on the small lab and reports every figure the issue asks
-//! for (values are not asserted: timings belong to the benchmark, not to tests).
+//! The benchmark command runs end to end on the small lab and reports every figure the README's
+//! "Benchmark" section shows (values are not asserted: timings belong to the benchmark, not to tests).
 
 #[test]
 fn lab_bench_reports_every_figure_as_json() {

@@ -784,7 +784,19 @@ pub struct Gate {
     listener: std::sync::Arc<std::sync::Mutex<Option<TcpListener>>>,
     conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
     done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// How new connections are served: [`FORWARD`], [`HANG`] or [`STALL_BODY`].
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+    /// Called for each connection the gate accepts (whatever it then does with it).
+    watch: std::sync::Arc<std::sync::Mutex<Option<ConnectionHook>>>,
 }
+
+pub type ConnectionHook = std::sync::Arc<dyn Fn() + Send + Sync>;
+
+const FORWARD: u8 = 0;
+/// Accepted, and never answered (a server whose process hangs, a proxy with a dead upstream).
+const HANG: u8 = 1;
+/// The response's headers pass, then nothing more (a server that stalls mid-body).
+const STALL_BODY: u8 = 2;
 
 impl Gate {
     pub fn new(upstream: &str) -> Gate {
@@ -795,13 +807,17 @@ impl Gate {
             listener: Default::default(),
             conns: Default::default(),
             done: Default::default(),
+            mode: Default::default(),
+            watch: Default::default(),
         };
         gate.open();
-        let (listener, conns, done, upstream) = (
+        let (listener, conns, done, upstream, mode, watch) = (
             gate.listener.clone(),
             gate.conns.clone(),
             gate.done.clone(),
             gate.upstream,
+            gate.mode.clone(),
+            gate.watch.clone(),
         );
         std::thread::spawn(move || {
             while !done.load(std::sync::atomic::Ordering::SeqCst) {
@@ -815,21 +831,36 @@ impl Gate {
                     continue;
                 };
                 let _ = client.set_nonblocking(false);
+                let hook = watch.lock().unwrap().clone();
+                if let Some(hook) = hook {
+                    hook();
+                }
+                let how = mode.load(std::sync::atomic::Ordering::SeqCst);
+                if how == HANG {
+                    conns.lock().unwrap().push(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(upstream) else {
                     continue;
                 };
                 let mut all = conns.lock().unwrap();
                 all.push(client.try_clone().unwrap());
                 all.push(server.try_clone().unwrap());
-                for (mut from, mut to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
-                ] {
-                    std::thread::spawn(move || {
+                let (mut up_from, mut up_to) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut up_from, &mut up_to);
+                    let _ = up_to.shutdown(std::net::Shutdown::Both);
+                });
+                let (mut from, mut to) = (server, client);
+                std::thread::spawn(move || {
+                    if how == STALL_BODY {
+                        pass_headers_only(&mut from, &mut to);
+                    } else {
                         let _ = std::io::copy(&mut from, &mut to);
                         let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                }
+                    }
+                });
             }
         });
         gate
@@ -855,13 +886,80 @@ impl Gate {
         *self.listener.lock().unwrap() = Some(l);
     }
 
+    /// Calls `hook` for each connection the gate accepts from now on.
+    pub fn on_connection(&self, hook: ConnectionHook) {
+        *self.watch.lock().unwrap() = Some(hook);
+    }
+
+    /// A switch that makes the gate hang (as [`Gate::hang`]), usable from another thread or a
+    /// lab hook.
+    pub fn hang_switch(&self) -> impl Fn() + Send + Sync + 'static {
+        let (mode, conns) = (self.mode.clone(), self.conns.clone());
+        move || {
+            mode.store(HANG, std::sync::atomic::Ordering::SeqCst);
+            for c in conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// A switch that closes the gate (as [`Gate::close`]), usable from another thread.
+    pub fn close_switch(&self) -> impl Fn() + Send + Sync + 'static {
+        let (listener, conns) = (self.listener.clone(), self.conns.clone());
+        move || {
+            *listener.lock().unwrap() = None;
+            for c in conns.lock().unwrap().drain(..) {
+                let _ = c.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+
+    /// Listens, but never answers new connections (the open ones are cut, so the clients'
+    /// next requests meet it).
+    pub fn hang(&self) {
+        self.cut(HANG);
+    }
+
+    /// Passes the response headers of new connections, then stalls them (the open ones are cut).
+    pub fn stall_bodies(&self) {
+        self.cut(STALL_BODY);
+    }
+
+    fn cut(&self, mode: u8) {
+        self.mode.store(mode, std::sync::atomic::Ordering::SeqCst);
+        for c in self.conns.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
     /// Refuses new connections and cuts the open ones.
     pub fn close(&self) {
+        self.mode
+            .store(FORWARD, std::sync::atomic::Ordering::SeqCst);
         *self.listener.lock().unwrap() = None;
         for c in self.conns.lock().unwrap().drain(..) {
             let _ = c.shutdown(std::net::Shutdown::Both);
         }
     }
+}
+
+/// Copies the first response's head (up to its blank line), then reads and drops the rest:
+/// the client has its headers and waits for ever for the body.
+fn pass_headers_only(from: &mut TcpStream, to: &mut TcpStream) {
+    use std::io::{Read, Write};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0 {
+            return;
+        }
+        head.extend_from_slice(&buf[..n]);
+        if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+            let _ = to.write_all(&head[..end + 4]);
+            break;
+        }
+    }
+    while matches!(from.read(&mut buf), Ok(n) if n > 0) {}
 }
 
 impl Drop for Gate {

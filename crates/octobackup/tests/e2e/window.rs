@@ -1,4 +1,4 @@
-//! The maintenance window never waits on storage (issue 17): nothing inside it touches the
+//! The maintenance window never waits on storage: nothing inside it touches the
 //! repository, what changed inside it is exactly what the set holds, and a window past its
 //! budget puts maintenance mode back and completes nothing.
 
@@ -171,6 +171,23 @@ async fn a_window_past_its_budget_puts_maintenance_back_and_completes_nothing() 
             err.contains("overran its budget (wait.max_window = 2s)")
                 && err.contains("BACKUP DATABASE"),
             "{err}"
+        );
+        // The cut BACKUP was told to stop (ATTENTION on its connection), after the window.
+        assert!(
+            err.contains("SQL Server stopped the cut BACKUP DATABASE (ATTENTION, acknowledged)"),
+            "{err}"
+        );
+        let events = t.events();
+        let started = *seqs(&events, "backup_started").last().unwrap();
+        let acknowledged = seqs(&events, "attention_acknowledged");
+        // Found on, maintenance mode is left on: no change marks the window's end.
+        let window_off = maintenance_changes(&events)
+            .into_iter()
+            .rfind(|c| c.0 > started)
+            .map_or(started, |c| c.0);
+        assert!(
+            acknowledged.iter().any(|a| *a > window_off),
+            "no ATTENTION acknowledged after the window closed: {acknowledged:?}, window closed at {window_off}"
         );
         assert_eq!(t.lab.octopus().maintenance(), found_on, "{err}");
         assert!(!journal.exists(), "the run journal was left: {err}");

@@ -573,6 +573,16 @@ pub fn executesql_statement_type() -> SqlError {
     )
 }
 
+/// Msg 214 for sp_executesql's @params when it is not Unicode text.
+pub fn executesql_parameters_type() -> SqlError {
+    SqlError::new(
+        214,
+        16,
+        2,
+        "Procedure expects parameter '@parameters' of type 'ntext/nchar/nvarchar'.",
+    )
+}
+
 /// Msg 8178: a parameter @params declares was not passed.
 pub fn parameter_not_supplied(declaration: &str, parameter: &str) -> SqlError {
     SqlError::new(

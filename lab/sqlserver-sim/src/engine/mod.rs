@@ -6,6 +6,7 @@ mod backup;
 pub mod catalog;
 mod dbcc;
 pub mod errors;
+pub mod platform;
 mod query;
 mod scalar;
 pub mod security;
@@ -111,6 +112,8 @@ pub struct Engine {
     compression_default: (AtomicBool, AtomicBool),
     /// Posing as Amazon RDS: the `rdsadmin` database exists.
     pub amazon_rds: bool,
+    /// The operating system it runs on (`platform.rs`).
+    pub platform: crate::Platform,
     /// Databases under Transparent Data Encryption (`sys.databases.is_encrypted`), lower-cased.
     /// Only the flag: pages are not encrypted, and a restored copy is not marked.
     tde: Mutex<std::collections::HashSet<String>>,
@@ -139,7 +142,7 @@ impl Engine {
         std::fs::create_dir_all(config.data_dir.join("Backup"))
             .with_context(|| format!("creating data directory {}", config.data_dir.display()))?;
         let catalog = Catalog::load(&config.data_dir.join("catalog.json"))?;
-        Ok(Self {
+        let engine = Self {
             data_dir: config.data_dir.clone(),
             edition: config.edition,
             version: ProductVersion::parse(&config.product_version)?,
@@ -156,10 +159,15 @@ impl Engine {
                 AtomicBool::new(config.options.backup_compression_default),
             ),
             amazon_rds: config.options.amazon_rds,
+            platform: config.options.platform.clone(),
             tde: Mutex::new(std::collections::HashSet::new()),
             app_locks: applock::AppLocks::default(),
             security: Mutex::new(security::Security::default()),
-        })
+        };
+        engine
+            .prepare_platform()
+            .context("creating the container's folders")?;
+        Ok(engine)
     }
 
     /// Marks a database as encrypted with TDE (or not), as `ALTER DATABASE ... SET ENCRYPTION ON`
@@ -425,27 +433,11 @@ impl Engine {
     /// The default backup directory, where relative backup paths land (as SQL Server's
     /// BackupDirectory setting does).
     pub fn backup_directory(&self) -> PathBuf {
-        self.data_dir.join("Backup")
-    }
-
-    /// @@VERSION, shaped like SQL Server's.
-    pub fn version_string(&self) -> String {
-        if matches!(
-            self.edition,
-            Edition::AzureSqlDatabase | Edition::AzureSqlManagedInstance
-        ) {
-            return format!(
-                "Microsoft SQL Azure (RTM) - {} (X64) \n\t(octobackup lab stand-in) \n\tCopyright (C) Microsoft Corporation\n",
-                self.version.text
-            );
+        // on Linux the default backup folder is the data folder (mssql-conf defaultbackupdir)
+        if let crate::Platform::Linux { .. } = self.platform {
+            return self.data_dir.clone();
         }
-        format!(
-            "Microsoft SQL Server {} (RTM) - {} (X64) \n\t(octobackup lab stand-in) \n\tCopyright (C) Microsoft Corporation\n\t{} on {} <X64>",
-            self.version.release_name(),
-            self.version.text,
-            self.edition.edition_name(),
-            if cfg!(windows) { "Windows" } else { "Linux" }
-        )
+        self.data_dir.join("Backup")
     }
 }
 

@@ -36,7 +36,12 @@ const MSDB_TABLES: &[&str] = &[
     "backupmediaset",
     "restorehistory",
 ];
-const SYS_VIEWS: &[&str] = &["databases", "master_files", "dm_exec_requests"];
+const SYS_VIEWS: &[&str] = &[
+    "databases",
+    "master_files",
+    "dm_exec_requests",
+    "dm_os_host_info",
+];
 
 /// Resolves a table name against the current database, as SQL Server does.
 pub fn resolve_source(
@@ -209,6 +214,8 @@ fn msdb_table(table: &str, catalog: &Catalog) -> (Vec<Column>, Vec<Vec<Value>>) 
                 Column::new("first_media_number", SqlType::SmallInt),
                 Column::new("last_family_number", SqlType::TinyInt),
                 Column::new("last_media_number", SqlType::SmallInt),
+                Column::new("catalog_family_number", SqlType::TinyInt),
+                Column::new("catalog_media_number", SqlType::SmallInt),
                 Column::new("position", SqlType::Int),
                 Column::new("expiration_date", SqlType::DateTime),
                 Column::new("software_vendor_id", SqlType::Int),
@@ -218,6 +225,8 @@ fn msdb_table(table: &str, catalog: &Catalog) -> (Vec<Column>, Vec<Vec<Value>>) 
                 Column::new("software_major_version", SqlType::TinyInt),
                 Column::new("software_minor_version", SqlType::TinyInt),
                 Column::new("software_build_version", SqlType::SmallInt),
+                Column::new("time_zone", SqlType::SmallInt),
+                Column::new("mtf_minor_version", SqlType::TinyInt),
                 Column::new("first_lsn", LSN),
                 Column::new("last_lsn", LSN),
                 Column::new("checkpoint_lsn", LSN),
@@ -226,12 +235,17 @@ fn msdb_table(table: &str, catalog: &Catalog) -> (Vec<Column>, Vec<Vec<Value>>) 
                 Column::new("backup_start_date", SqlType::DateTime),
                 Column::new("backup_finish_date", SqlType::DateTime),
                 Column::new("type", SqlType::Char(1)),
+                Column::new("sort_order", SqlType::SmallInt),
+                Column::new("code_page", SqlType::SmallInt),
                 Column::new("compatibility_level", SqlType::TinyInt),
                 Column::new("database_version", SqlType::Int),
                 Column::new("backup_size", SIZE),
                 Column::new("database_name", nv(128)),
                 Column::new("server_name", nv(128)),
                 Column::new("machine_name", nv(128)),
+                Column::new("flags", SqlType::Int),
+                Column::new("unicode_locale", SqlType::Int),
+                Column::new("unicode_compare_style", SqlType::Int),
                 Column::new("collation_name", nv(128)),
                 Column::new("is_password_protected", SqlType::Bit),
                 Column::new("recovery_model", nv(60)),
@@ -245,6 +259,9 @@ fn msdb_table(table: &str, catalog: &Catalog) -> (Vec<Column>, Vec<Vec<Value>>) 
                 Column::new("has_incomplete_metadata", SqlType::Bit),
                 Column::new("is_force_offline", SqlType::Bit),
                 Column::new("is_copy_only", SqlType::Bit),
+                Column::new("first_recovery_fork_guid", SqlType::UniqueIdentifier),
+                Column::new("last_recovery_fork_guid", SqlType::UniqueIdentifier),
+                Column::new("fork_point_lsn", LSN),
                 Column::new("database_guid", SqlType::UniqueIdentifier),
                 Column::new("family_guid", SqlType::UniqueIdentifier),
                 Column::new("differential_base_lsn", LSN),
@@ -253,7 +270,11 @@ fn msdb_table(table: &str, catalog: &Catalog) -> (Vec<Column>, Vec<Vec<Value>>) 
                 Column::new("key_algorithm", nv(32)),
                 Column::new("encryptor_thumbprint", SqlType::VarBinary(Some(20))),
                 Column::new("encryptor_type", nv(32)),
+                // SQL Server 2022 adds two (Microsoft Learn, "backupset (Transact-SQL)").
+                Column::new("last_valid_restore_time", SqlType::DateTime),
+                Column::new("compression_algorithm", nv(32)),
             ];
+            let time_zone = (chrono::Local::now().offset().local_minus_utc() / (15 * 60)) as i16;
             let rows = catalog
                 .backupsets
                 .iter()
@@ -272,6 +293,8 @@ fn msdb_table(table: &str, catalog: &Catalog) -> (Vec<Column>, Vec<Vec<Value>>) 
                         Value::SmallInt(1),
                         Value::TinyInt(families),
                         Value::SmallInt(1),
+                        Value::TinyInt(1),
+                        Value::SmallInt(1),
                         Value::Int(b.position),
                         Value::Null,
                         Value::Int(4608),
@@ -287,6 +310,9 @@ fn msdb_table(table: &str, catalog: &Catalog) -> (Vec<Column>, Vec<Vec<Value>>) 
                         version
                             .as_ref()
                             .map_or(Value::Null, |v| Value::SmallInt(v.build as i16)),
+                        // the offset from UTC in 15-minute steps, as HEADERONLY's TimeZone
+                        Value::SmallInt(time_zone),
+                        Value::TinyInt(0),
                         Value::Numeric(b.first_lsn as i128),
                         Value::Numeric(b.last_lsn as i128),
                         Value::Numeric(b.checkpoint_lsn as i128),
@@ -295,12 +321,21 @@ fn msdb_table(table: &str, catalog: &Catalog) -> (Vec<Column>, Vec<Vec<Value>>) 
                         Value::DateTime(b.backup_start_date),
                         Value::DateTime(b.backup_finish_date),
                         text(&b.backup_type),
+                        Value::SmallInt(52),
+                        Value::SmallInt(0),
                         Value::TinyInt(b.compatibility_level.min(255) as u8),
                         Value::Int(b.database_version as i32),
                         Value::Numeric(b.backup_size as i128),
                         text(&b.database_name),
                         text(&b.server_name),
                         text(&b.machine_name),
+                        // as HEADERONLY's Flags: 16 checksums, 512 copy-only
+                        Value::Int(
+                            (if b.has_backup_checksums { 16 } else { 0 })
+                                | (if b.is_copy_only { 512 } else { 0 }),
+                        ),
+                        Value::Int(1033),
+                        Value::Int(196609),
                         text(&b.collation_name),
                         Value::Bit(false),
                         text(&b.recovery_model),
@@ -314,6 +349,9 @@ fn msdb_table(table: &str, catalog: &Catalog) -> (Vec<Column>, Vec<Vec<Value>>) 
                         Value::Bit(false),
                         Value::Bit(false),
                         Value::Bit(b.is_copy_only),
+                        Value::Guid(b.family_guid),
+                        Value::Guid(b.family_guid),
+                        Value::Null,
                         Value::Guid(b.database_guid),
                         Value::Guid(b.family_guid),
                         if b.differential_base_lsn == 0 {
@@ -326,6 +364,12 @@ fn msdb_table(table: &str, catalog: &Catalog) -> (Vec<Column>, Vec<Vec<Value>>) 
                         Value::Null,
                         Value::Null,
                         Value::Null,
+                        Value::Null,
+                        if b.compressed_backup_size < b.backup_size {
+                            text("MS_XPRESS")
+                        } else {
+                            Value::Null
+                        },
                     ]
                 })
                 .collect();
@@ -578,7 +622,7 @@ fn sys_databases(engine: &Engine, facts: &[DatabaseFacts]) -> (Vec<Column>, Vec<
     (columns, rows)
 }
 
-fn sys_master_files(facts: &[DatabaseFacts]) -> (Vec<Column>, Vec<Vec<Value>>) {
+fn sys_master_files(engine: &Engine, facts: &[DatabaseFacts]) -> (Vec<Column>, Vec<Vec<Value>>) {
     let columns = vec![
         Column::not_null("database_id", SqlType::Int),
         Column::not_null("file_id", SqlType::Int),
@@ -611,7 +655,7 @@ fn sys_master_files(facts: &[DatabaseFacts]) -> (Vec<Column>, Vec<Vec<Value>>) {
                 text(if kind == 0 { "ROWS" } else { "LOG" }),
                 Value::Int(if kind == 0 { 1 } else { 0 }),
                 text(&name),
-                text(&path.to_string_lossy()),
+                text(&engine.sql_path(path)),
                 Value::TinyInt(0),
                 text("ONLINE"),
                 Value::Int((size / image::PAGE_SIZE as u64) as i32),
@@ -621,6 +665,32 @@ fn sys_master_files(facts: &[DatabaseFacts]) -> (Vec<Column>, Vec<Vec<Value>>) {
             ]);
         }
     }
+    (columns, rows)
+}
+
+/// sys.dm_os_host_info (SQL Server 2017 and later; Microsoft Learn, "sys.dm_os_host_info"): one
+/// row naming the operating system.
+fn dm_os_host_info(engine: &Engine) -> (Vec<Column>, Vec<Vec<Value>>) {
+    let columns = vec![
+        Column::not_null("host_platform", nv(256)),
+        Column::not_null("host_distribution", nv(256)),
+        Column::not_null("host_release", nv(256)),
+        Column::not_null("host_service_pack_level", nv(256)),
+        Column::new("host_sku", SqlType::Int),
+        Column::not_null("os_language_version", SqlType::Int),
+        Column::not_null("host_architecture", nv(256)),
+    ];
+    let (platform, distribution, release) = engine.host_info();
+    let linux = platform == "Linux";
+    let rows = vec![vec![
+        text(platform),
+        text(distribution),
+        text(release),
+        text(""),
+        if linux { Value::Null } else { Value::Int(7) },
+        Value::Int(1033),
+        text("X64"),
+    ]];
     (columns, rows)
 }
 
@@ -689,8 +759,19 @@ pub async fn load(
     sysadmin: bool,
 ) -> Result<(Vec<Column>, Vec<Vec<Value>>), SqlError> {
     match source {
-        Source::Msdb(table) => Ok(msdb_table(table, &engine.catalog())),
+        Source::Msdb(table) => {
+            let (mut columns, mut rows) = msdb_table(table, &engine.catalog());
+            // last_valid_restore_time and compression_algorithm came with SQL Server 2022
+            if *table == "backupset" && engine.version.major < 16 {
+                columns.truncate(columns.len() - 2);
+                for row in &mut rows {
+                    row.truncate(row.len() - 2);
+                }
+            }
+            Ok((columns, rows))
+        }
         Source::System("dm_exec_requests") => Ok(dm_exec_requests(engine, spid, sysadmin)),
+        Source::System("dm_os_host_info") => Ok(dm_os_host_info(engine)),
         Source::System(view) => {
             let catalog = engine.catalog();
             let view = *view;
@@ -700,7 +781,7 @@ pub async fn load(
                 if view == "databases" {
                     sys_databases(&engine2, &facts)
                 } else {
-                    sys_master_files(&facts)
+                    sys_master_files(&engine2, &facts)
                 }
             })
             .await

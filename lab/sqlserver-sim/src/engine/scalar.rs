@@ -304,7 +304,20 @@ fn server_property(name: &str, ctx: &EvalContext) -> Value {
         "productmajorversion" => text(&engine.version.major.to_string()),
         "productminorversion" => text(&engine.version.minor.to_string()),
         "productbuild" => text(&engine.version.build.to_string()),
-        "productlevel" => text("RTM"),
+        // the release of known builds (platform.rs): CU14 of 2022, SP3 of 2014, RTMs
+        "productlevel" => text(super::platform::build(&engine.version).map_or("RTM", |b| b.level)),
+        "productupdatelevel" => super::platform::build(&engine.version)
+            .and_then(|b| b.update_level)
+            .map_or(
+                Value::Variant(Box::new(Value::Null), SqlType::NVarChar(Some(128))),
+                text,
+            ),
+        "productupdatereference" => super::platform::build(&engine.version)
+            .and_then(|b| b.update_reference)
+            .map_or(
+                Value::Variant(Box::new(Value::Null), SqlType::NVarChar(Some(128))),
+                text,
+            ),
         "edition" => text(engine.edition.edition_name()),
         "engineedition" => int(engine.edition.engine_edition()),
         "machinename" | "servername" | "computernamephysicalnetbios" => text(SERVER_NAME),
@@ -312,13 +325,10 @@ fn server_property(name: &str, ctx: &EvalContext) -> Value {
         // Where new databases' files go (SQL Server 2012 and later): the instance's data folder,
         // with the trailing separator SQL Server writes (`...\MSSQL\DATA\`, `/var/opt/mssql/data/`).
         // Logs default to the same folder, as after a default install.
-        "instancedefaultdatapath" | "instancedefaultlogpath" => {
-            let mut path = engine.data_dir.display().to_string();
-            if !path.ends_with(std::path::MAIN_SEPARATOR) {
-                path.push(std::path::MAIN_SEPARATOR);
-            }
-            Value::Variant(Box::new(Value::Str(path)), SqlType::NVarChar(Some(4000)))
-        }
+        "instancedefaultdatapath" | "instancedefaultlogpath" => Value::Variant(
+            Box::new(Value::Str(engine.default_data_path())),
+            SqlType::NVarChar(Some(4000)),
+        ),
         "isclustered" | "ishadrenabled" | "isintegratedsecurityonly" | "issingleuser" => int(0),
         "collation" => text("SQL_Latin1_General_CP1_CI_AS"),
         "editionid" => Value::Variant(

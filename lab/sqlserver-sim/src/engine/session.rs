@@ -130,13 +130,38 @@ pub struct Session {
     /// Statements prepared by sp_prepexec / sp_prepare: handle -> (statement, @params).
     prepared: std::collections::HashMap<i32, (String, String)>,
     next_handle: i32,
+    /// Savepoints of the open transaction (transaction-manager SAVE), in order.
+    savepoints: Vec<String>,
+}
+
+/// The name a transaction-manager request carries (B_VARCHAR after the request type).
+fn tm_name(body: &[u8]) -> String {
+    let len = body.get(2).copied().unwrap_or(0) as usize;
+    let units: Vec<u16> = body
+        .get(3..3 + len * 2)
+        .unwrap_or_default()
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    String::from_utf16_lossy(&units)
 }
 
 /// The transaction-manager request types (MS-TDS 2.2.6.9).
 const TM_BEGIN_XACT: u16 = 5;
 const TM_COMMIT_XACT: u16 = 7;
 const TM_ROLLBACK_XACT: u16 = 8;
+const TM_SAVE_XACT: u16 = 9;
 const TM_FLAG_BEGIN_XACT: u8 = 0x01;
+
+/// A request's body: after ALL_HEADERS, which clients send from TDS 7.2 on (MS-TDS 2.2.5.3);
+/// a TDS 7.1 batch is its text from the first byte.
+pub fn request_body(payload: &[u8]) -> &[u8] {
+    if token::tds_version() >= token::TDS_7_2 {
+        skip_all_headers(payload).unwrap_or(payload)
+    } else {
+        payload
+    }
+}
 
 /// Skips ALL_HEADERS (TDS 7.2+) at the start of a request payload.
 pub fn skip_all_headers(payload: &[u8]) -> Option<&[u8]> {
@@ -163,6 +188,7 @@ impl Session {
             tran_count: 0,
             tran_descriptor: 0,
             nocount: false,
+            savepoints: Vec::new(),
             attention,
             variables: Default::default(),
             prepared: Default::default(),
@@ -337,7 +363,7 @@ impl Session {
     /// execSql, node-mssql's query() and go-mssqldb send parameterized SQL; other procedures
     /// are refused with the lab's Msg 50000.
     pub async fn run_rpc(&mut self, payload: &[u8], out: &mut Outbound) -> io::Result<bool> {
-        let body = skip_all_headers(payload).unwrap_or(payload);
+        let body = request_body(payload);
         let call = match crate::tds::rpc::parse(body) {
             Ok(call) => call,
             Err(e) => {
@@ -363,7 +389,25 @@ impl Session {
         // sp_executesql: @stmt, @params, values. sp_prepexec (ODBC, mssql-python): @handle
         // OUTPUT, @params, @stmt, values. sp_execute: @handle, values. (Microsoft Learn, the
         // pages of each procedure.)
+        // @stmt and @params of sp_executesql are Unicode: a varchar or char value is refused
+        // with Msg 214, as SQL Server does (Microsoft Learn, sp_executesql: @stmt and @params are
+        // Unicode constants or variables; character constants are not allowed).
+        let unicode = |i: usize| {
+            call.params
+                .get(i)
+                .is_none_or(|p| p.value == Value::Null || matches!(p.ty, SqlType::NVarChar(_)))
+        };
         let (statement, declaration, first_value, handle) = match name.as_str() {
+            "sp_executesql" if !unicode(0) => {
+                self.refuse_rpc(&errors::executesql_statement_type(), out)
+                    .await?;
+                return Ok(true);
+            }
+            "sp_executesql" if !unicode(1) => {
+                self.refuse_rpc(&errors::executesql_parameters_type(), out)
+                    .await?;
+                return Ok(true);
+            }
             "sp_executesql" => (text(0), text(1).unwrap_or_default(), 2, None),
             "sp_prepexec" | "sp_prepare" => {
                 let handle = self.next_handle;
@@ -509,12 +553,38 @@ impl Session {
         payload: &[u8],
         out: &mut Outbound,
     ) -> io::Result<()> {
-        let body = skip_all_headers(payload).unwrap_or(payload);
+        let body = request_body(payload);
         let request = body.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
         let mut resp = out.response();
         let mut error = false;
         match request {
             Some(TM_BEGIN_XACT) => self.begin_transaction(&mut resp),
+            // A savepoint needs a transaction: Msg 628 outside one (Microsoft Learn, "Database
+            // engine events and errors 0 to 999"); inside one it is kept for ROLLBACK to it.
+            Some(TM_SAVE_XACT) => {
+                if self.tran_count > 0 {
+                    self.savepoints.push(tm_name(body));
+                } else {
+                    raise(
+                        &mut resp,
+                        &SqlError::new(
+                            628,
+                            16,
+                            0,
+                            "Cannot issue SAVE TRANSACTION when there is no active transaction.",
+                        ),
+                        1,
+                    );
+                    error = true;
+                }
+            }
+            // ROLLBACK to a savepoint (a name given inside a transaction) keeps the transaction.
+            Some(TM_ROLLBACK_XACT)
+                if self.tran_count > 0
+                    && let Some(i) = self.savepoints.iter().position(|s| *s == tm_name(body)) =>
+            {
+                self.savepoints.truncate(i + 1);
+            }
             Some(TM_COMMIT_XACT) | Some(TM_ROLLBACK_XACT) => {
                 // name (B_VARCHAR), then flags
                 let name_len = body.get(2).copied().unwrap_or(0) as usize;
@@ -567,6 +637,7 @@ impl Session {
         }
         self.tran_count -= 1;
         if self.tran_count == 0 {
+            self.savepoints.clear();
             self.engine
                 .app_locks
                 .release_all(self.spid, Some(LockOwner::Transaction));
@@ -580,6 +651,7 @@ impl Session {
             return Err(errors::rollback_without_begin());
         }
         self.tran_count = 0;
+        self.savepoints.clear();
         self.engine
             .app_locks
             .release_all(self.spid, Some(LockOwner::Transaction));
@@ -652,6 +724,25 @@ impl Session {
                 if option == "NOCOUNT" {
                     self.nocount = *on;
                 }
+                Outcome::ok()
+            }
+            // SET LANGUAGE answers as the login does: a language ENVCHANGE and Msg 5703 (MS-TDS
+            // 2.2.7.9, ENVCHANGE type 2). The lab speaks us_english only; English is its alias.
+            Statement::SetLanguage(name) => {
+                let new = if name.eq_ignore_ascii_case("english")
+                    || name.eq_ignore_ascii_case("us_english")
+                {
+                    "us_english"
+                } else {
+                    raise(
+                        resp,
+                        &SqlError::lab(format!("the lab speaks us_english only, not '{name}'")),
+                        line,
+                    );
+                    return Ok(Outcome::failed());
+                };
+                token::env_language(resp.buf(), new, "us_english");
+                raise(resp, &errors::changed_language(new), line);
                 Outcome::ok()
             }
             Statement::BeginTran => {
@@ -974,7 +1065,7 @@ fn command_name(statement: &Statement) -> &'static str {
         Statement::Select(_) => "SELECT",
         Statement::Update(_) => "UPDATE",
         Statement::Use(_) => "USE",
-        Statement::Set { .. } => "SET OPTION ON",
+        Statement::Set { .. } | Statement::SetLanguage(_) => "SET OPTION ON",
         Statement::BeginTran => "BEGIN TRANSACTION",
         Statement::Commit => "COMMIT TRANSACTION",
         Statement::Rollback => "ROLLBACK TRANSACTION",

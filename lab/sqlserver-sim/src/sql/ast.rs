@@ -17,6 +17,8 @@ pub enum Statement {
         option: String,
         on: bool,
     },
+    /// SET LANGUAGE <name>
+    SetLanguage(String),
     BeginTran,
     Commit,
     Rollback,

@@ -1124,7 +1124,16 @@ impl Parser {
                 on: !negative && n != 0,
             });
         }
-        if upper == "LANGUAGE" || upper == "DATEFORMAT" || upper == "DEADLOCK_PRIORITY" {
+        if upper == "LANGUAGE" {
+            let name = self.advance().ok_or_else(|| self.error_here())?;
+            let name = match name.kind {
+                TokenKind::Word(w) | TokenKind::QuotedIdent(w) => w,
+                TokenKind::Str { value, .. } => value,
+                _ => return Err(self.error_here()),
+            };
+            return Ok(Statement::SetLanguage(name));
+        }
+        if upper == "DATEFORMAT" || upper == "DEADLOCK_PRIORITY" {
             self.advance().ok_or_else(|| self.error_here())?;
             return Ok(Statement::Set {
                 option: upper,

@@ -214,7 +214,12 @@ pub fn return_value_int(out: &mut Vec<u8>, ordinal: u16, name: &str, value: i32)
         out.extend_from_slice(&u.to_le_bytes());
     }
     out.push(0x01); // an output parameter
-    out.extend_from_slice(&0u32.to_le_bytes()); // UserType
+    // UserType: a ULONG from TDS 7.2, a USHORT before
+    if tds_version() >= TDS_7_2 {
+        out.extend_from_slice(&0u32.to_le_bytes());
+    } else {
+        out.extend_from_slice(&0u16.to_le_bytes());
+    }
     out.extend_from_slice(&0u16.to_le_bytes()); // Flags
     out.extend_from_slice(&[0x26, 4, 4]); // INTN(4), then the value's length
     out.extend_from_slice(&value.to_le_bytes());
@@ -225,7 +230,55 @@ pub fn done(out: &mut Vec<u8>, token: u8, status: u16, cur_cmd: u16, row_count: 
     out.push(token);
     out.extend_from_slice(&status.to_le_bytes());
     out.extend_from_slice(&cur_cmd.to_le_bytes());
-    out.extend_from_slice(&row_count.to_le_bytes());
+    // DoneRowCount is a ULONGLONG from TDS 7.2, a LONG before (MS-TDS 2.2.7.6)
+    if tds_version() >= TDS_7_2 {
+        out.extend_from_slice(&row_count.to_le_bytes());
+    } else {
+        out.extend_from_slice(&(row_count.min(u32::MAX as u64) as u32).to_le_bytes());
+    }
+}
+
+/// TDS versions (LOGIN7 TDSVersion, MS-TDS 2.2.6.4).
+pub const TDS_7_1: u32 = 0x7100_0001;
+pub const TDS_7_2: u32 = 0x7209_0002;
+pub const TDS_7_3: u32 = 0x730A_0003;
+pub const TDS_7_4: u32 = 0x7400_0004;
+
+tokio::task_local! {
+    /// The TDS version the session's client logged in with: what it can read.
+    pub static TDS_VERSION: u32;
+}
+
+/// The session's TDS version (7.4 outside a session).
+pub fn tds_version() -> u32 {
+    TDS_VERSION.try_with(|v| *v).unwrap_or(TDS_7_4)
+}
+
+/// How a column goes to the session's client. Down-level clients get what SQL Server sends them:
+/// before TDS 7.3 date/time types as nvarchar (Microsoft Learn, "Enhanced Date/Time Type Behavior
+/// with Previous SQL Server Versions"), before TDS 7.2 the (max) types as ntext, text and image
+/// (MS-TDS 2.2.5.4.3: PLP types need 7.2).
+enum Wire {
+    As(SqlType),
+    /// datetime2(scale) as its text, 'YYYY-MM-DD hh:mm:ss[.fffffff]'
+    DateTimeText(u8),
+    /// NTEXT (0x63), TEXT (0x23) or IMAGE (0x22)
+    Lob(u8),
+}
+
+fn wire(ty: &SqlType) -> Wire {
+    let v = tds_version();
+    match ty {
+        SqlType::DateTime2(scale) if v < TDS_7_3 => Wire::DateTimeText(*scale),
+        SqlType::NVarChar(None) if v < TDS_7_2 => Wire::Lob(0x63),
+        SqlType::VarChar(None) if v < TDS_7_2 => Wire::Lob(0x23),
+        SqlType::VarBinary(None) if v < TDS_7_2 => Wire::Lob(0x22),
+        other => Wire::As(other.clone()),
+    }
+}
+
+fn datetime_text_len(scale: u8) -> u16 {
+    19 + if scale > 0 { scale as u16 + 1 } else { 0 }
 }
 
 /// COLMETADATA for `columns`.
@@ -233,10 +286,29 @@ pub fn col_metadata(out: &mut Vec<u8>, columns: &[Column]) {
     out.push(TOKEN_COLMETADATA);
     out.extend_from_slice(&(columns.len() as u16).to_le_bytes());
     for column in columns {
-        out.extend_from_slice(&0u32.to_le_bytes()); // UserType
+        // UserType: a ULONG from TDS 7.2, a USHORT before (MS-TDS 2.2.7.4)
+        if tds_version() >= TDS_7_2 {
+            out.extend_from_slice(&0u32.to_le_bytes());
+        } else {
+            out.extend_from_slice(&0u16.to_le_bytes());
+        }
         let flags: u16 = if column.nullable { 0x0001 } else { 0 };
         out.extend_from_slice(&flags.to_le_bytes());
-        write_type_info(out, &column.ty);
+        match wire(&column.ty) {
+            Wire::As(ty) => write_type_info(out, &ty),
+            Wire::DateTimeText(scale) => {
+                write_type_info(out, &SqlType::NVarChar(Some(datetime_text_len(scale))))
+            }
+            Wire::Lob(kind) => {
+                out.push(kind);
+                out.extend_from_slice(&0x7FFF_FFFFu32.to_le_bytes());
+                if kind != 0x22 {
+                    out.extend_from_slice(&super::types::DEFAULT_COLLATION);
+                }
+                // TableName: US_VARCHAR, empty (a computed column)
+                out.extend_from_slice(&0u16.to_le_bytes());
+            }
+        }
         b_varchar(out, &column.name);
     }
 }
@@ -247,11 +319,64 @@ pub fn row(out: &mut Vec<u8>, columns: &[Column], values: &[Value]) -> Result<()
     let start = out.len();
     out.push(TOKEN_ROW);
     for (column, value) in columns.iter().zip(values) {
-        if let Err(e) = write_value(out, &column.ty, value) {
+        let written = match wire(&column.ty) {
+            Wire::As(ty) => write_value(out, &ty, value),
+            Wire::DateTimeText(scale) => {
+                let text = match value {
+                    Value::DateTime(dt) => {
+                        let mut s = dt.format("%Y-%m-%d %H:%M:%S").to_string();
+                        if scale > 0 {
+                            let nanos = format!("{:09}", dt.and_utc().timestamp_subsec_nanos());
+                            s.push('.');
+                            s.push_str(&nanos[..scale.min(7) as usize]);
+                        }
+                        Value::Str(s)
+                    }
+                    other => other.clone(),
+                };
+                write_value(
+                    out,
+                    &SqlType::NVarChar(Some(datetime_text_len(scale))),
+                    &text,
+                )
+            }
+            Wire::Lob(kind) => write_lob(out, kind, value),
+        };
+        if let Err(e) = written {
             out.truncate(start);
             return Err(e);
         }
     }
+    Ok(())
+}
+
+/// A text, ntext or image value: TEXTPTR, TIMESTAMP, then the length and the bytes; NULL is
+/// an empty TEXTPTR (MS-TDS 2.2.4.2.1.3).
+fn write_lob(out: &mut Vec<u8>, kind: u8, value: &Value) -> Result<(), TypeMismatch> {
+    let bytes = match (kind, value) {
+        (_, Value::Null) => {
+            out.push(0);
+            return Ok(());
+        }
+        (0x22, Value::Bytes(b)) => b.clone(),
+        (0x63, Value::Str(s)) => s.encode_utf16().flat_map(|u| u.to_le_bytes()).collect(),
+        (0x23, Value::Str(s)) => super::types::encode_cp1252(s),
+        _ => {
+            return Err(TypeMismatch {
+                value: "non-text",
+                ty: if kind == 0x22 {
+                    SqlType::VarBinary(None)
+                } else {
+                    SqlType::NVarChar(None)
+                },
+            });
+        }
+    };
+    out.push(16);
+    out.extend_from_slice(&[0xAB; 16]);
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&bytes);
     Ok(())
 }
 

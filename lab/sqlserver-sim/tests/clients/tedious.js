@@ -71,7 +71,8 @@ function run(conn, sql, params, execSql) {
     });
     for (const [name, type, value] of params || []) request.addParameter(name, type, value);
     request.on('row', (columns) => rows.push(columns.map((c) => c.value)));
-    if (execSql) conn.execSql(request);
+    if (execSql === 'procedure') conn.callProcedure(request);
+    else if (execSql) conn.execSql(request);
     else conn.execSqlBatch(request);
     run.last = request;
   });
@@ -111,6 +112,48 @@ async function main() {
   // node-mssql's pool check: SELECT 1 through execSql.
   r = await run(conn, 'SELECT 1;', [], true);
   print('pool_check', { rows: r.rows, error: r.error });
+
+  // sp_executesql called as a procedure with a VARCHAR statement: SQL Server wants Unicode.
+  r = await run(conn, 'sp_executesql', [['stmt', TYPES.VarChar, 'SELECT 1 AS one']], 'procedure');
+  print('varchar_statement', { rows: r.rows, errors: r.errors, error: r.error });
+  r = await run(conn, 'sp_executesql', [['stmt', TYPES.NVarChar, 'SELECT 1 AS one']], 'procedure');
+  print('nvarchar_statement', { rows: r.rows, errors: r.errors, error: r.error });
+
+  // SET LANGUAGE answers as the login does: a language ENVCHANGE, then Msg 5703.
+  const languages = [];
+  const onLanguage = (l) => languages.push(l);
+  conn.on('languageChange', onLanguage);
+  r = await run(conn, 'SET LANGUAGE us_english');
+  conn.removeListener('languageChange', onLanguage);
+  print('set_language', { languages, infos: r.infos, error: r.error });
+
+  // Savepoints through transaction-manager requests: Msg 628 outside a transaction; inside one
+  // a ROLLBACK to the savepoint keeps the transaction open.
+  const tm = (method, ...args) =>
+    new Promise((resolve) => {
+      const errors = [];
+      const onError = (m) => errors.push(m.number);
+      conn.on('errorMessage', onError);
+      conn[method]((err) => {
+        conn.removeListener('errorMessage', onError);
+        resolve({ errors, error: err ? String(err.message) : null });
+      }, ...args);
+    });
+  const outside = await tm('saveTransaction', 'sp1');
+  await tm('beginTransaction', 'outer');
+  const inside = await tm('saveTransaction', 'sp1');
+  const back = await tm('rollbackTransaction', 'sp1');
+  const open = await run(conn, 'SELECT @@TRANCOUNT AS n');
+  const commit = await tm('commitTransaction');
+  const closed = await run(conn, 'SELECT @@TRANCOUNT AS n');
+  print('savepoint', {
+    outside,
+    inside,
+    back,
+    open: open.rows,
+    commit,
+    closed: closed.rows,
+  });
 
   const bak = path.join(s.backup_dir, 'tedious.bak');
   r = await run(

@@ -186,3 +186,66 @@ async fn differential_backup_headers_history_and_restore_on_its_base() {
     let check = query(&mut client, "DBCC CHECKDB([Copy]) WITH NO_INFOMSGS").await;
     assert!(check.is_ok(), "{check:?}");
 }
+
+/// Refusals SQL Server gives before restoring anything: RECOVERY with NORECOVERY (Msg 3031), and
+/// a MOVE naming a logical file the set does not have, on a differential too (Msg 3234).
+#[tokio::test]
+async fn conflicting_recovery_options_and_unknown_move_names_are_refused() {
+    let lab = start_lab(
+        "diff-refusals",
+        Edition::Developer,
+        TlsSupport::NotSupported,
+    )
+    .await;
+    let (data, _) = attach_with_pages(&lab, "Octopus", 200);
+    let mut client = connect(&lab).await;
+    let (base, diff) = (path(&lab, "base.bak"), path(&lab, "diff.bak"));
+    backup(&mut client, &base, "").await.unwrap();
+    image::churn(&data, 1, 0.05, 8, 3).unwrap();
+    backup(&mut client, &diff, ", DIFFERENTIAL").await.unwrap();
+    let dir = lab.dir().to_path_buf();
+
+    for recovery in ["RECOVERY, NORECOVERY", "NORECOVERY, RECOVERY"] {
+        let err = server_error(&mut client, &restore("Both", &base, &dir, recovery)).await;
+        assert_eq!(err.code(), 3031, "{recovery}: {err:?}");
+        assert!(
+            err.message().contains("'recovery'") && err.message().contains("'norecovery'"),
+            "{}",
+            err.message()
+        );
+    }
+    let rows = query(&mut client, "SELECT DB_ID(N'Both')").await.unwrap();
+    assert_eq!(rows[0][0].get::<i32, _>(0), None, "nothing was restored");
+    assert!(!dir.join("Both.mdf").exists());
+
+    // the base restored WITH NORECOVERY, then the differential with a MOVE the set lacks
+    query(&mut client, &restore("Copy", &base, &dir, "NORECOVERY"))
+        .await
+        .unwrap();
+    let err = server_error(
+        &mut client,
+        &format!(
+            "RESTORE DATABASE [Copy] FROM DISK = {} WITH MOVE N'NoSuchFile' TO {}, RECOVERY",
+            quote_str(&diff),
+            quote_str(&dir.join("x.ndf").to_string_lossy())
+        ),
+    )
+    .await;
+    assert_eq!(err.code(), 3234, "{err:?}");
+    assert!(err.message().contains("'NoSuchFile'"), "{}", err.message());
+    // refused before anything ran: the copy is still RESTORING and takes the differential
+    let state = query(
+        &mut client,
+        "SELECT state_desc FROM sys.databases WHERE name = N'Copy'",
+    )
+    .await
+    .unwrap();
+    assert_eq!(state[0][0].get::<&str, _>(0), Some("RESTORING"));
+    query(&mut client, &restore("Copy", &diff, &dir, "RECOVERY"))
+        .await
+        .unwrap();
+    assert_eq!(
+        image::content_digest(&dir.join("Copy.mdf")).unwrap(),
+        image::content_digest(&data).unwrap()
+    );
+}

@@ -9,6 +9,7 @@ mod differential;
 mod field;
 mod login;
 mod permissions;
+mod platform;
 mod python_tds;
 mod queries;
 mod restore;

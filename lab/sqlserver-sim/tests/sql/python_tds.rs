@@ -204,7 +204,12 @@ async fn python_tds_sees_every_error_of_a_failed_backup() {
             3201,
             16,
             format!(
-                "Cannot open backup device '{nowhere}'. Operating system error 3(The system cannot find the path specified.)."
+                "Cannot open backup device '{nowhere}'. Operating system error {}.",
+                if cfg!(windows) {
+                    "3(The system cannot find the path specified.)"
+                } else {
+                    "2(The system cannot find the file specified.)"
+                }
             )
         )
     );

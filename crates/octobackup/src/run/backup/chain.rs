@@ -18,12 +18,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::backup::BackupJob;
-use super::connect::sql_side_path;
-use super::steps::Steps;
+use super::BackupJob;
 use crate::backupset::manifest::{ChainInfo, DatabaseInfo};
 use crate::config::{InstanceConfig, SqlChain};
 use crate::error::{Exit, Failure};
+use crate::run::connect::sql_side_path;
+use crate::run::steps::Steps;
 use crate::sqlserver::chain::{self as sql_chain, same_guid};
 use crate::sqlserver::{SqlServer, client as sql, tsql};
 use octobackup_repo::SourceItem;
@@ -50,7 +50,7 @@ pub struct BaseState {
 pub fn base_folder(instance_name: &str) -> String {
     format!(
         "octobackup-base-{}",
-        super::restore::short_hash(&[instance_name])
+        crate::run::names::short_hash(&[instance_name])
     )
 }
 
@@ -347,14 +347,6 @@ pub fn after_set(job: &BackupJob, info: &DatabaseInfo) {
     if let Some(mut state) = load_state(&dir) {
         state.last_differential_bytes = Some(info.bytes);
         let _ = save_state(&dir, &state);
-    }
-}
-
-/// The base files of a set, as stored in it (for restore).
-pub fn set_base_files(info: &DatabaseInfo) -> &[String] {
-    match &info.chain {
-        Some(c) if c.is_differential() => &c.base_files,
-        _ => &[],
     }
 }
 

@@ -1,4 +1,5 @@
-//! The server folders inside the maintenance window, without the repository (issue 17).
+//! The server folders inside the maintenance window, without the repository: a slow or missing
+//! repository must never lengthen the time Octopus spends in maintenance mode.
 //!
 //! Before the window, octobackup lists the folders (path, kind, size, mtime, and the file's
 //! identity: inode and change time on Unix, creation time on Windows) into the run's staging
@@ -227,10 +228,10 @@ impl Listing {
             f.sync_all()
         };
         write().map_err(|e| {
-            if super::space::is_disk_full(&e.to_string()) {
+            if crate::run::space::is_disk_full(&e.to_string()) {
                 // Said as a full staging share is said for BACKUP: where, how much, what to do.
                 let _ = std::fs::remove_file(&path);
-                return super::space::full(
+                return crate::run::space::full(
                     Exit::Failed,
                     "the staging folder",
                     staging,
@@ -255,8 +256,9 @@ impl Listing {
     }
 }
 
-/// What the window captured: handed to [`ingest`] once maintenance mode is back.
-#[derive(Debug, Default)]
+/// What the window captured: handed to [`ingest`] once maintenance mode is back (or kept on
+/// staging with its copies for the next run, `run/kept.rs`).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Capture {
     /// Snapshot paths of the entries the window left as the pass before it stored them.
     pub keep: HashSet<String>,
@@ -497,7 +499,7 @@ fn copy_link(src: &Path, dst: &Path) -> Result<(), Failure> {
 /// as `opts` says). With the pass before the window as `base`, only the copies are read; without
 /// one (`folders_before_window = false`) the copies are the whole folders.
 pub async fn ingest(
-    job: &super::backup::BackupJob,
+    job: &super::BackupJob,
     capture: &Capture,
     base: Option<&str>,
     opts: SetOptions,
@@ -516,19 +518,14 @@ pub async fn ingest(
     let mut keep = capture.keep.clone();
     // The folder above the server folders is the pass's own, never listed.
     keep.insert(backupset::FOLDERS_DIR.to_string());
-    let summary = tokio::task::spawn_blocking(move || match base {
-        Some(base) => repo.overlay(&base, &keep, items, &opts, &*sink),
-        None => repo.backup(items, &opts, &*sink),
-    })
-    .await
-    .map_err(|e| {
-        Failure::new(
-            Exit::Failed,
-            format!("storing the server folders stopped: {e}"),
-        )
-    })??;
+    let summary =
+        crate::run::blocking::blocking("storing the server folders", move || match base {
+            Some(base) => repo.overlay(&base, &keep, items, &opts, &*sink),
+            None => repo.backup(items, &opts, &*sink),
+        })
+        .await??;
     if !summary.unreadable.is_empty() {
-        return Err(super::backup::unreadable_files(
+        return Err(super::unreadable_files(
             &summary.unreadable,
             "could not be stored",
         ));
@@ -551,14 +548,10 @@ pub async fn capture_blocking(
     }
     let cancel = Arc::new(AtomicBool::new(false));
     let _guard = CancelOnDrop(cancel.clone());
-    tokio::task::spawn_blocking(move || capture(&folders, before.as_deref(), &dest, &cancel))
-        .await
-        .map_err(|e| {
-            Failure::new(
-                Exit::Failed,
-                format!("the capture of the server folders stopped: {e}"),
-            )
-        })?
+    crate::run::blocking::blocking("the capture of the server folders", move || {
+        capture(&folders, before.as_deref(), &dest, &cancel)
+    })
+    .await?
 }
 
 /// What is running inside the window, so that an overrun can say what it waited on.

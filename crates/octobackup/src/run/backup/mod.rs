@@ -13,12 +13,15 @@
 //! `complete` tag, so a run that fails at any point leaves nothing that claims to be complete, and
 //! the repository stays valid.
 
+pub mod chain;
+pub mod kept;
+pub mod window_capture;
+
 pub use super::connect::{octopus_client, sql_server, sql_side_path};
 use super::journal::{JournalError, StateDir};
 use super::maintenance::{self, Entered, Held, MaintenanceError};
 use super::steps::Steps;
 use super::stop::Stop;
-use super::window_capture::{self, Capture, Listing};
 use crate::backupset::{self, Manifest, manifest};
 use crate::config::{InstanceConfig, OnWaitTimeout};
 use crate::error::{Exit, Failure};
@@ -31,6 +34,7 @@ use octobackup_repo::{Repo, SetOptions, SourceItem};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use window_capture::{Capture, Listing};
 use zeroize::Zeroizing;
 
 /// Everything a backup run needs, resolved from the config.
@@ -50,6 +54,9 @@ pub struct BackupJob {
     /// Told at once when maintenance mode could not be put back (exit 7), before the run cleans
     /// up: `[notify]` sends it before anything else can fail or hang.
     pub alarm: Option<crate::notify::Alarm>,
+    /// The connection running BACKUP DATABASE, while it runs: when the window's budget cuts the
+    /// BACKUP short, it is kept here to tell SQL Server to stop (ATTENTION) after the drop.
+    running_backup: Arc<tokio::sync::Mutex<Option<sql::Session>>>,
 }
 
 impl BackupJob {
@@ -77,6 +84,7 @@ impl BackupJob {
             ui,
             stop: Stop::listen(),
             alarm: None,
+            running_backup: Default::default(),
         }
     }
 
@@ -104,7 +112,7 @@ pub struct BackupReport {
 }
 
 /// The instance's secrets, read on the Octopus host and from its API.
-struct Secrets {
+pub(super) struct Secrets {
     master_key: master_key::MasterKey,
     license_text: Secret,
 }
@@ -140,13 +148,13 @@ async fn capture_secrets(
 }
 
 /// What the window produced, handed to the ingest after maintenance mode is back.
-struct Captured {
-    bak_local: Vec<PathBuf>,
+pub(super) struct Captured {
+    pub(super) bak_local: Vec<PathBuf>,
     /// The folder entries the window changed, copied onto staging, and what it kept.
-    folders: Capture,
+    pub(super) folders: Capture,
     /// The folder pass before the window: the base of the folders' part, deleted once the set
     /// is sealed.
-    pre_pass: Option<String>,
+    pub(super) pre_pass: Option<String>,
 }
 
 pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
@@ -240,6 +248,8 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         r = capture_secrets(&job, &octopus, &mut m, &mut steps) => r?,
         sig = stop.wait() => return Err(before_window(sig)),
     };
+    // Sets kept on staging by earlier runs whose storage stopped after their window.
+    kept::store_kept_sets(&job, &sqlserver, &secrets, &m.database.name).await?;
 
     // A folder of its own per set on the staging share, so the staged files carry the names they
     // get in the set and nothing else on the share is touched.
@@ -279,9 +289,9 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         .collect();
     let bak_local: Vec<PathBuf> = stripe_names.iter().map(|n| staging_local.join(n)).collect();
 
-    // sql.chain = "owned": the differential base, before the window (run/chain.rs).
+    // sql.chain = "owned": the differential base, before the window (run/backup/chain.rs).
     let chained = tokio::select! {
-        r = super::chain::before_window(&job, &sqlserver, &set_id, &stripe_names, &mut m, &mut steps) => r,
+        r = chain::before_window(&job, &sqlserver, &set_id, &stripe_names, &mut m, &mut steps) => r,
         sig = stop.wait() => Err(before_window(sig)),
     };
     if let Err(e) = chained {
@@ -375,8 +385,22 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         r = tokio::time::timeout_at(deadline, inside_window(&job, &octopus, &sqlserver, &folders, &bak_sql, &bak_local, &set_id, pre_pass.as_ref(), &capture_dest, &track, &mut m, &mut steps)) => {
             r.unwrap_or_else(|_| Err(window_capture::overran(budget, &track.running(), window.previous)))
         }
-        sig = stop.wait() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode was put back {}; nothing was marked complete", on_off(window.previous)))),
+        // While BACKUP DATABASE runs, its own step stops it on the server first (ATTENTION).
+        sig = stop_after_backup(&stop, &track) => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig}; maintenance mode was put back {}; nothing was marked complete", on_off(window.previous)))),
     };
+    let inside = inside.map_err(|mut e| {
+        if stop.requested().is_some()
+            && e.message.starts_with("interrupted by ")
+            && e.message.ends_with("was stopped")
+        {
+            e.message = format!(
+                "{}; maintenance mode was put back {}; nothing was marked complete",
+                e.message,
+                on_off(window.previous)
+            );
+        }
+        e
+    });
 
     // Did the window hold? Someone may have turned maintenance mode off (the backup may then hold
     // changes made outside it) or set it on themselves (theirs now: left on).
@@ -438,6 +462,10 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     );
     m.window.end = Some(window_end);
     m.window.seconds = (window_end - window.started).num_milliseconds() as f64 / 1000.0;
+    // A BACKUP DATABASE the budget or a stop cut short is told to stop, maintenance mode back.
+    if let Err(f) = inside {
+        inside = Err(stop_cut_backup(&job, &staging_local, f).await);
+    }
 
     if let Err(e) = left {
         let stuck = job
@@ -481,8 +509,15 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     let stored = match stored {
         Ok(s) => s,
         Err(e) => {
-            discard_run(&job.repo, &set_id, &staging_local);
-            return Err(e);
+            // The storage stopped answering: the window's work is kept for the next run.
+            return Err(kept::keep_or_discard(
+                &job,
+                &staging_local,
+                &m,
+                &steps,
+                &captured,
+                e,
+            ));
         }
     };
     // The seal is never cut short: the set is complete the moment it ends, and what the run then
@@ -494,7 +529,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     match sealed {
         Ok((snapshot_id, data_added)) => {
             let _ = std::fs::remove_dir_all(&staging_local);
-            super::chain::after_set(&job, &m.database);
+            chain::after_set(&job, &m.database);
             Ok(BackupReport {
                 set_id,
                 snapshot_id,
@@ -508,12 +543,43 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
                 recovered,
             })
         }
-        Err(e) => {
-            discard_run(&job.repo, &set_id, &staging_local);
-            Err(e)
-        }
+        Err(e) => Err(kept::keep_or_discard(
+            &job,
+            &staging_local,
+            &m,
+            &steps,
+            &captured,
+            e,
+        )),
     }
 }
+
+/// The window's budget ran out, and with BACKUP DATABASE still running its statement was dropped:
+/// SQL Server is told to stop it (ATTENTION on its connection, and its acknowledgment awaited),
+/// and the message says what became of it. Without the acknowledgment the BACKUP may still be
+/// writing in the staging folder, so the folder is kept with its marker for the next run's
+/// leftover clean-up rather than removed under SQL Server's feet.
+async fn stop_cut_backup(job: &BackupJob, staging: &std::path::Path, mut f: Failure) -> Failure {
+    let Some(mut session) = job.running_backup.lock().await.take() else {
+        return f;
+    };
+    let base = f.message.trim_end_matches('.').to_string();
+    f.message = if session.cancel(Duration::from_secs(15)).await {
+        format!("{base}. SQL Server stopped the cut BACKUP DATABASE (ATTENTION, acknowledged).")
+    } else {
+        // Keeps the marker: `discard_run` must not remove the folder SQL Server may still write.
+        let _ = std::fs::write(staging.join(KEEP_FOR_CLEANUP), "");
+        format!(
+            "{base}. SQL Server did not acknowledge the stop of the cut BACKUP DATABASE within 15 s, so it may still be writing in {}: the folder is kept with its marker, and the next run removes it (or delete it once the BACKUP is gone from sys.dm_exec_requests).",
+            staging.display()
+        )
+    };
+    f
+}
+
+/// Set in a staging folder the failed run must leave for the next run's clean-up (a BACKUP that
+/// may still write there).
+const KEEP_FOR_CLEANUP: &str = "octobackup-keep-for-cleanup";
 
 /// Undoes the maintenance change a killed run of this state folder left (its journal); call with
 /// the local instance lock held. `Some(what was done)` when there was such a run.
@@ -544,8 +610,10 @@ async fn recover_earlier_run(
 /// Undoes what a failed run stored: its staging folder and every part snapshot of its set (found
 /// by tag, so parts written by a pass the failure interrupted go too). Best effort: what is left
 /// is tagged `part`, never `complete`, and `forget` removes it.
-fn discard_run(repo: &Repo, set_id: &str, staging: &std::path::Path) {
-    let _ = std::fs::remove_dir_all(staging);
+pub(super) fn discard_run(repo: &Repo, set_id: &str, staging: &std::path::Path) {
+    if !staging.join(KEEP_FOR_CLEANUP).exists() {
+        let _ = std::fs::remove_dir_all(staging);
+    }
     let parts = part_snapshots(repo, set_id);
     if !parts.is_empty() {
         let _ = repo.delete_snapshots(&parts);
@@ -566,6 +634,16 @@ fn part_snapshots(repo: &Repo, set_id: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A stop request; while BACKUP DATABASE runs, heard only after its step had the time to stop
+/// the statement on the server and return.
+async fn stop_after_backup(stop: &Stop, track: &window_capture::Track) -> &'static str {
+    let sig = stop.wait().await;
+    if track.running().iter().any(|r| r == "BACKUP DATABASE") {
+        tokio::time::sleep(Duration::from_secs(35)).await;
+    }
+    sig
+}
+
 fn on_off(b: bool) -> &'static str {
     if b { "on" } else { "off" }
 }
@@ -573,7 +651,7 @@ fn on_off(b: bool) -> &'static str {
 /// The marker file in each run's staging folder: which instance and run it belongs to. The
 /// folder also holds the window's folder listing and copies (`window_capture`), so whatever
 /// removes a leftover folder removes them too.
-const STAGING_MARKER: &str = "octobackup-run.json";
+pub(super) const STAGING_MARKER: &str = "octobackup-run.json";
 
 /// True for a name octobackup gives a run's staging folder: `octobackup-` and a set id
 /// (`20260101T000000Z-0123ab`).
@@ -604,6 +682,8 @@ pub fn staging_leftovers(instance_name: &str, inst: &InstanceConfig) -> Vec<Path
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .filter(|e| e.file_name().to_str().is_some_and(is_staging_folder_name))
+        // A set kept for the next run (its storage stopped after the window) is not a leftover.
+        .filter(|e| !kept::is_kept(&e.path()))
         .filter(|e| {
             std::fs::read(e.path().join(STAGING_MARKER))
                 .ok()
@@ -840,7 +920,7 @@ async fn inside_window(
     // as the longer one.
     m.window.inside.push("database backup".into());
     let db = m.database.name.clone();
-    let differential = super::chain::differential_tonight(&m.database);
+    let differential = chain::differential_tonight(&m.database);
     let db_step = steps.start(if differential {
         "database backup (differential)"
     } else {
@@ -1007,8 +1087,15 @@ async fn backup_database(
     set_id: &str,
     differential: bool,
 ) -> Result<(), Failure> {
-    let mut session = sqlserver.connect_unbounded().await?;
-    let spid = session.server_info().await?.spid;
+    let mut slot = job.running_backup.lock().await;
+    let session = slot.insert(sqlserver.connect_unbounded().await?);
+    let spid = match session.server_info().await {
+        Ok(info) => info.spid,
+        Err(e) => {
+            slot.take();
+            return Err(e.into());
+        }
+    };
     let statement = if differential {
         crate::sqlserver::chain::backup_differential(database, bak_sql, &backup_description(set_id))
     } else {
@@ -1016,18 +1103,39 @@ async fn backup_database(
     };
     let bar = job.ui.percent_bar("BACKUP DATABASE");
     let first = bak_sql.first().map(String::as_str);
-    let ran = sql::run_with_progress(
-        sqlserver,
-        &mut session,
-        spid,
-        "BACKUP DATABASE",
-        &statement,
-        first,
-        &|p| bar.set(p),
-    )
-    .await;
+    let stop = job.stop.clone();
+    let progress = |p| bar.set(p);
+    let ran = tokio::select! {
+        r = sql::run_with_progress(
+            sqlserver,
+            &mut *session,
+            spid,
+            "BACKUP DATABASE",
+            &statement,
+            first,
+            &progress,
+        ) => r,
+        sig = stop.wait() => {
+            // A dropped connection leaves the server's BACKUP running until it notices: stop it
+            // with ATTENTION on its own connection, as the drill does.
+            let acknowledged = session.cancel(Duration::from_secs(30)).await;
+            slot.take();
+            return Err(Failure::new(
+                Exit::Interrupted,
+                format!(
+                    "interrupted by {sig}; SQL Server's BACKUP DATABASE was stopped{}",
+                    if acknowledged { "" } else { " (SQL Server did not acknowledge it within 30 s)" }
+                ),
+            ));
+        }
+    };
+    // It ended on its own: nothing to stop.
+    let Some(mut session) = slot.take() else {
+        unreachable!("the slot holds the session until here")
+    };
     if let Err(crate::sqlserver::SqlError::StagingNotWritable { path, message, .. }) = &ran
-        && message.contains("error 3(")
+        // Windows reports a missing folder as OS error 3, SQL Server on Linux as error 2
+        && (message.contains("error 3(") || message.contains("error 2("))
     {
         // octobackup created the set's folder through its own view of the share; SQL Server cannot find it.
         let local = bak_local
@@ -1108,7 +1216,7 @@ async fn verify_database(
         )
         .await?;
     info.verified = true;
-    super::chain::confirm(job, &mut session, bak_sql, info).await?;
+    chain::confirm(job, &mut session, bak_sql, info).await?;
     // The history row is a record, not the backup: without it (no SELECT in msdb) the set is
     // still complete and verified.
     match session
@@ -1218,20 +1326,21 @@ async fn backup_folders(
     };
     let repo = job.repo.clone();
     let sink = job.ui.repo_sink("folders (before window)");
-    let summary = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
-        .await
-        .map_err(|e| Failure::new(Exit::Failed, format!("the folder backup stopped: {e}")))?
-        .map_err(|e| {
-            let f = Failure::from(e);
-            // At most what the folders hold (before deduplication and compression).
-            let needed = super::space::is_disk_full(&f.message).then(|| {
-                folders
-                    .iter()
-                    .map(|(_, p)| super::space::tree_bytes(p))
-                    .sum()
-            });
-            super::space::repository_full(f, &job.repository_location, needed)
-        })?;
+    let summary = crate::run::blocking::blocking("the folder backup", move || {
+        repo.backup(items, &opts, &*sink)
+    })
+    .await?
+    .map_err(|e| {
+        let f = Failure::from(e);
+        // At most what the folders hold (before deduplication and compression).
+        let needed = super::space::is_disk_full(&f.message).then(|| {
+            folders
+                .iter()
+                .map(|(_, p)| super::space::tree_bytes(p))
+                .sum()
+        });
+        super::space::repository_full(f, &job.repository_location, needed)
+    })?;
     if !summary.unreadable.is_empty() {
         return Err(unreadable_files(&summary.unreadable, "could not be read"));
     }
@@ -1277,14 +1386,15 @@ async fn store_part(
     let repo = job.repo.clone();
     let sink = job.ui.repo_sink(label);
     let label = label.to_string();
-    let stored = tokio::task::spawn_blocking(move || repo.backup(items, &opts, &*sink))
-        .await
-        .map_err(|e| Failure::new(Exit::Failed, format!("storing the {label} stopped: {e}")))?;
+    let stored = crate::run::blocking::blocking(&format!("storing the {label}"), move || {
+        repo.backup(items, &opts, &*sink)
+    })
+    .await?;
     stored.map_err(|e| super::space::repository_full(e.into(), &job.repository_location, needed))
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn ingest(
+pub(super) async fn ingest(
     job: &BackupJob,
     sqlserver: &SqlServer,
     set_id: &str,
@@ -1334,7 +1444,7 @@ async fn ingest(
             ),
         })
         .collect();
-    bak_items.extend(super::chain::base_items(job, &m.database));
+    bak_items.extend(chain::base_items(job, &m.database));
     let verify_step = steps.start("verify the database backup");
     let store_step = steps.start("store the database backup");
     let ((verified, verify_end), (stored, store_end)) = tokio::join!(
@@ -1420,7 +1530,7 @@ async fn ingest(
 }
 
 /// The parts stored after the window, waiting to be sealed into the set.
-struct Stored {
+pub(super) struct Stored {
     folders: octobackup_repo::BackupSummary,
     database: octobackup_repo::BackupSummary,
     meta: octobackup_repo::BackupSummary,
@@ -1437,7 +1547,7 @@ fn sealed_despite_stop(sig: &str) -> String {
 
 /// Merges the parts into the set's single snapshot, tagged `complete`, and publishes the escrow
 /// copy. Not cancellable: once the merge has run the set is complete.
-async fn seal(
+pub(super) async fn seal(
     job: &BackupJob,
     set_id: &str,
     c: &Captured,
@@ -1472,7 +1582,7 @@ async fn seal(
     obsolete.sort();
     obsolete.dedup();
     let repo = job.repo.clone();
-    let (merged, left_over) = tokio::task::spawn_blocking(move || {
+    let (merged, left_over) = crate::run::blocking::blocking("sealing the set", move || {
         let merged = repo.merge_snapshots(&parts, &opts);
         // Once the merged snapshot exists the set is complete: parts that cannot be deleted now
         // are only clutter (tagged `part`; `forget` drops them), not a failed backup.
@@ -1482,8 +1592,7 @@ async fn seal(
             .flatten();
         (merged, left_over)
     })
-    .await
-    .map_err(|e| Failure::new(Exit::Failed, e.to_string()))?;
+    .await?;
     steps.finish(
         r,
         merged.is_ok(),

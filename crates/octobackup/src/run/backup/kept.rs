@@ -1,0 +1,306 @@
+//! A set whose storage stopped answering after the window: its staging folder (the `.bak` and the
+//! window's copies of the changed folder files) is kept, with a record of what the window
+//! captured, so that the next backup of the instance stores it without a new BACKUP DATABASE and
+//! without another maintenance window.
+//!
+//! The rule: the next backup run of the same instance (the marker names it) stores a kept set
+//! before its own window when the set started less than [`MAX_AGE`] ago, backs up the same
+//! database, and its differential base (with `sql.chain = "owned"`) is still there. Otherwise it
+//! removes the folder and says why. The secrets (master key, license) are never written to
+//! staging: the run that stores the kept set reads them again, as every run does before its window.
+
+use super::window_capture::Capture;
+use super::{BackupJob, Captured, Secrets};
+use crate::backupset::Manifest;
+use crate::error::{Exit, Failure};
+use crate::run::steps::Steps;
+use crate::sqlserver::SqlServer;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The record beside the kept files: what the window captured, as the ingest needs it.
+pub const KEPT_RECORD: &str = "octobackup-kept.json";
+
+/// How old a kept set may be and still be stored: a day, the interval of a nightly backup. An
+/// older one is likely superseded by sets made since on another runner, and its copies hold a
+/// full database on the staging share for no good reason.
+pub const MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
+
+const FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    format: u32,
+    /// When the storage was found gone and the folder kept.
+    kept_at: chrono::DateTime<chrono::Utc>,
+    manifest: Manifest,
+    capture: Capture,
+    pre_pass: Option<String>,
+    /// The `.bak` stripes, by file name in the folder.
+    bak_names: Vec<String>,
+}
+
+/// True when `dir` is a staging folder kept for the next run (not a leftover to remove).
+pub fn is_kept(dir: &Path) -> bool {
+    dir.join(KEPT_RECORD).is_file()
+}
+
+/// Writes the record that keeps `dir` for the next run (written whole, then renamed into place).
+pub(super) fn keep(dir: &Path, m: &Manifest, steps: &Steps, c: &Captured) -> std::io::Result<()> {
+    let mut manifest = m.clone();
+    manifest.steps = steps.records.clone();
+    let record = Record {
+        format: FORMAT,
+        kept_at: chrono::Utc::now(),
+        manifest,
+        capture: c.folders.clone(),
+        pre_pass: c.pre_pass.clone(),
+        bak_names: c
+            .bak_local
+            .iter()
+            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .collect(),
+    };
+    let tmp = dir.join(format!("{KEPT_RECORD}.tmp"));
+    std::fs::write(
+        &tmp,
+        serde_json::to_vec_pretty(&record).map_err(std::io::Error::other)?,
+    )?;
+    std::fs::rename(&tmp, dir.join(KEPT_RECORD))
+}
+
+/// The failure of a run whose storage stopped after the window: its staging folder is kept when
+/// it can be (the message says so), else discarded as any failed run's.
+pub(super) fn keep_or_discard(
+    job: &BackupJob,
+    dir: &Path,
+    m: &Manifest,
+    steps: &Steps,
+    c: &Captured,
+    mut f: Failure,
+) -> Failure {
+    if job.repo.storage_gone().is_none() || job.stop.requested().is_some() {
+        super::discard_run(&job.repo, &m.set_id, dir);
+        return f;
+    }
+    match keep(dir, m, steps, c) {
+        Ok(()) => {
+            f.message = format!(
+                "{}; the staging folder {} was kept: the next backup of this instance within {} h stores it as set {} (complete, with its own time) before its own, without a new database backup",
+                f.message.trim_end_matches('.'),
+                dir.display(),
+                MAX_AGE.num_hours(),
+                m.set_id
+            );
+        }
+        Err(e) => {
+            super::discard_run(&job.repo, &m.set_id, dir);
+            f.message = format!(
+                "{}; the staging folder could not be kept ({e}), so it was removed: the next run takes a new database backup",
+                f.message.trim_end_matches('.')
+            );
+        }
+    }
+    f
+}
+
+/// This instance's kept folders, oldest first.
+fn kept_folders(instance_name: &str, staging: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(staging) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_dir() && is_kept(p))
+        .filter(|p| {
+            std::fs::read(p.join(super::STAGING_MARKER))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| v["instance"] == instance_name)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Whether a kept set is still wanted: `Err(why not)` when it is not.
+fn judge(
+    record: &Record,
+    database: &str,
+    now: chrono::DateTime<chrono::Utc>,
+    base_present: bool,
+) -> Result<(), String> {
+    let started = record
+        .manifest
+        .started
+        .ok_or("its record has no start time")?;
+    if now - started > MAX_AGE {
+        return Err(format!(
+            "it started at {started}, more than {} h ago",
+            MAX_AGE.num_hours()
+        ));
+    }
+    if record.manifest.database.name != database {
+        return Err(format!(
+            "it holds the database {}, and this instance now backs up {database}",
+            record.manifest.database.name
+        ));
+    }
+    if !base_present {
+        return Err(
+            "its differential base is no longer kept (a new full base was taken since)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Stores the sets kept on staging by earlier runs whose storage stopped after their window, or
+/// removes those no longer wanted (with a note each). Runs before this run's window. A storage
+/// that is still gone stops the run with the folder kept.
+pub(super) async fn store_kept_sets(
+    job: &BackupJob,
+    sqlserver: &SqlServer,
+    secrets: &Secrets,
+    database: &str,
+) -> Result<(), Failure> {
+    for dir in kept_folders(&job.instance_name, &job.instance.staging_local()) {
+        let record = std::fs::read(dir.join(KEPT_RECORD))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+            .filter(|r| r.format == FORMAT);
+        let Some(record) = record else {
+            let _ = std::fs::remove_dir_all(&dir);
+            job.ui.note(&format!(
+                "removed {}, a staging folder kept when the storage stopped: its record cannot be read",
+                dir.display()
+            ));
+            continue;
+        };
+        let set_id = record.manifest.set_id.clone();
+        let base_present = super::chain::base_items(job, &record.manifest.database)
+            .iter()
+            .all(|i| match i {
+                octobackup_repo::SourceItem::Path { source, .. } => source.is_file(),
+                _ => true,
+            });
+        if let Err(why) = judge(&record, database, chrono::Utc::now(), base_present) {
+            super::discard_run(&job.repo, &set_id, &dir);
+            job.ui.note(&format!(
+                "removed {}, the staging folder of set {set_id} kept when the storage stopped: {why}, so it is no longer stored",
+                dir.display()
+            ));
+            continue;
+        }
+        let folder_name = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let staging_sql =
+            crate::run::connect::sql_side_path(&job.instance.staging.sql_path, &folder_name);
+        let bak_sql: Vec<String> = record
+            .bak_names
+            .iter()
+            .map(|n| crate::run::connect::sql_side_path(&staging_sql, n))
+            .collect();
+        let captured = Captured {
+            bak_local: record.bak_names.iter().map(|n| dir.join(n)).collect(),
+            folders: record.capture,
+            pre_pass: record.pre_pass,
+        };
+        let mut m = record.manifest;
+        let mut steps = Steps {
+            records: m.steps.clone(),
+        };
+        let stored = tokio::select! {
+            r = async {
+                let stored = super::ingest(job, sqlserver, &set_id, &captured, secrets, &bak_sql, &mut m, &mut steps).await?;
+                super::seal(job, &set_id, &captured, stored, &mut m, &mut steps).await
+            } => r,
+            sig = job.stop.wait() => Err(Failure::new(
+                Exit::Interrupted,
+                format!("interrupted by {sig} while storing the set {set_id} kept on staging, before the maintenance window; nothing changed, the set stays kept"),
+            )),
+        };
+        match stored {
+            Ok(_) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                super::chain::after_set(job, &m.database);
+                job.ui.note(&format!(
+                    "stored set {set_id}, kept on staging since {} when the storage stopped: it is complete, with its own time ({})",
+                    record.kept_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                    m.started.map(|t| t.to_rfc3339()).unwrap_or_default()
+                ));
+            }
+            Err(e) if e.plain_exit() == Some(Exit::Interrupted) => return Err(e),
+            Err(mut e) if job.repo.storage_gone().is_some() => {
+                e.message = format!(
+                    "{}; the set {set_id} kept on staging ({}) stays kept for the next run, and this run took no backup of its own",
+                    e.message.trim_end_matches('.'),
+                    dir.display()
+                );
+                return Err(e);
+            }
+            Err(e) => {
+                super::discard_run(&job.repo, &set_id, &dir);
+                job.ui.note(&format!(
+                    "warning: the set {set_id} kept on staging could not be stored ({}); its staging folder was removed",
+                    e.message.trim_end_matches('.')
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(started: chrono::DateTime<chrono::Utc>, db: &str) -> Record {
+        let mut manifest = Manifest {
+            started: Some(started),
+            ..Default::default()
+        };
+        manifest.database.name = db.into();
+        Record {
+            format: FORMAT,
+            kept_at: started,
+            manifest,
+            capture: Capture::default(),
+            pre_pass: None,
+            bak_names: vec!["OctopusDeploy.bak".into()],
+        }
+    }
+
+    #[test]
+    fn a_kept_set_is_stored_within_a_day_for_the_same_database_and_base() {
+        let now = chrono::Utc::now();
+        let fresh = record(now - chrono::TimeDelta::hours(2), "Octopus");
+        assert_eq!(judge(&fresh, "Octopus", now, true), Ok(()));
+        let old = record(now - chrono::TimeDelta::hours(25), "Octopus");
+        assert!(
+            judge(&old, "Octopus", now, true)
+                .unwrap_err()
+                .contains("more than 24 h ago")
+        );
+        assert!(
+            judge(&fresh, "Other", now, true)
+                .unwrap_err()
+                .contains("database")
+        );
+        assert!(
+            judge(&fresh, "Octopus", now, false)
+                .unwrap_err()
+                .contains("base")
+        );
+    }
+
+    #[test]
+    fn only_folders_with_a_record_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!is_kept(dir.path()));
+        std::fs::write(dir.path().join(KEPT_RECORD), "{}").unwrap();
+        assert!(is_kept(dir.path()));
+    }
+}
