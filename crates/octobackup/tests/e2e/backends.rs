@@ -604,7 +604,16 @@ const TEST_BUDGET: &str = "3s";
 /// A lab whose repository is on `b`, initialised, with a small retry budget.
 async fn lab_on(b: &Backend, path: &str) -> (TestLab, Option<Place>) {
     let t = TestLab::start().await;
-    let place = b.place(BUCKET, path);
+    // Ceph is one server for the whole test binary: each case's repository gets a prefix of
+    // its own.
+    let path = if b.kind == Kind::Ceph {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        format!("{path}-{n}")
+    } else {
+        path.to_string()
+    };
+    let place = b.place(BUCKET, &path);
     use_place(&t, place.as_ref());
     t.edit_config(|c| {
         c["repository"]
