@@ -1,11 +1,12 @@
 //! Joining snapshots into one: a set whose folders were stored before the maintenance window
 //! and whose database after it still ends up as one snapshot, as restic users expect a set.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 
 use rustic_core::jiff::Unit;
-use rustic_core::repofile::{SnapshotFile, SnapshotId, SnapshotSummary};
-use rustic_core::{Repository, SnapshotOptions};
+use rustic_core::repofile::{Node, SnapshotFile, SnapshotId, SnapshotSummary, Tree};
+use rustic_core::{IndexedTree, Repository, RusticResult, SnapshotOptions, TreeId};
 
 use crate::backup::{SetOptions, check_tags};
 use crate::error::{RepoError, from_rustic};
@@ -68,28 +69,59 @@ impl Repo {
                 .to_indexed_ids()
                 .map_err(|e| from_rustic("cannot read the repository index", &e))?;
             let trees: Vec<_> = parts.iter().map(|p| p.tree).collect();
-            let mut summary = SnapshotSummary::default();
-            // Paths are disjoint, so only folders between them meet: any one's metadata will do.
             snap.tree = repo
-                .merge_trees(
-                    &trees,
-                    &|a, b| a.meta.mtime.cmp(&b.meta.mtime),
-                    &mut summary,
-                )
+                .save_trees(|save| merge_trees(&repo, &trees, save))
                 .map_err(|e| from_rustic("cannot merge the snapshots", &e))?;
-            snap.summary = Some(combined_summary(&parts, summary, &snap));
+            snap.summary = Some(combined_summary(&parts, &snap));
             save_snapshot(&repo, snap)
         })
     }
 }
 
-/// The parts' figures added up; file and byte totals from the merged tree.
-fn combined_summary(
-    parts: &[SnapshotFile],
-    merged: SnapshotSummary,
-    snap: &SnapshotFile,
-) -> SnapshotSummary {
-    let mut s = merged;
+/// One tree holding what `trees` hold. Paths are disjoint, so only the folders above them meet
+/// (`/`, `/folders`): those are merged, and everything else is each part's own subtree, shared
+/// as it is (nothing below the meeting folders is read or written again). Where two parts have
+/// a folder of the same name, the later one's metadata is kept.
+fn merge_trees<S: IndexedTree>(
+    repo: &Repository<S>,
+    trees: &[TreeId],
+    save: &dyn Fn(&Tree) -> RusticResult<TreeId>,
+) -> RusticResult<TreeId> {
+    if let [only] = trees {
+        return Ok(*only);
+    }
+    let mut by_name: BTreeMap<OsString, Vec<Node>> = BTreeMap::new();
+    for id in trees {
+        for node in repo.get_tree(id)?.nodes {
+            by_name
+                .entry(node.name().into_owned())
+                .or_default()
+                .push(node);
+        }
+    }
+    let mut nodes = Vec::with_capacity(by_name.len());
+    for (_, mut same) in by_name {
+        let subtrees: Vec<TreeId> = same.iter().filter_map(|n| n.subtree).collect();
+        let all_dirs = same.iter().all(Node::is_dir) && subtrees.len() == same.len();
+        same.sort_by_key(|n| n.meta.mtime);
+        let mut node = same.pop().expect("at least one node per name");
+        if all_dirs && subtrees.len() > 1 {
+            node.subtree = Some(merge_trees(repo, &subtrees, save)?);
+        }
+        nodes.push(node);
+    }
+    save(&Tree { nodes })
+}
+
+/// The parts' figures added up (their paths are disjoint, so their totals add up too).
+fn combined_summary(parts: &[SnapshotFile], snap: &SnapshotFile) -> SnapshotSummary {
+    let mut s = SnapshotSummary::default();
+    for part in parts.iter().filter_map(|p| p.summary.as_ref()) {
+        s.total_files_processed += part.total_files_processed;
+        s.total_bytes_processed += part.total_bytes_processed;
+        s.total_dirs_processed += part.total_dirs_processed;
+        s.total_dirsize_processed += part.total_dirsize_processed;
+    }
     s.command = "octobackup merge".into();
     let (mut new, mut changed, mut unmodified) = (0, 0, 0);
     let (mut added, mut packed, mut duration) = (0, 0, 0.0);
@@ -124,7 +156,7 @@ fn combined_summary(
 
 /// Saves `snap` and finds its id: rustic's public API saves snapshots without returning ids,
 /// so the new id is the one that appeared with this tree, time and tags.
-fn save_snapshot<S: rustic_core::Open>(
+pub(crate) fn save_snapshot<S: rustic_core::Open>(
     repo: &Repository<S>,
     snap: SnapshotFile,
 ) -> Result<SnapshotInfo, RepoError> {

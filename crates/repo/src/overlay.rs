@@ -4,21 +4,17 @@
 //! the base; what changed inside the window was copied to local staging; afterwards this writes
 //! base (the entries the window left unchanged) + the copies.
 //!
-//! It is an ordinary backup through rustic's archiver, with the base as its parent: the kept
-//! entries are the base's own nodes, so rustic takes their content from the base without
-//! reading anything, and the result is a plain restic snapshot.
+//! Only the copies are read and stored (an ordinary backup of the staging folder). The result's
+//! tree is then built from the base's trees: a folder of the base whose whole content was kept
+//! and holds no change is the base's own subtree, shared as it is (restic does the same when
+//! nothing in a folder changed); only the folders along a changed path get a new tree. The
+//! result is a plain restic snapshot.
 
-use std::collections::{BTreeSet, HashSet};
-use std::io::{self, Read};
-use std::iter::Peekable;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
+use std::path::{Component, Path};
 
-use rustic_core::repofile::{Metadata, Node, NodeType};
-use rustic_core::{
-    BackupOptions, ErrorKind, LsOptions, ParentOptions, ReadSource, ReadSourceEntry,
-    ReadSourceOpen, RusticError, RusticResult, SnapshotGroupCriterion,
-};
+use rustic_core::repofile::{Node, Tree};
+use rustic_core::{BackupOptions, IndexedTree, ParentOptions, Repository, RusticResult, TreeId};
 
 use crate::backup::{BackupSummary, SetOptions, check_tags};
 use crate::error::{RepoError, from_rustic};
@@ -26,16 +22,18 @@ use crate::logging;
 use crate::progress::ProgressSink;
 use crate::repo::Repo;
 use crate::snapshots::{from_chrono, resolve_snapshot};
-use crate::source::{SetOpen, SetReader, SetSource, SourceItem};
+use crate::source::{SetSource, SourceItem};
 
 impl Repo {
     /// Stores a snapshot holding the entries of snapshot `base` whose paths are in `keep`
     /// (snapshot paths like `/folders/Packages/a.nupkg`; folders too, each listed on its own),
     /// plus everything in `changes`. Where a kept entry and a change have the same path, the kept
-    /// entry wins; every other entry of `base` is left out. Kept files are taken from `base`
-    /// without reading them. `opts.parent_tags` is not used (the parent is `base`).
+    /// entry wins; every other entry of `base` is left out (with what it holds). Kept files are
+    /// taken from `base` without reading them, and a folder whose whole content is kept and
+    /// unchanged keeps the base's tree. `opts.parent_tags` is not used.
     ///
-    /// Fails before writing anything when a path in `keep` is not in `base`.
+    /// Fails before writing anything when a path in `keep` is not in `base` (or lies under a
+    /// folder that is neither kept nor changed).
     pub fn overlay(
         &self,
         base: &str,
@@ -47,8 +45,27 @@ impl Repo {
         check_tags(&opts.tags)?;
         let time = opts.time.as_ref().map(from_chrono).transpose()?;
         let changes = SetSource::new(changes)?;
-        let mut paths: BTreeSet<PathBuf> = changes.targets().into_iter().collect();
+        let targets = changes.targets();
         let unreadable = changes.unreadable_handle();
+        // Every changed entry and the folders above it: the trees that cannot be the base's. A
+        // staged folder that is kept (the staging roots are always there) counts only through
+        // what it holds.
+        let mut touched: HashSet<String> = HashSet::from([String::new()]);
+        for path in changes.entry_paths() {
+            let mut text = String::new();
+            let mut above = Vec::new();
+            for name in names(&path) {
+                if !text.is_empty() {
+                    above.push(text.clone());
+                }
+                text.push('/');
+                text.push_str(&name);
+            }
+            touched.extend(above);
+            if !keep.contains(&text) {
+                touched.insert(text);
+            }
+        }
 
         let capture = logging::capture();
         let snap = self.run(progress, |repo| {
@@ -60,69 +77,83 @@ impl Repo {
                 .to_indexed_ids()
                 .map_err(|e| from_rustic("cannot read the repository index", &e))?;
             let base_snap = resolve_snapshot(&repo, base)?;
-            for p in base_snap.paths.iter() {
-                paths.insert(PathBuf::from(p));
-            }
-            // The base's entries, in tree order, kept ones only.
-            let mut root =
-                Node::new_node(std::ffi::OsStr::new(""), NodeType::Dir, Metadata::default());
-            root.subtree = Some(base_snap.tree);
-            let mut kept = Vec::new();
-            let mut found = 0usize;
-            for item in repo
-                .ls(&root, &LsOptions::default())
-                .map_err(|e| from_rustic("cannot list the base snapshot", &e))?
-            {
-                let (relative, node) =
-                    item.map_err(|e| from_rustic("cannot list the base snapshot", &e))?;
-                let text = snapshot_path(&relative);
-                if keep.contains(&text) {
-                    found += 1;
-                    kept.push((PathBuf::from(text), node));
-                }
-            }
-            if found != keep.len() {
-                let present: HashSet<String> = kept
-                    .iter()
-                    .map(|(p, _)| p.to_string_lossy().into_owned())
-                    .collect();
-                let mut missing: Vec<&String> =
-                    keep.iter().filter(|p| !present.contains(*p)).collect();
-                missing.sort();
-                return Err(RepoError::InvalidInput(format!(
-                    "{} path(s) to keep are not in snapshot {base} (first: {})",
-                    missing.len(),
-                    missing.first().map_or("", |s| s.as_str())
-                )));
+
+            // What the base's trees hold, before anything is written.
+            let mut plan = Plan::new(keep, &touched, false);
+            plan.visit(&repo, "", base_snap.tree)
+                .map_err(|e| from_rustic("cannot read the base snapshot", &e))?;
+            if plan.found != keep.len() {
+                return Err(missing_from_base(
+                    &repo,
+                    base,
+                    base_snap.tree,
+                    keep,
+                    &touched,
+                ));
             }
 
-            let snap = crate::backup::new_snapshot(opts, time)?;
-
-            let source = OverlaySource {
-                kept: Arc::new(kept),
-                changes,
-                unreadable: unreadable.clone(),
-            };
-            self.router
-                .set_phase("backup", Some(source.changes.total_bytes()));
-            let parent_opts = ParentOptions::default()
-                .group_by(SnapshotGroupCriterion::new())
-                .parents(vec![base_snap.id.to_hex().as_str().to_string()]);
+            // The copies: an ordinary backup of the staging folder, tagged as the set's part (a
+            // run that dies here leaves a part the next run discards).
+            let staged = crate::backup::new_snapshot(opts, time.clone())?;
+            self.router.set_phase("backup", Some(changes.total_bytes()));
             let backup_opts = BackupOptions::default()
                 .no_scan(true)
-                .parent_opts(parent_opts);
-            let paths: Vec<PathBuf> = paths.iter().cloned().collect();
-            repo.archive(&backup_opts, &source, snap, &paths)
-                .map_err(|e| from_rustic("cannot back up", &e))
+                .parent_opts(ParentOptions::default().force(true));
+            let staged = repo
+                .archive(&backup_opts, &changes, staged, &targets)
+                .map_err(|e| from_rustic("cannot back up", &e))?;
+
+            // Indexed again: the index read above does not hold the copies' trees.
+            drop(repo);
+            let repo = self
+                .reopen()?
+                .to_indexed_ids()
+                .map_err(|e| from_rustic("cannot read the repository index", &e))?;
+            let mut counts = Counts::default();
+            let tree = repo
+                .save_trees(|save| {
+                    let build = Build {
+                        repo: &repo,
+                        plan: &plan,
+                        save,
+                    };
+                    build.tree("", Some(base_snap.tree), Some(staged.tree), &mut counts)
+                })
+                .map_err(|e| from_rustic("cannot write the folder trees", &e))?;
+
+            let mut snap = crate::backup::new_snapshot(opts, time)?;
+            snap.tree = tree;
+            for p in base_snap.paths.iter().chain(staged.paths.iter()) {
+                snap.paths.add(p.clone());
+            }
+            let staged_summary = staged.summary.clone().unwrap_or_default();
+            let mut summary = staged_summary.clone();
+            summary.command = "octobackup backup".into();
+            let taken_files = staged_summary
+                .total_files_processed
+                .saturating_sub(counts.overridden_files);
+            let taken_bytes = staged_summary
+                .total_bytes_processed
+                .saturating_sub(counts.overridden_bytes);
+            summary.files_changed = counts.replaced_files.min(taken_files);
+            summary.files_new = taken_files - summary.files_changed;
+            summary.files_unmodified = plan.kept_files;
+            summary.total_files_processed = plan.kept_files + taken_files;
+            summary.total_bytes_processed = plan.kept_bytes + taken_bytes;
+            snap.summary = Some(summary.clone());
+            let saved = crate::merge::save_snapshot(&repo, snap)?;
+            // The copies' own snapshot was only a step; if it cannot go now, it is a leftover
+            // part like any other (tagged with the set), removed with the run's parts.
+            let _ = repo.delete_snapshots(&[staged.id]);
+            Ok((saved.id, summary))
         });
         let captured = capture.finish();
-        let snap = snap?;
+        let (snapshot_id, s) = snap?;
         let (left_out, warnings) = crate::backup::sort_captured(captured);
         let mut all = unreadable.take();
         all.extend(left_out);
-        let s = snap.summary.unwrap_or_default();
         Ok(BackupSummary {
-            snapshot_id: snap.id.to_hex().as_str().to_string(),
+            snapshot_id,
             files_new: s.files_new,
             files_changed: s.files_changed,
             files_unmodified: s.files_unmodified,
@@ -136,145 +167,200 @@ impl Repo {
     }
 }
 
-/// A path relative to the snapshot root as an absolute snapshot path (`/a/b`).
-fn snapshot_path(relative: &Path) -> String {
-    let names: Vec<String> = relative
-        .components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect();
-    format!("/{}", names.join("/"))
+/// The names of a snapshot path (`/folders/Packages` gives `folders`, `Packages`).
+fn names(path: &Path) -> impl Iterator<Item = String> + '_ {
+    path.components().filter_map(|c| match c {
+        Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+        _ => None,
+    })
 }
 
-/// The kept base entries and the changes, as one stream in tree order.
-struct OverlaySource {
-    kept: Arc<Vec<(PathBuf, Node)>>,
-    changes: SetSource,
-    unreadable: Arc<crate::source::Unreadable>,
+fn child_path(parent: &str, node: &Node) -> String {
+    format!("{parent}/{}", node.name().to_string_lossy())
 }
 
-type Entries = Box<dyn Iterator<Item = RusticResult<ReadSourceEntry<OverlayOpen>>> + Send>;
+/// The error for paths to keep that the base does not hold (or not where the overlay looks),
+/// naming the first of them.
+fn missing_from_base<S: IndexedTree>(
+    repo: &Repository<S>,
+    base: &str,
+    tree: TreeId,
+    keep: &HashSet<String>,
+    touched: &HashSet<String>,
+) -> RepoError {
+    let mut plan = Plan::new(keep, touched, true);
+    if let Err(e) = plan.visit(repo, "", tree) {
+        return from_rustic("cannot read the base snapshot", &e);
+    }
+    let mut missing: Vec<&String> = keep.iter().filter(|p| !plan.seen.contains(*p)).collect();
+    missing.sort();
+    RepoError::InvalidInput(format!(
+        "{} path(s) to keep are not in snapshot {base}, or lie under a folder that is neither kept nor changed (first: {})",
+        missing.len(),
+        missing.first().map_or("", |s| s.as_str())
+    ))
+}
 
-impl ReadSource for OverlaySource {
-    type Open = OverlayOpen;
-    type Iter = Entries;
+/// The base's trees as the overlay needs them: which ones must be rebuilt, and what is kept.
+struct Plan<'a> {
+    keep: &'a HashSet<String>,
+    touched: &'a HashSet<String>,
+    /// How many paths of `keep` were met in the base.
+    found: usize,
+    /// Those paths, when `record` was asked for (to name the missing ones).
+    seen: HashSet<String>,
+    record: bool,
+    kept_files: u64,
+    kept_bytes: u64,
+    /// The base trees that are not taken as they are, by folder path (`""`: the root).
+    rebuild: HashMap<String, Tree>,
+}
 
-    fn size(&self) -> RusticResult<Option<u64>> {
-        Ok(Some(self.changes.total_bytes()))
+impl<'a> Plan<'a> {
+    fn new(keep: &'a HashSet<String>, touched: &'a HashSet<String>, record: bool) -> Self {
+        Self {
+            keep,
+            touched,
+            found: 0,
+            seen: HashSet::new(),
+            record,
+            kept_files: 0,
+            kept_bytes: 0,
+            rebuild: HashMap::new(),
+        }
     }
 
-    fn entries(&self) -> Self::Iter {
-        let kept = self.kept.clone();
-        let unreadable = self.unreadable.clone();
-        Box::new(Merge {
-            kept: (0..kept.len()).peekable(),
-            list: kept,
-            changes: self.changes.entries().peekable(),
-            unreadable,
-        })
-    }
-}
-
-struct Merge<C: Iterator> {
-    list: Arc<Vec<(PathBuf, Node)>>,
-    kept: Peekable<std::ops::Range<usize>>,
-    changes: Peekable<C>,
-    unreadable: Arc<crate::source::Unreadable>,
-}
-
-impl<C> Iterator for Merge<C>
-where
-    C: Iterator<Item = RusticResult<ReadSourceEntry<SetOpen>>>,
-{
-    type Item = RusticResult<ReadSourceEntry<OverlayOpen>>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        let base = self.kept.peek().map(|i| &self.list[*i].0);
-        let change = match self.changes.peek() {
-            Some(Ok(e)) => Some(&e.path),
-            // Errors go out at once, in their place.
-            Some(Err(_)) => {
-                return self
-                    .changes
-                    .next()
-                    .map(|e| e.map(|_| unreachable!("an error")));
+    /// Reads the base tree `id` at `path` and what it holds that the overlay keeps or changes;
+    /// returns whether the tree is taken as it is (everything in it kept, nothing changed).
+    fn visit<S: IndexedTree>(
+        &mut self,
+        repo: &Repository<S>,
+        path: &str,
+        id: TreeId,
+    ) -> RusticResult<bool> {
+        let tree = repo.get_tree(&id)?;
+        let mut same = !self.touched.contains(path);
+        for node in &tree.nodes {
+            let child = child_path(path, node);
+            let kept = self.keep.contains(&child);
+            if kept {
+                self.found += 1;
+                if self.record {
+                    let _ = self.seen.insert(child.clone());
+                }
+                // Counted as rustic's archiver counts: every entry that is not a folder.
+                if !node.is_dir() {
+                    self.kept_files += 1;
+                }
+                if node.is_file() {
+                    self.kept_bytes += node.meta.size;
+                }
+            } else {
+                same = false;
             }
+            if node.is_dir()
+                && (kept || self.touched.contains(&child))
+                && let Some(subtree) = node.subtree
+                && !self.visit(repo, &child, subtree)?
+            {
+                same = false;
+            }
+        }
+        if !same {
+            let _ = self.rebuild.insert(path.to_string(), tree);
+        }
+        Ok(same)
+    }
+}
+
+#[derive(Default)]
+struct Counts {
+    /// Copied files left out because a kept entry has their path.
+    overridden_files: u64,
+    overridden_bytes: u64,
+    /// Copied files that replace a file of the base.
+    replaced_files: u64,
+}
+
+struct Build<'a, S: IndexedTree> {
+    repo: &'a Repository<S>,
+    plan: &'a Plan<'a>,
+    save: &'a dyn Fn(&Tree) -> RusticResult<TreeId>,
+}
+
+impl<S: IndexedTree> Build<'_, S> {
+    /// The overlay's tree at folder `path`, from the base's tree there (if it was a folder) and
+    /// the copies' tree there (if the window changed anything in it).
+    fn tree(
+        &self,
+        path: &str,
+        base: Option<TreeId>,
+        staged: Option<TreeId>,
+        counts: &mut Counts,
+    ) -> RusticResult<TreeId> {
+        let base_tree = match base {
+            Some(id) => match self.plan.rebuild.get(path) {
+                Some(tree) => Some(tree),
+                // Everything in it kept, nothing changed (so nothing staged): the base's own.
+                None => return Ok(id),
+            },
             None => None,
         };
-        let take_base = match (base, change) {
-            (None, None) => return None,
-            (Some(_), None) => true,
-            (None, Some(_)) => false,
-            (Some(b), Some(c)) => {
-                if b == c {
-                    // The kept entry wins; the change at the same path is dropped.
-                    let _ = self.changes.next();
-                    true
-                } else {
-                    b < c
-                }
-            }
+        let Some(base_tree) = base_tree else {
+            // New in the window: the copies' tree as it was stored.
+            return match staged {
+                Some(id) => Ok(id),
+                None => (self.save)(&Tree::default()),
+            };
         };
-        if take_base {
-            let i = self.kept.next().expect("peeked");
-            let (path, node) = &self.list[i];
-            let open = node.is_file().then(|| OverlayOpen::Base {
-                path: path.to_string_lossy().into_owned(),
-                unreadable: self.unreadable.clone(),
-            });
-            Some(Ok(ReadSourceEntry {
-                path: path.clone(),
-                node: node.clone(),
-                open,
-            }))
-        } else {
-            self.changes.next().map(|e| {
-                e.map(|e| ReadSourceEntry {
-                    path: e.path,
-                    node: e.node,
-                    open: e.open.map(OverlayOpen::Change),
-                })
-            })
-        }
-    }
-}
+        let staged_tree = staged.map(|id| self.repo.get_tree(&id)).transpose()?;
+        let staged_nodes: &[Node] = staged_tree.as_ref().map_or(&[], |t| &t.nodes);
 
-pub(crate) enum OverlayOpen {
-    Change(SetOpen),
-    /// A kept file: rustic takes it from the base without opening it. It is opened only when
-    /// the base's data is not in the index, and then there is nothing to read it from.
-    Base {
-        path: String,
-        unreadable: Arc<crate::source::Unreadable>,
-    },
-}
-
-impl ReadSourceOpen for OverlayOpen {
-    type Reader = OverlayReader;
-
-    fn open(self) -> RusticResult<OverlayReader> {
-        match self {
-            Self::Change(open) => open.open().map(OverlayReader),
-            Self::Base { path, unreadable } => {
-                let reason = "its data in the base snapshot is not in the repository's index, and its source is gone (run `octobackup check`)".to_string();
-                unreadable.record(path.clone(), reason.clone());
-                Err(RusticError::with_source(
-                    ErrorKind::InputOutput,
-                    format!(
-                        "`{{path}}` not backed up {}",
-                        crate::logging::RECORDED_MARKER
-                    ),
-                    io::Error::other(reason),
-                )
-                .attach_context("path", path))
+        let mut nodes = Vec::with_capacity(base_tree.nodes.len() + staged_nodes.len());
+        let (mut b, mut s) = (
+            base_tree.nodes.iter().peekable(),
+            staged_nodes.iter().peekable(),
+        );
+        loop {
+            let (from_base, from_staged) = match (b.peek(), s.peek()) {
+                (None, None) => break,
+                (Some(_), None) => (b.next(), None),
+                (None, Some(_)) => (None, s.next()),
+                (Some(x), Some(y)) => match x.name().cmp(&y.name()) {
+                    std::cmp::Ordering::Less => (b.next(), None),
+                    std::cmp::Ordering::Greater => (None, s.next()),
+                    std::cmp::Ordering::Equal => (b.next(), s.next()),
+                },
+            };
+            let any = from_base.or(from_staged).expect("one side has a node");
+            let child = child_path(path, any);
+            let kept = from_base.filter(|_| self.plan.keep.contains(&child));
+            let mut node = match (kept, from_staged) {
+                (Some(node), staged) => {
+                    if let Some(s) = staged.filter(|s| !s.is_dir()) {
+                        counts.overridden_files += 1;
+                        if s.is_file() {
+                            counts.overridden_bytes += s.meta.size;
+                        }
+                    }
+                    node.clone()
+                }
+                (None, Some(node)) => {
+                    if !node.is_dir() && from_base.is_some_and(|b| !b.is_dir()) {
+                        counts.replaced_files += 1;
+                    }
+                    node.clone()
+                }
+                // In the base only, and not kept: gone in the window.
+                (None, None) => continue,
+            };
+            if node.is_dir() {
+                let base_sub = from_base.filter(|n| n.is_dir()).and_then(|n| n.subtree);
+                let staged_sub = from_staged.filter(|n| n.is_dir()).and_then(|n| n.subtree);
+                node.subtree = Some(self.tree(&child, base_sub, staged_sub, counts)?);
             }
+            nodes.push(node);
         }
-    }
-}
-
-pub(crate) struct OverlayReader(SetReader);
-
-impl Read for OverlayReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
+        (self.save)(&Tree { nodes })
     }
 }

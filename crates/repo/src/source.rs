@@ -191,14 +191,32 @@ impl SetSource {
         self.unreadable.clone()
     }
 
-    /// Total bytes of all files, walked once before the backup for an exact progress total.
-    pub(crate) fn total_bytes(&self) -> u64 {
-        // Errors of this walk are reported by the real one.
+    /// The snapshot path of every entry (folders too), walked without recording errors (the
+    /// backup's own walk records them).
+    pub(crate) fn entry_paths(&self) -> Vec<PathBuf> {
         let scratch = Arc::new(Unreadable::default());
         self.entries_recording(&scratch, false)
             .filter_map(Result::ok)
-            .filter(|e| e.node.is_file())
-            .map(|e| e.node.meta.size)
+            .map(|e| e.path)
+            .collect()
+    }
+
+    /// Total bytes of all files, walked once before the backup for an exact progress total.
+    /// One `lstat` per file and nothing more: the backup's own walk builds each entry's node
+    /// (owner names, extended attributes), which a total does not need (issue 13: that second
+    /// full walk cost a third of a nightly pass over 25,000 unchanged task logs).
+    pub(crate) fn total_bytes(&self) -> u64 {
+        // Errors of this walk are reported by the real one.
+        self.parts
+            .iter()
+            .map(|part| match part {
+                Part::Folder { root, .. } => file_bytes_under(root),
+                Part::File { root, .. } => fs::symlink_metadata(root)
+                    .ok()
+                    .filter(fs::Metadata::is_file)
+                    .map_or(0, |m| m.len()),
+                Part::Memory { bytes, .. } => bytes.as_ref().len() as u64,
+            })
             .sum()
     }
 
@@ -297,6 +315,25 @@ fn map_walk(
             None
         }
     })
+}
+
+/// The bytes of the regular files under `root` (links not followed).
+fn file_bytes_under(root: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(t) if t.is_file() => total += entry.metadata().map_or(0, |m| m.len()),
+                _ => {}
+            }
+        }
+    }
+    total
 }
 
 /// A relative path as `/`-joined names, for messages.

@@ -224,7 +224,7 @@ async fn attempt(
         Ok(r) => r,
         Err(mut f) => {
             // The storage did not answer within the retry budget: say what became of the run's
-            // staging copy, unless the run said it (a set kept for the next run, run/kept.rs).
+            // staging copy, unless the run said it (a set kept for the next run, run/backup/kept.rs).
             if repo.storage_gone().is_some() && !f.message.contains("staging") {
                 f.message.push_str(
                     "; nothing was kept on the staging share, the next run takes a new database backup",
@@ -408,8 +408,9 @@ async fn after_run(
 
 /// Which of several exit codes `backup --all` ends with: the one that needs action soonest.
 /// 7 (maintenance mode left changed) above all; then 130 (interrupted: the instances after it
-/// were not backed up); then the first other failure in config order (1, 2, 3, 4, 5, 8); then 6
-/// (another run held an instance's lock: that run reports for itself); then 0.
+/// were not backed up); then the first other failure in config order (1, 2, 3, 4, 5, 8; 9, the
+/// copy after the last instance, comes last); then 6 (another run held an instance's lock: that
+/// run reports for itself); then 0.
 pub fn worst(codes: &[u8]) -> u8 {
     let rank = |c: u8| match c {
         0 => 0,

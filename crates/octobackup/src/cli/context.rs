@@ -55,3 +55,57 @@ impl<'a> Invocation<'a> {
         StateDir::new(&self.config.state_dir(self.config_path))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[repository]
+location = "/var/backups/octopus"
+
+[notify]
+[[notify.email]]
+server = "smtp.example.com"
+from = "octobackup@example.com"
+to = ["ops@example.com", "TO"]
+"#;
+
+    #[test]
+    fn a_bad_e_mail_address_is_a_config_error_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("octobackup.toml");
+        std::fs::write(&p, CONFIG.replace("TO", "not an address")).unwrap();
+        // The schema alone does not read addresses (it does not import the mail crate) ...
+        Config::load(&p).unwrap();
+        // ... the config as every command loads it does.
+        let e = load_config(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("notify.email #1: 'not an address' is not an e-mail address"),
+            "{e}"
+        );
+        std::fs::write(&p, CONFIG.replace("TO", "Backups <backups@example.com>")).unwrap();
+        load_config(&p).unwrap();
+    }
+
+    /// Every command loads the config through `load_config`, so none skips the address check.
+    #[test]
+    fn commands_load_the_config_through_load_config() {
+        let cli = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli");
+        let mut direct = Vec::new();
+        for e in std::fs::read_dir(&cli).unwrap() {
+            let p = e.unwrap().path();
+            if p.file_name().is_some_and(|n| n == "context.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).unwrap();
+            if text.contains("Config::load(") {
+                direct.push(p.display().to_string());
+            }
+        }
+        assert!(
+            direct.is_empty(),
+            "Config::load called directly in {direct:?}"
+        );
+    }
+}

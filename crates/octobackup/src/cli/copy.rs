@@ -20,12 +20,11 @@ pub struct Args {
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
-    let stop = Stop::listen();
     let config = Config::load(config_path)?;
     if let Some(i) = &args.instance {
         config.instance(config_path, Some(i))?;
     }
-    let report = copy_to(&config, &args.to, args.instance.clone(), ui, stop).await;
+    let report = copy_to(&config, &args.to, args.instance.clone(), ui).await;
     ui.clear_status();
     let report = report?;
     emit(json, &report, || copy::human(&report));
@@ -38,12 +37,13 @@ async fn copy_to(
     name: &str,
     instance: Option<String>,
     ui: &Ui,
-    stop: Stop,
 ) -> Result<CopyReport, Failure> {
     repository::copy_entry(config, name)?;
     // The copy first: its password and place are what is new and most often wrong.
     let target = Arc::new(repository::open_copy(config, name).await?);
     let source = Arc::new(repository::open(config).await?);
+    // Heard from here on, between sets and during one (nothing was written before).
+    let stop = Stop::listen();
     copy::run(CopyJob {
         source,
         target,
@@ -69,8 +69,7 @@ pub async fn after_backup(
     let mut failed = Vec::new();
     for c in config.copies.iter().filter(|c| c.after_backup) {
         ui.note(&format!("copying to '{}' ({})", c.name, c.location));
-        let stop = Stop::listen();
-        let done = copy_to(config, &c.name, instance.map(str::to_string), ui, stop).await;
+        let done = copy_to(config, &c.name, instance.map(str::to_string), ui).await;
         ui.clear_status();
         match done {
             Ok(r) => reports.push(r),

@@ -112,7 +112,7 @@ async fn init_copy(config_path: &Path, name: &str, json: bool) -> Result<(), Fai
     let cfg = repository::copy_repo_config(&copy)?;
     let (created_bucket, object_lock) = {
         let copy = copy.clone();
-        tokio::task::spawn_blocking(move || {
+        crate::run::blocking::blocking("creating the copy", move || {
             create(&cfg).map_err(|e| repository::about_copy(&copy, e))
         })
         .await??

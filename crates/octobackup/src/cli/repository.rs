@@ -131,7 +131,10 @@ pub fn about_copy(copy: &CopyConfig, e: RepoError) -> Failure {
 pub async fn open_copy(config: &Config, name: &str) -> Result<Repo, Failure> {
     let copy = copy_entry(config, name)?.clone();
     let cfg = copy_repo_config(&copy)?;
-    tokio::task::spawn_blocking(move || Repo::open(&cfg).map_err(|e| about_copy(&copy, e))).await?
+    crate::run::blocking::blocking("opening the copy", move || {
+        Repo::open(&cfg).map_err(|e| about_copy(&copy, e))
+    })
+    .await?
 }
 
 /// The repository a command works on: the main one, or with `--copy NAME` that copy.

@@ -48,6 +48,9 @@ pub struct Args {
     /// name; with --clone, that name + "Clone").
     #[arg(long, value_name = "NAME")]
     pub octopus_instance: Option<String>,
+    /// Restore from the `[[copy]]` named NAME (the second repository), e.g. when the main one is lost.
+    #[arg(long, value_name = "NAME")]
+    pub copy: Option<String>,
 }
 
 pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<(), Failure> {
@@ -71,7 +74,10 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
             "--clone needs --folders-to DIR: the second instance must not share the original's folders",
         ));
     }
-    let repo = inv.repo().await?;
+    let repo = match &args.copy {
+        Some(copy) => std::sync::Arc::new(super::repository::open_copy(&inv.config, copy).await?),
+        None => inv.repo().await?,
+    };
     let wanted = args.set.clone();
     let job = RestoreJob {
         instance_name: name.to_string(),

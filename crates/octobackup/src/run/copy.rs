@@ -93,9 +93,11 @@ pub async fn run(job: CopyJob) -> Result<CopyReport, Failure> {
         .await
         .map_err(|f| about(&job, f))?;
     let target = job.target.clone();
-    let escrowed = tokio::task::spawn_blocking(move || escrow::escrowed_sets(&*target))
-        .await?
-        .map_err(|f| about(&job, f))?;
+    let escrowed = crate::run::blocking::blocking("reading the copy's escrow", move || {
+        escrow::escrowed_sets(&*target)
+    })
+    .await?
+    .map_err(|f| about(&job, f))?;
     let mut report = CopyReport {
         to: job.name.clone(),
         location: job.target.location().to_string(),
@@ -201,9 +203,11 @@ async fn publish_escrow(job: &CopyJob, snapshot_id: &str, set_id: &str) -> Resul
         return Ok(false);
     }
     let (target, set) = (job.target.clone(), set_id.to_string());
-    tokio::task::spawn_blocking(move || escrow::publish(&*target, &set, &items))
-        .await?
-        .map_err(|f| about(job, f))?;
+    crate::run::blocking::blocking("publishing the escrow beside the copy", move || {
+        escrow::publish(&*target, &set, &items)
+    })
+    .await?
+    .map_err(|f| about(job, f))?;
     Ok(true)
 }
 
@@ -250,7 +254,7 @@ async fn detached<T: Send + 'static>(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, RepoError> + Send + 'static,
 ) -> Result<T, Failure> {
-    Ok(tokio::task::spawn_blocking(f).await??)
+    Ok(crate::run::blocking::blocking("the copy", f).await??)
 }
 
 /// One line per set, then the totals.

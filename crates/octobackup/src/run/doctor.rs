@@ -326,7 +326,7 @@ async fn check_instance(
 /// An S3 repository's rules on deleting: the bucket's Object Lock and whether the credentials
 /// may delete (an append-only policy). Said only where there is something to say.
 async fn check_delete_rules(storage: octobackup_repo::Storage, c: &mut Checks) {
-    let found = tokio::task::spawn_blocking(move || {
+    let found = crate::run::blocking::blocking("reading the bucket's delete rules", move || {
         Ok::<_, octobackup_repo::RepoError>((
             storage.object_lock()?,
             storage.may_delete()?,
@@ -369,7 +369,7 @@ async fn check_delete_rules(storage: octobackup_repo::Storage, c: &mut Checks) {
             format!("cannot read the bucket's Object Lock and delete rights: {e}"),
             "let the credentials read the bucket's Object Lock configuration (s3:GetBucketObjectLockConfiguration)",
         ),
-        Err(e) => c.warn("object-lock", e.to_string(), "run doctor again"),
+        Err(e) => c.warn("object-lock", e.message, "run doctor again"),
     }
 }
 

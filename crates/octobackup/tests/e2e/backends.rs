@@ -853,6 +853,37 @@ async fn stopped_during_the_run(kind: Kind, how: Outage) {
             .unwrap();
     let kept_set = record["manifest"]["set_id"].as_str().unwrap().to_string();
     let backups_before = seqs(&t.events(), "backup_started").len();
+    if how == Outage::Hangs {
+        // A kept set older than a day is no longer wanted: removed, said, and the run makes its own.
+        let mut old = record.clone();
+        old["manifest"]["started"] = (chrono::Utc::now() - chrono::TimeDelta::days(2))
+            .to_rfc3339()
+            .into();
+        std::fs::write(
+            kept[0].join("octobackup-kept.json"),
+            serde_json::to_vec(&old).unwrap(),
+        )
+        .unwrap();
+        let out = obk_ok(&t, place, &["backup"]).await;
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!(
+                "the staging folder of set {kept_set} kept when the storage stopped"
+            )) && err.contains("more than 24 h ago"),
+            "{case}: {err}"
+        );
+        let out = obk_ok(&t, place, &["--json", "snapshots"]).await;
+        let sets: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+        let complete: Vec<_> = sets.iter().filter(|s| s["complete"] == true).collect();
+        assert_eq!(complete.len(), 1, "{case}: {sets:#?}");
+        assert_ne!(complete[0]["set_id"], kept_set.as_str(), "{case}");
+        assert!(
+            t.staging_files().is_empty(),
+            "{case}: {:?}",
+            t.staging_files()
+        );
+        return;
+    }
     let out = obk_ok(&t, place, &["backup"]).await;
     assert!(
         stderr(&out).contains(&format!("stored set {kept_set}, kept on staging")),

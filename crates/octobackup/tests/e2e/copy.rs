@@ -369,6 +369,26 @@ async fn local_copy_is_whole_incremental_read_by_restic_drilled_and_escrowed() {
     .await;
     let state = t.lab.state().unwrap();
     assert!(stdout(&out).contains(&state.master_key), "{}", stderr(&out));
+
+    // And the folders come back from the copy alone, byte for byte.
+    let fp = t.lab.fingerprint().await.unwrap();
+    let folders = t.dir.path().join("restored-from-copy");
+    obk_ok(
+        &t,
+        &target,
+        &[
+            "restore",
+            "--copy",
+            "offsite",
+            "--folders",
+            "--folders-to",
+            folders.to_str().unwrap(),
+        ],
+    )
+    .await;
+    for (name, files) in &fp.folders {
+        assert_eq!(&hash_tree(&folders.join(name)).unwrap(), files, "{name}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -723,6 +743,70 @@ async fn copy_to_s3_on_moto_read_by_restic_and_a_target_stopped_midway_is_finish
         2 - there.len()
     );
     obk_ok(&t, &direct, &["check", "--copy", "held", "--read-data"]).await;
+    // After a backup the copy runs once the window is over: held in the middle of the new set,
+    // maintenance mode is already back off and the set is complete in the main repository; a
+    // stop then ends the copy alone (exit 130) and the set stands.
+    t.lab.churn(1).await.unwrap();
+    let gate = Midway::hold_after(&s3.server.addr(), 128 * 1024);
+    set_copy(&t, "held", &Target::s3(&gate.addr(), "held"), true, &[]);
+    let changes_before = maintenance_changes(&t.events()).len();
+    let mut cmd = t.command(&["--json", "backup"]);
+    cmd.envs(direct.env.iter().cloned())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // Waits for the hold (a bound only so that a broken test ends).
+    for _ in 0..15000 {
+        if gate.tripped() || child.try_wait().unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        gate.tripped(),
+        "the copy after the backup never reached the middle"
+    );
+    assert!(
+        !t.lab.octopus().maintenance(),
+        "maintenance mode is on while the copy runs"
+    );
+    let changes = maintenance_changes(&t.events());
+    assert_eq!(changes.len(), changes_before + 2, "{changes:?}");
+    assert!(!changes.last().unwrap().1);
+    assert_eq!(
+        complete_in_main(&t).len(),
+        3,
+        "the new set is complete before the copy"
+    );
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(300),
+        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    )
+    .await
+    .expect("the backup did not end after SIGTERM during its copy")
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let result = json(&out);
+    assert_eq!(result["complete"], true, "{result:#}");
+    assert!(
+        result["copy_error"]
+            .as_str()
+            .unwrap()
+            .contains("the backup is complete"),
+        "{result:#}"
+    );
+    assert_eq!(complete_in_main(&t).len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

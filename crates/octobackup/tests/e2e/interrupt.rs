@@ -1,12 +1,12 @@
 //! A stop (SIGTERM, Ctrl-C) while SQL Server runs octobackup's statement: the statement is
 //! stopped on the server with ATTENTION (a dropped connection leaves a real server's BACKUP
-//! running until it notices), then maintenance mode is put back as found.
+//! running until it notices), then maintenance mode is put back as found. Signals: Unix only.
+#![cfg(unix)]
 
 use crate::common::*;
 
 /// SIGTERM while BACKUP DATABASE runs: the server acknowledges ATTENTION and ends the BACKUP as
 /// cancelled; maintenance mode is off as found; nothing is complete; exit 130.
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_backup_database_stops_it_on_the_server() {
     let t = TestLab::start().await;
@@ -47,7 +47,6 @@ async fn sigterm_during_backup_database_stops_it_on_the_server() {
 
 /// SIGTERM while RESTORE DATABASE runs: the server acknowledges ATTENTION and ends the RESTORE
 /// as cancelled (it would go on otherwise), the partly restored copy is dropped, exit 130.
-#[cfg(unix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_restore_database_stops_it_on_the_server() {
     let t = TestLab::start().await;

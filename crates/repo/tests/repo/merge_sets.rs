@@ -225,3 +225,139 @@ fn an_overlay_is_the_base_with_the_windows_changes_and_restic_restores_it() {
     assert!(err.to_string().contains("never-stored.nupkg"), "{err}");
     assert_eq!(repo.snapshots().unwrap().len(), before);
 }
+
+/// The subtree id of `path` (names below the root) in snapshot `id`, read with stock restic.
+fn subtree_with_restic(repo: &std::path::Path, id: &str, path: &[&str]) -> String {
+    let snap: serde_json::Value =
+        serde_json::from_slice(&restic(repo, &["cat", "snapshot", id]).stdout).unwrap();
+    let mut tree = snap["tree"].as_str().unwrap().to_string();
+    for name in path {
+        let t: serde_json::Value =
+            serde_json::from_slice(&restic(repo, &["cat", "blob", &tree]).stdout).unwrap();
+        let node = t["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["name"] == *name)
+            .unwrap_or_else(|| panic!("no {name} in {t}"));
+        tree = node["subtree"].as_str().unwrap().to_string();
+    }
+    tree
+}
+
+/// After a night where one log changed, the overlay shares every unchanged folder's tree with
+/// the pass before the window (same tree ids: nothing below them was rewritten), gives the
+/// folders along the changed path new trees, and restic restores the result byte for byte.
+#[test]
+fn an_overlay_after_a_one_file_change_shares_the_unchanged_subtrees() {
+    use std::collections::HashSet;
+
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance(dir.path(), 1024);
+    let repo = new_repo(dir.path());
+    let folders = vec![
+        SourceItem::Path {
+            source: inst.packages.clone(),
+            target: "/folders/Packages".into(),
+        },
+        SourceItem::Path {
+            source: inst.task_logs.clone(),
+            target: "/folders/TaskLogs".into(),
+        },
+    ];
+    let opts = SetOptions {
+        tags: vec!["set:2".into(), "part".into()],
+        ..SetOptions::default()
+    };
+    let base = repo.backup(folders, &opts, &NoProgress).unwrap();
+
+    // Inside the window one log grew; its copy keeps the live file's time and mode.
+    let log = inst.task_logs.join("ServerTasks-7.log.txt");
+    let mut text = fs::read(&log).unwrap();
+    text.extend_from_slice(b"one more line inside the window\n");
+    fs::write(&log, &text).unwrap();
+    let copies = dir.path().join("window");
+    let copy = copies.join("TaskLogs/ServerTasks-7.log.txt");
+    write(&copy, &text);
+    fs::File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_modified(fs::metadata(&log).unwrap().modified().unwrap())
+        .unwrap();
+    fs::set_permissions(&copy, fs::metadata(&log).unwrap().permissions()).unwrap();
+    fs::create_dir_all(copies.join("Packages")).unwrap();
+
+    // Everything else is kept, the folders above the log too (appending leaves them as they were).
+    let mut keep: HashSet<String> = ["/folders".to_string()].into();
+    for (name, root) in [("Packages", &inst.packages), ("TaskLogs", &inst.task_logs)] {
+        keep.insert(format!("/folders/{name}"));
+        for rel in tree(root).keys() {
+            keep.insert(format!(
+                "/folders/{name}/{}",
+                rel.to_string_lossy().replace('\\', "/")
+            ));
+        }
+    }
+    keep.remove("/folders/TaskLogs/ServerTasks-7.log.txt");
+    let changes = vec![
+        SourceItem::Path {
+            source: copies.join("Packages"),
+            target: "/folders/Packages".into(),
+        },
+        SourceItem::Path {
+            source: copies.join("TaskLogs"),
+            target: "/folders/TaskLogs".into(),
+        },
+    ];
+    let o = repo
+        .overlay(&base.snapshot_id, &keep, changes, &opts, &NoProgress)
+        .unwrap();
+    assert!(o.unreadable.is_empty(), "{:?}", o.unreadable);
+    assert_eq!((o.files_new, o.files_changed), (0, 1), "{o:?}");
+    assert_eq!(o.total_files, base.total_files, "{o:?}");
+    assert_eq!(o.files_unmodified, base.total_files - 1, "{o:?}");
+    assert_eq!(
+        o.total_bytes,
+        base.total_bytes + b"one more line inside the window\n".len() as u64
+    );
+
+    let repo_path = dir.path().join("repo");
+    let sub = |id: &str, path: &[&str]| subtree_with_restic(&repo_path, id, path);
+    for unchanged in [
+        &["folders", "Packages"][..],
+        &["folders", "Packages", "feeds-builtin"],
+        &["folders", "Packages", "feeds-builtin", "Acme.Web"],
+        &["folders", "Packages", "empty-folder"],
+    ] {
+        assert_eq!(
+            sub(&base.snapshot_id, unchanged),
+            sub(&o.snapshot_id, unchanged),
+            "{unchanged:?} should be the base's own tree"
+        );
+    }
+    for changed in [&["folders"][..], &["folders", "TaskLogs"]] {
+        assert_ne!(
+            sub(&base.snapshot_id, changed),
+            sub(&o.snapshot_id, changed),
+            "{changed:?} holds the changed log"
+        );
+    }
+
+    let out = restic(&repo_path, &["check", "--read-data"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no errors were found"));
+    let target = dir.path().join("restored");
+    restic(
+        &repo_path,
+        &[
+            "restore",
+            &o.snapshot_id,
+            "--target",
+            target.to_str().unwrap(),
+        ],
+    );
+    assert_same_tree(&inst.packages, &target.join("folders/Packages"));
+    assert_same_tree(&inst.task_logs, &target.join("folders/TaskLogs"));
+    // The copies' own snapshot was only a step: the base and the overlay are left.
+    assert_eq!(repo.snapshots().unwrap().len(), 2);
+}

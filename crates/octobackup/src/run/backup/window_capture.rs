@@ -167,7 +167,9 @@ fn walk(
             for entry in entries {
                 let entry = entry.map_err(|e| failed("cannot list", &dir, e))?;
                 let real = entry.path();
-                let meta = match std::fs::symlink_metadata(&real) {
+                // The entry's own metadata (links not followed), looked up from its folder rather
+                // than by its whole path again: the walk stats every one of 25,000 task logs.
+                let meta = match entry.metadata() {
                     Ok(meta) => meta,
                     Err(e) if gone(&e) => continue,
                     Err(e) => return Err(failed("cannot read", &real, e)),
@@ -257,7 +259,7 @@ impl Listing {
 }
 
 /// What the window captured: handed to [`ingest`] once maintenance mode is back (or kept on
-/// staging with its copies for the next run, `run/kept.rs`).
+/// staging with its copies for the next run, `run/backup/kept.rs`).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Capture {
     /// Snapshot paths of the entries the window left as the pass before it stored them.
