@@ -42,7 +42,7 @@ pub use progress::{NoProgress, ProgressSink};
 pub use prune::PruneSummary;
 pub use repo::{DEFAULT_COMPRESSION, Repo};
 pub use restore::{Gate, RestoreSummary};
-pub use s3::{ObjectLock, Retention, S3Answer, S3Client, S3Response};
+pub use s3::{ObjectLock, RecordedLock, Retention, S3Answer, S3Client, S3Response, weakened};
 pub use snapshots::{SnapshotFigures, SnapshotInfo};
 pub use source::SourceItem;
 pub use ssh::close_ssh_connections;

@@ -450,6 +450,74 @@ impl crate::Storage {
     }
 }
 
+/// Where the lock a repository was made with is recorded, beside the repository.
+const LOCK_RECORD: &str = "octobackup-object-lock.txt";
+
+/// A recorded Object Lock: what the bucket had, and when that was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordedLock {
+    pub lock: ObjectLock,
+    pub recorded: String,
+}
+
+impl crate::Storage {
+    /// Reads the bucket's Object Lock and records it beside the repository (`init` does), so
+    /// that a lock taken away later is noticed (`doctor`). `None`: no lock, nothing recorded.
+    pub fn record_object_lock(&self) -> Result<Option<ObjectLock>, RepoError> {
+        let Some(lock) = self.object_lock()? else {
+            return Ok(None);
+        };
+        let text = format!(
+            "mode = {}\ndays = {}\nrecorded = {}\n",
+            lock.mode,
+            lock.days
+                .map_or_else(|| "none".to_string(), |d| d.to_string()),
+            Utc::now().format("%Y-%m-%d %H:%M UTC")
+        );
+        self.put(LOCK_RECORD, text.into_bytes())?;
+        Ok(Some(lock))
+    }
+
+    /// The lock recorded when the repository was made, if any.
+    pub fn recorded_object_lock(&self) -> Result<Option<RecordedLock>, RepoError> {
+        if self.s3()?.is_none() {
+            return Ok(None);
+        }
+        let Some(bytes) = self.get(LOCK_RECORD)? else {
+            return Ok(None);
+        };
+        Ok(parse_record(&String::from_utf8_lossy(&bytes)))
+    }
+}
+
+fn parse_record(text: &str) -> Option<RecordedLock> {
+    let field = |name: &str| {
+        text.lines()
+            .filter_map(|l| l.split_once('='))
+            .find(|(k, _)| k.trim() == name)
+            .map(|(_, v)| v.trim().to_string())
+    };
+    Some(RecordedLock {
+        lock: ObjectLock {
+            mode: field("mode")?,
+            days: field("days").and_then(|d| d.parse().ok()),
+        },
+        recorded: field("recorded").unwrap_or_default(),
+    })
+}
+
+/// What is wrong when the bucket's lock now is weaker than the one recorded: taken away, or a
+/// shorter default retention. `None` when it is as strong.
+pub fn weakened(recorded: &ObjectLock, now: Option<&ObjectLock>) -> Option<String> {
+    match (recorded.days, now) {
+        (_, None) => Some("the bucket has no Object Lock now".into()),
+        (Some(was), Some(n)) if n.days.is_none_or(|d| d < was) => {
+            Some(format!("the bucket's Object Lock is now {}", n.describe()))
+        }
+        _ => None,
+    }
+}
+
 fn join_key(root: &str, path: &str) -> String {
     let path = path.trim_start_matches('/');
     if root.is_empty() {
@@ -588,6 +656,30 @@ mod tests {
             ),
             "{auth}"
         );
+    }
+
+    #[test]
+    fn a_recorded_lock_is_read_back_and_a_weaker_one_is_told() {
+        let r = parse_record("mode = COMPLIANCE\ndays = 30\nrecorded = 2026-11-30 01:00 UTC\n")
+            .unwrap();
+        let lock = ObjectLock {
+            mode: "COMPLIANCE".into(),
+            days: Some(30),
+        };
+        assert_eq!(r.lock, lock);
+        assert_eq!(r.recorded, "2026-11-30 01:00 UTC");
+        assert_eq!(weakened(&lock, Some(&lock)), None);
+        let shorter = ObjectLock {
+            days: Some(1),
+            ..lock.clone()
+        };
+        assert!(
+            weakened(&lock, Some(&shorter))
+                .unwrap()
+                .contains("1 day(s)")
+        );
+        assert!(weakened(&lock, None).unwrap().contains("no Object Lock"));
+        assert_eq!(parse_record("nothing"), None);
     }
 
     #[test]

@@ -327,11 +327,29 @@ async fn check_instance(
 /// may delete (an append-only policy). Said only where there is something to say.
 async fn check_delete_rules(storage: octobackup_repo::Storage, c: &mut Checks) {
     let found = crate::run::blocking::blocking("reading the bucket's delete rules", move || {
-        Ok::<_, octobackup_repo::RepoError>((storage.object_lock()?, storage.may_delete()?))
+        Ok::<_, octobackup_repo::RepoError>((
+            storage.object_lock()?,
+            storage.may_delete()?,
+            storage.recorded_object_lock()?,
+        ))
     })
     .await;
     match found {
-        Ok(Ok((lock, may_delete))) => {
+        Ok(Ok((lock, may_delete, recorded))) => {
+            if let Some(r) = &recorded
+                && let Some(what) = octobackup_repo::weakened(&r.lock, lock.as_ref())
+            {
+                c.fail(
+                    "object-lock",
+                    format!(
+                        "{what}; it had {} when the repository was made ({}): someone changed the bucket's settings",
+                        r.lock.describe(),
+                        r.recorded
+                    ),
+                    "put the bucket's Object Lock configuration back (aws s3api put-object-lock-configuration) and find out who changed it: sets written since are not protected",
+                );
+                return;
+            }
             if let Some(l) = lock {
                 let days = l.days.map_or_else(
                     || "objects are locked only when a writer asks, which octobackup does not".to_string(),

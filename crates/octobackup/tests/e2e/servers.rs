@@ -354,6 +354,28 @@ impl Ceph {
     }
 }
 
+/// A free port below the kernel's ephemeral range. radosgw binds its port some 15 s after the
+/// port is chosen; a port from the ephemeral range may meanwhile be taken as the local end of
+/// one of the tests' own connections, and radosgw then runs without listening.
+fn steady_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(10000).max(1);
+    loop {
+        let port = 10000 + rand_u16() % span;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn rand_u16() -> u16 {
+    let b = uuid::Uuid::new_v4();
+    u16::from_le_bytes([b.as_bytes()[0], b.as_bytes()[1]])
+}
+
 /// Runs a Ceph tool to its end (mkfs, `ceph osd create`), with a bound.
 fn ceph_tool(program: &str, conf: &Path, args: &[&str]) -> std::process::Output {
     let mut child = Command::new(program)
@@ -431,7 +453,7 @@ pub fn start_ceph() -> Ceph {
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
-    let (mon_port, rgw_port) = (free_port(), free_port());
+    let (mon_port, rgw_port) = (steady_port(), steady_port());
     let fsid = uuid::Uuid::new_v4().to_string();
     for sub in ["run", "log", "mon/ceph-a", "osd/ceph-0", "rgw"] {
         std::fs::create_dir_all(d.join(sub)).unwrap();
@@ -524,14 +546,38 @@ pub fn start_ceph() -> Ceph {
     ceph._dir = Some(dir);
     let mut cmd = Command::new("radosgw");
     cmd.arg("-c").arg(&conf).args(["-n", "client.rgw.a", "-f"]);
-    // radosgw creates its pools before it listens: slow on a loaded machine.
-    ceph.rgw = Some(spawn_within(
-        "radosgw",
-        cmd,
-        rgw_port,
-        tempfile::tempdir().unwrap(),
-        180,
-    ));
+    // radosgw creates its pools before it listens: slow on a loaded machine. A start that
+    // fails says what the daemons logged.
+    ceph.rgw = Some(Server {
+        child: ceph_daemon(
+            "radosgw",
+            &conf,
+            &["-n", "client.rgw.a"],
+            &d.join("log/rgw.out"),
+        ),
+        port: rgw_port,
+        dir: tempfile::tempdir().unwrap(),
+        name: "radosgw",
+    });
+    let addr: SocketAddr = format!("127.0.0.1:{rgw_port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        let exited = ceph.rgw.as_mut().unwrap().child.try_wait().unwrap();
+        if exited.is_some() || Instant::now() > deadline {
+            let tail = |f: &str| {
+                let text = std::fs::read_to_string(d.join("log").join(f)).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            };
+            panic!(
+                "radosgw did not listen on {addr} within 180 s ({exited:?}):\n{}\n--- osd:\n{}\n--- mon:\n{}",
+                tail("client.rgw.a.log"),
+                tail("osd.0.log"),
+                tail("mon.a.log")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let (key, secret) = ceph.add_user("octobackup");
     ceph.access_key = key;
     ceph.secret_key = secret;
