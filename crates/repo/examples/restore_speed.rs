@@ -32,7 +32,7 @@ fn content(len: usize, seed: u64) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 2 == 0 {
+        if x.is_multiple_of(2) {
             out.extend_from_slice(
                 format!("{:016x} task log line, step {}\n", x, x % 97).as_bytes(),
             );
