@@ -1,0 +1,110 @@
+//! A focused measurement of the streamed restore (issue 13), beside one plain copy of the same
+//! files. Not a test: timings only mean something as ratios taken in the same run.
+//!
+//! ```text
+//! cargo build --release -p octobackup-repo --example restore_speed
+//! restore_speed prepare DIR FILES BIG_MB   # DIR/src (FILES small files, one BIG_MB file), DIR/repo
+//! cp -r DIR/src DIR/copy                    # the plain copy to compare with
+//! restore_speed restore DIR OUT             # restores the set to OUT, prints seconds and summary
+//! ```
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use octobackup_repo::{NoProgress, Password, Repo, RepoConfig, SetOptions, SourceItem};
+
+fn config(dir: &Path) -> RepoConfig {
+    RepoConfig {
+        repository: dir.join("repo").display().to_string(),
+        options: Default::default(),
+        password: Password::new("restore speed"),
+        retry_budget: None,
+    }
+}
+
+/// Bytes like a database backup's or a task log's: half repeated text, half noise, so zstd
+/// has work to do both ways.
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut out = Vec::with_capacity(len + 64);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x.is_multiple_of(2) {
+            out.extend_from_slice(
+                format!("{:016x} task log line, step {}\n", x, x % 97).as_bytes(),
+            );
+        } else {
+            out.extend_from_slice(&x.to_le_bytes());
+            out.extend_from_slice(&x.rotate_left(17).to_le_bytes());
+        }
+    }
+    out.truncate(len);
+    out
+}
+
+fn prepare(dir: &Path, files: usize, big_mb: usize) {
+    let src = dir.join("src");
+    let logs = src.join("TaskLogs");
+    for i in 0..files {
+        let path = logs.join(format!("{:03}/ServerTasks-{i}.log.txt", i / 500));
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, content(500 + (i * 7919) % 30_000, i as u64)).unwrap();
+    }
+    let db = src.join("Database");
+    fs::create_dir_all(&db).unwrap();
+    let mut big = Vec::with_capacity(big_mb << 20);
+    let mut seed = 99;
+    while big.len() < big_mb << 20 {
+        big.extend_from_slice(&content(1 << 20, seed));
+        seed += 1;
+    }
+    fs::write(db.join("OctopusDeploy.bak"), &big).unwrap();
+    let repo = Repo::init(&config(dir)).unwrap();
+    let set = repo
+        .backup(
+            vec![SourceItem::Path {
+                source: src,
+                target: "/folders/All".into(),
+            }],
+            &SetOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    fs::write(dir.join("snapshot"), &set.snapshot_id).unwrap();
+    println!("prepared {} in {}", set.snapshot_id, dir.display());
+}
+
+fn restore(dir: &Path, out: &Path) {
+    let snapshot = fs::read_to_string(dir.join("snapshot")).unwrap();
+    let t = Instant::now();
+    let repo = Repo::open(&config(dir)).unwrap();
+    let summary = repo
+        .restore(snapshot.trim(), "/folders/All", out, &NoProgress)
+        .unwrap();
+    println!(
+        "restore {:.2}s: {} restored, {} unchanged, {} bytes",
+        t.elapsed().as_secs_f64(),
+        summary.files_restored,
+        summary.files_unchanged,
+        summary.bytes_restored
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["prepare", dir, files, big] => {
+            prepare(Path::new(dir), files.parse().unwrap(), big.parse().unwrap())
+        }
+        ["restore", dir, out] => restore(Path::new(dir), &PathBuf::from(out)),
+        _ => eprintln!("usage: restore_speed prepare DIR FILES BIG_MB | restore DIR OUT"),
+    }
+}
