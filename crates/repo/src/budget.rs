@@ -26,7 +26,9 @@ pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The bound on one request for a run with `budget`: at most [`MAX_REQUEST_TIMEOUT`], and never
 /// longer than the budget, so that a run whose storage hangs ends within about twice its budget
-/// at worst (the budget, plus the one try that was under way when it ran out).
+/// at worst (the budget, plus the one try that was under way when it ran out). A pack upload is
+/// bounded apart, by at least [`MAX_REQUEST_TIMEOUT`] (`config::set_upload_timeout`): it may
+/// rightly take longer than a short budget.
 pub fn request_timeout(budget: Duration) -> Duration {
     budget.clamp(Duration::from_secs(1), MAX_REQUEST_TIMEOUT)
 }
