@@ -26,7 +26,9 @@ pub const MAX_REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The bound on one request for a run with `budget`: at most [`MAX_REQUEST_TIMEOUT`], and never
 /// longer than the budget, so that a run whose storage hangs ends within about twice its budget
-/// at worst (the budget, plus the one try that was under way when it ran out).
+/// at worst (the budget, plus the one try that was under way when it ran out). A pack upload is
+/// bounded apart, by at least [`MAX_REQUEST_TIMEOUT`] (`config::set_upload_timeout`): it may
+/// rightly take longer than a short budget.
 pub fn request_timeout(budget: Duration) -> Duration {
     budget.clamp(Duration::from_secs(1), MAX_REQUEST_TIMEOUT)
 }
@@ -258,7 +260,67 @@ pub(crate) fn transient_cause(err: &(dyn std::error::Error + 'static)) -> Option
         source = e.source();
     }
     text.push_str(&format!("{err:?}"));
-    transient_text(&text, temporary)
+    transient_text(&without_backtraces(&text), temporary)
+}
+
+/// The error's text without the backtraces OpenDAL and rustic attach when `RUST_BACKTRACE` is
+/// set: their frames name the layers a call went through (`opendal_layer_timeout`,
+/// `tokio::time::timeout`), and a cut upload read as "timeout" on a persistent error, which is
+/// not retried, so the budget never ran and the run ended on the first failure.
+fn without_backtraces(text: &str) -> String {
+    // Debug form: `Backtrace [{ fn: "..", file: "..", line: 1 }, ..]`.
+    let mut flat = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("Backtrace [") {
+        flat.push_str(&rest[..at]);
+        let mut depth = 0usize;
+        let mut end = rest.len();
+        for (i, c) in rest[at..].char_indices() {
+            match c {
+                '[' => depth += 1,
+                ']' => {
+                    depth = depth.saturating_sub(1);
+                    if depth == 0 {
+                        end = at + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        rest = &rest[end..];
+    }
+    flat.push_str(rest);
+    // A message held as a string shows in a Debug form with its line breaks escaped.
+    let flat = flat.replace("\\n", "\n");
+    // Display form: a `Backtrace:` line, then `  0: frame` and `  at file:line` lines (or
+    // "disabled backtrace ..."), up to the first line that is neither.
+    let mut out = String::with_capacity(flat.len());
+    let mut in_trace = false;
+    for line in flat.lines() {
+        let t = line.trim();
+        if t == "Backtrace:" || t.starts_with("stack backtrace:") {
+            in_trace = true;
+            continue;
+        }
+        if in_trace {
+            let numbered = t
+                .split_once(':')
+                .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            let frame = numbered
+                || t.starts_with("at ")
+                || t.contains("disabled backtrace")
+                || t.contains("unsupported backtrace")
+                || t.contains("RUST_BACKTRACE");
+            if frame {
+                continue;
+            }
+            in_trace = false;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 /// The transient cause in a backend error's text. An SSH connection that could not be made is
@@ -494,6 +556,65 @@ mod tests {
             MAX_REQUEST_TIMEOUT
         );
         assert_eq!(request_timeout(Duration::ZERO), Duration::from_secs(1));
+    }
+
+    /// What the copy through a server cut half way got back from a pack upload, with
+    /// `RUST_BACKTRACE=1`: the frames of the timeout layer it went through must not make the
+    /// cut a "timeout" that is not retried.
+    const CUT_UPLOAD: &str = "Unexpected (persistent) at write => send http request
+
+Context:
+   url: http://127.0.0.1:39723/octobackup/midway/data/12/12adeb
+   called: reqwest::send
+   written: 8127430
+
+Source:
+   error sending request for url (http://127.0.0.1:39723/octobackup/midway/data/12/12adeb): client error (SendRequest): connection closed before message completed
+
+Backtrace:
+   0: opendal_core::types::error::Error::new
+             at /cargo/opendal-core-0.58.2/src/types/error.rs:330:20
+  10: <tokio::time::timeout::Timeout<T> as core::future::future::Future>::poll
+  11: <opendal_layer_timeout::TimeoutWrapper<R> as opendal_core::raw::oio::write::api::Write>::close::{{closure}}
+";
+
+    #[test]
+    fn a_cut_upload_is_retried_whatever_its_backtrace_names() {
+        assert_eq!(
+            transient_text(&without_backtraces(CUT_UPLOAD), false).as_deref(),
+            Some("request not sent")
+        );
+        let debug = "RusticError { kind: Backend, backtrace: Some(Backtrace [{ fn: \"tokio::time::timeout::Timeout<[u8]>::poll\", line: 3 }, { fn: \"opendal_layer_timeout::x\" }]), source: Some(connection closed before message completed) }";
+        assert_eq!(transient_text(&without_backtraces(debug), false), None);
+        assert!(without_backtraces(debug).contains("connection closed"));
+        // A real timeout still reads as one.
+        assert_eq!(
+            transient_text(
+                &without_backtraces(
+                    "Unexpected (persistent) at write => io operation timeout reached\n\nBacktrace:\n   0: x\n"
+                ),
+                false
+            )
+            .as_deref(),
+            Some("timeout (no answer in time)")
+        );
+
+        // Through the budget: tried again until it is used up, then the budget's one line.
+        let h = health(Duration::from_millis(300));
+        let mut tries = 0;
+        let r: Result<(), std::io::Error> = h.retry(
+            || "writing data/12/12adeb".into(),
+            || {
+                tries += 1;
+                Err(std::io::Error::other(CUT_UPLOAD))
+            },
+            |e| transient_cause(e),
+            |g| std::io::Error::other(g.message()),
+        );
+        let msg = r.unwrap_err().to_string();
+        assert!(tries > 1, "not tried again: {msg}");
+        assert!(msg.contains("failed with request not sent"), "{msg}");
+        assert!(h.gone().is_some());
     }
 
     fn refused() -> std::io::Error {

@@ -420,6 +420,33 @@ pub(crate) fn set_request_timeout(
     }
 }
 
+/// Uploading a pack is one request that rightly takes longer than the retry budget (8 MiB through
+/// a slow link): the backend option `upload_timeout` (seconds) bounds it, by default at least
+/// [`crate::budget::MAX_REQUEST_TIMEOUT`] and never less than `timeout`. A bad value is refused.
+pub(crate) fn set_upload_timeout(
+    options: &mut BTreeMap<String, String>,
+    timeout: std::time::Duration,
+) -> Result<std::time::Duration, RepoError> {
+    match options.get("upload_timeout") {
+        Some(t) => t
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|t| t.is_finite() && *t > 0.0)
+            .map(std::time::Duration::from_secs_f64)
+            .ok_or_else(|| {
+                RepoError::InvalidInput(format!(
+                    "repository option upload_timeout = \"{t}\" is not a number of seconds: give how long uploading one pack may take, e.g. upload_timeout = \"300\""
+                ))
+            }),
+        None => {
+            let t = timeout.max(crate::budget::MAX_REQUEST_TIMEOUT);
+            options.insert("upload_timeout".into(), format!("{}", t.as_secs_f64()));
+            Ok(t)
+        }
+    }
+}
+
 /// The backends and repository options for `cfg`. Local repositories get no cache (it would
 /// only duplicate the repository on the same disk); remote ones use rustic's default cache.
 pub(crate) fn backends(
@@ -440,7 +467,8 @@ pub(crate) fn backends(
         // Retries are the budget's (budget.rs): OpenDAL's own would try each call 5 times over
         // about 45 s, whatever the run has already spent.
         options.insert("retry".into(), "off".into());
-        set_request_timeout(&mut options, budget)?;
+        let timeout = set_request_timeout(&mut options, budget)?;
+        set_upload_timeout(&mut options, timeout)?;
     }
     let backend_opts = BackendOptions::default()
         .repository(location.backend)
@@ -462,6 +490,30 @@ pub(crate) fn backends(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upload_may_take_longer_than_a_short_budget() {
+        use std::time::Duration;
+        let mut o = BTreeMap::new();
+        let t = set_request_timeout(&mut o, Duration::from_secs(1)).unwrap();
+        assert_eq!(t, Duration::from_secs(1));
+        let up = set_upload_timeout(&mut o, t).unwrap();
+        assert_eq!(up, crate::budget::MAX_REQUEST_TIMEOUT);
+        assert_eq!(o["upload_timeout"], "60");
+        let mut o = BTreeMap::new();
+        assert_eq!(
+            set_upload_timeout(&mut o, Duration::from_secs(300)).unwrap(),
+            Duration::from_secs(300)
+        );
+        let mut o = BTreeMap::from([("upload_timeout".to_string(), "5".to_string())]);
+        assert_eq!(
+            set_upload_timeout(&mut o, Duration::from_secs(1)).unwrap(),
+            Duration::from_secs(5)
+        );
+        let mut o = BTreeMap::from([("upload_timeout".to_string(), "soon".to_string())]);
+        let e = set_upload_timeout(&mut o, Duration::from_secs(1)).unwrap_err();
+        assert!(e.to_string().contains("upload_timeout"), "{e}");
+    }
 
     #[test]
     fn every_remote_request_gets_a_timeout_and_a_bad_one_is_refused() {

@@ -61,6 +61,8 @@ fn listed(
 #[derive(Clone, Debug)]
 pub struct OpenDALBackend {
     operator: Operator,
+    /// Patched for octobackup: the same service with the upload bound (`upload_timeout`).
+    uploads: Operator,
 }
 
 fn runtime() -> &'static Runtime {
@@ -185,6 +187,28 @@ impl OpenDALBackend {
             })
             .transpose()?;
 
+        // Patched for octobackup: `upload_timeout` (seconds) bounds the writing of one file
+        // instead, since uploading a pack is one request whose length grows with the pack and
+        // the link (OpenDAL's io_timeout bounds a writer's close, which sends the whole file).
+        // Unset, uploads get `timeout`.
+        let upload_timeout = options
+            .get("upload_timeout")
+            .map(|t| {
+                f64::from_str(t)
+                    .ok()
+                    .filter(|t| t.is_finite() && *t > 0.0)
+                    .map(std::time::Duration::from_secs_f64)
+                    .ok_or_else(|| {
+                        RusticError::new(
+                            ErrorKind::InvalidInput,
+                            "Parsing upload_timeout value `{value}` failed, the value must be a positive number of seconds.",
+                        )
+                        .attach_context("value", t)
+                    })
+            })
+            .transpose()?
+            .or(timeout);
+
         let throttle = options
             .get("throttle")
             .map(|t| Throttle::from_str(t))
@@ -196,7 +220,7 @@ impl OpenDALBackend {
             .next()
             .unwrap_or_else(|| path.as_ref());
 
-        let mut operator = opendal::Operator::via_iter(scheme, options)
+        let base = opendal::Operator::via_iter(scheme, options)
             .map_err(|err| {
                 RusticError::with_source(
                     ErrorKind::Backend,
@@ -209,34 +233,40 @@ impl OpenDALBackend {
 
         // Patched for octobackup: under the retry layer, so each try is bounded on its own (and
         // above the concurrency limit's queue, which is not the server's time).
-        if let Some(timeout) = timeout {
-            operator = operator.layer(
-                TimeoutLayer::new()
-                    .with_timeout(timeout)
-                    .with_io_timeout(timeout),
-            );
-        }
-        operator = operator.layer(RetryLayer::new().with_max_times(max_retries).with_jitter());
+        let layered = |io_timeout: Option<std::time::Duration>| -> RusticResult<Operator> {
+            let mut operator = base.clone();
+            if let (Some(timeout), Some(io_timeout)) = (timeout, io_timeout) {
+                operator = operator.layer(
+                    TimeoutLayer::new()
+                        .with_timeout(timeout)
+                        .with_io_timeout(io_timeout),
+                );
+            }
+            operator =
+                operator.layer(RetryLayer::new().with_max_times(max_retries).with_jitter());
 
-        if let Some(Throttle { bandwidth, burst }) = throttle {
-            operator = operator.layer(ThrottleLayer::new(bandwidth, burst));
-        }
+            if let Some(Throttle { bandwidth, burst }) = throttle {
+                operator = operator.layer(ThrottleLayer::new(bandwidth, burst));
+            }
 
-        if let Some(connections) = connections {
-            operator = operator.layer(ConcurrentLimitLayer::new(connections));
-        }
+            if let Some(connections) = connections {
+                operator = operator.layer(ConcurrentLimitLayer::new(connections));
+            }
 
-        let _guard = runtime().enter();
-        let operator = Operator::new(operator.layer(LoggingLayer::default())).map_err(|err| {
-            RusticError::with_source(
-                ErrorKind::Backend,
-                "Creating blocking Operator from path `{path}` failed.",
-                err,
-            )
-            .attach_context("path", path.as_ref().to_string())
-        })?;
+            let _guard = runtime().enter();
+            Operator::new(operator.layer(LoggingLayer::default())).map_err(|err| {
+                RusticError::with_source(
+                    ErrorKind::Backend,
+                    "Creating blocking Operator from path `{path}` failed.",
+                    err,
+                )
+                .attach_context("path", path.as_ref().to_string())
+            })
+        };
+        let operator = layered(timeout)?;
+        let uploads = layered(upload_timeout)?;
 
-        Ok(Self { operator })
+        Ok(Self { operator, uploads })
     }
 
     /// Return a path for the given file type and id.
@@ -585,7 +615,7 @@ impl WriteBackend for OpenDALBackend {
     ) -> RusticResult<()> {
         trace!("writing tpe: {tpe:?}, id: {id}");
         let filename = self.path(tpe, id);
-        _ = self.operator.write(&filename, content.into_vec()).map_err(|err| {
+        _ = self.uploads.write(&filename, content.into_vec()).map_err(|err| {
             RusticError::with_source(
                 ErrorKind::Backend,
                 "Writing file `{path}` failed in the backend. Please check if the given path is correct.",
