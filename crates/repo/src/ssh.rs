@@ -118,14 +118,25 @@ fn remove_leftovers(root: &Path) {
     }
 }
 
-/// Ends every master whose control socket is in `dir` and removes `dir`.
+/// Ends every master whose control socket is in `dir` and removes `dir`. A master still
+/// logging in has its folder but no socket yet: removing the folder under it would leave it
+/// running without a socket (and so without `ControlPersist` to end it), so its socket is
+/// waited for (briefly: a login on a reachable server takes well under a second) and ended too.
 fn close_in(dir: &Path) {
-    let mut sockets = Vec::new();
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for entry in entries.flatten() {
-            let socket = entry.path().join("master");
-            if socket.exists() {
-                sockets.push(socket.clone());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut ended: Vec<PathBuf> = Vec::new();
+    loop {
+        let mut pending = false;
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let socket = entry.path().join("master");
+                if ended.contains(&socket) {
+                    continue;
+                }
+                if !socket.exists() {
+                    pending = true;
+                    continue;
+                }
                 // `ssh -O exit` asks the master on that socket to end; the host name is not
                 // used to connect, only required by the command line.
                 let _ = std::process::Command::new("ssh")
@@ -136,13 +147,18 @@ fn close_in(dir: &Path) {
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null())
                     .status();
+                ended.push(socket);
             }
         }
+        if !pending || std::time::Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // A master removes its socket as it ends: wait for that (briefly), so that the run ends
     // after its masters.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while sockets.iter().any(|s| s.exists()) && std::time::Instant::now() < deadline {
+    while ended.iter().any(|s| s.exists()) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     let _ = std::fs::remove_dir_all(dir);
