@@ -76,7 +76,16 @@ if cargo tree -p octobackup -e normal --locked --prefix none | grep -E '^(octoba
   exit 1
 fi
 echo "== cargo test"
-cargo test --workspace --locked "$@"
+# A failing test's message comes before its backtrace, which can push it out of a log's tail:
+# on failure, each panic's first lines are printed again at the end.
+test_log=$(mktemp)
+if ! cargo test --workspace --locked "$@" 2>&1 | tee "$test_log"; then
+  echo "== the failed tests' panics (again, without backtraces)"
+  grep -A6 "panicked at" "$test_log" | grep -v "^stack backtrace:\|^ *[0-9]*: \|^ *at " || true
+  rm -f "$test_log"
+  exit 101
+fi
+rm -f "$test_log"
 echo "== cargo test: the patched dependencies (patches/*/PATCHED.md)"
 # A patch that keeps its crate's own tests carries a Cargo.lock for them; rustic_core's and
 # rustic_backend's copies ship without tests (their PATCHED.md says so), and what they change is

@@ -111,6 +111,7 @@ fn uri_encode(s: &str, keep_slash: bool) -> String {
 }
 
 /// A request ready to send.
+#[derive(Clone)]
 pub(crate) struct Prepared {
     pub(crate) method: String,
     pub(crate) url: String,
@@ -545,7 +546,31 @@ pub(crate) fn parse_object_lock(xml: &str) -> Option<ObjectLock> {
     })
 }
 
+/// Sends a request, trying again (up to four tries, 3.5 s of waits) when nothing answered or
+/// the server answered that it is busy (500, 502, 503 SlowDown, 504): AWS asks clients to retry
+/// these (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html), and a loaded
+/// Ceph RGW answers them too. Any other answer, a refusal included, is returned at once, and
+/// so is a failure after 10 s of trying: a server that hangs is not waited on four times.
 pub(crate) fn send(p: Prepared) -> Result<S3Response, String> {
+    let started = std::time::Instant::now();
+    let mut wait = std::time::Duration::from_millis(500);
+    let mut tries = 1;
+    loop {
+        let answer = send_once(p.clone());
+        let busy = match &answer {
+            Err(_) => true,
+            Ok(r) => matches!(r.status, 500 | 502 | 503 | 504),
+        };
+        if !busy || tries == 4 || started.elapsed() > std::time::Duration::from_secs(10) {
+            return answer;
+        }
+        std::thread::sleep(wait);
+        wait *= 2;
+        tries += 1;
+    }
+}
+
+fn send_once(p: Prepared) -> Result<S3Response, String> {
     std::thread::scope(|s| {
         s.spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
