@@ -65,16 +65,123 @@ pub fn read_manifest(repo: &Repo, snapshot_id: &str) -> Result<Manifest, RepoErr
 }
 
 /// A set by set id, set id prefix or snapshot id prefix; "latest" for the newest complete one.
-pub fn find<'a>(sets: &'a [SetSummary], wanted: &str) -> Option<&'a SetSummary> {
+/// A set stored as several snapshots (the parts of a run) is one set: its newest complete
+/// snapshot, else its newest. A prefix that several sets start with is refused, as restic
+/// refuses an ambiguous snapshot id: a restore must never pick one of them by itself.
+pub fn find<'a>(sets: &'a [SetSummary], wanted: &str) -> Result<Option<&'a SetSummary>, Ambiguous> {
     if wanted == "latest" {
-        return sets.iter().rev().find(|s| s.complete);
+        return Ok(sets.iter().rev().find(|s| s.complete));
     }
     let matches: Vec<&SetSummary> = sets
         .iter()
         .filter(|s| s.set_id.starts_with(wanted) || s.snapshot_id.starts_with(wanted))
         .collect();
-    match matches.as_slice() {
-        [one] => Some(one),
-        many => many.iter().rev().find(|s| s.complete).copied(),
+    let mut set_ids: Vec<&str> = matches.iter().map(|s| s.set_id.as_str()).collect();
+    set_ids.sort_unstable();
+    set_ids.dedup();
+    if set_ids.len() > 1 {
+        return Err(Ambiguous {
+            wanted: wanted.to_string(),
+            set_ids: set_ids.into_iter().map(str::to_string).collect(),
+        });
+    }
+    Ok(matches
+        .iter()
+        .rev()
+        .find(|s| s.complete)
+        .or(matches.last())
+        .copied())
+}
+
+/// A set id prefix that several sets start with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ambiguous {
+    pub wanted: String,
+    pub set_ids: Vec<String>,
+}
+
+impl std::fmt::Display for Ambiguous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const SHOWN: usize = 5;
+        let mut ids = self.set_ids[..self.set_ids.len().min(SHOWN)].join(", ");
+        if self.set_ids.len() > SHOWN {
+            ids.push_str(&format!(" and {} more", self.set_ids.len() - SHOWN));
+        }
+        write!(
+            f,
+            "'{}' matches {} sets ({ids}): give enough of the set id to name one (see `octobackup snapshots`)",
+            self.wanted,
+            self.set_ids.len()
+        )
+    }
+}
+
+impl std::error::Error for Ambiguous {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(set_id: &str, snapshot_id: &str, complete: bool) -> SetSummary {
+        SetSummary {
+            set_id: set_id.into(),
+            snapshot_id: snapshot_id.into(),
+            time: String::new(),
+            instance: "OctopusServer".into(),
+            complete,
+            octopus_version: None,
+            database: None,
+            database_bytes: None,
+            folders: Vec::new(),
+            window_seconds: None,
+        }
+    }
+
+    #[test]
+    fn a_prefix_of_two_sets_is_refused_and_names_them() {
+        let sets = [
+            set("20261129-0100-aaaa", "11aa", true),
+            set("20261130-0100-bbbb", "22bb", true),
+        ];
+        let e = find(&sets, "2026").unwrap_err();
+        assert_eq!(e.set_ids, ["20261129-0100-aaaa", "20261130-0100-bbbb"]);
+        assert!(e.to_string().contains("matches 2 sets"), "{e}");
+        assert_eq!(
+            find(&sets, "20261130").unwrap().unwrap().set_id,
+            "20261130-0100-bbbb"
+        );
+        assert_eq!(
+            find(&sets, "11").unwrap().unwrap().set_id,
+            "20261129-0100-aaaa"
+        );
+        assert!(find(&sets, "2027").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_parts_of_one_set_are_one_set_and_its_complete_snapshot_is_chosen() {
+        let sets = [
+            set("20261130-0100-bbbb", "01", false),
+            set("20261130-0100-bbbb", "02", true),
+            set("20261130-0100-bbbb", "03", false),
+        ];
+        assert_eq!(find(&sets, "2026").unwrap().unwrap().snapshot_id, "02");
+        let parts = [
+            set("20261130-0100-bbbb", "01", false),
+            set("20261130-0100-bbbb", "03", false),
+        ];
+        let found = find(&parts, "2026").unwrap().unwrap();
+        assert!(!found.complete);
+        assert_eq!(found.snapshot_id, "03");
+    }
+
+    #[test]
+    fn latest_is_the_newest_complete_set() {
+        let sets = [
+            set("a", "01", true),
+            set("b", "02", true),
+            set("c", "03", false),
+        ];
+        assert_eq!(find(&sets, "latest").unwrap().unwrap().set_id, "b");
+        assert!(find(&sets[2..], "latest").unwrap().is_none());
     }
 }

@@ -4,6 +4,7 @@
 //! `code` reads them. A message written at its site (`Failure::new(Exit::X, ...)`) keeps the
 //! code chosen there.
 
+use crate::backupset::list::Ambiguous;
 use crate::config::ConfigError;
 use crate::error::{Cause, Exit, Failure};
 use crate::octopus::OctopusError;
@@ -30,6 +31,7 @@ macro_rules! carried {
 
 // Every type here has its row in `typed_code`; a test checks each one.
 carried!(
+    Ambiguous,
     ConfigError,
     SecretError,
     ConnectionStringError,
@@ -53,7 +55,11 @@ pub fn code(f: &Failure) -> Exit {
 }
 
 fn typed_code(e: &(dyn Error + 'static)) -> Exit {
-    if e.is::<ConfigError>() || e.is::<SecretError>() || e.is::<ConnectionStringError>() {
+    if e.is::<ConfigError>()
+        || e.is::<SecretError>()
+        || e.is::<ConnectionStringError>()
+        || e.is::<Ambiguous>()
+    {
         return Exit::Usage;
     }
     if e.is::<OctopusError>() || e.is::<MasterKeyError>() {
@@ -187,6 +193,12 @@ mod tests {
             path: "/state/main.lock".into(),
         };
         assert_eq!(code(&busy.into()), Exit::Busy);
+
+        let ambiguous = Ambiguous {
+            wanted: "2026".into(),
+            set_ids: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(code(&ambiguous.into()), Exit::Usage);
     }
 
     #[test]

@@ -203,7 +203,10 @@ async fn name_the_set(
     let set_id = crate::run::blocking::blocking("finding the set", move || {
         let by_id = wanted != "latest";
         let sets = crate::backupset::list::list(&repo, (!by_id).then_some(&instance)).ok()?;
-        crate::backupset::list::find(&sets, &wanted).map(|s| s.set_id.clone())
+        crate::backupset::list::find(&sets, &wanted)
+            .ok()
+            .flatten()
+            .map(|s| s.set_id.clone())
     })
     .await
     .unwrap_or_else(|f| {

@@ -66,7 +66,11 @@ pub async fn show(config_path: &Path, args: ShowArgs, json: bool) -> Result<(), 
     let repo = repository::open(&config).await?;
     let manifest = crate::run::blocking::blocking("reading the set", move || {
         let sets = list::list(&repo, None)?;
-        let Some(set) = list::find(&sets, &args.set) else {
+        let found = match list::find(&sets, &args.set) {
+            Ok(found) => found,
+            Err(e) => return Ok(Err(e.into())),
+        };
+        let Some(set) = found else {
             return Ok(Err(Failure::new(
                 Exit::Usage,
                 format!(

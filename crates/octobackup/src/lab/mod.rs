@@ -178,7 +178,7 @@ async fn run(cmd: LabCommand, config_path: &Path, json: bool, ui: &Ui) -> Result
             let repo = crate::cli::repository::open(&config).await?;
             tokio::task::spawn_blocking(move || {
                 let sets = crate::backupset::list::list(&repo, None)?;
-                let found = crate::backupset::list::find(&sets, &set).ok_or_else(|| {
+                let found = crate::backupset::list::find(&sets, &set)?.ok_or_else(|| {
                     Failure::new(Exit::Usage, format!("no backup set matches '{set}'"))
                 })?;
                 for part in [

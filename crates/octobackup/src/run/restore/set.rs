@@ -28,7 +28,7 @@ pub async fn choose_set(
         // names it differently); "latest" is the newest of this instance.
         let any_instance = wanted != "latest";
         let sets = list::list(&repo, (!any_instance).then_some(instance.as_str()))?;
-        let Some(set) = list::find(&sets, &wanted) else {
+        let Some(set) = list::find(&sets, &wanted)? else {
             return Err(Failure::new(
                 Exit::Usage,
                 if any_instance || sets.iter().any(|s| s.complete) {
