@@ -40,6 +40,27 @@ pub struct Args {
     /// Where a scaling run writes its plot (SVG; default: DIR/scale.svg).
     #[arg(long, requires = "scale")]
     pub plot: Option<PathBuf>,
+    /// Also back up and restore the lab into this repository (a folder, s3://HOST/BUCKET/PATH,
+    /// azure://CONTAINER/PATH, sftp://USER@HOST/PATH: the forms `init --repository` takes, with
+    /// credentials from the environment) and report each against the local folder measured in
+    /// the same run. It must not hold a repository yet.
+    #[arg(long, value_name = "LOCATION", conflicts_with = "scale")]
+    pub repository: Option<String>,
+    /// An option of that repository, as in `[repository.options]` (repeatable).
+    #[arg(
+        long = "repository-option",
+        value_name = "KEY=VALUE",
+        requires = "repository",
+        value_parser = parse_option
+    )]
+    pub repository_options: Vec<(String, String)>,
+}
+
+fn parse_option(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("'{s}' is not KEY=VALUE"))
 }
 
 /// One timed run of a program: wall time and peak resident memory (Linux: from wait4).
@@ -87,6 +108,21 @@ pub struct Results {
     pub ratios: Ratios,
     /// The same lab backed up with `sql.chain = "owned"` (a repository of its own).
     pub owned: OwnedChain,
+    /// `--repository`: a full backup and a restore there, against the local folder's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<OtherRepository>,
+}
+
+/// A full backup into an empty repository elsewhere and the restore of that set, each against
+/// the same on the local folder in the same run (the first night's backup, the restore above).
+/// The lab has changed by two simulated days since the local first night: about 1% of the data.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct OtherRepository {
+    pub location: String,
+    pub backup: Measured,
+    pub restore: Measured,
+    pub backup_vs_local: f64,
+    pub restore_vs_local: f64,
 }
 
 /// `sql.chain = "owned"`: the first night takes the base before the window; after a day of
@@ -646,9 +682,26 @@ pub(super) async fn measure(
             m.seconds
         ));
     }
+    if let Some(location) = &args.repository {
+        say(&format!("the same backup and restore into {location} ..."));
+        r.repository = Some(
+            other_repository(
+                &config_path,
+                location,
+                &args.repository_options,
+                dir,
+                (&exe, &lab_exe),
+            )
+            .await?,
+        );
+    }
     lab.shutdown().await;
 
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { f64::NAN };
+    if let Some(o) = r.repository.as_mut() {
+        o.backup_vs_local = ratio(o.backup.seconds, r.first.octobackup.seconds);
+        o.restore_vs_local = ratio(o.restore.seconds, r.restore.seconds);
+    }
     let minus = |n: &Night| {
         ratio(
             (n.octobackup_window_s - n.octobackup_db_backup_s).max(0.0),
@@ -702,6 +755,56 @@ pub(super) async fn measure(
     };
     r.owned.window_vs_copy_only = ratio(r.owned.nightly_window_s, r.nightly.octobackup_window_s);
     Ok(r)
+}
+
+/// `--repository`: init, a full backup and `restore-set` with the lab's config pointed there.
+async fn other_repository(
+    config_path: &Path,
+    location: &str,
+    options: &[(String, String)],
+    dir: &Path,
+    (exe, lab_exe): (&Path, &Path),
+) -> Result<OtherRepository, Failure> {
+    let other_dir = dir.join("other-repository");
+    std::fs::create_dir_all(&other_dir).map_err(fail)?;
+    let other_config = other_dir.join("octobackup.toml");
+    let mut c = Config::load(config_path)?;
+    c.repository.location = location.to_string();
+    c.repository.options = options.iter().cloned().collect();
+    std::fs::write(&other_config, c.to_toml()).map_err(fail)?;
+    let run = |args: &[&str], what: &str| -> Result<Measured, Failure> {
+        let mut cmd = Command::new(exe);
+        cmd.arg("--config").arg(&other_config).args(args);
+        let (m, _, e, ok) = run_measured(&mut cmd)?;
+        if !ok {
+            return Err(fail(format!(
+                "{what} into {location} failed: {}",
+                String::from_utf8_lossy(&e)
+            )));
+        }
+        Ok(m)
+    };
+    run(&["init"], "init")?;
+    let backup = run(&["backup"], "octobackup backup")?;
+    let (restore, _, e, ok) = run_measured(
+        Command::new(lab_exe)
+            .arg("--config")
+            .arg(&other_config)
+            .args(["restore-set", "--target"])
+            .arg(other_dir.join("restore")),
+    )?;
+    if !ok {
+        return Err(fail(format!(
+            "restore from {location} failed: {}",
+            String::from_utf8_lossy(&e)
+        )));
+    }
+    Ok(OtherRepository {
+        location: location.to_string(),
+        backup,
+        restore,
+        ..Default::default()
+    })
 }
 
 fn table(r: &Results) -> String {
@@ -919,5 +1022,32 @@ fn table(r: &Results) -> String {
         mem(&r.restore),
         String::new(),
     );
+    if let Some(o) = &r.repository {
+        s.push_str(&format!(
+            "\ninto {} (against the local folder):\n",
+            o.location
+        ));
+        row(
+            &mut s,
+            "  full backup",
+            format!("{:.2}s", o.backup.seconds),
+            String::new(),
+            format!("{:.2}x", o.backup_vs_local),
+        );
+        row(
+            &mut s,
+            "  restore",
+            String::new(),
+            format!("{:.2}s", o.restore.seconds),
+            format!("{:.2}x", o.restore_vs_local),
+        );
+        row(
+            &mut s,
+            "  peak memory: backup / restore",
+            mem(&o.backup),
+            mem(&o.restore),
+            String::new(),
+        );
+    }
     s
 }

@@ -4,11 +4,19 @@
 #[test]
 fn lab_bench_reports_every_figure_as_json() {
     let dir = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(crate::common::lab_exe())
+    // `--repository`: the same backup and restore into S3 (moto), against the local folder.
+    let s3 = crate::backends::Backend::start(crate::backends::Kind::S3);
+    let place = s3.place(crate::servers::BUCKET, "bench").unwrap();
+    let mut bench = std::process::Command::new(crate::common::lab_exe());
+    bench
         .args(["--json", "bench", "--size", "small", "--dir"])
         .arg(dir.path())
-        .output()
-        .unwrap();
+        .args(["--repository", &place.location])
+        .envs(place.env.iter().cloned());
+    for (k, v) in &place.options {
+        bench.args(["--repository-option", &format!("{k}={v}")]);
+    }
+    let out = bench.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -77,6 +85,20 @@ fn lab_bench_reports_every_figure_as_json() {
         "nightly_engine_vs_restic",
     ] {
         assert!(r["ratios"][ratio].as_f64().is_some(), "{ratio}");
+    }
+    let other = &r["repository"];
+    assert_eq!(other["location"], place.location.as_str(), "{other}");
+    for field in ["backup", "restore"] {
+        assert!(
+            other[field]["seconds"].as_f64().is_some_and(|v| v > 0.0),
+            "{field}: {other}"
+        );
+    }
+    for ratio in ["backup_vs_local", "restore_vs_local"] {
+        assert!(
+            other[ratio].as_f64().is_some_and(|v| v > 0.0),
+            "{ratio}: {other}"
+        );
     }
     // Both chains: the owned window after a day, and its ratio to copy-only's.
     for field in [
