@@ -459,6 +459,122 @@ async fn backup_copies_its_set_after_it_is_complete_and_a_failed_copy_is_exit_9(
     assert_eq!(sets_in_copy(&t, &target, "offsite").await.len(), 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_copy_after_a_backup_is_told_to_notify_and_metrics_and_its_recovery_too() {
+    use crate::notify::{Receiver, parse_metrics, sample};
+    let t = TestLab::start().await;
+    t.init().await;
+    let dir = t.dir.path().join("offsite");
+    let target = Target::local(&dir);
+    set_copy(&t, "offsite", &target, true, &[]);
+    obk_ok(&t, &target, &["init", "--copy", "offsite"]).await;
+    let hooks = Receiver::start();
+    let textfile = t.dir.path().join("octobackup.prom");
+    let (failures, recoveries, tf) = (
+        hooks.url("/failure"),
+        hooks.url("/recovery"),
+        textfile.display().to_string(),
+    );
+    t.edit_config(move |c| {
+        let notify: toml::Table = toml::from_str(&format!(
+            "on = \"failure\"\n[[webhook]]\nurl = \"{failures}\"\n[[webhook]]\nurl = \"{recoveries}\"\non = \"recovery\"\n"
+        ))
+        .unwrap();
+        c.insert("notify".into(), notify.into());
+        let metrics: toml::Table = toml::from_str(&format!("textfile = '{tf}'")).unwrap();
+        c.insert("metrics".into(), metrics.into());
+    });
+    let copy = [("octopus_instance", "OctopusServer"), ("copy", "offsite")];
+    let instance = [("octopus_instance", "OctopusServer")];
+
+    // 1. Backup and copy pass: on = "failure" tells no one; the metrics say the copy passed.
+    obk_ok(&t, &target, &["backup"]).await;
+    assert!(hooks.to("/").is_empty(), "{:?}", hooks.to("/"));
+    let m = parse_metrics(textfile.to_str().unwrap());
+    assert_eq!(
+        sample(&m, "octobackup_copy_last_run_success", &copy),
+        Some(1.0)
+    );
+    let copied_at = sample(&m, "octobackup_copy_last_success_timestamp_seconds", &copy).unwrap();
+
+    // 2. The copy's password is wrong: exit 9, told to both targets as a failed copy that names
+    // the copy, the cause and that the set is complete; the metrics say the copy failed and the
+    // backup passed.
+    std::fs::write(copy_password_file(&t), "not the copy's password\n").unwrap();
+    let out = obk(&t, &target, &["--json", "backup"]).await;
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    let set_id = json(&out)["set_id"].as_str().unwrap().to_string();
+    assert!(
+        t.sets()
+            .await
+            .iter()
+            .any(|s| s["set_id"] == set_id.as_str() && s["complete"] == true)
+    );
+    for path in ["/failure", "/recovery"] {
+        let told = hooks.to(path);
+        assert_eq!(told.len(), 1, "{path}: {told:#?}");
+        let e = &told[0];
+        assert_eq!(e["event"], "copy", "{e:#}");
+        assert_eq!(e["copy"], "offsite");
+        assert_eq!(e["instance"], "OctopusServer");
+        assert_eq!(e["status"], "failed");
+        assert_eq!(e["exit_code"], 9);
+        let failure = e["failure"].as_str().unwrap();
+        assert!(
+            failure.contains("the backup is complete (its set is in the main repository)"),
+            "{failure}"
+        );
+        assert!(
+            failure.contains("wrong password for the copy 'offsite'"),
+            "{failure}"
+        );
+        assert!(
+            e["fix"]
+                .as_str()
+                .unwrap()
+                .contains("octobackup copy --to offsite"),
+            "{e:#}"
+        );
+        assert!(!e.to_string().contains(COPY_PASSWORD));
+    }
+    let m = parse_metrics(textfile.to_str().unwrap());
+    assert_eq!(
+        sample(&m, "octobackup_copy_last_run_success", &copy),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&m, "octobackup_copy_last_success_timestamp_seconds", &copy),
+        Some(copied_at),
+        "a failed copy keeps the last success's time"
+    );
+    let failed = [
+        ("octopus_instance", "OctopusServer"),
+        ("copy", "offsite"),
+        ("result", "failure"),
+    ];
+    assert_eq!(sample(&m, "octobackup_copy_runs_total", &failed), Some(1.0));
+    assert_eq!(
+        sample(&m, "octobackup_last_run_success", &instance),
+        Some(1.0)
+    );
+
+    // 3. Fixed: the next backup's copy passes and catches up; only on = "recovery" hears of it.
+    std::fs::write(copy_password_file(&t), format!("{COPY_PASSWORD}\n")).unwrap();
+    obk_ok(&t, &target, &["backup"]).await;
+    assert_eq!(hooks.to("/failure").len(), 1);
+    let told = hooks.to("/recovery");
+    assert_eq!(told.len(), 2, "{told:#?}");
+    assert_eq!(told[1]["event"], "copy");
+    assert_eq!(told[1]["status"], "success");
+    assert_eq!(told[1]["recovery"], true);
+    assert_eq!(sets_in_copy(&t, &target, "offsite").await.len(), 3);
+    let m = parse_metrics(textfile.to_str().unwrap());
+    assert_eq!(
+        sample(&m, "octobackup_copy_last_run_success", &copy),
+        Some(1.0)
+    );
+}
+
 /// A forwarder in front of a storage server that, once `limit` bytes went from the client to
 /// the server, either cuts every connection and refuses new ones (the server stops in the middle
 /// of a copy) or holds them, forwarding nothing more (the copy hangs there, to be stopped by a
