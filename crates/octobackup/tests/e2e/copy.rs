@@ -575,6 +575,87 @@ async fn a_failed_copy_after_a_backup_is_told_to_notify_and_metrics_and_its_reco
     );
 }
 
+/// doctor's lines for the copies: (status, detail, fix) in config order.
+fn copy_checks(out: &Output) -> Vec<(String, String, String)> {
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}", stderr(out)));
+    r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["name"] == "copy")
+        .map(|k| {
+            (
+                k["status"].as_str().unwrap().to_string(),
+                k["detail"].as_str().unwrap().to_string(),
+                k["fix"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_every_copy_and_names_a_missing_one_and_a_wrong_password_with_the_fix() {
+    let t = TestLab::start().await;
+    t.init().await;
+    let target = Target::local(&t.dir.path().join("offsite"));
+    set_copy(&t, "offsite", &target, true, &[]);
+    obk_ok(&t, &target, &["init", "--copy", "offsite"]).await;
+
+    // A healthy copy: a line of its own that passes, and doctor passes.
+    let out = obk(&t, &target, &["--json", "doctor"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = copy_checks(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].0, "pass", "{lines:?}");
+    assert!(lines[0].1.starts_with("'offsite': opened "), "{lines:?}");
+    assert!(lines[0].1.contains("writable"), "{lines:?}");
+
+    // A second copy never made: its line fails with `init --copy`, the first still passes.
+    let missing = Target::local(&t.dir.path().join("never-made"));
+    set_copy(&t, "second", &missing, false, &[]);
+    let out = obk(&t, &target, &["--json", "doctor"]).await;
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let lines = copy_checks(&out);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0].0, "pass", "{lines:?}");
+    assert_eq!(lines[1].0, "fail", "{lines:?}");
+    assert!(
+        lines[1].1.starts_with("'second': no repository found"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].1.contains("octobackup init --copy second"),
+        "{lines:?}"
+    );
+    assert!(lines[1].2.contains("init --copy second"), "{lines:?}");
+    assert!(
+        !t.dir.path().join("never-made").exists(),
+        "doctor made the copy"
+    );
+    let human = obk(&t, &target, &["doctor"]).await;
+    assert!(stdout(&human).contains("FAIL copy"), "{}", stdout(&human));
+    assert!(
+        stderr(&human).contains("failed: copy"),
+        "{}",
+        stderr(&human)
+    );
+
+    // The first copy's password is wrong: its line fails and says so, without the password.
+    std::fs::write(copy_password_file(&t), "not the copy's password\n").unwrap();
+    let out = obk(&t, &target, &["--json", "doctor"]).await;
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let lines = copy_checks(&out);
+    assert_eq!(lines[0].0, "fail", "{lines:?}");
+    assert!(
+        lines[0].1.contains("wrong password for the copy 'offsite'"),
+        "{lines:?}"
+    );
+    assert!(lines[0].2.contains("password_file"), "{lines:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(COPY_PASSWORD));
+    assert!(!stderr(&out).contains(COPY_PASSWORD));
+}
+
 /// A forwarder in front of a storage server that, once `limit` bytes went from the client to
 /// the server, either cuts every connection and refuses new ones (the server stops in the middle
 /// of a copy) or holds them, forwarding nothing more (the copy hangs there, to be stopped by a
