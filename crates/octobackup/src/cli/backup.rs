@@ -74,7 +74,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     let report = run.result?;
     let forget = run.forget;
     // After the window, with the set complete: whatever the copy does, the backup stands.
-    let copied = super::copy::after_backup(&config, config_path, Some(name), ui).await;
+    let copied = super::copy::after_backup(&config, config_path, Some(name), args.forget, ui).await;
     emit(
         json,
         &Outcome {
@@ -492,7 +492,7 @@ async fn run_all(
     }
     // [[copy]] after_backup: once, after the last instance, when one was backed up.
     let (copies, copy_failed) = if skipped.is_empty() && runs.iter().any(|r| r.result.is_ok()) {
-        match super::copy::after_backup(config, config_path, None, ui).await {
+        match super::copy::after_backup(config, config_path, None, forget, ui).await {
             Ok(copies) => (copies, None),
             Err(f) => (Vec::new(), Some(f)),
         }

@@ -6,6 +6,8 @@ use crate::config::Config;
 use crate::error::{Exit, Failure};
 use crate::notify;
 use crate::run::copy::{self, CopyJob, CopyReport};
+use crate::run::journal::StateDir;
+use crate::run::retention::{self, ForgetReport};
 use crate::run::stop::Stop;
 use std::path::Path;
 use std::sync::Arc;
@@ -27,7 +29,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     }
     let report = copy_to(&config, &args.to, args.instance.clone(), ui).await;
     ui.clear_status();
-    let report = report?;
+    let (report, _) = report?;
     emit(json, &report, || copy::human(&report));
     Ok(())
 }
@@ -38,22 +40,23 @@ async fn copy_to(
     name: &str,
     instance: Option<String>,
     ui: &Ui,
-) -> Result<CopyReport, Failure> {
+) -> Result<(CopyReport, Arc<octobackup_repo::Repo>), Failure> {
     repository::copy_entry(config, name)?;
     // The copy first: its password and place are what is new and most often wrong.
     let target = Arc::new(repository::open_copy(config, name).await?);
     let source = Arc::new(repository::open(config).await?);
     // Heard from here on, between sets and during one (nothing was written before).
     let stop = Stop::listen();
-    copy::run(CopyJob {
+    let report = copy::run(CopyJob {
         source,
-        target,
+        target: target.clone(),
         name: name.to_string(),
         instance,
         ui: ui.clone().into(),
         stop,
     })
-    .await
+    .await?;
+    Ok((report, target))
 }
 
 /// After a successful backup of `instance` (`None`: `backup --all`, every instance): its
@@ -66,10 +69,12 @@ pub async fn after_backup(
     config: &Config,
     config_path: &Path,
     instance: Option<&str>,
+    forget: bool,
     ui: &Ui,
 ) -> Result<Vec<CopyReport>, Failure> {
     let mut reports = Vec::new();
     let mut failed = Vec::new();
+    let mut targets = Vec::new();
     for c in config.copies.iter().filter(|c| c.after_backup) {
         ui.note(&format!("copying to '{}' ({})", c.name, c.location));
         let started = chrono::Utc::now();
@@ -86,6 +91,10 @@ pub async fn after_backup(
             };
             Failure { message: told, ..f }
         });
+        let done = done.map(|(report, target)| {
+            targets.push((c, target));
+            report
+        });
         tell(config, config_path, instance, &c.name, started, &done).await;
         match done {
             Ok(r) => reports.push(r),
@@ -98,6 +107,11 @@ pub async fn after_backup(
             Err(f) => failed.push(f.message),
         }
     }
+    if forget {
+        for (report, (c, target)) in reports.iter_mut().zip(targets) {
+            report.forget = forget_in_copy(config, config_path, c, target, instance, ui).await;
+        }
+    }
     if failed.is_empty() {
         return Ok(reports);
     }
@@ -105,6 +119,45 @@ pub async fn after_backup(
         Exit::CopyFailed,
         format!("{COMPLETE_BUT}{}", failed.join("; and ")),
     ))
+}
+
+/// `backup --forget` in a copy with its own `[copy.retention]`, for the instance backed up (every
+/// instance after `--all`). As on the main repository, a forget that fails is a warning: the
+/// backup and its copy stand.
+async fn forget_in_copy(
+    config: &Config,
+    config_path: &Path,
+    copy: &crate::config::copy::CopyConfig,
+    target: Arc<octobackup_repo::Repo>,
+    instance: Option<&str>,
+    ui: &Ui,
+) -> Vec<ForgetReport> {
+    if copy.retention.is_none() {
+        return Vec::new();
+    }
+    let instances: Vec<String> = match instance {
+        Some(i) => vec![i.to_string()],
+        None => config.instances.keys().cloned().collect(),
+    };
+    let mut out = Vec::new();
+    for i in instances {
+        let state = StateDir::new(&config.state_dir(config_path));
+        let (target, copy_cfg, name) = (target.clone(), copy.clone(), i.clone());
+        let applied = crate::run::blocking::blocking("--forget on the copy", move || {
+            retention::apply_to_copy(&target, &copy_cfg, &name, &state)
+        })
+        .await
+        .and_then(|r| r);
+        match applied {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => {}
+            Err(e) => ui.note(&format!(
+                "warning: the backup and its copy to '{}' are complete, but --forget there failed for {i}: {}",
+                copy.name, e.message
+            )),
+        }
+    }
+    out
 }
 
 const COMPLETE_BUT: &str = "the backup is complete (its set is in the main repository), but ";

@@ -656,6 +656,115 @@ async fn doctor_checks_every_copy_and_names_a_missing_one_and_a_wrong_password_w
     assert!(!stderr(&out).contains(COPY_PASSWORD));
 }
 
+/// Gives the `[[copy]]` named `name` its own `[copy.retention]` keep_last.
+fn copy_keep_last(t: &TestLab, name: &str, n: i64) {
+    t.edit_config(|c| {
+        let copies = c["copy"].as_array_mut().unwrap();
+        let copy = copies
+            .iter_mut()
+            .find(|v| v["name"].as_str() == Some(name))
+            .unwrap();
+        let mut retention = toml::Table::new();
+        retention.insert("keep_last".into(), n.into());
+        copy.as_table_mut()
+            .unwrap()
+            .insert("retention".into(), retention.into());
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_and_prune_on_a_copy_keep_its_own_policy_and_leave_the_main_repository_alone() {
+    let t = TestLab::start().await;
+    t.init().await;
+    t.edit_config(|c| {
+        let mut retention = toml::Table::new();
+        retention.insert("keep_last".into(), 2.into());
+        c.insert("retention".into(), retention.into());
+    });
+    // "offsite" has its own policy (keep 1); "plain" has none (the instance's: keep 2).
+    let offsite = Target::local(&t.dir.path().join("offsite"));
+    let plain = Target::local(&t.dir.path().join("plain"));
+    set_copy(&t, "offsite", &offsite, true, &[]);
+    set_copy(&t, "plain", &plain, true, &[]);
+    copy_keep_last(&t, "offsite", 1);
+    obk_ok(&t, &offsite, &["init", "--copy", "offsite"]).await;
+    obk_ok(&t, &plain, &["init", "--copy", "plain"]).await;
+    let mut sets = Vec::new();
+    for _ in 0..3 {
+        let out = obk_ok(&t, &offsite, &["--json", "backup"]).await;
+        sets.push(json(&out)["set_id"].as_str().unwrap().to_string());
+    }
+    let all: BTreeSet<String> = sets.iter().cloned().collect();
+    assert_eq!(sets_in_copy(&t, &offsite, "offsite").await, all);
+    assert_eq!(sets_in_copy(&t, &plain, "plain").await, all);
+
+    // forget --copy: the copy's own policy there; the main repository is not touched.
+    let main_before = files_under(&t.repo_dir());
+    let out = obk_ok(&t, &offsite, &["--json", "forget", "--copy", "offsite"]).await;
+    let r = json(&out);
+    assert_eq!(r["copy"], "offsite", "{r:#}");
+    assert_eq!(r["instances"][0]["policy"], "keep-last 1", "{r:#}");
+    assert_eq!(
+        r["instances"][0]["dropped"].as_array().unwrap().len(),
+        2,
+        "{r:#}"
+    );
+    assert_eq!(
+        sets_in_copy(&t, &offsite, "offsite").await,
+        BTreeSet::from([sets[2].clone()])
+    );
+    let out = obk_ok(&t, &offsite, &["prune", "--copy", "offsite", "--instant"]).await;
+    assert!(
+        stdout(&out).contains("in the copy 'offsite'"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        files_under(&t.repo_dir()),
+        main_before,
+        "the main repository changed"
+    );
+    assert_eq!(t.sets().await.len(), 3);
+    assert_eq!(
+        sets_in_copy(&t, &plain, "plain").await,
+        all,
+        "another copy changed"
+    );
+    obk_ok(&t, &offsite, &["check", "--copy", "offsite"]).await;
+
+    // A copy without its own policy: forget --copy applies the instance's (keep 2).
+    let out = obk_ok(&t, &plain, &["--json", "forget", "--copy", "plain"]).await;
+    assert_eq!(json(&out)["instances"][0]["policy"], "keep-last 2");
+    assert_eq!(
+        sets_in_copy(&t, &plain, "plain").await,
+        BTreeSet::from([sets[1].clone(), sets[2].clone()])
+    );
+    assert_eq!(
+        files_under(&t.repo_dir()),
+        main_before,
+        "the main repository changed"
+    );
+
+    // backup --forget: the main repository its policy (keep 2), the copy with its own policy
+    // that one (keep 1); the copy without one keeps every set it has.
+    let out = obk_ok(&t, &offsite, &["--json", "backup", "--forget"]).await;
+    let r = json(&out);
+    let new = r["set_id"].as_str().unwrap().to_string();
+    assert_eq!(t.sets().await.len(), 2, "{r:#}");
+    let copies = r["copies"].as_array().unwrap();
+    assert_eq!(copies[0]["to"], "offsite");
+    assert_eq!(copies[0]["forget"][0]["policy"], "keep-last 1", "{r:#}");
+    assert!(copies[1].get("forget").is_none(), "{r:#}");
+    assert_eq!(
+        sets_in_copy(&t, &offsite, "offsite").await,
+        BTreeSet::from([new.clone()])
+    );
+    assert_eq!(
+        sets_in_copy(&t, &plain, "plain").await,
+        BTreeSet::from([sets[1].clone(), sets[2].clone(), new])
+    );
+}
+
 /// A forwarder in front of a storage server that, once `limit` bytes went from the client to
 /// the server, either cuts every connection and refuses new ones (the server stops in the middle
 /// of a copy) or holds them, forwarding nothing more (the copy hangs there, to be stopped by a
