@@ -314,7 +314,8 @@ fn prune_human(s: &PruneSummary, instant: bool) -> String {
     );
     if let Some(days) = s.locked_days {
         out.push_str(&format!(
-            "  packs stored in the last {} days were left as they are: the bucket's Object Lock keeps them {days} days\n",
+            "  {} unused pack(s) stored in the last {} days were left as they are: the bucket's Object Lock keeps them {days} days\n",
+            s.packs_kept_locked,
             days + 1
         ));
     }
