@@ -1161,3 +1161,112 @@ async fn copy_to_azure_blob_on_azurite_is_checked_listed_and_escrowed() {
     .await;
     assert!(stdout(&out).contains(&t.lab.state().unwrap().master_key));
 }
+
+/// An off-site copy in a Ceph RGW bucket with Object Lock (governance mode, 3 days): the copy
+/// works and doctor reports the lock on its line; `forget --copy` leaves the sets under the lock
+/// alone and says until when, `--set` of one is refused, `prune --copy` removes nothing, and
+/// `backup --forget` does the same there; the main repository is not touched by any of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_locked_copy_on_ceph_is_copied_to_and_forget_there_respects_the_lock() {
+    let ceph = tokio::task::spawn_blocking(servers::ceph).await.unwrap();
+    let bucket = "locked-copy";
+    {
+        let ceph = ceph.clone();
+        tokio::task::spawn_blocking(move || {
+            ceph.owner(bucket)
+                .create_bucket(Some(&octobackup_repo::ObjectLock {
+                    mode: "GOVERNANCE".into(),
+                    days: Some(3),
+                }))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    let target = Target {
+        location: format!("s3:{}/{bucket}/offsite", ceph.endpoint()),
+        options: Vec::new(),
+        env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), ceph.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), ceph.secret_key.clone()),
+        ],
+    };
+    let mut t = TestLab::start().await;
+    t.init().await;
+    set_copy(&t, "locked", &target, true, &[]);
+    copy_keep_last(&t, "locked", 1);
+    let out = obk_ok(&t, &target, &["init", "--copy", "locked"]).await;
+    assert!(
+        stdout(&out).contains("GOVERNANCE mode, 3 day(s) default retention"),
+        "{}",
+        stdout(&out)
+    );
+    let first = json(&obk_ok(&t, &target, &["--json", "backup"]).await)["set_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.lab.churn(1).await.unwrap();
+    obk_ok(&t, &target, &["backup"]).await;
+    assert_eq!(sets_in_copy(&t, &target, "locked").await.len(), 2);
+
+    let out = obk_ok(&t, &target, &["--json", "doctor"]).await;
+    let lines = copy_checks(&out);
+    assert_eq!(lines[0].0, "pass", "{lines:?}");
+    assert!(
+        lines[0]
+            .1
+            .contains("GOVERNANCE mode, 3 day(s) default retention"),
+        "{lines:?}"
+    );
+
+    // By the copy's policy (keep 1): the older set stays, with the date it may go.
+    let main_before = files_under(&t.repo_dir());
+    let out = obk_ok(&t, &target, &["--json", "forget", "--copy", "locked"]).await;
+    let r = json(&out);
+    let inst = &r["instances"][0];
+    assert_eq!(inst["dropped"].as_array().unwrap().len(), 0, "{r:#}");
+    assert_eq!(inst["left_alone"][0]["set_id"], first.as_str(), "{r:#}");
+    assert!(
+        inst["left_alone"][0]["reasons"]
+            .to_string()
+            .contains("Object Lock (GOVERNANCE mode) until"),
+        "{r:#}"
+    );
+    // Named: refused whole, nothing removed.
+    let out = obk(
+        &t,
+        &target,
+        &["forget", "--copy", "locked", "--set", &first],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        one_line(&out).contains(&format!("cannot forget set {first}")),
+        "{}",
+        stderr(&out)
+    );
+    let out = obk_ok(&t, &target, &["--json", "prune", "--copy", "locked"]).await;
+    let p = json(&out);
+    assert_eq!(p["packs_removed"], 0, "{p:#}");
+    assert_eq!(p["locked_days"], 3, "{p:#}");
+    assert_eq!(sets_in_copy(&t, &target, "locked").await.len(), 2);
+
+    // backup --forget: the same in the copy; the main repository's policy keeps all its sets.
+    t.edit_config(|c| {
+        let mut retention = toml::Table::new();
+        retention.insert("keep_last".into(), 10.into());
+        c.insert("retention".into(), retention.into());
+    });
+    let out = obk_ok(&t, &target, &["--json", "backup", "--forget"]).await;
+    let r = json(&out);
+    let forgot = &r["copies"][0]["forget"][0];
+    assert_eq!(forgot["dropped"].as_array().unwrap().len(), 0, "{r:#}");
+    assert_eq!(forgot["left_alone"].as_array().unwrap().len(), 2, "{r:#}");
+    assert_eq!(sets_in_copy(&t, &target, "locked").await.len(), 3);
+    obk_ok(&t, &target, &["check", "--copy", "locked"]).await;
+    assert!(
+        files_under(&t.repo_dir()).is_superset(&main_before),
+        "the copy's forget removed something from the main repository"
+    );
+    assert_eq!(t.sets().await.len(), 3);
+}
