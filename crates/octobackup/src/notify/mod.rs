@@ -384,6 +384,28 @@ mod tests {
     }
 
     #[test]
+    fn a_copys_title_names_the_copy() {
+        let mut e = event(Status::Failed);
+        e.event = "copy";
+        e.copy = Some("offsite".into());
+        e.exit_code = 9;
+        assert_eq!(
+            e.title(),
+            "octobackup: copy of OctopusServer to 'offsite' FAILED (exit 9)"
+        );
+        assert!(e.facts().contains(&("Copy", "offsite".to_string())));
+        let body = serde_json::to_value(&e).unwrap();
+        assert_eq!(body["copy"], "offsite");
+        // A backup's event has no copy field.
+        assert!(
+            serde_json::to_value(event(Status::Failed))
+                .unwrap()
+                .get("copy")
+                .is_none()
+        );
+    }
+
+    #[test]
     fn text_names_failure_and_fix() {
         let mut e = event(Status::Failed);
         e.fix = Some(fix_for(Exit::Sql).into());
