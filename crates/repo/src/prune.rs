@@ -23,6 +23,32 @@ pub struct PruneSummary {
     /// repacked): the bucket's Object Lock keeps them until then.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locked_days: Option<u32>,
+    /// With `locked_days`: packs no snapshot uses (wholly or in part) left as they are because
+    /// they are younger than the lock; a prune after that date frees them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub packs_kept_locked: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// What the plan does with each pack, counted from rustic's per-pack decisions (its
+/// `stats.packs.unused` counts every unused pack, also those kept as too young, so it is not
+/// what is removed): (removed or marked now, unused packs kept as too young). rustic_core does
+/// not export the decision and status types, so they are told apart by their names.
+fn counted(plan: &rustic_core::PrunePlan) -> (u64, u64) {
+    let (mut removed, mut young) = (0, 0);
+    for (key, n) in &plan.stats.debug.0 {
+        let has = |s: &str| key.status.iter().any(|x| format!("{x:?}") == s);
+        match format!("{:?}", key.todo).as_str() {
+            "MarkDelete" | "Delete" => removed += n.packs,
+            "Keep" if has("TooYoung") && has("HasUnusedBlobs") => young += n.packs,
+            _ => {}
+        }
+    }
+    // Pack files no index names (a run that stopped before its index was written).
+    (removed + plan.stats.packs_unref, young)
 }
 
 impl Repo {
@@ -57,12 +83,18 @@ impl Repo {
                 .prune_plan(&opts)
                 .map_err(|e| from_rustic("cannot plan the prune", &e))?;
             let size = plan.stats.size_sum();
+            let (packs_removed, packs_kept_locked) = counted(&plan);
             let summary = PruneSummary {
-                packs_removed: plan.stats.packs.unused + plan.stats.packs_to_delete.remove,
+                packs_removed,
                 packs_repacked: plan.stats.packs.repack,
                 bytes_freed: size.remove + size.repackrm,
                 bytes_used: size.used,
                 locked_days,
+                packs_kept_locked: if locked_days.is_some() {
+                    packs_kept_locked
+                } else {
+                    0
+                },
             };
             repo.prune(&opts, plan)
                 .map_err(|e| from_rustic("cannot prune", &e))?;

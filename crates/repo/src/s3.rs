@@ -355,13 +355,38 @@ impl S3Client {
 
     /// May these credentials delete in the bucket? A DeleteObject of a key that does not
     /// exist: S3 answers 204 when deleting is allowed (a bucket policy is evaluated before the
-    /// key is looked up), 403 when a policy or the key's rights deny it.
+    /// key is looked up), 403 when a policy or the key's rights deny it. In a versioned bucket
+    /// (every Object Lock bucket is one) that DeleteObject adds a delete marker, answered with
+    /// `x-amz-delete-marker: true` and its `x-amz-version-id`; the marker is then removed by
+    /// deleting that version, which leaves no trace (a delete marker has no lock of its own:
+    /// https://docs.aws.amazon.com/AmazonS3/latest/userguide/ManagingDelMarkers.html).
     pub fn may_delete(&self, probe_key: &str) -> Result<bool, S3Answer> {
         let r = self
             .send("DELETE", probe_key, &[], &[], Vec::new())
             .map_err(S3Answer::Transport)?;
         match r.status {
-            s if s < 300 || s == 404 => Ok(true),
+            s if s < 300 || s == 404 => {
+                if r.header("x-amz-delete-marker") == Some("true")
+                    && let Some(version) = r.header("x-amz-version-id")
+                {
+                    let gone = self
+                        .send(
+                            "DELETE",
+                            probe_key,
+                            &[("versionId", version)],
+                            &[],
+                            Vec::new(),
+                        )
+                        .map_err(S3Answer::Transport)?;
+                    if gone.status >= 300 && gone.status != 404 {
+                        log::warn!(
+                            "the delete probe left a delete marker on {probe_key} (version {version}): {}",
+                            gone.describe()
+                        );
+                    }
+                }
+                Ok(true)
+            }
             403 if r.code() == Some("AccessDenied") => Ok(false),
             _ => Err(S3Answer::Refused(r)),
         }

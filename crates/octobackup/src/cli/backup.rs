@@ -74,7 +74,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     let report = run.result?;
     let forget = run.forget;
     // After the window, with the set complete: whatever the copy does, the backup stands.
-    let copied = super::copy::after_backup(&config, Some(name), ui).await;
+    let copied = super::copy::after_backup(&config, config_path, Some(name), args.forget, ui).await;
     emit(
         json,
         &Outcome {
@@ -294,6 +294,7 @@ fn event(
     let report = result.as_ref().ok();
     Event {
         event: "backup",
+        copy: None,
         instance: name.to_string(),
         status: Status::of(exit),
         exit_code: exit.map(|e| e as u8).unwrap_or(0),
@@ -491,7 +492,7 @@ async fn run_all(
     }
     // [[copy]] after_backup: once, after the last instance, when one was backed up.
     let (copies, copy_failed) = if skipped.is_empty() && runs.iter().any(|r| r.result.is_ok()) {
-        match super::copy::after_backup(config, None, ui).await {
+        match super::copy::after_backup(config, config_path, None, forget, ui).await {
             Ok(copies) => (copies, None),
             Err(f) => (Vec::new(), Some(f)),
         }

@@ -4,7 +4,10 @@
 use super::{emit, repository, ui::Ui};
 use crate::config::Config;
 use crate::error::{Exit, Failure};
+use crate::notify;
 use crate::run::copy::{self, CopyJob, CopyReport};
+use crate::run::journal::StateDir;
+use crate::run::retention::{self, ForgetReport};
 use crate::run::stop::Stop;
 use std::path::Path;
 use std::sync::Arc;
@@ -26,7 +29,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     }
     let report = copy_to(&config, &args.to, args.instance.clone(), ui).await;
     ui.clear_status();
-    let report = report?;
+    let (report, _) = report?;
     emit(json, &report, || copy::human(&report));
     Ok(())
 }
@@ -37,55 +40,76 @@ async fn copy_to(
     name: &str,
     instance: Option<String>,
     ui: &Ui,
-) -> Result<CopyReport, Failure> {
+) -> Result<(CopyReport, Arc<octobackup_repo::Repo>), Failure> {
     repository::copy_entry(config, name)?;
     // The copy first: its password and place are what is new and most often wrong.
     let target = Arc::new(repository::open_copy(config, name).await?);
     let source = Arc::new(repository::open(config).await?);
     // Heard from here on, between sets and during one (nothing was written before).
     let stop = Stop::listen();
-    copy::run(CopyJob {
+    let report = copy::run(CopyJob {
         source,
-        target,
+        target: target.clone(),
         name: name.to_string(),
         instance,
         ui: ui.clone().into(),
         stop,
     })
-    .await
+    .await?;
+    Ok((report, target))
 }
 
 /// After a successful backup of `instance` (`None`: `backup --all`, every instance): its
 /// complete sets go to each `[[copy]]` with `after_backup` (the new one, and any an earlier
 /// failed copy left behind). Runs after the maintenance window and never touches the main
 /// repository's sets; a copy that fails is exit 9, naming the copy, the backup's set complete.
-/// Every copy is tried, also after one fails.
+/// Every copy is tried, also after one fails. Each copy's result is told to `[notify]` and
+/// `[metrics]` as a backup's is (the same `on` rules).
 pub async fn after_backup(
     config: &Config,
+    config_path: &Path,
     instance: Option<&str>,
+    forget: bool,
     ui: &Ui,
 ) -> Result<Vec<CopyReport>, Failure> {
     let mut reports = Vec::new();
     let mut failed = Vec::new();
+    let mut targets = Vec::new();
     for c in config.copies.iter().filter(|c| c.after_backup) {
         ui.note(&format!("copying to '{}' ({})", c.name, c.location));
+        let started = chrono::Utc::now();
         let done = copy_to(config, &c.name, instance.map(str::to_string), ui).await;
         ui.clear_status();
+        let done = done.map_err(|f| {
+            let told = if super::exit::code(&f) == Exit::Interrupted {
+                f.message
+            } else {
+                format!(
+                    "the copy to '{}' failed: {}; once fixed, `octobackup copy --to {}` catches up",
+                    c.name, f.message, c.name
+                )
+            };
+            Failure { message: told, ..f }
+        });
+        let done = done.map(|(report, target)| {
+            targets.push((c, target));
+            report
+        });
+        tell(config, config_path, instance, &c.name, started, &done).await;
         match done {
             Ok(r) => reports.push(r),
             Err(f) if super::exit::code(&f) == Exit::Interrupted => {
                 return Err(Failure {
-                    message: format!(
-                        "the backup is complete (its set is in the main repository), but {}",
-                        f.message
-                    ),
+                    message: format!("{COMPLETE_BUT}{}", f.message),
                     ..f
                 });
             }
-            Err(f) => failed.push(format!(
-                "the copy to '{}' failed: {}; once fixed, `octobackup copy --to {}` catches up",
-                c.name, f.message, c.name
-            )),
+            Err(f) => failed.push(f.message),
+        }
+    }
+    if forget {
+        for (report, (c, target)) in reports.iter_mut().zip(targets) {
+            report.forget = forget_in_copy(config, config_path, c, target, instance, ui).await;
         }
     }
     if failed.is_empty() {
@@ -93,9 +117,129 @@ pub async fn after_backup(
     }
     Err(Failure::new(
         Exit::CopyFailed,
-        format!(
-            "the backup is complete (its set is in the main repository), but {}",
-            failed.join("; and ")
-        ),
+        format!("{COMPLETE_BUT}{}", failed.join("; and ")),
     ))
+}
+
+/// `backup --forget` in a copy with its own `[copy.retention]`, for the instance backed up (every
+/// instance after `--all`). As on the main repository, a forget that fails is a warning: the
+/// backup and its copy stand.
+async fn forget_in_copy(
+    config: &Config,
+    config_path: &Path,
+    copy: &crate::config::copy::CopyConfig,
+    target: Arc<octobackup_repo::Repo>,
+    instance: Option<&str>,
+    ui: &Ui,
+) -> Vec<ForgetReport> {
+    if copy.retention.is_none() {
+        return Vec::new();
+    }
+    let instances: Vec<String> = match instance {
+        Some(i) => vec![i.to_string()],
+        None => config.instances.keys().cloned().collect(),
+    };
+    let mut out = Vec::new();
+    for i in instances {
+        let state = StateDir::new(&config.state_dir(config_path));
+        let (target, copy_cfg, name) = (target.clone(), copy.clone(), i.clone());
+        let applied = crate::run::blocking::blocking("--forget on the copy", move || {
+            retention::apply_to_copy(&target, &copy_cfg, &name, &state)
+        })
+        .await
+        .and_then(|r| r);
+        match applied {
+            Ok(Some(r)) => out.push(r),
+            Ok(None) => {}
+            Err(e) => ui.note(&format!(
+                "warning: the backup and its copy to '{}' are complete, but --forget there failed for {i}: {}",
+                copy.name, e.message
+            )),
+        }
+    }
+    out
+}
+
+const COMPLETE_BUT: &str = "the backup is complete (its set is in the main repository), but ";
+
+/// One copy's result to `[notify]` (event "copy", exit 9 when it failed) and to the run history
+/// `[metrics]` shows. As for a backup, a target that cannot be told is a warning only.
+async fn tell(
+    config: &Config,
+    config_path: &Path,
+    instance: Option<&str>,
+    copy: &str,
+    started: chrono::DateTime<chrono::Utc>,
+    done: &Result<CopyReport, Failure>,
+) {
+    if config.notify.is_none() && config.metrics.is_none() {
+        return;
+    }
+    let exit = done.as_ref().err().map(|f| match super::exit::code(f) {
+        Exit::Interrupted => Exit::Interrupted,
+        _ => Exit::CopyFailed,
+    });
+    let instances: Vec<String> = match instance {
+        Some(i) => vec![i.to_string()],
+        None => config.instances.keys().cloned().collect(),
+    };
+    let report = done.as_ref().ok();
+    let event = notify::Event {
+        event: "copy",
+        copy: Some(copy.to_string()),
+        instance: instance.unwrap_or("every instance").to_string(),
+        status: notify::Status::of(exit),
+        exit_code: exit.map(|e| e as u8).unwrap_or(0),
+        recovery: false,
+        set_id: report.and_then(|r| r.sets.last()).map(|s| s.set_id.clone()),
+        snapshot_id: report
+            .and_then(|r| r.sets.last())
+            .map(|s| s.target_snapshot.clone()),
+        host: crate::run::backup::hostname(),
+        nodes: vec![],
+        drained_nodes: vec![],
+        started,
+        finished: chrono::Utc::now(),
+        window_seconds: None,
+        database_bytes: None,
+        folder_bytes: None,
+        new_bytes: report.map(|r| r.bytes_sent),
+        steps: vec![],
+        drill: None,
+        failure: done
+            .as_ref()
+            .err()
+            .map(|f| format!("{COMPLETE_BUT}{}", f.message)),
+        fix: exit.map(|e| notify::fix_for(e).replace("NAME", copy)),
+    };
+    let state_dir = config.state_dir(config_path);
+    let history = notify::History::new(&state_dir);
+    // The copy's previous result (any instance's, for --all) decides `on = "recovery"`.
+    let mut previous = None;
+    for i in &instances {
+        match history.record_copy(i, &event) {
+            Ok(before) => {
+                if let Some(r) = before.last_run
+                    && previous != Some(notify::Status::Failed)
+                {
+                    previous = Some(r.status);
+                }
+            }
+            Err(e) => tracing::warn!(
+                "the run history in {} could not be written: {e} (the copy's result is unchanged)",
+                state_dir.display()
+            ),
+        }
+    }
+    let mut event = event;
+    event.recovery = event.status == notify::Status::Success
+        && previous.is_some_and(|p| p != notify::Status::Success);
+    if let Some(n) = &config.notify {
+        notify::send(n, &event, previous).await;
+    }
+    if let Some(m) = &config.metrics {
+        for i in &instances {
+            crate::metrics::publish(m, &state_dir, i).await;
+        }
+    }
 }

@@ -17,8 +17,12 @@ pub struct Args {
 pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failure> {
     let config = super::context::load_config(config_path)?;
     let (name, configured) = config.instance(config_path, args.instance.as_deref())?;
-    let report = doctor::checks(&config, config_path, name, configured, async || {
+    let mut report = doctor::checks(&config, config_path, name, configured, async || {
         repository::open(&config).await
+    })
+    .await;
+    doctor::check_copies(&config, &mut report, async |copy| {
+        repository::open_copy(&config, copy).await
     })
     .await;
     let failed: Vec<&str> = report

@@ -57,6 +57,10 @@ pub struct Args {
     /// else writes to the repository).
     #[arg(long, requires = "prune")]
     pub instant: bool,
+    /// Forget in the `[[copy]]` of this name instead of the main repository, with the copy's
+    /// `[copy.retention]` (else the instance's policy). The main repository is not touched.
+    #[arg(long, value_name = "NAME")]
+    pub copy: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -66,6 +70,9 @@ pub struct PruneArgs {
     /// configured instance's lock first.
     #[arg(long)]
     pub instant: bool,
+    /// Prune the `[[copy]]` of this name instead of the main repository.
+    #[arg(long, value_name = "NAME")]
+    pub copy: Option<String>,
 }
 
 impl Args {
@@ -86,6 +93,9 @@ impl Args {
 
 #[derive(serde::Serialize)]
 struct Output {
+    /// `--copy NAME`: the copy forgotten in (the main repository otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copy: Option<String>,
     instances: Vec<ForgetReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     prune: Option<PruneSummary>,
@@ -119,16 +129,21 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
             "--set names the sets to drop; it cannot be combined with --keep-* rules",
         ));
     }
+    let copy = match &args.copy {
+        Some(c) => Some(repository::copy_entry(&config, c)?),
+        None => None,
+    };
     // Every policy is resolved before anything is touched.
     let policies: Vec<(String, Policy)> = names
         .iter()
-        .map(|n| match args.flag_policy() {
-            Some(p) => Ok((n.clone(), p)),
-            None if !args.sets.is_empty() => Ok((n.clone(), Policy::default())),
-            None => retention::policy_for(&config, n).map(|p| (n.clone(), p)),
+        .map(|n| match (args.flag_policy(), copy) {
+            (Some(p), _) => Ok((n.clone(), p)),
+            (None, _) if !args.sets.is_empty() => Ok((n.clone(), Policy::default())),
+            (None, Some(c)) => retention::policy_for_copy(&config, c, n).map(|p| (n.clone(), p)),
+            (None, None) => retention::policy_for(&config, n).map(|p| (n.clone(), p)),
         })
         .collect::<Result<_, _>>()?;
-    let repo = Arc::new(repository::open(&config).await?);
+    let repo = Arc::new(repository::open_chosen(&config, args.copy.as_deref()).await?);
     // Named sets are resolved (unique prefixes allowed) before anything is touched.
     let named: Vec<String> = if args.sets.is_empty() {
         Vec::new()
@@ -152,7 +167,9 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
             Err(e) => return Err(e.into()),
         };
         let repo = repo.clone();
-        let location = config.repository.location.clone();
+        let location = copy
+            .map_or(&config.repository.location, |c| &c.location)
+            .clone();
         let opts = ForgetOptions {
             dry_run: args.dry_run,
             run_active: lock.is_none(),
@@ -186,6 +203,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
         None
     };
     let out = Output {
+        copy: args.copy.clone(),
         instances: reports,
         prune,
         instant: args.instant,
@@ -261,7 +279,7 @@ fn lock_all(
 
 pub async fn prune(config_path: &Path, args: PruneArgs, json: bool) -> Result<(), Failure> {
     let config = super::context::load_config(config_path)?;
-    let repo = repository::open(&config).await?;
+    let repo = repository::open_chosen(&config, args.copy.as_deref()).await?;
     let locks = if args.instant {
         Some(lock_all(&config, config_path)?)
     } else {
@@ -271,7 +289,13 @@ pub async fn prune(config_path: &Path, args: PruneArgs, json: bool) -> Result<()
     let s =
         crate::run::blocking::blocking("prune", move || retention::prune(&repo, instant)).await??;
     drop(locks);
-    emit(json, &s, || prune_human(&s, instant));
+    emit(json, &s, || {
+        let mut out = prune_human(&s, instant);
+        if let Some(c) = &args.copy {
+            out.insert_str(0, &format!("in the copy '{c}': "));
+        }
+        out
+    });
     Ok(())
 }
 
@@ -290,7 +314,8 @@ fn prune_human(s: &PruneSummary, instant: bool) -> String {
     );
     if let Some(days) = s.locked_days {
         out.push_str(&format!(
-            "  packs stored in the last {} days were left as they are: the bucket's Object Lock keeps them {days} days\n",
+            "  {} unused pack(s) stored in the last {} days were left as they are: the bucket's Object Lock keeps them {days} days\n",
+            s.packs_kept_locked,
             days + 1
         ));
     }
@@ -303,6 +328,9 @@ fn short(id: &str) -> &str {
 
 fn human(out: &Output) -> String {
     let mut s = String::new();
+    if let Some(c) = &out.copy {
+        s.push_str(&format!("in the copy '{c}':\n"));
+    }
     for r in &out.instances {
         s.push_str(&format!("instance {}: policy {}\n", r.instance, r.policy));
         for n in &r.notes {

@@ -33,6 +33,11 @@ pub struct CopyConfig {
     /// Copy the instance's new set here after each successful backup. Default true.
     #[serde(default = "super::yes")]
     pub after_backup: bool,
+    /// `[copy.retention]`: the copy's own policy (`forget --copy NAME`, and `backup --forget`
+    /// after the copy). Without one, `forget --copy NAME` applies the instance's policy and
+    /// `backup --forget` leaves the copy's sets alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention: Option<super::retention::Policy>,
 }
 
 impl CopyConfig {
@@ -170,6 +175,8 @@ mod tests {
         assert_eq!(c.copies[0].name, "offsite");
         assert!(c.copies[0].after_backup);
         assert!(c.copies[0].options.contains_key("secret_access_key_file"));
+        let kept = c.copies[0].retention.as_ref().expect("[copy.retention]");
+        assert!(kept.keep_monthly.is_some(), "{kept:?}");
         validate(&c.copies, &c.repository).unwrap();
     }
 }

@@ -59,6 +59,9 @@ keep_monthly = 12
 # A second copy, elsewhere (another backend, its own password): `octobackup init --copy offsite`
 # once, then every backup copies its new set there (or `octobackup copy --to offsite`). Only
 # complete sets are copied, each once; `check --copy offsite` and `drill --copy offsite` test it.
+# Retention on the copy: `forget --copy offsite` (then `prune --copy offsite`) applies the copy's
+# own [copy.retention], else the instance's policy; `backup --forget` also forgets on the copies
+# that have their own [copy.retention] (a copy without one keeps every set until you forget there).
 # [[copy]]
 # name = "offsite"
 # location = "s3://s3.eu-west-1.amazonaws.com/octopus-offsite/prod"
@@ -67,6 +70,10 @@ keep_monthly = 12
 # retry_budget = "2m"
 # [copy.options]
 # secret_access_key_file = "/etc/octobackup/offsite-s3-secret"
+# [copy.retention]
+# keep_daily = 7
+# keep_weekly = 8
+# keep_monthly = 24
 
 # One section per Octopus Server instance: octobackup backup --instance OctopusServer
 [instance.OctopusServer]

@@ -125,6 +125,30 @@ pub fn render(histories: &[InstanceHistory], label_instance: bool) -> String {
             help: "When the last restore drill ended (Unix time).",
             samples: vec![],
         },
+        Family {
+            name: "octobackup_copy_last_run_success",
+            kind: "gauge",
+            help: "1 if the last copy to this [[copy]] after a backup succeeded, 0 if it failed (the backup's set is complete in the main repository either way).",
+            samples: vec![],
+        },
+        Family {
+            name: "octobackup_copy_last_run_timestamp_seconds",
+            kind: "gauge",
+            help: "When the last copy to this [[copy]] after a backup ended (Unix time), whatever its result.",
+            samples: vec![],
+        },
+        Family {
+            name: "octobackup_copy_last_success_timestamp_seconds",
+            kind: "gauge",
+            help: "When the last successful copy to this [[copy]] ended (Unix time).",
+            samples: vec![],
+        },
+        Family {
+            name: "octobackup_copy_runs_total",
+            kind: "counter",
+            help: "Copies to this [[copy]] after backups recorded in this state folder, by result.",
+            samples: vec![],
+        },
     ];
     for h in histories {
         let base: Vec<(&str, String)> = if label_instance {
@@ -213,6 +237,33 @@ pub fn render(histories: &[InstanceHistory], label_instance: bool) -> String {
                 base.clone(),
                 ts(d.finished),
             );
+        }
+        for (copy, c) in &h.copies {
+            let named = with(("copy", copy.clone()));
+            if let Some(r) = &c.last_run {
+                put(
+                    "octobackup_copy_last_run_success",
+                    named.clone(),
+                    f64::from(u8::from(r.status == Status::Success)),
+                );
+                put(
+                    "octobackup_copy_last_run_timestamp_seconds",
+                    named.clone(),
+                    ts(r.finished),
+                );
+            }
+            if let Some(t) = c.last_success {
+                put(
+                    "octobackup_copy_last_success_timestamp_seconds",
+                    named.clone(),
+                    ts(t),
+                );
+            }
+            for (result, n) in [("success", c.runs_succeeded), ("failure", c.runs_failed)] {
+                let mut l = named.clone();
+                l.push(("result", result.into()));
+                put("octobackup_copy_runs_total", l, n as f64);
+            }
         }
     }
     let mut out = String::new();
@@ -394,7 +445,7 @@ mod tests {
                 exit_code: 4,
                 ..ok.clone()
             }),
-            last_success: Some(ok),
+            last_success: Some(ok.clone()),
             runs_succeeded: 3,
             runs_failed: 1,
             last_drill: Some(DrillResult {
@@ -403,6 +454,20 @@ mod tests {
                 finished: t,
             }),
             repository_bytes: Some(123456),
+            copies: [(
+                "offsite".to_string(),
+                crate::notify::history::CopyRecord {
+                    last_run: Some(RunRecord {
+                        status: Status::Failed,
+                        exit_code: 9,
+                        ..ok.clone()
+                    }),
+                    last_success: Some(t),
+                    runs_succeeded: 2,
+                    runs_failed: 1,
+                },
+            )]
+            .into(),
         }
     }
 
@@ -422,6 +487,12 @@ mod tests {
         assert!(text.contains("octobackup_last_success_timestamp_seconds{octopus_instance=\"OctopusServer\"} 1767323045.5\n"));
         assert!(text.contains("folder=\"Task \\\"Logs\\\"\""), "{text}");
         assert!(text.contains("octobackup_step_seconds{octopus_instance=\"OctopusServer\",step=\"database backup\"} 1.5\n"));
+        // A copy's result beside the backup's, by copy name.
+        assert!(text.contains(
+            "octobackup_copy_last_run_success{octopus_instance=\"OctopusServer\",copy=\"offsite\"} 0\n"
+        ));
+        assert!(text.contains("octobackup_copy_runs_total{octopus_instance=\"OctopusServer\",copy=\"offsite\",result=\"success\"} 2\n"));
+        assert!(text.contains("octobackup_copy_last_success_timestamp_seconds{octopus_instance=\"OctopusServer\",copy=\"offsite\"} 1767323045.5\n"));
         // Each family's HELP and TYPE once.
         assert_eq!(text.matches("# TYPE octobackup_step_seconds ").count(), 1);
         let pushed = render(&[history()], false);

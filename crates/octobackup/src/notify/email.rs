@@ -100,6 +100,7 @@ mod tests {
         };
         let event = Event {
             event: "backup",
+            copy: None,
             instance: "OctopusServer".into(),
             status: super::super::Status::Success,
             exit_code: 0,

@@ -5,6 +5,7 @@
 use super::{Event, Status, StepSeconds};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
@@ -24,6 +25,22 @@ pub struct InstanceHistory {
     /// The repository's size after the last run, where it could be measured (a local folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repository_bytes: Option<u64>,
+    /// The `[[copy]]` made after each backup, by copy name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub copies: BTreeMap<String, CopyRecord>,
+}
+
+/// How the copies to one `[[copy]]` after backups went.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+pub struct CopyRecord {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<RunRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub runs_succeeded: u64,
+    #[serde(default)]
+    pub runs_failed: u64,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -144,6 +161,34 @@ impl History {
         Ok(before)
     }
 
+    /// Adds the copy `event` tells of (`event.copy` names it) to `instance`'s history; returns
+    /// the copy's record as it was before.
+    pub fn record_copy(&self, instance: &str, event: &Event) -> std::io::Result<CopyRecord> {
+        let mut h = self.load(instance);
+        let name = event.copy.clone().unwrap_or_default();
+        let record = h.copies.entry(name).or_default();
+        let before = record.clone();
+        if event.status == Status::Success {
+            record.runs_succeeded += 1;
+            record.last_success = Some(event.finished);
+        } else {
+            record.runs_failed += 1;
+        }
+        record.last_run = Some(RunRecord {
+            finished: event.finished,
+            status: event.status,
+            exit_code: event.exit_code,
+            set_id: event.set_id.clone(),
+            window_seconds: None,
+            database_bytes: None,
+            folders: vec![],
+            new_bytes: event.new_bytes,
+            steps: vec![],
+        });
+        self.save(&h)?;
+        Ok(before)
+    }
+
     pub fn record_drill(&self, instance: &str, drill: DrillResult) -> std::io::Result<()> {
         let mut h = self.load(instance);
         h.last_drill = Some(drill);
@@ -177,6 +222,7 @@ mod tests {
         let h = History::new(dir.path());
         let mut e = Event {
             event: "backup",
+            copy: None,
             instance: "a/b".into(),
             status: Status::Success,
             exit_code: 0,
@@ -209,5 +255,23 @@ mod tests {
         assert_eq!((now.runs_succeeded, now.runs_failed), (1, 1));
         assert_eq!(now.repository_bytes, Some(100));
         assert_eq!(h.all().len(), 1);
+
+        // A copy's result is kept beside the backup's, by copy name, and keeps its last success.
+        e.copy = Some("offsite".into());
+        e.status = Status::Success;
+        e.exit_code = 0;
+        h.record_copy("a/b", &e).unwrap();
+        e.status = Status::Failed;
+        e.exit_code = 9;
+        let before = h.record_copy("a/b", &e).unwrap();
+        assert_eq!(before.last_run.unwrap().status, Status::Success);
+        let now = h.load("a/b");
+        let c = &now.copies["offsite"];
+        assert_eq!(c.last_run.as_ref().unwrap().exit_code, 9);
+        assert!(c.last_success.is_some());
+        assert_eq!((c.runs_succeeded, c.runs_failed), (1, 1));
+        // The backup's own record is untouched by its copy.
+        assert_eq!(now.last_run.unwrap().status, Status::Failed);
+        assert_eq!((now.runs_succeeded, now.runs_failed), (1, 1));
     }
 }

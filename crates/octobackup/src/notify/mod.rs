@@ -77,7 +77,10 @@ pub struct StepSeconds {
 /// is the one printed on stderr, which names sources of secrets, never their values.
 #[derive(Clone, Debug, Serialize)]
 pub struct Event {
+    /// "backup", or "copy" for a `[[copy]]` made after a backup (`copy` names it).
     pub event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy: Option<String>,
     pub instance: String,
     pub status: Status,
     pub exit_code: u8,
@@ -153,11 +156,11 @@ pub fn fix_for(exit: Exit) -> &'static str {
 impl Event {
     /// One line: "octobackup: backup of OctopusServer FAILED (exit 4)".
     pub fn title(&self) -> String {
-        let mut t = format!(
-            "octobackup: backup of {} {}",
-            self.instance,
-            self.status.word()
-        );
+        let what = match &self.copy {
+            Some(c) => format!("copy of {} to '{c}'", self.instance),
+            None => format!("backup of {}", self.instance),
+        };
+        let mut t = format!("octobackup: {what} {}", self.status.word());
         if self.exit_code != 0 {
             t.push_str(&format!(" (exit {})", self.exit_code));
         }
@@ -169,11 +172,14 @@ impl Event {
 
     /// The facts every format shows, in order: (label, value).
     pub fn facts(&self) -> Vec<(&'static str, String)> {
-        let mut f = vec![
-            ("Instance", self.instance.clone()),
+        let mut f = vec![("Instance", self.instance.clone())];
+        if let Some(c) = &self.copy {
+            f.push(("Copy", c.clone()));
+        }
+        f.extend([
             ("Status", format!("{:?}", self.status).to_lowercase()),
             ("Exit code", self.exit_code.to_string()),
-        ];
+        ]);
         if let Some(s) = &self.set_id {
             f.push(("Set", s.clone()));
         }
@@ -317,6 +323,7 @@ mod tests {
     fn event(status: Status) -> Event {
         Event {
             event: "backup",
+            copy: None,
             instance: "OctopusServer".into(),
             status,
             exit_code: if status == Status::Success { 0 } else { 4 },
@@ -373,6 +380,28 @@ mod tests {
         assert!(
             e.contains("notify.email #1: 'not an address' is not an e-mail address"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_copys_title_names_the_copy() {
+        let mut e = event(Status::Failed);
+        e.event = "copy";
+        e.copy = Some("offsite".into());
+        e.exit_code = 9;
+        assert_eq!(
+            e.title(),
+            "octobackup: copy of OctopusServer to 'offsite' FAILED (exit 9)"
+        );
+        assert!(e.facts().contains(&("Copy", "offsite".to_string())));
+        let body = serde_json::to_value(&e).unwrap();
+        assert_eq!(body["copy"], "offsite");
+        // A backup's event has no copy field.
+        assert!(
+            serde_json::to_value(event(Status::Failed))
+                .unwrap()
+                .get("copy")
+                .is_none()
         );
     }
 

@@ -165,6 +165,7 @@ mod tests {
     fn event() -> Event {
         Event {
             event: "backup",
+            copy: None,
             instance: "OctopusServer".into(),
             status: Status::Failed,
             exit_code: 4,

@@ -48,6 +48,9 @@ pub struct CopyReport {
     /// Snapshots of runs that did not finish (or parts), left out.
     pub incomplete_left_out: usize,
     pub seconds: f64,
+    /// `backup --forget` on a copy with its own `[copy.retention]`: what it did there, by instance.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub forget: Vec<super::retention::ForgetReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -107,6 +110,7 @@ pub async fn run(job: CopyJob) -> Result<CopyReport, Failure> {
         bytes_sent: 0,
         incomplete_left_out,
         seconds: 0.0,
+        forget: Vec::new(),
     };
     for (n, snap) in sets.iter().enumerate() {
         let set_id = tag_value(&snap.tags, "set").unwrap_or("?").to_string();
@@ -294,6 +298,16 @@ pub fn human(r: &CopyReport) -> String {
         ));
     }
     s.push('\n');
+    for f in &r.forget {
+        s.push_str(&format!(
+            "forget in '{}' ({}, {}): kept {} set(s), dropped {}\n",
+            r.to,
+            f.instance,
+            f.policy,
+            f.kept.len(),
+            f.dropped.len()
+        ));
+    }
     s
 }
 

@@ -323,6 +323,69 @@ async fn check_instance(
     check_space(config, repo, &staging_local, c).await;
 }
 
+/// Every `[[copy]]`, one line each (named "copy", the detail starting with the copy's name): the
+/// same checks as the main repository's (it opens with the copy's own password, it is writable,
+/// its bucket's Object Lock and delete rights), with the fix. `open_copy` opens a copy by name
+/// (the CLI knows where its password comes from). Adds to `report` and keeps its `ok` true only
+/// while no check failed.
+pub async fn check_copies(
+    config: &Config,
+    report: &mut Report,
+    open_copy: impl AsyncFn(&str) -> Result<Repo, Failure>,
+) {
+    for copy in &config.copies {
+        let mut c = Checks::default();
+        let name = &copy.name;
+        match open_copy(name).await {
+            Ok(r) => {
+                let loc = r.location().to_string();
+                match octobackup_repo::local_folder(&copy.location)
+                    .as_deref()
+                    .map(write_probe)
+                {
+                    Some(Err(e)) => c.fail(
+                        "copy",
+                        format!("'{name}': opened {loc}, but cannot write there: {e}"),
+                        "give the user octobackup runs as write access to the copy's folder",
+                    ),
+                    _ => {
+                        let mut rules = Checks::default();
+                        check_delete_rules(r.storage().clone(), &mut rules).await;
+                        let mut detail = format!("'{name}': opened {loc} with its own password; writable");
+                        let mut fixes = Vec::new();
+                        let mut status = Status::Pass;
+                        for k in rules.0 {
+                            detail.push_str(&format!("; {}: {}", k.name, k.detail));
+                            fixes.extend(k.fix);
+                            status = match (status, k.status) {
+                                (_, Status::Fail) | (Status::Fail, _) => Status::Fail,
+                                (_, Status::Warn) | (Status::Warn, _) => Status::Warn,
+                                _ => Status::Pass,
+                            };
+                        }
+                        c.0.push(Check {
+                            name: "copy",
+                            status,
+                            detail,
+                            fix: (!fixes.is_empty()).then(|| fixes.join("; ")),
+                        });
+                    }
+                }
+            }
+            // The message names the copy and its fix (`init --copy NAME`, its own password).
+            Err(f) => c.fail(
+                "copy",
+                format!("'{name}': {}", f.message),
+                format!(
+                    "check [[copy]] '{name}' location, options and password_file/password_env; a copy not made yet: `octobackup init --copy {name}`"
+                ),
+            ),
+        }
+        report.checks.extend(c.0);
+    }
+    report.ok = report.checks.iter().all(|k| k.status != Status::Fail);
+}
+
 /// An S3 repository's rules on deleting: the bucket's Object Lock and whether the credentials
 /// may delete (an append-only policy). Said only where there is something to say.
 async fn check_delete_rules(storage: octobackup_repo::Storage, c: &mut Checks) {

@@ -77,6 +77,25 @@ pub fn policy_for(config: &Config, instance: &str) -> Result<Policy, Failure> {
         })
 }
 
+/// The policy for `instance`'s sets in the `[[copy]]` `copy`: the copy's own `[copy.retention]`,
+/// else the instance's (`policy_for`).
+pub fn policy_for_copy(
+    config: &Config,
+    copy: &crate::config::copy::CopyConfig,
+    instance: &str,
+) -> Result<Policy, Failure> {
+    match copy.retention.clone().filter(|p| !p.is_empty()) {
+        Some(p) => Ok(p),
+        None => policy_for(config, instance).map_err(|f| Failure {
+            message: format!(
+                "{} (the copy '{}' has no [copy.retention] of its own either)",
+                f.message, copy.name
+            ),
+            ..f
+        }),
+    }
+}
+
 /// One set as found in the repository.
 struct FoundSet {
     complete: Vec<SnapshotInfo>,
@@ -382,6 +401,30 @@ pub fn apply_after_backup(
         ..ForgetOptions::new(policy)
     };
     forget(repo, &config.repository.location, instance, &opts)
+}
+
+/// `backup --forget` on a `[[copy]]` with its own `[copy.retention]`, after the copy: the same
+/// as `apply_after_backup`, in the copy's repository with the copy's policy. `None` for a copy
+/// without one (its sets stay until `forget --copy NAME`).
+pub fn apply_to_copy(
+    repo: &Repo,
+    copy: &crate::config::copy::CopyConfig,
+    instance: &str,
+    state: &StateDir,
+) -> Result<Option<ForgetReport>, Failure> {
+    let Some(policy) = copy.retention.clone().filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    let lock = match state.lock(instance) {
+        Ok(l) => Some(l),
+        Err(JournalError::Busy { .. }) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let opts = ForgetOptions {
+        run_active: lock.is_none(),
+        ..ForgetOptions::new(policy)
+    };
+    forget(repo, &copy.location, instance, &opts).map(Some)
 }
 
 /// Frees the space of forgotten data. Two-phase unless `instant` (see `Repo::prune`). In a

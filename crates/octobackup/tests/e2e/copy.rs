@@ -459,6 +459,312 @@ async fn backup_copies_its_set_after_it_is_complete_and_a_failed_copy_is_exit_9(
     assert_eq!(sets_in_copy(&t, &target, "offsite").await.len(), 3);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_copy_after_a_backup_is_told_to_notify_and_metrics_and_its_recovery_too() {
+    use crate::notify::{Receiver, parse_metrics, sample};
+    let t = TestLab::start().await;
+    t.init().await;
+    let dir = t.dir.path().join("offsite");
+    let target = Target::local(&dir);
+    set_copy(&t, "offsite", &target, true, &[]);
+    obk_ok(&t, &target, &["init", "--copy", "offsite"]).await;
+    let hooks = Receiver::start();
+    let textfile = t.dir.path().join("octobackup.prom");
+    let (failures, recoveries, tf) = (
+        hooks.url("/failure"),
+        hooks.url("/recovery"),
+        textfile.display().to_string(),
+    );
+    t.edit_config(move |c| {
+        let notify: toml::Table = toml::from_str(&format!(
+            "on = \"failure\"\n[[webhook]]\nurl = \"{failures}\"\n[[webhook]]\nurl = \"{recoveries}\"\non = \"recovery\"\n"
+        ))
+        .unwrap();
+        c.insert("notify".into(), notify.into());
+        let metrics: toml::Table = toml::from_str(&format!("textfile = '{tf}'")).unwrap();
+        c.insert("metrics".into(), metrics.into());
+    });
+    let copy = [("octopus_instance", "OctopusServer"), ("copy", "offsite")];
+    let instance = [("octopus_instance", "OctopusServer")];
+
+    // 1. Backup and copy pass: on = "failure" tells no one; the metrics say the copy passed.
+    obk_ok(&t, &target, &["backup"]).await;
+    assert!(hooks.to("/").is_empty(), "{:?}", hooks.to("/"));
+    let m = parse_metrics(textfile.to_str().unwrap());
+    assert_eq!(
+        sample(&m, "octobackup_copy_last_run_success", &copy),
+        Some(1.0)
+    );
+    let copied_at = sample(&m, "octobackup_copy_last_success_timestamp_seconds", &copy).unwrap();
+
+    // 2. The copy's password is wrong: exit 9, told to both targets as a failed copy that names
+    // the copy, the cause and that the set is complete; the metrics say the copy failed and the
+    // backup passed.
+    std::fs::write(copy_password_file(&t), "not the copy's password\n").unwrap();
+    let out = obk(&t, &target, &["--json", "backup"]).await;
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    let set_id = json(&out)["set_id"].as_str().unwrap().to_string();
+    assert!(
+        t.sets()
+            .await
+            .iter()
+            .any(|s| s["set_id"] == set_id.as_str() && s["complete"] == true)
+    );
+    for path in ["/failure", "/recovery"] {
+        let told = hooks.to(path);
+        assert_eq!(told.len(), 1, "{path}: {told:#?}");
+        let e = &told[0];
+        assert_eq!(e["event"], "copy", "{e:#}");
+        assert_eq!(e["copy"], "offsite");
+        assert_eq!(e["instance"], "OctopusServer");
+        assert_eq!(e["status"], "failed");
+        assert_eq!(e["exit_code"], 9);
+        let failure = e["failure"].as_str().unwrap();
+        assert!(
+            failure.contains("the backup is complete (its set is in the main repository)"),
+            "{failure}"
+        );
+        assert!(
+            failure.contains("wrong password for the copy 'offsite'"),
+            "{failure}"
+        );
+        assert!(
+            e["fix"]
+                .as_str()
+                .unwrap()
+                .contains("octobackup copy --to offsite"),
+            "{e:#}"
+        );
+        assert!(!e.to_string().contains(COPY_PASSWORD));
+    }
+    let m = parse_metrics(textfile.to_str().unwrap());
+    assert_eq!(
+        sample(&m, "octobackup_copy_last_run_success", &copy),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&m, "octobackup_copy_last_success_timestamp_seconds", &copy),
+        Some(copied_at),
+        "a failed copy keeps the last success's time"
+    );
+    let failed = [
+        ("octopus_instance", "OctopusServer"),
+        ("copy", "offsite"),
+        ("result", "failure"),
+    ];
+    assert_eq!(sample(&m, "octobackup_copy_runs_total", &failed), Some(1.0));
+    assert_eq!(
+        sample(&m, "octobackup_last_run_success", &instance),
+        Some(1.0)
+    );
+
+    // 3. Fixed: the next backup's copy passes and catches up; only on = "recovery" hears of it.
+    std::fs::write(copy_password_file(&t), format!("{COPY_PASSWORD}\n")).unwrap();
+    obk_ok(&t, &target, &["backup"]).await;
+    assert_eq!(hooks.to("/failure").len(), 1);
+    let told = hooks.to("/recovery");
+    assert_eq!(told.len(), 2, "{told:#?}");
+    assert_eq!(told[1]["event"], "copy");
+    assert_eq!(told[1]["status"], "success");
+    assert_eq!(told[1]["recovery"], true);
+    assert_eq!(sets_in_copy(&t, &target, "offsite").await.len(), 3);
+    let m = parse_metrics(textfile.to_str().unwrap());
+    assert_eq!(
+        sample(&m, "octobackup_copy_last_run_success", &copy),
+        Some(1.0)
+    );
+}
+
+/// doctor's lines for the copies: (status, detail, fix) in config order.
+fn copy_checks(out: &Output) -> Vec<(String, String, String)> {
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}", stderr(out)));
+    r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["name"] == "copy")
+        .map(|k| {
+            (
+                k["status"].as_str().unwrap().to_string(),
+                k["detail"].as_str().unwrap().to_string(),
+                k["fix"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_checks_every_copy_and_names_a_missing_one_and_a_wrong_password_with_the_fix() {
+    let t = TestLab::start().await;
+    t.init().await;
+    let target = Target::local(&t.dir.path().join("offsite"));
+    set_copy(&t, "offsite", &target, true, &[]);
+    obk_ok(&t, &target, &["init", "--copy", "offsite"]).await;
+
+    // A healthy copy: a line of its own that passes, and doctor passes.
+    let out = obk(&t, &target, &["--json", "doctor"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let lines = copy_checks(&out);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].0, "pass", "{lines:?}");
+    assert!(lines[0].1.starts_with("'offsite': opened "), "{lines:?}");
+    assert!(lines[0].1.contains("writable"), "{lines:?}");
+
+    // A second copy never made: its line fails with `init --copy`, the first still passes.
+    let missing = Target::local(&t.dir.path().join("never-made"));
+    set_copy(&t, "second", &missing, false, &[]);
+    let out = obk(&t, &target, &["--json", "doctor"]).await;
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let lines = copy_checks(&out);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0].0, "pass", "{lines:?}");
+    assert_eq!(lines[1].0, "fail", "{lines:?}");
+    assert!(
+        lines[1].1.starts_with("'second': no repository found"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].1.contains("octobackup init --copy second"),
+        "{lines:?}"
+    );
+    assert!(lines[1].2.contains("init --copy second"), "{lines:?}");
+    assert!(
+        !t.dir.path().join("never-made").exists(),
+        "doctor made the copy"
+    );
+    let human = obk(&t, &target, &["doctor"]).await;
+    assert!(stdout(&human).contains("FAIL copy"), "{}", stdout(&human));
+    assert!(
+        stderr(&human).contains("failed: copy"),
+        "{}",
+        stderr(&human)
+    );
+
+    // The first copy's password is wrong: its line fails and says so, without the password.
+    std::fs::write(copy_password_file(&t), "not the copy's password\n").unwrap();
+    let out = obk(&t, &target, &["--json", "doctor"]).await;
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let lines = copy_checks(&out);
+    assert_eq!(lines[0].0, "fail", "{lines:?}");
+    assert!(
+        lines[0].1.contains("wrong password for the copy 'offsite'"),
+        "{lines:?}"
+    );
+    assert!(lines[0].2.contains("password_file"), "{lines:?}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains(COPY_PASSWORD));
+    assert!(!stderr(&out).contains(COPY_PASSWORD));
+}
+
+/// Gives the `[[copy]]` named `name` its own `[copy.retention]` keep_last.
+fn copy_keep_last(t: &TestLab, name: &str, n: i64) {
+    t.edit_config(|c| {
+        let copies = c["copy"].as_array_mut().unwrap();
+        let copy = copies
+            .iter_mut()
+            .find(|v| v["name"].as_str() == Some(name))
+            .unwrap();
+        let mut retention = toml::Table::new();
+        retention.insert("keep_last".into(), n.into());
+        copy.as_table_mut()
+            .unwrap()
+            .insert("retention".into(), retention.into());
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_and_prune_on_a_copy_keep_its_own_policy_and_leave_the_main_repository_alone() {
+    let t = TestLab::start().await;
+    t.init().await;
+    t.edit_config(|c| {
+        let mut retention = toml::Table::new();
+        retention.insert("keep_last".into(), 2.into());
+        c.insert("retention".into(), retention.into());
+    });
+    // "offsite" has its own policy (keep 1); "plain" has none (the instance's: keep 2).
+    let offsite = Target::local(&t.dir.path().join("offsite"));
+    let plain = Target::local(&t.dir.path().join("plain"));
+    set_copy(&t, "offsite", &offsite, true, &[]);
+    set_copy(&t, "plain", &plain, true, &[]);
+    copy_keep_last(&t, "offsite", 1);
+    obk_ok(&t, &offsite, &["init", "--copy", "offsite"]).await;
+    obk_ok(&t, &plain, &["init", "--copy", "plain"]).await;
+    let mut sets = Vec::new();
+    for _ in 0..3 {
+        let out = obk_ok(&t, &offsite, &["--json", "backup"]).await;
+        sets.push(json(&out)["set_id"].as_str().unwrap().to_string());
+    }
+    let all: BTreeSet<String> = sets.iter().cloned().collect();
+    assert_eq!(sets_in_copy(&t, &offsite, "offsite").await, all);
+    assert_eq!(sets_in_copy(&t, &plain, "plain").await, all);
+
+    // forget --copy: the copy's own policy there; the main repository is not touched.
+    let main_before = files_under(&t.repo_dir());
+    let out = obk_ok(&t, &offsite, &["--json", "forget", "--copy", "offsite"]).await;
+    let r = json(&out);
+    assert_eq!(r["copy"], "offsite", "{r:#}");
+    assert_eq!(r["instances"][0]["policy"], "keep-last 1", "{r:#}");
+    assert_eq!(
+        r["instances"][0]["dropped"].as_array().unwrap().len(),
+        2,
+        "{r:#}"
+    );
+    assert_eq!(
+        sets_in_copy(&t, &offsite, "offsite").await,
+        BTreeSet::from([sets[2].clone()])
+    );
+    let out = obk_ok(&t, &offsite, &["prune", "--copy", "offsite", "--instant"]).await;
+    assert!(
+        stdout(&out).contains("in the copy 'offsite'"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        files_under(&t.repo_dir()),
+        main_before,
+        "the main repository changed"
+    );
+    assert_eq!(t.sets().await.len(), 3);
+    assert_eq!(
+        sets_in_copy(&t, &plain, "plain").await,
+        all,
+        "another copy changed"
+    );
+    obk_ok(&t, &offsite, &["check", "--copy", "offsite"]).await;
+
+    // A copy without its own policy: forget --copy applies the instance's (keep 2).
+    let out = obk_ok(&t, &plain, &["--json", "forget", "--copy", "plain"]).await;
+    assert_eq!(json(&out)["instances"][0]["policy"], "keep-last 2");
+    assert_eq!(
+        sets_in_copy(&t, &plain, "plain").await,
+        BTreeSet::from([sets[1].clone(), sets[2].clone()])
+    );
+    assert_eq!(
+        files_under(&t.repo_dir()),
+        main_before,
+        "the main repository changed"
+    );
+
+    // backup --forget: the main repository its policy (keep 2), the copy with its own policy
+    // that one (keep 1); the copy without one keeps every set it has.
+    let out = obk_ok(&t, &offsite, &["--json", "backup", "--forget"]).await;
+    let r = json(&out);
+    let new = r["set_id"].as_str().unwrap().to_string();
+    assert_eq!(t.sets().await.len(), 2, "{r:#}");
+    let copies = r["copies"].as_array().unwrap();
+    assert_eq!(copies[0]["to"], "offsite");
+    assert_eq!(copies[0]["forget"][0]["policy"], "keep-last 1", "{r:#}");
+    assert!(copies[1].get("forget").is_none(), "{r:#}");
+    assert_eq!(
+        sets_in_copy(&t, &offsite, "offsite").await,
+        BTreeSet::from([new.clone()])
+    );
+    assert_eq!(
+        sets_in_copy(&t, &plain, "plain").await,
+        BTreeSet::from([sets[1].clone(), sets[2].clone(), new])
+    );
+}
+
 /// A forwarder in front of a storage server that, once `limit` bytes went from the client to
 /// the server, either cuts every connection and refuses new ones (the server stops in the middle
 /// of a copy) or holds them, forwarding nothing more (the copy hangs there, to be stopped by a
@@ -854,4 +1160,113 @@ async fn copy_to_azure_blob_on_azurite_is_checked_listed_and_escrowed() {
     )
     .await;
     assert!(stdout(&out).contains(&t.lab.state().unwrap().master_key));
+}
+
+/// An off-site copy in a Ceph RGW bucket with Object Lock (governance mode, 3 days): the copy
+/// works and doctor reports the lock on its line; `forget --copy` leaves the sets under the lock
+/// alone and says until when, `--set` of one is refused, `prune --copy` removes nothing, and
+/// `backup --forget` does the same there; the main repository is not touched by any of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_locked_copy_on_ceph_is_copied_to_and_forget_there_respects_the_lock() {
+    let ceph = tokio::task::spawn_blocking(servers::ceph).await.unwrap();
+    let bucket = "locked-copy";
+    {
+        let ceph = ceph.clone();
+        tokio::task::spawn_blocking(move || {
+            ceph.owner(bucket)
+                .create_bucket(Some(&octobackup_repo::ObjectLock {
+                    mode: "GOVERNANCE".into(),
+                    days: Some(3),
+                }))
+        })
+        .await
+        .unwrap()
+        .unwrap();
+    }
+    let target = Target {
+        location: format!("s3:{}/{bucket}/offsite", ceph.endpoint()),
+        options: Vec::new(),
+        env: vec![
+            ("AWS_ACCESS_KEY_ID".into(), ceph.access_key.clone()),
+            ("AWS_SECRET_ACCESS_KEY".into(), ceph.secret_key.clone()),
+        ],
+    };
+    let mut t = TestLab::start().await;
+    t.init().await;
+    set_copy(&t, "locked", &target, true, &[]);
+    copy_keep_last(&t, "locked", 1);
+    let out = obk_ok(&t, &target, &["init", "--copy", "locked"]).await;
+    assert!(
+        stdout(&out).contains("GOVERNANCE mode, 3 day(s) default retention"),
+        "{}",
+        stdout(&out)
+    );
+    let first = json(&obk_ok(&t, &target, &["--json", "backup"]).await)["set_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    t.lab.churn(1).await.unwrap();
+    obk_ok(&t, &target, &["backup"]).await;
+    assert_eq!(sets_in_copy(&t, &target, "locked").await.len(), 2);
+
+    let out = obk_ok(&t, &target, &["--json", "doctor"]).await;
+    let lines = copy_checks(&out);
+    assert_eq!(lines[0].0, "pass", "{lines:?}");
+    assert!(
+        lines[0]
+            .1
+            .contains("GOVERNANCE mode, 3 day(s) default retention"),
+        "{lines:?}"
+    );
+
+    // By the copy's policy (keep 1): the older set stays, with the date it may go.
+    let main_before = files_under(&t.repo_dir());
+    let out = obk_ok(&t, &target, &["--json", "forget", "--copy", "locked"]).await;
+    let r = json(&out);
+    let inst = &r["instances"][0];
+    assert_eq!(inst["dropped"].as_array().unwrap().len(), 0, "{r:#}");
+    assert_eq!(inst["left_alone"][0]["set_id"], first.as_str(), "{r:#}");
+    assert!(
+        inst["left_alone"][0]["reasons"]
+            .to_string()
+            .contains("Object Lock (GOVERNANCE mode) until"),
+        "{r:#}"
+    );
+    // Named: refused whole, nothing removed.
+    let out = obk(
+        &t,
+        &target,
+        &["forget", "--copy", "locked", "--set", &first],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    assert!(
+        one_line(&out).contains(&format!("cannot forget set {first}")),
+        "{}",
+        stderr(&out)
+    );
+    let out = obk_ok(&t, &target, &["--json", "prune", "--copy", "locked"]).await;
+    let p = json(&out);
+    assert_eq!(p["packs_removed"], 0, "{p:#}");
+    assert_eq!(p["locked_days"], 3, "{p:#}");
+    assert_eq!(sets_in_copy(&t, &target, "locked").await.len(), 2);
+
+    // backup --forget: the same in the copy; the main repository's policy keeps all its sets.
+    t.edit_config(|c| {
+        let mut retention = toml::Table::new();
+        retention.insert("keep_last".into(), 10.into());
+        c.insert("retention".into(), retention.into());
+    });
+    let out = obk_ok(&t, &target, &["--json", "backup", "--forget"]).await;
+    let r = json(&out);
+    let forgot = &r["copies"][0]["forget"][0];
+    assert_eq!(forgot["dropped"].as_array().unwrap().len(), 0, "{r:#}");
+    assert_eq!(forgot["left_alone"].as_array().unwrap().len(), 2, "{r:#}");
+    assert_eq!(sets_in_copy(&t, &target, "locked").await.len(), 3);
+    obk_ok(&t, &target, &["check", "--copy", "locked"]).await;
+    assert!(
+        files_under(&t.repo_dir()).is_superset(&main_before),
+        "the copy's forget removed something from the main repository"
+    );
+    assert_eq!(t.sets().await.len(), 3);
 }

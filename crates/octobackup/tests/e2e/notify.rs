@@ -22,14 +22,14 @@ const SMTP_PASSWORD: &str = "Smtp-Passw0rd-9c41";
 type Probe = Arc<dyn Fn() -> usize + Send + Sync>;
 
 #[derive(Clone)]
-struct Receiver {
+pub(crate) struct Receiver {
     port: u16,
     calls: Arc<Mutex<Vec<(String, serde_json::Value)>>>,
     probed: Arc<Mutex<Vec<usize>>>,
 }
 
 impl Receiver {
-    fn start() -> Receiver {
+    pub(crate) fn start() -> Receiver {
         Self::start_probing(Arc::new(|| 0))
     }
 
@@ -53,7 +53,7 @@ impl Receiver {
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
@@ -61,7 +61,7 @@ impl Receiver {
         self.calls.lock().unwrap().clone()
     }
 
-    fn to(&self, prefix: &str) -> Vec<serde_json::Value> {
+    pub(crate) fn to(&self, prefix: &str) -> Vec<serde_json::Value> {
         self.calls()
             .into_iter()
             .filter(|(p, _)| p.starts_with(prefix))
@@ -249,7 +249,9 @@ fn pushgateway() -> (Server, u16) {
 }
 
 /// Samples as prometheus_client's parser reads them: (name, labels, value).
-fn parse_metrics(source: &str) -> Vec<(String, serde_json::Map<String, serde_json::Value>, f64)> {
+pub(crate) fn parse_metrics(
+    source: &str,
+) -> Vec<(String, serde_json::Map<String, serde_json::Value>, f64)> {
     let script = r#"
 import json, sys, urllib.request
 from prometheus_client.parser import text_string_to_metric_families
@@ -275,7 +277,7 @@ print(json.dumps(out))
     v
 }
 
-fn sample(
+pub(crate) fn sample(
     samples: &[(String, serde_json::Map<String, serde_json::Value>, f64)],
     name: &str,
     labels: &[(&str, &str)],

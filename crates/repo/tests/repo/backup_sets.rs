@@ -405,3 +405,46 @@ fn prune_frees_what_deleted_snapshots_alone_used() {
     .unwrap();
     assert_same_tree(&kept, &restored);
 }
+
+/// With an Object Lock's retention, packs younger than it plus a day are left whole, and the
+/// summary says so: none counted removed, the young unused ones counted kept. Without it the
+/// same packs go.
+#[test]
+fn prune_keeping_young_packs_counts_what_it_really_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let repo_path = dir.path().join("repo");
+    let old = dir.path().join("old");
+    let kept = dir.path().join("kept");
+    write(&old.join("old.bin"), &noise(3_000_000, 21));
+    write(&kept.join("kept.bin"), &noise(1_000_000, 22));
+    let backup = |source: &std::path::Path| {
+        repo.backup(
+            vec![SourceItem::Path {
+                source: source.to_path_buf(),
+                target: "/folders/Packages".into(),
+            }],
+            &SetOptions::default(),
+            &NoProgress,
+        )
+        .unwrap()
+    };
+    let first = backup(&old);
+    backup(&kept);
+    repo.delete_snapshots(&[first.snapshot_id]).unwrap();
+    let before = pack_bytes(&repo_path);
+
+    let locked = repo.prune_keeping(true, Some(3), &NoProgress).unwrap();
+    assert_eq!(locked.packs_removed, 0, "{locked:?}");
+    assert_eq!(locked.packs_repacked, 0, "{locked:?}");
+    assert!(locked.packs_kept_locked >= 1, "{locked:?}");
+    assert_eq!(pack_bytes(&repo_path), before, "a young pack was removed");
+
+    let unlocked = repo.prune(true, &NoProgress).unwrap();
+    assert_eq!(unlocked.packs_kept_locked, 0, "{unlocked:?}");
+    assert!(
+        unlocked.packs_removed >= locked.packs_kept_locked,
+        "{locked:?} then {unlocked:?}"
+    );
+    assert!(pack_bytes(&repo_path) + 2_900_000 < before);
+}
