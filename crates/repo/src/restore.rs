@@ -57,6 +57,8 @@ const MAX_GAP: u32 = 256 << 10;
 
 /// A file to write (or to check and leave alone).
 struct Target {
+    /// Which of the restored parts it belongs to (its summary).
+    part: usize,
     path: PathBuf,
     size: u64,
     node: Node,
@@ -85,7 +87,8 @@ struct Shared<'a> {
     targets: Vec<Target>,
     bar: &'a Progress,
     gate: Gate<'a>,
-    summary: Mutex<RestoreSummary>,
+    /// One per part restored.
+    summaries: Vec<Mutex<RestoreSummary>>,
     first_error: Mutex<Option<RepoError>>,
     failed: AtomicBool,
 }
@@ -104,59 +107,64 @@ impl Shared<'_> {
     }
 }
 
-/// Restores `node` (a folder or a file of a snapshot) to `dest`, reporting bytes to `bar`.
-pub(crate) fn restore_node<S: IndexedFull + Sync>(
+/// Restores each `(node, dest)` (a folder or a file of a snapshot, and where it goes) in one
+/// pass over the packs, reporting bytes to `bar`; a summary for each.
+pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
     repo: &Repository<S>,
-    node: &Node,
-    dest: &Path,
+    parts: &[(Node, &Path)],
     bar: &Progress,
     gate: Gate<'_>,
-) -> Result<RestoreSummary, RepoError> {
-    let mut summary = RestoreSummary::default();
+) -> Result<Vec<RestoreSummary>, RepoError> {
+    let mut summaries = Vec::with_capacity(parts.len());
     let mut targets = Vec::new();
     // Folders get their times and permissions last: writing their files changes their mtime.
-    let mut dirs: Vec<(PathBuf, Node)> = Vec::new();
-    let synced: PathBuf;
-    if node.is_dir() {
-        create_dir(dest)?;
-        dirs.push((dest.to_path_buf(), node.clone()));
-        let listing = repo
-            .ls(node, &LsOptions::default())
-            .map_err(|e| from_rustic("cannot list the snapshot", &e))?;
-        for item in listing {
-            let (relative, node) = item.map_err(|e| from_rustic("cannot list the snapshot", &e))?;
-            let path = dest.join(&relative);
-            if node.is_dir() {
-                create_dir(&path)?;
-                summary.dirs_restored += 1;
-                dirs.push((path, node));
-            } else {
-                plan_entry(path, node, &mut targets, &mut summary)?;
+    let mut dirs: Vec<(usize, PathBuf, Node)> = Vec::new();
+    let mut synced: Vec<PathBuf> = Vec::new();
+    for (part, (node, dest)) in parts.iter().enumerate() {
+        let mut summary = RestoreSummary::default();
+        if node.is_dir() {
+            create_dir(dest)?;
+            dirs.push((part, dest.to_path_buf(), node.clone()));
+            let listing = repo
+                .ls(node, &LsOptions::default())
+                .map_err(|e| from_rustic("cannot list the snapshot", &e))?;
+            for item in listing {
+                let (relative, node) =
+                    item.map_err(|e| from_rustic("cannot list the snapshot", &e))?;
+                let path = dest.join(&relative);
+                if node.is_dir() {
+                    create_dir(&path)?;
+                    summary.dirs_restored += 1;
+                    dirs.push((part, path, node));
+                } else {
+                    plan_entry(part, path, node, &mut targets, &mut summary)?;
+                }
             }
-        }
-        synced = dest.to_path_buf();
-    } else {
-        // A file: `dest` is the file to write, or an existing folder to put it in.
-        let target = if dest.is_dir() {
-            dest.join(node.name())
+            synced.push(dest.to_path_buf());
         } else {
-            dest.to_path_buf()
-        };
-        if let Some(parent) = target.parent() {
-            create_dir(parent)?;
+            // A file: `dest` is the file to write, or an existing folder to put it in.
+            let target = if dest.is_dir() {
+                dest.join(node.name())
+            } else {
+                dest.to_path_buf()
+            };
+            if let Some(parent) = target.parent() {
+                create_dir(parent)?;
+            }
+            // Its folder: the file may be a link, whose target need not exist.
+            synced.push(match target.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => PathBuf::from("."),
+            });
+            plan_entry(part, target, node.clone(), &mut targets, &mut summary)?;
         }
-        // Its folder: the file may be a link, whose target need not exist.
-        synced = match target.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        plan_entry(target, node.clone(), &mut targets, &mut summary)?;
+        summaries.push(Mutex::new(summary));
     }
     let shared = Shared {
         targets,
         bar,
         gate,
-        summary: Mutex::new(summary),
+        summaries,
         first_error: Mutex::new(None),
         failed: AtomicBool::new(false),
     };
@@ -190,11 +198,9 @@ pub(crate) fn restore_node<S: IndexedFull + Sync>(
     let mut pack_of: HashMap<PackId, usize> = HashMap::new();
     for (i, t) in shared.targets.iter().enumerate() {
         if unchanged[i].load(Ordering::Relaxed) {
-            let mut s = lock(&shared.summary);
-            s.files_unchanged += 1;
-            drop(s);
+            lock(&shared.summaries[t.part]).files_unchanged += 1;
             bar.inc(t.size);
-            set_metadata(&t.path, &t.node, &shared.summary);
+            set_metadata(&t.path, &t.node, &shared.summaries[t.part]);
             continue;
         }
         let content: &[DataId] = t.node.content.as_deref().unwrap_or_default();
@@ -255,7 +261,7 @@ pub(crate) fn restore_node<S: IndexedFull + Sync>(
         }
     });
     let Shared {
-        summary,
+        summaries,
         first_error,
         ..
     } = shared;
@@ -265,16 +271,23 @@ pub(crate) fn restore_node<S: IndexedFull + Sync>(
     {
         return Err(e);
     }
-    for (path, node) in dirs.iter().rev() {
-        set_metadata(path, node, &summary);
+    for (part, path, node) in dirs.iter().rev() {
+        set_metadata(path, node, &summaries[*part]);
     }
-    sync_tree(&synced)?;
+    // One `syncfs` per file system is enough; a second one of the same finds little to do.
+    for path in &synced {
+        sync_tree(path)?;
+    }
     bar.finish();
-    Ok(summary.into_inner().unwrap_or_else(PoisonError::into_inner))
+    Ok(summaries
+        .into_iter()
+        .map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .collect())
 }
 
 /// One entry of the listing that is not a folder: a file joins the plan, a link is made now.
 fn plan_entry(
+    part: usize,
     path: PathBuf,
     node: Node,
     targets: &mut Vec<Target>,
@@ -282,6 +295,7 @@ fn plan_entry(
 ) -> Result<(), RepoError> {
     match &node.node_type {
         NodeType::File => targets.push(Target {
+            part,
             path,
             size: node.meta.size,
             node,
@@ -457,7 +471,7 @@ fn write_all_at(file: &File, mut data: &[u8], mut at: u64) -> io::Result<()> {
 /// A file fully written: its permissions and time through the open file, the disk started on
 /// it, and the count.
 fn finish_file(shared: &Shared<'_>, t: &Target, file: &File) -> Result<(), RepoError> {
-    set_file_metadata(file, &t.path, &t.node, &shared.summary);
+    set_file_metadata(file, &t.path, &t.node, &shared.summaries[t.part]);
     // Durability once for the whole restore on Linux (`sync_tree`), with the disk already
     // writing this file while the next ones are decoded; file by file elsewhere.
     #[cfg(target_os = "linux")]
@@ -471,7 +485,7 @@ fn finish_file(shared: &Shared<'_>, t: &Target, file: &File) -> Result<(), RepoE
     }
     #[cfg(not(target_os = "linux"))]
     file.sync_data().map_err(|e| write_error(&t.path, e))?;
-    let mut s = lock(&shared.summary);
+    let mut s = lock(&shared.summaries[t.part]);
     s.files_restored += 1;
     s.bytes_restored += t.size;
     Ok(())
