@@ -162,26 +162,18 @@ impl Repo {
                 .to_indexed()
                 .map_err(|e| from_rustic("cannot read the repository index", &e))?;
             let snap = resolve_snapshot(&repo, snapshot_id)?;
-            let mut nodes = Vec::with_capacity(parts.len());
-            let mut total = 0;
-            for (path, (_, dest)) in paths.iter().zip(parts) {
-                let node = find_node(&repo, &snap, path)?;
-                total += if node.is_dir() {
-                    repo.ls(&node, &LsOptions::default())
-                        .map_err(|e| from_rustic("cannot list the snapshot", &e))?
-                        .filter_map(Result::ok)
-                        .filter(|(_, n)| n.is_file())
-                        .map(|(_, n)| n.meta.size)
-                        .sum()
-                } else {
-                    node.meta.size
-                };
-                nodes.push((node, *dest));
-            }
-            self.router.set_phase("restore", Some(total));
-            let bar = repo.progress_bytes("restore");
-            bar.set_length(total);
-            crate::restore::restore_nodes(&repo, &nodes, &bar, gate)
+            let nodes = paths
+                .iter()
+                .zip(parts)
+                .map(|(path, (_, dest))| Ok((find_node(&repo, &snap, path)?, *dest)))
+                .collect::<Result<Vec<_>, RepoError>>()?;
+            let progress = |total| {
+                self.router.set_phase("restore", Some(total));
+                let bar = repo.progress_bytes("restore");
+                bar.set_length(total);
+                bar
+            };
+            crate::restore::restore_nodes(&repo, &nodes, progress, gate)
         });
         let warnings = capture.finish();
         let mut summaries = outcome?;

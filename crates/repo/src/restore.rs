@@ -55,6 +55,12 @@ const MAX_RANGE: u32 = 4 << 20;
 /// in a second request.
 const MAX_GAP: u32 = 256 << 10;
 
+/// Packs in flight. Each worker holds a range and a blob or two (about 4 MiB each in the
+/// bounded-memory test, whatever the file's size); a worker waiting on the file system leaves
+/// its core to one that decodes. Fixed rather than per core: memory stays the same on any
+/// machine, and 4 keep two cores busy.
+const WORKERS: usize = 4;
+
 /// A file to write (or to check and leave alone).
 struct Target {
     /// Which of the restored parts it belongs to (its summary).
@@ -108,11 +114,13 @@ impl Shared<'_> {
 }
 
 /// Restores each `(node, dest)` (a folder or a file of a snapshot, and where it goes) in one
-/// pass over the packs, reporting bytes to `bar`; a summary for each.
+/// pass over the packs; a summary for each. `progress` gets the bytes to restore once they are
+/// listed and returns the bar to report them to (the listing is walked once, not once more for
+/// a total).
 pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
     repo: &Repository<S>,
     parts: &[(Node, &Path)],
-    bar: &Progress,
+    progress: impl FnOnce(u64) -> Progress,
     gate: Gate<'_>,
 ) -> Result<Vec<RestoreSummary>, RepoError> {
     let mut summaries = Vec::with_capacity(parts.len());
@@ -160,19 +168,16 @@ pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
         }
         summaries.push(Mutex::new(summary));
     }
+    let bar = progress(targets.iter().map(|t| t.size).sum());
     let shared = Shared {
         targets,
-        bar,
+        bar: &bar,
         gate,
         summaries,
         first_error: Mutex::new(None),
         failed: AtomicBool::new(false),
     };
-    // Twice the cores: a worker waiting on the file system leaves its core to one that decodes.
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get() * 2)
-        .unwrap_or(4)
-        .clamp(4, 16);
+    let workers = WORKERS;
 
     // Files already in place are read and hashed in parallel; the rest are planned.
     let unchanged: Vec<AtomicBool> = (0..shared.targets.len())
