@@ -177,7 +177,6 @@ pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
         first_error: Mutex::new(None),
         failed: AtomicBool::new(false),
     };
-    let workers = WORKERS;
 
     // Files already in place are read and hashed in parallel; the rest are planned.
     let unchanged: Vec<AtomicBool> = (0..shared.targets.len())
@@ -185,7 +184,7 @@ pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
         .collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        for _ in 0..workers {
+        for _ in 0..WORKERS {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
@@ -245,7 +244,7 @@ pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
     // The packs, in the order the files first need them, a few at a time.
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        for _ in 0..workers.min(packs.len()) {
+        for _ in 0..WORKERS.min(packs.len()) {
             scope.spawn(|| {
                 let mut decoder = match BlobDecoder::new() {
                     Ok(d) => d,
