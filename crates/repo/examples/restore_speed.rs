@@ -4,9 +4,14 @@
 //! ```text
 //! cargo build --release -p octobackup-repo --example restore_speed
 //! restore_speed prepare DIR FILES BIG_MB   # DIR/src (FILES small files, one BIG_MB file), DIR/repo
-//! cp -r DIR/src DIR/copy                    # the plain copy to compare with
+//! restore_speed compare DIR ROUNDS         # per round: a plain copy of DIR/src, then a restore
+//!                                          # of the set; times, ratio, the restore's peak memory
 //! restore_speed restore DIR OUT             # restores the set to OUT, prints seconds and summary
 //! ```
+//!
+//! `compare` copies as `lab bench` does (file by file, no sync) and restores as `restore-set`
+//! does (the repository opened, the set restored and synced); both start with the page cache
+//! written back (`sync`) and into a folder just removed.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -93,6 +98,78 @@ fn restore(dir: &Path, out: &Path) {
     );
 }
 
+/// A plain copy, as `lab bench` makes one.
+fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        let target = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &target)?;
+        } else {
+            fs::copy(e.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// The process's peak resident set so far, in MiB (Linux), and a fresh start for the next.
+fn peak_mib() -> Option<u64> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    fs::write("/proc/self/clear_refs", "5").ok()?;
+    Some(kib / 1024)
+}
+
+fn fresh(path: &Path) {
+    let _ = fs::remove_dir_all(path);
+    let _ = std::process::Command::new("sync").status();
+}
+
+fn compare(dir: &Path, rounds: usize) {
+    let snapshot = fs::read_to_string(dir.join("snapshot")).unwrap();
+    let mut ratios = Vec::new();
+    for round in 1..=rounds {
+        let copy = dir.join("copy");
+        fresh(&copy);
+        let t = Instant::now();
+        copy_tree(&dir.join("src"), &copy).unwrap();
+        let copy_s = t.elapsed().as_secs_f64();
+        fresh(&copy);
+
+        let out = dir.join("out");
+        fresh(&out);
+        let t = Instant::now();
+        let repo = Repo::open(&config(dir)).unwrap();
+        let open_s = t.elapsed().as_secs_f64();
+        // Opening derives the key (scrypt: over 100 MiB for a moment): not the restore's peak.
+        peak_mib();
+        repo.restore(snapshot.trim(), "/folders/All", &out, &NoProgress)
+            .unwrap();
+        let restore_s = t.elapsed().as_secs_f64();
+        let peak = peak_mib().map_or("?".into(), |m| m.to_string());
+        drop(repo);
+        fresh(&out);
+        let ratio = restore_s / copy_s;
+        ratios.push(ratio);
+        println!(
+            "round {round}: copy {copy_s:.2}s, restore {restore_s:.2}s (open {open_s:.2}s): {ratio:.2}x one copy, restore peak {peak} MiB"
+        );
+    }
+    ratios.sort_by(f64::total_cmp);
+    println!(
+        "median {:.2}x one plain copy over {rounds} round(s)",
+        ratios[ratios.len() / 2]
+    );
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args
@@ -105,6 +182,9 @@ fn main() {
             prepare(Path::new(dir), files.parse().unwrap(), big.parse().unwrap())
         }
         ["restore", dir, out] => restore(Path::new(dir), &PathBuf::from(out)),
-        _ => eprintln!("usage: restore_speed prepare DIR FILES BIG_MB | restore DIR OUT"),
+        ["compare", dir, rounds] => compare(Path::new(dir), rounds.parse().unwrap()),
+        _ => eprintln!(
+            "usage: restore_speed prepare DIR FILES BIG_MB | compare DIR ROUNDS | restore DIR OUT"
+        ),
     }
 }

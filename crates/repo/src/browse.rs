@@ -138,35 +138,51 @@ impl Repo {
         progress: &dyn ProgressSink,
         gate: crate::restore::Gate<'_>,
     ) -> Result<RestoreSummary, RepoError> {
-        let path = VirtualPath::parse(path)?;
+        let mut summaries = self.restore_parts(snapshot_id, &[(path, dest)], progress, gate)?;
+        Ok(summaries.pop().unwrap_or_default())
+    }
+
+    /// `restore_gated` of several paths of one snapshot, each to its own destination, with the
+    /// repository opened and its index read once, and each pack read once for all of them. A
+    /// summary for each part; the warnings of the engine itself go with the first.
+    pub fn restore_parts(
+        &self,
+        snapshot_id: &str,
+        parts: &[(&str, &Path)],
+        progress: &dyn ProgressSink,
+        gate: crate::restore::Gate<'_>,
+    ) -> Result<Vec<RestoreSummary>, RepoError> {
+        let paths = parts
+            .iter()
+            .map(|(path, _)| VirtualPath::parse(path))
+            .collect::<Result<Vec<_>, _>>()?;
         let capture = logging::capture();
         let outcome = self.run(progress, |repo| {
             let repo = repo
                 .to_indexed()
                 .map_err(|e| from_rustic("cannot read the repository index", &e))?;
             let snap = resolve_snapshot(&repo, snapshot_id)?;
-            let node = find_node(&repo, &snap, &path)?;
-            let total = if node.is_dir() {
-                repo.ls(&node, &LsOptions::default())
-                    .map_err(|e| from_rustic("cannot list the snapshot", &e))?
-                    .filter_map(Result::ok)
-                    .filter(|(_, n)| n.is_file())
-                    .map(|(_, n)| n.meta.size)
-                    .sum()
-            } else {
-                node.meta.size
+            let nodes = paths
+                .iter()
+                .zip(parts)
+                .map(|(path, (_, dest))| Ok((find_node(&repo, &snap, path)?, *dest)))
+                .collect::<Result<Vec<_>, RepoError>>()?;
+            let progress = |total| {
+                self.router.set_phase("restore", Some(total));
+                let bar = repo.progress_bytes("restore");
+                bar.set_length(total);
+                bar
             };
-            self.router.set_phase("restore", Some(total));
-            let bar = repo.progress_bytes("restore");
-            bar.set_length(total);
-            crate::restore::restore_node(&repo, &node, dest, &bar, gate)
+            crate::restore::restore_nodes(&repo, &nodes, progress, gate)
         });
         let warnings = capture.finish();
-        let mut summary = outcome?;
-        summary
-            .warnings
-            .extend(warnings.into_iter().map(|c| c.message));
-        Ok(summary)
+        let mut summaries = outcome?;
+        if let Some(first) = summaries.first_mut() {
+            first
+                .warnings
+                .extend(warnings.into_iter().map(|c| c.message));
+        }
+        Ok(summaries)
     }
 }
 

@@ -1,9 +1,14 @@
-//! Restoring a snapshot's folder or file to disk, streamed: each file is written front to back as
-//! its blobs are read, so memory stays bounded whatever the size restored. rustic_core's own
-//! restorer plans the whole restore first and holds about half the restored size in memory for
-//! large files (upstream rustic #1067, #986, #1752); a 2 GB set needed 1.1 GB. Here the listing is
-//! streamed from the trees, files go to a few writer threads through a short queue, and a large
-//! file's blobs are read a few at a time in parallel and written in order (rustic's `dump`).
+//! Restoring a snapshot's folder or file to disk in bounded memory, reading each pack once.
+//! rustic_core's own restorer holds about half the restored size in memory for large files
+//! (upstream rustic #1067, #986, #1752; a 2 GB set needed 1.1 GB), and reading file by file
+//! (rustic's `dump`) opens a pack and builds a zstd decoder for every blob.
+//!
+//! Here the listing is walked once into a plan: which files need writing, and for each pack the
+//! blobs wanted from it and every place (file, offset) each one goes. A few workers then take
+//! the packs in the order the files first need them; each reads a pack's wanted bytes in a few
+//! large ranges, decodes the blobs with one zstd context of its own (`patches/rustic_core`:
+//! `read_pack_range`, `decode_blob`) and writes each blob at its offset in every file it belongs
+//! to. Memory is a few ranges and blobs per worker, plus the plan (a few hundred bytes a file).
 //!
 //! Existing files whose content already matches (same size, and every chunk hashes to its blob
 //! id) are left alone; other files in the destination are never touched. File permissions (Unix)
@@ -11,18 +16,19 @@
 //! would).
 //!
 //! A restore reports success only once what it wrote is on disk. On Linux the disk starts
-//! writing each file as it is closed and one `syncfs` waits at the end; a sync per file (as
+//! writing each file as it is finished and one `syncfs` waits at the end; a sync per file (as
 //! before, and still elsewhere) made each writer wait on the disk once per task log.
 
+use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufReader, Read};
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
-use rustic_core::repofile::BlobType;
-use rustic_core::repofile::{Node, NodeType};
-use rustic_core::{IndexedFull, LsOptions, Progress, Repository};
+use rustic_core::repofile::{Node, NodeType, PackId};
+use rustic_core::{BlobDecoder, DataId, IndexedFull, LsOptions, Progress, Repository};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
@@ -42,124 +48,278 @@ pub struct RestoreSummary {
     pub warnings: Vec<String>,
 }
 
-/// Files waiting for a writer: enough to keep the writers busy, small enough to bound memory.
-const QUEUE: usize = 64;
+/// The most read from a pack in one request: a range covers many small blobs, and a few of
+/// them in flight (one per worker) keep memory bounded.
+const MAX_RANGE: u32 = 4 << 20;
+/// Unwanted bytes between two wanted blobs that are still read through rather than asked for
+/// in a second request.
+const MAX_GAP: u32 = 256 << 10;
 
-/// Restores `node` (a folder or a file of a snapshot) to `dest`, reporting bytes to `bar`.
-pub(crate) fn restore_node<S: IndexedFull + Sync>(
-    repo: &Repository<S>,
-    node: &Node,
-    dest: &Path,
-    bar: &Progress,
-    gate: Gate<'_>,
-) -> Result<RestoreSummary, RepoError> {
-    let summary = Mutex::new(RestoreSummary::default());
-    if !node.is_dir() {
-        // A file: `dest` is the file to write, or an existing folder to put it in.
-        let target = if dest.is_dir() {
-            dest.join(node.name())
-        } else {
-            dest.to_path_buf()
-        };
-        if let Some(parent) = target.parent() {
-            create_dir(parent)?;
-        }
-        restore_entry(repo, &target, node, bar, &summary, gate)?;
-        // Its folder: the file may be a link, whose target need not exist.
-        match target.parent() {
-            Some(parent) if !parent.as_os_str().is_empty() => sync_tree(parent)?,
-            _ => sync_tree(Path::new("."))?,
-        }
-        bar.finish();
-        return Ok(summary.into_inner().unwrap_or_else(PoisonError::into_inner));
+/// Packs in flight. Each worker holds a range and a blob or two (about 4 MiB each in the
+/// bounded-memory test, whatever the file's size); a worker waiting on the file system leaves
+/// its core to one that decodes. Fixed rather than per core: memory stays the same on any
+/// machine, and 4 keep two cores busy.
+const WORKERS: usize = 4;
+
+/// A file to write (or to check and leave alone).
+struct Target {
+    /// Which of the restored parts it belongs to (its summary).
+    part: usize,
+    path: PathBuf,
+    size: u64,
+    node: Node,
+    /// Whether the file was created (truncated) by this restore, and how many blob writes it
+    /// still waits for; the worker that makes the last one finishes the file.
+    state: Mutex<(bool, u32)>,
+}
+
+/// One place a blob of a pack goes.
+struct BlobUse {
+    offset: u32,
+    length: u32,
+    uncompressed_length: Option<NonZeroU32>,
+    target: usize,
+    at: u64,
+}
+
+/// A pack and the blobs wanted from it, sorted by their place in the pack.
+struct PackJob {
+    pack: PackId,
+    blobs: Vec<BlobUse>,
+}
+
+/// What the workers share.
+struct Shared<'a> {
+    targets: Vec<Target>,
+    bar: &'a Progress,
+    gate: Gate<'a>,
+    /// One per part restored.
+    summaries: Vec<Mutex<RestoreSummary>>,
+    first_error: Mutex<Option<RepoError>>,
+    failed: AtomicBool,
+}
+
+impl Shared<'_> {
+    fn fail(&self, e: RepoError) {
+        self.failed.store(true, Ordering::SeqCst);
+        self.first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert(e);
     }
 
-    create_dir(dest)?;
-    let listing = repo
-        .ls(node, &LsOptions::default())
-        .map_err(|e| from_rustic("cannot list the snapshot", &e))?;
+    fn failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+}
+
+/// Restores each `(node, dest)` (a folder or a file of a snapshot, and where it goes) in one
+/// pass over the packs; a summary for each. `progress` gets the bytes to restore once they are
+/// listed and returns the bar to report them to (the listing is walked once, not once more for
+/// a total).
+pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
+    repo: &Repository<S>,
+    parts: &[(Node, &Path)],
+    progress: impl FnOnce(u64) -> Progress,
+    gate: Gate<'_>,
+) -> Result<Vec<RestoreSummary>, RepoError> {
+    let mut summaries = Vec::with_capacity(parts.len());
+    let mut targets = Vec::new();
     // Folders get their times and permissions last: writing their files changes their mtime.
-    let mut dirs: Vec<(PathBuf, Node)> = vec![(dest.to_path_buf(), node.clone())];
-    // Twice the cores: a writer creating a file or waiting on the file system leaves its core
-    // to one that decodes blobs.
-    let writers = std::thread::available_parallelism()
-        .map(|n| n.get() * 2)
-        .unwrap_or(4)
-        .clamp(4, 16);
-    let (queue, jobs) = mpsc::sync_channel::<(PathBuf, Node)>(QUEUE);
-    let jobs = Arc::new(Mutex::new(jobs));
-    let first_error: Mutex<Option<RepoError>> = Mutex::new(None);
+    let mut dirs: Vec<(usize, PathBuf, Node)> = Vec::new();
+    let mut synced: Vec<PathBuf> = Vec::new();
+    for (part, (node, dest)) in parts.iter().enumerate() {
+        let mut summary = RestoreSummary::default();
+        if node.is_dir() {
+            create_dir(dest)?;
+            dirs.push((part, dest.to_path_buf(), node.clone()));
+            let listing = repo
+                .ls(node, &LsOptions::default())
+                .map_err(|e| from_rustic("cannot list the snapshot", &e))?;
+            for item in listing {
+                let (relative, node) =
+                    item.map_err(|e| from_rustic("cannot list the snapshot", &e))?;
+                let path = dest.join(&relative);
+                if node.is_dir() {
+                    create_dir(&path)?;
+                    summary.dirs_restored += 1;
+                    dirs.push((part, path, node));
+                } else {
+                    plan_entry(part, path, node, &mut targets, &mut summary)?;
+                }
+            }
+            synced.push(dest.to_path_buf());
+        } else {
+            // A file: `dest` is the file to write, or an existing folder to put it in.
+            let target = if dest.is_dir() {
+                dest.join(node.name())
+            } else {
+                dest.to_path_buf()
+            };
+            if let Some(parent) = target.parent() {
+                create_dir(parent)?;
+            }
+            // Its folder: the file may be a link, whose target need not exist.
+            synced.push(match target.parent() {
+                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                _ => PathBuf::from("."),
+            });
+            plan_entry(part, target, node.clone(), &mut targets, &mut summary)?;
+        }
+        summaries.push(Mutex::new(summary));
+    }
+    let bar = progress(targets.iter().map(|t| t.size).sum());
+    let shared = Shared {
+        targets,
+        bar: &bar,
+        gate,
+        summaries,
+        first_error: Mutex::new(None),
+        failed: AtomicBool::new(false),
+    };
+
+    // Files already in place are read and hashed in parallel; the rest are planned.
+    let unchanged: Vec<AtomicBool> = (0..shared.targets.len())
+        .map(|_| AtomicBool::new(false))
+        .collect();
+    let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        for _ in 0..writers {
-            let jobs = Arc::clone(&jobs);
-            let (summary, first_error) = (&summary, &first_error);
-            scope.spawn(move || {
+        for _ in 0..WORKERS {
+            scope.spawn(|| {
                 loop {
-                    let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                    let Ok((path, node)) = job else { break };
-                    if let Err(e) = restore_entry(repo, &path, &node, bar, summary, gate) {
-                        first_error
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .get_or_insert(e);
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(t) = shared.targets.get(i) else {
                         break;
+                    };
+                    if matches_content(repo, &t.path, &t.node) {
+                        unchanged[i].store(true, Ordering::Relaxed);
                     }
                 }
             });
         }
-        for item in listing {
-            let failed = || {
-                first_error
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .is_some()
-            };
-            if failed() {
-                break;
-            }
-            let (relative, node) = match item {
-                Ok(item) => item,
-                Err(e) => {
-                    first_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get_or_insert(from_rustic("cannot list the snapshot", &e));
-                    break;
-                }
-            };
-            let path = dest.join(&relative);
-            if node.is_dir() {
-                if let Err(e) = create_dir(&path) {
-                    first_error
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .get_or_insert(e);
-                    break;
-                }
-                lock(&summary).dirs_restored += 1;
-                dirs.push((path, node));
-            } else if queue.send((path, node)).is_err() {
-                break; // every writer stopped on an error
-            }
-        }
-        drop(queue);
     });
+    let mut packs: Vec<PackJob> = Vec::new();
+    let mut pack_of: HashMap<PackId, usize> = HashMap::new();
+    for (i, t) in shared.targets.iter().enumerate() {
+        if unchanged[i].load(Ordering::Relaxed) {
+            lock(&shared.summaries[t.part]).files_unchanged += 1;
+            bar.inc(t.size);
+            set_metadata(&t.path, &t.node, &shared.summaries[t.part]);
+            continue;
+        }
+        let content: &[DataId] = t.node.content.as_deref().unwrap_or_default();
+        if content.is_empty() {
+            // Nothing to read: the file is written here.
+            write_empty(&shared, t)?;
+            continue;
+        }
+        let mut at = 0;
+        for id in content {
+            let entry = repo
+                .get_index_entry(id)
+                .map_err(|e| from_rustic("cannot read from the repository", &e))?;
+            let job = *pack_of.entry(entry.pack).or_insert_with(|| {
+                packs.push(PackJob {
+                    pack: entry.pack,
+                    blobs: Vec::new(),
+                });
+                packs.len() - 1
+            });
+            packs[job].blobs.push(BlobUse {
+                offset: entry.location.offset,
+                length: entry.location.length,
+                uncompressed_length: entry.location.uncompressed_length,
+                target: i,
+                at,
+            });
+            at += u64::from(entry.data_length());
+        }
+        lock_state(t).1 = u32::try_from(content.len()).unwrap_or(u32::MAX);
+    }
+    drop(pack_of);
+    for job in &mut packs {
+        job.blobs.sort_by_key(|b| b.offset);
+    }
+
+    // The packs, in the order the files first need them, a few at a time.
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..WORKERS.min(packs.len()) {
+            scope.spawn(|| {
+                let mut decoder = match BlobDecoder::new() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        shared.fail(from_rustic("cannot read from the repository", &e));
+                        return;
+                    }
+                };
+                let mut data = Vec::new();
+                while !shared.failed() {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(job) = packs.get(i) else { break };
+                    if let Err(e) = restore_pack(repo, job, &shared, &mut decoder, &mut data) {
+                        shared.fail(e);
+                    }
+                }
+            });
+        }
+    });
+    let Shared {
+        summaries,
+        first_error,
+        ..
+    } = shared;
     if let Some(e) = first_error
         .into_inner()
         .unwrap_or_else(PoisonError::into_inner)
     {
         return Err(e);
     }
-    for (path, node) in dirs.iter().rev() {
-        set_metadata(path, node, &summary);
+    for (part, path, node) in dirs.iter().rev() {
+        set_metadata(path, node, &summaries[*part]);
     }
-    sync_tree(dest)?;
+    // One `syncfs` per file system is enough; a second one of the same finds little to do.
+    for path in &synced {
+        sync_tree(path)?;
+    }
     bar.finish();
-    Ok(summary.into_inner().unwrap_or_else(PoisonError::into_inner))
+    Ok(summaries
+        .into_iter()
+        .map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .collect())
+}
+
+/// One entry of the listing that is not a folder: a file joins the plan, a link is made now.
+fn plan_entry(
+    part: usize,
+    path: PathBuf,
+    node: Node,
+    targets: &mut Vec<Target>,
+    summary: &mut RestoreSummary,
+) -> Result<(), RepoError> {
+    match &node.node_type {
+        NodeType::File => targets.push(Target {
+            part,
+            path,
+            size: node.meta.size,
+            node,
+            state: Mutex::new((false, 0)),
+        }),
+        NodeType::Symlink { linktarget, .. } => restore_symlink(&path, linktarget, summary)?,
+        other => summary.warnings.push(format!(
+            "{} is a {other} in the set and was not restored: only files, folders and links are",
+            path.display()
+        )),
+    }
+    Ok(())
 }
 
 fn lock(summary: &Mutex<RestoreSummary>) -> std::sync::MutexGuard<'_, RestoreSummary> {
     summary.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn lock_state(t: &Target) -> std::sync::MutexGuard<'_, (bool, u32)> {
+    t.state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn write_error(path: &Path, source: io::Error) -> RepoError {
@@ -167,6 +327,172 @@ fn write_error(path: &Path, source: io::Error) -> RepoError {
         path: path.display().to_string(),
         source,
     }
+}
+
+/// Reads the blobs wanted from one pack, a range at a time, and writes each where it goes.
+fn restore_pack<S: IndexedFull>(
+    repo: &Repository<S>,
+    job: &PackJob,
+    shared: &Shared<'_>,
+    decoder: &mut BlobDecoder,
+    data: &mut Vec<u8>,
+) -> Result<(), RepoError> {
+    let blobs = &job.blobs;
+    let mut first = 0;
+    while first < blobs.len() {
+        // Extend the range while the next blob is near and the range stays small.
+        let start = blobs[first].offset;
+        let mut end = start + blobs[first].length;
+        let mut last = first + 1;
+        while let Some(b) = blobs.get(last) {
+            let b_end = b.offset + b.length;
+            if b.offset > end.saturating_add(MAX_GAP) || b_end.max(end) - start > MAX_RANGE {
+                break;
+            }
+            end = end.max(b_end);
+            last += 1;
+        }
+        let range = repo
+            .read_pack_range(&job.pack, start, end - start)
+            .map_err(|e| from_rustic("cannot read from the repository", &e))?;
+        let mut decoded_at = None;
+        for b in &blobs[first..last] {
+            if shared.failed() {
+                return Ok(());
+            }
+            // The same blob twice in a row (a file repeating a chunk, two equal files): once.
+            if decoded_at != Some(b.offset) {
+                let from = (b.offset - start) as usize;
+                let stored = range.get(from..from + b.length as usize).ok_or_else(|| {
+                    RepoError::InvalidInput(format!(
+                        "pack {} is shorter than the index says: run `check`",
+                        job.pack
+                    ))
+                })?;
+                repo.decode_blob(stored, b.uncompressed_length, decoder, data)
+                    .map_err(|e| from_rustic("cannot read from the repository", &e))?;
+                decoded_at = Some(b.offset);
+            }
+            write_blob(shared, &shared.targets[b.target], b.at, data)?;
+        }
+        first = last;
+    }
+    Ok(())
+}
+
+/// Asked before each file and each write of a restore, with the bytes about to be written: `false`
+/// stops the restore there (the caller was asked to stop). It may also wait (a lab throttle).
+pub type Gate<'a> = &'a (dyn Fn(u64) -> bool + Sync);
+
+fn stopped() -> io::Error {
+    io::Error::other("stopped on request")
+}
+
+/// Creates (or empties) the file at `path`; a link in the way is removed, a read-only file
+/// with other content is replaced (as restic does).
+fn create_file(path: &Path) -> Result<File, RepoError> {
+    if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
+        fs::remove_file(path).map_err(|e| write_error(path, e))?;
+    }
+    match File::create(path) {
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && path.is_file() => {
+            fs::remove_file(path).map_err(|e| write_error(path, e))?;
+            File::create(path)
+        }
+        other => other,
+    }
+    .map_err(|e| write_error(path, e))
+}
+
+/// An empty file of the set.
+fn write_empty(shared: &Shared<'_>, t: &Target) -> Result<(), RepoError> {
+    // Asked to stop: no new file is begun.
+    if !(shared.gate)(0) {
+        return Err(write_error(&t.path, stopped()));
+    }
+    let file = create_file(&t.path)?;
+    finish_file(shared, t, &file)
+}
+
+/// Writes one blob at `at` in the target file: the first write creates the file, the last
+/// finishes it.
+fn write_blob(shared: &Shared<'_>, t: &Target, at: u64, data: &[u8]) -> Result<(), RepoError> {
+    let file = {
+        let mut state = lock_state(t);
+        if state.0 {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&t.path)
+                .map_err(|e| write_error(&t.path, e))?
+        } else {
+            // Asked to stop: no new file is begun.
+            if !(shared.gate)(0) {
+                return Err(write_error(&t.path, stopped()));
+            }
+            let file = create_file(&t.path)?;
+            state.0 = true;
+            file
+        }
+    };
+    if !(shared.gate)(data.len() as u64) {
+        return Err(write_error(&t.path, stopped()));
+    }
+    write_all_at(&file, data, at).map_err(|e| write_error(&t.path, e))?;
+    shared.bar.inc(data.len() as u64);
+    let done = {
+        let mut state = lock_state(t);
+        state.1 = state.1.saturating_sub(1);
+        state.1 == 0
+    };
+    if done {
+        finish_file(shared, t, &file)?;
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn write_all_at(file: &File, data: &[u8], at: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(file, data, at)
+}
+
+#[cfg(windows)]
+fn write_all_at(file: &File, mut data: &[u8], mut at: u64) -> io::Result<()> {
+    use std::os::windows::fs::FileExt;
+    while !data.is_empty() {
+        match file.seek_write(data, at) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                data = &data[n..];
+                at += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// A file fully written: its permissions and time through the open file, the disk started on
+/// it, and the count.
+fn finish_file(shared: &Shared<'_>, t: &Target, file: &File) -> Result<(), RepoError> {
+    set_file_metadata(file, &t.path, &t.node, &shared.summaries[t.part]);
+    // Durability once for the whole restore on Linux (`sync_tree`), with the disk already
+    // writing this file while the next ones are decoded; file by file elsewhere.
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `file` is open for the duration of the call. Only starts the write-back
+        // (no wait); a failure here shows again, and is reported, at the final sync.
+        unsafe {
+            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    file.sync_data().map_err(|e| write_error(&t.path, e))?;
+    let mut s = lock(&shared.summaries[t.part]);
+    s.files_restored += 1;
+    s.bytes_restored += t.size;
+    Ok(())
 }
 
 /// Makes what the restore wrote durable before it reports success. On Linux one `syncfs` of
@@ -192,196 +518,10 @@ fn create_dir(path: &Path) -> Result<(), RepoError> {
     fs::create_dir_all(path).map_err(|e| write_error(path, e))
 }
 
-/// Restores one file, link or special node to `path`.
-fn restore_entry<S: IndexedFull>(
-    repo: &Repository<S>,
-    path: &Path,
-    node: &Node,
-    bar: &Progress,
-    summary: &Mutex<RestoreSummary>,
-    gate: Gate<'_>,
-) -> Result<(), RepoError> {
-    match &node.node_type {
-        NodeType::File => {
-            let existing = fs::symlink_metadata(path).ok();
-            if matches_content(repo, path, existing.as_ref(), node) {
-                lock(summary).files_unchanged += 1;
-                bar.inc(node.meta.size);
-                set_metadata(path, node, summary);
-            } else {
-                write_file(repo, path, existing.as_ref(), node, bar, gate, summary)?;
-                let mut s = lock(summary);
-                s.files_restored += 1;
-                s.bytes_restored += node.meta.size;
-            }
-        }
-        NodeType::Symlink { linktarget, .. } => {
-            restore_symlink(path, linktarget, summary)?;
-        }
-        other => lock(summary).warnings.push(format!(
-            "{} is a {other} in the set and was not restored: only files, folders and links are",
-            path.display()
-        )),
-    }
-    Ok(())
-}
-
-/// Asked before each file and each write of a restore, with the bytes about to be written: `false`
-/// stops the restore there (the caller was asked to stop). It may also wait (a lab throttle).
-pub type Gate<'a> = &'a (dyn Fn(u64) -> bool + Sync);
-
-fn stopped() -> io::Error {
-    io::Error::other("stopped on request")
-}
-
-/// Writes the file front to back; a link or folder in the way is an error, a file is replaced.
-/// Its permissions and time are set through the open file (no second lookup of the path).
-fn write_file<S: IndexedFull>(
-    repo: &Repository<S>,
-    path: &Path,
-    existing: Option<&fs::Metadata>,
-    node: &Node,
-    bar: &Progress,
-    gate: Gate<'_>,
-    summary: &Mutex<RestoreSummary>,
-) -> Result<(), RepoError> {
-    // Asked to stop: no new file is begun.
-    if !gate(0) {
-        return Err(write_error(path, stopped()));
-    }
-    if existing.is_some_and(|m| m.file_type().is_symlink()) {
-        fs::remove_file(path).map_err(|e| write_error(path, e))?;
-    }
-    let file = match File::create(path) {
-        // A read-only file with other content is replaced, as restic does.
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied && path.is_file() => {
-            fs::remove_file(path).map_err(|e| write_error(path, e))?;
-            File::create(path)
-        }
-        other => other,
-    }
-    .map_err(|e| write_error(path, e))?;
-    // Blobs are whole chunks (about a MiB for large files, the whole file for small ones): each
-    // is written as it comes, with no buffer of our own between.
-    let mut out = Counting {
-        inner: file,
-        bar,
-        gate,
-        error: None,
-    };
-    let content = node.content.as_deref().unwrap_or_default();
-    let read = if content.len() < 2 {
-        // One blob or none: read it straight, without rustic's blob cache (these blobs are
-        // never asked for twice) and without `dump`'s read-ahead threads.
-        content.iter().try_for_each(|id| {
-            let data = repo.cat_blob(BlobType::Data, id.to_hex().as_str())?;
-            out.write_all(&data).map_err(|e| {
-                rustic_core::RusticError::with_source(
-                    rustic_core::ErrorKind::InputOutput,
-                    "Failed to write data to writer.",
-                    e,
-                )
-            })
-        })
-    } else {
-        // rustic's `dump` reads the next blobs on other threads while this one writes.
-        repo.dump(node, &mut out)
-    };
-    if let Err(e) = read {
-        // A write error is the destination's fault (disk full...), not the repository's.
-        return Err(match out.error.take() {
-            Some(io) => write_error(path, io),
-            None => from_rustic("cannot read from the repository", &e),
-        });
-    }
-    let file = out.inner;
-    set_file_metadata(&file, path, node, summary);
-    // Durability once for the whole restore on Linux (`sync_tree`), with the disk already
-    // writing this file while the next ones are decoded; file by file elsewhere.
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        // SAFETY: `file` is open for the duration of the call. Only starts the write-back
-        // (no wait); a failure here shows again, and is reported, at the final sync.
-        unsafe {
-            libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    file.sync_data().map_err(|e| write_error(path, e))?;
-    Ok(())
-}
-
-/// A writer that asks the gate before each write, reports the bytes written and keeps the first
-/// I/O error (rustic's `dump` turns it into its own error type).
-struct Counting<'a, W: Write> {
-    inner: W,
-    bar: &'a Progress,
-    gate: Gate<'a>,
-    error: Option<io::Error>,
-}
-
-impl<W: Write> Write for Counting<'_, W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if !(self.gate)(buf.len() as u64) {
-            self.error.get_or_insert(stopped());
-            return Err(io::ErrorKind::Other.into());
-        }
-        match self.inner.write(buf) {
-            Ok(n) => {
-                self.bar.inc(n as u64);
-                Ok(n)
-            }
-            Err(e) => {
-                let kind = e.kind();
-                self.error.get_or_insert(e);
-                Err(kind.into())
-            }
-        }
-    }
-
-    fn write_all(&mut self, mut buf: &[u8]) -> io::Result<()> {
-        // One gate question and one progress step per blob, not per partial write.
-        if !(self.gate)(buf.len() as u64) {
-            self.error.get_or_insert(stopped());
-            return Err(io::ErrorKind::Other.into());
-        }
-        let len = buf.len() as u64;
-        while !buf.is_empty() {
-            match self.inner.write(buf) {
-                Ok(0) => {
-                    let e = io::Error::from(io::ErrorKind::WriteZero);
-                    let kind = e.kind();
-                    self.error.get_or_insert(e);
-                    return Err(kind.into());
-                }
-                Ok(n) => buf = &buf[n..],
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let kind = e.kind();
-                    self.error.get_or_insert(e);
-                    return Err(kind.into());
-                }
-            }
-        }
-        self.bar.inc(len);
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Whether the file at `path` already holds exactly this node's content: same size, and each
 /// chunk of it hashes to the id of the blob stored for that chunk.
-fn matches_content<S: IndexedFull>(
-    repo: &Repository<S>,
-    path: &Path,
-    existing: Option<&fs::Metadata>,
-    node: &Node,
-) -> bool {
-    let Some(meta) = existing else {
+fn matches_content<S: IndexedFull>(repo: &Repository<S>, path: &Path, node: &Node) -> bool {
+    let Ok(meta) = fs::symlink_metadata(path) else {
         return false;
     };
     if !meta.is_file() || meta.len() != node.meta.size {
@@ -416,7 +556,7 @@ fn hex(bytes: &[u8]) -> String {
 fn restore_symlink(
     path: &Path,
     target: &str,
-    _summary: &Mutex<RestoreSummary>,
+    _summary: &mut RestoreSummary,
 ) -> Result<(), RepoError> {
     if fs::read_link(path).is_ok_and(|t| t == Path::new(target)) {
         return Ok(());
@@ -431,10 +571,10 @@ fn restore_symlink(
 fn restore_symlink(
     path: &Path,
     target: &str,
-    summary: &Mutex<RestoreSummary>,
+    summary: &mut RestoreSummary,
 ) -> Result<(), RepoError> {
     // Creating links needs a privilege most accounts lack on Windows: say so, restore the rest.
-    lock(summary).warnings.push(format!(
+    summary.warnings.push(format!(
         "{} is a link to {target} in the set and was not restored on Windows",
         path.display()
     ));

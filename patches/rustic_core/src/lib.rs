@@ -179,5 +179,7 @@ pub use crate::{
         IndexedTreesStatus, Open, OpenStatus, Repository, RepositoryOptions,
         command_input::{CommandInput, CommandInputErrorKind},
         credentials::{CredentialOptions, Credentials},
+        // Patched for octobackup: a pack's blobs read in one request.
+        pack_read::BlobDecoder,
     },
 };

@@ -1,5 +1,7 @@
 pub(crate) mod command_input;
 pub(crate) mod credentials;
+// Patched for octobackup: a pack's blobs read in one request (see the module).
+pub(crate) mod pack_read;
 pub(crate) mod status;
 pub(crate) mod warm_up;
 

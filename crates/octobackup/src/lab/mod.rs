@@ -181,18 +181,20 @@ async fn run(cmd: LabCommand, config_path: &Path, json: bool, ui: &Ui) -> Result
                 let found = crate::backupset::list::find(&sets, &set)?.ok_or_else(|| {
                     Failure::new(Exit::Usage, format!("no backup set matches '{set}'"))
                 })?;
-                for part in [
+                // Both parts in one restore: the repository is opened and its packs read once.
+                let dests: Vec<_> = [
                     crate::backupset::FOLDERS_DIR,
                     crate::backupset::DATABASE_DIR,
-                ] {
-                    let dest = target.join(part.trim_start_matches('/'));
-                    repo.restore(
-                        &found.snapshot_id,
-                        part,
-                        &dest,
-                        &octobackup_repo::NoProgress,
-                    )?;
-                }
+                ]
+                .map(|part| (part, target.join(part.trim_start_matches('/'))))
+                .into();
+                let parts: Vec<_> = dests.iter().map(|(p, d)| (*p, d.as_path())).collect();
+                repo.restore_parts(
+                    &found.snapshot_id,
+                    &parts,
+                    &octobackup_repo::NoProgress,
+                    &|_| true,
+                )?;
                 Ok::<_, Failure>(())
             })
             .await

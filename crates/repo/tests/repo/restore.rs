@@ -346,3 +346,73 @@ fn restore_child() {
         .to_string();
     println!("peak_kib={peak}");
 }
+
+/// Several parts of a set in one restore (`restore_parts`, as `restore-set` and the folders of
+/// a restore use it): each part lands in its own place with its own summary, and blobs shared
+/// between files and parts (equal task logs, a block repeated inside a file and in the .bak) are
+/// written everywhere they belong.
+#[test]
+fn several_parts_restore_in_one_pass_with_shared_and_repeated_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let folders = dir.path().join("folders");
+    for i in 0..60u64 {
+        // Every third log is the same text: one blob for twenty files.
+        let text = if i % 3 == 0 {
+            "the same log line\n".repeat(40)
+        } else {
+            format!("log {i}\n").repeat(i as usize + 1)
+        };
+        write(
+            &folders.join(format!("TaskLogs/{:02}/ServerTasks-{i}.log.txt", i % 4)),
+            text.as_bytes(),
+        );
+    }
+    let block = noise(3 * 1024 * 1024, 21);
+    write(&folders.join("Packages/repeated.nupkg"), &block.repeat(4));
+    let bak = dir.path().join("OctopusDeploy.bak");
+    let mut bak_bytes = noise(1024 * 1024 + 17, 22);
+    bak_bytes.extend_from_slice(&block.repeat(3));
+    write(&bak, &bak_bytes);
+    let repo = new_repo(dir.path());
+    let set = repo
+        .backup(
+            vec![
+                SourceItem::Path {
+                    source: folders.clone(),
+                    target: "/folders".into(),
+                },
+                SourceItem::Path {
+                    source: bak.clone(),
+                    target: "/database/OctopusDeploy.bak".into(),
+                },
+            ],
+            &SetOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+
+    let out = dir.path().join("out");
+    let (out_folders, out_bak) = (out.join("folders"), out.join("db/Restored.bak"));
+    let parts = [
+        ("/folders", out_folders.as_path()),
+        ("/database/OctopusDeploy.bak", out_bak.as_path()),
+    ];
+    let summaries = repo
+        .restore_parts(&set.snapshot_id, &parts, &NoProgress, &|_| true)
+        .unwrap();
+    assert_eq!(summaries.len(), 2);
+    assert_eq!(summaries[0].files_restored, 61, "{summaries:?}");
+    assert_eq!(summaries[1].files_restored, 1, "{summaries:?}");
+    assert_eq!(summaries[1].bytes_restored, bak_bytes.len() as u64);
+    assert_same_tree(&folders, &out_folders);
+    assert!(fs::read(&out_bak).unwrap() == bak_bytes, "the .bak differs");
+
+    // Again over itself: everything is found whole and left alone.
+    let again = repo
+        .restore_parts(&set.snapshot_id, &parts, &NoProgress, &|_| true)
+        .unwrap();
+    assert_eq!(again[0].files_unchanged, 61, "{again:?}");
+    assert_eq!(again[1].files_unchanged, 1, "{again:?}");
+    assert_eq!(again[0].files_restored + again[1].files_restored, 0);
+    assert_same_tree(&folders, &out_folders);
+}

@@ -77,7 +77,9 @@ pub(super) async fn restore_folders(
         .await??
     };
     let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ").to_string();
-    let mut out = Vec::new();
+    // What is in the way of every folder goes aside first; then one restore of them all, so the
+    // repository is opened and each pack read once.
+    let mut planned = Vec::new();
     for f in &set.manifest.folders {
         let dest = match &job.folders_to {
             Some(dir) => dir.join(&f.name),
@@ -98,26 +100,35 @@ pub(super) async fn restore_folders(
                 format!("cannot create the folder {}: {e}", dest.display()),
             )
         })?;
-        let (repo, snap, path, d, sink) = (
-            job.repo.clone(),
-            set.snapshot_id.clone(),
-            prefix.clone(),
-            dest.clone(),
-            job.ui.repo_sink(&format!("folder {}", f.name)),
-        );
-        let summary = crate::run::blocking::blocking("restoring the folders", move || {
-            repo.restore(&snap, &path, &d, &*sink)
-        })
-        .await??;
+        planned.push((f.name.clone(), prefix, dest, aside, moved));
+    }
+    let (repo, snap, parts, sink) = (
+        job.repo.clone(),
+        set.snapshot_id.clone(),
+        planned
+            .iter()
+            .map(|(_, prefix, dest, _, _)| (prefix.clone(), dest.clone()))
+            .collect::<Vec<_>>(),
+        job.ui.repo_sink("folders"),
+    );
+    let summaries = crate::run::blocking::blocking("restoring the folders", move || {
+        let parts: Vec<(&str, &Path)> = parts
+            .iter()
+            .map(|(p, d)| (p.as_str(), d.as_path()))
+            .collect();
+        repo.restore_parts(&snap, &parts, &*sink, &|_| true)
+    })
+    .await??;
+    let mut out = Vec::new();
+    for ((name, _, dest, aside, moved), summary) in planned.into_iter().zip(summaries) {
         if moved > 0 {
             job.ui.note(&format!(
-                "{}: moved {moved} existing file(s) aside to {}",
-                f.name,
+                "{name}: moved {moved} existing file(s) aside to {}",
                 aside.display()
             ));
         }
         out.push(FolderRestored {
-            name: f.name.clone(),
+            name,
             path: dest.display().to_string(),
             files_restored: summary.files_restored,
             files_unchanged: summary.files_unchanged,
