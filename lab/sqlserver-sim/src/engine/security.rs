@@ -57,6 +57,7 @@ const SERVER_PERMISSIONS: &[&str] = &[
     "ALTER ANY DATABASE",
     "VIEW SERVER STATE",
     "VIEW ANY DATABASE",
+    "ALTER ANY CONNECTION",
 ];
 
 #[derive(Debug, Clone, Default)]
