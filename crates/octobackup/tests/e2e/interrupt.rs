@@ -238,3 +238,52 @@ async fn sigterm_during_backup_that_ignores_attention_with_a_login_that_may_not_
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(kept[0].1, "no marker in {kept:?}");
 }
+
+/// `wait.max_window` cuts short a BACKUP DATABASE that does not heed ATTENTION: after the
+/// window, octobackup ends its session with KILL and says so; maintenance mode is off as found,
+/// nothing is complete, no staging is left, exit 1 as for any overrun.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_overrun_kills_a_backup_that_ignores_attention() {
+    use octobackup_lab::sqlserver_sim::SqlFault;
+    let t = TestLab::start().await;
+    t.init().await;
+    t.edit_config(|c| {
+        let i = TestLab::instance_table(c);
+        let w = i
+            .entry("wait")
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .unwrap();
+        w.insert("timeout".into(), "1s".into());
+        w.insert("max_window".into(), "2s".into());
+    });
+    t.lab.sql().set_backup_rate(Some(8 * 1024));
+    t.lab.sql().inject(SqlFault::IgnoreAttentionDuringNext {
+        command: "BACKUP DATABASE".into(),
+    });
+    let out = t.run(&["backup"]).await;
+    t.lab.sql().set_backup_rate(None);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("overran its budget (wait.max_window = 2s)")
+            && err.contains(
+                "The cut BACKUP DATABASE: SQL Server's BACKUP DATABASE was stopped with KILL"
+            ),
+        "{err}"
+    );
+    let events = t.events();
+    assert!(
+        seqs(&events, "attention_acknowledged").is_empty(),
+        "{events:?}"
+    );
+    let killed = seqs(&events, "session_killed");
+    assert_eq!(killed.len(), 1, "{events:?}");
+    let changes = maintenance_changes(&events);
+    assert_eq!(changes.last().map(|c| c.1), Some(false), "{changes:?}");
+    // told to stop after the window closed, as the ATTENTION is
+    assert!(killed[0] > changes.last().unwrap().0, "{events:?}");
+    assert!(!t.lab.octopus().maintenance());
+    assert!(t.sets().await.iter().all(|s| s["complete"] != true));
+    assert_eq!(staging_sets(&t), vec![], "{err}");
+}

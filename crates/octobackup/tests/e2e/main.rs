@@ -22,6 +22,7 @@ mod faults;
 mod faults_restore;
 mod forget;
 mod interrupt;
+mod kept;
 mod key;
 mod linux;
 mod lock;

@@ -565,11 +565,15 @@ async fn stop_cut_backup(job: &BackupJob, staging: &std::path::Path, mut f: Fail
     };
     let base = f.message.trim_end_matches('.').to_string();
     let stopped = session.stop(STOP_WAIT).await;
-    f.message = format!(
-        "{base}. The cut BACKUP DATABASE: {}{}.",
-        stopped.describe("BACKUP DATABASE", STOP_WAIT),
-        keep_if_running(&stopped, staging)
-    );
+    f.message = if stopped == crate::sqlserver::Stopped::Acknowledged {
+        format!("{base}. SQL Server stopped the cut BACKUP DATABASE (ATTENTION, acknowledged).")
+    } else {
+        format!(
+            "{base}. The cut BACKUP DATABASE: {}{}.",
+            stopped.describe("BACKUP DATABASE", STOP_WAIT),
+            keep_if_running(&stopped, staging)
+        )
+    };
     f
 }
 
