@@ -731,6 +731,10 @@ async fn check_permissions(
         ),
         ("sql-msdb-history", "SELECT on msdb's backup history"),
         ("sql-server-state", "VIEW SERVER STATE (progress)"),
+        (
+            "sql-kill",
+            "ALTER ANY CONNECTION (KILL of a statement that ignores a stop)",
+        ),
     ] {
         if !gaps.iter().any(|g| g.check == name) {
             c.pass(name, format!("the login {} holds {what}", perms.login));

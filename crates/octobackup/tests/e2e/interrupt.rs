@@ -213,6 +213,21 @@ async fn sigterm_during_backup_that_ignores_attention_with_a_login_that_may_not_
     ] {
         as_dba(&t, &grant).await;
     }
+    // doctor warns beforehand, with the grant.
+    let out = t.run(&["--json", "doctor"]).await;
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kill = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "sql-kill")
+        .unwrap_or_else(|| panic!("no sql-kill check: {report:#}"));
+    assert_eq!(kill["status"], "warn", "{kill:#}");
+    assert_eq!(
+        kill["fix"],
+        format!("USE master; GRANT ALTER ANY CONNECTION TO [{login}];"),
+        "{kill:#}"
+    );
     let out = sigterm_during_deaf_backup(&t).await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(130), "{err}");

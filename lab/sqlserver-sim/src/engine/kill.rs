@@ -44,7 +44,6 @@ impl Engine {
     /// KILL `target` on behalf of `login` in session `own`.
     pub fn kill(&self, login: &SqlLogin, own: u16, target: u64) -> Result<(), SqlError> {
         let allowed = self.is_sysadmin(login)
-            || self.is_server_role_member(&login.name, "processadmin") == Some(true)
             || self.has_server_permission(&login.name, "ALTER ANY CONNECTION");
         if !allowed {
             return Err(SqlError::new(

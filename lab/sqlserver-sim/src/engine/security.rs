@@ -210,6 +210,15 @@ impl Engine {
         {
             return true;
         }
+        // processadmin holds ALTER ANY CONNECTION (Microsoft Learn, "Server-level roles").
+        if permission == "ALTER ANY CONNECTION"
+            && security
+                .server_roles
+                .get(&key)
+                .is_some_and(|r| r.contains("processadmin"))
+        {
+            return true;
+        }
         security
             .server_grants
             .get(&key)

@@ -65,7 +65,23 @@ async fn kill_refusals_carry_sql_servers_numbers() {
     let e = server_error(&mut sa, "KILL 0").await;
     assert_eq!(e.code(), 6101, "{e}");
 
-    // Granted ALTER ANY CONNECTION, the same login may; processadmin grants it too.
+    // processadmin holds ALTER ANY CONNECTION (as HAS_PERMS_BY_NAME says).
+    query(
+        &mut sa,
+        &format!("CREATE LOGIN [proc] WITH PASSWORD = N'{PASSWORD}'; ALTER SERVER ROLE processadmin ADD MEMBER [proc]"),
+    )
+    .await
+    .unwrap();
+    let mut proc_admin = connect_as(&lab, "proc", PASSWORD, EncryptionLevel::NotSupported)
+        .await
+        .unwrap();
+    let holds = "SELECT HAS_PERMS_BY_NAME(NULL, NULL, 'ALTER ANY CONNECTION')";
+    let rows = query(&mut proc_admin, holds).await.unwrap();
+    assert_eq!(rows[0][0].get::<i32, _>(0), Some(1));
+    let rows = query(&mut op, holds).await.unwrap();
+    assert_eq!(rows[0][0].get::<i32, _>(0), Some(0));
+    drop(proc_admin);
+    // Granted ALTER ANY CONNECTION, the login may.
     query(&mut sa, "GRANT ALTER ANY CONNECTION TO [operator]")
         .await
         .unwrap();
