@@ -190,6 +190,11 @@ pub enum SqlFault {
         command: String,
         silence: std::time::Duration,
     },
+    /// The next statement whose sys.dm_exec_requests command starts with `command` does not
+    /// heed ATTENTION, as a real BACKUP blocked on I/O may not acknowledge it for minutes: it
+    /// runs on (the ATTENTION stays pending and is acknowledged when it ends), and only KILL
+    /// from another session or the client's going stops it.
+    IgnoreAttentionDuringNext { command: String },
 }
 
 pub use browser::{

@@ -361,6 +361,7 @@ async fn serve_session(
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
     let reader = {
         let attention = attention.clone();
+        let engine = engine.clone();
         let mut read_half = read_half;
         tokio::spawn(async move {
             loop {
@@ -369,6 +370,7 @@ async fn serve_session(
                     Ok(Some(message)) => {
                         if message.packet_type == PacketType::Attention {
                             attention.signal();
+                            engine.emit("attention_received", serde_json::json!({ "spid": spid }));
                         }
                         if tx.send(message).is_err() {
                             break;
@@ -382,6 +384,7 @@ async fn serve_session(
             }
         })
     };
+    engine.register_kill_switch(spid, attention.clone());
     let mut session = Session::new(engine.clone(), spid, account, database, attention);
     let result = serve_messages(&mut session, &mut rx, &mut out).await;
     reader.abort();
@@ -395,7 +398,14 @@ async fn serve_messages(
     rx: &mut tokio::sync::mpsc::UnboundedReceiver<Message>,
     out: &mut Outbound,
 ) -> anyhow::Result<()> {
-    while let Some(message) = rx.recv().await {
+    let attention = session.attention.clone();
+    loop {
+        // KILL of an idle session closes its connection at once.
+        let message = tokio::select! {
+            m = rx.recv() => m,
+            _ = attention.killed() => None,
+        };
+        let Some(message) = message else { break };
         if message.reset_connection {
             session.reset();
         }

@@ -116,6 +116,7 @@ pub async fn checks(
     if let Some(inst) = &inst {
         check_instance(config, inst, open_repo, &mut c).await;
         check_staging_leftovers(config, config_path, name, inst, &mut c);
+        check_kept_sets(name, inst, &mut c);
         check_restore_leftovers(name, inst, &mut c);
     }
     Report {
@@ -182,6 +183,49 @@ fn check_staging_leftovers(
             ),
             "run `octobackup recover` (the next backup removes them too)",
         );
+    }
+}
+
+/// Sets kept on staging because the storage stopped after their window
+/// (`run/backup/kept.rs`): each, its age and size, and whether the next backup stores or
+/// removes it, judged as the backup judges.
+fn check_kept_sets(name: &str, inst: &InstanceConfig, c: &mut Checks) {
+    let database = sql_server(inst).ok().map(|s| s.database().to_string());
+    let now = chrono::Utc::now();
+    let sets = crate::run::backup::kept::kept_sets(name, inst, database.as_deref(), now);
+    if sets.is_empty() {
+        return c.pass("kept-sets", "none");
+    }
+    for set in sets {
+        let age = set
+            .kept_at
+            .map(|t| {
+                let m = (now - t).num_minutes().max(0);
+                format!("kept {} h {} min ago", m / 60, m % 60)
+            })
+            .unwrap_or_else(|| "kept at an unknown time".into());
+        let what = format!(
+            "set {} of [{}] on staging ({}), {age}, {}",
+            if set.set_id.is_empty() {
+                "?"
+            } else {
+                &set.set_id
+            },
+            set.database,
+            set.dir.display(),
+            crate::format::bytes(set.bytes)
+        );
+        match set.next {
+            Ok(()) => c.pass(
+                "kept-set",
+                format!("{what}: the next backup stores it (complete, with its own time) before its own, without a new database backup"),
+            ),
+            Err(why) => c.warn(
+                "kept-set",
+                format!("{what}: the next backup removes it, because {why}"),
+                "nothing to do: the next backup removes it and takes its own (or delete the folder now to free the space)",
+            ),
+        }
     }
 }
 
@@ -750,6 +794,10 @@ async fn check_permissions(
         ),
         ("sql-msdb-history", "SELECT on msdb's backup history"),
         ("sql-server-state", "VIEW SERVER STATE (progress)"),
+        (
+            "sql-kill",
+            "ALTER ANY CONNECTION (KILL of a statement that ignores a stop)",
+        ),
     ] {
         if !gaps.iter().any(|g| g.check == name) {
             c.pass(name, format!("the login {} holds {what}", perms.login));

@@ -175,6 +175,9 @@ pub struct Session {
     pub client: Connection,
     server: String,
     timeout: Duration,
+    /// For a long statement's connection (`connect_unbounded`): its session id (@@SPID) and
+    /// where to open a second connection, to KILL it when ATTENTION goes unacknowledged.
+    pub(super) kill_target: Option<(i64, SqlServer)>,
 }
 
 impl SqlServer {
@@ -264,7 +267,17 @@ impl SqlServer {
     /// zeroing), and a tiberius timeout leaves the connection unusable without stopping the
     /// server's work (no ATTENTION is sent).
     pub async fn connect_unbounded(&self) -> Result<Session, SqlError> {
-        self.connect_with(None).await
+        let mut session = self.connect_with(None).await?;
+        // Recorded now: once ATTENTION goes unanswered this connection cannot ask any more.
+        let spid = session
+            .query_text("session id", super::kill::SESSION_ID)
+            .await?;
+        let spid = spid
+            .first()
+            .and_then(|r| r.get("Spid").cloned().flatten())
+            .and_then(|v| v.parse().ok());
+        session.kill_target = spid.map(|spid| (spid, self.clone()));
+        Ok(session)
     }
 
     async fn connect_with(&self, command_timeout: Option<Duration>) -> Result<Session, SqlError> {
@@ -307,6 +320,7 @@ impl SqlServer {
             client,
             server,
             timeout: command_timeout.unwrap_or(Duration::MAX),
+            kill_target: None,
         })
     }
 
@@ -519,9 +533,15 @@ impl Session {
     /// Runs a batch that returns no rows; `path_hint` names the file a failure is about.
     /// Stops what this connection is running after its statement's future was dropped part-way
     /// (an interrupted RESTORE or CHECKDB goes on on the server otherwise): ATTENTION, then the
-    /// server's acknowledgment, awaited for at most `wait`. False when none came: the
-    /// connection is then unusable and clean-up needs a fresh one anyway.
+    /// server's acknowledgment, awaited for at most `wait`; without it, KILL of this session
+    /// from a second connection (`super::kill`). False when the statement may still run.
     pub async fn cancel(&mut self, wait: Duration) -> bool {
+        self.stop(wait).await.ended()
+    }
+
+    /// ATTENTION only: true when SQL Server acknowledged it within `wait`. Otherwise the
+    /// connection is unusable.
+    pub(super) async fn attention(&mut self, wait: Duration) -> bool {
         matches!(
             tokio::time::timeout(wait, self.client.cancel_query()).await,
             Ok(Ok(()))

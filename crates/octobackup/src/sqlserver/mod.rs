@@ -5,9 +5,11 @@ pub mod admin;
 pub mod chain;
 pub mod client;
 pub mod connstr;
+pub mod kill;
 pub mod lock;
 pub mod permissions;
 pub mod tsql;
 
 pub use client::{SqlError, SqlServer};
 pub use connstr::ConnectionString;
+pub use kill::Stopped;

@@ -8,6 +8,9 @@
 //! - drill and restore: CREATE ANY DATABASE (the restored copy is then the login's own, so
 //!   DBCC CHECKDB, reading it, renaming and dropping it need nothing more).
 //! - progress on long statements: VIEW SERVER STATE (without it: no percentage, only liveness).
+//! - ending a statement that does not answer ATTENTION: ALTER ANY CONNECTION for KILL (Microsoft
+//!   Learn, KILL; held by sysadmin and processadmin). Without it such a statement may run on
+//!   after a stop (a warning).
 
 use super::SqlError;
 use super::client::Session;
@@ -22,6 +25,7 @@ pub struct Permissions {
     pub create_any_database: Option<bool>,
     pub msdb_history: Option<bool>,
     pub view_server_state: Option<bool>,
+    pub alter_any_connection: Option<bool>,
 }
 
 /// One missing permission: what it breaks and the grant that fixes it.
@@ -43,7 +47,8 @@ HAS_PERMS_BY_NAME({db}, 'DATABASE', 'BACKUP DATABASE') AS BackupDatabase, \
 HAS_PERMS_BY_NAME(NULL, NULL, 'CREATE ANY DATABASE') AS CreateAnyDatabase, \
 HAS_PERMS_BY_NAME(N'msdb.dbo.backupset', 'OBJECT', 'SELECT') AS MsdbBackupset, \
 HAS_PERMS_BY_NAME(N'msdb.dbo.backupmediafamily', 'OBJECT', 'SELECT') AS MsdbMediaFamily, \
-HAS_PERMS_BY_NAME(NULL, NULL, 'VIEW SERVER STATE') AS ViewServerState",
+HAS_PERMS_BY_NAME(NULL, NULL, 'VIEW SERVER STATE') AS ViewServerState, \
+HAS_PERMS_BY_NAME(NULL, NULL, 'ALTER ANY CONNECTION') AS AlterAnyConnection",
         db = quote_str(database)
     )
 }
@@ -66,6 +71,7 @@ pub async fn read(session: &mut Session, database: &str) -> Result<Permissions, 
         create_any_database: flag("CreateAnyDatabase"),
         msdb_history: both(flag("MsdbBackupset"), flag("MsdbMediaFamily")),
         view_server_state: flag("ViewServerState"),
+        alter_any_connection: flag("AlterAnyConnection"),
     })
 }
 
@@ -121,6 +127,17 @@ impl Permissions {
                 grant: format!("USE master; GRANT VIEW SERVER STATE TO {login};"),
             });
         }
+        if self.alter_any_connection != Some(true) {
+            gaps.push(Gap {
+                check: "sql-kill",
+                required: false,
+                detail: format!(
+                    "the login {} lacks ALTER ANY CONNECTION: a BACKUP, RESTORE or CHECKDB that does not acknowledge a stop (ATTENTION) cannot be ended with KILL, and may run on after Ctrl-C or a window overrun",
+                    self.login
+                ),
+                grant: format!("USE master; GRANT ALTER ANY CONNECTION TO {login};"),
+            });
+        }
         gaps
     }
 }
@@ -137,6 +154,7 @@ mod tests {
             create_any_database: all,
             msdb_history: all,
             view_server_state: all,
+            alter_any_connection: all,
         }
     }
 
@@ -150,7 +168,8 @@ mod tests {
                 "sql-permission",
                 "sql-create-database",
                 "sql-msdb-history",
-                "sql-server-state"
+                "sql-server-state",
+                "sql-kill"
             ]
         );
         assert_eq!(
@@ -162,8 +181,13 @@ mod tests {
             "USE master; GRANT CREATE ANY DATABASE TO [octo]]backup];"
         );
         assert!(!gaps[3].required);
+        assert!(!gaps[4].required);
+        assert_eq!(
+            gaps[4].grant,
+            "USE master; GRANT ALTER ANY CONNECTION TO [octo]]backup];"
+        );
         // Unknown counts as missing: the grant is harmless if already held.
-        assert_eq!(perms(None).gaps().len(), 4);
+        assert_eq!(perms(None).gaps().len(), 5);
         assert!(perms(Some(true)).gaps().is_empty());
     }
 

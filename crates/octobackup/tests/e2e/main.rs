@@ -23,6 +23,7 @@ mod faults_restore;
 mod forget;
 mod init;
 mod interrupt;
+mod kept;
 mod key;
 mod linux;
 mod lock;

@@ -6,6 +6,7 @@ mod backup;
 pub mod catalog;
 mod dbcc;
 pub mod errors;
+pub mod kill;
 pub mod platform;
 mod query;
 mod scalar;
@@ -121,6 +122,8 @@ pub struct Engine {
     pub app_locks: applock::AppLocks,
     /// Logins, users, roles, grants and owners (`security.rs`).
     security: Mutex<security::Security>,
+    /// Each session's ATTENTION, for KILL (`kill.rs`).
+    kill_switches: kill::KillSwitches,
 }
 
 /// The database every Amazon RDS for SQL Server instance carries (AWS RDS user guide, "Importing
@@ -163,6 +166,7 @@ impl Engine {
             tde: Mutex::new(std::collections::HashSet::new()),
             app_locks: applock::AppLocks::default(),
             security: Mutex::new(security::Security::default()),
+            kill_switches: kill::KillSwitches::default(),
         };
         engine
             .prepare_platform()
@@ -229,6 +233,7 @@ impl Engine {
 
     pub fn close_session(&self, spid: u16) {
         lock(&self.sessions).remove(&spid);
+        self.forget_kill_switch(spid);
         // A session's application locks go with it, however it ended.
         self.app_locks.release_all(spid, None);
     }

@@ -57,6 +57,7 @@ const SERVER_PERMISSIONS: &[&str] = &[
     "ALTER ANY DATABASE",
     "VIEW SERVER STATE",
     "VIEW ANY DATABASE",
+    "ALTER ANY CONNECTION",
 ];
 
 #[derive(Debug, Clone, Default)]
@@ -206,6 +207,15 @@ impl Engine {
                 permission.as_str(),
                 "CREATE ANY DATABASE" | "ALTER ANY DATABASE"
             )
+        {
+            return true;
+        }
+        // processadmin holds ALTER ANY CONNECTION (Microsoft Learn, "Server-level roles").
+        if permission == "ALTER ANY CONNECTION"
+            && security
+                .server_roles
+                .get(&key)
+                .is_some_and(|r| r.contains("processadmin"))
         {
             return true;
         }

@@ -24,6 +24,11 @@ pub struct Attention {
     received: AtomicU64,
     acknowledged: AtomicU64,
     closed: AtomicBool,
+    /// Another session's KILL ended this one.
+    killed: AtomicBool,
+    /// The running statement does not heed ATTENTION (the `IgnoreAttentionDuringNext` fault),
+    /// as a real BACKUP blocked on I/O may not: only KILL or the client's going stops it.
+    deaf: AtomicBool,
     notify: Notify,
 }
 
@@ -44,6 +49,22 @@ impl Attention {
         self.closed.load(Ordering::SeqCst)
     }
 
+    /// KILL from another session: the running statement stops and the connection is closed.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    pub fn is_killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
+    /// While set, a pending ATTENTION does not stop the running statement.
+    pub fn set_deaf(&self, on: bool) {
+        self.deaf.store(on, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
     /// An ATTENTION arrived that no DONE has acknowledged yet.
     pub fn pending(&self) -> bool {
         self.received.load(Ordering::SeqCst) > self.acknowledged.load(Ordering::SeqCst)
@@ -51,12 +72,27 @@ impl Attention {
 
     /// Whether the running request must stop.
     pub fn should_stop(&self) -> bool {
-        self.pending() || self.is_closed()
+        (self.pending() && !self.deaf.load(Ordering::SeqCst))
+            || self.is_closed()
+            || self.is_killed()
     }
 
     pub fn acknowledge(&self) {
         self.acknowledged
             .store(self.received.load(Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    /// Waits until another session's KILL ends this one.
+    pub async fn killed(&self) {
+        loop {
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_killed() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Waits until an ATTENTION is pending or the client is gone.
@@ -315,7 +351,15 @@ impl Session {
                     return self.finish_cancelled(resp).await;
                 }
             }
+            let deaf = self
+                .engine
+                .take_fault(|f| {
+                    matches!(f, crate::SqlFault::IgnoreAttentionDuringNext { command: c } if command.starts_with(c.as_str()))
+                })
+                .is_some();
+            self.attention.set_deaf(deaf);
             let outcome = self.execute(located, &mut resp).await;
+            self.attention.set_deaf(false);
             self.engine.set_request(self.spid, None);
             match outcome? {
                 Outcome::Cancelled => return self.finish_cancelled(resp).await,
@@ -522,8 +566,14 @@ impl Session {
     /// State): a client discards each response that does not acknowledge the attention, so the
     /// acknowledgment must not ride inside the interrupted one; tedious waits for it in the
     /// next message and drops the connection otherwise.
-    async fn finish_cancelled(&mut self, resp: Response<'_>) -> io::Result<bool> {
+    async fn finish_cancelled(&mut self, mut resp: Response<'_>) -> io::Result<bool> {
         if self.attention.is_closed() {
+            return Ok(false);
+        }
+        if self.attention.is_killed() {
+            // KILL ends the connection: the client reads Msg 596 (severity 21), then the close.
+            raise(&mut resp, &super::kill::killed_state(), 1);
+            let _ = resp.finish().await;
             return Ok(false);
         }
         self.attention.acknowledge();
@@ -718,6 +768,10 @@ impl Session {
             }
             Statement::Use(name) => {
                 let r = self.use_database(name, resp, line);
+                simple(r, resp)
+            }
+            Statement::Kill(target) => {
+                let r = self.engine.kill(&self.login, self.spid, *target);
                 simple(r, resp)
             }
             Statement::Set { option, on } => {
@@ -1065,6 +1119,7 @@ fn command_name(statement: &Statement) -> &'static str {
         Statement::Select(_) => "SELECT",
         Statement::Update(_) => "UPDATE",
         Statement::Use(_) => "USE",
+        Statement::Kill(_) => "KILL",
         Statement::Set { .. } | Statement::SetLanguage(_) => "SET OPTION ON",
         Statement::BeginTran => "BEGIN TRANSACTION",
         Statement::Commit => "COMMIT TRANSACTION",

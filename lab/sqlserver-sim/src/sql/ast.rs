@@ -57,6 +57,8 @@ pub enum Statement {
     },
     /// CREATE LOGIN, CREATE USER, ALTER [SERVER] ROLE ... ADD MEMBER, GRANT.
     Security(SecurityStatement),
+    /// KILL session_id (no UOW, no WITH STATUSONLY).
+    Kill(u64),
 }
 
 #[derive(Debug, Clone, PartialEq)]

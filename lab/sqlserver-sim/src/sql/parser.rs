@@ -651,6 +651,14 @@ impl Parser {
                 }
                 Ok(Statement::Declare { name, ty })
             }
+            "KILL" => {
+                self.pos += 1;
+                let spid = self.unsigned()?;
+                if self.at_word("WITH") {
+                    return Err(lab_gap("KILL ... WITH STATUSONLY", token.line));
+                }
+                Ok(Statement::Kill(spid))
+            }
             "RECONFIGURE" => {
                 self.pos += 1;
                 if self.eat_word("WITH") {
@@ -725,6 +733,7 @@ impl Parser {
             "DECLARE",
             "CREATE",
             "GRANT",
+            "KILL",
         ]
         .iter()
         .any(|w| self.at_word(w))

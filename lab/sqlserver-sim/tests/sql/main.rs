@@ -7,6 +7,7 @@ mod backup;
 mod clients;
 mod differential;
 mod field;
+mod kill;
 mod login;
 mod permissions;
 mod platform;

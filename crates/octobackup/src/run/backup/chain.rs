@@ -290,10 +290,19 @@ pub fn differential_tonight(info: &DatabaseInfo) -> bool {
 
 /// The base files, stored beside the differential under /database/base.
 pub fn base_items(job: &BackupJob, info: &DatabaseInfo) -> Vec<SourceItem> {
+    base_items_of(&job.instance_name, &job.instance, info)
+}
+
+/// [`base_items`] for an instance by name and config (`doctor` has no job).
+pub fn base_items_of(
+    instance_name: &str,
+    inst: &InstanceConfig,
+    info: &DatabaseInfo,
+) -> Vec<SourceItem> {
     let Some(chain) = info.chain.as_ref().filter(|c| c.is_differential()) else {
         return Vec::new();
     };
-    let dir = base_dir_local(&job.instance_name, &job.instance);
+    let dir = base_dir_local(instance_name, inst);
     chain
         .base_files
         .iter()

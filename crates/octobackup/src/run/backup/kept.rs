@@ -155,6 +155,89 @@ fn judge(
     Ok(())
 }
 
+/// A kept set as `doctor` shows it, judged as the next backup of the instance will judge it.
+#[derive(Debug)]
+pub struct KeptSet {
+    pub dir: PathBuf,
+    /// Empty when the record cannot be read.
+    pub set_id: String,
+    pub database: String,
+    /// When its storage was found gone.
+    pub kept_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// What the folder holds (the `.bak` and the window's copies).
+    pub bytes: u64,
+    /// `Ok`: the next backup stores it; `Err(why)`: it removes it.
+    pub next: Result<(), String>,
+}
+
+/// This instance's kept sets. `database`: the one the instance backs up now (`None` when it
+/// cannot be told: the record's own is taken).
+pub fn kept_sets(
+    instance_name: &str,
+    inst: &crate::config::InstanceConfig,
+    database: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<KeptSet> {
+    kept_folders(instance_name, &inst.staging_local())
+        .into_iter()
+        .map(|dir| {
+            let bytes = folder_bytes(&dir);
+            let Some(record) = read_record(&dir) else {
+                return KeptSet {
+                    dir,
+                    set_id: String::new(),
+                    database: String::new(),
+                    kept_at: None,
+                    bytes,
+                    next: Err("its record cannot be read".into()),
+                };
+            };
+            let info = &record.manifest.database;
+            let base_present = super::chain::base_items_of(instance_name, inst, info)
+                .iter()
+                .all(|i| match i {
+                    octobackup_repo::SourceItem::Path { source, .. } => source.is_file(),
+                    _ => true,
+                });
+            let next = judge(&record, database.unwrap_or(&info.name), now, base_present);
+            KeptSet {
+                dir,
+                set_id: record.manifest.set_id.clone(),
+                database: info.name.clone(),
+                kept_at: Some(record.kept_at),
+                bytes,
+                next,
+            }
+        })
+        .collect()
+}
+
+fn read_record(dir: &Path) -> Option<Record> {
+    std::fs::read(dir.join(KEPT_RECORD))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
+        .filter(|r| r.format == FORMAT)
+}
+
+/// The bytes of every file under `dir`.
+fn folder_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
 /// Stores the sets kept on staging by earlier runs whose storage stopped after their window, or
 /// removes those no longer wanted (with a note each). Runs before this run's window. A storage
 /// that is still gone stops the run with the folder kept.
@@ -165,11 +248,7 @@ pub(super) async fn store_kept_sets(
     database: &str,
 ) -> Result<(), Failure> {
     for dir in kept_folders(&job.instance_name, &job.instance.staging_local()) {
-        let record = std::fs::read(dir.join(KEPT_RECORD))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<Record>(&b).ok())
-            .filter(|r| r.format == FORMAT);
-        let Some(record) = record else {
+        let Some(record) = read_record(&dir) else {
             let _ = std::fs::remove_dir_all(&dir);
             job.ui.note(&format!(
                 "removed {}, a staging folder kept when the storage stopped: its record cannot be read",

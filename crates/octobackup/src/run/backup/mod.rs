@@ -391,7 +391,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
     let inside = inside.map_err(|mut e| {
         if stop.requested().is_some()
             && e.message.starts_with("interrupted by ")
-            && e.message.ends_with("was stopped")
+            && !e.message.contains("maintenance mode was put back")
         {
             e.message = format!(
                 "{}; maintenance mode was put back {}; nothing was marked complete",
@@ -564,17 +564,33 @@ async fn stop_cut_backup(job: &BackupJob, staging: &std::path::Path, mut f: Fail
         return f;
     };
     let base = f.message.trim_end_matches('.').to_string();
-    f.message = if session.cancel(Duration::from_secs(15)).await {
+    let stopped = session.stop(STOP_WAIT).await;
+    f.message = if stopped == crate::sqlserver::Stopped::Acknowledged {
         format!("{base}. SQL Server stopped the cut BACKUP DATABASE (ATTENTION, acknowledged).")
     } else {
-        // Keeps the marker: `discard_run` must not remove the folder SQL Server may still write.
-        let _ = std::fs::write(staging.join(KEEP_FOR_CLEANUP), "");
         format!(
-            "{base}. SQL Server did not acknowledge the stop of the cut BACKUP DATABASE within 15 s, so it may still be writing in {}: the folder is kept with its marker, and the next run removes it (or delete it once the BACKUP is gone from sys.dm_exec_requests).",
-            staging.display()
+            "{base}. The cut BACKUP DATABASE: {}{}.",
+            stopped.describe("BACKUP DATABASE", STOP_WAIT),
+            keep_if_running(&stopped, staging)
         )
     };
     f
+}
+
+/// How long SQL Server is given to acknowledge ATTENTION before octobackup KILLs the session.
+const STOP_WAIT: Duration = Duration::from_secs(15);
+
+/// A BACKUP that may still run may still write in its staging folder: the folder is kept with
+/// its marker (`discard_run` leaves it) for the next run's clean-up. Says so, or nothing.
+fn keep_if_running(stopped: &crate::sqlserver::Stopped, staging: &std::path::Path) -> String {
+    if !stopped.may_still_run() {
+        return String::new();
+    }
+    let _ = std::fs::write(staging.join(KEEP_FOR_CLEANUP), "");
+    format!(
+        "; the staging folder {} is kept with its marker, and the next run removes it (or delete it once the BACKUP is gone from sys.dm_exec_requests)",
+        staging.display()
+    )
 }
 
 /// Set in a staging folder the failed run must leave for the next run's clean-up (a BACKUP that
@@ -639,7 +655,11 @@ fn part_snapshots(repo: &Repo, set_id: &str) -> Vec<String> {
 async fn stop_after_backup(stop: &Stop, track: &window_capture::Track) -> &'static str {
     let sig = stop.wait().await;
     if track.running().iter().any(|r| r == "BACKUP DATABASE") {
-        tokio::time::sleep(Duration::from_secs(35)).await;
+        // ATTENTION's wait, then KILL's budget, and a margin.
+        tokio::time::sleep(
+            STOP_WAIT + crate::sqlserver::kill::KILL_BUDGET + Duration::from_secs(5),
+        )
+        .await;
     }
     sig
 }
@@ -1117,14 +1137,19 @@ async fn backup_database(
         ) => r,
         sig = stop.wait() => {
             // A dropped connection leaves the server's BACKUP running until it notices: stop it
-            // with ATTENTION on its own connection, as the drill does.
-            let acknowledged = session.cancel(Duration::from_secs(30)).await;
+            // with ATTENTION on its own connection, as the drill does, and KILL without an answer.
+            let stopped = session.stop(STOP_WAIT).await;
             slot.take();
+            let kept = bak_local
+                .first()
+                .and_then(|p| p.parent())
+                .map(|staging| keep_if_running(&stopped, staging))
+                .unwrap_or_default();
             return Err(Failure::new(
                 Exit::Interrupted,
                 format!(
-                    "interrupted by {sig}; SQL Server's BACKUP DATABASE was stopped{}",
-                    if acknowledged { "" } else { " (SQL Server did not acknowledge it within 30 s)" }
+                    "interrupted by {sig}; {}{kept}",
+                    stopped.describe("BACKUP DATABASE", STOP_WAIT)
                 ),
             ));
         }
