@@ -12,7 +12,7 @@ use serde_json::Value;
 pub type Events = Arc<Mutex<Vec<(String, Value)>>>;
 
 /// A running simulator with an administrator key, a read-only key and its recorded events.
-pub struct Lab {
+pub struct TestApi {
     pub octopus: OctopusHandle,
     pub admin: String,
     pub viewer: String,
@@ -33,12 +33,12 @@ pub fn config() -> (OctopusConfig, Events) {
     (config, events)
 }
 
-pub async fn start() -> Lab {
+pub async fn start() -> TestApi {
     let (config, events) = config();
     start_with(config, events).await
 }
 
-pub async fn start_with(config: OctopusConfig, events: Events) -> Lab {
+pub async fn start_with(config: OctopusConfig, events: Events) -> TestApi {
     let admin = config
         .api_keys
         .iter()
@@ -53,7 +53,7 @@ pub async fn start_with(config: OctopusConfig, events: Events) -> Lab {
         .map(|k| k.key.clone())
         .unwrap_or_default();
     let octopus = octopus_sim::start(config).await.expect("simulator starts");
-    Lab {
+    TestApi {
         octopus,
         admin,
         viewer,
@@ -62,7 +62,7 @@ pub async fn start_with(config: OctopusConfig, events: Events) -> Lab {
     }
 }
 
-impl Lab {
+impl TestApi {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.octopus.url())
     }

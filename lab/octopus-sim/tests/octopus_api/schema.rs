@@ -3,7 +3,7 @@
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::common::{self, Lab};
+use crate::common::{self, TestApi};
 use crate::swagger::octopus;
 
 /// Checks `value` against `schema`, failing with every violation.
@@ -26,7 +26,7 @@ fn documented(method: &str, path: &str, status: u16) -> Value {
 }
 
 async fn check(
-    lab: &Lab,
+    lab: &TestApi,
     method: Method,
     api_path: &str,
     swagger_path: &str,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use octopus_sim::{TaskSpec, TaskState};
 use serde_json::Value;
 
-use crate::common::{self, Lab, eventually};
+use crate::common::{self, TestApi, eventually};
 
 fn ids(collection: &Value) -> Vec<String> {
     collection["Items"]
@@ -17,7 +17,7 @@ fn ids(collection: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn task(lab: &Lab, id: &str) -> Value {
+async fn task(lab: &TestApi, id: &str) -> Value {
     let (status, task) = lab.get(&format!("/api/tasks/{id}")).await;
     assert_eq!(status, 200, "{task}");
     task

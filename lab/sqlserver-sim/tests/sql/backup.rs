@@ -18,7 +18,7 @@ fn history_query(database: &str) -> String {
     )
 }
 
-fn bak_path(lab: &Lab, name: &str) -> String {
+fn bak_path(lab: &TestServer, name: &str) -> String {
     lab.dir().join(name).to_string_lossy().into_owned()
 }
 

@@ -16,14 +16,14 @@ use crate::common::*;
 
 /// The one lab the module's tests share: started on a thread of its own with its own runtime
 /// (each #[tokio::test] has a runtime that ends with the test), alive until the binary exits.
-struct SharedLab {
+struct SharedServer {
     port: u16,
     dir: PathBuf,
     events: Events,
 }
 
-fn shared_lab() -> &'static SharedLab {
-    static LAB: OnceLock<SharedLab> = OnceLock::new();
+fn shared_lab() -> &'static SharedServer {
+    static LAB: OnceLock<SharedServer> = OnceLock::new();
     LAB.get_or_init(|| {
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -43,7 +43,7 @@ fn shared_lab() -> &'static SharedLab {
                 ))
                 .await
                 .unwrap();
-                let lab = Lab {
+                let lab = TestServer {
                     server,
                     scratch: Scratch(dir),
                     events,
@@ -56,7 +56,7 @@ fn shared_lab() -> &'static SharedLab {
                 // 8 MB/s: the small databases back up in well under a second, the big ones in
                 // about four, so a cancel has a statement to stop.
                 lab.server.set_backup_rate(Some(8 << 20));
-                tx.send(SharedLab {
+                tx.send(SharedServer {
                     port: lab.server.addr().port(),
                     dir: lab.dir().to_path_buf(),
                     events: lab.events.clone(),

@@ -37,13 +37,13 @@ impl Drop for Scratch {
 /// Events the server sent, in order.
 pub type Events = Arc<Mutex<Vec<(String, serde_json::Value)>>>;
 
-pub struct Lab {
+pub struct TestServer {
     pub server: SqlServerHandle,
     pub scratch: Scratch,
     pub events: Events,
 }
 
-impl Lab {
+impl TestServer {
     pub fn dir(&self) -> &Path {
         self.scratch.path()
     }
@@ -76,13 +76,13 @@ pub fn config(dir: &Path, edition: Edition, tls: TlsSupport, events: Events) -> 
     }
 }
 
-pub async fn start_lab(name: &str, edition: Edition, tls: TlsSupport) -> Lab {
+pub async fn start_lab(name: &str, edition: Edition, tls: TlsSupport) -> TestServer {
     let scratch = Scratch::new(name);
     let events: Events = Arc::default();
     let server = sqlserver_sim::start(config(scratch.path(), edition, tls, events.clone()))
         .await
         .unwrap();
-    Lab {
+    TestServer {
         server,
         scratch,
         events,
@@ -149,11 +149,11 @@ pub fn octopus_spec(name: &str) -> DatabaseSpec {
 }
 
 /// Creates image files for `name` under `dir` and attaches them.
-pub fn attach_octopus(lab: &Lab, name: &str) -> (PathBuf, PathBuf) {
+pub fn attach_octopus(lab: &TestServer, name: &str) -> (PathBuf, PathBuf) {
     attach_with_pages(lab, name, 256)
 }
 
-pub fn attach_with_pages(lab: &Lab, name: &str, filler_pages: u32) -> (PathBuf, PathBuf) {
+pub fn attach_with_pages(lab: &TestServer, name: &str, filler_pages: u32) -> (PathBuf, PathBuf) {
     let files = lab.dir().join("files");
     std::fs::create_dir_all(&files).unwrap();
     let safe: String = name
@@ -172,7 +172,7 @@ pub fn attach_with_pages(lab: &Lab, name: &str, filler_pages: u32) -> (PathBuf, 
 pub type TdsClient = Client<Compat<TcpStream>>;
 
 pub async fn connect_as(
-    lab: &Lab,
+    lab: &TestServer,
     user: &str,
     password: &str,
     encryption: EncryptionLevel,
@@ -189,7 +189,7 @@ pub async fn connect_as(
 }
 
 /// sa over TLS-free TDS (the fastest for tests that are not about TLS).
-pub async fn connect(lab: &Lab) -> TdsClient {
+pub async fn connect(lab: &TestServer) -> TdsClient {
     connect_as(lab, "sa", SA_PASSWORD, EncryptionLevel::NotSupported)
         .await
         .unwrap()
@@ -220,7 +220,7 @@ pub fn quote_str(text: &str) -> String {
 
 /// Runs a python-tds script on a blocking thread (the server keeps serving meanwhile);
 /// `pytds` must be importable (pip install python-tds).
-pub async fn python_tds(lab: &Lab, script: &str) -> String {
+pub async fn python_tds(lab: &TestServer, script: &str) -> String {
     let (port, script) = (lab.server.addr().port(), script.to_string());
     tokio::task::spawn_blocking(move || run_python_tds(port, &script))
         .await

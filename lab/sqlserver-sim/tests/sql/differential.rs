@@ -46,7 +46,7 @@ fn restore(target: &str, bak: &str, dir: &std::path::Path, recovery: &str) -> St
     )
 }
 
-fn path(lab: &Lab, name: &str) -> String {
+fn path(lab: &TestServer, name: &str) -> String {
     lab.dir().join(name).to_string_lossy().into_owned()
 }
 

@@ -12,7 +12,12 @@ use tiberius::{AuthMethod, Client, Config, EncryptionLevel, SqlBrowser};
 use tokio::net::TcpStream;
 use tokio_util::compat::TokioAsyncWriteCompatExt;
 
-async fn start_with(name: &str, edition: Edition, version: &str, options: ServerOptions) -> Lab {
+async fn start_with(
+    name: &str,
+    edition: Edition,
+    version: &str,
+    options: ServerOptions,
+) -> TestServer {
     let scratch = Scratch::new(name);
     let events: Events = Arc::default();
     let mut config = config(
@@ -24,14 +29,14 @@ async fn start_with(name: &str, edition: Edition, version: &str, options: Server
     config.product_version = version.into();
     config.options = options;
     let server = sqlserver_sim::start(config).await.unwrap();
-    Lab {
+    TestServer {
         server,
         scratch,
         events,
     }
 }
 
-fn sa_config(lab: &Lab, encryption: EncryptionLevel) -> Config {
+fn sa_config(lab: &TestServer, encryption: EncryptionLevel) -> Config {
     let mut config = Config::new();
     config.host("127.0.0.1");
     config.port(lab.server.addr().port());
@@ -40,7 +45,7 @@ fn sa_config(lab: &Lab, encryption: EncryptionLevel) -> Config {
     config
 }
 
-async fn try_connect(config: Config, lab: &Lab) -> tiberius::Result<TdsClient> {
+async fn try_connect(config: Config, lab: &TestServer) -> tiberius::Result<TdsClient> {
     let tcp = TcpStream::connect(lab.server.addr()).await.unwrap();
     Client::connect(config, tcp.compat_write()).await
 }
@@ -150,7 +155,7 @@ async fn backup_compression_default_compresses_backups_that_do_not_say() {
     .await;
     attach_octopus(&lab, "Octopus");
     let mut client = connect(&lab).await;
-    async fn compressed(lab: &Lab, client: &mut TdsClient, file: &str, with: &str) -> bool {
+    async fn compressed(lab: &TestServer, client: &mut TdsClient, file: &str, with: &str) -> bool {
         let path = lab.dir().join(file).to_string_lossy().into_owned();
         let sql = format!(
             "BACKUP DATABASE [Octopus] TO DISK = {} WITH FORMAT, INIT, COPY_ONLY{with}",

@@ -16,7 +16,7 @@ async fn spid(client: &mut TdsClient) -> i16 {
 }
 
 /// Polls (bounded) until the event log holds an event of this kind.
-async fn wait_for(lab: &Lab, kind: &str) {
+async fn wait_for(lab: &TestServer, kind: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while lab.events_of(kind).is_empty() {
         assert!(

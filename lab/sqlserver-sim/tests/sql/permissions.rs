@@ -9,7 +9,7 @@ use tokio_util::compat::TokioAsyncWriteCompatExt;
 const PASSWORD: &str = "Backup-Passw0rd!";
 
 /// `backup` logging in with Octopus as its database.
-async fn connect_backup(lab: &Lab) -> tiberius::Result<TdsClient> {
+async fn connect_backup(lab: &TestServer) -> tiberius::Result<TdsClient> {
     let mut config = Config::new();
     config.host("127.0.0.1");
     config.port(lab.server.addr().port());

@@ -9,7 +9,7 @@ use crate::common::*;
 use sqlserver_files::image;
 use sqlserver_sim::{Edition, Platform, ServerOptions, TlsSupport, Volume};
 
-async fn start_as(name: &str, version: &str, platform: Platform) -> Lab {
+async fn start_as(name: &str, version: &str, platform: Platform) -> TestServer {
     let scratch = Scratch::new(name);
     let events: Events = Arc::default();
     let mut config = config(
@@ -24,7 +24,7 @@ async fn start_as(name: &str, version: &str, platform: Platform) -> Lab {
         ..Default::default()
     };
     let server = sqlserver_sim::start(config).await.unwrap();
-    Lab {
+    TestServer {
         server,
         scratch,
         events,

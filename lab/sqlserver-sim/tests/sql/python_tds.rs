@@ -36,7 +36,7 @@ fn messages(output: &str) -> Vec<(i32, i32, String)> {
         .collect()
 }
 
-async fn run_statements(lab: &Lab, statements: &[String]) -> Vec<(i32, i32, String)> {
+async fn run_statements(lab: &TestServer, statements: &[String]) -> Vec<(i32, i32, String)> {
     let script: String = statements
         .iter()
         .map(|s| format!("run({})\n", py(s)))

@@ -397,7 +397,7 @@ async fn a_restarted_server_keeps_databases_and_history() {
     ))
     .await
     .unwrap();
-    let lab = Lab {
+    let lab = TestServer {
         server: first,
         scratch,
         events,
@@ -407,7 +407,7 @@ async fn a_restarted_server_keeps_databases_and_history() {
     let bak = lab.dir().join("keep.bak").to_string_lossy().into_owned();
     backup(&mut client, "Octopus", &bak).await;
     drop(client);
-    let Lab {
+    let TestServer {
         server,
         scratch,
         events,
@@ -422,7 +422,7 @@ async fn a_restarted_server_keeps_databases_and_history() {
     ))
     .await
     .unwrap();
-    let lab = Lab {
+    let lab = TestServer {
         server: second,
         scratch,
         events,
