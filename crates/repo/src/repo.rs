@@ -143,6 +143,22 @@ impl Repo {
         }
     }
 
+    /// A second handle on this repository (same key, same storage budget): its calls run
+    /// beside this one's instead of after them, e.g. the .bak stored while the folders are.
+    pub fn twin(&self) -> Repo {
+        Self {
+            location: self.location.clone(),
+            storage: self.storage.clone(),
+            backends: self.backends.clone(),
+            options: self.options.clone(),
+            router: ProgressRouter::default(),
+            key: self.key.clone(),
+            key_id: self.key_id,
+            health: self.health.clone(),
+            busy: Mutex::new(()),
+        }
+    }
+
     /// The repository location as configured (for messages).
     pub fn location(&self) -> &str {
         &self.location

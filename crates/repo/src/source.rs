@@ -9,9 +9,10 @@
 
 use std::ffi::OsStr;
 use std::fs;
-use std::io::{self, Cursor, Read};
+use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::iter;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rustic_core::repofile::{Metadata, Node, NodeType};
@@ -25,6 +26,12 @@ use crate::error::{RepoError, from_rustic, summarize};
 use crate::logging::RECORDED_MARKER;
 use crate::mode;
 use crate::vpath::{VirtualPath, check_disjoint};
+
+/// Files larger than this are read in segments of this length at fixed offsets, each chunked on
+/// a core of its own (issue 13: the .bak, one large file, was chunked and hashed on one core).
+/// Chunk boundaries then also fall at every multiple of it, so this must never change: the
+/// .bak of the next night deduplicates against this one only if it is cut at the same offsets.
+pub const SEGMENT_LEN: u64 = 32 << 20;
 
 /// One thing to put into a backup set.
 #[derive(Clone)]
@@ -302,6 +309,7 @@ fn map_walk(
                 snapshot_path: snapshot_path.clone(),
                 real_path: path.clone(),
                 record: record.clone(),
+                failed: Arc::default(),
             });
             Some(Ok(ReadSourceEntry {
                 path: virtual_path,
@@ -426,6 +434,8 @@ pub(crate) enum SetOpen {
         snapshot_path: String,
         real_path: PathBuf,
         record: Recorder,
+        /// Set once the file's failure is recorded (shared by its segments).
+        failed: Arc<AtomicBool>,
     },
     Memory(SharedBytes),
 }
@@ -442,12 +452,14 @@ impl ReadSourceOpen for SetOpen {
                 snapshot_path,
                 real_path,
                 record,
+                failed,
             } => match inner.open() {
                 Ok(file) => Ok(SetReader::File(CappedReader {
                     inner: file,
                     remaining: expected,
+                    end: expected,
                     expected,
-                    failed: false,
+                    failed,
                     snapshot_path,
                     real_path,
                     record,
@@ -460,6 +472,56 @@ impl ReadSourceOpen for SetOpen {
                     Err(recorded_error(&snapshot_path, reason))
                 }
             },
+        }
+    }
+
+    fn segment_len(&self) -> Option<u64> {
+        match self {
+            Self::File { .. } => Some(SEGMENT_LEN),
+            Self::Memory(_) => None,
+        }
+    }
+
+    /// One segment of a file: its own handle, positioned at `offset` and capped at `len` bytes.
+    /// The segments of one file share its failure record, so a file is listed once however
+    /// many of its segments fail.
+    fn open_segment(&self, offset: u64, len: u64) -> RusticResult<SetReader> {
+        let Self::File {
+            expected,
+            snapshot_path,
+            real_path,
+            record,
+            failed,
+            ..
+        } = self
+        else {
+            return Err(RusticError::new(
+                ErrorKind::Internal,
+                "an in-memory item was asked for a segment",
+            ));
+        };
+        let opened = fs::File::open(real_path).and_then(|mut file| {
+            file.seek(SeekFrom::Start(offset))?;
+            Ok(file)
+        });
+        match opened {
+            Ok(file) => Ok(SetReader::File(CappedReader {
+                inner: file,
+                remaining: len,
+                end: offset + len,
+                expected: *expected,
+                failed: failed.clone(),
+                snapshot_path: snapshot_path.clone(),
+                real_path: real_path.clone(),
+                record: record.clone(),
+            })),
+            Err(err) => {
+                let reason = format!("{}: {err}", shown(real_path));
+                if !failed.swap(true, AtomicOrdering::Relaxed) {
+                    record.record(snapshot_path.clone(), reason.clone());
+                }
+                Err(recorded_error(snapshot_path, reason))
+            }
         }
     }
 }
@@ -493,9 +555,13 @@ impl Read for SetReader {
 /// shrank (its content would no longer match its size).
 pub(crate) struct CappedReader<R> {
     inner: R,
+    /// Bytes left to read, up to `end`.
     remaining: u64,
+    /// Where this reader stops: the listed size, or the end of its segment.
+    end: u64,
+    /// The file's size when listed.
     expected: u64,
-    failed: bool,
+    failed: Arc<AtomicBool>,
     snapshot_path: String,
     real_path: PathBuf,
     record: Recorder,
@@ -503,8 +569,7 @@ pub(crate) struct CappedReader<R> {
 
 impl<R: Read> CappedReader<R> {
     fn fail(&mut self, err: io::Error) -> io::Error {
-        if !self.failed {
-            self.failed = true;
+        if !self.failed.swap(true, AtomicOrdering::Relaxed) {
             let reason = format!("{}: {err}", shown(&self.real_path));
             self.record.record(self.snapshot_path.clone(), reason);
         }
@@ -520,7 +585,7 @@ impl<R: Read> Read for CappedReader<R> {
         let want = usize::try_from(self.remaining).map_or(buf.len(), |r| r.min(buf.len()));
         match self.inner.read(&mut buf[..want]) {
             Ok(0) => {
-                let read = self.expected - self.remaining;
+                let read = self.end - self.remaining;
                 let err = io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     format!(
@@ -548,8 +613,9 @@ mod tests {
         CappedReader {
             inner,
             remaining: expected,
+            end: expected,
             expected,
-            failed: false,
+            failed: Arc::default(),
             snapshot_path: "/folders/TaskLogs/a.txt".into(),
             real_path: PathBuf::from("/data/TaskLogs/a.txt"),
             record: Recorder {
@@ -601,6 +667,48 @@ mod tests {
         assert!(reader.read_to_end(&mut out).is_err());
         let recorded = unreadable.take();
         assert!(recorded[0].1.contains("shrank"), "{recorded:?}");
+    }
+
+    #[test]
+    fn a_file_that_shrinks_under_its_segments_is_recorded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("OctopusDeploy.bak");
+        // Sparse: three segments' worth of size without writing them.
+        let file = fs::File::create(&path).unwrap();
+        file.set_len(2 * SEGMENT_LEN + 77).unwrap();
+        let source = SetSource::new(vec![SourceItem::Path {
+            source: path.clone(),
+            target: "/database/OctopusDeploy.bak".into(),
+        }])
+        .unwrap();
+        let entry = source
+            .entries()
+            .find_map(|e| e.ok().filter(|e| e.open.is_some()))
+            .unwrap();
+        let open = entry.open.unwrap();
+        assert_eq!(open.segment_len(), Some(SEGMENT_LEN));
+        // Cut to half a segment after it was listed: the last two segments find nothing.
+        file.set_len(SEGMENT_LEN / 2).unwrap();
+        let mut first = open.open_segment(0, SEGMENT_LEN).unwrap();
+        let mut buf = Vec::new();
+        assert!(first.read_to_end(&mut buf).is_err());
+        for i in 1..3 {
+            let offset = i * SEGMENT_LEN;
+            let len = SEGMENT_LEN.min(2 * SEGMENT_LEN + 77 - offset);
+            let mut segment = open.open_segment(offset, len).unwrap();
+            let err = segment.read_to_end(&mut Vec::new()).unwrap_err();
+            assert!(err.to_string().contains("shrank"), "{err}");
+        }
+        let recorded = source.unreadable().take();
+        assert_eq!(recorded.len(), 1, "{recorded:?}");
+        assert_eq!(recorded[0].0, "/database/OctopusDeploy.bak");
+        assert!(recorded[0].1.contains("shrank"), "{recorded:?}");
+        assert!(
+            recorded[0]
+                .1
+                .contains(&format!("of {} bytes", 2 * SEGMENT_LEN + 77)),
+            "{recorded:?}"
+        );
     }
 
     #[test]

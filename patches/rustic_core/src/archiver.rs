@@ -13,7 +13,9 @@ use pariter::IteratorExt;
 use crate::{
     Progress,
     archiver::{
-        file_archiver::FileArchiver, parent::Parent, tree::TreeIterator,
+        file_archiver::FileArchiver,
+        parent::{Parent, ParentResult},
+        tree::{TreeIterator, TreeType},
         tree_archiver::TreeArchiver,
     },
     backend::{ReadSource, ReadSourceEntry, decrypt::DecryptFullBackend},
@@ -25,6 +27,49 @@ use crate::{
     },
     repofile::{configfile::ConfigFile, snapshotfile::SnapshotFile},
 };
+
+/// Patched for octobackup: at most this many entries that need no reading go to an archiver
+/// worker at once.
+const BATCH_RUN: usize = 256;
+
+/// Patched for octobackup: groups consecutive items for which `cheap` holds into runs of at most
+/// `max`; any other item is a run of its own. The order is kept.
+struct BatchRuns<I: Iterator, F> {
+    inner: std::iter::Peekable<I>,
+    max: usize,
+    cheap: F,
+}
+
+impl<I: Iterator, F: FnMut(&I::Item) -> bool> Iterator for BatchRuns<I, F> {
+    type Item = Vec<I::Item>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let first = self.inner.next()?;
+        if !(self.cheap)(&first) {
+            return Some(vec![first]);
+        }
+        let mut run = vec![first];
+        while run.len() < self.max {
+            match self.inner.peek() {
+                Some(item) if (self.cheap)(item) => run.extend(self.inner.next()),
+                _ => break,
+            }
+        }
+        Some(run)
+    }
+}
+
+trait BatchRunsExt: Iterator + Sized {
+    fn batch_runs<F: FnMut(&Self::Item) -> bool>(self, max: usize, cheap: F) -> BatchRuns<Self, F> {
+        BatchRuns {
+            inner: self.peekable(),
+            max,
+            cheap,
+        }
+    }
+}
+
+impl<I: Iterator> BatchRunsExt for I {}
 
 #[derive(thiserror::Error, Debug, displaydoc::Display)]
 /// Tree stack empty
@@ -191,9 +236,25 @@ impl<'a, BE: DecryptFullBackend, I: ReadGlobalIndex> Archiver<'a, BE, I> {
                     }
                 },
             )
+            // Patched for octobackup: entries that need no reading (folders, files unchanged
+            // since the parent) go to the workers in runs, not one by one: a handoff between
+            // threads per entry cost a nightly pass over 25,000 unchanged files more than the
+            // rest of its work. A file to read is still a run of its own, so files are read in
+            // parallel as before.
+            .batch_runs(BATCH_RUN, |item| match item {
+                TreeType::NewTree(_) | TreeType::EndTree => true,
+                TreeType::Other((_, node, (_, parent))) => {
+                    matches!(parent, ParentResult::Matched(())) || !node.is_file()
+                }
+            })
             // archive files in parallel
-            .parallel_map_scoped(s, |item| self.file_archiver.process(item, p))
+            .parallel_map_scoped(s, |run| {
+                run.into_iter()
+                    .map(|item| self.file_archiver.process(item, p))
+                    .collect::<Vec<_>>()
+            })
             .readahead_scoped(s)
+            .flatten()
             .filter_map(|item| match item {
                 Ok(item) => Some(item),
                 Err(err) => {

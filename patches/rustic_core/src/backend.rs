@@ -23,7 +23,7 @@ use serde_derive::{Deserialize, Serialize};
 
 use crate::{
     backend::node::{Metadata, Node, NodeType},
-    error::RusticResult,
+    error::{ErrorKind, RusticError, RusticResult},
     id::Id,
 };
 
@@ -533,6 +533,31 @@ pub trait ReadSourceOpen {
     ///
     /// The reader used to read from the source.
     fn open(self) -> RusticResult<Self::Reader>;
+
+    /// Patched for octobackup: the length of the fixed-offset segments this file may be read in,
+    /// each chunked on a thread of its own (see [`ReadSourceOpen::open_segment`]); `None`, the
+    /// default: the file is read as one stream.
+    ///
+    /// Chunk boundaries then also fall at every multiple of the length, so the same file stored
+    /// again with the same length deduplicates as before, and the file's content is the
+    /// segments' chunks one after the other (any restic restores it).
+    fn segment_len(&self) -> Option<u64> {
+        None
+    }
+
+    /// Patched for octobackup: opens bytes `offset..offset + len` of the file. Only called when
+    /// [`ReadSourceOpen::segment_len`] is `Some`.
+    ///
+    /// # Errors
+    ///
+    /// * If the source could not be opened there (the default: it cannot).
+    fn open_segment(&self, offset: u64, len: u64) -> RusticResult<Self::Reader> {
+        let _ = (offset, len);
+        Err(RusticError::new(
+            ErrorKind::Unsupported,
+            "This source cannot be read in segments.",
+        ))
+    }
 }
 
 /// blanket implementation for readers

@@ -8,3 +8,4 @@ mod merge_sets;
 mod open_init;
 mod restic_compat;
 mod restore;
+mod segments;

@@ -1,4 +1,6 @@
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::{
     archiver::{
@@ -22,6 +24,9 @@ use crate::{
     progress::Progress,
     repofile::configfile::ConfigFile,
 };
+
+/// The chunks of a file or segment, as (id, length).
+type ChunkList = Vec<(DataId, u64)>;
 
 /// The `FileArchiver` is responsible for archiving files.
 /// It will read the file, chunk it, and write the chunks to the backend.
@@ -91,7 +96,7 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
     /// # Returns
     ///
     /// The processed item.
-    pub(crate) fn process<O: ReadSourceOpen>(
+    pub(crate) fn process<O: ReadSourceOpen + Send>(
         &self,
         item: ItemWithParent<Option<O>>,
         p: &Progress,
@@ -105,7 +110,7 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
                     p.inc(size);
                     (node, size)
                 } else if node.node_type == NodeType::File {
-                    let r = open
+                    let open = open
                         .ok_or_else(
                             || RusticError::new(
                                 ErrorKind::Internal,
@@ -113,19 +118,30 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
                             )
                             .attach_context("path", path.display().to_string())
                             .ask_report(),
-                        )?
-                        .open()
-                        .map_err(|err| {
-                            err
-                            .overwrite_kind(ErrorKind::InputOutput)
-                            .prepend_guidance_line("Failed to open ReadSourceOpen at `{path}`")
-                            .attach_context("path", path.display().to_string())
+                        )?;
+                    // Patched for octobackup: a large file its source can open at any offset
+                    // is chunked in fixed-offset segments, several at once.
+                    if let Some(segment) = open
+                        .segment_len()
+                        .filter(|&len| len > 0 && node.meta.size > len)
+                    {
+                        self.backup_segments(open, node, segment, p)
+                            .map_err(|err| {
+                                err.prepend_guidance_line("Error while backing up `{path}`")
+                                    .attach_context("path", path.display().to_string())
+                            })?
+                    } else {
+                        let r = open.open().map_err(|err| {
+                            err.overwrite_kind(ErrorKind::InputOutput)
+                                .prepend_guidance_line("Failed to open ReadSourceOpen at `{path}`")
+                                .attach_context("path", path.display().to_string())
                         })?;
 
-                    self.backup_reader(r, node, p).map_err(|err| {
-                        err.prepend_guidance_line("Error while backing up `{path}`")
-                            .attach_context("path", path.display().to_string())
-                    })?
+                        self.backup_reader(r, node, p).map_err(|err| {
+                            err.prepend_guidance_line("Error while backing up `{path}`")
+                                .attach_context("path", path.display().to_string())
+                        })?
+                    }
                 } else {
                     (node, 0)
                 };
@@ -141,10 +157,99 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
         node: Node,
         p: &Progress,
     ) -> RusticResult<(Node, u64)> {
-        let chunks: Vec<_> = ChunkIter::from_config(
+        let chunks = self.chunk_reader(r, node.meta.size, p)?;
+
+        let filesize = chunks.iter().map(|x| x.1).sum();
+        let content = chunks.into_iter().map(|x| x.0).collect();
+
+        let mut node = node;
+        node.content = Some(content);
+        Ok((node, filesize))
+    }
+
+    /// Patched for octobackup: stores a file read in segments of `segment` bytes at fixed
+    /// offsets, chunked and hashed on as many threads as there are cores (the packer already
+    /// compresses and encrypts on all of them). The content is the segments' chunks in order.
+    fn backup_segments<O: ReadSourceOpen + Send>(
+        &self,
+        open: O,
+        node: Node,
+        segment: u64,
+        p: &Progress,
+    ) -> RusticResult<(Node, u64)> {
+        let size = node.meta.size;
+        let count = usize::try_from(size.div_ceil(segment)).unwrap_or(usize::MAX);
+        let workers = std::thread::available_parallelism()
+            .map_or(1, std::num::NonZeroUsize::get)
+            .min(count);
+        // Opening is cheap: one worker at a time, so the source need not be `Sync`.
+        let open = Mutex::new(open);
+        let next = AtomicUsize::new(0);
+        let failed = AtomicBool::new(false);
+        let done: Mutex<Vec<Option<ChunkList>>> = Mutex::new(vec![None; count]);
+        let first_error: Mutex<Option<Box<RusticError>>> = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..workers {
+                let _handle = s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= count || failed.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let offset = segment * i as u64;
+                        let len = segment.min(size - offset);
+                        let opened = open
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .open_segment(offset, len);
+                        match opened.and_then(|r| self.chunk_reader(r, len, p)) {
+                            Ok(chunks) => {
+                                done.lock().unwrap_or_else(PoisonError::into_inner)[i] =
+                                    Some(chunks);
+                            }
+                            Err(err) => {
+                                failed.store(true, Ordering::Relaxed);
+                                let _ = first_error
+                                    .lock()
+                                    .unwrap_or_else(PoisonError::into_inner)
+                                    .get_or_insert(err);
+                                break;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        if let Some(err) = first_error
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            return Err(err);
+        }
+        let mut filesize = 0;
+        let mut content = Vec::new();
+        for chunks in done.into_inner().unwrap_or_else(PoisonError::into_inner) {
+            for (id, len) in chunks.unwrap_or_default() {
+                filesize += len;
+                content.push(id);
+            }
+        }
+        let mut node = node;
+        node.content = Some(content);
+        Ok((node, filesize))
+    }
+
+    /// Chunks, hashes and stores (unless known) what `r` reads: the ids and sizes of its chunks.
+    fn chunk_reader(
+        &self,
+        r: impl Read + Send + 'static,
+        size_hint: u64,
+        p: &Progress,
+    ) -> RusticResult<ChunkList> {
+        ChunkIter::from_config(
             &self.config,
             r,
-            usize::try_from(node.meta.size).unwrap_or(usize::MAX),
+            usize::try_from(size_hint).unwrap_or(usize::MAX),
         )?
         .map(|chunk| {
             let chunk = chunk?;
@@ -157,14 +262,7 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
             p.inc(size);
             Ok((DataId::from(id), size))
         })
-        .collect::<RusticResult<_>>()?;
-
-        let filesize = chunks.iter().map(|x| x.1).sum();
-        let content = chunks.into_iter().map(|x| x.0).collect();
-
-        let mut node = node;
-        node.content = Some(content);
-        Ok((node, filesize))
+        .collect()
     }
 
     /// Finalizes the archiver.

@@ -1380,9 +1380,11 @@ fn previous_set_tags(job: &BackupJob) -> Vec<String> {
     ]
 }
 
-/// Stores `items` as a part of the set (tagged `part`), on a blocking thread.
+/// Stores `items` as a part of the set (tagged `part`), on a blocking thread, through `repo`
+/// (the job's, or a twin of it to run beside another call).
 async fn store_part(
     job: &BackupJob,
+    repo: Arc<Repo>,
     set_id: &str,
     hostname: &str,
     items: Vec<SourceItem>,
@@ -1408,7 +1410,6 @@ async fn store_part(
             SourceItem::Memory { bytes, .. } => Some(bytes.len() as u64),
         })
         .sum::<Option<u64>>();
-    let repo = job.repo.clone();
     let sink = job.ui.repo_sink(label);
     let label = label.to_string();
     let stored = crate::run::blocking::blocking(&format!("storing the {label}"), move || {
@@ -1432,29 +1433,23 @@ pub(super) async fn ingest(
     let hostname = m.hostname.clone();
     // The folders as the window had them: the pass before it, less what the window did not
     // keep, plus the copies it made (or the copies alone, without a pass before the window).
-    let folders = {
-        let mut tags = base_tags(job, set_id);
-        tags.push(backupset::TAG_PART.into());
-        let opts = SetOptions {
-            tags,
-            hostname: hostname.clone(),
-            parent_tags: if c.pre_pass.is_some() {
-                vec![]
-            } else {
-                previous_set_tags(job)
-            },
-            time: None,
-            compression: job.compression,
-        };
-        steps
-            .run(
-                "store the server folders",
-                window_capture::ingest(job, &c.folders, c.pre_pass.as_deref(), opts),
-            )
-            .await?
+    let mut tags = base_tags(job, set_id);
+    tags.push(backupset::TAG_PART.into());
+    let folder_opts = SetOptions {
+        tags,
+        hostname: hostname.clone(),
+        parent_tags: if c.pre_pass.is_some() {
+            vec![]
+        } else {
+            previous_set_tags(job)
+        },
+        time: None,
+        compression: job.compression,
     };
-    // SQL Server verifies the staged files while octobackup stores them: both only read them,
-    // so neither waits for the other. A failed verification discards what was stored.
+    // The folders, the .bak and SQL Server's verification all run at once: they only read
+    // what the window left, and each part is a snapshot of its own (issue 13: stored one after
+    // the other, the folders' tail and the .bak's each left a core idle). A failed
+    // verification discards what was stored.
     let db = m.database.name.clone();
     let mut info = m.database.clone();
     let mut bak_items: Vec<SourceItem> = c
@@ -1470,9 +1465,16 @@ pub(super) async fn ingest(
         })
         .collect();
     bak_items.extend(chain::base_items(job, &m.database));
+    let folders_step = steps.start("store the server folders");
     let verify_step = steps.start("verify the database backup");
     let store_step = steps.start("store the database backup");
-    let ((verified, verify_end), (stored, store_end)) = tokio::join!(
+    let ((folders, folders_end), (verified, verify_end), (stored, store_end)) = tokio::join!(
+        async {
+            (
+                window_capture::ingest(job, &c.folders, c.pre_pass.as_deref(), folder_opts).await,
+                std::time::Instant::now(),
+            )
+        },
         async {
             (
                 verify_database(
@@ -1490,10 +1492,24 @@ pub(super) async fn ingest(
         },
         async {
             (
-                store_part(job, set_id, &hostname, bak_items, "database").await,
+                store_part(
+                    job,
+                    Arc::new(job.repo.twin()),
+                    set_id,
+                    &hostname,
+                    bak_items,
+                    "database",
+                )
+                .await,
                 std::time::Instant::now(),
             )
         },
+    );
+    steps.finish_at(
+        folders_step,
+        folders_end,
+        folders.is_ok(),
+        folders.as_ref().err().map(|e| e.message.clone()),
     );
     steps.finish_at(
         verify_step,
@@ -1507,6 +1523,7 @@ pub(super) async fn ingest(
         stored.is_ok(),
         stored.as_ref().err().map(|e| e.message.clone()),
     );
+    let folders = folders?;
     verified?;
     let stored = stored?;
     m.database = info;
@@ -1543,7 +1560,7 @@ pub(super) async fn ingest(
     let meta = steps
         .run(
             "store manifest and secrets",
-            store_part(job, set_id, &hostname, items, "manifest"),
+            store_part(job, job.repo.clone(), set_id, &hostname, items, "manifest"),
         )
         .await?;
     Ok(Stored {
