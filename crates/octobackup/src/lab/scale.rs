@@ -244,9 +244,12 @@ fn escape(s: &str) -> String {
 
 /// Two panels (seconds, MiB of memory) against the data size in GiB, one line per measure.
 pub fn svg(points: &[Point]) -> String {
+    // Points evenly spaced, by files then size: a sweep that varies files and size apart (what
+    // the fit needs) has no single axis to scale them along.
     let mut sorted: Vec<&Point> = points.iter().collect();
-    sorted.sort_by(|a, b| a.gib.total_cmp(&b.gib));
+    sorted.sort_by(|a, b| a.files.cmp(&b.files).then(a.gib.total_cmp(&b.gib)));
     let points = &sorted[..];
+    let slot = |i: usize| (i as f64 + 0.5) / points.len().max(1) as f64;
     const W: f64 = 900.0;
     const H: f64 = 420.0;
     const COLOURS: [&str; 6] = [
@@ -256,19 +259,22 @@ pub fn svg(points: &[Point]) -> String {
         "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
     );
     let panels: [(&str, &str); 2] = [("time (s)", "s"), ("peak memory (MiB)", "MiB")];
-    let max_x = points.iter().map(|p| p.gib).fold(0.0, f64::max).max(1e-3);
     for (pi, (title, unit)) in panels.iter().enumerate() {
         let x0 = 60.0 + pi as f64 * W / 2.0;
         let (pw, ph, y0) = (W / 2.0 - 90.0, H - 160.0, 40.0);
         let series: Vec<(&str, Vec<(f64, f64)>)> = measures()
             .into_iter()
-            .filter(|(name, u, _)| u == unit && !name.contains("repository"))
+            // The engine time is drawn under the full backup's line; the table has it.
+            .filter(|(name, u, _)| {
+                u == unit && !name.contains("repository") && !name.contains("engine")
+            })
             .map(|(name, _, get)| {
                 (
                     name,
                     points
                         .iter()
-                        .filter_map(|p| Some((p.gib, get(&p.results)?)))
+                        .enumerate()
+                        .filter_map(|(i, p)| Some((slot(i), get(&p.results)?)))
                         .collect(),
                 )
             })
@@ -278,7 +284,7 @@ pub fn svg(points: &[Point]) -> String {
             .flat_map(|(_, v)| v.iter().map(|p| p.1))
             .fold(0.0, f64::max)
             .max(1e-3);
-        let px = |x: f64| x0 + x / max_x * pw;
+        let px = |x: f64| x0 + x * pw;
         let py = |y: f64| y0 + ph - y / max_y * ph;
         out.push_str(&format!(
             "<text x=\"{}\" y=\"20\" font-size=\"13\">{}</text>\n",
@@ -300,13 +306,15 @@ pub fn svg(points: &[Point]) -> String {
                 py(y) + 4.0
             ));
         }
-        for p in points {
+        for (i, p) in points.iter().enumerate() {
             out.push_str(&format!(
-                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{:.2} GiB / {} files</text>\n",
-                px(p.gib),
+                "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{} files</text>\n<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{:.2} GiB</text>\n",
+                px(slot(i)),
                 y0 + ph + 14.0,
-                p.gib,
-                p.files
+                p.files,
+                px(slot(i)),
+                y0 + ph + 27.0,
+                p.gib
             ));
         }
         for (si, (name, v)) in series.iter().enumerate() {
@@ -328,7 +336,7 @@ pub fn svg(points: &[Point]) -> String {
             }
             out.push_str(&format!(
                 "<text x=\"{x0}\" y=\"{:.1}\" fill=\"{colour}\">{}</text>\n",
-                y0 + ph + 32.0 + 13.0 * si as f64,
+                y0 + ph + 45.0 + 13.0 * si as f64,
                 escape(name)
             ));
         }

@@ -171,6 +171,10 @@ impl ServerInfo {
 
 pub type Connection = Client<Compat<TcpStream>>;
 
+/// Asked on every long statement's connection right after it opens: the session id a KILL
+/// names when ATTENTION goes unanswered (`super::kill`).
+const SESSION_ID: &str = "SELECT @@SPID AS Spid";
+
 pub struct Session {
     pub client: Connection,
     server: String,
@@ -269,9 +273,7 @@ impl SqlServer {
     pub async fn connect_unbounded(&self) -> Result<Session, SqlError> {
         let mut session = self.connect_with(None).await?;
         // Recorded now: once ATTENTION goes unanswered this connection cannot ask any more.
-        let spid = session
-            .query_text("session id", super::kill::SESSION_ID)
-            .await?;
+        let spid = session.query_text("session id", SESSION_ID).await?;
         let spid = spid
             .first()
             .and_then(|r| r.get("Spid").cloned().flatten())

@@ -10,9 +10,6 @@ use std::time::Duration;
 
 use super::client::Session;
 
-/// Asked on every long statement's connection right after it opens.
-pub const SESSION_ID: &str = "SELECT @@SPID AS Spid";
-
 /// How long, after KILL, octobackup watches for the killed statement to leave
 /// sys.dm_exec_requests (a KILL that rolls back can take a while).
 const ENDED_WAIT: Duration = Duration::from_secs(15);
