@@ -121,9 +121,11 @@ fn remove_leftovers(root: &Path) {
 /// Ends every master whose control socket is in `dir` and removes `dir`. A master still
 /// logging in has its folder but no socket yet: removing the folder under it would leave it
 /// running without a socket (and so without `ControlPersist` to end it), so its socket is
-/// waited for (briefly: a login on a reachable server takes well under a second) and ended too.
+/// waited for and ended too. A login on a reachable server takes well under a second, but on a
+/// loaded machine several seconds (5 s was seen to be too short), so the wait is bounded by
+/// the login's own bound instead; a login that fails removes its folder, which ends the wait.
 fn close_in(dir: &Path) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let deadline = std::time::Instant::now() + LOGIN_BOUND;
     let mut ended: Vec<PathBuf> = Vec::new();
     loop {
         let mut pending = false;
@@ -163,6 +165,10 @@ fn close_in(dir: &Path) {
     }
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// How long a login may take: ssh's `ConnectTimeout` (20 s, `sftp_defaults`) and then the
+/// key exchange and authentication.
+const LOGIN_BOUND: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Ends this run's ssh masters and removes its control folder. Call it once the run's work is
 /// over (on success, failure and after a stop); nothing is left to use the connections.
