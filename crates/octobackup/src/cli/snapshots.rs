@@ -17,6 +17,9 @@ pub struct ListArgs {
 pub struct ShowArgs {
     /// A set id (or its start), a snapshot id (or its start), or "latest".
     pub set: String,
+    /// Read the set from the `[[copy]]` named NAME (the second repository) instead of the main one.
+    #[arg(long, value_name = "NAME")]
+    pub copy: Option<String>,
 }
 
 pub async fn list(config_path: &Path, args: ListArgs, json: bool) -> Result<(), Failure> {
@@ -63,7 +66,7 @@ pub async fn list(config_path: &Path, args: ListArgs, json: bool) -> Result<(), 
 
 pub async fn show(config_path: &Path, args: ShowArgs, json: bool) -> Result<(), Failure> {
     let config = super::context::load_config(config_path)?;
-    let repo = repository::open(&config).await?;
+    let repo = repository::open_chosen(&config, args.copy.as_deref()).await?;
     let manifest = crate::run::blocking::blocking("reading the set", move || {
         let sets = list::list(&repo, None)?;
         let found = match list::find(&sets, &args.set) {

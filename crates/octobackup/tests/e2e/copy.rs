@@ -212,6 +212,10 @@ async fn sets_in_copy(t: &TestLab, target: &Target, name: &str) -> BTreeSet<Stri
             s["complete"], true,
             "a set in the copy is not complete: {s:#}"
         );
+        // `show --copy` reads the set's manifest from the copy.
+        let id = s["set_id"].as_str().unwrap();
+        let out = obk_ok(t, target, &["--json", "show", "--copy", name, id]).await;
+        assert_eq!(json(&out)["set_id"], id, "show --copy {name} {id}");
     }
     sets.iter()
         .map(|s| s["set_id"].as_str().unwrap().to_string())
