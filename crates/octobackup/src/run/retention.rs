@@ -391,16 +391,7 @@ pub fn apply_after_backup(
     state: &StateDir,
 ) -> Result<ForgetReport, Failure> {
     let policy = policy_for(config, instance)?;
-    let lock = match state.lock(instance) {
-        Ok(l) => Some(l),
-        Err(JournalError::Busy { .. }) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let opts = ForgetOptions {
-        run_active: lock.is_none(),
-        ..ForgetOptions::new(policy)
-    };
-    forget(repo, &config.repository.location, instance, &opts)
+    forget_beside_runs(repo, &config.repository.location, instance, policy, state)
 }
 
 /// `backup --forget` on a `[[copy]]` with its own `[copy.retention]`, after the copy: the same
@@ -415,6 +406,18 @@ pub fn apply_to_copy(
     let Some(policy) = copy.retention.clone().filter(|p| !p.is_empty()) else {
         return Ok(None);
     };
+    forget_beside_runs(repo, &copy.location, instance, policy, state).map(Some)
+}
+
+/// Forgets with the instance's lock when it is free; when another run holds it, that run's
+/// sets (those with part snapshots) are left alone instead of waiting.
+fn forget_beside_runs(
+    repo: &Repo,
+    location: &str,
+    instance: &str,
+    policy: Policy,
+    state: &StateDir,
+) -> Result<ForgetReport, Failure> {
     let lock = match state.lock(instance) {
         Ok(l) => Some(l),
         Err(JournalError::Busy { .. }) => None,
@@ -424,7 +427,7 @@ pub fn apply_to_copy(
         run_active: lock.is_none(),
         ..ForgetOptions::new(policy)
     };
-    forget(repo, &copy.location, instance, &opts).map(Some)
+    forget(repo, location, instance, &opts)
 }
 
 /// Frees the space of forgotten data. Two-phase unless `instant` (see `Repo::prune`). In a
