@@ -119,14 +119,15 @@ fn remove_leftovers(root: &Path) {
 }
 
 /// Ends every master whose control socket is in `dir` and removes `dir`. A master still
-/// logging in has its folder but no socket yet: removing the folder under it would leave it
-/// running without a socket (and so without `ControlPersist` to end it), so its socket is
-/// waited for and ended too. A login on a reachable server takes well under a second, but on a
-/// loaded machine several seconds (5 s was seen to be too short), so the wait is bounded by
-/// the login's own bound instead; a login that fails removes its folder, which ends the wait.
+/// logging in has its folder but no socket yet, and no run will use it any more: removing the
+/// folder under it would leave it running until ssh's own timeout (20 s, or a keep-alive's 45 s
+/// on a server that stopped answering mid-login; CI once saw one outlive the run). So every ssh
+/// process still naming the folder on its command line (`-S`, `-E`) is ended too; the folder is
+/// this run's own (`<pid>` in its path), so nothing else can match it. Where processes cannot be
+/// listed (no `/proc`), the logins are waited for instead, bounded by what a login may take.
 fn close_in(dir: &Path) {
-    let deadline = std::time::Instant::now() + LOGIN_BOUND;
     let mut ended: Vec<PathBuf> = Vec::new();
+    let deadline = std::time::Instant::now() + LOGIN_BOUND;
     loop {
         let mut pending = false;
         if let Ok(entries) = std::fs::read_dir(dir) {
@@ -152,7 +153,7 @@ fn close_in(dir: &Path) {
                 ended.push(socket);
             }
         }
-        if !pending || std::time::Instant::now() >= deadline {
+        if !pending || processes::listable() || std::time::Instant::now() >= deadline {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -163,7 +164,70 @@ fn close_in(dir: &Path) {
     while ended.iter().any(|s| s.exists()) && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+    processes::end_naming(dir);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The ssh processes of a control folder, found by their command lines.
+#[cfg(target_os = "linux")]
+mod processes {
+    use std::path::Path;
+    use std::time::{Duration, Instant};
+
+    pub(super) fn listable() -> bool {
+        Path::new("/proc/self/cmdline").exists()
+    }
+
+    /// The processes (other than this one) one of whose arguments lies in `dir`.
+    fn naming(dir: &Path) -> Vec<libc::pid_t> {
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        let me = std::process::id();
+        let needle = dir.as_os_str().as_encoded_bytes();
+        entries
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&pid| pid != me)
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|line| line.split(|&b| b == 0).any(|arg| arg.starts_with(needle)))
+            })
+            .filter_map(|pid| libc::pid_t::try_from(pid).ok())
+            .collect()
+    }
+
+    /// Ends them: SIGTERM, then SIGKILL for what is still there after 2 s.
+    pub(super) fn end_naming(dir: &Path) {
+        let found = naming(dir);
+        if found.is_empty() {
+            return;
+        }
+        for &pid in &found {
+            // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if naming(dir).is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in naming(dir) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod processes {
+    pub(super) fn listable() -> bool {
+        false
+    }
+
+    pub(super) fn end_naming(_dir: &std::path::Path) {}
 }
 
 /// How long a login may take: ssh's `ConnectTimeout` (20 s, `sftp_defaults`) and then the
@@ -194,6 +258,29 @@ mod tests {
         assert!(dir.ends_with(std::process::id().to_string()), "{dir:?}");
         assert!(dir.is_dir());
         close_ssh_connections();
+        assert!(!dir.exists());
+    }
+
+    /// A login still in flight when the run closes (a folder without a socket, a process
+    /// naming it) is ended with the folder, not left to ssh's own timeout.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_login_still_in_flight_is_ended_at_close() {
+        let dir = std::env::temp_dir().join(format!("obk-ssh-close-{}", std::process::id()));
+        let conn = dir.join(".ssh-connectionABC");
+        std::fs::create_dir_all(&conn).unwrap();
+        std::fs::write(conn.join("log"), b"").unwrap();
+        // Stands for `ssh -E <folder>/log ...` waiting on a server that never answers.
+        let mut login = std::process::Command::new("tail")
+            .arg("-f")
+            .arg(conn.join("log"))
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        close_in(&dir);
+        // `tail -f` never ends by itself: that it has ended says close ended it.
+        let status = login.try_wait().unwrap();
+        assert!(status.is_some_and(|s| !s.success()), "{status:?}");
         assert!(!dir.exists());
     }
 
