@@ -27,11 +27,36 @@ pub async fn run(config_path: &Path, args: Args, json: bool, ui: &Ui) -> Result<
     if let Some(i) = &args.instance {
         config.instance(config_path, Some(i))?;
     }
-    let report = copy_to(&config, &args.to, args.instance.clone(), ui).await;
+    // A name not in the config is a typo, not a copy that failed: nothing to tell.
+    repository::copy_entry(&config, &args.to)?;
+    let started = chrono::Utc::now();
+    let done = copy_to(&config, &args.to, args.instance.clone(), ui)
+        .await
+        .map(|(report, _)| report);
     ui.clear_status();
-    let (report, _) = report?;
+    let instance = args.instance.as_deref();
+    tell(
+        &config,
+        config_path,
+        instance,
+        &args.to,
+        Run::ByHand,
+        started,
+        &done,
+    )
+    .await;
+    let report = done?;
     emit(json, &report, || copy::human(&report));
     Ok(())
+}
+
+/// What a copy ran as: its failure is told in those words.
+#[derive(Clone, Copy, PartialEq)]
+enum Run {
+    /// `copy --to NAME`: the exit code is the run's own.
+    ByHand,
+    /// After a backup that is complete: a failed copy is exit 9.
+    AfterBackup,
 }
 
 /// Opens the main repository and the copy, then copies.
@@ -95,7 +120,16 @@ pub async fn after_backup(
             targets.push((c, target));
             report
         });
-        tell(config, config_path, instance, &c.name, started, &done).await;
+        tell(
+            config,
+            config_path,
+            instance,
+            &c.name,
+            Run::AfterBackup,
+            started,
+            &done,
+        )
+        .await;
         match done {
             Ok(r) => reports.push(r),
             Err(f) if super::exit::code(&f) == Exit::Interrupted => {
@@ -162,13 +196,15 @@ async fn forget_in_copy(
 
 const COMPLETE_BUT: &str = "the backup is complete (its set is in the main repository), but ";
 
-/// One copy's result to `[notify]` (event "copy", exit 9 when it failed) and to the run history
-/// `[metrics]` shows. As for a backup, a target that cannot be told is a warning only.
+/// One copy's result to `[notify]` (event "copy"; after a backup, exit 9 when it failed) and
+/// to the run history `[metrics]` shows. As for a backup, a target that cannot be told is a
+/// warning only.
 async fn tell(
     config: &Config,
     config_path: &Path,
     instance: Option<&str>,
     copy: &str,
+    run: Run,
     started: chrono::DateTime<chrono::Utc>,
     done: &Result<CopyReport, Failure>,
 ) {
@@ -176,6 +212,7 @@ async fn tell(
         return;
     }
     let exit = done.as_ref().err().map(|f| match super::exit::code(f) {
+        e if run == Run::ByHand => e,
         Exit::Interrupted => Exit::Interrupted,
         _ => Exit::CopyFailed,
     });
@@ -206,11 +243,16 @@ async fn tell(
         new_bytes: report.map(|r| r.bytes_sent),
         steps: vec![],
         drill: None,
-        failure: done
-            .as_ref()
-            .err()
-            .map(|f| format!("{COMPLETE_BUT}{}", f.message)),
-        fix: exit.map(|e| notify::fix_for(e).replace("NAME", copy)),
+        failure: done.as_ref().err().map(|f| match run {
+            Run::ByHand => format!("the copy to '{copy}' failed: {}", f.message),
+            Run::AfterBackup => format!("{COMPLETE_BUT}{}", f.message),
+        }),
+        fix: exit.map(|e| match run {
+            Run::ByHand => format!(
+                "Fix what the failure names, then run `octobackup copy --to {copy}` again: the sets already copied stay."
+            ),
+            Run::AfterBackup => notify::fix_for(e).replace("NAME", copy),
+        }),
     };
     let state_dir = config.state_dir(config_path);
     let history = notify::History::new(&state_dir);

@@ -289,14 +289,27 @@ pub async fn prune(config_path: &Path, args: PruneArgs, json: bool) -> Result<()
     let s =
         crate::run::blocking::blocking("prune", move || retention::prune(&repo, instant)).await??;
     drop(locks);
-    emit(json, &s, || {
-        let mut out = prune_human(&s, instant);
-        if let Some(c) = &args.copy {
-            out.insert_str(0, &format!("in the copy '{c}': "));
+    let out = PruneOutput {
+        copy: args.copy,
+        summary: s,
+    };
+    emit(json, &out, || {
+        let mut text = prune_human(&out.summary, instant);
+        if let Some(c) = &out.copy {
+            text.insert_str(0, &format!("in the copy '{c}': "));
         }
-        out
+        text
     });
     Ok(())
+}
+
+/// `prune --json`: the summary, and the copy pruned when it was not the main repository.
+#[derive(serde::Serialize)]
+struct PruneOutput {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copy: Option<String>,
+    #[serde(flatten)]
+    summary: PruneSummary,
 }
 
 fn prune_human(s: &PruneSummary, instant: bool) -> String {

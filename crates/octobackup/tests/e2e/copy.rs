@@ -464,7 +464,8 @@ async fn backup_copies_its_set_after_it_is_complete_and_a_failed_copy_is_exit_9(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_copy_after_a_backup_is_told_to_notify_and_metrics_and_its_recovery_too() {
+async fn a_failed_copy_after_a_backup_or_by_hand_is_told_to_notify_and_metrics_and_its_recovery_too()
+ {
     use crate::notify::{Receiver, parse_metrics, sample};
     let t = TestLab::start().await;
     t.init().await;
@@ -577,6 +578,50 @@ async fn a_failed_copy_after_a_backup_is_told_to_notify_and_metrics_and_its_reco
         sample(&m, "octobackup_copy_last_run_success", &copy),
         Some(1.0)
     );
+
+    // 4. `copy --to` run by hand is told the same way, in its own words and with its own exit
+    // code (no backup ran, so none is said complete).
+    std::fs::write(copy_password_file(&t), "not the copy's password\n").unwrap();
+    let out = obk(&t, &target, &["copy", "--to", "offsite"]).await;
+    let code = out.status.code().unwrap();
+    assert_ne!(code, 0, "{}", stderr(&out));
+    let told = hooks.to("/failure");
+    assert_eq!(told.len(), 2, "{told:#?}");
+    let e = &told[1];
+    assert_eq!(e["event"], "copy", "{e:#}");
+    assert_eq!(e["copy"], "offsite");
+    assert_eq!(e["status"], "failed");
+    assert_eq!(e["exit_code"], code);
+    let failure = e["failure"].as_str().unwrap();
+    assert!(
+        failure.starts_with("the copy to 'offsite' failed: ")
+            && failure.contains("wrong password for the copy 'offsite'")
+            && !failure.contains("the backup is complete"),
+        "{failure}"
+    );
+    assert!(
+        e["fix"]
+            .as_str()
+            .unwrap()
+            .contains("octobackup copy --to offsite"),
+        "{e:#}"
+    );
+    assert!(!e.to_string().contains(COPY_PASSWORD));
+    let m = parse_metrics(textfile.to_str().unwrap());
+    assert_eq!(
+        sample(&m, "octobackup_copy_last_run_success", &copy),
+        Some(0.0)
+    );
+    std::fs::write(copy_password_file(&t), format!("{COPY_PASSWORD}\n")).unwrap();
+    obk_ok(&t, &target, &["copy", "--to", "offsite"]).await;
+    let told = hooks.to("/recovery");
+    assert_eq!(told.len(), 4, "{told:#?}");
+    assert_eq!(told[3]["event"], "copy");
+    assert_eq!(told[3]["recovery"], true);
+    // A copy name that is not in the config is a typo: exit 2, nothing told.
+    let out = obk(&t, &target, &["copy", "--to", "nowhere"]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(hooks.to("/").len(), 6, "{:#?}", hooks.to("/"));
 }
 
 /// doctor's lines for the copies: (status, detail, fix) in config order.
@@ -1251,6 +1296,7 @@ async fn an_object_locked_copy_on_ceph_is_copied_to_and_forget_there_respects_th
     );
     let out = obk_ok(&t, &target, &["--json", "prune", "--copy", "locked"]).await;
     let p = json(&out);
+    assert_eq!(p["copy"], "locked", "{p:#}");
     assert_eq!(p["packs_removed"], 0, "{p:#}");
     assert_eq!(p["locked_days"], 3, "{p:#}");
     assert_eq!(sets_in_copy(&t, &target, "locked").await.len(), 2);
