@@ -236,7 +236,11 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
     };
     // The RESTORE or CHECKDB the drill was in goes on on the server unless stopped: ATTENTION
     // on its connection, then the clean-up on a fresh one. The message says only what was done.
-    session.cancel(std::time::Duration::from_secs(30)).await;
+    use super::restore::{STATEMENT_STOP_WAIT, STATEMENTS};
+    let stopped = session
+        .stop(STATEMENT_STOP_WAIT)
+        .await
+        .unless_acknowledged(STATEMENTS, STATEMENT_STOP_WAIT);
     // A copy from the repository ends at its next write: then its file can go.
     copies_ended().await;
     let _ = std::fs::remove_dir_all(&scratch_root);
@@ -260,11 +264,11 @@ pub async fn run(job: DrillJob) -> Result<DrillReport, Failure> {
     Err(Failure::new(
         Exit::Interrupted,
         match dropped {
-            Ok(()) => {
-                format!("the drill was interrupted by {sig}; its scratch copies were removed")
-            }
+            Ok(()) => format!(
+                "the drill was interrupted by {sig}; its scratch copies were removed{stopped}"
+            ),
             Err(e) => format!(
-                "the drill was interrupted by {sig}; its scratch folders were removed, but the scratch database [{scratch_db}] could not be dropped ({e}): `octobackup recover` or the next drill drops it"
+                "the drill was interrupted by {sig}; its scratch folders were removed, but the scratch database [{scratch_db}] could not be dropped ({e}): `octobackup recover` or the next drill drops it{stopped}"
             ),
         },
     ))

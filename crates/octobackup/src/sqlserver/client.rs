@@ -532,15 +532,6 @@ impl Session {
             .collect())
     }
 
-    /// Runs a batch that returns no rows; `path_hint` names the file a failure is about.
-    /// Stops what this connection is running after its statement's future was dropped part-way
-    /// (an interrupted RESTORE or CHECKDB goes on on the server otherwise): ATTENTION, then the
-    /// server's acknowledgment, awaited for at most `wait`; without it, KILL of this session
-    /// from a second connection (`super::kill`). False when the statement may still run.
-    pub async fn cancel(&mut self, wait: Duration) -> bool {
-        self.stop(wait).await.ended()
-    }
-
     /// ATTENTION only: true when SQL Server acknowledged it within `wait`. Otherwise the
     /// connection is unusable.
     pub(super) async fn attention(&mut self, wait: Duration) -> bool {
@@ -550,6 +541,7 @@ impl Session {
         )
     }
 
+    /// Runs a batch that returns no rows; `path_hint` names the file a failure is about.
     pub async fn execute(
         &mut self,
         what: &str,

@@ -56,6 +56,15 @@ impl Stopped {
         !self.ended()
     }
 
+    /// `describe` after "; ", or nothing when SQL Server simply acknowledged: for messages that
+    /// say only what went differently.
+    pub fn unless_acknowledged(&self, statement: &str, wait: Duration) -> String {
+        match self {
+            Stopped::Acknowledged => String::new(),
+            other => format!("; {}", other.describe(statement, wait)),
+        }
+    }
+
     /// One clause for the run's message: which happened, and what to do when it matters.
     pub fn describe(&self, statement: &str, wait: Duration) -> String {
         let secs = wait.as_secs();
@@ -235,6 +244,20 @@ mod tests {
         };
         assert!(refused.may_still_run());
         assert!(Stopped::NotStopped { reason: "x".into() }.may_still_run());
+    }
+
+    #[test]
+    fn only_what_went_differently_is_added_to_a_message() {
+        let wait = Duration::from_secs(30);
+        assert_eq!(
+            Stopped::Acknowledged.unless_acknowledged("RESTORE", wait),
+            ""
+        );
+        let gone = Stopped::Gone { spid: 52 }.unless_acknowledged("RESTORE", wait);
+        assert!(
+            gone.starts_with("; SQL Server's RESTORE had ended") && gone.contains("30 s"),
+            "{gone}"
+        );
     }
 
     #[test]

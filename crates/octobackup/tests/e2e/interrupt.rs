@@ -185,6 +185,7 @@ async fn sigterm_during_backup_that_ignores_attention_kills_its_session() {
         .collect();
     assert_eq!(finished.len(), 1, "{finished:?}");
     assert_eq!(finished[0].detail["ok"], false, "{finished:?}");
+    assert_eq!(finished[0].detail["error"], "ended by KILL", "{finished:?}");
     // the KILL ended the BACKUP before maintenance mode went back off
     let changes = maintenance_changes(&events);
     assert_eq!(changes.last().map(|c| c.1), Some(false), "{changes:?}");
@@ -301,4 +302,56 @@ async fn a_window_overrun_kills_a_backup_that_ignores_attention() {
     assert!(!t.lab.octopus().maintenance());
     assert!(t.sets().await.iter().all(|s| s["complete"] != true));
     assert_eq!(staging_sets(&t), vec![], "{err}");
+}
+
+/// SIGTERM while a RESTORE DATABASE ignores ATTENTION: octobackup ends its session with KILL
+/// and says so; the partly restored copy is dropped and the databases are as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_restore_that_ignores_attention_kills_its_session() {
+    use octobackup_lab::sqlserver_sim::SqlFault;
+    let t = TestLab::start().await;
+    t.init().await;
+    let out = t.run(&["backup"]).await;
+    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    let databases = t.lab.sql().databases();
+    t.lab.sql().inject(SqlFault::IgnoreAttentionDuringNext {
+        command: "RESTORE DATABASE".into(),
+    });
+    t.lab.sql().set_backup_rate(Some(8 * 1024));
+    let child = t
+        .command(&["restore", "--database", "--database-name", "OctoDeaf"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    t.wait_for_event("restore_started").await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    t.lab.sql().set_backup_rate(None);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(
+        err.contains("SQL Server's RESTORE DATABASE or DBCC CHECKDB was stopped with KILL")
+            && err.contains("ATTENTION was not acknowledged within 30 s"),
+        "{err}"
+    );
+    let events = t.events();
+    assert!(
+        seqs(&events, "attention_acknowledged").is_empty(),
+        "{events:?}"
+    );
+    assert_eq!(seqs(&events, "session_killed").len(), 1, "{events:?}");
+    let finished: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind == "restore_finished")
+        .collect();
+    assert_eq!(finished.len(), 1, "{finished:?}");
+    assert_eq!(finished[0].detail["error"], "ended by KILL", "{finished:?}");
+    assert_eq!(t.lab.sql().databases(), databases);
+    assert!(!t.lab.octopus().maintenance());
 }

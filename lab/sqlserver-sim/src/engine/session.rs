@@ -65,6 +65,18 @@ impl Attention {
         self.notify.notify_waiters();
     }
 
+    /// Why a stopped statement stopped, for its `*_finished` event: another session's KILL,
+    /// the client going away, or the client's ATTENTION.
+    pub fn why_stopped(&self) -> &'static str {
+        if self.is_killed() {
+            "ended by KILL"
+        } else if self.is_closed() {
+            "the client went away"
+        } else {
+            "cancelled by ATTENTION"
+        }
+    }
+
     /// An ATTENTION arrived that no DONE has acknowledged yet.
     pub fn pending(&self) -> bool {
         self.received.load(Ordering::SeqCst) > self.acknowledged.load(Ordering::SeqCst)

@@ -41,6 +41,11 @@ use set::choose_set;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// How long SQL Server is given to acknowledge ATTENTION on a stopped RESTORE or CHECKDB before
+/// octobackup KILLs its session (no maintenance window waits on a restore: longer than a backup's).
+pub(crate) const STATEMENT_STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+/// What a restore's or drill's session may be running when it is stopped.
+pub(crate) const STATEMENTS: &str = "RESTORE DATABASE or DBCC CHECKDB";
 /// Which parts to restore (none chosen on the command line = all).
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Parts {
@@ -286,8 +291,10 @@ pub async fn run(job: RestoreJob) -> Result<RestoreReport, Failure> {
                 job.ui.clear_status();
                 // The RESTORE (or CHECKDB) goes on on the server unless stopped: ATTENTION on
                 // its connection first (the drill does the same), then clean-up on a fresh one.
-                session.cancel(std::time::Duration::from_secs(30)).await;
-                return Err(interrupted(&job, &server, &set, &target, existed, sig).await);
+                let stopped = session.stop(STATEMENT_STOP_WAIT).await;
+                let mut f = interrupted(&job, &server, &set, &target, existed, sig).await;
+                f.message.push_str(&stopped.unless_acknowledged(STATEMENTS, STATEMENT_STOP_WAIT));
+                return Err(f);
             }
         };
         // A copy from the repository that was stopped may end first, with its own error.

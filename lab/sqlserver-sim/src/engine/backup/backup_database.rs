@@ -231,7 +231,7 @@ pub async fn backup_database(
             return Ok(Outcome::DropConnection);
         }
         RunEnd::Cancelled(_) => {
-            finished(false, Some("cancelled by ATTENTION".into()), 0);
+            finished(false, Some(session.attention.why_stopped().into()), 0);
             return Ok(Outcome::Cancelled);
         }
         RunEnd::Finished(result) => result,

@@ -307,7 +307,7 @@ pub async fn restore_database(
         RunEnd::Cancelled(_) | RunEnd::Dropped(_) => {
             forget_if_gone(&engine, existing.as_ref());
             drop(guard);
-            finished(false, Some("cancelled by ATTENTION".into()), 0);
+            finished(false, Some(session.attention.why_stopped().into()), 0);
             return Ok(Outcome::Cancelled);
         }
     };
