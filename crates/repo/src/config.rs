@@ -254,6 +254,11 @@ const SECRET_OPTIONS: [&str; 5] = [
     "sas_token",
 ];
 
+/// Whether `name` is a credential given as plain text (not as `NAME_env` or `NAME_file`).
+pub fn is_literal_secret_option(name: &str) -> bool {
+    SECRET_OPTIONS.contains(&name)
+}
+
 /// The options handed to OpenDAL: the location's own, then the config's (which win), with
 /// `*_env`/`*_file` credentials read, then the credentials and defaults each service's users
 /// expect from the environment (`AWS_*`, `AZURE_STORAGE_*`).

@@ -33,7 +33,7 @@ pub use backup::{BackupSummary, SetOptions};
 pub use browse::{EntryKind, FileEntry, READ_FILE_LIMIT};
 pub use budget::{DEFAULT_RETRY_BUDGET, Gone};
 pub use check::{AffectedSnapshot, CheckReport};
-pub use config::{Password, RepoConfig, local_folder};
+pub use config::{Password, RepoConfig, is_literal_secret_option, local_folder};
 pub use copy::{Copied, CopyTarget};
 pub use error::{RepoError, StorageFault};
 pub use keys::KeyInfo;

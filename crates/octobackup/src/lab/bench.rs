@@ -368,6 +368,20 @@ fn step_seconds(report: &serde_json::Value, name: &str) -> f64 {
 
 /// One bench run (`--scale` runs several, `lab::scale`).
 pub async fn run(args: Args, json: bool) -> Result<(), Failure> {
+    // `--repository-option`s go into the bench's config file: a credential must come from the
+    // environment or a file of its own, never be written there.
+    if let Some((name, _)) = args
+        .repository_options
+        .iter()
+        .find(|(n, _)| octobackup_repo::is_literal_secret_option(n))
+    {
+        return Err(Failure::new(
+            Exit::Usage,
+            format!(
+                "--repository-option {name}=...: give the credential as {name}_env=VARIABLE or {name}_file=PATH (or the service's usual environment variables), so that it is not written into the bench's config"
+            ),
+        ));
+    }
     let temp = tempfile::Builder::new()
         .prefix("octobackup-bench-")
         .tempdir()
@@ -683,7 +697,8 @@ pub(super) async fn measure(
         ));
     }
     if let Some(location) = &args.repository {
-        say(&format!("the same backup and restore into {location} ..."));
+        let shown = described(location, &args.repository_options);
+        say(&format!("the same backup and restore into {shown} ..."));
         r.repository = Some(
             other_repository(
                 &config_path,
@@ -757,6 +772,11 @@ pub(super) async fn measure(
     Ok(r)
 }
 
+/// A repository as messages name it: bucket or container and endpoint, no credentials.
+fn described(location: &str, options: &[(String, String)]) -> String {
+    octobackup_repo::Storage::new(location, options.iter().cloned().collect()).describe()
+}
+
 /// `--repository`: init, a full backup and `restore-set` with the lab's config pointed there.
 async fn other_repository(
     config_path: &Path,
@@ -765,6 +785,7 @@ async fn other_repository(
     dir: &Path,
     (exe, lab_exe): (&Path, &Path),
 ) -> Result<OtherRepository, Failure> {
+    let shown = described(location, options);
     let other_dir = dir.join("other-repository");
     std::fs::create_dir_all(&other_dir).map_err(fail)?;
     let other_config = other_dir.join("octobackup.toml");
@@ -778,7 +799,7 @@ async fn other_repository(
         let (m, _, e, ok) = run_measured(&mut cmd)?;
         if !ok {
             return Err(fail(format!(
-                "{what} into {location} failed: {}",
+                "{what} into {shown} failed: {}",
                 String::from_utf8_lossy(&e)
             )));
         }
@@ -795,12 +816,12 @@ async fn other_repository(
     )?;
     if !ok {
         return Err(fail(format!(
-            "restore from {location} failed: {}",
+            "restore from {shown} failed: {}",
             String::from_utf8_lossy(&e)
         )));
     }
     Ok(OtherRepository {
-        location: location.to_string(),
+        location: shown,
         backup,
         restore,
         ..Default::default()

@@ -87,7 +87,12 @@ fn lab_bench_reports_every_figure_as_json() {
         assert!(r["ratios"][ratio].as_f64().is_some(), "{ratio}");
     }
     let other = &r["repository"];
-    assert_eq!(other["location"], place.location.as_str(), "{other}");
+    // Named as messages name it (bucket and endpoint), not as given.
+    let shown = other["location"].as_str().unwrap();
+    assert!(
+        shown.starts_with(&format!("S3 bucket `{}` at http", crate::servers::BUCKET)),
+        "{other}"
+    );
     for field in ["backup", "restore"] {
         assert!(
             other[field]["seconds"].as_f64().is_some_and(|v| v > 0.0),
@@ -123,4 +128,23 @@ fn lab_bench_reports_every_figure_as_json() {
             .exists()
     );
     assert!(dir.path().join("restore/folders/TaskLogs").is_dir());
+}
+
+/// A credential given to `bench --repository-option` as plain text is refused before anything
+/// runs (it would be written into the bench's config file), without echoing it.
+#[test]
+fn lab_bench_refuses_a_plain_text_credential_option() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(crate::common::lab_exe())
+        .args(["bench", "--size", "small", "--dir"])
+        .arg(dir.path())
+        .args(["--repository", "s3://127.0.0.1:9/bucket/bench"])
+        .args(["--repository-option", "secret_access_key=NotToBeShown42"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("secret_access_key_env=VARIABLE"), "{err}");
+    assert!(!err.contains("NotToBeShown42"), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
