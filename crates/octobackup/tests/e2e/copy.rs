@@ -518,29 +518,11 @@ async fn a_failed_copy_after_a_backup_or_by_hand_is_told_to_notify_and_metrics_a
     for path in ["/failure", "/recovery"] {
         let told = hooks.to(path);
         assert_eq!(told.len(), 1, "{path}: {told:#?}");
-        let e = &told[0];
-        assert_eq!(e["event"], "copy", "{e:#}");
-        assert_eq!(e["copy"], "offsite");
-        assert_eq!(e["instance"], "OctopusServer");
-        assert_eq!(e["status"], "failed");
-        assert_eq!(e["exit_code"], 9);
-        let failure = e["failure"].as_str().unwrap();
+        let failure = told_copy_failure(&told[0], 9, "OctopusServer");
         assert!(
             failure.contains("the backup is complete (its set is in the main repository)"),
             "{failure}"
         );
-        assert!(
-            failure.contains("wrong password for the copy 'offsite'"),
-            "{failure}"
-        );
-        assert!(
-            e["fix"]
-                .as_str()
-                .unwrap()
-                .contains("octobackup copy --to offsite"),
-            "{e:#}"
-        );
-        assert!(!e.to_string().contains(COPY_PASSWORD));
     }
     let m = parse_metrics(textfile.to_str().unwrap());
     assert_eq!(
@@ -587,26 +569,12 @@ async fn a_failed_copy_after_a_backup_or_by_hand_is_told_to_notify_and_metrics_a
     assert_ne!(code, 0, "{}", stderr(&out));
     let told = hooks.to("/failure");
     assert_eq!(told.len(), 2, "{told:#?}");
-    let e = &told[1];
-    assert_eq!(e["event"], "copy", "{e:#}");
-    assert_eq!(e["copy"], "offsite");
-    assert_eq!(e["status"], "failed");
-    assert_eq!(e["exit_code"], code);
-    let failure = e["failure"].as_str().unwrap();
+    let failure = told_copy_failure(&told[1], code, "every instance");
     assert!(
         failure.starts_with("the copy to 'offsite' failed: ")
-            && failure.contains("wrong password for the copy 'offsite'")
             && !failure.contains("the backup is complete"),
         "{failure}"
     );
-    assert!(
-        e["fix"]
-            .as_str()
-            .unwrap()
-            .contains("octobackup copy --to offsite"),
-        "{e:#}"
-    );
-    assert!(!e.to_string().contains(COPY_PASSWORD));
     let m = parse_metrics(textfile.to_str().unwrap());
     assert_eq!(
         sample(&m, "octobackup_copy_last_run_success", &copy),
@@ -622,6 +590,30 @@ async fn a_failed_copy_after_a_backup_or_by_hand_is_told_to_notify_and_metrics_a
     let out = obk(&t, &target, &["copy", "--to", "nowhere"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(hooks.to("/").len(), 6, "{:#?}", hooks.to("/"));
+}
+
+/// A notification of the copy 'offsite' (of `instance`'s sets) that failed with `exit` for its wrong
+/// password, with the fix and without the password; returns its `failure`.
+fn told_copy_failure(e: &serde_json::Value, exit: i32, instance: &str) -> String {
+    assert_eq!(e["event"], "copy", "{e:#}");
+    assert_eq!(e["copy"], "offsite");
+    assert_eq!(e["instance"], instance);
+    assert_eq!(e["status"], "failed");
+    assert_eq!(e["exit_code"], exit);
+    let failure = e["failure"].as_str().unwrap();
+    assert!(
+        failure.contains("wrong password for the copy 'offsite'"),
+        "{failure}"
+    );
+    assert!(
+        e["fix"]
+            .as_str()
+            .unwrap()
+            .contains("octobackup copy --to offsite"),
+        "{e:#}"
+    );
+    assert!(!e.to_string().contains(COPY_PASSWORD));
+    failure.to_string()
 }
 
 /// doctor's lines for the copies: (status, detail, fix) in config order.

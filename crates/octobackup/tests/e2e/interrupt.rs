@@ -54,21 +54,7 @@ async fn sigterm_during_restore_database_stops_it_on_the_server() {
     let out = t.run(&["backup"]).await;
     assert!(out.status.success(), "backup failed: {}", stderr(&out));
     let databases = t.lab.sql().databases();
-    t.lab.sql().set_backup_rate(Some(256 * 1024));
-    let child = t
-        .command(&["restore", "--database", "--database-name", "OctoStopped"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    t.wait_for_event("restore_started").await;
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = sigterm_during_restore(&t, "OctoStopped", 256 * 1024).await;
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     let events = t.events();
     assert_eq!(
@@ -82,9 +68,30 @@ async fn sigterm_during_restore_database_stops_it_on_the_server() {
         .collect();
     assert_eq!(finished.len(), 1, "{finished:?}");
     assert_eq!(finished[0].detail["ok"], false, "{finished:?}");
-    t.lab.sql().set_backup_rate(None);
     assert_eq!(t.lab.sql().databases(), databases);
     assert!(!t.lab.octopus().maintenance());
+}
+
+/// SIGTERM once RESTORE DATABASE (slowed to `rate` bytes a second, so still running) has
+/// started restoring the latest set under `name`; returns the run's output once it exited.
+async fn sigterm_during_restore(t: &TestLab, name: &str, rate: u64) -> std::process::Output {
+    t.lab.sql().set_backup_rate(Some(rate));
+    let child = t
+        .command(&["restore", "--database", "--database-name", name])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    t.wait_for_event("restore_started").await;
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    t.lab.sql().set_backup_rate(None);
+    out
 }
 
 /// Runs a batch as the lab's sysadmin (`sa`), as the DBA would.
@@ -317,22 +324,7 @@ async fn sigterm_during_restore_that_ignores_attention_kills_its_session() {
     t.lab.sql().inject(SqlFault::IgnoreAttentionDuringNext {
         command: "RESTORE DATABASE".into(),
     });
-    t.lab.sql().set_backup_rate(Some(8 * 1024));
-    let child = t
-        .command(&["restore", "--database", "--database-name", "OctoDeaf"])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    t.wait_for_event("restore_started").await;
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    t.lab.sql().set_backup_rate(None);
+    let out = sigterm_during_restore(&t, "OctoDeaf", 8 * 1024).await;
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(130), "{err}");
     assert!(
