@@ -278,8 +278,19 @@ mod tests {
             .spawn()
             .unwrap();
         close_in(&dir);
-        // `tail -f` never ends by itself: that it has ended says close ended it.
-        let status = login.try_wait().unwrap();
+        // `tail -f` never ends by itself: that it ends says close ended it. Its command line is
+        // gone (what close waits for) a moment before it can be reaped: wait for that, bounded.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let status = loop {
+            match login.try_wait().unwrap() {
+                Some(status) => break Some(status),
+                None if std::time::Instant::now() > deadline => break None,
+                None => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
+        if status.is_none() {
+            let _ = login.kill();
+        }
         assert!(status.is_some_and(|s| !s.success()), "{status:?}");
         assert!(!dir.exists());
     }
