@@ -88,13 +88,21 @@ struct PackJob {
     blobs: Vec<BlobUse>,
 }
 
+/// Files planned at a time: the listing is walked into batches of this many files (and at
+/// most [`BATCH_BLOBS`] blobs), each restored before the next is planned, so the plan's memory
+/// (a few hundred bytes a file) stays bounded whatever the number of files. The backup packs
+/// files in listing order, so a pack rarely serves two batches (and then only its wanted
+/// ranges are read twice, as two requests).
+pub(crate) const BATCH_FILES: usize = 16_384;
+/// Blobs planned at a time (32 bytes each in the plan, beside the file's own list of ids).
+const BATCH_BLOBS: usize = 1 << 20;
+
 /// What the workers share.
 struct Shared<'a> {
-    targets: Vec<Target>,
     bar: &'a Progress,
     gate: Gate<'a>,
     /// One per part restored.
-    summaries: Vec<Mutex<RestoreSummary>>,
+    summaries: &'a [Mutex<RestoreSummary>],
     first_error: Mutex<Option<RepoError>>,
     failed: AtomicBool,
 }
@@ -113,82 +121,221 @@ impl Shared<'_> {
     }
 }
 
+/// The listings of the parts, walked once, a file at a time: folders are created and links
+/// made as they come, files are handed out to be planned.
+struct Walk<'r, 'p, S: IndexedFull> {
+    repo: &'r Repository<S>,
+    parts: &'p [(Node, &'p Path)],
+    /// The next part to start.
+    part: usize,
+    /// The listing of the part being walked.
+    listing: Option<Listing<'r>>,
+    summaries: &'p [Mutex<RestoreSummary>],
+    /// Folders get their times and permissions last: writing their files changes their mtime.
+    dirs: Vec<(usize, PathBuf, Node)>,
+    synced: Vec<PathBuf>,
+    /// Every listing walked to its end.
+    done: bool,
+    /// Files planned at a time.
+    batch_files: usize,
+}
+
+type Listing<'r> = Box<dyn Iterator<Item = rustic_core::RusticResult<(PathBuf, Node)>> + 'r>;
+
+impl<S: IndexedFull> Walk<'_, '_, S> {
+    fn next_file(&mut self) -> Result<Option<Target>, RepoError> {
+        loop {
+            if let Some(listing) = &mut self.listing {
+                let part = self.part - 1;
+                let Some(item) = listing.next() else {
+                    self.listing = None;
+                    continue;
+                };
+                let (relative, node) =
+                    item.map_err(|e| from_rustic("cannot list the snapshot", &e))?;
+                let path = self.parts[part].1.join(&relative);
+                if node.is_dir() {
+                    create_dir(&path)?;
+                    lock(&self.summaries[part]).dirs_restored += 1;
+                    self.dirs.push((part, path, node));
+                } else if let Some(t) = plan_entry(part, path, node, &self.summaries[part])? {
+                    return Ok(Some(t));
+                }
+                continue;
+            }
+            let Some((node, dest)) = self.parts.get(self.part) else {
+                self.done = true;
+                return Ok(None);
+            };
+            let part = self.part;
+            self.part += 1;
+            if node.is_dir() {
+                create_dir(dest)?;
+                self.dirs.push((part, dest.to_path_buf(), node.clone()));
+                let repo = self.repo;
+                self.listing = Some(Box::new(
+                    repo.ls(node, &LsOptions::default())
+                        .map_err(|e| from_rustic("cannot list the snapshot", &e))?,
+                ));
+                self.synced.push(dest.to_path_buf());
+            } else {
+                // A file: `dest` is the file to write, or an existing folder to put it in.
+                let target = if dest.is_dir() {
+                    dest.join(node.name())
+                } else {
+                    dest.to_path_buf()
+                };
+                if let Some(parent) = target.parent() {
+                    create_dir(parent)?;
+                }
+                // Its folder: the file may be a link, whose target need not exist.
+                self.synced.push(match target.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                    _ => PathBuf::from("."),
+                });
+                if let Some(t) = plan_entry(part, target, node.clone(), &self.summaries[part])? {
+                    return Ok(Some(t));
+                }
+            }
+        }
+    }
+
+    /// The next files to restore, up to a batch; empty at the end.
+    fn next_batch(&mut self) -> Result<Vec<Target>, RepoError> {
+        let mut batch = Vec::new();
+        let mut blobs = 0;
+        while batch.len() < self.batch_files && blobs < BATCH_BLOBS {
+            let Some(t) = self.next_file()? else { break };
+            blobs += t.node.content.as_ref().map_or(0, Vec::len);
+            batch.push(t);
+        }
+        Ok(batch)
+    }
+}
+
+/// The bytes of the files of `parts`, from a walk of their listings of its own (for sets
+/// larger than a batch: the progress wants a total before the first byte is written).
+fn total_size<S: IndexedFull>(
+    repo: &Repository<S>,
+    parts: &[(Node, &Path)],
+) -> Result<u64, RepoError> {
+    let mut total = 0;
+    for (node, _) in parts {
+        if !node.is_dir() {
+            total += file_size(node);
+            continue;
+        }
+        for item in repo
+            .ls(node, &LsOptions::default())
+            .map_err(|e| from_rustic("cannot list the snapshot", &e))?
+        {
+            let (_, node) = item.map_err(|e| from_rustic("cannot list the snapshot", &e))?;
+            total += file_size(&node);
+        }
+    }
+    Ok(total)
+}
+
+fn file_size(node: &Node) -> u64 {
+    if matches!(node.node_type, NodeType::File) {
+        node.meta.size
+    } else {
+        0
+    }
+}
+
 /// Restores each `(node, dest)` (a folder or a file of a snapshot, and where it goes) in one
-/// pass over the packs; a summary for each. `progress` gets the bytes to restore once they are
-/// listed and returns the bar to report them to (the listing is walked once, not once more for
-/// a total).
+/// walk of their listings, a batch of files at a time; a summary for each. `progress` gets the
+/// bytes to restore and returns the bar to report them to. `batch_files`: files planned at a
+/// time ([`BATCH_FILES`]).
 pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
     repo: &Repository<S>,
     parts: &[(Node, &Path)],
     progress: impl FnOnce(u64) -> Progress,
     gate: Gate<'_>,
+    batch_files: usize,
 ) -> Result<Vec<RestoreSummary>, RepoError> {
-    let mut summaries = Vec::with_capacity(parts.len());
-    let mut targets = Vec::new();
-    // Folders get their times and permissions last: writing their files changes their mtime.
-    let mut dirs: Vec<(usize, PathBuf, Node)> = Vec::new();
-    let mut synced: Vec<PathBuf> = Vec::new();
-    for (part, (node, dest)) in parts.iter().enumerate() {
-        let mut summary = RestoreSummary::default();
-        if node.is_dir() {
-            create_dir(dest)?;
-            dirs.push((part, dest.to_path_buf(), node.clone()));
-            let listing = repo
-                .ls(node, &LsOptions::default())
-                .map_err(|e| from_rustic("cannot list the snapshot", &e))?;
-            for item in listing {
-                let (relative, node) =
-                    item.map_err(|e| from_rustic("cannot list the snapshot", &e))?;
-                let path = dest.join(&relative);
-                if node.is_dir() {
-                    create_dir(&path)?;
-                    summary.dirs_restored += 1;
-                    dirs.push((part, path, node));
-                } else {
-                    plan_entry(part, path, node, &mut targets, &mut summary)?;
-                }
-            }
-            synced.push(dest.to_path_buf());
-        } else {
-            // A file: `dest` is the file to write, or an existing folder to put it in.
-            let target = if dest.is_dir() {
-                dest.join(node.name())
-            } else {
-                dest.to_path_buf()
-            };
-            if let Some(parent) = target.parent() {
-                create_dir(parent)?;
-            }
-            // Its folder: the file may be a link, whose target need not exist.
-            synced.push(match target.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-                _ => PathBuf::from("."),
-            });
-            plan_entry(part, target, node.clone(), &mut targets, &mut summary)?;
-        }
-        summaries.push(Mutex::new(summary));
-    }
-    let bar = progress(targets.iter().map(|t| t.size).sum());
+    let summaries: Vec<Mutex<RestoreSummary>> = parts.iter().map(|_| Mutex::default()).collect();
+    let mut walk = Walk {
+        repo,
+        parts,
+        part: 0,
+        listing: None,
+        summaries: &summaries,
+        dirs: Vec::new(),
+        synced: Vec::new(),
+        done: false,
+        batch_files: batch_files.max(1),
+    };
+    let mut batch = walk.next_batch()?;
+    // A set that fits in one batch has its total at hand; a larger one is listed once more.
+    let total = if walk.done {
+        batch.iter().map(|t| t.size).sum()
+    } else {
+        total_size(repo, parts)?
+    };
+    let bar = progress(total);
     let shared = Shared {
-        targets,
         bar: &bar,
         gate,
-        summaries,
+        summaries: &summaries,
         first_error: Mutex::new(None),
         failed: AtomicBool::new(false),
     };
+    while !batch.is_empty() {
+        restore_batch(repo, &shared, &batch);
+        if let Some(e) = shared
+            .first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Err(e);
+        }
+        drop(batch);
+        batch = walk.next_batch()?;
+    }
+    let Walk { dirs, synced, .. } = walk;
+    for (part, path, node) in dirs.iter().rev() {
+        set_metadata(path, node, &summaries[*part]);
+    }
+    // One `syncfs` per file system is enough; a second one of the same finds little to do.
+    for path in &synced {
+        sync_tree(path)?;
+    }
+    bar.finish();
+    Ok(summaries
+        .into_iter()
+        .map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .collect())
+}
 
+/// Restores one batch of files, reading each pack they need once; a failure is left in
+/// `shared`.
+fn restore_batch<S: IndexedFull + Sync>(
+    repo: &Repository<S>,
+    shared: &Shared<'_>,
+    targets: &[Target],
+) {
+    if let Err(e) = plan_and_restore(repo, shared, targets) {
+        shared.fail(e);
+    }
+}
+
+fn plan_and_restore<S: IndexedFull + Sync>(
+    repo: &Repository<S>,
+    shared: &Shared<'_>,
+    targets: &[Target],
+) -> Result<(), RepoError> {
     // Files already in place are read and hashed in parallel; the rest are planned.
-    let unchanged: Vec<AtomicBool> = (0..shared.targets.len())
-        .map(|_| AtomicBool::new(false))
-        .collect();
+    let unchanged: Vec<AtomicBool> = (0..targets.len()).map(|_| AtomicBool::new(false)).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..WORKERS {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(t) = shared.targets.get(i) else {
+                    let Some(t) = targets.get(i) else {
                         break;
                     };
                     if matches_content(repo, &t.path, &t.node) {
@@ -200,17 +347,17 @@ pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
     });
     let mut packs: Vec<PackJob> = Vec::new();
     let mut pack_of: HashMap<PackId, usize> = HashMap::new();
-    for (i, t) in shared.targets.iter().enumerate() {
+    for (i, t) in targets.iter().enumerate() {
         if unchanged[i].load(Ordering::Relaxed) {
             lock(&shared.summaries[t.part]).files_unchanged += 1;
-            bar.inc(t.size);
+            shared.bar.inc(t.size);
             set_metadata(&t.path, &t.node, &shared.summaries[t.part]);
             continue;
         }
         let content: &[DataId] = t.node.content.as_deref().unwrap_or_default();
         if content.is_empty() {
             // Nothing to read: the file is written here.
-            write_empty(&shared, t)?;
+            write_empty(shared, t)?;
             continue;
         }
         let mut at = 0;
@@ -257,61 +404,45 @@ pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
                 while !shared.failed() {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = packs.get(i) else { break };
-                    if let Err(e) = restore_pack(repo, job, &shared, &mut decoder, &mut data) {
+                    if let Err(e) =
+                        restore_pack(repo, job, targets, shared, &mut decoder, &mut data)
+                    {
                         shared.fail(e);
                     }
                 }
             });
         }
     });
-    let Shared {
-        summaries,
-        first_error,
-        ..
-    } = shared;
-    if let Some(e) = first_error
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-    {
-        return Err(e);
-    }
-    for (part, path, node) in dirs.iter().rev() {
-        set_metadata(path, node, &summaries[*part]);
-    }
-    // One `syncfs` per file system is enough; a second one of the same finds little to do.
-    for path in &synced {
-        sync_tree(path)?;
-    }
-    bar.finish();
-    Ok(summaries
-        .into_iter()
-        .map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner))
-        .collect())
+    Ok(())
 }
 
-/// One entry of the listing that is not a folder: a file joins the plan, a link is made now.
+/// One entry of the listing that is not a folder: a file is returned to be planned, a link is
+/// made now.
 fn plan_entry(
     part: usize,
     path: PathBuf,
     node: Node,
-    targets: &mut Vec<Target>,
-    summary: &mut RestoreSummary,
-) -> Result<(), RepoError> {
+    summary: &Mutex<RestoreSummary>,
+) -> Result<Option<Target>, RepoError> {
     match &node.node_type {
-        NodeType::File => targets.push(Target {
-            part,
-            path,
-            size: node.meta.size,
-            node,
-            state: Mutex::new((false, 0)),
-        }),
-        NodeType::Symlink { linktarget, .. } => restore_symlink(&path, linktarget, summary)?,
-        other => summary.warnings.push(format!(
+        NodeType::File => {
+            return Ok(Some(Target {
+                part,
+                path,
+                size: node.meta.size,
+                node,
+                state: Mutex::new((false, 0)),
+            }));
+        }
+        NodeType::Symlink { linktarget, .. } => {
+            restore_symlink(&path, linktarget, &mut lock(summary))?;
+        }
+        other => lock(summary).warnings.push(format!(
             "{} is a {other} in the set and was not restored: only files, folders and links are",
             path.display()
         )),
     }
-    Ok(())
+    Ok(None)
 }
 
 fn lock(summary: &Mutex<RestoreSummary>) -> std::sync::MutexGuard<'_, RestoreSummary> {
@@ -333,6 +464,7 @@ fn write_error(path: &Path, source: io::Error) -> RepoError {
 fn restore_pack<S: IndexedFull>(
     repo: &Repository<S>,
     job: &PackJob,
+    targets: &[Target],
     shared: &Shared<'_>,
     decoder: &mut BlobDecoder,
     data: &mut Vec<u8>,
@@ -373,7 +505,7 @@ fn restore_pack<S: IndexedFull>(
                     .map_err(|e| from_rustic("cannot read from the repository", &e))?;
                 decoded_at = Some(b.offset);
             }
-            write_blob(shared, &shared.targets[b.target], b.at, data)?;
+            write_blob(shared, &targets[b.target], b.at, data)?;
         }
         first = last;
     }
