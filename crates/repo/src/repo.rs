@@ -130,6 +130,7 @@ impl Repo {
                 });
             }
             let credentials = Credentials::password(cfg.password.expose());
+            let began = std::time::Instant::now();
             let repo = repo.open(&credentials).map_err(|e| {
                 if e.is_incorrect_password() {
                     RepoError::WrongPassword {
@@ -139,6 +140,10 @@ impl Repo {
                     at.error("cannot open the repository", &e)
                 }
             })?;
+            log::debug!(
+                "the password opened a key in {:.3}s",
+                began.elapsed().as_secs_f64()
+            );
             Ok((repo.key(), *repo.key_id()))
         });
         let key = gone_first(&health, key)?;
@@ -266,13 +271,22 @@ impl Repo {
                 .unwrap_or_else(PoisonError::into_inner)
                 .take();
             let indexed = match kept {
-                Some(k) if index_files(&*k.repo)? == k.files => k,
+                Some(k) if index_files(&*k.repo)? == k.files => {
+                    log::debug!("the index kept from the last read is current");
+                    k
+                }
                 _ => {
+                    let began = std::time::Instant::now();
                     let repo = self.reopen()?;
                     let files = index_files(&repo)?;
                     let repo = repo
                         .to_indexed()
                         .map_err(|e| from_rustic("cannot read the repository index", &e))?;
+                    log::debug!(
+                        "read the index ({} files) in {:.3}s",
+                        files.len(),
+                        began.elapsed().as_secs_f64()
+                    );
                     Indexed {
                         files,
                         repo: Arc::new(repo),

@@ -19,7 +19,7 @@
 //! writing each file as it is finished and one `syncfs` waits at the end; a sync per file (as
 //! before, and still elsewhere) made each writer wait on the disk once per task log.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::num::NonZeroU32;
@@ -66,6 +66,9 @@ struct Target {
     /// Which of the restored parts it belongs to (its summary).
     part: usize,
     path: PathBuf,
+    /// Its folder was created by this restore: nothing can be in its place, so it is neither
+    /// looked at nor checked before it is written.
+    fresh: bool,
     size: u64,
     node: Node,
     /// Whether the file was created (truncated) by this restore, and how many blob writes it
@@ -133,6 +136,8 @@ struct Walk<'r, 'p, S: IndexedFull> {
     summaries: &'p [Mutex<RestoreSummary>],
     /// Folders get their times and permissions last: writing their files changes their mtime.
     dirs: Vec<(usize, PathBuf, Node)>,
+    /// The folders this restore created (a fresh restore: all of them).
+    fresh: HashSet<PathBuf>,
     synced: Vec<PathBuf>,
     /// Every listing walked to its end.
     done: bool,
@@ -154,11 +159,15 @@ impl<S: IndexedFull> Walk<'_, '_, S> {
                 let (relative, node) =
                     item.map_err(|e| from_rustic("cannot list the snapshot", &e))?;
                 let path = self.parts[part].1.join(&relative);
+                let fresh = path.parent().is_some_and(|p| self.fresh.contains(p));
                 if node.is_dir() {
-                    create_dir(&path)?;
+                    if new_dir(&path, fresh)? {
+                        self.fresh.insert(path.clone());
+                    }
                     lock(&self.summaries[part]).dirs_restored += 1;
                     self.dirs.push((part, path, node));
-                } else if let Some(t) = plan_entry(part, path, node, &self.summaries[part])? {
+                } else if let Some(t) = plan_entry(part, path, fresh, node, &self.summaries[part])?
+                {
                     return Ok(Some(t));
                 }
                 continue;
@@ -170,7 +179,11 @@ impl<S: IndexedFull> Walk<'_, '_, S> {
             let part = self.part;
             self.part += 1;
             if node.is_dir() {
+                let existed = dest.exists();
                 create_dir(dest)?;
+                if !existed {
+                    self.fresh.insert(dest.to_path_buf());
+                }
                 self.dirs.push((part, dest.to_path_buf(), node.clone()));
                 let repo = self.repo;
                 self.listing = Some(Box::new(
@@ -193,7 +206,8 @@ impl<S: IndexedFull> Walk<'_, '_, S> {
                     Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
                     _ => PathBuf::from("."),
                 });
-                if let Some(t) = plan_entry(part, target, node.clone(), &self.summaries[part])? {
+                let t = plan_entry(part, target, false, node.clone(), &self.summaries[part])?;
+                if let Some(t) = t {
                     return Ok(Some(t));
                 }
             }
@@ -263,6 +277,7 @@ pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
         listing: None,
         summaries: &summaries,
         dirs: Vec::new(),
+        fresh: HashSet::new(),
         synced: Vec::new(),
         done: false,
         batch_files: batch_files.max(1),
@@ -283,7 +298,13 @@ pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
         failed: AtomicBool::new(false),
     };
     while !batch.is_empty() {
+        let began = std::time::Instant::now();
         restore_batch(repo, &shared, &batch);
+        log::debug!(
+            "restored a batch of {} files in {:.3}s",
+            batch.len(),
+            began.elapsed().as_secs_f64()
+        );
         if let Some(e) = shared
             .first_error
             .lock()
@@ -338,7 +359,7 @@ fn plan_and_restore<S: IndexedFull + Sync>(
                     let Some(t) = targets.get(i) else {
                         break;
                     };
-                    if matches_content(repo, &t.path, &t.node) {
+                    if !t.fresh && matches_content(repo, &t.path, &t.node) {
                         unchanged[i].store(true, Ordering::Relaxed);
                     }
                 }
@@ -421,6 +442,7 @@ fn plan_and_restore<S: IndexedFull + Sync>(
 fn plan_entry(
     part: usize,
     path: PathBuf,
+    fresh: bool,
     node: Node,
     summary: &Mutex<RestoreSummary>,
 ) -> Result<Option<Target>, RepoError> {
@@ -429,6 +451,7 @@ fn plan_entry(
             return Ok(Some(Target {
                 part,
                 path,
+                fresh,
                 size: node.meta.size,
                 node,
                 state: Mutex::new((false, 0)),
@@ -522,7 +545,10 @@ fn stopped() -> io::Error {
 
 /// Creates (or empties) the file at `path`; a link in the way is removed, a read-only file
 /// with other content is replaced (as restic does).
-fn create_file(path: &Path) -> Result<File, RepoError> {
+fn create_file(path: &Path, fresh: bool) -> Result<File, RepoError> {
+    if fresh {
+        return File::create(path).map_err(|e| write_error(path, e));
+    }
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         fs::remove_file(path).map_err(|e| write_error(path, e))?;
     }
@@ -542,7 +568,7 @@ fn write_empty(shared: &Shared<'_>, t: &Target) -> Result<(), RepoError> {
     if !(shared.gate)(0) {
         return Err(write_error(&t.path, stopped()));
     }
-    let file = create_file(&t.path)?;
+    let file = create_file(&t.path, t.fresh)?;
     finish_file(shared, t, &file)
 }
 
@@ -561,7 +587,7 @@ fn write_blob(shared: &Shared<'_>, t: &Target, at: u64, data: &[u8]) -> Result<(
             if !(shared.gate)(0) {
                 return Err(write_error(&t.path, stopped()));
             }
-            let file = create_file(&t.path)?;
+            let file = create_file(&t.path, t.fresh)?;
             state.0 = true;
             file
         }
@@ -648,6 +674,19 @@ fn sync_tree(path: &Path) -> Result<(), RepoError> {
 
 fn create_dir(path: &Path) -> Result<(), RepoError> {
     fs::create_dir_all(path).map_err(|e| write_error(path, e))
+}
+
+/// Creates the folder at `path` (its parent exists) and says whether this made it: `false`
+/// when it was there already. `parent_fresh`: its parent was made by this restore, so it
+/// cannot be there yet.
+fn new_dir(path: &Path, parent_fresh: bool) -> Result<bool, RepoError> {
+    match fs::create_dir(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !parent_fresh && path.is_dir() => {
+            Ok(false)
+        }
+        Err(e) => Err(write_error(path, e)),
+    }
 }
 
 /// Whether the file at `path` already holds exactly this node's content: same size, and each
