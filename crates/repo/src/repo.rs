@@ -191,7 +191,7 @@ impl Repo {
         }
     }
 
-    /// Restores plan this many files at a time instead of the usual 16,384 (tests: several
+    /// Restores plan this many files at a time instead of the usual 32,768 (tests: several
     /// batches from a small set).
     #[doc(hidden)]
     pub fn set_restore_batch(&self, files: usize) {

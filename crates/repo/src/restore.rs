@@ -3,12 +3,13 @@
 //! (upstream rustic #1067, #986, #1752; a 2 GB set needed 1.1 GB), and reading file by file
 //! (rustic's `dump`) opens a pack and builds a zstd decoder for every blob.
 //!
-//! Here the listing is walked once into a plan: which files need writing, and for each pack the
-//! blobs wanted from it and every place (file, offset) each one goes. A few workers then take
-//! the packs in the order the files first need them; each reads a pack's wanted bytes in a few
-//! large ranges, decodes the blobs with one zstd context of its own (`patches/rustic_core`:
-//! `read_pack_range`, `decode_blob`) and writes each blob at its offset in every file it belongs
-//! to. Memory is a few ranges and blobs per worker, plus the plan (a few hundred bytes a file).
+//! Here the listing is walked once into plans of a batch of files each (32,768 at most): which
+//! files need writing, and for each pack the blobs wanted from it and every place (file,
+//! offset) each one goes. A few workers then take the packs in the order the files first need
+//! them; each reads a pack's wanted bytes in a few large ranges, decodes the blobs with one
+//! zstd context of its own (`patches/rustic_core`: `read_pack_range`, `decode_blob`) and writes
+//! each blob at its offset in every file it belongs to. Memory is a few ranges and blobs per
+//! worker, plus one batch's plan (about 250 bytes a file), whatever the number of files.
 //!
 //! Existing files whose content already matches (same size, and every chunk hashes to its blob
 //! id) are left alone; other files in the destination are never touched. File permissions (Unix)
@@ -70,7 +71,9 @@ struct Target {
     /// looked at nor checked before it is written.
     fresh: bool,
     size: u64,
-    node: Node,
+    /// The blobs of its content, in order.
+    content: Vec<DataId>,
+    meta: Meta,
     /// Whether the file was created (truncated) by this restore, and how many blob writes it
     /// still waits for; the worker that makes the last one finishes the file.
     state: Mutex<(bool, u32)>,
@@ -93,10 +96,10 @@ struct PackJob {
 
 /// Files planned at a time: the listing is walked into batches of this many files (and at
 /// most [`BATCH_BLOBS`] blobs), each restored before the next is planned, so the plan's memory
-/// (a few hundred bytes a file) stays bounded whatever the number of files. The backup packs
+/// (about 250 bytes a file: 8 MiB a batch) stays bounded whatever the number of files. The backup packs
 /// files in listing order, so a pack rarely serves two batches (and then only its wanted
 /// ranges are read twice, as two requests).
-pub(crate) const BATCH_FILES: usize = 16_384;
+pub(crate) const BATCH_FILES: usize = 32_768;
 /// Blobs planned at a time (32 bytes each in the plan, beside the file's own list of ids).
 const BATCH_BLOBS: usize = 1 << 20;
 
@@ -135,7 +138,7 @@ struct Walk<'r, 'p, S: IndexedFull> {
     listing: Option<Listing<'r>>,
     summaries: &'p [Mutex<RestoreSummary>],
     /// Folders get their times and permissions last: writing their files changes their mtime.
-    dirs: Vec<(usize, PathBuf, Node)>,
+    dirs: Vec<(usize, PathBuf, Meta)>,
     /// The folders this restore created (a fresh restore: all of them).
     fresh: HashSet<PathBuf>,
     synced: Vec<PathBuf>,
@@ -165,7 +168,7 @@ impl<S: IndexedFull> Walk<'_, '_, S> {
                         self.fresh.insert(path.clone());
                     }
                     lock(&self.summaries[part]).dirs_restored += 1;
-                    self.dirs.push((part, path, node));
+                    self.dirs.push((part, path, Meta::of(&node)));
                 } else if let Some(t) = plan_entry(part, path, fresh, node, &self.summaries[part])?
                 {
                     return Ok(Some(t));
@@ -184,7 +187,7 @@ impl<S: IndexedFull> Walk<'_, '_, S> {
                 if !existed {
                     self.fresh.insert(dest.to_path_buf());
                 }
-                self.dirs.push((part, dest.to_path_buf(), node.clone()));
+                self.dirs.push((part, dest.to_path_buf(), Meta::of(node)));
                 let repo = self.repo;
                 self.listing = Some(Box::new(
                     repo.ls(node, &LsOptions::default())
@@ -220,7 +223,7 @@ impl<S: IndexedFull> Walk<'_, '_, S> {
         let mut blobs = 0;
         while batch.len() < self.batch_files && blobs < BATCH_BLOBS {
             let Some(t) = self.next_file()? else { break };
-            blobs += t.node.content.as_ref().map_or(0, Vec::len);
+            blobs += t.content.len();
             batch.push(t);
         }
         Ok(batch)
@@ -317,8 +320,8 @@ pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
         batch = walk.next_batch()?;
     }
     let Walk { dirs, synced, .. } = walk;
-    for (part, path, node) in dirs.iter().rev() {
-        set_metadata(path, node, &summaries[*part]);
+    for (part, path, meta) in dirs.iter().rev() {
+        set_metadata(path, meta, &summaries[*part]);
     }
     // One `syncfs` per file system is enough; a second one of the same finds little to do.
     for path in &synced {
@@ -359,7 +362,7 @@ fn plan_and_restore<S: IndexedFull + Sync>(
                     let Some(t) = targets.get(i) else {
                         break;
                     };
-                    if !t.fresh && matches_content(repo, &t.path, &t.node) {
+                    if !t.fresh && matches_content(repo, &t.path, t.size, &t.content) {
                         unchanged[i].store(true, Ordering::Relaxed);
                     }
                 }
@@ -372,10 +375,10 @@ fn plan_and_restore<S: IndexedFull + Sync>(
         if unchanged[i].load(Ordering::Relaxed) {
             lock(&shared.summaries[t.part]).files_unchanged += 1;
             shared.bar.inc(t.size);
-            set_metadata(&t.path, &t.node, &shared.summaries[t.part]);
+            set_metadata(&t.path, &t.meta, &shared.summaries[t.part]);
             continue;
         }
-        let content: &[DataId] = t.node.content.as_deref().unwrap_or_default();
+        let content = &t.content;
         if content.is_empty() {
             // Nothing to read: the file is written here.
             write_empty(shared, t)?;
@@ -453,7 +456,8 @@ fn plan_entry(
                 path,
                 fresh,
                 size: node.meta.size,
-                node,
+                meta: Meta::of(&node),
+                content: node.content.unwrap_or_default(),
                 state: Mutex::new((false, 0)),
             }));
         }
@@ -633,7 +637,7 @@ fn write_all_at(file: &File, mut data: &[u8], mut at: u64) -> io::Result<()> {
 /// A file fully written: its permissions and time through the open file, the disk started on
 /// it, and the count.
 fn finish_file(shared: &Shared<'_>, t: &Target, file: &File) -> Result<(), RepoError> {
-    set_file_metadata(file, &t.path, &t.node, &shared.summaries[t.part]);
+    set_file_metadata(file, &t.path, &t.meta, &shared.summaries[t.part]);
     // Durability once for the whole restore on Linux (`sync_tree`), with the disk already
     // writing this file while the next ones are decoded; file by file elsewhere.
     #[cfg(target_os = "linux")]
@@ -689,13 +693,18 @@ fn new_dir(path: &Path, parent_fresh: bool) -> Result<bool, RepoError> {
     }
 }
 
-/// Whether the file at `path` already holds exactly this node's content: same size, and each
-/// chunk of it hashes to the id of the blob stored for that chunk.
-fn matches_content<S: IndexedFull>(repo: &Repository<S>, path: &Path, node: &Node) -> bool {
+/// Whether the file at `path` already holds exactly this content: same size, and each chunk
+/// of it hashes to the id of the blob stored for that chunk.
+fn matches_content<S: IndexedFull>(
+    repo: &Repository<S>,
+    path: &Path,
+    size: u64,
+    content: &[DataId],
+) -> bool {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return false;
     };
-    if !meta.is_file() || meta.len() != node.meta.size {
+    if !meta.is_file() || meta.len() != size {
         return false;
     }
     let Ok(file) = File::open(path) else {
@@ -703,7 +712,7 @@ fn matches_content<S: IndexedFull>(repo: &Repository<S>, path: &Path, node: &Nod
     };
     let mut file = BufReader::with_capacity(256 * 1024, file);
     let mut buf = Vec::new();
-    for id in node.content.iter().flatten() {
+    for id in content {
         let Ok(entry) = repo.get_index_entry(id) else {
             return false;
         };
@@ -754,17 +763,17 @@ fn restore_symlink(
 
 /// Permissions (Unix) and modification time, as far as the file system allows; what fails is
 /// a warning, not a failed restore.
-fn set_metadata(path: &Path, node: &Node, summary: &Mutex<RestoreSummary>) {
+fn set_metadata(path: &Path, meta: &Meta, summary: &Mutex<RestoreSummary>) {
     let mut problems = Vec::new();
     #[cfg(unix)]
-    if let Some(go_mode) = node.meta.mode {
+    if let Some(mode) = meta.mode {
         use std::os::unix::fs::PermissionsExt;
-        let perms = fs::Permissions::from_mode(mode::unix_permissions(go_mode));
+        let perms = fs::Permissions::from_mode(mode);
         if let Err(e) = fs::set_permissions(path, perms) {
             problems.push(format!("permissions: {e}"));
         }
     }
-    if let Some(time) = mtime(node)
+    if let Some(time) = meta.mtime
         && let Err(e) = filetime::set_file_mtime(path, time)
     {
         problems.push(format!("time: {e}"));
@@ -773,22 +782,40 @@ fn set_metadata(path: &Path, node: &Node, summary: &Mutex<RestoreSummary>) {
 }
 
 /// `set_metadata` through a file just written, still open.
-fn set_file_metadata(file: &File, path: &Path, node: &Node, summary: &Mutex<RestoreSummary>) {
+fn set_file_metadata(file: &File, path: &Path, meta: &Meta, summary: &Mutex<RestoreSummary>) {
     let mut problems = Vec::new();
     #[cfg(unix)]
-    if let Some(go_mode) = node.meta.mode {
+    if let Some(mode) = meta.mode {
         use std::os::unix::fs::PermissionsExt;
-        let perms = fs::Permissions::from_mode(mode::unix_permissions(go_mode));
+        let perms = fs::Permissions::from_mode(mode);
         if let Err(e) = file.set_permissions(perms) {
             problems.push(format!("permissions: {e}"));
         }
     }
-    if let Some(time) = mtime(node)
+    if let Some(time) = meta.mtime
         && let Err(e) = filetime::set_file_handle_times(file, None, Some(time))
     {
         problems.push(format!("time: {e}"));
     }
     warn_metadata(path, problems, summary);
+}
+
+/// What a restore sets on a file or folder once written: Unix permissions and the
+/// modification time (a plan holds this, not the whole node).
+struct Meta {
+    /// Unix permission bits (set on Unix only).
+    #[cfg_attr(windows, allow(dead_code))]
+    mode: Option<u32>,
+    mtime: Option<filetime::FileTime>,
+}
+
+impl Meta {
+    fn of(node: &Node) -> Self {
+        Meta {
+            mode: node.meta.mode.map(mode::unix_permissions),
+            mtime: mtime(node),
+        }
+    }
 }
 
 /// The node's modification time, as filetime wants it.
