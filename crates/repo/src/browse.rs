@@ -152,6 +152,7 @@ impl Repo {
             .map(|(path, _)| VirtualPath::parse(path))
             .collect::<Result<Vec<_>, _>>()?;
         let capture = logging::capture();
+        let wants_total = progress.wants_total();
         let outcome = self.run_indexed(progress, |repo| {
             let snap = resolve_snapshot(repo, snapshot_id)?;
             let nodes = paths
@@ -159,16 +160,18 @@ impl Repo {
                 .zip(parts)
                 .map(|(path, (_, dest))| Ok((find_node(repo, &snap, path)?, *dest)))
                 .collect::<Result<Vec<_>, RepoError>>()?;
-            let progress = |total| {
-                self.router.set_phase("restore", Some(total));
+            let progress = |total: Option<u64>| {
+                self.router.set_phase("restore", total);
                 let bar = repo.progress_bytes("restore");
-                bar.set_length(total);
+                if let Some(total) = total {
+                    bar.set_length(total);
+                }
                 bar
             };
             let batch = self
                 .restore_batch
                 .load(std::sync::atomic::Ordering::Relaxed);
-            crate::restore::restore_nodes(repo, &nodes, progress, gate, batch)
+            crate::restore::restore_nodes(repo, &nodes, (wants_total, progress), gate, batch)
         });
         let warnings = capture.finish();
         let mut summaries = outcome?;

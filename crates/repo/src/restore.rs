@@ -262,13 +262,13 @@ fn file_size(node: &Node) -> u64 {
 }
 
 /// Restores each `(node, dest)` (a folder or a file of a snapshot, and where it goes) in one
-/// walk of their listings, a batch of files at a time; a summary for each. `progress` gets the
-/// bytes to restore and returns the bar to report them to. `batch_files`: files planned at a
-/// time ([`BATCH_FILES`]).
+/// walk of their listings, a batch of files at a time; a summary for each. `progress`: whether
+/// a total is wanted, and what gets the bytes to restore (when known or wanted) and returns the
+/// bar to report them to. `batch_files`: files planned at a time ([`BATCH_FILES`]).
 pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
     repo: &Repository<S>,
     parts: &[(Node, &Path)],
-    progress: impl FnOnce(u64) -> Progress,
+    (wants_total, progress): (bool, impl FnOnce(Option<u64>) -> Progress),
     gate: Gate<'_>,
     batch_files: usize,
 ) -> Result<Vec<RestoreSummary>, RepoError> {
@@ -286,11 +286,14 @@ pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
         batch_files: batch_files.max(1),
     };
     let mut batch = walk.next_batch()?;
-    // A set that fits in one batch has its total at hand; a larger one is listed once more.
+    // A set that fits in one batch has its total at hand; a larger one is listed once more,
+    // when someone watches the total.
     let total = if walk.done {
-        batch.iter().map(|t| t.size).sum()
+        Some(batch.iter().map(|t| t.size).sum())
+    } else if wants_total {
+        Some(total_size(repo, parts)?)
     } else {
-        total_size(repo, parts)?
+        None
     };
     let bar = progress(total);
     let shared = Shared {

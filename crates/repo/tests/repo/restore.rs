@@ -463,12 +463,29 @@ fn a_restore_in_small_batches_equals_the_source() {
     assert_eq!(summary.bytes_restored, tree_bytes(&src), "{summary:?}");
     assert!(summary.warnings.is_empty(), "{summary:?}");
     assert_same_tree(&src, &out);
+    // Again over itself, watched: the bar is given the whole set's bytes up front (the listing
+    // walked once more for them) and advances by as much.
+    let progress = RecordedProgress::default();
     let again = repo
-        .restore(&set.snapshot_id, "/folders", &out, &NoProgress)
+        .restore(&set.snapshot_id, "/folders", &out, &progress)
         .unwrap();
     assert_eq!(again.files_unchanged, 102, "{again:?}");
     assert_eq!(again.files_restored, 0, "{again:?}");
     assert_same_tree(&src, &out);
+    let events = progress.take();
+    assert_eq!(
+        events.first(),
+        Some(&Event::Start("restore".into(), Some(tree_bytes(&src)))),
+        "{events:?}"
+    );
+    let advanced: u64 = events
+        .iter()
+        .map(|e| match e {
+            Event::Advance(n) => *n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(advanced, tree_bytes(&src));
 }
 
 fn tree_bytes(root: &std::path::Path) -> u64 {
