@@ -52,12 +52,9 @@ impl Repo {
         path: &str,
     ) -> Result<Zeroizing<Vec<u8>>, RepoError> {
         let path = VirtualPath::parse(path)?;
-        self.run(&NoProgress, |repo| {
-            let repo = repo
-                .to_indexed()
-                .map_err(|e| from_rustic("cannot read the repository index", &e))?;
-            let snap = resolve_snapshot(&repo, snapshot_id)?;
-            let node = find_node(&repo, &snap, &path)?;
+        self.run_indexed(&NoProgress, |repo| {
+            let snap = resolve_snapshot(repo, snapshot_id)?;
+            let node = find_node(repo, &snap, &path)?;
             if !node.is_file() {
                 return Err(RepoError::InvalidInput(format!(
                     "`{path}` in snapshot {} is not a file: list it, or restore it",
@@ -86,12 +83,10 @@ impl Repo {
         path_prefix: &str,
     ) -> Result<Vec<FileEntry>, RepoError> {
         let base = VirtualPath::parse(path_prefix)?;
-        self.run(&NoProgress, |repo| {
-            let repo = repo
-                .to_indexed_ids()
-                .map_err(|e| from_rustic("cannot read the repository index", &e))?;
-            let snap = resolve_snapshot(&repo, snapshot_id)?;
-            let node = find_node(&repo, &snap, &base)?;
+        // The full index, kept for the restore that usually follows a listing.
+        self.run_indexed(&NoProgress, |repo| {
+            let snap = resolve_snapshot(repo, snapshot_id)?;
+            let node = find_node(repo, &snap, &base)?;
             if !node.is_dir() {
                 return Ok(vec![entry(base.to_string(), &node)]);
             }
@@ -157,23 +152,26 @@ impl Repo {
             .map(|(path, _)| VirtualPath::parse(path))
             .collect::<Result<Vec<_>, _>>()?;
         let capture = logging::capture();
-        let outcome = self.run(progress, |repo| {
-            let repo = repo
-                .to_indexed()
-                .map_err(|e| from_rustic("cannot read the repository index", &e))?;
-            let snap = resolve_snapshot(&repo, snapshot_id)?;
+        let wants_total = progress.wants_total();
+        let outcome = self.run_indexed(progress, |repo| {
+            let snap = resolve_snapshot(repo, snapshot_id)?;
             let nodes = paths
                 .iter()
                 .zip(parts)
-                .map(|(path, (_, dest))| Ok((find_node(&repo, &snap, path)?, *dest)))
+                .map(|(path, (_, dest))| Ok((find_node(repo, &snap, path)?, *dest)))
                 .collect::<Result<Vec<_>, RepoError>>()?;
-            let progress = |total| {
-                self.router.set_phase("restore", Some(total));
+            let progress = |total: Option<u64>| {
+                self.router.set_phase("restore", total);
                 let bar = repo.progress_bytes("restore");
-                bar.set_length(total);
+                if let Some(total) = total {
+                    bar.set_length(total);
+                }
                 bar
             };
-            crate::restore::restore_nodes(&repo, &nodes, progress, gate)
+            let batch = self
+                .restore_batch
+                .load(std::sync::atomic::Ordering::Relaxed);
+            crate::restore::restore_nodes(repo, &nodes, (wants_total, progress), gate, batch)
         });
         let warnings = capture.finish();
         let mut summaries = outcome?;

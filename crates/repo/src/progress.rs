@@ -22,6 +22,12 @@ pub trait ProgressSink: Sync {
     fn advance(&self, bytes: u64);
     /// The current phase ended.
     fn finish(&self);
+    /// Whether `start` should be given the total bytes when it costs work of its own (a
+    /// restore of more files than it plans at a time walks their listing once more for it):
+    /// `false` when nobody sees the total.
+    fn wants_total(&self) -> bool {
+        true
+    }
 }
 
 /// Reports nothing.
@@ -32,6 +38,9 @@ impl ProgressSink for NoProgress {
     fn start(&self, _what: &str, _total_bytes: Option<u64>) {}
     fn advance(&self, _bytes: u64) {}
     fn finish(&self) {}
+    fn wants_total(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Debug)]

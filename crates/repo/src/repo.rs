@@ -2,10 +2,10 @@
 
 use std::sync::{Arc, Mutex, PoisonError};
 
-use rustic_core::repofile::{KeyId, MasterKey, SnapshotFile, SnapshotId};
+use rustic_core::repofile::{IndexId, KeyId, MasterKey, SnapshotFile, SnapshotId};
 use rustic_core::{
-    CheckOptions, ConfigOptions, Credentials, KeyOptions, OpenStatus, Repository,
-    RepositoryBackends, RepositoryOptions, compression_level_range,
+    CheckOptions, ConfigOptions, Credentials, IndexedFullStatus, KeyOptions, OpenStatus,
+    Repository, RepositoryBackends, RepositoryOptions, compression_level_range,
 };
 
 use crate::budget::Health;
@@ -35,6 +35,29 @@ pub struct Repo {
     /// The storage's retry budget, shared by every call of the run.
     health: Arc<Health>,
     pub(crate) busy: Mutex<()>,
+    /// The index read by the last call that reads files back (a restore reads a manifest per
+    /// set, the secrets, the listing and the files: one index read, not one each), kept while
+    /// the repository's index files are the same ones. Any other call drops it, so a backup or
+    /// a prune does not carry it.
+    indexed: Mutex<Option<Indexed>>,
+    /// Files a restore plans at a time (`restore.rs`).
+    pub(crate) restore_batch: std::sync::atomic::AtomicUsize,
+}
+
+/// The repository's index files, sorted.
+fn index_files<S: rustic_core::Open>(repo: &Repository<S>) -> Result<Vec<IndexId>, RepoError> {
+    let mut files: Vec<IndexId> = repo
+        .list::<IndexId>()
+        .map_err(|e| from_rustic("cannot read the repository index", &e))?
+        .collect();
+    files.sort_unstable();
+    Ok(files)
+}
+
+/// A repository with its full index, and the index files it was read from.
+struct Indexed {
+    files: Vec<IndexId>,
+    repo: Arc<Repository<IndexedFullStatus>>,
 }
 
 impl std::fmt::Debug for Repo {
@@ -107,6 +130,7 @@ impl Repo {
                 });
             }
             let credentials = Credentials::password(cfg.password.expose());
+            let began = std::time::Instant::now();
             let repo = repo.open(&credentials).map_err(|e| {
                 if e.is_incorrect_password() {
                     RepoError::WrongPassword {
@@ -116,6 +140,10 @@ impl Repo {
                     at.error("cannot open the repository", &e)
                 }
             })?;
+            log::debug!(
+                "the password opened a key in {:.3}s",
+                began.elapsed().as_secs_f64()
+            );
             Ok((repo.key(), *repo.key_id()))
         });
         let key = gone_first(&health, key)?;
@@ -140,6 +168,8 @@ impl Repo {
             key_id,
             health,
             busy: Mutex::new(()),
+            indexed: Mutex::new(None),
+            restore_batch: crate::restore::BATCH_FILES.into(),
         }
     }
 
@@ -156,7 +186,17 @@ impl Repo {
             key_id: self.key_id,
             health: self.health.clone(),
             busy: Mutex::new(()),
+            indexed: Mutex::new(None),
+            restore_batch: crate::restore::BATCH_FILES.into(),
         }
+    }
+
+    /// Restores plan this many files at a time instead of the usual 32,768 (tests: several
+    /// batches from a small set).
+    #[doc(hidden)]
+    pub fn set_restore_batch(&self, files: usize) {
+        self.restore_batch
+            .store(files.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The repository location as configured (for messages).
@@ -199,8 +239,73 @@ impl Repo {
         work: impl FnOnce(Repository<OpenStatus>) -> Result<T, RepoError> + Send,
     ) -> Result<T, RepoError> {
         let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        self.drop_index();
         let result = self.router.run(sink, || work(self.reopen()?));
         gone_first(&self.health, result)
+    }
+
+    /// As [`Repo::run`], without dropping the index kept by reads (listing snapshots).
+    pub(crate) fn run_keeping_index<T: Send>(
+        &self,
+        sink: &dyn ProgressSink,
+        work: impl FnOnce(Repository<OpenStatus>) -> Result<T, RepoError> + Send,
+    ) -> Result<T, RepoError> {
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = self.router.run(sink, || work(self.reopen()?));
+        gone_first(&self.health, result)
+    }
+
+    /// Runs `work` on the repository with its full index: the one kept from the last read when
+    /// the repository's index files are still the same ones (one listing of `index/`), else
+    /// read now and kept.
+    pub(crate) fn run_indexed<T: Send>(
+        &self,
+        sink: &dyn ProgressSink,
+        work: impl FnOnce(&Repository<IndexedFullStatus>) -> Result<T, RepoError> + Send,
+    ) -> Result<T, RepoError> {
+        let _busy = self.busy.lock().unwrap_or_else(PoisonError::into_inner);
+        let result = self.router.run(sink, || {
+            let kept = self
+                .indexed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            let indexed = match kept {
+                Some(k) if index_files(&*k.repo)? == k.files => {
+                    log::debug!("the index kept from the last read is current");
+                    k
+                }
+                _ => {
+                    let began = std::time::Instant::now();
+                    let repo = self.reopen()?;
+                    let files = index_files(&repo)?;
+                    let repo = repo
+                        .to_indexed()
+                        .map_err(|e| from_rustic("cannot read the repository index", &e))?;
+                    log::debug!(
+                        "read the index ({} files) in {:.3}s",
+                        files.len(),
+                        began.elapsed().as_secs_f64()
+                    );
+                    Indexed {
+                        files,
+                        repo: Arc::new(repo),
+                    }
+                }
+            };
+            let repo = indexed.repo.clone();
+            *self.indexed.lock().unwrap_or_else(PoisonError::into_inner) = Some(indexed);
+            work(&repo)
+        });
+        gone_first(&self.health, result)
+    }
+
+    /// Forgets the index kept by reads.
+    fn drop_index(&self) {
+        self.indexed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
     }
 
     /// Set once the storage did not answer within the run's retry budget: every later call
@@ -234,7 +339,7 @@ impl Repo {
 
     /// All snapshots, oldest first.
     pub fn snapshots(&self) -> Result<Vec<SnapshotInfo>, RepoError> {
-        self.run(&NoProgress, |repo| {
+        self.run_keeping_index(&NoProgress, |repo| {
             let mut snaps = readable_snapshots(&repo)?;
             snaps.sort_by(|a, b| a.time.cmp(&b.time));
             Ok(snaps.iter().map(SnapshotInfo::from_snapshot).collect())
@@ -243,7 +348,7 @@ impl Repo {
 
     /// The snapshot whose id starts with `id_prefix` (at least one hex digit), or `latest`.
     pub fn find_snapshot(&self, id_prefix: &str) -> Result<SnapshotInfo, RepoError> {
-        self.run(&NoProgress, |repo| {
+        self.run_keeping_index(&NoProgress, |repo| {
             resolve_snapshot(&repo, id_prefix).map(|s| SnapshotInfo::from_snapshot(&s))
         })
     }

@@ -3,12 +3,13 @@
 //! (upstream rustic #1067, #986, #1752; a 2 GB set needed 1.1 GB), and reading file by file
 //! (rustic's `dump`) opens a pack and builds a zstd decoder for every blob.
 //!
-//! Here the listing is walked once into a plan: which files need writing, and for each pack the
-//! blobs wanted from it and every place (file, offset) each one goes. A few workers then take
-//! the packs in the order the files first need them; each reads a pack's wanted bytes in a few
-//! large ranges, decodes the blobs with one zstd context of its own (`patches/rustic_core`:
-//! `read_pack_range`, `decode_blob`) and writes each blob at its offset in every file it belongs
-//! to. Memory is a few ranges and blobs per worker, plus the plan (a few hundred bytes a file).
+//! Here the listing is walked once into plans of a batch of files each (32,768 at most): which
+//! files need writing, and for each pack the blobs wanted from it and every place (file,
+//! offset) each one goes. A few workers then take the packs in the order the files first need
+//! them; each reads a pack's wanted bytes in a few large ranges, decodes the blobs with one
+//! zstd context of its own (`patches/rustic_core`: `read_pack_range`, `decode_blob`) and writes
+//! each blob at its offset in every file it belongs to. Memory is a few ranges and blobs per
+//! worker, plus one batch's plan (about 250 bytes a file), whatever the number of files.
 //!
 //! Existing files whose content already matches (same size, and every chunk hashes to its blob
 //! id) are left alone; other files in the destination are never touched. File permissions (Unix)
@@ -19,7 +20,7 @@
 //! writing each file as it is finished and one `syncfs` waits at the end; a sync per file (as
 //! before, and still elsewhere) made each writer wait on the disk once per task log.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::{self, File};
 use std::io::{self, BufReader, Read};
 use std::num::NonZeroU32;
@@ -66,8 +67,13 @@ struct Target {
     /// Which of the restored parts it belongs to (its summary).
     part: usize,
     path: PathBuf,
+    /// Its folder was created by this restore: nothing can be in its place, so it is neither
+    /// looked at nor checked before it is written.
+    fresh: bool,
     size: u64,
-    node: Node,
+    /// The blobs of its content, in order.
+    content: Vec<DataId>,
+    meta: Meta,
     /// Whether the file was created (truncated) by this restore, and how many blob writes it
     /// still waits for; the worker that makes the last one finishes the file.
     state: Mutex<(bool, u32)>,
@@ -88,13 +94,21 @@ struct PackJob {
     blobs: Vec<BlobUse>,
 }
 
+/// Files planned at a time: the listing is walked into batches of this many files (and at
+/// most [`BATCH_BLOBS`] blobs), each restored before the next is planned, so the plan's memory
+/// (about 250 bytes a file: 8 MiB a batch) stays bounded whatever the number of files. The backup packs
+/// files in listing order, so a pack rarely serves two batches (and then only its wanted
+/// ranges are read twice, as two requests).
+pub(crate) const BATCH_FILES: usize = 32_768;
+/// Blobs planned at a time (32 bytes each in the plan, beside the file's own list of ids).
+const BATCH_BLOBS: usize = 1 << 20;
+
 /// What the workers share.
 struct Shared<'a> {
-    targets: Vec<Target>,
     bar: &'a Progress,
     gate: Gate<'a>,
     /// One per part restored.
-    summaries: Vec<Mutex<RestoreSummary>>,
+    summaries: &'a [Mutex<RestoreSummary>],
     first_error: Mutex<Option<RepoError>>,
     failed: AtomicBool,
 }
@@ -113,85 +127,245 @@ impl Shared<'_> {
     }
 }
 
+/// The listings of the parts, walked once, a file at a time: folders are created and links
+/// made as they come, files are handed out to be planned.
+struct Walk<'r, 'p, S: IndexedFull> {
+    repo: &'r Repository<S>,
+    parts: &'p [(Node, &'p Path)],
+    /// The next part to start.
+    part: usize,
+    /// The listing of the part being walked.
+    listing: Option<Listing<'r>>,
+    summaries: &'p [Mutex<RestoreSummary>],
+    /// Folders get their times and permissions last: writing their files changes their mtime.
+    dirs: Vec<(usize, PathBuf, Meta)>,
+    /// The folders this restore created (a fresh restore: all of them).
+    fresh: HashSet<PathBuf>,
+    synced: Vec<PathBuf>,
+    /// Every listing walked to its end.
+    done: bool,
+    /// Files planned at a time.
+    batch_files: usize,
+}
+
+type Listing<'r> = Box<dyn Iterator<Item = rustic_core::RusticResult<(PathBuf, Node)>> + 'r>;
+
+impl<S: IndexedFull> Walk<'_, '_, S> {
+    fn next_file(&mut self) -> Result<Option<Target>, RepoError> {
+        loop {
+            if let Some(listing) = &mut self.listing {
+                let part = self.part - 1;
+                let Some(item) = listing.next() else {
+                    self.listing = None;
+                    continue;
+                };
+                let (relative, node) =
+                    item.map_err(|e| from_rustic("cannot list the snapshot", &e))?;
+                let path = self.parts[part].1.join(&relative);
+                let fresh = path.parent().is_some_and(|p| self.fresh.contains(p));
+                if node.is_dir() {
+                    if new_dir(&path, fresh)? {
+                        self.fresh.insert(path.clone());
+                    }
+                    lock(&self.summaries[part]).dirs_restored += 1;
+                    self.dirs.push((part, path, Meta::of(&node)));
+                } else if let Some(t) = plan_entry(part, path, fresh, node, &self.summaries[part])?
+                {
+                    return Ok(Some(t));
+                }
+                continue;
+            }
+            let Some((node, dest)) = self.parts.get(self.part) else {
+                self.done = true;
+                return Ok(None);
+            };
+            let part = self.part;
+            self.part += 1;
+            if node.is_dir() {
+                let existed = dest.exists();
+                create_dir(dest)?;
+                if !existed {
+                    self.fresh.insert(dest.to_path_buf());
+                }
+                self.dirs.push((part, dest.to_path_buf(), Meta::of(node)));
+                let repo = self.repo;
+                self.listing = Some(Box::new(
+                    repo.ls(node, &LsOptions::default())
+                        .map_err(|e| from_rustic("cannot list the snapshot", &e))?,
+                ));
+                self.synced.push(dest.to_path_buf());
+            } else {
+                // A file: `dest` is the file to write, or an existing folder to put it in.
+                let target = if dest.is_dir() {
+                    dest.join(node.name())
+                } else {
+                    dest.to_path_buf()
+                };
+                if let Some(parent) = target.parent() {
+                    create_dir(parent)?;
+                }
+                // Its folder: the file may be a link, whose target need not exist.
+                self.synced.push(match target.parent() {
+                    Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+                    _ => PathBuf::from("."),
+                });
+                let t = plan_entry(part, target, false, node.clone(), &self.summaries[part])?;
+                if let Some(t) = t {
+                    return Ok(Some(t));
+                }
+            }
+        }
+    }
+
+    /// The next files to restore, up to a batch; empty at the end.
+    fn next_batch(&mut self) -> Result<Vec<Target>, RepoError> {
+        let mut batch = Vec::new();
+        let mut blobs = 0;
+        while batch.len() < self.batch_files && blobs < BATCH_BLOBS {
+            let Some(t) = self.next_file()? else { break };
+            blobs += t.content.len();
+            batch.push(t);
+        }
+        Ok(batch)
+    }
+}
+
+/// The bytes of the files of `parts`, from a walk of their listings of its own (for sets
+/// larger than a batch: the progress wants a total before the first byte is written).
+fn total_size<S: IndexedFull>(
+    repo: &Repository<S>,
+    parts: &[(Node, &Path)],
+) -> Result<u64, RepoError> {
+    let mut total = 0;
+    for (node, _) in parts {
+        if !node.is_dir() {
+            total += file_size(node);
+            continue;
+        }
+        for item in repo
+            .ls(node, &LsOptions::default())
+            .map_err(|e| from_rustic("cannot list the snapshot", &e))?
+        {
+            let (_, node) = item.map_err(|e| from_rustic("cannot list the snapshot", &e))?;
+            total += file_size(&node);
+        }
+    }
+    Ok(total)
+}
+
+fn file_size(node: &Node) -> u64 {
+    if matches!(node.node_type, NodeType::File) {
+        node.meta.size
+    } else {
+        0
+    }
+}
+
 /// Restores each `(node, dest)` (a folder or a file of a snapshot, and where it goes) in one
-/// pass over the packs; a summary for each. `progress` gets the bytes to restore once they are
-/// listed and returns the bar to report them to (the listing is walked once, not once more for
-/// a total).
+/// walk of their listings, a batch of files at a time; a summary for each. `progress`: whether
+/// a total is wanted, and what gets the bytes to restore (when known or wanted) and returns the
+/// bar to report them to. `batch_files`: files planned at a time ([`BATCH_FILES`]).
 pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
     repo: &Repository<S>,
     parts: &[(Node, &Path)],
-    progress: impl FnOnce(u64) -> Progress,
+    (wants_total, progress): (bool, impl FnOnce(Option<u64>) -> Progress),
     gate: Gate<'_>,
+    batch_files: usize,
 ) -> Result<Vec<RestoreSummary>, RepoError> {
-    let mut summaries = Vec::with_capacity(parts.len());
-    let mut targets = Vec::new();
-    // Folders get their times and permissions last: writing their files changes their mtime.
-    let mut dirs: Vec<(usize, PathBuf, Node)> = Vec::new();
-    let mut synced: Vec<PathBuf> = Vec::new();
-    for (part, (node, dest)) in parts.iter().enumerate() {
-        let mut summary = RestoreSummary::default();
-        if node.is_dir() {
-            create_dir(dest)?;
-            dirs.push((part, dest.to_path_buf(), node.clone()));
-            let listing = repo
-                .ls(node, &LsOptions::default())
-                .map_err(|e| from_rustic("cannot list the snapshot", &e))?;
-            for item in listing {
-                let (relative, node) =
-                    item.map_err(|e| from_rustic("cannot list the snapshot", &e))?;
-                let path = dest.join(&relative);
-                if node.is_dir() {
-                    create_dir(&path)?;
-                    summary.dirs_restored += 1;
-                    dirs.push((part, path, node));
-                } else {
-                    plan_entry(part, path, node, &mut targets, &mut summary)?;
-                }
-            }
-            synced.push(dest.to_path_buf());
-        } else {
-            // A file: `dest` is the file to write, or an existing folder to put it in.
-            let target = if dest.is_dir() {
-                dest.join(node.name())
-            } else {
-                dest.to_path_buf()
-            };
-            if let Some(parent) = target.parent() {
-                create_dir(parent)?;
-            }
-            // Its folder: the file may be a link, whose target need not exist.
-            synced.push(match target.parent() {
-                Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-                _ => PathBuf::from("."),
-            });
-            plan_entry(part, target, node.clone(), &mut targets, &mut summary)?;
-        }
-        summaries.push(Mutex::new(summary));
-    }
-    let bar = progress(targets.iter().map(|t| t.size).sum());
+    let summaries: Vec<Mutex<RestoreSummary>> = parts.iter().map(|_| Mutex::default()).collect();
+    let mut walk = Walk {
+        repo,
+        parts,
+        part: 0,
+        listing: None,
+        summaries: &summaries,
+        dirs: Vec::new(),
+        fresh: HashSet::new(),
+        synced: Vec::new(),
+        done: false,
+        batch_files: batch_files.max(1),
+    };
+    let mut batch = walk.next_batch()?;
+    // A set that fits in one batch has its total at hand; a larger one is listed once more,
+    // when someone watches the total.
+    let total = if walk.done {
+        Some(batch.iter().map(|t| t.size).sum())
+    } else if wants_total {
+        Some(total_size(repo, parts)?)
+    } else {
+        None
+    };
+    let bar = progress(total);
     let shared = Shared {
-        targets,
         bar: &bar,
         gate,
-        summaries,
+        summaries: &summaries,
         first_error: Mutex::new(None),
         failed: AtomicBool::new(false),
     };
+    while !batch.is_empty() {
+        let began = std::time::Instant::now();
+        restore_batch(repo, &shared, &batch);
+        log::debug!(
+            "restored a batch of {} files in {:.3}s",
+            batch.len(),
+            began.elapsed().as_secs_f64()
+        );
+        if let Some(e) = shared
+            .first_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Err(e);
+        }
+        drop(batch);
+        batch = walk.next_batch()?;
+    }
+    let Walk { dirs, synced, .. } = walk;
+    for (part, path, meta) in dirs.iter().rev() {
+        set_metadata(path, meta, &summaries[*part]);
+    }
+    // One `syncfs` per file system is enough; a second one of the same finds little to do.
+    for path in &synced {
+        sync_tree(path)?;
+    }
+    bar.finish();
+    Ok(summaries
+        .into_iter()
+        .map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner))
+        .collect())
+}
 
+/// Restores one batch of files, reading each pack they need once; a failure is left in
+/// `shared`.
+fn restore_batch<S: IndexedFull + Sync>(
+    repo: &Repository<S>,
+    shared: &Shared<'_>,
+    targets: &[Target],
+) {
+    if let Err(e) = plan_and_restore(repo, shared, targets) {
+        shared.fail(e);
+    }
+}
+
+fn plan_and_restore<S: IndexedFull + Sync>(
+    repo: &Repository<S>,
+    shared: &Shared<'_>,
+    targets: &[Target],
+) -> Result<(), RepoError> {
     // Files already in place are read and hashed in parallel; the rest are planned.
-    let unchanged: Vec<AtomicBool> = (0..shared.targets.len())
-        .map(|_| AtomicBool::new(false))
-        .collect();
+    let unchanged: Vec<AtomicBool> = (0..targets.len()).map(|_| AtomicBool::new(false)).collect();
     let next = AtomicUsize::new(0);
     std::thread::scope(|scope| {
         for _ in 0..WORKERS {
             scope.spawn(|| {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(t) = shared.targets.get(i) else {
+                    let Some(t) = targets.get(i) else {
                         break;
                     };
-                    if matches_content(repo, &t.path, &t.node) {
+                    if !t.fresh && matches_content(repo, &t.path, t.size, &t.content) {
                         unchanged[i].store(true, Ordering::Relaxed);
                     }
                 }
@@ -200,17 +374,17 @@ pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
     });
     let mut packs: Vec<PackJob> = Vec::new();
     let mut pack_of: HashMap<PackId, usize> = HashMap::new();
-    for (i, t) in shared.targets.iter().enumerate() {
+    for (i, t) in targets.iter().enumerate() {
         if unchanged[i].load(Ordering::Relaxed) {
             lock(&shared.summaries[t.part]).files_unchanged += 1;
-            bar.inc(t.size);
-            set_metadata(&t.path, &t.node, &shared.summaries[t.part]);
+            shared.bar.inc(t.size);
+            set_metadata(&t.path, &t.meta, &shared.summaries[t.part]);
             continue;
         }
-        let content: &[DataId] = t.node.content.as_deref().unwrap_or_default();
+        let content = &t.content;
         if content.is_empty() {
             // Nothing to read: the file is written here.
-            write_empty(&shared, t)?;
+            write_empty(shared, t)?;
             continue;
         }
         let mut at = 0;
@@ -257,61 +431,48 @@ pub(crate) fn restore_nodes<S: IndexedFull + Sync>(
                 while !shared.failed() {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(job) = packs.get(i) else { break };
-                    if let Err(e) = restore_pack(repo, job, &shared, &mut decoder, &mut data) {
+                    if let Err(e) =
+                        restore_pack(repo, job, targets, shared, &mut decoder, &mut data)
+                    {
                         shared.fail(e);
                     }
                 }
             });
         }
     });
-    let Shared {
-        summaries,
-        first_error,
-        ..
-    } = shared;
-    if let Some(e) = first_error
-        .into_inner()
-        .unwrap_or_else(PoisonError::into_inner)
-    {
-        return Err(e);
-    }
-    for (part, path, node) in dirs.iter().rev() {
-        set_metadata(path, node, &summaries[*part]);
-    }
-    // One `syncfs` per file system is enough; a second one of the same finds little to do.
-    for path in &synced {
-        sync_tree(path)?;
-    }
-    bar.finish();
-    Ok(summaries
-        .into_iter()
-        .map(|s| s.into_inner().unwrap_or_else(PoisonError::into_inner))
-        .collect())
+    Ok(())
 }
 
-/// One entry of the listing that is not a folder: a file joins the plan, a link is made now.
+/// One entry of the listing that is not a folder: a file is returned to be planned, a link is
+/// made now.
 fn plan_entry(
     part: usize,
     path: PathBuf,
+    fresh: bool,
     node: Node,
-    targets: &mut Vec<Target>,
-    summary: &mut RestoreSummary,
-) -> Result<(), RepoError> {
+    summary: &Mutex<RestoreSummary>,
+) -> Result<Option<Target>, RepoError> {
     match &node.node_type {
-        NodeType::File => targets.push(Target {
-            part,
-            path,
-            size: node.meta.size,
-            node,
-            state: Mutex::new((false, 0)),
-        }),
-        NodeType::Symlink { linktarget, .. } => restore_symlink(&path, linktarget, summary)?,
-        other => summary.warnings.push(format!(
+        NodeType::File => {
+            return Ok(Some(Target {
+                part,
+                path,
+                fresh,
+                size: node.meta.size,
+                meta: Meta::of(&node),
+                content: node.content.unwrap_or_default(),
+                state: Mutex::new((false, 0)),
+            }));
+        }
+        NodeType::Symlink { linktarget, .. } => {
+            restore_symlink(&path, linktarget, &mut lock(summary))?;
+        }
+        other => lock(summary).warnings.push(format!(
             "{} is a {other} in the set and was not restored: only files, folders and links are",
             path.display()
         )),
     }
-    Ok(())
+    Ok(None)
 }
 
 fn lock(summary: &Mutex<RestoreSummary>) -> std::sync::MutexGuard<'_, RestoreSummary> {
@@ -333,6 +494,7 @@ fn write_error(path: &Path, source: io::Error) -> RepoError {
 fn restore_pack<S: IndexedFull>(
     repo: &Repository<S>,
     job: &PackJob,
+    targets: &[Target],
     shared: &Shared<'_>,
     decoder: &mut BlobDecoder,
     data: &mut Vec<u8>,
@@ -373,7 +535,7 @@ fn restore_pack<S: IndexedFull>(
                     .map_err(|e| from_rustic("cannot read from the repository", &e))?;
                 decoded_at = Some(b.offset);
             }
-            write_blob(shared, &shared.targets[b.target], b.at, data)?;
+            write_blob(shared, &targets[b.target], b.at, data)?;
         }
         first = last;
     }
@@ -390,7 +552,10 @@ fn stopped() -> io::Error {
 
 /// Creates (or empties) the file at `path`; a link in the way is removed, a read-only file
 /// with other content is replaced (as restic does).
-fn create_file(path: &Path) -> Result<File, RepoError> {
+fn create_file(path: &Path, fresh: bool) -> Result<File, RepoError> {
+    if fresh {
+        return File::create(path).map_err(|e| write_error(path, e));
+    }
     if fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink()) {
         fs::remove_file(path).map_err(|e| write_error(path, e))?;
     }
@@ -410,7 +575,7 @@ fn write_empty(shared: &Shared<'_>, t: &Target) -> Result<(), RepoError> {
     if !(shared.gate)(0) {
         return Err(write_error(&t.path, stopped()));
     }
-    let file = create_file(&t.path)?;
+    let file = create_file(&t.path, t.fresh)?;
     finish_file(shared, t, &file)
 }
 
@@ -429,7 +594,7 @@ fn write_blob(shared: &Shared<'_>, t: &Target, at: u64, data: &[u8]) -> Result<(
             if !(shared.gate)(0) {
                 return Err(write_error(&t.path, stopped()));
             }
-            let file = create_file(&t.path)?;
+            let file = create_file(&t.path, t.fresh)?;
             state.0 = true;
             file
         }
@@ -475,7 +640,7 @@ fn write_all_at(file: &File, mut data: &[u8], mut at: u64) -> io::Result<()> {
 /// A file fully written: its permissions and time through the open file, the disk started on
 /// it, and the count.
 fn finish_file(shared: &Shared<'_>, t: &Target, file: &File) -> Result<(), RepoError> {
-    set_file_metadata(file, &t.path, &t.node, &shared.summaries[t.part]);
+    set_file_metadata(file, &t.path, &t.meta, &shared.summaries[t.part]);
     // Durability once for the whole restore on Linux (`sync_tree`), with the disk already
     // writing this file while the next ones are decoded; file by file elsewhere.
     #[cfg(target_os = "linux")]
@@ -518,13 +683,31 @@ fn create_dir(path: &Path) -> Result<(), RepoError> {
     fs::create_dir_all(path).map_err(|e| write_error(path, e))
 }
 
-/// Whether the file at `path` already holds exactly this node's content: same size, and each
-/// chunk of it hashes to the id of the blob stored for that chunk.
-fn matches_content<S: IndexedFull>(repo: &Repository<S>, path: &Path, node: &Node) -> bool {
+/// Creates the folder at `path` (its parent exists) and says whether this made it: `false`
+/// when it was there already. `parent_fresh`: its parent was made by this restore, so it
+/// cannot be there yet.
+fn new_dir(path: &Path, parent_fresh: bool) -> Result<bool, RepoError> {
+    match fs::create_dir(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !parent_fresh && path.is_dir() => {
+            Ok(false)
+        }
+        Err(e) => Err(write_error(path, e)),
+    }
+}
+
+/// Whether the file at `path` already holds exactly this content: same size, and each chunk
+/// of it hashes to the id of the blob stored for that chunk.
+fn matches_content<S: IndexedFull>(
+    repo: &Repository<S>,
+    path: &Path,
+    size: u64,
+    content: &[DataId],
+) -> bool {
     let Ok(meta) = fs::symlink_metadata(path) else {
         return false;
     };
-    if !meta.is_file() || meta.len() != node.meta.size {
+    if !meta.is_file() || meta.len() != size {
         return false;
     }
     let Ok(file) = File::open(path) else {
@@ -532,7 +715,7 @@ fn matches_content<S: IndexedFull>(repo: &Repository<S>, path: &Path, node: &Nod
     };
     let mut file = BufReader::with_capacity(256 * 1024, file);
     let mut buf = Vec::new();
-    for id in node.content.iter().flatten() {
+    for id in content {
         let Ok(entry) = repo.get_index_entry(id) else {
             return false;
         };
@@ -583,17 +766,17 @@ fn restore_symlink(
 
 /// Permissions (Unix) and modification time, as far as the file system allows; what fails is
 /// a warning, not a failed restore.
-fn set_metadata(path: &Path, node: &Node, summary: &Mutex<RestoreSummary>) {
+fn set_metadata(path: &Path, meta: &Meta, summary: &Mutex<RestoreSummary>) {
     let mut problems = Vec::new();
     #[cfg(unix)]
-    if let Some(go_mode) = node.meta.mode {
+    if let Some(mode) = meta.mode {
         use std::os::unix::fs::PermissionsExt;
-        let perms = fs::Permissions::from_mode(mode::unix_permissions(go_mode));
+        let perms = fs::Permissions::from_mode(mode);
         if let Err(e) = fs::set_permissions(path, perms) {
             problems.push(format!("permissions: {e}"));
         }
     }
-    if let Some(time) = mtime(node)
+    if let Some(time) = meta.mtime
         && let Err(e) = filetime::set_file_mtime(path, time)
     {
         problems.push(format!("time: {e}"));
@@ -602,22 +785,40 @@ fn set_metadata(path: &Path, node: &Node, summary: &Mutex<RestoreSummary>) {
 }
 
 /// `set_metadata` through a file just written, still open.
-fn set_file_metadata(file: &File, path: &Path, node: &Node, summary: &Mutex<RestoreSummary>) {
+fn set_file_metadata(file: &File, path: &Path, meta: &Meta, summary: &Mutex<RestoreSummary>) {
     let mut problems = Vec::new();
     #[cfg(unix)]
-    if let Some(go_mode) = node.meta.mode {
+    if let Some(mode) = meta.mode {
         use std::os::unix::fs::PermissionsExt;
-        let perms = fs::Permissions::from_mode(mode::unix_permissions(go_mode));
+        let perms = fs::Permissions::from_mode(mode);
         if let Err(e) = file.set_permissions(perms) {
             problems.push(format!("permissions: {e}"));
         }
     }
-    if let Some(time) = mtime(node)
+    if let Some(time) = meta.mtime
         && let Err(e) = filetime::set_file_handle_times(file, None, Some(time))
     {
         problems.push(format!("time: {e}"));
     }
     warn_metadata(path, problems, summary);
+}
+
+/// What a restore sets on a file or folder once written: Unix permissions and the
+/// modification time (a plan holds this, not the whole node).
+struct Meta {
+    /// Unix permission bits (set on Unix only).
+    #[cfg_attr(windows, allow(dead_code))]
+    mode: Option<u32>,
+    mtime: Option<filetime::FileTime>,
+}
+
+impl Meta {
+    fn of(node: &Node) -> Self {
+        Meta {
+            mode: node.meta.mode.map(mode::unix_permissions),
+            mtime: mtime(node),
+        }
+    }
 }
 
 /// The node's modification time, as filetime wants it.

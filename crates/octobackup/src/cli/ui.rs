@@ -192,6 +192,11 @@ impl ProgressSink for RepoBar {
             b.finish_and_clear();
         }
     }
+
+    fn wants_total(&self) -> bool {
+        // Only a terminal shows the bar.
+        self.ui.mode == Mode::Terminal
+    }
 }
 
 impl crate::run::progress::Progress for Ui {
