@@ -346,7 +346,7 @@ async fn after_run(
     // The cluster's nodes and which are drained, for an HA cluster's reader: one read, best
     // effort, bounded so an unreachable server does not hold the notification back.
     let wanted = instance.filter(|_| config.notify.is_some());
-    let nodes = match wanted.map(crate::run::backup::octopus_client) {
+    let nodes = match wanted.map(crate::run::connect::octopus_client) {
         Some(Ok(client)) => {
             tokio::time::timeout(std::time::Duration::from_secs(10), client.nodes())
                 .await

@@ -142,10 +142,10 @@ fn check_staging_leftovers(
             "a run of this instance is going on (or the state folder is unusable)",
         );
     };
-    let left = crate::run::backup::staging_leftovers(name, inst);
+    let left = crate::run::backup::staging::staging_leftovers(name, inst);
     // Folders of octobackup's name without a marker: empty ones (a run killed as it started) go
     // with the next backup or `recover`; ones holding files (an older version) are the admin's.
-    let (empty, unknown) = crate::run::backup::unmarked_staging_folders(inst);
+    let (empty, unknown) = crate::run::backup::staging::unmarked_staging_folders(inst);
     if !unknown.is_empty() {
         let list: Vec<String> = unknown.iter().map(|p| p.display().to_string()).collect();
         c.warn(
@@ -283,7 +283,7 @@ async fn check_instance(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     } else if key_ok {
-        match crate::run::backup::octopus_client(inst) {
+        match crate::run::connect::octopus_client(inst) {
             Ok(client) => match client.server_folders().await {
                 Ok(v) => v
                     .named()
@@ -483,7 +483,7 @@ async fn check_delete_rules(storage: octobackup_repo::Storage, c: &mut Checks) {
 /// The API, the key, the permission, the clock, through the product's own Octopus client.
 /// Returns whether the key works.
 async fn check_octopus(inst: &InstanceConfig, c: &mut Checks) -> bool {
-    let client = match crate::run::backup::octopus_client(inst) {
+    let client = match crate::run::connect::octopus_client(inst) {
         Ok(client) => client,
         Err(f) => {
             c.fail(
