@@ -320,8 +320,8 @@ fn event(
                     .iter()
                     .map(|s| StepSeconds {
                         name: s.name.clone(),
-                        seconds: s.seconds,
-                        ok: s.ok,
+                        seconds: s.seconds.unwrap_or_default(),
+                        ok: s.ok(),
                     })
                     .collect()
             })
@@ -635,9 +635,9 @@ pub fn human(r: &BackupReport) -> String {
     for step in &r.steps {
         s.push_str(&format!(
             "  {} {:<38} {:>8.2}s{}\n",
-            if step.ok { "ok  " } else { "FAIL" },
+            if step.ok() { "ok  " } else { "FAIL" },
             step.name,
-            step.seconds,
+            step.seconds.unwrap_or_default(),
             step.detail
                 .as_ref()
                 .map(|d| format!("  {d}"))

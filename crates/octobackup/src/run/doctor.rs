@@ -10,6 +10,7 @@
 //! untouched) to the same folder and octobackup reads it back and removes it. A server that cannot
 //! back up `model` (the lab, a login without rights on it) gets that part skipped, with the reason.
 
+use crate::backupset::check::{Check, Status};
 use crate::backupset::list;
 use crate::config::{Config, InstanceConfig};
 use crate::error::Failure;
@@ -22,25 +23,6 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pass,
-    Fail,
-    Skip,
-    /// Works, with less: does not fail the doctor.
-    Warn,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Status,
-    pub detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
-}
-
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub ok: bool,
@@ -52,37 +34,19 @@ pub struct Report {
 pub struct Checks(Vec<Check>);
 
 impl Checks {
-    fn pass(&mut self, name: &'static str, detail: impl Into<String>) {
-        self.0.push(Check {
-            name,
-            status: Status::Pass,
-            detail: detail.into(),
-            fix: None,
-        });
+    fn pass(&mut self, name: &str, detail: impl Into<String>) {
+        self.0.push(Check::new(name, Status::Pass, detail));
     }
-    fn fail(&mut self, name: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(Check {
-            name,
-            status: Status::Fail,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        });
+    fn fail(&mut self, name: &str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.0
+            .push(Check::new(name, Status::Fail, detail).with_fix(fix));
     }
-    fn warn(&mut self, name: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(Check {
-            name,
-            status: Status::Warn,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        });
+    fn warn(&mut self, name: &str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.0
+            .push(Check::new(name, Status::Warn, detail).with_fix(fix));
     }
-    fn skip(&mut self, name: &'static str, detail: impl Into<String>) {
-        self.0.push(Check {
-            name,
-            status: Status::Skip,
-            detail: detail.into(),
-            fix: None,
-        });
+    fn skip(&mut self, name: &str, detail: impl Into<String>) {
+        self.0.push(Check::new(name, Status::Skip, detail));
     }
 }
 
@@ -399,7 +363,11 @@ pub async fn check_copies(
                         let mut fixes = Vec::new();
                         let mut status = Status::Pass;
                         for k in rules.0 {
-                            detail.push_str(&format!("; {}: {}", k.name, k.detail));
+                            detail.push_str(&format!(
+                                "; {}: {}",
+                                k.name,
+                                k.detail.unwrap_or_default()
+                            ));
                             fixes.extend(k.fix);
                             status = match (status, k.status) {
                                 (_, Status::Fail) | (Status::Fail, _) => Status::Fail,
@@ -407,11 +375,11 @@ pub async fn check_copies(
                                 _ => Status::Pass,
                             };
                         }
-                        c.0.push(Check {
-                            name: "copy",
-                            status,
-                            detail,
-                            fix: (!fixes.is_empty()).then(|| fixes.join("; ")),
+                        let check = Check::new("copy", status, detail);
+                        c.0.push(if fixes.is_empty() {
+                            check
+                        } else {
+                            check.with_fix(fixes.join("; "))
                         });
                     }
                 }

@@ -1,11 +1,11 @@
 //! Step records: each step of a run with its timing and outcome, for the manifest and the summary.
 
-use crate::backupset::manifest::StepRecord;
+use crate::backupset::check::{Check, Status};
 use std::time::Instant;
 
 #[derive(Default)]
 pub struct Steps {
-    pub records: Vec<StepRecord>,
+    pub records: Vec<Check>,
 }
 
 pub struct Running {
@@ -25,23 +25,18 @@ impl Steps {
     }
 
     pub fn finish(&mut self, running: Running, ok: bool, detail: Option<String>) {
-        self.records.push(StepRecord {
-            name: running.name,
-            started: Some(running.started),
-            seconds: running.t0.elapsed().as_secs_f64(),
-            ok,
-            detail,
-        });
+        self.finish_at(running, Instant::now(), ok, detail);
     }
 
     /// Records a step that ended at `end` (steps that ran side by side end at different times).
     pub fn finish_at(&mut self, running: Running, end: Instant, ok: bool, detail: Option<String>) {
-        self.records.push(StepRecord {
+        self.records.push(Check {
             name: running.name,
+            status: if ok { Status::Pass } else { Status::Fail },
             started: Some(running.started),
-            seconds: end.duration_since(running.t0).as_secs_f64(),
-            ok,
+            seconds: Some(end.duration_since(running.t0).as_secs_f64()),
             detail,
+            fix: None,
         });
     }
 

@@ -26,6 +26,7 @@ use super::connect::{octopus_client, sql_server};
 use super::journal::StateDir;
 use super::steps::Steps;
 use super::stop::Stop;
+use crate::backupset::check::Check;
 use crate::backupset::{self, Manifest, manifest};
 use crate::config::InstanceConfig;
 use crate::error::{Exit, Failure};
@@ -108,7 +109,7 @@ pub struct BackupReport {
     pub database_bytes: u64,
     pub folders: Vec<manifest::FolderInfo>,
     pub data_added: u64,
-    pub steps: Vec<manifest::StepRecord>,
+    pub steps: Vec<Check>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub recovered: Option<String>,
 }
