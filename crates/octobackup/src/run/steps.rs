@@ -1,6 +1,7 @@
 //! Step records: each step of a run with its timing and outcome, for the manifest and the summary.
 
 use crate::backupset::check::{Check, Status};
+use crate::error::Failure;
 use std::time::Instant;
 
 #[derive(Default)]
@@ -38,6 +39,17 @@ impl Steps {
             detail,
             fix: None,
         });
+    }
+
+    /// Records a step whose outcome is `result`, a failure's message its detail.
+    pub fn finish_with<T>(&mut self, running: Running, result: &Result<T, Failure>) {
+        self.finish_with_at(running, Instant::now(), result);
+    }
+
+    /// `finish_with` for a step that ended at `end`.
+    pub fn finish_with_at<T>(&mut self, running: Running, end: Instant, result: &Result<T, Failure>) {
+        let detail = result.as_ref().err().map(|e| e.message.clone());
+        self.finish_at(running, end, result.is_ok(), detail);
     }
 
     /// Runs `f` as a step and records its outcome.

@@ -2,14 +2,14 @@
 //! on the server when the run is stopped or the window's budget cuts it short), and after the
 //! window RESTORE VERIFYONLY, the msdb row and the staged files as octobackup sees them.
 
-use super::staging::keep_if_running;
+use super::staging::{SetFolder, keep_if_running};
 use super::window_capture;
 use super::{BackupJob, chain};
 use crate::backupset::{self, manifest};
 use crate::error::{Exit, Failure};
 use crate::run::stop::Stop;
 use crate::sqlserver::{SqlServer, client as sql, tsql};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 /// The DESCRIPTION octobackup gives its BACKUP, by which it finds its own msdb row.
@@ -21,11 +21,11 @@ pub(super) async fn backup_database(
     job: &BackupJob,
     sqlserver: &SqlServer,
     database: &str,
-    bak_sql: &[String],
-    bak_local: &[PathBuf],
+    set: &SetFolder,
     set_id: &str,
     differential: bool,
 ) -> Result<(), Failure> {
+    let bak_sql = &set.bak_sql;
     let mut slot = job.running_backup.lock().await;
     let session = slot.insert(sqlserver.connect_unbounded().await?);
     let spid = match session.server_info().await {
@@ -59,11 +59,7 @@ pub(super) async fn backup_database(
             // with ATTENTION on its own connection, as the drill does, and KILL without an answer.
             let stopped = session.stop(STOP_WAIT).await;
             slot.take();
-            let kept = bak_local
-                .first()
-                .and_then(|p| p.parent())
-                .map(|staging| keep_if_running(&stopped, staging))
-                .unwrap_or_default();
+            let kept = keep_if_running(&stopped, &set.local);
             return Err(Failure::new(
                 Exit::Interrupted,
                 format!(
@@ -82,11 +78,7 @@ pub(super) async fn backup_database(
         && (message.contains("error 3(") || message.contains("error 2("))
     {
         // octobackup created the set's folder through its own view of the share; SQL Server cannot find it.
-        let local = bak_local
-            .first()
-            .and_then(|p| p.parent())
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
+        let local = set.local.display();
         return Err(Failure::new(
             Exit::Sql,
             format!(
@@ -145,11 +137,11 @@ pub(super) async fn verify_database(
     job: &BackupJob,
     sqlserver: &SqlServer,
     database: &str,
-    bak_sql: &[String],
-    bak_local: &[PathBuf],
+    set: &SetFolder,
     set_id: &str,
     info: &mut manifest::DatabaseInfo,
 ) -> Result<(), Failure> {
+    let (bak_sql, bak_local) = (&set.bak_sql, &set.bak_local);
     let mut session = sqlserver.connect_unbounded().await?;
     let first = bak_sql.first().map(String::as_str);
     session

@@ -39,8 +39,14 @@ struct Record {
     bak_names: Vec<String>,
 }
 
-/// Writes the record that keeps `dir` for the next run (written whole, then renamed into place).
-pub(super) fn keep(dir: &Path, m: &Manifest, steps: &Steps, c: &Captured) -> std::io::Result<()> {
+/// Writes the record that keeps the set's folder for the next run (written whole, then renamed into place).
+pub(super) fn keep(
+    set: &SetFolder,
+    m: &Manifest,
+    steps: &Steps,
+    c: &Captured,
+) -> std::io::Result<()> {
+    let dir = &set.local;
     let mut manifest = m.clone();
     manifest.steps = steps.records.clone();
     let record = Record {
@@ -49,11 +55,7 @@ pub(super) fn keep(dir: &Path, m: &Manifest, steps: &Steps, c: &Captured) -> std
         manifest,
         capture: c.folders.clone(),
         pre_pass: c.pre_pass.clone(),
-        bak_names: c
-            .bak_local
-            .iter()
-            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect(),
+        bak_names: set.names.clone(),
     };
     let tmp = dir.join(format!("{KEPT_RECORD}.tmp"));
     std::fs::write(
@@ -67,17 +69,18 @@ pub(super) fn keep(dir: &Path, m: &Manifest, steps: &Steps, c: &Captured) -> std
 /// it can be (the message says so), else discarded as any failed run's.
 pub(super) fn keep_or_discard(
     job: &BackupJob,
-    dir: &Path,
+    set: &SetFolder,
     m: &Manifest,
     steps: &Steps,
     c: &Captured,
     mut f: Failure,
 ) -> Failure {
+    let dir = &set.local;
     if job.repo.storage_gone().is_none() || job.stop.requested().is_some() {
         discard_run(&job.repo, &m.set_id, dir);
         return f;
     }
-    match keep(dir, m, steps, c) {
+    match keep(set, m, steps, c) {
         Ok(()) => {
             f.message = format!(
                 "{}; the staging folder {} was kept: the next backup of this instance within {} h stores it as set {} (complete, with its own time) before its own, without a new database backup",
@@ -266,7 +269,6 @@ pub(super) async fn store_kept_sets(
             .unwrap_or_default();
         let set = SetFolder::at(&job.instance, &folder_name, record.bak_names);
         let captured = Captured {
-            bak_local: set.bak_local.clone(),
             folders: record.capture,
             pre_pass: record.pre_pass,
         };
@@ -276,7 +278,7 @@ pub(super) async fn store_kept_sets(
         };
         let stored = tokio::select! {
             r = async {
-                let stored = store::ingest(job, sqlserver, &captured, secrets, &set.bak_sql, &mut m, &mut steps).await?;
+                let stored = store::ingest(job, sqlserver, &captured, secrets, &set, &mut m, &mut steps).await?;
                 store::seal(job, &set_id, &captured, stored, &mut m, &mut steps).await
             } => r,
             sig = job.stop.wait() => Err(Failure::new(

@@ -122,7 +122,6 @@ pub(super) struct Secrets {
 
 /// What the window produced, handed to the ingest after maintenance mode is back.
 pub(super) struct Captured {
-    pub(super) bak_local: Vec<PathBuf>,
     /// The folder entries the window changed, copied onto staging, and what it kept.
     pub(super) folders: Capture,
     /// The folder pass before the window: the base of the folders' part, deleted once the set
@@ -243,13 +242,13 @@ async fn after_window(
     let stop = &job.stop;
     let previous = m.octopus.maintenance_before;
     let stored = tokio::select! {
-        r = store::ingest(job, sqlserver, c, secrets, &set.bak_sql, m, steps) => r,
+        r = store::ingest(job, sqlserver, c, secrets, set, m, steps) => r,
         sig = stop.wait() => Err(Failure::new(Exit::Interrupted, format!("interrupted by {sig} while storing the set; maintenance mode was put back {}; nothing was marked complete", on_off(previous)))),
     };
     let stored = match stored {
         Ok(s) => s,
         // The storage stopped answering: the window's work is kept for the next run.
-        Err(e) => return Err(kept::keep_or_discard(job, &set.local, m, steps, c, e)),
+        Err(e) => return Err(kept::keep_or_discard(job, set, m, steps, c, e)),
     };
     // The seal is never cut short: the set is complete the moment it ends, and what the run then
     // reports (exit code, message, escrow copy) must say so. A stop heard meanwhile waits for it.
@@ -258,7 +257,7 @@ async fn after_window(
     if let (Ok(_), Some(sig)) = (&sealed, stop.requested()) {
         job.ui.note(&store::sealed_despite_stop(sig));
     }
-    sealed.map_err(|e| kept::keep_or_discard(job, &set.local, m, steps, c, e))
+    sealed.map_err(|e| kept::keep_or_discard(job, set, m, steps, c, e))
 }
 
 fn on_off(b: bool) -> &'static str {

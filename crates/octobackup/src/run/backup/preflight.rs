@@ -100,11 +100,7 @@ pub(super) async fn check(
         r = preflight(job, &servers.octopus, &servers.sql, m) => r,
         sig = stop.wait() => Err(interrupted(sig)),
     };
-    steps.finish(
-        pre,
-        preflight.is_ok(),
-        preflight.as_ref().err().map(|e| e.message.clone()),
-    );
+    steps.finish_with(pre, &preflight);
     let folders = preflight?;
 
     // A bad escrow key is a config error: refuse before anything changes.
@@ -154,11 +150,7 @@ pub(super) async fn before_window(
             } => r,
             sig = stop.wait() => Err(interrupted(sig)),
         };
-        steps.finish(
-            r,
-            pass.is_ok(),
-            pass.as_ref().err().map(|e| e.message.clone()),
-        );
+        steps.finish_with(r, &pass);
         Some(pass?)
     } else {
         None

@@ -265,6 +265,17 @@ mod tests {
     use super::*;
     use crate::run::backup::window_capture;
 
+    /// An instance whose staging share is `dir`.
+    fn staging_at(dir: &Path) -> InstanceConfig {
+        InstanceConfig {
+            staging: crate::config::StagingConfig {
+                sql_path: dir.display().to_string(),
+                local_path: None,
+            },
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn only_octobackups_own_staging_folder_names_are_recognised() {
         let id = backupset::new_set_id(chrono::Utc::now());
@@ -284,13 +295,7 @@ mod tests {
     #[test]
     fn leftovers_are_this_instances_marked_folders_only() {
         let dir = tempfile::tempdir().unwrap();
-        let inst = InstanceConfig {
-            staging: crate::config::StagingConfig {
-                sql_path: dir.path().display().to_string(),
-                local_path: None,
-            },
-            ..Default::default()
-        };
+        let inst = staging_at(dir.path());
         let mine = dir.path().join("octobackup-20260101T000000Z-0123ab");
         let theirs = dir.path().join("octobackup-20260102T000000Z-0123ab");
         let unmarked = dir.path().join("octobackup-20260103T000000Z-0123ab");
@@ -322,13 +327,7 @@ mod tests {
     #[test]
     fn a_run_killed_before_its_marker_leaves_a_folder_any_run_removes() {
         let dir = tempfile::tempdir().unwrap();
-        let inst = InstanceConfig {
-            staging: crate::config::StagingConfig {
-                sql_path: dir.path().display().to_string(),
-                local_path: None,
-            },
-            ..Default::default()
-        };
+        let inst = staging_at(dir.path());
         let empty = dir.path().join("octobackup-20260101T000000Z-0123ab");
         let torn = dir.path().join("octobackup-20260102T000000Z-0123ab");
         let old = dir.path().join("octobackup-20260103T000000Z-0123ab");

@@ -3,6 +3,7 @@
 //! then merged into the set's single snapshot, the only one tagged `complete`.
 
 use super::database::verify_database;
+use super::staging::SetFolder;
 use super::{BackupJob, Captured, Secrets, chain, unreadable_files, window_capture};
 use crate::backupset::{self, Manifest};
 use crate::error::Failure;
@@ -125,7 +126,7 @@ pub(super) async fn ingest(
     sqlserver: &SqlServer,
     c: &Captured,
     secrets: &Secrets,
-    bak_sql: &[String],
+    set: &SetFolder,
     m: &mut Manifest,
     steps: &mut Steps,
 ) -> Result<Stored, Failure> {
@@ -152,7 +153,7 @@ pub(super) async fn ingest(
     // verification discards what was stored.
     let db = m.database.name.clone();
     let mut info = m.database.clone();
-    let mut bak_items: Vec<SourceItem> = c
+    let mut bak_items: Vec<SourceItem> = set
         .bak_local
         .iter()
         .map(|local| SourceItem::Path {
@@ -177,16 +178,7 @@ pub(super) async fn ingest(
         },
         async {
             (
-                verify_database(
-                    job,
-                    sqlserver,
-                    &db,
-                    bak_sql,
-                    &c.bak_local,
-                    &set_id,
-                    &mut info,
-                )
-                .await,
+                verify_database(job, sqlserver, &db, set, &set_id, &mut info).await,
                 std::time::Instant::now(),
             )
         },
@@ -205,24 +197,9 @@ pub(super) async fn ingest(
             )
         },
     );
-    steps.finish_at(
-        folders_step,
-        folders_end,
-        folders.is_ok(),
-        folders.as_ref().err().map(|e| e.message.clone()),
-    );
-    steps.finish_at(
-        verify_step,
-        verify_end,
-        verified.is_ok(),
-        verified.as_ref().err().map(|e| e.message.clone()),
-    );
-    steps.finish_at(
-        store_step,
-        store_end,
-        stored.is_ok(),
-        stored.as_ref().err().map(|e| e.message.clone()),
-    );
+    steps.finish_with_at(folders_step, folders_end, &folders);
+    steps.finish_with_at(verify_step, verify_end, &verified);
+    steps.finish_with_at(store_step, store_end, &stored);
     let folders = folders?;
     verified?;
     let stored = stored?;

@@ -280,16 +280,7 @@ async fn inside_window(
     let (db_result, folder_result) = tokio::join!(
         async {
             track.start("BACKUP DATABASE");
-            let r = backup_database(
-                job,
-                &servers.sql,
-                &db,
-                &set.bak_sql,
-                &set.bak_local,
-                &set_id,
-                differential,
-            )
-            .await;
+            let r = backup_database(job, &servers.sql, &db, set, &set_id, differential).await;
             track.end("BACKUP DATABASE");
             (r, std::time::Instant::now())
         },
@@ -306,18 +297,8 @@ async fn inside_window(
         }
     );
     let ((db_result, db_end), (folder_result, folder_end)) = (db_result, folder_result);
-    steps.finish_at(
-        db_step,
-        db_end,
-        db_result.is_ok(),
-        db_result.as_ref().err().map(|e| e.message.clone()),
-    );
-    steps.finish_at(
-        folder_step,
-        folder_end,
-        folder_result.is_ok(),
-        folder_result.as_ref().err().map(|e| e.message.clone()),
-    );
+    steps.finish_with_at(db_step, db_end, &db_result);
+    steps.finish_with_at(folder_step, folder_end, &folder_result);
     db_result?;
     let capture = folder_result?;
     m.window.inside.push(match pre_pass {
@@ -331,7 +312,6 @@ async fn inside_window(
     m.window.folder_files_read = capture.files_copied;
 
     Ok(Captured {
-        bak_local: set.bak_local.clone(),
         folders: capture,
         pre_pass: pre_pass.map(|p| p.0.clone()),
     })
