@@ -47,7 +47,12 @@ impl Steps {
     }
 
     /// `finish_with` for a step that ended at `end`.
-    pub fn finish_with_at<T>(&mut self, running: Running, end: Instant, result: &Result<T, Failure>) {
+    pub fn finish_with_at<T>(
+        &mut self,
+        running: Running,
+        end: Instant,
+        result: &Result<T, Failure>,
+    ) {
         let detail = result.as_ref().err().map(|e| e.message.clone());
         self.finish_at(running, end, result.is_ok(), detail);
     }
@@ -64,4 +69,11 @@ impl Steps {
         self.finish(r, out.is_ok(), detail);
         out
     }
+}
+
+/// `f`'s output and the moment it ended: for steps that run side by side and end at different
+/// times (`Steps::finish_with_at`).
+pub async fn ended<T>(f: impl std::future::Future<Output = T>) -> (T, Instant) {
+    let out = f.await;
+    (out, Instant::now())
 }

@@ -218,6 +218,8 @@ async fn capture_secrets(
     })
 }
 
+/// What can be checked before the window: Octopus answers, the database can be backed up, the
+/// server folders and the staging folder are reachable from here. Returns the server folders.
 async fn preflight(
     job: &BackupJob,
     octopus: &OctopusClient,
@@ -234,6 +236,52 @@ async fn preflight(
         .map(|n| n.into_iter().map(|n| n.name).collect())
         .unwrap_or_default();
 
+    check_database(sqlserver, m).await?;
+
+    let folders: Vec<(String, PathBuf)> = if job.instance.folders.is_empty() {
+        octopus
+            .server_folders()
+            .await?
+            .named()
+            .into_iter()
+            .map(|(n, p)| (n.to_string(), PathBuf::from(p)))
+            .collect()
+    } else {
+        job.instance
+            .folders
+            .iter()
+            .map(|(n, p)| (n.clone(), p.clone()))
+            .collect()
+    };
+    for (name, path) in &folders {
+        if !path.is_dir() {
+            return Err(Failure::new(
+                Exit::Failed,
+                format!(
+                    "the {name} folder {} is not readable from here. Run octobackup where the server folders are reachable, or set [instance.{}.folders] to the path as this machine sees it.",
+                    path.display(),
+                    job.instance_name
+                ),
+            ));
+        }
+    }
+    let staging = job.instance.staging_local();
+    if !staging.is_dir() {
+        return Err(Failure::new(
+            Exit::Failed,
+            format!(
+                "the staging folder {} does not exist here. Create it (SQL Server must be able to write it as {}) or set staging.local_path.",
+                staging.display(),
+                job.instance.staging.sql_path
+            ),
+        ));
+    }
+    Ok(folders)
+}
+
+/// The database exists on a SQL Server that can back up to disk, and the login may back it up
+/// (and VERIFYONLY it); what the manifest records of it.
+async fn check_database(sqlserver: &SqlServer, m: &mut Manifest) -> Result<(), Failure> {
     let mut session = sqlserver.connect().await?;
     let info = session.server_info().await?;
     // Azure SQL Database, Managed Instance and RDS have no BACKUP TO DISK: refuse before the window.
@@ -277,44 +325,5 @@ async fn preflight(
     m.database.server = sqlserver.server_display();
     m.database.product_version = info.product_version.clone();
     m.database.edition = info.edition.clone();
-
-    let folders: Vec<(String, PathBuf)> = if job.instance.folders.is_empty() {
-        octopus
-            .server_folders()
-            .await?
-            .named()
-            .into_iter()
-            .map(|(n, p)| (n.to_string(), PathBuf::from(p)))
-            .collect()
-    } else {
-        job.instance
-            .folders
-            .iter()
-            .map(|(n, p)| (n.clone(), p.clone()))
-            .collect()
-    };
-    for (name, path) in &folders {
-        if !path.is_dir() {
-            return Err(Failure::new(
-                Exit::Failed,
-                format!(
-                    "the {name} folder {} is not readable from here. Run octobackup where the server folders are reachable, or set [instance.{}.folders] to the path as this machine sees it.",
-                    path.display(),
-                    job.instance_name
-                ),
-            ));
-        }
-    }
-    let staging = job.instance.staging_local();
-    if !staging.is_dir() {
-        return Err(Failure::new(
-            Exit::Failed,
-            format!(
-                "the staging folder {} does not exist here. Create it (SQL Server must be able to write it as {}) or set staging.local_path.",
-                staging.display(),
-                job.instance.staging.sql_path
-            ),
-        ));
-    }
-    Ok(folders)
+    Ok(())
 }

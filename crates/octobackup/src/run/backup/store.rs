@@ -7,7 +7,7 @@ use super::staging::SetFolder;
 use super::{BackupJob, Captured, Secrets, chain, unreadable_files, window_capture};
 use crate::backupset::{self, Manifest};
 use crate::error::Failure;
-use crate::run::steps::Steps;
+use crate::run::steps::{Steps, ended};
 use crate::sqlserver::SqlServer;
 use octobackup_repo::{Repo, SetOptions, SourceItem};
 use std::path::PathBuf;
@@ -169,33 +169,20 @@ pub(super) async fn ingest(
     let folders_step = steps.start("store the server folders");
     let verify_step = steps.start("verify the database backup");
     let store_step = steps.start("store the database backup");
+    let twin = Arc::new(job.repo.twin());
     let ((folders, folders_end), (verified, verify_end), (stored, store_end)) = tokio::join!(
-        async {
-            (
-                window_capture::ingest(job, &c.folders, c.pre_pass.as_deref(), folder_opts).await,
-                std::time::Instant::now(),
-            )
-        },
-        async {
-            (
-                verify_database(job, sqlserver, &db, set, &set_id, &mut info).await,
-                std::time::Instant::now(),
-            )
-        },
-        async {
-            (
-                store_part(
-                    job,
-                    Arc::new(job.repo.twin()),
-                    &set_id,
-                    &hostname,
-                    bak_items,
-                    "database",
-                )
-                .await,
-                std::time::Instant::now(),
-            )
-        },
+        ended(window_capture::ingest(
+            job,
+            &c.folders,
+            c.pre_pass.as_deref(),
+            folder_opts
+        )),
+        ended(verify_database(
+            job, sqlserver, &db, set, &set_id, &mut info
+        )),
+        ended(store_part(
+            job, twin, &set_id, &hostname, bak_items, "database"
+        )),
     );
     steps.finish_with_at(folders_step, folders_end, &folders);
     steps.finish_with_at(verify_step, verify_end, &verified);
@@ -205,6 +192,24 @@ pub(super) async fn ingest(
     let stored = stored?;
     m.database = info;
 
+    let (meta, sealed) = store_manifest(job, secrets, m, steps).await?;
+    Ok(Stored {
+        folders,
+        database: stored,
+        meta,
+        sealed,
+    })
+}
+
+/// The master key and license (also sealed to the escrow keys) and the manifest, the set marked
+/// complete in it, as the set's last part. Returns the part and the escrow items.
+async fn store_manifest(
+    job: &BackupJob,
+    secrets: &Secrets,
+    m: &mut Manifest,
+    steps: &mut Steps,
+) -> Result<(octobackup_repo::BackupSummary, Vec<SourceItem>), Failure> {
+    let (set_id, hostname) = (m.set_id.clone(), m.hostname.clone());
     let mut items = vec![SourceItem::Memory {
         target: backupset::MASTER_KEY_PATH.into(),
         bytes: Zeroizing::new(secrets.master_key.key.expose().as_bytes().to_vec()),
@@ -240,12 +245,7 @@ pub(super) async fn ingest(
             store_part(job, job.repo.clone(), &set_id, &hostname, items, "manifest"),
         )
         .await?;
-    Ok(Stored {
-        folders,
-        database: stored,
-        meta,
-        sealed,
-    })
+    Ok((meta, sealed))
 }
 
 /// The parts stored after the window, waiting to be sealed into the set.
