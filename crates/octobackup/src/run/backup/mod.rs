@@ -12,6 +12,11 @@
 //! fails. The parts are merged into the set's single snapshot: only that snapshot carries the
 //! `complete` tag, so a run that fails at any point leaves nothing that claims to be complete, and
 //! the repository stays valid.
+//!
+//! `run` is the sequence of phases: `preflight` (before maintenance mode is touched), the run's
+//! folder on the staging share (`staging`), the `window`, and the parts stored and sealed
+//! (`store`, with `database` for BACKUP DATABASE and VERIFYONLY). A failure once the folder
+//! exists is discarded in one place, unless the set was kept for the next run (`kept`).
 
 pub mod chain;
 mod database;
