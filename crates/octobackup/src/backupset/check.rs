@@ -1,6 +1,6 @@
 //! One record for every check and step octobackup reports: a backup's steps (in the set's
-//! manifest), a drill's checks (in its record beside the set, and `drill --json`) and doctor's
-//! checks (`doctor --json`). One type, one serialisation:
+//! manifest, the notifications and their history), a drill's checks (in its record beside the
+//! set, and `drill --json`) and doctor's checks (`doctor --json`). One type, one serialisation:
 //!
 //! `{"name", "status": "pass"|"fail"|"warn"|"skipped", "ok", "started"?, "seconds"?, "detail"?, "fix"?}`
 //!
@@ -154,6 +154,10 @@ mod tests {
         .unwrap();
         assert_eq!(failed.status, Status::Fail);
         assert_eq!(failed.detail.as_deref(), Some("no database"));
+        // The notification history's steps (and the webhook's) had name, seconds and ok only.
+        let history: Check =
+            serde_json::from_str(r#"{"name":"database backup","seconds":1.5,"ok":true}"#).unwrap();
+        assert_eq!((history.status, history.seconds), (Status::Pass, Some(1.5)));
     }
 
     #[test]

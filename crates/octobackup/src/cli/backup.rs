@@ -1,7 +1,8 @@
 use super::{emit, repository, ui::Ui};
+use crate::backupset::check::Check;
 use crate::config::Config;
 use crate::error::{Exit, Failure};
-use crate::notify::{self, Event, History, Status, StepSeconds};
+use crate::notify::{self, Event, History, Status};
 use crate::run::backup::{self, BackupJob, BackupReport};
 use crate::run::retention::ForgetReport;
 use octobackup_repo::Repo;
@@ -318,10 +319,10 @@ fn event(
             .map(|r| {
                 r.steps
                     .iter()
-                    .map(|s| StepSeconds {
-                        name: s.name.clone(),
-                        seconds: s.seconds.unwrap_or_default(),
-                        ok: s.ok(),
+                    .map(|s| Check {
+                        started: None,
+                        detail: None,
+                        ..s.clone()
                     })
                     .collect()
             })
