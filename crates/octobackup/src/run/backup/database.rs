@@ -73,13 +73,28 @@ pub(super) async fn backup_database(
     let Some(mut session) = slot.take() else {
         unreachable!("the slot holds the session until here")
     };
-    if let Err(crate::sqlserver::SqlError::StagingNotWritable { path, message, .. }) = &ran
+    if let Err(e) = ran {
+        return Err(explain(job, &mut session, database, set, e).await);
+    }
+    bar.finish();
+    Ok(())
+}
+
+/// A BACKUP DATABASE that failed, said with its likely cause where octobackup can tell it.
+async fn explain(
+    job: &BackupJob,
+    session: &mut sql::Session,
+    database: &str,
+    set: &SetFolder,
+    e: crate::sqlserver::SqlError,
+) -> Failure {
+    if let crate::sqlserver::SqlError::StagingNotWritable { path, message, .. } = &e
         // Windows reports a missing folder as OS error 3, SQL Server on Linux as error 2
         && (message.contains("error 3(") || message.contains("error 2("))
     {
         // octobackup created the set's folder through its own view of the share; SQL Server cannot find it.
         let local = set.local.display();
-        return Err(Failure::new(
+        return Failure::new(
             Exit::Sql,
             format!(
                 "SQL Server cannot find the staging folder: octobackup created {local}, but SQL Server sees no {} (Msg 3201: {message}). staging.sql_path and staging.local_path must name the same folder (a share both can reach).",
@@ -87,14 +102,12 @@ pub(super) async fn backup_database(
                     .map(|(d, _)| d)
                     .unwrap_or(path)
             ),
-        ));
+        );
     }
     // The staging share filled up (Msg 3202, operating system error 112): say where, how much.
-    if let Err(e) = &ran
-        && crate::run::space::is_disk_full(&e.to_string())
-    {
-        let needed = database_size(&mut session, database).await;
-        return Err(crate::run::space::full(
+    if crate::run::space::is_disk_full(&e.to_string()) {
+        let needed = database_size(session, database).await;
+        return crate::run::space::full(
             Exit::Sql,
             "the staging folder",
             &job.instance.staging_local(),
@@ -103,11 +116,9 @@ pub(super) async fn backup_database(
                 "BACKUP DATABASE could not write its file there ({}). Free space on the staging share or point staging at a bigger one; nothing was marked complete.",
                 e.to_string().trim_end_matches('.')
             ),
-        ));
+        );
     }
-    ran?;
-    bar.finish();
-    Ok(())
+    e.into()
 }
 
 /// The database's data files' size (sys.master_files, in 8 KiB pages): what a full backup needs

@@ -11,7 +11,7 @@ use crate::config::OnWaitTimeout;
 use crate::error::{Exit, Failure};
 use crate::octopus::{OctopusClient, OctopusError};
 use crate::run::maintenance::{self, Entered, Held, MaintenanceError, Window};
-use crate::run::steps::Steps;
+use crate::run::steps::{Steps, ended};
 use std::time::Duration;
 
 /// The window, from maintenance mode on to maintenance mode put back: what it captured, or the
@@ -277,14 +277,14 @@ async fn inside_window(
     } else {
         "server folders (capture)"
     });
-    let (db_result, folder_result) = tokio::join!(
-        async {
+    let ((db_result, db_end), (folder_result, folder_end)) = tokio::join!(
+        ended(async {
             track.start("BACKUP DATABASE");
             let r = backup_database(job, &servers.sql, &db, set, &set_id, differential).await;
             track.end("BACKUP DATABASE");
-            (r, std::time::Instant::now())
-        },
-        async {
+            r
+        }),
+        ended(async {
             track.start("the copy of the changed folder files onto staging");
             let r = window_capture::capture_blocking(
                 folders.list.clone(),
@@ -293,10 +293,9 @@ async fn inside_window(
             )
             .await;
             track.end("the copy of the changed folder files onto staging");
-            (r, std::time::Instant::now())
-        }
+            r
+        })
     );
-    let ((db_result, db_end), (folder_result, folder_end)) = (db_result, folder_result);
     steps.finish_with_at(db_step, db_end, &db_result);
     steps.finish_with_at(folder_step, folder_end, &folder_result);
     db_result?;
