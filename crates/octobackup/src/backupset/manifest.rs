@@ -1,6 +1,7 @@
 //! The manifest: what a set holds, stored inside it as JSON. It never contains a secret: the master
 //! key and license are separate files of the set, and only their presence and shape are recorded here.
 
+use super::check::Check;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +19,8 @@ pub struct Manifest {
     pub folders: Vec<FolderInfo>,
     pub secrets: SecretsInfo,
     pub window: WindowInfo,
-    pub steps: Vec<StepRecord>,
+    /// The run's steps, as they ended.
+    pub steps: Vec<Check>,
     /// Tasks still running when the wait gave up (only with on_timeout = continue).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tasks_running_at_backup: Vec<String>,
@@ -164,16 +166,6 @@ pub struct WindowInfo {
     /// Someone else set maintenance mode during the window (who, when); octobackup left it so.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub changed_by_others: Option<String>,
-}
-
-#[derive(Clone, Debug, Serialize, Deserialize, Default)]
-pub struct StepRecord {
-    pub name: String,
-    pub started: Option<DateTime<Utc>>,
-    pub seconds: f64,
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
 }
 
 pub const FORMAT: u32 = 1;

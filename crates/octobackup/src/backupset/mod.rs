@@ -10,6 +10,7 @@
 //! /folders/Artifacts/...  /folders/TaskLogs/...  /folders/EventExports/...
 //! ```
 
+pub mod check;
 pub mod escrow;
 pub mod list;
 pub mod manifest;

@@ -1,7 +1,8 @@
 use super::{emit, repository, ui::Ui};
+use crate::backupset::check::Check;
 use crate::config::Config;
 use crate::error::{Exit, Failure};
-use crate::notify::{self, Event, History, Status, StepSeconds};
+use crate::notify::{self, Event, History, Status};
 use crate::run::backup::{self, BackupJob, BackupReport};
 use crate::run::retention::ForgetReport;
 use octobackup_repo::Repo;
@@ -318,10 +319,10 @@ fn event(
             .map(|r| {
                 r.steps
                     .iter()
-                    .map(|s| StepSeconds {
-                        name: s.name.clone(),
-                        seconds: s.seconds,
-                        ok: s.ok,
+                    .map(|s| Check {
+                        started: None,
+                        detail: None,
+                        ..s.clone()
                     })
                     .collect()
             })
@@ -346,7 +347,7 @@ async fn after_run(
     // The cluster's nodes and which are drained, for an HA cluster's reader: one read, best
     // effort, bounded so an unreachable server does not hold the notification back.
     let wanted = instance.filter(|_| config.notify.is_some());
-    let nodes = match wanted.map(crate::run::backup::octopus_client) {
+    let nodes = match wanted.map(crate::run::connect::octopus_client) {
         Some(Ok(client)) => {
             tokio::time::timeout(std::time::Duration::from_secs(10), client.nodes())
                 .await
@@ -635,9 +636,9 @@ pub fn human(r: &BackupReport) -> String {
     for step in &r.steps {
         s.push_str(&format!(
             "  {} {:<38} {:>8.2}s{}\n",
-            if step.ok { "ok  " } else { "FAIL" },
+            if step.ok() { "ok  " } else { "FAIL" },
             step.name,
-            step.seconds,
+            step.seconds.unwrap_or_default(),
             step.detail
                 .as_ref()
                 .map(|d| format!("  {d}"))

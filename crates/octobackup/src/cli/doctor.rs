@@ -3,8 +3,9 @@
 //! `run::doctor`'s; this file renders them.
 
 use super::repository;
+use crate::backupset::check::Status;
 use crate::error::{Exit, Failure};
-use crate::run::doctor::{self, Report, Status};
+use crate::run::doctor::{self, Report};
 use std::path::Path;
 
 #[derive(clap::Args, Debug)]
@@ -29,7 +30,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
         .checks
         .iter()
         .filter(|k| k.status == Status::Fail)
-        .map(|k| k.name)
+        .map(|k| k.name.as_str())
         .collect();
     if json {
         println!(
@@ -57,13 +58,12 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
 pub fn human(r: &Report) -> String {
     let mut s = format!("doctor for instance {}\n", r.instance);
     for k in &r.checks {
-        let tag = match k.status {
-            Status::Pass => "ok  ",
-            Status::Fail => "FAIL",
-            Status::Skip => "skip",
-            Status::Warn => "warn",
-        };
-        s.push_str(&format!("  {tag} {:<20} {}\n", k.name, k.detail));
+        s.push_str(&format!(
+            "  {:<4} {:<20} {}\n",
+            k.status.word(),
+            k.name,
+            k.detail.as_deref().unwrap_or_default()
+        ));
         if let Some(fix) = &k.fix {
             s.push_str(&format!("       {:<20} fix: {fix}\n", ""));
         }
@@ -75,19 +75,14 @@ pub fn human(r: &Report) -> String {
 mod tests {
     use super::*;
 
-    use crate::run::doctor::Check;
+    use crate::backupset::check::Check;
 
     #[test]
     fn human_report_shows_each_fix() {
         let r = Report {
             ok: false,
             instance: "OctopusServer".into(),
-            checks: vec![Check {
-                name: "staging",
-                status: Status::Fail,
-                detail: "missing".into(),
-                fix: Some("create it".into()),
-            }],
+            checks: vec![Check::new("staging", Status::Fail, "missing").with_fix("create it")],
         };
         let h = human(&r);
         assert!(

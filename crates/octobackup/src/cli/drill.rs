@@ -2,7 +2,7 @@
 
 use super::{context::Invocation, ui::Ui};
 use crate::error::Failure;
-use crate::run::drill::{self, DrillJob, DrillReport, Status};
+use crate::run::drill::{self, DrillJob, DrillReport};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
@@ -98,13 +98,9 @@ pub fn human(r: &DrillReport) -> String {
     for c in &r.checks {
         s.push_str(&format!(
             "  {:<5} {:<40} {:>8.2}s{}\n",
-            match c.status {
-                Status::Pass => "ok",
-                Status::Fail => "FAIL",
-                Status::Skipped => "skip",
-            },
+            c.status.word(),
             c.name,
-            c.seconds,
+            c.seconds.unwrap_or_default(),
             c.detail
                 .as_ref()
                 .map(|d| format!("  {d}"))

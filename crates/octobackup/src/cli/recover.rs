@@ -1,7 +1,7 @@
 use super::context::Invocation;
 use super::emit;
 use crate::error::Failure;
-use crate::run::backup::octopus_client;
+use crate::run::connect::octopus_client;
 use crate::run::maintenance;
 use crate::sqlserver::lock::LockError;
 use std::path::Path;
@@ -20,7 +20,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     let _lock = state.lock(name)?;
     // Never beside a live backup started elsewhere. SQL Server being down must not keep
     // maintenance mode stuck, though: then the local lock is all there is.
-    let _instance_lock = match crate::run::backup::sql_server(instance)?
+    let _instance_lock = match crate::run::connect::sql_server(instance)?
         .lock_instance(name)
         .await
     {
@@ -38,9 +38,9 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
     // What interrupted runs left on the staging share goes too, but only under the SQL Server
     // lock: without it a run from another machine or config copy may be writing there.
     let staging = if _instance_lock.is_some() {
-        crate::run::backup::remove_staging_leftovers(name, instance)
+        crate::run::backup::staging::remove_staging_leftovers(name, instance)
     } else {
-        crate::run::backup::staging_leftovers(name, instance)
+        crate::run::backup::staging::staging_leftovers(name, instance)
             .into_iter()
             .map(|dir| {
                 format!(
@@ -68,7 +68,7 @@ pub async fn run(config_path: &Path, args: Args, json: bool) -> Result<(), Failu
             drill: drill_lock.is_ok(),
             except: None,
         };
-        let server = crate::run::backup::sql_server(instance)?;
+        let server = crate::run::connect::sql_server(instance)?;
         staging.extend(
             crate::run::leftovers::remove(name, &instance.staging_local(), &server, allowed).await,
         );

@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::error::{Exit, Failure};
 use crate::lab;
 use crate::octopus::OctopusClient;
-use crate::run::backup::{octopus_client, sql_server};
+use crate::run::connect::{octopus_client, sql_server};
 use crate::sqlserver::tsql;
 use octobackup_lab::Size;
 use serde::Serialize;

@@ -206,7 +206,7 @@ pub fn render(histories: &[InstanceHistory], label_instance: bool) -> String {
                 put(
                     "octobackup_step_seconds",
                     with(("step", step.name.clone())),
-                    step.seconds,
+                    step.seconds.unwrap_or_default(),
                 );
             }
             if let Some(b) = s.database_bytes {
@@ -401,7 +401,7 @@ pub fn local_repository_bytes(folder: &Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::StepSeconds;
+    use crate::backupset::check::{self, Check};
     use crate::notify::history::{DrillResult, RunRecord};
 
     #[test]
@@ -432,11 +432,7 @@ mod tests {
             database_bytes: Some(1000),
             folders: vec![("Packages".into(), 20), ("Task \"Logs\"".into(), 30)],
             new_bytes: Some(7),
-            steps: vec![StepSeconds {
-                name: "database backup".into(),
-                seconds: 1.5,
-                ok: true,
-            }],
+            steps: vec![Check::new("database backup", check::Status::Pass, "").timed(1.5)],
         };
         InstanceHistory {
             instance: "OctopusServer".into(),

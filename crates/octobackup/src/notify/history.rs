@@ -2,7 +2,8 @@
 //! previous status for `on = "recovery"`, and everything the metrics file shows, so that the file
 //! holds every instance whichever one ran last and a failed run still shows the last success.
 
-use super::{Event, Status, StepSeconds};
+use super::{Event, Status};
+use crate::backupset::check::Check;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -59,7 +60,7 @@ pub struct RunRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub new_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<StepSeconds>,
+    pub steps: Vec<Check>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]

@@ -6,6 +6,7 @@ mod email;
 pub mod history;
 mod webhook;
 
+use crate::backupset::check::Check;
 use crate::error::Exit;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -65,13 +66,6 @@ impl Status {
     }
 }
 
-#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
-pub struct StepSeconds {
-    pub name: String,
-    pub seconds: f64,
-    pub ok: bool,
-}
-
 /// What a notification says about one backup run: the generic webhook's JSON body as it is, and
 /// the source of the Teams, Slack and e-mail texts. It never holds a secret: the failure message
 /// is the one printed on stderr, which names sources of secrets, never their values.
@@ -108,7 +102,8 @@ pub struct Event {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub new_bytes: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub steps: Vec<StepSeconds>,
+    /// Each step's name, outcome and time (no detail: the failure says what failed).
+    pub steps: Vec<Check>,
     /// The instance's last drill (`octobackup drill`), if one ran.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub drill: Option<DrillResult>,

@@ -102,6 +102,7 @@ pub fn from_snapshots(snapshots: &[SnapshotInfo]) -> Vec<DrillRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backupset::check::Status;
 
     fn snap(id: &str, tags: &[&str], time: &str) -> SnapshotInfo {
         SnapshotInfo {
@@ -158,5 +159,45 @@ mod tests {
         assert_eq!((d[0].set_id.as_str(), d[0].passed), ("S1", true));
         assert_eq!((d[1].set_id.as_str(), d[1].passed), ("S2", false));
         assert_eq!(d[1].instance, "I");
+    }
+
+    #[test]
+    fn a_drill_record_stored_by_an_earlier_version_reads() {
+        // `/octobackup-drill/drill.json` as drills stored it before checks had one record type.
+        let old = r#"{
+          "ok": false,
+          "set_id": "20260101T020000Z-0123ab",
+          "snapshot_id": "5f2c0e1a",
+          "instance": "OctopusServer",
+          "scratch_database": "OctopusDeploy_octobackup_drill_1a2b3c",
+          "scratch_folder": "/staging/octobackup-drill-1a2b3c",
+          "checks": [
+            {"name": "RESTORE VERIFYONLY", "status": "fail", "seconds": 1.25, "detail": "Msg 3241"},
+            {"name": "DBCC CHECKDB", "status": "skipped", "seconds": 0.0, "detail": "the restore failed"},
+            {"name": "folder files match the set", "status": "pass", "seconds": 0.5}
+          ],
+          "error": "RESTORE VERIFYONLY: Msg 3241"
+        }"#;
+        let r: DrillReport = serde_json::from_str(old).unwrap();
+        assert!(!r.ok);
+        let got: Vec<(&str, Status)> = r
+            .checks
+            .iter()
+            .map(|c| (c.name.as_str(), c.status))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("RESTORE VERIFYONLY", Status::Fail),
+                ("DBCC CHECKDB", Status::Skip),
+                ("folder files match the set", Status::Pass),
+            ]
+        );
+        assert_eq!(r.checks[1].seconds, Some(0.0));
+        // Written again, a record keeps every field it had, with `ok` beside each status.
+        let again = serde_json::to_value(&r).unwrap();
+        assert_eq!(again["checks"][1]["status"], "skipped");
+        assert_eq!(again["checks"][1]["ok"], false);
+        assert_eq!(again["checks"][2].get("detail"), None);
     }
 }

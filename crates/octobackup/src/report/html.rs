@@ -329,9 +329,9 @@ fn sets_table(h: &mut String, inst: &InstanceReport) {
                     steps,
                     "<li>{} <span class=\"{}\">{}</span> {}{}</li>",
                     esc(&st.name),
-                    if st.ok { "pass" } else { "fail" },
-                    if st.ok { "ok" } else { "FAILED" },
-                    duration(st.seconds),
+                    if st.ok() { "pass" } else { "fail" },
+                    if st.ok() { "ok" } else { "FAILED" },
+                    duration(st.seconds.unwrap_or_default()),
                     st.detail
                         .as_deref()
                         .map(|d| format!(" <span class=\"muted\">{}</span>", esc(d)))

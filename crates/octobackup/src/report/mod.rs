@@ -8,7 +8,7 @@
 pub mod drills;
 pub mod html;
 
-use crate::backupset::manifest::StepRecord;
+use crate::backupset::check::Check;
 use crate::backupset::retention::{self, Action, Candidate, Policy};
 use crate::backupset::{TAG, list, tag_value};
 use crate::config::Config;
@@ -47,7 +47,7 @@ pub struct SetRow {
     pub window_seconds: Option<f64>,
     /// The whole run, from the manifest's start to its end.
     pub backup_seconds: Option<f64>,
-    pub steps: Vec<StepRecord>,
+    pub steps: Vec<Check>,
     pub database_bytes: Option<u64>,
     pub folder_bytes: Option<u64>,
     pub folder_files: Option<u64>,

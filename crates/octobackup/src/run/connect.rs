@@ -62,3 +62,19 @@ pub fn sql_side_path(sql_dir: &str, file: &str) -> String {
     let trimmed = sql_dir.trim_end_matches(['\\', '/']);
     format!("{trimmed}{sep}{file}")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sql_side_paths_use_the_sql_hosts_separator() {
+        assert_eq!(sql_side_path(r"D:\Backups\", "a.bak"), r"D:\Backups\a.bak");
+        assert_eq!(sql_side_path(r"\\nas\octo", "a.bak"), r"\\nas\octo\a.bak");
+        assert_eq!(
+            sql_side_path("/var/opt/mssql/backup/", "a.bak"),
+            "/var/opt/mssql/backup/a.bak"
+        );
+        assert_eq!(sql_side_path("C:", "a.bak"), r"C:\a.bak");
+    }
+}

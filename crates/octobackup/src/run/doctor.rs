@@ -10,6 +10,7 @@
 //! untouched) to the same folder and octobackup reads it back and removes it. A server that cannot
 //! back up `model` (the lab, a login without rights on it) gets that part skipped, with the reason.
 
+use crate::backupset::check::{Check, Status};
 use crate::backupset::list;
 use crate::config::{Config, InstanceConfig};
 use crate::error::Failure;
@@ -22,25 +23,6 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-#[derive(Clone, Copy, Debug, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pass,
-    Fail,
-    Skip,
-    /// Works, with less: does not fail the doctor.
-    Warn,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Check {
-    pub name: &'static str,
-    pub status: Status,
-    pub detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fix: Option<String>,
-}
-
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub ok: bool,
@@ -52,37 +34,19 @@ pub struct Report {
 pub struct Checks(Vec<Check>);
 
 impl Checks {
-    fn pass(&mut self, name: &'static str, detail: impl Into<String>) {
-        self.0.push(Check {
-            name,
-            status: Status::Pass,
-            detail: detail.into(),
-            fix: None,
-        });
+    fn pass(&mut self, name: &str, detail: impl Into<String>) {
+        self.0.push(Check::new(name, Status::Pass, detail));
     }
-    fn fail(&mut self, name: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(Check {
-            name,
-            status: Status::Fail,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        });
+    fn fail(&mut self, name: &str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.0
+            .push(Check::new(name, Status::Fail, detail).with_fix(fix));
     }
-    fn warn(&mut self, name: &'static str, detail: impl Into<String>, fix: impl Into<String>) {
-        self.0.push(Check {
-            name,
-            status: Status::Warn,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        });
+    fn warn(&mut self, name: &str, detail: impl Into<String>, fix: impl Into<String>) {
+        self.0
+            .push(Check::new(name, Status::Warn, detail).with_fix(fix));
     }
-    fn skip(&mut self, name: &'static str, detail: impl Into<String>) {
-        self.0.push(Check {
-            name,
-            status: Status::Skip,
-            detail: detail.into(),
-            fix: None,
-        });
+    fn skip(&mut self, name: &str, detail: impl Into<String>) {
+        self.0.push(Check::new(name, Status::Skip, detail));
     }
 }
 
@@ -142,10 +106,10 @@ fn check_staging_leftovers(
             "a run of this instance is going on (or the state folder is unusable)",
         );
     };
-    let left = crate::run::backup::staging_leftovers(name, inst);
+    let left = crate::run::backup::staging::staging_leftovers(name, inst);
     // Folders of octobackup's name without a marker: empty ones (a run killed as it started) go
     // with the next backup or `recover`; ones holding files (an older version) are the admin's.
-    let (empty, unknown) = crate::run::backup::unmarked_staging_folders(inst);
+    let (empty, unknown) = crate::run::backup::staging::unmarked_staging_folders(inst);
     if !unknown.is_empty() {
         let list: Vec<String> = unknown.iter().map(|p| p.display().to_string()).collect();
         c.warn(
@@ -283,7 +247,7 @@ async fn check_instance(
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     } else if key_ok {
-        match crate::run::backup::octopus_client(inst) {
+        match crate::run::connect::octopus_client(inst) {
             Ok(client) => match client.server_folders().await {
                 Ok(v) => v
                     .named()
@@ -399,7 +363,11 @@ pub async fn check_copies(
                         let mut fixes = Vec::new();
                         let mut status = Status::Pass;
                         for k in rules.0 {
-                            detail.push_str(&format!("; {}: {}", k.name, k.detail));
+                            detail.push_str(&format!(
+                                "; {}: {}",
+                                k.name,
+                                k.detail.unwrap_or_default()
+                            ));
                             fixes.extend(k.fix);
                             status = match (status, k.status) {
                                 (_, Status::Fail) | (Status::Fail, _) => Status::Fail,
@@ -407,11 +375,11 @@ pub async fn check_copies(
                                 _ => Status::Pass,
                             };
                         }
-                        c.0.push(Check {
-                            name: "copy",
-                            status,
-                            detail,
-                            fix: (!fixes.is_empty()).then(|| fixes.join("; ")),
+                        let check = Check::new("copy", status, detail);
+                        c.0.push(if fixes.is_empty() {
+                            check
+                        } else {
+                            check.with_fix(fixes.join("; "))
                         });
                     }
                 }
@@ -483,7 +451,7 @@ async fn check_delete_rules(storage: octobackup_repo::Storage, c: &mut Checks) {
 /// The API, the key, the permission, the clock, through the product's own Octopus client.
 /// Returns whether the key works.
 async fn check_octopus(inst: &InstanceConfig, c: &mut Checks) -> bool {
-    let client = match crate::run::backup::octopus_client(inst) {
+    let client = match crate::run::connect::octopus_client(inst) {
         Ok(client) => client,
         Err(f) => {
             c.fail(

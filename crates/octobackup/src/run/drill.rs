@@ -17,6 +17,7 @@ use super::restore::secrets::read_secrets;
 use super::restore::set::{ChosenSet, choose_set};
 use super::restore::staging::{Staged, copies_ended, stage_database};
 use super::stop::{Stop, lab_point};
+use crate::backupset::check::{Check, Status};
 use crate::backupset::{self, manifest::FolderInfo};
 use crate::config::InstanceConfig;
 use crate::error::{Exit, Failure};
@@ -49,25 +50,7 @@ pub struct DrillJob {
     pub stop: Stop,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Pass,
-    Fail,
-    /// Not run because a check it depends on failed.
-    Skipped,
-}
-
-#[derive(Debug, serde::Serialize)]
-pub struct Check {
-    pub name: String,
-    pub status: Status,
-    pub seconds: f64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct DrillReport {
     pub ok: bool,
     pub set_id: String,
@@ -97,25 +80,19 @@ impl Checks {
         let r = f.await;
         let seconds = t0.elapsed().as_secs_f64();
         let ok = r.is_ok();
+        let status = if ok { Status::Pass } else { Status::Fail };
+        let detail = match r {
+            Ok(d) | Err(d) => d,
+        };
         self.0.push(Check {
-            name: name.to_string(),
-            status: if ok { Status::Pass } else { Status::Fail },
-            seconds,
-            detail: Some(match r {
-                Ok(d) | Err(d) => d,
-            })
-            .filter(|d| !d.is_empty()),
+            detail: Some(detail).filter(|d| !d.is_empty()),
+            ..Check::new(name, status, "").timed(seconds)
         });
         ok
     }
 
     fn skip(&mut self, name: &str, why: &str) {
-        self.0.push(Check {
-            name: name.to_string(),
-            status: Status::Skipped,
-            seconds: 0.0,
-            detail: Some(why.to_string()),
-        });
+        self.0.push(Check::new(name, Status::Skip, why).timed(0.0));
     }
 }
 

@@ -6,7 +6,8 @@
 
 use crate::common::*;
 use crate::sets::*;
-use octobackup::backupset::manifest::{FolderInfo, Manifest, StepRecord, WindowInfo};
+use octobackup::backupset::check::{Check, Status};
+use octobackup::backupset::manifest::{FolderInfo, Manifest, WindowInfo};
 use octobackup::backupset::{TAG, TAG_COMPLETE, tag_instance, tag_set};
 use octobackup::report::html;
 use octobackup_repo::{Repo, SourceItem, Zeroizing};
@@ -28,11 +29,13 @@ fn add_night(repo: &Repo, set_id: &str, time: chrono::DateTime<chrono::Local>, w
             changed_by_octobackup: true,
             ..Default::default()
         },
-        steps: vec![StepRecord {
+        steps: vec![Check {
             name: "BACKUP DATABASE".into(),
-            seconds: 30.0,
-            ok: true,
-            ..Default::default()
+            status: Status::Pass,
+            started: None,
+            seconds: Some(30.0),
+            detail: None,
+            fix: None,
         }],
         folders: vec![FolderInfo {
             name: "Packages".into(),

@@ -9,6 +9,8 @@
 //! removes the folder and says why. The secrets (master key, license) are never written to
 //! staging: the run that stores the kept set reads them again, as every run does before its window.
 
+use super::staging::{KEPT_RECORD, SetFolder, discard_run, is_kept, marked_by};
+use super::store;
 use super::window_capture::Capture;
 use super::{BackupJob, Captured, Secrets};
 use crate::backupset::Manifest;
@@ -17,9 +19,6 @@ use crate::run::steps::Steps;
 use crate::sqlserver::SqlServer;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// The record beside the kept files: what the window captured, as the ingest needs it.
-pub const KEPT_RECORD: &str = "octobackup-kept.json";
 
 /// How old a kept set may be and still be stored: a day, the interval of a nightly backup. An
 /// older one is likely superseded by sets made since on another runner, and its copies hold a
@@ -40,13 +39,14 @@ struct Record {
     bak_names: Vec<String>,
 }
 
-/// True when `dir` is a staging folder kept for the next run (not a leftover to remove).
-pub fn is_kept(dir: &Path) -> bool {
-    dir.join(KEPT_RECORD).is_file()
-}
-
-/// Writes the record that keeps `dir` for the next run (written whole, then renamed into place).
-pub(super) fn keep(dir: &Path, m: &Manifest, steps: &Steps, c: &Captured) -> std::io::Result<()> {
+/// Writes the record that keeps the set's folder for the next run (written whole, then renamed into place).
+pub(super) fn keep(
+    set: &SetFolder,
+    m: &Manifest,
+    steps: &Steps,
+    c: &Captured,
+) -> std::io::Result<()> {
+    let dir = &set.local;
     let mut manifest = m.clone();
     manifest.steps = steps.records.clone();
     let record = Record {
@@ -55,11 +55,7 @@ pub(super) fn keep(dir: &Path, m: &Manifest, steps: &Steps, c: &Captured) -> std
         manifest,
         capture: c.folders.clone(),
         pre_pass: c.pre_pass.clone(),
-        bak_names: c
-            .bak_local
-            .iter()
-            .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-            .collect(),
+        bak_names: set.names.clone(),
     };
     let tmp = dir.join(format!("{KEPT_RECORD}.tmp"));
     std::fs::write(
@@ -73,17 +69,18 @@ pub(super) fn keep(dir: &Path, m: &Manifest, steps: &Steps, c: &Captured) -> std
 /// it can be (the message says so), else discarded as any failed run's.
 pub(super) fn keep_or_discard(
     job: &BackupJob,
-    dir: &Path,
+    set: &SetFolder,
     m: &Manifest,
     steps: &Steps,
     c: &Captured,
     mut f: Failure,
 ) -> Failure {
+    let dir = &set.local;
     if job.repo.storage_gone().is_none() || job.stop.requested().is_some() {
-        super::discard_run(&job.repo, &m.set_id, dir);
+        discard_run(&job.repo, &m.set_id, dir);
         return f;
     }
-    match keep(dir, m, steps, c) {
+    match keep(set, m, steps, c) {
         Ok(()) => {
             f.message = format!(
                 "{}; the staging folder {} was kept: the next backup of this instance within {} h stores it as set {} (complete, with its own time) before its own, without a new database backup",
@@ -94,7 +91,7 @@ pub(super) fn keep_or_discard(
             );
         }
         Err(e) => {
-            super::discard_run(&job.repo, &m.set_id, dir);
+            discard_run(&job.repo, &m.set_id, dir);
             f.message = format!(
                 "{}; the staging folder could not be kept ({e}), so it was removed: the next run takes a new database backup",
                 f.message.trim_end_matches('.')
@@ -113,12 +110,7 @@ fn kept_folders(instance_name: &str, staging: &Path) -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.is_dir() && is_kept(p))
-        .filter(|p| {
-            std::fs::read(p.join(super::STAGING_MARKER))
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .is_some_and(|v| v["instance"] == instance_name)
-        })
+        .filter(|p| marked_by(p, instance_name))
         .collect();
     found.sort();
     found
@@ -264,7 +256,7 @@ pub(super) async fn store_kept_sets(
                 _ => true,
             });
         if let Err(why) = judge(&record, database, chrono::Utc::now(), base_present) {
-            super::discard_run(&job.repo, &set_id, &dir);
+            discard_run(&job.repo, &set_id, &dir);
             job.ui.note(&format!(
                 "removed {}, the staging folder of set {set_id} kept when the storage stopped: {why}, so it is no longer stored",
                 dir.display()
@@ -275,15 +267,8 @@ pub(super) async fn store_kept_sets(
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let staging_sql =
-            crate::run::connect::sql_side_path(&job.instance.staging.sql_path, &folder_name);
-        let bak_sql: Vec<String> = record
-            .bak_names
-            .iter()
-            .map(|n| crate::run::connect::sql_side_path(&staging_sql, n))
-            .collect();
+        let set = SetFolder::at(&job.instance, &folder_name, record.bak_names);
         let captured = Captured {
-            bak_local: record.bak_names.iter().map(|n| dir.join(n)).collect(),
             folders: record.capture,
             pre_pass: record.pre_pass,
         };
@@ -293,8 +278,8 @@ pub(super) async fn store_kept_sets(
         };
         let stored = tokio::select! {
             r = async {
-                let stored = super::ingest(job, sqlserver, &set_id, &captured, secrets, &bak_sql, &mut m, &mut steps).await?;
-                super::seal(job, &set_id, &captured, stored, &mut m, &mut steps).await
+                let stored = store::ingest(job, sqlserver, &captured, secrets, &set, &mut m, &mut steps).await?;
+                store::seal(job, &set_id, &captured, stored, &mut m, &mut steps).await
             } => r,
             sig = job.stop.wait() => Err(Failure::new(
                 Exit::Interrupted,
@@ -321,7 +306,7 @@ pub(super) async fn store_kept_sets(
                 return Err(e);
             }
             Err(e) => {
-                super::discard_run(&job.repo, &set_id, &dir);
+                discard_run(&job.repo, &set_id, &dir);
                 job.ui.note(&format!(
                     "warning: the set {set_id} kept on staging could not be stored ({}); its staging folder was removed",
                     e.message.trim_end_matches('.')
