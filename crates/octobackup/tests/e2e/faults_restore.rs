@@ -103,13 +103,7 @@ async fn interrupt(t: &TestLab, args: &[&str], at: At, signal: &str) -> std::pro
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = signal_and_wait(child, signal).await;
     t.lab.sql().set_backup_rate(None);
     out
 }
