@@ -232,26 +232,11 @@ pub(crate) fn use_place(t: &TestLab, place: Option<&Place>) {
 }
 
 pub(crate) async fn obk(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
-    let mut c = t.command(args);
-    if let Some(p) = place {
-        c.envs(p.env.iter().cloned());
-    }
-    tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap()
+    t.run_env(args, place.map_or(&[][..], |p| &p.env)).await
 }
 
 pub(crate) async fn obk_ok(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
-    let out = obk(t, place, args).await;
-    assert!(
-        out.status.success(),
-        "octobackup {} failed ({}): {}{}",
-        args.join(" "),
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    out
+    t.ok_env(args, place.map_or(&[][..], |p| &p.env)).await
 }
 
 /// A storage error is one line, without the backend's internals.

@@ -64,7 +64,13 @@ impl TestLab {
 
     /// Runs octobackup to completion on a blocking thread (the lab keeps serving meanwhile).
     pub async fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[]).await
+    }
+
+    /// As [`TestLab::run`], with these variables in its environment (a storage's keys).
+    pub async fn run_env(&self, args: &[&str], env: &[(String, String)]) -> Output {
         let mut c = self.command(args);
+        c.envs(env.iter().cloned());
         tokio::task::spawn_blocking(move || c.output().unwrap())
             .await
             .unwrap()
@@ -72,7 +78,12 @@ impl TestLab {
 
     /// Runs octobackup and asserts it succeeded (its output in the failure message).
     pub async fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args).await;
+        self.ok_env(args, &[]).await
+    }
+
+    /// As [`TestLab::ok`], with these variables in its environment (a storage's keys).
+    pub async fn ok_env(&self, args: &[&str], env: &[(String, String)]) -> Output {
+        let out = self.run_env(args, env).await;
         assert!(
             out.status.success(),
             "octobackup {} failed ({}): {}{}",

@@ -114,24 +114,11 @@ fn with_escrow(t: &TestLab) -> PathBuf {
 }
 
 async fn obk(t: &TestLab, target: &Target, args: &[&str]) -> Output {
-    let mut c = t.command(args);
-    c.envs(target.env.iter().cloned());
-    tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap()
+    t.run_env(args, &target.env).await
 }
 
 async fn obk_ok(t: &TestLab, target: &Target, args: &[&str]) -> Output {
-    let out = obk(t, target, args).await;
-    assert!(
-        out.status.success(),
-        "octobackup {} failed ({}): {}{}",
-        args.join(" "),
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    out
+    t.ok_env(args, &target.env).await
 }
 
 fn json(out: &Output) -> serde_json::Value {

@@ -49,6 +49,32 @@ fn case(
     }
 }
 
+/// Starts `backup` with `fault` injected `when` said (inside the window: once the database
+/// backup runs, which then goes on at full speed), its stderr to `stderr`.
+async fn spawn_backup_with_fault(
+    t: &TestLab,
+    when: When,
+    fault: Fault,
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    match when {
+        When::Start => {
+            t.lab.octopus().inject(fault);
+            t.command(&["backup"])
+                .stdout(std::process::Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap()
+        }
+        When::InWindow => {
+            let child = t.spawn_slow_backup(stderr).await;
+            t.lab.octopus().inject(fault);
+            t.lab.sql().set_backup_rate(None);
+            child
+        }
+    }
+}
+
 async fn run_case(c: &Case) {
     let t = TestLab::start().await;
     t.init().await;
@@ -62,20 +88,10 @@ async fn run_case(c: &Case) {
         kind: c.kind.clone(),
         times: c.times,
     };
-    let out = match c.when {
-        When::Start => {
-            t.lab.octopus().inject(fault);
-            t.run(&["backup"]).await
-        }
-        When::InWindow => {
-            let child = t.spawn_slow_backup(std::process::Stdio::piped()).await;
-            t.lab.octopus().inject(fault);
-            t.lab.sql().set_backup_rate(None);
-            tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-                .await
-                .unwrap()
-        }
-    };
+    let child = spawn_backup_with_fault(&t, c.when, fault, std::process::Stdio::piped()).await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
     let name = c.name;
     assert_eq!(
         out.status.code(),
@@ -333,22 +349,7 @@ async fn stop_case(name: &str, when: When, method: Method, path: &str, signal: &
         kind: FaultKind::Delay(Duration::from_secs(2)),
         times: 1,
     };
-    let child = match when {
-        When::Start => {
-            t.lab.octopus().inject(fault);
-            t.command(&["backup"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        }
-        When::InWindow => {
-            let child = t.spawn_slow_backup(std::process::Stdio::piped()).await;
-            t.lab.octopus().inject(fault);
-            t.lab.sql().set_backup_rate(None);
-            child
-        }
-    };
+    let child = spawn_backup_with_fault(&t, when, fault, std::process::Stdio::piped()).await;
     t.wait_for_event("fault_served").await;
     let out = signal_and_wait(child, signal).await;
     assert_eq!(out.status.code(), Some(130), "{name}: {}", stderr(&out));
@@ -415,22 +416,7 @@ async fn kill_case(name: &str, when: When, method: Method, path: &str) {
         kind: FaultKind::Delay(Duration::from_secs(3)),
         times: 1,
     };
-    let mut child = match when {
-        When::Start => {
-            t.lab.octopus().inject(fault);
-            t.command(&["backup"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        }
-        When::InWindow => {
-            let child = t.spawn_slow_backup(std::process::Stdio::null()).await;
-            t.lab.octopus().inject(fault);
-            t.lab.sql().set_backup_rate(None);
-            child
-        }
-    };
+    let mut child = spawn_backup_with_fault(&t, when, fault, std::process::Stdio::null()).await;
     t.wait_for_event("fault_served").await;
     child.kill().unwrap();
     child.wait().unwrap();

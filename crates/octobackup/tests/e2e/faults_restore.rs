@@ -232,6 +232,22 @@ fn identity(t: &TestLab, database: &str) -> Option<(PathBuf, u64)> {
     Some((data, ino))
 }
 
+/// After a stop, the same command passes and leaves no temporary database or staging folder.
+async fn runs_again_and_leaves_nothing(t: &TestLab, name: &str, args: &[&str]) {
+    let again = t.run(args).await;
+    assert!(again.status.success(), "{name}: again: {}", stderr(&again));
+    assert!(
+        temporary_databases(t).is_empty(),
+        "{name}: {:?}",
+        temporary_databases(t)
+    );
+    assert!(
+        staging_leftovers(t).is_empty(),
+        "{name}: {:?}",
+        staging_leftovers(t)
+    );
+}
+
 /// `restore --replace`, stopped at each step: the live database is the old one, untouched, or
 /// (only once it was dropped) the message names the checked copy kept under its temporary name,
 /// or (only past the rename) it is the set's, as asked; the same restore run again puts the set's
@@ -298,14 +314,7 @@ async fn restore_replacing_the_database_stopped_at_each_step() {
                 }
             }
             assert_repository_checks(&t, &name);
-            let again = t.run(&args).await;
-            assert!(again.status.success(), "{name}: again: {}", stderr(&again));
-            assert!(
-                temporary_databases(&t).is_empty(),
-                "{name}: {:?}",
-                temporary_databases(&t)
-            );
-            assert!(staging_leftovers(&t).is_empty(), "{name}");
+            runs_again_and_leaves_nothing(&t, &name, &args).await;
             assert_eq!(
                 digest_of(&t, "OctopusDeploy").as_deref(),
                 Some(set.as_str())
@@ -352,18 +361,7 @@ async fn drill_stopped_at_each_step() {
                 "{name}: the live database changed"
             );
             assert_repository_checks(&t, &name);
-            let again = t.run(&["drill"]).await;
-            assert!(again.status.success(), "{name}: again: {}", stderr(&again));
-            assert!(
-                temporary_databases(&t).is_empty(),
-                "{name}: {:?}",
-                temporary_databases(&t)
-            );
-            assert!(
-                staging_leftovers(&t).is_empty(),
-                "{name}: {:?}",
-                staging_leftovers(&t)
-            );
+            runs_again_and_leaves_nothing(&t, &name, &["drill"]).await;
             cases += 1;
         }
     }
