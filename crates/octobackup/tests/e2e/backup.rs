@@ -237,13 +237,7 @@ async fn a_corrupt_backup_fails_verification() {
     let t = TestLab::start().await;
     t.init().await;
     t.lab.sql().inject(SqlFault::CorruptNextBackup);
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("RESTORE VERIFYONLY"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["backup"], 4, "RESTORE VERIFYONLY").await;
     assert!(!t.lab.octopus().maintenance());
     assert!(t.sets().await.is_empty());
 }
@@ -261,13 +255,7 @@ async fn a_failing_master_key_command_stops_the_run_before_maintenance_mode() {
         cmd.push("NoSuchInstance".into());
         mk.insert("command".into(), toml::Value::Array(cmd));
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("master key command"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["backup"], 3, "master key command").await;
     assert!(
         maintenance_changes(&t.events()).is_empty(),
         "the key is read before the window"
@@ -305,22 +293,14 @@ async fn a_key_without_administer_system_is_refused_before_anything_changes() {
         &t.lab.info().reader_api_key,
     )
     .unwrap();
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Administer System"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["backup"], 3, "Administer System").await;
     assert!(maintenance_changes(&t.events()).is_empty());
     std::fs::write(
         t.dir.path().join("secrets").join("octopus-api-key"),
         "API-NOTAKEYATALL0000000000000",
     )
     .unwrap();
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    t.fails(&["backup"], 3, "401").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,9 +308,7 @@ async fn a_wrong_sql_password_is_reported_before_the_window() {
     let t = TestLab::start().await;
     t.init().await;
     std::fs::write(t.dir.path().join("secrets").join("sql-password"), "wrong").unwrap();
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("18456"), "{}", stderr(&out));
+    t.fails(&["backup"], 4, "18456").await;
     assert!(maintenance_changes(&t.events()).is_empty());
 }
 
@@ -341,13 +319,12 @@ async fn an_unreachable_octopus_server_is_named() {
     t.edit_config(|c| {
         TestLab::instance_table(c).insert("url".into(), "http://127.0.0.1:9".into());
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("cannot reach the Octopus Server at http://127.0.0.1:9"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(
+        &["backup"],
+        3,
+        "cannot reach the Octopus Server at http://127.0.0.1:9",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,13 +339,7 @@ async fn a_staging_path_octobackup_cannot_see_is_explained() {
             .unwrap()
             .insert("local_path".into(), elsewhere.display().to_string().into());
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("must name the same folder"),
-        "{}",
-        stderr(&out)
-    );
+    let out = t.fails(&["backup"], 4, "must name the same folder").await;
     assert_eq!(
         stderr(&out).matches("Msg 3201").count(),
         1,
@@ -639,13 +610,12 @@ async fn azure_sql_database_is_refused_up_front_with_the_reason() {
     })
     .await;
     t.init().await;
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Azure SQL Database, which has no BACKUP TO DISK"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(
+        &["backup"],
+        4,
+        "Azure SQL Database, which has no BACKUP TO DISK",
+    )
+    .await;
     assert!(
         maintenance_changes(&t.events()).is_empty(),
         "nothing may change before the refusal"
@@ -662,9 +632,7 @@ async fn a_license_read_that_keeps_failing_stops_the_run_before_maintenance_mode
         kind: FaultKind::Status(500),
         times: 50,
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("500"), "{}", stderr(&out));
+    t.fails(&["backup"], 3, "500").await;
     assert!(
         maintenance_changes(&t.events()).is_empty(),
         "the license is read before the window"

@@ -61,13 +61,8 @@ async fn check_names_the_sets_a_damaged_pack_hits() {
 
     // Recovery as the report says: the damaged pack out, the index rebuilt, a new backup
     // (which stores that data again), the damaged set forgotten and pruned.
-    let out = t.run(&["forget", "--set", &set]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("newest complete set"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["forget", "--set", &set], 2, "newest complete set")
+        .await;
     let aside = t.dir.path().join("damaged-pack");
     std::fs::rename(&pack, &aside).unwrap();
     let rebuilt = t.restic(&["rebuild-index"]);

@@ -95,6 +95,26 @@ impl TestLab {
         out
     }
 
+    /// Runs octobackup and asserts it failed with exit code `code`, saying `says` on stderr.
+    pub async fn fails(&self, args: &[&str], code: i32, says: &str) -> Output {
+        let out = self.run(args).await;
+        // stderr only: a run that wrongly succeeded may have printed a secret on stdout.
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "octobackup {}: {}",
+            args.join(" "),
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(says),
+            "octobackup {} does not say `{says}`: {}",
+            args.join(" "),
+            stderr(&out)
+        );
+        out
+    }
+
     /// Runs octobackup (give it `--json`), asserts it succeeded and reads what it printed.
     pub async fn json(&self, args: &[&str]) -> serde_json::Value {
         let out = self.ok(args).await;

@@ -191,9 +191,7 @@ async fn a_backup_configured_by_discovery_alone() {
         d.insert("instance".into(), toml::Value::String("Elsewhere".into()));
     });
     let before = maintenance_changes(&t.events()).len();
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("'Elsewhere'"), "{}", stderr(&out));
+    t.fails(&["backup"], 3, "'Elsewhere'").await;
     assert_eq!(maintenance_changes(&t.events()).len(), before);
 }
 

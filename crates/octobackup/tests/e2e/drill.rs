@@ -234,13 +234,7 @@ async fn a_drill_fails_when_the_sets_master_key_is_not_the_databases() {
 async fn a_drill_without_a_set_says_so() {
     let t = TestLab::start().await;
     t.init().await;
-    let out = t.run(&["drill"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("no complete backup set"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["drill"], 2, "no complete backup set").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

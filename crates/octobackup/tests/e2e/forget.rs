@@ -232,13 +232,12 @@ async fn forget_beside_a_running_backup_loses_nothing() {
 async fn forget_without_a_policy_says_how_to_set_one() {
     let t = TestLab::start().await;
     t.init().await;
-    let out = t.run(&["forget"]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("no retention policy for instance 'OctopusServer'"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(
+        &["forget"],
+        2,
+        "no retention policy for instance 'OctopusServer'",
+    )
+    .await;
     // The config's policy is used when present.
     t.edit_config(|c| {
         let mut r = toml::Table::new();

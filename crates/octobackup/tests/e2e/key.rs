@@ -55,9 +55,7 @@ async fn key_add_list_remove_round_trip() {
     // With the new password the old key goes, and the old password stops working.
     let out = with_new(&["key", "remove", &old_id[..8]]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = t.run(&["snapshots"]).await;
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    t.fails(&["snapshots"], 5, "wrong password").await;
     assert!(with_new(&["snapshots"]).status.success());
     // The last key stays.
     let list = with_new(&["--json", "key", "list"]);
@@ -69,13 +67,7 @@ async fn key_add_list_remove_round_trip() {
     // No password on the command line or in the output.
     assert!(!stdout(&out).contains("battery") && !stderr(&out).contains("battery"));
     // Without a source for the new password, a clear error.
-    let out = t.run(&["key", "add"]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("OCTOBACKUP_NEW_PASSWORD"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["key", "add"], 2, "OCTOBACKUP_NEW_PASSWORD").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,34 +162,29 @@ async fn escrowed_master_key_is_recovered_with_the_identity_and_without_the_pass
     )
     .unwrap();
     let out = t
-        .run(&[
-            "key",
-            "recover",
-            "--identity",
-            other.to_str().unwrap(),
-            "--show-secrets",
-        ])
+        .fails(
+            &[
+                "key",
+                "recover",
+                "--identity",
+                other.to_str().unwrap(),
+                "--show-secrets",
+            ],
+            2,
+            "cannot open this set's escrow",
+        )
         .await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("cannot open this set's escrow"),
-        "{}",
-        stderr(&out)
-    );
     assert!(!stdout(&out).contains(master_key.expose()));
-    let out = t
-        .run(&[
+    t.fails(
+        &[
             "key",
             "recover",
             "--identity",
             id_file.to_str().unwrap(),
             "nosuchset",
-        ])
-        .await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("no escrow copy for set 'nosuchset'"),
-        "{}",
-        stderr(&out)
-    );
+        ],
+        2,
+        "no escrow copy for set 'nosuchset'",
+    )
+    .await;
 }

@@ -73,13 +73,9 @@ async fn a_share_sql_server_on_linux_cannot_see_is_named() {
             .unwrap()
             .insert("sql_path".into(), "/var/opt/mssql/backup/elsewhere".into());
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("SQL Server cannot find the staging folder"),
-        "{}",
-        stderr(&out)
-    );
+    let out = t
+        .fails(&["backup"], 4, "SQL Server cannot find the staging folder")
+        .await;
     assert!(
         stderr(&out).contains("error 2(The system cannot find the file specified.)"),
         "{}",

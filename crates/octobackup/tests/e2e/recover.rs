@@ -309,9 +309,7 @@ async fn bad_settings_are_config_errors_with_exit_2() {
     t.edit_config(|c| {
         c.insert("state_dir".into(), file.display().to_string().into());
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("is not a folder"), "{}", stderr(&out));
+    t.fails(&["backup"], 2, "is not a folder").await;
     t.edit_config(|c| {
         c.remove("state_dir");
         c["repository"]
@@ -319,9 +317,7 @@ async fn bad_settings_are_config_errors_with_exit_2() {
             .unwrap()
             .insert("compression".into(), 99.into());
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("compression"), "{}", stderr(&out));
+    t.fails(&["backup"], 2, "compression").await;
     assert!(maintenance_changes(&t.events()).is_empty());
 }
 

@@ -287,9 +287,7 @@ async fn a_clone_gets_its_own_installation_id_database_and_folders() {
     let folders = t.dir.path().join("clone-folders");
 
     // A clone needs its own name and folders.
-    let out = t.run(&["restore", "--clone"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--database-name"), "{}", stderr(&out));
+    t.fails(&["restore", "--clone"], 2, "--database-name").await;
     let out = t
         .run(&[
             "restore",
@@ -363,9 +361,8 @@ async fn secrets_are_shown_only_on_request() {
     assert!(stdout(&out).contains("--secrets-file FILE or --show-secrets"));
 
     // --secrets alone needs a destination.
-    let out = t.run(&["restore", "--secrets"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--secrets-file"), "{}", stderr(&out));
+    t.fails(&["restore", "--secrets"], 2, "--secrets-file")
+        .await;
 
     let set_id = t.sets().await[0]["set_id"].as_str().unwrap().to_string();
     let out = t

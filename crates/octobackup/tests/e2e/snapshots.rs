@@ -63,13 +63,8 @@ async fn snapshots_lists_each_set_and_show_reads_its_manifest() {
     assert_eq!(manifest["set_id"], ids[2], "{manifest}");
 
     // What cannot be shown says why.
-    let out = t.run(&["show", "19990101"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("no backup set matches"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["show", "19990101"], 2, "no backup set matches")
+        .await;
     let out = t.run(&["show", ids[0]]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("is incomplete"), "{}", stderr(&out));

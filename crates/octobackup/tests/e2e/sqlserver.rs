@@ -129,13 +129,7 @@ async fn a_named_instance_is_found_through_sql_browser() {
         &connection_string(&t, &format!("{}\\SQLEXPRESS", browser.ip()), ""),
     );
     let before = t.events().len();
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("SQL Server Browser"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["backup"], 4, "SQL Server Browser").await;
     assert!(maintenance_changes(&t.events()[before..]).is_empty());
 }
 
@@ -325,13 +319,7 @@ async fn multi_subnet_failover_works_and_entra_id_authentication_is_refused_up_f
         ),
     );
     let before = t.events().len();
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Authentication=Active Directory Password (Microsoft Entra ID) is not supported by octobackup: use a SQL Server login"),
-        "{}",
-        stderr(&out)
-    );
+    let out = t.fails(&["backup"], 2, "Authentication=Active Directory Password (Microsoft Entra ID) is not supported by octobackup: use a SQL Server login").await;
     let events = &t.events()[before..];
     assert!(maintenance_changes(events).is_empty());
     assert!(seqs(events, "login_failed").is_empty());

@@ -195,8 +195,6 @@ async fn a_window_past_its_budget_puts_maintenance_back_and_completes_nothing() 
         let w = TestLab::instance_table(c)["wait"].as_table_mut().unwrap();
         w.insert("max_window".into(), "1s".into());
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("wait.max_window"), "{}", stderr(&out));
+    t.fails(&["backup"], 2, "wait.max_window").await;
     assert!(!t.lab.octopus().maintenance());
 }
