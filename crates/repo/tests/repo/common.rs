@@ -26,20 +26,24 @@ pub fn new_repo(dir: &Path) -> Repo {
     Repo::init(&config(&dir.join("repo"))).expect("init")
 }
 
-/// A new repository under `dir` holding one set of `source` (a file or a folder) at `target`:
-/// the repository and the set's summary.
+/// One set of `source` (a file or a folder) stored at `target`, with the default options.
+pub fn backup_path(repo: &Repo, source: &Path, target: &str) -> BackupSummary {
+    repo.backup(
+        vec![SourceItem::Path {
+            source: source.to_path_buf(),
+            target: target.into(),
+        }],
+        &SetOptions::default(),
+        &NoProgress,
+    )
+    .expect("backup")
+}
+
+/// A new repository under `dir` holding one set of `source` at `target`: the repository and
+/// the set's summary.
 pub fn repo_with_set(dir: &Path, source: &Path, target: &str) -> (Repo, BackupSummary) {
     let repo = new_repo(dir);
-    let set = repo
-        .backup(
-            vec![SourceItem::Path {
-                source: source.to_path_buf(),
-                target: target.into(),
-            }],
-            &SetOptions::default(),
-            &NoProgress,
-        )
-        .expect("backup");
+    let set = backup_path(&repo, source, target);
     (repo, set)
 }
 
