@@ -5,7 +5,6 @@
 //! restores both files; doctor refuses `owned` while others take full backups.
 
 use crate::common::*;
-use octobackup_lab::sqlserver_files::image;
 
 async fn owned_lab() -> TestLab {
     let t = TestLab::start().await;
@@ -33,11 +32,6 @@ async fn dba_full_backup(t: &TestLab) -> String {
 async fn manifest(t: &TestLab) -> serde_json::Value {
     let show = t.ok(&["--json", "show", "latest"]).await;
     serde_json::from_slice(&show.stdout).unwrap()
-}
-
-fn digest_of(t: &TestLab, database: &str) -> String {
-    let (data, _) = t.lab.sql().database_files(database).unwrap();
-    hex::encode(image::content_digest(&data).unwrap())
 }
 
 async fn backup(t: &TestLab) -> (String, serde_json::Value) {
@@ -149,7 +143,7 @@ async fn three_nights_reuse_one_base_and_base_plus_differential_drills_and_resto
         folders.to_str().unwrap(),
     ])
     .await;
-    assert_eq!(digest_of(&t, "OctoChain"), fp.database);
+    assert_eq!(t.database_digest("OctoChain"), fp.database);
     let dbs = t.lab.sql().databases();
     assert!(!dbs.iter().any(|d| d.contains("_octobackup_")), "{dbs:?}");
 }
@@ -238,7 +232,7 @@ async fn stock_restic_restores_the_base_and_the_differential() {
     ))
     .await;
     assert_eq!(
-        digest_of(&t, "FromRestic"),
+        t.database_digest("FromRestic"),
         t.lab.fingerprint().await.unwrap().database
     );
 }

@@ -291,6 +291,21 @@ impl TestLab {
         assert!(sets.iter().all(|s| s["complete"] != true), "{sets:#?}");
     }
 
+    /// The content digest of one of the lab's databases (its data file), `None` when SQL Server
+    /// has no such database.
+    pub fn database_digest_if_there(&self, database: &str) -> Option<String> {
+        let (data, _) = self.lab.sql().database_files(database)?;
+        Some(hex::encode(
+            octobackup_lab::sqlserver_files::image::content_digest(&data).unwrap(),
+        ))
+    }
+
+    /// As [`TestLab::database_digest_if_there`], for a database that must be there.
+    pub fn database_digest(&self, database: &str) -> String {
+        self.database_digest_if_there(database)
+            .unwrap_or_else(|| panic!("no database {database}: {:?}", self.lab.sql().databases()))
+    }
+
     pub fn staging_files(&self) -> Vec<PathBuf> {
         std::fs::read_dir(&self.lab.info().staging_dir)
             .unwrap()

@@ -5,6 +5,19 @@
 
 use crate::common::*;
 
+/// The server heard ATTENTION on the statement's connection (not just a dropped client) and
+/// ended the statement as cancelled: one `finished` event, not ok.
+fn assert_cancelled_on_the_server(events: &[octobackup_lab::LabEvent], finished: &str) {
+    assert_eq!(
+        seqs(events, "attention_acknowledged").len(),
+        1,
+        "{events:?}"
+    );
+    let ends: Vec<_> = events.iter().filter(|e| e.kind == finished).collect();
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0].detail["ok"], false, "{ends:?}");
+}
+
 /// SIGTERM while BACKUP DATABASE runs: the server acknowledges ATTENTION and ends the BACKUP as
 /// cancelled; maintenance mode is off as found; nothing is complete; exit 130.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,19 +33,7 @@ async fn sigterm_during_backup_database_stops_it_on_the_server() {
         "{}",
         stderr(&out)
     );
-    let events = t.events();
-    // the server heard ATTENTION on the BACKUP's connection, not just a dropped client
-    assert_eq!(
-        seqs(&events, "attention_acknowledged").len(),
-        1,
-        "{events:?}"
-    );
-    let finished: Vec<_> = events
-        .iter()
-        .filter(|e| e.kind == "backup_finished")
-        .collect();
-    assert_eq!(finished.len(), 1, "{finished:?}");
-    assert_eq!(finished[0].detail["ok"], false, "{finished:?}");
+    assert_cancelled_on_the_server(&t.events(), "backup_finished");
     t.assert_off_and_no_set_complete().await;
 }
 
@@ -54,18 +55,7 @@ async fn sigterm_during_restore_database_stops_it_on_the_server() {
     t.wait_for_event("restore_started").await;
     let out = sigterm(child).await;
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    let events = t.events();
-    assert_eq!(
-        seqs(&events, "attention_acknowledged").len(),
-        1,
-        "{events:?}"
-    );
-    let finished: Vec<_> = events
-        .iter()
-        .filter(|e| e.kind == "restore_finished")
-        .collect();
-    assert_eq!(finished.len(), 1, "{finished:?}");
-    assert_eq!(finished[0].detail["ok"], false, "{finished:?}");
+    assert_cancelled_on_the_server(&t.events(), "restore_finished");
     t.lab.sql().set_backup_rate(None);
     assert_eq!(t.lab.sql().databases(), databases);
     assert!(!t.lab.octopus().maintenance());

@@ -4,21 +4,11 @@
 //! drills and restores through `staging.sql_path` (forward slashes) and `staging.local_path`.
 
 use crate::common::*;
-use octobackup_lab::sqlserver_files::image;
 
 async fn linux_lab() -> TestLab {
     let t = TestLab::start_with(|o| o.sql_linux = true).await;
     t.init().await;
     t
-}
-
-fn digest_of(t: &TestLab, database: &str) -> String {
-    let (data, _) = t
-        .lab
-        .sql()
-        .database_files(database)
-        .unwrap_or_else(|| panic!("no database {database}: {:?}", t.lab.sql().databases()));
-    hex::encode(image::content_digest(&data).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -57,7 +47,7 @@ async fn sql_server_on_linux_backs_up_drills_and_restores() {
     let (original, _) = t.lab.sql().database_files("OctopusDeploy").unwrap();
     let (data, _) = t.lab.sql().database_files("OctoLinux").unwrap();
     assert_eq!(data.parent(), original.parent(), "{data:?}");
-    assert_eq!(digest_of(&t, "OctoLinux"), fp.database);
+    assert_eq!(t.database_digest("OctoLinux"), fp.database);
     assert!(t.staging_files().is_empty(), "{:?}", t.staging_files());
     assert!(!t.lab.octopus().maintenance());
 }
@@ -111,5 +101,5 @@ async fn a_set_from_another_host_restores_into_the_linux_default_folder() {
     let (data, log) = b.lab.sql().database_files("OctoMoved").unwrap();
     assert_eq!(data, home.parent().unwrap().join("OctoMoved.mdf"));
     assert_eq!(log, home.parent().unwrap().join("OctoMoved_log.ldf"));
-    assert_eq!(digest_of(&b, "OctoMoved"), fp.database);
+    assert_eq!(b.database_digest("OctoMoved"), fp.database);
 }

@@ -16,15 +16,6 @@ async fn lab_with_a_set() -> (TestLab, octobackup_lab::Fingerprint) {
     (t, fp)
 }
 
-fn digest_of(t: &TestLab, database: &str) -> String {
-    let (data, _) = t
-        .lab
-        .sql()
-        .database_files(database)
-        .unwrap_or_else(|| panic!("no database {database}: {:?}", t.lab.sql().databases()));
-    hex::encode(image::content_digest(&data).unwrap())
-}
-
 fn installation_id(data_file: &Path) -> String {
     let table = image::read_table(data_file, "dbo", "Configuration").unwrap();
     let row = table
@@ -101,7 +92,7 @@ async fn a_restore_to_a_new_name_and_fresh_paths_equals_the_instance_at_backup_t
     assert_eq!(report["database"]["replaced_existing"], false);
 
     // The database: the content it had at backup time, in the chosen folder.
-    assert_eq!(digest_of(&t, "OctoRestored"), fp.database);
+    assert_eq!(t.database_digest("OctoRestored"), fp.database);
     let (data, log) = t.lab.sql().database_files("OctoRestored").unwrap();
     assert_eq!(data, data_dir.join("OctoRestored.mdf"));
     assert_eq!(log, data_dir.join("OctoRestored_log.ldf"));
@@ -215,7 +206,7 @@ async fn an_existing_database_is_replaced_only_with_replace() {
         .json(&["--json", "restore", "--database", "--replace"])
         .await;
     assert_eq!(report["database"]["replaced_existing"], true);
-    assert_eq!(digest_of(&t, "OctopusDeploy"), fp.database);
+    assert_eq!(t.database_digest("OctopusDeploy"), fp.database);
     no_temporary_databases(&t);
     // The replaced database's files were dropped with it; the new ones are beside them.
     let (data, _) = t.lab.sql().database_files("OctopusDeploy").unwrap();
@@ -417,7 +408,7 @@ async fn a_restore_interrupted_before_the_rename_is_finished_by_the_next_run() {
     assert_eq!(report["database"]["resumed"], true, "{report:#}");
     // Finished without restoring again: checked and renamed.
     assert_eq!(seqs(&t.events(), "restore_started").len(), restores_before);
-    assert_eq!(digest_of(&t, "OctoResumed"), fp.database);
+    assert_eq!(t.database_digest("OctoResumed"), fp.database);
     no_temporary_databases(&t);
 }
 
@@ -440,7 +431,7 @@ async fn a_striped_set_restores_under_a_name_that_needs_quoting() {
     let name = "Octo]pus 'Restored";
     t.ok(&["restore", "--database", "--database-name", name])
         .await;
-    assert_eq!(digest_of(&t, name), fp.database);
+    assert_eq!(t.database_digest(name), fp.database);
     let (data, _) = t.lab.sql().database_files(name).unwrap();
     assert_eq!(
         data.file_name().unwrap().to_string_lossy(),
@@ -529,7 +520,7 @@ async fn ctrl_c_during_the_restore_leaves_nothing_half_restored() {
     // The same command again completes.
     t.ok(&["restore", "--database", "--database-name", "OctoSlow"])
         .await;
-    assert_eq!(digest_of(&t, "OctoSlow"), fp.database);
+    assert_eq!(t.database_digest("OctoSlow"), fp.database);
 }
 
 /// A set restored on another host: the original data and log folders do not exist there, so SQL
@@ -572,7 +563,7 @@ async fn a_set_from_another_host_restores_into_the_instance_default_folders() {
     assert_eq!(data.parent(), defaults.0.parent(), "{data:?}");
     assert_eq!(log.parent(), defaults.1.parent(), "{log:?}");
     assert_eq!(data.file_name().unwrap(), "OctoMoved.mdf");
-    assert_eq!(digest_of(&b, "OctoMoved"), fp.database);
+    assert_eq!(b.database_digest("OctoMoved"), fp.database);
     no_temporary_databases(&b);
 }
 
