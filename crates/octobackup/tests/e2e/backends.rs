@@ -1185,9 +1185,24 @@ async fn suite(kind: Kind) {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// The fault cases of one backend: one server, each case behind a gate of its own.
+/// A server for one fault case of `kind`: the shared one (S3, Azure: moto and Azurite take
+/// seconds to start), or for SFTP a fresh sshd per case as before (it starts in well under a
+/// second, and each case's ssh sessions and control folders then stay its own).
+async fn server_for_case(kind: Kind, shared: &Arc<Backend>) -> Arc<Backend> {
+    if kind != Kind::Sftp {
+        return shared.clone();
+    }
+    Arc::new(
+        tokio::task::spawn_blocking(move || Backend::start(kind))
+            .await
+            .unwrap(),
+    )
+}
+
+/// The fault cases of one backend: each case behind a gate of its own, in front of one server
+/// for all of them (see [`server_for_case`]).
 async fn storage_stopped(kind: Kind) {
-    let server = Arc::new(
+    let shared = Arc::new(
         tokio::task::spawn_blocking(move || Backend::start(kind))
             .await
             .unwrap(),
@@ -1200,16 +1215,31 @@ async fn storage_stopped(kind: Kind) {
         _ => &[Outage::Refused, Outage::Hangs, Outage::StallsBodies],
     };
     for &how in outages {
-        if let Err(e) = tokio::spawn(stopped_before_the_run(server.clone(), how)).await {
+        if let Err(e) = tokio::spawn(stopped_before_the_run(
+            server_for_case(kind, &shared).await,
+            how,
+        ))
+        .await
+        {
             failures.push(format!("{kind:?} / stopped before the run ({how:?}): {e}"));
         }
         if how == Outage::StallsBodies {
             continue;
         }
-        if let Err(e) = tokio::spawn(stopped_during_the_run(server.clone(), how)).await {
+        if let Err(e) = tokio::spawn(stopped_during_the_run(
+            server_for_case(kind, &shared).await,
+            how,
+        ))
+        .await
+        {
             failures.push(format!("{kind:?} / stopped during the run ({how:?}): {e}"));
         }
-        if let Err(e) = tokio::spawn(stopped_inside_the_window(server.clone(), how)).await {
+        if let Err(e) = tokio::spawn(stopped_inside_the_window(
+            server_for_case(kind, &shared).await,
+            how,
+        ))
+        .await
+        {
             failures.push(format!(
                 "{kind:?} / stopped inside the window ({how:?}): {e}"
             ));
