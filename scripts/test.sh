@@ -13,6 +13,8 @@
 # start and stop the servers themselves. Safe to run again: installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Each stage's line carries the seconds since the start, so that a log shows where CI's time goes.
+stage() { echo "== [${SECONDS}s] $*"; }
 
 need_apt=()
 command -v restic >/dev/null 2>&1 || need_apt+=(restic)
@@ -24,69 +26,69 @@ command -v chromium >/dev/null 2>&1 || [ -n "${CHROMIUM:-}" ] || need_apt+=(chro
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
 command -v prometheus-pushgateway >/dev/null 2>&1 || need_apt+=(prometheus-pushgateway)
 if [ ${#need_apt[@]} -gt 0 ]; then
-  echo "== installing ${need_apt[*]} (apt)"
+  stage "installing ${need_apt[*]} (apt)"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 if ! python3 -c 'import pytds' >/dev/null 2>&1; then
-  echo "== installing python-tds (pip)"
+  stage "installing python-tds (pip)"
   python3 -m pip install --quiet --disable-pip-version-check python-tds
 fi
 if ! python3 -c 'import aiosmtpd, prometheus_client' >/dev/null 2>&1; then
-  echo "== installing aiosmtpd and prometheus_client (pip)"
+  stage "installing aiosmtpd and prometheus_client (pip)"
   python3 -m pip install --quiet --disable-pip-version-check aiosmtpd prometheus_client
 fi
 # Independent clients of the SQL Server stand-in (lab/sqlserver-sim/tests/sql/clients.rs): FreeTDS
 # through pymssql (its wheel bundles FreeTDS) and Microsoft's mssql-python (its wheel bundles ODBC
 # Driver 18); Microsoft's Node.js driver tedious goes into target/test-tools below.
 if ! python3 -c 'import pymssql' >/dev/null 2>&1; then
-  echo "== installing pymssql (pip)"
+  stage "installing pymssql (pip)"
   python3 -m pip install --quiet --disable-pip-version-check pymssql
 fi
 if ! python3 -c 'import mssql_python' >/dev/null 2>&1; then
-  echo "== installing mssql-python (pip)"
+  stage "installing mssql-python (pip)"
   python3 -m pip install --quiet --disable-pip-version-check mssql-python
 fi
 if ! command -v moto_server >/dev/null 2>&1; then
-  echo "== installing moto[server] (pip)"
+  stage "installing moto[server] (pip)"
   python3 -m pip install --quiet --disable-pip-version-check 'moto[server]'
 fi
 if [ ! -x target/test-tools/node_modules/.bin/azurite-blob ] && ! command -v azurite-blob >/dev/null 2>&1; then
-  echo "== installing azurite (npm, into target/test-tools)"
+  stage "installing azurite (npm, into target/test-tools)"
   mkdir -p target/test-tools
   npm install --silent --no-audit --no-fund --prefix target/test-tools azurite >/dev/null
 fi
 if [ ! -f target/test-tools/node_modules/tedious/package.json ]; then
-  echo "== installing tedious (npm, into target/test-tools)"
+  stage "installing tedious (npm, into target/test-tools)"
   mkdir -p target/test-tools
   npm install --silent --no-audit --no-fund --prefix target/test-tools tedious >/dev/null
 fi
 
-echo "== restic $(restic version | head -n1 | cut -d' ' -f2), python-tds $(python3 -c 'import pytds; print(pytds.__version__ if hasattr(pytds, "__version__") else "installed")')"
-echo "== cargo fmt --check"
+stage "restic $(restic version | head -n1 | cut -d' ' -f2), python-tds $(python3 -c 'import pytds; print(pytds.__version__ if hasattr(pytds, "__version__") else "installed")')"
+stage "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+stage "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
-echo "== the shipped octobackup: built without the lab, depends on none of its crates"
+stage "the shipped octobackup: built without the lab, depends on none of its crates"
 cargo check -p octobackup --bin octobackup --locked
 if cargo tree -p octobackup -e normal --locked --prefix none | grep -E '^(octobackup-lab|octopus-sim|sqlserver-sim|sqlserver-files|axum|rcgen) '; then
   echo "the product binary depends on the lab (above): keep the lab behind the lab feature" >&2
   exit 1
 fi
-echo "== cargo test"
+stage "cargo test"
 # A failing test's message comes before its backtrace, which can push it out of a log's tail:
 # on failure, each panic's first lines are printed again at the end.
 test_log=$(mktemp)
 if ! cargo test --workspace --locked "$@" 2>&1 | tee "$test_log"; then
-  echo "== the failed tests' panics (again, without backtraces)"
+  stage "the failed tests' panics (again, without backtraces)"
   grep -A6 "panicked at" "$test_log" | grep -v "^stack backtrace:\|^ *[0-9]*: \|^ *at " || true
   rm -f "$test_log"
   exit 101
 fi
 rm -f "$test_log"
-echo "== cargo test: the patched dependencies (patches/*/PATCHED.md)"
+stage "cargo test: the patched dependencies (patches/*/PATCHED.md)"
 # A patch that keeps its crate's own tests carries a Cargo.lock for them; rustic_core's and
 # rustic_backend's copies ship without tests (their PATCHED.md says so), and what they change is
 # tested through the workspace (crates/repo: the overlay, the retry budget, the storage suite).
@@ -99,7 +101,7 @@ done
 # fails the run, and the input is kept under fuzz/artifacts/TARGET/.
 fuzz_seconds="${OCTOBACKUP_FUZZ_SECONDS:-20}"
 if [ "$fuzz_seconds" != 0 ]; then
-  echo "== fuzzing: ${fuzz_seconds}s per target (fuzz/)"
+  stage "fuzzing: ${fuzz_seconds}s per target (fuzz/)"
   (
     cd fuzz
     cargo fmt --check
@@ -133,6 +135,7 @@ fi
 # Windows: check, clippy and build as x86_64-pc-windows-gnu, then run the .exe under wine.
 # OCTOBACKUP_SKIP_WINDOWS=1 leaves it out (e.g. a quick local run).
 if [ -z "${OCTOBACKUP_SKIP_WINDOWS:-}" ]; then
-  echo "== Windows (scripts/windows.sh)"
+  stage "Windows (scripts/windows.sh)"
   ./scripts/windows.sh
 fi
+stage "done"

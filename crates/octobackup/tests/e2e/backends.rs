@@ -26,10 +26,10 @@ pub(crate) enum Kind {
 /// One backend: its server, and how octobackup and restic reach it.
 pub(crate) struct Backend {
     pub(crate) kind: Kind,
-    s3: Option<servers::S3>,
+    s3: Option<Arc<servers::S3>>,
     pub(crate) ceph: Option<Arc<servers::Ceph>>,
-    azure: Option<servers::Server>,
-    sftp: Option<servers::Sftp>,
+    azure: Option<Arc<servers::Server>>,
+    sftp: Option<Arc<servers::Sftp>>,
     /// A gate the clients go through, to stop the server as they see it (fault cases).
     gate: Option<servers::Gate>,
 }
@@ -53,18 +53,26 @@ impl Backend {
         };
         match kind {
             Kind::Local => {}
-            Kind::S3 => b.s3 = Some(servers::start_s3()),
+            Kind::S3 => b.s3 = Some(Arc::new(servers::start_s3())),
             Kind::Ceph => b.ceph = Some(servers::ceph()),
-            Kind::Azure => b.azure = Some(servers::start_azurite()),
-            Kind::Sftp => b.sftp = Some(servers::start_sftp()),
+            Kind::Azure => b.azure = Some(Arc::new(servers::start_azurite())),
+            Kind::Sftp => b.sftp = Some(Arc::new(servers::start_sftp())),
         }
         b
     }
 
-    /// As [`Backend::start`], with the clients going through a gate (none for a local folder).
-    pub(crate) fn start_gated(kind: Kind) -> Backend {
-        let mut b = Backend::start(kind);
-        let server = match kind {
+    /// The same server, with the clients going through a gate of their own (none for a local
+    /// folder): each fault case stops its own gate, the server behind goes on for the next.
+    pub(crate) fn gated(&self) -> Backend {
+        let mut b = Backend {
+            kind: self.kind,
+            s3: self.s3.clone(),
+            ceph: self.ceph.clone(),
+            azure: self.azure.clone(),
+            sftp: self.sftp.clone(),
+            gate: None,
+        };
+        let server = match self.kind {
             Kind::Local => return b,
             Kind::S3 => b.s3.as_ref().unwrap().server.addr(),
             Kind::Ceph => b.ceph.as_ref().unwrap().server().addr(),
@@ -224,26 +232,11 @@ pub(crate) fn use_place(t: &TestLab, place: Option<&Place>) {
 }
 
 pub(crate) async fn obk(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
-    let mut c = t.command(args);
-    if let Some(p) = place {
-        c.envs(p.env.iter().cloned());
-    }
-    tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap()
+    t.run_env(args, place.map_or(&[][..], |p| &p.env)).await
 }
 
 pub(crate) async fn obk_ok(t: &TestLab, place: Option<&Place>, args: &[&str]) -> Output {
-    let out = obk(t, place, args).await;
-    assert!(
-        out.status.success(),
-        "octobackup {} failed ({}): {}{}",
-        args.join(" "),
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    out
+    t.ok_env(args, place.map_or(&[][..], |p| &p.env)).await
 }
 
 /// A storage error is one line, without the backend's internals.
@@ -442,9 +435,9 @@ async fn wrong_credentials(b: Arc<Backend>) {
     let expect: &[&str] = match b.kind {
         Kind::S3 => {
             let s3 = b.s3.as_ref().unwrap();
-            place.location = format!("s3:http://{}/{BUCKET}/lab", s3.strict.addr());
+            place.location = format!("s3:http://{}/{BUCKET}/lab", s3.strict().server.addr());
             place.env = vec![
-                ("AWS_ACCESS_KEY_ID".into(), s3.access_key.clone()),
+                ("AWS_ACCESS_KEY_ID".into(), s3.strict().access_key.clone()),
                 ("AWS_SECRET_ACCESS_KEY".into(), "not-the-secret-key".into()),
             ];
             &["refused the credentials", "AWS_SECRET_ACCESS_KEY"]
@@ -537,9 +530,9 @@ async fn missing_bucket(b: Arc<Backend>) {
     if let Some(s3) = &b.s3 {
         let storage = |secret: &str| {
             octobackup_repo::Storage::new(
-                format!("s3:http://{}/signed-bucket", s3.strict.addr()),
+                format!("s3:http://{}/signed-bucket", s3.strict().server.addr()),
                 [
-                    ("access_key_id".to_string(), s3.access_key.clone()),
+                    ("access_key_id".to_string(), s3.strict().access_key.clone()),
                     ("secret_access_key".to_string(), secret.to_string()),
                 ]
                 .into(),
@@ -547,7 +540,7 @@ async fn missing_bucket(b: Arc<Backend>) {
         };
         let e = storage("not-the-secret").create_bucket().unwrap_err();
         assert!(e.to_string().contains("refused the credentials"), "{e}");
-        assert!(storage(&s3.secret_key).create_bucket().unwrap());
+        assert!(storage(&s3.strict().secret_key).create_bucket().unwrap());
         assert!(
             s3.strict_log()
                 .contains("\"PUT /signed-bucket HTTP/1.1\" 200"),
@@ -604,15 +597,11 @@ const TEST_BUDGET: &str = "3s";
 /// A lab whose repository is on `b`, initialised, with a small retry budget.
 async fn lab_on(b: &Backend, path: &str) -> (TestLab, Option<Place>) {
     let t = TestLab::start().await;
-    // Ceph is one server for the whole test binary: each case's repository gets a prefix of
-    // its own.
-    let path = if b.kind == Kind::Ceph {
-        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        format!("{path}-{n}")
-    } else {
-        path.to_string()
-    };
+    // A server serves several cases (Ceph the whole test binary, the others each fault case of
+    // their kind): each case's repository gets a prefix of its own.
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let path = format!("{path}-{n}");
     let place = b.place(BUCKET, &path);
     use_place(&t, place.as_ref());
     t.edit_config(|c| {
@@ -754,10 +743,9 @@ async fn ssh_leftovers(sftp: &servers::Sftp, gate_port: Option<u16>) -> Vec<Stri
 /// maintenance mode is touched; the earlier set stays the only complete one.
 /// A server that hangs (or stalls mid-body) fails each request at its timeout, which counts
 /// against the same budget: the run still ends with one line, naming the timeout.
-async fn stopped_before_the_run(kind: Kind, how: Outage) {
-    let b = tokio::task::spawn_blocking(move || Backend::start_gated(kind))
-        .await
-        .unwrap();
+async fn stopped_before_the_run(server: Arc<Backend>, how: Outage) {
+    let b = server.gated();
+    let kind = b.kind;
     let (t, place) = lab_on(&b, "stopped-before").await;
     let place = place.as_ref();
     obk_ok(&t, place, &["backup"]).await;
@@ -803,10 +791,9 @@ async fn stopped_before_the_run(kind: Kind, how: Outage) {
 /// The storage stopped while the run is under way (during the window's BACKUP DATABASE, so the
 /// run meets it after the window, while it stores the set): the run ends within the retry budget
 /// with one line, maintenance mode is put back, no set is complete.
-async fn stopped_during_the_run(kind: Kind, how: Outage) {
-    let b = tokio::task::spawn_blocking(move || Backend::start_gated(kind))
-        .await
-        .unwrap();
+async fn stopped_during_the_run(server: Arc<Backend>, how: Outage) {
+    let b = server.gated();
+    let kind = b.kind;
     let (t, place) = lab_on(&b, "stopped-during").await;
     let place = place.as_ref();
 
@@ -928,22 +915,12 @@ async fn stopped_during_the_run(kind: Kind, how: Outage) {
 /// window's recorded length is within `wait.max_window` (no overrun); the run ends with one line,
 /// exit 5, the set kept on staging (remote storage), none complete, maintenance mode as found,
 /// no ssh process or control folder left.
-async fn stopped_inside_the_window(kind: Kind, how: Outage) {
-    let b = tokio::task::spawn_blocking(move || Backend::start_gated(kind))
-        .await
-        .unwrap();
+async fn stopped_inside_the_window(server: Arc<Backend>, how: Outage) {
+    let b = server.gated();
+    let kind = b.kind;
     let (t, place) = lab_on(&b, "stopped-inside").await;
     let place = place.as_ref();
-    t.edit_config(|c| {
-        let i = TestLab::instance_table(c);
-        let w = i
-            .entry("wait")
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .unwrap();
-        w.insert("timeout".into(), "1m".into());
-        w.insert("max_window".into(), "2m".into());
-    });
+    t.set_wait("1m", "2m");
     let log = t.lab.event_log().clone();
     let stop: Box<dyn Fn() + Send + Sync> = match &b.gate {
         Some(g) => {
@@ -1181,9 +1158,17 @@ where
 
 async fn suite(kind: Kind) {
     let b = Arc::new(
-        tokio::task::spawn_blocking(move || Backend::start(kind))
-            .await
-            .unwrap(),
+        tokio::task::spawn_blocking(move || {
+            let b = Backend::start(kind);
+            // The wrong-credentials cases need moto's strict twin: started here, off the
+            // runtime's threads.
+            if let Some(s3) = &b.s3 {
+                s3.strict();
+            }
+            b
+        })
+        .await
+        .unwrap(),
     );
     let mut failures = Vec::new();
     case(&b, "full cycle", full_cycle, &mut failures).await;
@@ -1200,8 +1185,28 @@ async fn suite(kind: Kind) {
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
-/// The fault cases of one backend, each on a server (and gate) of its own.
+/// A server for one fault case of `kind`: the shared one (S3, Azure: moto and Azurite take
+/// seconds to start), or for SFTP a fresh sshd per case as before (it starts in well under a
+/// second, and each case's ssh sessions and control folders then stay its own).
+async fn server_for_case(kind: Kind, shared: &Arc<Backend>) -> Arc<Backend> {
+    if kind != Kind::Sftp {
+        return shared.clone();
+    }
+    Arc::new(
+        tokio::task::spawn_blocking(move || Backend::start(kind))
+            .await
+            .unwrap(),
+    )
+}
+
+/// The fault cases of one backend: each case behind a gate of its own, in front of one server
+/// for all of them (see [`server_for_case`]).
 async fn storage_stopped(kind: Kind) {
+    let shared = Arc::new(
+        tokio::task::spawn_blocking(move || Backend::start(kind))
+            .await
+            .unwrap(),
+    );
     let mut failures = Vec::new();
     // Hanging and stalling need a gate (a remote server); stalled bodies an HTTP one.
     let outages: &[Outage] = match kind {
@@ -1210,16 +1215,31 @@ async fn storage_stopped(kind: Kind) {
         _ => &[Outage::Refused, Outage::Hangs, Outage::StallsBodies],
     };
     for &how in outages {
-        if let Err(e) = tokio::spawn(stopped_before_the_run(kind, how)).await {
+        if let Err(e) = tokio::spawn(stopped_before_the_run(
+            server_for_case(kind, &shared).await,
+            how,
+        ))
+        .await
+        {
             failures.push(format!("{kind:?} / stopped before the run ({how:?}): {e}"));
         }
         if how == Outage::StallsBodies {
             continue;
         }
-        if let Err(e) = tokio::spawn(stopped_during_the_run(kind, how)).await {
+        if let Err(e) = tokio::spawn(stopped_during_the_run(
+            server_for_case(kind, &shared).await,
+            how,
+        ))
+        .await
+        {
             failures.push(format!("{kind:?} / stopped during the run ({how:?}): {e}"));
         }
-        if let Err(e) = tokio::spawn(stopped_inside_the_window(kind, how)).await {
+        if let Err(e) = tokio::spawn(stopped_inside_the_window(
+            server_for_case(kind, &shared).await,
+            how,
+        ))
+        .await
+        {
             failures.push(format!(
                 "{kind:?} / stopped inside the window ({how:?}): {e}"
             ));

@@ -9,8 +9,7 @@ use std::time::Duration;
 async fn a_full_backup_runs_inside_the_window_and_restores_maintenance_mode() {
     let t = TestLab::start().await;
     t.init().await;
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    let out = t.ok(&["backup"]).await;
     assert!(stdout(&out).contains("backup set "), "{}", stdout(&out));
 
     let events = t.events();
@@ -29,8 +28,7 @@ async fn a_full_backup_runs_inside_the_window_and_restores_maintenance_mode() {
     assert_eq!(sets[0]["instance"], "OctopusServer");
     assert_eq!(sets[0]["octopus_version"], t.lab.info().octopus_version);
 
-    let show = t.run(&["--json", "show", "latest"]).await;
-    assert!(show.status.success(), "{}", stderr(&show));
+    let show = t.ok(&["--json", "show", "latest"]).await;
     let m: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(m["complete"], true);
     assert_eq!(m["database"]["verified"], true);
@@ -87,8 +85,7 @@ async fn stock_restic_lists_checks_and_restores_the_set_byte_for_byte() {
     let t = TestLab::start().await;
     t.init().await;
     let fp = t.lab.fingerprint().await.unwrap();
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
 
     let snaps = t.restic(&["snapshots", "--json"]);
     assert!(
@@ -240,13 +237,7 @@ async fn a_corrupt_backup_fails_verification() {
     let t = TestLab::start().await;
     t.init().await;
     t.lab.sql().inject(SqlFault::CorruptNextBackup);
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("RESTORE VERIFYONLY"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["backup"], 4, "RESTORE VERIFYONLY").await;
     assert!(!t.lab.octopus().maintenance());
     assert!(t.sets().await.is_empty());
 }
@@ -264,13 +255,7 @@ async fn a_failing_master_key_command_stops_the_run_before_maintenance_mode() {
         cmd.push("NoSuchInstance".into());
         mk.insert("command".into(), toml::Value::Array(cmd));
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("master key command"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["backup"], 3, "master key command").await;
     assert!(
         maintenance_changes(&t.events()).is_empty(),
         "the key is read before the window"
@@ -295,8 +280,7 @@ async fn transient_faults_are_retried() {
         kind: FaultKind::Status(503),
         times: 1,
     });
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     assert_backups_inside_window(&t.events());
 }
 
@@ -309,22 +293,14 @@ async fn a_key_without_administer_system_is_refused_before_anything_changes() {
         &t.lab.info().reader_api_key,
     )
     .unwrap();
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Administer System"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["backup"], 3, "Administer System").await;
     assert!(maintenance_changes(&t.events()).is_empty());
     std::fs::write(
         t.dir.path().join("secrets").join("octopus-api-key"),
         "API-NOTAKEYATALL0000000000000",
     )
     .unwrap();
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(3));
-    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    t.fails(&["backup"], 3, "401").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -332,9 +308,7 @@ async fn a_wrong_sql_password_is_reported_before_the_window() {
     let t = TestLab::start().await;
     t.init().await;
     std::fs::write(t.dir.path().join("secrets").join("sql-password"), "wrong").unwrap();
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("18456"), "{}", stderr(&out));
+    t.fails(&["backup"], 4, "18456").await;
     assert!(maintenance_changes(&t.events()).is_empty());
 }
 
@@ -345,13 +319,12 @@ async fn an_unreachable_octopus_server_is_named() {
     t.edit_config(|c| {
         TestLab::instance_table(c).insert("url".into(), "http://127.0.0.1:9".into());
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("cannot reach the Octopus Server at http://127.0.0.1:9"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(
+        &["backup"],
+        3,
+        "cannot reach the Octopus Server at http://127.0.0.1:9",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -366,13 +339,7 @@ async fn a_staging_path_octobackup_cannot_see_is_explained() {
             .unwrap()
             .insert("local_path".into(), elsewhere.display().to_string().into());
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("must name the same folder"),
-        "{}",
-        stderr(&out)
-    );
+    let out = t.fails(&["backup"], 4, "must name the same folder").await;
     assert_eq!(
         stderr(&out).matches("Msg 3201").count(),
         1,
@@ -413,8 +380,7 @@ async fn kill_9_in_the_middle_then_recover_puts_maintenance_back() {
     );
     t.lab.sql().set_backup_rate(None);
 
-    let out = t.run(&["recover"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.ok(&["recover"]).await;
     assert!(stdout(&out).contains("put it back off"), "{}", stdout(&out));
     assert!(!t.lab.octopus().maintenance());
     assert!(t.sets().await.iter().all(|s| s["complete"] == false));
@@ -438,8 +404,7 @@ async fn the_next_backup_recovers_a_killed_run_and_a_second_run_is_refused() {
     child.kill().unwrap();
     child.wait().unwrap();
     t.lab.sql().set_backup_rate(None);
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.ok(&["backup"]).await;
     assert!(stdout(&out).contains("recovered"), "{}", stdout(&out));
     assert!(!t.lab.octopus().maintenance());
     assert_eq!(
@@ -458,14 +423,7 @@ async fn sigterm_during_the_database_backup_restores_maintenance_mode() {
     let t = TestLab::start().await;
     t.init().await;
     let child = t.spawn_slow_backup(std::process::Stdio::piped()).await;
-    let pid = child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = sigterm(child).await;
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(!t.lab.octopus().maintenance());
     assert!(t.sets().await.iter().all(|s| s["complete"] == false));
@@ -477,8 +435,7 @@ async fn maintenance_mode_already_on_is_left_on() {
     let t = TestLab::start().await;
     t.init().await;
     t.lab.octopus().set_maintenance(true, "an administrator");
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     assert!(t.lab.octopus().maintenance());
     assert_eq!(
         maintenance_changes(&t.events()).len(),
@@ -634,9 +591,7 @@ async fn a_second_night_stores_only_what_changed() {
     t.init().await;
     assert!(t.run(&["backup"]).await.status.success());
     let churn = t.lab.churn(1).await.unwrap();
-    let out = t.run(&["--json", "backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = t.json(&["--json", "backup"]).await;
     let added = report["data_added"].as_u64().unwrap();
     let db = report["database_bytes"].as_u64().unwrap();
     assert!(
@@ -655,13 +610,12 @@ async fn azure_sql_database_is_refused_up_front_with_the_reason() {
     })
     .await;
     t.init().await;
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Azure SQL Database, which has no BACKUP TO DISK"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(
+        &["backup"],
+        4,
+        "Azure SQL Database, which has no BACKUP TO DISK",
+    )
+    .await;
     assert!(
         maintenance_changes(&t.events()).is_empty(),
         "nothing may change before the refusal"
@@ -678,9 +632,7 @@ async fn a_license_read_that_keeps_failing_stops_the_run_before_maintenance_mode
         kind: FaultKind::Status(500),
         times: 50,
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
-    assert!(stderr(&out).contains("500"), "{}", stderr(&out));
+    t.fails(&["backup"], 3, "500").await;
     assert!(
         maintenance_changes(&t.events()).is_empty(),
         "the license is read before the window"
@@ -711,8 +663,7 @@ async fn backup_forget_applies_the_policy_and_escrow_recovers_the_key_without_th
         c.insert("escrow".into(), toml::Value::Table(escrow));
     });
     for _ in 0..2 {
-        let out = t.run(&["--json", "backup", "--forget"]).await;
-        assert!(out.status.success(), "{}", stderr(&out));
+        t.ok(&["--json", "backup", "--forget"]).await;
     }
     let sets = t.sets().await;
     assert_eq!(sets.len(), 1, "keep_last = 1 keeps one set: {sets:#?}");
@@ -728,7 +679,7 @@ async fn backup_forget_applies_the_policy_and_escrow_recovers_the_key_without_th
     .unwrap();
     let output = t.dir.path().join("recovered-master-key");
     let out = t
-        .run(&[
+        .ok(&[
             "key",
             "recover",
             "--identity",
@@ -737,7 +688,6 @@ async fn backup_forget_applies_the_policy_and_escrow_recovers_the_key_without_th
             output.to_str().unwrap(),
         ])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         std::fs::read_to_string(&output).unwrap().trim(),
         t.lab.state().unwrap().master_key

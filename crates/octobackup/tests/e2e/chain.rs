@@ -5,9 +5,6 @@
 //! restores both files; doctor refuses `owned` while others take full backups.
 
 use crate::common::*;
-use octobackup_lab::sqlserver_files::image;
-use tiberius::{AuthMethod, Client, Config, EncryptionLevel};
-use tokio_util::compat::TokioAsyncWriteCompatExt;
 
 async fn owned_lab() -> TestLab {
     let t = TestLab::start().await;
@@ -19,36 +16,10 @@ async fn owned_lab() -> TestLab {
     t
 }
 
-/// Runs a batch as the lab's sysadmin: a DBA, or a maintenance plan.
-async fn as_dba(t: &TestLab, sql: &str) {
-    let info = t.lab.info();
-    let addr: std::net::SocketAddr = info.sql_address.parse().unwrap();
-    let mut config = Config::new();
-    config.host(addr.ip().to_string());
-    config.port(addr.port());
-    config.authentication(AuthMethod::sql_server(
-        &info.admin_sql_login,
-        &info.admin_sql_password,
-    ));
-    config.trust_cert();
-    config.encryption(EncryptionLevel::NotSupported);
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut client = Client::connect(config, tcp.compat_write()).await.unwrap();
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_results()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
 /// A DBA's nightly full backup (not COPY_ONLY): it moves the differential base.
 async fn dba_full_backup(t: &TestLab) -> String {
     let path = t.dir.path().join("dba-full.bak");
-    as_dba(
-        t,
-        &format!(
+    t.as_dba(&format!(
             "BACKUP DATABASE [{}] TO DISK = N'{}' WITH INIT, DESCRIPTION = N'Nightly full backup (maintenance plan)'",
             t.lab.info().database,
             path.display()
@@ -59,14 +30,8 @@ async fn dba_full_backup(t: &TestLab) -> String {
 }
 
 async fn manifest(t: &TestLab) -> serde_json::Value {
-    let show = t.run(&["--json", "show", "latest"]).await;
-    assert!(show.status.success(), "{}", stderr(&show));
+    let show = t.ok(&["--json", "show", "latest"]).await;
     serde_json::from_slice(&show.stdout).unwrap()
-}
-
-fn digest_of(t: &TestLab, database: &str) -> String {
-    let (data, _) = t.lab.sql().database_files(database).unwrap();
-    hex::encode(image::content_digest(&data).unwrap())
 }
 
 async fn backup(t: &TestLab) -> (String, serde_json::Value) {
@@ -168,19 +133,17 @@ async fn three_nights_reuse_one_base_and_base_plus_differential_drills_and_resto
     let data_dir = t.dir.path().join("restored-data");
     std::fs::create_dir_all(&data_dir).unwrap();
     let folders = t.dir.path().join("restored-folders");
-    let out = t
-        .run(&[
-            "restore",
-            "--database-name",
-            "OctoChain",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--folders-to",
-            folders.to_str().unwrap(),
-        ])
-        .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(digest_of(&t, "OctoChain"), fp.database);
+    t.ok(&[
+        "restore",
+        "--database-name",
+        "OctoChain",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--folders-to",
+        folders.to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(t.database_digest("OctoChain"), fp.database);
     let dbs = t.lab.sql().databases();
     assert!(!dbs.iter().any(|d| d.contains("_octobackup_")), "{dbs:?}");
 }
@@ -208,8 +171,7 @@ async fn a_full_backup_by_someone_else_moves_the_base_and_that_night_is_a_full()
     assert_eq!(m2["database"]["backupset"]["backup_type"], "D");
     assert_eq!(m2["database"]["backupset"]["is_copy_only"], true);
     // That night's set restores on its own.
-    let out = t.run(&["--json", "drill"]).await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    t.ok(&["--json", "drill"]).await;
 
     // The next night takes a new base of its own and is a differential again.
     t.lab.churn(1).await.unwrap();
@@ -255,8 +217,7 @@ async fn stock_restic_restores_the_base_and_the_differential() {
     let copy = t.dir.path().join("copy");
     std::fs::create_dir_all(&copy).unwrap();
     let (data, log) = (copy.join("R.mdf"), copy.join("R_log.ldf"));
-    as_dba(
-        &t,
+    t.as_dba(
         &format!(
             "RESTORE DATABASE [FromRestic] FROM DISK = N'{}' WITH MOVE N'OctopusDeploy' TO N'{}', MOVE N'OctopusDeploy_log' TO N'{}', NORECOVERY",
             base.display(),
@@ -265,16 +226,13 @@ async fn stock_restic_restores_the_base_and_the_differential() {
         ),
     )
     .await;
-    as_dba(
-        &t,
-        &format!(
-            "RESTORE DATABASE [FromRestic] FROM DISK = N'{}' WITH RECOVERY",
-            diff.display()
-        ),
-    )
+    t.as_dba(&format!(
+        "RESTORE DATABASE [FromRestic] FROM DISK = N'{}' WITH RECOVERY",
+        diff.display()
+    ))
     .await;
     assert_eq!(
-        digest_of(&t, "FromRestic"),
+        t.database_digest("FromRestic"),
         t.lab.fingerprint().await.unwrap().database
     );
 }

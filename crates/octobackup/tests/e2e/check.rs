@@ -8,8 +8,7 @@ async fn check_names_the_sets_a_damaged_pack_hits() {
     t.init().await;
     t.ok(&["backup"]).await;
     let set = t.sets().await[0]["set_id"].as_str().unwrap().to_string();
-    let ok = t.run(&["check", "--read-data"]).await;
-    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    let ok = t.ok(&["check", "--read-data"]).await;
     assert!(stdout(&ok).contains("repository OK"), "{}", stdout(&ok));
 
     // Flip bytes in the middle of the largest pack (file data, not trees).
@@ -51,8 +50,7 @@ async fn check_names_the_sets_a_damaged_pack_hits() {
         stdout(&human)
     );
     // Reading a subset: 0% reads nothing; the structure is intact.
-    let none = t.run(&["check", "--read-data-subset", "0%"]).await;
-    assert!(none.status.success(), "{}{}", stdout(&none), stderr(&none));
+    t.ok(&["check", "--read-data-subset", "0%"]).await;
     let bad = t.run(&["check", "--read-data-subset", "lots"]).await;
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
     assert!(
@@ -63,13 +61,8 @@ async fn check_names_the_sets_a_damaged_pack_hits() {
 
     // Recovery as the report says: the damaged pack out, the index rebuilt, a new backup
     // (which stores that data again), the damaged set forgotten and pruned.
-    let out = t.run(&["forget", "--set", &set]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("newest complete set"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["forget", "--set", &set], 2, "newest complete set")
+        .await;
     let aside = t.dir.path().join("damaged-pack");
     std::fs::rename(&pack, &aside).unwrap();
     let rebuilt = t.restic(&["rebuild-index"]);
@@ -88,8 +81,7 @@ async fn check_names_the_sets_a_damaged_pack_hits() {
     let sets = t.sets().await;
     assert_eq!(sets.len(), 1);
     assert_ne!(sets[0]["set_id"], set.as_str());
-    let ok = t.run(&["check", "--read-data"]).await;
-    assert!(ok.status.success(), "{}{}", stdout(&ok), stderr(&ok));
+    t.ok(&["check", "--read-data"]).await;
     let restic_ok = t.restic(&["check", "--read-data"]);
     assert!(restic_ok.status.success(), "{}", stderr(&restic_ok));
 }

@@ -64,23 +64,67 @@ impl TestLab {
 
     /// Runs octobackup to completion on a blocking thread (the lab keeps serving meanwhile).
     pub async fn run(&self, args: &[&str]) -> Output {
+        self.run_env(args, &[]).await
+    }
+
+    /// As [`TestLab::run`], with these variables in its environment (a storage's keys).
+    pub async fn run_env(&self, args: &[&str], env: &[(String, String)]) -> Output {
         let mut c = self.command(args);
+        c.envs(env.iter().cloned());
         tokio::task::spawn_blocking(move || c.output().unwrap())
             .await
             .unwrap()
     }
 
-    /// Runs octobackup and asserts it succeeded (its stderr in the failure message).
+    /// Runs octobackup and asserts it succeeded (its output in the failure message).
     pub async fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args).await;
+        self.ok_env(args, &[]).await
+    }
+
+    /// As [`TestLab::ok`], with these variables in its environment (a storage's keys).
+    pub async fn ok_env(&self, args: &[&str], env: &[(String, String)]) -> Output {
+        let out = self.run_env(args, env).await;
         assert!(
             out.status.success(),
-            "octobackup {} failed ({}): {}",
+            "octobackup {} failed ({}): {}{}",
             args.join(" "),
             out.status,
-            String::from_utf8_lossy(&out.stderr)
+            stdout(&out),
+            stderr(&out)
         );
         out
+    }
+
+    /// Runs octobackup and asserts it failed with exit code `code`, saying `says` on stderr.
+    pub async fn fails(&self, args: &[&str], code: i32, says: &str) -> Output {
+        let out = self.run(args).await;
+        // stderr only: a run that wrongly succeeded may have printed a secret on stdout.
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "octobackup {}: {}",
+            args.join(" "),
+            stderr(&out)
+        );
+        assert!(
+            stderr(&out).contains(says),
+            "octobackup {} does not say `{says}`: {}",
+            args.join(" "),
+            stderr(&out)
+        );
+        out
+    }
+
+    /// Runs octobackup (give it `--json`), asserts it succeeded and reads what it printed.
+    pub async fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args).await;
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "octobackup {} printed no JSON ({e}): {}",
+                args.join(" "),
+                stdout(&out)
+            )
+        })
     }
 
     pub async fn init(&self) {
@@ -157,12 +201,134 @@ impl TestLab {
         child
     }
 
+    /// Sets the instance's `[wait]` budgets: the wait for running tasks and the whole window's.
+    pub fn set_wait(&self, timeout: &str, max_window: &str) {
+        self.edit_config(|c| {
+            let w = Self::instance_table(c)
+                .entry("wait")
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .unwrap();
+            w.insert("timeout".into(), timeout.into());
+            w.insert("max_window".into(), max_window.into());
+        });
+    }
+
+    /// Points the config at another repository (a folder and its password file).
+    pub fn use_repository(&self, location: &Path, password_file: &Path) {
+        self.edit_config(|c| {
+            let r = c["repository"].as_table_mut().unwrap();
+            r.insert("location".into(), location.display().to_string().into());
+            r.insert(
+                "password_file".into(),
+                password_file.display().to_string().into(),
+            );
+        });
+    }
+
+    /// The run journal of the lab's instance (what a killed run left for `recover`).
+    pub fn journal_path(&self) -> PathBuf {
+        self.dir
+            .path()
+            .join("state")
+            .join("OctopusServer.maintenance.json")
+    }
+
+    /// Runs a batch as the lab's sysadmin (`sa`), as a DBA or a maintenance plan would.
+    pub async fn as_dba(&self, sql: &str) {
+        use tokio_util::compat::TokioAsyncWriteCompatExt;
+        let info = self.lab.info();
+        let addr: std::net::SocketAddr = info.sql_address.parse().unwrap();
+        let mut config = tiberius::Config::new();
+        config.host(addr.ip().to_string());
+        config.port(addr.port());
+        config.authentication(tiberius::AuthMethod::sql_server(
+            &info.admin_sql_login,
+            &info.admin_sql_password,
+        ));
+        config.trust_cert();
+        config.encryption(tiberius::EncryptionLevel::NotSupported);
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut client = tiberius::Client::connect(config, tcp.compat_write())
+            .await
+            .unwrap();
+        client
+            .simple_query(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"))
+            .into_results()
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Plants a staging folder for `set_id` as a run leaves it: its marker
+    /// (`octobackup-run.json`, here `marker`) and a `.bak`. Returns the folder.
+    pub fn plant_staging_folder(
+        &self,
+        set_id: &str,
+        marker: &serde_json::Value,
+        bak_name: &str,
+        bak: &[u8],
+    ) -> PathBuf {
+        let dir = self
+            .lab
+            .info()
+            .staging_dir
+            .join(format!("octobackup-{set_id}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("octobackup-run.json"), marker.to_string()).unwrap();
+        std::fs::write(dir.join(bak_name), bak).unwrap();
+        dir
+    }
+
+    /// Maintenance mode off as found (the last change put it off, and it is off now) and no set
+    /// complete: what every stopped or failed run must leave.
+    pub async fn assert_off_and_no_set_complete(&self) {
+        let changes = maintenance_changes(&self.events());
+        assert_eq!(changes.last().map(|c| c.1), Some(false), "{changes:?}");
+        assert!(!self.lab.octopus().maintenance());
+        let sets = self.sets().await;
+        assert!(sets.iter().all(|s| s["complete"] != true), "{sets:#?}");
+    }
+
+    /// The content digest of one of the lab's databases (its data file), `None` when SQL Server
+    /// has no such database.
+    pub fn database_digest_if_there(&self, database: &str) -> Option<String> {
+        let (data, _) = self.lab.sql().database_files(database)?;
+        Some(hex::encode(
+            octobackup_lab::sqlserver_files::image::content_digest(&data).unwrap(),
+        ))
+    }
+
+    /// As [`TestLab::database_digest_if_there`], for a database that must be there.
+    pub fn database_digest(&self, database: &str) -> String {
+        self.database_digest_if_there(database)
+            .unwrap_or_else(|| panic!("no database {database}: {:?}", self.lab.sql().databases()))
+    }
+
     pub fn staging_files(&self) -> Vec<PathBuf> {
         std::fs::read_dir(&self.lab.info().staging_dir)
             .unwrap()
             .map(|e| e.unwrap().path())
             .collect()
     }
+}
+
+/// Sends `signal` (`TERM`, `INT`, `KILL`) to a running octobackup and waits for its output.
+pub async fn signal_and_wait(child: std::process::Child, signal: &str) -> Output {
+    let sent = Command::new("kill")
+        .args([&format!("-{signal}"), &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success(), "kill -{signal} {}", child.id());
+    tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Sends SIGTERM (a service manager's stop) to a running octobackup and waits for its output.
+pub async fn sigterm(child: std::process::Child) -> Output {
+    signal_and_wait(child, "TERM").await
 }
 
 pub fn stderr(o: &Output) -> String {

@@ -114,24 +114,11 @@ fn with_escrow(t: &TestLab) -> PathBuf {
 }
 
 async fn obk(t: &TestLab, target: &Target, args: &[&str]) -> Output {
-    let mut c = t.command(args);
-    c.envs(target.env.iter().cloned());
-    tokio::task::spawn_blocking(move || c.output().unwrap())
-        .await
-        .unwrap()
+    t.run_env(args, &target.env).await
 }
 
 async fn obk_ok(t: &TestLab, target: &Target, args: &[&str]) -> Output {
-    let out = obk(t, target, args).await;
-    assert!(
-        out.status.success(),
-        "octobackup {} failed ({}): {}{}",
-        args.join(" "),
-        out.status,
-        stdout(&out),
-        stderr(&out)
-    );
-    out
+    t.ok_env(args, &target.env).await
 }
 
 fn json(out: &Output) -> serde_json::Value {
@@ -246,6 +233,38 @@ async fn two_sets_and_a_part(t: &mut TestLab) -> Vec<(String, Vec<String>)> {
     let complete = complete_in_main(t);
     assert_eq!(complete.len(), 2, "{complete:?}");
     complete
+}
+
+/// A copy 'offsite' that holds every complete set: copying again sends nothing, it checks with
+/// its data read and drills, and with the main repository gone it gives back the master key
+/// (then the main repository is put back).
+async fn copy_again_sends_nothing_checks_drills_and_escrows(
+    t: &TestLab,
+    target: &Target,
+    identity: &Path,
+) {
+    let out = obk_ok(t, target, &["--json", "copy", "--to", "offsite"]).await;
+    assert_eq!(json(&out)["bytes_sent"], 0);
+    obk_ok(t, target, &["check", "--copy", "offsite", "--read-data"]).await;
+    let out = obk_ok(t, target, &["--json", "drill", "--copy", "offsite"]).await;
+    assert_eq!(json(&out)["ok"], true);
+    std::fs::rename(t.repo_dir(), t.dir.path().join("main-gone")).unwrap();
+    let out = obk_ok(
+        t,
+        target,
+        &[
+            "key",
+            "recover",
+            "--copy",
+            "offsite",
+            "--identity",
+            identity.to_str().unwrap(),
+            "--show-secrets",
+        ],
+    )
+    .await;
+    assert!(stdout(&out).contains(&t.lab.state().unwrap().master_key));
+    std::fs::rename(t.dir.path().join("main-gone"), t.repo_dir()).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -911,6 +930,14 @@ impl Drop for Midway {
     }
 }
 
+/// SIGTERM to a run held by a [`Midway`] gate, and its output. The bound only makes a run that
+/// waits for the held request fail the test (`what` said) instead of hanging it.
+async fn sigterm_within_300_s(child: std::process::Child, what: &str) -> Output {
+    tokio::time::timeout(std::time::Duration::from_secs(300), sigterm(child))
+        .await
+        .expect(what)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn copy_to_s3_on_moto_read_by_restic_and_a_target_stopped_midway_is_finished_next_time() {
     let s3 = servers::start_s3();
@@ -964,28 +991,7 @@ async fn copy_to_s3_on_moto_read_by_restic_and_a_target_stopped_midway_is_finish
         "byte for byte"
     );
 
-    let out = obk_ok(&t, &target, &["--json", "copy", "--to", "offsite"]).await;
-    assert_eq!(json(&out)["bytes_sent"], 0);
-    obk_ok(&t, &target, &["check", "--copy", "offsite", "--read-data"]).await;
-    let out = obk_ok(&t, &target, &["--json", "drill", "--copy", "offsite"]).await;
-    assert_eq!(json(&out)["ok"], true);
-    std::fs::rename(t.repo_dir(), t.dir.path().join("main-gone")).unwrap();
-    let out = obk_ok(
-        &t,
-        &target,
-        &[
-            "key",
-            "recover",
-            "--copy",
-            "offsite",
-            "--identity",
-            identity.to_str().unwrap(),
-            "--show-secrets",
-        ],
-    )
-    .await;
-    assert!(stdout(&out).contains(&t.lab.state().unwrap().master_key));
-    std::fs::rename(t.dir.path().join("main-gone"), t.repo_dir()).unwrap();
+    copy_again_sends_nothing_checks_drills_and_escrows(&t, &target, &identity).await;
 
     // A second target whose server stops half way through the copy.
     let direct = Target::s3(&s3.server.addr(), "midway");
@@ -1057,19 +1063,11 @@ async fn copy_to_s3_on_moto_read_by_restic_and_a_target_stopped_midway_is_finish
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert!(gate.tripped(), "the copy never reached the middle");
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    // A bound only so that a copy that waits for the held request fails the test, not hangs it.
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(300),
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    let out = sigterm_within_300_s(
+        child,
+        "the copy did not end after SIGTERM: it waits for the set being copied",
     )
-    .await
-    .expect("the copy did not end after SIGTERM: it waits for the set being copied")
-    .unwrap();
+    .await;
     assert_eq!(
         out.status.code(),
         Some(130),
@@ -1125,18 +1123,11 @@ async fn copy_to_s3_on_moto_read_by_restic_and_a_target_stopped_midway_is_finish
         3,
         "the new set is complete before the copy"
     );
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let out = tokio::time::timeout(
-        std::time::Duration::from_secs(300),
-        tokio::task::spawn_blocking(move || child.wait_with_output().unwrap()),
+    let out = sigterm_within_300_s(
+        child,
+        "the backup did not end after SIGTERM during its copy",
     )
-    .await
-    .expect("the backup did not end after SIGTERM during its copy")
-    .unwrap();
+    .await;
     assert_eq!(
         out.status.code(),
         Some(130),
@@ -1180,27 +1171,7 @@ async fn copy_to_azure_blob_on_azurite_is_checked_listed_and_escrowed() {
         .collect();
     assert_eq!(there, main_sets);
     assert_eq!(source.len(), 2);
-    let out = obk_ok(&t, &target, &["--json", "copy", "--to", "offsite"]).await;
-    assert_eq!(json(&out)["bytes_sent"], 0);
-    obk_ok(&t, &target, &["check", "--copy", "offsite", "--read-data"]).await;
-    let out = obk_ok(&t, &target, &["--json", "drill", "--copy", "offsite"]).await;
-    assert_eq!(json(&out)["ok"], true);
-    std::fs::rename(t.repo_dir(), t.dir.path().join("main-gone")).unwrap();
-    let out = obk_ok(
-        &t,
-        &target,
-        &[
-            "key",
-            "recover",
-            "--copy",
-            "offsite",
-            "--identity",
-            identity.to_str().unwrap(),
-            "--show-secrets",
-        ],
-    )
-    .await;
-    assert!(stdout(&out).contains(&t.lab.state().unwrap().master_key));
+    copy_again_sends_nothing_checks_drills_and_escrows(&t, &target, &identity).await;
 }
 
 /// An off-site copy in a Ceph RGW bucket with Object Lock (governance mode, 3 days): the copy

@@ -43,19 +43,16 @@ fn assert_clean_failure(out: &std::process::Output, code: i32, wanted: &[&str]) 
 
 /// The older set still restores: a drill passes on it and its folders restore.
 async fn assert_set_usable(t: &TestLab, set: &str) {
-    let out = t.run(&["--json", "drill", set]).await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    t.ok(&["--json", "drill", set]).await;
     let to = t.dir.path().join(format!("restored-{set}"));
-    let out = t
-        .run(&[
-            "restore",
-            set,
-            "--folders",
-            "--folders-to",
-            to.to_str().unwrap(),
-        ])
-        .await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    t.ok(&[
+        "restore",
+        set,
+        "--folders",
+        "--folders-to",
+        to.to_str().unwrap(),
+    ])
+    .await;
     assert!(!walk_files(&to).is_empty());
 }
 
@@ -128,8 +125,7 @@ async fn a_torn_snapshot_file_hides_only_its_own_set() {
     let short = &snapshot_id[..8];
 
     // Listing goes on without it, naming the file it skipped.
-    let out = t.run(&["--json", "snapshots"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.ok(&["--json", "snapshots"]).await;
     let sets: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         sets.iter().map(set_id).collect::<Vec<_>>(),
@@ -180,8 +176,7 @@ async fn a_damaged_index_says_how_to_rebuild_it() {
         repaired = t.restic(&["rebuild-index"]);
     }
     assert!(repaired.status.success(), "{}", stderr(&repaired));
-    let out = t.run(&["check"]).await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    t.ok(&["check"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

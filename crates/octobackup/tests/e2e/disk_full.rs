@@ -80,14 +80,7 @@ fn assert_nothing_claimed(t: &TestLab, name: &str, out: &std::process::Output) {
         "{name}: maintenance mode left on: {:?}",
         maintenance_changes(&t.events())
     );
-    assert!(
-        !t.dir
-            .path()
-            .join("state")
-            .join("OctopusServer.maintenance.json")
-            .exists(),
-        "{name}: journal left"
-    );
+    assert!(!t.journal_path().exists(), "{name}: journal left");
     let staged: Vec<_> = t
         .staging_files()
         .into_iter()

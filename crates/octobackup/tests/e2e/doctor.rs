@@ -42,8 +42,7 @@ async fn doctor_passes_a_healthy_lab_and_names_each_broken_setting() {
 
     // Healthy, with a set to size free space against.
     t.init().await;
-    let b = t.run(&["backup"]).await;
-    assert!(b.status.success(), "{}", stderr(&b));
+    t.ok(&["backup"]).await;
     let out = t.run(&["--json", "doctor"]).await;
     let r = report(&out);
     assert_eq!(out.status.code(), Some(0), "{r:#}");
@@ -67,8 +66,7 @@ async fn doctor_passes_a_healthy_lab_and_names_each_broken_setting() {
     let changes = maintenance_changes(&t.events()).len();
     assert!(!t.lab.octopus().maintenance());
     // The human form says ok per line.
-    let human = t.run(&["doctor"]).await;
-    assert!(human.status.success(), "{}", stderr(&human));
+    let human = t.ok(&["doctor"]).await;
     assert!(
         stdout(&human).contains("ok   master-key"),
         "{}",

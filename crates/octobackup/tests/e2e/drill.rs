@@ -10,8 +10,7 @@ use std::path::PathBuf;
 async fn lab_with_a_set() -> TestLab {
     let t = TestLab::start().await;
     t.init().await;
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    t.ok(&["backup"]).await;
     t
 }
 
@@ -55,13 +54,7 @@ fn assert_no_secret(t: &TestLab, out: &std::process::Output) {
 async fn a_drill_passes_on_a_good_set_and_leaves_nothing_behind() {
     let t = lab_with_a_set().await;
     let before = t.lab.fingerprint().await.unwrap();
-    let out = t.run(&["--json", "drill"]).await;
-    assert!(
-        out.status.success(),
-        "drill failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = t.ok(&["--json", "drill"]).await;
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["ok"], true, "{report:#}");
     let got = checks(&report);
@@ -116,8 +109,7 @@ async fn a_drill_passes_on_a_good_set_and_leaves_nothing_behind() {
     assert_eq!(t.lab.fingerprint().await.unwrap(), before);
 
     // The human table, same set again (the scratch name is reused and dropped again).
-    let out = t.run(&["drill", "latest"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.ok(&["drill", "latest"]).await;
     assert!(stdout(&out).contains("PASSED"), "{}", stdout(&out));
     assert!(stdout(&out).contains("DBCC CHECKDB"), "{}", stdout(&out));
 }
@@ -242,13 +234,7 @@ async fn a_drill_fails_when_the_sets_master_key_is_not_the_databases() {
 async fn a_drill_without_a_set_says_so() {
     let t = TestLab::start().await;
     t.init().await;
-    let out = t.run(&["drill"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("no complete backup set"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["drill"], 2, "no complete backup set").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,18 +242,14 @@ async fn a_drill_removes_what_a_killed_drill_left() {
     let t = lab_with_a_set().await;
     // What a drill killed part-way leaves: a scratch database and scratch folders.
     let leftover = "OctopusDeploy_octobackup_drill_0ld000";
-    let out = t
-        .run(&["restore", "--database", "--database-name", leftover])
+    t.ok(&["restore", "--database", "--database-name", leftover])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
     assert!(t.lab.sql().databases().iter().any(|d| d == leftover));
     let old_folder = t.lab.info().staging_dir.join("octobackup-drill-0ld000");
     std::fs::create_dir_all(old_folder.join("Packages")).unwrap();
     std::fs::write(old_folder.join("Packages").join("x.nupkg"), b"x").unwrap();
 
-    let out = t.run(&["--json", "drill"]).await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = t.json(&["--json", "drill"]).await;
     assert!(!t.lab.sql().databases().iter().any(|d| d == leftover));
     assert!(!old_folder.exists());
     assert_cleaned_up(&t, &report);
@@ -300,13 +282,7 @@ async fn a_drill_stopped_during_checkdb_cancels_it_and_drops_the_scratch_copy() 
         2,
         "the scratch copy is there while CHECKDB runs"
     );
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = sigterm(child).await;
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(
         stderr(&out)

@@ -49,6 +49,32 @@ fn case(
     }
 }
 
+/// Starts `backup` with `fault` injected `when` said (inside the window: once the database
+/// backup runs, which then goes on at full speed), its stderr to `stderr`.
+async fn spawn_backup_with_fault(
+    t: &TestLab,
+    when: When,
+    fault: Fault,
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    match when {
+        When::Start => {
+            t.lab.octopus().inject(fault);
+            t.command(&["backup"])
+                .stdout(std::process::Stdio::null())
+                .stderr(stderr)
+                .spawn()
+                .unwrap()
+        }
+        When::InWindow => {
+            let child = t.spawn_slow_backup(stderr).await;
+            t.lab.octopus().inject(fault);
+            t.lab.sql().set_backup_rate(None);
+            child
+        }
+    }
+}
+
 async fn run_case(c: &Case) {
     let t = TestLab::start().await;
     t.init().await;
@@ -62,20 +88,10 @@ async fn run_case(c: &Case) {
         kind: c.kind.clone(),
         times: c.times,
     };
-    let out = match c.when {
-        When::Start => {
-            t.lab.octopus().inject(fault);
-            t.run(&["backup"]).await
-        }
-        When::InWindow => {
-            let child = t.spawn_slow_backup(std::process::Stdio::piped()).await;
-            t.lab.octopus().inject(fault);
-            t.lab.sql().set_backup_rate(None);
-            tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-                .await
-                .unwrap()
-        }
-    };
+    let child = spawn_backup_with_fault(&t, c.when, fault, std::process::Stdio::piped()).await;
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
     let name = c.name;
     assert_eq!(
         out.status.code(),
@@ -127,14 +143,7 @@ async fn run_case(c: &Case) {
         "{name}: restic check: {}",
         String::from_utf8_lossy(&check.stderr)
     );
-    assert!(
-        !t.dir
-            .path()
-            .join("state")
-            .join("OctopusServer.maintenance.json")
-            .exists(),
-        "{name}: journal left"
-    );
+    assert!(!t.journal_path().exists(), "{name}: journal left");
 }
 
 const LATE: FaultKind = FaultKind::Delay(Duration::from_secs(3));
@@ -340,30 +349,9 @@ async fn stop_case(name: &str, when: When, method: Method, path: &str, signal: &
         kind: FaultKind::Delay(Duration::from_secs(2)),
         times: 1,
     };
-    let child = match when {
-        When::Start => {
-            t.lab.octopus().inject(fault);
-            t.command(&["backup"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
-        }
-        When::InWindow => {
-            let child = t.spawn_slow_backup(std::process::Stdio::piped()).await;
-            t.lab.octopus().inject(fault);
-            t.lab.sql().set_backup_rate(None);
-            child
-        }
-    };
+    let child = spawn_backup_with_fault(&t, when, fault, std::process::Stdio::piped()).await;
     t.wait_for_event("fault_served").await;
-    std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = signal_and_wait(child, signal).await;
     assert_eq!(out.status.code(), Some(130), "{name}: {}", stderr(&out));
     let said = if signal == "INT" { "Ctrl-C" } else { "SIGTERM" };
     assert!(
@@ -379,14 +367,7 @@ async fn stop_case(name: &str, when: When, method: Method, path: &str, signal: &
         t.sets().await.iter().all(|s| s["complete"] == false),
         "{name}: a set claims to be complete"
     );
-    assert!(
-        !t.dir
-            .path()
-            .join("state")
-            .join("OctopusServer.maintenance.json")
-            .exists(),
-        "{name}: journal left"
-    );
+    assert!(!t.journal_path().exists(), "{name}: journal left");
 }
 
 #[cfg(unix)]
@@ -435,22 +416,7 @@ async fn kill_case(name: &str, when: When, method: Method, path: &str) {
         kind: FaultKind::Delay(Duration::from_secs(3)),
         times: 1,
     };
-    let mut child = match when {
-        When::Start => {
-            t.lab.octopus().inject(fault);
-            t.command(&["backup"])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap()
-        }
-        When::InWindow => {
-            let child = t.spawn_slow_backup(std::process::Stdio::null()).await;
-            t.lab.octopus().inject(fault);
-            t.lab.sql().set_backup_rate(None);
-            child
-        }
-    };
+    let mut child = spawn_backup_with_fault(&t, when, fault, std::process::Stdio::null()).await;
     t.wait_for_event("fault_served").await;
     child.kill().unwrap();
     child.wait().unwrap();
@@ -481,14 +447,7 @@ async fn kill_case(name: &str, when: When, method: Method, path: &str) {
         "{name}: restic check: {}",
         String::from_utf8_lossy(&check.stderr)
     );
-    assert!(
-        !t.dir
-            .path()
-            .join("state")
-            .join("OctopusServer.maintenance.json")
-            .exists(),
-        "{name}: journal left"
-    );
+    assert!(!t.journal_path().exists(), "{name}: journal left");
     assert!(
         t.staging_files().is_empty(),
         "{name}: staging left: {:?}",
@@ -568,14 +527,7 @@ async fn sql_server_faults_leave_maintenance_as_found_and_no_false_set() {
             "{name}: restic check: {}",
             String::from_utf8_lossy(&check.stderr)
         );
-        assert!(
-            !t.dir
-                .path()
-                .join("state")
-                .join("OctopusServer.maintenance.json")
-                .exists(),
-            "{name}: journal left"
-        );
+        assert!(!t.journal_path().exists(), "{name}: journal left");
         assert!(
             t.staging_files().is_empty(),
             "{name}: staging left: {:?}",
@@ -620,13 +572,7 @@ async fn stops_and_kills_while_the_set_is_stored_tell_the_truth() {
         }
         // A different moment each time.
         tokio::time::sleep(Duration::from_millis(after_ms)).await;
-        std::process::Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status()
-            .unwrap();
-        let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-            .await
-            .unwrap();
+        let out = signal_and_wait(child, signal).await;
         let sets = t.sets().await;
         let complete: Vec<_> = sets.iter().filter(|s| s["complete"] == true).collect();
         let e = stderr(&out);
@@ -645,8 +591,7 @@ async fn stops_and_kills_while_the_set_is_stored_tell_the_truth() {
             None => {
                 for s in &complete {
                     let id = s["set_id"].as_str().unwrap().to_string();
-                    let show = t.run(&["--json", "show", &id]).await;
-                    assert!(show.status.success(), "{}", stderr(&show));
+                    let show = t.ok(&["--json", "show", &id]).await;
                     let m: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
                     assert_eq!(m["complete"], true);
                     assert_eq!(m["database"]["verified"], true);
@@ -662,13 +607,6 @@ async fn stops_and_kills_while_the_set_is_stored_tell_the_truth() {
             String::from_utf8_lossy(&check.stderr)
         );
     }
-}
-
-fn journal_path(t: &TestLab) -> std::path::PathBuf {
-    t.dir
-        .path()
-        .join("state")
-        .join("OctopusServer.maintenance.json")
 }
 
 fn assert_repository_checks(t: &TestLab, name: &str) {
@@ -698,7 +636,7 @@ async fn a_killed_runs_maintenance_mode_is_put_back_when_sql_server_is_gone() {
         child.wait().unwrap();
         // Found on, the run changes nothing and keeps no journal.
         assert_eq!(
-            journal_path(&t).exists(),
+            t.journal_path().exists(),
             !found_on,
             "{name}: the killed run's journal"
         );
@@ -720,7 +658,7 @@ async fn a_killed_runs_maintenance_mode_is_put_back_when_sql_server_is_gone() {
             );
         }
         assert!(!e.contains("panicked"), "{name}: {e}");
-        assert!(!journal_path(&t).exists(), "{name}: journal left");
+        assert!(!t.journal_path().exists(), "{name}: journal left");
         assert!(
             t.sets().await.iter().all(|s| s["complete"] == false),
             "{name}: a set claims to be complete"
@@ -731,19 +669,12 @@ async fn a_killed_runs_maintenance_mode_is_put_back_when_sql_server_is_gone() {
 
 /// Plants a staging folder as a killed run of this instance leaves it (its marker and a .bak).
 fn plant_leftover(t: &TestLab, set_id: &str) -> std::path::PathBuf {
-    let dir = t
-        .lab
-        .info()
-        .staging_dir
-        .join(format!("octobackup-{set_id}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("octobackup-run.json"),
-        serde_json::json!({"instance": "OctopusServer", "set_id": set_id, "pid": 1}).to_string(),
+    t.plant_staging_folder(
+        set_id,
+        &serde_json::json!({"instance": "OctopusServer", "set_id": set_id, "pid": 1}),
+        "OctopusDeploy.bak",
+        b"a copy of the database",
     )
-    .unwrap();
-    std::fs::write(dir.join("OctopusDeploy.bak"), b"a copy of the database").unwrap();
-    dir
 }
 
 /// `recover` without the SQL Server lock (SQL Server not answering) keeps the staging folders: a

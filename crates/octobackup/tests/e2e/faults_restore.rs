@@ -8,7 +8,6 @@
 #![cfg(unix)]
 
 use crate::common::*;
-use octobackup_lab::sqlserver_files::image;
 use octobackup_lab::sqlserver_sim::SqlFault;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -26,11 +25,6 @@ enum At {
 }
 
 const SIGNALS: [&str; 3] = ["TERM", "INT", "KILL"];
-
-fn digest_of(t: &TestLab, database: &str) -> Option<String> {
-    let (data, _) = t.lab.sql().database_files(database)?;
-    Some(hex::encode(image::content_digest(&data).unwrap()))
-}
 
 fn temporary_databases(t: &TestLab) -> Vec<String> {
     t.lab
@@ -103,13 +97,7 @@ async fn interrupt(t: &TestLab, args: &[&str], at: At, signal: &str) -> std::pro
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    std::process::Command::new("kill")
-        .args([&format!("-{signal}"), &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = signal_and_wait(child, signal).await;
     t.lab.sql().set_backup_rate(None);
     out
 }
@@ -166,7 +154,7 @@ async fn restore_under_a_new_name_stopped_at_each_step() {
     let t = TestLab::start().await;
     t.init().await;
     t.ok(&["backup"]).await;
-    let live = digest_of(&t, "OctopusDeploy").unwrap();
+    let live = t.database_digest_if_there("OctopusDeploy").unwrap();
     let mut cases = 0;
     for (i, at) in RESTORE_POINTS.into_iter().enumerate() {
         for signal in SIGNALS {
@@ -186,7 +174,7 @@ async fn restore_under_a_new_name_stopped_at_each_step() {
             let out = interrupt(&t, &args, at, signal).await;
             assert_stopped_truthfully(&t, &name, signal, &out);
             assert_eq!(
-                digest_of(&t, "OctopusDeploy").as_deref(),
+                t.database_digest_if_there("OctopusDeploy").as_deref(),
                 Some(live.as_str()),
                 "{name}: the live database changed"
             );
@@ -203,7 +191,7 @@ async fn restore_under_a_new_name_stopped_at_each_step() {
                 "--secrets-file",
                 secrets.to_str().unwrap(),
             ];
-            let again = if digest_of(&t, &target).is_some() {
+            let again = if t.database_digest_if_there(&target).is_some() {
                 t.run(&rest).await
             } else {
                 t.run(&args).await
@@ -220,7 +208,7 @@ async fn restore_under_a_new_name_stopped_at_each_step() {
                 staging_leftovers(&t)
             );
             assert_eq!(
-                digest_of(&t, "OctopusDeploy").as_deref(),
+                t.database_digest_if_there("OctopusDeploy").as_deref(),
                 Some(live.as_str())
             );
             cases += 1;
@@ -238,6 +226,22 @@ fn identity(t: &TestLab, database: &str) -> Option<(PathBuf, u64)> {
     Some((data, ino))
 }
 
+/// After a stop, the same command passes and leaves no temporary database or staging folder.
+async fn runs_again_and_leaves_nothing(t: &TestLab, name: &str, args: &[&str]) {
+    let again = t.run(args).await;
+    assert!(again.status.success(), "{name}: again: {}", stderr(&again));
+    assert!(
+        temporary_databases(t).is_empty(),
+        "{name}: {:?}",
+        temporary_databases(t)
+    );
+    assert!(
+        staging_leftovers(t).is_empty(),
+        "{name}: {:?}",
+        staging_leftovers(t)
+    );
+}
+
 /// `restore --replace`, stopped at each step: the live database is the old one, untouched, or
 /// (only once it was dropped) the message names the checked copy kept under its temporary name,
 /// or (only past the rename) it is the set's, as asked; the same restore run again puts the set's
@@ -247,7 +251,7 @@ async fn restore_replacing_the_database_stopped_at_each_step() {
     let mut t = TestLab::start().await;
     t.init().await;
     t.ok(&["backup"]).await;
-    let set = digest_of(&t, "OctopusDeploy").unwrap();
+    let set = t.database_digest_if_there("OctopusDeploy").unwrap();
     // The live database moves on from the set.
     t.lab.churn(1).await.unwrap();
     let mut cases = 0;
@@ -255,7 +259,7 @@ async fn restore_replacing_the_database_stopped_at_each_step() {
         for signal in SIGNALS {
             let name = format!("restore --replace, {at:?}, SIG{signal}");
             let live = identity(&t, "OctopusDeploy").unwrap();
-            let live_digest = digest_of(&t, "OctopusDeploy").unwrap();
+            let live_digest = t.database_digest_if_there("OctopusDeploy").unwrap();
             let folders = t.dir.path().join(format!("folders-{i}-{signal}"));
             let args = [
                 "restore",
@@ -271,7 +275,7 @@ async fn restore_replacing_the_database_stopped_at_each_step() {
             match identity(&t, "OctopusDeploy") {
                 Some(now) if now == live => {
                     assert_eq!(
-                        digest_of(&t, "OctopusDeploy").unwrap(),
+                        t.database_digest_if_there("OctopusDeploy").unwrap(),
                         live_digest,
                         "{name}"
                     )
@@ -286,7 +290,11 @@ async fn restore_replacing_the_database_stopped_at_each_step() {
                         ),
                         "{name}: replaced before the rename"
                     );
-                    assert_eq!(digest_of(&t, "OctopusDeploy").unwrap(), set, "{name}");
+                    assert_eq!(
+                        t.database_digest_if_there("OctopusDeploy").unwrap(),
+                        set,
+                        "{name}"
+                    );
                 }
                 // Dropped, as asked, but not yet renamed: only at the rename, and a stop names
                 // the checked copy.
@@ -304,16 +312,9 @@ async fn restore_replacing_the_database_stopped_at_each_step() {
                 }
             }
             assert_repository_checks(&t, &name);
-            let again = t.run(&args).await;
-            assert!(again.status.success(), "{name}: again: {}", stderr(&again));
-            assert!(
-                temporary_databases(&t).is_empty(),
-                "{name}: {:?}",
-                temporary_databases(&t)
-            );
-            assert!(staging_leftovers(&t).is_empty(), "{name}");
+            runs_again_and_leaves_nothing(&t, &name, &args).await;
             assert_eq!(
-                digest_of(&t, "OctopusDeploy").as_deref(),
+                t.database_digest_if_there("OctopusDeploy").as_deref(),
                 Some(set.as_str())
             );
             cases += 1;
@@ -329,7 +330,7 @@ async fn drill_stopped_at_each_step() {
     let t = TestLab::start().await;
     t.init().await;
     t.ok(&["backup"]).await;
-    let live = digest_of(&t, "OctopusDeploy").unwrap();
+    let live = t.database_digest_if_there("OctopusDeploy").unwrap();
     let mut cases = 0;
     for at in [
         At::MidCopy,
@@ -353,23 +354,12 @@ async fn drill_stopped_at_each_step() {
                 );
             }
             assert_eq!(
-                digest_of(&t, "OctopusDeploy").as_deref(),
+                t.database_digest_if_there("OctopusDeploy").as_deref(),
                 Some(live.as_str()),
                 "{name}: the live database changed"
             );
             assert_repository_checks(&t, &name);
-            let again = t.run(&["drill"]).await;
-            assert!(again.status.success(), "{name}: again: {}", stderr(&again));
-            assert!(
-                temporary_databases(&t).is_empty(),
-                "{name}: {:?}",
-                temporary_databases(&t)
-            );
-            assert!(
-                staging_leftovers(&t).is_empty(),
-                "{name}: {:?}",
-                staging_leftovers(&t)
-            );
+            runs_again_and_leaves_nothing(&t, &name, &["drill"]).await;
             cases += 1;
         }
     }
@@ -384,7 +374,7 @@ async fn a_restore_and_a_backup_of_the_same_database_never_run_at_once() {
     t.init().await;
     t.ok(&["backup"]).await;
     let dbs = t.lab.sql().databases();
-    let live = digest_of(&t, "OctopusDeploy").unwrap();
+    let live = t.database_digest_if_there("OctopusDeploy").unwrap();
 
     // A backup inside its window holds the lock.
     let started = seqs(&t.events(), "backup_started").len();
@@ -455,7 +445,7 @@ async fn a_restore_and_a_backup_of_the_same_database_never_run_at_once() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(
-        digest_of(&t, "OctopusDeploy").as_deref(),
+        t.database_digest_if_there("OctopusDeploy").as_deref(),
         Some(live.as_str())
     );
     // The killed restore's lock went with its connection.
@@ -490,7 +480,7 @@ async fn recover_removes_what_a_killed_restore_or_drill_left() {
     let t = TestLab::start().await;
     t.init().await;
     t.ok(&["backup"]).await;
-    let live = digest_of(&t, "OctopusDeploy").unwrap();
+    let live = t.database_digest_if_there("OctopusDeploy").unwrap();
     let dbs = t.lab.sql().databases();
     let (status, _) = doctor_check(&t, "restore-drill-leftovers").await;
     assert_eq!(status, "pass");
@@ -544,7 +534,7 @@ async fn recover_removes_what_a_killed_restore_or_drill_left() {
         );
         assert_eq!(t.lab.sql().databases(), dbs, "{name}: {said}");
         assert_eq!(
-            digest_of(&t, "OctopusDeploy").as_deref(),
+            t.database_digest_if_there("OctopusDeploy").as_deref(),
             Some(live.as_str()),
             "{name}: the live database changed"
         );
@@ -561,11 +551,11 @@ async fn recover_keeps_the_only_copy_of_a_replaced_database() {
     let t = TestLab::start().await;
     t.init().await;
     t.ok(&["backup"]).await;
-    let set = digest_of(&t, "OctopusDeploy").unwrap();
+    let set = t.database_digest_if_there("OctopusDeploy").unwrap();
     let args = ["restore", "--database", "--replace"];
     let out = interrupt(&t, &args, At::Point("restore: rename"), "KILL").await;
     assert_eq!(out.status.code(), None);
-    assert_eq!(digest_of(&t, "OctopusDeploy"), None);
+    assert_eq!(t.database_digest_if_there("OctopusDeploy"), None);
     let temp = temporary_databases(&t);
     assert_eq!(temp.len(), 1, "{temp:?}");
     let out = t.ok(&["recover"]).await;
@@ -577,7 +567,7 @@ async fn recover_keeps_the_only_copy_of_a_replaced_database() {
     assert!(temporary_databases(&t).is_empty());
     assert!(staging_leftovers(&t).is_empty());
     assert_eq!(
-        digest_of(&t, "OctopusDeploy").as_deref(),
+        t.database_digest_if_there("OctopusDeploy").as_deref(),
         Some(set.as_str())
     );
 }

@@ -71,9 +71,8 @@ async fn forget_keeps_whole_sets_by_month_drops_incomplete_ones_and_prune_frees_
 
     // Dry run: says what would go and how much it frees, changes nothing.
     let dry = t
-        .run(&["--json", "forget", "--keep-monthly", "2", "--dry-run"])
+        .ok(&["--json", "forget", "--keep-monthly", "2", "--dry-run"])
         .await;
-    assert!(dry.status.success(), "{}", stderr(&dry));
     let dry: serde_json::Value = serde_json::from_slice(&dry.stdout).unwrap();
     let r = &dry["instances"][0];
     assert_eq!(r["dry_run"], true);
@@ -123,8 +122,8 @@ async fn forget_keeps_whole_sets_by_month_drops_incomplete_ones_and_prune_frees_
 
     // For real, with an instant prune: the space comes back and restic still reads everything.
     let data_before = dir_bytes(&t.repo_dir().join("data"));
-    let out = t
-        .run(&[
+    let done = t
+        .json(&[
             "--json",
             "forget",
             "--keep-monthly",
@@ -133,8 +132,6 @@ async fn forget_keeps_whole_sets_by_month_drops_incomplete_ones_and_prune_frees_
             "--instant",
         ])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let done: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         done["prune"]["bytes_freed"].as_u64().unwrap() > 2_000_000,
         "{done:#}"
@@ -203,8 +200,7 @@ async fn forget_beside_a_running_backup_loses_nothing() {
 
     // Without the lock (a run on another machine), a fresh part is still left alone.
     drop(lock);
-    let out = t.ok(&["--json", "forget", "--keep-last", "1"]).await;
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let r = t.json(&["--json", "forget", "--keep-last", "1"]).await;
     assert_eq!(
         set_ids_of(&r["instances"][0]["left_alone"]),
         BTreeSet::from(["29990101T000000Z-runnin".to_string()])
@@ -213,8 +209,8 @@ async fn forget_beside_a_running_backup_loses_nothing() {
     assert_eq!(t.sets().await.len(), 2);
 
     // Once the run is known to be gone, its part is an interrupted run's leftover and goes first.
-    let out = t
-        .run(&[
+    let r = t
+        .json(&[
             "--json",
             "forget",
             "--keep-last",
@@ -223,8 +219,6 @@ async fn forget_beside_a_running_backup_loses_nothing() {
             "0s",
         ])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(
         set_ids_of(&r["instances"][0]["dropped"]),
         BTreeSet::from(["29990101T000000Z-runnin".to_string()])
@@ -238,13 +232,12 @@ async fn forget_beside_a_running_backup_loses_nothing() {
 async fn forget_without_a_policy_says_how_to_set_one() {
     let t = TestLab::start().await;
     t.init().await;
-    let out = t.run(&["forget"]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("no retention policy for instance 'OctopusServer'"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(
+        &["forget"],
+        2,
+        "no retention policy for instance 'OctopusServer'",
+    )
+    .await;
     // The config's policy is used when present.
     t.edit_config(|c| {
         let mut r = toml::Table::new();
@@ -304,8 +297,8 @@ async fn forget_during_a_real_backup_leaves_the_running_set_alone_and_the_backup
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     };
 
-    let out = t
-        .run(&[
+    let r = t
+        .json(&[
             "--json",
             "forget",
             "--keep-last",
@@ -314,8 +307,6 @@ async fn forget_during_a_real_backup_leaves_the_running_set_alone_and_the_backup
             "0s",
         ])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let r = &r["instances"][0];
     assert_eq!(
         set_ids_of(&r["left_alone"]),

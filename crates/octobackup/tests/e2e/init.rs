@@ -31,13 +31,9 @@ async fn init_makes_a_repository_restic_reads_and_a_second_init_changes_nothing(
     let before = contents(&t.repo_dir());
     assert!(!before.is_empty());
 
-    let out = t.run(&["init"]).await;
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("a repository already exists at"),
-        "{}",
-        stderr(&out)
-    );
+    let out = t
+        .fails(&["init"], 5, "a repository already exists at")
+        .await;
     assert!(stdout(&out).is_empty(), "{}", stdout(&out));
     assert_eq!(
         contents(&t.repo_dir()),

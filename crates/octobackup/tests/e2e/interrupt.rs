@@ -5,6 +5,19 @@
 
 use crate::common::*;
 
+/// The server heard ATTENTION on the statement's connection (not just a dropped client) and
+/// ended the statement as cancelled: one `finished` event, not ok.
+fn assert_cancelled_on_the_server(events: &[octobackup_lab::LabEvent], finished: &str) {
+    assert_eq!(
+        seqs(events, "attention_acknowledged").len(),
+        1,
+        "{events:?}"
+    );
+    let ends: Vec<_> = events.iter().filter(|e| e.kind == finished).collect();
+    assert_eq!(ends.len(), 1, "{ends:?}");
+    assert_eq!(ends[0].detail["ok"], false, "{ends:?}");
+}
+
 /// SIGTERM while BACKUP DATABASE runs: the server acknowledges ATTENTION and ends the BACKUP as
 /// cancelled; maintenance mode is off as found; nothing is complete; exit 130.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -12,13 +25,7 @@ async fn sigterm_during_backup_database_stops_it_on_the_server() {
     let t = TestLab::start().await;
     t.init().await;
     let child = t.spawn_slow_backup(std::process::Stdio::piped()).await;
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = sigterm(child).await;
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("SQL Server's BACKUP DATABASE was stopped")
@@ -26,23 +33,8 @@ async fn sigterm_during_backup_database_stops_it_on_the_server() {
         "{}",
         stderr(&out)
     );
-    let events = t.events();
-    // the server heard ATTENTION on the BACKUP's connection, not just a dropped client
-    assert_eq!(
-        seqs(&events, "attention_acknowledged").len(),
-        1,
-        "{events:?}"
-    );
-    let finished: Vec<_> = events
-        .iter()
-        .filter(|e| e.kind == "backup_finished")
-        .collect();
-    assert_eq!(finished.len(), 1, "{finished:?}");
-    assert_eq!(finished[0].detail["ok"], false, "{finished:?}");
-    let changes = maintenance_changes(&events);
-    assert_eq!(changes.last().map(|c| c.1), Some(false), "{changes:?}");
-    assert!(!t.lab.octopus().maintenance());
-    assert!(t.sets().await.iter().all(|s| s["complete"] != true));
+    assert_cancelled_on_the_server(&t.events(), "backup_finished");
+    t.assert_off_and_no_set_complete().await;
 }
 
 /// SIGTERM while RESTORE DATABASE runs: the server acknowledges ATTENTION and ends the RESTORE
@@ -51,23 +43,11 @@ async fn sigterm_during_backup_database_stops_it_on_the_server() {
 async fn sigterm_during_restore_database_stops_it_on_the_server() {
     let t = TestLab::start().await;
     t.init().await;
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    t.ok(&["backup"]).await;
     let databases = t.lab.sql().databases();
     let out = sigterm_during_restore(&t, "OctoStopped", 256 * 1024).await;
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
-    let events = t.events();
-    assert_eq!(
-        seqs(&events, "attention_acknowledged").len(),
-        1,
-        "{events:?}"
-    );
-    let finished: Vec<_> = events
-        .iter()
-        .filter(|e| e.kind == "restore_finished")
-        .collect();
-    assert_eq!(finished.len(), 1, "{finished:?}");
-    assert_eq!(finished[0].detail["ok"], false, "{finished:?}");
+    assert_cancelled_on_the_server(&t.events(), "restore_finished");
     assert_eq!(t.lab.sql().databases(), databases);
     assert!(!t.lab.octopus().maintenance());
 }
@@ -83,42 +63,9 @@ async fn sigterm_during_restore(t: &TestLab, name: &str, rate: u64) -> std::proc
         .spawn()
         .unwrap();
     t.wait_for_event("restore_started").await;
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = sigterm(child).await;
     t.lab.sql().set_backup_rate(None);
     out
-}
-
-/// Runs a batch as the lab's sysadmin (`sa`), as the DBA would.
-async fn as_dba(t: &TestLab, sql: &str) {
-    use tokio_util::compat::TokioAsyncWriteCompatExt;
-    let info = t.lab.info();
-    let addr: std::net::SocketAddr = info.sql_address.parse().unwrap();
-    let mut config = tiberius::Config::new();
-    config.host(addr.ip().to_string());
-    config.port(addr.port());
-    config.authentication(tiberius::AuthMethod::sql_server(
-        &info.admin_sql_login,
-        &info.admin_sql_password,
-    ));
-    config.trust_cert();
-    config.encryption(tiberius::EncryptionLevel::NotSupported);
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut client = tiberius::Client::connect(config, tcp.compat_write())
-        .await
-        .unwrap();
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_results()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// SIGTERM during a BACKUP DATABASE that does not heed ATTENTION (as a real one blocked on I/O
@@ -131,13 +78,7 @@ async fn sigterm_during_deaf_backup(t: &TestLab) -> std::process::Output {
     });
     let child = t.spawn_slow_backup(std::process::Stdio::piped()).await;
     t.lab.sql().set_backup_rate(Some(8 * 1024));
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = sigterm(child).await;
     t.lab.sql().set_backup_rate(None);
     out
 }
@@ -219,7 +160,7 @@ async fn sigterm_during_backup_that_ignores_attention_with_a_login_that_may_not_
         ),
         format!("USE master; GRANT VIEW SERVER STATE TO [{login}];"),
     ] {
-        as_dba(&t, &grant).await;
+        t.as_dba(&grant).await;
     }
     // doctor warns beforehand, with the grant.
     let out = t.run(&["--json", "doctor"]).await;
@@ -253,10 +194,7 @@ async fn sigterm_during_backup_that_ignores_attention_with_a_login_that_may_not_
         seqs(&events, "attention_acknowledged").is_empty(),
         "{events:?}"
     );
-    let changes = maintenance_changes(&events);
-    assert_eq!(changes.last().map(|c| c.1), Some(false), "{changes:?}");
-    assert!(!t.lab.octopus().maintenance());
-    assert!(t.sets().await.iter().all(|s| s["complete"] != true));
+    t.assert_off_and_no_set_complete().await;
     let kept = staging_sets(&t);
     assert_eq!(kept.len(), 1, "{kept:?}");
     assert!(kept[0].1, "no marker in {kept:?}");
@@ -270,16 +208,7 @@ async fn a_window_overrun_kills_a_backup_that_ignores_attention() {
     use octobackup_lab::sqlserver_sim::SqlFault;
     let t = TestLab::start().await;
     t.init().await;
-    t.edit_config(|c| {
-        let i = TestLab::instance_table(c);
-        let w = i
-            .entry("wait")
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .unwrap();
-        w.insert("timeout".into(), "1s".into());
-        w.insert("max_window".into(), "2s".into());
-    });
+    t.set_wait("1s", "2s");
     t.lab.sql().set_backup_rate(Some(8 * 1024));
     t.lab.sql().inject(SqlFault::IgnoreAttentionDuringNext {
         command: "BACKUP DATABASE".into(),
@@ -318,8 +247,7 @@ async fn sigterm_during_restore_that_ignores_attention_kills_its_session() {
     use octobackup_lab::sqlserver_sim::SqlFault;
     let t = TestLab::start().await;
     t.init().await;
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    t.ok(&["backup"]).await;
     let databases = t.lab.sql().databases();
     t.lab.sql().inject(SqlFault::IgnoreAttentionDuringNext {
         command: "RESTORE DATABASE".into(),

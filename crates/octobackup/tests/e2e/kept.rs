@@ -9,18 +9,12 @@ use octobackup::run::backup::window_capture::Capture;
 /// A kept staging folder for `set_id` of `database`, started and kept `hours_ago`, with a
 /// `.bak` of `bak_bytes`.
 fn keep_set(t: &TestLab, set_id: &str, database: &str, hours_ago: i64, bak_bytes: usize) {
-    let dir = t
-        .lab
-        .info()
-        .staging_dir
-        .join(format!("octobackup-{set_id}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("octobackup-run.json"),
-        r#"{"instance":"OctopusServer"}"#,
-    )
-    .unwrap();
-    std::fs::write(dir.join(format!("{database}.bak")), vec![7u8; bak_bytes]).unwrap();
+    let dir = t.plant_staging_folder(
+        set_id,
+        &serde_json::json!({"instance": "OctopusServer"}),
+        &format!("{database}.bak"),
+        &vec![7u8; bak_bytes],
+    );
     let at = chrono::Utc::now() - chrono::TimeDelta::hours(hours_ago);
     let mut manifest = Manifest {
         set_id: set_id.into(),

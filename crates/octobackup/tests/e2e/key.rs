@@ -11,17 +11,15 @@ async fn key_add_list_remove_round_trip() {
     t.init().await;
     let new_pw = t.dir.path().join("second-password");
     std::fs::write(&new_pw, "correct horse battery staple\n").unwrap();
-    let out = t
-        .run(&[
-            "key",
-            "add",
-            "--new-password-file",
-            new_pw.to_str().unwrap(),
-            "--host",
-            "dr-site",
-        ])
-        .await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&[
+        "key",
+        "add",
+        "--new-password-file",
+        new_pw.to_str().unwrap(),
+        "--host",
+        "dr-site",
+    ])
+    .await;
 
     let with_new = |args: &[&str]| {
         let mut c = t.command(args);
@@ -57,9 +55,7 @@ async fn key_add_list_remove_round_trip() {
     // With the new password the old key goes, and the old password stops working.
     let out = with_new(&["key", "remove", &old_id[..8]]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = t.run(&["snapshots"]).await;
-    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
-    assert!(stderr(&out).contains("wrong password"), "{}", stderr(&out));
+    t.fails(&["snapshots"], 5, "wrong password").await;
     assert!(with_new(&["snapshots"]).status.success());
     // The last key stays.
     let list = with_new(&["--json", "key", "list"]);
@@ -71,13 +67,7 @@ async fn key_add_list_remove_round_trip() {
     // No password on the command line or in the output.
     assert!(!stdout(&out).contains("battery") && !stderr(&out).contains("battery"));
     // Without a source for the new password, a clear error.
-    let out = t.run(&["key", "add"]).await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("OCTOBACKUP_NEW_PASSWORD"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["key", "add"], 2, "OCTOBACKUP_NEW_PASSWORD").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,7 +104,7 @@ async fn escrowed_master_key_is_recovered_with_the_identity_and_without_the_pass
     // No repository password anywhere.
     std::fs::remove_file(t.repo_password_file()).unwrap();
     let out = t
-        .run(&[
+        .ok(&[
             "key",
             "recover",
             "--identity",
@@ -122,11 +112,10 @@ async fn escrowed_master_key_is_recovered_with_the_identity_and_without_the_pass
             "--show-secrets",
         ])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), format!("{}\n", master_key.expose()));
     // Without --show-secrets nothing secret is printed.
     let out = t
-        .run(&[
+        .ok(&[
             "key",
             "recover",
             "--identity",
@@ -134,7 +123,6 @@ async fn escrowed_master_key_is_recovered_with_the_identity_and_without_the_pass
             set_id,
         ])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         !stdout(&out).contains(master_key.expose()),
         "{}",
@@ -142,18 +130,16 @@ async fn escrowed_master_key_is_recovered_with_the_identity_and_without_the_pass
     );
     // --output writes an owner-only file; --license gives the license.
     let dest = t.dir.path().join("license.xml");
-    let out = t
-        .run(&[
-            "key",
-            "recover",
-            "--identity",
-            id_file.to_str().unwrap(),
-            "--license",
-            "--output",
-            dest.to_str().unwrap(),
-        ])
-        .await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&[
+        "key",
+        "recover",
+        "--identity",
+        id_file.to_str().unwrap(),
+        "--license",
+        "--output",
+        dest.to_str().unwrap(),
+    ])
+    .await;
     assert_eq!(
         std::fs::read_to_string(&dest).unwrap(),
         format!("{}\n", license.expose())
@@ -176,34 +162,29 @@ async fn escrowed_master_key_is_recovered_with_the_identity_and_without_the_pass
     )
     .unwrap();
     let out = t
-        .run(&[
-            "key",
-            "recover",
-            "--identity",
-            other.to_str().unwrap(),
-            "--show-secrets",
-        ])
+        .fails(
+            &[
+                "key",
+                "recover",
+                "--identity",
+                other.to_str().unwrap(),
+                "--show-secrets",
+            ],
+            2,
+            "cannot open this set's escrow",
+        )
         .await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("cannot open this set's escrow"),
-        "{}",
-        stderr(&out)
-    );
     assert!(!stdout(&out).contains(master_key.expose()));
-    let out = t
-        .run(&[
+    t.fails(
+        &[
             "key",
             "recover",
             "--identity",
             id_file.to_str().unwrap(),
             "nosuchset",
-        ])
-        .await;
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("no escrow copy for set 'nosuchset'"),
-        "{}",
-        stderr(&out)
-    );
+        ],
+        2,
+        "no escrow copy for set 'nosuchset'",
+    )
+    .await;
 }

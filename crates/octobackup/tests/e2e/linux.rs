@@ -4,21 +4,11 @@
 //! drills and restores through `staging.sql_path` (forward slashes) and `staging.local_path`.
 
 use crate::common::*;
-use octobackup_lab::sqlserver_files::image;
 
 async fn linux_lab() -> TestLab {
     let t = TestLab::start_with(|o| o.sql_linux = true).await;
     t.init().await;
     t
-}
-
-fn digest_of(t: &TestLab, database: &str) -> String {
-    let (data, _) = t
-        .lab
-        .sql()
-        .database_files(database)
-        .unwrap_or_else(|| panic!("no database {database}: {:?}", t.lab.sql().databases()));
-    hex::encode(image::content_digest(&data).unwrap())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,10 +21,8 @@ async fn sql_server_on_linux_backs_up_drills_and_restores() {
     );
     let fp = t.lab.fingerprint().await.unwrap();
 
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "backup failed: {}", stderr(&out));
-    let show = t.run(&["--json", "show", "latest"]).await;
-    assert!(show.status.success(), "{}", stderr(&show));
+    t.ok(&["backup"]).await;
+    let show = t.ok(&["--json", "show", "latest"]).await;
     let m: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(m["complete"], true, "{m:#}");
     // what SQL Server recorded is its own view of the share
@@ -53,20 +41,13 @@ async fn sql_server_on_linux_backs_up_drills_and_restores() {
         stderr(&out)
     );
 
-    let out = t
-        .run(&["restore", "--database", "--database-name", "OctoLinux"])
+    t.ok(&["restore", "--database", "--database-name", "OctoLinux"])
         .await;
-    assert!(
-        out.status.success(),
-        "restore failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
     // beside the original, in the container's data folder
     let (original, _) = t.lab.sql().database_files("OctopusDeploy").unwrap();
     let (data, _) = t.lab.sql().database_files("OctoLinux").unwrap();
     assert_eq!(data.parent(), original.parent(), "{data:?}");
-    assert_eq!(digest_of(&t, "OctoLinux"), fp.database);
+    assert_eq!(t.database_digest("OctoLinux"), fp.database);
     assert!(t.staging_files().is_empty(), "{:?}", t.staging_files());
     assert!(!t.lab.octopus().maintenance());
 }
@@ -82,23 +63,15 @@ async fn a_share_sql_server_on_linux_cannot_see_is_named() {
             .unwrap()
             .insert("sql_path".into(), "/var/opt/mssql/backup/elsewhere".into());
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("SQL Server cannot find the staging folder"),
-        "{}",
-        stderr(&out)
-    );
+    let out = t
+        .fails(&["backup"], 4, "SQL Server cannot find the staging folder")
+        .await;
     assert!(
         stderr(&out).contains("error 2(The system cannot find the file specified.)"),
         "{}",
         stderr(&out)
     );
-    let events = t.events();
-    let changes = maintenance_changes(&events);
-    assert_eq!(changes.last().map(|c| c.1), Some(false), "{changes:?}");
-    assert!(!t.lab.octopus().maintenance());
-    assert!(t.sets().await.iter().all(|s| s["complete"] != true));
+    t.assert_off_and_no_set_complete().await;
 }
 
 /// A set taken on another host (the lab's own paths) restores into the container's default data
@@ -109,29 +82,15 @@ async fn a_set_from_another_host_restores_into_the_linux_default_folder() {
     let a = TestLab::start().await;
     a.init().await;
     let fp = a.lab.fingerprint().await.unwrap();
-    let out = a.run(&["backup"]).await;
-    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    a.ok(&["backup"]).await;
 
     let b = linux_lab().await;
     let repo = a.repo_dir();
     let password = a.repo_password_file();
-    b.edit_config(|c| {
-        let r = c["repository"].as_table_mut().unwrap();
-        r.insert("location".into(), repo.display().to_string().into());
-        r.insert(
-            "password_file".into(),
-            password.display().to_string().into(),
-        );
-    });
+    b.use_repository(&repo, &password);
     let out = b
-        .run(&["restore", "--database", "--database-name", "OctoMoved"])
+        .ok(&["restore", "--database", "--database-name", "OctoMoved"])
         .await;
-    assert!(
-        out.status.success(),
-        "restore failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
     assert!(
         stderr(&out).contains("original folders do not exist")
             && stderr(&out).contains("/var/opt/mssql/data/"),
@@ -142,5 +101,5 @@ async fn a_set_from_another_host_restores_into_the_linux_default_folder() {
     let (data, log) = b.lab.sql().database_files("OctoMoved").unwrap();
     assert_eq!(data, home.parent().unwrap().join("OctoMoved.mdf"));
     assert_eq!(log, home.parent().unwrap().join("OctoMoved_log.ldf"));
-    assert_eq!(digest_of(&b, "OctoMoved"), fp.database);
+    assert_eq!(b.database_digest("OctoMoved"), fp.database);
 }

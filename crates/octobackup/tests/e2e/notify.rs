@@ -573,8 +573,7 @@ to = ["ops@example.com"]
         .unwrap();
         c.insert("notify".into(), notify.into());
     });
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.ok(&["backup"]).await;
     let err = stderr(&out);
     let warnings: Vec<&str> = err
         .lines()
@@ -652,8 +651,7 @@ async fn maintenance_mode_left_changed_is_sent_at_once_whatever_on_says() {
         crate::common::walk_files(&t.lab.info().staging_dir).is_empty(),
         "the run cleaned up after the alarm"
     );
-    let r = t.run(&["recover"]).await;
-    assert!(r.status.success(), "{}", stderr(&r));
+    t.ok(&["recover"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -791,8 +789,7 @@ async fn on_an_ha_cluster_the_notification_names_the_host_the_nodes_and_the_drai
             toml::from_str(&format!("on = \"always\"\n[[webhook]]\nurl = \"{url}\"\n")).unwrap();
         c.insert("notify".into(), notify.into());
     });
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     let calls = hooks.to("/generic");
     assert_eq!(calls.len(), 1);
     let names: Vec<&str> = nodes.iter().map(|n| n["Name"].as_str().unwrap()).collect();

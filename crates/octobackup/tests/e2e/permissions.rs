@@ -6,30 +6,6 @@ use crate::common::*;
 use tiberius::{AuthMethod, Client, Config, EncryptionLevel};
 use tokio_util::compat::TokioAsyncWriteCompatExt;
 
-/// Runs a batch as the lab's sysadmin (`sa`), as the DBA would.
-async fn as_dba(t: &TestLab, sql: &str) {
-    let info = t.lab.info();
-    let addr: std::net::SocketAddr = info.sql_address.parse().unwrap();
-    let mut config = Config::new();
-    config.host(addr.ip().to_string());
-    config.port(addr.port());
-    config.authentication(AuthMethod::sql_server(
-        &info.admin_sql_login,
-        &info.admin_sql_password,
-    ));
-    config.trust_cert();
-    config.encryption(EncryptionLevel::NotSupported);
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut client = Client::connect(config, tcp.compat_write()).await.unwrap();
-    client
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_results()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
 async fn doctor(t: &TestLab) -> (Option<i32>, serde_json::Value) {
     let out = t.run(&["--json", "doctor"]).await;
     let report = serde_json::from_str(&stdout(&out))
@@ -105,7 +81,7 @@ async fn doctor_names_each_grant_and_after_them_backup_drill_and_restore_pass() 
 
     // The DBA runs exactly what doctor printed; the optional VIEW SERVER STATE stays ungranted.
     for grant in &grants {
-        as_dba(&t, grant).await;
+        t.as_dba(grant).await;
     }
     let (code, report) = doctor(&t).await;
     assert_eq!(code, Some(0), "{report:#}");
@@ -114,8 +90,7 @@ async fn doctor_names_each_grant_and_after_them_backup_drill_and_restore_pass() 
     }
     assert_eq!(check(&report, "sql-server-state")["status"], "warn");
 
-    let out = t.run(&["--json", "backup"]).await;
-    assert!(out.status.success(), "backup: {}", stderr(&out));
+    let out = t.ok(&["--json", "backup"]).await;
     let sets = t.sets().await;
     assert_eq!(sets.len(), 1);
     assert!(!t.lab.octopus().maintenance());
@@ -126,32 +101,19 @@ async fn doctor_names_each_grant_and_after_them_backup_drill_and_restore_pass() 
         stderr(&out)
     );
 
-    let out = t.run(&["--json", "drill"]).await;
-    assert!(
-        out.status.success(),
-        "drill: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    t.ok(&["--json", "drill"]).await;
 
     let data_dir = t.dir.path().join("restored-data");
     std::fs::create_dir_all(&data_dir).unwrap();
-    let out = t
-        .run(&[
-            "restore",
-            "--database",
-            "--database-name",
-            "OctoRestored",
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-        ])
-        .await;
-    assert!(
-        out.status.success(),
-        "restore: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    t.ok(&[
+        "restore",
+        "--database",
+        "--database-name",
+        "OctoRestored",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+    ])
+    .await;
     assert!(t.lab.sql().databases().iter().any(|d| d == "OctoRestored"));
 }
 

@@ -25,13 +25,6 @@ fn api_timeout(t: &TestLab, secs: u64) {
     });
 }
 
-fn journal(t: &TestLab) -> PathBuf {
-    t.dir
-        .path()
-        .join("state")
-        .join("OctopusServer.maintenance.json")
-}
-
 /// Waits (bounded) until `n` events of this kind are in the lab's log.
 async fn wait_for_events(t: &TestLab, kind: &str, n: usize) {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -61,18 +54,17 @@ async fn kill_9_while_the_on_request_is_in_flight_then_recover_leaves_maintenanc
     child.kill().unwrap(); // SIGKILL, the request on its way
     child.wait().unwrap();
     assert!(
-        journal(&t).exists(),
+        t.journal_path().exists(),
         "the journal is written before the request"
     );
 
-    let out = t.run(&["recover"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.ok(&["recover"]).await;
     assert!(
         stdout(&out).contains("may still have been on its way"),
         "{}",
         stdout(&out)
     );
-    assert!(!journal(&t).exists());
+    assert!(!t.journal_path().exists());
     // The late "on" has landed by now, and was turned off again.
     wait_for_events(&t, "delayed_request_handled", 1).await;
     let changes = maintenance_changes(&t.events());
@@ -105,11 +97,10 @@ async fn an_on_request_that_times_out_every_time_still_leaves_maintenance_off() 
         "no late request landed: {changes:?}"
     );
     assert!(!t.lab.octopus().maintenance(), "left on: {changes:?}");
-    assert!(!journal(&t).exists());
+    assert!(!t.journal_path().exists());
     assert!(t.sets().await.is_empty());
     // The next run finds maintenance mode off, turns it on and off itself.
-    let again = t.run(&["backup"]).await;
-    assert!(again.status.success(), "{}", stderr(&again));
+    t.ok(&["backup"]).await;
     assert!(!t.lab.octopus().maintenance());
 }
 
@@ -120,12 +111,11 @@ async fn an_on_request_answered_late_once_is_watched_after_the_run() {
     api_timeout(&t, 2);
     // The first attempt times out and lands later; the retry is answered at once.
     delay_on(&t, Duration::from_secs(3), 1);
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     wait_for_events(&t, "delayed_request_handled", 1).await;
     let changes = maintenance_changes(&t.events());
     assert!(!t.lab.octopus().maintenance(), "left on: {changes:?}");
-    assert!(!journal(&t).exists());
+    assert!(!t.journal_path().exists());
 }
 
 #[cfg(unix)]
@@ -141,13 +131,7 @@ async fn sigterm_while_maintenance_mode_is_being_turned_on_stops_the_run() {
         .spawn()
         .unwrap();
     t.wait_for_event("fault_served").await;
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = sigterm(child).await;
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("interrupted by SIGTERM"),
@@ -161,16 +145,16 @@ async fn sigterm_while_maintenance_mode_is_being_turned_on_stops_the_run() {
         "BACKUP ran after the stop"
     );
     assert!(t.sets().await.iter().all(|s| s["complete"] == false));
-    assert!(!journal(&t).exists());
+    assert!(!t.journal_path().exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_journal_stops_recover_and_backup_with_exit_7() {
     let t = TestLab::start().await;
     t.init().await;
-    std::fs::create_dir_all(journal(&t).parent().unwrap()).unwrap();
+    std::fs::create_dir_all(t.journal_path().parent().unwrap()).unwrap();
     std::fs::write(
-        journal(&t),
+        t.journal_path(),
         b"{\"instance\": \"OctopusServer\", \"url\": \"ht",
     )
     .unwrap();
@@ -186,7 +170,7 @@ async fn a_torn_journal_stops_recover_and_backup_with_exit_7() {
         assert!(!stdout(&out).contains("nothing to recover"));
     }
     assert!(
-        journal(&t).exists(),
+        t.journal_path().exists(),
         "the torn journal is left for the administrator"
     );
     assert!(maintenance_changes(&t.events()).is_empty());
@@ -217,8 +201,7 @@ async fn the_next_backup_removes_what_a_killed_run_left_on_the_staging_share() {
         .collect();
     assert_eq!(left.len(), 1, "{:?}", t.staging_files());
 
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.ok(&["backup"]).await;
     assert!(stderr(&out).contains("removed"), "{}", stderr(&out));
     assert!(
         !left[0].exists(),
@@ -239,8 +222,7 @@ async fn recover_removes_what_a_killed_run_left_on_the_staging_share() {
     t.lab.sql().set_backup_rate(None);
     assert!(!t.staging_files().is_empty());
     assert_eq!(doctor_leftovers(&t).await, "fail");
-    let out = t.run(&["recover"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.ok(&["recover"]).await;
     assert!(stdout(&out).contains("put it back off"), "{}", stdout(&out));
     assert!(stdout(&out).contains("removed"), "{}", stdout(&out));
     assert!(t.staging_files().is_empty(), "{:?}", t.staging_files());
@@ -327,9 +309,7 @@ async fn bad_settings_are_config_errors_with_exit_2() {
     t.edit_config(|c| {
         c.insert("state_dir".into(), file.display().to_string().into());
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("is not a folder"), "{}", stderr(&out));
+    t.fails(&["backup"], 2, "is not a folder").await;
     t.edit_config(|c| {
         c.remove("state_dir");
         c["repository"]
@@ -337,9 +317,7 @@ async fn bad_settings_are_config_errors_with_exit_2() {
             .unwrap()
             .insert("compression".into(), 99.into());
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("compression"), "{}", stderr(&out));
+    t.fails(&["backup"], 2, "compression").await;
     assert!(maintenance_changes(&t.events()).is_empty());
 }
 
@@ -361,8 +339,7 @@ async fn a_questionable_connection_string_is_warned_about_without_its_password()
             format!("{cs};{db};Encrpyt=False;Password=not-the-one-used").into(),
         );
     });
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.ok(&["backup"]).await;
     let e = stderr(&out);
     assert!(e.contains("'database' is given more than once"), "{e}");
     assert!(e.contains("'encrpyt' is not"), "{e}");
@@ -389,7 +366,7 @@ async fn maintenance_turned_off_mid_window_leaves_no_complete_set() {
     );
     assert!(!t.lab.octopus().maintenance());
     assert!(t.sets().await.iter().all(|s| s["complete"] == false));
-    assert!(!journal(&t).exists());
+    assert!(!t.journal_path().exists());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -414,7 +391,7 @@ async fn an_administrators_own_on_during_the_window_is_left_on() {
     );
     let changes = maintenance_changes(&t.events());
     assert_eq!(changes.last().map(|c| c.1), Some(true), "{changes:?}");
-    assert!(!journal(&t).exists());
+    assert!(!t.journal_path().exists());
     let sets = t.sets().await;
     assert_eq!(sets.len(), 1);
     assert_eq!(sets[0]["complete"], true);

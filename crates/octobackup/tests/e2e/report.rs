@@ -221,9 +221,8 @@ async fn a_report_that_cannot_be_written_leaves_the_backup_complete() {
     t.init().await;
     let nowhere = t.dir.path().join("no-such-folder").join("report.html");
     let out = t
-        .run(&["backup", "--report", nowhere.to_str().unwrap()])
+        .ok(&["backup", "--report", nowhere.to_str().unwrap()])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
     assert!(
         stderr(&out)
             .contains("warning: the backup's outcome stands, but the report was not written"),

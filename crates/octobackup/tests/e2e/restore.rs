@@ -12,18 +12,8 @@ async fn lab_with_a_set() -> (TestLab, octobackup_lab::Fingerprint) {
     let t = TestLab::start().await;
     t.init().await;
     let fp = t.lab.fingerprint().await.unwrap();
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    t.ok(&["backup"]).await;
     (t, fp)
-}
-
-fn digest_of(t: &TestLab, database: &str) -> String {
-    let (data, _) = t
-        .lab
-        .sql()
-        .database_files(database)
-        .unwrap_or_else(|| panic!("no database {database}: {:?}", t.lab.sql().databases()));
-    hex::encode(image::content_digest(&data).unwrap())
 }
 
 fn installation_id(data_file: &Path) -> String {
@@ -83,7 +73,7 @@ async fn a_restore_to_a_new_name_and_fresh_paths_equals_the_instance_at_backup_t
     let secrets = t.dir.path().join("restore-secrets.txt");
     std::fs::create_dir_all(&data_dir).unwrap();
     let out = t
-        .run(&[
+        .ok(&[
             "--json",
             "restore",
             "--database-name",
@@ -96,19 +86,13 @@ async fn a_restore_to_a_new_name_and_fresh_paths_equals_the_instance_at_backup_t
             secrets.to_str().unwrap(),
         ])
         .await;
-    assert!(
-        out.status.success(),
-        "restore failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
     assert_no_secrets(&t, &out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["database"]["name"], "OctoRestored");
     assert_eq!(report["database"]["replaced_existing"], false);
 
     // The database: the content it had at backup time, in the chosen folder.
-    assert_eq!(digest_of(&t, "OctoRestored"), fp.database);
+    assert_eq!(t.database_digest("OctoRestored"), fp.database);
     let (data, log) = t.lab.sql().database_files("OctoRestored").unwrap();
     assert_eq!(data, data_dir.join("OctoRestored.mdf"));
     assert_eq!(log, data_dir.join("OctoRestored_log.ldf"));
@@ -218,18 +202,11 @@ async fn an_existing_database_is_replaced_only_with_replace() {
     assert!(seqs(&t.events(), "restore_started").is_empty());
     no_temporary_databases(&t);
 
-    let out = t
-        .run(&["--json", "restore", "--database", "--replace"])
+    let report = t
+        .json(&["--json", "restore", "--database", "--replace"])
         .await;
-    assert!(
-        out.status.success(),
-        "restore --replace failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["database"]["replaced_existing"], true);
-    assert_eq!(digest_of(&t, "OctopusDeploy"), fp.database);
+    assert_eq!(t.database_digest("OctopusDeploy"), fp.database);
     no_temporary_databases(&t);
     // The replaced database's files were dropped with it; the new ones are beside them.
     let (data, _) = t.lab.sql().database_files("OctopusDeploy").unwrap();
@@ -256,13 +233,7 @@ async fn files_in_the_way_are_moved_aside_never_overwritten() {
     std::fs::write(packages.join("local-only.txt"), b"keep me").unwrap();
 
     // To the original paths (the lab's own folders).
-    let out = t.run(&["--json", "restore", "--folders"]).await;
-    assert!(
-        out.status.success(),
-        "restore failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    let out = t.ok(&["--json", "restore", "--folders"]).await;
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let pk = report["folders"]
         .as_array()
@@ -307,9 +278,7 @@ async fn a_clone_gets_its_own_installation_id_database_and_folders() {
     let folders = t.dir.path().join("clone-folders");
 
     // A clone needs its own name and folders.
-    let out = t.run(&["restore", "--clone"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--database-name"), "{}", stderr(&out));
+    t.fails(&["restore", "--clone"], 2, "--database-name").await;
     let out = t
         .run(&[
             "restore",
@@ -323,7 +292,7 @@ async fn a_clone_gets_its_own_installation_id_database_and_folders() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 
     let out = t
-        .run(&[
+        .ok(&[
             "--json",
             "restore",
             "--clone",
@@ -333,12 +302,6 @@ async fn a_clone_gets_its_own_installation_id_database_and_folders() {
             folders.to_str().unwrap(),
         ])
         .await;
-    assert!(
-        out.status.success(),
-        "clone failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
     assert_no_secrets(&t, &out);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let new_id = report["new_installation_id"].as_str().unwrap().to_string();
@@ -372,7 +335,7 @@ async fn secrets_are_shown_only_on_request() {
 
     // All parts by default: the secrets are neither printed nor written anywhere.
     let out = t
-        .run(&[
+        .ok(&[
             "restore",
             "--folders",
             "--secrets",
@@ -380,7 +343,6 @@ async fn secrets_are_shown_only_on_request() {
             t.dir.path().join("f").to_str().unwrap(),
         ])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
     assert_no_secrets(&t, &out);
     assert!(
         stdout(&out).contains("--masterKey \"<master key"),
@@ -390,9 +352,8 @@ async fn secrets_are_shown_only_on_request() {
     assert!(stdout(&out).contains("--secrets-file FILE or --show-secrets"));
 
     // --secrets alone needs a destination.
-    let out = t.run(&["restore", "--secrets"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--secrets-file"), "{}", stderr(&out));
+    t.fails(&["restore", "--secrets"], 2, "--secrets-file")
+        .await;
 
     let set_id = t.sets().await[0]["set_id"].as_str().unwrap().to_string();
     let out = t
@@ -430,15 +391,13 @@ async fn a_restore_interrupted_before_the_rename_is_finished_by_the_next_run() {
     let set_id = t.sets().await[0]["set_id"].as_str().unwrap().to_string();
     // What an interrupted run leaves: the set restored and online under its temporary name.
     let temp = temporary_name(&set_id, "OctoResumed");
-    let out = t
-        .run(&["restore", "--database", "--database-name", &temp])
+    t.ok(&["restore", "--database", "--database-name", &temp])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
     assert!(t.lab.sql().databases().contains(&temp));
     let restores_before = seqs(&t.events(), "restore_started").len();
 
-    let out = t
-        .run(&[
+    let report = t
+        .json(&[
             "--json",
             "restore",
             "--database",
@@ -446,12 +405,10 @@ async fn a_restore_interrupted_before_the_rename_is_finished_by_the_next_run() {
             "OctoResumed",
         ])
         .await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["database"]["resumed"], true, "{report:#}");
     // Finished without restoring again: checked and renamed.
     assert_eq!(seqs(&t.events(), "restore_started").len(), restores_before);
-    assert_eq!(digest_of(&t, "OctoResumed"), fp.database);
+    assert_eq!(t.database_digest("OctoResumed"), fp.database);
     no_temporary_databases(&t);
 }
 
@@ -466,23 +423,15 @@ async fn a_striped_set_restores_under_a_name_that_needs_quoting() {
             .insert("stripes".into(), toml::Value::Integer(2));
     });
     let fp = t.lab.fingerprint().await.unwrap();
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "backup failed: {}", stderr(&out));
+    t.ok(&["backup"]).await;
     let show = t.run(&["--json", "show", "latest"]).await;
     let m: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
     assert_eq!(m["database"]["files"].as_array().unwrap().len(), 2, "{m:#}");
 
     let name = "Octo]pus 'Restored";
-    let out = t
-        .run(&["restore", "--database", "--database-name", name])
+    t.ok(&["restore", "--database", "--database-name", name])
         .await;
-    assert!(
-        out.status.success(),
-        "restore failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    assert_eq!(digest_of(&t, name), fp.database);
+    assert_eq!(t.database_digest(name), fp.database);
     let (data, _) = t.lab.sql().database_files(name).unwrap();
     assert_eq!(
         data.file_name().unwrap().to_string_lossy(),
@@ -490,8 +439,7 @@ async fn a_striped_set_restores_under_a_name_that_needs_quoting() {
     );
     no_temporary_databases(&t);
 
-    let out = t.run(&["drill"]).await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    t.ok(&["drill"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -552,14 +500,7 @@ async fn ctrl_c_during_the_restore_leaves_nothing_half_restored() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         waited += 1;
     }
-    let kill = std::process::Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
+    let out = signal_and_wait(child, "INT").await;
     assert_eq!(
         out.status.code(),
         Some(130),
@@ -577,11 +518,9 @@ async fn ctrl_c_during_the_restore_leaves_nothing_half_restored() {
     no_temporary_databases(&t);
 
     // The same command again completes.
-    let out = t
-        .run(&["restore", "--database", "--database-name", "OctoSlow"])
+    t.ok(&["restore", "--database", "--database-name", "OctoSlow"])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(digest_of(&t, "OctoSlow"), fp.database);
+    assert_eq!(t.database_digest("OctoSlow"), fp.database);
 }
 
 /// A set restored on another host: the original data and log folders do not exist there, so SQL
@@ -609,23 +548,10 @@ async fn a_set_from_another_host_restores_into_the_instance_default_folders() {
     assert!(!old_data.parent().unwrap().exists());
 
     let b = TestLab::start().await;
-    b.edit_config(|c| {
-        let r = c["repository"].as_table_mut().unwrap();
-        r.insert("location".into(), repo.display().to_string().into());
-        r.insert(
-            "password_file".into(),
-            password.display().to_string().into(),
-        );
-    });
+    b.use_repository(&repo, &password);
     let out = b
-        .run(&["restore", "--database", "--database-name", "OctoMoved"])
+        .ok(&["restore", "--database", "--database-name", "OctoMoved"])
         .await;
-    assert!(
-        out.status.success(),
-        "restore failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
     assert!(
         stderr(&out).contains("original folders do not exist")
             && stderr(&out).contains("default folders"),
@@ -637,7 +563,7 @@ async fn a_set_from_another_host_restores_into_the_instance_default_folders() {
     assert_eq!(data.parent(), defaults.0.parent(), "{data:?}");
     assert_eq!(log.parent(), defaults.1.parent(), "{log:?}");
     assert_eq!(data.file_name().unwrap(), "OctoMoved.mdf");
-    assert_eq!(digest_of(&b, "OctoMoved"), fp.database);
+    assert_eq!(b.database_digest("OctoMoved"), fp.database);
     no_temporary_databases(&b);
 }
 
@@ -658,8 +584,8 @@ async fn a_tde_database_is_recorded_and_its_restore_names_the_certificate() {
         show(&t)
     );
     // A plain restore says nothing about certificates.
-    let out = t
-        .run(&[
+    let report = t
+        .json(&[
             "--json",
             "restore",
             "--database",
@@ -667,8 +593,6 @@ async fn a_tde_database_is_recorded_and_its_restore_names_the_certificate() {
             "OctoPlain",
         ])
         .await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         !report["notes"]
             .to_string()
@@ -676,14 +600,12 @@ async fn a_tde_database_is_recorded_and_its_restore_names_the_certificate() {
     );
 
     t.lab.sql().set_encrypted("OctopusDeploy", true);
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     assert_eq!(show(&t)["database"]["tde_encrypted"], true);
 
     let out = t
-        .run(&["restore", "--database", "--database-name", "OctoTde"])
+        .ok(&["restore", "--database", "--database-name", "OctoTde"])
         .await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let text = format!("{}{}", stdout(&out), stderr(&out));
     assert!(
         text.contains("Transparent Data Encryption")

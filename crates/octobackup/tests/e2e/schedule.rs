@@ -104,22 +104,19 @@ async fn install_writes_units_systemd_accepts_show_reads_them_back_and_remove_re
 async fn a_bad_time_is_refused_and_nothing_is_written() {
     let t = TestLab::start().await;
     let units = t.dir.path().join("units");
-    let out = t
-        .run(&[
+    t.fails(
+        &[
             "schedule",
             "install",
             "--unit-dir",
             units.to_str().unwrap(),
             "--at",
             "25:00",
-        ])
-        .await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("is not a time of day like 02:30"),
-        "{}",
-        stderr(&out)
-    );
+        ],
+        2,
+        "is not a time of day like 02:30",
+    )
+    .await;
     assert!(!units.exists());
 }
 

@@ -156,19 +156,30 @@ fn test_tools() -> PathBuf {
 /// Two S3 servers: `server` for the backups, and `strict`, which checks signatures, for the
 /// wrong-credentials case. moto's SigV4 check rejects listings whose `prefix` holds a `/` as
 /// OpenDAL sends it (SignatureDoesNotMatch for a correct key), so the backups run on a moto that
-/// does not check, and the refusal of a wrong key is proven on the strict one.
+/// does not check, and the refusal of a wrong key is proven on the strict one. The strict one is
+/// started on first use: only the wrong-credentials cases need it.
 pub struct S3 {
     pub server: Server,
-    pub strict: Server,
-    /// The strict server's key.
+    strict: std::sync::OnceLock<StrictS3>,
+}
+
+/// The moto that checks signatures, and its user's key.
+pub struct StrictS3 {
+    pub server: Server,
     pub access_key: String,
     pub secret_key: String,
 }
 
 impl S3 {
+    /// The strict server (started now if it was not yet).
+    pub fn strict(&self) -> &StrictS3 {
+        self.strict.get_or_init(start_strict_s3)
+    }
+
     /// The strict server's request log.
     pub fn strict_log(&self) -> String {
-        std::fs::read_to_string(self.strict.dir.path().join("moto.log")).unwrap_or_default()
+        std::fs::read_to_string(self.strict().server.dir.path().join("moto.log"))
+            .unwrap_or_default()
     }
 }
 
@@ -201,11 +212,19 @@ fn create_bucket(server: &Server) {
     assert!(status < 300, "moto create bucket: {status} {body}");
 }
 
-/// moto checks SigV4 signatures (and the key's IAM policy) once `INITIAL_NO_AUTH_ACTION_COUNT`
-/// unauthenticated calls are used up: those create the user, its key, its policy and the bucket.
+/// An S3 server (moto) with the bucket [`BUCKET`]; its strict twin comes with [`S3::strict`].
 pub fn start_s3() -> S3 {
     let server = moto(false);
     create_bucket(&server);
+    S3 {
+        server,
+        strict: std::sync::OnceLock::new(),
+    }
+}
+
+/// moto checks SigV4 signatures (and the key's IAM policy) once `INITIAL_NO_AUTH_ACTION_COUNT`
+/// unauthenticated calls are used up: those create the user, its key, its policy and the bucket.
+fn start_strict_s3() -> StrictS3 {
     let strict = moto(true);
     let base = format!("http://{}", strict.addr());
     let iam = |form: &str| -> String {
@@ -238,9 +257,8 @@ pub fn start_s3() -> S3 {
         urlencode(policy)
     ));
     create_bucket(&strict);
-    S3 {
-        server,
-        strict,
+    StrictS3 {
+        server: strict,
         access_key,
         secret_key,
     }

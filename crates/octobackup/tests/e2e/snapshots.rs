@@ -55,8 +55,7 @@ async fn snapshots_lists_each_set_and_show_reads_its_manifest() {
     let out = t.ok(&["show", ids[1]]).await;
     let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(manifest["set_id"], ids[1], "{manifest}");
-    let out = t.ok(&["show", "latest"]).await;
-    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let manifest = t.json(&["show", "latest"]).await;
     assert_eq!(manifest["set_id"], ids[2], "{manifest}");
     let snapshot = sets[2]["snapshot_id"].as_str().unwrap();
     let out = t.ok(&["show", &snapshot[..8]]).await;
@@ -64,13 +63,8 @@ async fn snapshots_lists_each_set_and_show_reads_its_manifest() {
     assert_eq!(manifest["set_id"], ids[2], "{manifest}");
 
     // What cannot be shown says why.
-    let out = t.run(&["show", "19990101"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("no backup set matches"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["show", "19990101"], 2, "no backup set matches")
+        .await;
     let out = t.run(&["show", ids[0]]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("is incomplete"), "{}", stderr(&out));
@@ -120,7 +114,6 @@ async fn a_prefix_of_two_sets_is_refused_by_show_and_restore_and_nothing_changes
     assert_eq!(j["kind"], "usage", "{j}");
 
     // Enough of the id names one.
-    let out = t.ok(&["show", b]).await;
-    let manifest: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let manifest = t.json(&["show", b]).await;
     assert_eq!(manifest["set_id"], b);
 }

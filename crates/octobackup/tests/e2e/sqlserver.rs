@@ -30,8 +30,7 @@ fn host_port(t: &TestLab) -> String {
 }
 
 async fn manifest(t: &TestLab) -> serde_json::Value {
-    let show = t.run(&["--json", "show", "latest"]).await;
-    assert!(show.status.success(), "{}", stderr(&show));
+    let show = t.ok(&["--json", "show", "latest"]).await;
     serde_json::from_slice(&show.stdout).unwrap()
 }
 
@@ -61,8 +60,7 @@ async fn certificates_are_trusted_as_octopus_trusts_them_and_validated_when_aske
     );
     // Octopus's form: Encrypt=True, no TrustServerCertificate, against a self-signed certificate
     // that names no host.
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     // Login-only encryption is never validated, even with TrustServerCertificate=False.
     set_connection_string(
         &t,
@@ -72,12 +70,10 @@ async fn certificates_are_trusted_as_octopus_trusts_them_and_validated_when_aske
             "Encrypt=False;TrustServerCertificate=False",
         ),
     );
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     // The most common Octopus string: no Encrypt either (SqlClient's default is Mandatory).
     set_connection_string(&t, &connection_string(&t, &host_port(&t), ""));
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     assert_eq!(t.sets().await.len(), 3);
 
     // Asked for: validated, and the lab's certificate fails, before maintenance mode.
@@ -121,8 +117,7 @@ async fn a_named_instance_is_found_through_sql_browser() {
     // HOST\INSTANCE without a port, as Octopus's installer writes it.
     let server = format!("{}\\{instance}", browser.ip());
     set_connection_string(&t, &connection_string(&t, &server, ""));
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     let m = manifest(&t).await;
     assert_eq!(m["complete"], true);
     assert_eq!(m["database"]["server"], server.as_str());
@@ -134,13 +129,7 @@ async fn a_named_instance_is_found_through_sql_browser() {
         &connection_string(&t, &format!("{}\\SQLEXPRESS", browser.ip()), ""),
     );
     let before = t.events().len();
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("SQL Server Browser"),
-        "{}",
-        stderr(&out)
-    );
+    t.fails(&["backup"], 4, "SQL Server Browser").await;
     assert!(maintenance_changes(&t.events()[before..]).is_empty());
 }
 
@@ -178,8 +167,7 @@ async fn backup_compression_default_on_the_server_does_not_compress_our_backup()
     })
     .await;
     t.init().await;
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     let started = t
         .events()
         .into_iter()
@@ -197,8 +185,7 @@ async fn the_msdb_row_is_our_own_and_a_missing_msdb_permission_is_a_warning() {
     t.init().await;
     // A DBA's full backup and a log backup end between our BACKUP and the history query.
     t.lab.sql().inject(SqlFault::OtherBackupsAfterNextBackup);
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     let m = manifest(&t).await;
     let row = &m["database"]["backupset"];
     assert_eq!(row["backup_type"], "D", "{row}");
@@ -211,8 +198,7 @@ async fn the_msdb_row_is_our_own_and_a_missing_msdb_permission_is_a_warning() {
 
     // No SELECT in msdb: the set is complete and verified, with a warning.
     t.lab.sql().inject(SqlFault::DenyNextHistoryQuery);
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.ok(&["backup"]).await;
     assert!(
         stderr(&out).contains("msdb history row could not be read") && stderr(&out).contains("229"),
         "{}",
@@ -260,11 +246,8 @@ async fn sql_server_2014_backs_up_and_drills_without_drop_database_if_exists() {
     })
     .await;
     t.init().await;
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
-    let out = t.run(&["--json", "drill"]).await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    t.ok(&["backup"]).await;
+    let report = t.json(&["--json", "drill"]).await;
     assert_eq!(report["ok"], true, "{report:#}");
     // The scratch database was dropped by the statement 2014 accepts.
     assert_eq!(t.lab.sql().databases(), [t.lab.info().database.clone()]);
@@ -295,17 +278,14 @@ async fn long_silent_statements_are_not_cut_off_by_the_command_timeout() {
     // BACKUP and VERIFYONLY silent for longer than the timeout, as on a big database.
     silence(&t, "BACKUP DATABASE");
     silence(&t, "RESTORE VERIFYON");
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     let m = manifest(&t).await;
     assert_eq!(m["complete"], true);
     assert_eq!(m["database"]["verified"], true);
     // The drill's RESTORE and CHECKDB WITH NO_INFOMSGS too.
     silence(&t, "RESTORE DATABASE");
     silence(&t, "DBCC TABLE CHECK");
-    let out = t.run(&["--json", "drill"]).await;
-    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = t.json(&["--json", "drill"]).await;
     assert_eq!(report["ok"], true, "{report:#}");
     assert_eq!(t.lab.sql().databases(), [t.lab.info().database.clone()]);
 }
@@ -327,8 +307,7 @@ async fn multi_subnet_failover_works_and_entra_id_authentication_is_refused_up_f
             "MultiSubnetFailover=True",
         ),
     );
-    let out = t.run(&["backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    t.ok(&["backup"]).await;
     assert_eq!(t.sets().await.len(), 1);
 
     set_connection_string(
@@ -340,13 +319,7 @@ async fn multi_subnet_failover_works_and_entra_id_authentication_is_refused_up_f
         ),
     );
     let before = t.events().len();
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("Authentication=Active Directory Password (Microsoft Entra ID) is not supported by octobackup: use a SQL Server login"),
-        "{}",
-        stderr(&out)
-    );
+    let out = t.fails(&["backup"], 2, "Authentication=Active Directory Password (Microsoft Entra ID) is not supported by octobackup: use a SQL Server login").await;
     let events = &t.events()[before..];
     assert!(maintenance_changes(events).is_empty());
     assert!(seqs(events, "login_failed").is_empty());

@@ -87,8 +87,7 @@ async fn the_window_runs_without_the_repository_and_the_set_is_the_window() {
         });
     }
 
-    let out = t.run(&["--json", "backup"]).await;
-    assert!(out.status.success(), "{}", stderr(&out));
+    let out = t.ok(&["--json", "backup"]).await;
     assert_eq!(*seen.lock().unwrap(), ["moved away", "put back"]);
     assert!(!t.lab.octopus().maintenance());
     assert_backups_inside_window(&t.events());
@@ -100,8 +99,7 @@ async fn the_window_runs_without_the_repository_and_the_set_is_the_window() {
         t.staging_files()
     );
 
-    let m: serde_json::Value =
-        serde_json::from_slice(&t.ok(&["--json", "show", "latest"]).await.stdout).unwrap();
+    let m: serde_json::Value = t.json(&["--json", "show", "latest"]).await;
     assert_eq!(
         m["window"]["folder_files_read"], 2,
         "the grown log and the new artifact are copied inside the window: {}",
@@ -143,21 +141,8 @@ async fn the_window_runs_without_the_repository_and_the_set_is_the_window() {
 async fn a_window_past_its_budget_puts_maintenance_back_and_completes_nothing() {
     let t = TestLab::start().await;
     t.init().await;
-    t.edit_config(|c| {
-        let i = TestLab::instance_table(c);
-        let w = i
-            .entry("wait")
-            .or_insert_with(|| toml::Value::Table(Default::default()))
-            .as_table_mut()
-            .unwrap();
-        w.insert("timeout".into(), "1s".into());
-        w.insert("max_window".into(), "2s".into());
-    });
-    let journal = t
-        .dir
-        .path()
-        .join("state")
-        .join("OctopusServer.maintenance.json");
+    t.set_wait("1s", "2s");
+    let journal = t.journal_path();
     t.lab.sql().set_backup_rate(Some(16 * 1024));
 
     for found_on in [false, true] {
@@ -210,8 +195,6 @@ async fn a_window_past_its_budget_puts_maintenance_back_and_completes_nothing() 
         let w = TestLab::instance_table(c)["wait"].as_table_mut().unwrap();
         w.insert("max_window".into(), "1s".into());
     });
-    let out = t.run(&["backup"]).await;
-    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(stderr(&out).contains("wait.max_window"), "{}", stderr(&out));
+    t.fails(&["backup"], 2, "wait.max_window").await;
     assert!(!t.lab.octopus().maintenance());
 }

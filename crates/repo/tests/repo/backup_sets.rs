@@ -367,17 +367,7 @@ fn prune_frees_what_deleted_snapshots_alone_used() {
     let kept = dir.path().join("kept");
     write(&old.join("old.bin"), &noise(3_000_000, 11));
     write(&kept.join("kept.bin"), &noise(1_000_000, 12));
-    let backup = |source: &std::path::Path| {
-        repo.backup(
-            vec![SourceItem::Path {
-                source: source.to_path_buf(),
-                target: "/folders/Packages".into(),
-            }],
-            &SetOptions::default(),
-            &NoProgress,
-        )
-        .unwrap()
-    };
+    let backup = |source: &std::path::Path| backup_path(&repo, source, "/folders/Packages");
     let first = backup(&old);
     let second = backup(&kept);
     let before = pack_bytes(&repo_path);
@@ -418,17 +408,7 @@ fn prune_keeping_young_packs_counts_what_it_really_removes() {
     let kept = dir.path().join("kept");
     write(&old.join("old.bin"), &noise(3_000_000, 21));
     write(&kept.join("kept.bin"), &noise(1_000_000, 22));
-    let backup = |source: &std::path::Path| {
-        repo.backup(
-            vec![SourceItem::Path {
-                source: source.to_path_buf(),
-                target: "/folders/Packages".into(),
-            }],
-            &SetOptions::default(),
-            &NoProgress,
-        )
-        .unwrap()
-    };
+    let backup = |source: &std::path::Path| backup_path(&repo, source, "/folders/Packages");
     let first = backup(&old);
     backup(&kept);
     repo.delete_snapshots(&[first.snapshot_id]).unwrap();

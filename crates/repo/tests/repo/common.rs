@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::Mutex;
 
-use octobackup_repo::{Password, ProgressSink, Repo, RepoConfig, SourceItem, Zeroizing};
+use octobackup_repo::{
+    BackupSummary, NoProgress, Password, ProgressSink, Repo, RepoConfig, SetOptions, SourceItem,
+    Zeroizing,
+};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -21,6 +24,27 @@ pub fn config(repo_dir: &Path) -> RepoConfig {
 
 pub fn new_repo(dir: &Path) -> Repo {
     Repo::init(&config(&dir.join("repo"))).expect("init")
+}
+
+/// One set of `source` (a file or a folder) stored at `target`, with the default options.
+pub fn backup_path(repo: &Repo, source: &Path, target: &str) -> BackupSummary {
+    repo.backup(
+        vec![SourceItem::Path {
+            source: source.to_path_buf(),
+            target: target.into(),
+        }],
+        &SetOptions::default(),
+        &NoProgress,
+    )
+    .expect("backup")
+}
+
+/// A new repository under `dir` holding one set of `source` at `target`: the repository and
+/// the set's summary.
+pub fn repo_with_set(dir: &Path, source: &Path, target: &str) -> (Repo, BackupSummary) {
+    let repo = new_repo(dir);
+    let set = backup_path(&repo, source, target);
+    (repo, set)
 }
 
 /// Runs stock restic on `repo` with the password in the environment (never in argv).

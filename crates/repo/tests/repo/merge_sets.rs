@@ -2,9 +2,24 @@
 //! snapshot that restic restores whole.
 
 use std::fs;
+use std::path::Path;
 
 use crate::common::*;
 use octobackup_repo::{NoProgress, RepoError, SetOptions, SourceItem};
+
+/// Stock restic reads the whole repository without an error and restores the set's folders
+/// as they are in the instance.
+fn restic_checks_and_restores_the_folders(repo_path: &Path, snapshot_id: &str, inst: &Instance) {
+    let out = restic(repo_path, &["check", "--read-data"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("no errors were found"));
+    let target = repo_path.with_file_name("restored");
+    restic(
+        repo_path,
+        &["restore", snapshot_id, "--target", target.to_str().unwrap()],
+    );
+    assert_same_tree(&inst.packages, &target.join("folders/Packages"));
+    assert_same_tree(&inst.task_logs, &target.join("folders/TaskLogs"));
+}
 
 #[test]
 fn parts_merge_into_one_snapshot_that_restic_restores_whole() {
@@ -201,20 +216,7 @@ fn an_overlay_is_the_base_with_the_windows_changes_and_restic_restores_it() {
     assert_eq!(o.files_new + o.files_changed, 2, "{o:?}");
 
     let repo_path = dir.path().join("repo");
-    let out = restic(&repo_path, &["check", "--read-data"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no errors were found"));
-    let target = dir.path().join("restored");
-    restic(
-        &repo_path,
-        &[
-            "restore",
-            &o.snapshot_id,
-            "--target",
-            target.to_str().unwrap(),
-        ],
-    );
-    assert_same_tree(&inst.packages, &target.join("folders/Packages"));
-    assert_same_tree(&inst.task_logs, &target.join("folders/TaskLogs"));
+    restic_checks_and_restores_the_folders(&repo_path, &o.snapshot_id, &inst);
 
     // A path to keep that the base lacks is refused before anything is written.
     let before = repo.snapshots().unwrap().len();
@@ -344,20 +346,7 @@ fn an_overlay_after_a_one_file_change_shares_the_unchanged_subtrees() {
         );
     }
 
-    let out = restic(&repo_path, &["check", "--read-data"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("no errors were found"));
-    let target = dir.path().join("restored");
-    restic(
-        &repo_path,
-        &[
-            "restore",
-            &o.snapshot_id,
-            "--target",
-            target.to_str().unwrap(),
-        ],
-    );
-    assert_same_tree(&inst.packages, &target.join("folders/Packages"));
-    assert_same_tree(&inst.task_logs, &target.join("folders/TaskLogs"));
+    restic_checks_and_restores_the_folders(&repo_path, &o.snapshot_id, &inst);
     // The copies' own snapshot was only a step: the base and the overlay are left.
     assert_eq!(repo.snapshots().unwrap().len(), 2);
 }

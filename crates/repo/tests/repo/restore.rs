@@ -17,17 +17,7 @@ fn files_in_the_way_are_replaced_only_when_their_content_differs() {
         &src.join("nested/deeper/big.bin"),
         &noise(20 * 1024 * 1024, 7),
     );
-    let repo = new_repo(dir.path());
-    let set = repo
-        .backup(
-            vec![SourceItem::Path {
-                source: src.clone(),
-                target: "/folders/TaskLogs".into(),
-            }],
-            &SetOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let (repo, set) = repo_with_set(dir.path(), &src, "/folders/TaskLogs");
 
     let out = dir.path().join("out");
     write(&out.join("same.log"), b"the same bytes");
@@ -65,17 +55,7 @@ fn a_file_restores_to_a_new_name_or_into_a_folder() {
     let dir = tempfile::tempdir().unwrap();
     let bak = dir.path().join("OctopusDeploy.bak");
     write(&bak, &noise(3 * 1024 * 1024, 3));
-    let repo = new_repo(dir.path());
-    let set = repo
-        .backup(
-            vec![SourceItem::Path {
-                source: bak.clone(),
-                target: "/database/OctopusDeploy.bak".into(),
-            }],
-            &SetOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let (repo, set) = repo_with_set(dir.path(), &bak, "/database/OctopusDeploy.bak");
     let renamed = dir.path().join("a/b/Other.bak");
     repo.restore(
         &set.snapshot_id,
@@ -109,17 +89,7 @@ fn a_gate_that_says_stop_ends_the_restore_at_its_next_write() {
     let src = dir.path().join("src");
     write(&src.join("database.bak"), &noise(8 * 1024 * 1024, 3));
     write(&src.join("later.bak"), &noise(1024 * 1024, 4));
-    let repo = new_repo(dir.path());
-    let set = repo
-        .backup(
-            vec![SourceItem::Path {
-                source: src.clone(),
-                target: "/database".into(),
-            }],
-            &SetOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let (repo, set) = repo_with_set(dir.path(), &src, "/database");
     // Stop once the first write went through.
     let written = AtomicU64::new(0);
     let gate = |bytes: u64| written.fetch_add(bytes, Ordering::SeqCst) == 0;
@@ -172,17 +142,7 @@ fn a_fresh_restore_equals_the_source_byte_for_byte() {
         chmod(&src.join("TaskLogs/03"), 0o700);
         std::os::unix::fs::symlink("Acme.2.nupkg", src.join("Packages/latest")).unwrap();
     }
-    let repo = new_repo(dir.path());
-    let set = repo
-        .backup(
-            vec![SourceItem::Path {
-                source: src.clone(),
-                target: "/folders/All".into(),
-            }],
-            &SetOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let (repo, set) = repo_with_set(dir.path(), &src, "/folders/All");
     let out = dir.path().join("out");
     let summary = repo
         .restore(&set.snapshot_id, "/folders/All", &out, &NoProgress)
@@ -213,17 +173,7 @@ fn a_stop_between_small_files_begins_no_further_file() {
             format!("log {i}\n").as_bytes(),
         );
     }
-    let repo = new_repo(dir.path());
-    let set = repo
-        .backup(
-            vec![SourceItem::Path {
-                source: src.clone(),
-                target: "/folders/TaskLogs".into(),
-            }],
-            &SetOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let (repo, set) = repo_with_set(dir.path(), &src, "/folders/TaskLogs");
     // Each file is begun with a question of 0 bytes: say stop after the twentieth.
     let begun = AtomicU64::new(0);
     let gate = |bytes: u64| bytes > 0 || begun.fetch_add(1, Ordering::SeqCst) < 20;
@@ -259,17 +209,7 @@ fn a_large_file_restores_in_bounded_memory() {
         f.write_all(&noise(1024 * 1024, 100 + i)).unwrap();
     }
     drop(f);
-    let repo = new_repo(dir.path());
-    let set = repo
-        .backup(
-            vec![SourceItem::Path {
-                source: bak.clone(),
-                target: "/database/OctopusDeploy.bak".into(),
-            }],
-            &SetOptions::default(),
-            &NoProgress,
-        )
-        .unwrap();
+    let (repo, set) = repo_with_set(dir.path(), &bak, "/database/OctopusDeploy.bak");
     drop(repo);
     let out = dir.path().join("restored.bak");
     let child = std::process::Command::new(std::env::current_exe().unwrap())
