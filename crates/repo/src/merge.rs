@@ -169,17 +169,38 @@ pub(crate) fn save_snapshot<S: rustic_core::Open>(
     let before = list()?;
     repo.save_snapshots(vec![snap.clone()])
         .map_err(|e| from_rustic("cannot save the merged snapshot", &e))?;
-    for id in list()?.difference(&before) {
-        let mut saved: SnapshotFile = repo
-            .get_file(id)
-            .map_err(|e| from_rustic("cannot read the merged snapshot", &e))?;
-        if saved.tree == snap.tree
-            && saved.time.timestamp() == snap.time.timestamp()
-            && saved.tags == snap.tags
-        {
-            saved.id = *id;
-            return Ok(SnapshotInfo::from_snapshot(&saved));
+    // Another writer's snapshot can appear beside ours half written (on SFTP a file is written
+    // in place; this run's other parts or another run may be saving one): one that cannot be
+    // read yet is tried again, briefly, and only ours must be found.
+    let mut unread: Vec<SnapshotId> = list()?.difference(&before).copied().collect();
+    let mut last_error = None;
+    for pause_ms in [0, 100, 300, 600, 1000] {
+        std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+        let mut still = Vec::new();
+        for id in unread {
+            match repo.get_file::<SnapshotFile>(&id) {
+                Ok(mut saved) => {
+                    if saved.tree == snap.tree
+                        && saved.time.timestamp() == snap.time.timestamp()
+                        && saved.tags == snap.tags
+                    {
+                        saved.id = id;
+                        return Ok(SnapshotInfo::from_snapshot(&saved));
+                    }
+                }
+                Err(e) => {
+                    last_error = Some(e);
+                    still.push(id);
+                }
+            }
         }
+        if still.is_empty() {
+            break;
+        }
+        unread = still;
+    }
+    if let Some(e) = last_error {
+        return Err(from_rustic("cannot read the merged snapshot", &e));
     }
     Err(RepoError::Other(
         "the merged snapshot was saved but cannot be found again: list the snapshots and run `check`"
