@@ -167,6 +167,15 @@ impl Backend {
         }
     }
 
+    /// What the runs left of ssh (processes, control folders) on an SFTP backend; nothing on
+    /// the others.
+    pub(crate) fn ssh_leftovers(&self) -> Vec<String> {
+        self.sftp
+            .as_ref()
+            .map(|s| s.leftovers(self.gate.as_ref().map(|g| g.port)))
+            .unwrap_or_default()
+    }
+
     /// Stock restic on the repository at `place` (`None`: the lab's local one), or `None` where
     /// restic 0.14 cannot reach this server.
     pub(crate) fn restic(

@@ -181,6 +181,16 @@ fn complete_in_main(t: &TestLab) -> Vec<(String, Vec<String>)> {
         .collect()
 }
 
+/// The ids of the main repository's complete sets, as `snapshots --json` lists them.
+async fn complete_set_ids(t: &TestLab) -> BTreeSet<String> {
+    t.sets()
+        .await
+        .iter()
+        .filter(|s| s["complete"] == true)
+        .map(|s| s["set_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
 fn tags(s: &serde_json::Value) -> Vec<String> {
     let mut t: Vec<String> = s["tags"]
         .as_array()
@@ -1162,16 +1172,47 @@ async fn copy_to_azure_blob_on_azurite_is_checked_listed_and_escrowed() {
     assert_eq!(first["copied"], 2, "{first:#}");
     assert_eq!(first["incomplete_left_out"], 1);
     let there = sets_in_copy(&t, &target, "offsite").await;
-    let main_sets: BTreeSet<String> = t
-        .sets()
-        .await
-        .iter()
-        .filter(|s| s["complete"] == true)
-        .map(|s| s["set_id"].as_str().unwrap().to_string())
-        .collect();
+    let main_sets = complete_set_ids(&t).await;
     assert_eq!(there, main_sets);
     assert_eq!(source.len(), 2);
     copy_again_sends_nothing_checks_drills_and_escrows(&t, &target, &identity).await;
+}
+
+/// A copy to an SFTP server (OpenSSH's sshd): the complete sets copied, nothing sent again,
+/// checked with its data read, drilled, the key recovered from it; no ssh process or control
+/// folder outlives the runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_to_sftp_on_openssh_is_checked_drilled_and_escrowed() {
+    use crate::backends::{Backend, Kind};
+    let b = tokio::task::spawn_blocking(|| Backend::start(Kind::Sftp))
+        .await
+        .unwrap();
+    let place = b.place(BUCKET, "offsite").unwrap();
+    let mut t = TestLab::start().await;
+    let identity = with_escrow(&t);
+    two_sets_and_a_part(&mut t).await;
+    let target = Target {
+        location: place.location,
+        options: place.options,
+        env: place.env,
+    };
+    set_copy(&t, "offsite", &target, false, &[]);
+    obk_ok(&t, &target, &["init", "--copy", "offsite"]).await;
+    let out = obk_ok(&t, &target, &["--json", "copy", "--to", "offsite"]).await;
+    let first = json(&out);
+    assert_eq!(first["copied"], 2, "{first:#}");
+    assert_eq!(first["incomplete_left_out"], 1);
+    let main_sets = complete_set_ids(&t).await;
+    assert_eq!(sets_in_copy(&t, &target, "offsite").await, main_sets);
+    copy_again_sends_nothing_checks_drills_and_escrows(&t, &target, &identity).await;
+    // Each run ends its ssh masters; one still closing is given a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut left = b.ssh_leftovers();
+    while !left.is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        left = b.ssh_leftovers();
+    }
+    assert!(left.is_empty(), "ssh leftovers: {left:#?}");
 }
 
 /// An off-site copy in a Ceph RGW bucket with Object Lock (governance mode, 3 days): the copy
