@@ -26,7 +26,8 @@ pub const KEPT_RECORD: &str = "octobackup-kept.json";
 /// full database on the staging share for no good reason.
 pub const MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
-const FORMAT: u32 = 1;
+/// 2: the window's kept paths are a list in the kept folder, no longer in the record.
+const FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Record {

@@ -306,8 +306,7 @@ pub async fn run(job: BackupJob) -> Result<BackupReport, Failure> {
         let r = steps.start("server folders (before the window)");
         let pass = tokio::select! {
             r = async {
-                let listing = Listing::take(&folders)?;
-                listing.save(&staging_local)?;
+                let listing = Listing::take(&folders, &staging_local)?;
                 let id = backup_folders(&job, &folders, &set_id, &m.hostname).await?;
                 Ok::<_, Failure>((id, Arc::new(listing)))
             } => r,
