@@ -19,6 +19,7 @@ use rustic_core::{BackupOptions, IndexedTree, ParentOptions, Repository, RusticR
 use crate::backup::{BackupSummary, SetOptions, check_tags};
 use crate::error::{RepoError, from_rustic};
 use crate::logging;
+use crate::pathlist::{SortedPaths, tree_order};
 use crate::progress::ProgressSink;
 use crate::repo::Repo;
 use crate::snapshots::{from_chrono, resolve_snapshot};
@@ -32,12 +33,15 @@ impl Repo {
     /// taken from `base` without reading them, and a folder whose whole content is kept and
     /// unchanged keeps the base's tree. `opts.parent_tags` is not used.
     ///
+    /// `keep` is read as a stream, beside the base's trees (both in tree order), so its size
+    /// costs no memory: only the folders being rebuilt are held, one mark per entry.
+    ///
     /// Fails before writing anything when a path in `keep` is not in `base` (or lies under a
     /// folder that is neither kept nor changed).
     pub fn overlay(
         &self,
         base: &str,
-        keep: &HashSet<String>,
+        keep: &dyn SortedPaths,
         changes: Vec<SourceItem>,
         opts: &SetOptions,
         progress: &dyn ProgressSink,
@@ -47,23 +51,18 @@ impl Repo {
         let changes = SetSource::new(changes)?;
         let targets = changes.targets();
         let unreadable = changes.unreadable_handle();
-        // Every changed entry and the folders above it: the trees that cannot be the base's. A
-        // staged folder that is kept (the staging roots are always there) counts only through
-        // what it holds.
-        let mut touched: HashSet<String> = HashSet::from([String::new()]);
+        // Every changed entry and the folders above it: the trees that cannot be taken from the
+        // base as they are. (A staged folder that is also kept, such as a staging root, is
+        // rebuilt from the same nodes: the same tree.)
+        let mut touched: HashSet<Vec<u8>> = HashSet::from([Vec::new()]);
         for path in changes.entry_paths() {
-            let mut text = String::new();
-            let mut above = Vec::new();
+            let mut text = Vec::new();
             for name in names(&path) {
-                if !text.is_empty() {
-                    above.push(text.clone());
+                text.push(b'/');
+                text.extend_from_slice(name.as_encoded_bytes());
+                if !touched.contains(&text) {
+                    touched.insert(text.clone());
                 }
-                text.push('/');
-                text.push_str(&name);
-            }
-            touched.extend(above);
-            if !keep.contains(&text) {
-                touched.insert(text);
             }
         }
 
@@ -79,17 +78,21 @@ impl Repo {
             let base_snap = resolve_snapshot(&repo, base)?;
 
             // What the base's trees hold, before anything is written.
-            let mut plan = Plan::new(keep, &touched, false);
-            plan.visit(&repo, "", base_snap.tree)
-                .map_err(|e| from_rustic("cannot read the base snapshot", &e))?;
-            if plan.found != keep.len() {
-                return Err(missing_from_base(
-                    &repo,
-                    base,
-                    base_snap.tree,
-                    keep,
-                    &touched,
-                ));
+            let mut plan = Plan {
+                touched: &touched,
+                keep: Cursor::new(keep)?,
+                kept_files: 0,
+                kept_bytes: 0,
+                rebuild: HashMap::new(),
+            };
+            plan.visit(&repo, &[], base_snap.tree)?;
+            plan.keep.finish()?;
+            if let Some(first) = &plan.keep.first_missing {
+                return Err(RepoError::InvalidInput(format!(
+                    "{} path(s) to keep are not in snapshot {base}, or lie under a folder that is neither kept nor changed (first: {})",
+                    plan.keep.missing,
+                    String::from_utf8_lossy(first)
+                )));
             }
 
             // The copies: an ordinary backup of the staging folder, tagged as the set's part (a
@@ -117,7 +120,7 @@ impl Repo {
                         plan: &plan,
                         save,
                     };
-                    build.tree("", Some(base_snap.tree), Some(staged.tree), &mut counts)
+                    build.tree(&[], Some(base_snap.tree), Some(staged.tree), &mut counts)
                 })
                 .map_err(|e| from_rustic("cannot write the folder trees", &e))?;
 
@@ -168,86 +171,122 @@ impl Repo {
 }
 
 /// The names of a snapshot path (`/folders/Packages` gives `folders`, `Packages`).
-fn names(path: &Path) -> impl Iterator<Item = String> + '_ {
+fn names(path: &Path) -> impl Iterator<Item = &std::ffi::OsStr> + '_ {
     path.components().filter_map(|c| match c {
-        Component::Normal(name) => Some(name.to_string_lossy().into_owned()),
+        Component::Normal(name) => Some(name),
         _ => None,
     })
 }
 
-fn child_path(parent: &str, node: &Node) -> String {
-    format!("{parent}/{}", node.name().to_string_lossy())
+/// The snapshot path of `node` in the folder at `parent`, as bytes (see `pathlist`).
+fn child_path(parent: &[u8], node: &Node) -> Vec<u8> {
+    let name = node.name();
+    let name = name.as_encoded_bytes();
+    let mut path = Vec::with_capacity(parent.len() + 1 + name.len());
+    path.extend_from_slice(parent);
+    path.push(b'/');
+    path.extend_from_slice(name);
+    path
 }
 
-/// The error for paths to keep that the base does not hold (or not where the overlay looks),
-/// naming the first of them.
-fn missing_from_base<S: IndexedTree>(
-    repo: &Repository<S>,
-    base: &str,
-    tree: TreeId,
-    keep: &HashSet<String>,
-    touched: &HashSet<String>,
-) -> RepoError {
-    let mut plan = Plan::new(keep, touched, true);
-    if let Err(e) = plan.visit(repo, "", tree) {
-        return from_rustic("cannot read the base snapshot", &e);
+/// The paths to keep, read one at a time as the base's trees are walked in the same order.
+struct Cursor<'a> {
+    paths: Box<dyn Iterator<Item = std::io::Result<Vec<u8>>> + 'a>,
+    head: Option<Vec<u8>>,
+    /// Paths to keep that the walk went past without meeting them in the base.
+    missing: u64,
+    first_missing: Option<Vec<u8>>,
+}
+
+fn unreadable_list(e: &std::io::Error) -> RepoError {
+    RepoError::InvalidInput(format!("the list of paths to keep cannot be read: {e}"))
+}
+
+impl<'a> Cursor<'a> {
+    fn new(keep: &'a dyn SortedPaths) -> Result<Self, RepoError> {
+        let mut paths = keep.sorted().map_err(|e| unreadable_list(&e))?;
+        let head = paths.next().transpose().map_err(|e| unreadable_list(&e))?;
+        Ok(Self {
+            paths,
+            head,
+            missing: 0,
+            first_missing: None,
+        })
     }
-    let mut missing: Vec<&String> = keep.iter().filter(|p| !plan.seen.contains(*p)).collect();
-    missing.sort();
-    RepoError::InvalidInput(format!(
-        "{} path(s) to keep are not in snapshot {base}, or lie under a folder that is neither kept nor changed (first: {})",
-        missing.len(),
-        missing.first().map_or("", |s| s.as_str())
-    ))
+
+    fn advance(&mut self) -> Result<(), RepoError> {
+        self.head = self
+            .paths
+            .next()
+            .transpose()
+            .map_err(|e| unreadable_list(&e))?;
+        Ok(())
+    }
+
+    fn skip(&mut self) -> Result<(), RepoError> {
+        self.missing += 1;
+        if self.first_missing.is_none() {
+            self.first_missing = self.head.take();
+        }
+        self.advance()
+    }
+
+    /// Whether `path` is to be kept. Paths are asked in tree order: every path to keep before
+    /// `path` was not met in the base.
+    fn take(&mut self, path: &[u8]) -> Result<bool, RepoError> {
+        while let Some(head) = &self.head {
+            match tree_order(head, path) {
+                std::cmp::Ordering::Less => self.skip()?,
+                std::cmp::Ordering::Equal => {
+                    self.advance()?;
+                    return Ok(true);
+                }
+                std::cmp::Ordering::Greater => return Ok(false),
+            }
+        }
+        Ok(false)
+    }
+
+    /// After the walk: what is left was not met.
+    fn finish(&mut self) -> Result<(), RepoError> {
+        while self.head.is_some() {
+            self.skip()?;
+        }
+        Ok(())
+    }
 }
 
 /// The base's trees as the overlay needs them: which ones must be rebuilt, and what is kept.
 struct Plan<'a> {
-    keep: &'a HashSet<String>,
-    touched: &'a HashSet<String>,
-    /// How many paths of `keep` were met in the base.
-    found: usize,
-    /// Those paths, when `record` was asked for (to name the missing ones).
-    seen: HashSet<String>,
-    record: bool,
+    touched: &'a HashSet<Vec<u8>>,
+    keep: Cursor<'a>,
     kept_files: u64,
     kept_bytes: u64,
-    /// The base trees that are not taken as they are, by folder path (`""`: the root).
-    rebuild: HashMap<String, Tree>,
+    /// The base trees that are not taken as they are, by folder path (empty: the root), with
+    /// whether each of their nodes is kept. The trees themselves are read again when rebuilt
+    /// rather than held (issue 13: a folder of 100,000 task logs is a tree of 100,000 nodes).
+    rebuild: HashMap<Vec<u8>, Vec<bool>>,
 }
 
-impl<'a> Plan<'a> {
-    fn new(keep: &'a HashSet<String>, touched: &'a HashSet<String>, record: bool) -> Self {
-        Self {
-            keep,
-            touched,
-            found: 0,
-            seen: HashSet::new(),
-            record,
-            kept_files: 0,
-            kept_bytes: 0,
-            rebuild: HashMap::new(),
-        }
-    }
-
+impl Plan<'_> {
     /// Reads the base tree `id` at `path` and what it holds that the overlay keeps or changes;
     /// returns whether the tree is taken as it is (everything in it kept, nothing changed).
     fn visit<S: IndexedTree>(
         &mut self,
         repo: &Repository<S>,
-        path: &str,
+        path: &[u8],
         id: TreeId,
-    ) -> RusticResult<bool> {
-        let tree = repo.get_tree(&id)?;
+    ) -> Result<bool, RepoError> {
+        let tree = repo
+            .get_tree(&id)
+            .map_err(|e| from_rustic("cannot read the base snapshot", &e))?;
         let mut same = !self.touched.contains(path);
+        let mut kept_nodes = Vec::with_capacity(tree.nodes.len());
         for node in &tree.nodes {
             let child = child_path(path, node);
-            let kept = self.keep.contains(&child);
+            let kept = self.keep.take(&child)?;
+            kept_nodes.push(kept);
             if kept {
-                self.found += 1;
-                if self.record {
-                    let _ = self.seen.insert(child.clone());
-                }
                 // Counted as rustic's archiver counts: every entry that is not a folder.
                 if !node.is_dir() {
                     self.kept_files += 1;
@@ -267,7 +306,7 @@ impl<'a> Plan<'a> {
             }
         }
         if !same {
-            let _ = self.rebuild.insert(path.to_string(), tree);
+            let _ = self.rebuild.insert(path.to_vec(), kept_nodes);
         }
         Ok(same)
     }
@@ -293,70 +332,80 @@ impl<S: IndexedTree> Build<'_, S> {
     /// the copies' tree there (if the window changed anything in it).
     fn tree(
         &self,
-        path: &str,
+        path: &[u8],
         base: Option<TreeId>,
         staged: Option<TreeId>,
         counts: &mut Counts,
     ) -> RusticResult<TreeId> {
         let base_tree = match base {
             Some(id) => match self.plan.rebuild.get(path) {
-                Some(tree) => Some(tree),
+                Some(kept) => Some((self.repo.get_tree(&id)?, kept)),
                 // Everything in it kept, nothing changed (so nothing staged): the base's own.
                 None => return Ok(id),
             },
             None => None,
         };
-        let Some(base_tree) = base_tree else {
+        let Some((base_tree, kept)) = base_tree else {
             // New in the window: the copies' tree as it was stored.
             return match staged {
                 Some(id) => Ok(id),
                 None => (self.save)(&Tree::default()),
             };
         };
-        let staged_tree = staged.map(|id| self.repo.get_tree(&id)).transpose()?;
-        let staged_nodes: &[Node] = staged_tree.as_ref().map_or(&[], |t| &t.nodes);
+        let staged_nodes = match staged {
+            Some(id) => self.repo.get_tree(&id)?.nodes,
+            None => Vec::new(),
+        };
 
+        // The nodes are moved, not copied, from the trees read into the new one.
         let mut nodes = Vec::with_capacity(base_tree.nodes.len() + staged_nodes.len());
-        let (mut b, mut s) = (
-            base_tree.nodes.iter().peekable(),
-            staged_nodes.iter().peekable(),
-        );
+        let mut b = base_tree
+            .nodes
+            .into_iter()
+            .zip(kept.iter().copied())
+            .peekable();
+        let mut s = staged_nodes.into_iter().peekable();
         loop {
             let (from_base, from_staged) = match (b.peek(), s.peek()) {
                 (None, None) => break,
                 (Some(_), None) => (b.next(), None),
                 (None, Some(_)) => (None, s.next()),
-                (Some(x), Some(y)) => match x.name().cmp(&y.name()) {
+                (Some((x, _)), Some(y)) => match x.name().cmp(&y.name()) {
                     std::cmp::Ordering::Less => (b.next(), None),
                     std::cmp::Ordering::Greater => (None, s.next()),
                     std::cmp::Ordering::Equal => (b.next(), s.next()),
                 },
             };
-            let any = from_base.or(from_staged).expect("one side has a node");
-            let child = child_path(path, any);
-            let kept = from_base.filter(|_| self.plan.keep.contains(&child));
-            let mut node = match (kept, from_staged) {
-                (Some(node), staged) => {
+            let base_sub = from_base
+                .as_ref()
+                .filter(|(n, _)| n.is_dir())
+                .and_then(|(n, _)| n.subtree);
+            let staged_sub = from_staged
+                .as_ref()
+                .filter(|n| n.is_dir())
+                .and_then(|n| n.subtree);
+            let base_was_file = from_base.as_ref().is_some_and(|(n, _)| !n.is_dir());
+            let mut node = match (from_base, from_staged) {
+                (Some((node, true)), staged) => {
                     if let Some(s) = staged.filter(|s| !s.is_dir()) {
                         counts.overridden_files += 1;
                         if s.is_file() {
                             counts.overridden_bytes += s.meta.size;
                         }
                     }
-                    node.clone()
+                    node
                 }
-                (None, Some(node)) => {
-                    if !node.is_dir() && from_base.is_some_and(|b| !b.is_dir()) {
+                (_, Some(node)) => {
+                    if !node.is_dir() && base_was_file {
                         counts.replaced_files += 1;
                     }
-                    node.clone()
+                    node
                 }
                 // In the base only, and not kept: gone in the window.
-                (None, None) => continue,
+                (_, None) => continue,
             };
             if node.is_dir() {
-                let base_sub = from_base.filter(|n| n.is_dir()).and_then(|n| n.subtree);
-                let staged_sub = from_staged.filter(|n| n.is_dir()).and_then(|n| n.subtree);
+                let child = child_path(path, &node);
                 node.subtree = Some(self.tree(&child, base_sub, staged_sub, counts)?);
             }
             nodes.push(node);

@@ -156,7 +156,8 @@ async fn a_staging_share_too_full_for_the_folder_listing_fails_before_the_window
     let t = TestLab::start().await;
     t.init().await;
     let staging = t.lab.info().staging_dir.clone();
-    let _fs = Tmpfs::mount(&staging, 16 * 1024);
+    // Two pages: the run's marker takes one, the listing (about 60 bytes an entry) needs more.
+    let _fs = Tmpfs::mount(&staging, 8 * 1024);
     let out = t.run(&["backup"]).await;
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let line = the_error_line(&out, &staging);

@@ -9,7 +9,7 @@ use crate::{
     blob::{
         BlobType,
         packer::{PackSizer, Packer},
-        tree::{Tree, TreeId},
+        tree::{TreeId, TreeWriter},
     },
     error::{ErrorKind, RusticError, RusticResult},
     index::{ReadGlobalIndex, indexer::SharedIndexer},
@@ -28,9 +28,11 @@ pub(crate) type TreeItem = TreeType<(ParentResult<()>, u64), ParentResult<TreeId
 // TODO: Add documentation
 pub(crate) struct TreeArchiver<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> {
     /// The current tree.
-    tree: Tree,
+    ///
+    /// Patched for octobackup: each node is serialized as it is added, not held (`TreeWriter`).
+    tree: TreeWriter,
     /// The stack of trees.
-    stack: Vec<(PathBuf, Node, ParentResult<TreeId>, Tree)>,
+    stack: Vec<(PathBuf, Node, ParentResult<TreeId>, TreeWriter)>,
     /// The index to read from.
     index: &'a I,
     /// The packer to write to.
@@ -71,7 +73,7 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> TreeArchiver<'a, BE, I> {
         let tree_packer = Packer::new(be, BlobType::Tree, indexer, pack_sizer)?;
 
         Ok(Self {
-            tree: Tree::new(),
+            tree: TreeWriter::new(),
             stack: Vec::new(),
             index,
             tree_packer,
@@ -94,7 +96,7 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> TreeArchiver<'a, BE, I> {
             TreeType::NewTree((path, node, parent)) => {
                 trace!("entering {}", path.display());
                 // save current tree to the stack and start with an empty tree
-                let tree = std::mem::replace(&mut self.tree, Tree::new());
+                let tree = std::mem::replace(&mut self.tree, TreeWriter::new());
                 self.stack.push((path, node, parent, tree));
             }
             TreeType::EndTree => {
@@ -102,17 +104,15 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> TreeArchiver<'a, BE, I> {
                     RusticError::new(ErrorKind::Internal, "Tree stack is empty.").ask_report()
                 })?;
 
-                // save tree
+                // save tree, and go back to parent dir
                 trace!("finishing {}", path.display());
-                let id = self.backup_tree(&path, &parent)?;
+                let finished = std::mem::replace(&mut self.tree, tree);
+                let id = self.backup_tree(&path, &parent, finished)?;
                 node.subtree = Some(id);
-
-                // go back to parent dir
-                self.tree = tree;
-                self.tree.add(node);
+                self.add_node(&path, &node)?;
             }
             TreeType::Other((path, node, (parent, size))) => {
-                self.add_file(&path, node, &parent, size);
+                self.add_file(&path, node, &parent, size)?;
             }
         }
         Ok(())
@@ -125,7 +125,13 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> TreeArchiver<'a, BE, I> {
     /// * `path` - The path of the file.
     /// * `node` - The node of the file.
     /// * `parent` - The parent result of the file.
-    fn add_file(&mut self, path: &Path, node: Node, parent: &ParentResult<()>, size: u64) {
+    fn add_file(
+        &mut self,
+        path: &Path,
+        node: Node,
+        parent: &ParentResult<()>,
+        size: u64,
+    ) -> RusticResult<()> {
         let filename = path.join(node.name());
         match parent {
             ParentResult::Matched(()) => {
@@ -143,7 +149,20 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> TreeArchiver<'a, BE, I> {
         }
         self.summary.total_files_processed += 1;
         self.summary.total_bytes_processed += size;
-        self.tree.add(node);
+        self.add_node(path, &node)
+    }
+
+    /// Patched for octobackup: serializes `node` into the current tree.
+    fn add_node(&mut self, path: &Path, node: &Node) -> RusticResult<()> {
+        self.tree.add(node).map_err(|err| {
+            RusticError::with_source(
+                ErrorKind::Internal,
+                "Failed to serialize tree at `{path}`",
+                err,
+            )
+            .attach_context("path", path.to_string_lossy())
+            .ask_report()
+        })
     }
 
     /// Backups the current tree.
@@ -152,6 +171,7 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> TreeArchiver<'a, BE, I> {
     ///
     /// * `path` - The path of the tree.
     /// * `parent` - The parent result of the tree.
+    /// * `tree` - The tree, serialized as it was built (patched for octobackup).
     ///
     /// # Errors
     ///
@@ -160,16 +180,13 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> TreeArchiver<'a, BE, I> {
     /// # Returns
     ///
     /// The id of the tree.
-    fn backup_tree(&mut self, path: &Path, parent: &ParentResult<TreeId>) -> RusticResult<TreeId> {
-        let (chunk, id) = self.tree.serialize().map_err(|err| {
-            RusticError::with_source(
-                ErrorKind::Internal,
-                "Failed to serialize tree at `{path}`",
-                err,
-            )
-            .attach_context("path", path.to_string_lossy())
-            .ask_report()
-        })?;
+    fn backup_tree(
+        &mut self,
+        path: &Path,
+        parent: &ParentResult<TreeId>,
+        tree: TreeWriter,
+    ) -> RusticResult<TreeId> {
+        let (chunk, id) = tree.finish();
         let dirsize = chunk.len() as u64;
         let dirsize_bytes = ByteSize(dirsize).display().iec().to_string();
 
@@ -220,7 +237,8 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> TreeArchiver<'a, BE, I> {
         parent_tree: Option<TreeId>,
     ) -> RusticResult<(TreeId, SnapshotSummary)> {
         let parent = parent_tree.map_or(ParentResult::NotFound, ParentResult::Matched);
-        let id = self.backup_tree(&PathBuf::new(), &parent)?;
+        let tree = std::mem::replace(&mut self.tree, TreeWriter::new());
+        let id = self.backup_tree(&PathBuf::new(), &parent, tree)?;
         let stats = self.tree_packer.finalize()?;
         stats.apply(&mut self.summary, BlobType::Tree);
 

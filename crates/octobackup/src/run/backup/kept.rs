@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 /// full database on the staging share for no good reason.
 pub const MAX_AGE: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
+/// The window's kept paths are a list in the kept folder (`Capture::keep`); a record written
+/// before held them itself and no longer parses, so its folder is removed like any unreadable one.
 const FORMAT: u32 = 1;
 
 #[derive(Serialize, Deserialize)]

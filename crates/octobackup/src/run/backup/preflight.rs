@@ -143,8 +143,7 @@ pub(super) async fn before_window(
         let r = steps.start("server folders (before the window)");
         let pass = tokio::select! {
             r = async {
-                let listing = Listing::take(&list)?;
-                listing.save(&set.local)?;
+                let listing = Listing::take(&list, &set.local)?;
                 let id = backup_folders(job, &list, &set_id, &m.hostname).await?;
                 Ok::<_, Failure>((id, Arc::new(listing)))
             } => r,

@@ -16,22 +16,26 @@
 
 use crate::backupset::{self, manifest::FolderInfo};
 use crate::error::{Exit, Failure};
-use octobackup_repo::{BackupSummary, SetOptions, SourceItem};
+use octobackup_repo::{
+    BackupSummary, PathFile, PathFileWriter, SetOptions, SourceItem, tree_order,
+};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
-use std::io::{Read, Write};
+use std::cmp::Ordering as Order;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The listing's file in the run's staging folder.
-pub const LISTING_FILE: &str = "window-listing.json";
+pub const LISTING_FILE: &str = "window-listing";
 /// The folder in the run's staging folder that receives the copies made inside the window.
 pub const CAPTURE_DIR: &str = "window";
+/// The list of the entries the window kept, in the capture folder beside the copies.
+pub const KEEP_FILE: &str = "kept-paths";
 
-#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     File,
     Dir,
@@ -40,7 +44,7 @@ pub enum Kind {
 }
 
 /// What a listing records of one entry: enough to tell that it was not touched.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Meta {
     pub kind: Kind,
     pub size: u64,
@@ -51,15 +55,7 @@ pub struct Meta {
     /// Unix: the inode number (a file replaced by another gets a new one). Windows: none.
     pub id: Option<u64>,
     /// False for a name that is not valid Unicode: such an entry is never taken as unchanged.
-    #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub exact: bool,
-}
-
-fn yes() -> bool {
-    true
-}
-fn is_true(b: &bool) -> bool {
-    *b
 }
 
 impl Meta {
@@ -103,13 +99,216 @@ impl Meta {
     fn unchanged_since(&self, earlier: &Meta) -> bool {
         self.exact && earlier.exact && self == earlier
     }
+
+    /// The record of one entry in the listing's file: kind, flags, then the fields present.
+    fn write(&self, out: &mut Vec<u8>) {
+        out.push(match self.kind {
+            Kind::File => 0,
+            Kind::Dir => 1,
+            Kind::Link => 2,
+            Kind::Other => 3,
+        });
+        let flags = u8::from(self.exact)
+            | u8::from(self.mtime.is_some()) << 1
+            | u8::from(self.change.is_some()) << 2
+            | u8::from(self.id.is_some()) << 3;
+        out.push(flags);
+        out.extend_from_slice(&self.size.to_le_bytes());
+        for t in [self.mtime, self.change].into_iter().flatten() {
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        if let Some(id) = self.id {
+            out.extend_from_slice(&id.to_le_bytes());
+        }
+    }
+
+    fn read(input: &mut impl Read) -> std::io::Result<Meta> {
+        let mut head = [0u8; 10];
+        input.read_exact(&mut head)?;
+        let kind = match head[0] {
+            0 => Kind::File,
+            1 => Kind::Dir,
+            2 => Kind::Link,
+            3 => Kind::Other,
+            _ => return Err(std::io::Error::other("an entry of an unknown kind")),
+        };
+        let flags = head[1];
+        let size = u64::from_le_bytes(head[2..10].try_into().expect("8 bytes"));
+        let mut time = |present: bool| -> std::io::Result<Option<i128>> {
+            if !present {
+                return Ok(None);
+            }
+            let mut b = [0u8; 16];
+            input.read_exact(&mut b)?;
+            Ok(Some(i128::from_le_bytes(b)))
+        };
+        let mtime = time(flags & 2 != 0)?;
+        let change = time(flags & 4 != 0)?;
+        let id = if flags & 8 != 0 {
+            let mut b = [0u8; 8];
+            input.read_exact(&mut b)?;
+            Some(u64::from_le_bytes(b))
+        } else {
+            None
+        };
+        Ok(Meta {
+            kind,
+            size,
+            mtime,
+            change,
+            id,
+            exact: flags & 1 != 0,
+        })
+    }
 }
 
 /// Every entry under the server folders, by snapshot path (`/folders/Packages/a/b.nupkg`; each
-/// folder's root is listed as `/folders/Packages`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+/// folder's root is listed as `/folders/Packages`), in a file on the run's staging folder, in
+/// tree order (each folder before what it holds, names in byte order: `tree_order`). The window
+/// walks the folders in the same order and reads the listing beside its walk, so neither side
+/// is held in memory (issue 13: held as a map, it cost about 250 bytes a file).
+///
+/// Each record: the length of the path it shares with the one before (LEB128), the length of
+/// the rest, the rest, then the entry's [`Meta`].
+#[derive(Clone, Debug)]
 pub struct Listing {
-    pub entries: BTreeMap<String, Meta>,
+    pub file: PathBuf,
+    pub entries: u64,
+}
+
+const LISTING_MAGIC: &[u8; 8] = b"oblist01";
+
+fn put_len(out: &mut Vec<u8>, mut v: usize) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn get_len(input: &mut impl Read) -> std::io::Result<usize> {
+    let mut v = 0usize;
+    for shift in (0..35).step_by(7) {
+        let mut b = [0u8; 1];
+        input.read_exact(&mut b)?;
+        v |= usize::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(std::io::Error::other("a length too long for a path"))
+}
+
+/// Writes a listing's records. After the first write error it only counts, so that a full
+/// staging share can be said with the size the listing needs.
+struct ListingWriter {
+    out: Option<BufWriter<std::fs::File>>,
+    error: Option<std::io::Error>,
+    bytes: u64,
+    last: Vec<u8>,
+    record: Vec<u8>,
+}
+
+impl ListingWriter {
+    fn write(&mut self, bytes: &[u8]) {
+        self.bytes += bytes.len() as u64;
+        if let Some(out) = self.out.as_mut()
+            && let Err(e) = out.write_all(bytes)
+        {
+            self.error = Some(e);
+            self.out = None;
+        }
+    }
+
+    fn push(&mut self, path: &[u8], meta: &Meta) {
+        let shared = self
+            .last
+            .iter()
+            .zip(path)
+            .take_while(|(a, b)| a == b)
+            .count();
+        let mut record = std::mem::take(&mut self.record);
+        record.clear();
+        put_len(&mut record, shared);
+        put_len(&mut record, path.len() - shared);
+        record.extend_from_slice(&path[shared..]);
+        meta.write(&mut record);
+        self.write(&record);
+        self.record = record;
+        self.last.clear();
+        self.last.extend_from_slice(path);
+    }
+
+    fn finish(mut self) -> Result<u64, (std::io::Error, u64)> {
+        let bytes = self.bytes;
+        if let Some(e) = self.error.take() {
+            return Err((e, bytes));
+        }
+        let out = self
+            .out
+            .take()
+            .expect("a writer without an error has its file");
+        let file = out.into_inner().map_err(|e| (e.into_error(), bytes))?;
+        file.sync_all().map_err(|e| (e, bytes))?;
+        Ok(bytes)
+    }
+}
+
+/// Reads a listing's records in order, one at a time.
+struct ListingReader {
+    input: BufReader<std::fs::File>,
+    file: PathBuf,
+    path: Vec<u8>,
+    meta: Option<Meta>,
+}
+
+impl ListingReader {
+    fn open(listing: &Listing) -> Result<ListingReader, Failure> {
+        let file = &listing.file;
+        let f = std::fs::File::open(file).map_err(|e| failed("cannot read", file, e))?;
+        let mut input = BufReader::with_capacity(64 << 10, f);
+        let mut magic = [0u8; 8];
+        if input.read_exact(&mut magic).is_err() || &magic != LISTING_MAGIC {
+            return Err(failed("cannot parse", file, "it is not a folder listing"));
+        }
+        let mut r = ListingReader {
+            input,
+            file: file.clone(),
+            path: Vec::new(),
+            meta: None,
+        };
+        r.advance()?;
+        Ok(r)
+    }
+
+    /// The entry the reader is at (`None` past the last).
+    fn head(&self) -> Option<(&[u8], &Meta)> {
+        self.meta.as_ref().map(|m| (self.path.as_slice(), m))
+    }
+
+    fn advance(&mut self) -> Result<(), Failure> {
+        let mut next = || -> std::io::Result<Option<Meta>> {
+            if self.input.fill_buf()?.is_empty() {
+                return Ok(None);
+            }
+            let shared = get_len(&mut self.input)?;
+            let rest = get_len(&mut self.input)?;
+            if shared > self.path.len() || rest > 1 << 20 {
+                return Err(std::io::Error::other("a damaged record"));
+            }
+            self.path.truncate(shared);
+            let start = self.path.len();
+            self.path.resize(start + rest, 0);
+            self.input.read_exact(&mut self.path[start..])?;
+            Meta::read(&mut self.input).map(Some)
+        };
+        self.meta = next().map_err(|e| failed("cannot parse", &self.file.clone(), e))?;
+        Ok(())
+    }
 }
 
 fn failed(what: &str, path: &Path, e: impl std::fmt::Display) -> Failure {
@@ -123,75 +322,116 @@ fn failed(what: &str, path: &Path, e: impl std::fmt::Display) -> Failure {
 }
 
 /// One entry met by the walk.
-struct Found {
+struct Found<'a> {
     /// Index of its server folder.
     folder: usize,
-    vpath: String,
+    /// Its snapshot path, as bytes (`OsStr::as_encoded_bytes` for the names).
+    vpath: &'a [u8],
     /// Path relative to its server folder (empty for the root).
-    relative: PathBuf,
-    real: PathBuf,
+    relative: &'a Path,
+    real: &'a Path,
     meta: std::fs::Metadata,
     exact: bool,
 }
 
-/// Walks the folders (without following links), calling `visit` on every entry, roots first,
-/// each folder before what it holds.
+/// A folder the walk is in: what it holds, sorted by name, and the next to visit.
+struct Open {
+    rel: PathBuf,
+    vdir: Vec<u8>,
+    exact: bool,
+    entries: Vec<(OsString, std::fs::DirEntry)>,
+    next: usize,
+}
+
+/// What `dir` holds, sorted by name (byte order: the order of restic's trees).
+fn sorted_entries(dir: &Path) -> std::io::Result<Vec<(OsString, std::fs::DirEntry)>> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        entries.push((entry.file_name(), entry));
+    }
+    entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    Ok(entries)
+}
+
+/// Walks the folders (without following links), calling `visit` on every entry in tree order:
+/// roots first, each folder right before what it holds, names in byte order. The listing before
+/// the window and the window's own walk meet the entries in the same order.
 fn walk(
     folders: &[(String, PathBuf)],
     cancel: &AtomicBool,
     mut visit: impl FnMut(Found) -> Result<(), Failure>,
 ) -> Result<(), Failure> {
-    for (index, (name, root)) in folders.iter().enumerate() {
+    // The folders by name, as the set holds them (the config may list them in any order).
+    let mut order: Vec<usize> = (0..folders.len()).collect();
+    order.sort_by(|a, b| folders[*a].0.cmp(&folders[*b].0));
+    for index in order {
+        let (name, root) = &folders[index];
         let meta = std::fs::metadata(root).map_err(|e| failed("cannot read", root, e))?;
-        let vroot = format!("{}/{name}", backupset::FOLDERS_DIR);
-        let mut stack = vec![(root.clone(), PathBuf::new(), vroot.clone(), true)];
+        let vroot = format!("{}/{name}", backupset::FOLDERS_DIR).into_bytes();
         visit(Found {
             folder: index,
-            vpath: vroot,
-            relative: PathBuf::new(),
-            real: root.clone(),
+            vpath: &vroot,
+            relative: Path::new(""),
+            real: root,
             meta,
             exact: true,
         })?;
-        while let Some((dir, rel, vdir, exact_dir)) = stack.pop() {
+        let entries = sorted_entries(root).map_err(|e| failed("cannot list", root, e))?;
+        let mut stack = vec![Open {
+            rel: PathBuf::new(),
+            vdir: vroot,
+            exact: true,
+            entries,
+            next: 0,
+        }];
+        while let Some(open) = stack.last_mut() {
             if cancel.load(Ordering::Relaxed) {
                 return Err(cancelled());
             }
-            // Octopus runs during the listing before the window: what disappears meanwhile is gone,
-            // not an error (the window then finds it gone too).
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if gone(&e) && dir != *root => continue,
-                Err(e) => return Err(failed("cannot list", &dir, e)),
+            let Some((file_name, entry)) = open.entries.get(open.next) else {
+                stack.pop();
+                continue;
             };
-            for entry in entries {
-                let entry = entry.map_err(|e| failed("cannot list", &dir, e))?;
-                let real = entry.path();
-                // The entry's own metadata (links not followed), looked up from its folder rather
-                // than by its whole path again: the walk stats every one of 25,000 task logs.
-                let meta = match entry.metadata() {
-                    Ok(meta) => meta,
+            open.next += 1;
+            let real = entry.path();
+            // The entry's own metadata (links not followed), looked up from its folder rather
+            // than by its whole path again: the walk stats every one of 25,000 task logs.
+            // Octopus runs during the listing before the window: what disappears meanwhile is
+            // gone, not an error (the window then finds it gone too).
+            let meta = match entry.metadata() {
+                Ok(meta) => meta,
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(failed("cannot read", &real, e)),
+            };
+            let exact = open.exact && file_name.to_str().is_some();
+            let mut vpath = Vec::with_capacity(open.vdir.len() + 1 + file_name.len());
+            vpath.extend_from_slice(&open.vdir);
+            vpath.push(b'/');
+            vpath.extend_from_slice(file_name.as_encoded_bytes());
+            let relative = open.rel.join(file_name);
+            let is_dir = meta.is_dir();
+            visit(Found {
+                folder: index,
+                vpath: &vpath,
+                relative: &relative,
+                real: &real,
+                meta,
+                exact,
+            })?;
+            if is_dir {
+                let entries = match sorted_entries(&real) {
+                    Ok(entries) => entries,
                     Err(e) if gone(&e) => continue,
-                    Err(e) => return Err(failed("cannot read", &real, e)),
+                    Err(e) => return Err(failed("cannot list", &real, e)),
                 };
-                let file_name = entry.file_name();
-                let (name, exact) = match file_name.to_str() {
-                    Some(n) => (n.to_string(), exact_dir),
-                    None => (file_name.to_string_lossy().into_owned(), false),
-                };
-                let vpath = format!("{vdir}/{name}");
-                let relative = rel.join(&file_name);
-                if meta.is_dir() {
-                    stack.push((real.clone(), relative.clone(), vpath.clone(), exact));
-                }
-                visit(Found {
-                    folder: index,
-                    vpath,
-                    relative,
-                    real,
-                    meta,
+                stack.push(Open {
+                    rel: relative,
+                    vdir: vpath,
                     exact,
-                })?;
+                    entries,
+                    next: 0,
+                });
             }
         }
     }
@@ -210,60 +450,64 @@ fn cancelled() -> Failure {
 }
 
 impl Listing {
-    /// Lists the folders as they are now (metadata only: no file is opened).
-    pub fn take(folders: &[(String, PathBuf)]) -> Result<Listing, Failure> {
-        let mut entries = BTreeMap::new();
+    /// Lists the folders as they are now (metadata only: no file is opened) into the run's
+    /// staging folder, durably: the window is judged by it.
+    pub fn take(folders: &[(String, PathBuf)], staging: &Path) -> Result<Listing, Failure> {
+        let path = staging.join(LISTING_FILE);
+        let file = std::fs::File::create(&path).map_err(|e| listing_error(staging, &path, e, 0))?;
+        let mut out = ListingWriter {
+            out: Some(BufWriter::with_capacity(64 << 10, file)),
+            error: None,
+            bytes: 0,
+            last: Vec::new(),
+            record: Vec::new(),
+        };
+        out.write(LISTING_MAGIC);
+        let mut entries = 0u64;
         walk(folders, &AtomicBool::new(false), |f| {
-            entries.insert(f.vpath, Meta::of(&f.meta, f.exact));
+            out.push(f.vpath, &Meta::of(&f.meta, f.exact));
+            entries += 1;
             Ok(())
         })?;
-        Ok(Listing { entries })
+        out.finish()
+            .map_err(|(e, bytes)| listing_error(staging, &path, e, bytes))?;
+        Ok(Listing {
+            file: path,
+            entries,
+        })
     }
+}
 
-    /// Writes the listing into the run's staging folder (durably: the window is judged by it).
-    pub fn save(&self, staging: &Path) -> Result<PathBuf, Failure> {
-        let path = staging.join(LISTING_FILE);
-        let json = serde_json::to_vec(self).expect("a listing serializes");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&path)?;
-            f.write_all(&json)?;
-            f.sync_all()
-        };
-        write().map_err(|e| {
-            if crate::run::space::is_disk_full(&e.to_string()) {
-                // Said as a full staging share is said for BACKUP: where, how much, what to do.
-                let _ = std::fs::remove_file(&path);
-                return crate::run::space::full(
-                    Exit::Failed,
-                    "the staging folder",
-                    staging,
-                    Some(json.len() as u64),
-                    "octobackup could not write its folder listing there, before the window. Free space on the staging share or point staging at a bigger one; nothing was marked complete.",
-                );
-            }
-            Failure::new(
-                Exit::Failed,
-                format!(
-                    "cannot write the folder listing {} on the staging share: {e}",
-                    path.display()
-                ),
-            )
-        })?;
-        Ok(path)
+fn listing_error(staging: &Path, path: &Path, e: std::io::Error, needed: u64) -> Failure {
+    if crate::run::space::is_disk_full(&e.to_string()) {
+        // Said as a full staging share is said for BACKUP: where, how much, what to do.
+        let _ = std::fs::remove_file(path);
+        return crate::run::space::full(
+            Exit::Failed,
+            "the staging folder",
+            staging,
+            Some(needed),
+            "octobackup could not write its folder listing there, before the window. Free space on the staging share or point staging at a bigger one; nothing was marked complete.",
+        );
     }
-
-    pub fn load(path: &Path) -> Result<Listing, Failure> {
-        let bytes = std::fs::read(path).map_err(|e| failed("cannot read", path, e))?;
-        serde_json::from_slice(&bytes).map_err(|e| failed("cannot parse", path, e))
-    }
+    Failure::new(
+        Exit::Failed,
+        format!(
+            "cannot write the folder listing {} on the staging share: {e}",
+            path.display()
+        ),
+    )
 }
 
 /// What the window captured: handed to [`ingest`] once maintenance mode is back (or kept on
 /// staging with its copies for the next run, `run/backup/kept.rs`).
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Capture {
-    /// Snapshot paths of the entries the window left as the pass before it stored them.
-    pub keep: HashSet<String>,
+    /// The list of the snapshot paths of the entries the window left as the pass before it
+    /// stored them ([`KEEP_FILE`] in the capture folder, in tree order, `/folders` first).
+    pub keep: PathBuf,
+    /// How many paths it holds.
+    pub kept: u64,
     /// (folder name, its copy on staging): the entries the window changed or added.
     pub roots: Vec<(String, PathBuf)>,
     pub files_copied: u64,
@@ -293,28 +537,45 @@ pub fn capture(
 ) -> Result<Capture, Failure> {
     let mut out = Capture::default();
     let mut files = vec![(0u64, 0u64); folders.len()];
-    let mut seen = 0u64;
     let root_of = |i: usize| dest.join(i.to_string());
     for i in 0..folders.len() {
         let root = root_of(i);
         std::fs::create_dir_all(&root).map_err(|e| failed("cannot create", &root, e))?;
     }
+    out.keep = dest.join(KEEP_FILE);
+    let write_error = |e: std::io::Error| failed("cannot write", &dest.join(KEEP_FILE), e);
+    let mut keep = PathFileWriter::create(&out.keep).map_err(write_error)?;
+    // The folder above the server folders is the pass's own, never listed.
+    keep.push(backupset::FOLDERS_DIR.as_bytes())
+        .map_err(write_error)?;
+    let mut listed = before.map(ListingReader::open).transpose()?;
     walk(folders, cancel, |f| {
         let meta = Meta::of(&f.meta, f.exact);
         if meta.kind == Kind::File {
             files[f.folder].0 += 1;
             files[f.folder].1 += meta.size;
         }
-        let earlier = before.and_then(|l| l.entries.get(&f.vpath));
-        if earlier.is_some() {
-            seen += 1;
+        // The listing's entries before this one (in the walk's order) are gone.
+        let mut earlier = None;
+        if let Some(listed) = listed.as_mut() {
+            while let Some((path, m)) = listed.head() {
+                match tree_order(path, f.vpath) {
+                    Order::Less => out.deleted += 1,
+                    Order::Equal => earlier = Some(m.clone()),
+                    Order::Greater => break,
+                }
+                listed.advance()?;
+                if earlier.is_some() {
+                    break;
+                }
+            }
         }
-        if earlier.is_some_and(|e| meta.unchanged_since(e)) {
-            out.keep.insert(f.vpath);
+        if earlier.is_some_and(|e| meta.unchanged_since(&e)) {
+            keep.push(f.vpath).map_err(write_error)?;
             return Ok(());
         }
         out.changed += 1;
-        let target = root_of(f.folder).join(&f.relative);
+        let target = root_of(f.folder).join(f.relative);
         match meta.kind {
             Kind::Dir => {
                 std::fs::create_dir_all(&target)
@@ -325,7 +586,7 @@ pub fn capture(
                     std::fs::create_dir_all(parent)
                         .map_err(|e| failed("cannot create", parent, e))?;
                 }
-                let Some(n) = copy_file(&f.real, &target, cancel)? else {
+                let Some(n) = copy_file(f.real, &target, cancel)? else {
                     // Removed since it was listed: gone, as the set will have it.
                     files[f.folder].0 -= 1;
                     files[f.folder].1 -= meta.size;
@@ -343,7 +604,7 @@ pub fn capture(
                     std::fs::create_dir_all(parent)
                         .map_err(|e| failed("cannot create", parent, e))?;
                 }
-                copy_link(&f.real, &target)?;
+                copy_link(f.real, &target)?;
             }
             Kind::Other => {
                 return Err(Failure::new(
@@ -357,6 +618,17 @@ pub fn capture(
         }
         Ok(())
     })?;
+    // What the listing holds past the walk's last entry is gone too.
+    if let Some(listed) = listed.as_mut() {
+        while listed.head().is_some() {
+            out.deleted += 1;
+            listed.advance()?;
+        }
+    }
+    out.kept = keep.count();
+    // Not synced: the list is read right after the window, or kept with the copies, which are
+    // not synced either.
+    keep.finish(false).map_err(write_error)?;
     // Every folder of the copy gets the live folder's mode and time, deepest first (filling a
     // folder changes its time).
     let mut dirs = Vec::new();
@@ -365,7 +637,6 @@ pub fn capture(
     for (copy, meta) in &dirs {
         stamp_dir(copy, meta);
     }
-    out.deleted = before.map_or(0, |l| l.entries.len() as u64 - seen);
     out.changed += out.deleted;
     out.roots = folders
         .iter()
@@ -517,9 +788,7 @@ pub async fn ingest(
     let repo = job.repo.clone();
     let sink = job.ui.repo_sink("folders");
     let base = base.map(str::to_string);
-    let mut keep = capture.keep.clone();
-    // The folder above the server folders is the pass's own, never listed.
-    keep.insert(backupset::FOLDERS_DIR.to_string());
+    let keep = PathFile::open(&capture.keep);
     let summary =
         crate::run::blocking::blocking("storing the server folders", move || match base {
             Some(base) => repo.overlay(&base, &keep, items, &opts, &*sink),
@@ -607,6 +876,25 @@ mod tests {
         std::fs::write(p, bytes).unwrap();
     }
 
+    fn listed(l: &Listing) -> Vec<(String, Meta)> {
+        let mut r = ListingReader::open(l).unwrap();
+        let mut out = Vec::new();
+        while let Some((p, m)) = r.head() {
+            out.push((String::from_utf8(p.to_vec()).unwrap(), m.clone()));
+            r.advance().unwrap();
+        }
+        out
+    }
+
+    fn kept(c: &Capture) -> Vec<String> {
+        use octobackup_repo::SortedPaths;
+        PathFile::open(&c.keep)
+            .sorted()
+            .unwrap()
+            .map(|p| String::from_utf8(p.unwrap()).unwrap())
+            .collect()
+    }
+
     #[test]
     fn only_what_changed_since_the_listing_is_copied() {
         let dir = tempfile::tempdir().unwrap();
@@ -616,23 +904,32 @@ mod tests {
         write(&packages.join("a/A.1.0.1.nupkg"), b"two");
         write(&logs.join("ServerTasks-1.log.txt"), b"started\n");
         write(&logs.join("ServerTasks-2.log.txt"), b"done\n");
+        // Not in name order, as a config may list them: the listing is in tree order all the same.
         let folders = vec![
-            ("Packages".to_string(), packages.clone()),
             ("TaskLogs".to_string(), logs.clone()),
+            ("Packages".to_string(), packages.clone()),
         ];
-        let before = Listing::take(&folders).unwrap();
-        assert!(
-            before
-                .entries
-                .contains_key("/folders/Packages/a/A.1.0.0.nupkg")
-        );
-        assert!(before.entries.contains_key("/folders/TaskLogs"));
-
-        // Saved and read back unchanged.
         let staging = dir.path().join("staging");
         std::fs::create_dir_all(&staging).unwrap();
-        let saved = before.save(&staging).unwrap();
-        assert_eq!(Listing::load(&saved).unwrap(), before);
+        let before = Listing::take(&folders, &staging).unwrap();
+        // Roots, folders and files, in tree order, each once.
+        let listed = listed(&before);
+        assert_eq!(
+            listed.iter().map(|(p, _)| p.as_str()).collect::<Vec<_>>(),
+            [
+                "/folders/Packages",
+                "/folders/Packages/a",
+                "/folders/Packages/a/A.1.0.0.nupkg",
+                "/folders/Packages/a/A.1.0.1.nupkg",
+                "/folders/TaskLogs",
+                "/folders/TaskLogs/ServerTasks-1.log.txt",
+                "/folders/TaskLogs/ServerTasks-2.log.txt",
+            ]
+        );
+        assert_eq!(before.entries, 7);
+        assert_eq!(listed[2].1.kind, Kind::File);
+        assert_eq!(listed[2].1.size, 3);
+        assert_eq!(listed[1].1.kind, Kind::Dir);
 
         // A log appended, a package added, one removed.
         std::thread::sleep(std::time::Duration::from_millis(20));
@@ -650,24 +947,118 @@ mod tests {
         assert_eq!(c.files_copied, 2, "{c:?}");
         assert_eq!(c.deleted, 1);
         assert_eq!(
-            std::fs::read(dest.join("1/ServerTasks-1.log.txt")).unwrap(),
+            std::fs::read(dest.join("0/ServerTasks-1.log.txt")).unwrap(),
             b"started\nfinished\n"
         );
         assert_eq!(
-            std::fs::read(dest.join("0/b/B.2.0.0.nupkg")).unwrap(),
+            std::fs::read(dest.join("1/b/B.2.0.0.nupkg")).unwrap(),
             b"three"
         );
-        assert!(!dest.join("0/a/A.1.0.0.nupkg").exists());
-        assert!(c.keep.contains("/folders/Packages/a/A.1.0.0.nupkg"));
-        assert!(c.keep.contains("/folders/TaskLogs/ServerTasks-2.log.txt"));
-        assert!(!c.keep.contains("/folders/TaskLogs/ServerTasks-1.log.txt"));
-        assert!(!c.keep.contains("/folders/Packages/a/A.1.0.1.nupkg"));
+        assert!(!dest.join("1/a/A.1.0.0.nupkg").exists());
+        let kept = kept(&c);
+        assert_eq!(
+            kept,
+            [
+                "/folders",
+                "/folders/Packages/a/A.1.0.0.nupkg",
+                "/folders/TaskLogs",
+                "/folders/TaskLogs/ServerTasks-2.log.txt",
+            ],
+            "the folders that gained or lost an entry changed; the appended log changed"
+        );
+        assert_eq!(c.kept, 4);
         // The copy keeps the source's time.
         let live = std::fs::metadata(logs.join("ServerTasks-1.log.txt")).unwrap();
-        let copy = std::fs::metadata(dest.join("1/ServerTasks-1.log.txt")).unwrap();
+        let copy = std::fs::metadata(dest.join("0/ServerTasks-1.log.txt")).unwrap();
         assert_eq!(live.modified().unwrap(), copy.modified().unwrap());
-        assert_eq!(c.infos[0].files, 2);
-        assert_eq!(c.infos[1].bytes, 22);
+        // The folders' figures in the config's order.
+        assert_eq!(c.infos[1].name, "Packages");
+        assert_eq!(c.infos[1].files, 2);
+        assert_eq!(c.infos[0].bytes, 22);
+    }
+
+    /// `a-b.txt` and `a.txt` come before `a/x.txt` as text but after it in tree order: the
+    /// listing and the window's walk must meet every entry in the same order, so what is gone
+    /// anywhere is counted and everything else is kept.
+    #[test]
+    fn the_walk_and_the_listing_meet_in_tree_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("TaskLogs");
+        for name in ["a/x.txt", "a/y/z.txt", "a-b.txt", "a.txt", "b.txt"] {
+            write(&logs.join(name), name.as_bytes());
+        }
+        let folders = vec![("TaskLogs".to_string(), logs.clone())];
+        let staging = dir.path().join("staging");
+        std::fs::create_dir_all(&staging).unwrap();
+        let before = Listing::take(&folders, &staging).unwrap();
+        assert_eq!(
+            listed(&before)
+                .into_iter()
+                .map(|(p, _)| p)
+                .collect::<Vec<_>>(),
+            [
+                "/folders/TaskLogs",
+                "/folders/TaskLogs/a",
+                "/folders/TaskLogs/a/x.txt",
+                "/folders/TaskLogs/a/y",
+                "/folders/TaskLogs/a/y/z.txt",
+                "/folders/TaskLogs/a-b.txt",
+                "/folders/TaskLogs/a.txt",
+                "/folders/TaskLogs/b.txt",
+            ]
+        );
+        for gone in ["a/x.txt", "a-b.txt", "b.txt"] {
+            std::fs::remove_file(logs.join(gone)).unwrap();
+        }
+        let c = capture(
+            &folders,
+            Some(&before),
+            &staging.join(CAPTURE_DIR),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert_eq!(c.deleted, 3, "{c:?}");
+        assert_eq!(c.files_copied, 0, "{c:?}");
+        assert_eq!(
+            kept(&c),
+            [
+                "/folders",
+                "/folders/TaskLogs/a/y",
+                "/folders/TaskLogs/a/y/z.txt",
+                "/folders/TaskLogs/a.txt",
+            ]
+        );
+        // The two folders that lost an entry, and the three entries.
+        assert_eq!(c.changed, 5, "{c:?}");
+    }
+
+    /// A name that is not valid Unicode is listed, but never taken as unchanged.
+    #[cfg(unix)]
+    #[test]
+    fn a_name_that_is_not_unicode_is_always_copied() {
+        use std::os::unix::ffi::OsStrExt;
+        let dir = tempfile::tempdir().unwrap();
+        let logs = dir.path().join("TaskLogs");
+        let odd = logs.join(std::ffi::OsStr::from_bytes(b"caf\xe9.log"));
+        write(&odd, b"latin-1");
+        write(&logs.join("z.log"), b"z");
+        let folders = vec![("TaskLogs".to_string(), logs.clone())];
+        let staging = dir.path().join("staging");
+        std::fs::create_dir_all(&staging).unwrap();
+        let before = Listing::take(&folders, &staging).unwrap();
+        assert_eq!(before.entries, 3);
+        let dest = staging.join(CAPTURE_DIR);
+        let c = capture(&folders, Some(&before), &dest, &AtomicBool::new(false)).unwrap();
+        assert_eq!(c.files_copied, 1, "{c:?}");
+        assert_eq!(c.deleted, 0, "{c:?}");
+        assert_eq!(
+            kept(&c),
+            ["/folders", "/folders/TaskLogs", "/folders/TaskLogs/z.log"]
+        );
+        assert_eq!(
+            std::fs::read(dest.join("0").join(odd.file_name().unwrap())).unwrap(),
+            b"latin-1"
+        );
     }
 
     #[test]
@@ -679,7 +1070,7 @@ mod tests {
         let folders = vec![("TaskLogs".to_string(), logs)];
         let dest = dir.path().join("window");
         let c = capture(&folders, None, &dest, &AtomicBool::new(false)).unwrap();
-        assert!(c.keep.is_empty());
+        assert_eq!(kept(&c), ["/folders"]);
         assert_eq!(c.files_copied, 1);
         assert!(dest.join("0/empty").is_dir());
         assert_eq!(
