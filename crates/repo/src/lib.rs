@@ -41,7 +41,7 @@ pub use error::{RepoError, StorageFault};
 pub use keys::KeyInfo;
 pub use logging::wrap_logger;
 pub use memory::tune_allocator;
-pub use pathlist::{PathFile, PathFileWriter, SortedPaths, tree_order};
+pub use pathlist::{PathFile, PathFileWriter, SortedPaths, read_varint, tree_order, write_varint};
 pub use progress::{NoProgress, ProgressSink};
 pub use prune::PruneSummary;
 pub use repo::{DEFAULT_COMPRESSION, Repo};

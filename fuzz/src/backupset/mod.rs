@@ -1,3 +1,5 @@
+#[path = "../../../crates/octobackup/src/backupset/check.rs"]
+pub mod check;
 #[path = "../../../crates/octobackup/src/backupset/manifest.rs"]
 pub mod manifest;
 #[path = "../../../crates/octobackup/src/backupset/retention.rs"]

@@ -178,29 +178,15 @@ pub struct Listing {
 
 const LISTING_MAGIC: &[u8; 8] = b"oblist01";
 
-fn put_len(out: &mut Vec<u8>, mut v: usize) {
-    loop {
-        let byte = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
+/// A record's length field (LEB128, as the kept-path lists write theirs).
+fn put_len(out: &mut Vec<u8>, v: usize) {
+    // Writing into a Vec cannot fail.
+    let _ = octobackup_repo::write_varint(out, v as u64);
 }
 
 fn get_len(input: &mut impl Read) -> std::io::Result<usize> {
-    let mut v = 0usize;
-    for shift in (0..35).step_by(7) {
-        let mut b = [0u8; 1];
-        input.read_exact(&mut b)?;
-        v |= usize::from(b[0] & 0x7f) << shift;
-        if b[0] & 0x80 == 0 {
-            return Ok(v);
-        }
-    }
-    Err(std::io::Error::other("a length too long for a path"))
+    let v = octobackup_repo::read_varint(input)?;
+    usize::try_from(v).map_err(|_| std::io::Error::other("a length too long for a path"))
 }
 
 /// Writes a listing's records. After the first write error it only counts, so that a full
