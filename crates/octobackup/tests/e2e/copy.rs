@@ -493,7 +493,7 @@ async fn backup_copies_its_set_after_it_is_complete_and_a_failed_copy_is_exit_9(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_copy_after_a_backup_or_by_hand_is_told_to_notify_and_metrics_and_its_recovery_too()
+async fn a_failed_copy_after_a_backup_by_hand_or_after_all_is_told_to_notify_and_metrics_and_its_recovery_too()
  {
     use crate::notify::{Receiver, parse_metrics, sample};
     let t = TestLab::start().await;
@@ -619,6 +619,24 @@ async fn a_failed_copy_after_a_backup_or_by_hand_is_told_to_notify_and_metrics_a
     let out = obk(&t, &target, &["copy", "--to", "nowhere"]).await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert_eq!(hooks.to("/").len(), 6, "{:#?}", hooks.to("/"));
+
+    // 5. `backup --all` copies once, after the last instance: that copy is told as every
+    // instance's, the backups complete.
+    std::fs::write(copy_password_file(&t), "not the copy's password\n").unwrap();
+    let out = obk(&t, &target, &["backup", "--all"]).await;
+    assert_eq!(out.status.code(), Some(9), "{}", stderr(&out));
+    let told = hooks.to("/failure");
+    assert_eq!(told.len(), 3, "{told:#?}");
+    let failure = told_copy_failure(&told[2], 9, "every instance");
+    assert!(
+        failure.contains("the backup is complete (its set is in the main repository)"),
+        "{failure}"
+    );
+    let m = parse_metrics(textfile.to_str().unwrap());
+    assert_eq!(
+        sample(&m, "octobackup_copy_last_run_success", &copy),
+        Some(0.0)
+    );
 }
 
 /// A notification of the copy 'offsite' (of `instance`'s sets) that failed with `exit` for its wrong
