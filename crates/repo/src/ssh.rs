@@ -191,10 +191,17 @@ mod processes {
             .filter(|&pid| pid != me)
             .filter(|pid| {
                 std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|line| line.split(|&b| b == 0).any(|arg| arg.starts_with(needle)))
+                    .is_ok_and(|line| line.split(|&b| b == 0).any(|arg| inside(arg, needle)))
             })
             .filter_map(|pid| libc::pid_t::try_from(pid).ok())
             .collect()
+    }
+
+    /// Whether `arg` is the folder `dir` or a path in it: `.../octobackup-ssh/1234` must not
+    /// match a path of run 12345's folder.
+    pub(super) fn inside(arg: &[u8], dir: &[u8]) -> bool {
+        arg.strip_prefix(dir)
+            .is_some_and(|rest| rest.is_empty() || rest[0] == b'/')
     }
 
     /// Ends them: SIGTERM, then SIGKILL for what is still there after 2 s.
@@ -259,6 +266,22 @@ mod tests {
         assert!(dir.is_dir());
         close_ssh_connections();
         assert!(!dir.exists());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn only_paths_in_the_runs_own_folder_are_its_processes() {
+        let dir = b"/tmp/octobackup-ssh/1234";
+        assert!(processes::inside(
+            b"/tmp/octobackup-ssh/1234/.ssh-connectionX/log",
+            dir
+        ));
+        assert!(processes::inside(b"/tmp/octobackup-ssh/1234", dir));
+        assert!(!processes::inside(
+            b"/tmp/octobackup-ssh/12345/.ssh-connectionX/log",
+            dir
+        ));
+        assert!(!processes::inside(b"-p", dir));
     }
 
     /// A login still in flight when the run closes (a folder without a socket, a process
