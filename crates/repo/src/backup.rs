@@ -1,5 +1,8 @@
 //! One backup run = one snapshot holding every source of the set under its snapshot path.
 
+use std::path::PathBuf;
+use std::sync::Arc;
+
 use chrono::{DateTime, Local};
 use rustic_core::repofile::SnapshotFile;
 use rustic_core::{
@@ -7,6 +10,7 @@ use rustic_core::{
 };
 use serde::Serialize;
 
+use crate::chunk_memory::ChunkMemoryFile;
 use crate::error::{RepoError, from_rustic};
 use crate::logging::{self, Captured};
 use crate::progress::ProgressSink;
@@ -30,6 +34,10 @@ pub struct SetOptions {
     /// zstd level (0 = off). `None` keeps the repository's setting (3 for repositories made by
     /// [`Repo::init`]); another level is stored in the repository config, as rustic does.
     pub compression: Option<i32>,
+    /// A file that keeps, between backups, the chunks of this part's large files (the
+    /// database backup), so that tomorrow's chunks found unchanged at the same offsets are
+    /// taken without hashing them again (`chunk_memory.rs`). `None`: every byte is hashed.
+    pub chunk_memory: Option<PathBuf>,
 }
 
 /// What a backup stored.
@@ -43,6 +51,9 @@ pub struct BackupSummary {
     pub total_bytes: u64,
     pub data_added: u64,
     pub data_added_packed: u64,
+    /// Bytes of large files found unchanged through [`SetOptions::chunk_memory`] (taken
+    /// without being chunked and hashed again).
+    pub remembered_bytes: u64,
     /// Files left out of the snapshot, as (snapshot path, reason). Not empty means the set is
     /// incomplete: say so in its tags and to the user.
     pub unreadable: Vec<(String, String)>,
@@ -63,7 +74,11 @@ impl Repo {
         check_tags(&opts.tags)?;
         check_tags(&opts.parent_tags)?;
         let time = opts.time.as_ref().map(from_chrono).transpose()?;
-        let source = SetSource::new(items)?;
+        let memory = opts
+            .chunk_memory
+            .as_deref()
+            .map(|path| Arc::new(ChunkMemoryFile::load(path, &self.key_material())));
+        let source = SetSource::new(items)?.with_chunk_memory(memory.clone());
         let paths = source.targets();
 
         let capture = logging::capture();
@@ -94,6 +109,10 @@ impl Repo {
         });
         let captured = capture.finish();
         let snap = snap?;
+        let remembered_bytes = memory.as_ref().map_or(0, |memory| {
+            memory.save();
+            memory.taken()
+        });
 
         let mut unreadable = source.unreadable().take();
         let (left_out, warnings) = sort_captured(captured);
@@ -108,6 +127,7 @@ impl Repo {
             total_bytes: s.total_bytes_processed,
             data_added: s.data_added,
             data_added_packed: s.data_added_packed,
+            remembered_bytes,
             unreadable,
             warnings,
         })

@@ -9,6 +9,7 @@ mod backup;
 mod browse;
 mod budget;
 mod check;
+mod chunk_memory;
 mod config;
 mod copy;
 mod error;

@@ -164,6 +164,7 @@ impl Repo {
             total_bytes: s.total_bytes_processed,
             data_added: s.data_added,
             data_added_packed: s.data_added_packed,
+            remembered_bytes: 0,
             unreadable: all,
             warnings,
         })

@@ -199,6 +199,18 @@ impl Repo {
             .store(files.max(1), std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// The master key's bytes, from which keys of octobackup's own records are derived (the
+    /// chunk memory's fingerprints). Never stored or shown.
+    pub(crate) fn key_material(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut material = zeroize::Zeroizing::new(Vec::new());
+        if let Credentials::Masterkey(key) = &self.key {
+            material.extend_from_slice(&key.encrypt);
+            material.extend_from_slice(&key.mac.k);
+            material.extend_from_slice(&key.mac.r);
+        }
+        material
+    }
+
     /// The repository location as configured (for messages).
     pub fn location(&self) -> &str {
         &self.location

@@ -17,11 +17,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rustic_core::repofile::{Metadata, Node, NodeType};
 use rustic_core::{
-    ErrorKind, Excludes, LocalSource, LocalSourceFilterOptions, LocalSourceSaveOptions, ReadSource,
-    ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult,
+    ChunkMemory, ErrorKind, Excludes, LocalSource, LocalSourceFilterOptions,
+    LocalSourceSaveOptions, ReadSource, ReadSourceEntry, ReadSourceOpen, RusticError, RusticResult,
 };
 use zeroize::Zeroizing;
 
+use crate::chunk_memory::ChunkMemoryFile;
 use crate::error::{RepoError, from_rustic, summarize};
 use crate::logging::RECORDED_MARKER;
 use crate::mode;
@@ -134,6 +135,7 @@ impl Part {
 pub(crate) struct SetSource {
     parts: Vec<Part>,
     unreadable: Arc<Unreadable>,
+    memory: Option<Arc<ChunkMemoryFile>>,
 }
 
 impl SetSource {
@@ -181,7 +183,14 @@ impl SetSource {
         Ok(Self {
             parts,
             unreadable: Arc::default(),
+            memory: None,
         })
+    }
+
+    /// Large files read in segments use (and refresh) this memory of their chunks.
+    pub(crate) fn with_chunk_memory(mut self, memory: Option<Arc<ChunkMemoryFile>>) -> Self {
+        self.memory = memory;
+        self
     }
 
     /// The snapshot paths, recorded as the snapshot's `paths`.
@@ -245,14 +254,14 @@ impl SetSource {
                         node: node.clone(),
                         open: None,
                     };
-                    let walk = map_walk(local, root, target, &record);
+                    let walk = map_walk(local, root, target, &record, &self.memory);
                     Box::new(iter::once(Ok(root_entry)).chain(walk))
                 }
                 Part::File {
                     root,
                     target,
                     local,
-                } => Box::new(map_walk(local, root, target, &record)),
+                } => Box::new(map_walk(local, root, target, &record, &self.memory)),
                 Part::Memory {
                     target,
                     node,
@@ -292,10 +301,12 @@ fn map_walk(
     root: &Path,
     target: &VirtualPath,
     record: &Recorder,
+    memory: &Option<Arc<ChunkMemoryFile>>,
 ) -> impl Iterator<Item = RusticResult<ReadSourceEntry<SetOpen>>> + Send + 'static {
     let root = root.to_path_buf();
     let target = target.clone();
     let record = record.clone();
+    let memory = memory.clone();
     local.entries().filter_map(move |entry| match entry {
         Ok(ReadSourceEntry { path, node, open }) => {
             let relative = path.strip_prefix(&root).unwrap_or(Path::new(""));
@@ -310,6 +321,7 @@ fn map_walk(
                 real_path: path.clone(),
                 record: record.clone(),
                 failed: Arc::default(),
+                memory: memory.clone(),
             });
             Some(Ok(ReadSourceEntry {
                 path: virtual_path,
@@ -436,6 +448,7 @@ pub(crate) enum SetOpen {
         record: Recorder,
         /// Set once the file's failure is recorded (shared by its segments).
         failed: Arc<AtomicBool>,
+        memory: Option<Arc<ChunkMemoryFile>>,
     },
     Memory(SharedBytes),
 }
@@ -453,6 +466,7 @@ impl ReadSourceOpen for SetOpen {
                 real_path,
                 record,
                 failed,
+                memory: _,
             } => match inner.open() {
                 Ok(file) => Ok(SetReader::File(CappedReader {
                     inner: file,
@@ -479,6 +493,17 @@ impl ReadSourceOpen for SetOpen {
         match self {
             Self::File { .. } => Some(SEGMENT_LEN),
             Self::Memory(_) => None,
+        }
+    }
+
+    fn chunk_memory(&self) -> Option<Arc<dyn ChunkMemory>> {
+        match self {
+            Self::File {
+                memory: Some(memory),
+                snapshot_path,
+                ..
+            } => Some(memory.for_file(snapshot_path)),
+            _ => None,
         }
     }
 

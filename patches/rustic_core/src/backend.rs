@@ -23,6 +23,7 @@ use serde_derive::{Deserialize, Serialize};
 
 use crate::{
     backend::node::{Metadata, Node, NodeType},
+    blob::DataId,
     error::{ErrorKind, RusticError, RusticResult},
     id::Id,
 };
@@ -558,6 +559,47 @@ pub trait ReadSourceOpen {
             "This source cannot be read in segments.",
         ))
     }
+
+    /// Patched for octobackup: what an earlier backup stored of this file, chunk by chunk (see
+    /// [`ChunkMemory`]); `None`, the default: every chunk is found and hashed afresh. Only
+    /// asked of a file read in segments.
+    fn chunk_memory(&self) -> Option<Arc<dyn ChunkMemory>> {
+        None
+    }
+}
+
+/// Patched for octobackup: the chunks of a large file that an earlier backup stored, so that a
+/// chunk found again at the same offset with the same bytes is taken as it is, without the
+/// chunker and SHA-256 over it. A file rewritten whole every night with few changes (a
+/// database backup) then costs one pass of a fast hash instead of the chunker and SHA-256 over
+/// every byte. Chunking restarts at each chunk's start, so after a changed chunk the chunker
+/// runs until one of its boundaries meets a remembered one, and matching goes on from there.
+///
+/// The fingerprint must be a cryptographic hash of the id and the bytes (e.g. BLAKE3, keyed):
+/// two chunks with one fingerprint would store the wrong bytes under the remembered id.
+pub trait ChunkMemory: Send + Sync {
+    /// The chunk an earlier backup stored at `offset` of the file, if any.
+    fn known_at(&self, offset: u64) -> Option<RememberedChunk>;
+
+    /// The fingerprint of the chunk `id` holding `data`.
+    fn fingerprint(&self, id: &DataId, data: &[u8]) -> [u8; 32];
+
+    /// The file's chunks as this backup stored them, in order, and how many of their bytes
+    /// were taken from the memory (called once the file is done).
+    fn remember(&self, chunks: Vec<RememberedChunk>, taken: u64);
+}
+
+/// Patched for octobackup: one chunk of a file as [`ChunkMemory`] keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RememberedChunk {
+    /// Where the chunk starts in the file.
+    pub offset: u64,
+    /// Its length.
+    pub length: u64,
+    /// Its blob.
+    pub id: DataId,
+    /// [`ChunkMemory::fingerprint`] of its id and bytes.
+    pub fingerprint: [u8; 32],
 }
 
 /// blanket implementation for readers

@@ -47,6 +47,32 @@ impl<R: Read + Send> ChunkIter<R> {
     }
 }
 
+/// Patched for octobackup: whether the chunker configured by `config`, started at the first
+/// byte of `chunk` with more bytes after it, cuts exactly at its end (see
+/// [`rabin::cuts_after`]); `rabin` is reused between calls.
+pub(crate) fn cuts_after(
+    config: &ConfigFile,
+    rabin: &mut Option<Rabin64>,
+    chunk: &[u8],
+) -> RusticResult<bool> {
+    Ok(match config.chunker() {
+        Chunker::Rabin => {
+            let rabin = match rabin {
+                Some(rabin) => rabin,
+                None => rabin.insert(Rabin64::new_with_polynom(6, &config.poly()?)),
+            };
+            rabin::cuts_after(
+                rabin,
+                chunk,
+                config.chunk_size(),
+                config.chunk_min_size(),
+                config.chunk_max_size(),
+            )
+        }
+        Chunker::FixedSize => chunk.len() == config.chunk_size(),
+    })
+}
+
 impl<R: Read + Send> Iterator for ChunkIter<R> {
     type Item = RusticResult<Vec<u8>>;
 

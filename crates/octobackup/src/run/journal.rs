@@ -98,6 +98,13 @@ impl StateDir {
         std::fs::create_dir_all(&self.dir).map_err(self.io(&self.dir))
     }
 
+    /// Where a backup of `instance` keeps the chunks of its database backup for the next one
+    /// (octobackup_repo's chunk memory: fingerprints keyed by the repository's key, no secret).
+    pub fn chunk_memory_path(&self, instance: &str) -> PathBuf {
+        self.dir
+            .join(format!("{}.database-chunks", safe_name(instance)))
+    }
+
     pub fn lock(&self, instance: &str) -> Result<InstanceLock, JournalError> {
         self.create()?;
         let path = self.dir.join(format!("{}.lock", safe_name(instance)));

@@ -26,6 +26,7 @@ pub fn opts(tags: Vec<String>, time: chrono::DateTime<Local>) -> SetOptions {
         parent_tags: vec![],
         time: Some(time),
         compression: None,
+        chunk_memory: None,
     }
 }
 

@@ -101,3 +101,121 @@ fn a_file_stored_in_segments_restores_through_restic_and_the_next_night_deduplic
         }
     }
 }
+
+/// Night 1 without a memory file, night 2 and 3 with one: unchanged chunks are taken from it
+/// (not hashed again), the rest is chunked exactly as a full read would, and every night
+/// restores byte for byte through stock restic.
+#[test]
+fn the_chunk_memory_takes_unchanged_chunks_and_cuts_the_rest_as_a_full_read_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let repo_path = dir.path().join("repo");
+    let segment = usize::try_from(SEGMENT_LEN).unwrap();
+    let memory = dir.path().join("state/OctopusServer.database-chunks");
+    fs::create_dir_all(memory.parent().unwrap()).unwrap();
+    let remembering = SetOptions {
+        chunk_memory: Some(memory.clone()),
+        ..SetOptions::default()
+    };
+    let len = 2 * segment + 5 * PAGE;
+    let bak = dir.path().join("staging/OctopusDeploy.bak");
+    let mut bytes = noise(len, 7);
+    write(&bak, &bytes);
+
+    let night1 = repo
+        .backup(bak_item(&bak), &remembering, &NoProgress)
+        .unwrap();
+    assert_eq!(night1.remembered_bytes, 0, "nothing to remember yet");
+    assert!(memory.is_file(), "the chunks were not kept");
+
+    // Night 2: pages changed in the first two segments, and the database grew by 40 pages
+    // (the last segment is longer).
+    for at in [PAGE * 3, segment + PAGE * 1000] {
+        bytes[at..at + PAGE].copy_from_slice(&noise(PAGE, at as u64 + 1));
+    }
+    bytes.extend_from_slice(&noise(40 * PAGE, 99));
+    write(&bak, &bytes);
+    let night2 = repo
+        .backup(bak_item(&bak), &remembering, &NoProgress)
+        .unwrap();
+    // At most the changed pages' chunks and the last segment's are read afresh (chunks are
+    // 8 MiB at most): most of the file came from the memory.
+    assert!(
+        night2.remembered_bytes >= (bytes.len() - 3 * 8 * 1024 * 1024) as u64,
+        "only {} of {} bytes were taken from the memory",
+        night2.remembered_bytes,
+        bytes.len()
+    );
+    assert!(
+        night2.data_added < (len / 4) as u64,
+        "{}",
+        night2.data_added
+    );
+
+    // The same bytes read whole, without the memory, find every chunk already stored: the
+    // memory's boundaries and ids are the chunker's.
+    let whole = repo
+        .backup(bak_item(&bak), &SetOptions::default(), &NoProgress)
+        .unwrap();
+    assert_eq!(whole.remembered_bytes, 0);
+    assert_eq!(
+        whole.data_added, 0,
+        "a full read of night 2 found chunks the memory did not store"
+    );
+
+    // Night 3 with a damaged memory file (a fingerprint changed): that chunk is hashed again,
+    // nothing wrong is taken.
+    let mut kept = fs::read(&memory).unwrap();
+    let last = kept.len() - 1;
+    kept[last] ^= 0xff;
+    fs::write(&memory, &kept).unwrap();
+    let night3 = repo
+        .backup(bak_item(&bak), &remembering, &NoProgress)
+        .unwrap();
+    assert!(night3.remembered_bytes < bytes.len() as u64);
+    assert!(night3.remembered_bytes > 0);
+
+    let out = restic(&repo_path, &["check", "--read-data"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no errors were found"), "{text}");
+    for summary in [&night2, &night3] {
+        let target = dir
+            .path()
+            .join(format!("restore-{}", &summary.snapshot_id[..8]));
+        restic(
+            &repo_path,
+            &[
+                "restore",
+                &summary.snapshot_id,
+                "--target",
+                target.to_str().unwrap(),
+            ],
+        );
+        let got = fs::read(target.join("database/OctopusDeploy.bak")).unwrap();
+        assert!(got == bytes, "the .bak differs after restore");
+    }
+}
+
+/// A memory file made with another repository's key takes nothing: its fingerprints cannot
+/// match, so every chunk is hashed.
+#[test]
+fn the_chunk_memory_of_another_repository_takes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let memory = dir.path().join("OctopusServer.database-chunks");
+    let remembering = SetOptions {
+        chunk_memory: Some(memory.clone()),
+        ..SetOptions::default()
+    };
+    let bak = dir.path().join("staging/OctopusDeploy.bak");
+    let segment = usize::try_from(SEGMENT_LEN).unwrap();
+    write(&bak, &noise(segment + PAGE, 3));
+    let one = new_repo(&dir.path().join("one"));
+    one.backup(bak_item(&bak), &remembering, &NoProgress)
+        .unwrap();
+    let two = new_repo(&dir.path().join("two"));
+    let stored = two
+        .backup(bak_item(&bak), &remembering, &NoProgress)
+        .unwrap();
+    assert_eq!(stored.remembered_bytes, 0);
+    assert_eq!(stored.total_bytes, (segment + PAGE) as u64);
+}

@@ -1,5 +1,5 @@
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError};
 
 use crate::{
@@ -9,7 +9,7 @@ use crate::{
         tree_archiver::TreeItem,
     },
     backend::{
-        ReadSourceOpen,
+        ChunkMemory, ReadSourceOpen, RememberedChunk,
         decrypt::DecryptWriteBackend,
         node::{Node, NodeType},
     },
@@ -17,7 +17,7 @@ use crate::{
         BlobId, BlobType, DataId,
         packer::{PackSizer, Packer, PackerStats},
     },
-    chunker::ChunkIter,
+    chunker::{ChunkIter, cuts_after},
     crypto::hasher::hash,
     error::{ErrorKind, RusticError, RusticResult},
     index::{ReadGlobalIndex, indexer::SharedIndexer},
@@ -182,11 +182,14 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
         let workers = std::thread::available_parallelism()
             .map_or(1, std::num::NonZeroUsize::get)
             .min(count);
+        // Patched for octobackup: chunks an earlier backup stored of this file (ChunkMemory).
+        let memory = open.chunk_memory();
         // Opening is cheap: one worker at a time, so the source need not be `Sync`.
         let open = Mutex::new(open);
         let next = AtomicUsize::new(0);
         let failed = AtomicBool::new(false);
-        let done: Mutex<Vec<Option<ChunkList>>> = Mutex::new(vec![None; count]);
+        let done: Mutex<Vec<Option<Vec<RememberedChunk>>>> = Mutex::new(vec![None; count]);
+        let taken = AtomicU64::new(0);
         let first_error: Mutex<Option<Box<RusticError>>> = Mutex::new(None);
         std::thread::scope(|s| {
             for _ in 0..workers {
@@ -202,7 +205,25 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
                             .lock()
                             .unwrap_or_else(PoisonError::into_inner)
                             .open_segment(offset, len);
-                        match opened.and_then(|r| self.chunk_reader(r, len, p)) {
+                        let chunked = opened.and_then(|r| match &memory {
+                            Some(memory) => self.chunk_remembered(r, offset, &**memory, &taken, p),
+                            None => self.chunk_reader(r, len, p).map(|chunks| {
+                                let mut at = offset;
+                                chunks
+                                    .into_iter()
+                                    .map(|(id, length)| {
+                                        at += length;
+                                        RememberedChunk {
+                                            offset: at - length,
+                                            length,
+                                            id,
+                                            fingerprint: [0; 32],
+                                        }
+                                    })
+                                    .collect()
+                            }),
+                        });
+                        match chunked {
                             Ok(chunks) => {
                                 done.lock().unwrap_or_else(PoisonError::into_inner)[i] =
                                     Some(chunks);
@@ -226,13 +247,16 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
         {
             return Err(err);
         }
-        let mut filesize = 0;
-        let mut content = Vec::new();
-        for chunks in done.into_inner().unwrap_or_else(PoisonError::into_inner) {
-            for (id, len) in chunks.unwrap_or_default() {
-                filesize += len;
-                content.push(id);
-            }
+        let chunks: Vec<RememberedChunk> = done
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+            .into_iter()
+            .flat_map(Option::unwrap_or_default)
+            .collect();
+        let filesize = chunks.iter().map(|c| c.length).sum();
+        let content = chunks.iter().map(|c| c.id).collect();
+        if let Some(memory) = memory {
+            memory.remember(chunks, taken.into_inner());
         }
         let mut node = node;
         node.content = Some(content);
@@ -263,6 +287,94 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
             Ok((DataId::from(id), size))
         })
         .collect()
+    }
+
+    /// Patched for octobackup: as [`Self::chunk_reader`] for the segment at `offset` of a file
+    /// whose earlier chunks `memory` knows: where a remembered chunk starts and the bytes there
+    /// still have its fingerprint (and the repository still has its blob), the chunk is taken
+    /// as it is; elsewhere the chunker runs from there, one chunk at a time, exactly as it
+    /// would over the whole segment (it starts afresh at every chunk), so the boundaries and
+    /// ids are the ones [`Self::chunk_reader`] finds.
+    fn chunk_remembered(
+        &self,
+        mut r: impl Read + Send + 'static,
+        offset: u64,
+        memory: &dyn ChunkMemory,
+        taken: &AtomicU64,
+        p: &Progress,
+    ) -> RusticResult<Vec<RememberedChunk>> {
+        let read_error = |err| {
+            RusticError::with_source(
+                ErrorKind::InputOutput,
+                "Failed to read from reader in iterator",
+                err,
+            )
+        };
+        // The longest chunk the chunker can cut: with that much ahead (or the segment's end),
+        // chunking a slice finds the same boundary as chunking the stream.
+        let window = self.config.chunk_max_size().max(self.config.chunk_size());
+        let mut buf: Vec<u8> = Vec::with_capacity(2 * window);
+        let mut start = 0;
+        let mut at = offset;
+        let mut eof = false;
+        let mut chunks = Vec::new();
+        let mut rabin = None;
+        loop {
+            if !eof && buf.len() - start < window {
+                _ = buf.drain(..start);
+                start = 0;
+                let want = (2 * window - buf.len()) as u64;
+                let got = (&mut r)
+                    .take(want)
+                    .read_to_end(&mut buf)
+                    .map_err(read_error)?;
+                eof = (got as u64) < want;
+            }
+            let ahead = &buf[start..];
+            if ahead.is_empty() {
+                break;
+            }
+            // Taken only where the chunker would cut too: at its own boundary, or at this
+            // segment's end (a chunk cut by an earlier, shorter file's end is not taken).
+            let mut known = None;
+            if let Some(k) = memory.known_at(at) {
+                let l = usize::try_from(k.length).unwrap_or(usize::MAX);
+                if l > 0
+                    && l <= ahead.len()
+                    && self.index.has_data(&k.id)
+                    && ((eof && l == ahead.len())
+                        || cuts_after(&self.config, &mut rabin, &ahead[..l])?)
+                    && memory.fingerprint(&k.id, &ahead[..l]) == k.fingerprint
+                {
+                    known = Some(k);
+                }
+            }
+            let chunk = if let Some(known) = known {
+                _ = taken.fetch_add(known.length, Ordering::Relaxed);
+                known
+            } else {
+                let data = ChunkIter::from_config(&self.config, ahead, ahead.len())?
+                    .next()
+                    .transpose()?
+                    .unwrap_or_default();
+                let id = DataId::from(hash(&data));
+                let chunk = RememberedChunk {
+                    offset: at,
+                    length: data.len() as u64,
+                    id,
+                    fingerprint: memory.fingerprint(&id, &data),
+                };
+                if !self.index.has_data(&id) {
+                    self.data_packer.add(data.into(), BlobId::from(*id))?;
+                }
+                chunk
+            };
+            p.inc(chunk.length);
+            start += chunk.length as usize;
+            at += chunk.length;
+            chunks.push(chunk);
+        }
+        Ok(chunks)
     }
 
     /// Finalizes the archiver.

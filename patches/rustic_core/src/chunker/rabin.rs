@@ -191,6 +191,45 @@ impl<R: Read + Send> Iterator for ChunkIter<R> {
     }
 }
 
+/// Patched for octobackup: whether the chunker, started at the first byte of `chunk` and with
+/// more bytes after it, cuts exactly at its end: at the maximum size, or where the rolling hash
+/// matches the mask once the minimum size is reached. (It finds no cut before: a chunk taken
+/// again with the same bytes was cut there before, so the chunker passed every earlier
+/// position.) Only the last 64 bytes are hashed, or the window as [`ChunkIter::next`] fills it
+/// right after the minimum size; a chunk that ended only because its file or segment did
+/// gives `false` unless the hash happens to match there too, where the chunker would cut
+/// anyway.
+pub(crate) fn cuts_after(
+    rabin: &mut Rabin64,
+    chunk: &[u8],
+    chunk_size: usize,
+    min_size: usize,
+    max_size: usize,
+) -> bool {
+    const WINDOW: usize = 64;
+    let len = chunk.len();
+    if len >= max_size {
+        return len == max_size;
+    }
+    if len < min_size || min_size < WINDOW {
+        return false;
+    }
+    if len - min_size >= WINDOW {
+        rabin.reset();
+        for &byte in &chunk[len - WINDOW..] {
+            rabin.slide(byte);
+        }
+    } else {
+        // As `next` does: the window prefilled from the minimum's last bytes (but its very
+        // last one), then each byte after the minimum slid in.
+        _ = rabin.reset_and_prefill_window(&mut chunk[min_size - WINDOW..min_size].iter().copied());
+        for &byte in &chunk[min_size..] {
+            rabin.slide(byte);
+        }
+    }
+    (rabin.hash & (chunk_size as u64 - 1)) == 0
+}
+
 /// [`random_poly`] returns an random irreducible polynomial of degree 53
 /// (largest prime number below 64-8)
 /// There are (2^53-2/53) irreducible polynomials of degree 53 in

@@ -49,6 +49,7 @@ pub(super) async fn backup_folders(
         parent_tags: previous_set_tags(job),
         time: None,
         compression: job.compression,
+        chunk_memory: None,
     };
     let repo = job.repo.clone();
     let sink = job.ui.repo_sink("folders (before window)");
@@ -90,6 +91,7 @@ async fn store_part(
     hostname: &str,
     items: Vec<SourceItem>,
     label: &str,
+    chunk_memory: Option<std::path::PathBuf>,
 ) -> Result<octobackup_repo::BackupSummary, Failure> {
     let mut tags = base_tags(job, set_id);
     tags.push(backupset::TAG_PART.into());
@@ -99,6 +101,7 @@ async fn store_part(
         parent_tags: vec![],
         time: None,
         compression: job.compression,
+        chunk_memory,
     };
     // What the part needs at most: its files' size (a full repository is said with it).
     let needed = items
@@ -146,6 +149,7 @@ pub(super) async fn ingest(
         },
         time: None,
         compression: job.compression,
+        chunk_memory: None,
     };
     // The folders, the .bak and SQL Server's verification all run at once: they only read
     // what the window left, and each part is a snapshot of its own (issue 13: stored one after
@@ -181,7 +185,13 @@ pub(super) async fn ingest(
             job, sqlserver, &db, set, &set_id, &mut info
         )),
         ended(store_part(
-            job, twin, &set_id, &hostname, bak_items, "database"
+            job,
+            twin,
+            &set_id,
+            &hostname,
+            bak_items,
+            "database",
+            Some(job.state.chunk_memory_path(&job.instance_name)),
         )),
     );
     steps.finish_with_at(folders_step, folders_end, &folders);
@@ -242,7 +252,15 @@ async fn store_manifest(
     let meta = steps
         .run(
             "store manifest and secrets",
-            store_part(job, job.repo.clone(), &set_id, &hostname, items, "manifest"),
+            store_part(
+                job,
+                job.repo.clone(),
+                &set_id,
+                &hostname,
+                items,
+                "manifest",
+                None,
+            ),
         )
         .await?;
     Ok((meta, sealed))
@@ -290,6 +308,7 @@ pub(super) async fn seal(
         parent_tags: vec![],
         time: m.started.map(|t| t.into()),
         compression: job.compression,
+        chunk_memory: None,
     };
     let parts = vec![
         folders.snapshot_id.clone(),
