@@ -3,8 +3,9 @@
 //!
 //! ```text
 //! cargo build --release -p octobackup-repo --example backup_speed
-//! backup_speed SRC DIR [ROUNDS]   # per round: octobackup's engine, then restic, each into a
-//!                                 # fresh repository under DIR; wall and CPU seconds, ratio
+//! backup_speed SRC DIR [ROUNDS [LEVEL]]  # per round: octobackup's engine (zstd LEVEL, default
+//!                                        # the repository's), then restic, each into a fresh
+//!                                        # repository under DIR; wall and CPU seconds, ratios
 //! ```
 //!
 //! The page cache is left warm (SRC is read once first), so both read from memory and the
@@ -64,7 +65,7 @@ fn read_once(src: &Path) {
     walk(src);
 }
 
-fn octobackup(src: &Path, repo: &Path) -> (f64, f64) {
+fn octobackup(src: &Path, repo: &Path, level: Option<i32>) -> (f64, f64) {
     fresh(repo);
     let (cpu0, _) = cpu_seconds();
     let t = Instant::now();
@@ -74,7 +75,10 @@ fn octobackup(src: &Path, repo: &Path) -> (f64, f64) {
             source: src.to_path_buf(),
             target: "/folders/All".into(),
         }],
-        &SetOptions::default(),
+        &SetOptions {
+            compression: level,
+            ..SetOptions::default()
+        },
         &NoProgress,
     )
     .unwrap();
@@ -109,15 +113,16 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (src, dir) = match &args[..] {
         [src, dir, ..] => (PathBuf::from(src), PathBuf::from(dir)),
-        _ => panic!("usage: backup_speed SRC DIR [ROUNDS]"),
+        _ => panic!("usage: backup_speed SRC DIR [ROUNDS [LEVEL]]"),
     };
     let rounds: usize = args.get(2).map_or(1, |n| n.parse().unwrap());
+    let level: Option<i32> = args.get(3).map(|n| n.parse().unwrap());
     fs::create_dir_all(&dir).unwrap();
     let password_file = dir.join("password");
     fs::write(&password_file, PASSWORD).unwrap();
     read_once(&src);
     for round in 1..=rounds {
-        let (ow, oc) = octobackup(&src, &dir.join("octobackup"));
+        let (ow, oc) = octobackup(&src, &dir.join("octobackup"), level);
         let (rw, rc) = restic(&src, &dir.join("restic"), &password_file);
         println!(
             "round {round}: octobackup {ow:.2}s wall {oc:.2}s cpu, restic {rw:.2}s wall {rc:.2}s cpu: {:.2}x wall {:.2}x cpu",

@@ -9,7 +9,7 @@ pub(super) mod constants {
     /// The size of a kilobyte.
     pub(super) const KB: usize = 1024;
     /// Buffer size used for reading - TODO: Find out optimal size for best performance!
-    pub(super) const BUF_SIZE: usize = 4 * KB;
+    pub(super) const BUF_SIZE: usize = 64 * KB;
     /// Random polynomial maximum tries.
     pub(super) const RAND_POLY_MAX_TRIES: i32 = 1_000_000;
 }
@@ -91,8 +91,10 @@ impl<R: Read + Send> ChunkIter<R> {
         let chunk_size: u64 = chunk_size.try_into().unwrap();
         let split_mask: u64 = chunk_size - 1;
         Ok(Self {
-            buf: vec![0; constants::BUF_SIZE],
-            pos: constants::BUF_SIZE,
+            // Patched for octobackup: allocated at the first read past the minimum size (most
+            // files of a backup are smaller and never need it).
+            buf: Vec::new(),
+            pos: 0,
             reader,
             split_mask,
             rabin,
@@ -160,15 +162,16 @@ impl<R: Read + Send> Iterator for ChunkIter<R> {
             }
 
             if self.buf.len() == self.pos {
-                match self.reader.read(&mut self.buf[..]) {
+                self.buf.resize(constants::BUF_SIZE, 0);
+                let read = self.reader.read(&mut self.buf[..]);
+                self.buf.truncate(*read.as_ref().unwrap_or(&0));
+                self.pos = 0;
+                match read {
                     Ok(0) => {
                         self.finished = true;
                         break;
                     }
-                    Ok(size) => {
-                        self.pos = 0;
-                        self.buf.truncate(size);
-                    }
+                    Ok(_) => {}
 
                     Err(ref e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(err) => {
@@ -181,10 +184,20 @@ impl<R: Read + Send> Iterator for ChunkIter<R> {
                 }
             }
 
-            let byte = self.buf[self.pos];
-            vec.push(byte);
-            self.pos += 1;
-            self.rabin.slide(byte);
+            // Patched for octobackup: the buffered bytes taken in one go, up to the maximum
+            // size or the byte after which the hash matches (the same cut as byte by byte).
+            let ahead = &self.buf[self.pos..];
+            let room = self.max_size - vec.len();
+            let mut taken = 0;
+            for &byte in &ahead[..ahead.len().min(room)] {
+                self.rabin.slide(byte);
+                taken += 1;
+                if (self.rabin.hash & self.split_mask) == 0 {
+                    break;
+                }
+            }
+            vec.extend_from_slice(&ahead[..taken]);
+            self.pos += taken;
         }
         self.size_hint = self.size_hint.saturating_sub(vec.len()); // size_hint can be too small!
         Some(Ok(vec))
