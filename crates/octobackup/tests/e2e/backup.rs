@@ -714,3 +714,59 @@ async fn backup_forget_applies_the_policy_and_escrow_recovers_the_key_without_th
         .await;
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
 }
+
+/// A database backup larger than one segment (32 MiB): the second night takes the unchanged
+/// chunks from the chunk memory the first night kept in the state folder, says so in its
+/// step, and the set restores to the database as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_night_finds_the_unchanged_database_chunks_and_restores_them() {
+    let mut t = TestLab::start_with(|o| o.instance.size = "60:200m".parse().unwrap()).await;
+    t.init().await;
+    let first = t.json(&["--json", "backup"]).await;
+    assert!(
+        first["database_bytes"].as_u64().unwrap() > 32 << 20,
+        "the lab's .bak must span segments: {}",
+        first["database_bytes"]
+    );
+    let step = |r: &serde_json::Value| {
+        r["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "store the database backup")
+            .cloned()
+            .unwrap()
+    };
+    assert!(step(&first).get("detail").is_none(), "{}", step(&first));
+    let state = t.dir.path().join("state");
+    assert!(
+        walk_files(&state)
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".database-chunks")),
+        "no chunk memory in {}",
+        state.display()
+    );
+
+    t.lab.churn(1).await.unwrap();
+    let second = t.json(&["--json", "backup"]).await;
+    let detail = step(&second)["detail"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(detail.contains("unchanged since the last set"), "{detail}");
+
+    let fp = t.lab.fingerprint().await.unwrap();
+    let data_dir = t.dir.path().join("restored-data");
+    std::fs::create_dir_all(&data_dir).unwrap();
+    t.ok(&[
+        "restore",
+        "--database-name",
+        "OctoRemembered",
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--folders-to",
+        t.dir.path().join("restored-folders").to_str().unwrap(),
+    ])
+    .await;
+    assert_eq!(t.database_digest("OctoRemembered"), fp.database);
+}

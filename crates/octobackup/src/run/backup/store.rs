@@ -196,7 +196,21 @@ pub(super) async fn ingest(
     );
     steps.finish_with_at(folders_step, folders_end, &folders);
     steps.finish_with_at(verify_step, verify_end, &verified);
-    steps.finish_with_at(store_step, store_end, &stored);
+    match &stored {
+        // Most of a nightly .bak is the night before's: say how much was found unchanged
+        // (octobackup_repo's chunk memory) rather than hashed and stored again.
+        Ok(s) if s.remembered_bytes > 0 => steps.finish_at(
+            store_step,
+            store_end,
+            true,
+            Some(format!(
+                "{} of {} unchanged since the last set",
+                crate::format::bytes(s.remembered_bytes),
+                crate::format::bytes(s.total_bytes)
+            )),
+        ),
+        _ => steps.finish_with_at(store_step, store_end, &stored),
+    }
     let folders = folders?;
     verified?;
     let stored = stored?;
