@@ -69,6 +69,18 @@ pub fn restic(repo: &Path, args: &[&str]) -> Output {
     output
 }
 
+/// `restic check --read-data` on `repo` finds nothing wrong.
+pub fn assert_restic_reads_every_pack(repo: &Path) {
+    let out = restic(repo, &["check", "--read-data"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("no errors were found"), "{text}");
+}
+
+/// Restores snapshot `id` with stock restic into `target` (created).
+pub fn restic_restore(repo: &Path, id: &str, target: &Path) {
+    restic(repo, &["restore", id, "--target", target.to_str().unwrap()]);
+}
+
 /// Deterministic, incompressible bytes (xorshift), so dedup and compression do not hide bugs.
 pub fn noise(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;

@@ -64,22 +64,12 @@ fn stock_restic_lists_checks_and_restores_a_set_byte_for_byte() {
     );
 
     // restic check --read-data finds nothing wrong.
-    let out = restic(&repo_path, &["check", "--read-data"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("no errors were found"), "{text}");
+    assert_restic_reads_every_pack(&repo_path);
 
     // restic restore gives everything back: folders with modes, mtimes and links, the big
     // file, and the memory items with their bytes and modes.
     let target = dir.path().join("restic-restore");
-    restic(
-        &repo_path,
-        &[
-            "restore",
-            &summary.snapshot_id,
-            "--target",
-            target.to_str().unwrap(),
-        ],
-    );
+    restic_restore(&repo_path, &summary.snapshot_id, &target);
     assert_same_tree(&inst.packages, &target.join("folders/Packages"));
     assert_same_tree(&inst.task_logs, &target.join("folders/TaskLogs"));
     assert_eq!(

@@ -74,22 +74,12 @@ fn a_file_stored_in_segments_restores_through_restic_and_the_next_night_deduplic
     );
 
     // Stock restic checks every pack and restores both nights byte for byte.
-    let out = restic(&repo_path, &["check", "--read-data"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("no errors were found"), "{text}");
+    assert_restic_reads_every_pack(&repo_path);
     for (summary, want) in [(&first, None), (&second, Some(&night2))] {
         let target = dir
             .path()
             .join(format!("restore-{}", &summary.snapshot_id[..8]));
-        restic(
-            &repo_path,
-            &[
-                "restore",
-                &summary.snapshot_id,
-                "--target",
-                target.to_str().unwrap(),
-            ],
-        );
+        restic_restore(&repo_path, &summary.snapshot_id, &target);
         let got = fs::read(target.join("database/OctopusDeploy.bak")).unwrap();
         assert_eq!(got.len(), len);
         match want {
@@ -175,22 +165,12 @@ fn the_chunk_memory_takes_unchanged_chunks_and_cuts_the_rest_as_a_full_read_does
     assert!(night3.remembered_bytes < bytes.len() as u64);
     assert!(night3.remembered_bytes > 0);
 
-    let out = restic(&repo_path, &["check", "--read-data"]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("no errors were found"), "{text}");
+    assert_restic_reads_every_pack(&repo_path);
     for summary in [&night2, &night3] {
         let target = dir
             .path()
             .join(format!("restore-{}", &summary.snapshot_id[..8]));
-        restic(
-            &repo_path,
-            &[
-                "restore",
-                &summary.snapshot_id,
-                "--target",
-                target.to_str().unwrap(),
-            ],
-        );
+        restic_restore(&repo_path, &summary.snapshot_id, &target);
         let got = fs::read(target.join("database/OctopusDeploy.bak")).unwrap();
         assert!(got == bytes, "the .bak differs after restore");
     }
