@@ -514,28 +514,37 @@ fn restore_pack<S: IndexedFull>(
             end = end.max(b_end);
             last += 1;
         }
-        let range = repo
+        // Owned (the backend's buffer, not a copy): each blob is decrypted where it lies.
+        let mut range: Vec<u8> = repo
             .read_pack_range(&job.pack, start, end - start)
-            .map_err(|e| from_rustic("cannot read from the repository", &e))?;
-        let mut decoded_at = None;
-        for b in &blobs[first..last] {
-            if shared.failed() {
-                return Ok(());
-            }
-            // The same blob twice in a row (a file repeating a chunk, two equal files): once.
-            if decoded_at != Some(b.offset) {
-                let from = (b.offset - start) as usize;
-                let stored = range.get(from..from + b.length as usize).ok_or_else(|| {
+            .map_err(|e| from_rustic("cannot read from the repository", &e))?
+            .into();
+        let mut i = first;
+        while i < last {
+            let b = &blobs[i];
+            let from = (b.offset - start) as usize;
+            let stored = range
+                .get_mut(from..from + b.length as usize)
+                .ok_or_else(|| {
                     RepoError::InvalidInput(format!(
                         "pack {} is shorter than the index says: run `check`",
                         job.pack
                     ))
                 })?;
-                repo.decode_blob(stored, b.uncompressed_length, decoder, data)
-                    .map_err(|e| from_rustic("cannot read from the repository", &e))?;
-                decoded_at = Some(b.offset);
+            let plain = repo
+                .decode_blob_in_place(stored, b.uncompressed_length, decoder, data)
+                .map_err(|e| from_rustic("cannot read from the repository", &e))?;
+            // The same blob in several places (a file repeating a chunk, two equal files):
+            // decoded once (they sort together), written to each.
+            let mut j = i;
+            while let Some(u) = blobs[..last].get(j).filter(|u| u.offset == b.offset) {
+                if shared.failed() {
+                    return Ok(());
+                }
+                write_blob(shared, &targets[u.target], u.at, plain)?;
+                j += 1;
             }
-            write_blob(shared, &targets[b.target], b.at, data)?;
+            i = j;
         }
         first = last;
     }

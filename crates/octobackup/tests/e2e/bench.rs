@@ -70,6 +70,10 @@ fn lab_bench_reports_every_figure_as_json() {
             "restic must be installed: apt-get install restic"
         );
     }
+    // The copy is timed to its sync, as the restore is; the time before the sync beside it.
+    let copy = r["copy_s"].as_f64().unwrap();
+    let unsynced = r["copy_unsynced_s"].as_f64().unwrap();
+    assert!(unsynced > 0.0 && copy >= unsynced, "{copy} {unsynced}");
     assert!(r["changed_bytes_day"].as_u64().unwrap() > 0);
     assert!(
         r["nightly"]["repository_growth_bytes"].as_u64().unwrap()

@@ -485,3 +485,51 @@ fn a_kept_index_sees_sets_stored_since() {
         b"{\"night\": 1}"
     );
 }
+
+/// Each blob is checked (its MAC) where it was read before a byte of it is written: a damaged
+/// data pack fails the restore with the repository named as the cause, and the damaged chunk's
+/// bytes are not written in place of the file's.
+#[test]
+fn a_damaged_data_pack_fails_the_restore_and_writes_none_of_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let original = noise(3 * 1024 * 1024, 21);
+    write(&src.join("Database/OctopusDeploy.bak"), &original);
+    let (repo, set) = repo_with_set(dir.path(), &src, "/folders/All");
+    let mut packs = Vec::new();
+    let mut stack = vec![dir.path().join("repo").join("data")];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                packs.push(e.path());
+            }
+        }
+    }
+    // The largest pack holds the file's data (the others its trees).
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    let pack = packs.last().unwrap();
+    let mut bytes = fs::read(pack).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    fs::write(pack, &bytes).unwrap();
+
+    let out = dir.path().join("out");
+    let e = repo
+        .restore(&set.snapshot_id, "/folders/All", &out, &NoProgress)
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("cannot read from the repository"),
+        "{e}"
+    );
+    // What was written before the failure is the file's own data, never decrypted garbage.
+    let restored = fs::read(out.join("Database/OctopusDeploy.bak")).unwrap_or_default();
+    assert!(restored.len() <= original.len());
+    let wrong = restored
+        .iter()
+        .zip(&original)
+        .filter(|(r, o)| r != o && **r != 0)
+        .count();
+    assert_eq!(wrong, 0, "bytes that are neither the file's nor unwritten");
+}

@@ -12,7 +12,10 @@ use std::num::NonZeroU32;
 use bytes::Bytes;
 
 use crate::{
-    backend::{FileType, ReadBackend, decrypt::DecryptReadBackend},
+    backend::{
+        FileType, ReadBackend,
+        decrypt::{DecryptReadBackend, DecryptWriteBackend},
+    },
     error::{ErrorKind, RusticError, RusticResult},
     repofile::packfile::PackId,
     repository::{Open, Repository},
@@ -75,16 +78,48 @@ impl<S: Open> Repository<S> {
         out: &mut Vec<u8>,
     ) -> RusticResult<()> {
         let plain = self.dbe().decrypt(stored)?;
+        Self::decompress_blob(&plain, uncompressed_length, decoder, out)
+    }
+
+    /// [`Self::decode_blob`] on stored bytes the caller owns and gives up: they are decrypted
+    /// where they lie (no copy of the ciphertext; the slice holds plaintext afterwards, so a
+    /// blob is decoded this way once). An uncompressed blob is not copied into `out`: its data
+    /// is returned, a compressed one's is `out`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Self::decode_blob`].
+    pub fn decode_blob_in_place<'a>(
+        &self,
+        stored: &'a mut [u8],
+        uncompressed_length: Option<NonZeroU32>,
+        decoder: &mut BlobDecoder,
+        out: &'a mut Vec<u8>,
+    ) -> RusticResult<&'a [u8]> {
+        let plain = self.dbe().key().decrypt_in_place(stored)?;
+        if uncompressed_length.is_none() {
+            return Ok(plain);
+        }
+        Self::decompress_blob(plain, uncompressed_length, decoder, out)?;
+        Ok(out)
+    }
+
+    fn decompress_blob(
+        plain: &[u8],
+        uncompressed_length: Option<NonZeroU32>,
+        decoder: &mut BlobDecoder,
+        out: &mut Vec<u8>,
+    ) -> RusticResult<()> {
         out.clear();
         let Some(length) = uncompressed_length else {
-            out.extend_from_slice(&plain);
+            out.extend_from_slice(plain);
             return Ok(());
         };
         let length = length.get() as usize;
         out.reserve(length);
         let written = decoder
             .zstd
-            .decompress_to_buffer(&plain[..], out)
+            .decompress_to_buffer(plain, out)
             .map_err(|err| {
                 RusticError::with_source(
                     ErrorKind::Internal,
