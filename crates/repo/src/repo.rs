@@ -70,8 +70,24 @@ impl std::fmt::Debug for Repo {
 
 impl Repo {
     /// Creates a repository (restic format v2, zstd level 3) and opens it. Refuses a location
-    /// that already holds one.
+    /// that already holds one. Its key costs scrypt's recommended (N=2^17, r=8, p=1), as restic's.
     pub fn init(cfg: &RepoConfig) -> Result<Repo, RepoError> {
+        Self::init_with_cost(cfg, None)
+    }
+
+    /// As [`Repo::init`], with a key that costs a test repository's scrypt (N=2^10, r=8, p=1:
+    /// about 1 ms to open instead of 0.3 s of CPU, which tests pay on every command they run).
+    /// Only the lab and tests build it (feature `test-keys`): the shipped binary cannot make a
+    /// cheap key. Opening honours whatever cost a key file carries, as restic and rustic do.
+    #[cfg(feature = "test-keys")]
+    pub fn init_for_tests(cfg: &RepoConfig) -> Result<Repo, RepoError> {
+        Self::init_with_cost(cfg, Some((10, 8, 1)))
+    }
+
+    fn init_with_cost(
+        cfg: &RepoConfig,
+        scrypt_cost: Option<(u8, u32, u32)>,
+    ) -> Result<Repo, RepoError> {
         let (backends, options, health) = config::backends(cfg)?;
         let storage = Storage::new(&cfg.repository, cfg.options.clone());
         let at = At::new(cfg);
@@ -94,7 +110,9 @@ impl Repo {
             let repo = repo
                 .init(
                     &credentials,
-                    &KeyOptions::default().with_created(true),
+                    &KeyOptions::default()
+                        .with_created(true)
+                        .scrypt_cost(scrypt_cost),
                     &config,
                 )
                 .map_err(|e| at.error("cannot create the repository", &e))?;

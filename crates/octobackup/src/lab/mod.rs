@@ -363,6 +363,25 @@ fn write_secret(path: &Path, value: &str) -> anyhow::Result<()> {
     Ok(octobackup_lab::secret_file::write(path, value.as_bytes())?)
 }
 
+/// Creates the repository the config at `config_path` names, as `octobackup init` does for a local
+/// folder, but with a key that is cheap to open (`Repo::init_for_tests`): the tests run hundreds
+/// of commands, each of which would otherwise spend 0.3 s of CPU on scrypt opening the repository.
+/// Stock restic reads it as any other. Returns `false`, creating nothing, when the repository is
+/// not a local folder (the caller runs `octobackup init`, which also creates buckets).
+pub fn init_test_repository(config_path: &Path) -> anyhow::Result<bool> {
+    let config = Config::load(config_path)?;
+    if octobackup_repo::local_folder(&config.repository.location).is_none() {
+        return Ok(false);
+    }
+    let source = config
+        .repository_password_source()
+        .ok_or_else(|| anyhow::anyhow!("the config names no repository password"))?;
+    let password = source.read("repository password")?;
+    let cfg = crate::cli::repository::repo_config(&config, &password);
+    octobackup_repo::Repo::init_for_tests(&cfg)?;
+    Ok(true)
+}
+
 /// The config octobackup needs for the lab instance, as an administrator would write it: secrets in
 /// owner-only files under DIR/secrets, the master key read through the lab's `show-master-key`
 /// (`lab_exe` is the `octobackup-lab` binary).

@@ -17,6 +17,19 @@ fn contents(dir: &Path) -> BTreeMap<std::path::PathBuf, Vec<u8>> {
         .collect()
 }
 
+/// The scrypt cost (N, r, p) of each key file of the repository at `repo`.
+pub fn key_costs(repo: &Path) -> Vec<(u64, u64, u64)> {
+    walk_files(&repo.join("keys"))
+        .into_iter()
+        .map(|p| {
+            let key: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+            let n = |f: &str| key[f].as_u64().unwrap_or_else(|| panic!("{f} in {key}"));
+            (n("N"), n("r"), n("p"))
+        })
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn init_makes_a_repository_restic_reads_and_a_second_init_changes_nothing() {
     let t = TestLab::start().await;
@@ -28,6 +41,9 @@ async fn init_makes_a_repository_restic_reads_and_a_second_init_changes_nothing(
     );
     let restic = t.restic(&["cat", "config"]);
     assert!(restic.status.success(), "restic: {}", stderr(&restic));
+    // The key costs scrypt's recommended N=2^17, r=8, p=1, as restic's own (the tests' cheap
+    // keys come from the lab, never from the product's init).
+    assert_eq!(key_costs(&t.repo_dir()), vec![(1 << 17, 8, 1)]);
     let before = contents(&t.repo_dir());
     assert!(!before.is_empty());
 
@@ -114,4 +130,19 @@ async fn init_for_a_new_user_writes_the_config_template_and_refuses_what_it_cann
     // A wrong password for it is a repository error, not a crash.
     let out = run(&["snapshots"], Some("wrong"));
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tests_cheap_key_opens_for_octobackup_and_stock_restic() {
+    // `t.init()` (every other test's repository): the lab's key with scrypt's cost lowered, as
+    // restic's tests lower theirs. It must open as any key does, for octobackup and restic.
+    let t = TestLab::start().await;
+    t.init().await;
+    assert_eq!(key_costs(&t.repo_dir()), vec![(1 << 10, 8, 1)]);
+    t.ok(&["backup"]).await;
+    assert_eq!(t.sets().await.len(), 1);
+    let restic = t.restic(&["snapshots", "--json"]);
+    assert!(restic.status.success(), "restic: {}", stderr(&restic));
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&restic.stdout).unwrap();
+    assert_eq!(listed.len(), 1);
 }

@@ -8,7 +8,7 @@ use octobackup::secret::Secret;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn key_add_list_remove_round_trip() {
     let t = TestLab::start().await;
-    t.init().await;
+    t.ok(&["init"]).await; // the product's key, as users get it
     let new_pw = t.dir.path().join("second-password");
     std::fs::write(&new_pw, "correct horse battery staple\n").unwrap();
     t.ok(&[
@@ -29,6 +29,11 @@ async fn key_add_list_remove_round_trip() {
     let list = t.run(&["--json", "key", "list"]).await;
     let keys: Vec<serde_json::Value> = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(keys.len(), 2);
+    // An added key costs scrypt's recommended too.
+    assert_eq!(
+        crate::init::key_costs(&t.repo_dir()),
+        vec![(1 << 17, 8, 1); 2]
+    );
     let old = keys.iter().find(|k| k["current"] == true).unwrap();
     let old_id = old["id"].as_str().unwrap().to_string();
     assert!(keys.iter().any(|k| k["hostname"] == "dr-site"));
@@ -74,7 +79,7 @@ async fn key_add_list_remove_round_trip() {
 async fn escrowed_master_key_is_recovered_with_the_identity_and_without_the_password() {
     use age::secrecy::ExposeSecret;
     let t = TestLab::start().await;
-    t.init().await;
+    t.ok(&["init"]).await; // the product's key, as users get it
     let officer = age::x25519::Identity::generate();
     let id_file = t.dir.path().join("officer.age-identity");
     std::fs::write(

@@ -22,8 +22,10 @@ pub fn config(repo_dir: &Path) -> RepoConfig {
     }
 }
 
+/// A new repository whose key is cheap to open (scrypt N=2^10), for this test and for stock
+/// restic; `open_init.rs` tests `Repo::init` itself.
 pub fn new_repo(dir: &Path) -> Repo {
-    Repo::init(&config(&dir.join("repo"))).expect("init")
+    Repo::init_for_tests(&config(&dir.join("repo"))).expect("init")
 }
 
 /// One set of `source` (a file or a folder) stored at `target`, with the default options.

@@ -13,10 +13,46 @@ fn init_creates_a_repository_restic_can_open_and_refuses_to_overwrite_it() {
     let out = restic(&path, &["cat", "config"]);
     let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cfg["version"], 2);
+    // Its key costs scrypt's recommended N=2^17, r=8, p=1, as restic's.
+    assert_eq!(key_costs(&path), vec![(1 << 17, 8, 1)]);
 
     let err = Repo::init(&config(&path)).unwrap_err();
     assert!(matches!(err, RepoError::AlreadyExists { .. }), "{err:?}");
     Repo::open(&config(&path)).unwrap();
+}
+
+/// The scrypt cost (N, r, p) of each key file of the repository at `repo`.
+fn key_costs(repo: &std::path::Path) -> Vec<(u64, u64, u64)> {
+    std::fs::read_dir(repo.join("keys"))
+        .unwrap()
+        .map(|e| {
+            let key: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+            let n = |f: &str| key[f].as_u64().unwrap_or_else(|| panic!("{f} in {key}"));
+            (n("N"), n("r"), n("p"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_test_repositorys_cheap_key_opens_for_the_repository_and_stock_restic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repo");
+    Repo::init_for_tests(&config(&path)).unwrap();
+    assert_eq!(key_costs(&path), vec![(1 << 10, 8, 1)]);
+    assert!(
+        Repo::open(&config(&path))
+            .unwrap()
+            .snapshots()
+            .unwrap()
+            .is_empty()
+    );
+    let out = restic(&path, &["cat", "config"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]

@@ -26,6 +26,14 @@ pub struct KeyOptions {
     /// Add 'created' date in public key information
     #[cfg_attr(feature = "clap", clap(long))]
     pub with_created: bool,
+
+    // Patched for octobackup: the scrypt cost of the new key file, as (log2 N, r, p); `None`
+    // (the default) is scrypt's recommended (17, 8, 1). A cheaper key is for test repositories,
+    // as restic's tests lower it (`TestUseLowSecurityKDFParameters`); opening honours whatever
+    // the key file says, as before.
+    /// scrypt cost of the new key: (log2 N, r, p); default scrypt's recommended (17, 8, 1)
+    #[cfg_attr(feature = "clap", clap(skip))]
+    pub scrypt_cost: Option<(u8, u32, u32)>,
 }
 
 /// Add the current key to the repository.
@@ -106,7 +114,15 @@ pub(crate) fn add_key_to_repo<S>(
     key: Key,
 ) -> RusticResult<KeyId> {
     let ko = opts.clone();
-    let keyfile = KeyFile::generate(key, &pass, ko.hostname, ko.username, ko.with_created)?;
+    // Patched for octobackup: the key's scrypt cost from the options.
+    let keyfile = KeyFile::generate_with_cost(
+        key,
+        &pass,
+        ko.hostname,
+        ko.username,
+        ko.with_created,
+        ko.scrypt_cost,
+    )?;
 
     let data = serde_json::to_vec(&keyfile).map_err(|err| {
         RusticError::with_source(

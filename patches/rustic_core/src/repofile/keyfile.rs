@@ -203,8 +203,32 @@ impl KeyFile {
         username: Option<String>,
         with_created: bool,
     ) -> RusticResult<Self> {
+        Self::generate_with_cost(key, passwd, hostname, username, with_created, None)
+    }
+
+    // Patched for octobackup: `generate` with a chosen scrypt cost.
+    /// As [`generate`](Self::generate), with the scrypt cost given as (log2 N, r, p); `None` is
+    /// scrypt's recommended cost, which `generate` uses.
+    ///
+    /// # Errors
+    ///
+    /// * If the scrypt parameters are invalid
+    /// * If the [`KeyFile`] could not be serialized
+    pub fn generate_with_cost(
+        key: Key,
+        passwd: &impl AsRef<[u8]>,
+        hostname: Option<String>,
+        username: Option<String>,
+        with_created: bool,
+        scrypt_cost: Option<(u8, u32, u32)>,
+    ) -> RusticResult<Self> {
         let masterkey = MasterKey::from_key(key);
-        let params = Params::RECOMMENDED;
+        let params = match scrypt_cost {
+            None => Params::RECOMMENDED,
+            Some((log_n, r, p)) => Params::new(log_n, r, p).map_err(|err| {
+                RusticError::with_source(ErrorKind::Key, "Invalid scrypt parameters.", err)
+            })?,
+        };
         let mut salt = vec![0; 64];
         rng().fill_bytes(&mut salt);
 
