@@ -104,11 +104,15 @@ fn run_client(program: &str, args: &[&str], client: &str) -> Vec<serde_json::Val
         .unwrap()
         .write_all(settings.to_string().as_bytes())
         .unwrap();
-    let output = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    let (status, stdout, stderr) = wait_bounded(child, CLIENT_LIMIT);
+    let Some(status) = status else {
+        panic!(
+            "{client} script still running after {CLIENT_LIMIT:?}: killed (the last check it \
+             printed is where it hung)\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        );
+    };
     assert!(
-        output.status.success(),
+        status.success(),
         "{client} script failed\nstdout:\n{stdout}\nstderr:\n{stderr}"
     );
     stdout
@@ -116,6 +120,56 @@ fn run_client(program: &str, args: &[&str], client: &str) -> Vec<serde_json::Val
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect()
+}
+
+/// How long a client script may take: each runs in seconds; a hang (a step the stand-in never
+/// answers) fails its test instead of holding the whole run until CI's limit.
+const CLIENT_LIMIT: std::time::Duration = std::time::Duration::from_secs(180);
+
+/// Waits for `child` at most `limit`, killing it then; its output read meanwhile (so a full pipe
+/// cannot stall it). `None` status: it was killed.
+fn wait_bounded(
+    mut child: std::process::Child,
+    limit: std::time::Duration,
+) -> (Option<std::process::ExitStatus>, String, String) {
+    fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut text);
+            }
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    }
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (status, stdout.join().unwrap(), stderr.join().unwrap())
+}
+
+#[cfg(unix)]
+#[test]
+fn a_client_that_hangs_is_killed_at_the_limit() {
+    let child = Command::new("sh")
+        .args(["-c", "echo started; exec sleep 60"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (status, stdout, _) = wait_bounded(child, std::time::Duration::from_millis(500));
+    assert!(status.is_none(), "the sleeping child was not killed");
+    assert_eq!(stdout, "started\n");
 }
 
 #[test]
