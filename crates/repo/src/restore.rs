@@ -7,8 +7,8 @@
 //! files need writing, and for each pack the blobs wanted from it and every place (file,
 //! offset) each one goes. A few workers then take the packs in the order the files first need
 //! them; each reads a pack's wanted bytes in a few large ranges, decodes the blobs with one
-//! zstd context of its own (`patches/rustic_core`: `read_pack_range`, `decode_blob`) and writes
-//! each blob at its offset in every file it belongs to. Memory is a few ranges and blobs per
+//! zstd context of its own (`patches/rustic_core`: `read_pack_range`,
+//! `decode_blob_in_place`) and writes each blob at its offset in every file it belongs to. Memory is a few ranges and blobs per
 //! worker, plus one batch's plan (about 250 bytes a file), whatever the number of files.
 //!
 //! Existing files whose content already matches (same size, and every chunk hashes to its blob

@@ -4,7 +4,7 @@
 //! `Repository::get_blob_cached` and `dump` read each blob with a request of its own (a local
 //! backend opens the pack file per blob) and `decode_all` builds a new zstd decoder per blob.
 //! A caller that groups the blobs it needs by pack can instead read one range of a pack
-//! (`read_pack_range`) and decode every blob inside it (`decode_blob`) with a `BlobDecoder`
+//! (`read_pack_range`) and decode every blob inside it (`decode_blob_in_place`) with a `BlobDecoder`
 //! kept per thread. Nothing in the repository format changes.
 
 use std::num::NonZeroU32;
@@ -12,10 +12,7 @@ use std::num::NonZeroU32;
 use bytes::Bytes;
 
 use crate::{
-    backend::{
-        FileType, ReadBackend,
-        decrypt::{DecryptReadBackend, DecryptWriteBackend},
-    },
+    backend::{FileType, ReadBackend, decrypt::DecryptWriteBackend},
     error::{ErrorKind, RusticError, RusticResult},
     repofile::packfile::PackId,
     repository::{Open, Repository},
@@ -52,7 +49,7 @@ impl BlobDecoder {
 
 impl<S: Open> Repository<S> {
     /// Reads `length` bytes at `offset` of the pack `pack`, as stored (encrypted), in one
-    /// request and without the cache. The blobs in it are decoded with [`Self::decode_blob`].
+    /// request and without the cache. The blobs in it are decoded with [`Self::decode_blob_in_place`].
     ///
     /// # Errors
     ///
@@ -62,33 +59,17 @@ impl<S: Open> Repository<S> {
             .read_partial(FileType::Pack, pack, false, offset, length)
     }
 
-    /// Decrypts one blob's stored bytes (a slice of [`Self::read_pack_range`]'s answer at the
-    /// blob's location) and, when `uncompressed_length` says it is compressed, decompresses it
-    /// with `decoder`. The blob's data is left in `out` (cleared first).
+    /// Checks and decrypts one blob's stored bytes (a slice of [`Self::read_pack_range`]'s
+    /// answer at the blob's location, which the caller gives up: they are decrypted where they
+    /// lie, with no copy of the ciphertext, and hold plaintext afterwards, so a blob is decoded
+    /// once) and, when `uncompressed_length` says it is compressed, decompresses it with
+    /// `decoder` into `out` (cleared first). Returns the blob's data: the decrypted slice itself
+    /// for an uncompressed blob, `out` for a compressed one.
     ///
     /// # Errors
     ///
     /// * If the data cannot be decrypted (wrong key, damaged pack).
     /// * If it cannot be decompressed, or its length is not `uncompressed_length`.
-    pub fn decode_blob(
-        &self,
-        stored: &[u8],
-        uncompressed_length: Option<NonZeroU32>,
-        decoder: &mut BlobDecoder,
-        out: &mut Vec<u8>,
-    ) -> RusticResult<()> {
-        let plain = self.dbe().decrypt(stored)?;
-        Self::decompress_blob(&plain, uncompressed_length, decoder, out)
-    }
-
-    /// [`Self::decode_blob`] on stored bytes the caller owns and gives up: they are decrypted
-    /// where they lie (no copy of the ciphertext; the slice holds plaintext afterwards, so a
-    /// blob is decoded this way once). An uncompressed blob is not copied into `out`: its data
-    /// is returned, a compressed one's is `out`.
-    ///
-    /// # Errors
-    ///
-    /// As [`Self::decode_blob`].
     pub fn decode_blob_in_place<'a>(
         &self,
         stored: &'a mut [u8],
@@ -97,25 +78,11 @@ impl<S: Open> Repository<S> {
         out: &'a mut Vec<u8>,
     ) -> RusticResult<&'a [u8]> {
         let plain = self.dbe().key().decrypt_in_place(stored)?;
-        if uncompressed_length.is_none() {
-            return Ok(plain);
-        }
-        Self::decompress_blob(plain, uncompressed_length, decoder, out)?;
-        Ok(out)
-    }
-
-    fn decompress_blob(
-        plain: &[u8],
-        uncompressed_length: Option<NonZeroU32>,
-        decoder: &mut BlobDecoder,
-        out: &mut Vec<u8>,
-    ) -> RusticResult<()> {
-        out.clear();
         let Some(length) = uncompressed_length else {
-            out.extend_from_slice(plain);
-            return Ok(());
+            return Ok(plain);
         };
         let length = length.get() as usize;
+        out.clear();
         out.reserve(length);
         let written = decoder
             .zstd
@@ -135,6 +102,6 @@ impl<S: Open> Repository<S> {
             .attach_context("expected_length", length.to_string())
             .attach_context("actual_length", written.to_string()));
         }
-        Ok(())
+        Ok(out)
     }
 }
