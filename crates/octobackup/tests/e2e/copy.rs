@@ -519,16 +519,21 @@ async fn a_failed_copy_after_a_backup_by_hand_or_after_all_is_told_to_notify_and
         c.insert("metrics".into(), metrics.into());
     });
     let copy = [("octopus_instance", "OctopusServer"), ("copy", "offsite")];
+    // What the textfile says of the copy's last run: 1 passed, 0 failed.
+    let copy_last_run = || {
+        sample(
+            &parse_metrics(textfile.to_str().unwrap()),
+            "octobackup_copy_last_run_success",
+            &copy,
+        )
+    };
     let instance = [("octopus_instance", "OctopusServer")];
 
     // 1. Backup and copy pass: on = "failure" tells no one; the metrics say the copy passed.
     obk_ok(&t, &target, &["backup"]).await;
     assert!(hooks.to("/").is_empty(), "{:?}", hooks.to("/"));
     let m = parse_metrics(textfile.to_str().unwrap());
-    assert_eq!(
-        sample(&m, "octobackup_copy_last_run_success", &copy),
-        Some(1.0)
-    );
+    assert_eq!(copy_last_run(), Some(1.0));
     let copied_at = sample(&m, "octobackup_copy_last_success_timestamp_seconds", &copy).unwrap();
 
     // 2. The copy's password is wrong: exit 9, told to both targets as a failed copy that names
@@ -554,10 +559,7 @@ async fn a_failed_copy_after_a_backup_by_hand_or_after_all_is_told_to_notify_and
         );
     }
     let m = parse_metrics(textfile.to_str().unwrap());
-    assert_eq!(
-        sample(&m, "octobackup_copy_last_run_success", &copy),
-        Some(0.0)
-    );
+    assert_eq!(copy_last_run(), Some(0.0));
     assert_eq!(
         sample(&m, "octobackup_copy_last_success_timestamp_seconds", &copy),
         Some(copied_at),
@@ -584,11 +586,7 @@ async fn a_failed_copy_after_a_backup_by_hand_or_after_all_is_told_to_notify_and
     assert_eq!(told[1]["status"], "success");
     assert_eq!(told[1]["recovery"], true);
     assert_eq!(sets_in_copy(&t, &target, "offsite").await.len(), 3);
-    let m = parse_metrics(textfile.to_str().unwrap());
-    assert_eq!(
-        sample(&m, "octobackup_copy_last_run_success", &copy),
-        Some(1.0)
-    );
+    assert_eq!(copy_last_run(), Some(1.0));
 
     // 4. `copy --to` run by hand is told the same way, in its own words and with its own exit
     // code (no backup ran, so none is said complete).
@@ -604,11 +602,7 @@ async fn a_failed_copy_after_a_backup_by_hand_or_after_all_is_told_to_notify_and
             && !failure.contains("the backup is complete"),
         "{failure}"
     );
-    let m = parse_metrics(textfile.to_str().unwrap());
-    assert_eq!(
-        sample(&m, "octobackup_copy_last_run_success", &copy),
-        Some(0.0)
-    );
+    assert_eq!(copy_last_run(), Some(0.0));
     std::fs::write(copy_password_file(&t), format!("{COPY_PASSWORD}\n")).unwrap();
     obk_ok(&t, &target, &["copy", "--to", "offsite"]).await;
     let told = hooks.to("/recovery");
@@ -632,11 +626,7 @@ async fn a_failed_copy_after_a_backup_by_hand_or_after_all_is_told_to_notify_and
         failure.contains("the backup is complete (its set is in the main repository)"),
         "{failure}"
     );
-    let m = parse_metrics(textfile.to_str().unwrap());
-    assert_eq!(
-        sample(&m, "octobackup_copy_last_run_success", &copy),
-        Some(0.0)
-    );
+    assert_eq!(copy_last_run(), Some(0.0));
 }
 
 /// A notification of the copy 'offsite' (of `instance`'s sets) that failed with `exit` for its wrong

@@ -176,8 +176,9 @@ fn the_chunk_memory_takes_unchanged_chunks_and_cuts_the_rest_as_a_full_read_does
     }
 }
 
-/// A memory file made with another repository's key takes nothing: its fingerprints cannot
-/// match, so every chunk is hashed.
+/// A memory file another repository wrote takes nothing: that repository's blobs are not in
+/// this one (and its fingerprints were keyed with another key: `chunk_memory.rs`'s unit test),
+/// so every chunk is hashed and stored here.
 #[test]
 fn the_chunk_memory_of_another_repository_takes_nothing() {
     let dir = tempfile::tempdir().unwrap();
