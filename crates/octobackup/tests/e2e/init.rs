@@ -41,8 +41,8 @@ async fn init_makes_a_repository_restic_reads_and_a_second_init_changes_nothing(
     );
     let restic = t.restic(&["cat", "config"]);
     assert!(restic.status.success(), "restic: {}", stderr(&restic));
-    // The key costs scrypt's recommended N=2^17, r=8, p=1, as restic's own (the tests' cheap
-    // keys come from the lab, never from the product's init).
+    // The key costs scrypt's recommended N=2^17, r=8, p=1 (restic calibrates its own; the
+    // tests' cheap keys come from the lab, never from the product's init).
     assert_eq!(key_costs(&t.repo_dir()), vec![(1 << 17, 8, 1)]);
     let before = contents(&t.repo_dir());
     assert!(!before.is_empty());

@@ -13,7 +13,7 @@ fn init_creates_a_repository_restic_can_open_and_refuses_to_overwrite_it() {
     let out = restic(&path, &["cat", "config"]);
     let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cfg["version"], 2);
-    // Its key costs scrypt's recommended N=2^17, r=8, p=1, as restic's.
+    // Its key costs scrypt's recommended N=2^17, r=8, p=1.
     assert_eq!(key_costs(&path), vec![(1 << 17, 8, 1)]);
 
     let err = Repo::init(&config(&path)).unwrap_err();
