@@ -61,10 +61,11 @@ step() { echo "== [windows $((SECONDS - t0))s] $*"; }
 # dependency a second time). CLIPPY_ARGS is how cargo clippy hands it `-D warnings`.
 export RUSTC_WORKSPACE_WRAPPER=/usr/bin/clippy-driver
 export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
-# Every target of every crate (the tests' platform code compiles on Windows too); both binaries
-# (the lab's demo runs octobackup.exe beside it). The octobackup.exe an administrator installs is
-# built without the lab feature; the code it runs is the same. Dependencies unoptimised unless
-# they do the demo's crypto (scrypt alone at opt-level 0 costs seconds per repository open).
+# Every target of every crate with the lab (the tests' platform code compiles on Windows too),
+# then octobackup.exe again as an administrator installs it: without the lab feature, linted in
+# that form too (its cfg(feature = "lab") hooks compiled out). The lab's demo under wine runs that
+# octobackup.exe. Dependencies unoptimised unless they do the demo's crypto (scrypt alone at
+# opt-level 0 costs seconds per repository open).
 OPT=()
 if [ "$profile" = dev ]; then
   OPT=(--config 'profile.dev.package."*".opt-level=0'
@@ -76,6 +77,8 @@ if [ "$profile" = dev ]; then
 fi
 step "$(/usr/bin/rustc --version): cargo build --workspace --all-targets --features octobackup/lab --profile $profile (clippy -D warnings)"
 /usr/bin/cargo build "${BS[@]}" "${OPT[@]}" --workspace --all-targets --features octobackup/lab --profile "$profile"
+step "cargo build -p octobackup --bin octobackup --profile $profile (the shipped .exe: no lab; clippy -D warnings)"
+/usr/bin/cargo build "${BS[@]}" "${OPT[@]}" -p octobackup --bin octobackup --profile "$profile"
 case $profile in dev) dir=debug ;; *) dir=$profile ;; esac
 exe="$CARGO_TARGET_DIR/$target/$dir/octobackup.exe"
 lab_exe="$CARGO_TARGET_DIR/$target/$dir/octobackup-lab.exe"
