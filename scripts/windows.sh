@@ -17,10 +17,9 @@
 # pass (cargo check plus lints: std and every dependency type-checked) and then a build (all of
 # it compiled again) took 518 s + 476 s. Now one build lints as it compiles (clippy-driver as
 # RUSTC_WORKSPACE_WRAPPER: the workspace's crates go through clippy, the dependencies through plain
-# rustc, as under cargo clippy), and the dependencies are not optimised (the workspace's dev
-# profile optimises them for the Linux tests, which hash gigabytes; here only the demo's small lab
-# runs). scripts/test.sh starts it in the background at the lowest priority while the Linux
-# tests run, which mostly wait.
+# rustc, as under cargo clippy), with only the dependencies that do the heavy work optimised:
+# 357 s, wine 16 s. scripts/test.sh starts it in the background at the lowest priority while
+# the Linux tests run, which mostly wait.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -64,21 +63,12 @@ export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 # Every target of every crate with the lab (the tests' platform code compiles on Windows too),
 # then octobackup.exe again as an administrator installs it: without the lab feature, linted in
 # that form too (its cfg(feature = "lab") hooks compiled out). The lab's demo under wine runs that
-# octobackup.exe. Dependencies unoptimised unless they do the demo's crypto (scrypt alone at
-# opt-level 0 costs seconds per repository open).
-OPT=()
-if [ "$profile" = dev ]; then
-  OPT=(--config 'profile.dev.package."*".opt-level=0'
-       --config 'profile.dev.package.sqlserver-files.opt-level=0'
-       --config 'profile.dev.package.octobackup-lab.opt-level=0')
-  for p in scrypt salsa20 pbkdf2 sha2 aes poly1305 zstd-sys blake3; do
-    OPT+=(--config "profile.dev.package.$p.opt-level=2")
-  done
-fi
+# octobackup.exe. The dev profile optimises only the dependencies that hash, encrypt and compress
+# (the workspace's Cargo.toml).
 step "$(/usr/bin/rustc --version): cargo build --workspace --all-targets --features octobackup/lab --profile $profile (clippy -D warnings)"
-/usr/bin/cargo build "${BS[@]}" "${OPT[@]}" --workspace --all-targets --features octobackup/lab --profile "$profile"
+/usr/bin/cargo build "${BS[@]}" --workspace --all-targets --features octobackup/lab --profile "$profile"
 step "cargo build -p octobackup --bin octobackup --profile $profile (the shipped .exe: no lab; clippy -D warnings)"
-/usr/bin/cargo build "${BS[@]}" "${OPT[@]}" -p octobackup --bin octobackup --profile "$profile"
+/usr/bin/cargo build "${BS[@]}" -p octobackup --bin octobackup --profile "$profile"
 case $profile in dev) dir=debug ;; *) dir=$profile ;; esac
 exe="$CARGO_TARGET_DIR/$target/$dir/octobackup.exe"
 lab_exe="$CARGO_TARGET_DIR/$target/$dir/octobackup-lab.exe"
