@@ -50,7 +50,10 @@ export CARGO_TARGET_DIR="${WINDOWS_TARGET_DIR:-$root/target/win}"
 # No debug info in the test .exe: less to build and link, and wine needs none.
 export CARGO_PROFILE_DEV_DEBUG="${CARGO_PROFILE_DEV_DEBUG:-0}"
 target=x86_64-pc-windows-gnu
-BS=(-Zbuild-std=std,panic_abort --target "$target" --locked)
+# `test` in -Zbuild-std for every build, tests or not: std is then built once with the same
+# features, and the shipped .exe's build below shares it and every dependency with the
+# workspace's (without it: 441 crates compiled again, 210 s; with it: 69 crates, 91 s).
+BS=(-Zbuild-std=std,panic_abort,test --target "$target" --locked)
 profile=${WINDOWS_PROFILE:-dev}
 t0=$SECONDS
 step() { echo "== [windows $((SECONDS - t0))s] $*"; }
