@@ -103,7 +103,7 @@ if [ -n "$windows" ]; then
   set -m
   (
     until [ -e "$logs/apt.done" ]; do
-      kill -0 "$install_pid" 2>/dev/null || { echo "the installs failed (above): no Windows build"; exit 1; }
+      kill -0 "$install_pid" 2>/dev/null || { echo "the installs failed (target/test-logs/install.log): no Windows build"; exit 1; }
       sleep 2
     done
     low=(nice -n 19)
