@@ -1,7 +1,7 @@
 use std::{
     fmt::Debug,
     fs::{self, File, Metadata},
-    io::{Read, Seek, SeekFrom},
+    io::{Read, Seek, SeekFrom, Write},
     path::{Path, PathBuf},
     process::Command,
 };
@@ -472,9 +472,12 @@ impl WriteBackend for LocalBackend {
         _cacheable: bool,
         content: BytesList,
     ) -> RusticResult<()> {
+        // Patched for octobackup: the pack's parts are written as they are, each with one
+        // `write_all`, not copied through `std::io::copy`'s 8 KiB buffer (a write call per
+        // 8 KiB: 2,000 calls and a copy of every byte for a 16 MiB pack).
         fn write_local_file(
             filename: &Path,
-            mut reader: impl Read,
+            parts: &[Bytes],
             length: u64,
         ) -> RusticResult<()> {
             let mut file = fs::OpenOptions::new()
@@ -501,7 +504,7 @@ impl WriteBackend for LocalBackend {
                     .attach_context("path", filename.to_string_lossy())
             })?;
 
-            _ = std::io::copy(&mut reader, &mut file).map_err(|err| {
+            parts.iter().try_for_each(|part| file.write_all(part)).map_err(|err| {
                 RusticError::with_source(
                     ErrorKind::InputOutput,
                     "Failed to write to the buffer: `{path}`. Please check the file and try again.",
@@ -540,10 +543,9 @@ impl WriteBackend for LocalBackend {
         // Write to temporary file
         let filename_tmp = parent.join(Self::filename(tpe, id) + "-tmp-");
         let size = content.size();
-        let reader = content.reader();
         match write_local_file(
             &filename_tmp,
-            reader,
+            content.slice(),
             size.try_into().expect("size too large for u64"), // should not happen
         ) {
             Ok(file) => file,
