@@ -3,11 +3,17 @@
 //! post events to a channel, and the calling thread (which owns the borrow) delivers them while
 //! the rustic work runs on a helper thread. That helper thread also keeps rustic (and OpenDAL,
 //! which panics inside a tokio runtime) away from whatever runtime the caller is on.
+//!
+//! Bytes processed are added to a counter, not sent one event per increment: rustic counts
+//! every chunk and file, from every worker, and a message each meant a wake-up of the calling
+//! thread each (issue 13). The calling thread takes what the counter holds every
+//! [`DELIVERY_TICK`] and before a phase ends.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex, Once, PoisonError};
 use std::thread;
+use std::time::Duration;
 
 use rustic_core::{Progress, ProgressBars, ProgressType, RusticProgress};
 
@@ -43,10 +49,12 @@ impl ProgressSink for NoProgress {
     }
 }
 
+/// How often the calling thread passes on the bytes counted meanwhile.
+const DELIVERY_TICK: Duration = Duration::from_millis(100);
+
 #[derive(Debug)]
 enum Event {
     Start(String, Option<u64>),
-    Advance(u64),
     Finish,
     /// The work is over (sent on return and on panic).
     Done,
@@ -56,6 +64,8 @@ enum Event {
 #[derive(Debug, Clone)]
 struct Route {
     events: Sender<Event>,
+    /// Bytes processed and not yet passed to the sink.
+    counted: Arc<AtomicU64>,
     phase: Option<String>,
     total: Option<u64>,
 }
@@ -88,8 +98,10 @@ impl ProgressRouter {
     ) -> Result<T, RepoError> {
         let _quiet = QuietPanics::start();
         let (events, received) = mpsc::channel();
+        let counted = Arc::new(AtomicU64::new(0));
         *self.lock() = Some(Route {
             events: events.clone(),
+            counted: counted.clone(),
             phase: None,
             total: None,
         });
@@ -110,12 +122,40 @@ impl ProgressRouter {
                     ))));
                 }
             };
-            for event in received.iter() {
-                match event {
-                    Event::Start(what, total) => sink.start(&what, total),
-                    Event::Advance(bytes) => sink.advance(bytes),
-                    Event::Finish => sink.finish(),
-                    Event::Done => break,
+            // Counted bytes belong to the phase begun last: a bar's increments all come after
+            // its `Start` is sent and before its `Finish`, so they are passed on only inside a
+            // phase (what is counted before `Start` is received waits for it).
+            let mut in_phase = false;
+            let deliver = || {
+                let bytes = counted.swap(0, Ordering::AcqRel);
+                if bytes > 0 {
+                    sink.advance(bytes);
+                }
+            };
+            loop {
+                match received.recv_timeout(DELIVERY_TICK) {
+                    Ok(Event::Start(what, total)) => {
+                        in_phase = true;
+                        sink.start(&what, total);
+                    }
+                    Ok(Event::Finish) => {
+                        if in_phase {
+                            deliver();
+                        }
+                        in_phase = false;
+                        sink.finish();
+                    }
+                    Ok(Event::Done) | Err(RecvTimeoutError::Disconnected) => {
+                        if in_phase {
+                            deliver();
+                        }
+                        break;
+                    }
+                    Err(RecvTimeoutError::Timeout) => {
+                        if in_phase {
+                            deliver();
+                        }
+                    }
                 }
             }
             worker.join()
@@ -183,6 +223,8 @@ impl ProgressBars for ProgressRouter {
                     .phase
                     .unwrap_or_else(|| prefix.trim_end_matches(['.', ' ']).to_string()),
                 events: route.events,
+                counted: route.counted,
+                started: AtomicBool::new(false),
                 state: Mutex::new(BarState {
                     started: false,
                     total: route.total,
@@ -206,17 +248,24 @@ struct BarState {
 struct ByteBar {
     phase: String,
     events: Sender<Event>,
+    counted: Arc<AtomicU64>,
+    /// `Start` was sent (read without the lock on every increment).
+    started: AtomicBool,
     state: Mutex<BarState>,
 }
 
 impl ByteBar {
-    /// Sends `Start` once; the lock makes sure no `Advance` overtakes it.
+    /// Sends `Start` once; the lock makes sure no increment is counted before it is sent.
     fn ensure_started(&self, length: Option<u64>) {
+        if self.started.load(Ordering::Acquire) {
+            return;
+        }
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if !state.started {
             state.started = true;
             let total = length.or(state.total);
             let _ = self.events.send(Event::Start(self.phase.clone(), total));
+            self.started.store(true, Ordering::Release);
         }
     }
 }
@@ -234,7 +283,7 @@ impl RusticProgress for ByteBar {
 
     fn inc(&self, inc: u64) {
         self.ensure_started(None);
-        let _ = self.events.send(Event::Advance(inc));
+        self.counted.fetch_add(inc, Ordering::AcqRel);
     }
 
     fn finish(&self) {
@@ -281,9 +330,38 @@ mod tests {
         });
         assert_eq!(result.unwrap(), 7);
         let events = sink.0.lock().unwrap().clone();
+        // Increments are summed: what the sink gets is what was counted, before the end.
+        assert_eq!(events, ["start backup Some(10)", "advance 10", "finish"]);
+    }
+
+    #[test]
+    fn counted_bytes_reach_the_sink_while_the_phase_runs() {
+        let router = ProgressRouter::default();
+        let sink = Recorder::default();
+        let seen_midway = router
+            .run(&sink, || {
+                let bar = router.progress(ProgressType::Bytes, "backing up...");
+                bar.inc(3);
+                // Well past a tick, with nothing sent: the counter is read on the tick.
+                let waited = std::time::Instant::now();
+                while !sink.0.lock().unwrap().iter().any(|e| e == "advance 3") {
+                    assert!(
+                        waited.elapsed() < Duration::from_secs(10),
+                        "counted bytes were not delivered on a tick"
+                    );
+                    thread::sleep(Duration::from_millis(10));
+                }
+                let midway = sink.0.lock().unwrap().clone();
+                bar.inc(4);
+                bar.finish();
+                Ok(midway)
+            })
+            .unwrap();
+        assert_eq!(seen_midway, ["start backing up None", "advance 3"]);
+        let events = sink.0.lock().unwrap().clone();
         assert_eq!(
             events,
-            ["start backup Some(10)", "advance 4", "advance 6", "finish"]
+            ["start backing up None", "advance 3", "advance 4", "finish"]
         );
     }
 
