@@ -87,7 +87,21 @@ impl Repo {
                 Some(level) => self.with_compression(repo, level)?,
                 None => repo,
             };
-            let parent = newest_with_tags(&repo, &opts.parent_tags)?;
+            // The progress total (a walk of the sources' sizes) is taken beside the reading of
+            // the snapshots and the index, not before them (issue 13: a serial walk of every
+            // file before anything else began).
+            let (found, total) = std::thread::scope(|scope| {
+                let total = scope.spawn(|| source.total_bytes());
+                let found = match newest_with_tags(&repo, &opts.parent_tags) {
+                    Ok(parent) => repo
+                        .to_indexed_ids()
+                        .map(|indexed| (parent, indexed))
+                        .map_err(|e| from_rustic("cannot read the repository index", &e)),
+                    Err(e) => Err(e),
+                };
+                (found, total.join().ok())
+            });
+            let (parent, indexed) = found?;
             let parent_opts = match parent {
                 Some(id) => ParentOptions::default()
                     .group_by(SnapshotGroupCriterion::new())
@@ -96,13 +110,10 @@ impl Repo {
             };
             let snap = new_snapshot(opts, time)?;
 
-            self.router.set_phase("backup", Some(source.total_bytes()));
+            self.router.set_phase("backup", total);
             let backup_opts = BackupOptions::default()
                 .no_scan(true)
                 .parent_opts(parent_opts);
-            let indexed = repo
-                .to_indexed_ids()
-                .map_err(|e| from_rustic("cannot read the repository index", &e))?;
             indexed
                 .archive(&backup_opts, &source, snap, &paths)
                 .map_err(|e| from_rustic("cannot back up", &e))

@@ -167,6 +167,57 @@ pub(super) fn fail(e: impl std::fmt::Display) -> Failure {
 }
 
 /// Runs a program to completion, measuring wall time and (on Linux) its peak memory.
+/// A child's own peak resident memory: its `VmHWM` (KiB), read every few milliseconds until it
+/// ends. A high-water mark, so the last read holds the peak up to that moment.
+#[cfg(target_os = "linux")]
+struct OwnPeak {
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    reader: std::thread::JoinHandle<Option<u64>>,
+}
+
+#[cfg(target_os = "linux")]
+impl OwnPeak {
+    fn watch(pid: u32) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let done = std::sync::Arc::new(AtomicBool::new(false));
+        let stop = done.clone();
+        let status = format!("/proc/{pid}/status");
+        let reader = std::thread::spawn(move || {
+            let mut peak = None;
+            while !stop.load(Ordering::Acquire) {
+                if let Some(kib) = std::fs::read_to_string(&status)
+                    .ok()
+                    .as_deref()
+                    .and_then(vm_hwm_kib)
+                {
+                    peak = peak.max(Some(kib));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            peak
+        });
+        OwnPeak { done, reader }
+    }
+
+    fn finish(self) -> Option<u64> {
+        self.done.store(true, std::sync::atomic::Ordering::Release);
+        self.reader.join().ok().flatten()
+    }
+}
+
+/// `VmHWM` of a `/proc/PID/status` text, in KiB.
+#[cfg(target_os = "linux")]
+fn vm_hwm_kib(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))?
+        .trim()
+        .strip_suffix("kB")?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn run_measured(cmd: &mut Command) -> Result<(Measured, Vec<u8>, Vec<u8>, bool), Failure> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -185,6 +236,8 @@ fn run_measured(cmd: &mut Command) -> Result<(Measured, Vec<u8>, Vec<u8>, bool),
         let _ = err.read_to_end(&mut v);
         v
     });
+    #[cfg(target_os = "linux")]
+    let own_peak = OwnPeak::watch(child.id());
     #[cfg(unix)]
     let (ok, peak) = {
         let mut status = 0i32;
@@ -196,9 +249,17 @@ fn run_measured(cmd: &mut Command) -> Result<(Measured, Vec<u8>, Vec<u8>, bool),
         if r < 0 {
             return Err(fail(std::io::Error::last_os_error()));
         }
+        // `ru_maxrss` of a child starts from this process's resident size at the spawn (the
+        // kernel keeps the larger of the two across exec), so a bench holding the lab's data
+        // would be counted as octobackup's peak. Linux: the child's own high-water mark
+        // (`VmHWM` of its status, proc(5)), read while it runs.
+        #[cfg(target_os = "linux")]
+        let peak_kib = own_peak.finish().unwrap_or(usage.ru_maxrss as u64);
+        #[cfg(not(target_os = "linux"))]
+        let peak_kib = usage.ru_maxrss as u64;
         (
             libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-            Some(usage.ru_maxrss as f64 / 1024.0),
+            Some(peak_kib as f64 / 1024.0),
         )
     };
     #[cfg(not(unix))]
@@ -1112,4 +1173,34 @@ fn table(r: &Results) -> String {
         );
     }
     s
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_line_gives_the_high_water_mark() {
+        let status = "Name:\tx\nVmPeak:\t  9000 kB\nVmHWM:\t   1234 kB\nVmRSS:\t 1000 kB\n";
+        assert_eq!(vm_hwm_kib(status), Some(1234));
+        assert_eq!(vm_hwm_kib("Name:\tx\n"), None);
+    }
+
+    /// A small child measured from a large bench process: its own peak, not the bench's size
+    /// (which `ru_maxrss` of the child carries over from the spawn).
+    #[test]
+    fn a_childs_peak_is_its_own_not_the_spawning_processs() {
+        let mut held = vec![0u8; 256 << 20];
+        for page in held.chunks_mut(4096) {
+            page[0] = 1;
+        }
+        let (m, _, _, ok) = run_measured(Command::new("sleep").arg("0.3")).unwrap();
+        assert!(ok);
+        let peak = m.peak_mib.unwrap();
+        assert!(
+            peak > 0.0 && peak < 64.0,
+            "sleep's peak measured as {peak} MiB"
+        );
+        assert_eq!(held[4096], 1);
+    }
 }
