@@ -26,7 +26,7 @@ pub struct KeyInfo {
 impl Repo {
     /// Every key of the repository, oldest first.
     pub fn keys(&self) -> Result<Vec<KeyInfo>, RepoError> {
-        let current = self.key_id;
+        let current = self.key_id()?;
         self.run(&NoProgress, |repo| {
             let ids: Vec<KeyId> = repo
                 .list::<KeyId>()

@@ -27,11 +27,10 @@ pub struct Repo {
     backends: RepositoryBackends,
     options: RepositoryOptions,
     pub(crate) router: ProgressRouter,
-    /// The master key found with the password: each call reopens the repository with it
-    /// (rustic's open repository cannot be shared between calls that index it).
-    key: Credentials,
-    /// The key file the password opened (`None` when opened otherwise).
-    pub(crate) key_id: Option<KeyId>,
+    /// The master key found with the password, and the key file that opened it: each call
+    /// reopens the repository with it (rustic's open repository cannot be shared between calls
+    /// that index it). Shared with twins.
+    key: Arc<KeySlot>,
     /// The storage's retry budget, shared by every call of the run.
     health: Arc<Health>,
     pub(crate) busy: Mutex<()>,
@@ -42,6 +41,59 @@ pub struct Repo {
     indexed: Mutex<Option<Indexed>>,
     /// Files a restore plans at a time (`restore.rs`).
     pub(crate) restore_batch: std::sync::atomic::AtomicUsize,
+}
+
+/// The master key of an open repository: found when it was opened ([`Repo::open`]), or being
+/// found on a thread of its own ([`Repo::open_deferred`]) and waited for at first use.
+pub(crate) struct KeySlot {
+    state: Mutex<KeyState>,
+}
+
+enum KeyState {
+    Found(Credentials, Option<KeyId>),
+    Finding(std::thread::JoinHandle<Result<(MasterKey, Option<KeyId>), RepoError>>),
+    /// The search failed and its error was returned once; later calls get its message.
+    Failed(String),
+}
+
+impl KeySlot {
+    fn found(key: MasterKey, key_id: Option<KeyId>) -> Self {
+        KeySlot {
+            state: Mutex::new(KeyState::Found(Credentials::Masterkey(key), key_id)),
+        }
+    }
+
+    /// The key and its key file's id, waiting for the search if it still runs.
+    fn get(&self) -> Result<(Credentials, Option<KeyId>), RepoError> {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if matches!(*state, KeyState::Finding(_)) {
+            let KeyState::Finding(search) = std::mem::replace(
+                &mut *state,
+                KeyState::Failed("the repository could not be opened".into()),
+            ) else {
+                unreachable!("matched above")
+            };
+            match search.join() {
+                Ok(Ok((key, key_id))) => {
+                    *state = KeyState::Found(Credentials::Masterkey(key), key_id);
+                }
+                Ok(Err(e)) => {
+                    *state = KeyState::Failed(e.to_string());
+                    return Err(e);
+                }
+                Err(_) => {
+                    return Err(RepoError::Other(
+                        "opening the repository failed unexpectedly".into(),
+                    ));
+                }
+            }
+        }
+        match &*state {
+            KeyState::Found(key, key_id) => Ok((key.clone(), *key_id)),
+            KeyState::Failed(message) => Err(RepoError::Other(message.clone())),
+            KeyState::Finding(_) => unreachable!("waited for above"),
+        }
+    }
 }
 
 /// The repository's index files, sorted.
@@ -126,49 +178,118 @@ impl Repo {
     /// Opens an existing repository.
     pub fn open(cfg: &RepoConfig) -> Result<Repo, RepoError> {
         let (backends, options, health) = config::backends(cfg)?;
-        let at = At::new(cfg);
         let router = ProgressRouter::default();
-        let key = router.run(&NoProgress, || {
-            let repo = Repository::new_with_progress(&options, &backends, router.clone())
-                .map_err(|e| at.error("cannot reach the repository", &e))?;
-            let existing = repo
-                .config_id()
-                .map_err(|e| at.error("cannot look into the repository", &e))?;
-            if existing.is_none() {
-                // A missing bucket or refused key can look like an empty repository.
-                Storage::new(&cfg.repository, cfg.options.clone()).probe()?;
-                return Err(RepoError::NotFound {
-                    repository: cfg.repository.clone(),
-                });
-            }
-            // Without key files no password can open it: say so, not "wrong password".
-            let keys = repo.list::<KeyId>().map(Iterator::count).unwrap_or(0);
-            if keys == 0 {
-                return Err(RepoError::NoKeys {
-                    repository: cfg.repository.clone(),
-                });
-            }
-            let credentials = Credentials::password(cfg.password.expose());
-            let began = std::time::Instant::now();
-            let repo = repo.open(&credentials).map_err(|e| {
-                if e.is_incorrect_password() {
-                    RepoError::WrongPassword {
-                        repository: cfg.repository.clone(),
-                    }
-                } else {
-                    at.error("cannot open the repository", &e)
-                }
-            })?;
-            log::debug!(
-                "the password opened a key in {:.3}s",
-                began.elapsed().as_secs_f64()
-            );
-            Ok((repo.key(), *repo.key_id()))
-        });
-        let key = gone_first(&health, key)?;
+        let key = find_key(cfg, &backends, &options, &router, &health)?;
         Ok(Self::new(cfg, backends, options, router, key, health))
     }
 
+    /// Opens an existing repository while the caller goes on: the key is derived from the
+    /// password (scrypt, about 0.3 s of one core, and the listing of the key files) on a thread
+    /// of its own, and the first call that needs it waits for it. [`Repo::ready`] waits and
+    /// says whether it opened, with the errors [`Repo::open`] gives. A backup overlaps it with
+    /// its checks of the servers and its listing of the folders (issue 13).
+    pub fn open_deferred(cfg: &RepoConfig) -> Result<Repo, RepoError> {
+        let (backends, options, health) = config::backends(cfg)?;
+        let search = {
+            let (cfg, backends, options, health) = (
+                cfg.clone(),
+                backends.clone(),
+                options.clone(),
+                health.clone(),
+            );
+            std::thread::Builder::new()
+                .name("octobackup-repo".into())
+                .spawn(move || {
+                    // A router of its own: the opening reports nothing, and a call of this
+                    // `Repo` may meanwhile route its progress through the repository's one.
+                    find_key(
+                        &cfg,
+                        &backends,
+                        &options,
+                        &ProgressRouter::default(),
+                        &health,
+                    )
+                })
+                .map_err(|e| RepoError::Other(format!("cannot start a worker thread: {e}")))?
+        };
+        Ok(Self {
+            key: Arc::new(KeySlot {
+                state: Mutex::new(KeyState::Finding(search)),
+            }),
+            ..Self::new(
+                cfg,
+                backends,
+                options,
+                ProgressRouter::default(),
+                (MasterKey::default(), None),
+                health,
+            )
+        })
+    }
+
+    /// Waits until the repository is open (see [`Repo::open_deferred`]): its error if it could
+    /// not be.
+    pub fn ready(&self) -> Result<(), RepoError> {
+        self.key.get().map(|_| ())
+    }
+
+    /// The key file the password opened (`None` when opened otherwise).
+    pub(crate) fn key_id(&self) -> Result<Option<KeyId>, RepoError> {
+        self.key.get().map(|(_, key_id)| key_id)
+    }
+}
+
+/// Finds the repository's master key with the password: the repository's config and key
+/// files checked, the key derived (scrypt).
+fn find_key(
+    cfg: &RepoConfig,
+    backends: &RepositoryBackends,
+    options: &RepositoryOptions,
+    router: &ProgressRouter,
+    health: &Arc<Health>,
+) -> Result<(MasterKey, Option<KeyId>), RepoError> {
+    let at = At::new(cfg);
+    let key = router.run(&NoProgress, || {
+        let repo = Repository::new_with_progress(options, backends, router.clone())
+            .map_err(|e| at.error("cannot reach the repository", &e))?;
+        let existing = repo
+            .config_id()
+            .map_err(|e| at.error("cannot look into the repository", &e))?;
+        if existing.is_none() {
+            // A missing bucket or refused key can look like an empty repository.
+            Storage::new(&cfg.repository, cfg.options.clone()).probe()?;
+            return Err(RepoError::NotFound {
+                repository: cfg.repository.clone(),
+            });
+        }
+        // Without key files no password can open it: say so, not "wrong password".
+        let keys = repo.list::<KeyId>().map(Iterator::count).unwrap_or(0);
+        if keys == 0 {
+            return Err(RepoError::NoKeys {
+                repository: cfg.repository.clone(),
+            });
+        }
+        let credentials = Credentials::password(cfg.password.expose());
+        let began = std::time::Instant::now();
+        let repo = repo.open(&credentials).map_err(|e| {
+            if e.is_incorrect_password() {
+                RepoError::WrongPassword {
+                    repository: cfg.repository.clone(),
+                }
+            } else {
+                at.error("cannot open the repository", &e)
+            }
+        })?;
+        log::debug!(
+            "the password opened a key in {:.3}s",
+            began.elapsed().as_secs_f64()
+        );
+        Ok((repo.key(), *repo.key_id()))
+    });
+    gone_first(health, key)
+}
+
+impl Repo {
     fn new(
         cfg: &RepoConfig,
         backends: RepositoryBackends,
@@ -183,8 +304,7 @@ impl Repo {
             backends,
             options,
             router,
-            key: Credentials::Masterkey(key),
-            key_id,
+            key: Arc::new(KeySlot::found(key, key_id)),
             health,
             busy: Mutex::new(()),
             indexed: Mutex::new(None),
@@ -202,7 +322,6 @@ impl Repo {
             options: self.options.clone(),
             router: ProgressRouter::default(),
             key: self.key.clone(),
-            key_id: self.key_id,
             health: self.health.clone(),
             busy: Mutex::new(()),
             indexed: Mutex::new(None),
@@ -222,7 +341,9 @@ impl Repo {
     /// chunk memory's fingerprints). Never stored or shown.
     pub(crate) fn key_material(&self) -> zeroize::Zeroizing<Vec<u8>> {
         let mut material = zeroize::Zeroizing::new(Vec::new());
-        if let Credentials::Masterkey(key) = &self.key {
+        // Not open (a wrong password): no material, and the call that wanted it fails on its
+        // own opening with the real error.
+        if let Ok((Credentials::Masterkey(key), _)) = self.key.get() {
             material.extend_from_slice(&key.encrypt);
             material.extend_from_slice(&key.mac.k);
             material.extend_from_slice(&key.mac.r);
@@ -242,8 +363,9 @@ impl Repo {
 
     /// Opens the repository again with the master key (no key derivation: cheap).
     pub(crate) fn reopen(&self) -> Result<Repository<OpenStatus>, RepoError> {
+        let (key, _) = self.key.get()?;
         Repository::new_with_progress(&self.options, &self.backends, self.router.clone())
-            .and_then(|r| r.open(&self.key))
+            .and_then(|r| r.open(&key))
             .map_err(|e| from_rustic("cannot open the repository", &e))
     }
 
@@ -253,8 +375,9 @@ impl Repo {
         &self,
         router: &ProgressRouter,
     ) -> Result<Repository<OpenStatus>, RepoError> {
+        let (key, _) = self.key.get()?;
         Repository::new_with_progress(&self.options, &self.backends, router.clone())
-            .and_then(|r| r.open(&self.key))
+            .and_then(|r| r.open(&key))
             .map_err(|e| from_rustic(&format!("cannot open the repository {}", self.location), &e))
     }
 

@@ -202,7 +202,9 @@ async fn attempt(
                 None,
             );
         }
-        None => match repository::open(config).await {
+        // Opened while the run checks the servers and lists the folders; the run waits for it
+        // before the pass over the folders, before maintenance mode is touched.
+        None => match repository::open_deferred(config) {
             Ok(r) => Arc::new(r),
             Err(e) => return (Err(e), None),
         },

@@ -60,6 +60,13 @@ pub async fn open(config: &Config) -> Result<Repo, Failure> {
     )
 }
 
+/// As [`open`], the key derived on a thread of its own while the caller goes on: the first use
+/// of the repository waits for it, and `Repo::ready` says whether it opened.
+pub fn open_deferred(config: &Config) -> Result<Repo, Failure> {
+    let cfg = repo_config(config, &password(config, false)?);
+    Ok(Repo::open_deferred(&cfg)?)
+}
+
 /// The `[[copy]]` named `name`.
 pub fn copy_entry<'a>(config: &'a Config, name: &str) -> Result<&'a CopyConfig, Failure> {
     config

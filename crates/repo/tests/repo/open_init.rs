@@ -105,3 +105,65 @@ fn a_repository_made_by_restic_can_be_used() {
     let out = restic(&path, &["check", "--read-data"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("no errors were found"));
 }
+
+/// Opened in the background: the caller gets the `Repo` at once, the first use waits for the
+/// key, and a wrong password or a missing repository is the same typed error `open` gives,
+/// from `ready` and from every later call, none storing anything.
+#[test]
+fn a_repository_opened_in_the_background_says_at_first_use_what_open_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("repo");
+    Repo::init_for_tests(&config(&path)).unwrap();
+    let inst = instance(dir.path(), 4096);
+
+    let repo = Repo::open_deferred(&config(&path)).unwrap();
+    repo.backup(
+        items(&inst, MANIFEST),
+        &Default::default(),
+        &octobackup_repo::NoProgress,
+    )
+    .unwrap();
+    repo.ready().unwrap();
+    assert_eq!(repo.snapshots().unwrap().len(), 1);
+    assert_eq!(
+        repo.keys().unwrap().iter().filter(|k| k.current).count(),
+        1,
+        "the key the password opened is known once the search is over"
+    );
+    // A twin made before the key is found shares the search.
+    let twin = Repo::open_deferred(&config(&path)).unwrap().twin();
+    assert_eq!(twin.snapshots().unwrap().len(), 1);
+
+    let wrong = RepoConfig {
+        password: Password::new("Tr0ub4dor&3"),
+        ..config(&path)
+    };
+    let repo = Repo::open_deferred(&wrong).unwrap();
+    let err = repo.ready().unwrap_err();
+    assert!(matches!(err, RepoError::WrongPassword { .. }), "{err:?}");
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("Tr0ub4dor&3"), "{text}");
+    let again = repo.snapshots().unwrap_err().to_string();
+    assert!(again.contains("wrong password"), "{again}");
+    assert!(
+        repo.backup(
+            items(&inst, MANIFEST),
+            &Default::default(),
+            &octobackup_repo::NoProgress
+        )
+        .is_err()
+    );
+    assert_eq!(
+        Repo::open(&config(&path))
+            .unwrap()
+            .snapshots()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let missing = Repo::open_deferred(&config(&dir.path().join("nothing-here"))).unwrap();
+    let err = missing.ready().unwrap_err();
+    assert!(matches!(err, RepoError::NotFound { .. }), "{err:?}");
+    assert!(!dir.path().join("nothing-here").exists());
+}

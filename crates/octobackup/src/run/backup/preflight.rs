@@ -144,6 +144,7 @@ pub(super) async fn before_window(
         let pass = tokio::select! {
             r = async {
                 let listing = Listing::take(&list, &set.local)?;
+                repository_ready(job).await?;
                 let id = backup_folders(job, &list, &set_id, &m.hostname).await?;
                 Ok::<_, Failure>((id, Arc::new(listing)))
             } => r,
@@ -152,6 +153,10 @@ pub(super) async fn before_window(
         steps.finish_with(r, &pass);
         Some(pass?)
     } else {
+        tokio::select! {
+            r = repository_ready(job) => r,
+            sig = stop.wait() => Err(interrupted(sig)),
+        }?;
         None
     };
 
@@ -159,6 +164,15 @@ pub(super) async fn before_window(
         return Err(interrupted(sig));
     }
     Ok(Folders { list, pre_pass })
+}
+
+/// Waits for the repository the run opened while it checked the servers (and listed the
+/// folders): a wrong password or a missing repository ends the run here, before the window.
+async fn repository_ready(job: &BackupJob) -> Result<(), Failure> {
+    let repo = job.repo.clone();
+    crate::run::blocking::blocking("opening the repository", move || repo.ready())
+        .await?
+        .map_err(Failure::from)
 }
 
 /// Undoes the maintenance change a killed run of this state folder left (its journal); call with
