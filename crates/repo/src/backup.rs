@@ -31,7 +31,7 @@ pub struct SetOptions {
     pub parent_tags: Vec<String>,
     /// Snapshot time; `None`: now.
     pub time: Option<DateTime<Local>>,
-    /// zstd level (0 = off). `None` keeps the repository's setting (3 for repositories made by
+    /// zstd level (0 = off). `None` keeps the repository's setting (1 for repositories made by
     /// [`Repo::init`]); another level is stored in the repository config, as rustic does.
     pub compression: Option<i32>,
     /// A file that keeps, between backups, the chunks of this part's large files (the

@@ -70,7 +70,8 @@ pub struct RepositoryConfig {
     /// Backend options (bucket, endpoint, ...), passed to the backend as they are.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub options: BTreeMap<String, String>,
-    /// zstd level for new data (restic's range -131072..=22); default 3.
+    /// zstd level for new data (restic's range -131072..=22); default: the repository's (1 for
+    /// repositories octobackup creates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<i32>,
     /// How long a run keeps retrying a storage server that does not answer, added up over the
@@ -378,7 +379,7 @@ impl Config {
             return Err(ConfigError::Parse {
                 path: path.to_path_buf(),
                 message: format!(
-                    "repository.compression must be a zstd level from -131072 to 22 (3 is the default, 19 or more is slow), not {level}"
+                    "repository.compression must be a zstd level from -131072 to 22 (1 is the default, 19 or more is slow), not {level}"
                 ),
             });
         }

@@ -30,7 +30,7 @@ pub struct Args {
     /// Write the results as JSON here (default: DIR/bench.json when --dir is given).
     #[arg(long)]
     pub json_out: Option<PathBuf>,
-    /// zstd level for octobackup's repository (0 = none; default: the repository's, 3).
+    /// zstd level for octobackup's repository (0 = none; default: the repository's, 1).
     #[arg(long)]
     pub compression: Option<i32>,
     /// A scaling run instead: one bench per point, FILES:SIZE separated by commas (e.g.
