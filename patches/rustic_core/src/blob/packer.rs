@@ -249,9 +249,12 @@ impl<BE: DecryptWriteBackend> Packer<BE> {
         })
     }
 
-    /// Whether the blob is stored already or waits in the pack being filled.
+    /// Whether the blob is stored already or waits in the pack being filled. The two locks are
+    /// taken one after the other, never one inside the other: `add` holds the packer's while the
+    /// file writer may wait for the indexer's.
     fn known(&self, id: &BlobId) -> bool {
-        self.indexer.read().unwrap().has(id) || self.raw_packer.read().unwrap().has(id)
+        let indexed = self.indexer.read().unwrap().has(id);
+        indexed || self.raw_packer.read().unwrap().has(id)
     }
 
     /// Adds the blob to the packfile
@@ -277,10 +280,14 @@ impl<BE: DecryptWriteBackend> Packer<BE> {
             return Ok(());
         }
         let (data, data_len, uncompressed_length) = self.be.process_data(&data)?;
-        let mut raw_packer = self.raw_packer.write().unwrap();
-        // check again: another thread may have added it meanwhile
+        // check again: another thread may have added it meanwhile (the indexer first, with its
+        // lock released before the packer's is taken; see `known`)
         // TODO: We may still save duplicate blobs - the indexer is only updated when the packfile write has completed
-        if raw_packer.has(&id) || self.indexer.read().unwrap().has(&id) {
+        if self.indexer.read().unwrap().has(&id) {
+            return Ok(());
+        }
+        let mut raw_packer = self.raw_packer.write().unwrap();
+        if raw_packer.has(&id) {
             return Ok(());
         }
         raw_packer.add_raw(data.into(), &id, u64::from(data_len), uncompressed_length)
