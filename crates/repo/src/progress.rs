@@ -133,29 +133,23 @@ impl ProgressRouter {
                 }
             };
             loop {
-                match received.recv_timeout(DELIVERY_TICK) {
-                    Ok(Event::Start(what, total)) => {
-                        in_phase = true;
-                        sink.start(&what, total);
-                    }
+                let event = received.recv_timeout(DELIVERY_TICK);
+                if let Ok(Event::Start(what, total)) = event {
+                    in_phase = true;
+                    sink.start(&what, total);
+                    continue;
+                }
+                // A tick, the phase's end or the work's: what was counted so far goes first.
+                if in_phase {
+                    deliver();
+                }
+                match event {
                     Ok(Event::Finish) => {
-                        if in_phase {
-                            deliver();
-                        }
                         in_phase = false;
                         sink.finish();
                     }
-                    Ok(Event::Done) | Err(RecvTimeoutError::Disconnected) => {
-                        if in_phase {
-                            deliver();
-                        }
-                        break;
-                    }
-                    Err(RecvTimeoutError::Timeout) => {
-                        if in_phase {
-                            deliver();
-                        }
-                    }
+                    Ok(Event::Done) | Err(RecvTimeoutError::Disconnected) => break,
+                    Ok(Event::Start(..)) | Err(RecvTimeoutError::Timeout) => {}
                 }
             }
             worker.join()
@@ -225,21 +219,12 @@ impl ProgressBars for ProgressRouter {
                 events: route.events,
                 counted: route.counted,
                 started: AtomicBool::new(false),
-                state: Mutex::new(BarState {
-                    started: false,
-                    total: route.total,
-                }),
+                total: Mutex::new(route.total),
             }),
             // Counters and spinners (listing, indexing) have no byte totals to show.
             _ => Progress::hidden(),
         }
     }
-}
-
-#[derive(Debug)]
-struct BarState {
-    started: bool,
-    total: Option<u64>,
 }
 
 /// A rustic byte bar. The phase starts lazily, at the first length, increment or finish, so
@@ -251,7 +236,8 @@ struct ByteBar {
     counted: Arc<AtomicU64>,
     /// `Start` was sent (read without the lock on every increment).
     started: AtomicBool,
-    state: Mutex<BarState>,
+    /// The phase's total; its lock is held while `Start` is sent.
+    total: Mutex<Option<u64>>,
 }
 
 impl ByteBar {
@@ -260,11 +246,11 @@ impl ByteBar {
         if self.started.load(Ordering::Acquire) {
             return;
         }
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if !state.started {
-            state.started = true;
-            let total = length.or(state.total);
-            let _ = self.events.send(Event::Start(self.phase.clone(), total));
+        let total = self.total.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.started.load(Ordering::Acquire) {
+            let _ = self
+                .events
+                .send(Event::Start(self.phase.clone(), length.or(*total)));
             self.started.store(true, Ordering::Release);
         }
     }

@@ -61,7 +61,7 @@ enum KeyState {
 }
 
 impl KeySlot {
-    fn found(key: MasterKey, key_id: Option<KeyId>) -> Self {
+    fn found((key, key_id): (MasterKey, Option<KeyId>)) -> Self {
         KeySlot {
             state: Mutex::new(KeyState::Found(Credentials::Masterkey(key), key_id)),
         }
@@ -176,7 +176,14 @@ impl Repo {
             Ok((repo.key(), *repo.key_id()))
         });
         let key = gone_first(&health, key)?;
-        Ok(Self::new(cfg, backends, options, router, key, health))
+        Ok(Self::new(
+            cfg,
+            backends,
+            options,
+            router,
+            KeySlot::found(key),
+            health,
+        ))
     }
 
     /// Opens an existing repository.
@@ -184,7 +191,14 @@ impl Repo {
         let (backends, options, health) = config::backends(cfg)?;
         let router = ProgressRouter::default();
         let key = find_key(cfg, &backends, &options, &router, &health)?;
-        Ok(Self::new(cfg, backends, options, router, key, health))
+        Ok(Self::new(
+            cfg,
+            backends,
+            options,
+            router,
+            KeySlot::found(key),
+            health,
+        ))
     }
 
     /// Opens an existing repository while the caller goes on: the key is derived from the
@@ -216,19 +230,17 @@ impl Repo {
                 })
                 .map_err(|e| RepoError::Other(format!("cannot start a worker thread: {e}")))?
         };
-        Ok(Self {
-            key: Arc::new(KeySlot {
-                state: Mutex::new(KeyState::Finding(search)),
-            }),
-            ..Self::new(
-                cfg,
-                backends,
-                options,
-                ProgressRouter::default(),
-                (MasterKey::default(), None),
-                health,
-            )
-        })
+        let key = KeySlot {
+            state: Mutex::new(KeyState::Finding(search)),
+        };
+        Ok(Self::new(
+            cfg,
+            backends,
+            options,
+            ProgressRouter::default(),
+            key,
+            health,
+        ))
     }
 
     /// Waits until the repository is open (see [`Repo::open_deferred`]): its error if it could
@@ -299,7 +311,7 @@ impl Repo {
         backends: RepositoryBackends,
         options: RepositoryOptions,
         router: ProgressRouter,
-        (key, key_id): (MasterKey, Option<KeyId>),
+        key: KeySlot,
         health: Arc<Health>,
     ) -> Self {
         Self {
@@ -308,7 +320,7 @@ impl Repo {
             backends,
             options,
             router,
-            key: Arc::new(KeySlot::found(key, key_id)),
+            key: Arc::new(key),
             health,
             busy: Mutex::new(()),
             indexed: Mutex::new(None),

@@ -166,7 +166,6 @@ pub(super) fn fail(e: impl std::fmt::Display) -> Failure {
     Failure::new(Exit::Failed, format!("benchmark: {e}"))
 }
 
-/// Runs a program to completion, measuring wall time and (on Linux) its peak memory.
 /// A child's own peak resident memory: its `VmHWM` (KiB), read every few milliseconds until it
 /// ends. A high-water mark, so the last read holds the peak up to that moment.
 #[cfg(target_os = "linux")]
@@ -218,6 +217,7 @@ fn vm_hwm_kib(status: &str) -> Option<u64> {
         .ok()
 }
 
+/// Runs a program to completion, measuring wall time and (on Linux) its peak memory.
 fn run_measured(cmd: &mut Command) -> Result<(Measured, Vec<u8>, Vec<u8>, bool), Failure> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
