@@ -90,18 +90,20 @@ impl Repo {
             // The progress total (a walk of the sources' sizes) is taken beside the reading of
             // the snapshots and the index, not before them (issue 13: a serial walk of every
             // file before anything else began).
+            let began = std::time::Instant::now();
             let (found, total) = std::thread::scope(|scope| {
                 let total = scope.spawn(|| source.total_bytes());
                 let found = match newest_with_tags(&repo, &opts.parent_tags) {
-                    Ok(parent) => repo
-                        .to_indexed_ids()
-                        .map(|indexed| (parent, indexed))
-                        .map_err(|e| from_rustic("cannot read the repository index", &e)),
+                    Ok(parent) => self.index_ids(repo).map(|indexed| (parent, indexed)),
                     Err(e) => Err(e),
                 };
                 (found, total.join().ok())
             });
             let (parent, indexed) = found?;
+            log::debug!(
+                "backup: parent and index read in {:.3}s",
+                began.elapsed().as_secs_f64()
+            );
             let parent_opts = match parent {
                 Some(id) => ParentOptions::default()
                     .group_by(SnapshotGroupCriterion::new())
@@ -114,9 +116,11 @@ impl Repo {
             let backup_opts = BackupOptions::default()
                 .no_scan(true)
                 .parent_opts(parent_opts);
-            indexed
+            let archived = indexed
                 .archive(&backup_opts, &source, snap, &paths)
-                .map_err(|e| from_rustic("cannot back up", &e))
+                .map_err(|e| from_rustic("cannot back up", &e));
+            log::debug!("backup: stored at {:.3}s", began.elapsed().as_secs_f64());
+            archived
         });
         let captured = capture.finish();
         let snap = snap?;

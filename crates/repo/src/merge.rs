@@ -65,9 +65,7 @@ impl Repo {
             }
             snap.program_version = format!("octobackup-repo {}", env!("CARGO_PKG_VERSION"));
 
-            let repo = repo
-                .to_indexed_ids()
-                .map_err(|e| from_rustic("cannot read the repository index", &e))?;
+            let repo = self.index_ids(repo)?;
             let trees: Vec<_> = parts.iter().map(|p| p.tree).collect();
             snap.tree = repo
                 .save_trees(|save| merge_trees(&repo, &trees, save))

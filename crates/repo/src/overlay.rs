@@ -72,9 +72,9 @@ impl Repo {
                 Some(level) => self.with_compression(repo, level)?,
                 None => repo,
             };
-            let repo = repo
-                .to_indexed_ids()
-                .map_err(|e| from_rustic("cannot read the repository index", &e))?;
+            let began = std::time::Instant::now();
+            let repo = self.index_ids(repo)?;
+            log::debug!("overlay: index read in {:.3}s", began.elapsed().as_secs_f64());
             let base_snap = resolve_snapshot(&repo, base)?;
 
             // What the base's trees hold, before anything is written.
@@ -87,6 +87,7 @@ impl Repo {
             };
             plan.visit(&repo, &[], base_snap.tree)?;
             plan.keep.finish()?;
+            log::debug!("overlay: base planned at {:.3}s", began.elapsed().as_secs_f64());
             if let Some(first) = &plan.keep.first_missing {
                 return Err(RepoError::InvalidInput(format!(
                     "{} path(s) to keep are not in snapshot {base}, or lie under a folder that is neither kept nor changed (first: {})",
@@ -105,13 +106,12 @@ impl Repo {
             let staged = repo
                 .archive(&backup_opts, &changes, staged, &targets)
                 .map_err(|e| from_rustic("cannot back up", &e))?;
+            log::debug!("overlay: changes stored at {:.3}s", began.elapsed().as_secs_f64());
 
             // Indexed again: the index read above does not hold the copies' trees.
             drop(repo);
-            let repo = self
-                .reopen()?
-                .to_indexed_ids()
-                .map_err(|e| from_rustic("cannot read the repository index", &e))?;
+            let repo = self.index_ids(self.reopen()?)?;
+            log::debug!("overlay: index read again at {:.3}s", began.elapsed().as_secs_f64());
             let mut counts = Counts::default();
             let tree = repo
                 .save_trees(|save| {
@@ -124,6 +124,7 @@ impl Repo {
                 })
                 .map_err(|e| from_rustic("cannot write the folder trees", &e))?;
 
+            log::debug!("overlay: trees built at {:.3}s", began.elapsed().as_secs_f64());
             let mut snap = crate::backup::new_snapshot(opts, time)?;
             snap.tree = tree;
             for p in base_snap.paths.iter().chain(staged.paths.iter()) {

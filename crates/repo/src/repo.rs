@@ -4,8 +4,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use rustic_core::repofile::{IndexId, KeyId, MasterKey, SnapshotFile, SnapshotId};
 use rustic_core::{
-    CheckOptions, ConfigOptions, Credentials, IndexedFullStatus, KeyOptions, OpenStatus,
-    Repository, RepositoryBackends, RepositoryOptions, compression_level_range,
+    CheckOptions, ConfigOptions, Credentials, IndexedFiles, IndexedFullStatus, IndexedIdsStatus,
+    KeyOptions, OpenStatus, Repository, RepositoryBackends, RepositoryOptions,
+    compression_level_range,
 };
 
 use crate::budget::Health;
@@ -43,6 +44,11 @@ pub struct Repo {
     /// the repository's index files are the same ones. Any other call drops it, so a backup or
     /// a prune does not carry it.
     indexed: Mutex<Option<Indexed>>,
+    /// The index as the last call that adds data read it, and the index files it was read
+    /// from: the next one reads only the index files added since (a backup set is stored in
+    /// several snapshots, each of which read the whole index; rustic_core change 12). Shared
+    /// with twins.
+    ids_index: Arc<Mutex<Option<IndexedFiles>>>,
     /// Files a restore plans at a time (`restore.rs`).
     pub(crate) restore_batch: std::sync::atomic::AtomicUsize,
 }
@@ -324,6 +330,7 @@ impl Repo {
             health,
             busy: Mutex::new(()),
             indexed: Mutex::new(None),
+            ids_index: Arc::default(),
             restore_batch: crate::restore::BATCH_FILES.into(),
         }
     }
@@ -341,6 +348,7 @@ impl Repo {
             health: self.health.clone(),
             busy: Mutex::new(()),
             indexed: Mutex::new(None),
+            ids_index: self.ids_index.clone(),
             restore_batch: crate::restore::BATCH_FILES.into(),
         }
     }
@@ -395,6 +403,41 @@ impl Repo {
         Repository::new_with_progress(&self.options, &self.backends, router.clone())
             .and_then(|r| r.open(&key))
             .map_err(|e| from_rustic(&format!("cannot open the repository {}", self.location), &e))
+    }
+
+    /// `repo` indexed for adding data (blob ids, trees). The index files an earlier call of
+    /// this repository (or a twin) read are not read again: only those added since.
+    pub(crate) fn index_ids(
+        &self,
+        repo: Repository<OpenStatus>,
+    ) -> Result<Repository<IndexedIdsStatus>, RepoError> {
+        let earlier = self
+            .ids_index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let began = std::time::Instant::now();
+        let (repo, read) = repo
+            .to_indexed_ids_since(earlier.as_ref())
+            .map_err(|e| from_rustic("cannot read the repository index", &e))?;
+        log::debug!(
+            "the index of {} files ready in {:.3}s ({} read before)",
+            read.file_count(),
+            began.elapsed().as_secs_f64(),
+            earlier.as_ref().map_or(0, IndexedFiles::file_count)
+        );
+        let mut kept = self
+            .ids_index
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Two twins storing at once: keep the one read later (more files).
+        if kept
+            .as_ref()
+            .is_none_or(|k| k.file_count() <= read.file_count())
+        {
+            *kept = Some(read);
+        }
+        Ok(repo)
     }
 
     /// A failed call whose storage (this repository's) is gone reports that.

@@ -10,7 +10,7 @@ use crate::{
     index::binarysorted::{Index, IndexCollector, IndexType},
     progress::Progress,
     repofile::{
-        indexfile::{IndexBlob, IndexFile},
+        indexfile::{IndexBlob, IndexFile, IndexId},
         packfile::PackId,
     },
 };
@@ -299,6 +299,33 @@ impl GlobalIndex {
     /// * If the index could not be read
     pub fn only_full_trees(be: &impl DecryptReadBackend, p: &Progress) -> RusticResult<Self> {
         Self::new_from_collector(be, p, IndexCollector::new(IndexType::DataIds))
+    }
+
+    /// This index (of type `tpe`) with the packs of the index files `files` added: only those
+    /// are read. (Change 12: a program that indexes the same repository again, such as one
+    /// storing a backup in several snapshots, reads each index file once.)
+    ///
+    /// # Errors
+    ///
+    /// * If an index file could not be read
+    pub(crate) fn with_files(
+        &self,
+        be: &impl DecryptReadBackend,
+        p: &Progress,
+        tpe: IndexType,
+        files: Vec<IndexId>,
+    ) -> RusticResult<Self> {
+        if files.is_empty() {
+            return Ok(self.clone());
+        }
+        let mut collector = IndexCollector::new(tpe);
+        for index in be.stream_list::<IndexFile>(files, p)? {
+            collector.extend(index?.1.packs);
+        }
+        p.finish();
+        Ok(Self::new_from_index(
+            self.index.merged(collector.into_index()),
+        ))
     }
 
     /// Convert the `Arc<Index>` to an Index

@@ -175,7 +175,7 @@ pub use crate::{
         grouping::{Group, Grouped, SnapshotGroup, SnapshotGroupCriterion},
     },
     repository::{
-        IndexedFull, IndexedFullStatus, IndexedIds, IndexedIdsStatus, IndexedTree,
+        IndexedFiles, IndexedFull, IndexedFullStatus, IndexedIds, IndexedIdsStatus, IndexedTree,
         IndexedTreesStatus, Open, OpenStatus, Repository, RepositoryOptions,
         command_input::{CommandInput, CommandInputErrorKind},
         credentials::{CredentialOptions, Credentials},

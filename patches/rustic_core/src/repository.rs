@@ -11,6 +11,7 @@ use std::{
     cmp::Ordering,
     io::Write,
     path::{Path, PathBuf},
+    collections::BTreeSet,
     sync::Arc,
 };
 
@@ -65,6 +66,7 @@ use crate::{
     repofile::{
         ConfigFile, KeyId, PathList, RepoFile, RepoId, SnapshotFile, SnapshotSummary, Tree,
         configfile::ConfigId,
+        indexfile::IndexId,
         keyfile::{MasterKey, find_key_in_backend},
         snapshotfile::SnapshotId,
     },
@@ -78,6 +80,22 @@ use crate::{
 
 #[cfg(feature = "clap")]
 use clap::ValueHint;
+
+/// An index read by [`Repository::to_indexed_ids_since`] and the index files it was read from,
+/// kept by the program for its next call there (change 12).
+#[derive(Debug, Clone)]
+pub struct IndexedFiles {
+    index: GlobalIndex,
+    files: BTreeSet<IndexId>,
+}
+
+impl IndexedFiles {
+    /// How many index files the index was read from.
+    #[must_use]
+    pub fn file_count(&self) -> usize {
+        self.files.len()
+    }
+}
 
 mod constants {
     /// Estimated item capacity used for cache in [`FullIndex`](super::FullIndex)
@@ -1168,6 +1186,51 @@ impl<S: Open> Repository<S> {
     pub fn to_indexed_ids(self) -> RusticResult<Repository<IndexedIdsStatus>> {
         let index = GlobalIndex::only_full_trees(self.dbe(), &self.progress_counter(""))?;
         Ok(self.into_indexed_ids_with_index(index))
+    }
+
+    /// As [`Repository::to_indexed_ids`], given what an earlier call here returned: only the
+    /// index files added since are read, and their packs merged into the earlier index. When an
+    /// index file of the earlier call is gone (the index was rewritten), all are read. Returns
+    /// what to give the next call. (Change 12: octobackup stores a backup in several snapshots,
+    /// and read the whole index for each.)
+    ///
+    /// # Errors
+    ///
+    /// * If the index files could not be listed or read
+    pub fn to_indexed_ids_since(
+        self,
+        earlier: Option<&IndexedFiles>,
+    ) -> RusticResult<(Repository<IndexedIdsStatus>, IndexedFiles)> {
+        let files: BTreeSet<IndexId> = self
+            .dbe()
+            .list(FileType::Index)?
+            .into_iter()
+            .map(IndexId::from)
+            .collect();
+        let p = self.progress_counter("");
+        p.set_title("reading index...");
+        let index = match earlier {
+            Some(earlier) if earlier.files.is_subset(&files) => earlier.index.with_files(
+                self.dbe(),
+                &p,
+                IndexType::DataIds,
+                files.difference(&earlier.files).copied().collect(),
+            )?,
+            _ => GlobalIndex::new_from_index(
+                IndexCollector::new(IndexType::DataIds).into_index(),
+            )
+            .with_files(
+                self.dbe(),
+                &p,
+                IndexType::DataIds,
+                files.iter().copied().collect(),
+            )?,
+        };
+        let indexed = IndexedFiles {
+            index: index.clone(),
+            files,
+        };
+        Ok((self.into_indexed_ids_with_index(index), indexed))
     }
 
     /// Turn the repository into the `IndexedIds` state by reading and storing a size-optimized index

@@ -428,3 +428,70 @@ fn prune_keeping_young_packs_counts_what_it_really_removes() {
     );
     assert!(pack_bytes(&repo_path) + 2_900_000 < before);
 }
+
+/// A handle keeps the index between its calls and reads only the index files added since
+/// (rustic_core change 12). What another call wrote, a twin's included, is known to the next
+/// one; an index rewritten by another process (a prune) is read again whole, so a blob the
+/// prune removed is stored again, not taken as present.
+#[test]
+fn the_index_kept_between_calls_follows_what_others_write_and_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let repo_path = dir.path().join("repo");
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    write(&a.join("a.bin"), &noise(2_000_000, 21));
+    write(&b.join("b.bin"), &noise(2_000_000, 22));
+    let first = backup_path(&repo, &a, "/folders/Packages");
+    assert!(first.data_added >= 2_000_000, "{first:?}");
+    // The twin's call reads the index files the first call wrote, plus nothing else.
+    let twin = repo.twin();
+    let second = backup_path(&twin, &b, "/folders/Artifacts");
+    assert!(second.data_added >= 2_000_000, "{second:?}");
+
+    // Both read again without a parent: everything is found in the index, nothing stored.
+    let both = repo
+        .backup(
+            vec![
+                SourceItem::Path {
+                    source: a.clone(),
+                    target: "/folders/Packages".into(),
+                },
+                SourceItem::Path {
+                    source: b.clone(),
+                    target: "/folders/Artifacts".into(),
+                },
+            ],
+            &SetOptions::default(),
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(both.files_new, 2, "{both:?}");
+    assert!(
+        both.data_added < 10_000,
+        "the twin's blobs were stored again: {both:?}"
+    );
+
+    // Another process deletes every snapshot holding a.bin and prunes: its blobs and the
+    // index files that listed them are gone.
+    let other = octobackup_repo::Repo::open(&config(&repo_path)).unwrap();
+    other
+        .delete_snapshots(&[first.snapshot_id, both.snapshot_id])
+        .unwrap();
+    other.prune(true, &NoProgress).unwrap();
+
+    // This handle's kept index still lists a.bin's blobs; it must read the index again and
+    // store them.
+    let again = backup_path(&repo, &a, "/folders/Packages");
+    assert!(
+        again.data_added >= 2_000_000,
+        "a.bin's pruned blobs taken as present: {again:?}"
+    );
+    assert_restic_reads_every_pack(&repo_path);
+    let restored = dir.path().join("restored");
+    restic_restore(&repo_path, &again.snapshot_id, &restored);
+    assert_eq!(
+        fs::read(restored.join("folders/Packages/a.bin")).unwrap(),
+        noise(2_000_000, 21)
+    );
+}

@@ -10,7 +10,7 @@ use crate::{
 };
 
 /// A sorted entry in the index. This has a size of 48 bytes (32 bytes for the id, 4 bytes for the pack index and 12 bytes for the location)
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SortedEntry {
     /// The ID of the entry.
     id: BlobId,
@@ -160,6 +160,66 @@ impl Extend<IndexPack> for IndexCollector {
             }
         }
     }
+}
+
+impl Index {
+    /// This index with `added` (the index of packs read since) merged in: the packs appended,
+    /// the entries merged in id order. Both must have the same [`IndexType`]. (Change 12: a
+    /// program indexing the same repository again reads only the index files added since.)
+    pub(crate) fn merged(&self, added: Self) -> Self {
+        Self(BlobTypeMap::from_fn(|blob_type| {
+            let old = &self.0[blob_type];
+            let new = &added.0[blob_type];
+            let offset = u32::try_from(old.packs.len()).expect("pack count doesn't fit into u32");
+            let entries = match (&old.entries, &new.entries) {
+                (EntriesVariants::Ids(a), EntriesVariants::Ids(b)) => {
+                    EntriesVariants::Ids(merge_sorted(a, b, |id| *id, |id| *id))
+                }
+                (EntriesVariants::FullEntries(a), EntriesVariants::FullEntries(b)) => {
+                    EntriesVariants::FullEntries(merge_sorted(
+                        a,
+                        b,
+                        |e| e.id,
+                        |e| SortedEntry {
+                            id: e.id,
+                            pack_idx: e.pack_idx + offset,
+                            location: e.location,
+                        },
+                    ))
+                }
+                (EntriesVariants::None, EntriesVariants::None) => EntriesVariants::None,
+                _ => panic!("merged() of indexes of different types"),
+            };
+            TypeIndex {
+                packs: old.packs.iter().chain(&new.packs).copied().collect(),
+                entries,
+                total_size: old.total_size + new.total_size,
+            }
+        }))
+    }
+}
+
+/// `a` and `b` (each sorted by `key`) as one sorted vector; `b`'s items go through `adapt`.
+fn merge_sorted<T: Clone>(
+    a: &[T],
+    b: &[T],
+    key: impl Fn(&T) -> BlobId,
+    adapt: impl Fn(&T) -> T,
+) -> Vec<T> {
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        if key(&b[j]) < key(&a[i]) {
+            out.push(adapt(&b[j]));
+            j += 1;
+        } else {
+            out.push(a[i].clone());
+            i += 1;
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend(b[j..].iter().map(adapt));
+    out
 }
 
 impl Iterator for PackIndexes {
