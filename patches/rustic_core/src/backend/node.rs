@@ -78,6 +78,8 @@ pub(crate) type NodeResult<'a, T> = Result<T, NodeErrorKind<'a>>;
 #[derive(
     Default, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Constructor, PartialOrd, Ord,
 )]
+// Patched for octobackup (change 13): read through `NodeFields`, without `serde(flatten)`.
+#[serde(try_from = "NodeFields")]
 /// A node within the tree hierarchy
 pub struct Node {
     /// Name of the node: filename or dirname.
@@ -232,6 +234,115 @@ impl NodeType {
             Self::Symlink { linktarget, .. } => Path::new(linktarget),
             _ => panic!("called method to_link on non-symlink!"),
         }
+    }
+}
+
+/// A [`Node`] as it is read: every field of the tree's JSON object in one flat struct.
+///
+/// Patched for octobackup (change 13): `Node` flattens `NodeType` (an internally tagged enum)
+/// and `Metadata` into itself, and serde reads a flattened struct by first buffering every
+/// field of the object (keys and values as `Content`) and then reading each part from the
+/// buffer. Trees are read for every parent comparison, listing and restore; reading the
+/// fields straight into this struct gives the same `Node` (the same defaults, the same
+/// unknown fields ignored, the same missing `type` or `linktarget` refused) with one pass.
+#[serde_as]
+#[derive(Deserialize)]
+struct NodeFields {
+    name: String,
+    #[serde(rename = "type")]
+    kind: NodeKind,
+    #[serde(default)]
+    linktarget: Option<String>,
+    #[serde_as(as = "DefaultOnNull<Option<Base64::<Standard,Padded>>>")]
+    #[serde(default)]
+    linktarget_raw: Option<Vec<u8>>,
+    #[serde(default)]
+    device: u64,
+    #[serde(default)]
+    mode: Option<u32>,
+    #[serde_as(as = "Option<RusticTime>")]
+    #[serde(default)]
+    mtime: Option<Timestamp>,
+    #[serde_as(as = "Option<RusticTime>")]
+    #[serde(default)]
+    atime: Option<Timestamp>,
+    #[serde_as(as = "Option<RusticTime>")]
+    #[serde(default)]
+    ctime: Option<Timestamp>,
+    #[serde(default)]
+    uid: Option<u32>,
+    #[serde(default)]
+    gid: Option<u32>,
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    inode: u64,
+    #[serde(default)]
+    device_id: u64,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    links: u64,
+    #[serde(default)]
+    extended_attributes: Vec<ExtendedAttribute>,
+    #[serde(default, deserialize_with = "deserialize_default_from_null")]
+    content: Option<Vec<DataId>>,
+    #[serde(default)]
+    subtree: Option<TreeId>,
+}
+
+/// The `type` of a node in a tree's JSON.
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum NodeKind {
+    File,
+    Dir,
+    Symlink,
+    Dev,
+    Chardev,
+    Fifo,
+    Socket,
+}
+
+impl TryFrom<NodeFields> for Node {
+    type Error = &'static str;
+
+    fn try_from(f: NodeFields) -> Result<Self, Self::Error> {
+        let node_type = match f.kind {
+            NodeKind::File => NodeType::File,
+            NodeKind::Dir => NodeType::Dir,
+            NodeKind::Symlink => NodeType::Symlink {
+                linktarget: f.linktarget.ok_or("missing field `linktarget`")?,
+                linktarget_raw: f.linktarget_raw,
+            },
+            NodeKind::Dev => NodeType::Dev { device: f.device },
+            NodeKind::Chardev => NodeType::Chardev { device: f.device },
+            NodeKind::Fifo => NodeType::Fifo,
+            NodeKind::Socket => NodeType::Socket,
+        };
+        Ok(Self {
+            name: f.name,
+            node_type,
+            meta: Metadata {
+                mode: f.mode,
+                mtime: f.mtime,
+                atime: f.atime,
+                ctime: f.ctime,
+                uid: f.uid,
+                gid: f.gid,
+                user: f.user,
+                group: f.group,
+                inode: f.inode,
+                device_id: f.device_id,
+                size: f.size,
+                links: f.links,
+                extended_attributes: f.extended_attributes,
+            },
+            content: f.content,
+            subtree: f.subtree,
+        })
     }
 }
 
