@@ -430,11 +430,13 @@ impl Repo {
             .ids_index
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        // Two twins storing at once: keep the one read later (more files).
-        if kept
+        // Kept unless a twin storing at the same time read further (its files a strict
+        // superset of these). After a prune the new read has fewer files, and replaces the
+        // stale one.
+        let twin_read_further = kept
             .as_ref()
-            .is_none_or(|k| k.file_count() <= read.file_count())
-        {
+            .is_some_and(|k| k.includes(&read) && k.file_count() > read.file_count());
+        if !twin_read_further {
             *kept = Some(read);
         }
         Ok(repo)

@@ -95,6 +95,12 @@ impl IndexedFiles {
     pub fn file_count(&self) -> usize {
         self.files.len()
     }
+
+    /// Whether every index file `other` was read from is among this one's.
+    #[must_use]
+    pub fn includes(&self, other: &Self) -> bool {
+        other.files.is_subset(&self.files)
+    }
 }
 
 mod constants {

@@ -195,7 +195,7 @@ fn a_stop_between_small_files_begins_no_further_file() {
 /// A large file restores in memory bounded by a few blobs, not by its size: a child process
 /// (this test binary, running only `restore_child`) restores a 256 MiB file and reports its
 /// peak resident set (`VmHWM`: its own, unlike `wait4`'s, which keeps the parent's peak from
-/// before `exec`), which must stay under 96 MiB.
+/// before `exec`), which must stay under 112 MiB.
 #[cfg(target_os = "linux")]
 #[test]
 fn a_large_file_restores_in_bounded_memory() {
@@ -238,8 +238,11 @@ fn a_large_file_restores_in_bounded_memory() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no peak reported:\n{stdout}"));
     println!("restoring {SIZE_MIB} MiB peaked at {} MiB", peak_kib / 1024);
+    // Measured 73-97 MiB across runs on the 2-core machine (the readers' timing decides how
+    // many packs are in flight); rustic's own restorer held about half the file (128 MiB here)
+    // on top of the process's own ~50 MiB, so the bound still tells the two apart.
     assert!(
-        peak_kib < 96 * 1024,
+        peak_kib < 112 * 1024,
         "restoring {SIZE_MIB} MiB peaked at {} MiB",
         peak_kib / 1024
     );
