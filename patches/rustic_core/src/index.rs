@@ -301,6 +301,25 @@ impl GlobalIndex {
         Self::new_from_collector(be, p, IndexCollector::new(IndexType::DataIds))
     }
 
+    /// The index (of type `tpe`) of the index files `files` alone.
+    ///
+    /// # Errors
+    ///
+    /// * If an index file could not be read
+    pub(crate) fn from_files(
+        be: &impl DecryptReadBackend,
+        p: &Progress,
+        tpe: IndexType,
+        files: Vec<IndexId>,
+    ) -> RusticResult<Self> {
+        let mut collector = IndexCollector::new(tpe);
+        for index in be.stream_list::<IndexFile>(files, p)? {
+            collector.extend(index?.1.packs);
+        }
+        p.finish();
+        Ok(Self::new_from_index(collector.into_index()))
+    }
+
     /// This index (of type `tpe`) with the packs of the index files `files` added: only those
     /// are read. (Change 12: a program that indexes the same repository again, such as one
     /// storing a backup in several snapshots, reads each index file once.)
@@ -318,14 +337,8 @@ impl GlobalIndex {
         if files.is_empty() {
             return Ok(self.clone());
         }
-        let mut collector = IndexCollector::new(tpe);
-        for index in be.stream_list::<IndexFile>(files, p)? {
-            collector.extend(index?.1.packs);
-        }
-        p.finish();
-        Ok(Self::new_from_index(
-            self.index.merged(collector.into_index()),
-        ))
+        let added = Self::from_files(be, p, tpe, files)?;
+        Ok(Self::new_from_index(self.index.merged(&added.index)))
     }
 
     /// Convert the `Arc<Index>` to an Index

@@ -1222,10 +1222,8 @@ impl<S: Open> Repository<S> {
                 IndexType::DataIds,
                 files.difference(&earlier.files).copied().collect(),
             )?,
-            _ => GlobalIndex::new_from_index(
-                IndexCollector::new(IndexType::DataIds).into_index(),
-            )
-            .with_files(
+            // Read whole, not merged into an empty index: one copy of it in memory.
+            _ => GlobalIndex::from_files(
                 self.dbe(),
                 &p,
                 IndexType::DataIds,

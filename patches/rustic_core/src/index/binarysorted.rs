@@ -166,7 +166,7 @@ impl Index {
     /// This index with `added` (the index of packs read since) merged in: the packs appended,
     /// the entries merged in id order. Both must have the same [`IndexType`]. (Change 12: a
     /// program indexing the same repository again reads only the index files added since.)
-    pub(crate) fn merged(&self, added: Self) -> Self {
+    pub(crate) fn merged(&self, added: &Self) -> Self {
         Self(BlobTypeMap::from_fn(|blob_type| {
             let old = &self.0[blob_type];
             let new = &added.0[blob_type];
