@@ -620,6 +620,7 @@ pub(super) async fn measure(
             ));
         }
         let mut n = Night::default();
+        sync_all();
         let (w, db) = manual_procedure(
             &config,
             &folders,
@@ -631,6 +632,10 @@ pub(super) async fn measure(
         n.manual_db_backup_s = db;
         n.bak_bytes = std::fs::metadata(&bak).map(|m| m.len()).unwrap_or(0);
         let before = tree_size(&repo_dir).0;
+        // Each backup starts with nothing dirty in the page cache: else it pays to write back
+        // what the one before it wrote (the manual procedure's copy of every folder, or the
+        // other tool's repository), and whichever runs second is slowed by the first.
+        sync_all();
         let (m, out, e, ok) = run_measured(
             Command::new(&exe)
                 .arg("--config")
@@ -667,6 +672,7 @@ pub(super) async fn measure(
             for (_, p) in &folders {
                 c.arg(p);
             }
+            sync_all();
             let (m, _, e, ok) = run_measured(&mut c)?;
             if !ok {
                 return Err(fail(format!(
@@ -685,6 +691,7 @@ pub(super) async fn measure(
             for (_, p) in &folders {
                 c.arg(p);
             }
+            sync_all();
             let (m, _, e, ok) = run_measured(&mut c)?;
             if !ok {
                 return Err(fail(format!(
