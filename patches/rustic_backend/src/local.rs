@@ -469,7 +469,7 @@ impl WriteBackend for LocalBackend {
         &self,
         tpe: FileType,
         id: &Id,
-        _cacheable: bool,
+        cacheable: bool,
         content: BytesList,
     ) -> RusticResult<()> {
         // Patched for octobackup: the pack's parts are written as they are, each with one
@@ -479,6 +479,7 @@ impl WriteBackend for LocalBackend {
             filename: &Path,
             parts: &[Bytes],
             length: u64,
+            keep_cached: bool,
         ) -> RusticResult<()> {
             let mut file = fs::OpenOptions::new()
                 .create(true)
@@ -520,6 +521,9 @@ impl WriteBackend for LocalBackend {
                 )
                 .attach_context("path", filename.to_string_lossy())
             })?;
+            if !keep_cached {
+                drop_from_page_cache(&file);
+            }
             Ok(())
         }
 
@@ -547,6 +551,7 @@ impl WriteBackend for LocalBackend {
             &filename_tmp,
             content.slice(),
             size.try_into().expect("size too large for u64"), // should not happen
+            cacheable || tpe != FileType::Pack,
         ) {
             Ok(file) => file,
             Err(err) => {
@@ -605,3 +610,17 @@ impl WriteBackend for LocalBackend {
         Ok(())
     }
 }
+
+/// Patched for octobackup: a data pack just written and synced is dropped from the page cache.
+/// A backup writes data packs it will not read again (restores and checks come later, if at
+/// all), and each one kept in the cache takes pages from the server's own files and makes the
+/// kernel find fresh pages for the next one; dropped, the next pack reuses the same pages, and
+/// the backup's footprint in the cache stays a few packs. Tree packs (cacheable) stay: the
+/// same run reads them back. Advice only: a failure changes nothing.
+#[cfg(target_os = "linux")]
+fn drop_from_page_cache(file: &File) {
+    let _ = rustix::fs::fadvise(file, 0, None, rustix::fs::Advice::DontNeed);
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_from_page_cache(_file: &File) {}

@@ -495,3 +495,47 @@ fn the_index_kept_between_calls_follows_what_others_write_and_remove() {
         noise(2_000_000, 21)
     );
 }
+
+/// Bytes of `files` the page cache holds (util-linux `fincore`, on every Linux).
+#[cfg(target_os = "linux")]
+fn cached_bytes(files: &[std::path::PathBuf]) -> u64 {
+    let out = std::process::Command::new("fincore")
+        .args(["--bytes", "--noheadings", "--raw", "--output", "RES"])
+        .args(files)
+        .output()
+        .expect("fincore (util-linux) is needed: apt-get install util-linux");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().parse::<u64>().unwrap())
+        .sum()
+}
+
+/// A backup writes data packs it does not read again: written to a local folder, they leave
+/// the page cache once on disk (a nightly's packs must not push the server's files out), while
+/// the tree packs the same run reads back stay.
+#[cfg(target_os = "linux")]
+#[test]
+fn data_packs_written_to_a_local_folder_do_not_stay_in_the_page_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = new_repo(dir.path());
+    let source = dir.path().join("Packages/Octo.Web.1.0.0.zip");
+    write(&source, &noise(24 << 20, 7));
+    let summary = backup_path(&repo, &source, "/folders/Packages/Octo.Web.1.0.0.zip");
+    assert!(summary.data_added_packed > 20 << 20);
+
+    let packs: Vec<_> = fs::read_dir(dir.path().join("repo/data"))
+        .unwrap()
+        .flat_map(|sub| fs::read_dir(sub.unwrap().path()).unwrap())
+        .map(|pack| pack.unwrap().path())
+        .collect();
+    let on_disk: u64 = packs.iter().map(|p| fs::metadata(p).unwrap().len()).sum();
+    assert!(on_disk > 20 << 20, "{on_disk}");
+    let cached = cached_bytes(&packs);
+    // The small tree pack stays; 24 MiB of data packs do not.
+    assert!(
+        cached < 4 << 20,
+        "{cached} of {on_disk} bytes of packs still in the page cache"
+    );
+}
