@@ -194,6 +194,8 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
         std::thread::scope(|s| {
             for _ in 0..workers {
                 let _handle = s.spawn(|| {
+                    // Patched for octobackup: one read buffer per worker for all its segments.
+                    let mut buf = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
                         if i >= count || failed.load(Ordering::Relaxed) {
@@ -206,7 +208,9 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
                             .unwrap_or_else(PoisonError::into_inner)
                             .open_segment(offset, len);
                         let chunked = opened.and_then(|r| match &memory {
-                            Some(memory) => self.chunk_remembered(r, offset, &**memory, &taken, p),
+                            Some(memory) => {
+                                self.chunk_remembered(r, offset, &**memory, &taken, p, &mut buf)
+                            }
                             None => self.chunk_reader(r, len, p).map(|chunks| {
                                 let mut at = offset;
                                 chunks
@@ -295,6 +299,10 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
     /// as it is; elsewhere the chunker runs from there, one chunk at a time, exactly as it
     /// would over the whole segment (it starts afresh at every chunk), so the boundaries and
     /// ids are the ones [`Self::chunk_reader`] finds.
+    ///
+    /// `buf` is the worker's read buffer, kept from one segment to the next: a fresh 16 MiB
+    /// buffer per segment was zeroed and page-faulted in every time (a quarter of the time
+    /// storing a nightly's .bak).
     fn chunk_remembered(
         &self,
         mut r: impl Read + Send + 'static,
@@ -302,6 +310,7 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
         memory: &dyn ChunkMemory,
         taken: &AtomicU64,
         p: &Progress,
+        buf: &mut Vec<u8>,
     ) -> RusticResult<Vec<RememberedChunk>> {
         let read_error = |err| {
             RusticError::with_source(
@@ -313,24 +322,34 @@ impl<'a, BE: DecryptWriteBackend, I: ReadGlobalIndex> FileArchiver<'a, BE, I> {
         // The longest chunk the chunker can cut: with that much ahead (or the segment's end),
         // chunking a slice finds the same boundary as chunking the stream.
         let window = self.config.chunk_max_size().max(self.config.chunk_size());
-        let mut buf: Vec<u8> = Vec::with_capacity(2 * window);
+        if buf.len() < 2 * window {
+            buf.resize(2 * window, 0);
+        }
+        // The bytes read and not yet chunked are `buf[start..end]`.
         let mut start = 0;
+        let mut end = 0;
         let mut at = offset;
         let mut eof = false;
         let mut chunks = Vec::new();
         let mut rabin = None;
         loop {
-            if !eof && buf.len() - start < window {
-                _ = buf.drain(..start);
+            if !eof && end - start < window {
+                buf.copy_within(start..end, 0);
+                end -= start;
                 start = 0;
-                let want = (2 * window - buf.len()) as u64;
-                let got = (&mut r)
-                    .take(want)
-                    .read_to_end(&mut buf)
-                    .map_err(read_error)?;
-                eof = (got as u64) < want;
+                while end < buf.len() {
+                    match r.read(&mut buf[end..]) {
+                        Ok(0) => {
+                            eof = true;
+                            break;
+                        }
+                        Ok(n) => end += n,
+                        Err(err) if err.kind() == std::io::ErrorKind::Interrupted => {}
+                        Err(err) => return Err(read_error(err)),
+                    }
+                }
             }
-            let ahead = &buf[start..];
+            let ahead = &buf[start..end];
             if ahead.is_empty() {
                 break;
             }
