@@ -16,7 +16,7 @@ use crate::logging::{self, Captured};
 use crate::progress::ProgressSink;
 use crate::repo::Repo;
 use crate::snapshots::from_chrono;
-use crate::source::{SetSource, SourceItem};
+use crate::source::{SetSource, SourceItem, WalkedAhead};
 
 /// How to record the set.
 #[derive(Debug, Clone, Default)]
@@ -73,15 +73,45 @@ impl Repo {
     ) -> Result<BackupSummary, RepoError> {
         check_tags(&opts.tags)?;
         check_tags(&opts.parent_tags)?;
-        let time = opts.time.as_ref().map(from_chrono).transpose()?;
         let memory = opts
             .chunk_memory
             .as_deref()
             .map(|path| Arc::new(ChunkMemoryFile::load(path, &self.key_material())));
-        let source = SetSource::new(items)?.with_chunk_memory(memory.clone());
-        let paths = source.targets();
-
         let capture = logging::capture();
+        let source = SetSource::new(items)?.with_chunk_memory(memory.clone());
+        self.backup_source(source, capture, memory, opts, progress)
+    }
+
+    /// As [`Repo::backup`], for sources whose walk started ahead ([`WalkedAhead::start`]),
+    /// while the repository's key was still being derived, say. Refuses `opts.chunk_memory`
+    /// (the walk has already decided how each file is opened).
+    pub fn backup_walked(
+        &self,
+        walked: WalkedAhead,
+        opts: &SetOptions,
+        progress: &dyn ProgressSink,
+    ) -> Result<BackupSummary, RepoError> {
+        check_tags(&opts.tags)?;
+        check_tags(&opts.parent_tags)?;
+        if opts.chunk_memory.is_some() {
+            return Err(RepoError::InvalidInput(
+                "sources walked ahead are stored without a chunk memory".into(),
+            ));
+        }
+        let WalkedAhead { source, capture } = walked;
+        self.backup_source(source, capture, None, opts, progress)
+    }
+
+    fn backup_source(
+        &self,
+        source: SetSource,
+        capture: logging::CaptureGuard,
+        memory: Option<Arc<ChunkMemoryFile>>,
+        opts: &SetOptions,
+        progress: &dyn ProgressSink,
+    ) -> Result<BackupSummary, RepoError> {
+        let time = opts.time.as_ref().map(from_chrono).transpose()?;
+        let paths = source.targets();
         let snap = self.run(progress, |repo| {
             let repo = match opts.compression {
                 Some(level) => self.with_compression(repo, level)?,

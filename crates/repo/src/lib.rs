@@ -49,7 +49,7 @@ pub use repo::{DEFAULT_COMPRESSION, Repo};
 pub use restore::{Gate, RestoreSummary};
 pub use s3::{ObjectLock, RecordedLock, Retention, S3Answer, S3Client, S3Response, weakened};
 pub use snapshots::{SnapshotFigures, SnapshotInfo};
-pub use source::{SEGMENT_LEN, SourceItem};
+pub use source::{SEGMENT_LEN, SourceItem, WalkedAhead};
 pub use ssh::close_ssh_connections;
 pub use storage::Storage;
 pub use usage::{DropEstimate, MAX_FILES_LISTED, ReadData};

@@ -504,7 +504,11 @@ fn cached_bytes(files: &[std::path::PathBuf]) -> u64 {
         .args(files)
         .output()
         .expect("fincore (util-linux) is needed: apt-get install util-linux");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout)
         .unwrap()
         .lines()
@@ -538,4 +542,72 @@ fn data_packs_written_to_a_local_folder_do_not_stay_in_the_page_cache() {
         cached < 4 << 20,
         "{cached} of {on_disk} bytes of packs still in the page cache"
     );
+}
+
+/// The pass before the window walks the folders while the repository's key is derived: what a
+/// walk started ahead found is stored as a backup that walked then would store it (the next
+/// night finds every file unchanged), stock restic restores it, and the refusals come before
+/// anything is written.
+#[test]
+fn sources_walked_ahead_are_stored_as_the_walk_found_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let inst = instance(dir.path(), 1024 * 1024);
+    let repo = new_repo(dir.path());
+
+    let walked = octobackup_repo::WalkedAhead::start(items(&inst, MANIFEST)).unwrap();
+    let first = repo
+        .backup_walked(walked, &tagged(&["instance:A", "set:1"], &[]), &NoProgress)
+        .unwrap();
+    assert!(first.unreadable.is_empty(), "{:?}", first.unreadable);
+    assert_eq!(first.files_unmodified, 0);
+    assert!(first.total_files > 40, "{}", first.total_files);
+
+    let second = repo
+        .backup(
+            items(&inst, MANIFEST),
+            &tagged(&["instance:A", "set:2"], &["instance:A"]),
+            &NoProgress,
+        )
+        .unwrap();
+    assert_eq!(second.total_files, first.total_files);
+    assert_eq!(
+        second.files_new + second.files_changed,
+        2,
+        "only the two in-memory files"
+    );
+    // Only the trees above the in-memory files (stamped with the time of each run).
+    assert!(second.data_added < 4096, "{}", second.data_added);
+
+    let restored = dir.path().join("restored");
+    restic_restore(&dir.path().join("repo"), &first.snapshot_id, &restored);
+    assert_same_tree(&inst.packages, &restored.join("folders/Packages"));
+    assert_same_tree(&inst.task_logs, &restored.join("folders/TaskLogs"));
+    assert_eq!(
+        fs::read(restored.join("database/OctopusDeploy.bak")).unwrap(),
+        fs::read(&inst.bak).unwrap()
+    );
+
+    // Refused: a chunk memory (the walk already chose how each file is opened); a source
+    // that is not there, at the start of the walk.
+    let before = repo.snapshots().unwrap().len();
+    let walked = octobackup_repo::WalkedAhead::start(items(&inst, MANIFEST)).unwrap();
+    let with_memory = SetOptions {
+        chunk_memory: Some(dir.path().join("chunks")),
+        ..tagged(&["instance:A", "set:3"], &[])
+    };
+    let err = repo
+        .backup_walked(walked, &with_memory, &NoProgress)
+        .unwrap_err();
+    assert!(matches!(err, RepoError::InvalidInput(_)), "{err:?}");
+    let missing = octobackup_repo::WalkedAhead::start(vec![SourceItem::Path {
+        source: dir.path().join("no such folder"),
+        target: "/folders/Artifacts".into(),
+    }]);
+    assert!(
+        matches!(missing, Err(RepoError::Unreadable { .. })),
+        "{:?}",
+        missing.err()
+    );
+    assert_eq!(repo.snapshots().unwrap().len(), before);
+    assert!(!dir.path().join("chunks").exists());
 }

@@ -5,7 +5,7 @@
 //! folders. A failure here leaves maintenance mode untouched.
 
 use super::staging::{SetFolder, remove_staging_leftovers};
-use super::store::backup_folders;
+use super::store::{backup_folders, walk_folders};
 use super::window_capture::Listing;
 use super::{BackupJob, Folders, Secrets, Servers, chain, kept};
 use crate::backupset::Manifest;
@@ -144,8 +144,11 @@ pub(super) async fn before_window(
         let pass = tokio::select! {
             r = async {
                 let listing = Listing::take(&list, &set.local)?;
+                // Walked after the listing (what the window is judged by must come first) and
+                // while the key is derived.
+                let walked = walk_folders(&list)?;
                 repository_ready(job).await?;
-                let id = backup_folders(job, &list, &set_id, &m.hostname).await?;
+                let id = backup_folders(job, walked, &list, &set_id, &m.hostname).await?;
                 Ok::<_, Failure>((id, Arc::new(listing)))
             } => r,
             sig = stop.wait() => Err(interrupted(sig)),

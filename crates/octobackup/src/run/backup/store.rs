@@ -9,7 +9,7 @@ use crate::backupset::{self, Manifest};
 use crate::error::Failure;
 use crate::run::steps::{Steps, ended};
 use crate::sqlserver::SqlServer;
-use octobackup_repo::{Repo, SetOptions, SourceItem};
+use octobackup_repo::{Repo, SetOptions, SourceItem, WalkedAhead};
 use std::path::PathBuf;
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -24,15 +24,10 @@ fn base_tags(job: &BackupJob, set_id: &str) -> Vec<String> {
 
 const TAG_PRE_PASS: &str = "pass:before-window";
 
-/// The pass over the server folders before the window: a part of the set (its parent is the
-/// previous complete set, so unchanged files are not read), the base the window's changes are
-/// laid over after it. Returns the part's snapshot id.
-pub(super) async fn backup_folders(
-    job: &BackupJob,
-    folders: &[(String, PathBuf)],
-    set_id: &str,
-    hostname: &str,
-) -> Result<String, Failure> {
+/// Starts walking the server folders for the pass before the window ([`backup_folders`]
+/// stores what it finds): the walk needs no repository, so it runs while the repository's key
+/// is still being derived. Fails, as the backup would, when a folder cannot be found or read.
+pub(super) fn walk_folders(folders: &[(String, PathBuf)]) -> Result<WalkedAhead, Failure> {
     let items: Vec<SourceItem> = folders
         .iter()
         .map(|(name, path)| SourceItem::Path {
@@ -40,6 +35,19 @@ pub(super) async fn backup_folders(
             target: format!("{}/{name}", backupset::FOLDERS_DIR),
         })
         .collect();
+    WalkedAhead::start(items).map_err(Failure::from)
+}
+
+/// The pass over the server folders before the window: a part of the set (its parent is the
+/// previous complete set, so unchanged files are not read), the base the window's changes are
+/// laid over after it. Returns the part's snapshot id.
+pub(super) async fn backup_folders(
+    job: &BackupJob,
+    walked: WalkedAhead,
+    folders: &[(String, PathBuf)],
+    set_id: &str,
+    hostname: &str,
+) -> Result<String, Failure> {
     let mut tags = base_tags(job, set_id);
     tags.push(backupset::TAG_PART.into());
     tags.push(TAG_PRE_PASS.into());
@@ -54,7 +62,7 @@ pub(super) async fn backup_folders(
     let repo = job.repo.clone();
     let sink = job.ui.repo_sink("folders (before window)");
     let summary = crate::run::blocking::blocking("the folder backup", move || {
-        repo.backup(items, &opts, &*sink)
+        repo.backup_walked(walked, &opts, &*sink)
     })
     .await?
     .map_err(|e| {
