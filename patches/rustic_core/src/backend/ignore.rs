@@ -152,7 +152,10 @@ impl LocalSource {
             .git_ignore(filter_opts.git_ignore)
             .git_exclude(filter_opts.git_ignore)
             .require_git(!filter_opts.no_require_git)
-            .sort_by_file_path(Path::cmp)
+            // Patched for octobackup: entries of one folder ordered by name, the same order
+            // as by path (they share the parent) without parsing two whole paths into
+            // components per comparison (a quarter of the walk of a 26,000-entry folder).
+            .sort_by_file_name(|a, b| a.cmp(b))
             .same_file_system(filter_opts.one_file_system)
             .max_filesize(filter_opts.exclude_larger_than.map(|s| s.as_u64()))
             .overrides(overrides);

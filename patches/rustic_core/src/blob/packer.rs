@@ -519,6 +519,9 @@ pub(crate) struct BasicPacker {
     created: SystemTime,
     /// The index of the pack
     index: IndexPack,
+    /// Patched for octobackup: the ids of `index`'s blobs, for `has` (a scan of the pack's
+    /// blobs for every blob added was 2% of a first backup of 35,000 small files).
+    ids: std::collections::HashSet<BlobId>,
     /// The pack sizer
     pack_sizer: PackSizer,
     /// The packer stats
@@ -540,6 +543,7 @@ impl BasicPacker {
             count: 0,
             created: SystemTime::now(),
             index: IndexPack::default(),
+            ids: std::collections::HashSet::new(),
             pack_sizer,
             stats: PackerStats::default(),
         }
@@ -623,6 +627,7 @@ impl BasicPacker {
 
         self.index
             .add(*id, self.blob_type, offset, len, uncompressed_length);
+        _ = self.ids.insert(*id);
         self.count += 1;
 
         Ok(())
@@ -722,6 +727,7 @@ impl BasicPacker {
         self.pack_sizer.add_size(self.index.pack_size());
         self.count = 0;
         self.created = SystemTime::now();
+        self.ids.clear();
         (
             std::mem::take(&mut self.file),
             std::mem::take(&mut self.index),
@@ -733,7 +739,7 @@ impl BasicPacker {
     }
 
     pub fn has(&self, id: &BlobId) -> bool {
-        self.index.blobs.iter().any(|b| &b.id == id)
+        self.ids.contains(id)
     }
 }
 
