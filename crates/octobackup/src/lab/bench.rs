@@ -723,11 +723,13 @@ pub(super) async fn measure(
     }
 
     // Both sides start with nothing of the backups' left to write back (else whichever runs
-    // first pays for it), read a source the backups left in the page cache (the repository,
-    // the lab's folders), write the same bytes to the same file system, and end once what
-    // they wrote is on disk: the restore syncs before it reports success, so the copy is
-    // timed to its sync as well.
+    // first pays for it), read a source in the page cache (the lab's folders, which the
+    // backups read; the repository, read once here because octobackup's backup drops the
+    // data packs it writes from the cache), write the same bytes to the same file system, and
+    // end once what they wrote is on disk: the restore syncs before it reports success, so
+    // the copy is timed to its sync as well.
     let target = dir.join("restore");
+    let _ = read_all(std::slice::from_ref(&repo_dir));
     sync_all();
     let (m, _, e, ok) = run_measured(
         Command::new(&lab_exe)
