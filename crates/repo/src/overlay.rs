@@ -34,7 +34,8 @@ impl Repo {
     /// unchanged keeps the base's tree. `opts.parent_tags` is not used.
     ///
     /// `keep` is read as a stream, beside the base's trees (both in tree order), so its size
-    /// costs no memory: only the folders being rebuilt are held, one mark per entry.
+    /// costs no memory: only the folders being rebuilt are held, one mark per entry, and their
+    /// trees up to 131,072 nodes in all.
     ///
     /// Fails before writing anything when a path in `keep` is not in `base` (or lies under a
     /// folder that is neither kept nor changed).
