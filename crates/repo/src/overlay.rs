@@ -117,9 +117,9 @@ impl Repo {
             let mut counts = Counts::default();
             let tree = repo
                 .save_trees(|save| {
-                    let build = Build {
+                    let mut build = Build {
                         repo: &repo,
-                        plan: &plan,
+                        rebuild: &mut plan.rebuild,
                         save,
                     };
                     build.tree(&[], Some(base_snap.tree), Some(staged.tree), &mut counts)
@@ -282,7 +282,7 @@ const HOLD_NODES: usize = 131_072;
 /// A base tree to rebuild: whether each of its nodes is kept, and the tree itself when held.
 struct Rebuild {
     kept: Vec<bool>,
-    tree: std::sync::Mutex<Option<Tree>>,
+    tree: Option<Tree>,
 }
 
 impl Plan<'_> {
@@ -329,7 +329,7 @@ impl Plan<'_> {
             }
             let rebuild = Rebuild {
                 kept: kept_nodes,
-                tree: std::sync::Mutex::new(hold.then_some(tree)),
+                tree: hold.then_some(tree),
             };
             let _ = self.rebuild.insert(path.to_vec(), rebuild);
         }
@@ -348,7 +348,8 @@ struct Counts {
 
 struct Build<'a, S: IndexedTree> {
     repo: &'a Repository<S>,
-    plan: &'a Plan<'a>,
+    /// The plan's trees to rebuild, each taken out when rebuilt.
+    rebuild: &'a mut HashMap<Vec<u8>, Rebuild>,
     save: &'a dyn Fn(&Tree) -> RusticResult<TreeId>,
 }
 
@@ -356,25 +357,20 @@ impl<S: IndexedTree> Build<'_, S> {
     /// The overlay's tree at folder `path`, from the base's tree there (if it was a folder) and
     /// the copies' tree there (if the window changed anything in it).
     fn tree(
-        &self,
+        &mut self,
         path: &[u8],
         base: Option<TreeId>,
         staged: Option<TreeId>,
         counts: &mut Counts,
     ) -> RusticResult<TreeId> {
         let base_tree = match base {
-            Some(id) => match self.plan.rebuild.get(path) {
-                Some(rebuild) => {
-                    let held = rebuild
-                        .tree
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner)
-                        .take();
-                    let tree = match held {
+            Some(id) => match self.rebuild.remove(path) {
+                Some(Rebuild { kept, tree }) => {
+                    let tree = match tree {
                         Some(tree) => tree,
                         None => self.repo.get_tree(&id)?,
                     };
-                    Some((tree, &rebuild.kept))
+                    Some((tree, kept))
                 }
                 // Everything in it kept, nothing changed (so nothing staged): the base's own.
                 None => return Ok(id),
@@ -395,11 +391,7 @@ impl<S: IndexedTree> Build<'_, S> {
 
         // The nodes are moved, not copied, from the trees read into the new one.
         let mut nodes = Vec::with_capacity(base_tree.nodes.len() + staged_nodes.len());
-        let mut b = base_tree
-            .nodes
-            .into_iter()
-            .zip(kept.iter().copied())
-            .peekable();
+        let mut b = base_tree.nodes.into_iter().zip(kept).peekable();
         let mut s = staged_nodes.into_iter().peekable();
         loop {
             let (from_base, from_staged) = match (b.peek(), s.peek()) {

@@ -132,8 +132,8 @@ impl std::fmt::Debug for Repo {
 
 impl Repo {
     /// Creates a repository (restic format v2, zstd level [`DEFAULT_COMPRESSION`]) and opens
-    /// it. Refuses a location that already holds one. Its key costs scrypt's recommended (N=2^17, r=8, p=1; restic
-    /// calibrates its own: N=2^15 on the project's machine).
+    /// it. Refuses a location that already holds one. Its key costs scrypt's recommended
+    /// (N=2^17, r=8, p=1; restic calibrates its own: N=2^15 on the project's machine).
     pub fn init(cfg: &RepoConfig) -> Result<Repo, RepoError> {
         Self::init_with_cost(cfg, None)
     }
