@@ -51,7 +51,10 @@ std::thread_local! {
 
 /// The out and mod tables for this window size and polynom: from this thread's cache when they
 /// match, else computed and cached.
-fn cached_tables(window_size: usize, mod_polynom: Polynom64) -> ([Polynom64; 256], [Polynom64; 256]) {
+fn cached_tables(
+    window_size: usize,
+    mod_polynom: Polynom64,
+) -> ([Polynom64; 256], [Polynom64; 256]) {
     LAST_TABLES.with(|cell| {
         let mut last = cell.borrow_mut();
         match last.as_deref() {
@@ -67,6 +70,12 @@ fn cached_tables(window_size: usize, mod_polynom: Polynom64) -> ([Polynom64; 256
         }
     })
 }
+
+/// How many runs of a buffer [`Rabin64::slide_until_match`] hashes side by side.
+const LANES: usize = 4;
+/// The window size and polynom shift (degree less 8) of the hashes done side by side.
+const SIDE_BY_SIDE_WINDOW: usize = 64;
+const SIDE_BY_SIDE_SHIFT: i32 = 53 - 8;
 
 /// A rolling hash implementation for 64 bit polynoms from Rabin.
 #[derive(Debug, Clone)]
@@ -160,6 +169,135 @@ impl Rabin64 {
             window_index: 0,
             hash: 0,
         }
+    }
+
+    /// Slides the bytes of `bytes` in one after the other, stopping after the first byte after
+    /// which the hash has no bit of `mask` set: returns that byte's index, or `None` once every
+    /// byte is in. The hashes, the answer and the state afterwards are those of calling
+    /// [`RollingHash64::slide`] for each byte; they are only found faster (octobackup's patch,
+    /// see PATCHED.md). The first window's bytes go through `slide` (their hashes still depend
+    /// on what came before); every later hash depends only on the window's bytes, so those
+    /// positions are split into [`LANES`] runs hashed side by side. One rolling hash waits on a
+    /// table lookup of its last value at every byte; independent ones keep the core busy.
+    pub fn slide_until_match(&mut self, bytes: &[u8], mask: Polynom64) -> Option<usize> {
+        let ws = self.window_size;
+        let head = bytes.len().min(ws);
+        for (i, &byte) in bytes[..head].iter().enumerate() {
+            self.slide(byte);
+            if self.hash & mask == 0 {
+                return Some(i);
+            }
+        }
+        if bytes.len() == head {
+            return None;
+        }
+        let found = self.first_window_match(bytes, ws, mask);
+        // The state as sliding up to the last byte taken would leave it: the window holds that
+        // byte and the ones before it, and so does the hash.
+        let last = found.unwrap_or(bytes.len() - 1);
+        self.window_data
+            .copy_from_slice(&bytes[last + 1 - ws..=last]);
+        self.window_index = 0;
+        self.hash = self.window_hash(&bytes[last + 1 - ws..=last]);
+        found
+    }
+
+    /// The hash of a window holding `window` (`window_size` bytes), whatever came before.
+    fn window_hash(&self, window: &[u8]) -> Polynom64 {
+        window
+            .iter()
+            .fold(0, |hash, &byte| self.hash_in(hash, byte))
+    }
+
+    /// `hash` with `byte` appended (no byte leaving the window).
+    #[inline(always)]
+    fn hash_in(&self, hash: Polynom64, byte: u8) -> Polynom64 {
+        let mod_index = (hash >> self.polynom_shift) & 255;
+        ((hash << 8) | Polynom64::from(byte)) ^ self.mod_table[mod_index as usize]
+    }
+
+    /// The first index `i` in `from..bytes.len()` (`from` at least the window size) for which
+    /// the window ending with `bytes[i]` hashes with no bit of `mask` set.
+    fn first_window_match(&self, bytes: &[u8], from: usize, mask: Polynom64) -> Option<usize> {
+        let n = bytes.len() - from;
+        // Below a few windows per run, warming up each run costs more than it saves. The runs
+        // side by side are written for the window and polynom degree restic and rustic use (64
+        // bytes, degree 53), so that both are constants there.
+        if n < LANES * 16 * self.window_size
+            || self.window_size != SIDE_BY_SIDE_WINDOW
+            || self.polynom_shift != SIDE_BY_SIDE_SHIFT
+        {
+            return self.first_match_in_run(bytes, from, bytes.len(), mask);
+        }
+        const WS: usize = SIDE_BY_SIDE_WINDOW;
+        const SHIFT: i32 = SIDE_BY_SIDE_SHIFT;
+        let run = n / LANES;
+        // The runs' bytes, each with the window before it.
+        let all = &bytes[from - WS..from + LANES * run];
+        let mut hashes: [Polynom64; LANES] =
+            core::array::from_fn(|k| self.window_hash(&all[k * run..k * run + WS]));
+        let mut found: [Option<usize>; LANES] = [None; LANES];
+        let step = |hash: Polynom64, leaving: u8, entering: u8| {
+            let hash = hash ^ self.out_table[leaving as usize];
+            let mod_index = (hash >> SHIFT) & 255;
+            ((hash << 8) | Polynom64::from(entering)) ^ self.mod_table[mod_index as usize]
+        };
+        let mut i = 0;
+        while i < run {
+            // Every run one byte on until any of them matches (rarely: about once a chunk).
+            let mut hit = false;
+            while i < run && !hit {
+                for k in 0..LANES {
+                    let at = k * run + i;
+                    // SAFETY: `at + WS` is below `LANES * run + WS`, the length of `all` (`i`
+                    // is below `run` and `k` below `LANES`). Indexing with checks here made
+                    // the loop spill its pointers and run at half the speed.
+                    let (leaving, entering) =
+                        unsafe { (*all.get_unchecked(at), *all.get_unchecked(at + WS)) };
+                    hashes[k] = step(hashes[k], leaving, entering);
+                }
+                hit = hashes
+                    .iter()
+                    .fold(false, |any, hash| any | (hash & mask == 0));
+                i += 1;
+            }
+            if hit {
+                // The first run's match comes before any other run's.
+                if hashes[0] & mask == 0 {
+                    return Some(from + i - 1);
+                }
+                for k in 1..LANES {
+                    if hashes[k] & mask == 0 && found[k].is_none() {
+                        found[k] = Some(from + k * run + i - 1);
+                    }
+                }
+            }
+        }
+        if let Some(first) = found.iter().flatten().next() {
+            return Some(*first);
+        }
+        // What the even split left over goes to the last run.
+        self.first_match_in_run(bytes, from + LANES * run, bytes.len(), mask)
+    }
+
+    /// The first index in `start..end` whose window hashes with no bit of `mask` set, one byte
+    /// after the other (`start` at least the window size).
+    fn first_match_in_run(
+        &self,
+        bytes: &[u8],
+        start: usize,
+        end: usize,
+        mask: Polynom64,
+    ) -> Option<usize> {
+        let ws = self.window_size;
+        let mut hash = self.window_hash(&bytes[start - ws..start]);
+        for i in start..end {
+            hash = self.hash_in(hash ^ self.out_table[bytes[i - ws] as usize], bytes[i]);
+            if hash & mask == 0 {
+                return Some(i);
+            }
+        }
+        None
     }
 
     #[cfg(test)]
@@ -276,13 +414,108 @@ mod tests {
     #[test]
     fn cached_tables_equal_fresh_ones_for_every_polynom() {
         let other: Polynom64 = 0x0031_2C3A_7A87_6C53;
-        for (bits, poly) in [(6, constants::MOD_POLYNOM), (6, other), (5, other), (6, constants::MOD_POLYNOM)] {
+        for (bits, poly) in [
+            (6, constants::MOD_POLYNOM),
+            (6, other),
+            (5, other),
+            (6, constants::MOD_POLYNOM),
+        ] {
             for _ in 0..2 {
                 let r = Rabin64::new_with_polynom(bits, &poly);
                 assert_eq!(r.out_table, Rabin64::calculate_out_table(1 << bits, &poly));
                 assert_eq!(r.mod_table, Rabin64::calculate_mod_table(&poly));
             }
         }
+    }
+
+    /// Bytes from a fixed xorshift generator (the crate has no dev-dependencies).
+    fn bytes(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed | 1;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                (x >> 24) as u8
+            })
+            .collect()
+    }
+
+    /// What `slide_until_match` must equal: one `slide` per byte.
+    fn slide_one_by_one(rabin: &mut Rabin64, bytes: &[u8], mask: Polynom64) -> Option<usize> {
+        for (i, &byte) in bytes.iter().enumerate() {
+            rabin.slide(byte);
+            if rabin.hash & mask == 0 {
+                return Some(i);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn sliding_until_a_match_finds_what_sliding_byte_by_byte_finds_and_leaves_the_same_state() {
+        let mut seed = 7;
+        let mut matches = 0;
+        // Lengths around the first window, the side-by-side threshold and uneven splits; masks
+        // that match every few hundred bytes, every few thousand, and almost never.
+        for len in [
+            0, 1, 63, 64, 65, 100, 4095, 4096, 4097, 4099, 10_000, 65_536, 70_001,
+        ] {
+            for mask in [0xff, 0xfff, 0x3fff, (1 << 20) - 1, (1 << 40) - 1] {
+                for before in [0, 5, 64, 300] {
+                    seed += 1;
+                    let history = bytes(seed, before);
+                    // Runs of a repeated byte too (the hash of a long run of one byte repeats).
+                    let mut data = bytes(seed * 31, len);
+                    if len > 5_000 {
+                        data[1_000..3_000].fill(0xaa);
+                    }
+                    // The window of restic and rustic (64 bytes) and another one (32 bytes),
+                    // which takes the path of one run.
+                    let bits = if seed % 5 == 0 { 5 } else { 6 };
+                    let mut fast = Rabin64::new(bits);
+                    let mut slow = Rabin64::new(bits);
+                    if seed % 3 == 0 {
+                        let mut prefill = history.iter().copied();
+                        fast.reset_and_prefill_window(&mut prefill.clone());
+                        slow.reset_and_prefill_window(&mut prefill);
+                    } else {
+                        for &byte in &history {
+                            fast.slide(byte);
+                            slow.slide(byte);
+                        }
+                    }
+                    let mut offset = 0;
+                    // Slide to every match in turn, as a chunker slides from cut to cut.
+                    loop {
+                        let want = slide_one_by_one(&mut slow, &data[offset..], mask);
+                        let got = fast.slide_until_match(&data[offset..], mask);
+                        assert_eq!(
+                            got, want,
+                            "len {len} mask {mask:x} before {before} at {offset}"
+                        );
+                        assert_eq!(fast.hash, slow.hash);
+                        match got {
+                            Some(i) => {
+                                matches += 1;
+                                offset += i + 1;
+                            }
+                            None => break,
+                        }
+                    }
+                    // The states are the same: the next bytes hash the same.
+                    for byte in bytes(seed * 7, 200) {
+                        fast.slide(byte);
+                        slow.slide(byte);
+                        assert_eq!(fast.hash, slow.hash);
+                    }
+                }
+            }
+        }
+        assert!(
+            matches > 1_000,
+            "the masks must make matches to compare: {matches}"
+        );
     }
 
     #[test]

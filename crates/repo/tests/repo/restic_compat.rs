@@ -340,3 +340,46 @@ fn tree_nodes_are_read_as_restic_writes_them() {
         assert_eq!(again, node);
     }
 }
+
+/// The data blobs `restic list blobs` finds in `repo`.
+fn data_blob_count(repo: &std::path::Path) -> usize {
+    let out = restic(repo, &["list", "blobs"]);
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|line| line.starts_with("data "))
+        .count()
+}
+
+#[test]
+fn stock_restic_cuts_files_where_octobackup_did_and_stores_no_data_again() {
+    // Files under the segment length (32 MiB) are cut by the repository's chunker as restic's
+    // chunker cuts them (rustic_cdc's patch hashes several positions side by side; the cuts
+    // must not move): stock restic, backing up the same files into the same repository with
+    // its own chunker, finds every chunk stored already.
+    let dir = tempfile::tempdir().unwrap();
+    let source = dir.path().join("source");
+    fs::create_dir_all(&source).unwrap();
+    write(&source.join("small.nupkg"), &noise(300 * 1024, 1));
+    write(&source.join("three.zip"), &noise(3 * 1024 * 1024 + 17, 2));
+    write(&source.join("nine.zip"), &noise(9 * 1024 * 1024 + 4099, 3));
+    write(&source.join("twenty.bin"), &noise(20 * 1024 * 1024 + 5, 4));
+    // A run of one byte (its window hashes alike everywhere: cuts at the minimum size) between
+    // noise.
+    let mut runs = noise(2 * 1024 * 1024, 5);
+    runs.extend(std::iter::repeat_n(0u8, 3 * 1024 * 1024));
+    runs.extend(noise(2 * 1024 * 1024 + 1, 6));
+    write(&source.join("runs.bin"), &runs);
+    let (_repo, set) = repo_with_set(dir.path(), &source, "/source");
+    assert!(set.unreadable.is_empty(), "{:?}", set.unreadable);
+    let repo_path = dir.path().join("repo");
+    let ours = data_blob_count(&repo_path);
+    // A file of 20 MiB alone is cut in more than ten chunks (1 MiB on average past 512 KiB).
+    assert!(ours > 25, "only {ours} data blobs: the files were hardly cut");
+
+    restic(&repo_path, &["backup", "--host", "restic", source.to_str().unwrap()]);
+    assert_eq!(
+        data_blob_count(&repo_path),
+        ours,
+        "restic cut the same files elsewhere and stored new data"
+    );
+}

@@ -185,17 +185,15 @@ impl<R: Read + Send> Iterator for ChunkIter<R> {
             }
 
             // Patched for octobackup: the buffered bytes taken in one go, up to the maximum
-            // size or the byte after which the hash matches (the same cut as byte by byte).
+            // size or the byte after which the hash matches (the same cut as byte by byte),
+            // several positions hashed side by side (rustic_cdc's patch).
             let ahead = &self.buf[self.pos..];
             let room = self.max_size - vec.len();
-            let mut taken = 0;
-            for &byte in &ahead[..ahead.len().min(room)] {
-                self.rabin.slide(byte);
-                taken += 1;
-                if (self.rabin.hash & self.split_mask) == 0 {
-                    break;
-                }
-            }
+            let ahead = &ahead[..ahead.len().min(room)];
+            let taken = match self.rabin.slide_until_match(ahead, self.split_mask) {
+                Some(last) => last + 1,
+                None => ahead.len(),
+            };
             vec.extend_from_slice(&ahead[..taken]);
             self.pos += taken;
         }
