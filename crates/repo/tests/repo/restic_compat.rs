@@ -374,9 +374,15 @@ fn stock_restic_cuts_files_where_octobackup_did_and_stores_no_data_again() {
     let repo_path = dir.path().join("repo");
     let ours = data_blob_count(&repo_path);
     // A file of 20 MiB alone is cut in more than ten chunks (1 MiB on average past 512 KiB).
-    assert!(ours > 25, "only {ours} data blobs: the files were hardly cut");
+    assert!(
+        ours > 25,
+        "only {ours} data blobs: the files were hardly cut"
+    );
 
-    restic(&repo_path, &["backup", "--host", "restic", source.to_str().unwrap()]);
+    restic(
+        &repo_path,
+        &["backup", "--host", "restic", source.to_str().unwrap()],
+    );
     assert_eq!(
         data_blob_count(&repo_path),
         ours,
