@@ -200,3 +200,31 @@ async fn a_full_local_repository_fails_the_backup_cleanly() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repository_that_fills_while_packs_wait_to_be_written_still_says_disk_full() {
+    // More data than one pack holds (32 MiB): the first pack's write fails and the packs after
+    // it find the writer stopped. The error must still be the full disk, not the closed
+    // channel the packs were handed over by (found when the bench's disk filled).
+    let t = TestLab::start().await;
+    let extra = t.lab.info().folders.artifacts.join("large");
+    std::fs::create_dir_all(&extra).unwrap();
+    for i in 0..3 {
+        let data = crate::sets::noise(30 * 1024 * 1024, 0x2545_f491_4f6c_dd1d + i);
+        std::fs::write(extra.join(format!("video-{i}.bin")), data).unwrap();
+    }
+    let repo = t.repo_dir();
+    let fs = Tmpfs::mount(&repo, 64 * 1024 * 1024);
+    t.init().await;
+    // Room for a few MiB, not for a pack.
+    fs.resize(used_bytes(&repo) + 4 * 1024 * 1024);
+    let out = t.run(&["backup"]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    the_error_line(&out, &repo);
+    assert!(
+        !stderr(&out).contains("disconnected channel"),
+        "{}",
+        stderr(&out)
+    );
+    assert_nothing_claimed(&t, "repository full while packs wait", &out);
+}

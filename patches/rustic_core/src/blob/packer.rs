@@ -1,6 +1,6 @@
 use std::{
     num::NonZeroU32,
-    sync::{Arc, RwLock},
+    sync::{Arc, Mutex, PoisonError, RwLock},
     time::{Duration, SystemTime},
 };
 
@@ -483,19 +483,7 @@ impl<BE: DecryptWriteBackend> RawPacker<BE> {
 
         // write file to backend
         let (file, index) = self.basic.take_data();
-        self.file_writer
-            .as_ref()
-            .unwrap()
-            .send((file, index))
-            .map_err(|err| {
-                RusticError::with_source(
-                    ErrorKind::Internal,
-                    "Failed to send packfile to file writer.",
-                    err,
-                )
-            })?;
-
-        Ok(())
+        self.file_writer.as_ref().unwrap().send((file, index))
     }
 
     fn has(&self, id: &BlobId) -> bool {
@@ -780,6 +768,9 @@ pub(crate) struct Actor {
     sender: Sender<(BytesList, IndexPack)>,
     /// The receiver to receive the status from the raw packer.
     finish: Receiver<RusticResult<()>>,
+    /// Patched for octobackup: the error the writer stopped at, as text, once a send found it
+    /// stopped (its own error went to that send's caller).
+    stopped: Mutex<Option<String>>,
 }
 
 impl Actor {
@@ -823,6 +814,7 @@ impl Actor {
         Self {
             sender: tx,
             finish: finish_rx,
+            stopped: Mutex::new(None),
         }
     }
 
@@ -835,11 +827,35 @@ impl Actor {
     /// # Errors
     ///
     /// If sending the message to the actor fails.
-    fn send(&self, load: (BytesList, IndexPack)) -> PackerResult<()> {
-        self.sender
-            .send(load)
-            .map_err(|err| PackerErrorKind::SendingCrossbeamDataMessage { source: err })?;
-        Ok(())
+    ///
+    /// Patched for octobackup: when the writer has stopped (it stops at its first error, such
+    /// as a full disk), that error is returned, not the closed channel's: upstream said
+    /// "sending on a disconnected channel" for every pack after the first failed write, and the
+    /// cause (`No space left on device`) was lost unless the failing pack was the last.
+    fn send(&self, load: (BytesList, IndexPack)) -> RusticResult<()> {
+        match self.sender.send(load) {
+            Ok(()) => Ok(()),
+            Err(err) => Err(self.writer_error(err)),
+        }
+    }
+
+    /// Why the writer stopped: its own error the first time, its text after that.
+    fn writer_error(&self, send: crossbeam_channel::SendError<(BytesList, IndexPack)>) -> Box<RusticError> {
+        let mut stopped = self.stopped.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cause) = stopped.as_ref() {
+            return earlier_write_failed(cause);
+        }
+        match self.finish.recv() {
+            Ok(Err(err)) => {
+                *stopped = Some(error_text(&err));
+                err
+            }
+            _ => RusticError::with_source(
+                ErrorKind::Internal,
+                "Failed to send packfile to file writer.",
+                PackerErrorKind::SendingCrossbeamDataMessage { source: send },
+            ),
+        }
     }
 
     /// Finalizes the actor and does cleanup
@@ -850,9 +866,39 @@ impl Actor {
     fn finalize(self) -> RusticResult<()> {
         // cancel channel
         drop(self.sender);
+        // Patched for octobackup: a writer whose error a send already took is not asked again
+        // (its status was received once), and that error is said again.
+        if let Some(cause) = self
+            .stopped
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner)
+        {
+            return Err(earlier_write_failed(&cause));
+        }
         // wait for items in channel to be processed
         self.finish.recv().unwrap()
     }
+}
+
+/// Patched for octobackup: `err` with its sources, as one line.
+fn error_text(err: &RusticError) -> String {
+    let mut text = err.display_log();
+    let mut source = std::error::Error::source(err);
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}
+
+/// Patched for octobackup: the error for a pack sent after the writer stopped at `cause`.
+fn earlier_write_failed(cause: &str) -> Box<RusticError> {
+    RusticError::new(
+        ErrorKind::InputOutput,
+        "An earlier pack could not be written: {cause}",
+    )
+    .attach_context("cause", cause.to_string())
 }
 
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
