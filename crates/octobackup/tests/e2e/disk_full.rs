@@ -183,7 +183,12 @@ async fn a_full_local_repository_fails_the_backup_cleanly() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     the_error_line(&out, &repo);
     assert_nothing_claimed(&t, "repository full", &out);
-    // With room again: the repository checks, holds nothing complete, and takes a set.
+    recovers_with_room_again(&t, &fs).await;
+}
+
+/// With room again after a run the full repository stopped: the repository checks, holds
+/// nothing complete, and takes a set that checks.
+async fn recovers_with_room_again(t: &TestLab, fs: &Tmpfs) {
     fs.resize(512 * 1024 * 1024);
     let check = t.restic(&["check"]);
     assert!(
@@ -227,4 +232,5 @@ async fn a_repository_that_fills_while_packs_wait_to_be_written_still_says_disk_
         stderr(&out)
     );
     assert_nothing_claimed(&t, "repository full while packs wait", &out);
+    recovers_with_room_again(&t, &fs).await;
 }
