@@ -52,19 +52,10 @@ impl Repo {
         let changes = SetSource::new(changes)?;
         let targets = changes.targets();
         let unreadable = changes.unreadable_handle();
-        // Every changed entry and the folders above it: the trees that cannot be taken from the
-        // base as they are. (A staged folder that is also kept, such as a staging root, is
-        // rebuilt from the same nodes: the same tree.)
-        let mut touched: HashSet<Vec<u8>> = HashSet::from([Vec::new()]);
-        for path in changes.entry_paths() {
-            let mut text = Vec::new();
-            for name in names(&path) {
-                text.push(b'/');
-                text.extend_from_slice(name.as_encoded_bytes());
-                if !touched.contains(&text) {
-                    touched.insert(text.clone());
-                }
-            }
+        // Every changed entry and the folders above it: the folders the plan must look into.
+        let mut staged = Staged::default();
+        for (path, is_dir) in changes.entry_paths() {
+            staged.add(&path, is_dir);
         }
 
         let capture = logging::capture();
@@ -80,7 +71,7 @@ impl Repo {
 
             // What the base's trees hold, before anything is written.
             let mut plan = Plan {
-                touched: &touched,
+                staged: &staged,
                 keep: Cursor::new(keep)?,
                 kept_files: 0,
                 kept_bytes: 0,
@@ -260,9 +251,59 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// What the copies hold, by folder (snapshot paths as bytes, see `pathlist`).
+#[derive(Default)]
+struct Staged {
+    /// Every copied entry and the folders above it (the root: empty).
+    touched: HashSet<Vec<u8>>,
+    /// Per folder, the names of the copied folders directly in it (the folders above a copied
+    /// entry count as copied folders).
+    dirs: HashMap<Vec<u8>, HashSet<Vec<u8>>>,
+    /// The folders that directly hold a copied file or link.
+    holding_files: HashSet<Vec<u8>>,
+}
+
+impl Staged {
+    fn add(&mut self, path: &Path, is_dir: bool) {
+        let names: Vec<&[u8]> = names(path).map(|n| n.as_encoded_bytes()).collect();
+        let mut parent = Vec::new();
+        self.touched.insert(Vec::new());
+        for (i, name) in names.iter().enumerate() {
+            if i + 1 == names.len() && !is_dir {
+                self.holding_files.insert(parent.clone());
+            } else if let Some(dirs) = self.dirs.get_mut(&parent) {
+                if !dirs.contains(*name) {
+                    dirs.insert(name.to_vec());
+                }
+            } else {
+                self.dirs
+                    .insert(parent.clone(), HashSet::from([name.to_vec()]));
+            }
+            parent.push(b'/');
+            parent.extend_from_slice(name);
+            if !self.touched.contains(&parent) {
+                self.touched.insert(parent.clone());
+            }
+        }
+    }
+
+    /// Whether the base's tree at `path`, every node of which is kept (`kept_names`), comes
+    /// out of a rebuild as it went in. A copied file changes a tree; a copied folder changes
+    /// it only when no kept node has its name (the kept entry wins, and what the copied folder
+    /// holds is looked at on its own): a staging root, or a folder the window left as it was,
+    /// adds nothing by itself.
+    fn leaves_unchanged(&self, path: &[u8], kept_names: &HashSet<Vec<u8>>) -> bool {
+        !self.holding_files.contains(path)
+            && self
+                .dirs
+                .get(path)
+                .is_none_or(|dirs| dirs.iter().all(|d| kept_names.contains(d)))
+    }
+}
+
 /// The base's trees as the overlay needs them: which ones must be rebuilt, and what is kept.
 struct Plan<'a> {
-    touched: &'a HashSet<Vec<u8>>,
+    staged: &'a Staged,
     keep: Cursor<'a>,
     kept_files: u64,
     kept_bytes: u64,
@@ -297,12 +338,17 @@ impl Plan<'_> {
         let tree = repo
             .get_tree(&id)
             .map_err(|e| from_rustic("cannot read the base snapshot", &e))?;
-        let mut same = !self.touched.contains(path);
+        let mut same = true;
         let mut kept_nodes = Vec::with_capacity(tree.nodes.len());
+        let copied_dirs_here = self.staged.dirs.get(path);
+        let mut kept_names = HashSet::new();
         for node in &tree.nodes {
             let child = child_path(path, node);
             let kept = self.keep.take(&child)?;
             kept_nodes.push(kept);
+            if kept && copied_dirs_here.is_some() {
+                kept_names.insert(child[path.len() + 1..].to_vec());
+            }
             if kept {
                 // Counted as rustic's archiver counts: every entry that is not a folder.
                 if !node.is_dir() {
@@ -315,12 +361,15 @@ impl Plan<'_> {
                 same = false;
             }
             if node.is_dir()
-                && (kept || self.touched.contains(&child))
+                && (kept || self.staged.touched.contains(&child))
                 && let Some(subtree) = node.subtree
                 && !self.visit(repo, &child, subtree)?
             {
                 same = false;
             }
+        }
+        if same && !self.staged.leaves_unchanged(path, &kept_names) {
+            same = false;
         }
         if !same {
             let hold = self.held_nodes + tree.nodes.len() <= HOLD_NODES;
@@ -439,5 +488,58 @@ impl<S: IndexedTree> Build<'_, S> {
             nodes.push(node);
         }
         (self.save)(&Tree { nodes })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn staged(entries: &[(&str, bool)]) -> Staged {
+        let mut s = Staged::default();
+        for (path, is_dir) in entries {
+            s.add(Path::new(path), *is_dir);
+        }
+        s
+    }
+
+    fn names(list: &[&str]) -> HashSet<Vec<u8>> {
+        list.iter().map(|n| n.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn staging_roots_alone_leave_every_kept_tree_as_it_was() {
+        // What the window copies when nothing changed: each folder's empty staging root.
+        let s = staged(&[("/folders/Packages", true), ("/folders/TaskLogs", true)]);
+        let kept = names(&["Artifacts", "Packages", "TaskLogs"]);
+        assert!(s.leaves_unchanged(b"", &names(&["folders"])));
+        assert!(s.leaves_unchanged(b"/folders", &kept));
+        assert!(s.leaves_unchanged(b"/folders/TaskLogs", &names(&["a.log"])));
+        // The plan still looks into them (their kept content is checked).
+        assert!(s.touched.contains(b"/folders/TaskLogs".as_slice()));
+    }
+
+    #[test]
+    fn a_copied_file_or_a_new_folder_changes_the_tree_that_holds_it() {
+        let s = staged(&[
+            ("/folders/TaskLogs", true),
+            ("/folders/TaskLogs/b.log", false),
+            ("/folders/Packages", true),
+            ("/folders/Packages/feed", true),
+        ]);
+        assert!(!s.leaves_unchanged(b"/folders/TaskLogs", &names(&["a.log", "b.log"])));
+        // `feed` is new: no kept node has its name.
+        assert!(!s.leaves_unchanged(b"/folders/Packages", &names(&["other"])));
+        assert!(s.leaves_unchanged(b"/folders/Packages", &names(&["feed", "other"])));
+        assert!(s.leaves_unchanged(b"/folders", &names(&["Packages", "TaskLogs"])));
+    }
+
+    #[test]
+    fn the_folders_above_a_copied_entry_count_as_copied_folders() {
+        // Only the deepest entry is listed: the folders above it are copied folders too.
+        let s = staged(&[("/folders/New/Deeper", true)]);
+        assert!(!s.leaves_unchanged(b"/folders", &names(&["Packages"])));
+        assert!(s.leaves_unchanged(b"/folders", &names(&["New", "Packages"])));
+        assert!(!s.leaves_unchanged(b"/folders/New", &names(&[])));
     }
 }

@@ -251,13 +251,16 @@ impl SetSource {
         self.unreadable.clone()
     }
 
-    /// The snapshot path of every entry (folders too), walked without recording errors (the
-    /// backup's own walk records them).
-    pub(crate) fn entry_paths(&self) -> Vec<PathBuf> {
+    /// The snapshot path of every entry (folders too) and whether it is a folder, walked
+    /// without recording errors (the backup's own walk records them).
+    pub(crate) fn entry_paths(&self) -> Vec<(PathBuf, bool)> {
         let scratch = Arc::new(Unreadable::default());
         self.entries_recording(&scratch, false)
             .filter_map(Result::ok)
-            .map(|e| e.path)
+            .map(|e| {
+                let dir = e.node.is_dir();
+                (e.path, dir)
+            })
             .collect()
     }
 
