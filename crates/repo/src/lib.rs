@@ -31,6 +31,7 @@ mod ssh;
 mod storage;
 mod usage;
 mod vpath;
+mod walk_record;
 
 pub use backup::{BackupSummary, SetOptions};
 pub use browse::{EntryKind, FileEntry, READ_FILE_LIMIT};
@@ -53,4 +54,5 @@ pub use source::{SEGMENT_LEN, SourceItem, WalkedAhead};
 pub use ssh::close_ssh_connections;
 pub use storage::Storage;
 pub use usage::{DropEstimate, MAX_FILES_LISTED, ReadData};
+pub use walk_record::{WalkRecorder, WalkedEntry};
 pub use zeroize::Zeroizing;

@@ -28,6 +28,7 @@ use crate::error::{RepoError, from_rustic, summarize};
 use crate::logging::RECORDED_MARKER;
 use crate::mode;
 use crate::vpath::{VirtualPath, check_disjoint};
+use crate::walk_record::{WalkRecorder, WalkedEntry, snapshot_bytes};
 
 /// Files larger than this are read in segments of this length at fixed offsets, each chunked on
 /// a core of its own (issue 13: the .bak, one large file, was chunked and hashed on one core).
@@ -161,18 +162,55 @@ pub struct WalkedAhead {
 impl WalkedAhead {
     /// Checks and opens `items` as [`crate::Repo::backup`] does and starts walking them.
     pub fn start(items: Vec<SourceItem>) -> Result<Self, RepoError> {
+        Self::start_recorded(items, None)
+    }
+
+    /// As [`WalkedAhead::start`], telling `recorder` every entry the backup will store, as the
+    /// walk meets it (a folder's root with its `stat`, since the walk follows a root that is a
+    /// link; in-memory items are not entries of a walk and are not told).
+    pub fn start_recorded(
+        items: Vec<SourceItem>,
+        mut recorder: Option<Box<dyn WalkRecorder>>,
+    ) -> Result<Self, RepoError> {
         let capture = crate::logging::capture();
         let source = SetSource::new(items)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(WALK_AHEAD);
         let entries = source.entries_recording(&source.unreadable, true);
+        let roots: Vec<(PathBuf, PathBuf)> = source
+            .parts
+            .iter()
+            .filter_map(|part| match part {
+                Part::Folder { root, target, .. } => Some((target.to_path(), root.clone())),
+                _ => None,
+            })
+            .collect();
         std::thread::Builder::new()
             .name("octobackup-walk".into())
             .spawn(move || {
                 for entry in entries {
+                    if let (Some(recorder), Ok(e)) = (recorder.as_mut(), &entry)
+                        && !matches!(e.open, Some(SetOpen::Memory(_)))
+                    {
+                        let (path, exact) = snapshot_bytes(&e.path);
+                        // Only a folder's root comes without a way to open it.
+                        let root = e
+                            .open
+                            .is_none()
+                            .then(|| roots.iter().find(|(target, _)| *target == e.path))
+                            .flatten();
+                        let walked = match root.map(|(_, real)| fs::metadata(real)) {
+                            Some(Ok(meta)) => WalkedEntry::of(&meta),
+                            _ => WalkedEntry::of_node(&e.node),
+                        };
+                        recorder.entry(&path, exact, &walked);
+                    }
                     // The backup was dropped before it took everything: stop.
                     if tx.send(entry).is_err() {
-                        break;
+                        return;
                     }
+                }
+                if let Some(recorder) = recorder {
+                    recorder.finish();
                 }
             })
             .map_err(|e| RepoError::Other(format!("cannot start the walk of the sources: {e}")))?;

@@ -137,18 +137,19 @@ pub(super) async fn before_window(
     }?;
 
     // The folders are mostly immutable (packages) or append-only (logs): a first full pass before
-    // the window leaves only the changes to copy inside it (the window is what users feel). The listing the
-    // window is judged by is taken before the pass reads anything and kept on local staging.
+    // the window leaves only the changes to copy inside it (the window is what users feel). The
+    // listing the window is judged by is written by the pass's walk, each entry before the pass
+    // reads it, and kept on local staging.
     let pre_pass = if job.instance.folders_before_window {
         let r = steps.start("server folders (before the window)");
         let pass = tokio::select! {
             r = async {
-                let listing = Listing::take(&list, &set.local)?;
-                // Walked after the listing (what the window is judged by must come first) and
-                // while the key is derived.
-                let walked = walk_folders(&list)?;
+                let (recorder, listing) = Listing::recorder(&set.local)?;
+                // Walked while the key is derived.
+                let walked = walk_folders(&list, recorder)?;
                 repository_ready(job).await?;
                 let id = backup_folders(job, walked, &list, &set_id, &m.hostname).await?;
+                let listing = listing.finished().await?;
                 Ok::<_, Failure>((id, Arc::new(listing)))
             } => r,
             sig = stop.wait() => Err(interrupted(sig)),

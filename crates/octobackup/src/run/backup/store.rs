@@ -9,7 +9,7 @@ use crate::backupset::{self, Manifest};
 use crate::error::Failure;
 use crate::run::steps::{Steps, ended};
 use crate::sqlserver::SqlServer;
-use octobackup_repo::{Repo, SetOptions, SourceItem, WalkedAhead};
+use octobackup_repo::{Repo, SetOptions, SourceItem, WalkRecorder, WalkedAhead};
 use std::path::PathBuf;
 use std::sync::Arc;
 use zeroize::Zeroizing;
@@ -25,9 +25,13 @@ fn base_tags(job: &BackupJob, set_id: &str) -> Vec<String> {
 const TAG_PRE_PASS: &str = "pass:before-window";
 
 /// Starts walking the server folders for the pass before the window ([`backup_folders`]
-/// stores what it finds): the walk needs no repository, so it runs while the repository's key
-/// is still being derived. Fails, as the backup would, when a folder cannot be found or read.
-pub(super) fn walk_folders(folders: &[(String, PathBuf)]) -> Result<WalkedAhead, Failure> {
+/// stores what it finds), telling `listing` every entry: the walk needs no repository, so it
+/// runs while the repository's key is still being derived. Fails, as the backup would, when a
+/// folder cannot be found or read.
+pub(super) fn walk_folders(
+    folders: &[(String, PathBuf)],
+    listing: Box<dyn WalkRecorder>,
+) -> Result<WalkedAhead, Failure> {
     let items: Vec<SourceItem> = folders
         .iter()
         .map(|(name, path)| SourceItem::Path {
@@ -35,7 +39,7 @@ pub(super) fn walk_folders(folders: &[(String, PathBuf)]) -> Result<WalkedAhead,
             target: format!("{}/{name}", backupset::FOLDERS_DIR),
         })
         .collect();
-    WalkedAhead::start(items).map_err(Failure::from)
+    WalkedAhead::start_recorded(items, Some(listing)).map_err(Failure::from)
 }
 
 /// The pass over the server folders before the window: a part of the set (its parent is the

@@ -1,23 +1,24 @@
 //! The server folders inside the maintenance window, without the repository: a slow or missing
 //! repository must never lengthen the time Octopus spends in maintenance mode.
 //!
-//! Before the window, octobackup lists the folders (path, kind, size, mtime, and the file's
-//! identity: inode and change time on Unix, creation time on Windows) into the run's staging
-//! folder, then stores them once (the pass before the window). Inside the window it lists them
+//! Before the window, octobackup stores the folders once (the pass before the window), and the
+//! pass's walk lists them as it goes (path, kind, size, mtime, and the file's identity: inode
+//! and change time on Unix, creation time on Windows) into the run's staging folder. Inside the window it lists them
 //! again, copies what differs from that listing onto the run's staging folder, and leaves: a
 //! slow or missing repository cannot lengthen the window. After the window the set's folder
 //! tree is written as the pass before the window, less every entry the window did not keep
 //! unchanged, plus the copies ([`octobackup_repo::Repo::overlay`]): exactly the folders as they
 //! were inside the window.
 //!
-//! The listing is taken *before* the pass reads the folders, so anything that changes while the
-//! pass runs differs from it and is copied inside the window; an entry the pass stored that is
-//! not in the window at all is simply not kept.
+//! Each entry is listed *before* the pass reads it, so anything that changes while the pass
+//! runs differs from the listing and is copied inside the window; an entry the pass stored that
+//! is not in the window at all is simply not kept.
 
 use crate::backupset::{self, manifest::FolderInfo};
 use crate::error::{Exit, Failure};
 use octobackup_repo::{
-    BackupSummary, PathFile, PathFileWriter, SetOptions, SourceItem, tree_order,
+    BackupSummary, EntryKind as Kind, PathFile, PathFileWriter, SetOptions, SourceItem,
+    WalkRecorder, WalkedEntry, tree_order,
 };
 use serde::{Deserialize, Serialize};
 use std::cmp::Ordering as Order;
@@ -35,15 +36,9 @@ pub const CAPTURE_DIR: &str = "window";
 /// The list of the entries the window kept, in the capture folder beside the copies.
 pub const KEEP_FILE: &str = "kept-paths";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Kind {
-    File,
-    Dir,
-    Link,
-    Other,
-}
-
-/// What a listing records of one entry: enough to tell that it was not touched.
+/// What a listing records of one entry: enough to tell that it was not touched. The walk of
+/// the pass before the window and the window's own walk build it the same way
+/// ([`WalkedEntry`]: from a node of the pass, from an `lstat` in the window).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Meta {
     pub kind: Kind,
@@ -60,37 +55,16 @@ pub struct Meta {
 
 impl Meta {
     fn of(meta: &std::fs::Metadata, exact: bool) -> Meta {
-        let ty = meta.file_type();
-        let kind = if ty.is_symlink() {
-            Kind::Link
-        } else if ty.is_dir() {
-            Kind::Dir
-        } else if ty.is_file() {
-            Kind::File
-        } else {
-            Kind::Other
-        };
-        let nanos = |t: std::time::SystemTime| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as i128)
-                .unwrap_or_else(|e| -(e.duration().as_nanos() as i128))
-        };
-        #[cfg(unix)]
-        let (change, id) = {
-            use std::os::unix::fs::MetadataExt;
-            (
-                Some(meta.ctime() as i128 * 1_000_000_000 + meta.ctime_nsec() as i128),
-                Some(meta.ino()),
-            )
-        };
-        #[cfg(not(unix))]
-        let (change, id) = (meta.created().ok().map(nanos), None);
+        Meta::walked(&WalkedEntry::of(meta), exact)
+    }
+
+    fn walked(e: &WalkedEntry, exact: bool) -> Meta {
         Meta {
-            kind,
-            size: if kind == Kind::Dir { 0 } else { meta.len() },
-            mtime: meta.modified().ok().map(nanos),
-            change,
-            id,
+            kind: e.kind,
+            size: e.size,
+            mtime: e.mtime,
+            change: e.change,
+            id: e.id,
             exact,
         }
     }
@@ -105,7 +79,7 @@ impl Meta {
         out.push(match self.kind {
             Kind::File => 0,
             Kind::Dir => 1,
-            Kind::Link => 2,
+            Kind::Symlink => 2,
             Kind::Other => 3,
         });
         let flags = u8::from(self.exact)
@@ -128,7 +102,7 @@ impl Meta {
         let kind = match head[0] {
             0 => Kind::File,
             1 => Kind::Dir,
-            2 => Kind::Link,
+            2 => Kind::Symlink,
             3 => Kind::Other,
             _ => return Err(std::io::Error::other("an entry of an unknown kind")),
         };
@@ -435,10 +409,9 @@ fn cancelled() -> Failure {
     )
 }
 
-impl Listing {
-    /// Lists the folders as they are now (metadata only: no file is opened) into the run's
-    /// staging folder, durably: the window is judged by it.
-    pub fn take(folders: &[(String, PathBuf)], staging: &Path) -> Result<Listing, Failure> {
+impl ListingWriter {
+    /// A new listing file in the run's staging folder, its magic written.
+    fn create(staging: &Path) -> Result<(ListingWriter, PathBuf), Failure> {
         let path = staging.join(LISTING_FILE);
         let file = std::fs::File::create(&path).map_err(|e| listing_error(staging, &path, e, 0))?;
         let mut out = ListingWriter {
@@ -449,6 +422,17 @@ impl Listing {
             record: Vec::new(),
         };
         out.write(LISTING_MAGIC);
+        Ok((out, path))
+    }
+}
+
+impl Listing {
+    /// Lists the folders as they are now (metadata only: no file is opened) into the run's
+    /// staging folder, durably. The run's own listing is written by the pass's walk instead
+    /// ([`Listing::recorder`]); this one is what it must equal.
+    #[cfg(test)]
+    pub fn take(folders: &[(String, PathBuf)], staging: &Path) -> Result<Listing, Failure> {
+        let (mut out, path) = ListingWriter::create(staging)?;
         let mut entries = 0u64;
         walk(folders, &AtomicBool::new(false), |f| {
             out.push(f.vpath, &Meta::of(&f.meta, f.exact));
@@ -461,6 +445,84 @@ impl Listing {
             file: path,
             entries,
         })
+    }
+
+    /// A listing of the server folders written, durably, into the run's staging folder by the
+    /// walk of the pass before the window ([`octobackup_repo::WalkedAhead::start_recorded`]):
+    /// each entry as the pass stores it, its metadata read before the pass reads the file, so
+    /// anything that changes after differs from it and is copied inside the window. No second
+    /// walk of the folders before the pass (issue 13: listing 28,000 files first held the
+    /// pass's walk back by a fifth of a second), and nothing the pass stored is missing from
+    /// it. Returns the recorder for the walk and the listing to wait for once the pass ended.
+    pub fn recorder(staging: &Path) -> Result<(Box<dyn WalkRecorder>, PendingListing), Failure> {
+        let (out, file) = ListingWriter::create(staging)?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let recorder = ListingRecorder {
+            out,
+            file,
+            staging: staging.to_path_buf(),
+            entries: 0,
+            done: tx,
+        };
+        Ok((Box::new(recorder), PendingListing { done: rx }))
+    }
+}
+
+/// The listing the pass's walk writes ([`Listing::recorder`]).
+pub struct PendingListing {
+    done: std::sync::mpsc::Receiver<Result<Listing, Failure>>,
+}
+
+impl PendingListing {
+    /// The listing, once the walk met its last entry (right after, when the pass ended).
+    pub async fn finished(self) -> Result<Listing, Failure> {
+        crate::run::blocking::blocking("the folder listing", move || {
+            self.done.recv().unwrap_or_else(|_| {
+                Err(Failure::new(
+                    Exit::Failed,
+                    "the walk of the server folders stopped before it listed them all; nothing was marked complete",
+                ))
+            })
+        })
+        .await?
+    }
+}
+
+struct ListingRecorder {
+    out: ListingWriter,
+    file: PathBuf,
+    staging: PathBuf,
+    entries: u64,
+    done: std::sync::mpsc::Sender<Result<Listing, Failure>>,
+}
+
+impl WalkRecorder for ListingRecorder {
+    fn entry(&mut self, path: &[u8], exact: bool, entry: &WalkedEntry) {
+        // The window reads the listing beside its own walk, in tree order (rustic's walk sorts
+        // each folder's names as the window's does).
+        debug_assert!(
+            self.entries == 0 || tree_order(&self.out.last, path) == Order::Less,
+            "{} after {}",
+            String::from_utf8_lossy(path),
+            String::from_utf8_lossy(&self.out.last)
+        );
+        self.out.push(path, &Meta::walked(entry, exact));
+        self.entries += 1;
+    }
+
+    fn finish(self: Box<Self>) {
+        let ListingRecorder {
+            out,
+            file,
+            staging,
+            entries,
+            done,
+        } = *self;
+        let listing = match out.finish() {
+            Ok(_) => Ok(Listing { file, entries }),
+            Err((e, bytes)) => Err(listing_error(&staging, &file, e, bytes)),
+        };
+        let _ = done.send(listing);
     }
 }
 
@@ -585,7 +647,7 @@ pub fn capture(
                     files[f.folder].1 = files[f.folder].1 - meta.size + n;
                 }
             }
-            Kind::Link => {
+            Kind::Symlink => {
                 if let Some(parent) = target.parent() {
                     std::fs::create_dir_all(parent)
                         .map_err(|e| failed("cannot create", parent, e))?;
@@ -879,6 +941,85 @@ mod tests {
             .unwrap()
             .map(|p| String::from_utf8(p.unwrap()).unwrap())
             .collect()
+    }
+
+    /// The listing the pass's walk writes (from rustic's nodes, roots through `stat`) is the
+    /// listing a walk of the folders takes (from `lstat`), record for record: otherwise the
+    /// window would take untouched entries for changed ones and copy them.
+    #[test]
+    fn the_listing_the_pass_writes_is_the_listing_a_walk_takes() {
+        let dir = tempfile::tempdir().unwrap();
+        let packages = dir.path().join("Packages");
+        let logs = dir.path().join("TaskLogs");
+        write(&packages.join("feeds/Acme/Acme.1.0.0.nupkg"), b"one");
+        write(&packages.join("feeds/Acme/Acme.1.0.1.nupkg"), b"two two");
+        write(&packages.join("feeds/Zed/Zed.1.nupkg"), b"");
+        std::fs::create_dir_all(packages.join("empty")).unwrap();
+        for n in 0..50 {
+            write(&logs.join(format!("ServerTasks-{n}.log.txt")), b"log\n");
+        }
+        #[cfg(unix)]
+        {
+            use std::os::unix::ffi::OsStrExt;
+            std::os::unix::fs::symlink("feeds/Acme", packages.join("latest")).unwrap();
+            let odd = std::ffi::OsStr::from_bytes(b"odd-\xff.log");
+            write(&logs.join(odd), b"not unicode");
+        }
+        let folders = vec![
+            ("TaskLogs".to_string(), logs.clone()),
+            ("Packages".to_string(), packages.clone()),
+        ];
+        let (walked_at, taken_at) = (dir.path().join("walked"), dir.path().join("taken"));
+        std::fs::create_dir_all(&walked_at).unwrap();
+        std::fs::create_dir_all(&taken_at).unwrap();
+
+        let (recorder, pending) = Listing::recorder(&walked_at).unwrap();
+        let walk = super::super::store::walk_folders(&folders, recorder).unwrap();
+        let walked = pending.done.recv().unwrap().unwrap();
+        drop(walk);
+        let taken = Listing::take(&folders, &taken_at).unwrap();
+
+        assert_eq!(walked.entries, taken.entries);
+        assert_eq!(listed_lossy(&walked), listed_lossy(&taken));
+        assert_eq!(
+            std::fs::read(&walked.file).unwrap(),
+            std::fs::read(&taken.file).unwrap()
+        );
+        // And the window, walking the same folders, finds nothing changed (but the name that
+        // is not Unicode, which it always copies).
+        let c = capture(
+            &folders,
+            Some(&walked),
+            &walked_at.join(CAPTURE_DIR),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        let odd = u64::from(cfg!(unix));
+        assert_eq!((c.changed, c.files_copied), (odd, odd), "{c:?}");
+    }
+
+    fn listed_lossy(l: &Listing) -> Vec<(String, Meta)> {
+        let mut r = ListingReader::open(l).unwrap();
+        let mut out = Vec::new();
+        while let Some((p, m)) = r.head() {
+            out.push((String::from_utf8_lossy(p).into_owned(), m.clone()));
+            r.advance().unwrap();
+        }
+        out
+    }
+
+    /// A walk that stops before its last entry (the pass failed) leaves no listing to judge
+    /// the window by.
+    #[tokio::test]
+    async fn a_walk_that_stopped_early_gives_no_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (recorder, pending) = Listing::recorder(dir.path()).unwrap();
+        drop(recorder);
+        let e = pending.finished().await.unwrap_err();
+        assert!(
+            e.message.contains("stopped before it listed them all"),
+            "{e:?}"
+        );
     }
 
     #[test]
