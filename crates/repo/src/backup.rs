@@ -41,7 +41,7 @@ pub struct SetOptions {
 }
 
 /// What a backup stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct BackupSummary {
     pub snapshot_id: String,
     pub files_new: u64,
@@ -117,17 +117,17 @@ impl Repo {
                 Some(level) => self.with_compression(repo, level)?,
                 None => repo,
             };
-            // The progress total (a walk of the sources' sizes) is taken beside the reading of
-            // the snapshots and the index, not before them (issue 13: a serial walk of every
-            // file before anything else began).
+            // The progress total, when someone sees it, is taken beside the reading of the
+            // snapshots and the index, not before them (issue 13: a serial walk of every file
+            // before anything else began); a walk started ahead counts it as it goes.
             let began = std::time::Instant::now();
             let (found, total) = std::thread::scope(|scope| {
-                let total = scope.spawn(|| source.total_bytes());
+                let total = scope.spawn(|| progress.wants_total().then(|| source.total_bytes()));
                 let found = match newest_with_tags(&repo, &opts.parent_tags) {
                     Ok(parent) => self.index_ids(repo).map(|indexed| (parent, indexed)),
                     Err(e) => Err(e),
                 };
-                (found, total.join().ok())
+                (found, total.join().ok().flatten())
             });
             let (parent, indexed) = found?;
             log::debug!(

@@ -92,7 +92,8 @@ impl Repo {
             // The copies: an ordinary backup of the staging folder, tagged as the set's part (a
             // run that dies here leaves a part the next run discards).
             let staged = crate::backup::new_snapshot(opts, time.clone())?;
-            self.router.set_phase("backup", Some(changes.total_bytes()));
+            let total = progress.wants_total().then(|| changes.total_bytes());
+            self.router.set_phase("backup", total);
             let backup_opts = BackupOptions::default()
                 .no_scan(true)
                 .parent_opts(ParentOptions::default().force(true));

@@ -13,7 +13,7 @@ use std::io::{self, Cursor, Read, Seek, SeekFrom};
 use std::iter;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
-use std::sync::mpsc::Receiver;
+use std::sync::mpsc::{Receiver, TrySendError};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use rustic_core::repofile::{Metadata, Node, NodeType};
@@ -141,6 +141,9 @@ pub(crate) struct SetSource {
     /// The entries of a walk started ahead of the backup ([`WalkedAhead`]), taken by the first
     /// call of `entries`.
     ahead: Mutex<Option<Receiver<RusticResult<ReadSourceEntry<SetOpen>>>>>,
+    /// The bytes of the files that walk met, once it has met them all (`None`: it had to wait
+    /// for the backup before the end, so [`SetSource::total_bytes`] walks on its own).
+    ahead_total: Mutex<Option<Receiver<Option<u64>>>>,
 }
 
 /// How many entries a walk started ahead may hold before the backup takes them: about 900
@@ -175,6 +178,7 @@ impl WalkedAhead {
         let capture = crate::logging::capture();
         let source = SetSource::new(items)?;
         let (tx, rx) = std::sync::mpsc::sync_channel(WALK_AHEAD);
+        let (total_tx, total_rx) = std::sync::mpsc::sync_channel(1);
         let entries = source.entries_recording(&source.unreadable, true);
         let roots: Vec<(PathBuf, PathBuf)> = source
             .parts
@@ -187,6 +191,10 @@ impl WalkedAhead {
         std::thread::Builder::new()
             .name("octobackup-walk".into())
             .spawn(move || {
+                // The progress total, counted as the walk goes (no second walk of every file)
+                // until the buffer is full: then the backup is taking entries, and whoever
+                // waits for the total must not wait for the walk's end.
+                let mut total = Some(0u64);
                 for entry in entries {
                     if let (Some(recorder), Ok(e)) = (recorder.as_mut(), &entry)
                         && !matches!(e.open, Some(SetOpen::Memory(_)))
@@ -204,10 +212,26 @@ impl WalkedAhead {
                         };
                         recorder.entry(&path, exact, &walked);
                     }
-                    // The backup was dropped before it took everything: stop.
+                    if let (Some(sum), Ok(e)) = (total.as_mut(), &entry)
+                        && e.node.is_file()
+                    {
+                        *sum += e.node.meta.size;
+                    }
+                    let entry = match tx.try_send(entry) {
+                        Ok(()) => continue,
+                        Err(TrySendError::Full(entry)) => entry,
+                        // The backup was dropped before it took everything: stop.
+                        Err(TrySendError::Disconnected(_)) => return,
+                    };
+                    if total.take().is_some() {
+                        _ = total_tx.send(None);
+                    }
                     if tx.send(entry).is_err() {
                         return;
                     }
+                }
+                if let Some(total) = total {
+                    _ = total_tx.send(Some(total));
                 }
                 if let Some(recorder) = recorder {
                     recorder.finish();
@@ -215,6 +239,10 @@ impl WalkedAhead {
             })
             .map_err(|e| RepoError::Other(format!("cannot start the walk of the sources: {e}")))?;
         *source.ahead.lock().unwrap_or_else(PoisonError::into_inner) = Some(rx);
+        *source
+            .ahead_total
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(total_rx);
         Ok(Self { source, capture })
     }
 }
@@ -266,6 +294,7 @@ impl SetSource {
             unreadable: Arc::default(),
             memory: None,
             ahead: Mutex::default(),
+            ahead_total: Mutex::default(),
         })
     }
 
@@ -307,6 +336,14 @@ impl SetSource {
     /// (owner names, extended attributes), which a total does not need (issue 13: that second
     /// full walk cost a third of a nightly pass over 25,000 unchanged task logs).
     pub(crate) fn total_bytes(&self) -> u64 {
+        let counted = self
+            .ahead_total
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(Ok(Some(total))) = counted.map(|counted| counted.recv()) {
+            return total;
+        }
         // Errors of this walk are reported by the real one.
         self.parts
             .iter()
@@ -871,5 +908,64 @@ mod tests {
         let shown = format!("{item:?}");
         assert!(!shown.contains("TOPSECRET"), "{shown}");
         assert!(shown.contains("9 bytes"), "{shown}");
+    }
+
+    /// Tells when the walk met its last entry.
+    struct Finished(std::sync::mpsc::Sender<()>);
+
+    impl WalkRecorder for Finished {
+        fn entry(&mut self, _path: &[u8], _exact: bool, _entry: &WalkedEntry) {}
+        fn finish(self: Box<Self>) {
+            _ = self.0.send(());
+        }
+    }
+
+    #[test]
+    fn a_walk_started_ahead_counts_the_progress_total_as_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("Spaces-1")).unwrap();
+        fs::write(dir.path().join("a.txt"), vec![b'a'; 1000]).unwrap();
+        fs::write(dir.path().join("Spaces-1/b.txt"), vec![b'b'; 234]).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("a.txt", dir.path().join("link")).unwrap();
+        let items = vec![
+            SourceItem::Path {
+                source: dir.path().to_path_buf(),
+                target: "/folders/TaskLogs".into(),
+            },
+            SourceItem::Memory {
+                target: "/meta/manifest.json".into(),
+                bytes: Zeroizing::new(vec![0; 56]),
+                mode: 0o600,
+            },
+        ];
+        let (tx, finished) = std::sync::mpsc::channel();
+        let walked = WalkedAhead::start_recorded(items, Some(Box::new(Finished(tx)))).unwrap();
+        finished.recv().unwrap();
+        // Gone after the walk counted it: the total is the walk's, not a second walk's.
+        fs::remove_file(dir.path().join("a.txt")).unwrap();
+        assert_eq!(walked.source.total_bytes(), 1000 + 234 + 56);
+        // Taken once; asked again, the folders are walked for it.
+        assert_eq!(walked.source.total_bytes(), 234 + 56);
+    }
+
+    #[test]
+    fn a_walk_that_fills_its_buffer_leaves_the_total_to_a_walk_of_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..=WALK_AHEAD {
+            fs::File::create(dir.path().join(format!("ServerTasks-{i}.log.txt"))).unwrap();
+        }
+        fs::write(dir.path().join("big.txt"), vec![b'x'; 4321]).unwrap();
+        let items = vec![SourceItem::Path {
+            source: dir.path().to_path_buf(),
+            target: "/folders/TaskLogs".into(),
+        }];
+        let (tx, finished) = std::sync::mpsc::channel();
+        let walked = WalkedAhead::start_recorded(items, Some(Box::new(Finished(tx)))).unwrap();
+        // The walk waits for the backup to take entries: the total does not wait for it.
+        assert_eq!(walked.source.total_bytes(), 4321);
+        let taken = walked.source.entries().count();
+        assert_eq!(taken, WALK_AHEAD + 3, "the folder, the logs and big.txt");
+        finished.recv().unwrap();
     }
 }

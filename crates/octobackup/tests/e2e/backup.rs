@@ -601,6 +601,47 @@ async fn a_second_night_stores_only_what_changed() {
     );
     let sets = t.sets().await;
     assert_eq!(sets.iter().filter(|s| s["complete"] == true).count(), 2);
+
+    // A package pushed the next day, bigger than the whole database: the pass before the
+    // window stores it, the window finds the folders as that pass stored them (the pass's
+    // snapshot is then the set's folders as it stands), and the run's new data counts it (a
+    // run used to count only what was stored after the window).
+    // Bytes that repeat nowhere (xorshift), so that nothing in them deduplicates.
+    let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+    let package: Vec<u8> = (0..db + (1 << 20))
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 32) as u8
+        })
+        .collect();
+    let packages = &t.lab.info().folders.packages;
+    std::fs::write(packages.join("Acme.Pushed.1.0.0.nupkg"), &package).unwrap();
+    let report = t.json(&["--json", "backup"]).await;
+    let added = report["data_added"].as_u64().unwrap();
+    assert!(
+        added >= package.len() as u64,
+        "a {}-byte package was new, the run reported {added} bytes of new data",
+        package.len()
+    );
+    let show = t.json(&["--json", "show", "latest"]).await;
+    assert!(
+        show["window"]["inside"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s == "server folders (checked: unchanged since the first pass)"),
+        "{}",
+        show["window"]
+    );
+    let pushed = t.restic(&[
+        "dump",
+        "latest",
+        "/folders/Packages/Acme.Pushed.1.0.0.nupkg",
+    ]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    assert!(pushed.stdout == package, "restic's copy differs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,10 +152,16 @@ impl LocalSource {
             .git_ignore(filter_opts.git_ignore)
             .git_exclude(filter_opts.git_ignore)
             .require_git(!filter_opts.no_require_git)
-            // Patched for octobackup: entries of one folder ordered by name, the same order
-            // as by path (they share the parent) without parsing two whole paths into
-            // components per comparison (a quarter of the walk of a 26,000-entry folder).
-            .sort_by_file_name(|a, b| a.cmp(b))
+            // Patched for octobackup: entries of one folder ordered by name. They share the
+            // parent's path, byte for byte, so their whole paths compared as bytes give the
+            // names' order, without parsing a path into components per comparison (taking the
+            // name, as `sort_by_file_name` does, was a tenth of the walk of a 26,000-entry
+            // folder; comparing parsed paths a quarter).
+            .sort_by_file_path(|a, b| {
+                a.as_os_str()
+                    .as_encoded_bytes()
+                    .cmp(b.as_os_str().as_encoded_bytes())
+            })
             .same_file_system(filter_opts.one_file_system)
             .max_filesize(filter_opts.exclude_larger_than.map(|s| s.as_u64()))
             .overrides(overrides);

@@ -837,12 +837,29 @@ pub async fn ingest(
     let sink = job.ui.repo_sink("folders");
     let base = base.map(str::to_string);
     let keep = PathFile::open(&capture.keep);
-    let summary =
-        crate::run::blocking::blocking("storing the server folders", move || match base {
-            Some(base) => repo.overlay(&base, &keep, items, &opts, &*sink),
-            None => repo.backup(items, &opts, &*sink),
-        })
-        .await??;
+    let unchanged = capture.changed == 0;
+    let summary = crate::run::blocking::blocking("storing the server folders", move || {
+        let Some(base) = base else {
+            return repo.backup(items, &opts, &*sink);
+        };
+        // What the pass before the window added is this run's too.
+        let pass = repo.find_snapshot(&base)?;
+        let pass_added = pass.summary.as_ref().map_or(0, |s| s.data_added);
+        if unchanged {
+            // The window found every entry as the pass stored it (the listing it was judged
+            // by is that pass's own walk), and nothing added or gone: the pass's snapshot is
+            // the folders' part as it stands, with nothing to read or write again.
+            return Ok(BackupSummary {
+                snapshot_id: pass.id,
+                data_added: pass_added,
+                ..BackupSummary::default()
+            });
+        }
+        let mut overlaid = repo.overlay(&base, &keep, items, &opts, &*sink)?;
+        overlaid.data_added += pass_added;
+        Ok(overlaid)
+    })
+    .await??;
     if !summary.unreadable.is_empty() {
         return Err(super::unreadable_files(
             &summary.unreadable,
