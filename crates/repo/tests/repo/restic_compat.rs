@@ -373,9 +373,11 @@ fn stock_restic_cuts_files_where_octobackup_did_and_stores_no_data_again() {
     assert!(set.unreadable.is_empty(), "{:?}", set.unreadable);
     let repo_path = dir.path().join("repo");
     let ours = data_blob_count(&repo_path);
-    // A file of 20 MiB alone is cut in more than ten chunks (1 MiB on average past 512 KiB).
+    // Cut, not stored whole (5 blobs): the repository's chunker polynomial is random, so
+    // the count varies (about 30 on average, 24 seen), but chunks are at most 8 MiB and the
+    // run of zeros is cut at every 512 KiB, so a working chunker always gives more than 12.
     assert!(
-        ours > 25,
+        ours > 12,
         "only {ours} data blobs: the files were hardly cut"
     );
 
