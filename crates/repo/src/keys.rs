@@ -74,7 +74,8 @@ impl Repo {
             let opts = KeyOptions::default()
                 .hostname(hostname)
                 .username(username)
-                .with_created(true);
+                .with_created(true)
+                .scrypt_cost(Some(crate::repo::KEY_COST));
             let id = repo
                 .add_key(password.expose(), &opts)
                 .map_err(|e| from_rustic("cannot add the key", &e))?;

@@ -13,8 +13,17 @@ fn init_creates_a_repository_restic_can_open_and_refuses_to_overwrite_it() {
     let out = restic(&path, &["cat", "config"]);
     let cfg: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(cfg["version"], 2);
-    // Its key costs scrypt's recommended N=2^17, r=8, p=1.
-    assert_eq!(key_costs(&path), vec![(1 << 17, 8, 1)]);
+    // Its key costs N=2^16, r=8, p=2 (`KEY_COST`: two lanes, derived on two cores), and so
+    // does a key added later; restic derives the same key from them (it opened the first).
+    assert_eq!(key_costs(&path), vec![(1 << 16, 8, 2)]);
+    repo.add_key(&Password::new("second password"), None, None)
+        .unwrap();
+    assert_eq!(key_costs(&path), vec![(1 << 16, 8, 2); 2]);
+    let second = RepoConfig {
+        password: Password::new("second password"),
+        ..config(&path)
+    };
+    Repo::open(&second).unwrap();
 
     let err = Repo::init(&config(&path)).unwrap_err();
     assert!(matches!(err, RepoError::AlreadyExists { .. }), "{err:?}");
