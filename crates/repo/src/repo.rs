@@ -156,10 +156,7 @@ impl Repo {
         Self::init_with_cost(cfg, (10, 8, 1))
     }
 
-    fn init_with_cost(
-        cfg: &RepoConfig,
-        scrypt_cost: (u8, u32, u32),
-    ) -> Result<Repo, RepoError> {
+    fn init_with_cost(cfg: &RepoConfig, scrypt_cost: (u8, u32, u32)) -> Result<Repo, RepoError> {
         let (backends, options, health) = config::backends(cfg)?;
         let storage = Storage::new(&cfg.repository, cfg.options.clone());
         let at = At::new(cfg);

@@ -78,10 +78,83 @@ macro_rules! define_new_id_struct {
 #[display("{}", &self.to_hex()[0..8])]
 pub struct Id(
     /// The actual hash
-    #[serde(serialize_with = "hex::serde::serialize")]
-    #[serde(deserialize_with = "hex::serde::deserialize")]
+    // Patched for octobackup (change 18): written and read through `hex_serde`.
+    #[serde(serialize_with = "hex_serde::serialize")]
+    #[serde(deserialize_with = "hex_serde::deserialize")]
     [u8; constants::LEN],
 );
+
+/// Patched for octobackup (change 18): an `Id` as JSON, 64 hexadecimal digits, written and read
+/// through tables. `hex::serde` wrote an id char by char into a new `String`, and read it with a
+/// range match and an error check per digit: reading ids was the largest single cost of parsing
+/// a tree (every file's content and every folder's subtree) and an index. The same strings are
+/// written (lowercase) and accepted (either case) as before; anything else is refused.
+mod hex_serde {
+    use std::fmt;
+
+    use serde::{Deserializer, Serializer, de};
+
+    use super::constants::{HEX_LEN, LEN};
+
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+    /// Each byte's value as a hexadecimal digit, or `INVALID`.
+    const VALUES: [u8; 256] = {
+        let mut table = [INVALID; 256];
+        let mut i = 0;
+        while i < 16 {
+            table[DIGITS[i] as usize] = i as u8;
+            table[DIGITS[i].to_ascii_uppercase() as usize] = i as u8;
+            i += 1;
+        }
+        table
+    };
+    const INVALID: u8 = 0xff;
+
+    pub(super) fn serialize<S: Serializer>(id: &[u8; LEN], serializer: S) -> Result<S::Ok, S::Error> {
+        let mut text = [0u8; HEX_LEN];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(id) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0x0f)];
+        }
+        // Only ASCII digits were written.
+        serializer.serialize_str(std::str::from_utf8(&text).map_err(serde::ser::Error::custom)?)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<[u8; LEN], D::Error> {
+        deserializer.deserialize_str(HexVisitor)
+    }
+
+    /// The id in `text`, if it is exactly `HEX_LEN` hexadecimal digits.
+    fn decode(text: &[u8]) -> Option<[u8; LEN]> {
+        if text.len() != HEX_LEN {
+            return None;
+        }
+        let mut id = [0u8; LEN];
+        let mut bad = 0;
+        for (byte, pair) in id.iter_mut().zip(text.chunks_exact(2)) {
+            let (high, low) = (VALUES[usize::from(pair[0])], VALUES[usize::from(pair[1])]);
+            bad |= high | low;
+            *byte = (high << 4) | (low & 0x0f);
+        }
+        // A valid digit is below 16; `INVALID` sets the high bits.
+        (bad & 0xf0 == 0).then_some(id)
+    }
+
+    struct HexVisitor;
+
+    impl de::Visitor<'_> for HexVisitor {
+        type Value = [u8; LEN];
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{HEX_LEN} hexadecimal digits")
+        }
+
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            decode(v.as_bytes()).ok_or_else(|| E::invalid_value(de::Unexpected::Str(v), &self))
+        }
+    }
+}
 
 impl FromStr for Id {
     type Err = Box<RusticError>;

@@ -391,3 +391,55 @@ fn stock_restic_cuts_files_where_octobackup_did_and_stores_no_data_again() {
         "restic cut the same files elsewhere and stored new data"
     );
 }
+
+/// Ids are written as restic writes them, 64 lowercase hexadecimal digits, and read in either
+/// case (rustic_core change 18 reads and writes them through tables); a wrong digit anywhere,
+/// a short or long id, or a value that is not a string is refused, naming what was expected.
+#[test]
+fn ids_are_written_and_read_as_restic_writes_them() {
+    use rustic_core::Id;
+    let bytes: Vec<[u8; 32]> = vec![
+        [0; 32],
+        [0xff; 32],
+        std::array::from_fn(|i| (i * 37 + 11) as u8),
+        std::array::from_fn(|i| (255 - i * 7) as u8),
+    ];
+    for b in bytes {
+        let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+        let id = Id::new(b);
+        let json = serde_json::to_string(&id).unwrap();
+        assert_eq!(json, format!("\"{hex}\""));
+        assert_eq!(serde_json::from_str::<Id>(&json).unwrap(), id);
+        let upper = format!("\"{}\"", hex.to_uppercase());
+        assert_eq!(serde_json::from_str::<Id>(&upper).unwrap(), id);
+        assert_eq!(id.to_hex().as_str(), hex);
+    }
+    let good = "0123456789abcdef".repeat(4);
+    for at in [0, 1, 31, 62, 63] {
+        for wrong in ['g', 'G', ' ', '-', 'é'] {
+            let mut bad: Vec<char> = good.chars().collect();
+            bad[at] = wrong;
+            let bad: String = bad.into_iter().collect();
+            let err = serde_json::from_str::<Id>(&format!("\"{bad}\"")).unwrap_err();
+            assert!(
+                err.to_string().contains("expected 64 hexadecimal digits"),
+                "{bad}: {err}"
+            );
+        }
+    }
+    for bad in [
+        String::new(),
+        good[..63].to_string(),
+        good[..62].to_string(),
+        format!("{good}0"),
+        format!("{good}00"),
+    ] {
+        let err = serde_json::from_str::<Id>(&format!("\"{bad}\"")).unwrap_err();
+        assert!(
+            err.to_string().contains("expected 64 hexadecimal digits"),
+            "{bad}: {err}"
+        );
+    }
+    assert!(serde_json::from_str::<Id>("12").is_err());
+    assert!(serde_json::from_str::<Id>("null").is_err());
+}
