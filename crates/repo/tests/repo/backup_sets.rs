@@ -613,3 +613,39 @@ fn sources_walked_ahead_are_stored_as_the_walk_found_them() {
     assert_eq!(repo.snapshots().unwrap().len(), before);
     assert!(!dir.path().join("chunks").exists());
 }
+
+/// Every blob of an index of thousands is found by its id (rustic_core change 20 searches an
+/// id's prefix, not the whole index): the same files stored again under another name add no
+/// data, and the set restores byte for byte, each blob looked up in the index.
+#[test]
+fn every_blob_of_a_large_index_is_found_by_its_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("TaskLogs");
+    for i in 0..3000u64 {
+        write(
+            &logs.join(format!("ServerTasks-{i}.log.txt")),
+            &noise(300 + (i as usize % 700), i + 1),
+        );
+    }
+    let (repo, first) = repo_with_set(dir.path(), &logs, "/folders/TaskLogs");
+    assert_eq!(first.files_new, 3000);
+    let again = backup_path(&repo, &logs, "/folders/TaskLogs-again");
+    assert_eq!(again.files_new, 3000);
+    // Only the trees above the folder are new (its own tree is the first set's).
+    assert!(
+        again.data_added < 1000,
+        "{} bytes added: a blob in the index was not found",
+        again.data_added
+    );
+
+    let out = dir.path().join("restored");
+    repo.restore(
+        &again.snapshot_id,
+        "/folders/TaskLogs-again",
+        &out,
+        &NoProgress,
+    )
+    .unwrap();
+    assert_same_tree(&logs, &out);
+    assert_restic_reads_every_pack(&dir.path().join("repo"));
+}

@@ -62,6 +62,76 @@ pub(crate) struct TypeIndex {
     packs: Vec<PackId>,
     entries: EntriesVariants,
     total_size: u64,
+    /// Patched for octobackup (change 20): where each id prefix starts in `entries`.
+    fanout: Fanout,
+}
+
+/// Patched for octobackup (change 20): a fan-out table over entries sorted by id, as git's pack
+/// index has one: `starts[p]` is the first entry whose id's first `bits` bits are at least `p`.
+/// Ids are hashes, so each prefix holds a few entries; a lookup searches those instead of the
+/// whole index. A binary search over tens of thousands of entries missed the CPU's cache at
+/// nearly every step: checking that an unchanged file's blobs are in the index was an eighth of
+/// the backup pass's main thread on a nightly (a medium lab: 28,000 files).
+#[derive(Debug, Default)]
+struct Fanout {
+    bits: u32,
+    starts: Vec<u32>,
+}
+
+impl Fanout {
+    /// The table of `ids`, sorted: about four entries per prefix, at most 2^20 prefixes.
+    fn new<'a>(ids: impl ExactSizeIterator<Item = &'a BlobId>) -> Self {
+        let n = ids.len();
+        let Ok(count) = u32::try_from(n) else {
+            return Self::default();
+        };
+        let bits = (usize::BITS - n.leading_zeros()).saturating_sub(3).min(20);
+        let mut starts = Vec::with_capacity((1 << bits) + 1);
+        for (i, id) in ids.enumerate() {
+            let p = prefix(id, bits);
+            while starts.len() <= p {
+                starts.push(i as u32);
+            }
+        }
+        starts.resize((1 << bits) + 1, count);
+        Self { bits, starts }
+    }
+
+    /// The entries that may hold `id`; all of them when there is no table.
+    fn range(&self, id: &BlobId, len: usize) -> std::ops::Range<usize> {
+        if self.starts.is_empty() {
+            return 0..len;
+        }
+        let p = prefix(id, self.bits);
+        self.starts[p] as usize..self.starts[p + 1] as usize
+    }
+}
+
+/// The first `bits` bits of `id` (at most 32).
+fn prefix(id: &BlobId, bits: u32) -> usize {
+    if bits == 0 {
+        return 0;
+    }
+    // The first four bytes, the first one highest: the order of ids sorted by their bytes.
+    let head = id.as_u32().swap_bytes();
+    (head >> (32 - bits)) as usize
+}
+
+impl TypeIndex {
+    /// Patched for octobackup (change 20): `entries` (sorted by id) with their fan-out table.
+    fn sorted(packs: Vec<PackId>, entries: EntriesVariants, total_size: u64) -> Self {
+        let fanout = match &entries {
+            EntriesVariants::None => Fanout::default(),
+            EntriesVariants::Ids(ids) => Fanout::new(ids.iter()),
+            EntriesVariants::FullEntries(entries) => Fanout::new(entries.iter().map(|e| &e.id)),
+        };
+        Self {
+            packs,
+            entries,
+            total_size,
+            fanout,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -72,11 +142,7 @@ impl Index {
     pub(crate) fn drop_data(self) -> Self {
         Self(self.0.map(|blob_type, i| {
             if blob_type == BlobType::Data {
-                TypeIndex {
-                    packs: Vec::new(),
-                    entries: EntriesVariants::None,
-                    total_size: 0,
-                }
+                TypeIndex::sorted(Vec::new(), EntriesVariants::None, 0)
             } else {
                 i
             }
@@ -115,11 +181,7 @@ impl IndexCollector {
             }
 
             let packs = tc.packs.into_iter().map(|(id, _)| id).collect();
-            TypeIndex {
-                packs,
-                entries: tc.entries,
-                total_size: tc.total_size,
-            }
+            TypeIndex::sorted(packs, tc.entries, tc.total_size)
         }))
     }
 }
@@ -190,11 +252,11 @@ impl Index {
                 (EntriesVariants::None, EntriesVariants::None) => EntriesVariants::None,
                 _ => panic!("merged() of indexes of different types"),
             };
-            TypeIndex {
-                packs: old.packs.iter().chain(&new.packs).copied().collect(),
+            TypeIndex::sorted(
+                old.packs.iter().chain(&new.packs).copied().collect(),
                 entries,
-                total_size: old.total_size + new.total_size,
-            }
+                old.total_size + new.total_size,
+            )
         }))
     }
 }
@@ -278,7 +340,8 @@ impl IntoIterator for Index {
                 if let EntriesVariants::FullEntries(entries) = &mut tc.entries {
                     entries.par_sort_unstable_by(|e1, e2| e1.pack_idx.cmp(&e2.pack_idx));
                 }
-
+                // Patched for octobackup (change 20): no longer sorted by id.
+                tc.fanout = Fanout::default();
                 tc
             })),
             tpe: BlobType::Tree,
@@ -294,8 +357,11 @@ impl ReadIndex for Index {
             return None;
         };
 
-        vec.binary_search_by_key(id, |e| e.id).ok().map(|index| {
-            let be = &vec[index];
+        // Patched for octobackup (change 20): searched within the id's prefix.
+        let range = self.0[blob_type].fanout.range(id, vec.len());
+        let first = range.start;
+        vec[range].binary_search_by_key(id, |e| e.id).ok().map(|index| {
+            let be = &vec[first + index];
             IndexEntry::new(
                 blob_type,
                 self.0[blob_type].packs[be.pack_idx as usize],
@@ -309,11 +375,13 @@ impl ReadIndex for Index {
     }
 
     fn has(&self, blob_type: BlobType, id: &BlobId) -> bool {
+        // Patched for octobackup (change 20): searched within the id's prefix.
+        let fanout = &self.0[blob_type].fanout;
         match &self.0[blob_type].entries {
-            EntriesVariants::FullEntries(entries) => {
-                entries.binary_search_by_key(id, |e| e.id).is_ok()
-            }
-            EntriesVariants::Ids(ids) => ids.binary_search(id).is_ok(),
+            EntriesVariants::FullEntries(entries) => entries[fanout.range(id, entries.len())]
+                .binary_search_by_key(id, |e| e.id)
+                .is_ok(),
+            EntriesVariants::Ids(ids) => ids[fanout.range(id, ids.len())].binary_search(id).is_ok(),
             // has() only gives results if index contains full entries or ids
             EntriesVariants::None => false,
         }
