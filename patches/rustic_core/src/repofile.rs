@@ -130,8 +130,8 @@ impl<'de> DeserializeAs<'de, Zoned> for RusticTime {
 
 /// Patched for octobackup (change 19): the system's time zone, looked up once per process.
 /// `TimeZone::system()` reads `TZ` from the environment and checks its cache at every call,
-/// and a node's three timestamps called it three times: a tenth of the time writing the
-/// trees of a nightly's task-log folder. The offset of each timestamp still comes from the
+/// and a node's three timestamps called it three times: a sixth of the samples of the thread
+/// writing the trees of a nightly's task-log folder. The offset of each timestamp still comes from the
 /// zone's rules for that instant.
 static SYSTEM_ZONE: std::sync::LazyLock<TimeZone> = std::sync::LazyLock::new(TimeZone::system);
 
