@@ -536,3 +536,48 @@ fn a_damaged_data_pack_fails_the_restore_and_writes_none_of_its_bytes() {
         .count();
     assert_eq!(wrong, 0, "bytes that are neither the file's nor unwritten");
 }
+
+#[test]
+fn a_data_pack_cut_short_fails_the_restore() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    write(
+        &src.join("Database/OctopusDeploy.bak"),
+        &noise(3 * 1024 * 1024, 22),
+    );
+    let (repo, set) = repo_with_set(dir.path(), &src, "/folders/All");
+    let mut packs = Vec::new();
+    let mut stack = vec![dir.path().join("repo").join("data")];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                packs.push(e.path());
+            }
+        }
+    }
+    // The largest pack holds the file's data; half of it is lost (a copy cut short).
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    let pack = packs.last().unwrap();
+    let len = fs::metadata(pack).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(pack)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+
+    let e = repo
+        .restore(
+            &set.snapshot_id,
+            "/folders/All",
+            &dir.path().join("out"),
+            &NoProgress,
+        )
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("cannot read from the repository"),
+        "{e}"
+    );
+}
