@@ -103,9 +103,14 @@ pub struct Results {
     pub first: Night,
     pub nightly: Night,
     pub changed_bytes_day: u64,
+    /// The faster of [`RESTORE_ROUNDS`] restores (`restore_rounds_s`), with the most memory
+    /// any of them took.
     pub restore: Measured,
-    /// One plain copy of the same folders and .bak, to its sync (as the restore).
+    pub restore_rounds_s: Vec<f64>,
+    /// One plain copy of the same folders and .bak, to its sync (as the restore): the faster
+    /// of [`RESTORE_ROUNDS`] (`copy_rounds_s`), alternating with the restores.
     pub copy_s: f64,
+    pub copy_rounds_s: Vec<f64>,
     /// The same copy when it returns, before its sync.
     pub copy_unsynced_s: f64,
     pub ratios: Ratios,
@@ -326,6 +331,19 @@ fn sync_all() {
         libc::sync()
     };
 }
+
+/// Each round's seconds, for the table: "3.10s 3.42s".
+fn rounds(seconds: &[f64]) -> String {
+    seconds
+        .iter()
+        .map(|s| format!("{s:.2}s"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// How many times the restore and the plain copy are each measured (alternating); the faster
+/// of each is compared.
+const RESTORE_ROUNDS: usize = 2;
 
 /// Waits until what was written under `path` is on disk, as the restore does before it
 /// reports success (one `syncfs` on Linux; elsewhere the copy is not synced, so the bench's
@@ -723,38 +741,60 @@ pub(super) async fn measure(
     }
 
     // Both sides start with nothing of the backups' left to write back (else whichever runs
-    // first pays for it), read a source in the page cache (the lab's folders, which the
-    // backups read; the repository, read once here because octobackup's backup drops the
-    // data packs it writes from the cache), write the same bytes to the same file system, and
-    // end once what they wrote is on disk: the restore syncs before it reports success, so
-    // the copy is timed to its sync as well.
-    let target = dir.join("restore");
-    let _ = read_all(std::slice::from_ref(&repo_dir));
-    sync_all();
-    let (m, _, e, ok) = run_measured(
-        Command::new(&lab_exe)
-            .arg("--config")
-            .arg(&config_path)
-            .args(["restore-set", "--target"])
-            .arg(&target),
-    )?;
-    if !ok {
-        return Err(fail(format!(
-            "restore failed: {}",
-            String::from_utf8_lossy(&e)
-        )));
+    // first pays for it), read a source just read into the page cache (the repository for
+    // the restore: octobackup's backup drops the data packs it writes from the cache; the
+    // lab's folders and .bak for the copy: the bench's writes since the backups read them
+    // may have pushed them out), write the same bytes to the same file system, and end once
+    // what they wrote is on disk: the restore syncs before it reports success, so the copy
+    // is timed to its sync as well. Each is measured twice, alternating, into folders of its
+    // own, and the faster of each is kept: on a shared machine one run in a few takes twice
+    // as long for reasons of its own. Nothing is deleted in between: on a file system without
+    // a journal, ext4 passes over inodes freed in the last minutes for each file it creates.
+    let mut sources: Vec<PathBuf> = folders.iter().map(|(_, p)| p.clone()).collect();
+    sources.push(bak.clone());
+    for round in 1..=RESTORE_ROUNDS {
+        let _ = read_all(std::slice::from_ref(&repo_dir));
+        sync_all();
+        let (m, _, e, ok) = run_measured(
+            Command::new(&lab_exe)
+                .arg("--config")
+                .arg(&config_path)
+                .args(["restore-set", "--target"])
+                .arg(dir.join(format!("restore{round}"))),
+        )?;
+        if !ok {
+            return Err(fail(format!(
+                "restore failed: {}",
+                String::from_utf8_lossy(&e)
+            )));
+        }
+        r.restore_rounds_s.push(m.seconds);
+        if round == 1 || m.seconds < r.restore.seconds {
+            r.restore.seconds = m.seconds;
+        }
+        // The most any round needed.
+        r.restore.peak_mib = match (r.restore.peak_mib, m.peak_mib) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        };
+
+        let _ = read_all(&sources);
+        sync_all();
+        let t = Instant::now();
+        let copy = dir.join(format!("copy{round}"));
+        for (name, p) in &folders {
+            copy_tree(p, &copy.join(name)).map_err(fail)?;
+        }
+        std::fs::copy(&bak, copy.join("OctopusDeploy.bak")).map_err(fail)?;
+        let unsynced = t.elapsed().as_secs_f64();
+        sync_fs(&copy).map_err(fail)?;
+        let synced = t.elapsed().as_secs_f64();
+        r.copy_rounds_s.push(synced);
+        if round == 1 || synced < r.copy_s {
+            r.copy_s = synced;
+            r.copy_unsynced_s = unsynced;
+        }
     }
-    r.restore = m;
-    sync_all();
-    let t = Instant::now();
-    let copy = dir.join("copy");
-    for (name, p) in &folders {
-        copy_tree(p, &copy.join(name)).map_err(fail)?;
-    }
-    std::fs::copy(&bak, copy.join("OctopusDeploy.bak")).map_err(fail)?;
-    r.copy_unsynced_s = t.elapsed().as_secs_f64();
-    sync_fs(&copy).map_err(fail)?;
-    r.copy_s = t.elapsed().as_secs_f64();
 
     // The same lab with sql.chain = "owned", into a repository (and a state folder) of its own.
     say("sql.chain = \"owned\": the base before the window, a differential inside it ...");
@@ -1135,15 +1175,15 @@ fn table(r: &Results) -> String {
     );
     row(
         &mut s,
-        "restore (repository to disk)",
-        String::new(),
+        "restore (repository to disk), the faster of",
+        rounds(&r.restore_rounds_s),
         format!("{:.2}s", r.restore.seconds),
         format!("{:.2}x", r.ratios.restore_vs_copy),
     );
     row(
         &mut s,
         "one plain copy of the same data, to its sync",
-        String::new(),
+        rounds(&r.copy_rounds_s),
         format!("{:.2}s", r.copy_s),
         format!("{:.2}s unsynced", r.copy_unsynced_s),
     );
