@@ -2,6 +2,7 @@
 //! differ, other files in the destination are left alone, and a large file comes back whole.
 
 use std::fs;
+use std::path::{Path, PathBuf};
 
 use crate::common::*;
 use octobackup_repo::{NoProgress, SetOptions, SourceItem};
@@ -499,24 +500,11 @@ fn a_damaged_data_pack_fails_the_restore_and_writes_none_of_its_bytes() {
     let original = noise(3 * 1024 * 1024, 21);
     write(&src.join("Database/OctopusDeploy.bak"), &original);
     let (repo, set) = repo_with_set(dir.path(), &src, "/folders/All");
-    let mut packs = Vec::new();
-    let mut stack = vec![dir.path().join("repo").join("data")];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                packs.push(e.path());
-            }
-        }
-    }
-    // The largest pack holds the file's data (the others its trees).
-    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
-    let pack = packs.last().unwrap();
-    let mut bytes = fs::read(pack).unwrap();
+    let pack = largest_data_pack(&dir.path().join("repo"));
+    let mut bytes = fs::read(&pack).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
-    fs::write(pack, &bytes).unwrap();
+    fs::write(&pack, &bytes).unwrap();
 
     let out = dir.path().join("out");
     let e = repo
@@ -546,24 +534,12 @@ fn a_data_pack_cut_short_fails_the_restore() {
         &noise(3 * 1024 * 1024, 22),
     );
     let (repo, set) = repo_with_set(dir.path(), &src, "/folders/All");
-    let mut packs = Vec::new();
-    let mut stack = vec![dir.path().join("repo").join("data")];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap().flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else {
-                packs.push(e.path());
-            }
-        }
-    }
-    // The largest pack holds the file's data; half of it is lost (a copy cut short).
-    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
-    let pack = packs.last().unwrap();
-    let len = fs::metadata(pack).unwrap().len();
+    // Half of the file's data is lost (a copy cut short).
+    let pack = largest_data_pack(&dir.path().join("repo"));
+    let len = fs::metadata(&pack).unwrap().len();
     fs::OpenOptions::new()
         .write(true)
-        .open(pack)
+        .open(&pack)
         .unwrap()
         .set_len(len / 2)
         .unwrap();
@@ -580,4 +556,22 @@ fn a_data_pack_cut_short_fails_the_restore() {
         e.to_string().contains("cannot read from the repository"),
         "{e}"
     );
+}
+
+/// The largest pack under `repo/data`: in a set of one large file, the one that holds its data
+/// (the others hold its trees).
+fn largest_data_pack(repo: &Path) -> PathBuf {
+    let mut packs = Vec::new();
+    let mut stack = vec![repo.join("data")];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap().flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else {
+                packs.push(e.path());
+            }
+        }
+    }
+    packs.sort_by_key(|p| fs::metadata(p).unwrap().len());
+    packs.pop().unwrap()
 }
